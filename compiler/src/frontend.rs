@@ -1,0 +1,1 @@
+//! Front end façade: source text → checked, optimised TIR (placeholder).

@@ -1,0 +1,1 @@
+//! mHC kernels (placeholder: see issue 8).
