@@ -1,0 +1,191 @@
+//! Blocked layouts: how a tile's elements are distributed over a CTA's threads.
+//!
+//! Every TIR value lives in the *canonical* blocked layout of its shape (for the
+//! kernel's warp count), so elementwise ops and loop-carried values never need
+//! a conversion. Ops whose natural result is laid out differently (reductions,
+//! broadcasts, reshapes, transposes) convert through shared memory unless the two
+//! layouts are provably the same map (see [`Blocked::same_map`]).
+//!
+//! Along dimension `d` a thread owns `reps[d] * spt[d]` elements: for repetition
+//! `r` and sub-index `s` the coordinate is
+//! `(r * cov[d] + t[d] * spt[d] + s) mod shape[d]`, where `t[d]` is the thread's
+//! coordinate along `d` (from its lane and warp) and `cov = spt * tpw * wpc`.
+//! When a tile is smaller than the CTA, `cov > shape` and threads *replicate*
+//! elements; a thread owns its elements (is not a duplicate) iff
+//! `t[d] < shape[d] / spt[d]` for every `d`.
+
+/// Most contiguous elements per thread along the last dimension (16 bytes of bf16).
+pub(crate) const MAX_VEC: u32 = 8;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Blocked {
+    pub shape: Vec<u32>,
+    /// Contiguous elements per thread.
+    pub spt: Vec<u32>,
+    /// Threads per warp along each dimension (product 32).
+    pub tpw: Vec<u32>,
+    /// Warps per CTA along each dimension (product = warps).
+    pub wpc: Vec<u32>,
+}
+
+impl Blocked {
+    /// The canonical layout of `shape` over `warps` warps: up to [`MAX_VEC`]
+    /// contiguous elements per thread along the last dimension, lanes filling the
+    /// last dimension first, warps the first dimension first (so row reductions of
+    /// 2-D tiles stay inside a warp when there are enough rows).
+    pub fn canonical(shape: &[u32], warps: u32) -> Blocked {
+        let rank = shape.len();
+        if rank == 0 {
+            return Blocked { shape: vec![], spt: vec![], tpw: vec![], wpc: vec![] };
+        }
+        let numel: u32 = shape.iter().product();
+        let threads = 32 * warps;
+        let per_thread = (numel / threads).max(1);
+        let mut spt = vec![1; rank];
+        spt[rank - 1] = MAX_VEC.min(per_thread).min(shape[rank - 1]);
+        let mut tpw = vec![1; rank];
+        let mut lanes = 32;
+        for d in (0..rank).rev() {
+            let avail = (shape[d] / spt[d]).max(1);
+            tpw[d] = lanes.min(avail);
+            lanes /= tpw[d];
+        }
+        tpw[rank - 1] *= lanes;
+        let mut wpc = vec![1; rank];
+        let mut left = warps;
+        for d in 0..rank {
+            let avail = (shape[d] / (spt[d] * tpw[d])).max(1);
+            wpc[d] = left.min(avail);
+            left /= wpc[d];
+        }
+        wpc[rank - 1] *= left;
+        Blocked { shape: shape.to_vec(), spt, tpw, wpc }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    /// Elements covered by all threads once along `d`.
+    pub fn cov(&self, d: usize) -> u32 {
+        self.spt[d] * self.tpw[d] * self.wpc[d]
+    }
+    pub fn reps(&self, d: usize) -> u32 {
+        (self.shape[d] / self.cov(d)).max(1)
+    }
+    /// Registers per thread along `d`.
+    pub fn regs_along(&self, d: usize) -> u32 {
+        self.reps(d) * self.spt[d]
+    }
+    /// Registers per thread in all.
+    pub fn num_regs(&self) -> usize {
+        (0..self.rank()).map(|d| self.regs_along(d) as usize).product()
+    }
+    /// Per-dimension register indices of register `k` (row-major).
+    pub fn reg_index(&self, mut k: usize) -> Vec<u32> {
+        let mut idx = vec![0; self.rank()];
+        for d in (0..self.rank()).rev() {
+            let n = self.regs_along(d) as usize;
+            idx[d] = (k % n) as u32;
+            k /= n;
+        }
+        idx
+    }
+    /// Register number of per-dimension indices.
+    pub fn reg_number(&self, idx: &[u32]) -> usize {
+        let mut k = 0usize;
+        for d in 0..self.rank() {
+            k = k * self.regs_along(d) as usize + idx[d] as usize;
+        }
+        k
+    }
+    /// Static part of the coordinate of register index `i` along `d`
+    /// (the coordinate is `static + t[d] * spt[d]`, modulo `shape[d]`).
+    pub fn static_offset(&self, d: usize, i: u32) -> u32 {
+        let rep = i / self.spt[d];
+        let s = i % self.spt[d];
+        rep * self.cov(d) + s
+    }
+    /// Stride of dimension `d`'s lane coordinate inside the lane id.
+    pub fn lane_stride(&self, d: usize) -> u32 {
+        self.tpw[d + 1..].iter().product()
+    }
+    pub fn warp_stride(&self, d: usize) -> u32 {
+        self.wpc[d + 1..].iter().product()
+    }
+    /// Whether `self` and `other` (whose shapes have the same non-unit dimensions)
+    /// place every element in the same thread and register.
+    pub fn same_map(&self, other: &Blocked) -> bool {
+        fn squeeze(l: &Blocked) -> Vec<(u32, u32, u32, u32)> {
+            (0..l.rank())
+                .filter(|&d| l.shape[d] != 1 || l.tpw[d] != 1 || l.wpc[d] != 1)
+                .map(|d| (l.shape[d], l.spt[d], l.tpw[d], l.wpc[d]))
+                .collect()
+        }
+        squeeze(self) == squeeze(other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every element of the tile is owned by exactly one (thread, register) pair.
+    fn check_partition(shape: &[u32], warps: u32) {
+        let l = Blocked::canonical(shape, warps);
+        let numel: usize = shape.iter().map(|&d| d as usize).product();
+        let mut owners = vec![0u32; numel];
+        for tid in 0..32 * warps {
+            let (lane, warp) = (tid % 32, tid / 32);
+            let t: Vec<u32> = (0..l.rank())
+                .map(|d| {
+                    let ld = (lane / l.lane_stride(d)) % l.tpw[d];
+                    let wd = (warp / l.warp_stride(d)) % l.wpc[d];
+                    wd * l.tpw[d] + ld
+                })
+                .collect();
+            let owner = (0..l.rank()).all(|d| t[d] < l.shape[d] / l.spt[d]);
+            for k in 0..l.num_regs() {
+                let idx = l.reg_index(k);
+                assert_eq!(l.reg_number(&idx), k);
+                let mut flat = 0usize;
+                for d in 0..l.rank() {
+                    let c = (l.static_offset(d, idx[d]) + t[d] * l.spt[d]) % l.shape[d];
+                    flat = flat * l.shape[d] as usize + c as usize;
+                }
+                if owner {
+                    owners[flat] += 1;
+                }
+            }
+        }
+        assert!(owners.iter().all(|&n| n == 1), "{shape:?} x {warps} warps: {l:?} owners {owners:?}");
+    }
+
+    #[test]
+    fn canonical_layouts_partition_their_tiles() {
+        for warps in [1, 2, 4, 8] {
+            for shape in [
+                vec![1u32],
+                vec![4],
+                vec![64],
+                vec![1024],
+                vec![4096],
+                vec![1, 1024],
+                vec![16, 16],
+                vec![4, 4],
+                vec![128, 64],
+                vec![64, 1],
+                vec![2, 8, 32],
+            ] {
+                check_partition(&shape, warps);
+            }
+        }
+    }
+
+    #[test]
+    fn unit_dimensions_do_not_change_the_map() {
+        let a = Blocked::canonical(&[1024], 4);
+        let b = Blocked::canonical(&[1, 1024], 4);
+        assert!(a.same_map(&b));
+        assert!(!a.same_map(&Blocked::canonical(&[1024, 1], 4)));
+    }
+}
