@@ -1,0 +1,105 @@
+//! The CUDA backend: cudarc with the driver loaded at run time, so that builds
+//! need no CUDA and a machine without a GPU gets an error, never a crash.
+
+use crate::RuntimeError;
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+
+pub struct CudaDevice {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) name: String,
+}
+
+fn drv(e: cudarc::driver::DriverError) -> RuntimeError {
+    RuntimeError::Cuda(e.to_string())
+}
+
+/// Why no CUDA device can be used here, or `None` when one can.
+pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
+    // cudarc panics when libcuda is missing; look for it first.
+    if !unsafe { sys::is_culib_present() } {
+        return Some("no CUDA driver (libcuda.so) on this machine".into());
+    }
+    match std::panic::catch_unwind(|| cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count())) {
+        Ok(Ok(n)) if (n as usize) > ordinal => None,
+        Ok(Ok(n)) => Some(format!("CUDA device {ordinal} requested but {n} present")),
+        Ok(Err(e)) => Some(format!("CUDA driver error: {e}")),
+        Err(_) => Some("the CUDA driver could not be loaded".into()),
+    }
+}
+
+impl CudaDevice {
+    pub fn new(ordinal: usize) -> Result<CudaDevice, RuntimeError> {
+        if let Some(why) = unavailable_reason(ordinal) {
+            return Err(RuntimeError::NoGpu(why));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(drv)?;
+        let stream = ctx.default_stream();
+        let name = ctx.name().map_err(drv)?;
+        Ok(CudaDevice { ctx, stream, name })
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
+        self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(drv)
+    }
+
+    pub fn upload(&self, dst: &mut CudaSlice<u8>, src: &[u8]) -> Result<(), RuntimeError> {
+        self.stream.memcpy_htod(src, dst).map_err(drv)
+    }
+
+    pub fn download(&self, src: &CudaSlice<u8>, len: usize) -> Result<Vec<u8>, RuntimeError> {
+        let mut out = self.stream.clone_dtoh(src).map_err(drv)?;
+        out.truncate(len);
+        Ok(out)
+    }
+
+    pub fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
+        self.stream.memcpy_dtod(src, dst).map_err(drv)
+    }
+
+    pub fn load(&self, ptx: &str, name: &str) -> Result<CudaFunction, RuntimeError> {
+        let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+        module.load_function(name).map_err(drv)
+    }
+
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.stream.synchronize().map_err(drv)
+    }
+
+    /// Launch with arguments already checked against the signature.
+    pub fn launch(&self, f: &CudaFunction, grid: [u32; 3], threads: u32, args: &[CudaArg]) -> Result<(), RuntimeError> {
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                CudaArg::Ptr(s) => b.arg(*s),
+                CudaArg::I32(x) => b.arg(x),
+                CudaArg::I64(x) => b.arg(x),
+                CudaArg::F32(x) => b.arg(x),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        unsafe { b.launch(cfg) }.map_err(drv)?;
+        Ok(())
+    }
+
+    /// Time `f` on the stream with CUDA events, in milliseconds.
+    pub fn time_ms(&self, f: &mut dyn FnMut() -> Result<(), RuntimeError>) -> Result<f32, RuntimeError> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(drv)?;
+        let end = self.ctx.new_event(flags).map_err(drv)?;
+        start.record(&self.stream).map_err(drv)?;
+        f()?;
+        end.record(&self.stream).map_err(drv)?;
+        end.synchronize().map_err(drv)?;
+        start.elapsed_ms(&end).map_err(drv)
+    }
+}
+
+pub(crate) enum CudaArg<'a> {
+    Ptr(&'a CudaSlice<u8>),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
