@@ -31,7 +31,7 @@ pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
 }
 
 impl CudaDevice {
-    pub fn new(ordinal: usize) -> Result<CudaDevice, RuntimeError> {
+    pub(crate) fn new(ordinal: usize) -> Result<CudaDevice, RuntimeError> {
         if let Some(why) = unavailable_reason(ordinal) {
             return Err(RuntimeError::NoGpu(why));
         }
@@ -41,35 +41,46 @@ impl CudaDevice {
         Ok(CudaDevice { ctx, stream, name })
     }
 
-    pub fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
+    pub(crate) fn arch(&self) -> Result<String, RuntimeError> {
+        use sys::CUdevice_attribute::*;
+        let major = self.ctx.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(drv)?;
+        let minor = self.ctx.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(drv)?;
+        Ok(format!("sm_{major}{minor}"))
+    }
+
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
         self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(drv)
     }
 
-    pub fn upload(&self, dst: &mut CudaSlice<u8>, src: &[u8]) -> Result<(), RuntimeError> {
+    pub(crate) fn upload(&self, dst: &mut CudaSlice<u8>, src: &[u8]) -> Result<(), RuntimeError> {
         self.stream.memcpy_htod(src, dst).map_err(drv)
     }
 
-    pub fn download(&self, src: &CudaSlice<u8>, len: usize) -> Result<Vec<u8>, RuntimeError> {
+    pub(crate) fn download(&self, src: &CudaSlice<u8>, len: usize) -> Result<Vec<u8>, RuntimeError> {
         let mut out = self.stream.clone_dtoh(src).map_err(drv)?;
         out.truncate(len);
         Ok(out)
     }
 
-    pub fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
+    pub(crate) fn zero(&self, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
+        self.stream.memset_zeros(dst).map_err(drv)
+    }
+
+    pub(crate) fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
         self.stream.memcpy_dtod(src, dst).map_err(drv)
     }
 
-    pub fn load(&self, ptx: &str, name: &str) -> Result<CudaFunction, RuntimeError> {
+    pub(crate) fn load(&self, ptx: &str, name: &str) -> Result<CudaFunction, RuntimeError> {
         let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
         module.load_function(name).map_err(drv)
     }
 
-    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+    pub(crate) fn synchronize(&self) -> Result<(), RuntimeError> {
         self.stream.synchronize().map_err(drv)
     }
 
     /// Launch with arguments already checked against the signature.
-    pub fn launch(&self, f: &CudaFunction, grid: [u32; 3], threads: u32, args: &[CudaArg]) -> Result<(), RuntimeError> {
+    pub(crate) fn launch(&self, f: &CudaFunction, grid: [u32; 3], threads: u32, args: &[CudaArg]) -> Result<(), RuntimeError> {
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
@@ -85,7 +96,7 @@ impl CudaDevice {
     }
 
     /// Time `f` on the stream with CUDA events, in milliseconds.
-    pub fn time_ms(&self, f: &mut dyn FnMut() -> Result<(), RuntimeError>) -> Result<f32, RuntimeError> {
+    pub(crate) fn time_ms(&self, f: &mut dyn FnMut() -> Result<(), RuntimeError>) -> Result<f32, RuntimeError> {
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(flags).map_err(drv)?;
         let end = self.ctx.new_event(flags).map_err(drv)?;

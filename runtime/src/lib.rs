@@ -6,7 +6,13 @@
 //! device from PTX (GPU) or TIR (CPU) with its [`Signature`], and every launch
 //! is checked against that signature before anything runs.
 
+pub mod bench;
 mod cuda;
+mod pack;
+
+pub use pack::{describe, Pack};
+pub use tilec::pack::PackError;
+pub use tilec::tir::Config;
 
 use std::fmt;
 pub use tilec::tir::{ParamKind, Scalar, Signature};
@@ -119,6 +125,18 @@ impl Device {
         Ok(T::from_bytes(&self.download_bytes(b)?))
     }
 
+    /// Set every byte of a buffer to zero.
+    pub fn zero(&self, b: &mut Buffer) -> Result<(), RuntimeError> {
+        match (self, &mut b.storage) {
+            (Device::Cuda(d), Storage::Cuda(s)) => d.zero(s),
+            (Device::Cpu, Storage::Host(h)) => {
+                h.fill(0);
+                Ok(())
+            }
+            _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
+        }
+    }
+
     /// Device-to-device copy of a whole buffer (the bandwidth ceiling of benchmarks).
     pub fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), RuntimeError> {
         if src.len * src.dtype.size_bytes() != dst.len * dst.dtype.size_bytes() {
@@ -142,6 +160,22 @@ impl Device {
                 Ok(Kernel { signature, warps, code: Code::Cuda(f) })
             }
             Device::Cpu => Err(RuntimeError::Unsupported("PTX cannot run on the CPU device; load the kernel's TIR".into())),
+        }
+    }
+
+    /// The compute architecture as named in packs (`sm_90`).
+    pub fn arch(&self) -> Result<String, RuntimeError> {
+        match self {
+            Device::Cuda(d) => d.arch(),
+            Device::Cpu => Ok("cpu".into()),
+        }
+    }
+
+    /// Load a kernel's TIR to run on the CPU interpreter.
+    pub fn load_tir(&self, tir: tilec::tir::Kernel, warps: u32) -> Result<Kernel, RuntimeError> {
+        match self {
+            Device::Cpu => Ok(Kernel { signature: tir.signature(), warps, code: Code::Cpu(Box::new(tir)) }),
+            Device::Cuda(_) => Err(RuntimeError::Unsupported("TIR runs on the CPU device only; load PTX on a GPU".into())),
         }
     }
 
@@ -225,6 +259,7 @@ pub enum Arg<'a> {
 
 enum Code {
     Cuda(cudarc::driver::CudaFunction),
+    Cpu(Box<tilec::tir::Kernel>),
 }
 
 /// A kernel loaded on a device.
