@@ -47,6 +47,8 @@ pub struct Variant {
     pub config: Config,
     pub tir: Kernel,
     pub ptx: BTreeMap<String, String>,
+    /// Dynamic shared memory per CTA (bytes) that the PTX expects at launch.
+    pub shared_bytes: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +166,7 @@ mod tests {
                     config: Config { meta: vec![("BLOCK".into(), 128)], warps: 4 },
                     tir: Kernel { name: "k".into(), params: vec![], meta: vec![], body: Default::default(), values: vec![] },
                     ptx: [("sm_90".to_string(), ".version 8.0".to_string())].into(),
+                    shared_bytes: 0,
                 }],
             }],
         }

@@ -70,9 +70,16 @@ impl CudaDevice {
         self.stream.memcpy_dtod(src, dst).map_err(drv)
     }
 
-    pub(crate) fn load(&self, ptx: &str, name: &str) -> Result<CudaFunction, RuntimeError> {
+    /// Load a kernel that needs `shared_bytes` of dynamic shared memory per CTA.
+    pub(crate) fn load(&self, ptx: &str, name: &str, shared_bytes: u32) -> Result<CudaFunction, RuntimeError> {
         let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
-        module.load_function(name).map_err(drv)
+        let f = module.load_function(name).map_err(drv)?;
+        if shared_bytes > 48 * 1024 {
+            // Above 48 KB a kernel must opt in to large dynamic shared memory.
+            f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32)
+                .map_err(drv)?;
+        }
+        Ok(f)
     }
 
     pub(crate) fn synchronize(&self) -> Result<(), RuntimeError> {
@@ -80,7 +87,7 @@ impl CudaDevice {
     }
 
     /// Launch with arguments already checked against the signature.
-    pub(crate) fn launch(&self, f: &CudaFunction, grid: [u32; 3], threads: u32, args: &[CudaArg]) -> Result<(), RuntimeError> {
+    pub(crate) fn launch(&self, f: &CudaFunction, grid: [u32; 3], threads: u32, shared_bytes: u32, args: &[CudaArg]) -> Result<(), RuntimeError> {
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
@@ -90,7 +97,7 @@ impl CudaDevice {
                 CudaArg::F32(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (threads, 1, 1), shared_mem_bytes: shared_bytes };
         unsafe { b.launch(cfg) }.map_err(drv)?;
         Ok(())
     }

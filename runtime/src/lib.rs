@@ -152,12 +152,13 @@ impl Device {
         }
     }
 
-    /// Load a kernel compiled to PTX, launched with `warps` warps per CTA.
-    pub fn load_ptx(&self, ptx: &str, signature: Signature, warps: u32) -> Result<Kernel, RuntimeError> {
+    /// Load a kernel compiled to PTX, launched with `warps` warps per CTA and
+    /// `shared_bytes` of dynamic shared memory.
+    pub fn load_ptx(&self, ptx: &str, signature: Signature, warps: u32, shared_bytes: u32) -> Result<Kernel, RuntimeError> {
         match self {
             Device::Cuda(d) => {
-                let f = d.load(ptx, &signature.name)?;
-                Ok(Kernel { signature, warps, code: Code::Cuda(f) })
+                let f = d.load(ptx, &signature.name, shared_bytes)?;
+                Ok(Kernel { signature, warps, shared_bytes, code: Code::Cuda(f) })
             }
             Device::Cpu => Err(RuntimeError::Unsupported("PTX cannot run on the CPU device; load the kernel's TIR".into())),
         }
@@ -174,7 +175,7 @@ impl Device {
     /// Load a kernel's TIR to run on the CPU interpreter.
     pub fn load_tir(&self, tir: tilec::tir::Kernel, warps: u32) -> Result<Kernel, RuntimeError> {
         match self {
-            Device::Cpu => Ok(Kernel { signature: tir.signature(), warps, code: Code::Cpu(Box::new(tir)) }),
+            Device::Cpu => Ok(Kernel { signature: tir.signature(), warps, shared_bytes: 0, code: Code::Cpu(Box::new(tir)) }),
             Device::Cuda(_) => Err(RuntimeError::Unsupported("TIR runs on the CPU device only; load PTX on a GPU".into())),
         }
     }
@@ -199,7 +200,7 @@ impl Device {
                         Arg::F32(x) => Ok(cuda::CudaArg::F32(*x)),
                     })
                     .collect::<Result<_, _>>()?;
-                d.launch(f, grid, 32 * kernel.warps, &cargs)
+                d.launch(f, grid, 32 * kernel.warps, kernel.shared_bytes, &cargs)
             }
             _ => Err(kernel.error("the kernel was loaded on another device".into())),
         }
@@ -266,6 +267,7 @@ enum Code {
 pub struct Kernel {
     signature: Signature,
     warps: u32,
+    shared_bytes: u32,
     code: Code,
 }
 

@@ -52,7 +52,7 @@ impl Pack {
                     kernel: name.into(),
                     message: format!("the pack has no PTX for {arch} (it has: {})", v.ptx.keys().cloned().collect::<Vec<_>>().join(", ")),
                 })?;
-                device.load_ptx(ptx, sig, config.warps)
+                device.load_ptx(ptx, sig, config.warps, v.shared_bytes)
             }
             Device::Cpu => device.load_tir(v.tir.clone(), config.warps),
         }

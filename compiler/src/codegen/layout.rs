@@ -17,7 +17,7 @@
 /// Most contiguous elements per thread along the last dimension (16 bytes of bf16).
 pub(crate) const MAX_VEC: u32 = 8;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Blocked {
     pub shape: Vec<u32>,
     /// Contiguous elements per thread.
@@ -187,5 +187,106 @@ mod tests {
         let b = Blocked::canonical(&[1, 1024], 4);
         assert!(a.same_map(&b));
         assert!(!a.same_map(&Blocked::canonical(&[1024, 1], 4)));
+    }
+}
+
+/// The register layout of `mma.sync.m16n8k16` accumulators: the `[M, N]` tile is
+/// split over a `wm × wn` grid of warps, each owning `(M/wm) × (N/wn)`, i.e.
+/// `mt × nt` fragments of 16×8; in each fragment lane `l` holds
+/// `(g, 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)` with `g = l/4, q = l%4`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Mma {
+    pub shape: Vec<u32>,
+    pub wm: u32,
+    pub wn: u32,
+}
+
+impl Mma {
+    pub fn new(shape: &[u32], warps: u32) -> Mma {
+        let wm = warps.min(shape[0] / 16).max(1);
+        let wn = (warps / wm).min(shape[1] / 8).max(1);
+        Mma { shape: shape.to_vec(), wm, wn }
+    }
+    pub fn warp_rows(&self) -> u32 {
+        self.shape[0] / self.wm
+    }
+    pub fn warp_cols(&self) -> u32 {
+        self.shape[1] / self.wn
+    }
+    pub fn mt(&self) -> u32 {
+        self.warp_rows() / 16
+    }
+    pub fn nt(&self) -> u32 {
+        self.warp_cols() / 8
+    }
+    pub fn num_regs(&self) -> usize {
+        (self.mt() * self.nt() * 4) as usize
+    }
+    /// Register of fragment (i, j), element r (0..4).
+    pub fn reg(&self, i: u32, j: u32, r: u32) -> usize {
+        ((i * self.nt() + j) * 4 + r) as usize
+    }
+    /// Static (row, col) offset of register `k` from the thread's base `(wi·rows + g, wj·cols + 2q)`.
+    pub fn static_offset(&self, k: usize) -> (u32, u32) {
+        let k = k as u32;
+        let (f, r) = (k / 4, k % 4);
+        let (i, j) = (f / self.nt(), f % self.nt());
+        (i * 16 + (r / 2) * 8, j * 8 + (r % 2))
+    }
+}
+
+/// Where a value's elements live.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Layout {
+    Blocked(Blocked),
+    Mma(Mma),
+}
+
+impl Layout {
+    pub fn num_regs(&self) -> usize {
+        match self {
+            Layout::Blocked(b) if b.rank() == 0 => 1,
+            Layout::Blocked(b) => b.num_regs(),
+            Layout::Mma(m) => m.num_regs(),
+        }
+    }
+    pub fn shape(&self) -> &[u32] {
+        match self {
+            Layout::Blocked(b) => &b.shape,
+            Layout::Mma(m) => &m.shape,
+        }
+    }
+    /// Whether values in `self` can be used as `other` without moving data.
+    pub fn same_map(&self, other: &Layout) -> bool {
+        match (self, other) {
+            (Layout::Blocked(a), Layout::Blocked(b)) => a.same_map(b),
+            (a, b) => a == b,
+        }
+    }
+}
+
+#[cfg(test)]
+mod mma_tests {
+    use super::*;
+
+    #[test]
+    fn mma_layout_partitions_the_accumulator() {
+        for (shape, warps) in [([16u32, 8u32], 1u32), ([64, 64], 4), ([128, 128], 8), ([16, 64], 4), ([128, 32], 4)] {
+            let m = Mma::new(&shape, warps);
+            let mut seen = vec![0; (shape[0] * shape[1]) as usize];
+            for w in 0..m.wm * m.wn {
+                for lane in 0..32 {
+                    let (wi, wj) = (w / m.wn, w % m.wn);
+                    let (g, q) = (lane / 4, lane % 4);
+                    for k in 0..m.num_regs() {
+                        let (r, c) = m.static_offset(k);
+                        let row = wi * m.warp_rows() + g + r;
+                        let col = wj * m.warp_cols() + 2 * q + c;
+                        seen[(row * shape[1] + col) as usize] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{shape:?} {warps}");
+        }
     }
 }

@@ -8,25 +8,28 @@
 
 use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
-use super::layout::Blocked;
+use super::layout::{Blocked, Layout, Mma};
 use super::CodegenError;
-use crate::tir::{self, BinaryOp, CmpOp, Const, Elem, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId};
+use crate::tir::{self, BinaryOp, CmpOp, Const, Elem, Inst, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId};
 use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
 use melior::Context;
 use std::collections::HashMap;
 
-/// Largest static shared memory a kernel may use (bytes).
-const MAX_STATIC_SMEM: u32 = 48 * 1024;
+/// Largest shared memory a CTA may use on sm_80/sm_90 (bytes, dynamic).
+const MAX_SMEM: u32 = 227 * 1024;
 const SCRATCH: &str = "__tile_scratch";
 
-pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -> Result<Module<'c>, CodegenError> {
+/// The lowered module and the dynamic shared memory its kernel needs per CTA.
+pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -> Result<(Module<'c>, u32), CodegenError> {
     let module = Module::new(Location::unknown(ctx));
     let mut l = Lower {
         e: Emitter::new(ctx),
         kernel,
         warps,
         vals: HashMap::new(),
+        splats: HashMap::new(),
+        layouts: assign_layouts(kernel, warps),
         axis: axis::analyze(kernel),
         threads: HashMap::new(),
         scratch_bytes: 0,
@@ -38,7 +41,8 @@ pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -
     // gpu.module body: the scratch buffer (if any) and the kernel.
     e.push_block(&[]);
     if l.scratch_bytes > 0 {
-        let gt = format!("!llvm.array<{} x i8>", l.scratch_bytes);
+        // Dynamic shared memory: its size is given at launch.
+        let gt = "!llvm.array<0 x i8>";
         let r = melior::ir::Region::new();
         e.op_full(
             "llvm.mlir.global",
@@ -47,8 +51,8 @@ pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -
             &[
                 ("addr_space", e.attr("3 : i32")),
                 ("alignment", e.attr("16 : i64")),
-                ("global_type", e.attr(&gt)),
-                ("linkage", e.attr("#llvm.linkage<internal>")),
+                ("global_type", e.attr(gt)),
+                ("linkage", e.attr("#llvm.linkage<external>")),
                 ("sym_name", e.attr(&format!("\"{SCRATCH}\""))),
                 ("visibility_", e.attr("0 : i64")),
             ],
@@ -75,7 +79,87 @@ pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -
             module.as_operation()
         )));
     }
-    Ok(module)
+    Ok((module, l.scratch_bytes))
+}
+
+/// Values whose layout is not the canonical blocked layout of their shape:
+/// `dot` results live in the mma accumulator layout, and so do elementwise ops
+/// over them and loop-carried values they flow into (a fixpoint over loops).
+fn assign_layouts(kernel: &Kernel, warps: u32) -> HashMap<ValueId, Layout> {
+    let mut out = HashMap::new();
+    assign_block(kernel, warps, &kernel.body.insts, &mut out);
+    out
+}
+
+fn assign_block(kernel: &Kernel, warps: u32, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>) {
+    for inst in insts {
+        let Some(&r) = inst.results.first() else {
+            if let Op::Yield(_) = inst.op {
+                continue;
+            }
+            continue;
+        };
+        match &inst.op {
+            Op::Dot { .. } => {
+                out.insert(r, Layout::Mma(Mma::new(&kernel.ty(r).shape, warps)));
+            }
+            Op::Unary(_, a) | Op::Cast(a) => {
+                if let Some(l) = out.get(a).cloned() {
+                    out.insert(r, l);
+                }
+            }
+            Op::Binary(_, a, b) | Op::Cmp(_, a, b) => {
+                if let Some(l) = out.get(a).or_else(|| out.get(b)).cloned() {
+                    out.insert(r, l);
+                }
+            }
+            Op::Select { cond, a, b } => {
+                if let Some(l) = out.get(a).or_else(|| out.get(b)).or_else(|| out.get(cond)).cloned() {
+                    out.insert(r, l);
+                }
+            }
+            Op::For { init, body, .. } => {
+                for (a, i) in body.args[1..].iter().zip(init) {
+                    if let Some(l) = out.get(i).cloned() {
+                        out.insert(*a, l);
+                    }
+                }
+                for _ in 0..3 {
+                    assign_block(kernel, warps, &body.insts, out);
+                    let Some(Op::Yield(ys)) = body.insts.last().map(|i| &i.op) else { break };
+                    let mut changed = false;
+                    for (a, y) in body.args[1..].iter().zip(ys) {
+                        if let Some(l) = out.get(y).cloned() {
+                            if out.get(a) != Some(&l) {
+                                out.insert(*a, l);
+                                changed = true;
+                            }
+                        }
+                    }
+                    if !changed {
+                        break;
+                    }
+                }
+                for (res, a) in inst.results.iter().zip(&body.args[1..]) {
+                    if let Some(l) = out.get(a).cloned() {
+                        out.insert(*res, l);
+                    }
+                }
+            }
+            Op::If { then_body, else_body, .. } => {
+                assign_block(kernel, warps, &then_body.insts, out);
+                assign_block(kernel, warps, &else_body.insts, out);
+                if let Some(Op::Yield(ys)) = then_body.insts.last().map(|i| &i.op) {
+                    for (res, y) in inst.results.iter().zip(ys) {
+                        if let Some(l) = out.get(y).cloned() {
+                            out.insert(*res, l);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Per-layout thread coordinates, computed once in the entry block.
@@ -93,8 +177,11 @@ struct Lower<'c, 'k> {
     kernel: &'k Kernel,
     warps: u32,
     vals: HashMap<ValueId, Vec<V>>,
+    /// Values that are a scalar repeated: converting them to any layout is free.
+    splats: HashMap<ValueId, V>,
+    layouts: HashMap<ValueId, Layout>,
     axis: HashMap<ValueId, AxisInfo>,
-    threads: HashMap<Vec<u32>, Threads>,
+    threads: HashMap<Layout, Threads>,
     scratch_bytes: u32,
     lane: Option<V>,
     warp: Option<V>,
@@ -138,8 +225,25 @@ fn identity(op: ReduceOp, s: Scalar) -> Const {
 }
 
 impl<'c, 'k> Lower<'c, 'k> {
-    fn layout(&self, v: ValueId) -> Blocked {
-        Blocked::canonical(&self.kernel.ty(v).shape, self.warps)
+    fn layout(&self, v: ValueId) -> Layout {
+        self.layouts.get(&v).cloned().unwrap_or_else(|| self.canonical(&self.kernel.ty(v).shape))
+    }
+
+    fn canonical(&self, shape: &[u32]) -> Layout {
+        Layout::Blocked(Blocked::canonical(shape, self.warps))
+    }
+
+    /// Registers of `v` in layout `want`, converting through shared memory if needed.
+    fn regs_in(&mut self, v: ValueId, want: &Layout, span: Span) -> Result<Vec<V>, CodegenError> {
+        if let Some(&s) = self.splats.get(&v) {
+            return Ok(vec![s; want.num_regs()]);
+        }
+        let have = self.layout(v);
+        if have.same_map(want) || self.kernel.ty(v).is_scalar() {
+            return self.regs(v);
+        }
+        let shape = self.kernel.ty(v).shape.clone();
+        self.convert(v, want, span, &mut |_, c| Ok((c.to_vec(), shape.clone())))
     }
 
     fn mty(&self, t: &tir::Type) -> Type<'c> {
@@ -169,12 +273,14 @@ impl<'c, 'k> Lower<'c, 'k> {
         let c5 = self.e.i32(5)?;
         self.lane = Some(self.e.binop("arith.andi", tid, c31)?);
         self.warp = Some(self.e.binop("arith.shrui", tid, c5)?);
-        let mut shapes: Vec<Vec<u32>> = k.values.iter().filter(|t| !t.is_scalar()).map(|t| t.shape.clone()).collect();
-        shapes.sort();
-        shapes.dedup();
-        for s in shapes {
-            let th = self.thread_coords(&Blocked::canonical(&s, self.warps))?;
-            self.threads.insert(s, th);
+        let mut layouts: Vec<Layout> =
+            k.values.iter().filter(|t| !t.is_scalar()).map(|t| self.canonical(&t.shape)).collect();
+        layouts.extend(self.layouts.values().cloned());
+        for l in layouts {
+            if !self.threads.contains_key(&l) {
+                let th = self.thread_coords(&l)?;
+                self.threads.insert(l, th);
+            }
         }
         self.lower_block_insts(&k.body.insts)?;
         self.e.op("gpu.return", &[], &[], &[])?;
@@ -195,8 +301,32 @@ impl<'c, 'k> Lower<'c, 'k> {
             .map_err(|err| CodegenError::Internal(format!("gpu.func: {err}")))
     }
 
-    fn thread_coords(&mut self, l: &Blocked) -> Result<Threads, CodegenError> {
+    fn thread_coords(&mut self, l: &Layout) -> Result<Threads, CodegenError> {
         let (lane, warp) = (self.lane.unwrap(), self.warp.unwrap());
+        let l = match l {
+            Layout::Blocked(b) => b,
+            Layout::Mma(m) => {
+                // Base (row, col) = (wi·rows + lane/4, wj·cols + 2·(lane%4)).
+                let wn = self.e.i32(m.wn as i64)?;
+                let wmn = self.e.i32((m.wm * m.wn) as i64)?;
+                let wl = self.e.binop("arith.remui", warp, wmn)?;
+                let wi = self.e.binop("arith.divui", wl, wn)?;
+                let wj = self.e.binop("arith.remui", wl, wn)?;
+                let rows = self.e.i32(m.warp_rows() as i64)?;
+                let cols = self.e.i32(m.warp_cols() as i64)?;
+                let c2 = self.e.i32(2)?;
+                let c3 = self.e.i32(3)?;
+                let g = self.e.binop("arith.shrui", lane, c2)?;
+                let q = self.e.binop("arith.andi", lane, c3)?;
+                let r0 = self.e.binop("arith.muli", wi, rows)?;
+                let r0 = self.e.binop("arith.addi", r0, g)?;
+                let c0 = self.e.binop("arith.muli", wj, cols)?;
+                let q2 = self.e.binop("arith.muli", q, c2)?;
+                let c0 = self.e.binop("arith.addi", c0, q2)?;
+                let owner = if m.wm * m.wn < self.warps { Some(self.e.cmpi("ult", warp, wmn)?) } else { None };
+                return Ok(Threads { base: vec![r0, c0], t: vec![], owner });
+            }
+        };
         let mut t = Vec::new();
         let mut base = Vec::new();
         let mut owner_conds = Vec::new();
@@ -224,14 +354,30 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(Threads { base, t, owner })
     }
 
-    fn threads(&self, shape: &[u32]) -> &Threads {
-        &self.threads[shape]
+    fn threads(&self, l: &Layout) -> &Threads {
+        &self.threads[l]
+    }
+
+    fn owner(&self, l: &Layout) -> Option<V> {
+        if l.shape().is_empty() {
+            None
+        } else {
+            self.threads(l).owner
+        }
     }
 
     /// Runtime coordinates (i32) of register `k` of a tile in layout `l`.
-    fn coords(&mut self, l: &Blocked, k: usize) -> Result<Vec<V>, CodegenError> {
+    fn coords(&mut self, l: &Layout, k: usize) -> Result<Vec<V>, CodegenError> {
+        let base = self.threads(l).base.clone();
+        let l = match l {
+            Layout::Blocked(b) => b,
+            Layout::Mma(m) => {
+                let (r, c) = m.static_offset(k);
+                let (r, c) = (self.e.i32(r as i64)?, self.e.i32(c as i64)?);
+                return Ok(vec![self.e.binop("arith.addi", base[0], r)?, self.e.binop("arith.addi", base[1], c)?]);
+            }
+        };
         let idx = l.reg_index(k);
-        let base = self.threads(&l.shape).base.clone();
         let mut out = Vec::new();
         for d in 0..l.rank() {
             let so = self.e.i32(l.static_offset(d, idx[d]) as i64)?;
@@ -284,7 +430,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 vec![self.e.op1("arith.index_cast", &[v], i32t, &[])?]
             }
             Op::Arange { start, .. } => {
-                let l = Blocked::canonical(&res_ty.unwrap().shape, self.warps);
+                let l = self.layout(r.unwrap());
                 let st = self.e.i32(*start)?;
                 let mut out = Vec::new();
                 for reg in 0..l.num_regs() {
@@ -295,34 +441,42 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             Op::Splat(v) => {
                 let s = self.regs(*v)?[0];
-                vec![s; Blocked::canonical(&res_ty.unwrap().shape, self.warps).num_regs()]
+                self.splats.insert(r.unwrap(), s);
+                vec![s; self.layout(r.unwrap()).num_regs()]
             }
             Op::ExpandDims { value, .. } | Op::Reshape(value) => {
                 let (src, dst) = (self.layout(*value), self.layout(r.unwrap()));
                 let regs = self.regs(*value)?;
-                if src.rank() == 0 || src.same_map(&dst) {
-                    if src.rank() == 0 {
-                        vec![regs[0]; dst.num_regs()]
-                    } else {
-                        regs
-                    }
-                } else {
-                    let src_shape = k.ty(*value).shape.clone();
-                    self.convert(*value, &dst, inst.span, &mut |_, c| (c.to_vec(), src_shape.clone()))?
-                }
-            }
-            Op::Broadcast(value) => {
-                let (src, dst) = (self.layout(*value), self.layout(r.unwrap()));
-                let regs = self.regs(*value)?;
-                if k.ty(*value).numel() == 1 {
+                if let Some(&s) = self.splats.get(value) {
+                    self.splats.insert(r.unwrap(), s);
+                    vec![s; dst.num_regs()]
+                } else if src.shape().is_empty() {
                     vec![regs[0]; dst.num_regs()]
                 } else if src.same_map(&dst) {
                     regs
                 } else {
                     let src_shape = k.ty(*value).shape.clone();
-                    self.convert(*value, &dst, inst.span, &mut |l, c| {
-                        let _ = l;
-                        (c.to_vec(), src_shape.clone())
+                    self.convert(*value, &dst, inst.span, &mut |_, c| Ok((c.to_vec(), src_shape.clone())))?
+                }
+            }
+            Op::Broadcast(value) => {
+                let (src, dst) = (self.layout(*value), self.layout(r.unwrap()));
+                let regs = self.regs(*value)?;
+                if let Some(&s) = self.splats.get(value) {
+                    self.splats.insert(r.unwrap(), s);
+                    vec![s; dst.num_regs()]
+                } else if k.ty(*value).numel() == 1 {
+                    vec![regs[0]; dst.num_regs()]
+                } else if src.same_map(&dst) {
+                    regs
+                } else {
+                    let src_shape = k.ty(*value).shape.clone();
+                    self.convert(*value, &dst, inst.span, &mut |e, c| {
+                        let mut s = Vec::new();
+                        for (d, &x) in c.iter().enumerate() {
+                            s.push(if src_shape[d] == 1 { e.i32(0)? } else { x });
+                        }
+                        Ok((s, src_shape.clone()))
                     })?
                 }
             }
@@ -335,39 +489,46 @@ impl<'c, 'k> Lower<'c, 'k> {
                     for (i, &p) in perm.iter().enumerate() {
                         s[p as usize] = c[i];
                     }
-                    (s, src_shape.clone())
+                    Ok((s, src_shape.clone()))
                 })?
             }
             Op::Unary(op, v) => {
                 let s = k.ty(*v).scalar_elem().unwrap();
-                let regs = self.regs(*v)?;
+                let lr = self.layout(r.unwrap());
+                let regs = self.regs_in(*v, &lr, inst.span)?;
                 regs.iter().map(|&x| self.unary(*op, s, x)).collect::<Result<_, _>>()?
             }
             Op::Binary(op, a, b) => {
                 let s = k.ty(*a).scalar_elem().unwrap();
-                let (ra, rb) = (self.regs(*a)?, self.regs(*b)?);
+                let lr = self.layout(r.unwrap());
+                let (ra, rb) = (self.regs_in(*a, &lr, inst.span)?, self.regs_in(*b, &lr, inst.span)?);
                 ra.iter().zip(&rb).map(|(&x, &y)| self.binary(*op, s, x, y)).collect::<Result<_, _>>()?
             }
             Op::Cmp(op, a, b) => {
                 let s = k.ty(*a).scalar_elem();
-                let (ra, rb) = (self.regs(*a)?, self.regs(*b)?);
+                let lr = self.layout(r.unwrap());
+                let (ra, rb) = (self.regs_in(*a, &lr, inst.span)?, self.regs_in(*b, &lr, inst.span)?);
                 ra.iter().zip(&rb).map(|(&x, &y)| self.compare(*op, s, x, y)).collect::<Result<_, _>>()?
             }
             Op::Select { cond, a, b } => {
-                let (rc, ra, rb) = (self.regs(*cond)?, self.regs(*a)?, self.regs(*b)?);
+                let lr = self.layout(r.unwrap());
+                let rc = self.regs_in(*cond, &lr, inst.span)?;
+                let (ra, rb) = (self.regs_in(*a, &lr, inst.span)?, self.regs_in(*b, &lr, inst.span)?);
                 (0..ra.len()).map(|i| self.e.select(rc[i], ra[i], rb[i])).collect::<Result<_, _>>()?
             }
             Op::Cast(v) => {
                 let from = k.ty(*v).scalar_elem().unwrap();
                 let to = res_ty.unwrap().scalar_elem().unwrap();
-                let regs = self.regs(*v)?;
+                let lr = self.layout(r.unwrap());
+                let regs = self.regs_in(*v, &lr, inst.span)?;
                 regs.iter().map(|&x| self.cast(x, from, to)).collect::<Result<_, _>>()?
             }
             Op::AddPtr { ptr, offset } => {
                 let Elem::Ptr(pointee) = k.ty(*ptr).elem else {
                     return Err(CodegenError::Internal("add_ptr on a non-pointer".into()));
                 };
-                let (rp, ro) = (self.regs(*ptr)?, self.regs(*offset)?);
+                let lr = self.layout(r.unwrap());
+                let (rp, ro) = (self.regs_in(*ptr, &lr, inst.span)?, self.regs_in(*offset, &lr, inst.span)?);
                 let pt = self.e.ty("!llvm.ptr<1>");
                 let et = format!("{}", scalar_ty(pointee));
                 (0..rp.len())
@@ -385,25 +546,21 @@ impl<'c, 'k> Lower<'c, 'k> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            Op::Load { ptr, mask, other } => self.load(*ptr, *mask, *other, r.unwrap())?,
+            Op::Load { ptr, mask, other } => self.load(*ptr, *mask, *other, r.unwrap(), inst.span)?,
             Op::Store { ptr, value, mask } => {
-                self.store(*ptr, *value, *mask)?;
+                self.store(*ptr, *value, *mask, inst.span)?;
                 vec![]
             }
-            Op::AtomicAdd { ptr, value, mask } => self.atomic_add(*ptr, *value, *mask)?,
+            Op::AtomicAdd { ptr, value, mask } => self.atomic_add(*ptr, *value, *mask, inst.span)?,
             Op::Reduce { op, value, axis } => self.reduce(*op, *value, *axis as usize, r.unwrap(), inst.span)?,
-            Op::Dot { .. } => {
-                return Err(CodegenError::Unsupported {
-                    what: "dot (tensor-core matrix product) is not implemented in code generation yet".into(),
-                    span: inst.span,
-                })
-            }
+            Op::Dot { a, b, acc } => self.dot(*a, *b, *acc, r.unwrap(), inst.span)?,
             Op::For { lb, ub, step, init, body, .. } => {
                 let (lb, ub, step) = (self.regs(*lb)?[0], self.regs(*ub)?[0], self.regs(*step)?[0]);
                 let mut flat_init = Vec::new();
                 let mut sizes = Vec::new();
-                for v in init {
-                    let rv = self.regs(*v)?;
+                let carried: Vec<Layout> = body.args[1..].iter().map(|a| self.layout(*a)).collect();
+                for (v, l) in init.iter().zip(&carried) {
+                    let rv = self.regs_in(*v, l, inst.span)?;
                     sizes.push(rv.len());
                     flat_init.extend(rv);
                 }
@@ -416,7 +573,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     self.vals.insert(*a, bargs[off..off + n].to_vec());
                     off += n;
                 }
-                self.lower_body(&body.insts)?;
+                self.lower_body(&body.insts, &carried)?;
                 let region = self.e.pop_region();
                 let res_tys: Vec<Type> = flat_init.iter().map(|v| self.e.type_of(*v)).collect();
                 let mut operands = vec![lb, ub, step];
@@ -427,30 +584,25 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             Op::If { cond, then_body, else_body } => {
                 let c = self.regs(*cond)?[0];
-                let sizes: Vec<usize> =
-                    inst.results.iter().map(|v| Blocked::canonical(&k.ty(*v).shape, self.warps).num_regs()).collect();
+                let res_layouts: Vec<Layout> = inst.results.iter().map(|v| self.layout(*v)).collect();
+                let sizes: Vec<usize> = res_layouts.iter().map(|l| l.num_regs()).collect();
                 let mut res_tys = Vec::new();
                 for (v, n) in inst.results.iter().zip(&sizes) {
                     let t = self.mty(k.ty(*v));
                     res_tys.extend(std::iter::repeat(t).take(*n));
                 }
                 self.e.push_block(&[]);
-                self.lower_body(&then_body.insts)?;
+                self.lower_body(&then_body.insts, &res_layouts)?;
                 let r1 = self.e.pop_region();
                 self.e.push_block(&[]);
-                self.lower_body(&else_body.insts)?;
+                self.lower_body(&else_body.insts, &res_layouts)?;
                 let r2 = self.e.pop_region();
                 let out = self.e.op_full("scf.if", &[c], &res_tys, &[], vec![r1, r2])?;
                 self.split_results(&inst.results, &sizes, &out);
                 return Ok(());
             }
-            Op::Yield(vs) => {
-                let mut flat = Vec::new();
-                for v in vs {
-                    flat.extend(self.regs(*v)?);
-                }
-                self.e.op("scf.yield", &flat, &[], &[])?;
-                vec![]
+            Op::Yield(_) => {
+                return Err(CodegenError::Internal("yield outside a loop or if body".into()));
             }
         };
         if let Some(r) = r {
@@ -459,12 +611,20 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
-    /// Lower a `For`/`If` body; a body without a trailing `Yield` yields nothing.
-    fn lower_body(&mut self, insts: &[tir::Inst]) -> Result<(), CodegenError> {
-        self.lower_block_insts(insts)?;
-        if !matches!(insts.last().map(|i| &i.op), Some(Op::Yield(_))) {
-            self.e.op("scf.yield", &[], &[], &[])?;
+    /// Lower a `For`/`If` body whose `Yield` delivers values in `layouts`.
+    fn lower_body(&mut self, insts: &[tir::Inst], layouts: &[Layout]) -> Result<(), CodegenError> {
+        let (body, last) = match insts.split_last() {
+            Some((last, body)) if matches!(last.op, Op::Yield(_)) => (body, Some(last)),
+            _ => (insts, None),
+        };
+        self.lower_block_insts(body)?;
+        let mut flat = Vec::new();
+        if let Some(Inst { op: Op::Yield(vs), span, .. }) = last {
+            for (v, l) in vs.iter().zip(layouts) {
+                flat.extend(self.regs_in(*v, l, *span)?);
+            }
         }
+        self.e.op("scf.yield", &flat, &[], &[])?;
         Ok(())
     }
 
@@ -700,7 +860,7 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Vector width (elements) for accesses through `ptr`: 1 when not provably contiguous.
     fn vector_width(&self, ptr: ValueId, s: Scalar) -> u32 {
-        let l = self.layout(ptr);
+        let Layout::Blocked(l) = self.layout(ptr) else { return 1 };
         if l.rank() == 0 || s == Scalar::I1 {
             return 1;
         }
@@ -710,7 +870,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     /// Groups of `v` consecutive registers along the last dimension.
-    fn groups(l: &Blocked, v: u32) -> Vec<std::ops::Range<usize>> {
+    fn groups(l: &Layout, v: u32) -> Vec<std::ops::Range<usize>> {
         let n = l.num_regs();
         (0..n).step_by(v as usize).map(|k| k..k + v as usize).collect()
     }
@@ -725,20 +885,20 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.e.cmpi("eq", low, z)
     }
 
-    fn load(&mut self, ptr: ValueId, mask: Option<ValueId>, other: Option<ValueId>, r: ValueId) -> Result<Vec<V>, CodegenError> {
+    fn load(&mut self, ptr: ValueId, mask: Option<ValueId>, other: Option<ValueId>, r: ValueId, span: Span) -> Result<Vec<V>, CodegenError> {
         let s = self.ptr_elem(ptr)?;
         let t = self.e.ty(scalar_ty(s));
-        let rp = self.regs(ptr)?;
-        let rm = mask.map(|m| self.regs(m)).transpose()?;
+        let l = self.layout(r);
+        let rp = self.regs_in(ptr, &l, span)?;
+        let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
         let ro = match other {
-            Some(o) => Some(self.regs(o)?),
+            Some(o) => Some(self.regs_in(o, &l, span)?),
             None if mask.is_some() => {
                 let z = self.constant(Const::Int(0), s)?;
                 Some(vec![z; rp.len()])
             }
             None => None,
         };
-        let l = self.layout(r);
         let v = self.vector_width(ptr, s);
         let mut out = Vec::with_capacity(rp.len());
         for g in Self::groups(&l, v) {
@@ -792,13 +952,13 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(out)
     }
 
-    fn store(&mut self, ptr: ValueId, value: ValueId, mask: Option<ValueId>) -> Result<(), CodegenError> {
+    fn store(&mut self, ptr: ValueId, value: ValueId, mask: Option<ValueId>, span: Span) -> Result<(), CodegenError> {
         let s = self.ptr_elem(ptr)?;
-        let rp = self.regs(ptr)?;
-        let rv = self.regs(value)?;
-        let rm = mask.map(|m| self.regs(m)).transpose()?;
         let l = self.layout(ptr);
-        let owner = if l.rank() == 0 { None } else { self.threads(&l.shape).owner };
+        let rp = self.regs(ptr)?;
+        let rv = self.regs_in(value, &l, span)?;
+        let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
+        let owner = self.owner(&l);
         let v = self.vector_width(ptr, s);
         for g in Self::groups(&l, v) {
             let elem_conds: Vec<Option<V>> = g
@@ -861,7 +1021,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
-    fn atomic_add(&mut self, ptr: ValueId, value: ValueId, mask: Option<ValueId>) -> Result<Vec<V>, CodegenError> {
+    fn atomic_add(&mut self, ptr: ValueId, value: ValueId, mask: Option<ValueId>, span: Span) -> Result<Vec<V>, CodegenError> {
         let s = self.ptr_elem(ptr)?;
         let (bin_op, ok) = match s {
             Scalar::F32 | Scalar::BF16 | Scalar::F16 => ("11 : i64", true),
@@ -872,11 +1032,11 @@ impl<'c, 'k> Lower<'c, 'k> {
             return Err(CodegenError::Internal("atomic_add on i1".into()));
         }
         let t = self.e.ty(scalar_ty(s));
-        let rp = self.regs(ptr)?;
-        let rv = self.regs(value)?;
-        let rm = mask.map(|m| self.regs(m)).transpose()?;
         let l = self.layout(ptr);
-        let owner = if l.rank() == 0 { None } else { self.threads(&l.shape).owner };
+        let rp = self.regs(ptr)?;
+        let rv = self.regs_in(value, &l, span)?;
+        let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
+        let owner = self.owner(&l);
         let zero = self.constant(Const::Int(0), s)?;
         let mut out = Vec::new();
         for k in 0..rp.len() {
@@ -911,8 +1071,8 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     fn reserve_scratch(&mut self, bytes: u32, span: Span) -> Result<(), CodegenError> {
-        if bytes > MAX_STATIC_SMEM {
-            return Err(CodegenError::SharedMemory { bytes, limit: MAX_STATIC_SMEM, span });
+        if bytes > MAX_SMEM {
+            return Err(CodegenError::SharedMemory { bytes, limit: MAX_SMEM, span });
         }
         self.scratch_bytes = self.scratch_bytes.max(bytes);
         Ok(())
@@ -972,9 +1132,9 @@ impl<'c, 'k> Lower<'c, 'k> {
     fn convert(
         &mut self,
         value: ValueId,
-        dst: &Blocked,
+        dst: &Layout,
         span: Span,
-        src_of: &mut dyn FnMut(&Blocked, &[V]) -> (Vec<V>, Vec<u32>),
+        src_of: &mut dyn FnMut(&mut Emitter<'c>, &[V]) -> Result<(Vec<V>, Vec<u32>), CodegenError>,
     ) -> Result<Vec<V>, CodegenError> {
         let ty = self.kernel.ty(value).clone();
         let (s, is_ptr) = match ty.elem {
@@ -986,8 +1146,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let src = self.layout(value);
         let regs = self.regs(value)?;
         self.barrier()?;
-        let owner = self.threads(&src.shape).owner;
-        match owner {
+        match self.owner(&src) {
             Some(o) => self.if_then_self(o, &mut |me| me.write_scratch(&src, &regs, s))?,
             None => self.write_scratch(&src, &regs, s)?,
         }
@@ -995,7 +1154,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut out = Vec::new();
         for k in 0..dst.num_regs() {
             let c = self.coords(dst, k)?;
-            let (sc, sshape) = src_of(dst, &c);
+            let (sc, sshape) = src_of(&mut self.e, &c)?;
             let f = self.flat(&sc, &sshape)?;
             out.push(self.scratch_load(f, s, is_ptr)?);
         }
@@ -1003,10 +1162,10 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     /// Every register of a tile in layout `l` to scratch at its row-major index.
-    fn write_scratch(&mut self, l: &Blocked, regs: &[V], s: Scalar) -> Result<(), CodegenError> {
+    fn write_scratch(&mut self, l: &Layout, regs: &[V], s: Scalar) -> Result<(), CodegenError> {
         for (k, &x) in regs.iter().enumerate() {
             let c = self.coords(l, k)?;
-            let f = self.flat(&c, &l.shape)?;
+            let f = self.flat(&c, l.shape())?;
             self.scratch_store(f, x, s)?;
         }
         Ok(())
@@ -1025,6 +1184,184 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
+    /// `a @ b + acc` on tensor cores: a and b are staged in shared memory (rows
+    /// padded by 8 elements against bank conflicts), each warp loads its
+    /// fragments with `ldmatrix` and accumulates with `mma.sync.m16n8k16` into
+    /// registers in the mma layout.
+    fn dot(&mut self, a: ValueId, b: ValueId, acc: ValueId, r: ValueId, span: Span) -> Result<Vec<V>, CodegenError> {
+        let k = self.kernel;
+        let (sa, sb) = (k.ty(a).shape.clone(), k.ty(b).shape.clone());
+        let (m, kk, n) = (sa[0], sa[1], sb[1]);
+        let ea = k.ty(a).scalar_elem().unwrap();
+        let ptx_ty = match ea {
+            Scalar::BF16 => "bf16",
+            Scalar::F16 => "f16",
+            _ => {
+                return Err(CodegenError::Unsupported {
+                    what: format!("dot of {} operands (code generation supports bf16 and f16; cast first)", ea.name()),
+                    span,
+                })
+            }
+        };
+        if m % 16 != 0 || n % 8 != 0 || kk % 16 != 0 {
+            return Err(CodegenError::Unsupported { what: format!("dot of shape {m}×{kk} @ {kk}×{n}: needs M % 16, K % 16 and N % 8 == 0"), span });
+        }
+        let Layout::Mma(ml) = self.layout(r) else {
+            return Err(CodegenError::Internal("dot result not in the mma layout".into()));
+        };
+        let (lda, ldb) = (kk + 8, n + 8);
+        let a_bytes = m * lda * 2;
+        self.reserve_scratch(a_bytes + kk * ldb * 2, span)?;
+        let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
+        // Stage a and b in shared memory.
+        let (la, lb) = (self.canonical(&sa), self.canonical(&sb));
+        let ra = self.regs_in(a, &la, span)?;
+        let rb = self.regs_in(b, &lb, span)?;
+        self.barrier()?;
+        for (lay, regs, ld, base) in [(&la, &ra, lda, 0u32), (&lb, &rb, ldb, a_bytes)] {
+            let owner = self.owner(lay);
+            let regs = regs.clone();
+            let lay = lay.clone();
+            let mut write = |me: &mut Self| -> Result<(), CodegenError> {
+                for (i, &x) in regs.iter().enumerate() {
+                    let c = me.coords(&lay, i)?;
+                    let ldv = me.e.i32(ld as i64)?;
+                    let row = me.e.binop("arith.muli", c[0], ldv)?;
+                    let idx = me.e.binop("arith.addi", row, c[1])?;
+                    let two = me.e.i32(2)?;
+                    let off = me.e.binop("arith.muli", idx, two)?;
+                    let b0 = me.e.i32(base as i64)?;
+                    let off = me.e.binop("arith.addi", off, b0)?;
+                    let p = me.scratch_ptr(off)?;
+                    me.e.op("llvm.store", &[x, p], &[], &[("alignment", "2 : i64"), ("ordering", "0 : i64")])?;
+                }
+                Ok(())
+            };
+            match owner {
+                Some(o) => self.if_then_self(o, &mut write)?,
+                None => write(self)?,
+            }
+        }
+        self.barrier()?;
+        // Per-lane ldmatrix row addresses.
+        let lane = self.lane.unwrap();
+        let warp = self.warp.unwrap();
+        let c15 = self.e.i32(15)?;
+        let c4 = self.e.i32(4)?;
+        let c3 = self.e.i32(3)?;
+        let l16 = self.e.binop("arith.andi", lane, c15)?;
+        let hi = self.e.binop("arith.shrui", lane, c4)?;
+        let hi8 = self.e.binop("arith.shli", hi, c3)?;
+        let wmn = self.e.i32((ml.wm * ml.wn) as i64)?;
+        let wn = self.e.i32(ml.wn as i64)?;
+        let wl = self.e.binop("arith.remui", warp, wmn)?;
+        let wi = self.e.binop("arith.divui", wl, wn)?;
+        let wj = self.e.binop("arith.remui", wl, wn)?;
+        let rows = self.e.i32(ml.warp_rows() as i64)?;
+        let cols = self.e.i32(ml.warp_cols() as i64)?;
+        let row0 = self.e.binop("arith.muli", wi, rows)?;
+        let col0 = self.e.binop("arith.muli", wj, cols)?;
+        let i32t = self.e.ty("i32");
+        let s4 = self.e.ty("!llvm.struct<(i32, i32, i32, i32)>");
+        let s2 = self.e.ty("!llvm.struct<(i32, i32)>");
+        let f4 = self.e.ty("!llvm.struct<(f32, f32, f32, f32)>");
+        let f32t = self.e.ty("f32");
+        let mut out = acc_regs;
+        for ks in 0..kk / 16 {
+            // A fragments: rows row0 + i·16 + lane%16, columns ks·16 + (lane/16)·8.
+            let mut afr = Vec::new();
+            for i in 0..ml.mt() {
+                let r0 = self.e.i32((i * 16) as i64)?;
+                let row = self.e.binop("arith.addi", row0, r0)?;
+                let row = self.e.binop("arith.addi", row, l16)?;
+                let k0 = self.e.i32((ks * 16) as i64)?;
+                let col = self.e.binop("arith.addi", hi8, k0)?;
+                let p = self.smem_elem_ptr(0, lda, row, col)?;
+                let fr = self.e.op1(
+                    "nvvm.ldmatrix",
+                    &[p],
+                    s4,
+                    &[
+                        ("eltType", "#nvvm.ld_st_matrix_elt_type<b16>"),
+                        ("layout", "#nvvm.mma_layout<row>"),
+                        ("num", "4 : i32"),
+                        ("shape", "#nvvm.ld_st_matrix_shape<m = 8, n = 8>"),
+                    ],
+                )?;
+                let mut v = Vec::new();
+                for x in 0..4 {
+                    v.push(self.e.op1("llvm.extractvalue", &[fr], i32t, &[("position", &format!("array<i64: {x}>"))])?);
+                }
+                afr.push(v);
+            }
+            // B fragments (transposed load): rows ks·16 + lane%16, columns col0 + j·8.
+            let mut bfr = Vec::new();
+            for j in 0..ml.nt() {
+                let k0 = self.e.i32((ks * 16) as i64)?;
+                let row = self.e.binop("arith.addi", k0, l16)?;
+                let c0 = self.e.i32((j * 8) as i64)?;
+                let col = self.e.binop("arith.addi", col0, c0)?;
+                let p = self.smem_elem_ptr(a_bytes, ldb, row, col)?;
+                let fr = self.e.op1(
+                    "nvvm.ldmatrix",
+                    &[p],
+                    s2,
+                    &[
+                        ("eltType", "#nvvm.ld_st_matrix_elt_type<b16>"),
+                        ("layout", "#nvvm.mma_layout<col>"),
+                        ("num", "2 : i32"),
+                        ("shape", "#nvvm.ld_st_matrix_shape<m = 8, n = 8>"),
+                    ],
+                )?;
+                let mut v = Vec::new();
+                for x in 0..2 {
+                    v.push(self.e.op1("llvm.extractvalue", &[fr], i32t, &[("position", &format!("array<i64: {x}>"))])?);
+                }
+                bfr.push(v);
+            }
+            for i in 0..ml.mt() {
+                for j in 0..ml.nt() {
+                    let mut operands = afr[i as usize].clone();
+                    operands.extend(&bfr[j as usize]);
+                    for rr in 0..4 {
+                        operands.push(out[ml.reg(i, j, rr)]);
+                    }
+                    let d = self.e.op1(
+                        "nvvm.mma.sync",
+                        &operands,
+                        f4,
+                        &[
+                            ("layoutA", "#nvvm.mma_layout<row>"),
+                            ("layoutB", "#nvvm.mma_layout<col>"),
+                            ("multiplicandAPtxType", &format!("#nvvm.mma_type<{ptx_ty}>")),
+                            ("multiplicandBPtxType", &format!("#nvvm.mma_type<{ptx_ty}>")),
+                            ("operandSegmentSizes", "array<i32: 4, 2, 4>"),
+                            ("shape", "#nvvm.shape<m = 16, n = 8, k = 16>"),
+                        ],
+                    )?;
+                    for rr in 0..4 {
+                        out[ml.reg(i, j, rr)] =
+                            self.e.op1("llvm.extractvalue", &[d], f32t, &[("position", &format!("array<i64: {rr}>"))])?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Shared-memory pointer to 16-bit element (row, col) of a matrix at byte
+    /// offset `base` with row stride `ld` elements.
+    fn smem_elem_ptr(&mut self, base: u32, ld: u32, row: V, col: V) -> Result<V, CodegenError> {
+        let ldv = self.e.i32(ld as i64)?;
+        let r = self.e.binop("arith.muli", row, ldv)?;
+        let idx = self.e.binop("arith.addi", r, col)?;
+        let two = self.e.i32(2)?;
+        let off = self.e.binop("arith.muli", idx, two)?;
+        let b = self.e.i32(base as i64)?;
+        let off = self.e.binop("arith.addi", off, b)?;
+        self.scratch_ptr(off)
+    }
+
     fn combine(&mut self, op: ReduceOp, s: Scalar, a: V, b: V) -> Result<V, CodegenError> {
         let bop = match op {
             ReduceOp::Sum => BinaryOp::Add,
@@ -1041,11 +1378,13 @@ impl<'c, 'k> Lower<'c, 'k> {
         if !matches!(s, Scalar::F32 | Scalar::I32) {
             return Err(CodegenError::Unsupported { what: format!("reductions of {} tiles", s_in.name()), span });
         }
-        let src = self.layout(value);
+        let src_l = self.canonical(&self.kernel.ty(value).shape);
         let dst = self.layout(r);
-        let regs: Vec<V> = self.regs(value)?.into_iter().map(|x| self.widen(x, s_in)).collect::<Result<_, _>>()?;
+        let regs: Vec<V> =
+            self.regs_in(value, &src_l, span)?.into_iter().map(|x| self.widen(x, s_in)).collect::<Result<_, _>>()?;
         let id = self.constant(identity(op, s), s)?;
-        let th_t = self.threads(&src.shape).t.clone();
+        let th_t = self.threads(&src_l).t.clone();
+        let Layout::Blocked(src) = src_l else { unreachable!("canonical layouts are blocked") };
         // 1. Within the thread, over the registers along `axis`.
         let mut partial: HashMap<Vec<u32>, V> = HashMap::new();
         for (k, &x) in regs.iter().enumerate() {
@@ -1113,10 +1452,11 @@ impl<'c, 'k> Lower<'c, 'k> {
             let wbase = self.e.binop("arith.muli", wcoord, rn)?;
             let keys2 = keys.clone();
             let partial2 = partial.clone();
+            let src_l = Layout::Blocked(src.clone());
             self.if_then_self(first_lane, &mut |me| {
                 for key in &keys2 {
                     let k = src.reg_number(key);
-                    let c = me.coords(&src, k)?;
+                    let c = me.coords(&src_l, k)?;
                     let rc: Vec<V> = c.iter().enumerate().filter(|(d, _)| *d != axis).map(|(_, v)| *v).collect();
                     let f = me.flat(&rc, &res_shape)?;
                     let idx = me.e.binop("arith.addi", wbase, f)?;
@@ -1126,9 +1466,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             })?;
             self.barrier()?;
             let mut out = Vec::new();
-            let nregs = if dst.rank() == 0 { 1 } else { dst.num_regs() };
-            for k in 0..nregs {
-                let f = if dst.rank() == 0 {
+            for k in 0..dst.num_regs() {
+                let f = if dst.shape().is_empty() {
                     self.e.i32(0)?
                 } else {
                     let c = self.coords(&dst, k)?;

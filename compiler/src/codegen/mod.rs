@@ -77,6 +77,8 @@ pub struct Artifacts {
     pub ptx: String,
     /// (pass, IR after it), when [`Options::dump_passes`].
     pub pass_dumps: Vec<(String, String)>,
+    /// Dynamic shared memory the kernel needs per CTA (bytes), given at launch.
+    pub shared_bytes: u32,
     /// Wall time per stage.
     pub timings: Vec<(&'static str, Duration)>,
 }
@@ -128,7 +130,8 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     let ctx = new_context();
     art.timings.push(("mlir-context", t.elapsed()));
     let t = Instant::now();
-    let mut module = lower::lower_to_mlir(&ctx, kernel, opts.warps)?;
+    let (mut module, shared_bytes) = lower::lower_to_mlir(&ctx, kernel, opts.warps)?;
+    art.shared_bytes = shared_bytes;
     art.mlir = module.as_operation().to_string();
     art.timings.push(("tir-to-mlir", t.elapsed()));
     let t = Instant::now();
