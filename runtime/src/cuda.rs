@@ -30,6 +30,15 @@ pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
     }
 }
 
+/// The driver's CUDA version, e.g. `13.0`.
+pub(crate) fn driver_version() -> String {
+    let mut v = 0i32;
+    match unsafe { sys::cuDriverGetVersion(&mut v) } {
+        sys::CUresult::CUDA_SUCCESS => format!("{}.{}", v / 1000, (v % 1000) / 10),
+        e => format!("unknown ({e:?})"),
+    }
+}
+
 impl CudaDevice {
     pub(crate) fn new(ordinal: usize) -> Result<CudaDevice, RuntimeError> {
         if let Some(why) = unavailable_reason(ordinal) {

@@ -9,6 +9,7 @@
 pub mod bench;
 mod cuda;
 mod pack;
+pub mod tune;
 
 pub use pack::{describe, Pack};
 pub use tilec::pack::PackError;
@@ -63,6 +64,14 @@ impl Device {
         match self {
             Device::Cuda(d) => d.name.clone(),
             Device::Cpu => "cpu (TIR interpreter)".into(),
+        }
+    }
+
+    /// The driver's CUDA version (`13.0`), or `none` on the CPU.
+    pub fn driver_version(&self) -> String {
+        match self {
+            Device::Cuda(_) => cuda::driver_version(),
+            Device::Cpu => "none".into(),
         }
     }
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the repository root, with .gpu/ carried there:
+# GPU tests, compute-sanitizer, benchmarks. Logs go to $OUT (or /tmp/gpu-out).
+set -uo pipefail
+out="${OUT:-/tmp/gpu-out}"; mkdir -p "$out"
+export TILE_EXAMPLES_PACK="$PWD/.gpu/dsl-examples.tpack"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+status=0
+for t in .gpu/bin/gpu_*; do
+  echo "== $t"; "$t" --nocapture --test-threads=1 2>&1 | tee "$out/$(basename "$t").log" | grep -E "^ok |SKIPPED|test result|panicked|FAILED" || status=1
+done
+if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    for t in .gpu/bin/gpu_*; do
+      echo "== compute-sanitizer --tool $tool $t"
+      TILE_SANITIZER_RUN=1 compute-sanitizer --tool "$tool" --error-exitcode 9 "$t" --test-threads=1 > "$out/sanitizer-$tool-$(basename "$t").log" 2>&1
+      rc=$?; tail -3 "$out/sanitizer-$tool-$(basename "$t").log"; [ $rc = 0 ] || status=1
+    done
+  done
+fi
+echo "== tile-bench"
+.gpu/bin/tile-bench --pack .gpu/dsl-examples.tpack 2>&1 | tee "$out/bench.md"
+exit $status
