@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: finding the example pack, getting a
 //! GPU or skipping with a printed reason, random data and comparisons.
 
+pub mod kernels;
+
 use rand::Rng;
 use std::path::PathBuf;
 use tile_runtime::{Device, Pack};
@@ -19,6 +21,45 @@ pub fn examples_pack() -> Pack {
     match Pack::load(&path) {
         Ok(p) => p,
         Err(e) => panic!("{e}\n(build it with `tilec pack dsl-examples -o {}`)", path.display()),
+    }
+}
+
+/// A pack under `target/packs/` (or `$TILE_PACK_DIR`) by file name.
+pub fn pack_named(file: &str) -> Pack {
+    let dir = std::env::var_os("TILE_PACK_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/packs"));
+    let path = dir.join(file);
+    match Pack::load(&path) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}\n(the codegen tier writes it: `cargo test -p integration-tests --test codegen_pack`)"),
+    }
+}
+
+/// `ptxas` from `.tools/cuda/bin` (installed by scripts/setup) or the PATH.
+pub fn ptxas() -> Option<PathBuf> {
+    let local = root().join(".tools/cuda/bin/ptxas");
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("ptxas")).find(|p| p.exists()))
+}
+
+/// Run `ptxas -arch=<arch>` on PTX text; Err with its output on failure.
+pub fn run_ptxas(ptxas: &std::path::Path, ptx: &str, arch: &str) -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!("tile-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let input = dir.join(format!("{:x}.ptx", ptx.len() ^ (ptx.as_ptr() as usize)));
+    std::fs::write(&input, ptx).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(ptxas)
+        .args([&format!("-arch={arch}"), "-v", "-o"])
+        .arg(input.with_extension("cubin"))
+        .arg(&input)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
     }
 }
 

@@ -17,6 +17,7 @@
 //! - The IR holds no layout information: distributing tiles over threads is the
 //!   business of code generation alone.
 
+pub mod builder;
 mod printer;
 mod verify;
 
