@@ -209,8 +209,19 @@ pub enum ReduceOp {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Const {
     Int(i64),
-    Float(f64),
+    /// Stored as its bit pattern in packs: JSON has no infinities or NaNs.
+    Float(#[serde(with = "f64_bits")] f64),
     Bool(bool),
+}
+
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(x.to_bits())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(f64::from_bits(u64::deserialize(d)?))
+    }
 }
 
 /// Operations. Result types live in [`Kernel::values`]; an op's semantics below
