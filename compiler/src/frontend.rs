@@ -1,1 +1,97 @@
-//! Front end façade: source text → checked, optimised TIR (placeholder).
+//! Front end façade: source text → parsed, resolved [`Program`] → checked,
+//! optimised TIR per specialisation. This is the API the rest of the tool chain
+//! (driver, interpreter tests, codegen, packs) uses.
+
+use crate::check;
+use crate::diag::Diagnostics;
+use crate::syntax::{self, ast};
+use crate::tir;
+
+/// A named source text (the name is what diagnostics print as the file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        SourceFile {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+    pub fn load(path: &std::path::Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(SourceFile {
+            name: path.display().to_string(),
+            text,
+        })
+    }
+}
+
+/// A parsed module whose items (kernels, helpers, tune blocks) resolved without error.
+#[derive(Clone, Debug)]
+pub struct Program {
+    module: ast::Module,
+}
+
+/// Parse `src` and resolve its items. Fails with every syntax and item-level error.
+pub fn parse_program(src: &SourceFile) -> Result<Program, Diagnostics> {
+    let (module, diags) = syntax::parse(&src.text);
+    let mut all = Diagnostics(diags);
+    all.extend(check::check_items(&module));
+    if all.is_empty() {
+        Ok(Program { module })
+    } else {
+        Err(all)
+    }
+}
+
+impl Program {
+    /// The AST (for `--emit ast` and tools).
+    pub fn module(&self) -> &ast::Module {
+        &self.module
+    }
+
+    /// Kernel names in source order.
+    pub fn kernel_names(&self) -> Vec<String> {
+        check::kernels(&self.module)
+            .map(|k| k.name.name.clone())
+            .collect()
+    }
+
+    /// Meta-parameters of `kernel` with their defaults (empty for an unknown kernel).
+    pub fn meta_params(&self, kernel: &str) -> Vec<(String, Option<i64>)> {
+        check::find_kernel(&self.module, kernel)
+            .map(check::meta_params)
+            .unwrap_or_default()
+    }
+
+    /// The kernel's `tune` block, if it has one.
+    pub fn tune_space(&self, kernel: &str) -> Option<tir::TuneSpace> {
+        check::tune_space(&self.module, kernel)
+    }
+
+    /// Check + `passes::optimize` + verify. `meta` gives a value for every
+    /// meta-parameter without a default (and may override defaults).
+    pub fn specialize(
+        &self,
+        kernel: &str,
+        meta: &[(String, i64)],
+    ) -> Result<tir::Kernel, Diagnostics> {
+        let mut k = check::elaborate(&self.module, kernel, meta)?;
+        crate::passes::optimize(&mut k);
+        Ok(k)
+    }
+
+    /// Like [`Program::specialize`] but without the optimisation passes
+    /// (the checker's direct output, for tests and `--emit tir --no-opt`).
+    pub fn specialize_unoptimized(
+        &self,
+        kernel: &str,
+        meta: &[(String, i64)],
+    ) -> Result<tir::Kernel, Diagnostics> {
+        check::elaborate(&self.module, kernel, meta)
+    }
+}
