@@ -6,6 +6,8 @@
 //! device from PTX (GPU) or TIR (CPU) with its [`Signature`], and every launch
 //! is checked against that signature before anything runs.
 
+#[cfg(feature = "cublas")]
+pub mod baseline;
 pub mod bench;
 mod cuda;
 mod pack;
@@ -235,7 +237,7 @@ impl Device {
     }
 }
 
-enum Storage {
+pub(crate) enum Storage {
     Cuda(cudarc::driver::CudaSlice<u8>),
     Host(Vec<u8>),
 }

@@ -1,77 +1,137 @@
-//! GPU benchmarks of the example kernels, each beside its ceiling measured in
-//! the same run (device-to-device copy bandwidth). Prints a markdown table.
+//! GPU benchmarks of compiled kernels, each beside its ceiling measured in the
+//! same run: device-to-device copy bandwidth for memory-bound kernels, cuBLAS
+//! (the named baseline) for matmul. Prints a markdown table.
 //!
-//! `tile-bench --pack target/packs/dsl-examples.tpack`
+//! `tile-bench --pack target/packs/dsl-examples.tpack --pack target/packs/codegen-tests.tpack`
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
+use tile_runtime::baseline::Cublas;
 use tile_runtime::bench::{time, Timing};
 use tile_runtime::{describe, Arg, Device, Pack, Scalar};
 
 #[derive(Parser)]
 struct Args {
-    /// The examples pack.
-    #[arg(long, default_value = "target/packs/dsl-examples.tpack")]
-    pack: PathBuf,
+    /// Packs to take kernels from (every known benchmark whose kernel is present runs).
+    #[arg(long, required = true)]
+    pack: Vec<PathBuf>,
     /// log2 of the element count of the streaming benchmarks.
     #[arg(long, default_value_t = 28)]
     log2n: u32,
+    /// Only the best config of each kernel in the table.
+    #[arg(long)]
+    best_only: bool,
 }
 
 struct Row {
-    name: String,
+    bench: String,
     config: String,
     t: Timing,
-    bytes: f64,
+    /// Bytes moved (each input read once, each output written once) or FLOPs.
+    work: f64,
+    unit: &'static str,
+    ceiling: f64,
+    ceiling_name: &'static str,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let dev = Device::cuda(0).context("tile-bench needs a GPU")?;
-    let pack = Pack::load(&args.pack)?;
+    let packs: Vec<Pack> = args.pack.iter().map(|p| Pack::load(p)).collect::<Result<_, _>>()?;
+    let find = |name: &str| packs.iter().find(|p| p.kernel(name).is_ok());
+    let mut rows: Vec<Row> = Vec::new();
+
+    // Ceiling 1: device-to-device copy (bytes read + written), 2^log2n f32.
     let n = 1usize << args.log2n;
-    let mut rows = Vec::new();
+    let copy_gbs = {
+        let src = dev.alloc(Scalar::F32, n)?;
+        let mut dst = dev.alloc(Scalar::F32, n)?;
+        let t = time(&dev, 200.0, 50, 3000.0, &mut || dev.copy(&src, &mut dst))?;
+        let bytes = 8.0 * n as f64;
+        let gbs = bytes / t.median_ms / 1e6;
+        rows.push(Row { bench: format!("device copy 2^{} f32", args.log2n), config: "cuMemcpyDtoD".into(), t, work: bytes, unit: "GB/s", ceiling: gbs, ceiling_name: "copy" });
+        gbs
+    };
 
-    // Ceiling: device-to-device copy of n f32 (bytes read + written).
-    let src = dev.alloc(Scalar::F32, n)?;
-    let mut dst = dev.alloc(Scalar::F32, n)?;
-    let t = time(&dev, 200.0, 50, 3000.0, &mut || dev.copy(&src, &mut dst))?;
-    rows.push(Row { name: format!("device copy (2^{} f32)", args.log2n), config: "cuMemcpyDtoD".into(), t, bytes: 2.0 * 4.0 * n as f64 });
-
-    // vector add, f32 and bf16, every packed config.
     for (name, dt) in [("vector_add", Scalar::F32), ("vector_add_bf16", Scalar::BF16)] {
-        let a = dev.upload_bytes(dt, &random_bytes(n, dt))?;
-        let b = dev.upload_bytes(dt, &random_bytes(n, dt))?;
+        let Some(pack) = find(name) else { continue };
+        let a = dev.upload_bytes(dt, &random_bytes(n, dt, 1))?;
+        let b = dev.upload_bytes(dt, &random_bytes(n, dt, 2))?;
         let c = dev.alloc(dt, n)?;
         for v in &pack.kernel(name)?.variants {
             let k = pack.load_kernel(&dev, name, &v.config)?;
-            let block = v.config.meta.iter().find(|(m, _)| m == "BLOCK").map(|x| x.1).unwrap_or(1024) as usize;
-            let grid = [n.div_ceil(block) as u32, 1, 1];
-            let t = time(&dev, 100.0, 30, 2000.0, &mut || {
-                dev.launch(&k, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(&c), Arg::I32(n as i32)])
-            })?;
-            rows.push(Row { name: format!("{name} (2^{})", args.log2n), config: describe(&v.config), t, bytes: 3.0 * (dt.size_bytes() * n) as f64 });
+            let grid = [n.div_ceil(meta(&v.config, "BLOCK")) as u32, 1, 1];
+            let t = time(&dev, 100.0, 30, 2000.0, &mut || dev.launch(&k, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(&c), Arg::I32(n as i32)]))?;
+            rows.push(Row { bench: format!("{name} 2^{}", args.log2n), config: describe(&v.config), t, work: 3.0 * (dt.size_bytes() * n) as f64, unit: "GB/s", ceiling: copy_gbs, ceiling_name: "copy" });
         }
     }
 
-    let copy_gbs = rows[0].bytes / rows[0].t.median_ms / 1e6;
-    println!("device: {}", dev.name());
-    println!("| kernel | config | median ms (p20–p80, n) | GB/s | vs copy |");
-    println!("|---|---|---|---|---|");
+    if let Some(pack) = find("softmax") {
+        let (r, c) = (65536usize, 4096usize);
+        let x = dev.upload_bytes(Scalar::BF16, &random_bytes(r * c, Scalar::BF16, 3))?;
+        let y = dev.alloc(Scalar::BF16, r * c)?;
+        for v in &pack.kernel("softmax")?.variants {
+            if meta(&v.config, "BLOCK") < c {
+                continue;
+            }
+            let k = pack.load_kernel(&dev, "softmax", &v.config)?;
+            let t = time(&dev, 100.0, 30, 2000.0, &mut || dev.launch(&k, [r as u32, 1, 1], &[Arg::Buffer(&x), Arg::Buffer(&y), Arg::I32(c as i32)]))?;
+            rows.push(Row { bench: format!("softmax {r}×{c} bf16"), config: describe(&v.config), t, work: 2.0 * 2.0 * (r * c) as f64, unit: "GB/s", ceiling: copy_gbs, ceiling_name: "copy" });
+        }
+    }
+
+    if let Some(pack) = find("matmul") {
+        let (m, nn, k) = (4096usize, 4096usize, 4096usize);
+        let a = dev.upload_bytes(Scalar::BF16, &random_bytes(m * k, Scalar::BF16, 4))?;
+        let b = dev.upload_bytes(Scalar::BF16, &random_bytes(k * nn, Scalar::BF16, 5))?;
+        let mut c = dev.alloc(Scalar::F32, m * nn)?;
+        let flops = 2.0 * (m * nn * k) as f64;
+        let blas = Cublas::new(&dev)?;
+        let t = time(&dev, 200.0, 30, 3000.0, &mut || blas.gemm_bf16_f32(&dev, &a, &b, &mut c, m, nn, k))?;
+        let cublas_tf = flops / t.median_ms / 1e9;
+        rows.push(Row { bench: "matmul 4096³ bf16→f32".into(), config: "cuBLAS (baseline)".into(), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
+        for v in &pack.kernel("matmul")?.variants {
+            let kern = pack.load_kernel(&dev, "matmul", &v.config)?;
+            let grid = [m.div_ceil(meta(&v.config, "BM")) as u32, nn.div_ceil(meta(&v.config, "BN")) as u32, 1];
+            let t = time(&dev, 100.0, 20, 3000.0, &mut || {
+                dev.launch(&kern, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(&c), Arg::I32(m as i32), Arg::I32(nn as i32), Arg::I32(k as i32)])
+            })?;
+            rows.push(Row { bench: "matmul 4096³ bf16→f32".into(), config: describe(&v.config), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
+        }
+    }
+
+    if args.best_only {
+        let mut best: Vec<Row> = Vec::new();
+        for r in rows {
+            match best.iter_mut().find(|b| b.bench == r.bench && (b.config.contains("baseline") == r.config.contains("baseline"))) {
+                Some(b) if b.t.median_ms > r.t.median_ms => *b = r,
+                Some(_) => {}
+                None => best.push(r),
+            }
+        }
+        rows = best;
+    }
+    println!("device: {} (driver CUDA {})", dev.name(), dev.driver_version());
+    println!("| benchmark | config | median ms (p20–p80, runs) | rate | ceiling | % of ceiling |");
+    println!("|---|---|---|---|---|---|");
     for r in &rows {
-        let gbs = r.bytes / r.t.median_ms / 1e6;
+        let rate = if r.unit == "GB/s" { r.work / r.t.median_ms / 1e6 } else { r.work / r.t.median_ms / 1e9 };
         println!(
-            "| {} | {} | {:.3} ({:.3}–{:.3}, {}) | {:.0} | {:.1}% |",
-            r.name, r.config, r.t.median_ms, r.t.p20_ms, r.t.p80_ms, r.t.samples, gbs, 100.0 * gbs / copy_gbs
+            "| {} | {} | {:.3} ({:.3}–{:.3}, {}) | {:.0} {} | {} {:.0} {} | {:.1}% |",
+            r.bench, r.config, r.t.median_ms, r.t.p20_ms, r.t.p80_ms, r.t.samples, rate, r.unit, r.ceiling_name, r.ceiling, r.unit, 100.0 * rate / r.ceiling
         );
     }
     Ok(())
 }
 
+fn meta(c: &tile_runtime::Config, name: &str) -> usize {
+    c.meta.iter().find(|(m, _)| m == name).map(|x| x.1).unwrap_or(1) as usize
+}
+
 /// Random values in [-1, 1) as raw bytes of `dt` (never zeros: they can run faster).
-fn random_bytes(n: usize, dt: Scalar) -> Vec<u8> {
-    let mut state = 0x9E3779B97F4A7C15u64;
+fn random_bytes(n: usize, dt: Scalar, seed: u64) -> Vec<u8> {
+    let mut state = 0x9E3779B97F4A7C15u64 ^ seed.wrapping_mul(0xD1B54A32D192ED03);
     let mut next = || {
         state ^= state << 13;
         state ^= state >> 7;
