@@ -3,7 +3,7 @@
 # GPU tests, compute-sanitizer, benchmarks. Logs go to $OUT (or /tmp/gpu-out).
 set -uo pipefail
 out="${OUT:-/tmp/gpu-out}"; mkdir -p "$out"
-export TILE_EXAMPLES_PACK="$PWD/.gpu/dsl-examples.tpack"
+export TILE_PACK_DIR="$PWD/.gpu/packs" TILE_EXAMPLES_PACK="$PWD/.gpu/packs/dsl-examples.tpack"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 status=0
 for t in .gpu/bin/gpu_*; do
@@ -19,5 +19,5 @@ if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   done
 fi
 echo "== tile-bench"
-.gpu/bin/tile-bench --pack .gpu/dsl-examples.tpack 2>&1 | tee "$out/bench.md"
+.gpu/bin/tile-bench $(for p in .gpu/packs/*.tpack; do echo --pack "$p"; done) 2>&1 | tee "$out/bench.md"
 exit $status

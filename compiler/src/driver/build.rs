@@ -1,12 +1,161 @@
-//! `tilec build` (placeholder).
+//! `tilec build`: compile one kernel specialisation and write one stage of the
+//! pipeline (TIR, MLIR before or after the passes, LLVM IR or PTX).
+
+use super::{parse_define, Define};
+use crate::frontend::{self, Program, SourceFile};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    Tir,
+    Mlir,
+    MlirLowered,
+    Llvm,
+    Ptx,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The .tile source file.
-    pub file: std::path::PathBuf,
+    pub file: PathBuf,
+    /// Kernel to compile (default: the file's only or first kernel).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Meta-parameter value, e.g. -D BLOCK=1024 (default: the declaration's
+    /// default, else the first value of the tune block).
+    #[arg(short = 'D', value_parser = parse_define)]
+    pub defines: Vec<Define>,
+    /// Warps per CTA (default: the tune block's first, else 4).
+    #[arg(long)]
+    pub warps: Option<u32>,
+    /// Stage to write.
+    #[arg(long, value_enum, default_value = "ptx")]
+    pub emit: Emit,
+    /// Output file (default: stdout).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Target architecture: sm_90 or sm_80.
+    #[arg(long, default_value = "sm_90")]
+    pub arch: String,
+    /// Write the MLIR after every pass into this directory.
+    #[arg(long)]
+    pub dump_passes: Option<PathBuf>,
+    /// Print the time of each compilation stage on stderr.
+    #[arg(long)]
+    pub time: bool,
 }
 
-pub fn main(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`tilec build` is not implemented yet")
+/// The meta-parameter values and warps of one build: -D, else defaults, else the
+/// tune block's first candidate.
+pub(crate) fn resolve_config(program: &Program, kernel: &str, defines: &[Define], warps: Option<u32>) -> Result<crate::tir::Config> {
+    let tune = program.tune_space(kernel);
+    let mut meta = Vec::new();
+    for (name, default) in program.meta_params(kernel) {
+        let v = defines
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value)
+            .or(default)
+            .or_else(|| tune.as_ref().and_then(|t| t.params.iter().find(|(n, _)| *n == name)).and_then(|(_, v)| v.first().copied()))
+            .ok_or_else(|| anyhow!("meta-parameter `{name}` of kernel `{kernel}` has no value\n  hint: pass -D {name}=VALUE"))?;
+        meta.push((name, v));
+    }
+    for d in defines {
+        if !meta.iter().any(|(n, _)| *n == d.name) {
+            bail!("kernel `{kernel}` has no meta-parameter `{}` (given with -D)", d.name);
+        }
+    }
+    let warps = warps.or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied())).unwrap_or(4);
+    Ok(crate::tir::Config { meta, warps })
+}
+
+/// `file:line:col` and the source line with a caret under `span`.
+pub(crate) fn render_span(src: &SourceFile, span: crate::tir::Span, message: &str) -> String {
+    let start = (span.start as usize).min(src.text.len());
+    let line_start = src.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_end = src.text[start..].find('\n').map(|i| start + i).unwrap_or(src.text.len());
+    let line_no = src.text[..start].matches('\n').count() + 1;
+    let col = src.text[line_start..start].chars().count() + 1;
+    let width = (span.end as usize).clamp(start + 1, line_end.max(start + 1)) - start;
+    format!(
+        "error: {message}\n --> {}:{line_no}:{col}\n  |\n  | {}\n  | {}{}\n",
+        src.name,
+        &src.text[line_start..line_end],
+        " ".repeat(col - 1),
+        "^".repeat(width.max(1))
+    )
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    let src = SourceFile::load(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let program = match frontend::parse_program(&src) {
+        Ok(p) => p,
+        Err(d) => {
+            eprint!("{}", d.render(&src));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let names = program.kernel_names();
+    let kernel = match &args.kernel {
+        Some(k) if names.contains(k) => k.clone(),
+        Some(k) => bail!("no kernel `{k}` in {} (it has: {})", args.file.display(), names.join(", ")),
+        None => names.first().cloned().ok_or_else(|| anyhow!("{} defines no kernel", args.file.display()))?,
+    };
+    let config = resolve_config(&program, &kernel, &args.defines, args.warps)?;
+    let tir = match program.specialize(&kernel, &config.meta) {
+        Ok(t) => t,
+        Err(d) => {
+            eprint!("{}", d.render(&src));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let text = if args.emit == Emit::Tir {
+        crate::tir::print_kernel(&tir)
+    } else {
+        emit_codegen(&args, &src, &tir, config.warps)?
+    };
+    match &args.output {
+        Some(p) => crate::pack::write_atomic(p, text.as_bytes()).with_context(|| format!("cannot write {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "codegen")]
+fn emit_codegen(args: &Args, src: &SourceFile, tir: &crate::tir::Kernel, warps: u32) -> Result<String> {
+    use crate::codegen::{compile, Arch, Options};
+    let arch = Arch::parse(&args.arch).ok_or_else(|| anyhow!("unknown architecture `{}`; hint: sm_90 or sm_80", args.arch))?;
+    let opts = Options { arch, warps, dump_passes: args.dump_passes.is_some() };
+    let art = compile(tir, &opts).map_err(|e| match e.span() {
+        Some(span) => anyhow!("{}", render_span(src, span, &e.to_string())),
+        None => anyhow!("{e}"),
+    })?;
+    if let Some(dir) = &args.dump_passes {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("00-input.mlir"), &art.mlir)?;
+        for (i, (pass, ir)) in art.pass_dumps.iter().enumerate() {
+            let name: String = pass.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            std::fs::write(dir.join(format!("{:02}-{name}.mlir", i + 1)), ir)?;
+        }
+        std::fs::write(dir.join("90-llvm.ll"), &art.llvm_ir)?;
+    }
+    if args.time {
+        for (stage, t) in &art.timings {
+            eprintln!("{stage:>14}: {:.2} ms", t.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(match args.emit {
+        Emit::Tir => unreachable!(),
+        Emit::Mlir => art.mlir,
+        Emit::MlirLowered => art.mlir_lowered,
+        Emit::Llvm => art.llvm_ir,
+        Emit::Ptx => art.ptx,
+    })
+}
+
+#[cfg(not(feature = "codegen"))]
+fn emit_codegen(_: &Args, _: &SourceFile, _: &crate::tir::Kernel, _: u32) -> Result<String> {
+    bail!("this tilec was built without code generation (feature `codegen`); only --emit tir is available")
 }

@@ -3,6 +3,7 @@
 
 mod build;
 mod check;
+mod pack;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,13 @@ fn parse_define(s: &str) -> Result<Define, String> {
     Ok(Define { name: name.trim().to_string(), value })
 }
 
+/// `BLOCK=1024, warps=4`.
+pub(crate) fn describe_config(c: &crate::tir::Config) -> String {
+    let mut parts: Vec<String> = c.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    parts.push(format!("warps={}", c.warps));
+    parts.join(", ")
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse and type-check a .tile file; report every error.
@@ -41,6 +49,8 @@ enum Command {
     Build(build::Args),
     /// Run a kernel on the CPU interpreter with given or random inputs.
     Run(run::Args),
+    /// Compile every kernel × tune config of a directory into one pack file.
+    Pack(pack::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::main(a),
         Command::Build(a) => build::main(a),
         Command::Run(a) => run::main(a),
+        Command::Pack(a) => pack::main(a),
     };
     match result {
         Ok(code) => code,
