@@ -75,6 +75,7 @@ codes! {
     BadArgument = "E0034": "a builtin argument of the wrong kind (shape, dtype, axis)",
     FloatOnly = "E0035": "a math function applied to an integer tile",
     UnknownKernel = "E0036": "a kernel name that is not defined in the file",
+    Internal = "E0037": "an internal compiler error (a bug: please report it)",
 }
 
 /// One diagnostic. `labels` holds extra spans with text; a label whose span is

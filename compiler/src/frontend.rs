@@ -3,9 +3,10 @@
 //! (driver, interpreter tests, codegen, packs) uses.
 
 use crate::check;
-use crate::diag::Diagnostics;
+use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::syntax::{self, ast};
 use crate::tir;
+use crate::tir::Span;
 
 /// A named source text (the name is what diagnostics print as the file).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,7 +82,13 @@ impl Program {
         meta: &[(String, i64)],
     ) -> Result<tir::Kernel, Diagnostics> {
         let mut k = check::elaborate(&self.module, kernel, meta)?;
-        crate::passes::optimize(&mut k);
+        crate::passes::optimize(&mut k).map_err(|e| {
+            Diagnostics::from(Diagnostic::new(
+                Code::Internal,
+                format!("internal compiler error: {e}"),
+                Span::default(),
+            ))
+        })?;
         Ok(k)
     }
 

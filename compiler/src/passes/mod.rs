@@ -1,14 +1,50 @@
-//! TIR → TIR passes. [`optimize`] runs them in a fixed order, verifying the
-//! kernel after each pass in debug and test builds.
+//! TIR → TIR passes. [`optimize`] runs them as one straight list, verifying
+//! the kernel after each pass in debug and test builds:
 //!
-//! (Helper inlining, the "inline pass" of the design, happens during checking:
-//! TIR has no call op.)
+//! 1. [`unroll`]: expand `static` loops;
+//! 2. [`fold`]: constant folding (also removes `if` on constants);
+//! 3. [`cse`]: common subexpression elimination;
+//! 4. [`dce`]: dead code elimination.
+//!
+//! Helper inlining, the "inline pass" of the design, happens during checking
+//! (`check`): TIR has no call op.
 
 pub mod consteval;
+pub mod cse;
+pub mod dce;
+pub mod fold;
+pub mod unroll;
+mod util;
 
-use crate::tir::Kernel;
+use crate::tir::{verify, Kernel, VerifyError};
 
-/// Run the standard pipeline.
-pub fn optimize(kernel: &mut Kernel) {
-    let _ = kernel;
+/// Run the standard pipeline. An error means a pass (or the checker) produced
+/// invalid TIR: a compiler bug.
+pub fn optimize(kernel: &mut Kernel) -> Result<(), VerifyError> {
+    let passes: [(&str, fn(&mut Kernel)); 5] = [
+        ("unroll", unroll::run),
+        ("fold", fold::run),
+        ("cse", cse::run),
+        ("fold", fold::run),
+        ("dce", dce::run),
+    ];
+    check(kernel, "the checker")?;
+    for (name, pass) in passes {
+        pass(kernel);
+        check(kernel, name)?;
+    }
+    if !cfg!(debug_assertions) {
+        verify(kernel)?;
+    }
+    Ok(())
+}
+
+fn check(kernel: &Kernel, after: &str) -> Result<(), VerifyError> {
+    if cfg!(debug_assertions) {
+        verify(kernel).map_err(|e| VerifyError {
+            kernel: e.kernel,
+            message: format!("after {after}: {}", e.message),
+        })?;
+    }
+    Ok(())
 }
