@@ -848,6 +848,8 @@ impl<'m> Cx<'m> {
             None
         } else {
             match (&tv, &ev) {
+                // Statement-like branches: an `if` in tail position without a value.
+                (Val::Unit, Val::Unit) => None,
                 (Val::Unit, _) | (_, Val::Unit) => {
                     if else_branch.is_none() {
                         return self.err(
