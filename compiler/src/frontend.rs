@@ -92,6 +92,44 @@ impl Program {
         Ok(k)
     }
 
+    /// The meta-parameter assignments `tilec check` tries for `kernel`: every
+    /// distinct point of its tune space, else just the defaults.
+    pub fn check_configs(&self, kernel: &str) -> Vec<Vec<(String, i64)>> {
+        let mut out: Vec<Vec<(String, i64)>> = Vec::new();
+        if let Some(space) = self.tune_space(kernel) {
+            for c in space.configs() {
+                if !out.contains(&c.meta) {
+                    out.push(c.meta);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(vec![]);
+        }
+        out
+    }
+
+    /// Check every kernel with every configuration of [`Program::check_configs`];
+    /// the diagnostics of all of them, each reported once.
+    pub fn check_all(&self) -> Diagnostics {
+        let mut all = Diagnostics::new();
+        for k in self.kernel_names() {
+            for meta in self.check_configs(&k) {
+                if let Err(d) = self.specialize(&k, &meta) {
+                    for x in d {
+                        if !all
+                            .iter()
+                            .any(|y| y.code == x.code && y.span == x.span && y.message == x.message)
+                        {
+                            all.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
     /// Like [`Program::specialize`] but without the optimisation passes
     /// (the checker's direct output, for tests and `--emit tir --no-opt`).
     pub fn specialize_unoptimized(

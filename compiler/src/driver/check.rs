@@ -139,28 +139,16 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Meta-parameter assignments to check: `-D` values (with defaults), else every
-/// distinct point of the tune space, else the defaults alone.
+/// Meta-parameter assignments to check: `-D` values (with defaults), else
+/// [`Program::check_configs`].
 fn configs(program: &Program, kernel: &str, defines: &[Define]) -> Vec<Vec<(String, i64)>> {
     let metas = program.meta_params(kernel);
-    let own: Vec<(String, i64)> = defines
+    if defines.is_empty() {
+        return program.check_configs(kernel);
+    }
+    vec![defines
         .iter()
         .filter(|d| metas.iter().any(|(n, _)| *n == d.name))
         .map(|d| (d.name.clone(), d.value))
-        .collect();
-    if !defines.is_empty() {
-        return vec![own];
-    }
-    let mut out: Vec<Vec<(String, i64)>> = Vec::new();
-    if let Some(space) = program.tune_space(kernel) {
-        for c in space.configs() {
-            if !out.contains(&c.meta) {
-                out.push(c.meta);
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(vec![]);
-    }
-    out
+        .collect()]
 }

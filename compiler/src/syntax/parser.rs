@@ -15,7 +15,7 @@ use nom::{Err, IResult, Input, Needed, Parser};
 use std::cell::{Cell, RefCell};
 
 /// Deepest nesting of expressions and blocks accepted (each level costs stack).
-pub const MAX_DEPTH: u32 = 96;
+pub const MAX_DEPTH: u32 = 128;
 
 /// The parser's input: a window on the token list (which always ends with `Eof`).
 #[derive(Clone, Copy, Debug)]
@@ -206,6 +206,18 @@ fn tok<'a>(t: Tok) -> impl Fn(Toks<'a>) -> PResult<'a, Span> {
     }
 }
 
+/// A statement's `;`; when missing, the error points just after the statement
+/// (where the `;` belongs), like rustc.
+fn semi(i: Toks<'_>) -> PResult<'_, Span> {
+    tok(Tok::Semi)(i).map_err(|e| {
+        e.map(|mut e| {
+            let at = i.prev_end();
+            e.span = Span { start: at, end: at };
+            e
+        })
+    })
+}
+
 fn ident(i: Toks<'_>) -> PResult<'_, Ident> {
     match &i.peek().tok {
         Tok::Ident(name) => Ok((
@@ -302,10 +314,26 @@ impl P {
                 Some("split the expression with `let` bindings"),
             )));
         }
-        self.depth.set(self.depth.get() + 1);
+        let saved = self.depth.get();
+        self.depth.set(saved + 1);
         let r = f(i);
-        self.depth.set(self.depth.get() - 1);
+        self.depth.set(saved);
         r
+    }
+
+    /// One more level inside the current [`P::nested`] call (operator chains nest
+    /// the tree on the left without recursing here).
+    fn deeper(&self, i: Toks<'_>) -> Result<(), Err<PErr>> {
+        if self.depth.get() >= MAX_DEPTH {
+            return Err(Err::Failure(PErr::custom(
+                i.peek().span,
+                Code::TooDeep,
+                format!("expression nested deeper than {MAX_DEPTH} levels"),
+                Some("split the expression with `let` bindings"),
+            )));
+        }
+        self.depth.set(self.depth.get() + 1);
+        Ok(())
     }
 
     fn module(&self, mut i: Toks<'_>) -> Module {
@@ -532,7 +560,10 @@ impl P {
             loop {
                 match i.peek().tok {
                     Tok::RBrace => break,
-                    Tok::Eof => return fail(PErr::expected(i, "`}`")),
+                    // An item keyword cannot start a statement: the block was not closed.
+                    Tok::Eof | Tok::Kernel | Tok::Fn | Tok::Tune => {
+                        return fail(PErr::expected(i, "`}`"))
+                    }
                     Tok::Semi => {
                         i = i.bump();
                         continue;
@@ -611,7 +642,7 @@ impl P {
                 };
                 let (i, _) = tok(Tok::Eq)(i)?;
                 let (i, init) = self.expr(i)?;
-                let (i, _) = tok(Tok::Semi)(i)?;
+                let (i, _) = semi(i)?;
                 done(
                     i,
                     StmtKind::Let {
@@ -653,7 +684,7 @@ impl P {
                 let (i, target) = ident(i)?;
                 let op = assign_op(&i.peek().tok).flatten();
                 let (i, value) = self.expr(i.bump())?;
-                let (i, _) = tok(Tok::Semi)(i)?;
+                let (i, _) = semi(i)?;
                 done(i, StmtKind::Assign { target, op, value })
             }
             _ => {
@@ -665,7 +696,13 @@ impl P {
                         done(i, StmtKind::Expr(e))
                     }
                     _ => {
-                        let mut err = PErr::expected(i, "`;`");
+                        let mut err = semi(i)
+                            .err()
+                            .and_then(|e| match e {
+                                Err::Error(e) | Err::Failure(e) => Some(e),
+                                Err::Incomplete(_) => None,
+                            })
+                            .unwrap_or_else(|| PErr::expected(i, "`;`"));
                         if let Some((_, p)) = binop(&i.peek().tok) {
                             if p == 3
                                 && matches!(e.kind, ExprKind::Binary(op, ..) if binop_power(op) == 3)
@@ -700,6 +737,7 @@ impl P {
                     if AS_POWER < min {
                         break;
                     }
+                    self.deeper(i)?;
                     let (r, ty) = type_expr(i.bump())?;
                     i = r;
                     lhs = Expr {
@@ -726,6 +764,7 @@ impl P {
                         Some("split it with `&&`, e.g. `a < b && b < c`"),
                     )));
                 }
+                self.deeper(i)?;
                 let (r, rhs) = self.expr_bp(i.bump(), p + 1)?;
                 i = r;
                 lhs = Expr {
@@ -772,20 +811,29 @@ impl P {
     }
 
     fn postfix<'a>(&self, i: Toks<'a>) -> PResult<'a, Expr> {
+        // Indexing chains nest on the left: count them, then restore the depth.
+        let saved = self.depth.get();
+        let r = self.postfix_chain(i);
+        self.depth.set(saved);
+        r
+    }
+
+    fn postfix_chain<'a>(&self, i: Toks<'a>) -> PResult<'a, Expr> {
         let start = i.start();
         let (mut i, mut e) = self.primary(i)?;
         while i.peek().tok == Tok::LBracket {
+            self.deeper(i)?;
             let item = |i: Toks<'a>| -> PResult<'a, IndexItem> {
                 let t = i.peek();
                 match t.tok {
                     Tok::Colon => Ok((i.bump(), IndexItem::Full(t.span))),
                     Tok::None => Ok((i.bump(), IndexItem::NewAxis(t.span))),
-                    _ => fail(PErr::custom(
+                    _ => Err(Err::Failure(PErr::custom(
                         t.span,
                         Code::BadIndex,
                         format!("expected `:` or `None` in an index, found {}", t.tok.describe()),
                         Some("tiles are indexed only to add axes, e.g. `x[:, None]`; use masks and pointer offsets to select elements"),
-                    )),
+                    ))),
                 }
             };
             let (r, items) = separated_list0(tok(Tok::Comma), item).parse(i.bump())?;
@@ -954,22 +1002,21 @@ enum StmtOrTail {
 }
 
 /// Skip a broken statement: up to and including its `;`, or up to the `}` that
-/// closes the enclosing block, counting brackets from the statement's start.
+/// closes the enclosing block, counting braces from the statement's start
+/// (parentheses are not counted: the broken statement may have left one open).
 fn skip_stmt(mut i: Toks<'_>) -> Toks<'_> {
     let mut depth = 0i32;
     let start = i.pos;
     loop {
         match i.peek().tok {
-            Tok::Eof => return i,
-            Tok::LParen | Tok::LBracket | Tok::LBrace => depth += 1,
-            Tok::RParen | Tok::RBracket => depth = (depth - 1).max(0),
+            Tok::Eof | Tok::Kernel | Tok::Fn | Tok::Tune => return i,
+            Tok::LBrace => depth += 1,
             Tok::RBrace => {
                 if depth == 0 {
-                    // Never return without progress: a lone `}` is eaten by the block.
                     return i;
                 }
                 depth -= 1;
-                if depth == 0 && i.pos > start {
+                if depth == 0 {
                     // A block-like statement (`for`, `if`) ends at its `}`.
                     return i.bump();
                 }
