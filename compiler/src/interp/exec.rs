@@ -62,12 +62,6 @@ impl<'a> Program<'a> {
 
     fn op_err(&self, span: Span, e: OpErr) -> InterpError {
         match e {
-            OpErr::Arith(message) => InterpError::Arithmetic {
-                kernel: self.kernel.name.clone(),
-                span,
-                program_id: self.pid,
-                message,
-            },
             OpErr::Malformed(m) => self.malformed(span, m),
         }
     }

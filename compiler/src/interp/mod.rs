@@ -16,8 +16,10 @@
 //!   Rust's f32 functions: `exp`, `exp2`, `ln`, `sqrt`, `rsqrt = 1/sqrt(x)`,
 //!   `tanh`, `sigmoid = 1/(1+exp(-x))`.
 //! - **Integers** wrap (two's complement). Division truncates toward zero and
-//!   the remainder has the dividend's sign; a zero divisor in any element is an
-//!   [`InterpError::Arithmetic`] (`MIN / -1` wraps to `MIN`, `MIN % -1 == 0`).
+//!   the remainder has the dividend's sign. A zero divisor is no error: as on
+//!   RISC-V, `x / 0 == -1` and `x % 0 == x` (masked-off lanes of a tile
+//!   routinely divide by the zero a masked load returned); `MIN / -1` wraps to
+//!   `MIN` and `MIN % -1 == 0`.
 //!   Shift amounts are read as unsigned; an amount ≥ the bit width gives 0
 //!   (`shl`) or the sign fill (`shr`), like PTX.
 //! - **Casts** follow [`tir::Op::Cast`]; int → bf16/f16 rounds once (through a
@@ -126,14 +128,6 @@ pub enum InterpError {
         /// Row-major position of the offending element in the pointer tile.
         lane: usize,
     },
-    /// A run-time arithmetic error (integer division by zero).
-    #[error("kernel `{kernel}`: {message} in program {program_id:?}{}", at(span))]
-    Arithmetic {
-        kernel: String,
-        span: Span,
-        program_id: [u32; 3],
-        message: String,
-    },
     /// A `for` loop that would run with a step ≤ 0.
     #[error(
         "kernel `{kernel}`: `for` loop with step {step} in program {program_id:?}{}",
@@ -167,7 +161,6 @@ impl InterpError {
     pub fn span(&self) -> Option<Span> {
         match self {
             InterpError::OutOfBounds { span, .. }
-            | InterpError::Arithmetic { span, .. }
             | InterpError::BadStep { span, .. }
             | InterpError::Malformed { span, .. } => Some(*span),
             _ => None,
@@ -178,7 +171,6 @@ impl InterpError {
     pub fn program_id(&self) -> Option<[u32; 3]> {
         match self {
             InterpError::OutOfBounds { program_id, .. }
-            | InterpError::Arithmetic { program_id, .. }
             | InterpError::BadStep { program_id, .. } => Some(*program_id),
             _ => None,
         }

@@ -41,18 +41,6 @@ fn headline(e: &InterpError) -> (String, Option<String>) {
                 )),
             )
         }
-        InterpError::Arithmetic {
-            kernel,
-            program_id,
-            message,
-            ..
-        } => (
-            message.clone(),
-            Some(format!(
-                "in kernel `{kernel}`, program ({}, {}, {})",
-                program_id[0], program_id[1], program_id[2]
-            )),
-        ),
         InterpError::BadStep {
             kernel,
             program_id,
