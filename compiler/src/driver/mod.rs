@@ -3,7 +3,7 @@
 
 mod build;
 mod check;
-mod pack;
+pub mod pack;
 mod run;
 
 use clap::{Parser, Subcommand};

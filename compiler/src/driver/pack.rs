@@ -5,8 +5,9 @@
 use crate::frontend::{self, SourceFile};
 use crate::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
 use crate::tir::{Config, TuneSpace};
-use anyhow::{anyhow, bail, Context, Result};
+#[allow(unused_imports)]
 use rayon::prelude::*;
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,120 +41,140 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
     #[cfg(feature = "codegen")]
     {
-        use crate::codegen::{compile, Arch, Options};
-        let arches: Vec<Arch> = args
+        let arches: Vec<crate::codegen::Arch> = args
             .arch
             .iter()
-            .map(|a| Arch::parse(a.trim()).ok_or_else(|| anyhow!("unknown architecture `{a}`; hint: sm_90 or sm_80")))
+            .map(|a| crate::codegen::Arch::parse(a.trim()).ok_or_else(|| anyhow!("unknown architecture `{a}`; hint: sm_90 or sm_80")))
             .collect::<Result<_>>()?;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
-            .with_context(|| format!("cannot read directory {}", args.dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "tile"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            bail!("no .tile files in {}", args.dir.display());
-        }
-        let mut sources = Vec::new();
-        let mut programs = Vec::new();
-        let mut failed = false;
-        for f in &files {
-            let src = SourceFile::load(f).with_context(|| format!("cannot read {}", f.display()))?;
-            match frontend::parse_program(&src) {
-                Ok(p) => programs.push(p),
-                Err(d) => {
-                    eprint!("{}", d.render(&src));
-                    failed = true;
-                }
-            }
-            sources.push(src);
-        }
-        if failed {
-            return Ok(ExitCode::FAILURE);
-        }
-        let mut jobs = Vec::new();
-        let mut kernels = Vec::new();
-        for (i, p) in programs.iter().enumerate() {
-            for name in p.kernel_names() {
-                let tune = p.tune_space(&name).unwrap_or_else(|| TuneSpace { key: vec![], params: vec![], warps: vec![4] });
-                // Meta-parameters the tune block leaves out take their declared defaults.
-                let defaults: Vec<(String, i64)> = p
-                    .meta_params(&name)
-                    .into_iter()
-                    .filter(|(n, _)| !tune.params.iter().any(|(t, _)| t == n))
-                    .map(|(n, d)| d.map(|d| (n.clone(), d)).ok_or_else(|| anyhow!("{}: meta-parameter `{n}` of `{name}` has no default and is not in its tune block", sources[i].name)))
-                    .collect::<Result<_>>()?;
-                for mut c in tune.configs() {
-                    c.meta.extend(defaults.iter().cloned());
-                    jobs.push(Job { file: i, kernel: name.clone(), config: c });
-                }
-                kernels.push((i, name, tune));
-            }
-        }
-        let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(jobs.len() as u64) };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} compiling [{bar:30}] {pos}/{len} kernel configs ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        let results: Vec<Result<Variant, String>> = jobs
-            .par_iter()
-            .map(|j| {
-                let src = &sources[j.file];
-                let tir = programs[j.file].specialize(&j.kernel, &j.config.meta).map_err(|d| d.render(src))?;
-                let mut ptx = BTreeMap::new();
-                let mut shared_bytes = 0;
-                for &arch in &arches {
-                    let art = compile(&tir, &Options { arch, warps: j.config.warps, dump_passes: false }).map_err(|e| {
-                        let what = format!("kernel `{}` [{}]: {e}", j.kernel, crate::driver::describe_config(&j.config));
-                        match e.span() {
-                            Some(span) => super::build::render_span(src, span, &what),
-                            None => format!("error: {what}\n"),
-                        }
-                    })?;
-                    shared_bytes = art.shared_bytes;
-                    ptx.insert(arch.name().to_string(), art.ptx);
-                }
-                bar.inc(1);
-                Ok(Variant { config: j.config.clone(), tir, ptx, shared_bytes })
-            })
-            .collect();
-        bar.finish_and_clear();
-        let mut errors = 0;
-        let mut variants: Vec<Option<Variant>> = Vec::new();
-        for r in results {
-            match r {
-                Ok(v) => variants.push(Some(v)),
-                Err(e) => {
+        let manifest = match compile_dir(&args.dir, &arches, !args.quiet)? {
+            Ok(m) => m,
+            Err(errors) => {
+                for e in &errors {
                     eprint!("{e}");
-                    errors += 1;
-                    variants.push(None);
                 }
+                eprintln!("error: {} kernel configs failed to compile; no pack written", errors.len());
+                return Ok(ExitCode::FAILURE);
             }
-        }
-        if errors > 0 {
-            eprintln!("error: {errors} kernel configs failed to compile; no pack written");
-            return Ok(ExitCode::FAILURE);
-        }
-        let mut packed = Vec::new();
-        for (file, name, tune) in kernels {
-            let vs: Vec<Variant> = jobs
-                .iter()
-                .zip(variants.iter_mut())
-                .filter(|(j, _)| j.file == file && j.kernel == name)
-                .filter_map(|(_, v)| v.take())
-                .collect();
-            let signature = vs[0].tir.signature();
-            packed.push(PackedKernel { name, signature, tune, source_hash: sha256_hex(sources[file].text.as_bytes()), variants: vs });
-        }
-        let n_variants: usize = packed.iter().map(|k| k.variants.len()).sum();
-        let n_kernels = packed.len();
-        let manifest = PackManifest { compiler_version: crate::VERSION.into(), kernels: packed };
+        };
         manifest.write(&args.output)?;
         if !args.quiet {
-            eprintln!("wrote {}: {n_kernels} kernels, {n_variants} configs, {} arch(es)", args.output.display(), arches.len());
+            let n_variants: usize = manifest.kernels.iter().map(|k| k.variants.len()).sum();
+            eprintln!("wrote {}: {} kernels, {n_variants} configs, {} arch(es)", args.output.display(), manifest.kernels.len(), arches.len());
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Compile every kernel × tune config of the `.tile` files in `dir` for `arches`,
+/// in parallel. The outer error is an I/O or setup failure; the inner one lists
+/// every rendered compile error (nothing is returned unless everything compiled).
+#[cfg(feature = "codegen")]
+pub fn compile_dir(dir: &std::path::Path, arches: &[crate::codegen::Arch], progress: bool) -> Result<Result<PackManifest, Vec<String>>> {
+    use crate::codegen::{compile, Options};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no .tile files in {}", dir.display());
+    }
+    let mut sources = Vec::new();
+    let mut programs = Vec::new();
+    let mut errors = Vec::new();
+    for f in &files {
+        let src = SourceFile::load(f).with_context(|| format!("cannot read {}", f.display()))?;
+        match frontend::parse_program(&src) {
+            Ok(p) => programs.push(p),
+            Err(d) => errors.push(d.render(&src)),
+        }
+        sources.push(src);
+    }
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    let mut jobs = Vec::new();
+    let mut kernels = Vec::new();
+    for (i, p) in programs.iter().enumerate() {
+        for name in p.kernel_names() {
+            let tune = p.tune_space(&name).unwrap_or_else(|| TuneSpace { key: vec![], params: vec![], warps: vec![4] });
+            // Meta-parameters the tune block leaves out take their declared defaults.
+            let mut defaults = Vec::new();
+            for (n, d) in p.meta_params(&name) {
+                if tune.params.iter().any(|(t, _)| *t == n) {
+                    continue;
+                }
+                match d {
+                    Some(d) => defaults.push((n, d)),
+                    None => errors.push(format!(
+                        "error: {}: meta-parameter `{n}` of `{name}` has no default and is not in its tune block\n",
+                        sources[i].name
+                    )),
+                }
+            }
+            for mut c in tune.configs() {
+                c.meta.extend(defaults.iter().cloned());
+                jobs.push(Job { file: i, kernel: name.clone(), config: c });
+            }
+            kernels.push((i, name, tune));
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    let bar = if progress { indicatif::ProgressBar::new(jobs.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} compiling [{bar:30}] {pos}/{len} kernel configs ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let results: Vec<Result<Variant, String>> = jobs
+        .par_iter()
+        .map(|j| {
+            let src = &sources[j.file];
+            let tir = programs[j.file].specialize(&j.kernel, &j.config.meta).map_err(|d| d.render(src))?;
+            let mut ptx = BTreeMap::new();
+            let mut shared_bytes = 0;
+            for &arch in arches {
+                let art = compile(&tir, &Options { arch, warps: j.config.warps, dump_passes: false }).map_err(|e| {
+                    let what = format!("kernel `{}` [{}] for {}: {e}", j.kernel, crate::driver::describe_config(&j.config), arch.name());
+                    match e.span() {
+                        Some(span) => super::build::render_span(src, span, &what),
+                        None => format!("error: {what}\n"),
+                    }
+                })?;
+                shared_bytes = art.shared_bytes;
+                ptx.insert(arch.name().to_string(), art.ptx);
+            }
+            bar.inc(1);
+            Ok(Variant { config: j.config.clone(), tir, ptx, shared_bytes })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut variants: Vec<Option<Variant>> = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => variants.push(Some(v)),
+            Err(e) => {
+                errors.push(e);
+                variants.push(None);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    let mut packed = Vec::new();
+    for (file, name, tune) in kernels {
+        let vs: Vec<Variant> = jobs
+            .iter()
+            .zip(variants.iter_mut())
+            .filter(|(j, _)| j.file == file && j.kernel == name)
+            .filter_map(|(_, v)| v.take())
+            .collect();
+        let signature = vs[0].tir.signature();
+        packed.push(PackedKernel { name, signature, tune, source_hash: sha256_hex(sources[file].text.as_bytes()), variants: vs });
+    }
+    Ok(Ok(PackManifest { compiler_version: crate::VERSION.into(), kernels: packed }))
 }
