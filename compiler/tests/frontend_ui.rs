@@ -80,3 +80,18 @@ fn every_code_has_a_ui_test() {
         "error codes without a ui test: {missing:?}"
     );
 }
+
+#[test]
+fn every_code_is_documented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/LANGUAGE.md");
+    let doc = std::fs::read_to_string(path).expect("docs/LANGUAGE.md exists");
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| !doc.contains(&format!("| {c} |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "error codes missing from docs/LANGUAGE.md: {missing:?}"
+    );
+}

@@ -189,7 +189,7 @@ fn dtype_arg(cx: &mut Cx, e: &Expr) -> R<Scalar> {
 
 fn value(cx: &mut Cx, e: &Expr) -> R<TV> {
     let v = cx.expr(e)?;
-    cx.to_typed(v, e.span)
+    cx.with_default_type(v, e.span)
 }
 
 fn axis_of(cx: &mut Cx, e: &Expr, rank: usize, what: &str) -> R<u32> {
@@ -642,7 +642,7 @@ fn math(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {
         Val::Int(i) if op == UnaryOp::Abs => return Ok(Val::Int(i.wrapping_abs())),
         Val::Float(f) if op == UnaryOp::Abs => return Ok(Val::Float(f.abs())),
         Val::Float(_) => cx.materialize(&v, Scalar::F32, args[0].span)?,
-        other => cx.to_typed(other, args[0].span)?,
+        other => cx.with_default_type(other, args[0].span)?,
     };
     let ok = match t.ty.elem {
         Elem::Scalar(s) if op == UnaryOp::Abs => s != Scalar::I1,
@@ -823,7 +823,7 @@ fn dot(cx: &mut Cx, args: &[Expr], span: Span) -> R<Val> {
                     let z = cx.materialize(&v, Scalar::F32, e.span)?;
                     cx.broadcast(z, &out.shape, e.span)
                 }
-                other => cx.to_typed(other, e.span)?,
+                other => cx.with_default_type(other, e.span)?,
             };
             if t.ty != out {
                 return bad(

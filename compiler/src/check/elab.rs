@@ -534,7 +534,7 @@ impl<'m> Cx<'m> {
         }
         if mutable {
             // A mutable variable flows through SSA joins, so it needs a type now.
-            return Ok(Val::Typed(self.to_typed(v, span)?));
+            return Ok(Val::Typed(self.with_default_type(v, span)?));
         }
         Ok(v)
     }
@@ -1131,7 +1131,7 @@ impl<'m> Cx<'m> {
     }
 
     /// A value with its default type when it is a literal (i32, or i64 when too big; f32).
-    pub fn to_typed(&mut self, v: Val, span: Span) -> R<TV> {
+    pub fn with_default_type(&mut self, v: Val, span: Span) -> R<TV> {
         match v {
             Val::Int(i) => Ok(self.konst(
                 Const::Int(i),
@@ -1527,7 +1527,7 @@ impl<'m> Cx<'m> {
             return Err(Reported);
         };
         let off = match off {
-            Val::Int(i) => self.to_typed(Val::Int(i), soff)?,
+            Val::Int(i) => self.with_default_type(Val::Int(i), soff)?,
             Val::Typed(t) if matches!(t.elem(), Some(Scalar::I32 | Scalar::I64)) => t,
             other => {
                 let d = self.describe(&other);
@@ -1694,7 +1694,7 @@ impl<'m> Cx<'m> {
         callee: &ast::Ident,
         span: Span,
     ) -> R<Val> {
-        if self.calls.iter().any(|c| *c == f.name.name) {
+        if self.calls.contains(&f.name.name) {
             return self.err(
                 Diagnostic::new(
                     Code::RecursiveHelper,

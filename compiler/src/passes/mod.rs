@@ -21,18 +21,18 @@ use crate::tir::{verify, Kernel, VerifyError};
 /// Run the standard pipeline. An error means a pass (or the checker) produced
 /// invalid TIR: a compiler bug.
 pub fn optimize(kernel: &mut Kernel) -> Result<(), VerifyError> {
-    let passes: [(&str, fn(&mut Kernel)); 5] = [
-        ("unroll", unroll::run),
-        ("fold", fold::run),
-        ("cse", cse::run),
-        ("fold", fold::run),
-        ("dce", dce::run),
-    ];
     check(kernel, "the checker")?;
-    for (name, pass) in passes {
-        pass(kernel);
-        check(kernel, name)?;
-    }
+    unroll::run(kernel);
+    check(kernel, "unroll")?;
+    fold::run(kernel);
+    check(kernel, "fold")?;
+    cse::run(kernel);
+    check(kernel, "cse")?;
+    // CSE merges constants, which may expose more folding.
+    fold::run(kernel);
+    check(kernel, "fold")?;
+    dce::run(kernel);
+    check(kernel, "dce")?;
     if !cfg!(debug_assertions) {
         verify(kernel)?;
     }

@@ -573,7 +573,7 @@ impl P {
                 let stmt_start = i;
                 match self.stmt(i) {
                     Ok((r, StmtOrTail::Stmt(s))) => {
-                        stmts.push(s);
+                        stmts.push(*s);
                         i = r;
                     }
                     Ok((r, StmtOrTail::Tail(e))) => {
@@ -619,13 +619,13 @@ impl P {
         let done = |i: Toks<'a>, kind| {
             Ok((
                 i,
-                StmtOrTail::Stmt(Stmt {
+                StmtOrTail::Stmt(Box::new(Stmt {
                     kind,
                     span: Span {
                         start,
                         end: i.prev_end(),
                     },
-                }),
+                })),
             ))
         };
         match &i.peek().tok {
@@ -997,7 +997,7 @@ fn binop_power(op: BinOp) -> u8 {
 }
 
 enum StmtOrTail {
-    Stmt(Stmt),
+    Stmt(Box<Stmt>),
     Tail(Expr),
 }
 
