@@ -36,12 +36,13 @@ impl<'a> Program<'a> {
             params,
             pid,
             grid,
-            env: vec![None; kernel.values.len()],
+            env: Vec::new(),
             trace: None,
         }
     }
 
     pub fn run(&mut self) -> Result<(), InterpError> {
+        self.env.resize(self.kernel.values.len(), None);
         for (i, p) in self.kernel.params.iter().enumerate() {
             self.set(p.value, self.params[i].clone(), Span::default())?;
         }
@@ -438,12 +439,19 @@ impl<'a> Program<'a> {
         if let Base::One(b) = base {
             let buf = buffer(*b)?;
             let len = buf.len() as u64;
-            let bad = match mask {
-                None => off.iter().position(|&o| o < 0 || o as u64 >= len),
+            // (a negative offset is a huge u64) branch-free first, to vectorise
+            let out = |o: i64| o as u64 >= len;
+            let any = match mask {
+                None => off.iter().fold(false, |a, &o| a | out(o)),
                 Some(m) => off
                     .iter()
                     .zip(m)
-                    .position(|(&o, &m)| m && (o < 0 || o as u64 >= len)),
+                    .fold(false, |a, (&o, &m)| a | (m & out(o))),
+            };
+            let bad = match (any, mask) {
+                (false, _) => None,
+                (true, None) => off.iter().position(|&o| out(o)),
+                (true, Some(m)) => off.iter().zip(m).position(|(&o, &m)| m && out(o)),
             };
             return match bad {
                 None => Ok((base, off, mask)),
@@ -509,16 +517,38 @@ impl<'a> Program<'a> {
                         let Storage::$st(st) = &bufs[*b as usize].unwrap().storage else {
                             unreachable!()
                         };
-                        match mask {
-                            None => {
-                                for (r, &o) in out.iter_mut().zip(off) {
-                                    *r = $conv(st[o as usize].load(Relaxed));
+                        if let Some((lo, hi, e0)) = contiguous(off, st.len()) {
+                            // lanes outside lo..hi are masked off (checked)
+                            let src = &st[e0..e0 + (hi - lo)];
+                            match mask {
+                                None => {
+                                    for (r, a) in out[lo..hi].iter_mut().zip(src) {
+                                        *r = $conv(a.load(Relaxed));
+                                    }
+                                }
+                                Some(m) => {
+                                    for ((r, a), &m) in
+                                        out[lo..hi].iter_mut().zip(src).zip(&m[lo..hi])
+                                    {
+                                        let v = $conv(a.load(Relaxed));
+                                        if m {
+                                            *r = v;
+                                        }
+                                    }
                                 }
                             }
-                            Some(m) => {
-                                for ((r, &o), &m) in out.iter_mut().zip(off).zip(m) {
-                                    if m {
+                        } else {
+                            match mask {
+                                None => {
+                                    for (r, &o) in out.iter_mut().zip(off) {
                                         *r = $conv(st[o as usize].load(Relaxed));
+                                    }
+                                }
+                                Some(m) => {
+                                    for ((r, &o), &m) in out.iter_mut().zip(off).zip(m) {
+                                        if m {
+                                            *r = $conv(st[o as usize].load(Relaxed));
+                                        }
                                     }
                                 }
                             }
@@ -567,16 +597,38 @@ impl<'a> Program<'a> {
         let bufs = self.bufs;
         macro_rules! lanes {
             ($vals:expr, $st:ident, $conv:expr) => {{
-                match (base, mask) {
-                    (Base::One(b), None) => {
+                match base {
+                    Base::One(b) => {
                         let Storage::$st(st) = &bufs[*b as usize].unwrap().storage else {
                             unreachable!()
                         };
-                        for (&o, &x) in off.iter().zip($vals.iter()) {
-                            st[o as usize].store($conv(x), Relaxed);
+                        if let Some((lo, hi, e0)) = contiguous(off, st.len()) {
+                            let dst = &st[e0..e0 + (hi - lo)];
+                            match mask {
+                                None => {
+                                    for (a, &x) in dst.iter().zip(&$vals[lo..hi]) {
+                                        a.store($conv(x), Relaxed);
+                                    }
+                                }
+                                Some(m) => {
+                                    for ((a, &x), &m) in
+                                        dst.iter().zip(&$vals[lo..hi]).zip(&m[lo..hi])
+                                    {
+                                        if m {
+                                            a.store($conv(x), Relaxed);
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+                            for (lane, (&o, &x)) in off.iter().zip($vals.iter()).enumerate() {
+                                if mask.is_none_or(|m| m[lane]) {
+                                    st[o as usize].store($conv(x), Relaxed);
+                                }
+                            }
                         }
                     }
-                    _ => {
+                    Base::Many(_) => {
                         for (lane, (&o, &x)) in off.iter().zip($vals.iter()).enumerate() {
                             if mask.is_none_or(|m| m[lane]) {
                                 let Storage::$st(st) =
@@ -688,6 +740,27 @@ impl<'a> Program<'a> {
             Data::Ptr { .. } => unreachable!(),
         })
     }
+}
+
+/// For a pointer tile of consecutive offsets `o0, o0 + 1, …` into a buffer of
+/// `len` elements: the lanes `lo..hi` that fall inside the buffer and the
+/// element of lane `lo`. `None` when the offsets are not consecutive.
+fn contiguous(off: &[i64], len: usize) -> Option<(usize, usize, usize)> {
+    let o0 = *off.first()?;
+    if !off
+        .iter()
+        .zip(0i64..)
+        .fold(true, |a, (&o, i)| a & (o == o0.wrapping_add(i)))
+    {
+        return None;
+    }
+    let n = off.len() as i64;
+    let lo = o0.saturating_neg().clamp(0, n);
+    let hi = (len as i64).saturating_sub(o0).clamp(lo, n);
+    if lo == hi {
+        return Some((0, 0, 0));
+    }
+    Some((lo as usize, hi as usize, (o0 + lo) as usize))
 }
 
 pub(crate) fn op_name(op: &Op) -> &'static str {

@@ -118,8 +118,28 @@ pub fn round_tf32(x: f32) -> f32 {
     f32::from_bits(b.wrapping_add(0xfff + lsb) & !0x1fff)
 }
 
+/// f32 → bf16, round to nearest even (NaN stays a quiet NaN): the same bits as
+/// `bf16::from_f32`, written branch-free so that it vectorises.
+#[inline]
+pub(crate) fn f32_to_bf16(x: f32) -> bf16 {
+    let b = x.to_bits();
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    bf16::from_bits(if nan {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        rounded
+    })
+}
+
+/// bf16 → f32 (exact).
+#[inline]
+pub(crate) fn bf16_to_f32(x: bf16) -> f32 {
+    f32::from_bits((x.to_bits() as u32) << 16)
+}
+
 pub(crate) fn bf16_vec(v: &[f32]) -> Vec<bf16> {
-    v.iter().map(|&x| bf16::from_f32(x)).collect()
+    v.iter().map(|&x| f32_to_bf16(x)).collect()
 }
 pub(crate) fn f16_vec(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
@@ -215,7 +235,7 @@ impl Data {
     pub fn floats(&self) -> Option<Cow<'_, [f32]>> {
         match self {
             Data::F32(v) => Some(Cow::Borrowed(v)),
-            Data::BF16(v) => Some(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
+            Data::BF16(v) => Some(Cow::Owned(v.iter().map(|&x| bf16_to_f32(x)).collect())),
             Data::F16(v) => Some(Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
             _ => None,
         }
@@ -562,25 +582,11 @@ pub(crate) fn cast(v: &Data, to: Scalar) -> OpResult {
     })
 }
 
-/// Tree-sum of `n` rows of `inner` f32 lanes held in `buf[..n * inner]`:
-/// while more than one row is left, with `h = ceil(rows / 2)`, row `i += row i + h`
-/// for `i < rows - h`. The result is row 0.
-fn tree_sum(buf: &mut [f32], n: usize, inner: usize) {
-    let mut rows = n;
-    while rows > 1 {
-        let h = rows.div_ceil(2);
-        let (lo, hi) = buf.split_at_mut(h * inner);
-        for (a, b) in lo[..(rows - h) * inner]
-            .iter_mut()
-            .zip(&hi[..(rows - h) * inner])
-        {
-            *a += *b;
-        }
-        rows = h;
-    }
-}
-
-fn fold_rows<T: Copy>(
+/// Reduce each of `outer` slabs of `n` rows × `inner` lanes to one row, in the
+/// fixed *tree order*: while more than one row is left, with `h = ceil(rows / 2)`,
+/// row `i = f(row i, row i + h)` for `i < rows - h`. Every step is a vector
+/// loop over whole rows.
+fn tree_rows<T: Copy>(
     v: &[T],
     outer: usize,
     n: usize,
@@ -588,15 +594,21 @@ fn fold_rows<T: Copy>(
     f: impl Fn(T, T) -> T,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(outer * inner);
-    for o in 0..outer {
-        let slab = &v[o * n * inner..(o + 1) * n * inner];
-        let mut acc: Vec<T> = slab[..inner].to_vec();
-        for r in 1..n {
-            for (a, &b) in acc.iter_mut().zip(&slab[r * inner..(r + 1) * inner]) {
+    let mut buf: Vec<T> = Vec::with_capacity(n * inner);
+    for slab in v.chunks_exact(n * inner).take(outer) {
+        buf.clear();
+        buf.extend_from_slice(slab);
+        let mut rows = n;
+        while rows > 1 {
+            let h = rows.div_ceil(2);
+            let (lo, hi) = buf.split_at_mut(h * inner);
+            let m = (rows - h) * inner;
+            for (a, &b) in lo[..m].iter_mut().zip(&hi[..m]) {
                 *a = f(*a, b);
             }
+            rows = h;
         }
-        out.extend(acc);
+        out.extend_from_slice(&buf[..inner]);
     }
     out
 }
@@ -604,8 +616,9 @@ fn fold_rows<T: Copy>(
 /// `Op::Reduce` of a tile of shape `shape` along `axis`.
 ///
 /// Float sums accumulate in f32 (also for bf16/f16 inputs, rounded once at the
-/// end) in the fixed tree order of [`tree_sum`]; integer sums wrap; max/min are
-/// IEEE maxNum/minNum (a NaN is ignored unless every element is NaN).
+/// end); every reduction combines in the fixed tree order of [`tree_rows`];
+/// integer sums wrap; max/min are IEEE maxNum/minNum (a NaN is ignored unless
+/// every element is NaN).
 pub(crate) fn reduce(op: ReduceOp, v: &Data, shape: &[u32], axis: u32) -> OpResult {
     let axis = axis as usize;
     if axis >= shape.len() {
@@ -621,35 +634,26 @@ pub(crate) fn reduce(op: ReduceOp, v: &Data, shape: &[u32], axis: u32) -> OpResu
         Data::F32(_) | Data::BF16(_) | Data::F16(_) => {
             let x = v.floats().unwrap();
             let r = match op {
-                ReduceOp::Sum => {
-                    let mut out = Vec::with_capacity(outer * inner);
-                    let mut buf = vec![0f32; n * inner];
-                    for o in 0..outer {
-                        buf.copy_from_slice(&x[o * n * inner..(o + 1) * n * inner]);
-                        tree_sum(&mut buf, n, inner);
-                        out.extend_from_slice(&buf[..inner]);
-                    }
-                    out
-                }
-                ReduceOp::Max => fold_rows(&x, outer, n, inner, f32::max),
-                ReduceOp::Min => fold_rows(&x, outer, n, inner, f32::min),
+                ReduceOp::Sum => tree_rows(&x, outer, n, inner, |a, b| a + b),
+                ReduceOp::Max => tree_rows(&x, outer, n, inner, f32::max),
+                ReduceOp::Min => tree_rows(&x, outer, n, inner, f32::min),
             };
             Data::from_f32(v.scalar().unwrap(), r)
         }
         Data::I32(x) => Data::I32(match op {
-            ReduceOp::Sum => fold_rows(x, outer, n, inner, i32::wrapping_add),
-            ReduceOp::Max => fold_rows(x, outer, n, inner, i32::max),
-            ReduceOp::Min => fold_rows(x, outer, n, inner, i32::min),
+            ReduceOp::Sum => tree_rows(x, outer, n, inner, i32::wrapping_add),
+            ReduceOp::Max => tree_rows(x, outer, n, inner, i32::max),
+            ReduceOp::Min => tree_rows(x, outer, n, inner, i32::min),
         }),
         Data::I64(x) => Data::I64(match op {
-            ReduceOp::Sum => fold_rows(x, outer, n, inner, i64::wrapping_add),
-            ReduceOp::Max => fold_rows(x, outer, n, inner, i64::max),
-            ReduceOp::Min => fold_rows(x, outer, n, inner, i64::min),
+            ReduceOp::Sum => tree_rows(x, outer, n, inner, i64::wrapping_add),
+            ReduceOp::Max => tree_rows(x, outer, n, inner, i64::max),
+            ReduceOp::Min => tree_rows(x, outer, n, inner, i64::min),
         }),
         Data::I1(x) => Data::I1(match op {
-            ReduceOp::Max => fold_rows(x, outer, n, inner, |a, b| a | b),
-            ReduceOp::Min => fold_rows(x, outer, n, inner, |a, b| a & b),
-            ReduceOp::Sum => fold_rows(x, outer, n, inner, |a, b| a ^ b),
+            ReduceOp::Max => tree_rows(x, outer, n, inner, |a, b| a | b),
+            ReduceOp::Min => tree_rows(x, outer, n, inner, |a, b| a & b),
+            ReduceOp::Sum => tree_rows(x, outer, n, inner, |a, b| a ^ b),
         }),
         Data::Ptr { .. } => return malformed("reduction of a pointer tile"),
     })
@@ -694,4 +698,43 @@ pub(crate) fn dot(a: &Data, b: &Data, acc: &Data, m: usize, k: usize, n: usize) 
         }
     }
     Ok(Data::F32(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_conversions_match_half() {
+        // every 251st bit pattern (all exponents, signs, NaN payloads) and the edges
+        let edges = [
+            0u32,
+            0x8000_0000,
+            0x7f7f_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0000,
+            0x7f80_0001,
+            0x0000_8000,
+            0x3f80_8000,
+            0x3f81_8000,
+        ];
+        for b in (0..=u32::MAX).step_by(251).chain(edges) {
+            let x = f32::from_bits(b);
+            assert_eq!(
+                f32_to_bf16(x).to_bits(),
+                bf16::from_f32(x).to_bits(),
+                "{b:#x}"
+            );
+        }
+        for b in 0..=u16::MAX {
+            let h = bf16::from_bits(b);
+            // (half quiets signalling NaNs; the shift keeps the payload: both are NaN)
+            let (x, y) = (bf16_to_f32(h), h.to_f32());
+            assert!(
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                "{b:#x}"
+            );
+        }
+    }
 }
