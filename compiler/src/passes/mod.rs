@@ -4,7 +4,8 @@
 //! 1. [`unroll`]: expand `static` loops;
 //! 2. [`fold`]: constant folding (also removes `if` on constants);
 //! 3. [`cse`]: common subexpression elimination;
-//! 4. [`dce`]: dead code elimination.
+//! 4. [`dce`]: dead code elimination;
+//! 5. [`renumber`]: dense value numbers in definition order.
 //!
 //! Helper inlining, the "inline pass" of the design, happens during checking
 //! (`check`): TIR has no call op.
@@ -13,6 +14,7 @@ pub mod consteval;
 pub mod cse;
 pub mod dce;
 pub mod fold;
+pub mod renumber;
 pub mod unroll;
 mod util;
 
@@ -33,6 +35,8 @@ pub fn optimize(kernel: &mut Kernel) -> Result<(), VerifyError> {
     check(kernel, "fold")?;
     dce::run(kernel);
     check(kernel, "dce")?;
+    renumber::run(kernel);
+    check(kernel, "renumber")?;
     if !cfg!(debug_assertions) {
         verify(kernel)?;
     }

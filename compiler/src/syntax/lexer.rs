@@ -294,7 +294,31 @@ pub fn lex(src: &str) -> (Vec<Token>, Vec<Diagnostic>) {
             rest = "";
             continue;
         }
-        let (r, tok) = if let Ok((r, text)) = hex(rest) {
+        // Dispatch on the first character: only one family of token can start there.
+        let first = rest.chars().next().unwrap_or(' ');
+        let (r, tok) = if !first.is_ascii_digit() {
+            if let Ok((r, text)) = ident(rest) {
+                (
+                    r,
+                    keyword(text).unwrap_or_else(|| Tok::Ident(text.to_string())),
+                )
+            } else if let Ok((r, t)) = punct(rest) {
+                (r, t)
+            } else {
+                // Unknown character: report it, skip it (a whole UTF-8 character).
+                let len = first.len_utf8();
+                diags.push(
+                    Diagnostic::new(
+                        Code::UnknownChar,
+                        format!("unexpected character `{}`", first.escape_debug()),
+                        Span::new(start, start + len),
+                    )
+                    .with_label("not part of the language"),
+                );
+                rest = &rest[len..];
+                continue;
+            }
+        } else if let Ok((r, text)) = hex(rest) {
             let digits: String = text[2..].chars().filter(|&c| c != '_').collect();
             match i64::from_str_radix(&digits, 16) {
                 Ok(v) => (r, Tok::Int(v)),
@@ -321,27 +345,9 @@ pub fn lex(src: &str) -> (Vec<Token>, Vec<Diagnostic>) {
                     (r, Tok::Int(0))
                 }
             }
-        } else if let Ok((r, text)) = ident(rest) {
-            (
-                r,
-                keyword(text).unwrap_or_else(|| Tok::Ident(text.to_string())),
-            )
-        } else if let Ok((r, t)) = punct(rest) {
-            (r, t)
         } else {
-            // Unknown character: report it, skip it (a whole UTF-8 character).
-            let c = rest.chars().next().unwrap_or('\0');
-            let len = c.len_utf8();
-            diags.push(
-                Diagnostic::new(
-                    Code::UnknownChar,
-                    format!("unexpected character `{}`", c.escape_debug()),
-                    Span::new(start, start + len),
-                )
-                .with_label("not part of the language"),
-            );
-            rest = &rest[len..];
-            continue;
+            // Unreachable: `digits` matches whenever the first character is a digit.
+            (&rest[first.len_utf8()..], Tok::Int(0))
         };
         // An identifier glued to a number (`12ab`) is a malformed literal.
         if matches!(tok, Tok::Int(_) | Tok::Float(_)) {
