@@ -151,6 +151,60 @@ impl Diagnostics {
     }
 }
 
+impl Diagnostic {
+    /// The same diagnostic as a `miette` report bound to its source, for callers
+    /// that want miette's handlers (colours, terminal width, links).
+    pub fn to_miette(&self, src: &SourceFile) -> miette::Report {
+        let span = |s: Span| {
+            miette::SourceSpan::from((s.start as usize, (s.end.saturating_sub(s.start)) as usize))
+        };
+        let mut labels = Vec::new();
+        let primary = self
+            .labels
+            .iter()
+            .find(|(s, _)| *s == self.span)
+            .map(|(_, t)| t.clone());
+        labels.push(miette::LabeledSpan::new_primary_with_span(
+            primary,
+            span(self.span),
+        ));
+        for (s, t) in &self.labels {
+            if *s != self.span {
+                labels.push(miette::LabeledSpan::new_with_span(
+                    Some(t.clone()),
+                    span(*s),
+                ));
+            }
+        }
+        let mut d = miette::MietteDiagnostic::new(self.message.clone())
+            .with_code(self.code.as_str())
+            .with_labels(labels);
+        if let Some(h) = &self.hint {
+            d = d.with_help(h.clone());
+        }
+        miette::Report::new(d)
+            .with_source_code(miette::NamedSource::new(src.name.clone(), src.text.clone()))
+    }
+}
+
+impl Diagnostics {
+    /// Render through miette's graphical handler (Unicode, no colours, 100
+    /// columns: deterministic as well; `tilec check --fancy`).
+    pub fn render_fancy(&self, src: &SourceFile) -> String {
+        let handler =
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+                .with_width(100);
+        let mut out = String::new();
+        for d in &self.0 {
+            let report = d.to_miette(src);
+            if handler.render_report(&mut out, report.as_ref()).is_err() {
+                out.push_str(&format!("error[{}]: {}\n", d.code.as_str(), d.message));
+            }
+        }
+        out
+    }
+}
+
 impl From<Diagnostic> for Diagnostics {
     fn from(d: Diagnostic) -> Diagnostics {
         Diagnostics(vec![d])
@@ -299,6 +353,18 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             assert_eq!(*n, format!("E{:04}", i + 1));
         }
+    }
+
+    #[test]
+    fn renders_through_miette() {
+        let src = SourceFile::new("k.tile", "let z = y + 1;\n");
+        let d = Diagnostic::new(Code::UndefinedName, "undefined name `y`", Span::new(8, 9))
+            .with_label("not found");
+        let r = Diagnostics::from(d).render_fancy(&src);
+        assert!(
+            r.contains("E0009") && r.contains("k.tile:1:9") && r.contains("not found"),
+            "{r}"
+        );
     }
 
     #[test]

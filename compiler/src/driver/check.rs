@@ -31,6 +31,9 @@ pub struct Args {
     /// With `--emit tir`: print the checker's output before the passes.
     #[arg(long)]
     pub no_opt: bool,
+    /// Render diagnostics with miette's graphical handler instead of rustc style.
+    #[arg(long)]
+    pub fancy: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -50,7 +53,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let program = match frontend::parse_program(&src) {
         Ok(p) => p,
         Err(d) => {
-            eprint!("{}", d.render(&src));
+            eprint!("{}", render(&d, &src, args.fancy));
             eprintln!(
                 "error: {} error{} in {}",
                 d.len(),
@@ -113,7 +116,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if !all.is_empty() {
-        eprint!("{}", all.render(&src));
+        eprint!("{}", render(&all, &src, args.fancy));
         eprintln!(
             "error: {} error{} in {}",
             all.len(),
@@ -129,6 +132,14 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         plural(count)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn render(d: &crate::diag::Diagnostics, src: &SourceFile, fancy: bool) -> String {
+    if fancy {
+        d.render_fancy(src)
+    } else {
+        d.render(src)
+    }
 }
 
 fn plural(n: usize) -> &'static str {
