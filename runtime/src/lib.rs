@@ -86,7 +86,10 @@ impl Device {
         let bytes = len * dtype.size_bytes();
         let storage = match self {
             Device::Cuda(d) => Storage::Cuda(d.alloc(bytes)?),
-            Device::Cpu => Storage::Host(vec![0; bytes]),
+            Device::Cpu => {
+                let _ = bytes;
+                Storage::Host(tilec::interp::Buffer::zeros(dtype, len))
+            }
         };
         Ok(Buffer { dtype, len, storage })
     }
@@ -114,7 +117,7 @@ impl Device {
         match (self, &mut b.storage) {
             (Device::Cuda(d), Storage::Cuda(s)) => d.upload(s, data),
             (Device::Cpu, Storage::Host(h)) => {
-                h.copy_from_slice(data);
+                *h = tilec::interp::Buffer::from_bytes(b.dtype, data).ok_or_else(|| RuntimeError::Buffer("bad buffer bytes".into()))?;
                 Ok(())
             }
             _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
@@ -124,7 +127,7 @@ impl Device {
     pub fn download_bytes(&self, b: &Buffer) -> Result<Vec<u8>, RuntimeError> {
         match (self, &b.storage) {
             (Device::Cuda(d), Storage::Cuda(s)) => d.download(s, b.len * b.dtype.size_bytes()),
-            (Device::Cpu, Storage::Host(h)) => Ok(h.clone()),
+            (Device::Cpu, Storage::Host(h)) => Ok(h.to_bytes()),
             _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
         }
     }
@@ -141,7 +144,7 @@ impl Device {
         match (self, &mut b.storage) {
             (Device::Cuda(d), Storage::Cuda(s)) => d.zero(s),
             (Device::Cpu, Storage::Host(h)) => {
-                h.fill(0);
+                *h = tilec::interp::Buffer::zeros(h.dtype(), h.len());
                 Ok(())
             }
             _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
@@ -156,7 +159,8 @@ impl Device {
         match (self, &src.storage, &mut dst.storage) {
             (Device::Cuda(d), Storage::Cuda(s), Storage::Cuda(t)) => d.copy(s, t),
             (Device::Cpu, Storage::Host(s), Storage::Host(t)) => {
-                t.copy_from_slice(s);
+                *t = tilec::interp::Buffer::from_bytes(t.dtype(), &s.to_bytes())
+                    .ok_or_else(|| RuntimeError::Buffer("copy between buffers of different types".into()))?;
                 Ok(())
             }
             _ => Err(RuntimeError::Buffer("buffers belong to another device".into())),
@@ -213,6 +217,21 @@ impl Device {
                     .collect::<Result<_, _>>()?;
                 d.launch(f, grid, 32 * kernel.warps, kernel.shared_bytes, &cargs)
             }
+            (Device::Cpu, Code::Cpu(tir)) => {
+                let iargs: Vec<tilec::interp::Arg> = args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Buffer(b) => match &b.storage {
+                            Storage::Host(h) => Ok(tilec::interp::Arg::Buffer(h)),
+                            Storage::Cuda(_) => Err(kernel.error("a GPU buffer was passed to a CPU launch".into())),
+                        },
+                        Arg::I32(x) => Ok(tilec::interp::Arg::I32(*x)),
+                        Arg::I64(x) => Ok(tilec::interp::Arg::I64(*x)),
+                        Arg::F32(x) => Ok(tilec::interp::Arg::F32(*x)),
+                    })
+                    .collect::<Result<_, _>>()?;
+                tilec::interp::run(tir, grid, &iargs).map_err(|e| kernel.error(e.to_string()))
+            }
             _ => Err(kernel.error("the kernel was loaded on another device".into())),
         }
     }
@@ -239,7 +258,7 @@ impl Device {
 
 pub(crate) enum Storage {
     Cuda(cudarc::driver::CudaSlice<u8>),
-    Host(Vec<u8>),
+    Host(tilec::interp::Buffer),
 }
 
 /// A typed array on a device.

@@ -61,7 +61,5 @@ impl Pack {
 
 /// `BLOCK=1024, warps=4`.
 pub fn describe(c: &Config) -> String {
-    let mut parts: Vec<String> = c.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    parts.push(format!("warps={}", c.warps));
-    parts.join(", ")
+    c.describe()
 }

@@ -72,6 +72,7 @@ pub(crate) fn resolve_config(program: &Program, kernel: &str, defines: &[Define]
 }
 
 /// `file:line:col` and the source line with a caret under `span`.
+#[cfg(feature = "codegen")]
 pub(crate) fn render_span(src: &SourceFile, span: crate::tir::Span, message: &str) -> String {
     let start = (span.start as usize).min(src.text.len());
     let line_start = src.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);

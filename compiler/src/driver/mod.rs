@@ -34,13 +34,6 @@ fn parse_define(s: &str) -> Result<Define, String> {
     Ok(Define { name: name.trim().to_string(), value })
 }
 
-/// `BLOCK=1024, warps=4`.
-pub(crate) fn describe_config(c: &crate::tir::Config) -> String {
-    let mut parts: Vec<String> = c.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    parts.push(format!("warps={}", c.warps));
-    parts.join(", ")
-}
-
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse and type-check a .tile file; report every error.

@@ -2,13 +2,8 @@
 //! for every config of its tune space and every architecture, in parallel,
 //! into one pack file (written atomically, only when everything compiled).
 
-use crate::frontend::{self, SourceFile};
-use crate::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
-use crate::tir::{Config, TuneSpace};
-#[allow(unused_imports)]
-use rayon::prelude::*;
-use anyhow::{anyhow, bail, Context, Result};
-use std::collections::BTreeMap;
+use crate::tir::Config;
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,6 +22,7 @@ pub struct Args {
     pub quiet: bool,
 }
 
+#[allow(dead_code)]
 struct Job {
     file: usize,
     kernel: String,
@@ -41,6 +37,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
     #[cfg(feature = "codegen")]
     {
+        use anyhow::anyhow;
         let arches: Vec<crate::codegen::Arch> = args
             .arch
             .iter()
@@ -69,8 +66,18 @@ pub fn main(args: Args) -> Result<ExitCode> {
 /// in parallel. The outer error is an I/O or setup failure; the inner one lists
 /// every rendered compile error (nothing is returned unless everything compiled).
 #[cfg(feature = "codegen")]
-pub fn compile_dir(dir: &std::path::Path, arches: &[crate::codegen::Arch], progress: bool) -> Result<Result<PackManifest, Vec<String>>> {
+pub fn compile_dir(
+    dir: &std::path::Path,
+    arches: &[crate::codegen::Arch],
+    progress: bool,
+) -> Result<Result<crate::pack::PackManifest, Vec<String>>> {
     use crate::codegen::{compile, Options};
+    use crate::frontend::{self, SourceFile};
+    use crate::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
+    use crate::tir::TuneSpace;
+    use anyhow::Context;
+    use rayon::prelude::*;
+    use std::collections::BTreeMap;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -138,7 +145,7 @@ pub fn compile_dir(dir: &std::path::Path, arches: &[crate::codegen::Arch], progr
             let mut shared_bytes = 0;
             for &arch in arches {
                 let art = compile(&tir, &Options { arch, warps: j.config.warps, dump_passes: false }).map_err(|e| {
-                    let what = format!("kernel `{}` [{}] for {}: {e}", j.kernel, crate::driver::describe_config(&j.config), arch.name());
+                    let what = format!("kernel `{}` [{}] for {}: {e}", j.kernel, j.config.describe(), arch.name());
                     match e.span() {
                         Some(span) => super::build::render_span(src, span, &what),
                         None => format!("error: {what}\n"),

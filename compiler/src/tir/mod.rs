@@ -431,6 +431,15 @@ pub struct Config {
     pub warps: u32,
 }
 
+impl Config {
+    /// `BLOCK=1024, warps=4`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        parts.push(format!("warps={}", self.warps));
+        parts.join(", ")
+    }
+}
+
 impl TuneSpace {
     /// Every config, in a stable order (cartesian product, last parameter fastest, warps last).
     pub fn configs(&self) -> Vec<Config> {
