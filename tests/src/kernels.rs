@@ -37,7 +37,8 @@ pub fn row_col_sum(rows: u32, bc: u32) -> Kernel {
     let cs = b.reduce(ReduceOp::Sum, v, 0); // [BC]
     let pc = b.add_ptr(col, c);
     let cmask = b.cmp(CmpOp::Lt, c, nc);
-    b.stmt(tilec::tir::Op::AtomicAdd { ptr: pc, value: cs, mask: Some(cmask) });
+    let t = b.ty(cs);
+    b.op(tilec::tir::Op::AtomicAdd { ptr: pc, value: cs, mask: Some(cmask) }, t);
     b.finish()
 }
 

@@ -39,7 +39,10 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let dev = Device::cuda(0).context("tile-bench needs a GPU")?;
     let packs: Vec<Pack> = args.pack.iter().map(|p| Pack::load(p)).collect::<Result<_, _>>()?;
+    // Kernels are looked up by name, preferring the examples pack.
     let find = |name: &str| packs.iter().find(|p| p.kernel(name).is_ok());
+    let _ = &find;
+    let find_sig = |name: &str, nparams: usize| packs.iter().find(|p| p.kernel(name).map(|k| k.signature.params.len() == nparams).unwrap_or(false));
     let mut rows: Vec<Row> = Vec::new();
 
     // Ceiling 1: device-to-device copy (bytes read + written), 2^log2n f32.
@@ -67,7 +70,47 @@ fn main() -> Result<()> {
         }
     }
 
-    if let Some(pack) = find("softmax") {
+    if let Some(pack) = find_sig("rmsnorm", 5) {
+        let (r, c) = (65536usize, 4096usize);
+        let x = dev.upload_bytes(Scalar::BF16, &random_bytes(r * c, Scalar::BF16, 6))?;
+        let w = dev.upload_bytes(Scalar::BF16, &random_bytes(c, Scalar::BF16, 7))?;
+        let y = dev.alloc(Scalar::BF16, r * c)?;
+        for v in &pack.kernel("rmsnorm")?.variants {
+            if meta(&v.config, "BLOCK") < c {
+                continue;
+            }
+            let k = pack.load_kernel(&dev, "rmsnorm", &v.config)?;
+            let t = time(&dev, 100.0, 30, 2000.0, &mut || {
+                dev.launch(&k, [r as u32, 1, 1], &[Arg::Buffer(&x), Arg::Buffer(&w), Arg::Buffer(&y), Arg::I32(c as i32), Arg::F32(1e-6)])
+            })?;
+            rows.push(Row { bench: format!("rmsnorm {r}×{c} bf16"), config: describe(&v.config), t, work: 2.0 * 2.0 * (r * c) as f64 + 2.0 * c as f64, unit: "GB/s", ceiling: copy_gbs, ceiling_name: "copy" });
+        }
+    }
+
+    if let Some(pack) = find_sig("attention", 6) {
+        // Shapes of the PyTorch SDPA baseline (scripts/sdpa-baseline.py): 32 heads × 4096 × D, not causal.
+        let (heads, seq) = (32usize, 4096usize);
+        for v in &pack.kernel("attention")?.variants {
+            let d = meta(&v.config, "D");
+            if meta(&v.config, "CAUSAL") != 0 {
+                continue;
+            }
+            let n = heads * seq * d;
+            let q = dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, 8))?;
+            let kk = dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, 9))?;
+            let vv = dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, 10))?;
+            let o = dev.alloc(Scalar::BF16, n)?;
+            let k = pack.load_kernel(&dev, "attention", &v.config)?;
+            let grid = [seq.div_ceil(meta(&v.config, "BM")) as u32, heads as u32, 1];
+            let t = time(&dev, 100.0, 10, 3000.0, &mut || {
+                dev.launch(&k, grid, &[Arg::Buffer(&q), Arg::Buffer(&kk), Arg::Buffer(&vv), Arg::Buffer(&o), Arg::I32(seq as i32), Arg::F32(1.0 / (d as f32).sqrt())])
+            })?;
+            let flops = 4.0 * (heads * seq * seq * d) as f64;
+            rows.push(Row { bench: format!("attention {heads}h×{seq}×{d} bf16"), config: describe(&v.config), t, work: flops, unit: "TFLOP/s", ceiling: 0.0, ceiling_name: "SDPA (separate run)" });
+        }
+    }
+
+    if let Some(pack) = find_sig("softmax", 3) {
         let (r, c) = (65536usize, 4096usize);
         let x = dev.upload_bytes(Scalar::BF16, &random_bytes(r * c, Scalar::BF16, 3))?;
         let y = dev.alloc(Scalar::BF16, r * c)?;
@@ -81,7 +124,7 @@ fn main() -> Result<()> {
         }
     }
 
-    if let Some(pack) = find("matmul") {
+    if find_sig("matmul", 6).is_some() {
         let (m, nn, k) = (4096usize, 4096usize, 4096usize);
         let a = dev.upload_bytes(Scalar::BF16, &random_bytes(m * k, Scalar::BF16, 4))?;
         let b = dev.upload_bytes(Scalar::BF16, &random_bytes(k * nn, Scalar::BF16, 5))?;
@@ -91,13 +134,22 @@ fn main() -> Result<()> {
         let t = time(&dev, 200.0, 30, 3000.0, &mut || blas.gemm_bf16_f32(&dev, &a, &b, &mut c, m, nn, k))?;
         let cublas_tf = flops / t.median_ms / 1e9;
         rows.push(Row { bench: "matmul 4096³ bf16→f32".into(), config: "cuBLAS (baseline)".into(), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
-        for v in &pack.kernel("matmul")?.variants {
-            let kern = pack.load_kernel(&dev, "matmul", &v.config)?;
-            let grid = [m.div_ceil(meta(&v.config, "BM")) as u32, nn.div_ceil(meta(&v.config, "BN")) as u32, 1];
-            let t = time(&dev, 100.0, 20, 3000.0, &mut || {
-                dev.launch(&kern, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(&c), Arg::I32(m as i32), Arg::I32(nn as i32), Arg::I32(k as i32)])
-            })?;
-            rows.push(Row { bench: "matmul 4096³ bf16→f32".into(), config: describe(&v.config), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
+        let c16 = dev.alloc(Scalar::BF16, m * nn)?;
+        for p in &packs {
+            let Ok(kp) = p.kernel("matmul") else { continue };
+            // Two layouts of the example: bf16 out on a 1-D grid (dsl-examples), f32 out on a 2-D grid (TIR-built).
+            let f32_out = kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
+            for v in &kp.variants {
+                let kern = p.load_kernel(&dev, "matmul", &v.config)?;
+                let (gm, gn) = (m.div_ceil(meta(&v.config, "BM")), nn.div_ceil(meta(&v.config, "BN")));
+                let grid = if f32_out { [gm as u32, gn as u32, 1] } else { [(gm * gn) as u32, 1, 1] };
+                let out = if f32_out { &c } else { &c16 };
+                let t = time(&dev, 100.0, 20, 3000.0, &mut || {
+                    dev.launch(&kern, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(out), Arg::I32(m as i32), Arg::I32(nn as i32), Arg::I32(k as i32)])
+                })?;
+                let label = if f32_out { "matmul 4096³ bf16→f32" } else { "matmul 4096³ bf16→bf16" };
+                rows.push(Row { bench: label.into(), config: describe(&v.config), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
+            }
         }
     }
 
@@ -119,7 +171,18 @@ fn main() -> Result<()> {
         let rate = if r.unit == "GB/s" { r.work / r.t.median_ms / 1e6 } else { r.work / r.t.median_ms / 1e9 };
         println!(
             "| {} | {} | {:.3} ({:.3}–{:.3}, {}) | {:.0} {} | {} {:.0} {} | {:.1}% |",
-            r.bench, r.config, r.t.median_ms, r.t.p20_ms, r.t.p80_ms, r.t.samples, rate, r.unit, r.ceiling_name, r.ceiling, r.unit, 100.0 * rate / r.ceiling
+            r.bench,
+            r.config,
+            r.t.median_ms,
+            r.t.p20_ms,
+            r.t.p80_ms,
+            r.t.samples,
+            rate,
+            r.unit,
+            r.ceiling_name,
+            r.ceiling,
+            r.unit,
+            if r.ceiling > 0.0 { 100.0 * rate / r.ceiling } else { f64::NAN }
         );
     }
     Ok(())
