@@ -4,7 +4,6 @@
 //! checked element by element, padding included (seed printed; TILEC_SEED replays).
 
 use half::bf16;
-use rand::Rng;
 use tilec::frontend::{parse_program, SourceFile};
 use tilec::interp::testing::{assert_close, random_bf16, random_f32};
 use tilec::interp::{self, Arg, Buffer};

@@ -377,11 +377,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
             "{title}: tracing program ({}, {}, {})",
             pid[0], pid[1], pid[2]
         );
-        let (r, entries) = match interp::trace(&kernel, args.grid, &call, pid) {
-            Ok(t) => (Ok(()), t),
-            Err((e, t)) => (Err(e), t),
-        };
-        for e in &entries {
+        let t = interp::trace(&kernel, args.grid, &call, pid);
+        for e in &t.entries {
             let loc = if e.span == crate::tir::Span::default() {
                 "-".to_string()
             } else {
@@ -396,7 +393,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 e.summary
             );
         }
-        r
+        t.error.map_or(Ok(()), Err)
     } else {
         let t = std::time::Instant::now();
         let r = interp::run_with(

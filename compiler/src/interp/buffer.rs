@@ -135,7 +135,7 @@ impl Buffer {
     /// multiple of the element size.
     pub fn from_bytes(dtype: Scalar, bytes: &[u8]) -> Option<Buffer> {
         let size = dtype.size_bytes();
-        if bytes.len() % size != 0 {
+        if !bytes.chunks_exact(size).remainder().is_empty() {
             return None;
         }
         let bits: Vec<u64> = bytes

@@ -8,6 +8,9 @@ use crate::tir::{Block, Elem, Inst, Kernel, Op, Scalar, Span, ValueId};
 use half::{bf16, f16};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
+/// A checked memory access: pointer bases, offsets and mask.
+type Access<'x> = (&'x Base, &'x [i64], Option<&'x [bool]>);
+
 /// What a program instance sees: the kernel, its bound arguments, its id.
 pub(crate) struct Program<'a> {
     pub kernel: &'a Kernel,
@@ -402,7 +405,7 @@ impl<'a> Program<'a> {
         dtype: Scalar,
         op: &'static str,
         span: Span,
-    ) -> Result<(&Base, &[i64], Option<&[bool]>), InterpError> {
+    ) -> Result<Access<'_>, InterpError> {
         let Data::Ptr { base, off } = self.get(ptr, span)? else {
             return Err(self.malformed(span, format!("{op} through a non-pointer")));
         };

@@ -255,24 +255,33 @@ pub fn run_with(
     }
 }
 
+/// What [`trace`] recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// Every value the program instance defined, in order (loop iterations included).
+    pub entries: Vec<TraceEntry>,
+    /// The error that stopped it, if one did (the entries lead up to it).
+    pub error: Option<InterpError>,
+}
+
 /// Debugging mode: run program instance `program_id` alone (no other instance
-/// runs; its stores do happen) and record every value it defines, in order,
-/// loop iterations included. On an error, returns the error and the trace up
-/// to it.
-pub fn trace(
-    kernel: &tir::Kernel,
-    grid: [u32; 3],
-    args: &[Arg],
-    program_id: [u32; 3],
-) -> Result<Vec<TraceEntry>, (InterpError, Vec<TraceEntry>)> {
-    let (bufs, params) = bind(kernel, args).map_err(|e| (e, vec![]))?;
+/// runs; its stores do happen) and record every value it defines.
+pub fn trace(kernel: &tir::Kernel, grid: [u32; 3], args: &[Arg], program_id: [u32; 3]) -> Trace {
+    let (bufs, params) = match bind(kernel, args) {
+        Ok(b) => b,
+        Err(e) => {
+            return Trace {
+                entries: vec![],
+                error: Some(e),
+            }
+        }
+    };
     let mut p = Program::new(kernel, &bufs, &params, program_id, grid);
     p.trace = Some(Vec::new());
-    let r = p.run();
-    let t = p.trace.take().unwrap_or_default();
-    match r {
-        Ok(()) => Ok(t),
-        Err(e) => Err((e, t)),
+    let error = p.run().err();
+    Trace {
+        entries: p.trace.take().unwrap_or_default(),
+        error,
     }
 }
 
