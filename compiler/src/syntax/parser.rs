@@ -104,25 +104,44 @@ impl<'a> Input for Toks<'a> {
     }
 }
 
+/// What the parser expected (kept as static text: building messages is left
+/// to [`PErr::into_diag`], so the many failed attempts of a parse cost little).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A token, shown in backticks.
+    Token(&'static str),
+    /// A description such as "an expression".
+    Thing(&'static str),
+}
+
+impl Expect {
+    fn text(self) -> String {
+        match self {
+            Expect::Token(t) => format!("`{t}`"),
+            Expect::Thing(t) => t.to_string(),
+        }
+    }
+}
+
 /// A parse error: where, and what was expected there.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PErr {
     pub span: Span,
     pub code: Code,
-    pub expected: Vec<String>,
-    pub found: String,
+    pub expected: Vec<Expect>,
+    /// Index of the token found instead (in the parsed token list).
+    pub found_at: usize,
     pub message: Option<String>,
     pub hint: Option<String>,
 }
 
 impl PErr {
-    fn expected(i: Toks<'_>, what: &str) -> PErr {
-        let t = i.peek();
+    fn expected(i: Toks<'_>, what: Expect) -> PErr {
         PErr {
-            span: t.span,
+            span: i.peek().span,
             code: Code::Syntax,
-            expected: vec![what.to_string()],
-            found: t.tok.describe(),
+            expected: vec![what],
+            found_at: i.pos,
             message: None,
             hint: None,
         }
@@ -132,33 +151,33 @@ impl PErr {
             span,
             code,
             expected: vec![],
-            found: String::new(),
+            found_at: 0,
             message: Some(message.into()),
             hint: hint.map(str::to_string),
         }
     }
-    pub fn into_diag(self) -> Diagnostic {
+    /// The diagnostic, with the found token described from `tokens`.
+    pub fn into_diag(self, tokens: &[Token]) -> Diagnostic {
+        let found = tokens
+            .get(self.found_at)
+            .map(|t| t.tok.describe())
+            .unwrap_or_else(|| "end of file".into());
+        let mut exp: Vec<String> = self.expected.iter().map(|e| e.text()).collect();
+        exp.dedup();
         let message = match self.message {
             Some(m) => m,
             None => {
-                let mut exp = self.expected.clone();
-                exp.dedup();
                 let list = match exp.len() {
                     0 => "something else".to_string(),
                     1 => exp[0].clone(),
                     n => format!("{} or {}", exp[..n - 1].join(", "), exp[n - 1]),
                 };
-                format!("expected {list}, found {}", self.found)
+                format!("expected {list}, found {found}")
             }
         };
-        let label = if self.expected.is_empty() {
-            None
-        } else {
-            Some(format!("expected {}", self.expected[0]))
-        };
         let mut d = Diagnostic::new(self.code, message, self.span);
-        if let Some(l) = label {
-            d = d.with_label(l);
+        if let Some(first) = exp.first() {
+            d = d.with_label(format!("expected {first}"));
         }
         if let Some(h) = self.hint {
             d = d.with_hint(h);
@@ -169,7 +188,7 @@ impl PErr {
 
 impl<'a> ParseError<Toks<'a>> for PErr {
     fn from_error_kind(input: Toks<'a>, _kind: ErrorKind) -> Self {
-        PErr::expected(input, "more input")
+        PErr::expected(input, Expect::Thing("more input"))
     }
     fn append(_input: Toks<'a>, _kind: ErrorKind, other: Self) -> Self {
         other
@@ -201,7 +220,7 @@ fn tok<'a>(t: Tok) -> impl Fn(Toks<'a>) -> PResult<'a, Span> {
         if next.tok == t {
             Ok((i.bump(), next.span))
         } else {
-            fail(PErr::expected(i, &format!("`{}`", t.text())))
+            fail(PErr::expected(i, Expect::Token(t.text())))
         }
     }
 }
@@ -227,7 +246,7 @@ fn ident(i: Toks<'_>) -> PResult<'_, Ident> {
                 span: i.peek().span,
             },
         )),
-        _ => fail(PErr::expected(i, "an identifier")),
+        _ => fail(PErr::expected(i, Expect::Thing("an identifier"))),
     }
 }
 
@@ -237,7 +256,7 @@ fn type_expr(i: Toks<'_>) -> PResult<'_, TypeExpr> {
     let (i, star) = nom::combinator::opt(tok(Tok::Star)).parse(i)?;
     let (i, name) = ident(i).map_err(|e| {
         e.map(|mut e| {
-            e.expected = vec!["a type".into()];
+            e.expected = vec![Expect::Thing("a type")];
             e
         })
     })?;
@@ -349,16 +368,16 @@ impl P {
                             i = r;
                         }
                         Err(Err::Error(e) | Err::Failure(e)) => {
-                            self.diags.borrow_mut().push(e.into_diag());
+                            self.diags.borrow_mut().push(e.into_diag(i.all));
                             i = skip_item(start.bump());
                         }
                         Err(Err::Incomplete(_)) => break,
                     }
                 }
                 _ => {
-                    let mut e = PErr::expected(i, "`kernel`, `fn` or `tune`");
+                    let mut e = PErr::expected(i, Expect::Thing("`kernel`, `fn` or `tune`"));
                     e.hint = Some("a file holds kernels, helper functions and tune blocks".into());
-                    self.diags.borrow_mut().push(e.into_diag());
+                    self.diags.borrow_mut().push(e.into_diag(i.all));
                     i = skip_item(i.bump());
                 }
             }
@@ -508,10 +527,13 @@ impl P {
                         };
                         Ok((i.bump().bump(), TuneValue::Int(v.wrapping_neg(), sp)))
                     }
-                    _ => fail(PErr::expected(i.bump(), "an integer")),
+                    _ => fail(PErr::expected(i.bump(), Expect::Thing("an integer"))),
                 },
                 Tok::Ident(_) => ident(i).map(|(r, id)| (r, TuneValue::Name(id))),
-                _ => fail(PErr::expected(i, "an integer or a parameter name")),
+                _ => fail(PErr::expected(
+                    i,
+                    Expect::Thing("an integer or a parameter name"),
+                )),
             }
         };
         let entry = |i: Toks<'a>| -> PResult<'a, TuneEntry> {
@@ -562,7 +584,7 @@ impl P {
                     Tok::RBrace => break,
                     // An item keyword cannot start a statement: the block was not closed.
                     Tok::Eof | Tok::Kernel | Tok::Fn | Tok::Tune => {
-                        return fail(PErr::expected(i, "`}`"))
+                        return fail(PErr::expected(i, Expect::Token("}")))
                     }
                     Tok::Semi => {
                         i = i.bump();
@@ -580,12 +602,12 @@ impl P {
                         tail = Some(Box::new(e));
                         i = r;
                         if i.peek().tok != Tok::RBrace {
-                            return fail(PErr::expected(i, "`}`"));
+                            return fail(PErr::expected(i, Expect::Token("}")));
                         }
                     }
                     Err(Err::Failure(e)) if e.code == Code::TooDeep => return Err(Err::Failure(e)),
                     Err(Err::Error(e) | Err::Failure(e)) => {
-                        self.diags.borrow_mut().push(e.into_diag());
+                        self.diags.borrow_mut().push(e.into_diag(i.all));
                         let r = skip_stmt(stmt_start);
                         stmts.push(Stmt {
                             kind: StmtKind::Error,
@@ -596,7 +618,7 @@ impl P {
                         });
                         i = r;
                     }
-                    Err(Err::Incomplete(_)) => return fail(PErr::expected(i, "`}`")),
+                    Err(Err::Incomplete(_)) => return fail(PErr::expected(i, Expect::Token("}"))),
                 }
             }
             let (i, _) = tok(Tok::RBrace)(i)?;
@@ -702,7 +724,7 @@ impl P {
                                 Err::Error(e) | Err::Failure(e) => Some(e),
                                 Err::Incomplete(_) => None,
                             })
-                            .unwrap_or_else(|| PErr::expected(i, "`;`"));
+                            .unwrap_or_else(|| PErr::expected(i, Expect::Token(";")));
                         if let Some((_, p)) = binop(&i.peek().tok) {
                             if p == 3
                                 && matches!(e.kind, ExprKind::Binary(op, ..) if binop_power(op) == 3)
@@ -923,7 +945,7 @@ impl P {
                     },
                 ))
             }
-            _ => fail(PErr::expected(i, "an expression")),
+            _ => fail(PErr::expected(i, Expect::Thing("an expression"))),
         }
     }
 
