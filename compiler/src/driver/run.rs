@@ -60,8 +60,19 @@ pub struct Args {
     #[arg(long)]
     pub sequential: bool,
     /// Debug: run only program X,Y,Z and print every value it defines.
-    #[arg(long, value_name = "X,Y,Z", value_parser = parse_grid)]
+    #[arg(long, value_name = "X[,Y[,Z]]", value_parser = parse_pid)]
     pub trace: Option<[u32; 3]>,
+}
+
+/// A program id X[,Y[,Z]] (missing axes are 0).
+fn parse_pid(s: &str) -> Result<[u32; 3], String> {
+    let g = parse_grid(s)?;
+    let n = s.split(',').count();
+    Ok([
+        g[0],
+        if n > 1 { g[1] } else { 0 },
+        if n > 2 { g[2] } else { 0 },
+    ])
 }
 
 fn parse_grid(s: &str) -> Result<[u32; 3], String> {
@@ -373,6 +384,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         args.grid[2]
     );
     let result = if let Some(pid) = args.trace {
+        if pid.iter().zip(&args.grid).any(|(p, g)| p >= g) {
+            bail!("--trace {pid:?} is outside the grid {:?}", args.grid);
+        }
         println!(
             "{title}: tracing program ({}, {}, {})",
             pid[0], pid[1], pid[2]
