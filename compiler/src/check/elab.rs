@@ -31,6 +31,10 @@ const MAX_HELPER_DEPTH: usize = 16;
 const MAX_EXPR_DEPTH: u32 = 400;
 /// Longest `static` loop the unroll pass is asked to expand.
 const MAX_UNROLL: i64 = 4096;
+/// Most instructions that unrolling may create, and most values in one kernel
+/// (helpers calling helpers can grow a kernel exponentially).
+const MAX_UNROLLED_INSTS: i64 = 1 << 20;
+const MAX_VALUES: usize = 1 << 20;
 
 /// A value during checking.
 #[derive(Clone, Debug)]
@@ -78,6 +82,10 @@ pub(crate) struct Cx<'m> {
     frames: Vec<Frame>,
     calls: Vec<String>,
     depth: u32,
+    /// Product of the trip counts of the enclosing `static` loops.
+    unroll: i64,
+    /// Set once the kernel outgrew [`MAX_VALUES`] (reported once).
+    too_big: bool,
     pub diags: Diagnostics,
 }
 
@@ -108,6 +116,8 @@ pub fn elaborate(
         frames: vec![],
         calls: vec![],
         depth: 0,
+        unroll: 1,
+        too_big: false,
         diags: Diagnostics::new(),
     };
     cx.frames.push(Frame {
@@ -661,6 +671,7 @@ impl<'m> Cx<'m> {
                     .with_label("this step never reaches the end"),
             );
         }
+        let mut static_trips = 1;
         if is_static {
             for (tv, sp) in b.iter().zip([start.span, end.span, st_span]) {
                 if tv.konst.is_none() {
@@ -682,7 +693,12 @@ impl<'m> Cx<'m> {
                 consteval::as_i64(b[1].konst.unwrap_or(Const::Int(0))),
                 step_const.unwrap_or(1),
             );
-            let trips = if h > l { (h - l + s - 1) / s } else { 0 };
+            let trips = if h > l {
+                (h - l) / s + i64::from((h - l) % s != 0)
+            } else {
+                0
+            };
+            static_trips = trips;
             if trips > MAX_UNROLL {
                 return self.err(
                     Diagnostic::new(Code::ConstEval, format!("a `static` loop of {trips} iterations is too long to unroll (limit {MAX_UNROLL})"), span)
@@ -716,8 +732,29 @@ impl<'m> Cx<'m> {
             })),
             false,
         );
+        let outer_unroll = self.unroll;
+        self.unroll = outer_unroll.saturating_mul(static_trips.max(1));
         let _ = self.block(body);
+        self.unroll = outer_unroll;
         self.frame().scopes.pop();
+        if is_static {
+            // The unroll pass will copy the body once per iteration, inside
+            // every copy of the enclosing static loops.
+            let n = self.blocks.last().map(|b| count_insts(b)).unwrap_or(0);
+            let total = n.saturating_mul(static_trips).saturating_mul(outer_unroll);
+            if total > MAX_UNROLLED_INSTS {
+                self.blocks.pop();
+                return self.err(
+                    Diagnostic::new(
+                        Code::ConstEval,
+                        format!("unrolling this `static` loop would create about {total} instructions (limit {MAX_UNROLLED_INSTS})"),
+                        span,
+                    )
+                    .with_label("too much to unroll")
+                    .with_hint("drop `static` here or in an enclosing loop"),
+                );
+            }
+        }
         let finals = self.read_carried(&carried, &args);
         let mut yields = Vec::new();
         for ((c, arg), fin) in carried.iter().zip(&args).zip(finals) {
@@ -988,6 +1025,16 @@ impl<'m> Cx<'m> {
                 "expression nesting too deep after inlining helpers",
                 e.span,
             ));
+        }
+        if self.values.len() > MAX_VALUES {
+            if !std::mem::replace(&mut self.too_big, true) {
+                return self.err(
+                    Diagnostic::new(Code::TooDeep, format!("the kernel grew past {MAX_VALUES} values while inlining helpers"), e.span)
+                        .with_label("while checking this")
+                        .with_hint("helpers that call other helpers several times grow exponentially; use loops"),
+                );
+            }
+            return Err(Reported);
         }
         self.depth += 1;
         let r = self.expr_inner(e);
@@ -1827,6 +1874,24 @@ impl<'m> Cx<'m> {
             }
         }
     }
+}
+
+/// Instructions in a list, nested blocks included.
+fn count_insts(insts: &[Inst]) -> i64 {
+    insts
+        .iter()
+        .map(|i| {
+            1 + match &i.op {
+                Op::For { body, .. } => count_insts(&body.insts),
+                Op::If {
+                    then_body,
+                    else_body,
+                    ..
+                } => count_insts(&then_body.insts) + count_insts(&else_body.insts),
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 fn cmp_of(op: BinOp) -> CmpOp {

@@ -248,7 +248,28 @@ fn check_kernel_header(k: &KernelDef, d: &mut Diagnostics) {
     }
 }
 
+/// Most configurations one tune block may describe.
+const MAX_CONFIGS: u64 = 10_000;
+
 fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
+    let configs = t
+        .entries
+        .iter()
+        .filter(|e| e.name.name != "key")
+        .fold(1u64, |acc, e| {
+            acc.saturating_mul(e.values.len().max(1) as u64)
+        });
+    if configs > MAX_CONFIGS {
+        d.push(
+            Diagnostic::new(
+                Code::BadTune,
+                format!("this tune block has {configs} configurations (limit {MAX_CONFIGS})"),
+                t.kernel.span,
+            )
+            .with_label("too many configurations")
+            .with_hint("tune fewer values at a time"),
+        );
+    }
     let Some(k) = find_kernel(m, &t.kernel.name) else {
         d.push(
             Diagnostic::new(

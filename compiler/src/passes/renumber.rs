@@ -3,27 +3,26 @@
 //! without gaps and the value table holds only live values.
 
 use super::util::operands_mut;
-use crate::tir::{Block, Kernel, Op, ValueId};
+use crate::tir::{Block, Kernel, Op, Type, ValueId};
 use std::collections::HashMap;
 
 pub fn run(k: &mut Kernel) {
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     let mut types = Vec::new();
-    let mut def = |v: &mut ValueId, k_values: &[crate::tir::Type]| {
-        let n = ValueId(types.len() as u32);
-        types.push(k_values[v.0 as usize].clone());
-        map.insert(*v, n);
-        *v = n;
-    };
-    for p in &mut k.params {
-        def(&mut p.value, &k.values);
+    {
+        let mut def = |v: &mut ValueId, old: &[Type]| {
+            let n = ValueId(types.len() as u32);
+            types.push(old[v.0 as usize].clone());
+            map.insert(*v, n);
+            *v = n;
+        };
+        for p in &mut k.params {
+            def(&mut p.value, &k.values);
+        }
+        renumber_block(&mut k.body, &k.values, &mut def);
     }
-    let mut body = std::mem::take(&mut k.body);
-    renumber_block(&mut body, &k.values, &mut def);
-    drop(def);
     // Second walk: uses (every definition now has its new number).
-    rewrite_uses(&mut body, &map);
-    k.body = body;
+    rewrite_uses(&mut k.body, &map);
     k.values = types;
 }
 
