@@ -17,16 +17,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tilec::frontend::{parse_program, SourceFile};
 
-/// Run every stage the CLI runs on one input.
-fn exercise(text: &str) {
+/// Run every stage the CLI runs on one input; true when it checked cleanly.
+fn exercise(text: &str) -> bool {
     let src = SourceFile::new("fuzz.tile", text);
     match parse_program(&src) {
         Err(d) => {
             let _ = d.render(&src);
+            false
         }
         Ok(p) => {
             let d = p.check_all();
             let _ = d.render(&src);
+            // Invalid TIR out of the checker or a pass is a compiler bug.
+            if let Some(bug) = d.iter().find(|x| x.code == tilec::diag::Code::Internal) {
+                panic!("internal error: {}", bug.message);
+            }
             for k in p.kernel_names() {
                 let _ = p.tune_space(&k);
                 let _ = p.meta_params(&k);
@@ -34,6 +39,7 @@ fn exercise(text: &str) {
                     let _ = tilec::tir::print_kernel(&t);
                 }
             }
+            d.is_empty()
         }
     }
 }
@@ -153,9 +159,107 @@ fn examples() -> Vec<String> {
     out
 }
 
+/// A random expression over the names bound by [`program`] (often ill-typed on
+/// purpose: the checker must reject it cleanly or accept it with valid TIR).
+fn expr(rng: &mut StdRng, depth: u32) -> String {
+    const LEAVES: &[&str] = &[
+        "a", "t", "s", "b", "n", "acc", "1", "2.0", "BLOCK", "true", "m", "i",
+    ];
+    if depth == 0 || rng.random_range(0..4) == 0 {
+        return LEAVES[rng.random_range(0..LEAVES.len())].to_string();
+    }
+    let d = depth - 1;
+    let bin = ["+", "-", "*", "/", "%", "<", "==", "&&", "&", "<<", "!="];
+    match rng.random_range(0..14) {
+        0..=3 => format!(
+            "({} {} {})",
+            expr(rng, d),
+            bin[rng.random_range(0..bin.len())],
+            expr(rng, d)
+        ),
+        4 => format!(
+            "{}(({}) as f32)",
+            ["exp", "sqrt", "tanh", "sigmoid", "abs"][rng.random_range(0..5)],
+            expr(rng, d)
+        ),
+        5 => format!(
+            "{}({}, {})",
+            ["sum", "max", "min"][rng.random_range(0..3)],
+            expr(rng, d),
+            rng.random_range(-1..3)
+        ),
+        6 => format!(
+            "where({}, {}, {})",
+            expr(rng, d),
+            expr(rng, d),
+            expr(rng, d)
+        ),
+        7 => format!(
+            "{}({}, {})",
+            ["maximum", "minimum", "cdiv"][rng.random_range(0..3)],
+            expr(rng, d),
+            expr(rng, d)
+        ),
+        8 => format!(
+            "({}) as {}",
+            expr(rng, d),
+            ["f32", "bf16", "i32", "i64", "i1", "f16"][rng.random_range(0..6)]
+        ),
+        9 => format!(
+            "({})[{}]",
+            expr(rng, d),
+            [":, None", "None, :", ":", "None"][rng.random_range(0..4)]
+        ),
+        10 => format!(
+            "load(x + {}, {}, {})",
+            expr(rng, d),
+            expr(rng, d),
+            expr(rng, d)
+        ),
+        11 => format!(
+            "if {} {{ {} }} else {{ {} }}",
+            expr(rng, d),
+            expr(rng, d),
+            expr(rng, d)
+        ),
+        12 => format!(
+            "dot(zeros([16, 16], bf16), ({}) as bf16, zeros([16, 16], f32))",
+            expr(rng, d)
+        ),
+        _ => format!("f({})", expr(rng, d)),
+    }
+}
+
+/// A well-formed kernel around random statements, to reach the checker and passes.
+fn program(rng: &mut StdRng) -> String {
+    let mut body = String::from(
+        "    let a = arange(0, BLOCK);\n    let m = a < n;\n    let t = load(x + a, m, 0.0);\n    let s = load(x);\n    let b = load(h + a);\n    let i = 3;\n    let mut acc = zeros([BLOCK], f32);\n",
+    );
+    for _ in 0..rng.random_range(1..6) {
+        let e = expr(rng, 4);
+        let line = match rng.random_range(0..6) {
+            0 => format!("    let v{} = {e};\n", rng.random_range(0..3)),
+            1 => format!("    acc = {e};\n"),
+            2 => format!("    for i in 0..n step BLOCK {{ acc += {e}; }}\n"),
+            3 => format!(
+                "    for i in static 0..{} {{ acc = acc * ({e}); }}\n",
+                rng.random_range(0..4)
+            ),
+            4 => format!("    if {e} {{ store(y + a, acc, m); }}\n"),
+            _ => format!("    store(y + a, {e}, m);\n"),
+        };
+        body.push_str(&line);
+    }
+    format!(
+        "fn f(v) {{ v * 2.0 }}\nkernel k<const BLOCK: i32 = {}>(x: *f32, y: *f32, h: *bf16, n: i32) {{\n{body}    store(y + a, acc, m);\n}}\n",
+        [16, 32, 3][rng.random_range(0..3)]
+    )
+}
+
 /// One generated or mutated input.
 fn make_case(rng: &mut StdRng, seeds: &[String]) -> String {
-    match rng.random_range(0..10) {
+    match rng.random_range(0..14) {
+        10..=13 => program(rng),
         0..=2 => {
             let n = rng.random_range(0..120);
             (0..n)
@@ -224,9 +328,10 @@ fn fuzz_no_panic_no_hang() {
         .unwrap_or(0x5eed);
     let seeds = examples();
     let done = Arc::new(AtomicU64::new(0));
+    let clean = Arc::new(AtomicU64::new(0));
     let current = Arc::new(Mutex::new(String::new()));
     let worker = {
-        let (done, current) = (done.clone(), current.clone());
+        let (done, current, clean) = (done.clone(), current.clone(), clean.clone());
         // The default 2 MiB stack of spawned threads: deep inputs must fit in it.
         std::thread::spawn(move || {
             let mut rng = StdRng::seed_from_u64(seed);
@@ -235,7 +340,9 @@ fn fuzz_no_panic_no_hang() {
                 if let Ok(mut c) = current.lock() {
                     c.clone_from(&case);
                 }
-                exercise(&case);
+                if exercise(&case) {
+                    clean.fetch_add(1, Ordering::Relaxed);
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -256,8 +363,9 @@ fn fuzz_no_panic_no_hang() {
         panic!("front end panicked on input:\n{c}");
     }
     eprintln!(
-        "fuzz: {} cases, no panic, no hang",
-        done.load(Ordering::Relaxed)
+        "fuzz: {} cases ({} checked without error), no panic, no hang",
+        done.load(Ordering::Relaxed),
+        clean.load(Ordering::Relaxed)
     );
 }
 
@@ -302,7 +410,7 @@ fn deep_inputs_fit_a_small_stack() {
         .stack_size(2 << 20)
         .spawn(move || {
             for c in &cases {
-                exercise(c);
+                let _ = exercise(c);
             }
         })
         .expect("spawn");
@@ -313,16 +421,16 @@ fn deep_inputs_fit_a_small_stack() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_text_never_panics(s in "\\PC{0,300}") {
-        exercise(&s);
+        let _ = exercise(&s);
     }
 
     #[test]
     fn token_soup_never_panics(toks in proptest::collection::vec(0..VOCAB.len(), 0..150)) {
         let s: Vec<&str> = toks.iter().map(|&i| VOCAB[i]).collect();
-        exercise(&s.join(" "));
+        let _ = exercise(&s.join(" "));
     }
 }
