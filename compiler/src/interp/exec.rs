@@ -9,7 +9,11 @@ use half::{bf16, f16};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 /// A checked memory access: pointer bases, offsets and mask.
-type Access<'x> = (&'x Base, &'x [i64], Option<&'x [bool]>);
+type Access<'x> = (&'x Base, &'x [i64], Option<&'x [bool]>, Option<Contig>);
+
+/// A run of consecutive offsets: lanes `lo..hi` are inside the buffer and lane
+/// `lo` is element `e0` (see [`contiguous`]).
+type Contig = (usize, usize, usize);
 
 /// What a program instance sees: the kernel, its bound arguments, its id.
 pub(crate) struct Program<'a> {
@@ -442,22 +446,32 @@ impl<'a> Program<'a> {
         if let Base::One(b) = base {
             let buf = buffer(*b)?;
             let len = buf.len() as u64;
+            let contig = contiguous(off, buf.len());
             // (a negative offset is a huge u64) branch-free first, to vectorise
             let out = |o: i64| o as u64 >= len;
-            let any = match mask {
-                None => off.iter().fold(false, |a, &o| a | out(o)),
-                Some(m) => off
-                    .iter()
-                    .zip(m)
-                    .fold(false, |a, (&o, &m)| a | (m & out(o))),
-            };
-            let bad = match (any, mask) {
-                (false, _) => None,
-                (true, None) => off.iter().position(|&o| out(o)),
-                (true, Some(m)) => off.iter().zip(m).position(|(&o, &m)| m && out(o)),
+            let bad = if let Some((lo, hi, _)) = contig {
+                // consecutive offsets: only lanes outside lo..hi can be out of bounds
+                let n = off.len();
+                match mask {
+                    None => (lo != 0 || hi != n).then_some(if lo > 0 { 0 } else { hi }),
+                    Some(m) => (0..lo).chain(hi..n).find(|&l| m[l]),
+                }
+            } else {
+                let any = match mask {
+                    None => off.iter().fold(false, |a, &o| a | out(o)),
+                    Some(m) => off
+                        .iter()
+                        .zip(m)
+                        .fold(false, |a, (&o, &m)| a | (m & out(o))),
+                };
+                match (any, mask) {
+                    (false, _) => None,
+                    (true, None) => off.iter().position(|&o| out(o)),
+                    (true, Some(m)) => off.iter().zip(m).position(|(&o, &m)| m && out(o)),
+                }
             };
             return match bad {
-                None => Ok((base, off, mask)),
+                None => Ok((base, off, mask, contig)),
                 Some(lane) => Err(InterpError::OutOfBounds {
                     kernel: self.kernel.name.clone(),
                     op,
@@ -489,7 +503,7 @@ impl<'a> Program<'a> {
                 });
             }
         }
-        Ok((base, off, mask))
+        Ok((base, off, mask, None))
     }
 
     fn load(
@@ -500,7 +514,7 @@ impl<'a> Program<'a> {
         s: Scalar,
         span: Span,
     ) -> Result<Data, InterpError> {
-        let (base, off, mask) = self.check_access(ptr, mask, s, "load", span)?;
+        let (base, off, mask, contig) = self.check_access(ptr, mask, s, "load", span)?;
         let n = off.len();
         let other = match other {
             Some(o) => self.get(o, span)?.clone(),
@@ -520,7 +534,7 @@ impl<'a> Program<'a> {
                         let Storage::$st(st) = &bufs[*b as usize].unwrap().storage else {
                             unreachable!()
                         };
-                        if let Some((lo, hi, e0)) = contiguous(off, st.len()) {
+                        if let Some((lo, hi, e0)) = contig {
                             // lanes outside lo..hi are masked off (checked)
                             let src = &st[e0..e0 + (hi - lo)];
                             match mask {
@@ -593,7 +607,7 @@ impl<'a> Program<'a> {
         let Some(s) = v.scalar() else {
             return Err(self.malformed(span, "store of pointers"));
         };
-        let (base, off, mask) = self.check_access(ptr, mask, s, "store", span)?;
+        let (base, off, mask, contig) = self.check_access(ptr, mask, s, "store", span)?;
         if v.len() != off.len() {
             return Err(self.malformed(span, "stored value and pointer differ in shape"));
         }
@@ -605,7 +619,7 @@ impl<'a> Program<'a> {
                         let Storage::$st(st) = &bufs[*b as usize].unwrap().storage else {
                             unreachable!()
                         };
-                        if let Some((lo, hi, e0)) = contiguous(off, st.len()) {
+                        if let Some((lo, hi, e0)) = contig {
                             let dst = &st[e0..e0 + (hi - lo)];
                             match mask {
                                 None => {
@@ -669,7 +683,7 @@ impl<'a> Program<'a> {
         let Some(s) = v.scalar() else {
             return Err(self.malformed(span, "atomic_add of pointers"));
         };
-        let (base, off, mask) = self.check_access(ptr, mask, s, "atomic_add", span)?;
+        let (base, off, mask, _) = self.check_access(ptr, mask, s, "atomic_add", span)?;
         if v.len() != off.len() {
             return Err(self.malformed(span, "atomic_add value and pointer differ in shape"));
         }
@@ -750,12 +764,17 @@ impl<'a> Program<'a> {
 /// element of lane `lo`. `None` when the offsets are not consecutive.
 fn contiguous(off: &[i64], len: usize) -> Option<(usize, usize, usize)> {
     let o0 = *off.first()?;
-    if !off
-        .iter()
-        .zip(0i64..)
-        .fold(true, |a, (&o, i)| a & (o == o0.wrapping_add(i)))
-    {
-        return None;
+    // fixed-size chunks, each checked branch-free (vectorises), with an early exit
+    let mut next = o0;
+    for c in off.chunks(64) {
+        let mut ok = true;
+        for (i, &o) in c.iter().enumerate() {
+            ok &= o == next.wrapping_add(i as i64);
+        }
+        if !ok {
+            return None;
+        }
+        next = next.wrapping_add(c.len() as i64);
     }
     let n = off.len() as i64;
     let lo = o0.saturating_neg().clamp(0, n);
