@@ -75,7 +75,8 @@ fn expand(
     if s <= 0 {
         return None;
     }
-    let ity: Type = k.ty(body.args[0]).clone();
+    let (&iv0, carried_args) = body.args.split_first()?;
+    let ity: Type = k.ty(iv0).clone();
     let mut out = Vec::new();
     let mut carried: Vec<ValueId> = init.clone();
     let mut i = l;
@@ -91,8 +92,8 @@ fn expand(
             span: inst.span,
         });
         let mut map: HashMap<ValueId, ValueId> = subst.clone();
-        map.insert(body.args[0], iv);
-        for (a, c) in body.args[1..].iter().zip(&carried) {
+        map.insert(iv0, iv);
+        for (a, c) in carried_args.iter().zip(&carried) {
             map.insert(*a, *c);
         }
         let (last, rest) = body.insts.split_last()?;
