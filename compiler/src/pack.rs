@@ -140,9 +140,11 @@ impl PackManifest {
     }
 }
 
-/// Write `data` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Write `data` to `path` atomically (temp file in the same directory, fsync,
+/// rename), creating the directory if needed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     #[cfg(unix)]
     {

@@ -103,8 +103,9 @@ impl Autotuner {
     }
 
     /// Best config of `kernel` for these key values. `run` launches one config
-    /// (it builds the grid from the config); `check` verifies its output
-    /// (called once per config before timing; a config that fails is skipped).
+    /// (it builds the grid from the config). `check` runs a config once and
+    /// verifies its output against a reference before it is timed; a config
+    /// that fails (wrong results, launch error) is skipped and its reason kept.
     pub fn tune(
         &self,
         device: &Device,
@@ -112,7 +113,7 @@ impl Autotuner {
         kernel: &str,
         key_values: &[(String, i64)],
         run: &mut dyn FnMut(&Kernel, &Config) -> Result<(), RuntimeError>,
-        check: &mut dyn FnMut(&Config) -> Result<(), String>,
+        check: &mut dyn FnMut(&Kernel, &Config) -> Result<(), String>,
     ) -> Result<Tuned, RuntimeError> {
         let key = Self::key(device, pack, kernel, key_values)?;
         if let Some(entry) = self.lookup(&key) {
@@ -122,9 +123,8 @@ impl Autotuner {
         for v in &pack.kernel(kernel)?.variants {
             let result = (|| -> Result<TrialTime, String> {
                 let k = pack.load_kernel(device, kernel, &v.config).map_err(|e| e.to_string())?;
-                run(&k, &v.config).map_err(|e| e.to_string())?;
+                check(&k, &v.config)?;
                 device.synchronize().map_err(|e| e.to_string())?;
-                check(&v.config)?;
                 let t = time(device, 50.0, 200, self.budget_ms, &mut || run(&k, &v.config)).map_err(|e| e.to_string())?;
                 Ok(t.into())
             })();

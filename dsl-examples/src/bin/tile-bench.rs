@@ -9,6 +9,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use tile_runtime::baseline::Cublas;
 use tile_runtime::bench::{time, Timing};
+use dsl_examples::random_bytes;
 use tile_runtime::{describe, Arg, Device, Pack, Scalar};
 
 #[derive(Parser)]
@@ -189,20 +190,5 @@ fn main() -> Result<()> {
 }
 
 fn meta(c: &tile_runtime::Config, name: &str) -> usize {
-    c.meta.iter().find(|(m, _)| m == name).map(|x| x.1).unwrap_or(1) as usize
-}
-
-/// Random values in [-1, 1) as raw bytes of `dt` (never zeros: they can run faster).
-fn random_bytes(n: usize, dt: Scalar, seed: u64) -> Vec<u8> {
-    let mut state = 0x9E3779B97F4A7C15u64 ^ seed.wrapping_mul(0xD1B54A32D192ED03);
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
-    match dt {
-        Scalar::BF16 => (0..n).flat_map(|_| half::bf16::from_f32(next()).to_le_bytes()).collect(),
-        _ => (0..n).flat_map(|_| next().to_le_bytes()).collect(),
-    }
+    dsl_examples::meta(c, name) as usize
 }
