@@ -54,23 +54,41 @@ pub struct Variant {
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
     #[error("cannot read pack `{path}`: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not a kernel pack (bad magic bytes); hint: build one with `tilec pack DIR -o FILE`")]
     Foreign { path: String },
     #[error("pack `{path}` has format version {found}, this runtime reads version {expected}; hint: rebuild the pack")]
-    Version { path: String, found: u32, expected: u32 },
+    Version {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
     #[error("pack `{path}` is truncated ({actual} bytes, the header promises {expected}); hint: rebuild the pack")]
-    Truncated { path: String, actual: u64, expected: u64 },
+    Truncated {
+        path: String,
+        actual: u64,
+        expected: u64,
+    },
     #[error("pack `{path}` is corrupted (content hash mismatch); hint: rebuild the pack")]
     Corrupted { path: String },
     #[error("pack `{path}` was built by tilec {found}, this is tilec {expected}; hint: rebuild it with `tilec pack`")]
-    StaleCompiler { path: String, found: String, expected: String },
+    StaleCompiler {
+        path: String,
+        found: String,
+        expected: String,
+    },
     #[error("pack `{path}` has an invalid manifest: {message}")]
     Manifest { path: String, message: String },
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl PackManifest {
@@ -92,7 +110,10 @@ impl PackManifest {
 
     /// Write atomically: a reader sees the old file or the new one, never a mix.
     pub fn write(&self, path: &Path) -> Result<(), PackError> {
-        write_atomic(path, &self.to_bytes()).map_err(|source| PackError::Io { path: path.display().to_string(), source })
+        write_atomic(path, &self.to_bytes()).map_err(|source| PackError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Parse and validate a pack's bytes (`path` only names it in errors).
@@ -102,17 +123,29 @@ impl PackManifest {
             return Err(PackError::Foreign { path });
         }
         if bytes.len() < 20 {
-            return Err(PackError::Truncated { path, actual: bytes.len() as u64, expected: 20 });
+            return Err(PackError::Truncated {
+                path,
+                actual: bytes.len() as u64,
+                expected: 20,
+            });
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
         if version != FORMAT_VERSION {
-            return Err(PackError::Version { path, found: version, expected: FORMAT_VERSION });
+            return Err(PackError::Version {
+                path,
+                found: version,
+                expected: FORMAT_VERSION,
+            });
         }
         let n = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
         let expected = 20u64.saturating_add(n).saturating_add(32);
         if (bytes.len() as u64) != expected {
             if (bytes.len() as u64) < expected {
-                return Err(PackError::Truncated { path, actual: bytes.len() as u64, expected });
+                return Err(PackError::Truncated {
+                    path,
+                    actual: bytes.len() as u64,
+                    expected,
+                });
             }
             return Err(PackError::Corrupted { path });
         }
@@ -120,22 +153,33 @@ impl PackManifest {
         if Sha256::digest(payload).as_slice() != &bytes[20 + n as usize..] {
             return Err(PackError::Corrupted { path });
         }
-        let m: PackManifest =
-            serde_json::from_slice(payload).map_err(|e| PackError::Manifest { path: path.clone(), message: e.to_string() })?;
+        let m: PackManifest = serde_json::from_slice(payload).map_err(|e| PackError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         if m.compiler_version != crate::VERSION {
-            return Err(PackError::StaleCompiler { path, found: m.compiler_version, expected: crate::VERSION.into() });
+            return Err(PackError::StaleCompiler {
+                path,
+                found: m.compiler_version,
+                expected: crate::VERSION.into(),
+            });
         }
         for k in &m.kernels {
             for v in &k.variants {
-                crate::tir::verify(&v.tir)
-                    .map_err(|e| PackError::Manifest { path: path.clone(), message: format!("kernel `{}`: {e}", k.name) })?;
+                crate::tir::verify(&v.tir).map_err(|e| PackError::Manifest {
+                    path: path.clone(),
+                    message: format!("kernel `{}`: {e}", k.name),
+                })?;
             }
         }
         Ok(m)
     }
 
     pub fn read(path: &Path) -> Result<PackManifest, PackError> {
-        let bytes = std::fs::read(path).map_err(|source| PackError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| PackError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 }
@@ -143,14 +187,18 @@ impl PackManifest {
 /// Write `data` to `path` atomically (temp file in the same directory, fsync,
 /// rename), creating the directory if needed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     #[cfg(unix)]
     {
         // tempfile creates 0600; the result is an ordinary file.
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
@@ -167,12 +215,24 @@ mod tests {
             compiler_version: crate::VERSION.into(),
             kernels: vec![PackedKernel {
                 name: "k".into(),
-                signature: Signature { name: "k".into(), params: vec![] },
+                signature: Signature {
+                    name: "k".into(),
+                    params: vec![],
+                },
                 tune: TuneSpace::default(),
                 source_hash: sha256_hex(b"src"),
                 variants: vec![Variant {
-                    config: Config { meta: vec![("BLOCK".into(), 128)], warps: 4 },
-                    tir: Kernel { name: "k".into(), params: vec![], meta: vec![], body: Default::default(), values: vec![] },
+                    config: Config {
+                        meta: vec![("BLOCK".into(), 128)],
+                        warps: 4,
+                    },
+                    tir: Kernel {
+                        name: "k".into(),
+                        params: vec![],
+                        meta: vec![],
+                        body: Default::default(),
+                        values: vec![],
+                    },
                     ptx: [("sm_90".to_string(), ".version 8.0".to_string())].into(),
                     shared_bytes: 0,
                 }],
@@ -190,8 +250,14 @@ mod tests {
     fn every_corruption_is_reported() {
         let good = sample().to_bytes();
         let err = |b: &[u8]| PackManifest::from_bytes(b, "p").unwrap_err();
-        assert!(matches!(err(b"not a pack at all"), PackError::Foreign { .. }));
-        assert!(matches!(err(&good[..good.len() - 10]), PackError::Truncated { .. }));
+        assert!(matches!(
+            err(b"not a pack at all"),
+            PackError::Foreign { .. }
+        ));
+        assert!(matches!(
+            err(&good[..good.len() - 10]),
+            PackError::Truncated { .. }
+        ));
         assert!(matches!(err(&good[..12]), PackError::Truncated { .. }));
         let mut flipped = good.clone();
         flipped[30] ^= 1;
@@ -204,7 +270,10 @@ mod tests {
         assert!(matches!(err(&v2), PackError::Version { .. }));
         let mut stale = sample();
         stale.compiler_version = "0.0.0-old".into();
-        assert!(matches!(err(&stale.to_bytes()), PackError::StaleCompiler { .. }));
+        assert!(matches!(
+            err(&stale.to_bytes()),
+            PackError::StaleCompiler { .. }
+        ));
     }
 
     #[test]
@@ -213,6 +282,9 @@ mod tests {
         let p = dir.path().join("x.tpack");
         sample().write(&p).unwrap();
         assert_eq!(PackManifest::read(&p).unwrap(), sample());
-        assert!(matches!(PackManifest::read(&dir.path().join("missing")), Err(PackError::Io { .. })));
+        assert!(matches!(
+            PackManifest::read(&dir.path().join("missing")),
+            Err(PackError::Io { .. })
+        ));
     }
 }

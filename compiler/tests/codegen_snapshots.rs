@@ -7,19 +7,34 @@ use tilec::codegen::{compile, Options};
 use tilec::frontend::{parse_program, SourceFile};
 
 fn vector_add(kernel: &str) -> tilec::codegen::Artifacts {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsl-examples/vector_add.tile");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsl-examples/vector_add.tile");
     let src = SourceFile::load(&path).unwrap();
     let program = parse_program(&src).unwrap_or_else(|d| panic!("{}", d.render(&src)));
     // A small block keeps the snapshots reviewable: 2 elements per thread.
-    let tir = program.specialize(kernel, &[("BLOCK".into(), 256)]).unwrap_or_else(|d| panic!("{}", d.render(&src)));
-    compile(&tir, &Options { warps: 4, ..Options::default() }).unwrap()
+    let tir = program
+        .specialize(kernel, &[("BLOCK".into(), 256)])
+        .unwrap_or_else(|d| panic!("{}", d.render(&src)));
+    compile(
+        &tir,
+        &Options {
+            warps: 4,
+            ..Options::default()
+        },
+    )
+    .unwrap()
 }
 
 /// The `.entry` line and its parameter list.
 fn ptx_signature(ptx: &str) -> String {
     let start = ptx.find(".visible .entry").expect("an entry");
     let end = start + ptx[start..].find(')').unwrap() + 1;
-    let header: Vec<&str> = ptx.lines().filter(|l| l.starts_with(".version") || l.starts_with(".target") || l.starts_with(".address_size")).collect();
+    let header: Vec<&str> = ptx
+        .lines()
+        .filter(|l| {
+            l.starts_with(".version") || l.starts_with(".target") || l.starts_with(".address_size")
+        })
+        .collect();
     format!("{}\n{}", header.join("\n"), &ptx[start..end])
 }
 
@@ -35,5 +50,9 @@ fn vector_add_mlir_after_lowering() {
 
 #[test]
 fn vector_add_ptx_signatures() {
-    insta::assert_snapshot!(format!("{}\n\n{}", ptx_signature(&vector_add("vector_add").ptx), ptx_signature(&vector_add("vector_add_bf16").ptx)));
+    insta::assert_snapshot!(format!(
+        "{}\n\n{}",
+        ptx_signature(&vector_add("vector_add").ptx),
+        ptx_signature(&vector_add("vector_add_bf16").ptx)
+    ));
 }

@@ -39,7 +39,11 @@ pub struct Problem {
 }
 
 pub fn meta(c: &Config, name: &str) -> i64 {
-    c.meta.iter().find(|(m, _)| m == name).map(|x| x.1).unwrap_or(1)
+    c.meta
+        .iter()
+        .find(|(m, _)| m == name)
+        .map(|x| x.1)
+        .unwrap_or(1)
 }
 
 fn cdiv(a: i64, b: i64) -> u32 {
@@ -51,17 +55,29 @@ impl Problem {
     /// output with a straightforward f64 reference of the *problem* (not of the
     /// config), so configs that are wrong for this problem (e.g. a BLOCK smaller
     /// than the row) are rejected before they are timed.
-    pub fn check(&mut self, device: &Device, gpu_kernel: &tile_runtime::Kernel, config: &Config) -> Result<(), String> {
+    pub fn check(
+        &mut self,
+        device: &Device,
+        gpu_kernel: &tile_runtime::Kernel,
+        config: &Config,
+    ) -> Result<(), String> {
         let e = |e: RuntimeError| e.to_string();
         let to_f32 = |dt: Scalar, bytes: Vec<u8>| -> Vec<f32> {
             match dt {
-                Scalar::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                Scalar::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                _ => bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
             }
         };
         if self.host.is_empty() {
             for b in &self.buffers {
-                self.host.push(to_f32(b.dtype(), device.download_bytes(b).map_err(e)?));
+                self.host
+                    .push(to_f32(b.dtype(), device.download_bytes(b).map_err(e)?));
             }
         }
         let o = self.outputs[0];
@@ -71,7 +87,13 @@ impl Problem {
             _ => f32::NAN.to_le_bytes().repeat(self.buffers[o].len()),
         };
         device.write(&mut self.buffers[o], &poison).map_err(e)?;
-        device.launch(gpu_kernel, (self.grid)(config, &self.dims), &self.launch_args()).map_err(e)?;
+        device
+            .launch(
+                gpu_kernel,
+                (self.grid)(config, &self.dims),
+                &self.launch_args(),
+            )
+            .map_err(e)?;
         let got = to_f32(dt, device.download_bytes(&self.buffers[o]).map_err(e)?);
         let h = &self.host;
         // (index, expected) pairs: whole first and last rows, or sampled entries.
@@ -80,14 +102,26 @@ impl Problem {
             "softmax" | "rmsnorm" => {
                 let (r, c) = (self.dims[0] as usize, self.dims[1] as usize);
                 for row in [0, 1, r - 1] {
-                    let x: Vec<f64> = h[0][row * c..(row + 1) * c].iter().map(|&v| v as f64).collect();
+                    let x: Vec<f64> = h[0][row * c..(row + 1) * c]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect();
                     if self.kernel == "softmax" {
                         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                         let s: f64 = x.iter().map(|v| (v - m).exp()).sum();
-                        want.extend(x.iter().enumerate().map(|(j, v)| (row * c + j, (v - m).exp() / s)));
+                        want.extend(
+                            x.iter()
+                                .enumerate()
+                                .map(|(j, v)| (row * c + j, (v - m).exp() / s)),
+                        );
                     } else {
-                        let rs = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / c as f64 + 1e-6).sqrt();
-                        want.extend(x.iter().enumerate().map(|(j, v)| (row * c + j, v * rs * h[1][j] as f64)));
+                        let rs =
+                            1.0 / (x.iter().map(|v| v * v).sum::<f64>() / c as f64 + 1e-6).sqrt();
+                        want.extend(
+                            x.iter()
+                                .enumerate()
+                                .map(|(j, v)| (row * c + j, v * rs * h[1][j] as f64)),
+                        );
                     }
                 }
             }
@@ -96,7 +130,12 @@ impl Problem {
                 let k = h[0].len() / m;
                 for t in 0..64usize {
                     let (i, j) = ((t * 7919) % m, (t * 104729 + 13) % n);
-                    want.push((i * n + j, (0..k).map(|p| h[0][i * k + p] as f64 * h[1][p * n + j] as f64).sum()));
+                    want.push((
+                        i * n + j,
+                        (0..k)
+                            .map(|p| h[0][i * k + p] as f64 * h[1][p * n + j] as f64)
+                            .sum(),
+                    ));
                 }
             }
             _ => {
@@ -108,7 +147,11 @@ impl Problem {
             }
         }
         // bf16 output: 2 ulps (2^-7) relative; f32: 1e-4 (approximate exp, summation order).
-        let rtol = if dt == Scalar::BF16 { 1.0 / 128.0 } else { 1e-4 };
+        let rtol = if dt == Scalar::BF16 {
+            1.0 / 128.0
+        } else {
+            1e-4
+        };
         for (i, w) in want {
             let g = got[i] as f64;
             if !((g - w).abs() <= rtol * w.abs() + 1e-5) {
@@ -131,7 +174,8 @@ impl Problem {
 
     /// The problems `tile-tune` knows for `kernel`, at benchmark sizes.
     pub fn for_kernel(device: &Device, kernel: &str) -> Result<Option<Problem>, RuntimeError> {
-        let rand = |dt: Scalar, n: usize, seed: u64| device.upload_bytes(dt, &random_bytes(n, dt, seed));
+        let rand =
+            |dt: Scalar, n: usize, seed: u64| device.upload_bytes(dt, &random_bytes(n, dt, seed));
         Ok(Some(match kernel {
             "softmax" => {
                 let (r, c) = (65536i64, 4096i64);
@@ -140,7 +184,12 @@ impl Problem {
                     kernel: "softmax",
                     label: format!("{r}×{c} f32"),
                     buffers: vec![rand(Scalar::F32, n, 1)?, device.alloc(Scalar::F32, n)?],
-                    args: vec![ProblemArg::Buf(0), ProblemArg::Buf(1), ProblemArg::I32(r as i32), ProblemArg::I32(c as i32)],
+                    args: vec![
+                        ProblemArg::Buf(0),
+                        ProblemArg::Buf(1),
+                        ProblemArg::I32(r as i32),
+                        ProblemArg::I32(c as i32),
+                    ],
                     grid: |_, d| [d[0] as u32, 1, 1],
                     dims: vec![r, c],
                     bytes: 2.0 * 4.0 * n as f64,
@@ -156,8 +205,18 @@ impl Problem {
                 Problem {
                     kernel: "rmsnorm",
                     label: format!("{r}×{c} bf16"),
-                    buffers: vec![rand(Scalar::BF16, n, 2)?, rand(Scalar::BF16, c as usize, 3)?, device.alloc(Scalar::BF16, n)?],
-                    args: vec![ProblemArg::Buf(0), ProblemArg::Buf(1), ProblemArg::Buf(2), ProblemArg::I32(c as i32), ProblemArg::F32(1e-6)],
+                    buffers: vec![
+                        rand(Scalar::BF16, n, 2)?,
+                        rand(Scalar::BF16, c as usize, 3)?,
+                        device.alloc(Scalar::BF16, n)?,
+                    ],
+                    args: vec![
+                        ProblemArg::Buf(0),
+                        ProblemArg::Buf(1),
+                        ProblemArg::Buf(2),
+                        ProblemArg::I32(c as i32),
+                        ProblemArg::F32(1e-6),
+                    ],
                     grid: |_, d| [d[0] as u32, 1, 1],
                     dims: vec![r, c],
                     bytes: 2.0 * 2.0 * n as f64 + 2.0 * c as f64,
@@ -199,8 +258,17 @@ impl Problem {
                 Problem {
                     kernel: "vector_add",
                     label: "2^28 f32".into(),
-                    buffers: vec![rand(Scalar::F32, n as usize, 6)?, rand(Scalar::F32, n as usize, 7)?, device.alloc(Scalar::F32, n as usize)?],
-                    args: vec![ProblemArg::Buf(0), ProblemArg::Buf(1), ProblemArg::Buf(2), ProblemArg::I32(n as i32)],
+                    buffers: vec![
+                        rand(Scalar::F32, n as usize, 6)?,
+                        rand(Scalar::F32, n as usize, 7)?,
+                        device.alloc(Scalar::F32, n as usize)?,
+                    ],
+                    args: vec![
+                        ProblemArg::Buf(0),
+                        ProblemArg::Buf(1),
+                        ProblemArg::Buf(2),
+                        ProblemArg::I32(n as i32),
+                    ],
                     grid: |c, d| [cdiv(d[0], meta(c, "BLOCK")), 1, 1],
                     dims: vec![n],
                     bytes: 12.0 * n as f64,
@@ -225,7 +293,9 @@ pub fn random_bytes(n: usize, dt: Scalar, seed: u64) -> Vec<u8> {
         ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     };
     match dt {
-        Scalar::BF16 => (0..n).flat_map(|_| half::bf16::from_f32(next()).to_le_bytes()).collect(),
+        Scalar::BF16 => (0..n)
+            .flat_map(|_| half::bf16::from_f32(next()).to_le_bytes())
+            .collect(),
         _ => (0..n).flat_map(|_| next().to_le_bytes()).collect(),
     }
 }

@@ -12,18 +12,42 @@ pub struct Cublas {
 impl Cublas {
     pub fn new(device: &Device) -> Result<Cublas, RuntimeError> {
         match device {
-            Device::Cuda(d) => Ok(Cublas { blas: CudaBlas::new(d.stream.clone()).map_err(|e| RuntimeError::Cuda(format!("cuBLAS: {e:?}")))? }),
+            Device::Cuda(d) => Ok(Cublas {
+                blas: CudaBlas::new(d.stream.clone())
+                    .map_err(|e| RuntimeError::Cuda(format!("cuBLAS: {e:?}")))?,
+            }),
             Device::Cpu => Err(RuntimeError::Unsupported("cuBLAS needs a GPU".into())),
         }
     }
 
     /// Row-major `c[m×n] (f32) = a[m×k] (bf16) · b[k×n] (bf16)`, f32 accumulate.
-    pub fn gemm_bf16_f32(&self, device: &Device, a: &Buffer, b: &Buffer, c: &mut Buffer, m: usize, n: usize, k: usize) -> Result<(), RuntimeError> {
-        let Device::Cuda(d) = device else { return Err(RuntimeError::Unsupported("cuBLAS needs a GPU".into())) };
-        if a.dtype != Scalar::BF16 || b.dtype != Scalar::BF16 || c.dtype != Scalar::F32 || a.len < m * k || b.len < k * n || c.len < m * n {
-            return Err(RuntimeError::Buffer("gemm_bf16_f32: wrong buffer types or sizes".into()));
+    pub fn gemm_bf16_f32(
+        &self,
+        device: &Device,
+        a: &Buffer,
+        b: &Buffer,
+        c: &mut Buffer,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(), RuntimeError> {
+        let Device::Cuda(d) = device else {
+            return Err(RuntimeError::Unsupported("cuBLAS needs a GPU".into()));
+        };
+        if a.dtype != Scalar::BF16
+            || b.dtype != Scalar::BF16
+            || c.dtype != Scalar::F32
+            || a.len < m * k
+            || b.len < k * n
+            || c.len < m * n
+        {
+            return Err(RuntimeError::Buffer(
+                "gemm_bf16_f32: wrong buffer types or sizes".into(),
+            ));
         }
-        let (Storage::Cuda(sa), Storage::Cuda(sb), Storage::Cuda(sc)) = (&a.storage, &b.storage, &c.storage) else {
+        let (Storage::Cuda(sa), Storage::Cuda(sb), Storage::Cuda(sc)) =
+            (&a.storage, &b.storage, &c.storage)
+        else {
             return Err(RuntimeError::Buffer("buffers must be on the GPU".into()));
         };
         let (pa, _ga) = sa.device_ptr(&d.stream);

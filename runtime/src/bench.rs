@@ -17,7 +17,13 @@ pub struct Timing {
 
 /// Time `f` on `device`: `warmup_ms` of untimed runs, then up to `reps` timed
 /// runs (at least 5) within `budget_ms`, each after an L2 flush.
-pub fn time(device: &Device, warmup_ms: f64, reps: usize, budget_ms: f64, f: &mut dyn FnMut() -> Result<(), RuntimeError>) -> Result<Timing, RuntimeError> {
+pub fn time(
+    device: &Device,
+    warmup_ms: f64,
+    reps: usize,
+    budget_ms: f64,
+    f: &mut dyn FnMut() -> Result<(), RuntimeError>,
+) -> Result<Timing, RuntimeError> {
     let mut flush = device.alloc(crate::Scalar::I32, L2_FLUSH_BYTES / 4)?;
     let t0 = std::time::Instant::now();
     loop {
@@ -38,5 +44,10 @@ pub fn time(device: &Device, warmup_ms: f64, reps: usize, budget_ms: f64, f: &mu
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    Ok(Timing { median_ms: q(0.5), p20_ms: q(0.2), p80_ms: q(0.8), samples: times.len() })
+    Ok(Timing {
+        median_ms: q(0.5),
+        p20_ms: q(0.2),
+        p80_ms: q(0.8),
+        samples: times.len(),
+    })
 }

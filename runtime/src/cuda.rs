@@ -2,7 +2,9 @@
 //! need no CUDA and a machine without a GPU gets an error, never a crash.
 
 use crate::RuntimeError;
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
 
@@ -22,7 +24,9 @@ pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
     if !unsafe { sys::is_culib_present() } {
         return Some("no CUDA driver (libcuda.so) on this machine".into());
     }
-    match std::panic::catch_unwind(|| cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count())) {
+    match std::panic::catch_unwind(|| {
+        cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count())
+    }) {
         Ok(Ok(n)) if (n as usize) > ordinal => None,
         Ok(Ok(n)) => Some(format!("CUDA device {ordinal} requested but {n} present")),
         Ok(Err(e)) => Some(format!("CUDA driver error: {e}")),
@@ -52,8 +56,14 @@ impl CudaDevice {
 
     pub(crate) fn arch(&self) -> Result<String, RuntimeError> {
         use sys::CUdevice_attribute::*;
-        let major = self.ctx.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(drv)?;
-        let minor = self.ctx.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(drv)?;
+        let major = self
+            .ctx
+            .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .map_err(drv)?;
+        let minor = self
+            .ctx
+            .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+            .map_err(drv)?;
         Ok(format!("sm_{major}{minor}"))
     }
 
@@ -65,7 +75,11 @@ impl CudaDevice {
         self.stream.memcpy_htod(src, dst).map_err(drv)
     }
 
-    pub(crate) fn download(&self, src: &CudaSlice<u8>, len: usize) -> Result<Vec<u8>, RuntimeError> {
+    pub(crate) fn download(
+        &self,
+        src: &CudaSlice<u8>,
+        len: usize,
+    ) -> Result<Vec<u8>, RuntimeError> {
         let mut out = self.stream.clone_dtoh(src).map_err(drv)?;
         out.truncate(len);
         Ok(out)
@@ -75,18 +89,30 @@ impl CudaDevice {
         self.stream.memset_zeros(dst).map_err(drv)
     }
 
-    pub(crate) fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
+    pub(crate) fn copy(
+        &self,
+        src: &CudaSlice<u8>,
+        dst: &mut CudaSlice<u8>,
+    ) -> Result<(), RuntimeError> {
         self.stream.memcpy_dtod(src, dst).map_err(drv)
     }
 
     /// Load a kernel that needs `shared_bytes` of dynamic shared memory per CTA.
-    pub(crate) fn load(&self, ptx: &str, name: &str, shared_bytes: u32) -> Result<CudaFunction, RuntimeError> {
+    pub(crate) fn load(
+        &self,
+        ptx: &str,
+        name: &str,
+        shared_bytes: u32,
+    ) -> Result<CudaFunction, RuntimeError> {
         let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
         let f = module.load_function(name).map_err(drv)?;
         if shared_bytes > 48 * 1024 {
             // Above 48 KB a kernel must opt in to large dynamic shared memory.
-            f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes as i32)
-                .map_err(drv)?;
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared_bytes as i32,
+            )
+            .map_err(drv)?;
         }
         Ok(f)
     }
@@ -96,7 +122,14 @@ impl CudaDevice {
     }
 
     /// Launch with arguments already checked against the signature.
-    pub(crate) fn launch(&self, f: &CudaFunction, grid: [u32; 3], threads: u32, shared_bytes: u32, args: &[CudaArg]) -> Result<(), RuntimeError> {
+    pub(crate) fn launch(
+        &self,
+        f: &CudaFunction,
+        grid: [u32; 3],
+        threads: u32,
+        shared_bytes: u32,
+        args: &[CudaArg],
+    ) -> Result<(), RuntimeError> {
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
@@ -106,13 +139,20 @@ impl CudaDevice {
                 CudaArg::F32(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (threads, 1, 1), shared_mem_bytes: shared_bytes };
+        let cfg = LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: shared_bytes,
+        };
         unsafe { b.launch(cfg) }.map_err(drv)?;
         Ok(())
     }
 
     /// Time `f` on the stream with CUDA events, in milliseconds.
-    pub(crate) fn time_ms(&self, f: &mut dyn FnMut() -> Result<(), RuntimeError>) -> Result<f32, RuntimeError> {
+    pub(crate) fn time_ms(
+        &self,
+        f: &mut dyn FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f32, RuntimeError> {
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(flags).map_err(drv)?;
         let end = self.ctx.new_event(flags).map_err(drv)?;

@@ -91,14 +91,22 @@ impl Device {
                 Storage::Host(tilec::interp::Buffer::zeros(dtype, len))
             }
         };
-        Ok(Buffer { dtype, len, storage })
+        Ok(Buffer {
+            dtype,
+            len,
+            storage,
+        })
     }
 
     /// A buffer holding `data` (raw little-endian elements of `dtype`).
     pub fn upload_bytes(&self, dtype: Scalar, data: &[u8]) -> Result<Buffer, RuntimeError> {
         let es = dtype.size_bytes();
         if data.len() % es != 0 {
-            return Err(RuntimeError::Buffer(format!("{} bytes is not a whole number of {} elements", data.len(), dtype.name())));
+            return Err(RuntimeError::Buffer(format!(
+                "{} bytes is not a whole number of {} elements",
+                data.len(),
+                dtype.name()
+            )));
         }
         let mut b = self.alloc(dtype, data.len() / es)?;
         self.write(&mut b, data)?;
@@ -112,15 +120,22 @@ impl Device {
     /// Overwrite a buffer's contents.
     pub fn write(&self, b: &mut Buffer, data: &[u8]) -> Result<(), RuntimeError> {
         if data.len() != b.len * b.dtype.size_bytes() {
-            return Err(RuntimeError::Buffer(format!("writing {} bytes into a buffer of {}", data.len(), b.len * b.dtype.size_bytes())));
+            return Err(RuntimeError::Buffer(format!(
+                "writing {} bytes into a buffer of {}",
+                data.len(),
+                b.len * b.dtype.size_bytes()
+            )));
         }
         match (self, &mut b.storage) {
             (Device::Cuda(d), Storage::Cuda(s)) => d.upload(s, data),
             (Device::Cpu, Storage::Host(h)) => {
-                *h = tilec::interp::Buffer::from_bytes(b.dtype, data).ok_or_else(|| RuntimeError::Buffer("bad buffer bytes".into()))?;
+                *h = tilec::interp::Buffer::from_bytes(b.dtype, data)
+                    .ok_or_else(|| RuntimeError::Buffer("bad buffer bytes".into()))?;
                 Ok(())
             }
-            _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
+            _ => Err(RuntimeError::Buffer(
+                "buffer belongs to another device".into(),
+            )),
         }
     }
 
@@ -128,13 +143,19 @@ impl Device {
         match (self, &b.storage) {
             (Device::Cuda(d), Storage::Cuda(s)) => d.download(s, b.len * b.dtype.size_bytes()),
             (Device::Cpu, Storage::Host(h)) => Ok(h.to_bytes()),
-            _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
+            _ => Err(RuntimeError::Buffer(
+                "buffer belongs to another device".into(),
+            )),
         }
     }
 
     pub fn download<T: Element>(&self, b: &Buffer) -> Result<Vec<T>, RuntimeError> {
         if b.dtype != T::DTYPE {
-            return Err(RuntimeError::Buffer(format!("downloading a {} buffer as {}", b.dtype.name(), T::DTYPE.name())));
+            return Err(RuntimeError::Buffer(format!(
+                "downloading a {} buffer as {}",
+                b.dtype.name(),
+                T::DTYPE.name()
+            )));
         }
         Ok(T::from_bytes(&self.download_bytes(b)?))
     }
@@ -147,35 +168,55 @@ impl Device {
                 *h = tilec::interp::Buffer::zeros(h.dtype(), h.len());
                 Ok(())
             }
-            _ => Err(RuntimeError::Buffer("buffer belongs to another device".into())),
+            _ => Err(RuntimeError::Buffer(
+                "buffer belongs to another device".into(),
+            )),
         }
     }
 
     /// Device-to-device copy of a whole buffer (the bandwidth ceiling of benchmarks).
     pub fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), RuntimeError> {
         if src.len * src.dtype.size_bytes() != dst.len * dst.dtype.size_bytes() {
-            return Err(RuntimeError::Buffer("copy between buffers of different sizes".into()));
+            return Err(RuntimeError::Buffer(
+                "copy between buffers of different sizes".into(),
+            ));
         }
         match (self, &src.storage, &mut dst.storage) {
             (Device::Cuda(d), Storage::Cuda(s), Storage::Cuda(t)) => d.copy(s, t),
             (Device::Cpu, Storage::Host(s), Storage::Host(t)) => {
-                *t = tilec::interp::Buffer::from_bytes(t.dtype(), &s.to_bytes())
-                    .ok_or_else(|| RuntimeError::Buffer("copy between buffers of different types".into()))?;
+                *t = tilec::interp::Buffer::from_bytes(t.dtype(), &s.to_bytes()).ok_or_else(
+                    || RuntimeError::Buffer("copy between buffers of different types".into()),
+                )?;
                 Ok(())
             }
-            _ => Err(RuntimeError::Buffer("buffers belong to another device".into())),
+            _ => Err(RuntimeError::Buffer(
+                "buffers belong to another device".into(),
+            )),
         }
     }
 
     /// Load a kernel compiled to PTX, launched with `warps` warps per CTA and
     /// `shared_bytes` of dynamic shared memory.
-    pub fn load_ptx(&self, ptx: &str, signature: Signature, warps: u32, shared_bytes: u32) -> Result<Kernel, RuntimeError> {
+    pub fn load_ptx(
+        &self,
+        ptx: &str,
+        signature: Signature,
+        warps: u32,
+        shared_bytes: u32,
+    ) -> Result<Kernel, RuntimeError> {
         match self {
             Device::Cuda(d) => {
                 let f = d.load(ptx, &signature.name, shared_bytes)?;
-                Ok(Kernel { signature, warps, shared_bytes, code: Code::Cuda(f) })
+                Ok(Kernel {
+                    signature,
+                    warps,
+                    shared_bytes,
+                    code: Code::Cuda(f),
+                })
             }
-            Device::Cpu => Err(RuntimeError::Unsupported("PTX cannot run on the CPU device; load the kernel's TIR".into())),
+            Device::Cpu => Err(RuntimeError::Unsupported(
+                "PTX cannot run on the CPU device; load the kernel's TIR".into(),
+            )),
         }
     }
 
@@ -190,13 +231,25 @@ impl Device {
     /// Load a kernel's TIR to run on the CPU interpreter.
     pub fn load_tir(&self, tir: tilec::tir::Kernel, warps: u32) -> Result<Kernel, RuntimeError> {
         match self {
-            Device::Cpu => Ok(Kernel { signature: tir.signature(), warps, shared_bytes: 0, code: Code::Cpu(Box::new(tir)) }),
-            Device::Cuda(_) => Err(RuntimeError::Unsupported("TIR runs on the CPU device only; load PTX on a GPU".into())),
+            Device::Cpu => Ok(Kernel {
+                signature: tir.signature(),
+                warps,
+                shared_bytes: 0,
+                code: Code::Cpu(Box::new(tir)),
+            }),
+            Device::Cuda(_) => Err(RuntimeError::Unsupported(
+                "TIR runs on the CPU device only; load PTX on a GPU".into(),
+            )),
         }
     }
 
     /// Launch `kernel` over `grid` after checking `args` against its signature.
-    pub fn launch(&self, kernel: &Kernel, grid: [u32; 3], args: &[Arg]) -> Result<(), RuntimeError> {
+    pub fn launch(
+        &self,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        args: &[Arg],
+    ) -> Result<(), RuntimeError> {
         kernel.check_args(args)?;
         if grid.contains(&0) {
             return Err(kernel.error(format!("empty grid {grid:?}")));
@@ -208,7 +261,9 @@ impl Device {
                     .map(|a| match a {
                         Arg::Buffer(b) => match &b.storage {
                             Storage::Cuda(s) => Ok(cuda::CudaArg::Ptr(s)),
-                            Storage::Host(_) => Err(kernel.error("a CPU buffer was passed to a GPU launch".into())),
+                            Storage::Host(_) => {
+                                Err(kernel.error("a CPU buffer was passed to a GPU launch".into()))
+                            }
                         },
                         Arg::I32(x) => Ok(cuda::CudaArg::I32(*x)),
                         Arg::I64(x) => Ok(cuda::CudaArg::I64(*x)),
@@ -223,7 +278,9 @@ impl Device {
                     .map(|a| match a {
                         Arg::Buffer(b) => match &b.storage {
                             Storage::Host(h) => Ok(tilec::interp::Arg::Buffer(h)),
-                            Storage::Cuda(_) => Err(kernel.error("a GPU buffer was passed to a CPU launch".into())),
+                            Storage::Cuda(_) => {
+                                Err(kernel.error("a GPU buffer was passed to a CPU launch".into()))
+                            }
                         },
                         Arg::I32(x) => Ok(tilec::interp::Arg::I32(*x)),
                         Arg::I64(x) => Ok(tilec::interp::Arg::I64(*x)),
@@ -244,7 +301,10 @@ impl Device {
     }
 
     /// Time `f` with CUDA events (milliseconds); wall time on the CPU.
-    pub fn time_ms(&self, f: &mut dyn FnMut() -> Result<(), RuntimeError>) -> Result<f32, RuntimeError> {
+    pub fn time_ms(
+        &self,
+        f: &mut dyn FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f32, RuntimeError> {
         match self {
             Device::Cuda(d) => d.time_ms(f),
             Device::Cpu => {
@@ -310,7 +370,10 @@ impl Kernel {
     }
 
     fn error(&self, message: String) -> RuntimeError {
-        RuntimeError::Launch { kernel: self.signature.name.clone(), message }
+        RuntimeError::Launch {
+            kernel: self.signature.name.clone(),
+            message,
+        }
     }
 
     /// Argument count, kinds and dtypes against the signature.
@@ -318,13 +381,23 @@ impl Kernel {
         let params = &self.signature.params;
         if args.len() != params.len() {
             let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-            return Err(self.error(format!("expects {} arguments ({}), got {}", params.len(), names.join(", "), args.len())));
+            return Err(self.error(format!(
+                "expects {} arguments ({}), got {}",
+                params.len(),
+                names.join(", "),
+                args.len()
+            )));
         }
         for (p, a) in params.iter().zip(args) {
             let ok = match (p.kind, a) {
                 (ParamKind::Ptr(s), Arg::Buffer(b)) => {
                     if b.dtype != s {
-                        return Err(self.error(format!("argument `{}` must be a {} buffer, got a {} buffer", p.name, s.name(), b.dtype.name())));
+                        return Err(self.error(format!(
+                            "argument `{}` must be a {} buffer, got a {} buffer",
+                            p.name,
+                            s.name(),
+                            b.dtype.name()
+                        )));
                     }
                     true
                 }
@@ -366,7 +439,10 @@ macro_rules! element {
                 data.iter().flat_map(|x| x.to_le_bytes()).collect()
             }
             fn from_bytes(bytes: &[u8]) -> Vec<Self> {
-                bytes.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap())).collect()
+                bytes
+                    .chunks_exact($n)
+                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
             }
         }
     };

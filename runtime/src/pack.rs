@@ -13,7 +13,9 @@ pub struct Pack {
 impl Pack {
     /// Read and validate a pack (magic, format version, length, hash, compiler version).
     pub fn load(path: &Path) -> Result<Pack, PackError> {
-        Ok(Pack { manifest: PackManifest::read(path)? })
+        Ok(Pack {
+            manifest: PackManifest::read(path)?,
+        })
     }
 
     pub fn manifest(&self) -> &PackManifest {
@@ -22,27 +24,46 @@ impl Pack {
 
     pub fn kernel(&self, name: &str) -> Result<&PackedKernel, RuntimeError> {
         self.manifest.kernel(name).ok_or_else(|| {
-            let names: Vec<&str> = self.manifest.kernels.iter().map(|k| k.name.as_str()).collect();
-            RuntimeError::Launch { kernel: name.into(), message: format!("not in the pack (it holds: {})", names.join(", ")) }
+            let names: Vec<&str> = self
+                .manifest
+                .kernels
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect();
+            RuntimeError::Launch {
+                kernel: name.into(),
+                message: format!("not in the pack (it holds: {})", names.join(", ")),
+            }
         })
     }
 
     /// The variant of `name` with exactly these meta-parameter values and warps.
     pub fn variant(&self, name: &str, config: &Config) -> Result<&Variant, RuntimeError> {
         let k = self.kernel(name)?;
-        k.variants.iter().find(|v| &v.config == config).ok_or_else(|| RuntimeError::Launch {
-            kernel: name.into(),
-            message: format!(
-                "config {} is not in the pack (it holds {} configs, e.g. {})",
-                describe(config),
-                k.variants.len(),
-                k.variants.first().map(|v| describe(&v.config)).unwrap_or_default()
-            ),
-        })
+        k.variants
+            .iter()
+            .find(|v| &v.config == config)
+            .ok_or_else(|| RuntimeError::Launch {
+                kernel: name.into(),
+                message: format!(
+                    "config {} is not in the pack (it holds {} configs, e.g. {})",
+                    describe(config),
+                    k.variants.len(),
+                    k.variants
+                        .first()
+                        .map(|v| describe(&v.config))
+                        .unwrap_or_default()
+                ),
+            })
     }
 
     /// Load one variant onto a device: PTX for the device's architecture on a GPU, TIR on the CPU.
-    pub fn load_kernel(&self, device: &Device, name: &str, config: &Config) -> Result<Kernel, RuntimeError> {
+    pub fn load_kernel(
+        &self,
+        device: &Device,
+        name: &str,
+        config: &Config,
+    ) -> Result<Kernel, RuntimeError> {
         let v = self.variant(name, config)?;
         let sig = v.tir.signature();
         match device {
@@ -50,7 +71,10 @@ impl Pack {
                 let arch = device.arch()?;
                 let ptx = v.ptx.get(&arch).ok_or_else(|| RuntimeError::Launch {
                     kernel: name.into(),
-                    message: format!("the pack has no PTX for {arch} (it has: {})", v.ptx.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    message: format!(
+                        "the pack has no PTX for {arch} (it has: {})",
+                        v.ptx.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 })?;
                 device.load_ptx(ptx, sig, config.warps, v.shared_bytes)
             }

@@ -35,7 +35,12 @@ pub struct TrialTime {
 
 impl From<Timing> for TrialTime {
     fn from(t: Timing) -> Self {
-        TrialTime { median_ms: t.median_ms, p20_ms: t.p20_ms, p80_ms: t.p80_ms, samples: t.samples }
+        TrialTime {
+            median_ms: t.median_ms,
+            p20_ms: t.p20_ms,
+            p80_ms: t.p80_ms,
+            samples: t.samples,
+        }
     }
 }
 
@@ -67,12 +72,18 @@ pub struct Autotuner {
 
 /// Default cache location: `$XDG_CACHE_HOME/tile/autotune-v1.json` (or `~/.cache/...`).
 pub fn default_cache_path() -> PathBuf {
-    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("tile").join(format!("autotune-v{CACHE_VERSION}.json"))
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("tile")
+        .join(format!("autotune-v{CACHE_VERSION}.json"))
 }
 
 impl Autotuner {
     pub fn new(path: PathBuf) -> Autotuner {
-        Autotuner { path, budget_ms: 300.0 }
+        Autotuner {
+            path,
+            budget_ms: 300.0,
+        }
     }
 
     pub fn cache_path(&self) -> &Path {
@@ -81,7 +92,12 @@ impl Autotuner {
 
     /// The cache key: device, driver, the kernel's source hash, a hash of the
     /// candidate configs (adding a config invalidates old answers) and key values.
-    pub fn key(device: &Device, pack: &Pack, kernel: &str, key_values: &[(String, i64)]) -> Result<String, RuntimeError> {
+    pub fn key(
+        device: &Device,
+        pack: &Pack,
+        kernel: &str,
+        key_values: &[(String, i64)],
+    ) -> Result<String, RuntimeError> {
         let k = pack.kernel(kernel)?;
         let candidates: Vec<String> = k.variants.iter().map(|v| describe(&v.config)).collect();
         let cand_hash = tilec::pack::sha256_hex(candidates.join(";").as_bytes());
@@ -117,18 +133,29 @@ impl Autotuner {
     ) -> Result<Tuned, RuntimeError> {
         let key = Self::key(device, pack, kernel, key_values)?;
         if let Some(entry) = self.lookup(&key) {
-            return Ok(Tuned { entry, from_cache: true });
+            return Ok(Tuned {
+                entry,
+                from_cache: true,
+            });
         }
         let mut trials = Vec::new();
         for v in &pack.kernel(kernel)?.variants {
             let result = (|| -> Result<TrialTime, String> {
-                let k = pack.load_kernel(device, kernel, &v.config).map_err(|e| e.to_string())?;
+                let k = pack
+                    .load_kernel(device, kernel, &v.config)
+                    .map_err(|e| e.to_string())?;
                 check(&k, &v.config)?;
                 device.synchronize().map_err(|e| e.to_string())?;
-                let t = time(device, 50.0, 200, self.budget_ms, &mut || run(&k, &v.config)).map_err(|e| e.to_string())?;
+                let t = time(device, 50.0, 200, self.budget_ms, &mut || {
+                    run(&k, &v.config)
+                })
+                .map_err(|e| e.to_string())?;
                 Ok(t.into())
             })();
-            trials.push(Trial { config: v.config.clone(), result });
+            trials.push(Trial {
+                config: v.config.clone(),
+                result,
+            });
         }
         let best = trials
             .iter()
@@ -139,42 +166,69 @@ impl Autotuner {
                 kernel: kernel.into(),
                 message: format!(
                     "no config ran: {}",
-                    trials.iter().filter_map(|t| t.result.as_ref().err().cloned()).collect::<Vec<_>>().join("; ")
+                    trials
+                        .iter()
+                        .filter_map(|t| t.result.as_ref().err().cloned())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             })?;
         let entry = TuneEntry { best, trials };
         self.store(&key, &entry)?;
-        Ok(Tuned { entry, from_cache: false })
+        Ok(Tuned {
+            entry,
+            from_cache: false,
+        })
     }
 
     fn read(&self) -> Result<CacheFile, String> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheFile { version: CACHE_VERSION, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(CacheFile {
+                    version: CACHE_VERSION,
+                    ..Default::default()
+                })
+            }
             Err(e) => return Err(e.to_string()),
         };
-        let c: CacheFile = serde_json::from_slice(&bytes).map_err(|e| format!("corrupt autotune cache {}: {e}", self.path.display()))?;
+        let c: CacheFile = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("corrupt autotune cache {}: {e}", self.path.display()))?;
         if c.version != CACHE_VERSION {
-            return Err(format!("autotune cache {} has version {}, expected {CACHE_VERSION}", self.path.display(), c.version));
+            return Err(format!(
+                "autotune cache {} has version {}, expected {CACHE_VERSION}",
+                self.path.display(),
+                c.version
+            ));
         }
         Ok(c)
     }
 
     /// Merge one entry into the cache file under an exclusive lock.
     fn store(&self, key: &str, entry: &TuneEntry) -> Result<(), RuntimeError> {
-        let io = |e: std::io::Error| RuntimeError::Buffer(format!("autotune cache {}: {e}", self.path.display()));
+        let io = |e: std::io::Error| {
+            RuntimeError::Buffer(format!("autotune cache {}: {e}", self.path.display()))
+        };
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let lock_path = self.path.with_extension("lock");
-        let lock_file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
         let mut lock = fd_lock::RwLock::new(lock_file);
         let _guard = lock.write().map_err(io)?;
         let mut cache = match self.read() {
             Ok(c) => c,
             Err(why) => {
                 eprintln!("warning: {why}; rebuilding it");
-                CacheFile { version: CACHE_VERSION, ..Default::default() }
+                CacheFile {
+                    version: CACHE_VERSION,
+                    ..Default::default()
+                }
             }
         };
         cache.entries.insert(key.to_string(), entry.clone());
@@ -188,10 +242,21 @@ mod tests {
     use super::*;
 
     fn entry(block: i64) -> TuneEntry {
-        let config = Config { meta: vec![("BLOCK".into(), block)], warps: 4 };
+        let config = Config {
+            meta: vec![("BLOCK".into(), block)],
+            warps: 4,
+        };
         TuneEntry {
             best: config.clone(),
-            trials: vec![Trial { config, result: Ok(TrialTime { median_ms: 1.0, p20_ms: 0.9, p80_ms: 1.1, samples: 9 }) }],
+            trials: vec![Trial {
+                config,
+                result: Ok(TrialTime {
+                    median_ms: 1.0,
+                    p20_ms: 0.9,
+                    p80_ms: 1.1,
+                    samples: 9,
+                }),
+            }],
         }
     }
 
@@ -208,7 +273,9 @@ mod tests {
         t.store("k2", &entry(256)).unwrap();
         assert_eq!(t.lookup("k2"), Some(entry(256)));
         // A cache from another format version is ignored too.
-        let text = std::fs::read_to_string(t.cache_path()).unwrap().replace("\"version\": 1", "\"version\": 99");
+        let text = std::fs::read_to_string(t.cache_path())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 99");
         std::fs::write(t.cache_path(), text).unwrap();
         assert!(t.lookup("k2").is_none());
     }
@@ -220,7 +287,11 @@ mod tests {
         std::thread::scope(|s| {
             for i in 0..8 {
                 let path = path.clone();
-                s.spawn(move || Autotuner::new(path).store(&format!("key{i}"), &entry(i)).unwrap());
+                s.spawn(move || {
+                    Autotuner::new(path)
+                        .store(&format!("key{i}"), &entry(i))
+                        .unwrap()
+                });
             }
         });
         let t = Autotuner::new(path);

@@ -10,7 +10,8 @@ use tilec::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
 
 /// A pack of vector_add (TIR only, as for the CPU backend), written to a temp dir.
 fn vector_add_pack(dir: &std::path::Path) -> Pack {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsl-examples/vector_add.tile");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsl-examples/vector_add.tile");
     let src = SourceFile::load(&path).unwrap();
     let program = parse_program(&src).unwrap();
     let mut kernels = Vec::new();
@@ -21,19 +22,38 @@ fn vector_add_pack(dir: &std::path::Path) -> Pack {
             .into_iter()
             .map(|config| {
                 let tir = program.specialize(&name, &config.meta).unwrap();
-                Variant { config, tir, ptx: BTreeMap::new(), shared_bytes: 0 }
+                Variant {
+                    config,
+                    tir,
+                    ptx: BTreeMap::new(),
+                    shared_bytes: 0,
+                }
             })
             .collect();
         let signature = variants[0].tir.signature();
-        kernels.push(PackedKernel { name, signature, tune, source_hash: sha256_hex(src.text.as_bytes()), variants });
+        kernels.push(PackedKernel {
+            name,
+            signature,
+            tune,
+            source_hash: sha256_hex(src.text.as_bytes()),
+            variants,
+        });
     }
     let file = dir.join("va.tpack");
-    PackManifest { compiler_version: tilec::VERSION.into(), kernels }.write(&file).unwrap();
+    PackManifest {
+        compiler_version: tilec::VERSION.into(),
+        kernels,
+    }
+    .write(&file)
+    .unwrap();
     Pack::load(&file).unwrap()
 }
 
 fn cfg(block: i64, warps: u32) -> Config {
-    Config { meta: vec![("BLOCK".into(), block)], warps }
+    Config {
+        meta: vec![("BLOCK".into(), block)],
+        warps,
+    }
 }
 
 #[test]
@@ -48,7 +68,17 @@ fn cpu_launch_from_a_pack_matches_a_rust_loop() {
         let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
         let (ba, bb) = (cpu.upload(&a).unwrap(), cpu.upload(&b).unwrap());
         let bc = cpu.upload(&vec![f32::NAN; n]).unwrap();
-        cpu.launch(&k, [n.div_ceil(1024) as u32, 1, 1], &[Arg::Buffer(&ba), Arg::Buffer(&bb), Arg::Buffer(&bc), Arg::I32(n as i32)]).unwrap();
+        cpu.launch(
+            &k,
+            [n.div_ceil(1024) as u32, 1, 1],
+            &[
+                Arg::Buffer(&ba),
+                Arg::Buffer(&bb),
+                Arg::Buffer(&bc),
+                Arg::I32(n as i32),
+            ],
+        )
+        .unwrap();
         let c = cpu.download::<f32>(&bc).unwrap();
         for i in 0..n {
             assert_eq!(c[i], a[i] + b[i], "n={n} i={i}");
@@ -67,24 +97,85 @@ fn bad_launches_are_refused_with_the_kernel_and_argument_named() {
     let msg = |r: Result<(), RuntimeError>| r.unwrap_err().to_string();
 
     let m = msg(cpu.launch(&k, [1, 1, 1], &[Arg::Buffer(&f), Arg::Buffer(&f)]));
-    assert!(m.contains("vector_add") && m.contains("expects 4 arguments") && m.contains("got 2"), "{m}");
-    let m = msg(cpu.launch(&k, [1, 1, 1], &[Arg::Buffer(&f), Arg::Buffer(&h), Arg::Buffer(&f), Arg::I32(16)]));
-    assert!(m.contains("`b`") && m.contains("f32 buffer") && m.contains("bf16"), "{m}");
-    let m = msg(cpu.launch(&k, [1, 1, 1], &[Arg::Buffer(&f), Arg::Buffer(&f), Arg::Buffer(&f), Arg::F32(16.0)]));
+    assert!(
+        m.contains("vector_add") && m.contains("expects 4 arguments") && m.contains("got 2"),
+        "{m}"
+    );
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&h),
+            Arg::Buffer(&f),
+            Arg::I32(16),
+        ],
+    ));
+    assert!(
+        m.contains("`b`") && m.contains("f32 buffer") && m.contains("bf16"),
+        "{m}"
+    );
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::F32(16.0),
+        ],
+    ));
     assert!(m.contains("`n`") && m.contains("i32"), "{m}");
-    let m = msg(cpu.launch(&k, [1, 1, 1], &[Arg::I32(1), Arg::Buffer(&f), Arg::Buffer(&f), Arg::I32(16)]));
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[Arg::I32(1), Arg::Buffer(&f), Arg::Buffer(&f), Arg::I32(16)],
+    ));
     assert!(m.contains("`a`") && m.contains("buffer"), "{m}");
-    let m = msg(cpu.launch(&k, [0, 1, 1], &[Arg::Buffer(&f), Arg::Buffer(&f), Arg::Buffer(&f), Arg::I32(16)]));
+    let m = msg(cpu.launch(
+        &k,
+        [0, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::I32(16),
+        ],
+    ));
     assert!(m.contains("empty grid"), "{m}");
     // An unmasked out-of-bounds access is an error, not undefined behaviour.
-    let m = msg(cpu.launch(&k, [1, 1, 1], &[Arg::Buffer(&f), Arg::Buffer(&f), Arg::Buffer(&f), Arg::I32(2000)]));
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::I32(2000),
+        ],
+    ));
     assert!(m.contains("vector_add"), "{m}");
 
-    let m = pack.load_kernel(&cpu, "vector_add", &cfg(512, 4)).err().unwrap().to_string();
-    assert!(m.contains("BLOCK=512") && m.contains("not in the pack"), "{m}");
-    let m = pack.load_kernel(&cpu, "nope", &cfg(1024, 4)).err().unwrap().to_string();
+    let m = pack
+        .load_kernel(&cpu, "vector_add", &cfg(512, 4))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        m.contains("BLOCK=512") && m.contains("not in the pack"),
+        "{m}"
+    );
+    let m = pack
+        .load_kernel(&cpu, "nope", &cfg(1024, 4))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(m.contains("nope") && m.contains("vector_add"), "{m}");
-    let m = cpu.load_ptx(".version 8.0", k.signature().clone(), 4, 0).err().unwrap().to_string();
+    let m = cpu
+        .load_ptx(".version 8.0", k.signature().clone(), 4, 0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(m.contains("PTX cannot run on the CPU"), "{m}");
 }
 

@@ -38,7 +38,14 @@ pub fn row_col_sum(rows: u32, bc: u32) -> Kernel {
     let pc = b.add_ptr(col, c);
     let cmask = b.cmp(CmpOp::Lt, c, nc);
     let t = b.ty(cs);
-    b.op(tilec::tir::Op::AtomicAdd { ptr: pc, value: cs, mask: Some(cmask) }, t);
+    b.op(
+        tilec::tir::Op::AtomicAdd {
+            ptr: pc,
+            value: cs,
+            mask: Some(cmask),
+        },
+        t,
+    );
     b.finish()
 }
 
@@ -131,13 +138,30 @@ pub fn matmul(bm: u32, bn: u32, bk: u32) -> Kernel {
 pub fn all() -> Vec<(Kernel, Vec<(String, i64)>, u32)> {
     let mut v = Vec::new();
     for (rows, bc, w) in [(4, 256, 4), (16, 64, 4), (1, 1024, 8), (32, 32, 2)] {
-        v.push((row_col_sum(rows, bc), vec![("ROWS".into(), rows as i64), ("BC".into(), bc as i64)], w));
+        v.push((
+            row_col_sum(rows, bc),
+            vec![("ROWS".into(), rows as i64), ("BC".into(), bc as i64)],
+            w,
+        ));
     }
     for (blk, w) in [(1024, 4), (4096, 8), (128, 4)] {
         v.push((softmax(blk), vec![("BLOCK".into(), blk as i64)], w));
     }
-    for (bm, bn, bk, w) in [(64, 64, 32, 4), (128, 128, 32, 8), (16, 16, 16, 1), (128, 64, 64, 4)] {
-        v.push((matmul(bm, bn, bk), vec![("BM".into(), bm as i64), ("BN".into(), bn as i64), ("BK".into(), bk as i64)], w));
+    for (bm, bn, bk, w) in [
+        (64, 64, 32, 4),
+        (128, 128, 32, 8),
+        (16, 16, 16, 1),
+        (128, 64, 64, 4),
+    ] {
+        v.push((
+            matmul(bm, bn, bk),
+            vec![
+                ("BM".into(), bm as i64),
+                ("BN".into(), bn as i64),
+                ("BK".into(), bk as i64),
+            ],
+            w,
+        ));
     }
     v
 }

@@ -20,13 +20,18 @@ pub fn examples_pack() -> Pack {
         .unwrap_or_else(|| root().join("target/packs/dsl-examples.tpack"));
     match Pack::load(&path) {
         Ok(p) => p,
-        Err(e) => panic!("{e}\n(build it with `tilec pack dsl-examples -o {}`)", path.display()),
+        Err(e) => panic!(
+            "{e}\n(build it with `tilec pack dsl-examples -o {}`)",
+            path.display()
+        ),
     }
 }
 
 /// A pack under `target/packs/` (or `$TILE_PACK_DIR`) by file name.
 pub fn pack_named(file: &str) -> Pack {
-    let dir = std::env::var_os("TILE_PACK_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/packs"));
+    let dir = std::env::var_os("TILE_PACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/packs"));
     let path = dir.join(file);
     match Pack::load(&path) {
         Ok(p) => p,
@@ -40,7 +45,11 @@ pub fn ptxas() -> Option<PathBuf> {
     if local.exists() {
         return Some(local);
     }
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("ptxas")).find(|p| p.exists()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("ptxas"))
+            .find(|p| p.exists())
+    })
 }
 
 /// Run `ptxas -arch=<arch>` on PTX text; Err with its output on failure.
@@ -55,7 +64,8 @@ pub fn run_ptxas(ptxas: &std::path::Path, ptx: &str, arch: &str) -> Result<Strin
         .arg(&input)
         .output()
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     if out.status.success() {
         Ok(text)
     } else {
@@ -75,7 +85,9 @@ pub fn gpu_or_skip(test: &str) -> Option<Device> {
 }
 
 pub fn random_f32(n: usize, seed_rng: &mut impl Rng) -> Vec<f32> {
-    (0..n).map(|_| seed_rng.random_range(-4.0f32..4.0)).collect()
+    (0..n)
+        .map(|_| seed_rng.random_range(-4.0f32..4.0))
+        .collect()
 }
 
 /// Indices where `got` and `want` differ by more than `rtol·|want| + atol`, or either is NaN.

@@ -9,7 +9,13 @@ use tilec::driver::pack::compile_dir;
 
 #[test]
 fn every_example_compiles_and_passes_ptxas() {
-    let manifest = match compile_dir(&root().join("dsl-examples"), &[Arch::Sm90, Arch::Sm80], false).unwrap() {
+    let manifest = match compile_dir(
+        &root().join("dsl-examples"),
+        &[Arch::Sm90, Arch::Sm80],
+        false,
+    )
+    .unwrap()
+    {
         Ok(m) => m,
         Err(errors) => panic!("{}", errors.join("\n")),
     };
@@ -23,7 +29,11 @@ fn every_example_compiles_and_passes_ptxas() {
             for (arch, ptx) in &v.ptx {
                 if let Some(p) = &ptxas {
                     if let Err(log) = run_ptxas(p, ptx, arch) {
-                        panic!("ptxas -arch={arch} rejected {} [{}]:\n{log}", k.name, tile_runtime::describe(&v.config));
+                        panic!(
+                            "ptxas -arch={arch} rejected {} [{}]:\n{log}",
+                            k.name,
+                            tile_runtime::describe(&v.config)
+                        );
                     }
                     checked += 1;
                 }

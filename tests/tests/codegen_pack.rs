@@ -19,15 +19,27 @@ fn builder_kernels_compile_pass_ptxas_and_pack() {
     for (mut k, meta, warps) in kernels::all() {
         k.meta = meta.clone();
         tilec::tir::verify(&k).unwrap();
-        let art = compile(&k, &Options { arch: Arch::Sm90, warps, dump_passes: false })
-            .unwrap_or_else(|e| panic!("{} {meta:?}: {e}", k.name));
+        let art = compile(
+            &k,
+            &Options {
+                arch: Arch::Sm90,
+                warps,
+                dump_passes: false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{} {meta:?}: {e}", k.name));
         if let Some(p) = &ptxas {
             if let Err(log) = run_ptxas(p, &art.ptx, "sm_90") {
                 panic!("ptxas rejected {} {meta:?}:\n{log}", k.name);
             }
         }
         let config = Config { meta, warps };
-        let v = Variant { config, tir: k.clone(), ptx: BTreeMap::from([("sm_90".into(), art.ptx)]), shared_bytes: art.shared_bytes };
+        let v = Variant {
+            config,
+            tir: k.clone(),
+            ptx: BTreeMap::from([("sm_90".into(), art.ptx)]),
+            shared_bytes: art.shared_bytes,
+        };
         match packed.iter_mut().find(|p| p.name == k.name) {
             Some(p) => p.variants.push(v),
             None => packed.push(PackedKernel {
@@ -41,5 +53,10 @@ fn builder_kernels_compile_pass_ptxas_and_pack() {
     }
     let dir = root().join("target/packs");
     std::fs::create_dir_all(&dir).unwrap();
-    PackManifest { compiler_version: tilec::VERSION.into(), kernels: packed }.write(&dir.join("codegen-tests.tpack")).unwrap();
+    PackManifest {
+        compiler_version: tilec::VERSION.into(),
+        kernels: packed,
+    }
+    .write(&dir.join("codegen-tests.tpack"))
+    .unwrap();
 }

@@ -11,7 +11,11 @@ use tile_runtime::{describe, Arg, Config, Device, Scalar};
 
 /// A host-side argument: a buffer (dtype, bytes, whether it is an output to compare) or a scalar.
 enum HostArg {
-    Buf { dtype: Scalar, data: Vec<f32>, output: bool },
+    Buf {
+        dtype: Scalar,
+        data: Vec<f32>,
+        output: bool,
+    },
     I32(i32),
     F32(f32),
 }
@@ -23,7 +27,11 @@ struct Case {
 }
 
 fn meta(c: &Config, name: &str) -> usize {
-    c.meta.iter().find(|(m, _)| m == name).map(|x| x.1).unwrap_or(0) as usize
+    c.meta
+        .iter()
+        .find(|(m, _)| m == name)
+        .map(|x| x.1)
+        .unwrap_or(0) as usize
 }
 
 fn small() -> bool {
@@ -35,16 +43,28 @@ fn rand_vec(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 fn input(dtype: Scalar, data: Vec<f32>) -> HostArg {
-    HostArg::Buf { dtype, data, output: false }
+    HostArg::Buf {
+        dtype,
+        data,
+        output: false,
+    }
 }
 
 fn output(dtype: Scalar, n: usize) -> HostArg {
-    HostArg::Buf { dtype, data: vec![f32::NAN; n], output: true }
+    HostArg::Buf {
+        dtype,
+        data: vec![f32::NAN; n],
+        output: true,
+    }
 }
 
 /// Accumulated outputs (atomics) start at zero instead of NaN.
 fn accum(dtype: Scalar, n: usize) -> HostArg {
-    HostArg::Buf { dtype, data: vec![0.0; n], output: true }
+    HostArg::Buf {
+        dtype,
+        data: vec![0.0; n],
+        output: true,
+    }
 }
 
 /// The cases to run for `kernel` at `config`.
@@ -60,11 +80,17 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
                 out.push(case(
                     format!("n={n}"),
                     [n.div_ceil(block) as u32, 1, 1],
-                    vec![input(dt, rand_vec(rng, n, -1.0, 1.0)), input(dt, rand_vec(rng, n, -1.0, 1.0)), output(dt, n), HostArg::I32(n as i32)],
+                    vec![
+                        input(dt, rand_vec(rng, n, -1.0, 1.0)),
+                        input(dt, rand_vec(rng, n, -1.0, 1.0)),
+                        output(dt, n),
+                        HostArg::I32(n as i32),
+                    ],
                 ));
             }
         }
-        "softmax" | "softmax_bf16" | "rmsnorm" | "rmsnorm_looped" | "layernorm_fwd" | "layernorm_bwd" => {
+        "softmax" | "softmax_bf16" | "rmsnorm" | "rmsnorm_looped" | "layernorm_fwd"
+        | "layernorm_bwd" => {
             let block = meta(c, "BLOCK");
             let ns: Vec<usize> = match kernel {
                 "rmsnorm_looped" => vec![block, 3 * block + 5],
@@ -72,13 +98,28 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
             };
             for n in ns {
                 let rows = if small() { 3 } else { 37 };
-                let dt = if matches!(kernel, "softmax_bf16" | "rmsnorm" | "rmsnorm_looped") { BF16 } else { F32 };
+                let dt = if matches!(kernel, "softmax_bf16" | "rmsnorm" | "rmsnorm_looped") {
+                    BF16
+                } else {
+                    F32
+                };
                 let x = input(dt, rand_vec(rng, rows * n, -3.0, 3.0));
                 let args = match kernel {
-                    "softmax" => vec![x, output(F32, rows * n), HostArg::I32(rows as i32), HostArg::I32(n as i32)],
+                    "softmax" => vec![
+                        x,
+                        output(F32, rows * n),
+                        HostArg::I32(rows as i32),
+                        HostArg::I32(n as i32),
+                    ],
                     "softmax_bf16" => vec![x, output(BF16, rows * n), HostArg::I32(n as i32)],
                     "rmsnorm" | "rmsnorm_looped" => {
-                        vec![x, input(BF16, rand_vec(rng, n, 0.5, 1.5)), output(BF16, rows * n), HostArg::I32(n as i32), HostArg::F32(1e-6)]
+                        vec![
+                            x,
+                            input(BF16, rand_vec(rng, n, 0.5, 1.5)),
+                            output(BF16, rows * n),
+                            HostArg::I32(n as i32),
+                            HostArg::F32(1e-6),
+                        ]
                     }
                     "layernorm_fwd" => vec![
                         x,
@@ -108,11 +149,22 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
         "sinkhorn" => {
             let n = meta(c, "N");
             let b = if small() { 3 } else { 100 };
-            out.push(case(format!("{b}x{n}x{n}"), [b as u32, 1, 1], vec![input(F32, rand_vec(rng, b * n * n, 0.05, 1.0)), output(F32, b * n * n)]));
+            out.push(case(
+                format!("{b}x{n}x{n}"),
+                [b as u32, 1, 1],
+                vec![
+                    input(F32, rand_vec(rng, b * n * n, 0.05, 1.0)),
+                    output(F32, b * n * n),
+                ],
+            ));
         }
         "matmul" => {
             let (bm, bn) = (meta(c, "BM"), meta(c, "BN"));
-            let shapes: &[(usize, usize, usize)] = if small() { &[(70, 33, 40)] } else { &[(64, 64, 64), (100, 70, 50), (257, 129, 95)] };
+            let shapes: &[(usize, usize, usize)] = if small() {
+                &[(70, 33, 40)]
+            } else {
+                &[(64, 64, 64), (100, 70, 50), (257, 129, 95)]
+            };
             for &(m, n, k) in shapes {
                 out.push(case(
                     format!("{m}x{n}x{k}"),
@@ -159,7 +211,10 @@ fn run_case(dev: &Device, k: &tile_runtime::Kernel, case: &Case) -> Vec<Vec<f32>
     for a in &case.args {
         if let HostArg::Buf { dtype, data, .. } = a {
             let bytes: Vec<u8> = match dtype {
-                Scalar::BF16 => data.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
+                Scalar::BF16 => data
+                    .iter()
+                    .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
                 _ => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
             };
             bufs.push(dev.upload_bytes(*dtype, &bytes).unwrap());
@@ -181,12 +236,28 @@ fn run_case(dev: &Device, k: &tile_runtime::Kernel, case: &Case) -> Vec<Vec<f32>
     dev.launch(k, case.grid, &args).unwrap();
     dev.synchronize().unwrap();
     let mut outs = Vec::new();
-    for (a, b) in case.args.iter().filter(|a| matches!(a, HostArg::Buf { .. })).zip(&bufs) {
-        if let HostArg::Buf { dtype, output: true, .. } = a {
+    for (a, b) in case
+        .args
+        .iter()
+        .filter(|a| matches!(a, HostArg::Buf { .. }))
+        .zip(&bufs)
+    {
+        if let HostArg::Buf {
+            dtype,
+            output: true,
+            ..
+        } = a
+        {
             let bytes = dev.download_bytes(b).unwrap();
             outs.push(match dtype {
-                Scalar::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                Scalar::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                _ => bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             });
         }
     }
@@ -195,27 +266,51 @@ fn run_case(dev: &Device, k: &tile_runtime::Kernel, case: &Case) -> Vec<Vec<f32>
 
 #[test]
 fn every_example_matches_the_interpreter() {
-    let Some(gpu) = gpu_or_skip("every_example_matches_the_interpreter") else { return };
+    let Some(gpu) = gpu_or_skip("every_example_matches_the_interpreter") else {
+        return;
+    };
     let cpu = Device::cpu();
     let pack = examples_pack();
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut summary = Vec::new();
     for kp in &pack.manifest().kernels {
-        let variants: Vec<_> = if small() { kp.variants.iter().take(1).collect() } else { kp.variants.iter().collect() };
+        let variants: Vec<_> = if small() {
+            kp.variants.iter().take(1).collect()
+        } else {
+            kp.variants.iter().collect()
+        };
         for v in variants {
             let kg = pack.load_kernel(&gpu, &kp.name, &v.config).unwrap();
             let kc = pack.load_kernel(&cpu, &kp.name, &v.config).unwrap();
             for case in cases(&kp.name, &v.config, &mut rng) {
                 let got = run_case(&gpu, &kg, &case);
                 let want = run_case(&cpu, &kc, &case);
-                let dtypes: Vec<Scalar> =
-                    case.args.iter().filter_map(|a| if let HostArg::Buf { dtype, output: true, .. } = a { Some(*dtype) } else { None }).collect();
+                let dtypes: Vec<Scalar> = case
+                    .args
+                    .iter()
+                    .filter_map(|a| {
+                        if let HostArg::Buf {
+                            dtype,
+                            output: true,
+                            ..
+                        } = a
+                        {
+                            Some(*dtype)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
                 for (i, ((g, w), dt)) in got.iter().zip(&want).zip(&dtypes).enumerate() {
                     // bf16 outputs: the engines may round a value on either side
                     // of a bf16 tie after f32 work in another order: 2 ulps (2^-7).
                     // f32 outputs: reduction order and approximate exp/rsqrt, ~1e-5;
                     // atomically accumulated sums over rows: 1e-4.
-                    let (rtol, atol) = if *dt == Scalar::BF16 { (1.0 / 128.0, 1e-3) } else { (1e-4, 1e-4) };
+                    let (rtol, atol) = if *dt == Scalar::BF16 {
+                        (1.0 / 128.0, 1e-3)
+                    } else {
+                        (1e-4, 1e-4)
+                    };
                     let bad = mismatches(g, w, rtol, atol);
                     assert!(
                         bad.is_empty(),
@@ -230,12 +325,20 @@ fn every_example_matches_the_interpreter() {
                         w[bad[0]]
                     );
                 }
-                summary.push(format!("ok {} [{}] {}", kp.name, describe(&v.config), case.label));
+                summary.push(format!(
+                    "ok {} [{}] {}",
+                    kp.name,
+                    describe(&v.config),
+                    case.label
+                ));
             }
         }
     }
     for s in &summary {
         eprintln!("{s}");
     }
-    eprintln!("{} kernel × config × shape cases matched the interpreter", summary.len());
+    eprintln!(
+        "{} kernel × config × shape cases matched the interpreter",
+        summary.len()
+    );
 }

@@ -29,7 +29,10 @@ fn last_dim(kernel: &Kernel, v: ValueId) -> u32 {
 
 fn get(info: &HashMap<ValueId, AxisInfo>, kernel: &Kernel, v: ValueId) -> AxisInfo {
     let _ = kernel;
-    info.get(&v).copied().unwrap_or(AxisInfo { contig: 1, constancy: 1 })
+    info.get(&v).copied().unwrap_or(AxisInfo {
+        contig: 1,
+        constancy: 1,
+    })
 }
 
 fn visit(kernel: &Kernel, block: &Block, info: &mut HashMap<ValueId, AxisInfo>) {
@@ -39,26 +42,38 @@ fn visit(kernel: &Kernel, block: &Block, info: &mut HashMap<ValueId, AxisInfo>) 
         };
         let n = last_dim(kernel, r);
         let a = match &inst.op {
-            Op::Arange { start, end } => AxisInfo { contig: (end - start) as u32, constancy: 1 },
-            Op::Splat(_) | Op::Const(_) | Op::ProgramId(_) | Op::NumPrograms(_) => {
-                AxisInfo { contig: 1, constancy: n }
-            }
+            Op::Arange { start, end } => AxisInfo {
+                contig: (end - start) as u32,
+                constancy: 1,
+            },
+            Op::Splat(_) | Op::Const(_) | Op::ProgramId(_) | Op::NumPrograms(_) => AxisInfo {
+                contig: 1,
+                constancy: n,
+            },
             Op::Broadcast(v) => {
                 let src_last = last_dim(kernel, *v);
                 if src_last == 1 {
-                    AxisInfo { contig: 1, constancy: n }
+                    AxisInfo {
+                        contig: 1,
+                        constancy: n,
+                    }
                 } else {
                     get(info, kernel, *v)
                 }
             }
             Op::ExpandDims { value, axis } => {
                 if *axis as usize == kernel.ty(r).shape.len() - 1 {
-                    AxisInfo { contig: 1, constancy: 1 }
+                    AxisInfo {
+                        contig: 1,
+                        constancy: 1,
+                    }
                 } else {
                     get(info, kernel, *value)
                 }
             }
-            Op::Cast(v) if kernel.ty(*v).scalar_elem().is_some_and(|s| s.is_int()) => get(info, kernel, *v),
+            Op::Cast(v) if kernel.ty(*v).scalar_elem().is_some_and(|s| s.is_int()) => {
+                get(info, kernel, *v)
+            }
             Op::Binary(BinaryOp::Add, x, y) | Op::AddPtr { ptr: x, offset: y } => {
                 let (p, q) = (get(info, kernel, *x), get(info, kernel, *y));
                 AxisInfo {
@@ -68,23 +83,39 @@ fn visit(kernel: &Kernel, block: &Block, info: &mut HashMap<ValueId, AxisInfo>) 
             }
             Op::Binary(BinaryOp::Sub, x, y) => {
                 let (p, q) = (get(info, kernel, *x), get(info, kernel, *y));
-                AxisInfo { contig: p.contig.min(q.constancy), constancy: p.constancy.min(q.constancy) }
+                AxisInfo {
+                    contig: p.contig.min(q.constancy),
+                    constancy: p.constancy.min(q.constancy),
+                }
             }
             Op::Binary(_, x, y) | Op::Cmp(_, x, y) => {
                 let (p, q) = (get(info, kernel, *x), get(info, kernel, *y));
-                AxisInfo { contig: 1, constancy: p.constancy.min(q.constancy) }
+                AxisInfo {
+                    contig: 1,
+                    constancy: p.constancy.min(q.constancy),
+                }
             }
             Op::For { body, .. } => {
                 visit(kernel, body, info);
                 continue;
             }
-            Op::If { then_body, else_body, .. } => {
+            Op::If {
+                then_body,
+                else_body,
+                ..
+            } => {
                 visit(kernel, then_body, info);
                 visit(kernel, else_body, info);
                 continue;
             }
             _ => continue,
         };
-        info.insert(r, AxisInfo { contig: a.contig.clamp(1, n), constancy: a.constancy.clamp(1, n) });
+        info.insert(
+            r,
+            AxisInfo {
+                contig: a.contig.clamp(1, n),
+                constancy: a.constancy.clamp(1, n),
+            },
+        );
     }
 }

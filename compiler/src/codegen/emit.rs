@@ -7,7 +7,9 @@
 
 use melior::ir::block::BlockLike;
 use melior::ir::operation::{OperationBuilder, OperationLike};
-use melior::ir::{Attribute, Block, Identifier, Location, Region, RegionLike, Type, Value, ValueLike};
+use melior::ir::{
+    Attribute, Block, Identifier, Location, Region, RegionLike, Type, Value, ValueLike,
+};
 use melior::Context;
 use mlir_sys::MlirValue;
 use std::cell::RefCell;
@@ -41,7 +43,8 @@ impl<'c> Emitter<'c> {
         if let Some(t) = self.types.borrow().get(text) {
             return *t;
         }
-        let t = Type::parse(self.ctx, text).unwrap_or_else(|| panic!("internal: bad MLIR type `{text}`"));
+        let t = Type::parse(self.ctx, text)
+            .unwrap_or_else(|| panic!("internal: bad MLIR type `{text}`"));
         self.types.borrow_mut().insert(text.to_string(), t);
         t
     }
@@ -50,7 +53,8 @@ impl<'c> Emitter<'c> {
         if let Some(a) = self.attrs.borrow().get(text) {
             return *a;
         }
-        let a = Attribute::parse(self.ctx, text).unwrap_or_else(|| panic!("internal: bad MLIR attribute `{text}`"));
+        let a = Attribute::parse(self.ctx, text)
+            .unwrap_or_else(|| panic!("internal: bad MLIR attribute `{text}`"));
         self.attrs.borrow_mut().insert(text.to_string(), a);
         a
     }
@@ -62,7 +66,9 @@ impl<'c> Emitter<'c> {
 
     pub fn push_block(&mut self, args: &[Type<'c>]) -> Vec<V> {
         let block = Block::new(&args.iter().map(|t| (*t, self.loc)).collect::<Vec<_>>());
-        let vals = (0..args.len()).map(|i| block.argument(i).expect("block argument").to_raw()).collect();
+        let vals = (0..args.len())
+            .map(|i| block.argument(i).expect("block argument").to_raw())
+            .collect();
         self.blocks.push(block);
         vals
     }
@@ -76,7 +82,10 @@ impl<'c> Emitter<'c> {
 
     /// Append a finished operation to the current block.
     pub fn append(&mut self, op: melior::ir::Operation<'c>) {
-        self.blocks.last().expect("internal: no insertion block").append_operation(op);
+        self.blocks
+            .last()
+            .expect("internal: no insertion block")
+            .append_operation(op);
     }
 
     /// Build an op in generic form and append it to the current block.
@@ -88,9 +97,14 @@ impl<'c> Emitter<'c> {
         attrs: &[(&str, Attribute<'c>)],
         regions: Vec<Region<'c>>,
     ) -> Result<Vec<V>, CodegenError> {
-        let operands: Vec<Value> = operands.iter().map(|v| unsafe { Value::from_raw(*v) }).collect();
-        let attrs: Vec<(Identifier, Attribute)> =
-            attrs.iter().map(|(n, a)| (Identifier::new(self.ctx, n), *a)).collect();
+        let operands: Vec<Value> = operands
+            .iter()
+            .map(|v| unsafe { Value::from_raw(*v) })
+            .collect();
+        let attrs: Vec<(Identifier, Attribute)> = attrs
+            .iter()
+            .map(|(n, a)| (Identifier::new(self.ctx, n), *a))
+            .collect();
         let op = OperationBuilder::new(name, self.loc)
             .add_operands(&operands)
             .add_results(results)
@@ -100,17 +114,31 @@ impl<'c> Emitter<'c> {
             .map_err(|e| CodegenError::Internal(format!("building `{name}`: {e}")))?;
         let block = self.blocks.last().expect("internal: no insertion block");
         let op = block.append_operation(op);
-        Ok((0..op.result_count()).map(|i| op.result(i).expect("result").to_raw()).collect())
+        Ok((0..op.result_count())
+            .map(|i| op.result(i).expect("result").to_raw())
+            .collect())
     }
 
     /// An op with attributes given as text.
-    pub fn op(&mut self, name: &str, operands: &[V], results: &[Type<'c>], attrs: &[(&str, &str)]) -> Result<Vec<V>, CodegenError> {
+    pub fn op(
+        &mut self,
+        name: &str,
+        operands: &[V],
+        results: &[Type<'c>],
+        attrs: &[(&str, &str)],
+    ) -> Result<Vec<V>, CodegenError> {
         let attrs: Vec<(&str, Attribute)> = attrs.iter().map(|(n, a)| (*n, self.attr(a))).collect();
         self.op_full(name, operands, results, &attrs, vec![])
     }
 
     /// An op with exactly one result.
-    pub fn op1(&mut self, name: &str, operands: &[V], result: Type<'c>, attrs: &[(&str, &str)]) -> Result<V, CodegenError> {
+    pub fn op1(
+        &mut self,
+        name: &str,
+        operands: &[V],
+        result: Type<'c>,
+        attrs: &[(&str, &str)],
+    ) -> Result<V, CodegenError> {
         Ok(self.op(name, operands, &[result], attrs)?[0])
     }
 
@@ -140,20 +168,35 @@ impl<'c> Emitter<'c> {
 
     pub fn cmpi(&mut self, pred: &str, a: V, b: V) -> Result<V, CodegenError> {
         let t = self.ty("i1");
-        let code = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
-            .iter()
-            .position(|p| *p == pred)
-            .expect("internal: cmpi predicate");
-        self.op1("arith.cmpi", &[a, b], t, &[("predicate", &format!("{code} : i64"))])
+        let code = [
+            "eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge",
+        ]
+        .iter()
+        .position(|p| *p == pred)
+        .expect("internal: cmpi predicate");
+        self.op1(
+            "arith.cmpi",
+            &[a, b],
+            t,
+            &[("predicate", &format!("{code} : i64"))],
+        )
     }
 
     pub fn cmpf(&mut self, pred: &str, a: V, b: V) -> Result<V, CodegenError> {
         let t = self.ty("i1");
-        let code = ["false", "oeq", "ogt", "oge", "olt", "ole", "one", "ord", "ueq", "ugt", "uge", "ult", "ule", "une", "uno", "true"]
-            .iter()
-            .position(|p| *p == pred)
-            .expect("internal: cmpf predicate");
-        self.op1("arith.cmpf", &[a, b], t, &[("predicate", &format!("{code} : i64"))])
+        let code = [
+            "false", "oeq", "ogt", "oge", "olt", "ole", "one", "ord", "ueq", "ugt", "uge", "ult",
+            "ule", "une", "uno", "true",
+        ]
+        .iter()
+        .position(|p| *p == pred)
+        .expect("internal: cmpf predicate");
+        self.op1(
+            "arith.cmpf",
+            &[a, b],
+            t,
+            &[("predicate", &format!("{code} : i64"))],
+        )
     }
 
     pub fn and_all(&mut self, conds: &[V]) -> Result<Option<V>, CodegenError> {
@@ -172,7 +215,12 @@ impl<'c> Emitter<'c> {
         self.op1("arith.select", &[c, a, b], t, &[])
     }
 
-    pub fn call_intrinsic(&mut self, intrin: &str, args: &[V], result: Type<'c>) -> Result<V, CodegenError> {
+    pub fn call_intrinsic(
+        &mut self,
+        intrin: &str,
+        args: &[V],
+        result: Type<'c>,
+    ) -> Result<V, CodegenError> {
         let seg = format!("array<i32: {}, 0>", args.len());
         self.op1(
             "llvm.call_intrinsic",
@@ -207,7 +255,11 @@ impl<'c> Emitter<'c> {
     }
 
     /// `scf.if` without results or else branch.
-    pub fn if_then(&mut self, cond: V, then: &mut dyn FnMut(&mut Self) -> Result<(), CodegenError>) -> Result<(), CodegenError> {
+    pub fn if_then(
+        &mut self,
+        cond: V,
+        then: &mut dyn FnMut(&mut Self) -> Result<(), CodegenError>,
+    ) -> Result<(), CodegenError> {
         self.push_block(&[]);
         then(self)?;
         self.op("scf.yield", &[], &[], &[])?;

@@ -36,7 +36,12 @@ impl Blocked {
     pub fn canonical(shape: &[u32], warps: u32) -> Blocked {
         let rank = shape.len();
         if rank == 0 {
-            return Blocked { shape: vec![], spt: vec![], tpw: vec![], wpc: vec![] };
+            return Blocked {
+                shape: vec![],
+                spt: vec![],
+                tpw: vec![],
+                wpc: vec![],
+            };
         }
         let numel: u32 = shape.iter().product();
         let threads = 32 * warps;
@@ -59,7 +64,12 @@ impl Blocked {
             left /= wpc[d];
         }
         wpc[rank - 1] *= left;
-        Blocked { shape: shape.to_vec(), spt, tpw, wpc }
+        Blocked {
+            shape: shape.to_vec(),
+            spt,
+            tpw,
+            wpc,
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -78,7 +88,9 @@ impl Blocked {
     }
     /// Registers per thread in all.
     pub fn num_regs(&self) -> usize {
-        (0..self.rank()).map(|d| self.regs_along(d) as usize).product()
+        (0..self.rank())
+            .map(|d| self.regs_along(d) as usize)
+            .product()
     }
     /// Per-dimension register indices of register `k` (row-major).
     pub fn reg_index(&self, mut k: usize) -> Vec<u32> {
@@ -157,7 +169,10 @@ mod tests {
                 }
             }
         }
-        assert!(owners.iter().all(|&n| n == 1), "{shape:?} x {warps} warps: {l:?} owners {owners:?}");
+        assert!(
+            owners.iter().all(|&n| n == 1),
+            "{shape:?} x {warps} warps: {l:?} owners {owners:?}"
+        );
     }
 
     #[test]
@@ -205,7 +220,11 @@ impl Mma {
     pub fn new(shape: &[u32], warps: u32) -> Mma {
         let wm = warps.min(shape[0] / 16).max(1);
         let wn = (warps / wm).min(shape[1] / 8).max(1);
-        Mma { shape: shape.to_vec(), wm, wn }
+        Mma {
+            shape: shape.to_vec(),
+            wm,
+            wn,
+        }
     }
     pub fn warp_rows(&self) -> u32 {
         self.shape[0] / self.wm
@@ -271,7 +290,13 @@ mod mma_tests {
 
     #[test]
     fn mma_layout_partitions_the_accumulator() {
-        for (shape, warps) in [([16u32, 8u32], 1u32), ([64, 64], 4), ([128, 128], 8), ([16, 64], 4), ([128, 32], 4)] {
+        for (shape, warps) in [
+            ([16u32, 8u32], 1u32),
+            ([64, 64], 4),
+            ([128, 128], 8),
+            ([16, 64], 4),
+            ([128, 32], 4),
+        ] {
             let m = Mma::new(&shape, warps);
             let mut seen = vec![0; (shape[0] * shape[1]) as usize];
             for w in 0..m.wm * m.wn {

@@ -10,7 +10,9 @@ use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
 use super::layout::{Blocked, Layout, Mma};
 use super::CodegenError;
-use crate::tir::{self, BinaryOp, CmpOp, Const, Elem, Inst, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId};
+use crate::tir::{
+    self, BinaryOp, CmpOp, Const, Elem, Inst, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId,
+};
 use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
 use melior::Context;
@@ -21,7 +23,11 @@ const MAX_SMEM: u32 = 227 * 1024;
 const SCRATCH: &str = "__tile_scratch";
 
 /// The lowered module and the dynamic shared memory its kernel needs per CTA.
-pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -> Result<(Module<'c>, u32), CodegenError> {
+pub(crate) fn lower_to_mlir<'c>(
+    ctx: &'c Context,
+    kernel: &Kernel,
+    warps: u32,
+) -> Result<(Module<'c>, u32), CodegenError> {
     let module = Module::new(Location::unknown(ctx));
     let mut l = Lower {
         e: Emitter::new(ctx),
@@ -62,7 +68,10 @@ pub(crate) fn lower_to_mlir<'c>(ctx: &'c Context, kernel: &Kernel, warps: u32) -
     e.append(func);
     let gpu_module_region = e.pop_region();
     let gpu_module = melior::ir::operation::OperationBuilder::new("gpu.module", e.loc)
-        .add_attributes(&[(melior::ir::Identifier::new(ctx, "sym_name"), e.attr("\"kernels\""))])
+        .add_attributes(&[(
+            melior::ir::Identifier::new(ctx, "sym_name"),
+            e.attr("\"kernels\""),
+        )])
         .add_regions([gpu_module_region])
         .build()
         .map_err(|err| CodegenError::Internal(format!("gpu.module: {err}")))?;
@@ -91,7 +100,12 @@ fn assign_layouts(kernel: &Kernel, warps: u32) -> HashMap<ValueId, Layout> {
     out
 }
 
-fn assign_block(kernel: &Kernel, warps: u32, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>) {
+fn assign_block(
+    kernel: &Kernel,
+    warps: u32,
+    insts: &[tir::Inst],
+    out: &mut HashMap<ValueId, Layout>,
+) {
     for inst in insts {
         let Some(&r) = inst.results.first() else {
             if let Op::Yield(_) = inst.op {
@@ -114,7 +128,12 @@ fn assign_block(kernel: &Kernel, warps: u32, insts: &[tir::Inst], out: &mut Hash
                 }
             }
             Op::Select { cond, a, b } => {
-                if let Some(l) = out.get(a).or_else(|| out.get(b)).or_else(|| out.get(cond)).cloned() {
+                if let Some(l) = out
+                    .get(a)
+                    .or_else(|| out.get(b))
+                    .or_else(|| out.get(cond))
+                    .cloned()
+                {
                     out.insert(r, l);
                 }
             }
@@ -126,7 +145,9 @@ fn assign_block(kernel: &Kernel, warps: u32, insts: &[tir::Inst], out: &mut Hash
                 }
                 for _ in 0..3 {
                     assign_block(kernel, warps, &body.insts, out);
-                    let Some(Op::Yield(ys)) = body.insts.last().map(|i| &i.op) else { break };
+                    let Some(Op::Yield(ys)) = body.insts.last().map(|i| &i.op) else {
+                        break;
+                    };
                     let mut changed = false;
                     for (a, y) in body.args[1..].iter().zip(ys) {
                         if let Some(l) = out.get(y).cloned() {
@@ -146,7 +167,11 @@ fn assign_block(kernel: &Kernel, warps: u32, insts: &[tir::Inst], out: &mut Hash
                     }
                 }
             }
-            Op::If { then_body, else_body, .. } => {
+            Op::If {
+                then_body,
+                else_body,
+                ..
+            } => {
                 assign_block(kernel, warps, &then_body.insts, out);
                 assign_block(kernel, warps, &else_body.insts, out);
                 if let Some(Op::Yield(ys)) = then_body.insts.last().map(|i| &i.op) {
@@ -219,14 +244,25 @@ fn identity(op: ReduceOp, s: Scalar) -> Const {
         (ReduceOp::Sum, false) => Const::Int(0),
         (ReduceOp::Max, true) => Const::Float(f64::NEG_INFINITY),
         (ReduceOp::Min, true) => Const::Float(f64::INFINITY),
-        (ReduceOp::Max, false) => Const::Int(if s == Scalar::I64 { i64::MIN } else { i32::MIN as i64 }),
-        (ReduceOp::Min, false) => Const::Int(if s == Scalar::I64 { i64::MAX } else { i32::MAX as i64 }),
+        (ReduceOp::Max, false) => Const::Int(if s == Scalar::I64 {
+            i64::MIN
+        } else {
+            i32::MIN as i64
+        }),
+        (ReduceOp::Min, false) => Const::Int(if s == Scalar::I64 {
+            i64::MAX
+        } else {
+            i32::MAX as i64
+        }),
     }
 }
 
 impl<'c, 'k> Lower<'c, 'k> {
     fn layout(&self, v: ValueId) -> Layout {
-        self.layouts.get(&v).cloned().unwrap_or_else(|| self.canonical(&self.kernel.ty(v).shape))
+        self.layouts
+            .get(&v)
+            .cloned()
+            .unwrap_or_else(|| self.canonical(&self.kernel.ty(v).shape))
     }
 
     fn canonical(&self, shape: &[u32]) -> Layout {
@@ -267,14 +303,20 @@ impl<'c, 'k> Lower<'c, 'k> {
         // Thread ids and the per-layout coordinates every later op needs.
         let index = self.e.ty("index");
         let i32t = self.e.ty("i32");
-        let tid = self.e.op1("gpu.thread_id", &[], index, &[("dimension", "#gpu<dim x>")])?;
+        let tid = self
+            .e
+            .op1("gpu.thread_id", &[], index, &[("dimension", "#gpu<dim x>")])?;
         let tid = self.e.op1("arith.index_cast", &[tid], i32t, &[])?;
         let c31 = self.e.i32(31)?;
         let c5 = self.e.i32(5)?;
         self.lane = Some(self.e.binop("arith.andi", tid, c31)?);
         self.warp = Some(self.e.binop("arith.shrui", tid, c5)?);
-        let mut layouts: Vec<Layout> =
-            k.values.iter().filter(|t| !t.is_scalar()).map(|t| self.canonical(&t.shape)).collect();
+        let mut layouts: Vec<Layout> = k
+            .values
+            .iter()
+            .filter(|t| !t.is_scalar())
+            .map(|t| self.canonical(&t.shape))
+            .collect();
         layouts.extend(self.layouts.values().cloned());
         for l in layouts {
             if !self.threads.contains_key(&l) {
@@ -285,15 +327,28 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.lower_block_insts(&k.body.insts)?;
         self.e.op("gpu.return", &[], &[], &[])?;
         let region = self.e.pop_region();
-        let fty = format!("({}) -> ()", k.params.iter().map(|p| mlir_ty_name(&p.ty)).collect::<Vec<_>>().join(", "));
+        let fty = format!(
+            "({}) -> ()",
+            k.params
+                .iter()
+                .map(|p| mlir_ty_name(&p.ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let e = &self.e;
         let attrs = [
             ("function_type", e.attr(&fty)),
             ("sym_name", e.attr(&format!("\"{}\"", k.name))),
             ("gpu.kernel", melior::ir::Attribute::unit(e.ctx)),
-            ("known_block_size", e.attr(&format!("array<i32: {}, 1, 1>", 32 * self.warps))),
+            (
+                "known_block_size",
+                e.attr(&format!("array<i32: {}, 1, 1>", 32 * self.warps)),
+            ),
         ];
-        let attrs: Vec<_> = attrs.iter().map(|(n, a)| (melior::ir::Identifier::new(e.ctx, n), *a)).collect();
+        let attrs: Vec<_> = attrs
+            .iter()
+            .map(|(n, a)| (melior::ir::Identifier::new(e.ctx, n), *a))
+            .collect();
         melior::ir::operation::OperationBuilder::new("gpu.func", e.loc)
             .add_attributes(&attrs)
             .add_regions([region])
@@ -323,8 +378,16 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let c0 = self.e.binop("arith.muli", wj, cols)?;
                 let q2 = self.e.binop("arith.muli", q, c2)?;
                 let c0 = self.e.binop("arith.addi", c0, q2)?;
-                let owner = if m.wm * m.wn < self.warps { Some(self.e.cmpi("ult", warp, wmn)?) } else { None };
-                return Ok(Threads { base: vec![r0, c0], t: vec![], owner });
+                let owner = if m.wm * m.wn < self.warps {
+                    Some(self.e.cmpi("ult", warp, wmn)?)
+                } else {
+                    None
+                };
+                return Ok(Threads {
+                    base: vec![r0, c0],
+                    t: vec![],
+                    owner,
+                });
             }
         };
         let mut t = Vec::new();
@@ -374,7 +437,10 @@ impl<'c, 'k> Lower<'c, 'k> {
             Layout::Mma(m) => {
                 let (r, c) = m.static_offset(k);
                 let (r, c) = (self.e.i32(r as i64)?, self.e.i32(c as i64)?);
-                return Ok(vec![self.e.binop("arith.addi", base[0], r)?, self.e.binop("arith.addi", base[1], c)?]);
+                return Ok(vec![
+                    self.e.binop("arith.addi", base[0], r)?,
+                    self.e.binop("arith.addi", base[1], c)?,
+                ]);
             }
         };
         let idx = l.reg_index(k);
@@ -422,11 +488,20 @@ impl<'c, 'k> Lower<'c, 'k> {
                 vec![self.constant(*c, s)?]
             }
             Op::ProgramId(a) | Op::NumPrograms(a) => {
-                let name = if matches!(inst.op, Op::ProgramId(_)) { "gpu.block_id" } else { "gpu.grid_dim" };
+                let name = if matches!(inst.op, Op::ProgramId(_)) {
+                    "gpu.block_id"
+                } else {
+                    "gpu.grid_dim"
+                };
                 let dim = ["x", "y", "z"][(*a as usize).min(2)];
                 let index = self.e.ty("index");
                 let i32t = self.e.ty("i32");
-                let v = self.e.op1(name, &[], index, &[("dimension", &format!("#gpu<dim {dim}>"))])?;
+                let v = self.e.op1(
+                    name,
+                    &[],
+                    index,
+                    &[("dimension", &format!("#gpu<dim {dim}>"))],
+                )?;
                 vec![self.e.op1("arith.index_cast", &[v], i32t, &[])?]
             }
             Op::Arange { start, .. } => {
@@ -456,7 +531,9 @@ impl<'c, 'k> Lower<'c, 'k> {
                     regs
                 } else {
                     let src_shape = k.ty(*value).shape.clone();
-                    self.convert(*value, &dst, inst.span, &mut |_, c| Ok((c.to_vec(), src_shape.clone())))?
+                    self.convert(*value, &dst, inst.span, &mut |_, c| {
+                        Ok((c.to_vec(), src_shape.clone()))
+                    })?
                 }
             }
             Op::Broadcast(value) => {
@@ -496,39 +573,63 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let s = k.ty(*v).scalar_elem().unwrap();
                 let lr = self.layout(r.unwrap());
                 let regs = self.regs_in(*v, &lr, inst.span)?;
-                regs.iter().map(|&x| self.unary(*op, s, x)).collect::<Result<_, _>>()?
+                regs.iter()
+                    .map(|&x| self.unary(*op, s, x))
+                    .collect::<Result<_, _>>()?
             }
             Op::Binary(op, a, b) => {
                 let s = k.ty(*a).scalar_elem().unwrap();
                 let lr = self.layout(r.unwrap());
-                let (ra, rb) = (self.regs_in(*a, &lr, inst.span)?, self.regs_in(*b, &lr, inst.span)?);
-                ra.iter().zip(&rb).map(|(&x, &y)| self.binary(*op, s, x, y)).collect::<Result<_, _>>()?
+                let (ra, rb) = (
+                    self.regs_in(*a, &lr, inst.span)?,
+                    self.regs_in(*b, &lr, inst.span)?,
+                );
+                ra.iter()
+                    .zip(&rb)
+                    .map(|(&x, &y)| self.binary(*op, s, x, y))
+                    .collect::<Result<_, _>>()?
             }
             Op::Cmp(op, a, b) => {
                 let s = k.ty(*a).scalar_elem();
                 let lr = self.layout(r.unwrap());
-                let (ra, rb) = (self.regs_in(*a, &lr, inst.span)?, self.regs_in(*b, &lr, inst.span)?);
-                ra.iter().zip(&rb).map(|(&x, &y)| self.compare(*op, s, x, y)).collect::<Result<_, _>>()?
+                let (ra, rb) = (
+                    self.regs_in(*a, &lr, inst.span)?,
+                    self.regs_in(*b, &lr, inst.span)?,
+                );
+                ra.iter()
+                    .zip(&rb)
+                    .map(|(&x, &y)| self.compare(*op, s, x, y))
+                    .collect::<Result<_, _>>()?
             }
             Op::Select { cond, a, b } => {
                 let lr = self.layout(r.unwrap());
                 let rc = self.regs_in(*cond, &lr, inst.span)?;
-                let (ra, rb) = (self.regs_in(*a, &lr, inst.span)?, self.regs_in(*b, &lr, inst.span)?);
-                (0..ra.len()).map(|i| self.e.select(rc[i], ra[i], rb[i])).collect::<Result<_, _>>()?
+                let (ra, rb) = (
+                    self.regs_in(*a, &lr, inst.span)?,
+                    self.regs_in(*b, &lr, inst.span)?,
+                );
+                (0..ra.len())
+                    .map(|i| self.e.select(rc[i], ra[i], rb[i]))
+                    .collect::<Result<_, _>>()?
             }
             Op::Cast(v) => {
                 let from = k.ty(*v).scalar_elem().unwrap();
                 let to = res_ty.unwrap().scalar_elem().unwrap();
                 let lr = self.layout(r.unwrap());
                 let regs = self.regs_in(*v, &lr, inst.span)?;
-                regs.iter().map(|&x| self.cast(x, from, to)).collect::<Result<_, _>>()?
+                regs.iter()
+                    .map(|&x| self.cast(x, from, to))
+                    .collect::<Result<_, _>>()?
             }
             Op::AddPtr { ptr, offset } => {
                 let Elem::Ptr(pointee) = k.ty(*ptr).elem else {
                     return Err(CodegenError::Internal("add_ptr on a non-pointer".into()));
                 };
                 let lr = self.layout(r.unwrap());
-                let (rp, ro) = (self.regs_in(*ptr, &lr, inst.span)?, self.regs_in(*offset, &lr, inst.span)?);
+                let (rp, ro) = (
+                    self.regs_in(*ptr, &lr, inst.span)?,
+                    self.regs_in(*offset, &lr, inst.span)?,
+                );
                 let pt = self.e.ty("!llvm.ptr<1>");
                 let et = format!("{}", scalar_ty(pointee));
                 (0..rp.len())
@@ -546,15 +647,28 @@ impl<'c, 'k> Lower<'c, 'k> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            Op::Load { ptr, mask, other } => self.load(*ptr, *mask, *other, r.unwrap(), inst.span)?,
+            Op::Load { ptr, mask, other } => {
+                self.load(*ptr, *mask, *other, r.unwrap(), inst.span)?
+            }
             Op::Store { ptr, value, mask } => {
                 self.store(*ptr, *value, *mask, inst.span)?;
                 vec![]
             }
-            Op::AtomicAdd { ptr, value, mask } => self.atomic_add(*ptr, *value, *mask, inst.span)?,
-            Op::Reduce { op, value, axis } => self.reduce(*op, *value, *axis as usize, r.unwrap(), inst.span)?,
+            Op::AtomicAdd { ptr, value, mask } => {
+                self.atomic_add(*ptr, *value, *mask, inst.span)?
+            }
+            Op::Reduce { op, value, axis } => {
+                self.reduce(*op, *value, *axis as usize, r.unwrap(), inst.span)?
+            }
             Op::Dot { a, b, acc } => self.dot(*a, *b, *acc, r.unwrap(), inst.span)?,
-            Op::For { lb, ub, step, init, body, .. } => {
+            Op::For {
+                lb,
+                ub,
+                step,
+                init,
+                body,
+                ..
+            } => {
                 let (lb, ub, step) = (self.regs(*lb)?[0], self.regs(*ub)?[0], self.regs(*step)?[0]);
                 let mut flat_init = Vec::new();
                 let mut sizes = Vec::new();
@@ -578,13 +692,20 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let res_tys: Vec<Type> = flat_init.iter().map(|v| self.e.type_of(*v)).collect();
                 let mut operands = vec![lb, ub, step];
                 operands.extend(flat_init);
-                let out = self.e.op_full("scf.for", &operands, &res_tys, &[], vec![region])?;
+                let out = self
+                    .e
+                    .op_full("scf.for", &operands, &res_tys, &[], vec![region])?;
                 self.split_results(&inst.results, &sizes, &out);
                 return Ok(());
             }
-            Op::If { cond, then_body, else_body } => {
+            Op::If {
+                cond,
+                then_body,
+                else_body,
+            } => {
                 let c = self.regs(*cond)?[0];
-                let res_layouts: Vec<Layout> = inst.results.iter().map(|v| self.layout(*v)).collect();
+                let res_layouts: Vec<Layout> =
+                    inst.results.iter().map(|v| self.layout(*v)).collect();
                 let sizes: Vec<usize> = res_layouts.iter().map(|l| l.num_regs()).collect();
                 let mut res_tys = Vec::new();
                 for (v, n) in inst.results.iter().zip(&sizes) {
@@ -597,12 +718,16 @@ impl<'c, 'k> Lower<'c, 'k> {
                 self.e.push_block(&[]);
                 self.lower_body(&else_body.insts, &res_layouts)?;
                 let r2 = self.e.pop_region();
-                let out = self.e.op_full("scf.if", &[c], &res_tys, &[], vec![r1, r2])?;
+                let out = self
+                    .e
+                    .op_full("scf.if", &[c], &res_tys, &[], vec![r1, r2])?;
                 self.split_results(&inst.results, &sizes, &out);
                 return Ok(());
             }
             Op::Yield(_) => {
-                return Err(CodegenError::Internal("yield outside a loop or if body".into()));
+                return Err(CodegenError::Internal(
+                    "yield outside a loop or if body".into(),
+                ));
             }
         };
         if let Some(r) = r {
@@ -619,7 +744,12 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         self.lower_block_insts(body)?;
         let mut flat = Vec::new();
-        if let Some(Inst { op: Op::Yield(vs), span, .. }) = last {
+        if let Some(Inst {
+            op: Op::Yield(vs),
+            span,
+            ..
+        }) = last
+        {
             for (v, l) in vs.iter().zip(layouts) {
                 flat.extend(self.regs_in(*v, l, *span)?);
             }
@@ -644,11 +774,17 @@ impl<'c, 'k> Lower<'c, 'k> {
                 Const::Int(i) => i != 0,
                 Const::Float(f) => f != 0.0,
             }),
-            (Const::Int(i), s) if s.is_int() => self.e.constant(&format!("{i} : {}", scalar_ty(s)), t),
-            (Const::Float(f), s) if s.is_int() => self.e.constant(&format!("{} : {}", f as i64, scalar_ty(s)), t),
+            (Const::Int(i), s) if s.is_int() => {
+                self.e.constant(&format!("{i} : {}", scalar_ty(s)), t)
+            }
+            (Const::Float(f), s) if s.is_int() => self
+                .e
+                .constant(&format!("{} : {}", f as i64, scalar_ty(s)), t),
             (Const::Int(i), s) => self.e.constant(&float_attr(i as f64, s), t),
             (Const::Float(f), s) => self.e.constant(&float_attr(f, s), t),
-            (Const::Bool(b), s) => self.e.constant(&format!("{} : {}", b as i64, scalar_ty(s)), t),
+            (Const::Bool(b), s) => self
+                .e
+                .constant(&format!("{} : {}", b as i64, scalar_ty(s)), t),
         }
     }
 
@@ -684,7 +820,14 @@ impl<'c, 'k> Lower<'c, 'k> {
                     self.e.binop("arith.subi", z, x)
                 }
                 UnaryOp::Not => {
-                    let m = self.constant(if s == Scalar::I1 { Const::Bool(true) } else { Const::Int(-1) }, s)?;
+                    let m = self.constant(
+                        if s == Scalar::I1 {
+                            Const::Bool(true)
+                        } else {
+                            Const::Int(-1)
+                        },
+                        s,
+                    )?;
                     self.e.binop("arith.xori", x, m)
                 }
                 UnaryOp::Abs => {
@@ -701,16 +844,27 @@ impl<'c, 'k> Lower<'c, 'k> {
         let y = match op {
             UnaryOp::Neg => self.e.op1("arith.negf", &[x], f32t, &[])?,
             UnaryOp::Not => return Err(CodegenError::Internal("not on floats".into())),
-            UnaryOp::Abs => self.e.op1("llvm.intr.fabs", &[x], f32t, &[("fastmathFlags", "#llvm.fastmath<none>")])?,
+            UnaryOp::Abs => self.e.op1(
+                "llvm.intr.fabs",
+                &[x],
+                f32t,
+                &[("fastmathFlags", "#llvm.fastmath<none>")],
+            )?,
             UnaryOp::Exp => self.exp(x)?,
-            UnaryOp::Exp2 => self.e.call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[x], f32t)?,
+            UnaryOp::Exp2 => self
+                .e
+                .call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[x], f32t)?,
             UnaryOp::Log => {
-                let l2 = self.e.call_intrinsic("llvm.nvvm.lg2.approx.ftz.f", &[x], f32t)?;
+                let l2 = self
+                    .e
+                    .call_intrinsic("llvm.nvvm.lg2.approx.ftz.f", &[x], f32t)?;
                 let ln2 = self.f32(std::f64::consts::LN_2)?;
                 self.e.binop("arith.mulf", l2, ln2)?
             }
             UnaryOp::Sqrt => self.e.call_intrinsic("llvm.nvvm.sqrt.rn.f", &[x], f32t)?,
-            UnaryOp::Rsqrt => self.e.call_intrinsic("llvm.nvvm.rsqrt.approx.ftz.f", &[x], f32t)?,
+            UnaryOp::Rsqrt => self
+                .e
+                .call_intrinsic("llvm.nvvm.rsqrt.approx.ftz.f", &[x], f32t)?,
             UnaryOp::Sigmoid => {
                 let n = self.e.op1("arith.negf", &[x], f32t, &[])?;
                 let ex = self.exp(n)?;
@@ -736,7 +890,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         let f32t = self.e.ty("f32");
         let log2e = self.f32(std::f64::consts::LOG2_E)?;
         let t = self.e.binop("arith.mulf", x, log2e)?;
-        self.e.call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[t], f32t)
+        self.e
+            .call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[t], f32t)
     }
 
     fn binary(&mut self, op: BinaryOp, s: Scalar, x: V, y: V) -> Result<V, CodegenError> {
@@ -765,8 +920,18 @@ impl<'c, 'k> Lower<'c, 'k> {
             BinaryOp::Mul => self.e.binop("arith.mulf", x, y)?,
             BinaryOp::Div => self.e.binop("arith.divf", x, y)?,
             BinaryOp::Rem => self.e.binop("arith.remf", x, y)?,
-            BinaryOp::Max => self.e.op1("llvm.intr.maxnum", &[x, y], f32t, &[("fastmathFlags", "#llvm.fastmath<none>")])?,
-            BinaryOp::Min => self.e.op1("llvm.intr.minnum", &[x, y], f32t, &[("fastmathFlags", "#llvm.fastmath<none>")])?,
+            BinaryOp::Max => self.e.op1(
+                "llvm.intr.maxnum",
+                &[x, y],
+                f32t,
+                &[("fastmathFlags", "#llvm.fastmath<none>")],
+            )?,
+            BinaryOp::Min => self.e.op1(
+                "llvm.intr.minnum",
+                &[x, y],
+                f32t,
+                &[("fastmathFlags", "#llvm.fastmath<none>")],
+            )?,
             _ => return Err(CodegenError::Internal(format!("{op:?} on floats"))),
         };
         self.narrow(r, s)
@@ -835,7 +1000,11 @@ impl<'c, 'k> Lower<'c, 'k> {
                 }
             }
             (false, true) => {
-                let name = if from == Scalar::I1 { "arith.uitofp" } else { "arith.sitofp" };
+                let name = if from == Scalar::I1 {
+                    "arith.uitofp"
+                } else {
+                    "arith.sitofp"
+                };
                 let f = self.e.op1(name, &[x], f32t, &[])?;
                 self.cast(f, Scalar::F32, to)
             }
@@ -854,13 +1023,17 @@ impl<'c, 'k> Lower<'c, 'k> {
     fn ptr_elem(&self, ptr: ValueId) -> Result<Scalar, CodegenError> {
         match self.kernel.ty(ptr).elem {
             Elem::Ptr(s) => Ok(s),
-            _ => Err(CodegenError::Internal("memory access through a non-pointer".into())),
+            _ => Err(CodegenError::Internal(
+                "memory access through a non-pointer".into(),
+            )),
         }
     }
 
     /// Vector width (elements) for accesses through `ptr`: 1 when not provably contiguous.
     fn vector_width(&self, ptr: ValueId, s: Scalar) -> u32 {
-        let Layout::Blocked(l) = self.layout(ptr) else { return 1 };
+        let Layout::Blocked(l) = self.layout(ptr) else {
+            return 1;
+        };
         if l.rank() == 0 || s == Scalar::I1 {
             return 1;
         }
@@ -872,7 +1045,10 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// Groups of `v` consecutive registers along the last dimension.
     fn groups(l: &Layout, v: u32) -> Vec<std::ops::Range<usize>> {
         let n = l.num_regs();
-        (0..n).step_by(v as usize).map(|k| k..k + v as usize).collect()
+        (0..n)
+            .step_by(v as usize)
+            .map(|k| k..k + v as usize)
+            .collect()
     }
 
     /// `ptr` is 16-byte-vector aligned for `v` elements of `s`.
@@ -885,7 +1061,14 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.e.cmpi("eq", low, z)
     }
 
-    fn load(&mut self, ptr: ValueId, mask: Option<ValueId>, other: Option<ValueId>, r: ValueId, span: Span) -> Result<Vec<V>, CodegenError> {
+    fn load(
+        &mut self,
+        ptr: ValueId,
+        mask: Option<ValueId>,
+        other: Option<ValueId>,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
         let s = self.ptr_elem(ptr)?;
         let t = self.e.ty(scalar_ty(s));
         let l = self.layout(r);
@@ -909,7 +1092,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                     vals.push(match (&rm, &ro) {
                         (Some(m), Some(o)) => {
                             let (p, ok) = (rp[k], o[k]);
-                            e.if_else(m[k], &[t], &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]), &mut |_| Ok(vec![ok]))?[0]
+                            e.if_else(
+                                m[k],
+                                &[t],
+                                &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
+                                &mut |_| Ok(vec![ok]),
+                            )?[0]
                         }
                         _ => LoadOne { e }.load(rp[k], s)?,
                     });
@@ -936,7 +1124,13 @@ impl<'c, 'k> Lower<'c, 'k> {
                         "llvm.load",
                         &[p0],
                         vt,
-                        &[("alignment", &format!("{} : i64", v as usize * s.size_bytes())), ("ordering", "0 : i64")],
+                        &[
+                            (
+                                "alignment",
+                                &format!("{} : i64", v as usize * s.size_bytes()),
+                            ),
+                            ("ordering", "0 : i64"),
+                        ],
                     )?;
                     let mut xs = Vec::new();
                     for i in 0..v {
@@ -952,7 +1146,13 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(out)
     }
 
-    fn store(&mut self, ptr: ValueId, value: ValueId, mask: Option<ValueId>, span: Span) -> Result<(), CodegenError> {
+    fn store(
+        &mut self,
+        ptr: ValueId,
+        value: ValueId,
+        mask: Option<ValueId>,
+        span: Span,
+    ) -> Result<(), CodegenError> {
         let s = self.ptr_elem(ptr)?;
         let l = self.layout(ptr);
         let rp = self.regs(ptr)?;
@@ -1008,7 +1208,13 @@ impl<'c, 'k> Lower<'c, 'k> {
                         "llvm.store",
                         &[vec, p0],
                         &[],
-                        &[("alignment", &format!("{} : i64", v as usize * s.size_bytes())), ("ordering", "0 : i64")],
+                        &[
+                            (
+                                "alignment",
+                                &format!("{} : i64", v as usize * s.size_bytes()),
+                            ),
+                            ("ordering", "0 : i64"),
+                        ],
                     )?;
                     Ok(vec![])
                 },
@@ -1021,7 +1227,13 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
-    fn atomic_add(&mut self, ptr: ValueId, value: ValueId, mask: Option<ValueId>, span: Span) -> Result<Vec<V>, CodegenError> {
+    fn atomic_add(
+        &mut self,
+        ptr: ValueId,
+        value: ValueId,
+        mask: Option<ValueId>,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
         let s = self.ptr_elem(ptr)?;
         let (bin_op, ok) = match s {
             Scalar::F32 | Scalar::BF16 | Scalar::F16 => ("11 : i64", true),
@@ -1048,10 +1260,17 @@ impl<'c, 'k> Lower<'c, 'k> {
             let cond = self.e.and_all(&c)?;
             let (p, x) = (rp[k], rv[k]);
             let mut doit = |e: &mut Emitter<'c>| -> Result<Vec<V>, CodegenError> {
-                Ok(vec![e.op1("llvm.atomicrmw", &[p, x], t, &[("bin_op", bin_op), ("ordering", "2 : i64")])?])
+                Ok(vec![e.op1(
+                    "llvm.atomicrmw",
+                    &[p, x],
+                    t,
+                    &[("bin_op", bin_op), ("ordering", "2 : i64")],
+                )?])
             };
             out.push(match cond {
-                Some(c) => self.e.if_else(c, &[t], &mut doit, &mut |_| Ok(vec![zero]))?[0],
+                Some(c) => self
+                    .e
+                    .if_else(c, &[t], &mut doit, &mut |_| Ok(vec![zero]))?[0],
                 None => doit(&mut self.e)?[0],
             });
         }
@@ -1061,18 +1280,31 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// Pointer into the shared scratch buffer at byte offset `off` (i32).
     fn scratch_ptr(&mut self, off: V) -> Result<V, CodegenError> {
         let p3 = self.e.ty("!llvm.ptr<3>");
-        let base = self.e.op1("llvm.mlir.addressof", &[], p3, &[("global_name", &format!("@{SCRATCH}"))])?;
+        let base = self.e.op1(
+            "llvm.mlir.addressof",
+            &[],
+            p3,
+            &[("global_name", &format!("@{SCRATCH}"))],
+        )?;
         self.e.op1(
             "llvm.getelementptr",
             &[base, off],
             p3,
-            &[("elem_type", "i8"), ("noWrapFlags", "0 : i32"), ("rawConstantIndices", "array<i32: -2147483648>")],
+            &[
+                ("elem_type", "i8"),
+                ("noWrapFlags", "0 : i32"),
+                ("rawConstantIndices", "array<i32: -2147483648>"),
+            ],
         )
     }
 
     fn reserve_scratch(&mut self, bytes: u32, span: Span) -> Result<(), CodegenError> {
         if bytes > MAX_SMEM {
-            return Err(CodegenError::SharedMemory { bytes, limit: MAX_SMEM, span });
+            return Err(CodegenError::SharedMemory {
+                bytes,
+                limit: MAX_SMEM,
+                span,
+            });
         }
         self.scratch_bytes = self.scratch_bytes.max(bytes);
         Ok(())
@@ -1089,7 +1321,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         let sz = self.e.i32(es as i64)?;
         let off = self.e.binop("arith.muli", idx, sz)?;
         let p = self.scratch_ptr(off)?;
-        self.e.op("llvm.store", &[x, p], &[], &[("alignment", &format!("{es} : i64")), ("ordering", "0 : i64")])?;
+        self.e.op(
+            "llvm.store",
+            &[x, p],
+            &[],
+            &[
+                ("alignment", &format!("{es} : i64")),
+                ("ordering", "0 : i64"),
+            ],
+        )?;
         Ok(())
     }
 
@@ -1098,9 +1338,23 @@ impl<'c, 'k> Lower<'c, 'k> {
         let sz = self.e.i32(es as i64)?;
         let off = self.e.binop("arith.muli", idx, sz)?;
         let p = self.scratch_ptr(off)?;
-        let st = if is_ptr { "i64" } else if s == Scalar::I1 { "i8" } else { scalar_ty(s) };
+        let st = if is_ptr {
+            "i64"
+        } else if s == Scalar::I1 {
+            "i8"
+        } else {
+            scalar_ty(s)
+        };
         let t = self.e.ty(st);
-        let v = self.e.op1("llvm.load", &[p], t, &[("alignment", &format!("{es} : i64")), ("ordering", "0 : i64")])?;
+        let v = self.e.op1(
+            "llvm.load",
+            &[p],
+            t,
+            &[
+                ("alignment", &format!("{es} : i64")),
+                ("ordering", "0 : i64"),
+            ],
+        )?;
         if is_ptr {
             let pt = self.e.ty("!llvm.ptr<1>");
             self.e.op1("llvm.inttoptr", &[v], pt, &[])
@@ -1172,7 +1426,11 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     /// `scf.if` without results whose body lowers through `self`.
-    fn if_then_self(&mut self, cond: V, body: &mut dyn FnMut(&mut Self) -> Result<(), CodegenError>) -> Result<(), CodegenError> {
+    fn if_then_self(
+        &mut self,
+        cond: V,
+        body: &mut dyn FnMut(&mut Self) -> Result<(), CodegenError>,
+    ) -> Result<(), CodegenError> {
         self.e.push_block(&[]);
         body(self)?;
         self.e.op("scf.yield", &[], &[], &[])?;
@@ -1188,26 +1446,42 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// padded by 8 elements against bank conflicts), each warp loads its
     /// fragments with `ldmatrix` and accumulates with `mma.sync.m16n8k16` into
     /// registers in the mma layout.
-    fn dot(&mut self, a: ValueId, b: ValueId, acc: ValueId, r: ValueId, span: Span) -> Result<Vec<V>, CodegenError> {
+    fn dot(
+        &mut self,
+        a: ValueId,
+        b: ValueId,
+        acc: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
         let k = self.kernel;
         let (sa, sb) = (k.ty(a).shape.clone(), k.ty(b).shape.clone());
         let (m, kk, n) = (sa[0], sa[1], sb[1]);
         let ea = k.ty(a).scalar_elem().unwrap();
-        let ptx_ty = match ea {
-            Scalar::BF16 => "bf16",
-            Scalar::F16 => "f16",
-            _ => {
-                return Err(CodegenError::Unsupported {
-                    what: format!("dot of {} operands (code generation supports bf16 and f16; cast first)", ea.name()),
+        let ptx_ty =
+            match ea {
+                Scalar::BF16 => "bf16",
+                Scalar::F16 => "f16",
+                _ => return Err(CodegenError::Unsupported {
+                    what: format!(
+                        "dot of {} operands (code generation supports bf16 and f16; cast first)",
+                        ea.name()
+                    ),
                     span,
-                })
-            }
-        };
+                }),
+            };
         if m % 16 != 0 || n % 8 != 0 || kk % 16 != 0 {
-            return Err(CodegenError::Unsupported { what: format!("dot of shape {m}×{kk} @ {kk}×{n}: needs M % 16, K % 16 and N % 8 == 0"), span });
+            return Err(CodegenError::Unsupported {
+                what: format!(
+                    "dot of shape {m}×{kk} @ {kk}×{n}: needs M % 16, K % 16 and N % 8 == 0"
+                ),
+                span,
+            });
         }
         let Layout::Mma(ml) = self.layout(r) else {
-            return Err(CodegenError::Internal("dot result not in the mma layout".into()));
+            return Err(CodegenError::Internal(
+                "dot result not in the mma layout".into(),
+            ));
         };
         let (lda, ldb) = (kk + 8, n + 8);
         let a_bytes = m * lda * 2;
@@ -1233,7 +1507,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                     let b0 = me.e.i32(base as i64)?;
                     let off = me.e.binop("arith.addi", off, b0)?;
                     let p = me.scratch_ptr(off)?;
-                    me.e.op("llvm.store", &[x, p], &[], &[("alignment", "2 : i64"), ("ordering", "0 : i64")])?;
+                    me.e.op(
+                        "llvm.store",
+                        &[x, p],
+                        &[],
+                        &[("alignment", "2 : i64"), ("ordering", "0 : i64")],
+                    )?;
                 }
                 Ok(())
             };
@@ -1290,7 +1569,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                 )?;
                 let mut v = Vec::new();
                 for x in 0..4 {
-                    v.push(self.e.op1("llvm.extractvalue", &[fr], i32t, &[("position", &format!("array<i64: {x}>"))])?);
+                    v.push(self.e.op1(
+                        "llvm.extractvalue",
+                        &[fr],
+                        i32t,
+                        &[("position", &format!("array<i64: {x}>"))],
+                    )?);
                 }
                 afr.push(v);
             }
@@ -1315,7 +1599,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                 )?;
                 let mut v = Vec::new();
                 for x in 0..2 {
-                    v.push(self.e.op1("llvm.extractvalue", &[fr], i32t, &[("position", &format!("array<i64: {x}>"))])?);
+                    v.push(self.e.op1(
+                        "llvm.extractvalue",
+                        &[fr],
+                        i32t,
+                        &[("position", &format!("array<i64: {x}>"))],
+                    )?);
                 }
                 bfr.push(v);
             }
@@ -1340,8 +1629,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                         ],
                     )?;
                     for rr in 0..4 {
-                        out[ml.reg(i, j, rr)] =
-                            self.e.op1("llvm.extractvalue", &[d], f32t, &[("position", &format!("array<i64: {rr}>"))])?;
+                        out[ml.reg(i, j, rr)] = self.e.op1(
+                            "llvm.extractvalue",
+                            &[d],
+                            f32t,
+                            &[("position", &format!("array<i64: {rr}>"))],
+                        )?;
                     }
                 }
             }
@@ -1371,20 +1664,35 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.binary(bop, s, a, b)
     }
 
-    fn reduce(&mut self, op: ReduceOp, value: ValueId, axis: usize, r: ValueId, span: Span) -> Result<Vec<V>, CodegenError> {
+    fn reduce(
+        &mut self,
+        op: ReduceOp,
+        value: ValueId,
+        axis: usize,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
         let s_in = self.kernel.ty(value).scalar_elem().unwrap();
         // 16-bit floats accumulate in f32 and round once at the end.
         let s = if s_in.is_float() { Scalar::F32 } else { s_in };
         if !matches!(s, Scalar::F32 | Scalar::I32) {
-            return Err(CodegenError::Unsupported { what: format!("reductions of {} tiles", s_in.name()), span });
+            return Err(CodegenError::Unsupported {
+                what: format!("reductions of {} tiles", s_in.name()),
+                span,
+            });
         }
         let src_l = self.canonical(&self.kernel.ty(value).shape);
         let dst = self.layout(r);
-        let regs: Vec<V> =
-            self.regs_in(value, &src_l, span)?.into_iter().map(|x| self.widen(x, s_in)).collect::<Result<_, _>>()?;
+        let regs: Vec<V> = self
+            .regs_in(value, &src_l, span)?
+            .into_iter()
+            .map(|x| self.widen(x, s_in))
+            .collect::<Result<_, _>>()?;
         let id = self.constant(identity(op, s), s)?;
         let th_t = self.threads(&src_l).t.clone();
-        let Layout::Blocked(src) = src_l else { unreachable!("canonical layouts are blocked") };
+        let Layout::Blocked(src) = src_l else {
+            unreachable!("canonical layouts are blocked")
+        };
         // 1. Within the thread, over the registers along `axis`.
         let mut partial: HashMap<Vec<u32>, V> = HashMap::new();
         for (k, &x) in regs.iter().enumerate() {
@@ -1419,7 +1727,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                     let x = partial[key];
                     let t = self.e.type_of(x);
                     let _ = i32t;
-                    let sh = self.e.op("gpu.shuffle", &[x, o, width], &[t, i1], &[("mode", "#gpu<shuffle_mode xor>")])?[0];
+                    let sh = self.e.op(
+                        "gpu.shuffle",
+                        &[x, o, width],
+                        &[t, i1],
+                        &[("mode", "#gpu<shuffle_mode xor>")],
+                    )?[0];
                     let c = self.combine(op, s, x, sh)?;
                     partial.insert(key.clone(), c);
                 }
@@ -1457,7 +1770,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                 for key in &keys2 {
                     let k = src.reg_number(key);
                     let c = me.coords(&src_l, k)?;
-                    let rc: Vec<V> = c.iter().enumerate().filter(|(d, _)| *d != axis).map(|(_, v)| *v).collect();
+                    let rc: Vec<V> = c
+                        .iter()
+                        .enumerate()
+                        .filter(|(d, _)| *d != axis)
+                        .map(|(_, v)| *v)
+                        .collect();
                     let f = me.flat(&rc, &res_shape)?;
                     let idx = me.e.binop("arith.addi", wbase, f)?;
                     me.scratch_store(idx, partial2[key], s)?;
@@ -1498,9 +1816,21 @@ struct LoadOne<'a, 'c> {
 
 impl<'c> LoadOne<'_, 'c> {
     fn load(&mut self, p: V, s: Scalar) -> Result<V, CodegenError> {
-        let (st, bytes) = if s == Scalar::I1 { ("i8", 1) } else { (scalar_ty(s), s.size_bytes()) };
+        let (st, bytes) = if s == Scalar::I1 {
+            ("i8", 1)
+        } else {
+            (scalar_ty(s), s.size_bytes())
+        };
         let t = self.e.ty(st);
-        let v = self.e.op1("llvm.load", &[p], t, &[("alignment", &format!("{bytes} : i64")), ("ordering", "0 : i64")])?;
+        let v = self.e.op1(
+            "llvm.load",
+            &[p],
+            t,
+            &[
+                ("alignment", &format!("{bytes} : i64")),
+                ("ordering", "0 : i64"),
+            ],
+        )?;
         if s == Scalar::I1 {
             let z = self.e.constant("0 : i8", t)?;
             self.e.cmpi("ne", v, z)
@@ -1516,7 +1846,15 @@ impl<'c> LoadOne<'_, 'c> {
         } else {
             (x, s.size_bytes())
         };
-        self.e.op("llvm.store", &[x, p], &[], &[("alignment", &format!("{bytes} : i64")), ("ordering", "0 : i64")])?;
+        self.e.op(
+            "llvm.store",
+            &[x, p],
+            &[],
+            &[
+                ("alignment", &format!("{bytes} : i64")),
+                ("ordering", "0 : i64"),
+            ],
+        )?;
         Ok(())
     }
 }

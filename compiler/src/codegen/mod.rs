@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 pub use pipeline::PASSES;
 
 /// GPU architecture to generate code for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Arch {
     Sm80,
     #[default]
@@ -61,7 +63,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { arch: Arch::Sm90, warps: 4, dump_passes: false }
+        Options {
+            arch: Arch::Sm90,
+            warps: 4,
+            dump_passes: false,
+        }
     }
 }
 
@@ -101,7 +107,9 @@ impl CodegenError {
     /// Source location of the error, when it has one.
     pub fn span(&self) -> Option<Span> {
         match self {
-            CodegenError::Unsupported { span, .. } | CodegenError::SharedMemory { span, .. } => Some(*span),
+            CodegenError::Unsupported { span, .. } | CodegenError::SharedMemory { span, .. } => {
+                Some(*span)
+            }
             _ => None,
         }
     }
@@ -135,7 +143,11 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     art.mlir = module.as_operation().to_string();
     art.timings.push(("tir-to-mlir", t.elapsed()));
     let t = Instant::now();
-    pipeline::run_passes(&ctx, &mut module, opts.dump_passes.then_some(&mut art.pass_dumps))?;
+    pipeline::run_passes(
+        &ctx,
+        &mut module,
+        opts.dump_passes.then_some(&mut art.pass_dumps),
+    )?;
     art.mlir_lowered = module.as_operation().to_string();
     art.timings.push(("mlir-passes", t.elapsed()));
     let t = Instant::now();

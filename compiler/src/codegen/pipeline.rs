@@ -17,14 +17,21 @@ pub const PASSES: &[&str] = &[
 ];
 
 /// Run [`PASSES`] on `module`. With `dumps`, record the IR after each pass.
-pub(crate) fn run_passes(ctx: &Context, module: &mut Module, mut dumps: Option<&mut Vec<(String, String)>>) -> Result<(), CodegenError> {
+pub(crate) fn run_passes(
+    ctx: &Context,
+    module: &mut Module,
+    mut dumps: Option<&mut Vec<(String, String)>>,
+) -> Result<(), CodegenError> {
     for pass in PASSES {
         let pm = PassManager::new(ctx);
         parse_pass_pipeline(pm.as_operation_pass_manager(), pass)
             .map_err(|e| CodegenError::Internal(format!("pass pipeline `{pass}`: {e}")))?;
-        pm.run(module).map_err(|e| CodegenError::Internal(format!("MLIR pass `{pass}` failed: {e}")))?;
+        pm.run(module)
+            .map_err(|e| CodegenError::Internal(format!("MLIR pass `{pass}` failed: {e}")))?;
         if cfg!(debug_assertions) && !module.as_operation().verify() {
-            return Err(CodegenError::Internal(format!("IR does not verify after `{pass}`")));
+            return Err(CodegenError::Internal(format!(
+                "IR does not verify after `{pass}`"
+            )));
         }
         if let Some(d) = dumps.as_deref_mut() {
             d.push((pass.to_string(), module.as_operation().to_string()));

@@ -4,7 +4,9 @@
 use super::{Arch, CodegenError};
 use inkwell::context::Context as LlvmContext;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple,
+};
 use inkwell::OptimizationLevel;
 use melior::ir::block::BlockLike;
 use melior::ir::operation::OperationLike;
@@ -16,17 +18,25 @@ static INIT_NVPTX: Once = Once::new();
 
 /// The `gpu.module`'s contents as a plain `builtin.module`, which the LLVM IR
 /// translation requires.
-fn extract_gpu_module<'c>(ctx: &'c Context, module: &Module<'c>) -> Result<Module<'c>, CodegenError> {
+fn extract_gpu_module<'c>(
+    ctx: &'c Context,
+    module: &Module<'c>,
+) -> Result<Module<'c>, CodegenError> {
     let out = Module::new(Location::unknown(ctx));
     let gpu_module = module
         .body()
         .first_operation()
         .ok_or_else(|| CodegenError::Internal("empty module".into()))?;
-    let region = gpu_module.region(0).map_err(|e| CodegenError::Internal(e.to_string()))?;
-    let block = region.first_block().ok_or_else(|| CodegenError::Internal("empty gpu.module".into()))?;
+    let region = gpu_module
+        .region(0)
+        .map_err(|e| CodegenError::Internal(e.to_string()))?;
+    let block = region
+        .first_block()
+        .ok_or_else(|| CodegenError::Internal("empty gpu.module".into()))?;
     let mut op = block.first_operation();
     while let Some(o) = op {
-        let clone = unsafe { melior::ir::Operation::from_raw(mlir_sys::mlirOperationClone(o.to_raw())) };
+        let clone =
+            unsafe { melior::ir::Operation::from_raw(mlir_sys::mlirOperationClone(o.to_raw())) };
         out.body().append_operation(clone);
         op = o.next_in_block();
     }
@@ -34,23 +44,42 @@ fn extract_gpu_module<'c>(ctx: &'c Context, module: &Module<'c>) -> Result<Modul
 }
 
 /// Translate the lowered module to LLVM IR and PTX. Returns (LLVM IR after O3, PTX).
-pub(crate) fn to_ptx(ctx: &Context, module: &Module, arch: Arch) -> Result<(String, String), CodegenError> {
+pub(crate) fn to_ptx(
+    ctx: &Context,
+    module: &Module,
+    arch: Arch,
+) -> Result<(String, String), CodegenError> {
     INIT_NVPTX.call_once(|| Target::initialize_nvptx(&InitializationConfig::default()));
     let plain = extract_gpu_module(ctx, module)?;
     let llctx = LlvmContext::create();
-    let raw = unsafe { mlir_sys::mlirTranslateModuleToLLVMIR(plain.as_operation().to_raw(), llctx.raw() as _) };
+    let raw = unsafe {
+        mlir_sys::mlirTranslateModuleToLLVMIR(plain.as_operation().to_raw(), llctx.raw() as _)
+    };
     if raw.is_null() {
-        return Err(CodegenError::Internal("MLIR → LLVM IR translation failed".into()));
+        return Err(CodegenError::Internal(
+            "MLIR → LLVM IR translation failed".into(),
+        ));
     }
     let llmod = unsafe { inkwell::module::Module::new(raw as _) };
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
     let target = Target::from_triple(&triple).map_err(|e| CodegenError::Llvm(e.to_string()))?;
     let tm = target
-        .create_target_machine(&triple, arch.name(), arch.ptx_features(), OptimizationLevel::Aggressive, RelocMode::Default, CodeModel::Default)
-        .ok_or_else(|| CodegenError::Llvm(format!("no NVPTX target machine for {}", arch.name())))?;
+        .create_target_machine(
+            &triple,
+            arch.name(),
+            arch.ptx_features(),
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| {
+            CodegenError::Llvm(format!("no NVPTX target machine for {}", arch.name()))
+        })?;
     llmod.set_triple(&triple);
     llmod.set_data_layout(&tm.get_target_data().get_data_layout());
-    llmod.verify().map_err(|e| CodegenError::Llvm(format!("LLVM IR does not verify: {e}")))?;
+    llmod
+        .verify()
+        .map_err(|e| CodegenError::Llvm(format!("LLVM IR does not verify: {e}")))?;
     llmod
         .run_passes("default<O3>", &tm, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
@@ -58,6 +87,8 @@ pub(crate) fn to_ptx(ctx: &Context, module: &Module, arch: Arch) -> Result<(Stri
     let buf = tm
         .write_to_memory_buffer(&llmod, FileType::Assembly)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    let ptx = String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0').to_string();
+    let ptx = String::from_utf8_lossy(buf.as_slice())
+        .trim_end_matches('\0')
+        .to_string();
     Ok((llvm_ir, ptx))
 }

@@ -49,7 +49,12 @@ pub struct Args {
 
 /// The meta-parameter values and warps of one build: -D, else defaults, else the
 /// tune block's first candidate.
-pub(crate) fn resolve_config(program: &Program, kernel: &str, defines: &[Define], warps: Option<u32>) -> Result<crate::tir::Config> {
+pub(crate) fn resolve_config(
+    program: &Program,
+    kernel: &str,
+    defines: &[Define],
+    warps: Option<u32>,
+) -> Result<crate::tir::Config> {
     let tune = program.tune_space(kernel);
     let mut meta = Vec::new();
     for (name, default) in program.meta_params(kernel) {
@@ -64,10 +69,15 @@ pub(crate) fn resolve_config(program: &Program, kernel: &str, defines: &[Define]
     }
     for d in defines {
         if !meta.iter().any(|(n, _)| *n == d.name) {
-            bail!("kernel `{kernel}` has no meta-parameter `{}` (given with -D)", d.name);
+            bail!(
+                "kernel `{kernel}` has no meta-parameter `{}` (given with -D)",
+                d.name
+            );
         }
     }
-    let warps = warps.or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied())).unwrap_or(4);
+    let warps = warps
+        .or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied()))
+        .unwrap_or(4);
     Ok(crate::tir::Config { meta, warps })
 }
 
@@ -76,7 +86,10 @@ pub(crate) fn resolve_config(program: &Program, kernel: &str, defines: &[Define]
 pub(crate) fn render_span(src: &SourceFile, span: crate::tir::Span, message: &str) -> String {
     let start = (span.start as usize).min(src.text.len());
     let line_start = src.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = src.text[start..].find('\n').map(|i| start + i).unwrap_or(src.text.len());
+    let line_end = src.text[start..]
+        .find('\n')
+        .map(|i| start + i)
+        .unwrap_or(src.text.len());
     let line_no = src.text[..start].matches('\n').count() + 1;
     let col = src.text[line_start..start].chars().count() + 1;
     let width = (span.end as usize).clamp(start + 1, line_end.max(start + 1)) - start;
@@ -90,7 +103,8 @@ pub(crate) fn render_span(src: &SourceFile, span: crate::tir::Span, message: &st
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
-    let src = SourceFile::load(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let src = SourceFile::load(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let program = match frontend::parse_program(&src) {
         Ok(p) => p,
         Err(d) => {
@@ -101,8 +115,15 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let names = program.kernel_names();
     let kernel = match &args.kernel {
         Some(k) if names.contains(k) => k.clone(),
-        Some(k) => bail!("no kernel `{k}` in {} (it has: {})", args.file.display(), names.join(", ")),
-        None => names.first().cloned().ok_or_else(|| anyhow!("{} defines no kernel", args.file.display()))?,
+        Some(k) => bail!(
+            "no kernel `{k}` in {} (it has: {})",
+            args.file.display(),
+            names.join(", ")
+        ),
+        None => names
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("{} defines no kernel", args.file.display()))?,
     };
     let config = resolve_config(&program, &kernel, &args.defines, args.warps)?;
     let tir = match program.specialize(&kernel, &config.meta) {
@@ -118,17 +139,28 @@ pub fn main(args: Args) -> Result<ExitCode> {
         emit_codegen(&args, &src, &tir, config.warps)?
     };
     match &args.output {
-        Some(p) => crate::pack::write_atomic(p, text.as_bytes()).with_context(|| format!("cannot write {}", p.display()))?,
+        Some(p) => crate::pack::write_atomic(p, text.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?,
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(feature = "codegen")]
-fn emit_codegen(args: &Args, src: &SourceFile, tir: &crate::tir::Kernel, warps: u32) -> Result<String> {
+fn emit_codegen(
+    args: &Args,
+    src: &SourceFile,
+    tir: &crate::tir::Kernel,
+    warps: u32,
+) -> Result<String> {
     use crate::codegen::{compile, Arch, Options};
-    let arch = Arch::parse(&args.arch).ok_or_else(|| anyhow!("unknown architecture `{}`; hint: sm_90 or sm_80", args.arch))?;
-    let opts = Options { arch, warps, dump_passes: args.dump_passes.is_some() };
+    let arch = Arch::parse(&args.arch)
+        .ok_or_else(|| anyhow!("unknown architecture `{}`; hint: sm_90 or sm_80", args.arch))?;
+    let opts = Options {
+        arch,
+        warps,
+        dump_passes: args.dump_passes.is_some(),
+    };
     let art = compile(tir, &opts).map_err(|e| match e.span() {
         Some(span) => anyhow!("{}", render_span(src, span, &e.to_string())),
         None => anyhow!("{e}"),
@@ -137,7 +169,16 @@ fn emit_codegen(args: &Args, src: &SourceFile, tir: &crate::tir::Kernel, warps: 
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("00-input.mlir"), &art.mlir)?;
         for (i, (pass, ir)) in art.pass_dumps.iter().enumerate() {
-            let name: String = pass.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            let name: String = pass
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             std::fs::write(dir.join(format!("{:02}-{name}.mlir", i + 1)), ir)?;
         }
         std::fs::write(dir.join("90-llvm.ll"), &art.llvm_ir)?;

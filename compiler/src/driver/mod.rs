@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "tilec", version, about = "Compiler for the .tile GPU kernel language")]
+#[command(
+    name = "tilec",
+    version,
+    about = "Compiler for the .tile GPU kernel language"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +35,10 @@ fn parse_define(s: &str) -> Result<Define, String> {
         .trim()
         .parse::<i64>()
         .map_err(|_| format!("meta-parameter `{name}` needs an integer value, got `{value}`"))?;
-    Ok(Define { name: name.trim().to_string(), value })
+    Ok(Define {
+        name: name.trim().to_string(),
+        value,
+    })
 }
 
 #[derive(Subcommand, Debug)]

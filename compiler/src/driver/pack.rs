@@ -41,7 +41,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         let arches: Vec<crate::codegen::Arch> = args
             .arch
             .iter()
-            .map(|a| crate::codegen::Arch::parse(a.trim()).ok_or_else(|| anyhow!("unknown architecture `{a}`; hint: sm_90 or sm_80")))
+            .map(|a| {
+                crate::codegen::Arch::parse(a.trim())
+                    .ok_or_else(|| anyhow!("unknown architecture `{a}`; hint: sm_90 or sm_80"))
+            })
             .collect::<Result<_>>()?;
         let manifest = match compile_dir(&args.dir, &arches, !args.quiet)? {
             Ok(m) => m,
@@ -49,14 +52,22 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 for e in &errors {
                     eprint!("{e}");
                 }
-                eprintln!("error: {} kernel configs failed to compile; no pack written", errors.len());
+                eprintln!(
+                    "error: {} kernel configs failed to compile; no pack written",
+                    errors.len()
+                );
                 return Ok(ExitCode::FAILURE);
             }
         };
         manifest.write(&args.output)?;
         if !args.quiet {
             let n_variants: usize = manifest.kernels.iter().map(|k| k.variants.len()).sum();
-            eprintln!("wrote {}: {} kernels, {n_variants} configs, {} arch(es)", args.output.display(), manifest.kernels.len(), arches.len());
+            eprintln!(
+                "wrote {}: {} kernels, {n_variants} configs, {} arch(es)",
+                args.output.display(),
+                manifest.kernels.len(),
+                arches.len()
+            );
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -105,7 +116,11 @@ pub fn compile_dir(
     let mut kernels = Vec::new();
     for (i, p) in programs.iter().enumerate() {
         for name in p.kernel_names() {
-            let tune = p.tune_space(&name).unwrap_or_else(|| TuneSpace { key: vec![], params: vec![], warps: vec![4] });
+            let tune = p.tune_space(&name).unwrap_or_else(|| TuneSpace {
+                key: vec![],
+                params: vec![],
+                warps: vec![4],
+            });
             // Meta-parameters the tune block leaves out take their declared defaults.
             let mut defaults = Vec::new();
             for (n, d) in p.meta_params(&name) {
@@ -122,7 +137,11 @@ pub fn compile_dir(
             }
             for mut c in tune.configs() {
                 c.meta.extend(defaults.iter().cloned());
-                jobs.push(Job { file: i, kernel: name.clone(), config: c });
+                jobs.push(Job {
+                    file: i,
+                    kernel: name.clone(),
+                    config: c,
+                });
             }
             kernels.push((i, name, tune));
         }
@@ -130,22 +149,43 @@ pub fn compile_dir(
     if !errors.is_empty() {
         return Ok(Err(errors));
     }
-    let bar = if progress { indicatif::ProgressBar::new(jobs.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let bar = if progress {
+        indicatif::ProgressBar::new(jobs.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} compiling [{bar:30}] {pos}/{len} kernel configs ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} compiling [{bar:30}] {pos}/{len} kernel configs ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let results: Vec<Result<Variant, String>> = jobs
         .par_iter()
         .map(|j| {
             let src = &sources[j.file];
-            let tir = programs[j.file].specialize(&j.kernel, &j.config.meta).map_err(|d| d.render(src))?;
+            let tir = programs[j.file]
+                .specialize(&j.kernel, &j.config.meta)
+                .map_err(|d| d.render(src))?;
             let mut ptx = BTreeMap::new();
             let mut shared_bytes = 0;
             for &arch in arches {
-                let art = compile(&tir, &Options { arch, warps: j.config.warps, dump_passes: false }).map_err(|e| {
-                    let what = format!("kernel `{}` [{}] for {}: {e}", j.kernel, j.config.describe(), arch.name());
+                let art = compile(
+                    &tir,
+                    &Options {
+                        arch,
+                        warps: j.config.warps,
+                        dump_passes: false,
+                    },
+                )
+                .map_err(|e| {
+                    let what = format!(
+                        "kernel `{}` [{}] for {}: {e}",
+                        j.kernel,
+                        j.config.describe(),
+                        arch.name()
+                    );
                     match e.span() {
                         Some(span) => super::build::render_span(src, span, &what),
                         None => format!("error: {what}\n"),
@@ -155,7 +195,12 @@ pub fn compile_dir(
                 ptx.insert(arch.name().to_string(), art.ptx);
             }
             bar.inc(1);
-            Ok(Variant { config: j.config.clone(), tir, ptx, shared_bytes })
+            Ok(Variant {
+                config: j.config.clone(),
+                tir,
+                ptx,
+                shared_bytes,
+            })
         })
         .collect();
     bar.finish_and_clear();
@@ -181,7 +226,16 @@ pub fn compile_dir(
             .filter_map(|(_, v)| v.take())
             .collect();
         let signature = vs[0].tir.signature();
-        packed.push(PackedKernel { name, signature, tune, source_hash: sha256_hex(sources[file].text.as_bytes()), variants: vs });
+        packed.push(PackedKernel {
+            name,
+            signature,
+            tune,
+            source_hash: sha256_hex(sources[file].text.as_bytes()),
+            variants: vs,
+        });
     }
-    Ok(Ok(PackManifest { compiler_version: crate::VERSION.into(), kernels: packed }))
+    Ok(Ok(PackManifest {
+        compiler_version: crate::VERSION.into(),
+        kernels: packed,
+    }))
 }

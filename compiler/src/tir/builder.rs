@@ -12,31 +12,55 @@ pub struct Builder {
 impl Builder {
     pub fn new(name: &str) -> Builder {
         Builder {
-            kernel: Kernel { name: name.into(), params: vec![], meta: vec![], body: Block::default(), values: vec![] },
+            kernel: Kernel {
+                name: name.into(),
+                params: vec![],
+                meta: vec![],
+                body: Block::default(),
+                values: vec![],
+            },
             stack: vec![vec![]],
         }
     }
 
     pub fn param(&mut self, name: &str, ty: Type) -> ValueId {
         let v = self.kernel.new_value(ty.clone());
-        self.kernel.params.push(Param { name: name.into(), value: v, ty });
+        self.kernel.params.push(Param {
+            name: name.into(),
+            value: v,
+            ty,
+        });
         v
     }
 
     pub fn ptr_param(&mut self, name: &str, s: Scalar) -> ValueId {
-        self.param(name, Type { elem: Elem::Ptr(s), shape: vec![] })
+        self.param(
+            name,
+            Type {
+                elem: Elem::Ptr(s),
+                shape: vec![],
+            },
+        )
     }
 
     /// Append an op with one result of type `ty`.
     pub fn op(&mut self, op: Op, ty: Type) -> ValueId {
         let r = self.kernel.new_value(ty);
-        self.stack.last_mut().unwrap().push(Inst { results: vec![r], op, span: Span::default() });
+        self.stack.last_mut().unwrap().push(Inst {
+            results: vec![r],
+            op,
+            span: Span::default(),
+        });
         r
     }
 
     /// Append an op without results.
     pub fn stmt(&mut self, op: Op) {
-        self.stack.last_mut().unwrap().push(Inst { results: vec![], op, span: Span::default() });
+        self.stack.last_mut().unwrap().push(Inst {
+            results: vec![],
+            op,
+            span: Span::default(),
+        });
     }
 
     pub fn ty(&self, v: ValueId) -> Type {
@@ -60,7 +84,13 @@ impl Builder {
     }
 
     pub fn arange(&mut self, n: u32) -> ValueId {
-        self.op(Op::Arange { start: 0, end: n as i64 }, Type::tile(Scalar::I32, vec![n]))
+        self.op(
+            Op::Arange {
+                start: 0,
+                end: n as i64,
+            },
+            Type::tile(Scalar::I32, vec![n]),
+        )
     }
 
     pub fn splat(&mut self, v: ValueId, shape: &[u32]) -> ValueId {
@@ -93,8 +123,16 @@ impl Builder {
             return (a, self.splat(b, &sa));
         }
         let shape: Vec<u32> = sa.iter().zip(&sb).map(|(x, y)| *x.max(y)).collect();
-        let a = if sa != shape { self.broadcast(a, &shape) } else { a };
-        let b = if sb != shape { self.broadcast(b, &shape) } else { b };
+        let a = if sa != shape {
+            self.broadcast(a, &shape)
+        } else {
+            a
+        };
+        let b = if sb != shape {
+            self.broadcast(b, &shape)
+        } else {
+            b
+        };
         (a, b)
     }
 
@@ -140,7 +178,9 @@ impl Builder {
     }
 
     pub fn load(&mut self, ptr: ValueId, mask: Option<ValueId>, other: Option<f64>) -> ValueId {
-        let Elem::Ptr(s) = self.ty(ptr).elem else { panic!("load through a non-pointer") };
+        let Elem::Ptr(s) = self.ty(ptr).elem else {
+            panic!("load through a non-pointer")
+        };
         let shape = self.ty(ptr).shape;
         let other = other.map(|x| {
             let c = self.constant(Const::Float(x), s);
@@ -175,17 +215,33 @@ impl Builder {
         body: impl FnOnce(&mut Builder, ValueId, &[ValueId]) -> Vec<ValueId>,
     ) -> Vec<ValueId> {
         let iv = self.kernel.new_value(self.ty(lb));
-        let args: Vec<ValueId> = init.iter().map(|v| self.kernel.new_value(self.ty(*v))).collect();
+        let args: Vec<ValueId> = init
+            .iter()
+            .map(|v| self.kernel.new_value(self.ty(*v)))
+            .collect();
         self.stack.push(vec![]);
         let ys = body(self, iv, &args);
         self.stmt(Op::Yield(ys));
         let insts = self.stack.pop().unwrap();
-        let results: Vec<ValueId> = init.iter().map(|v| self.kernel.new_value(self.ty(*v))).collect();
+        let results: Vec<ValueId> = init
+            .iter()
+            .map(|v| self.kernel.new_value(self.ty(*v)))
+            .collect();
         let mut block_args = vec![iv];
         block_args.extend(&args);
         self.stack.last_mut().unwrap().push(Inst {
             results: results.clone(),
-            op: Op::For { lb, ub, step, init: init.to_vec(), body: Block { args: block_args, insts }, unroll: false },
+            op: Op::For {
+                lb,
+                ub,
+                step,
+                init: init.to_vec(),
+                body: Block {
+                    args: block_args,
+                    insts,
+                },
+                unroll: false,
+            },
             span: Span::default(),
         });
         results

@@ -27,7 +27,9 @@ pub use verify::{verify, VerifyError};
 use std::fmt;
 
 /// A byte range in the kernel's source file, for diagnostics (`0..0` when synthetic).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Span {
     pub start: u32,
     pub end: u32,
@@ -35,7 +37,10 @@ pub struct Span {
 
 impl Span {
     pub fn new(start: usize, end: usize) -> Span {
-        Span { start: start as u32, end: end as u32 }
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
 }
 
@@ -105,10 +110,16 @@ pub struct Type {
 
 impl Type {
     pub fn scalar(s: Scalar) -> Type {
-        Type { elem: Elem::Scalar(s), shape: vec![] }
+        Type {
+            elem: Elem::Scalar(s),
+            shape: vec![],
+        }
     }
     pub fn tile(s: Scalar, shape: Vec<u32>) -> Type {
-        Type { elem: Elem::Scalar(s), shape }
+        Type {
+            elem: Elem::Scalar(s),
+            shape,
+        }
     }
     pub fn is_scalar(&self) -> bool {
         self.shape.is_empty()
@@ -124,7 +135,10 @@ impl Type {
         }
     }
     pub fn with_shape(&self, shape: Vec<u32>) -> Type {
-        Type { elem: self.elem, shape }
+        Type {
+            elem: self.elem,
+            shape,
+        }
     }
 }
 
@@ -144,7 +158,9 @@ impl fmt::Display for Type {
 }
 
 /// An SSA value: an index into [`Kernel::values`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ValueId(pub u32);
 
 impl fmt::Display for ValueId {
@@ -235,47 +251,94 @@ pub enum Op {
     /// Number of program instances along grid axis 0, 1 or 2 (i32 scalar).
     NumPrograms(u8),
     /// `r[i] = start + i` for `i < end - start` (i32, 1-D).
-    Arange { start: i64, end: i64 },
+    Arange {
+        start: i64,
+        end: i64,
+    },
     /// A scalar repeated over the result's shape.
     Splat(ValueId),
     /// Insert a dimension of size 1 at `axis`.
-    ExpandDims { value: ValueId, axis: u32 },
+    ExpandDims {
+        value: ValueId,
+        axis: u32,
+    },
     /// Same rank; every dimension of the operand is 1 or equal to the result's.
     Broadcast(ValueId),
     /// Same element count, row-major order.
     Reshape(ValueId),
     /// Permute dimensions: `r.shape[i] = v.shape[perm[i]]`.
-    Trans { value: ValueId, perm: Vec<u32> },
+    Trans {
+        value: ValueId,
+        perm: Vec<u32>,
+    },
     Unary(UnaryOp, ValueId),
     Binary(BinaryOp, ValueId, ValueId),
     /// Result is i1 with the operands' shape.
     Cmp(CmpOp, ValueId, ValueId),
     /// `r = cond ? a : b`, elementwise (all three shapes equal).
-    Select { cond: ValueId, a: ValueId, b: ValueId },
+    Select {
+        cond: ValueId,
+        a: ValueId,
+        b: ValueId,
+    },
     /// Convert to the result's element type: floats round to nearest even,
     /// float→int truncates toward zero (saturating, NaN → 0), ints sign-extend
     /// or truncate, i1 → number is 0/1, number → i1 is `!= 0`.
     Cast(ValueId),
     /// Pointer plus element offset (i32 or i64), elementwise.
-    AddPtr { ptr: ValueId, offset: ValueId },
+    AddPtr {
+        ptr: ValueId,
+        offset: ValueId,
+    },
     /// Masked-off lanes yield `other` (or zero when absent) and touch no memory.
-    Load { ptr: ValueId, mask: Option<ValueId>, other: Option<ValueId> },
-    Store { ptr: ValueId, value: ValueId, mask: Option<ValueId> },
+    Load {
+        ptr: ValueId,
+        mask: Option<ValueId>,
+        other: Option<ValueId>,
+    },
+    Store {
+        ptr: ValueId,
+        value: ValueId,
+        mask: Option<ValueId>,
+    },
     /// Atomic `*p += v` per unmasked element; the result is the old values
     /// (zero where masked off).
-    AtomicAdd { ptr: ValueId, value: ValueId, mask: Option<ValueId> },
+    AtomicAdd {
+        ptr: ValueId,
+        value: ValueId,
+        mask: Option<ValueId>,
+    },
     /// Reduce along `axis`, removing it (a 1-D tile reduces to a scalar).
-    Reduce { op: ReduceOp, value: ValueId, axis: u32 },
+    Reduce {
+        op: ReduceOp,
+        value: ValueId,
+        axis: u32,
+    },
     /// `r = a @ b + acc` with a: [M, K], b: [K, N], acc and r: [M, N] f32.
     /// a and b are bf16/f16 (or f32, computed as tf32).
-    Dot { a: ValueId, b: ValueId, acc: ValueId },
+    Dot {
+        a: ValueId,
+        b: ValueId,
+        acc: ValueId,
+    },
     /// `for iv in lb..ub step step` with loop-carried values. `body.args` are
     /// `[iv, carried...]`; the results are the carried values after the last
     /// iteration (`init` when the loop runs zero times). `unroll` marks a
     /// `static` loop, whose bounds are constants; the unroll pass removes it.
-    For { lb: ValueId, ub: ValueId, step: ValueId, init: Vec<ValueId>, body: Block, unroll: bool },
+    For {
+        lb: ValueId,
+        ub: ValueId,
+        step: ValueId,
+        init: Vec<ValueId>,
+        body: Block,
+        unroll: bool,
+    },
     /// Scalar i1 condition; both blocks yield the results.
-    If { cond: ValueId, then_body: Block, else_body: Block },
+    If {
+        cond: ValueId,
+        then_body: Block,
+        else_body: Block,
+    },
     /// Terminates a `For`/`If` body.
     Yield(Vec<ValueId>),
 }
@@ -367,7 +430,11 @@ pub fn walk_insts<'a>(block: &'a Block, f: &mut dyn FnMut(&'a Inst)) {
         f(inst);
         match &inst.op {
             Op::For { body, .. } => walk_insts(body, f),
-            Op::If { then_body, else_body, .. } => {
+            Op::If {
+                then_body,
+                else_body,
+                ..
+            } => {
                 walk_insts(then_body, f);
                 walk_insts(else_body, f);
             }
@@ -381,8 +448,12 @@ impl Op {
     pub fn operands(&self) -> Vec<ValueId> {
         match self {
             Op::Const(_) | Op::ProgramId(_) | Op::NumPrograms(_) | Op::Arange { .. } => vec![],
-            Op::Splat(v) | Op::Broadcast(v) | Op::Reshape(v) | Op::Cast(v) | Op::Unary(_, v) => vec![*v],
-            Op::ExpandDims { value, .. } | Op::Trans { value, .. } | Op::Reduce { value, .. } => vec![*value],
+            Op::Splat(v) | Op::Broadcast(v) | Op::Reshape(v) | Op::Cast(v) | Op::Unary(_, v) => {
+                vec![*v]
+            }
+            Op::ExpandDims { value, .. } | Op::Trans { value, .. } | Op::Reduce { value, .. } => {
+                vec![*value]
+            }
             Op::Binary(_, a, b) | Op::Cmp(_, a, b) => vec![*a, *b],
             Op::Select { cond, a, b } => vec![*cond, *a, *b],
             Op::AddPtr { ptr, offset } => vec![*ptr, *offset],
@@ -397,7 +468,9 @@ impl Op {
                 v
             }
             Op::Dot { a, b, acc } => vec![*a, *b, *acc],
-            Op::For { lb, ub, step, init, .. } => {
+            Op::For {
+                lb, ub, step, init, ..
+            } => {
                 let mut v = vec![*lb, *ub, *step];
                 v.extend(init.iter().copied());
                 v
@@ -455,9 +528,18 @@ impl TuneSpace {
             }
             out = next;
         }
-        let warps = if self.warps.is_empty() { vec![4] } else { self.warps.clone() };
+        let warps = if self.warps.is_empty() {
+            vec![4]
+        } else {
+            self.warps.clone()
+        };
         out.into_iter()
-            .flat_map(|meta| warps.iter().map(move |&w| Config { meta: meta.clone(), warps: w }))
+            .flat_map(|meta| {
+                warps.iter().map(move |&w| Config {
+                    meta: meta.clone(),
+                    warps: w,
+                })
+            })
             .collect()
     }
 }

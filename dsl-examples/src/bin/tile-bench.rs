@@ -6,10 +6,10 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use dsl_examples::random_bytes;
 use std::path::PathBuf;
 use tile_runtime::baseline::Cublas;
 use tile_runtime::bench::{time, Timing};
-use dsl_examples::random_bytes;
 use tile_runtime::{describe, Arg, Device, Pack, Scalar};
 
 #[derive(Parser)]
@@ -39,11 +39,21 @@ struct Row {
 fn main() -> Result<()> {
     let args = Args::parse();
     let dev = Device::cuda(0).context("tile-bench needs a GPU")?;
-    let packs: Vec<Pack> = args.pack.iter().map(|p| Pack::load(p)).collect::<Result<_, _>>()?;
+    let packs: Vec<Pack> = args
+        .pack
+        .iter()
+        .map(|p| Pack::load(p))
+        .collect::<Result<_, _>>()?;
     // Kernels are looked up by name, preferring the examples pack.
     let find = |name: &str| packs.iter().find(|p| p.kernel(name).is_ok());
     let _ = &find;
-    let find_sig = |name: &str, nparams: usize| packs.iter().find(|p| p.kernel(name).map(|k| k.signature.params.len() == nparams).unwrap_or(false));
+    let find_sig = |name: &str, nparams: usize| {
+        packs.iter().find(|p| {
+            p.kernel(name)
+                .map(|k| k.signature.params.len() == nparams)
+                .unwrap_or(false)
+        })
+    };
     let mut rows: Vec<Row> = Vec::new();
 
     // Ceiling 1: device-to-device copy (bytes read + written), 2^log2n f32.
@@ -54,11 +64,22 @@ fn main() -> Result<()> {
         let t = time(&dev, 200.0, 50, 3000.0, &mut || dev.copy(&src, &mut dst))?;
         let bytes = 8.0 * n as f64;
         let gbs = bytes / t.median_ms / 1e6;
-        rows.push(Row { bench: format!("device copy 2^{} f32", args.log2n), config: "cuMemcpyDtoD".into(), t, work: bytes, unit: "GB/s", ceiling: gbs, ceiling_name: "copy" });
+        rows.push(Row {
+            bench: format!("device copy 2^{} f32", args.log2n),
+            config: "cuMemcpyDtoD".into(),
+            t,
+            work: bytes,
+            unit: "GB/s",
+            ceiling: gbs,
+            ceiling_name: "copy",
+        });
         gbs
     };
 
-    for (name, dt) in [("vector_add", Scalar::F32), ("vector_add_bf16", Scalar::BF16)] {
+    for (name, dt) in [
+        ("vector_add", Scalar::F32),
+        ("vector_add_bf16", Scalar::BF16),
+    ] {
         let Some(pack) = find(name) else { continue };
         let a = dev.upload_bytes(dt, &random_bytes(n, dt, 1))?;
         let b = dev.upload_bytes(dt, &random_bytes(n, dt, 2))?;
@@ -66,8 +87,27 @@ fn main() -> Result<()> {
         for v in &pack.kernel(name)?.variants {
             let k = pack.load_kernel(&dev, name, &v.config)?;
             let grid = [n.div_ceil(meta(&v.config, "BLOCK")) as u32, 1, 1];
-            let t = time(&dev, 100.0, 30, 2000.0, &mut || dev.launch(&k, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(&c), Arg::I32(n as i32)]))?;
-            rows.push(Row { bench: format!("{name} 2^{}", args.log2n), config: describe(&v.config), t, work: 3.0 * (dt.size_bytes() * n) as f64, unit: "GB/s", ceiling: copy_gbs, ceiling_name: "copy" });
+            let t = time(&dev, 100.0, 30, 2000.0, &mut || {
+                dev.launch(
+                    &k,
+                    grid,
+                    &[
+                        Arg::Buffer(&a),
+                        Arg::Buffer(&b),
+                        Arg::Buffer(&c),
+                        Arg::I32(n as i32),
+                    ],
+                )
+            })?;
+            rows.push(Row {
+                bench: format!("{name} 2^{}", args.log2n),
+                config: describe(&v.config),
+                t,
+                work: 3.0 * (dt.size_bytes() * n) as f64,
+                unit: "GB/s",
+                ceiling: copy_gbs,
+                ceiling_name: "copy",
+            });
         }
     }
 
@@ -82,9 +122,27 @@ fn main() -> Result<()> {
             }
             let k = pack.load_kernel(&dev, "rmsnorm", &v.config)?;
             let t = time(&dev, 100.0, 30, 2000.0, &mut || {
-                dev.launch(&k, [r as u32, 1, 1], &[Arg::Buffer(&x), Arg::Buffer(&w), Arg::Buffer(&y), Arg::I32(c as i32), Arg::F32(1e-6)])
+                dev.launch(
+                    &k,
+                    [r as u32, 1, 1],
+                    &[
+                        Arg::Buffer(&x),
+                        Arg::Buffer(&w),
+                        Arg::Buffer(&y),
+                        Arg::I32(c as i32),
+                        Arg::F32(1e-6),
+                    ],
+                )
             })?;
-            rows.push(Row { bench: format!("rmsnorm {r}×{c} bf16"), config: describe(&v.config), t, work: 2.0 * 2.0 * (r * c) as f64 + 2.0 * c as f64, unit: "GB/s", ceiling: copy_gbs, ceiling_name: "copy" });
+            rows.push(Row {
+                bench: format!("rmsnorm {r}×{c} bf16"),
+                config: describe(&v.config),
+                t,
+                work: 2.0 * 2.0 * (r * c) as f64 + 2.0 * c as f64,
+                unit: "GB/s",
+                ceiling: copy_gbs,
+                ceiling_name: "copy",
+            });
         }
     }
 
@@ -104,10 +162,29 @@ fn main() -> Result<()> {
             let k = pack.load_kernel(&dev, "attention", &v.config)?;
             let grid = [seq.div_ceil(meta(&v.config, "BM")) as u32, heads as u32, 1];
             let t = time(&dev, 100.0, 10, 3000.0, &mut || {
-                dev.launch(&k, grid, &[Arg::Buffer(&q), Arg::Buffer(&kk), Arg::Buffer(&vv), Arg::Buffer(&o), Arg::I32(seq as i32), Arg::F32(1.0 / (d as f32).sqrt())])
+                dev.launch(
+                    &k,
+                    grid,
+                    &[
+                        Arg::Buffer(&q),
+                        Arg::Buffer(&kk),
+                        Arg::Buffer(&vv),
+                        Arg::Buffer(&o),
+                        Arg::I32(seq as i32),
+                        Arg::F32(1.0 / (d as f32).sqrt()),
+                    ],
+                )
             })?;
             let flops = 4.0 * (heads * seq * seq * d) as f64;
-            rows.push(Row { bench: format!("attention {heads}h×{seq}×{d} bf16"), config: describe(&v.config), t, work: flops, unit: "TFLOP/s", ceiling: 0.0, ceiling_name: "SDPA (separate run)" });
+            rows.push(Row {
+                bench: format!("attention {heads}h×{seq}×{d} bf16"),
+                config: describe(&v.config),
+                t,
+                work: flops,
+                unit: "TFLOP/s",
+                ceiling: 0.0,
+                ceiling_name: "SDPA (separate run)",
+            });
         }
     }
 
@@ -120,8 +197,22 @@ fn main() -> Result<()> {
                 continue;
             }
             let k = pack.load_kernel(&dev, "softmax", &v.config)?;
-            let t = time(&dev, 100.0, 30, 2000.0, &mut || dev.launch(&k, [r as u32, 1, 1], &[Arg::Buffer(&x), Arg::Buffer(&y), Arg::I32(c as i32)]))?;
-            rows.push(Row { bench: format!("softmax {r}×{c} bf16"), config: describe(&v.config), t, work: 2.0 * 2.0 * (r * c) as f64, unit: "GB/s", ceiling: copy_gbs, ceiling_name: "copy" });
+            let t = time(&dev, 100.0, 30, 2000.0, &mut || {
+                dev.launch(
+                    &k,
+                    [r as u32, 1, 1],
+                    &[Arg::Buffer(&x), Arg::Buffer(&y), Arg::I32(c as i32)],
+                )
+            })?;
+            rows.push(Row {
+                bench: format!("softmax {r}×{c} bf16"),
+                config: describe(&v.config),
+                t,
+                work: 2.0 * 2.0 * (r * c) as f64,
+                unit: "GB/s",
+                ceiling: copy_gbs,
+                ceiling_name: "copy",
+            });
         }
     }
 
@@ -132,9 +223,19 @@ fn main() -> Result<()> {
         let mut c = dev.alloc(Scalar::F32, m * nn)?;
         let flops = 2.0 * (m * nn * k) as f64;
         let blas = Cublas::new(&dev)?;
-        let t = time(&dev, 200.0, 30, 3000.0, &mut || blas.gemm_bf16_f32(&dev, &a, &b, &mut c, m, nn, k))?;
+        let t = time(&dev, 200.0, 30, 3000.0, &mut || {
+            blas.gemm_bf16_f32(&dev, &a, &b, &mut c, m, nn, k)
+        })?;
         let cublas_tf = flops / t.median_ms / 1e9;
-        rows.push(Row { bench: "matmul 4096³ bf16→f32".into(), config: "cuBLAS (baseline)".into(), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
+        rows.push(Row {
+            bench: "matmul 4096³ bf16→f32".into(),
+            config: "cuBLAS (baseline)".into(),
+            t,
+            work: flops,
+            unit: "TFLOP/s",
+            ceiling: cublas_tf,
+            ceiling_name: "cuBLAS",
+        });
         let c16 = dev.alloc(Scalar::BF16, m * nn)?;
         for p in &packs {
             let Ok(kp) = p.kernel("matmul") else { continue };
@@ -142,14 +243,44 @@ fn main() -> Result<()> {
             let f32_out = kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
             for v in &kp.variants {
                 let kern = p.load_kernel(&dev, "matmul", &v.config)?;
-                let (gm, gn) = (m.div_ceil(meta(&v.config, "BM")), nn.div_ceil(meta(&v.config, "BN")));
-                let grid = if f32_out { [gm as u32, gn as u32, 1] } else { [(gm * gn) as u32, 1, 1] };
+                let (gm, gn) = (
+                    m.div_ceil(meta(&v.config, "BM")),
+                    nn.div_ceil(meta(&v.config, "BN")),
+                );
+                let grid = if f32_out {
+                    [gm as u32, gn as u32, 1]
+                } else {
+                    [(gm * gn) as u32, 1, 1]
+                };
                 let out = if f32_out { &c } else { &c16 };
                 let t = time(&dev, 100.0, 20, 3000.0, &mut || {
-                    dev.launch(&kern, grid, &[Arg::Buffer(&a), Arg::Buffer(&b), Arg::Buffer(out), Arg::I32(m as i32), Arg::I32(nn as i32), Arg::I32(k as i32)])
+                    dev.launch(
+                        &kern,
+                        grid,
+                        &[
+                            Arg::Buffer(&a),
+                            Arg::Buffer(&b),
+                            Arg::Buffer(out),
+                            Arg::I32(m as i32),
+                            Arg::I32(nn as i32),
+                            Arg::I32(k as i32),
+                        ],
+                    )
                 })?;
-                let label = if f32_out { "matmul 4096³ bf16→f32" } else { "matmul 4096³ bf16→bf16" };
-                rows.push(Row { bench: label.into(), config: describe(&v.config), t, work: flops, unit: "TFLOP/s", ceiling: cublas_tf, ceiling_name: "cuBLAS" });
+                let label = if f32_out {
+                    "matmul 4096³ bf16→f32"
+                } else {
+                    "matmul 4096³ bf16→bf16"
+                };
+                rows.push(Row {
+                    bench: label.into(),
+                    config: describe(&v.config),
+                    t,
+                    work: flops,
+                    unit: "TFLOP/s",
+                    ceiling: cublas_tf,
+                    ceiling_name: "cuBLAS",
+                });
             }
         }
     }
@@ -157,7 +288,10 @@ fn main() -> Result<()> {
     if args.best_only {
         let mut best: Vec<Row> = Vec::new();
         for r in rows {
-            match best.iter_mut().find(|b| b.bench == r.bench && (b.config.contains("baseline") == r.config.contains("baseline"))) {
+            match best.iter_mut().find(|b| {
+                b.bench == r.bench
+                    && (b.config.contains("baseline") == r.config.contains("baseline"))
+            }) {
                 Some(b) if b.t.median_ms > r.t.median_ms => *b = r,
                 Some(_) => {}
                 None => best.push(r),
@@ -165,11 +299,19 @@ fn main() -> Result<()> {
         }
         rows = best;
     }
-    println!("device: {} (driver CUDA {})", dev.name(), dev.driver_version());
+    println!(
+        "device: {} (driver CUDA {})",
+        dev.name(),
+        dev.driver_version()
+    );
     println!("| benchmark | config | median ms (p20–p80, runs) | rate | ceiling | % of ceiling |");
     println!("|---|---|---|---|---|---|");
     for r in &rows {
-        let rate = if r.unit == "GB/s" { r.work / r.t.median_ms / 1e6 } else { r.work / r.t.median_ms / 1e9 };
+        let rate = if r.unit == "GB/s" {
+            r.work / r.t.median_ms / 1e6
+        } else {
+            r.work / r.t.median_ms / 1e9
+        };
         println!(
             "| {} | {} | {:.3} ({:.3}–{:.3}, {}) | {:.0} {} | {} {:.0} {} | {:.1}% |",
             r.bench,
@@ -183,7 +325,11 @@ fn main() -> Result<()> {
             r.ceiling_name,
             r.ceiling,
             r.unit,
-            if r.ceiling > 0.0 { 100.0 * rate / r.ceiling } else { f64::NAN }
+            if r.ceiling > 0.0 {
+                100.0 * rate / r.ceiling
+            } else {
+                f64::NAN
+            }
         );
     }
     Ok(())

@@ -52,12 +52,24 @@ fn ceilings(dev: &Device, path: &std::path::Path) -> Result<Ceilings> {
     let t = time(dev, 200.0, 30, 2000.0, &mut || dev.copy(&src, &mut dst))?;
     let copy_gbs = 8.0 * n as f64 / t.median_ms / 1e6;
     let s = 4096usize;
-    let a = dev.upload_bytes(Scalar::BF16, &dsl_examples::random_bytes(s * s, Scalar::BF16, 11))?;
-    let b = dev.upload_bytes(Scalar::BF16, &dsl_examples::random_bytes(s * s, Scalar::BF16, 12))?;
+    let a = dev.upload_bytes(
+        Scalar::BF16,
+        &dsl_examples::random_bytes(s * s, Scalar::BF16, 11),
+    )?;
+    let b = dev.upload_bytes(
+        Scalar::BF16,
+        &dsl_examples::random_bytes(s * s, Scalar::BF16, 12),
+    )?;
     let mut c = dev.alloc(Scalar::F32, s * s)?;
     let blas = Cublas::new(dev)?;
-    let t = time(dev, 200.0, 30, 2000.0, &mut || blas.gemm_bf16_f32(dev, &a, &b, &mut c, s, s, s))?;
-    let c = Ceilings { device: dev.name(), copy_gbs, cublas_tflops: 2.0 * (s * s * s) as f64 / t.median_ms / 1e9 };
+    let t = time(dev, 200.0, 30, 2000.0, &mut || {
+        blas.gemm_bf16_f32(dev, &a, &b, &mut c, s, s, s)
+    })?;
+    let c = Ceilings {
+        device: dev.name(),
+        copy_gbs,
+        cublas_tflops: 2.0 * (s * s * s) as f64 / t.median_ms / 1e9,
+    };
     tilec::pack::write_atomic(path, &serde_json::to_vec_pretty(&c)?)?;
     Ok(c)
 }
@@ -69,9 +81,17 @@ fn main() -> Result<()> {
     let cache = args.cache.unwrap_or_else(default_cache_path);
     let tuner = Autotuner::new(cache.clone());
     let ceil = ceilings(&dev, &cache.with_file_name("ceilings-v1.json"))?;
-    println!("device: {} — ceilings: copy {:.0} GB/s, cuBLAS bf16 {:.0} TFLOP/s; cache {}", dev.name(), ceil.copy_gbs, ceil.cublas_tflops, cache.display());
+    println!(
+        "device: {} — ceilings: copy {:.0} GB/s, cuBLAS bf16 {:.0} TFLOP/s; cache {}",
+        dev.name(),
+        ceil.copy_gbs,
+        ceil.cublas_tflops,
+        cache.display()
+    );
     for name in &args.kernels {
-        let Some(p) = Problem::for_kernel(&dev, name)? else { bail!("tile-tune has no problem sizes for `{name}` (softmax, rmsnorm, matmul, vector_add)") };
+        let Some(p) = Problem::for_kernel(&dev, name)? else {
+            bail!("tile-tune has no problem sizes for `{name}` (softmax, rmsnorm, matmul, vector_add)")
+        };
         let started = std::time::Instant::now();
         let (kernel, key) = (p.kernel, p.key.clone());
         let p = std::cell::RefCell::new(p);
@@ -92,7 +112,11 @@ fn main() -> Result<()> {
             p.kernel,
             p.label,
             describe(&tuned.entry.best),
-            if tuned.from_cache { "from the cache, nothing timed" } else { "tuned" },
+            if tuned.from_cache {
+                "from the cache, nothing timed"
+            } else {
+                "tuned"
+            },
             started.elapsed().as_secs_f64()
         );
         if args.report {
