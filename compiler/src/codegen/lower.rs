@@ -1458,18 +1458,19 @@ impl<'c, 'k> Lower<'c, 'k> {
         let (sa, sb) = (k.ty(a).shape.clone(), k.ty(b).shape.clone());
         let (m, kk, n) = (sa[0], sa[1], sb[1]);
         let ea = k.ty(a).scalar_elem().unwrap();
-        let ptx_ty =
-            match ea {
-                Scalar::BF16 => "bf16",
-                Scalar::F16 => "f16",
-                _ => return Err(CodegenError::Unsupported {
+        let ptx_ty = match ea {
+            Scalar::BF16 => "bf16",
+            Scalar::F16 => "f16",
+            _ => {
+                return Err(CodegenError::Unsupported {
                     what: format!(
                         "dot of {} operands (code generation supports bf16 and f16; cast first)",
                         ea.name()
                     ),
                     span,
-                }),
-            };
+                })
+            }
+        };
         if m % 16 != 0 || n % 8 != 0 || kk % 16 != 0 {
             return Err(CodegenError::Unsupported {
                 what: format!(
@@ -1540,9 +1541,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         let cols = self.e.i32(ml.warp_cols() as i64)?;
         let row0 = self.e.binop("arith.muli", wi, rows)?;
         let col0 = self.e.binop("arith.muli", wj, cols)?;
-        let i32t = self.e.ty("i32");
-        let s4 = self.e.ty("!llvm.struct<(i32, i32, i32, i32)>");
-        let s2 = self.e.ty("!llvm.struct<(i32, i32)>");
         let f4 = self.e.ty("!llvm.struct<(f32, f32, f32, f32)>");
         let f32t = self.e.ty("f32");
         let mut out = acc_regs;
@@ -1556,26 +1554,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let k0 = self.e.i32((ks * 16) as i64)?;
                 let col = self.e.binop("arith.addi", hi8, k0)?;
                 let p = self.smem_elem_ptr(0, lda, row, col)?;
-                let fr = self.e.op1(
-                    "nvvm.ldmatrix",
-                    &[p],
-                    s4,
-                    &[
-                        ("eltType", "#nvvm.ld_st_matrix_elt_type<b16>"),
-                        ("layout", "#nvvm.mma_layout<row>"),
-                        ("num", "4 : i32"),
-                        ("shape", "#nvvm.ld_st_matrix_shape<m = 8, n = 8>"),
-                    ],
-                )?;
-                let mut v = Vec::new();
-                for x in 0..4 {
-                    v.push(self.e.op1(
-                        "llvm.extractvalue",
-                        &[fr],
-                        i32t,
-                        &[("position", &format!("array<i64: {x}>"))],
-                    )?);
-                }
+                let v = self.ldmatrix(p, 4, false)?;
                 afr.push(v);
             }
             // B fragments (transposed load): rows ks·16 + lane%16, columns col0 + j·8.
@@ -1586,26 +1565,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let c0 = self.e.i32((j * 8) as i64)?;
                 let col = self.e.binop("arith.addi", col0, c0)?;
                 let p = self.smem_elem_ptr(a_bytes, ldb, row, col)?;
-                let fr = self.e.op1(
-                    "nvvm.ldmatrix",
-                    &[p],
-                    s2,
-                    &[
-                        ("eltType", "#nvvm.ld_st_matrix_elt_type<b16>"),
-                        ("layout", "#nvvm.mma_layout<col>"),
-                        ("num", "2 : i32"),
-                        ("shape", "#nvvm.ld_st_matrix_shape<m = 8, n = 8>"),
-                    ],
-                )?;
-                let mut v = Vec::new();
-                for x in 0..2 {
-                    v.push(self.e.op1(
-                        "llvm.extractvalue",
-                        &[fr],
-                        i32t,
-                        &[("position", &format!("array<i64: {x}>"))],
-                    )?);
-                }
+                let v = self.ldmatrix(p, 2, true)?;
                 bfr.push(v);
             }
             for i in 0..ml.mt() {
@@ -1640,6 +1600,39 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
         }
         Ok(out)
+    }
+
+    /// `ldmatrix` of `num` 8×8 b16 matrices (transposed with `trans`), as i32 registers.
+    fn ldmatrix(&mut self, p: V, num: u32, trans: bool) -> Result<Vec<V>, CodegenError> {
+        let fields = vec!["i32"; num as usize].join(", ");
+        let st = self.e.ty(&format!("!llvm.struct<({fields})>"));
+        let i32t = self.e.ty("i32");
+        let layout = if trans {
+            "#nvvm.mma_layout<col>"
+        } else {
+            "#nvvm.mma_layout<row>"
+        };
+        let fr = self.e.op1(
+            "nvvm.ldmatrix",
+            &[p],
+            st,
+            &[
+                ("eltType", "#nvvm.ld_st_matrix_elt_type<b16>"),
+                ("layout", layout),
+                ("num", &format!("{num} : i32")),
+                ("shape", "#nvvm.ld_st_matrix_shape<m = 8, n = 8>"),
+            ],
+        )?;
+        (0..num)
+            .map(|x| {
+                self.e.op1(
+                    "llvm.extractvalue",
+                    &[fr],
+                    i32t,
+                    &[("position", &format!("array<i64: {x}>"))],
+                )
+            })
+            .collect()
     }
 
     /// Shared-memory pointer to 16-bit element (row, col) of a matrix at byte

@@ -102,36 +102,55 @@ pub(crate) fn render_span(src: &SourceFile, span: crate::tir::Span, message: &st
     )
 }
 
-pub fn main(args: Args) -> Result<ExitCode> {
-    let src = SourceFile::load(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+/// The CLI's common front half: read FILE, parse it, pick the kernel (the
+/// only or first one unless named), resolve its config and specialise it.
+/// Diagnostics are printed; the inner `Err` is the exit code to return then.
+pub(crate) fn specialize_from_cli(
+    file: &std::path::Path,
+    kernel: Option<&str>,
+    defines: &[Define],
+    warps: Option<u32>,
+) -> Result<Result<(SourceFile, crate::tir::Kernel, crate::tir::Config), ExitCode>> {
+    let src = SourceFile::load(file).with_context(|| format!("cannot read {}", file.display()))?;
     let program = match frontend::parse_program(&src) {
         Ok(p) => p,
         Err(d) => {
             eprint!("{}", d.render(&src));
-            return Ok(ExitCode::FAILURE);
+            return Ok(Err(ExitCode::FAILURE));
         }
     };
     let names = program.kernel_names();
-    let kernel = match &args.kernel {
-        Some(k) if names.contains(k) => k.clone(),
+    let kernel = match kernel {
+        Some(k) if names.iter().any(|n| n == k) => k.to_string(),
         Some(k) => bail!(
-            "no kernel `{k}` in {} (it has: {})",
-            args.file.display(),
+            "no kernel `{k}` in {} (kernels: {})",
+            src.name,
             names.join(", ")
         ),
         None => names
             .first()
             .cloned()
-            .ok_or_else(|| anyhow!("{} defines no kernel", args.file.display()))?,
+            .ok_or_else(|| anyhow!("{} defines no kernel", src.name))?,
     };
-    let config = resolve_config(&program, &kernel, &args.defines, args.warps)?;
-    let tir = match program.specialize(&kernel, &config.meta) {
-        Ok(t) => t,
+    let config = resolve_config(&program, &kernel, defines, warps)?;
+    match program.specialize(&kernel, &config.meta) {
+        Ok(t) => Ok(Ok((src, t, config))),
         Err(d) => {
             eprint!("{}", d.render(&src));
-            return Ok(ExitCode::FAILURE);
+            Ok(Err(ExitCode::FAILURE))
         }
+    }
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    let (src, tir, config) = match specialize_from_cli(
+        &args.file,
+        args.kernel.as_deref(),
+        &args.defines,
+        args.warps,
+    )? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     let text = if args.emit == Emit::Tir {
         crate::tir::print_kernel(&tir)

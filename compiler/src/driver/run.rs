@@ -11,7 +11,7 @@
 //! offending element index, and the command exits with status 1.
 
 use super::{parse_define, Define};
-use crate::frontend::{self, SourceFile};
+
 use crate::interp::{self, Arg, Buffer};
 use crate::tir::{Elem, Kernel, Scalar};
 use anyhow::{anyhow, bail, Context, Result};
@@ -241,35 +241,14 @@ fn summarize(b: &Buffer, show: usize) -> String {
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
-    let src = SourceFile::load(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let program = match frontend::parse_program(&src) {
-        Ok(p) => p,
-        Err(d) => {
-            eprint!("{}", d.render(&src));
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let names = program.kernel_names();
-    let kernel_name = match &args.kernel {
-        Some(k) if names.contains(k) => k.clone(),
-        Some(k) => bail!(
-            "no kernel `{k}` in {} (kernels: {})",
-            src.name,
-            names.join(", ")
-        ),
-        None => names
-            .first()
-            .cloned()
-            .ok_or_else(|| anyhow!("{} defines no kernel", src.name))?,
-    };
-    let config = super::build::resolve_config(&program, &kernel_name, &args.defines, None)?;
-    let kernel = match program.specialize(&kernel_name, &config.meta) {
-        Ok(k) => k,
-        Err(d) => {
-            eprint!("{}", d.render(&src));
-            return Ok(ExitCode::FAILURE);
-        }
+    let (src, kernel, _config) = match super::build::specialize_from_cli(
+        &args.file,
+        args.kernel.as_deref(),
+        &args.defines,
+        None,
+    )? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
 
     // Parameter values.
