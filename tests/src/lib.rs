@@ -1,8 +1,6 @@
 //! Shared helpers of the integration tests: finding the example pack, getting a
 //! GPU or skipping with a printed reason, random data and comparisons.
 
-pub mod kernels;
-
 use rand::Rng;
 use std::path::PathBuf;
 use tile_runtime::{Device, Pack};

@@ -1,62 +1,33 @@
-//! Codegen tier: the TIR-built kernels of `integration_tests::kernels` compile
-//! to PTX that `ptxas -arch=sm_90` accepts, and go into
-//! `target/packs/codegen-tests.tpack` for the GPU tier.
+//! Codegen tier: the code-generation stress kernels of `tests/kernels/*.tile`
+//! (2-D reductions along both axes with atomics, a bf16 softmax, a tensor-core
+//! matmul on a 2-D grid with an f32 result) compile for every tune config,
+//! `ptxas -arch=sm_90` accepts every PTX, and they are written to
+//! `target/packs/codegen-tests.tpack` for the GPU tier (`gpu_codegen`).
 #![cfg(feature = "codegen")]
 
 use integration_tests::*;
-use std::collections::BTreeMap;
-use tilec::codegen::{compile, Arch, Options};
-use tilec::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
-use tilec::tir::{Config, TuneSpace};
+use tilec::codegen::Arch;
+use tilec::driver::pack::compile_dir;
 
 #[test]
-fn builder_kernels_compile_pass_ptxas_and_pack() {
-    let ptxas = ptxas();
-    if ptxas.is_none() {
-        eprintln!("SKIPPED ptxas check: no ptxas (scripts/setup installs it into .tools/)");
-    }
-    let mut packed: Vec<PackedKernel> = Vec::new();
-    for (mut k, meta, warps) in kernels::all() {
-        k.meta = meta.clone();
-        tilec::tir::verify(&k).unwrap();
-        let art = compile(
-            &k,
-            &Options {
-                arch: Arch::Sm90,
-                warps,
-                dump_passes: false,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{} {meta:?}: {e}", k.name));
-        if let Some(p) = &ptxas {
-            if let Err(log) = run_ptxas(p, &art.ptx, "sm_90") {
-                panic!("ptxas rejected {} {meta:?}:\n{log}", k.name);
+fn stress_kernels_compile_pass_ptxas_and_pack() {
+    let manifest = match compile_dir(&root().join("tests/kernels"), &[Arch::Sm90], false).unwrap() {
+        Ok(m) => m,
+        Err(errors) => panic!("{}", errors.join("\n")),
+    };
+    match ptxas() {
+        Some(p) => {
+            for k in &manifest.kernels {
+                for v in &k.variants {
+                    if let Err(log) = run_ptxas(&p, &v.ptx["sm_90"], "sm_90") {
+                        panic!("ptxas rejected {} [{}]:\n{log}", k.name, v.config.describe());
+                    }
+                }
             }
         }
-        let config = Config { meta, warps };
-        let v = Variant {
-            config,
-            tir: k.clone(),
-            ptx: BTreeMap::from([("sm_90".into(), art.ptx)]),
-            shared_bytes: art.shared_bytes,
-        };
-        match packed.iter_mut().find(|p| p.name == k.name) {
-            Some(p) => p.variants.push(v),
-            None => packed.push(PackedKernel {
-                name: k.name.clone(),
-                signature: k.signature(),
-                tune: TuneSpace::default(),
-                source_hash: sha256_hex(k.name.as_bytes()),
-                variants: vec![v],
-            }),
-        }
+        None => eprintln!("SKIPPED ptxas check: no ptxas (scripts/setup installs it into .tools/)"),
     }
     let dir = root().join("target/packs");
     std::fs::create_dir_all(&dir).unwrap();
-    PackManifest {
-        compiler_version: tilec::VERSION.into(),
-        kernels: packed,
-    }
-    .write(&dir.join("codegen-tests.tpack"))
-    .unwrap();
+    manifest.write(&dir.join("codegen-tests.tpack")).unwrap();
 }

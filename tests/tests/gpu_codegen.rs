@@ -1,4 +1,4 @@
-//! GPU tier: the TIR-built kernels (`integration_tests::kernels`) on the GPU
+//! GPU tier: the stress kernels of `tests/kernels/*.tile` on the GPU
 //! against straightforward CPU references, at ragged sizes, outputs NaN-poisoned.
 #![cfg(feature = "gpu")]
 

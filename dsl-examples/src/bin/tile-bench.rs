@@ -239,7 +239,7 @@ fn main() -> Result<()> {
         let c16 = dev.alloc(Scalar::BF16, m * nn)?;
         for p in &packs {
             let Ok(kp) = p.kernel("matmul") else { continue };
-            // Two layouts of the example: bf16 out on a 1-D grid (dsl-examples), f32 out on a 2-D grid (TIR-built).
+            // Two layouts of the example: bf16 out on a 1-D grid (dsl-examples), f32 out on a 2-D grid (tests/kernels).
             let f32_out = kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
             for v in &kp.variants {
                 let kern = p.load_kernel(&dev, "matmul", &v.config)?;
