@@ -12,8 +12,8 @@ fn small() -> bool {
 }
 
 #[test]
-fn row_and_column_sums() {
-    let Some(dev) = gpu_or_skip("row_and_column_sums") else {
+fn gpu_row_and_column_sums() {
+    let Some(dev) = gpu_or_skip("gpu_row_and_column_sums") else {
         return;
     };
     let pack = pack_named("codegen-tests.tpack");
@@ -81,8 +81,8 @@ fn row_and_column_sums() {
 }
 
 #[test]
-fn softmax_rows() {
-    let Some(dev) = gpu_or_skip("softmax_rows") else {
+fn gpu_softmax_rows() {
+    let Some(dev) = gpu_or_skip("gpu_softmax_rows") else {
         return;
     };
     let pack = pack_named("codegen-tests.tpack");
@@ -136,8 +136,8 @@ fn softmax_rows() {
 }
 
 #[test]
-fn matmul_bf16() {
-    let Some(dev) = gpu_or_skip("matmul_bf16") else {
+fn gpu_matmul_bf16() {
+    let Some(dev) = gpu_or_skip("gpu_matmul_bf16") else {
         return;
     };
     let pack = pack_named("codegen-tests.tpack");

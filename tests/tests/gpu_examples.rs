@@ -265,8 +265,8 @@ fn run_case(dev: &Device, k: &tile_runtime::Kernel, case: &Case) -> Vec<Vec<f32>
 }
 
 #[test]
-fn every_example_matches_the_interpreter() {
-    let Some(gpu) = gpu_or_skip("every_example_matches_the_interpreter") else {
+fn gpu_every_example_matches_the_interpreter() {
+    let Some(gpu) = gpu_or_skip("gpu_every_example_matches_the_interpreter") else {
         return;
     };
     let cpu = Device::cpu();

@@ -11,8 +11,8 @@ use tile_runtime::{Arg, Config};
 const SIZES: [usize; 5] = [1, 1000, 4096, 3 * 4096 + 17, (1 << 22) + 3];
 
 #[test]
-fn vector_add_f32_and_bf16_match_the_cpu() {
-    let Some(dev) = gpu_or_skip("vector_add_f32_and_bf16_match_the_cpu") else {
+fn gpu_vector_add_f32_and_bf16_match_the_cpu() {
+    let Some(dev) = gpu_or_skip("gpu_vector_add_f32_and_bf16_match_the_cpu") else {
         return;
     };
     let pack = examples_pack();
