@@ -20,7 +20,11 @@ fn stress_kernels_compile_pass_ptxas_and_pack() {
             for k in &manifest.kernels {
                 for v in &k.variants {
                     if let Err(log) = run_ptxas(&p, &v.ptx["sm_90"], "sm_90") {
-                        panic!("ptxas rejected {} [{}]:\n{log}", k.name, v.config.describe());
+                        panic!(
+                            "ptxas rejected {} [{}]:\n{log}",
+                            k.name,
+                            v.config.describe()
+                        );
                     }
                 }
             }

@@ -108,9 +108,6 @@ fn assign_block(
 ) {
     for inst in insts {
         let Some(&r) = inst.results.first() else {
-            if let Op::Yield(_) = inst.op {
-                continue;
-            }
             continue;
         };
         match &inst.op {

@@ -133,6 +133,8 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     if !matches!(opts.warps, 1 | 2 | 4 | 8 | 16) {
         return Err(CodegenError::Warps(opts.warps));
     }
+    // Lowering relies on the verifier's invariants (result counts, types, shapes).
+    tir::verify(kernel).map_err(|e| CodegenError::Internal(e.to_string()))?;
     let mut art = Artifacts::default();
     let t = Instant::now();
     let ctx = new_context();
