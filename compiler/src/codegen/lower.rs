@@ -1314,68 +1314,33 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Store/load one element of type `s` in scratch at element index `idx`.
     fn scratch_store(&mut self, idx: V, x: V, s: Scalar) -> Result<(), CodegenError> {
-        let (x, es) = self.to_storage(x, s)?;
-        let sz = self.e.i32(es as i64)?;
-        let off = self.e.binop("arith.muli", idx, sz)?;
-        let p = self.scratch_ptr(off)?;
-        self.e.op(
-            "llvm.store",
-            &[x, p],
-            &[],
-            &[
-                ("alignment", &format!("{es} : i64")),
-                ("ordering", "0 : i64"),
-            ],
-        )?;
-        Ok(())
+        let p = self.scratch_elem_ptr(idx, s)?;
+        // Pointers travel through shared memory as i64 (`s` is I64 for them).
+        let x = if self.e.type_of(x).to_string().starts_with("!llvm.ptr") {
+            let i64t = self.e.ty("i64");
+            self.e.op1("llvm.ptrtoint", &[x], i64t, &[])?
+        } else {
+            x
+        };
+        LoadOne { e: &mut self.e }.store(p, x, s)
     }
 
     fn scratch_load(&mut self, idx: V, s: Scalar, is_ptr: bool) -> Result<V, CodegenError> {
-        let es = if is_ptr { 8 } else { s.size_bytes() };
-        let sz = self.e.i32(es as i64)?;
-        let off = self.e.binop("arith.muli", idx, sz)?;
-        let p = self.scratch_ptr(off)?;
-        let st = if is_ptr {
-            "i64"
-        } else if s == Scalar::I1 {
-            "i8"
-        } else {
-            scalar_ty(s)
-        };
-        let t = self.e.ty(st);
-        let v = self.e.op1(
-            "llvm.load",
-            &[p],
-            t,
-            &[
-                ("alignment", &format!("{es} : i64")),
-                ("ordering", "0 : i64"),
-            ],
-        )?;
+        let p = self.scratch_elem_ptr(idx, s)?;
+        let v = LoadOne { e: &mut self.e }.load(p, s)?;
         if is_ptr {
             let pt = self.e.ty("!llvm.ptr<1>");
             self.e.op1("llvm.inttoptr", &[v], pt, &[])
-        } else if s == Scalar::I1 {
-            let z = self.e.constant("0 : i8", t)?;
-            self.e.cmpi("ne", v, z)
         } else {
             Ok(v)
         }
     }
 
-    /// Value as stored in memory: i1 → i8, pointers → i64.
-    fn to_storage(&mut self, x: V, s: Scalar) -> Result<(V, usize), CodegenError> {
-        let t = self.e.type_of(x);
-        let name = t.to_string();
-        if name.starts_with("!llvm.ptr") {
-            let i64t = self.e.ty("i64");
-            return Ok((self.e.op1("llvm.ptrtoint", &[x], i64t, &[])?, 8));
-        }
-        if s == Scalar::I1 {
-            let i8t = self.e.ty("i8");
-            return Ok((self.e.op1("arith.extui", &[x], i8t, &[])?, 1));
-        }
-        Ok((x, s.size_bytes()))
+    /// Shared-memory address of element `idx` of a scratch array of `s`.
+    fn scratch_elem_ptr(&mut self, idx: V, s: Scalar) -> Result<V, CodegenError> {
+        let sz = self.e.i32(s.size_bytes() as i64)?;
+        let off = self.e.binop("arith.muli", idx, sz)?;
+        self.scratch_ptr(off)
     }
 
     /// Re-layout `value` into `dst` through shared memory. `src_of` maps a
