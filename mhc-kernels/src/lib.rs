@@ -1,1 +1,11 @@
-//! mHC kernels (placeholder: see issue 8).
+//! mHC (manifold-constrained hyper-connections): the kernel pack written in
+//! `.tile`, its Rust API, and the `mhc-train` reference trainer.
+//!
+//! - [`kernels`]: loading pack kernels (compiled packs, or embedded sources on the CPU).
+//! - [`ops`]: the trainer's non-mHC operations (norms, attention softmax, GELU,
+//!   cross-entropy, AdamW, GEMM) on a device.
+//! - [`train`]: the trainer (`mhc-train`).
+
+pub mod kernels;
+pub mod ops;
+pub mod train;

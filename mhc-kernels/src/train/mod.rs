@@ -1,0 +1,1 @@
+//! The `mhc-train` reference trainer (placeholder).
