@@ -142,6 +142,17 @@ impl KernelSet {
                     .first()
                     .map(|v| v.config.meta.iter().map(|(n, _)| n.clone()).collect())
                     .unwrap_or_default();
+                if let Some((extra, _)) = meta.iter().find(|(m, _)| !order.iter().any(|n| n == m)) {
+                    return Err(RuntimeError::Launch {
+                        kernel: name.into(),
+                        message: format!(
+                            "meta-parameter `{extra}` is not in the pack's configs (only: {}); \
+                             add it to the kernel's tune block and rebuild the pack",
+                            order.join(", ")
+                        ),
+                    }
+                    .into());
+                }
                 let config = Config {
                     meta: order
                         .iter()

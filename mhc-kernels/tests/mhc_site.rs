@@ -1,0 +1,264 @@
+//! One mHC / HC site on the CPU interpreter against the f64 reference
+//! (`mhc::reference`): the forward's coefficients and outputs, the backward
+//! against central finite differences, Sinkhorn-Knopp's row and column sums,
+//! and the recompute path against the stored one. Fresh random inputs every
+//! run (the seed is printed; `MHC_TEST_SEED` replays one); outputs start NaN.
+
+use half::bf16;
+use mhc::kernels::KernelSet;
+use mhc::layer::{Layer, Mixing, Params, SiteConfig};
+use mhc::reference::{finite_difference, Site, Wrt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use tile_runtime::{Buffer, Device, Scalar};
+
+fn seed() -> u64 {
+    let s = std::env::var("MHC_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("MHC_TEST_SEED={s}");
+    s
+}
+
+fn kernels() -> Arc<KernelSet> {
+    Arc::new(KernelSet::from_sources(Arc::new(Device::cpu())).expect("embedded sources compile"))
+}
+
+fn round_bf16(v: Vec<f32>) -> Vec<f64> {
+    v.into_iter().map(|x| bf16::from_f32(x).to_f64()).collect()
+}
+
+fn gaussian(rng: &mut StdRng, len: usize, std: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos() * std
+        })
+        .collect()
+}
+
+fn upload_bf16(dev: &Device, v: &[f64]) -> Buffer {
+    let h: Vec<bf16> = v.iter().map(|x| bf16::from_f64(*x)).collect();
+    dev.upload(&h).unwrap()
+}
+
+fn nan_buffer(dev: &Device, dtype: Scalar, len: usize) -> Buffer {
+    let bytes: Vec<u8> = match dtype {
+        Scalar::BF16 => (0..len).flat_map(|_| bf16::NAN.to_le_bytes()).collect(),
+        _ => (0..len).flat_map(|_| f32::NAN.to_le_bytes()).collect(),
+    };
+    dev.upload_bytes(dtype, &bytes).unwrap()
+}
+
+fn download(dev: &Device, b: &Buffer) -> Vec<f64> {
+    match b.dtype() {
+        Scalar::BF16 => dev.download::<bf16>(b).unwrap().iter().map(|v| v.to_f64()).collect(),
+        _ => dev.download::<f32>(b).unwrap().iter().map(|v| *v as f64).collect(),
+    }
+}
+
+/// A random site: inputs far from the plain-residual initialisation (α ≈ 1,
+/// random biases) so every coefficient path is exercised.
+fn random_site(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRng) -> Site {
+    let cfg = SiteConfig::new(mixing, n, c);
+    let r = cfg.coeffs();
+    let phi_std = 1.0 / (cfg.proj_cols() as f32).sqrt();
+    Site {
+        kind: mixing,
+        t,
+        n,
+        c,
+        x: round_bf16(gaussian(rng, t * n * c, 1.0)),
+        y: round_bf16(gaussian(rng, t * c, 1.0)),
+        phi: gaussian(rng, cfg.proj_rows() * cfg.proj_cols(), phi_std).into_iter().map(f64::from).collect(),
+        alpha: [0.0; 3].map(|_| rng.random_range(0.5..1.5)),
+        b: gaussian(rng, r, 0.5).into_iter().map(f64::from).collect(),
+        iters: 20,
+        eps: 1e-6,
+    }
+}
+
+fn params(dev: &Device, s: &Site) -> Params {
+    let f = |v: &[f64]| dev.upload(&v.iter().map(|x| *x as f32).collect::<Vec<f32>>()).unwrap();
+    Params {
+        proj: f(&s.phi),
+        alpha: f(&s.alpha),
+        b: f(&s.b),
+    }
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Checks `got` against `want` elementwise: |got − want| ≤ rel·|want| + abs_of_max·max|want|.
+fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs_of_max: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = max_abs(want);
+    let mut worst = (0.0, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let tol = rel * w.abs() + abs_of_max * scale;
+        assert!(err <= tol && g.is_finite(), "{what}[{i}]: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e})");
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    eprintln!("{what}: max |err| {:.2e} at {} (scale {scale:.2e})", worst.0, worst.1);
+}
+
+struct Run {
+    site: Site,
+    layer: Layer,
+    x: Buffer,
+    y: Buffer,
+    p: Params,
+}
+
+fn setup(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRng) -> Run {
+    let ks = kernels();
+    let site = random_site(mixing, t, n, c, rng);
+    let layer = Layer::new(ks.clone(), SiteConfig::new(mixing, n, c)).unwrap();
+    let dev = ks.device();
+    Run {
+        x: upload_bf16(dev, &site.x),
+        y: upload_bf16(dev, &site.y),
+        p: params(dev, &site),
+        site,
+        layer,
+    }
+}
+
+const CASES: &[(Mixing, usize, usize, usize)] = &[
+    (Mixing::Mhc, 5, 4, 100),
+    (Mixing::Mhc, 3, 2, 70),
+    (Mixing::Mhc, 2, 8, 40),
+    (Mixing::Mhc, 67, 4, 24),
+    (Mixing::Hc, 4, 4, 100),
+    (Mixing::Hc, 3, 2, 50),
+    (Mixing::Hc, 2, 8, 33),
+];
+
+#[test]
+fn forward_matches_f64_reference() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    for &(mixing, t, n, c) in CASES {
+        eprintln!("-- {mixing:?} T={t} n={n} C={c}");
+        let run = setup(mixing, t, n, c, &mut rng);
+        let dev = run.layer_device();
+        let mut saved = run.layer.alloc_saved(t).unwrap();
+        saved.h = nan_buffer(dev, Scalar::F32, t * n * n + 2 * t * n);
+        let mut h_in = nan_buffer(dev, Scalar::BF16, t * c);
+        run.layer.pre_into(&run.p, &run.x, &mut saved, &mut h_in).unwrap();
+        let mut x_out = nan_buffer(dev, Scalar::BF16, t * n * c);
+        run.layer.post_into(&saved, &run.x, &run.y, &mut x_out).unwrap();
+        let want = run.site.forward();
+        // Coefficients are f32 from an f32 projection (bf16 hi+lo split of φ,
+        // relative error ~2^-16) and f32 gates/Sinkhorn: 2e-5·|h| + 1e-5 of the largest.
+        assert_close("h", &download(dev, &saved.h), &want.h, 2e-5, 1e-5);
+        // bf16 outputs: one rounding (2^-9 relative, doubled for ties flipped by
+        // f32-vs-f64 differences) plus the coefficients' error.
+        assert_close("h_in", &download(dev, &h_in), &want.h_in, 2f64.powi(-8), 1e-4);
+        assert_close("x_out", &download(dev, &x_out), &want.x_out, 2f64.powi(-8), 1e-4);
+        if mixing == Mixing::Mhc {
+            let h = download(dev, &saved.h);
+            let (mut row_dev, mut col_dev) = (0.0f64, 0.0f64);
+            for tok in 0..t {
+                let res = &h[tok * (n * n + 2 * n) + 2 * n..(tok + 1) * (n * n + 2 * n)];
+                for k in 0..n {
+                    let row: f64 = (0..n).map(|i| res[k * n + i]).sum();
+                    let col: f64 = (0..n).map(|j| res[j * n + k]).sum();
+                    row_dev = row_dev.max((row - 1.0).abs());
+                    col_dev = col_dev.max((col - 1.0).abs());
+                }
+            }
+            eprintln!("Sinkhorn: max |row sum - 1| {row_dev:.2e}, max |column sum - 1| {col_dev:.2e}");
+            assert!(row_dev <= 1e-5, "rows of H_res must sum to 1 within 1e-5, got {row_dev:e}");
+            // Columns converge geometrically; 20 iterations on these logits
+            // (|m| of a few units) leave far less than 1e-3.
+            assert!(col_dev <= 1e-3, "columns of H_res off by {col_dev:e}");
+        }
+    }
+}
+
+impl Run {
+    fn layer_device(&self) -> &Device {
+        // Every run shares one CPU device through its kernel set.
+        static CPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+        CPU.get_or_init(Device::cpu)
+    }
+}
+
+#[test]
+fn backward_matches_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    for &(mixing, t, n, c) in CASES {
+        eprintln!("-- {mixing:?} T={t} n={n} C={c}");
+        let run = setup(mixing, t, n, c, &mut rng);
+        let dev = run.layer_device();
+        let site = &run.site;
+        let g_out = round_bf16(gaussian(&mut rng, t * n * c, 1.0));
+        let g_h = round_bf16(gaussian(&mut rng, t * c, 1.0));
+        let (h_in, saved) = run.layer.pre(&run.p, &run.x, t).unwrap();
+        drop(h_in);
+        let mut g_x = nan_buffer(dev, Scalar::BF16, t * n * c);
+        let mut dy = nan_buffer(dev, Scalar::BF16, t * c);
+        let mut dh = nan_buffer(dev, Scalar::F32, t * (n * n + 2 * n));
+        let g_out_b = upload_bf16(dev, &g_out);
+        run.layer
+            .post_backward_into(&saved, &run.x, &run.y, &g_out_b, &mut g_x, &mut dy, &mut dh)
+            .unwrap();
+        // Gradients accumulate: start from random values and subtract them.
+        let g0 = |len: usize, rng: &mut StdRng| gaussian(rng, len, 1.0);
+        let (p0, a0, b0) = (
+            g0(site.phi.len(), &mut rng),
+            g0(3, &mut rng),
+            g0(site.b.len(), &mut rng),
+        );
+        let mut grads = Params {
+            proj: dev.upload(&p0).unwrap(),
+            alpha: dev.upload(&a0).unwrap(),
+            b: dev.upload(&b0).unwrap(),
+        };
+        let g_h_b = upload_bf16(dev, &g_h);
+        run.layer
+            .pre_backward(&run.p, &saved, &run.x, &g_h_b, &mut g_x, &mut dh, &mut grads)
+            .unwrap();
+        let minus = |got: Vec<f64>, start: &[f32]| -> Vec<f64> {
+            got.iter().zip(start).map(|(g, s)| g - *s as f64).collect()
+        };
+        let grads_of = [
+            (Wrt::X, download(dev, &g_x)),
+            (Wrt::Y, download(dev, &dy)),
+            (Wrt::Phi, minus(download(dev, &grads.proj), &p0)),
+            (Wrt::Alpha, minus(download(dev, &grads.alpha), &a0)),
+            (Wrt::B, minus(download(dev, &grads.b), &b0)),
+        ];
+        for (wrt, got) in grads_of {
+            // Sampled coordinates (all of them for the small tensors).
+            let idx: Vec<usize> = if got.len() <= 32 {
+                (0..got.len()).collect()
+            } else {
+                (0..32).map(|_| rng.random_range(0..got.len())).collect()
+            };
+            let fd: Vec<f64> = idx.iter().map(|&i| finite_difference(site, wrt, i, &g_out, &g_h)).collect();
+            let picked: Vec<f64> = idx.iter().map(|&i| got[i]).collect();
+            // dx and dy are bf16 buffers (dx rounded after each of its three
+            // accumulations: ≤ 3·2^-9 of its magnitude); φ, α, b are f32 sums of
+            // f32 products with dz split into bf16 high+low parts (~2^-16).
+            let (rel, abs) = match wrt {
+                Wrt::X | Wrt::Y => (2f64.powi(-7), 4e-3),
+                _ => (1e-3, 1e-4),
+            };
+            let scale = max_abs(&got).max(max_abs(&fd));
+            for ((i, g), f) in idx.iter().zip(&picked).zip(&fd) {
+                let tol = rel * f.abs() + abs * scale;
+                assert!((g - f).abs() <= tol, "{mixing:?} d{wrt:?}[{i}]: kernel {g}, finite difference {f} (tol {tol:.2e})");
+            }
+            let worst = picked.iter().zip(&fd).map(|(g, f)| (g - f).abs()).fold(0.0, f64::max);
+            eprintln!("d{wrt:?}: {} coords, max |kernel - fd| {worst:.2e} (scale {scale:.2e})", idx.len());
+        }
+    }
+}
