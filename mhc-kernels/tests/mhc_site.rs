@@ -164,21 +164,28 @@ fn forward_matches_f64_reference() {
         assert_close("x_out", &download(dev, &x_out), &want.x_out, 2f64.powi(-8), 1e-4);
         if mixing == Mixing::Mhc {
             let h = download(dev, &saved.h);
-            let (mut row_dev, mut col_dev) = (0.0f64, 0.0f64);
+            let r = n * n + 2 * n;
+            let (mut row_dev, mut col_dev, mut col_vs_ref) = (0.0f64, 0.0f64, 0.0f64);
             for tok in 0..t {
-                let res = &h[tok * (n * n + 2 * n) + 2 * n..(tok + 1) * (n * n + 2 * n)];
+                let res = &h[tok * r + 2 * n..(tok + 1) * r];
+                let res_ref = &want.h[tok * r + 2 * n..(tok + 1) * r];
                 for k in 0..n {
                     let row: f64 = (0..n).map(|i| res[k * n + i]).sum();
                     let col: f64 = (0..n).map(|j| res[j * n + k]).sum();
+                    let col_ref: f64 = (0..n).map(|j| res_ref[j * n + k]).sum();
                     row_dev = row_dev.max((row - 1.0).abs());
                     col_dev = col_dev.max((col - 1.0).abs());
+                    col_vs_ref = col_vs_ref.max((col - col_ref).abs());
                 }
             }
-            eprintln!("Sinkhorn: max |row sum - 1| {row_dev:.2e}, max |column sum - 1| {col_dev:.2e}");
+            eprintln!(
+                "Sinkhorn: max |row sum - 1| {row_dev:.2e}, max |column sum - 1| {col_dev:.2e} \
+                 (f64 reference after the same 20 iterations: column sums within {col_vs_ref:.2e})"
+            );
             assert!(row_dev <= 1e-5, "rows of H_res must sum to 1 within 1e-5, got {row_dev:e}");
-            // Columns converge geometrically; 20 iterations on these logits
-            // (|m| of a few units) leave far less than 1e-3.
-            assert!(col_dev <= 1e-3, "columns of H_res off by {col_dev:e}");
+            // Columns sum to 1 only as far as 20 iterations converge (the last
+            // step normalises rows): they must match the f64 iteration's sums.
+            assert!(col_vs_ref <= 1e-5, "column sums differ from the f64 iteration's by {col_vs_ref:e}");
         }
     }
 }
