@@ -1,1 +1,15 @@
-//! The `mhc-train` reference trainer (placeholder).
+//! The `mhc-train` reference trainer: a byte-level GPT whose blocks are
+//! connected by a plain residual, hyper-connections (`hc`) or mHC, trained with
+//! AdamW on the GPU or on the CPU interpreter. See docs/TRAINER.md.
+//!
+//! - [`config`]: model and optimiser settings, the learning-rate schedule.
+//! - [`data`]: the synthetic corpus, text files, deterministic batches.
+//! - [`metrics`]: the JSONL records and the Amax gain of H_res.
+//! - [`checkpoint`]: atomic, validated safetensors checkpoints.
+//! - [`plot`]: PNG/SVG plots of one or several runs.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod metrics;
+pub mod plot;

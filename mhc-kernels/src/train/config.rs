@@ -1,0 +1,159 @@
+//! The model and optimiser settings of a run. Both are stored in every
+//! checkpoint; resuming checks the model settings match exactly.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// How each block's sublayers are connected to the residual stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ResidualMode {
+    /// One stream, `x + F(x)`.
+    Plain,
+    /// Unconstrained hyper-connections (n streams, tanh-gated mixing).
+    Hc,
+    /// Manifold-constrained hyper-connections (doubly stochastic H_res).
+    Mhc,
+}
+
+impl ResidualMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResidualMode::Plain => "plain",
+            ResidualMode::Hc => "hc",
+            ResidualMode::Mhc => "mhc",
+        }
+    }
+}
+
+/// The shape of the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Bytes: 256.
+    pub vocab: usize,
+    pub layers: usize,
+    /// Model width C.
+    pub width: usize,
+    pub heads: usize,
+    /// Sequence length (also the size of the learned position table).
+    pub context: usize,
+    /// MLP hidden width as a multiple of `width`.
+    pub mlp_ratio: usize,
+    pub residual: ResidualMode,
+    /// Residual streams n (1 for `plain`).
+    pub streams: usize,
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.layers == 0 || self.width == 0 || self.heads == 0 || self.context < 2 {
+            bail!("--layers, --width and --heads must be positive and --context at least 2");
+        }
+        if self.width % self.heads != 0 {
+            bail!(
+                "--width ({}) must be a multiple of --heads ({})",
+                self.width,
+                self.heads
+            );
+        }
+        if self.residual != ResidualMode::Plain && !(1..=8).contains(&self.streams) {
+            bail!("--streams must be between 1 and 8, got {}", self.streams);
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.width / self.heads
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.width * self.mlp_ratio
+    }
+}
+
+/// Optimiser, schedule, data and logging settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub steps: u64,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Peak learning rate, reached after `warmup` steps.
+    pub lr: f32,
+    /// Learning rate at the end of the cosine decay.
+    pub min_lr: f32,
+    pub warmup: u64,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Clip gradients to this global L2 norm (0: no clipping).
+    pub clip: f32,
+    pub seed: u64,
+    /// Evaluate the validation loss every this many steps (and at the end).
+    pub eval_every: u64,
+    pub eval_batches: u64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.batch == 0 {
+            bail!("--steps and --batch must be positive");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            bail!("--lr must be positive and --min-lr between 0 and --lr");
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            bail!("--beta1 and --beta2 must be in [0, 1)");
+        }
+        if self.eval_every == 0 || self.eval_batches == 0 {
+            bail!("--eval-every and --eval-batches must be positive");
+        }
+        Ok(())
+    }
+
+    /// Linear warm-up to `lr`, then cosine decay to `min_lr` at `steps`.
+    pub fn lr_at(&self, step: u64) -> f32 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f32 / self.warmup as f32;
+        }
+        let span = (self.steps - self.warmup).max(1) as f64;
+        let t = ((step - self.warmup) as f64 / span).min(1.0);
+        let cos = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        (self.min_lr as f64 + (self.lr - self.min_lr) as f64 * cos) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TrainConfig {
+        TrainConfig {
+            steps: 100,
+            batch: 1,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup: 10,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            clip: 1.0,
+            seed: 0,
+            eval_every: 10,
+            eval_batches: 1,
+            checkpoint_every: 0,
+        }
+    }
+
+    #[test]
+    fn schedule_warms_up_then_decays() {
+        let c = cfg();
+        assert!(c.lr_at(0) < c.lr_at(5));
+        assert!((c.lr_at(9) - c.lr).abs() < 1e-9);
+        assert!(c.lr_at(50) < c.lr && c.lr_at(50) > c.min_lr);
+        assert!((c.lr_at(100) - c.min_lr).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,157 @@
+//! Per-step metrics: the JSONL record, its file (truncated to the resumed step
+//! on resume so a resumed run's file reads like an uninterrupted one), and the
+//! Amax gain magnitudes of H_res (mhc-spec.md, "Metrics").
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Amax gain magnitudes of H_res, each the maximum over the sampled tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AmaxGain {
+    /// Per site (attention and MLP of each layer, in order): max row sum of |H_res|.
+    pub sites_forward: Vec<f32>,
+    /// Per site: max column sum of |H_res|.
+    pub sites_backward: Vec<f32>,
+    /// The product H_res(last site) ⋯ H_res(first site): max row sum.
+    pub composite_forward: f32,
+    /// The same product: max column sum.
+    pub composite_backward: f32,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub step: u64,
+    pub loss: f32,
+    /// Only on evaluation steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f32>,
+    /// Global L2 norm of the gradient before clipping.
+    pub grad_norm: f32,
+    pub lr: f32,
+    pub tokens_per_s: f64,
+    /// Only for `hc` and `mhc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amax: Option<AmaxGain>,
+}
+
+fn max_row_sum(m: &[f64], n: usize) -> f64 {
+    (0..n)
+        .map(|i| (0..n).map(|j| m[i * n + j].abs()).sum::<f64>())
+        .fold(0.0, f64::max)
+}
+
+fn max_col_sum(m: &[f64], n: usize) -> f64 {
+    (0..n)
+        .map(|j| (0..n).map(|i| m[i * n + j].abs()).sum::<f64>())
+        .fold(0.0, f64::max)
+}
+
+/// Amax gains from `h_res[token][site]` (row-major n×n matrices, `x' = H x`).
+pub fn amax_gain(h_res: &[Vec<Vec<f32>>], n: usize) -> AmaxGain {
+    let sites = h_res.first().map_or(0, |t| t.len());
+    let mut g = AmaxGain {
+        sites_forward: vec![0.0; sites],
+        sites_backward: vec![0.0; sites],
+        composite_forward: 0.0,
+        composite_backward: 0.0,
+    };
+    for token in h_res {
+        let mut prod: Vec<f64> = (0..n * n).map(|k| f64::from(k / n == k % n)).collect();
+        for (s, h) in token.iter().enumerate() {
+            let h: Vec<f64> = h.iter().map(|&v| v as f64).collect();
+            g.sites_forward[s] = g.sites_forward[s].max(max_row_sum(&h, n) as f32);
+            g.sites_backward[s] = g.sites_backward[s].max(max_col_sum(&h, n) as f32);
+            // Later sites multiply from the left.
+            prod = (0..n * n)
+                .map(|k| (0..n).map(|m| h[(k / n) * n + m] * prod[m * n + k % n]).sum())
+                .collect();
+        }
+        g.composite_forward = g.composite_forward.max(max_row_sum(&prod, n) as f32);
+        g.composite_backward = g.composite_backward.max(max_col_sum(&prod, n) as f32);
+    }
+    g
+}
+
+/// The metrics file of a run directory.
+pub fn metrics_path(dir: &Path) -> PathBuf {
+    dir.join("metrics.jsonl")
+}
+
+/// Read every record of a metrics file.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read metrics file `{}`", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("`{}` line {}: not a metrics record", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Appends records to `metrics.jsonl`, one flushed line each.
+pub struct MetricsWriter {
+    file: std::fs::File,
+}
+
+impl MetricsWriter {
+    /// A new file, or (when resuming at `resume_step`) the existing one with
+    /// the records of steps ≥ `resume_step` dropped: they are about to be
+    /// recomputed.
+    pub fn open(dir: &Path, resume_step: Option<u64>) -> Result<MetricsWriter> {
+        let path = metrics_path(dir);
+        let kept = match resume_step {
+            Some(step) if path.exists() => read_records(&path)?
+                .into_iter()
+                .filter(|r| r.step < step)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        for r in &kept {
+            writeln!(file, "{}", serde_json::to_string(r)?)?;
+        }
+        Ok(MetricsWriter { file })
+    }
+
+    pub fn write(&mut self, r: &Record) -> Result<()> {
+        writeln!(self.file, "{}", serde_json::to_string(r)?)?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amax_of_identity_is_one_and_products_compose() {
+        let id = vec![1.0, 0.0, 0.0, 1.0];
+        let g = amax_gain(&[vec![id.clone(), id]], 2);
+        assert_eq!(g.composite_forward, 1.0);
+        assert_eq!(g.sites_backward, vec![1.0, 1.0]);
+        // [[2, 0], [1, 1]]: row sums 2, 2; column sums 3, 1. Its square is
+        // [[4, 0], [3, 1]]: row sums 4, 4; column sums 7, 1.
+        let a = vec![2.0, 0.0, 1.0, 1.0];
+        let g = amax_gain(&[vec![a.clone(), a]], 2);
+        assert_eq!((g.sites_forward[0], g.sites_backward[0]), (2.0, 3.0));
+        assert_eq!((g.composite_forward, g.composite_backward), (4.0, 7.0));
+    }
+
+    #[test]
+    fn composite_multiplies_later_sites_on_the_left() {
+        // B·A ≠ A·B: A = [[1, 1], [0, 1]], B = [[1, 0], [2, 1]];
+        // B·A = [[1, 1], [2, 3]] (row sums 2, 5); A·B = [[3, 1], [2, 1]] (4, 3).
+        let a = vec![1.0, 1.0, 0.0, 1.0];
+        let b = vec![1.0, 0.0, 2.0, 1.0];
+        let g = amax_gain(&[vec![a, b]], 2);
+        assert_eq!(g.composite_forward, 5.0);
+    }
+}
