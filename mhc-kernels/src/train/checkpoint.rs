@@ -168,3 +168,70 @@ impl Checkpoint {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::ResidualMode;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            model: ModelConfig {
+                vocab: 256,
+                layers: 1,
+                width: 8,
+                heads: 2,
+                context: 4,
+                mlp_ratio: 4,
+                residual: ResidualMode::Mhc,
+                streams: 4,
+            },
+            train: TrainConfig {
+                steps: 10,
+                batch: 2,
+                lr: 1e-3,
+                min_lr: 1e-4,
+                warmup: 2,
+                weight_decay: 0.1,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                clip: 1.0,
+                seed: 3,
+                eval_every: 5,
+                eval_batches: 1,
+                checkpoint_every: 0,
+            },
+            step: 7,
+            tensors: vec![
+                Tensor { name: "a".into(), shape: vec![2, 3], data: vec![1.0, -2.0, 3.5, 0.0, 1e-30, 7.0] },
+                Tensor { name: "b".into(), shape: vec![1], data: vec![f32::MAX] },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_validation() {
+        let dir = std::env::temp_dir().join(format!("mhc-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = checkpoint_path(&dir);
+        let ck = sample();
+        ck.save(&path).unwrap();
+        assert!(!path.with_extension("safetensors.tmp").exists());
+        let mut back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back, ck);
+        back.check_against(&ck.model, &ck.train).unwrap();
+        let mut other = ck.model.clone();
+        other.width = 16;
+        assert!(back.check_against(&other, &ck.train).unwrap_err().to_string().contains("model settings"));
+        assert!(back.take("a", &[3, 2]).unwrap_err().to_string().contains("shape"));
+        let mut back = Checkpoint::load(&path).unwrap();
+        back.take("a", &[2, 3]).unwrap();
+        assert!(back.finish().unwrap_err().to_string().contains("`b`"));
+        // A torn file is refused with a clear message.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(Checkpoint::load(&path).unwrap_err().to_string().contains("not a valid safetensors"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -147,3 +147,38 @@ where
         .map_err(err)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::metrics::AmaxGain;
+
+    #[test]
+    fn plots_two_runs_as_png_and_svg() {
+        let dir = std::env::temp_dir().join(format!("mhc-plot-{}", std::process::id()));
+        let rec = |step: u64, amax: bool| Record {
+            step,
+            loss: 5.0 / (1.0 + step as f32),
+            val_loss: (step % 2 == 0).then_some(4.0),
+            grad_norm: 1.0,
+            lr: 1e-3,
+            tokens_per_s: 100.0,
+            amax: amax.then(|| AmaxGain {
+                sites_forward: vec![1.0],
+                sites_backward: vec![1.0],
+                composite_forward: 1.0 + step as f32,
+                composite_backward: 1.0,
+            }),
+        };
+        let runs = [
+            Run { label: "plain".into(), records: (0..5).map(|s| rec(s, false)).collect() },
+            Run { label: "mhc".into(), records: (0..5).map(|s| rec(s, true)).collect() },
+        ];
+        let files = plot_runs(&runs, &dir, "t").unwrap();
+        let png = std::fs::read(&files[0]).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let svg = std::fs::read_to_string(&files[1]).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("mhc fwd"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
