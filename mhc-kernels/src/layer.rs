@@ -94,6 +94,16 @@ pub struct Saved {
     pub h: Buffer,
 }
 
+/// Per-token gradients from the gates' backward (f32): of the projection
+/// outputs dz, the RMSNorm term q = dr·r³/K, the token's share of dα, and
+/// (mHC) dm = ∂L/∂m, the bias gradient per token.
+pub struct GateGrads {
+    pub dz: Buffer,
+    pub q: Buffer,
+    pub dalpha: Buffer,
+    pub dm: Option<Buffer>,
+}
+
 /// Errors of the layer: bad shapes or a failing kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -151,6 +161,10 @@ impl Layer {
 
     pub fn config(&self) -> &SiteConfig {
         &self.cfg
+    }
+
+    pub fn kernels(&self) -> &Arc<KernelSet> {
+        &self.kernels
     }
 
     fn device(&self) -> &Device {
@@ -255,11 +269,16 @@ impl Layer {
 
     /// The coefficients of every token into `saved` (projection, then gates and Sinkhorn-Knopp).
     pub fn coefficients(&self, p: &Params, x: &Buffer, saved: &mut Saved) -> Result<()> {
+        self.project(p, x, saved)?;
+        self.gates(p, saved)
+    }
+
+    /// Kernel `mhc_proj`: z = proj · x and the RMSNorm factors r, one pass over x.
+    pub fn project(&self, p: &Params, x: &Buffer, saved: &mut Saved) -> Result<()> {
         let t = saved.t;
         let cfg = &self.cfg;
+        self.check_streams("x", x, t)?;
         self.check("proj", &p.proj, Scalar::F32, cfg.proj_rows() * cfg.proj_cols())?;
-        self.check("alpha", &p.alpha, Scalar::F32, 3)?;
-        self.check("b", &p.b, Scalar::F32, cfg.coeffs())?;
         let rows = t * cfg.rows_per_token();
         let rp = padded_rows(cfg.proj_rows());
         self.kernels.launch(
@@ -277,6 +296,14 @@ impl Layer {
                 Arg::I32(cfg.proj_rows() as i32),
             ],
         )?;
+        Ok(())
+    }
+
+    /// Kernel `mhc_coeffs` (sigmoids, Sinkhorn-Knopp) or `hc_coeffs` (tanh): h from z and r.
+    pub fn gates(&self, p: &Params, saved: &mut Saved) -> Result<()> {
+        let (t, cfg) = (saved.t, &self.cfg);
+        self.check("alpha", &p.alpha, Scalar::F32, 3)?;
+        self.check("b", &p.b, Scalar::F32, cfg.coeffs())?;
         match cfg.mixing {
             Mixing::Mhc => self.kernels.launch(
                 "mhc_coeffs",
@@ -413,6 +440,7 @@ impl Layer {
     /// [`Layer::post_backward`]: adds the pre-apply and projection terms to
     /// `g_x` in place and the parameter gradients (summed over tokens,
     /// deterministically) to `grads`.
+    #[allow(clippy::too_many_arguments)]
     pub fn pre_backward(
         &self,
         p: &Params,
@@ -423,13 +451,20 @@ impl Layer {
         dh: &mut Buffer,
         grads: &mut Grads,
     ) -> Result<()> {
+        self.apply_pre_backward(saved, x, g_h, g_x, dh)?;
+        let cg = self.gates_backward(p, saved, dh)?;
+        let part = self.project_backward(p, x, &cg, g_x)?;
+        self.reduce_grads(&cg, &part, dh, grads)
+    }
+
+    /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh` and `H_pre · g_h` added to `g_x`.
+    pub fn apply_pre_backward(&self, saved: &Saved, x: &Buffer, g_h: &Buffer, g_x: &mut Buffer, dh: &mut Buffer) -> Result<()> {
         let t = saved.t;
         let cfg = &self.cfg;
         self.check_streams("x", x, t)?;
         self.check_rows("g_h", g_h, t)?;
         self.check_streams("g_x", g_x, t)?;
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
-        let dev = self.device();
         self.kernels.launch(
             "mhc_pre_bwd",
             &[("N", self.n()), ("BC", APPLY_BC as i64)],
@@ -444,64 +479,77 @@ impl Layer {
                 Arg::I32(cfg.c as i32),
             ],
         )?;
+        Ok(())
+    }
+
+    /// Kernel `mhc_coeffs_bwd` (Sinkhorn-Knopp backward, recomputed on chip) or
+    /// `hc_coeffs_bwd`: per-token gradients of the projection and the gates.
+    pub fn gates_backward(&self, p: &Params, saved: &Saved, dh: &Buffer) -> Result<GateGrads> {
+        let (t, cfg) = (saved.t, &self.cfg);
+        let dev = self.device();
         let rows = t * cfg.rows_per_token();
-        let dz = dev.alloc(Scalar::F32, rows * cfg.proj_rows())?;
-        let q = dev.alloc(Scalar::F32, rows)?;
-        let dalpha = dev.alloc(Scalar::F32, t * 3)?;
-        // The bias gradient per token: dm for mHC, dh itself for HC.
-        let dm = match cfg.mixing {
-            Mixing::Mhc => {
-                let dm = dev.alloc(Scalar::F32, t * cfg.coeffs())?;
-                self.kernels.launch(
-                    "mhc_coeffs_bwd",
-                    &[("N", self.n()), ("ITERS", cfg.iters as i64), ("HIST", hist_slots(cfg.iters))],
-                    1,
-                    grid1(t),
-                    &[
-                        Arg::Buffer(&saved.z),
-                        Arg::Buffer(&saved.r),
-                        Arg::Buffer(&p.alpha),
-                        Arg::Buffer(&p.b),
-                        Arg::Buffer(&saved.h),
-                        Arg::Buffer(dh),
-                        Arg::Buffer(&dm),
-                        Arg::Buffer(&dz),
-                        Arg::Buffer(&q),
-                        Arg::Buffer(&dalpha),
-                        Arg::I32(cfg.proj_cols() as i32),
-                        Arg::F32(cfg.eps),
-                    ],
-                )?;
-                Some(dm)
-            }
-            Mixing::Hc => {
-                self.kernels.launch(
-                    "hc_coeffs_bwd",
-                    &[("N", self.n())],
-                    1,
-                    grid1(t),
-                    &[
-                        Arg::Buffer(&saved.z),
-                        Arg::Buffer(&saved.r),
-                        Arg::Buffer(&p.alpha),
-                        Arg::Buffer(dh),
-                        Arg::Buffer(&dz),
-                        Arg::Buffer(&q),
-                        Arg::Buffer(&dalpha),
-                        Arg::I32(cfg.c as i32),
-                    ],
-                )?;
-                None
-            }
+        let g = GateGrads {
+            dz: dev.alloc(Scalar::F32, rows * cfg.proj_rows())?,
+            q: dev.alloc(Scalar::F32, rows)?,
+            dalpha: dev.alloc(Scalar::F32, t * 3)?,
+            dm: match cfg.mixing {
+                Mixing::Mhc => Some(dev.alloc(Scalar::F32, t * cfg.coeffs())?),
+                Mixing::Hc => None,
+            },
         };
-        // Projection backward: rows split into `programs` groups, each writing
-        // its partial dφ, then summed in a fixed order.
+        match &g.dm {
+            Some(dm) => self.kernels.launch(
+                "mhc_coeffs_bwd",
+                &[("N", self.n()), ("ITERS", cfg.iters as i64), ("HIST", hist_slots(cfg.iters))],
+                1,
+                grid1(t),
+                &[
+                    Arg::Buffer(&saved.z),
+                    Arg::Buffer(&saved.r),
+                    Arg::Buffer(&p.alpha),
+                    Arg::Buffer(&p.b),
+                    Arg::Buffer(&saved.h),
+                    Arg::Buffer(dh),
+                    Arg::Buffer(dm),
+                    Arg::Buffer(&g.dz),
+                    Arg::Buffer(&g.q),
+                    Arg::Buffer(&g.dalpha),
+                    Arg::I32(cfg.proj_cols() as i32),
+                    Arg::F32(cfg.eps),
+                ],
+            )?,
+            None => self.kernels.launch(
+                "hc_coeffs_bwd",
+                &[("N", self.n())],
+                1,
+                grid1(t),
+                &[
+                    Arg::Buffer(&saved.z),
+                    Arg::Buffer(&saved.r),
+                    Arg::Buffer(&p.alpha),
+                    Arg::Buffer(dh),
+                    Arg::Buffer(&g.dz),
+                    Arg::Buffer(&g.q),
+                    Arg::Buffer(&g.dalpha),
+                    Arg::I32(cfg.c as i32),
+                ],
+            )?,
+        }
+        Ok(g)
+    }
+
+    /// Kernel `mhc_proj_bwd`: `projᵀ·dz − q·x` added to `g_x` in place; returns
+    /// the per-program partial sums of the projection's gradient
+    /// (`[programs, rows, cols]`), which [`Layer::reduce_grads`] sums.
+    pub fn project_backward(&self, p: &Params, x: &Buffer, g: &GateGrads, g_x: &mut Buffer) -> Result<(Buffer, usize)> {
+        let cfg = &self.cfg;
+        let rows = g.q.len();
         let rp = padded_rows(cfg.proj_rows());
         let programs = self.proj_programs(rows);
         let group = cdiv(cdiv(rows, programs), PROJ_BT) * PROJ_BT;
         let programs = cdiv(rows, group);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
-        let part = dev.alloc(Scalar::F32, programs * pr * pc)?;
+        let part = self.device().alloc(Scalar::F32, programs * pr * pc)?;
         self.kernels.launch(
             "mhc_proj_bwd",
             &[("RP", rp), ("BT", PROJ_BT as i64), ("BK", 64)],
@@ -510,8 +558,8 @@ impl Layer {
             &[
                 Arg::Buffer(x),
                 Arg::Buffer(&p.proj),
-                Arg::Buffer(&dz),
-                Arg::Buffer(&q),
+                Arg::Buffer(&g.dz),
+                Arg::Buffer(&g.q),
                 Arg::Buffer(g_x),
                 Arg::Buffer(&part),
                 Arg::I32(rows as i32),
@@ -520,10 +568,18 @@ impl Layer {
                 Arg::I32(group as i32),
             ],
         )?;
-        self.sum_rows(&part, programs, pr * pc, &mut grads.proj)?;
-        self.sum_rows(dm.as_ref().unwrap_or(dh), t, cfg.coeffs(), &mut grads.b)?;
-        self.sum_rows(&dalpha, t, 3, &mut grads.alpha)?;
-        Ok(())
+        Ok((part, programs))
+    }
+
+    /// The parameter gradients summed over tokens (kernel `mhc_sum_rows`, fixed
+    /// order) and added to `grads`: the projection's from the partials, the
+    /// biases' from dm (mHC) or dh (HC), α's from the per-token shares.
+    pub fn reduce_grads(&self, g: &GateGrads, part: &(Buffer, usize), dh: &Buffer, grads: &mut Grads) -> Result<()> {
+        let cfg = &self.cfg;
+        let t = g.dalpha.len() / 3;
+        self.sum_rows(&part.0, part.1, cfg.proj_rows() * cfg.proj_cols(), &mut grads.proj)?;
+        self.sum_rows(g.dm.as_ref().unwrap_or(dh), t, cfg.coeffs(), &mut grads.b)?;
+        self.sum_rows(&g.dalpha, t, 3, &mut grads.alpha)
     }
 
     /// How many programs share the projection backward's rows: enough to fill

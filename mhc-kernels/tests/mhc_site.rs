@@ -4,132 +4,14 @@
 //! and the recompute path against the stored one. Fresh random inputs every
 //! run (the seed is printed; `MHC_TEST_SEED` replays one); outputs start NaN.
 
-use half::bf16;
-use mhc::kernels::KernelSet;
-use mhc::layer::{Layer, Mixing, Params, SiteConfig};
-use mhc::reference::{finite_difference, Site, Wrt};
+mod common;
+
+use common::*;
+use mhc::layer::{Mixing, Params};
+use mhc::reference::{finite_difference, Wrt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::sync::Arc;
-use tile_runtime::{Buffer, Device, Scalar};
-
-fn seed() -> u64 {
-    let s = std::env::var("MHC_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    eprintln!("MHC_TEST_SEED={s}");
-    s
-}
-
-fn kernels() -> Arc<KernelSet> {
-    Arc::new(KernelSet::from_sources(Arc::new(Device::cpu())).expect("embedded sources compile"))
-}
-
-fn round_bf16(v: Vec<f32>) -> Vec<f64> {
-    v.into_iter().map(|x| bf16::from_f32(x).to_f64()).collect()
-}
-
-fn gaussian(rng: &mut StdRng, len: usize, std: f32) -> Vec<f32> {
-    (0..len)
-        .map(|_| {
-            let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
-            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos() * std
-        })
-        .collect()
-}
-
-fn upload_bf16(dev: &Device, v: &[f64]) -> Buffer {
-    let h: Vec<bf16> = v.iter().map(|x| bf16::from_f64(*x)).collect();
-    dev.upload(&h).unwrap()
-}
-
-fn nan_buffer(dev: &Device, dtype: Scalar, len: usize) -> Buffer {
-    let bytes: Vec<u8> = match dtype {
-        Scalar::BF16 => (0..len).flat_map(|_| bf16::NAN.to_le_bytes()).collect(),
-        _ => (0..len).flat_map(|_| f32::NAN.to_le_bytes()).collect(),
-    };
-    dev.upload_bytes(dtype, &bytes).unwrap()
-}
-
-fn download(dev: &Device, b: &Buffer) -> Vec<f64> {
-    match b.dtype() {
-        Scalar::BF16 => dev.download::<bf16>(b).unwrap().iter().map(|v| v.to_f64()).collect(),
-        _ => dev.download::<f32>(b).unwrap().iter().map(|v| *v as f64).collect(),
-    }
-}
-
-/// A random site: inputs far from the plain-residual initialisation (α ≈ 1,
-/// random biases) so every coefficient path is exercised.
-fn random_site(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRng) -> Site {
-    let cfg = SiteConfig::new(mixing, n, c);
-    let r = cfg.coeffs();
-    let phi_std = 1.0 / (cfg.proj_cols() as f32).sqrt();
-    Site {
-        kind: mixing,
-        t,
-        n,
-        c,
-        x: round_bf16(gaussian(rng, t * n * c, 1.0)),
-        y: round_bf16(gaussian(rng, t * c, 1.0)),
-        phi: gaussian(rng, cfg.proj_rows() * cfg.proj_cols(), phi_std).into_iter().map(f64::from).collect(),
-        alpha: [0.0; 3].map(|_| rng.random_range(0.5..1.5)),
-        b: gaussian(rng, r, 0.5).into_iter().map(f64::from).collect(),
-        iters: 20,
-        eps: 1e-6,
-    }
-}
-
-fn params(dev: &Device, s: &Site) -> Params {
-    let f = |v: &[f64]| dev.upload(&v.iter().map(|x| *x as f32).collect::<Vec<f32>>()).unwrap();
-    Params {
-        proj: f(&s.phi),
-        alpha: f(&s.alpha),
-        b: f(&s.b),
-    }
-}
-
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-/// Checks `got` against `want` elementwise: |got − want| ≤ rel·|want| + abs_of_max·max|want|.
-fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs_of_max: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = max_abs(want);
-    let mut worst = (0.0, 0);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        let tol = rel * w.abs() + abs_of_max * scale;
-        assert!(err <= tol && g.is_finite(), "{what}[{i}]: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e})");
-        if err > worst.0 {
-            worst = (err, i);
-        }
-    }
-    eprintln!("{what}: max |err| {:.2e} at {} (scale {scale:.2e})", worst.0, worst.1);
-}
-
-struct Run {
-    site: Site,
-    layer: Layer,
-    x: Buffer,
-    y: Buffer,
-    p: Params,
-}
-
-fn setup(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRng) -> Run {
-    let ks = kernels();
-    let site = random_site(mixing, t, n, c, rng);
-    let layer = Layer::new(ks.clone(), SiteConfig::new(mixing, n, c)).unwrap();
-    let dev = ks.device();
-    Run {
-        x: upload_bf16(dev, &site.x),
-        y: upload_bf16(dev, &site.y),
-        p: params(dev, &site),
-        site,
-        layer,
-    }
-}
+use tile_runtime::Scalar;
 
 const CASES: &[(Mixing, usize, usize, usize)] = &[
     (Mixing::Mhc, 5, 4, 100),
@@ -144,12 +26,13 @@ const CASES: &[(Mixing, usize, usize, usize)] = &[
 #[test]
 fn forward_matches_f64_reference() {
     let mut rng = StdRng::seed_from_u64(seed());
+    let ks = cpu_kernels();
     for &(mixing, t, n, c) in CASES {
         eprintln!("-- {mixing:?} T={t} n={n} C={c}");
-        let run = setup(mixing, t, n, c, &mut rng);
-        let dev = run.layer_device();
-        let mut saved = run.layer.alloc_saved(t).unwrap();
-        saved.h = nan_buffer(dev, Scalar::F32, t * n * n + 2 * t * n);
+        let site = random_site(mixing, t, n, c, &mut rng);
+        let run = Run::new(&ks, site);
+        let dev = run.dev();
+        let mut saved = nan_saved(&run.layer, t);
         let mut h_in = nan_buffer(dev, Scalar::BF16, t * c);
         run.layer.pre_into(&run.p, &run.x, &mut saved, &mut h_in).unwrap();
         let mut x_out = nan_buffer(dev, Scalar::BF16, t * n * c);
@@ -190,21 +73,15 @@ fn forward_matches_f64_reference() {
     }
 }
 
-impl Run {
-    fn layer_device(&self) -> &Device {
-        // Every run shares one CPU device through its kernel set.
-        static CPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
-        CPU.get_or_init(Device::cpu)
-    }
-}
-
 #[test]
 fn backward_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(seed());
+    let ks = cpu_kernels();
     for &(mixing, t, n, c) in CASES {
         eprintln!("-- {mixing:?} T={t} n={n} C={c}");
-        let run = setup(mixing, t, n, c, &mut rng);
-        let dev = run.layer_device();
+        let site = random_site(mixing, t, n, c, &mut rng);
+        let run = Run::new(&ks, site);
+        let dev = run.dev();
         let site = &run.site;
         let g_out = round_bf16(gaussian(&mut rng, t * n * c, 1.0));
         let g_h = round_bf16(gaussian(&mut rng, t * c, 1.0));
