@@ -453,7 +453,8 @@ impl Layer {
     ) -> Result<()> {
         self.apply_pre_backward(saved, x, g_h, g_x, dh)?;
         let cg = self.gates_backward(p, saved, dh)?;
-        let part = self.project_backward(p, x, &cg, g_x)?;
+        let mut part = self.alloc_partials(saved.t)?;
+        self.project_backward_into(p, x, &cg, g_x, &mut part)?;
         self.reduce_grads(&cg, &part, dh, grads)
     }
 
@@ -482,13 +483,12 @@ impl Layer {
         Ok(())
     }
 
-    /// Kernel `mhc_coeffs_bwd` (Sinkhorn-Knopp backward, recomputed on chip) or
-    /// `hc_coeffs_bwd`: per-token gradients of the projection and the gates.
-    pub fn gates_backward(&self, p: &Params, saved: &Saved, dh: &Buffer) -> Result<GateGrads> {
-        let (t, cfg) = (saved.t, &self.cfg);
+    /// Buffers for [`Layer::gates_backward_into`] at `t` tokens.
+    pub fn alloc_gate_grads(&self, t: usize) -> Result<GateGrads> {
+        let cfg = &self.cfg;
         let dev = self.device();
         let rows = t * cfg.rows_per_token();
-        let g = GateGrads {
+        Ok(GateGrads {
             dz: dev.alloc(Scalar::F32, rows * cfg.proj_rows())?,
             q: dev.alloc(Scalar::F32, rows)?,
             dalpha: dev.alloc(Scalar::F32, t * 3)?,
@@ -496,7 +496,21 @@ impl Layer {
                 Mixing::Mhc => Some(dev.alloc(Scalar::F32, t * cfg.coeffs())?),
                 Mixing::Hc => None,
             },
-        };
+        })
+    }
+
+    /// Kernel `mhc_coeffs_bwd` (Sinkhorn-Knopp backward, recomputed on chip) or
+    /// `hc_coeffs_bwd`: per-token gradients of the projection and the gates.
+    pub fn gates_backward(&self, p: &Params, saved: &Saved, dh: &Buffer) -> Result<GateGrads> {
+        let mut g = self.alloc_gate_grads(saved.t)?;
+        self.gates_backward_into(p, saved, dh, &mut g)?;
+        Ok(g)
+    }
+
+    pub fn gates_backward_into(&self, p: &Params, saved: &Saved, dh: &Buffer, g: &mut GateGrads) -> Result<()> {
+        let (t, cfg) = (saved.t, &self.cfg);
+        self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
+        self.check("dalpha", &g.dalpha, Scalar::F32, t * 3)?;
         match &g.dm {
             Some(dm) => self.kernels.launch(
                 "mhc_coeffs_bwd",
@@ -535,24 +549,41 @@ impl Layer {
                 ],
             )?,
         }
-        Ok(g)
+        Ok(())
     }
 
-    /// Kernel `mhc_proj_bwd`: `projᵀ·dz − q·x` added to `g_x` in place; returns
-    /// the per-program partial sums of the projection's gradient
-    /// (`[programs, rows, cols]`), which [`Layer::reduce_grads`] sums.
-    pub fn project_backward(&self, p: &Params, x: &Buffer, g: &GateGrads, g_x: &mut Buffer) -> Result<(Buffer, usize)> {
+    /// The per-program partial sums of the projection's gradient that
+    /// [`Layer::project_backward_into`] writes (`[programs, rows, cols]`) and their count.
+    pub fn alloc_partials(&self, t: usize) -> Result<(Buffer, usize)> {
         let cfg = &self.cfg;
-        let rows = g.q.len();
-        let rp = padded_rows(cfg.proj_rows());
+        let (_, programs) = self.proj_split(t * cfg.rows_per_token());
+        let part = self.device().alloc(Scalar::F32, programs * cfg.proj_rows() * cfg.proj_cols())?;
+        Ok((part, programs))
+    }
+
+    /// Rows per program and programs of the projection backward.
+    fn proj_split(&self, rows: usize) -> (usize, usize) {
         let programs = self.proj_programs(rows);
         let group = cdiv(cdiv(rows, programs), PROJ_BT) * PROJ_BT;
-        let programs = cdiv(rows, group);
+        (group, cdiv(rows, group))
+    }
+
+    /// Kernel `mhc_proj_bwd`: `projᵀ·dz − q·x` added to `g_x` in place, and the
+    /// per-program partial sums of the projection's gradient into `part`
+    /// (from [`Layer::alloc_partials`]), which [`Layer::reduce_grads`] sums.
+    pub fn project_backward_into(&self, p: &Params, x: &Buffer, g: &GateGrads, g_x: &mut Buffer, part: &mut (Buffer, usize)) -> Result<()> {
+        let cfg = &self.cfg;
+        let rows = g.q.len();
+        let (group, programs) = self.proj_split(rows);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
-        let part = self.device().alloc(Scalar::F32, programs * pr * pc)?;
+        if part.1 != programs {
+            return Err(LayerError::Shape(format!("partials for {} programs, need {programs}", part.1)));
+        }
+        self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
+        self.check_streams("g_x", g_x, g.dalpha.len() / 3)?;
         self.kernels.launch(
             "mhc_proj_bwd",
-            &[("RP", rp), ("BT", PROJ_BT as i64), ("BK", 64)],
+            &[("RP", padded_rows(pr)), ("BT", PROJ_BT as i64), ("BK", 64)],
             4,
             grid1(programs),
             &[
@@ -561,14 +592,14 @@ impl Layer {
                 Arg::Buffer(&g.dz),
                 Arg::Buffer(&g.q),
                 Arg::Buffer(g_x),
-                Arg::Buffer(&part),
+                Arg::Buffer(&part.0),
                 Arg::I32(rows as i32),
                 Arg::I32(pc as i32),
                 Arg::I32(pr as i32),
                 Arg::I32(group as i32),
             ],
         )?;
-        Ok((part, programs))
+        Ok(())
     }
 
     /// The parameter gradients summed over tokens (kernel `mhc_sum_rows`, fixed
@@ -585,8 +616,7 @@ impl Layer {
     /// How many programs share the projection backward's rows: enough to fill
     /// the device, few enough that the partial dφ stay small.
     fn proj_programs(&self, rows: usize) -> usize {
-        let target = if self.device().is_gpu() { 132 } else { 16 };
-        target.min(cdiv(rows, PROJ_BT)).max(1)
+        self.device().parallelism().min(cdiv(rows, PROJ_BT)).max(1)
     }
 
     /// `dst[l] += Σ_p src[p, l]`, in a fixed order (two stages for many rows).

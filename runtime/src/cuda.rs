@@ -67,6 +67,20 @@ impl CudaDevice {
         Ok(format!("sm_{major}{minor}"))
     }
 
+    pub(crate) fn sm_count(&self) -> Result<usize, RuntimeError> {
+        let n = self
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv)?;
+        Ok(n as usize)
+    }
+
+    /// (free, total) device memory in bytes.
+    pub(crate) fn memory_info(&self) -> Result<(usize, usize), RuntimeError> {
+        self.ctx.bind_to_thread().map_err(drv)?;
+        cudarc::driver::result::mem_get_info().map_err(drv)
+    }
+
     pub(crate) fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
         self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(drv)
     }

@@ -81,6 +81,22 @@ impl Device {
         matches!(self, Device::Cuda(_))
     }
 
+    /// Streaming multiprocessors of a GPU; the worker threads of the CPU.
+    pub fn parallelism(&self) -> usize {
+        match self {
+            Device::Cuda(d) => d.sm_count().unwrap_or(1),
+            Device::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// `(free, total)` device memory in bytes (GPU only; `None` on the CPU).
+    pub fn memory_info(&self) -> Option<(usize, usize)> {
+        match self {
+            Device::Cuda(d) => d.memory_info().ok(),
+            Device::Cpu => None,
+        }
+    }
+
     /// A zero-filled buffer of `len` elements.
     pub fn alloc(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
         let bytes = len * dtype.size_bytes();
