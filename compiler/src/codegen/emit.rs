@@ -28,6 +28,15 @@ pub(crate) struct Emitter<'c> {
     attrs: RefCell<HashMap<String, Attribute<'c>>>,
 }
 
+impl Drop for Emitter<'_> {
+    /// After a failed lowering the insertion stack still holds nested blocks
+    /// whose ops use values of the blocks below them: destroy the innermost
+    /// first, so no op outlives a value it uses.
+    fn drop(&mut self) {
+        while self.blocks.pop().is_some() {}
+    }
+}
+
 impl<'c> Emitter<'c> {
     pub fn new(ctx: &'c Context) -> Self {
         Emitter {

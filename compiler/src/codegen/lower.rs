@@ -107,9 +107,8 @@ fn assign_block(
     out: &mut HashMap<ValueId, Layout>,
 ) {
     for inst in insts {
-        let Some(&r) = inst.results.first() else {
-            continue;
-        };
+        // Loops and ifs without results still hold dots in their bodies.
+        let r = inst.results.first().copied().unwrap_or(ValueId(u32::MAX));
         match &inst.op {
             Op::Dot { .. } => {
                 out.insert(r, Layout::Mma(Mma::new(&kernel.ty(r).shape, warps)));
