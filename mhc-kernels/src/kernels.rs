@@ -15,6 +15,13 @@ use tilec::frontend::{parse_program, Program, SourceFile};
 /// The `.tile` sources of this crate: (pack, file name, text).
 pub const SOURCES: &[(&str, &str, &str)] = &[
     ("mhc", "mhc.tile", include_str!("../kernels/mhc/mhc.tile")),
+    ("model", "attention.tile", include_str!("../kernels/model/attention.tile")),
+    ("model", "elementwise.tile", include_str!("../kernels/model/elementwise.tile")),
+    ("model", "embed.tile", include_str!("../kernels/model/embed.tile")),
+    ("model", "loss.tile", include_str!("../kernels/model/loss.tile")),
+    ("model", "norm.tile", include_str!("../kernels/model/norm.tile")),
+    ("model", "reduce.tile", include_str!("../kernels/model/reduce.tile")),
+    ("model", "streams.tile", include_str!("../kernels/model/streams.tile")),
 ];
 
 /// The pack directories (relative to this crate) that `tilec pack` compiles:

@@ -9,6 +9,7 @@
 #[cfg(feature = "cublas")]
 pub mod baseline;
 pub mod bench;
+pub mod blas;
 mod cuda;
 mod pack;
 pub mod tune;

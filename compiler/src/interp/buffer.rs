@@ -288,6 +288,35 @@ impl Buffer {
         }
     }
 
+    /// Elements `start..start + len` of an f32 buffer, or `None` for another
+    /// dtype or a range past the end.
+    pub fn read_f32(&self, start: usize, len: usize) -> Option<Vec<f32>> {
+        match &self.storage {
+            Storage::B32(v) if self.dtype == Scalar::F32 => v
+                .get(start..start.checked_add(len)?)
+                .map(|s| s.iter().map(|a| f32::from_bits(a.load(Relaxed))).collect()),
+            _ => None,
+        }
+    }
+
+    /// Overwrite elements `start..start + data.len()` of an f32 buffer with
+    /// `data`; `false` (nothing written) for another dtype or a range past the end.
+    pub fn write_f32(&self, start: usize, data: &[f32]) -> bool {
+        let Storage::B32(v) = &self.storage else {
+            return false;
+        };
+        let end = start.checked_add(data.len());
+        match end.and_then(|e| v.get(start..e)) {
+            Some(s) if self.dtype == Scalar::F32 => {
+                s.iter()
+                    .zip(data)
+                    .for_each(|(a, x)| a.store(x.to_bits(), Relaxed));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Overwrite the contents with `other`'s (same dtype and length), or `false`.
     pub fn copy_from(&self, other: &Buffer) -> bool {
         if self.dtype != other.dtype || self.len() != other.len() {

@@ -1,0 +1,336 @@
+//! Glue: elementwise arithmetic, casts, head permutes, residual streams.
+
+use super::{check, int, pick, Ops, OpsError, Out, COL_BLOCKS};
+use tile_runtime::{Arg, Buffer, Scalar};
+
+impl Ops {
+    /// Launch a flat elementwise kernel over n elements (nothing for n = 0).
+    pub(super) fn elementwise(
+        &self,
+        op: &'static str,
+        kernel: &str,
+        n: usize,
+        args: &[Arg],
+    ) -> Result<(), OpsError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let block = self.elementwise_block();
+        int(op, n)?;
+        self.launch(
+            kernel,
+            &[("BLOCK", block)],
+            4,
+            [n.div_ceil(block as usize), 1, 1],
+            args,
+        )
+    }
+
+    /// out = a + b over n elements.
+    pub fn add(&self, a: &Buffer, b: &Buffer, out: &mut Buffer, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "add";
+        check(OP, "a", a, Scalar::F32, n)?;
+        check(OP, "b", b, Scalar::F32, n)?;
+        check(OP, "out", out, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "vec_add",
+            n,
+            &[
+                Arg::Buffer(a),
+                Arg::Buffer(b),
+                Arg::Buffer(out),
+                int(OP, n)?,
+            ],
+        )
+    }
+
+    /// y += alpha · x over n elements.
+    pub fn axpy(&self, alpha: f32, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "axpy";
+        check(OP, "x", x, Scalar::F32, n)?;
+        check(OP, "y", y, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "vec_axpy",
+            n,
+            &[Arg::Buffer(x), Arg::Buffer(y), int(OP, n)?, Arg::F32(alpha)],
+        )
+    }
+
+    /// x *= alpha over n elements.
+    pub fn scale(&self, x: &mut Buffer, alpha: f32, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "scale";
+        check(OP, "x", x, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "vec_scale",
+            n,
+            &[Arg::Buffer(x), int(OP, n)?, Arg::F32(alpha)],
+        )
+    }
+
+    /// x[0..n] = value.
+    pub fn fill(&self, x: &mut Buffer, value: f32, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "fill";
+        check(OP, "x", x, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "vec_fill",
+            n,
+            &[Arg::Buffer(x), int(OP, n)?, Arg::F32(value)],
+        )
+    }
+
+    /// dst[dst_offset..][..n] = src[src_offset..][..n].
+    pub fn copy(
+        &self,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &mut Buffer,
+        dst_offset: usize,
+        n: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "copy";
+        check(OP, "src", src, Scalar::F32, src_offset + n)?;
+        check(OP, "dst", dst, Scalar::F32, dst_offset + n)?;
+        let a = [
+            Arg::Buffer(src),
+            Arg::Buffer(dst),
+            int(OP, n)?,
+            Arg::I64(src_offset as i64),
+            Arg::I64(dst_offset as i64),
+        ];
+        self.elementwise(OP, "vec_copy", n, &a)
+    }
+
+    /// dst (bf16) = src (f32), rounded to nearest even.
+    pub fn cast_f32_bf16(&self, src: &Buffer, dst: &mut Buffer, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "cast_f32_bf16";
+        check(OP, "src", src, Scalar::F32, n)?;
+        check(OP, "dst", dst, Scalar::BF16, n)?;
+        self.elementwise(
+            OP,
+            "cast_f32_bf16",
+            n,
+            &[Arg::Buffer(src), Arg::Buffer(dst), int(OP, n)?],
+        )
+    }
+
+    /// dst (f32) = src (bf16), exact.
+    pub fn cast_bf16_f32(&self, src: &Buffer, dst: &mut Buffer, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "cast_bf16_f32";
+        check(OP, "src", src, Scalar::BF16, n)?;
+        check(OP, "dst", dst, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "cast_bf16_f32",
+            n,
+            &[Arg::Buffer(src), Arg::Buffer(dst), int(OP, n)?],
+        )
+    }
+
+    /// x[r, :] += b for x [rows, n], b [n].
+    pub fn add_bias(
+        &self,
+        x: &mut Buffer,
+        b: &Buffer,
+        rows: usize,
+        n: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "add_bias";
+        check(OP, "x", x, Scalar::F32, rows * n)?;
+        check(OP, "b", b, Scalar::F32, n)?;
+        if rows * n == 0 {
+            return Ok(());
+        }
+        let block = pick(&COL_BLOCKS, n);
+        let a = [Arg::Buffer(x), Arg::Buffer(b), int(OP, n)?];
+        self.launch(
+            "add_bias",
+            &[("BLOCK", block)],
+            4,
+            [rows, n.div_ceil(block as usize), 1],
+            &a,
+        )
+    }
+
+    /// Slot `slot` of `src` [b, t, slots, h, d] → `dst` [b, h, t, d]: with
+    /// slots = 3 the q, k or v of a fused qkv projection, with slots = 1 a
+    /// [b, t, h·d] activation split into heads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn split_heads(
+        &self,
+        src: &Buffer,
+        dst: &mut Buffer,
+        b: usize,
+        t: usize,
+        h: usize,
+        d: usize,
+        slots: usize,
+        slot: usize,
+    ) -> Result<(), OpsError> {
+        self.permute("split_heads", src, dst, [b, t, h, d], slots, slot, true)
+    }
+
+    /// The inverse of [`Ops::split_heads`]: `src` [b, h, t, d] → slot `slot` of
+    /// `dst` [b, t, slots, h, d] (other slots untouched).
+    #[allow(clippy::too_many_arguments)]
+    pub fn merge_heads(
+        &self,
+        src: &Buffer,
+        dst: &mut Buffer,
+        b: usize,
+        t: usize,
+        h: usize,
+        d: usize,
+        slots: usize,
+        slot: usize,
+    ) -> Result<(), OpsError> {
+        self.permute("merge_heads", src, dst, [b, t, h, d], slots, slot, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn permute(
+        &self,
+        op: &'static str,
+        src: &Buffer,
+        dst: &mut Buffer,
+        [b, t, h, d]: [usize; 4],
+        slots: usize,
+        slot: usize,
+        split: bool,
+    ) -> Result<(), OpsError> {
+        if slot >= slots {
+            return Err(OpsError::Shape {
+                op,
+                message: format!("slot {slot} of {slots}"),
+            });
+        }
+        let (fused, heads) = (b * t * slots * h * d, b * h * t * d);
+        let (src_len, dst_len) = if split {
+            (fused, heads)
+        } else {
+            (heads, fused)
+        };
+        check(op, "src", src, Scalar::F32, src_len)?;
+        check(op, "dst", dst, Scalar::F32, dst_len)?;
+        if heads == 0 {
+            return Ok(());
+        }
+        int(op, src_len.max(dst_len))?;
+        let block = pick(&COL_BLOCKS, h * d);
+        let a = [
+            Arg::Buffer(src),
+            Arg::Buffer(dst),
+            int(op, t)?,
+            int(op, h)?,
+            int(op, d)?,
+            int(op, slots)?,
+            int(op, slot)?,
+        ];
+        self.launch(
+            op,
+            &[("BLOCK", block)],
+            4,
+            [b * t, (h * d).div_ceil(block as usize), 1],
+            &a,
+        )
+    }
+
+    /// xs [t, n, c] (bf16) = n copies of x [t, c] (f32), rounded to bf16.
+    pub fn streams_expand(
+        &self,
+        x: &Buffer,
+        xs: &mut Buffer,
+        t: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "streams_expand";
+        check(OP, "x", x, Scalar::F32, t * c)?;
+        check(OP, "xs", xs, Scalar::BF16, t * n * c)?;
+        self.streams(OP, t, n, c, x, xs, None)
+    }
+
+    /// Backward of [`Ops::streams_expand`]: dx [t, c] (f32) (+)= Σ_i dxs[t, i, :] (bf16).
+    pub fn streams_expand_bwd(
+        &self,
+        dxs: &Buffer,
+        dx: &mut Buffer,
+        t: usize,
+        n: usize,
+        c: usize,
+        mode: Out,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "streams_expand_bwd";
+        check(OP, "dxs", dxs, Scalar::BF16, t * n * c)?;
+        check(OP, "dx", dx, Scalar::F32, t * c)?;
+        self.streams(OP, t, n, c, dxs, dx, Some(mode))
+    }
+
+    /// x [t, c] (f32) = mean over the n streams of xs [t, n, c] (bf16).
+    pub fn streams_collapse(
+        &self,
+        xs: &Buffer,
+        x: &mut Buffer,
+        t: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "streams_collapse";
+        check(OP, "xs", xs, Scalar::BF16, t * n * c)?;
+        check(OP, "x", x, Scalar::F32, t * c)?;
+        self.streams(OP, t, n, c, xs, x, None)
+    }
+
+    /// Backward of [`Ops::streams_collapse`]: dxs[t, i, :] (bf16) (+)= dx[t, :] / n.
+    pub fn streams_collapse_bwd(
+        &self,
+        dx: &Buffer,
+        dxs: &mut Buffer,
+        t: usize,
+        n: usize,
+        c: usize,
+        mode: Out,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "streams_collapse_bwd";
+        check(OP, "dx", dx, Scalar::F32, t * c)?;
+        check(OP, "dxs", dxs, Scalar::BF16, t * n * c)?;
+        self.streams(OP, t, n, c, dx, dxs, Some(mode))
+    }
+
+    /// Launch the stream kernel `op` on (src, dst, n, c[, mode]).
+    #[allow(clippy::too_many_arguments)]
+    fn streams(
+        &self,
+        op: &'static str,
+        t: usize,
+        n: usize,
+        c: usize,
+        src: &Buffer,
+        dst: &Buffer,
+        mode: Option<Out>,
+    ) -> Result<(), OpsError> {
+        if n == 0 {
+            return Err(OpsError::Shape {
+                op,
+                message: "no streams (n = 0)".into(),
+            });
+        }
+        if t * c == 0 {
+            return Ok(());
+        }
+        int(op, t * n * c)?;
+        let mut args = vec![Arg::Buffer(src), Arg::Buffer(dst), int(op, n)?, int(op, c)?];
+        args.extend(mode.map(Out::flag));
+        let block = pick(&COL_BLOCKS, c);
+        self.launch(
+            op,
+            &[("BLOCK", block)],
+            4,
+            [t, c.div_ceil(block as usize), 1],
+            &args,
+        )
+    }
+}

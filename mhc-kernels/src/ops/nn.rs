@@ -1,0 +1,493 @@
+//! Model layers: embedding, RMSNorm, attention, GELU, cross-entropy, AdamW.
+
+use super::{check, int, pick, AdamW, Ops, OpsError, Out, COL_BLOCKS};
+use tile_runtime::blas::GemmOp;
+use tile_runtime::{Arg, Buffer, Scalar};
+
+impl Ops {
+    /// out[r, :] = wte[tokens[r], :] (+ wpe[r % t, :] with `wpe`) for `rows`
+    /// tokens (i32) in [0, vocab); tables [vocab, c] and [t, c]. A token
+    /// outside [0, vocab) gives a NaN row (the loss turns non-finite).
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_fwd(
+        &self,
+        tokens: &Buffer,
+        wte: &Buffer,
+        wpe: Option<&Buffer>,
+        out: &mut Buffer,
+        rows: usize,
+        t: usize,
+        vocab: usize,
+        c: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "embed_fwd";
+        check(OP, "tokens", tokens, Scalar::I32, rows)?;
+        check(OP, "wte", wte, Scalar::F32, vocab * c)?;
+        if let Some(wpe) = wpe {
+            if t == 0 || rows % t != 0 {
+                return Err(OpsError::Shape {
+                    op: OP,
+                    message: format!("{rows} rows are not whole sequences of {t}"),
+                });
+            }
+            check(OP, "wpe", wpe, Scalar::F32, t * c)?;
+        }
+        check(OP, "out", out, Scalar::F32, rows * c)?;
+        if rows == 0 || c == 0 {
+            return Ok(());
+        }
+        let block = pick(&COL_BLOCKS, c);
+        let a = [
+            Arg::Buffer(tokens),
+            Arg::Buffer(wte),
+            Arg::Buffer(wpe.unwrap_or(wte)),
+            Arg::Buffer(out),
+            int(OP, vocab)?,
+            int(OP, t.max(1))?,
+            int(OP, c)?,
+            Arg::F32(f32::NAN),
+        ];
+        let pos = wpe.is_some() as i64;
+        self.launch(
+            "embed_fwd",
+            &[("BLOCK", block), ("POS", pos)],
+            4,
+            [rows, c.div_ceil(block as usize), 1],
+            &a,
+        )
+    }
+
+    /// dwte[v, :] (+)= Σ over rows r with tokens[r] = v of dout[r, :]
+    /// (dout [rows, c], dwte [vocab, c]); deterministic. Tokens outside
+    /// [0, vocab) contribute nothing (the forward made their rows NaN).
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_bwd(
+        &self,
+        tokens: &Buffer,
+        dout: &Buffer,
+        dwte: &mut Buffer,
+        rows: usize,
+        vocab: usize,
+        c: usize,
+        mode: Out,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "embed_bwd";
+        check(OP, "tokens", tokens, Scalar::I32, rows)?;
+        check(OP, "dout", dout, Scalar::F32, rows * c)?;
+        check(OP, "dwte", dwte, Scalar::F32, vocab * c)?;
+        if vocab == 0 || c == 0 {
+            return Ok(());
+        }
+        let bc = if c <= 32 { 32 } else { 128 };
+        let a = [
+            Arg::Buffer(tokens),
+            Arg::Buffer(dout),
+            Arg::Buffer(dwte),
+            int(OP, rows)?,
+            int(OP, c)?,
+            mode.flag(),
+        ];
+        self.launch(
+            "embed_bwd",
+            &[("BR", 32), ("BC", bc)],
+            4,
+            [vocab, c.div_ceil(bc as usize), 1],
+            &a,
+        )
+    }
+
+    /// dwpe[p, :] (+)= Σ over sequences of dout[s·t + p, :]: the position
+    /// table's gradient (dout [rows, c], rows a multiple of `t`).
+    pub fn embed_pos_bwd(
+        &self,
+        dout: &Buffer,
+        dwpe: &mut Buffer,
+        rows: usize,
+        t: usize,
+        c: usize,
+        mode: Out,
+    ) -> Result<(), OpsError> {
+        if t == 0 || rows % t != 0 {
+            return Err(OpsError::Shape {
+                op: "embed_pos_bwd",
+                message: format!("{rows} rows are not whole sequences of {t}"),
+            });
+        }
+        self.col_sum(dout, rows / t, t * c, dwpe, mode)
+    }
+
+    /// y = x / sqrt(mean(x²) + eps) · w per row of x [rows, n]; rstd[r] = the
+    /// row's 1/rms, kept for the backward.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm_fwd(
+        &self,
+        x: &Buffer,
+        w: &Buffer,
+        y: &mut Buffer,
+        rstd: &mut Buffer,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "rmsnorm_fwd";
+        check(OP, "x", x, Scalar::F32, rows * n)?;
+        check(OP, "w", w, Scalar::F32, n)?;
+        check(OP, "y", y, Scalar::F32, rows * n)?;
+        check(OP, "rstd", rstd, Scalar::F32, rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (block, warps) = self.row_config(n);
+        let a = [
+            Arg::Buffer(x),
+            Arg::Buffer(w),
+            Arg::Buffer(y),
+            Arg::Buffer(rstd),
+            int(OP, n)?,
+            Arg::F32(eps),
+        ];
+        self.launch("rmsnorm_fwd", &[("BLOCK", block)], warps, [rows, 1, 1], &a)
+    }
+
+    /// Backward of [`Ops::rmsnorm_fwd`]: dx (+)= ∂L/∂x and dw (+)= Σ_rows dy·x·rstd
+    /// (deterministic), from x, w, the saved rstd and dy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm_bwd(
+        &self,
+        x: &Buffer,
+        w: &Buffer,
+        rstd: &Buffer,
+        dy: &Buffer,
+        dx: &mut Buffer,
+        dx_mode: Out,
+        dw: &mut Buffer,
+        dw_mode: Out,
+        rows: usize,
+        n: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "rmsnorm_bwd";
+        check(OP, "x", x, Scalar::F32, rows * n)?;
+        check(OP, "w", w, Scalar::F32, n)?;
+        check(OP, "rstd", rstd, Scalar::F32, rows)?;
+        check(OP, "dy", dy, Scalar::F32, rows * n)?;
+        check(OP, "dx", dx, Scalar::F32, rows * n)?;
+        check(OP, "dw", dw, Scalar::F32, n)?;
+        if rows > 0 {
+            let (block, warps) = self.row_config(n);
+            let a = [
+                Arg::Buffer(x),
+                Arg::Buffer(w),
+                Arg::Buffer(dy),
+                Arg::Buffer(rstd),
+                Arg::Buffer(dx),
+                int(OP, n)?,
+                dx_mode.flag(),
+            ];
+            self.launch("rmsnorm_bwd", &[("BLOCK", block)], warps, [rows, 1, 1], &a)?;
+        }
+        self.column_reduce(OP, "rmsnorm_dw", &[x, dy, rstd], rows, n, dw, dw_mode)
+    }
+
+    /// Causal softmax of attention scores S [bh, t, t] (row r is query
+    /// position r % t): P = softmax(scale·S) over keys ≤ the query, 0 above
+    /// the diagonal. `s` and `p` may not alias (see [`Ops::attention_fwd`] for
+    /// the fused-buffer path).
+    pub fn attn_softmax_fwd(
+        &self,
+        s: &Buffer,
+        p: &mut Buffer,
+        bh: usize,
+        t: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "attn_softmax_fwd";
+        check(OP, "s", s, Scalar::F32, bh * t * t)?;
+        check(OP, "p", p, Scalar::F32, bh * t * t)?;
+        self.softmax_fwd_launch(s, p, bh, t, scale)
+    }
+
+    /// In-place safe: each program reads its row before writing it, element
+    /// by element in the same layout.
+    fn softmax_fwd_launch(
+        &self,
+        s: &Buffer,
+        p: &Buffer,
+        bh: usize,
+        t: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        if bh * t == 0 {
+            return Ok(());
+        }
+        let (block, warps) = self.row_config(t);
+        let a = [
+            Arg::Buffer(s),
+            Arg::Buffer(p),
+            int("attn_softmax_fwd", t)?,
+            Arg::F32(scale),
+        ];
+        self.launch(
+            "attn_softmax_fwd",
+            &[("BLOCK", block)],
+            warps,
+            [bh * t, 1, 1],
+            &a,
+        )
+    }
+
+    /// Backward of [`Ops::attn_softmax_fwd`]: dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)),
+    /// 0 above the diagonal.
+    pub fn attn_softmax_bwd(
+        &self,
+        p: &Buffer,
+        dp: &Buffer,
+        ds: &mut Buffer,
+        bh: usize,
+        t: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "attn_softmax_bwd";
+        check(OP, "p", p, Scalar::F32, bh * t * t)?;
+        check(OP, "dp", dp, Scalar::F32, bh * t * t)?;
+        check(OP, "ds", ds, Scalar::F32, bh * t * t)?;
+        self.softmax_bwd_launch(p, dp, ds, bh, t, scale)
+    }
+
+    /// In-place safe in `dp`/`ds` like the forward.
+    fn softmax_bwd_launch(
+        &self,
+        p: &Buffer,
+        dp: &Buffer,
+        ds: &Buffer,
+        bh: usize,
+        t: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        if bh * t == 0 {
+            return Ok(());
+        }
+        let (block, warps) = self.row_config(t);
+        let a = [
+            Arg::Buffer(p),
+            Arg::Buffer(dp),
+            Arg::Buffer(ds),
+            int("attn_softmax_bwd", t)?,
+            Arg::F32(scale),
+        ];
+        self.launch(
+            "attn_softmax_bwd",
+            &[("BLOCK", block)],
+            warps,
+            [bh * t, 1, 1],
+            &a,
+        )
+    }
+
+    /// Causal attention on per-head matrices q, k, v [bh, t, d]:
+    /// P = causal_softmax(scale·q·kᵀ) (kept in `p` [bh, t, t] for the
+    /// backward), o = P·v [bh, t, d]. Two batched GEMMs around the softmax
+    /// kernel, which runs in place on `p`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_fwd(
+        &self,
+        q: &Buffer,
+        k: &Buffer,
+        v: &Buffer,
+        p: &mut Buffer,
+        o: &mut Buffer,
+        bh: usize,
+        t: usize,
+        d: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "attention_fwd";
+        for (name, b) in [("q", q), ("k", k), ("v", v), ("o", &*o)] {
+            check(OP, name, b, Scalar::F32, bh * t * d)?;
+        }
+        check(OP, "p", p, Scalar::F32, bh * t * t)?;
+        if bh * t == 0 {
+            return Ok(());
+        }
+        self.gemm(&GemmOp::new(t, t, d).trans_b(true).batched(bh), q, k, p)?;
+        self.softmax_fwd_launch(p, p, bh, t, scale)?;
+        self.gemm(&GemmOp::new(t, d, t).batched(bh), p, v, o)
+    }
+
+    /// Backward of [`Ops::attention_fwd`] from the saved `p` and do [bh, t, d]:
+    /// dq, dk, dv [bh, t, d] (overwritten). `ds` [bh, t, t] is workspace.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bwd(
+        &self,
+        q: &Buffer,
+        k: &Buffer,
+        v: &Buffer,
+        p: &Buffer,
+        d_o: &Buffer,
+        dq: &mut Buffer,
+        dk: &mut Buffer,
+        dv: &mut Buffer,
+        ds: &mut Buffer,
+        bh: usize,
+        t: usize,
+        d: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "attention_bwd";
+        for (name, b) in [
+            ("q", q),
+            ("k", k),
+            ("v", v),
+            ("do", d_o),
+            ("dq", &*dq),
+            ("dk", &*dk),
+            ("dv", &*dv),
+        ] {
+            check(OP, name, b, Scalar::F32, bh * t * d)?;
+        }
+        check(OP, "p", p, Scalar::F32, bh * t * t)?;
+        check(OP, "ds", ds, Scalar::F32, bh * t * t)?;
+        if bh * t == 0 {
+            return Ok(());
+        }
+        // dv = Pᵀ·do, dP = do·vᵀ (into ds), dS in place, dq = dS·k, dk = dSᵀ·q.
+        self.gemm(&GemmOp::new(t, d, t).trans_a(true).batched(bh), p, d_o, dv)?;
+        self.gemm(&GemmOp::new(t, t, d).trans_b(true).batched(bh), d_o, v, ds)?;
+        self.softmax_bwd_launch(p, ds, ds, bh, t, scale)?;
+        self.gemm(&GemmOp::new(t, d, t).batched(bh), ds, k, dq)?;
+        self.gemm(&GemmOp::new(t, d, t).trans_a(true).batched(bh), ds, q, dk)
+    }
+
+    /// y = GELU(x) (tanh approximation) over n elements.
+    pub fn gelu_fwd(&self, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
+        const OP: &str = "gelu_fwd";
+        check(OP, "x", x, Scalar::F32, n)?;
+        check(OP, "y", y, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "gelu_fwd",
+            n,
+            &[Arg::Buffer(x), Arg::Buffer(y), int(OP, n)?],
+        )
+    }
+
+    /// dx = GELU'(x) · dy, recomputed from x.
+    pub fn gelu_bwd(
+        &self,
+        x: &Buffer,
+        dy: &Buffer,
+        dx: &mut Buffer,
+        n: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "gelu_bwd";
+        check(OP, "x", x, Scalar::F32, n)?;
+        check(OP, "dy", dy, Scalar::F32, n)?;
+        check(OP, "dx", dx, Scalar::F32, n)?;
+        self.elementwise(
+            OP,
+            "gelu_bwd",
+            n,
+            &[
+                Arg::Buffer(x),
+                Arg::Buffer(dy),
+                Arg::Buffer(dx),
+                int(OP, n)?,
+            ],
+        )
+    }
+
+    /// Cross-entropy of logits [rows, vocab] against i32 targets: loss[r] =
+    /// logsumexp(logits[r]) − logits[r, target]; with `dlogits`, also
+    /// dlogits = (softmax − onehot) · grad_scale (1/rows for the mean loss,
+    /// whose value [`Ops::sum`] gives with scale 1/rows). A target outside
+    /// [0, vocab) gives NaN loss and gradient for its row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy(
+        &self,
+        logits: &Buffer,
+        targets: &Buffer,
+        loss: &mut Buffer,
+        dlogits: Option<&mut Buffer>,
+        rows: usize,
+        vocab: usize,
+        grad_scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "cross_entropy";
+        check(OP, "logits", logits, Scalar::F32, rows * vocab)?;
+        check(OP, "targets", targets, Scalar::I32, rows)?;
+        check(OP, "loss", loss, Scalar::F32, rows)?;
+        if let Some(d) = &dlogits {
+            check(OP, "dlogits", d, Scalar::F32, rows * vocab)?;
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let (block, warps) = self.row_config(vocab);
+        let grad = dlogits.is_some() as i64;
+        let d: &Buffer = match &dlogits {
+            Some(d) => d,
+            // GRAD = 0 never stores through it.
+            None => logits,
+        };
+        let a = [
+            Arg::Buffer(logits),
+            Arg::Buffer(targets),
+            Arg::Buffer(loss),
+            Arg::Buffer(d),
+            int(OP, vocab)?,
+            Arg::F32(grad_scale),
+            Arg::F32(f32::NAN),
+        ];
+        self.launch(
+            "cross_entropy",
+            &[("BLOCK", block), ("GRAD", grad)],
+            warps,
+            [rows, 1, 1],
+            &a,
+        )
+    }
+
+    /// One AdamW step (1-based `step`, for the bias corrections) on n
+    /// parameters `p` with gradient `g`·grad_scale and moments `m`, `v`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adamw(
+        &self,
+        p: &mut Buffer,
+        g: &Buffer,
+        m: &mut Buffer,
+        v: &mut Buffer,
+        n: usize,
+        hp: &AdamW,
+        step: u64,
+        grad_scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "adamw";
+        for (name, b) in [("p", &*p), ("g", g), ("m", &*m), ("v", &*v)] {
+            check(OP, name, b, Scalar::F32, n)?;
+        }
+        if step == 0 {
+            return Err(OpsError::Shape {
+                op: OP,
+                message: "steps count from 1".into(),
+            });
+        }
+        let exp = step.min(i32::MAX as u64) as i32;
+        let bc1 = (1.0 - (hp.beta1 as f64).powi(exp)) as f32;
+        let bc2 = (1.0 - (hp.beta2 as f64).powi(exp)) as f32;
+        let a = [
+            Arg::Buffer(p),
+            Arg::Buffer(g),
+            Arg::Buffer(m),
+            Arg::Buffer(v),
+            int(OP, n)?,
+            Arg::F32(hp.lr),
+            Arg::F32(hp.beta1),
+            Arg::F32(hp.beta2),
+            Arg::F32(hp.eps),
+            Arg::F32(hp.weight_decay),
+            Arg::F32(bc1),
+            Arg::F32(bc2),
+            Arg::F32(grad_scale),
+        ];
+        self.elementwise(OP, "adamw", n, &a)
+    }
+}
