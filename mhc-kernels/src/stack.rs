@@ -103,6 +103,11 @@ impl Stack {
         self.kept.get(site).and_then(|k| k.h_in.as_ref())
     }
 
+    /// The coefficients the forward computed for `site` (until the backward).
+    pub fn saved(&self, site: usize) -> Option<&Saved> {
+        self.kept.get(site).map(|k| &k.saved)
+    }
+
     /// Bytes the forward keeps for the backward (every buffer held between the two).
     pub fn activation_bytes(&self) -> usize {
         let size = |b: &Buffer| b.len() * b.dtype().size_bytes();

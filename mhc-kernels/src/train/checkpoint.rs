@@ -49,7 +49,12 @@ impl Checkpoint {
             .tensors
             .iter()
             .zip(&bytes)
-            .map(|(t, b)| Ok((t.name.as_str(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
+            .map(|(t, b)| {
+                Ok((
+                    t.name.as_str(),
+                    TensorView::new(Dtype::F32, t.shape.clone(), b)?,
+                ))
+            })
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
@@ -86,7 +91,11 @@ impl Checkpoint {
                 .ok_or_else(|| anyhow!("{} lacks the metadata entry `{k}`", what()))
         };
         if get("format")? != FORMAT {
-            bail!("{} has format `{}`, expected `{FORMAT}`", what(), get("format")?);
+            bail!(
+                "{} has format `{}`, expected `{FORMAT}`",
+                what(),
+                get("format")?
+            );
         }
         let model: ModelConfig = serde_json::from_str(get("model")?)
             .with_context(|| format!("{}: unreadable model settings", what()))?;
@@ -98,7 +107,11 @@ impl Checkpoint {
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                bail!("{}: tensor `{name}` is {:?}, expected F32", what(), view.dtype());
+                bail!(
+                    "{}: tensor `{name}` is {:?}, expected F32",
+                    what(),
+                    view.dtype()
+                );
             }
             let data = view
                 .data()
@@ -138,7 +151,11 @@ impl Checkpoint {
             );
         }
         if self.step > train.steps {
-            bail!("the checkpoint is at step {}, past --steps {}", self.step, train.steps);
+            bail!(
+                "the checkpoint is at step {}, past --steps {}",
+                self.step,
+                train.steps
+            );
         }
         Ok(())
     }
@@ -163,7 +180,10 @@ impl Checkpoint {
     /// After every expected tensor was taken: anything left is a mismatch.
     pub fn finish(&self) -> Result<()> {
         if let Some(t) = self.tensors.first() {
-            bail!("the checkpoint has tensor `{}`, which this model does not", t.name);
+            bail!(
+                "the checkpoint has tensor `{}`, which this model does not",
+                t.name
+            );
         }
         Ok(())
     }
@@ -204,8 +224,16 @@ mod tests {
             },
             step: 7,
             tensors: vec![
-                Tensor { name: "a".into(), shape: vec![2, 3], data: vec![1.0, -2.0, 3.5, 0.0, 1e-30, 7.0] },
-                Tensor { name: "b".into(), shape: vec![1], data: vec![f32::MAX] },
+                Tensor {
+                    name: "a".into(),
+                    shape: vec![2, 3],
+                    data: vec![1.0, -2.0, 3.5, 0.0, 1e-30, 7.0],
+                },
+                Tensor {
+                    name: "b".into(),
+                    shape: vec![1],
+                    data: vec![f32::MAX],
+                },
             ],
         }
     }
@@ -223,15 +251,26 @@ mod tests {
         back.check_against(&ck.model, &ck.train).unwrap();
         let mut other = ck.model.clone();
         other.width = 16;
-        assert!(back.check_against(&other, &ck.train).unwrap_err().to_string().contains("model settings"));
-        assert!(back.take("a", &[3, 2]).unwrap_err().to_string().contains("shape"));
+        assert!(back
+            .check_against(&other, &ck.train)
+            .unwrap_err()
+            .to_string()
+            .contains("model settings"));
+        assert!(back
+            .take("a", &[3, 2])
+            .unwrap_err()
+            .to_string()
+            .contains("shape"));
         let mut back = Checkpoint::load(&path).unwrap();
         back.take("a", &[2, 3]).unwrap();
         assert!(back.finish().unwrap_err().to_string().contains("`b`"));
         // A torn file is refused with a clear message.
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        assert!(Checkpoint::load(&path).unwrap_err().to_string().contains("not a valid safetensors"));
+        assert!(Checkpoint::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid safetensors"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

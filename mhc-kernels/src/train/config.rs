@@ -49,15 +49,16 @@ impl ModelConfig {
         if self.layers == 0 || self.width == 0 || self.heads == 0 || self.context < 2 {
             bail!("--layers, --width and --heads must be positive and --context at least 2");
         }
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             bail!(
                 "--width ({}) must be a multiple of --heads ({})",
                 self.width,
                 self.heads
             );
         }
-        if self.residual != ResidualMode::Plain && !(1..=8).contains(&self.streams) {
-            bail!("--streams must be between 1 and 8, got {}", self.streams);
+        // The pack has hyper-connection kernels for these stream counts.
+        if self.residual != ResidualMode::Plain && ![2, 4, 8].contains(&self.streams) {
+            bail!("--streams must be 2, 4 or 8, got {}", self.streams);
         }
         Ok(())
     }
@@ -101,7 +102,7 @@ impl TrainConfig {
         if self.steps == 0 || self.batch == 0 {
             bail!("--steps and --batch must be positive");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
             bail!("--lr must be positive and --min-lr between 0 and --lr");
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {

@@ -125,7 +125,10 @@ impl Dataset {
     /// `val_fraction` of the bytes is held out for validation.
     pub fn load(path: Option<&Path>, val_fraction: f64, context: usize) -> Result<Dataset> {
         let (bytes, source) = match path {
-            None => (synthetic_corpus(SYNTHETIC_BYTES), "built-in synthetic corpus".to_string()),
+            None => (
+                synthetic_corpus(SYNTHETIC_BYTES),
+                "built-in synthetic corpus".to_string(),
+            ),
             Some(p) => {
                 let bytes = std::fs::read(p)
                     .with_context(|| format!("cannot read data file `{}`", p.display()))?;
@@ -191,13 +194,21 @@ impl Dataset {
     /// The training batch of `step` (the same for a resumed run).
     pub fn train_batch(&self, seed: u64, step: u64, batch: usize, context: usize) -> Batch {
         let key = seed ^ step.wrapping_mul(0xA24B_AED4_963E_E407);
-        gather(&self.train, &window_starts(self.train.len(), context, batch, key), context)
+        gather(
+            &self.train,
+            &window_starts(self.train.len(), context, batch, key),
+            context,
+        )
     }
 
     /// The `index`-th validation batch (fixed for the whole run).
     pub fn val_batch(&self, seed: u64, index: u64, batch: usize, context: usize) -> Batch {
         let key = !seed ^ index.wrapping_mul(0x9FB2_1C65_1E98_DF25);
-        gather(&self.val, &window_starts(self.val.len(), context, batch, key), context)
+        gather(
+            &self.val,
+            &window_starts(self.val.len(), context, batch, key),
+            context,
+        )
     }
 }
 

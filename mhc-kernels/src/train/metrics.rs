@@ -66,7 +66,11 @@ pub fn amax_gain(h_res: &[Vec<Vec<f32>>], n: usize) -> AmaxGain {
             g.sites_backward[s] = g.sites_backward[s].max(max_col_sum(&h, n) as f32);
             // Later sites multiply from the left.
             prod = (0..n * n)
-                .map(|k| (0..n).map(|m| h[(k / n) * n + m] * prod[m * n + k % n]).sum())
+                .map(|k| {
+                    (0..n)
+                        .map(|m| h[(k / n) * n + m] * prod[m * n + k % n])
+                        .sum()
+                })
                 .collect();
         }
         g.composite_forward = g.composite_forward.max(max_row_sum(&prod, n) as f32);
@@ -88,8 +92,9 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("`{}` line {}: not a metrics record", path.display(), i + 1))
+            serde_json::from_str(l).with_context(|| {
+                format!("`{}` line {}: not a metrics record", path.display(), i + 1)
+            })
         })
         .collect()
 }

@@ -7,9 +7,19 @@
 //! - [`metrics`]: the JSONL records and the Amax gain of H_res.
 //! - [`checkpoint`]: atomic, validated safetensors checkpoints.
 //! - [`plot`]: PNG/SVG plots of one or several runs.
+//! - [`params`]: parameters as the optimiser and checkpoints see them.
+//! - [`residual`]: the `plain`, `hc` and `mhc` residual modes behind one trait.
+//! - [`model`]: the GPT, forward and backward.
+//! - [`optim`]: AdamW and gradient clipping.
+//! - [`run`]: the training loop and `mhc-train plot`.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod params;
 pub mod plot;
+pub mod residual;
+pub mod run;

@@ -34,7 +34,11 @@ pub fn plot_runs(runs: &[Run], out: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     static FONT: Once = Once::new();
     // PNG text needs a font; the embedded one keeps the output machine-independent.
     FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
     std::fs::create_dir_all(out)?;
     let size = (1500, 450);
@@ -43,12 +47,14 @@ pub fn plot_runs(runs: &[Run], out: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     {
         let root = BitMapBackend::new(&png, size).into_drawing_area();
         draw(&root, runs)?;
-        root.present().map_err(|e| anyhow!("writing `{}`: {e}", png.display()))?;
+        root.present()
+            .map_err(|e| anyhow!("writing `{}`: {e}", png.display()))?;
     }
     {
         let root = SVGBackend::new(&svg, size).into_drawing_area();
         draw(&root, runs)?;
-        root.present().map_err(|e| anyhow!("writing `{}`: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow!("writing `{}`: {e}", svg.display()))?;
     }
     Ok(vec![png, svg])
 }
@@ -64,19 +70,31 @@ where
     let points = |f: &dyn Fn(&Record) -> Option<f64>, r: &Run| -> Vec<(f64, f64)> {
         r.records
             .iter()
-            .filter_map(|rec| f(rec).filter(|v| v.is_finite()).map(|v| (rec.step as f64, v)))
+            .filter_map(|rec| {
+                f(rec)
+                    .filter(|v| v.is_finite())
+                    .map(|v| (rec.step as f64, v))
+            })
             .collect()
     };
     let mut loss: Series = Vec::new();
     let mut grad: Series = Vec::new();
     let mut amax: Series = Vec::new();
     for r in runs {
-        loss.push((format!("{} train", r.label), points(&|x| Some(x.loss as f64), r), false));
+        loss.push((
+            format!("{} train", r.label),
+            points(&|x| Some(x.loss as f64), r),
+            false,
+        ));
         let val = points(&|x| x.val_loss.map(f64::from), r);
         if !val.is_empty() {
             loss.push((format!("{} val", r.label), val, true));
         }
-        grad.push((r.label.clone(), points(&|x| Some(x.grad_norm as f64), r), false));
+        grad.push((
+            r.label.clone(),
+            points(&|x| Some(x.grad_norm as f64), r),
+            false,
+        ));
         let fwd = points(&|x| x.amax.as_ref().map(|a| a.composite_forward as f64), r);
         if !fwd.is_empty() {
             amax.push((format!("{} fwd", r.label), fwd, false));
@@ -90,7 +108,8 @@ where
     Ok(())
 }
 
-/// One chart; run k's series share colour k, dashed lines are the secondary series.
+/// One chart; run k's series share colour k, dashed lines are the secondary
+/// series (validation loss, backward gain).
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -104,8 +123,12 @@ where
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
     if all.is_empty() {
         let style = TextStyle::from(("sans-serif", 16).into_font()).color(&BLACK);
-        area.draw_text(&format!("{title}: no data (plain runs have no H_res)"), &style, (20, 200))
-            .map_err(err)?;
+        area.draw_text(
+            &format!("{title}: no data (plain runs have no H_res)"),
+            &style,
+            (20, 200),
+        )
+        .map_err(err)?;
         return Ok(());
     }
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -125,15 +148,27 @@ where
         .map_err(err)?;
     chart.configure_mesh().x_desc("step").draw().map_err(err)?;
     for (name, pts, secondary) in series {
-        let k = runs.iter().position(|r| name.starts_with(&r.label)).unwrap_or(0);
+        let k = runs
+            .iter()
+            .position(|r| name.starts_with(&r.label))
+            .unwrap_or(0);
         let colour = Palette99::pick(k).to_rgba();
         let style = ShapeStyle::from(colour).stroke_width(2);
         let drawn = if *secondary {
+            // Sparse series (validation every few steps) also get markers, so a
+            // single point still shows.
+            if pts.len() <= 60 {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, style.filled())))
+                    .map_err(err)?;
+            }
             chart
                 .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, style))
                 .map_err(err)?
         } else {
-            chart.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(err)?
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), style))
+                .map_err(err)?
         };
         drawn
             .label(name.clone())
@@ -159,7 +194,7 @@ mod tests {
         let rec = |step: u64, amax: bool| Record {
             step,
             loss: 5.0 / (1.0 + step as f32),
-            val_loss: (step % 2 == 0).then_some(4.0),
+            val_loss: step.is_multiple_of(2).then_some(4.0),
             grad_norm: 1.0,
             lr: 1e-3,
             tokens_per_s: 100.0,
@@ -171,8 +206,14 @@ mod tests {
             }),
         };
         let runs = [
-            Run { label: "plain".into(), records: (0..5).map(|s| rec(s, false)).collect() },
-            Run { label: "mhc".into(), records: (0..5).map(|s| rec(s, true)).collect() },
+            Run {
+                label: "plain".into(),
+                records: (0..5).map(|s| rec(s, false)).collect(),
+            },
+            Run {
+                label: "mhc".into(),
+                records: (0..5).map(|s| rec(s, true)).collect(),
+            },
         ];
         let files = plot_runs(&runs, &dir, "t").unwrap();
         let png = std::fs::read(&files[0]).unwrap();

@@ -1,0 +1,525 @@
+//! The byte-level GPT: token and position embeddings, `layers` pre-norm blocks
+//! (causal multi-head attention, then a GELU MLP), each sublayer joined to the
+//! residual stream by a [`Residual`] mode, a final RMSNorm and an untied head.
+//! Forward and a hand-written backward, composed of pack kernels and GEMMs
+//! ([`Ops`]); the same code runs on every device.
+
+use super::config::ModelConfig;
+use super::data::SplitMix64;
+use super::params::{Slot, Weight};
+use super::residual::{Residual, Sublayers};
+use crate::ops::{Ops, Out};
+use anyhow::{anyhow, Result};
+use std::sync::Arc;
+use tile_runtime::blas::GemmOp;
+use tile_runtime::{Buffer, Device, Scalar};
+
+/// RMSNorm epsilon of every norm in the model.
+const NORM_EPS: f32 = 1e-5;
+
+/// One block's own weights (its residual parameters live in the [`Residual`]).
+struct Block {
+    norm1: Weight,
+    /// `[C, 3C]`: q, k, v side by side.
+    wqkv: Weight,
+    wo: Weight,
+    norm2: Weight,
+    w1: Weight,
+    w2: Weight,
+}
+
+/// What the backward of one attention sublayer needs from its forward
+/// (besides its input, which the residual mode hands back).
+struct AttnActs {
+    a: Buffer,
+    rstd: Buffer,
+    q: Buffer,
+    k: Buffer,
+    v: Buffer,
+    p: Buffer,
+    o: Buffer,
+}
+
+/// What the backward of one MLP sublayer needs from its forward.
+struct MlpActs {
+    a: Buffer,
+    rstd: Buffer,
+    u: Buffer,
+    g: Buffer,
+}
+
+/// The activations of one sublayer, kept for the backward.
+enum SiteActs {
+    Attn(AttnActs),
+    Mlp(MlpActs),
+}
+
+/// What the backward of the embedding and head needs from the forward.
+struct HeadActs {
+    tokens: Buffer,
+    xf: Buffer,
+    rstd_f: Buffer,
+    hf: Buffer,
+}
+
+/// What the sublayers compute with: shapes, device, kernels and GEMMs.
+struct Kit {
+    cfg: ModelConfig,
+    /// Sequences per step (fixed at construction: buffers are sized by it).
+    batch: usize,
+    device: Arc<Device>,
+    ops: Arc<Ops>,
+}
+
+pub struct Model {
+    kit: Kit,
+    wte: Weight,
+    wpe: Weight,
+    blocks: Vec<Block>,
+    norm_f: Weight,
+    head: Weight,
+    residual: Box<dyn Residual>,
+    /// Per site, from the last forward.
+    acts: Vec<Option<SiteActs>>,
+}
+
+/// N(0, std²) values from `rng`.
+fn normal(rng: &mut SplitMix64, len: usize, std: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.normal() as f32 * std).collect()
+}
+
+impl Kit {
+    fn tokens(&self) -> usize {
+        self.batch * self.cfg.context
+    }
+
+    fn alloc(&self, len: usize) -> Result<Buffer> {
+        Ok(self.device.alloc(Scalar::F32, len)?)
+    }
+
+    /// `y[rows, n] = x[rows, k] · w[k, n]`.
+    fn linear(&self, x: &Buffer, w: &Buffer, rows: usize, k: usize, n: usize) -> Result<Buffer> {
+        let mut y = self.alloc(rows * n)?;
+        self.ops.gemm(&GemmOp::new(rows, n, k), x, w, &mut y)?;
+        Ok(y)
+    }
+
+    /// Backward of [`Kit::linear`]: returns dx, writes dw (each weight is
+    /// used once per step, so no accumulation is needed).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        x: &Buffer,
+        w: &Buffer,
+        dy: &Buffer,
+        dw: &mut Buffer,
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Buffer> {
+        self.ops
+            .gemm(&GemmOp::new(k, n, rows).trans_a(true), x, dy, dw)?;
+        let mut dx = self.alloc(rows * k)?;
+        self.ops
+            .gemm(&GemmOp::new(rows, k, n).trans_b(true), dy, w, &mut dx)?;
+        Ok(dx)
+    }
+
+    /// RMSNorm of `x` [rows, C] with gain `w`: (y, rstd).
+    fn norm(&self, x: &Buffer, w: &Buffer) -> Result<(Buffer, Buffer)> {
+        let (rows, c) = (self.tokens(), self.cfg.width);
+        let (mut y, mut rstd) = (self.alloc(rows * c)?, self.alloc(rows)?);
+        self.ops
+            .rmsnorm_fwd(x, w, &mut y, &mut rstd, rows, c, NORM_EPS)?;
+        Ok((y, rstd))
+    }
+
+    /// Backward of [`Kit::norm`]: returns dx, writes the gain's gradient.
+    fn norm_backward(
+        &self,
+        x: &Buffer,
+        w: &mut Weight,
+        rstd: &Buffer,
+        dy: &Buffer,
+    ) -> Result<Buffer> {
+        let (rows, c) = (self.tokens(), self.cfg.width);
+        let mut dx = self.alloc(rows * c)?;
+        self.ops.rmsnorm_bwd(
+            x,
+            &w.value,
+            rstd,
+            dy,
+            &mut dx,
+            Out::Write,
+            &mut w.grad,
+            Out::Write,
+            rows,
+            c,
+        )?;
+        Ok(dx)
+    }
+
+    fn heads(&self) -> (usize, usize, usize, f32) {
+        let (h, d) = (self.cfg.heads, self.cfg.head_dim());
+        (h, d, self.batch * h, 1.0 / (d as f32).sqrt())
+    }
+
+    fn attention(&self, b: &Block, h: &Buffer) -> Result<(Buffer, AttnActs)> {
+        let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
+        let (nh, d, bh, scale) = self.heads();
+        let (a, rstd) = self.norm(h, &b.norm1.value)?;
+        let qkv = self.linear(&a, &b.wqkv.value, rows, c, 3 * c)?;
+        let mut qkv_heads = Vec::with_capacity(3);
+        for slot in 0..3 {
+            let mut x = self.alloc(bh * t * d)?;
+            self.ops
+                .split_heads(&qkv, &mut x, self.batch, t, nh, d, 3, slot)?;
+            qkv_heads.push(x);
+        }
+        let v = qkv_heads.pop().expect("three slots");
+        let k = qkv_heads.pop().expect("three slots");
+        let q = qkv_heads.pop().expect("three slots");
+        let (mut p, mut o_heads) = (self.alloc(bh * t * t)?, self.alloc(bh * t * d)?);
+        self.ops
+            .attention_fwd(&q, &k, &v, &mut p, &mut o_heads, bh, t, d, scale)?;
+        let mut o = self.alloc(rows * c)?;
+        self.ops
+            .merge_heads(&o_heads, &mut o, self.batch, t, nh, d, 1, 0)?;
+        let y = self.linear(&o, &b.wo.value, rows, c, c)?;
+        Ok((
+            y,
+            AttnActs {
+                a,
+                rstd,
+                q,
+                k,
+                v,
+                p,
+                o,
+            },
+        ))
+    }
+
+    fn attention_backward(
+        &self,
+        b: &mut Block,
+        acts: &AttnActs,
+        h: &Buffer,
+        dy: &Buffer,
+    ) -> Result<Buffer> {
+        let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
+        let (nh, d, bh, scale) = self.heads();
+        let d_o = self.linear_backward(&acts.o, &b.wo.value, dy, &mut b.wo.grad, rows, c, c)?;
+        let mut do_heads = self.alloc(bh * t * d)?;
+        self.ops
+            .split_heads(&d_o, &mut do_heads, self.batch, t, nh, d, 1, 0)?;
+        let (mut dq, mut dk, mut dv) = (
+            self.alloc(bh * t * d)?,
+            self.alloc(bh * t * d)?,
+            self.alloc(bh * t * d)?,
+        );
+        let mut ds = self.alloc(bh * t * t)?;
+        self.ops.attention_bwd(
+            &acts.q, &acts.k, &acts.v, &acts.p, &do_heads, &mut dq, &mut dk, &mut dv, &mut ds, bh,
+            t, d, scale,
+        )?;
+        let mut dqkv = self.alloc(rows * 3 * c)?;
+        for (slot, g) in [&dq, &dk, &dv].into_iter().enumerate() {
+            self.ops
+                .merge_heads(g, &mut dqkv, self.batch, t, nh, d, 3, slot)?;
+        }
+        let da = self.linear_backward(
+            &acts.a,
+            &b.wqkv.value,
+            &dqkv,
+            &mut b.wqkv.grad,
+            rows,
+            c,
+            3 * c,
+        )?;
+        self.norm_backward(h, &mut b.norm1, &acts.rstd, &da)
+    }
+
+    fn mlp(&self, b: &Block, h: &Buffer) -> Result<(Buffer, MlpActs)> {
+        let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
+        let (a, rstd) = self.norm(h, &b.norm2.value)?;
+        let u = self.linear(&a, &b.w1.value, rows, c, f)?;
+        let mut g = self.alloc(rows * f)?;
+        self.ops.gelu_fwd(&u, &mut g, rows * f)?;
+        let y = self.linear(&g, &b.w2.value, rows, f, c)?;
+        Ok((y, MlpActs { a, rstd, u, g }))
+    }
+
+    fn mlp_backward(
+        &self,
+        b: &mut Block,
+        acts: &MlpActs,
+        h: &Buffer,
+        dy: &Buffer,
+    ) -> Result<Buffer> {
+        let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
+        let dg = self.linear_backward(&acts.g, &b.w2.value, dy, &mut b.w2.grad, rows, f, c)?;
+        let mut du = self.alloc(rows * f)?;
+        self.ops.gelu_bwd(&acts.u, &dg, &mut du, rows * f)?;
+        let da = self.linear_backward(&acts.a, &b.w1.value, &du, &mut b.w1.grad, rows, c, f)?;
+        self.norm_backward(h, &mut b.norm2, &acts.rstd, &da)
+    }
+
+    /// Mean cross-entropy of `logits` against `targets`, with its gradient when asked.
+    fn cross_entropy(
+        &self,
+        logits: &Buffer,
+        targets: &Buffer,
+        dlogits: Option<&mut Buffer>,
+    ) -> Result<f32> {
+        let (rows, v) = (self.tokens(), self.cfg.vocab);
+        let mut losses = self.alloc(rows)?;
+        let scale = 1.0 / rows as f32;
+        self.ops
+            .cross_entropy(logits, targets, &mut losses, dlogits, rows, v, scale)?;
+        let mut mean = self.alloc(1)?;
+        self.ops
+            .sum(&losses, rows, &mut mean, 0, scale, Out::Write)?;
+        Ok(self.device.download::<f32>(&mean)?[0])
+    }
+}
+
+/// The model's sublayers as the residual mode sees them: site 2l is block
+/// l's attention, site 2l + 1 its MLP.
+struct Sites<'a> {
+    kit: &'a Kit,
+    blocks: &'a mut [Block],
+    acts: &'a mut Vec<Option<SiteActs>>,
+}
+
+impl Sublayers for Sites<'_> {
+    fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer> {
+        let block = &self.blocks[site / 2];
+        let (y, acts) = if site % 2 == 0 {
+            let (y, a) = self.kit.attention(block, h)?;
+            (y, SiteActs::Attn(a))
+        } else {
+            let (y, a) = self.kit.mlp(block, h)?;
+            (y, SiteActs::Mlp(a))
+        };
+        if self.acts.len() <= site {
+            self.acts.resize_with(site + 1, || None);
+        }
+        self.acts[site] = Some(acts);
+        Ok(y)
+    }
+
+    fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
+        let block = &mut self.blocks[site / 2];
+        match self.acts.get_mut(site).and_then(Option::take) {
+            Some(SiteActs::Attn(a)) => self.kit.attention_backward(block, &a, h, dy),
+            Some(SiteActs::Mlp(a)) => self.kit.mlp_backward(block, &a, h, dy),
+            None => Err(anyhow!("site {site}: backward without a forward")),
+        }
+    }
+}
+
+impl Model {
+    /// A freshly initialised model (GPT-2 style: N(0, 0.02²) matrices, the
+    /// output projections of each block scaled down by sqrt(2·layers), unit
+    /// norm gains), deterministic in `seed`.
+    pub fn new(
+        cfg: ModelConfig,
+        device: Arc<Device>,
+        ops: Arc<Ops>,
+        residual: Box<dyn Residual>,
+        batch: usize,
+        seed: u64,
+    ) -> Result<Model> {
+        let (c, v, t, f) = (cfg.width, cfg.vocab, cfg.context, cfg.hidden());
+        let mut rng = SplitMix64::new(seed);
+        let dev = &device;
+        let std = 0.02;
+        let out_std = std / (2.0 * cfg.layers as f32).sqrt();
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        let wte = Weight::new(dev, &normal(&mut rng, v * c, std))?;
+        let wpe = Weight::new(dev, &normal(&mut rng, t * c, std))?;
+        for _ in 0..cfg.layers {
+            blocks.push(Block {
+                norm1: Weight::new(dev, &vec![1.0; c])?,
+                wqkv: Weight::new(dev, &normal(&mut rng, c * 3 * c, std))?,
+                wo: Weight::new(dev, &normal(&mut rng, c * c, out_std))?,
+                norm2: Weight::new(dev, &vec![1.0; c])?,
+                w1: Weight::new(dev, &normal(&mut rng, c * f, std))?,
+                w2: Weight::new(dev, &normal(&mut rng, f * c, out_std))?,
+            });
+        }
+        let norm_f = Weight::new(dev, &vec![1.0; c])?;
+        let head = Weight::new(dev, &normal(&mut rng, c * v, std))?;
+        Ok(Model {
+            kit: Kit {
+                cfg,
+                batch,
+                device,
+                ops,
+            },
+            wte,
+            wpe,
+            blocks,
+            norm_f,
+            head,
+            residual,
+            acts: Vec::new(),
+        })
+    }
+
+    /// Every parameter with its gradient, in a fixed order.
+    pub fn slots(&mut self) -> Vec<Slot<'_>> {
+        let (c, v, t, f) = (
+            self.kit.cfg.width,
+            self.kit.cfg.vocab,
+            self.kit.cfg.context,
+            self.kit.cfg.hidden(),
+        );
+        let mut s = vec![
+            Slot::of("wte", &[v, c], false, &mut self.wte),
+            Slot::of("wpe", &[t, c], false, &mut self.wpe),
+        ];
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            s.push(Slot::of(
+                format!("block{l}.norm1"),
+                &[c],
+                false,
+                &mut b.norm1,
+            ));
+            s.push(Slot::of(
+                format!("block{l}.wqkv"),
+                &[c, 3 * c],
+                true,
+                &mut b.wqkv,
+            ));
+            s.push(Slot::of(format!("block{l}.wo"), &[c, c], true, &mut b.wo));
+            s.push(Slot::of(
+                format!("block{l}.norm2"),
+                &[c],
+                false,
+                &mut b.norm2,
+            ));
+            s.push(Slot::of(format!("block{l}.w1"), &[c, f], true, &mut b.w1));
+            s.push(Slot::of(format!("block{l}.w2"), &[f, c], true, &mut b.w2));
+        }
+        s.push(Slot::of("norm_f", &[c], false, &mut self.norm_f));
+        s.push(Slot::of("head", &[c, v], true, &mut self.head));
+        s.extend(self.residual.slots());
+        s
+    }
+
+    /// Parameters in the model (excluding nothing).
+    pub fn parameter_count(&mut self) -> usize {
+        self.slots()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.kit.cfg
+    }
+
+    /// Forward to the logits `[tokens, vocab]`, keeping what the backward needs.
+    fn forward(&mut self, inputs: &[i32]) -> Result<(Buffer, HeadActs)> {
+        let kit = &self.kit;
+        let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
+        let tokens = kit.device.upload(inputs)?;
+        let mut x0 = kit.alloc(rows * c)?;
+        kit.ops.embed_fwd(
+            &tokens,
+            &self.wte.value,
+            Some(&self.wpe.value),
+            &mut x0,
+            rows,
+            t,
+            v,
+            c,
+        )?;
+        let mut sites = Sites {
+            kit,
+            blocks: &mut self.blocks,
+            acts: &mut self.acts,
+        };
+        let xf = self.residual.forward(&x0, &mut sites)?;
+        let (hf, rstd_f) = kit.norm(&xf, &self.norm_f.value)?;
+        let logits = kit.linear(&hf, &self.head.value, rows, c, v)?;
+        Ok((
+            logits,
+            HeadActs {
+                tokens,
+                xf,
+                rstd_f,
+                hf,
+            },
+        ))
+    }
+
+    /// Mean cross-entropy (nats per byte) of `targets` after `inputs`, forward only.
+    pub fn loss(&mut self, inputs: &[i32], targets: &[i32]) -> Result<f32> {
+        let (logits, _) = self.forward(inputs)?;
+        self.acts.clear();
+        let targets = self.kit.device.upload(targets)?;
+        self.kit.cross_entropy(&logits, &targets, None)
+    }
+
+    /// Forward and backward: overwrites every gradient and returns the mean
+    /// loss, and H_res of the given tokens when asked (see [`Residual::h_res`]).
+    pub fn forward_backward(
+        &mut self,
+        inputs: &[i32],
+        targets: &[i32],
+        h_res_tokens: Option<&[usize]>,
+    ) -> Result<Step> {
+        // The residual's site gradients accumulate; the model's are overwritten.
+        for s in self.residual.slots() {
+            self.kit.device.zero(s.grad)?;
+        }
+        let (logits, head) = self.forward(inputs)?;
+        let h_res = match h_res_tokens {
+            Some(tokens) => self.residual.h_res(tokens)?,
+            None => None,
+        };
+        let kit = &self.kit;
+        let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
+        let targets = kit.device.upload(targets)?;
+        let mut dlogits = kit.alloc(rows * v)?;
+        let loss = kit.cross_entropy(&logits, &targets, Some(&mut dlogits))?;
+        let dhf = kit.linear_backward(
+            &head.hf,
+            &self.head.value,
+            &dlogits,
+            &mut self.head.grad,
+            rows,
+            c,
+            v,
+        )?;
+        let dxf = kit.norm_backward(&head.xf, &mut self.norm_f, &head.rstd_f, &dhf)?;
+        let mut sites = Sites {
+            kit,
+            blocks: &mut self.blocks,
+            acts: &mut self.acts,
+        };
+        let dx0 = self.residual.backward(&dxf, &mut sites)?;
+        kit.ops.embed_bwd(
+            &head.tokens,
+            &dx0,
+            &mut self.wte.grad,
+            rows,
+            v,
+            c,
+            Out::Write,
+        )?;
+        kit.ops
+            .embed_pos_bwd(&dx0, &mut self.wpe.grad, rows, t, c, Out::Write)?;
+        Ok(Step { loss, h_res })
+    }
+}
+
+/// What one training step's forward and backward report.
+pub struct Step {
+    pub loss: f32,
+    /// `[token][site]` n×n H_res matrices, when asked for and the mode has them.
+    pub h_res: Option<Vec<Vec<Vec<f32>>>>,
+}

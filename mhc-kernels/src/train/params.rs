@@ -1,0 +1,47 @@
+//! Parameters as the optimiser and checkpoints see them: named f32 buffers
+//! with their gradients, whoever owns them (the model or a residual adapter).
+
+use tile_runtime::{Buffer, Device, Scalar};
+
+/// A learned f32 tensor and its gradient, owned by the model.
+pub struct Weight {
+    pub value: Buffer,
+    pub grad: Buffer,
+}
+
+impl Weight {
+    pub fn new(device: &Device, data: &[f32]) -> anyhow::Result<Weight> {
+        Ok(Weight {
+            value: device.upload(data)?,
+            grad: device.alloc(Scalar::F32, data.len())?,
+        })
+    }
+}
+
+/// One parameter lent to the optimiser or a checkpoint.
+pub struct Slot<'a> {
+    /// Unique, stable across runs: the checkpoint key.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Whether AdamW's weight decay applies (matrices yes; gains, biases, gates no).
+    pub decay: bool,
+    pub value: &'a mut Buffer,
+    pub grad: &'a mut Buffer,
+}
+
+impl<'a> Slot<'a> {
+    pub fn of(
+        name: impl Into<String>,
+        shape: &[usize],
+        decay: bool,
+        w: &'a mut Weight,
+    ) -> Slot<'a> {
+        Slot {
+            name: name.into(),
+            shape: shape.to_vec(),
+            decay,
+            value: &mut w.value,
+            grad: &mut w.grad,
+        }
+    }
+}

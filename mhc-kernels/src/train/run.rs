@@ -1,0 +1,408 @@
+//! The training loop: builds the device, kernels, data and model, resumes from
+//! a checkpoint when asked, runs the steps with a progress bar, writes metrics,
+//! checkpoints and plots, and stops cleanly on an interrupt or a non-finite
+//! loss or gradient.
+
+use super::checkpoint::{checkpoint_path, Checkpoint, Tensor};
+use super::config::{ModelConfig, ResidualMode, TrainConfig};
+use super::data::Dataset;
+use super::metrics::{amax_gain, MetricsWriter, Record};
+use super::model::Model;
+use super::optim::AdamW;
+use super::plot::{plot_runs, Run};
+use super::residual::{Hyper, HyperConfig, Plain, Residual};
+use crate::kernels::KernelSet;
+use crate::layer::Mixing;
+use crate::ops::Ops;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tile_runtime::Device;
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// The first GPU when one is usable, else the CPU.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// Everything a run is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// Text to train on (the built-in corpus when `None`).
+    pub data: Option<PathBuf>,
+    pub val_fraction: f64,
+    /// The run directory: metrics, checkpoint, plots.
+    pub out: PathBuf,
+    /// Continue from the checkpoint in `out`.
+    pub resume: bool,
+    pub device: DeviceChoice,
+    /// Directory of compiled packs (needed on a GPU; the CPU falls back to
+    /// the embedded sources).
+    pub packs: Option<PathBuf>,
+    /// Stop (with a checkpoint) after this step, as an interrupt would.
+    pub stop_after: Option<u64>,
+    /// hc/mhc: recompute the streams in blocks of this many sites in the
+    /// backward (0: the memory-optimal length); `None`: keep every site's input.
+    pub recompute: Option<usize>,
+    /// Compute the Amax gain of H_res every this many steps (hc, mhc).
+    pub amax_every: u64,
+    /// Print a line every this many steps when there is no progress bar.
+    pub log_every: u64,
+    pub progress: bool,
+}
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Finished,
+    /// Interrupted (Ctrl-C) or `stop_after`: a checkpoint was written.
+    Paused,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub stop: Stop,
+    pub first_step: u64,
+    /// Steps `first_step..next_step` ran.
+    pub next_step: u64,
+    pub losses: Vec<f32>,
+    pub last_val_loss: Option<f32>,
+    pub tokens_per_s: f64,
+    pub device: String,
+    pub parameters: usize,
+}
+
+fn open_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::cpu()),
+        DeviceChoice::Gpu => Device::cuda(0).context("--device gpu"),
+        DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|_| Device::cpu())),
+    }
+}
+
+/// Host copies of every parameter and moment, as checkpoint tensors.
+fn snapshot(
+    model: &mut Model,
+    opt: &AdamW,
+    step: u64,
+    model_cfg: &ModelConfig,
+    train: &TrainConfig,
+    device: &Device,
+) -> Result<Checkpoint> {
+    let mut tensors = Vec::new();
+    for (s, (m, v)) in model.slots().iter().zip(&opt.moments) {
+        for (prefix, buf) in [("param.", &*s.value), ("adam_m.", m), ("adam_v.", v)] {
+            tensors.push(Tensor {
+                name: format!("{prefix}{}", s.name),
+                shape: s.shape.clone(),
+                data: device.download(buf)?,
+            });
+        }
+    }
+    Ok(Checkpoint {
+        model: model_cfg.clone(),
+        train: train.clone(),
+        step,
+        tensors,
+    })
+}
+
+/// Load parameters and moments from `ck` into the model and optimiser.
+fn restore(model: &mut Model, opt: &mut AdamW, mut ck: Checkpoint, device: &Device) -> Result<()> {
+    for (s, (m, v)) in model.slots().into_iter().zip(opt.moments.iter_mut()) {
+        for (prefix, buf) in [("param.", s.value), ("adam_m.", m), ("adam_v.", v)] {
+            let data = ck.take(&format!("{prefix}{}", s.name), &s.shape)?;
+            device.write(
+                buf,
+                &data
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            )?;
+        }
+    }
+    ck.finish()
+}
+
+/// Train as `opts` says; `interrupt` (set by a Ctrl-C handler) pauses the run
+/// with a checkpoint at the next step boundary.
+pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
+    let (mcfg, tcfg) = (&opts.model, &opts.train);
+    mcfg.validate()?;
+    tcfg.validate()?;
+    let data = Dataset::load(opts.data.as_deref(), opts.val_fraction, mcfg.context)?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create the run directory `{}`", opts.out.display()))?;
+    let ck_path = checkpoint_path(&opts.out);
+    let resume_from = if opts.resume {
+        let ck = Checkpoint::load(&ck_path)?;
+        ck.check_against(mcfg, tcfg)?;
+        Some(ck)
+    } else {
+        if ck_path.exists() {
+            bail!(
+                "`{}` already holds a checkpoint: pass --resume to continue that run, or choose \
+                 another --out",
+                opts.out.display()
+            );
+        }
+        None
+    };
+
+    let device = Arc::new(open_device(opts.device)?);
+    let kernels = KernelSet::open(device.clone(), opts.packs.as_deref()).with_context(|| {
+        let dir = opts.packs.as_deref().unwrap_or(Path::new("(none)"));
+        format!(
+            "loading the kernels for {} from the packs in `{}` (build them with `bash scripts/packs`)",
+            device.name(),
+            dir.display()
+        )
+    })?;
+    let kernels = Arc::new(kernels);
+    let ops = Arc::new(Ops::new(kernels.clone())?);
+    let tokens = tcfg.batch * mcfg.context;
+    let sites = 2 * mcfg.layers;
+    let residual: Box<dyn Residual> = match mcfg.residual {
+        ResidualMode::Plain => Box::new(Plain::new(ops.clone(), sites)),
+        mode => Box::new(Hyper::new(
+            ops.clone(),
+            kernels.clone(),
+            &HyperConfig {
+                mixing: if mode == ResidualMode::Hc {
+                    Mixing::Hc
+                } else {
+                    Mixing::Mhc
+                },
+                streams: mcfg.streams,
+                width: mcfg.width,
+                tokens,
+                sites,
+                recompute: opts.recompute,
+                seed: tcfg.seed ^ 0x5eed,
+            },
+        )?),
+    };
+    let mut model = Model::new(
+        mcfg.clone(),
+        device.clone(),
+        ops.clone(),
+        residual,
+        tcfg.batch,
+        tcfg.seed,
+    )?;
+    let mut opt = {
+        let slots = model.slots();
+        AdamW::new(
+            &device,
+            &slots,
+            tcfg.beta1,
+            tcfg.beta2,
+            tcfg.eps,
+            tcfg.weight_decay,
+        )?
+    };
+    let first_step = match resume_from {
+        Some(ck) => {
+            let step = ck.step;
+            restore(&mut model, &mut opt, ck, &device)?;
+            step
+        }
+        None => 0,
+    };
+    let parameters = model.parameter_count();
+    std::fs::write(
+        opts.out.join("config.json"),
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "model": mcfg, "train": tcfg, "data": data.source }),
+        )?,
+    )?;
+    let mut metrics = MetricsWriter::open(&opts.out, opts.resume.then_some(first_step))?;
+
+    let say = format!(
+        "{} on {}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
+        if first_step > 0 {
+            format!("resuming at step {first_step}")
+        } else {
+            "training".into()
+        },
+        device.name(),
+        parameters,
+        mcfg.layers,
+        mcfg.width,
+        mcfg.residual.name(),
+        if mcfg.residual == ResidualMode::Plain {
+            String::new()
+        } else {
+            format!(" × {} streams", mcfg.streams)
+        },
+        data.source,
+        data.train.len(),
+    );
+    eprintln!("{say}");
+    let bar = if opts.progress {
+        ProgressBar::new(tcfg.steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_position(first_step);
+    let log = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+
+    let start = Instant::now();
+    let mut losses = Vec::new();
+    let mut last_val = None;
+    let mut stop = Stop::Finished;
+    let mut step = first_step;
+    let sample: Vec<usize> = (0..tokens).step_by((tokens / 64).max(1)).collect();
+    while step < tcfg.steps {
+        if interrupt.load(Ordering::SeqCst) {
+            stop = Stop::Paused;
+            break;
+        }
+        let t0 = Instant::now();
+        let batch = data.train_batch(tcfg.seed, step, tcfg.batch, mcfg.context);
+        let want_amax = mcfg.residual != ResidualMode::Plain
+            && (step % opts.amax_every == 0 || step + 1 == tcfg.steps);
+        let out = model.forward_backward(
+            &batch.inputs,
+            &batch.targets,
+            want_amax.then_some(&sample[..]),
+        )?;
+        let loss = out.loss;
+        let grad_norm = AdamW::grad_norm(&ops, &model.slots())?;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let kept = if ck_path.exists() {
+                format!("the last good checkpoint `{}` is kept", ck_path.display())
+            } else {
+                "no checkpoint was written yet".into()
+            };
+            bar.abandon();
+            bail!(
+                "step {step}: non-finite {} (loss {loss}, gradient norm {grad_norm}); stopping, {kept}",
+                if loss.is_finite() { "gradient" } else { "loss" }
+            );
+        }
+        let scale = if tcfg.clip > 0.0 && grad_norm > tcfg.clip {
+            tcfg.clip / grad_norm
+        } else {
+            1.0
+        };
+        let lr = tcfg.lr_at(step);
+        opt.update(&ops, &mut model.slots(), lr, scale, step + 1)?;
+        let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
+        // H_res was read between this step's forward and backward.
+        let amax = out.h_res.map(|h| amax_gain(&h, mcfg.streams));
+        step += 1;
+        losses.push(loss);
+
+        let val_loss = if step % tcfg.eval_every == 0 || step == tcfg.steps {
+            let mut total = 0.0f64;
+            for i in 0..tcfg.eval_batches {
+                let b = data.val_batch(tcfg.seed, i, tcfg.batch, mcfg.context);
+                total += model.loss(&b.inputs, &b.targets)? as f64;
+            }
+            let v = (total / tcfg.eval_batches as f64) as f32;
+            last_val = Some(v);
+            Some(v)
+        } else {
+            None
+        };
+        let amax_note = amax
+            .as_ref()
+            .map(|a| {
+                format!(
+                    ", Amax {:.3}/{:.3}",
+                    a.composite_forward, a.composite_backward
+                )
+            })
+            .unwrap_or_default();
+        metrics.write(&Record {
+            step: step - 1,
+            loss,
+            val_loss,
+            grad_norm,
+            lr,
+            tokens_per_s,
+            amax,
+        })?;
+        bar.set_position(step);
+        bar.set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tok/s"));
+        if step == first_step + 1
+            || step % opts.log_every == 0
+            || step == tcfg.steps
+            || val_loss.is_some()
+        {
+            let val = val_loss
+                .map(|v| format!(", val {v:.4}"))
+                .unwrap_or_default();
+            log(format!(
+                "step {:>5}: loss {loss:.4}{val}, grad norm {grad_norm:.3}, lr {lr:.2e}, {tokens_per_s:.0} tok/s{amax_note}",
+                step - 1
+            ));
+        }
+        let checkpoint_due = tcfg.checkpoint_every > 0 && step % tcfg.checkpoint_every == 0;
+        if opts.stop_after == Some(step) {
+            stop = Stop::Paused;
+            break;
+        }
+        if checkpoint_due {
+            snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(&ck_path)?;
+        }
+    }
+    snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(&ck_path)?;
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    let tokens_per_s = (step - first_step) as f64 * tokens as f64 / elapsed.max(1e-9);
+    match stop {
+        Stop::Paused => eprintln!(
+            "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",
+            ck_path.display()
+        ),
+        Stop::Finished => eprintln!("finished {step} steps, checkpoint `{}`", ck_path.display()),
+    }
+    if let Ok(run) = Run::load(&opts.out) {
+        plot_runs(&[run], &opts.out, "plot")?;
+    }
+    Ok(Summary {
+        stop,
+        first_step,
+        next_step: step,
+        losses,
+        last_val_loss: last_val,
+        tokens_per_s,
+        device: device.name(),
+        parameters,
+    })
+}
+
+/// `mhc-train plot`: one figure of the runs in `dirs`, written into `out`.
+pub fn plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
+    if dirs.is_empty() {
+        bail!("give at least one run directory");
+    }
+    let runs = dirs
+        .iter()
+        .map(|d| Run::load(d))
+        .collect::<Result<Vec<_>>>()?;
+    plot_runs(&runs, out, "compare")
+}

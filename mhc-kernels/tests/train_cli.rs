@@ -1,0 +1,111 @@
+//! `mhc-train` from the command line: bad flags, bad data and bad run
+//! directories end with a clear message and a non-zero exit, never a panic.
+
+use std::process::Command;
+
+fn mhc_train(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mhc-train"))
+        .args(args)
+        .output()
+        .expect("mhc-train runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked"),
+        "mhc-train panicked on {args:?}:\n{stderr}"
+    );
+    (out.status.success(), stderr)
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("mhc-train-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["train", "--residual", "bogus"], "invalid value 'bogus'"),
+        (&["train", "--steps", "ten"], "invalid value 'ten'"),
+        (&["train", "--no-such-flag"], "unexpected argument"),
+        (
+            &["train", "--width", "10", "--heads", "3", "--device", "cpu"],
+            "multiple of --heads",
+        ),
+        (
+            &["train", "--steps", "0", "--device", "cpu"],
+            "--steps and --batch must be positive",
+        ),
+        (
+            &["train", "--val-fraction", "1.5", "--device", "cpu"],
+            "--val-fraction",
+        ),
+        (
+            &["train", "--streams", "3", "--device", "cpu"],
+            "--streams must be 2, 4 or 8",
+        ),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, want) in cases {
+        let (ok, err) = mhc_train(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: expected `{want}` in:\n{err}");
+    }
+}
+
+#[test]
+fn unreadable_data_is_refused() {
+    let dir = temp_dir("data");
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    let missing = dir.join("missing.txt");
+    let (ok, err) = mhc_train(&[
+        "train",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--data",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("cannot read data file"), "{err}");
+
+    let binary = dir.join("binary.txt");
+    std::fs::write(&binary, [0x66, 0x6f, 0xff, 0xfe, 0x00]).unwrap();
+    let (ok, err) = mhc_train(&[
+        "train",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--data",
+        binary.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("not UTF-8"), "{err}");
+
+    let tiny = dir.join("tiny.txt");
+    std::fs::write(&tiny, "too short").unwrap();
+    let (ok, err) = mhc_train(&[
+        "train",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--data",
+        tiny.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("fewer than one window"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_without_checkpoint_and_plot_without_metrics_are_refused() {
+    let dir = temp_dir("resume");
+    let d = dir.to_str().unwrap();
+    let (ok, err) = mhc_train(&["train", "--device", "cpu", "--out", d, "--resume"]);
+    assert!(!ok && err.contains("cannot read checkpoint"), "{err}");
+    let (ok, err) = mhc_train(&["plot", d]);
+    assert!(!ok && err.contains("cannot read metrics file"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
