@@ -849,6 +849,13 @@ fn up_bf16(o: &Ops, v: &[f64]) -> Buffer {
         .unwrap()
 }
 
+/// The trainer may share one `Ops` between threads.
+#[test]
+fn ops_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Ops>();
+}
+
 #[test]
 fn bad_arguments_are_errors() {
     let o = ops();

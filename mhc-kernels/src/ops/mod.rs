@@ -110,8 +110,7 @@ impl Ops {
 
     /// Block and warps of a row kernel over rows of length `n`.
     fn row_config(&self, n: usize) -> (i64, u32) {
-        let block = pick(&ROW_BLOCKS, n).min(self.row_block_cap);
-        (block, if block >= 2048 { 8 } else { 4 })
+        (pick(&ROW_BLOCKS, n).min(self.row_block_cap), 4)
     }
 
     pub fn device(&self) -> &Device {
