@@ -57,10 +57,16 @@ fn gpu_mhc_site_matches_interpreter() {
         let want = site_outputs(&Run::new(&cpu, site), &g_out, &g_h);
         for ((name, g), (_, w)) in got.iter().zip(&want) {
             // Same f32 math in another order, hardware exp/tanh approximations
-            // (a few ulp): f32 outputs within 1e-4 of their largest value;
-            // bf16 outputs may round the other way (one bf16 ulp, 2^-8).
-            let bf16_out = matches!(*name, "h_in" | "x_out" | "g_x" | "dy");
-            let (rel, abs) = if bf16_out { (2f64.powi(-7), 2e-3) } else { (1e-4, 1e-4) };
+            // (a few ulp): f32 outputs within 1e-4 of their largest value.
+            // bf16 outputs may round the other way: one ulp (2^-8 relative) for
+            // h_in, x_out and dy; g_x is rounded after each of its three
+            // accumulations, each of which may flip by one ulp of the partial sum
+            // (up to the largest value): 3·2^-8 of the largest.
+            let (rel, abs) = match *name {
+                "h_in" | "x_out" | "dy" => (2f64.powi(-7), 2e-3),
+                "g_x" => (2f64.powi(-7), 3.0 * 2f64.powi(-8)),
+                _ => (1e-4, 1e-4),
+            };
             assert_close(&format!("{mixing:?} T={t} n={n} C={c} {name}"), g, w, rel, abs);
         }
         table.push(format!("{mixing:?} T={t} n={n} C={c}: 11 outputs ok"));

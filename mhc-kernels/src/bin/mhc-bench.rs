@@ -74,7 +74,7 @@ fn random_bf16(dev: &Device, len: usize, seed: u64) -> Result<Buffer> {
 
 fn timed(dev: &Device, f: &mut dyn FnMut() -> Result<(), LayerError>) -> Result<Timing> {
     let mut err = None;
-    let t = time(dev, 100.0, 30, 2000.0, &mut || {
+    let t = time(dev, 50.0, 20, 1000.0, &mut || {
         f().map_err(|e| {
             let msg = e.to_string();
             err = Some(e);
