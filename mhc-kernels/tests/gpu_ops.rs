@@ -417,11 +417,12 @@ fn gpu_glue() {
         Host::F32(randv(&mut rng, n, 3.0)),
         Host::F32(randv(&mut rng, n, 3.0)),
     ];
+    // copy and fill leave some elements alone: those must keep their values.
     let outs = [
         nan_f32(n),
         Host::F32(randv(&mut rng, n, 1.0)),
-        nan_f32(n + 10),
-        nan_f32(n),
+        Host::F32(randv(&mut rng, n + 10, 1.0)),
+        Host::F32(randv(&mut rng, n, 1.0)),
         nan_bf16(n),
         nan_f32(n),
     ];

@@ -15,7 +15,7 @@ impl Ops {
         if n == 0 {
             return Ok(());
         }
-        let block = self.elementwise_block();
+        let block = self.elementwise_block(n);
         int(op, n)?;
         self.launch(
             kernel,

@@ -75,7 +75,7 @@ pub struct Ops {
 }
 
 /// Row kernels: the smallest of these ≥ the row length (capped; longer rows loop).
-const ROW_BLOCKS: [i64; 6] = [64, 128, 256, 512, 1024, 2048];
+const ROW_BLOCKS: [i64; 7] = [32, 64, 128, 256, 512, 1024, 2048];
 /// Kernels over columns blocks of one row (2-D grids).
 const COL_BLOCKS: [i64; 3] = [64, 256, 1024];
 
@@ -100,7 +100,7 @@ impl Ops {
         })
     }
 
-    /// Cap the row kernels' block (one of 64, …, 2048): rows longer than the
+    /// Cap the row kernels' block (one of 32, …, 2048): rows longer than the
     /// cap are read in several chunks. Tests use it to run the chunked path
     /// at small sizes; the default is the largest block.
     pub fn with_row_block_cap(mut self, cap: usize) -> Ops {
@@ -160,10 +160,11 @@ impl Ops {
         Ok(self.kernels.launch(name, meta, warps, g, args)?)
     }
 
-    /// Elementwise kernels: one program per block of elements.
-    fn elementwise_block(&self) -> i64 {
-        // Big blocks cut the interpreter's per-program cost; 1024 suits the GPU.
-        if self.device().is_gpu() {
+    /// Elementwise kernels over n elements: one program per block.
+    fn elementwise_block(&self, n: usize) -> i64 {
+        // 1024 suits the GPU; on the CPU big blocks cut the interpreter's
+        // per-program cost, but every masked lane costs as much as a live one.
+        if self.device().is_gpu() || n <= 4096 {
             1024
         } else {
             4096
