@@ -133,7 +133,11 @@ fn close(what: &str, [gpu, cpu]: &[Vec<Vec<f64>>; 2], tol: f64) {
     for (k, (g, c)) in gpu.iter().zip(cpu).enumerate() {
         let rms = (c.iter().map(|w| w * w).sum::<f64>() / c.len().max(1) as f64).sqrt();
         let bad: Vec<usize> = (0..c.len())
-            .filter(|&i| !((g[i] - c[i]).abs() <= tol * (c[i].abs() + rms)))
+            // Written so that NaN on either side counts as a mismatch.
+            .filter(|&i| {
+                let ok = (g[i] - c[i]).abs() <= tol * (c[i].abs() + rms);
+                !ok
+            })
             .collect();
         if let Some(&i) = bad.first() {
             panic!(

@@ -204,7 +204,7 @@ impl Gemm {
         b: &Buffer,
         c: &mut Buffer,
     ) -> Result<(), RuntimeError> {
-        for (name, buf) in [("A", &*a), ("B", &*b), ("C", &*c)] {
+        for (name, buf) in [("A", a), ("B", b), ("C", &*c)] {
             if buf.dtype != Scalar::F32 {
                 return Err(RuntimeError::Buffer(format!(
                     "gemm: {name} must be an f32 buffer, got {}",
@@ -538,9 +538,9 @@ mod tests {
     fn gemm_rejects_bad_sizes() {
         let dev = Device::cpu();
         let gemm = Gemm::new(&dev).unwrap();
-        let a = dev.upload(&vec![0.0f32; 12]).unwrap();
-        let b = dev.upload(&vec![0.0f32; 12]).unwrap();
-        let mut c = dev.upload(&vec![0.0f32; 9]).unwrap();
+        let a = dev.upload(&[0.0f32; 12]).unwrap();
+        let b = dev.upload(&[0.0f32; 12]).unwrap();
+        let mut c = dev.upload(&[0.0f32; 9]).unwrap();
         let bad = [
             GemmOp::new(3, 3, 5),                             // A needs 15
             GemmOp::new(3, 3, 4).offsets(1, 0, 0),            // A runs past the end

@@ -24,7 +24,7 @@ impl Ops {
         check(OP, "tokens", tokens, Scalar::I32, rows)?;
         check(OP, "wte", wte, Scalar::F32, vocab * c)?;
         if let Some(wpe) = wpe {
-            if t == 0 || rows % t != 0 {
+            if t == 0 || !rows.is_multiple_of(t) {
                 return Err(OpsError::Shape {
                     op: OP,
                     message: format!("{rows} rows are not whole sequences of {t}"),
@@ -107,7 +107,7 @@ impl Ops {
         c: usize,
         mode: Out,
     ) -> Result<(), OpsError> {
-        if t == 0 || rows % t != 0 {
+        if t == 0 || !rows.is_multiple_of(t) {
             return Err(OpsError::Shape {
                 op: "embed_pos_bwd",
                 message: format!("{rows} rows are not whole sequences of {t}"),
