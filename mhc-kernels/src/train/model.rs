@@ -409,16 +409,12 @@ impl Model {
         s
     }
 
-    /// Parameters in the model (excluding nothing).
+    /// Learned values in the model, residual parameters included.
     pub fn parameter_count(&mut self) -> usize {
         self.slots()
             .iter()
             .map(|s| s.shape.iter().product::<usize>())
             .sum()
-    }
-
-    pub fn config(&self) -> &ModelConfig {
-        &self.kit.cfg
     }
 
     /// Forward to the logits `[tokens, vocab]`, keeping what the backward needs.

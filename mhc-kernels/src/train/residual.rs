@@ -150,11 +150,6 @@ impl Hyper {
             c: cfg.width,
         })
     }
-
-    /// The recompute block length, if recomputing.
-    pub fn block_len(&self) -> Option<usize> {
-        self.stack.block_len
-    }
 }
 
 /// The stack's view of F: bf16 in and out around the model's f32 sublayers.

@@ -77,8 +77,6 @@ pub struct Summary {
     pub losses: Vec<f32>,
     pub last_val_loss: Option<f32>,
     pub tokens_per_s: f64,
-    pub device: String,
-    pub parameters: usize,
 }
 
 fn open_device(choice: DeviceChoice) -> Result<Device> {
@@ -309,6 +307,8 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         };
         let lr = tcfg.lr_at(step);
         opt.update(&ops, &mut model.slots(), lr, scale, step + 1)?;
+        // GPU launches are asynchronous: time the step to its last kernel.
+        device.synchronize()?;
         let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
         // H_res was read between this step's forward and backward.
         let amax = out.h_res.map(|h| amax_gain(&h, mcfg.streams));
@@ -378,7 +378,10 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",
             ck_path.display()
         ),
-        Stop::Finished => eprintln!("finished {step} steps, checkpoint `{}`", ck_path.display()),
+        Stop::Finished => eprintln!(
+            "finished {step} steps ({tokens_per_s:.0} tokens/s on average), checkpoint `{}`",
+            ck_path.display()
+        ),
     }
     if let Ok(run) = Run::load(&opts.out) {
         plot_runs(&[run], &opts.out, "plot")?;
@@ -390,8 +393,6 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         losses,
         last_val_loss: last_val,
         tokens_per_s,
-        device: device.name(),
-        parameters,
     })
 }
 
