@@ -20,4 +20,8 @@ if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
 fi
 echo "== tile-bench"
 .gpu/bin/tile-bench $(for p in .gpu/packs/*.tpack; do echo --pack "$p"; done) 2>&1 | tee "$out/bench.md"
+if [ -x .gpu/bin/mhc-bench ]; then
+  echo "== mhc-bench"
+  .gpu/bin/mhc-bench --pack-dir .gpu/packs 2>&1 | tee "$out/mhc-bench.md"
+fi
 exit $status

@@ -244,16 +244,16 @@ impl Layer {
         let rows = t * self.cfg.rows_per_token();
         Ok(Saved {
             t,
-            z: dev.alloc(Scalar::F32, rows * self.cfg.proj_rows())?,
-            r: dev.alloc(Scalar::F32, rows)?,
-            h: dev.alloc(Scalar::F32, t * self.cfg.coeffs())?,
+            z: dev.alloc_output(Scalar::F32, rows * self.cfg.proj_rows())?,
+            r: dev.alloc_output(Scalar::F32, rows)?,
+            h: dev.alloc_output(Scalar::F32, t * self.cfg.coeffs())?,
         })
     }
 
     /// Forward, first half: coefficients of every token and `h_in = H_pre · x`.
     pub fn pre(&self, p: &Params, x: &Buffer, t: usize) -> Result<(Buffer, Saved)> {
         let mut saved = self.alloc_saved(t)?;
-        let mut h_in = self.device().alloc(Scalar::BF16, t * self.cfg.c)?;
+        let mut h_in = self.device().alloc_output(Scalar::BF16, t * self.cfg.c)?;
         self.pre_into(p, x, &mut saved, &mut h_in)?;
         Ok((h_in, saved))
     }
@@ -354,7 +354,7 @@ impl Layer {
 
     /// Forward, second half: `x' = H_res · x + H_postᵀ · y`.
     pub fn post(&self, saved: &Saved, x: &Buffer, y: &Buffer) -> Result<Buffer> {
-        let mut out = self.device().alloc(Scalar::BF16, saved.t * self.cfg.n * self.cfg.c)?;
+        let mut out = self.device().alloc_output(Scalar::BF16, saved.t * self.cfg.n * self.cfg.c)?;
         self.post_into(saved, x, y, &mut out)?;
         Ok(out)
     }
@@ -392,9 +392,9 @@ impl Layer {
     ) -> Result<(Buffer, Buffer, Buffer)> {
         let dev = self.device();
         let (t, n, c) = (saved.t, self.cfg.n, self.cfg.c);
-        let mut g_x = dev.alloc(Scalar::BF16, t * n * c)?;
-        let mut dy = dev.alloc(Scalar::BF16, t * c)?;
-        let mut dh = dev.alloc(Scalar::F32, t * self.cfg.coeffs())?;
+        let mut g_x = dev.alloc_output(Scalar::BF16, t * n * c)?;
+        let mut dy = dev.alloc_output(Scalar::BF16, t * c)?;
+        let mut dh = dev.alloc_output(Scalar::F32, t * self.cfg.coeffs())?;
         self.post_backward_into(saved, x, y, g_out, &mut g_x, &mut dy, &mut dh)?;
         Ok((g_x, dy, dh))
     }
@@ -489,11 +489,11 @@ impl Layer {
         let dev = self.device();
         let rows = t * cfg.rows_per_token();
         Ok(GateGrads {
-            dz: dev.alloc(Scalar::F32, rows * cfg.proj_rows())?,
-            q: dev.alloc(Scalar::F32, rows)?,
-            dalpha: dev.alloc(Scalar::F32, t * 3)?,
+            dz: dev.alloc_output(Scalar::F32, rows * cfg.proj_rows())?,
+            q: dev.alloc_output(Scalar::F32, rows)?,
+            dalpha: dev.alloc_output(Scalar::F32, t * 3)?,
             dm: match cfg.mixing {
-                Mixing::Mhc => Some(dev.alloc(Scalar::F32, t * cfg.coeffs())?),
+                Mixing::Mhc => Some(dev.alloc_output(Scalar::F32, t * cfg.coeffs())?),
                 Mixing::Hc => None,
             },
         })
@@ -557,7 +557,7 @@ impl Layer {
     pub fn alloc_partials(&self, t: usize) -> Result<(Buffer, usize)> {
         let cfg = &self.cfg;
         let (_, programs) = self.proj_split(t * cfg.rows_per_token());
-        let part = self.device().alloc(Scalar::F32, programs * cfg.proj_rows() * cfg.proj_cols())?;
+        let part = self.device().alloc_output(Scalar::F32, programs * cfg.proj_rows() * cfg.proj_cols())?;
         Ok((part, programs))
     }
 
@@ -640,7 +640,7 @@ impl Layer {
         };
         if p > 1024 {
             let splits = cdiv(p, 256);
-            let stage = self.device().alloc(Scalar::F32, splits * l)?;
+            let stage = self.device().alloc_output(Scalar::F32, splits * l)?;
             launch(src, &stage, p, splits, false)?;
             launch(&stage, dst, splits, 1, true)?;
         } else {

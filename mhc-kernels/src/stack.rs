@@ -137,14 +137,14 @@ impl Stack {
             let layer = &self.layers[l];
             let c = layer.config().c;
             let x = if l == first {
-                let mut copy = dev.alloc(Scalar::BF16, x_first.len())?;
+                let mut copy = dev.alloc_output(Scalar::BF16, x_first.len())?;
                 dev.copy(x_first, &mut copy)?;
                 copy
             } else {
                 let (x_prev, _) = &out[l - first - 1];
                 self.layers[l - 1].post(&self.kept[l - 1].saved, x_prev, &self.kept[l - 1].y)?
             };
-            let mut h_in = dev.alloc(Scalar::BF16, t * c)?;
+            let mut h_in = dev.alloc_output(Scalar::BF16, t * c)?;
             layer.apply_pre(&x, &self.kept[l].saved.h, &mut h_in, t)?;
             out.push((x, h_in));
         }

@@ -81,6 +81,13 @@ impl CudaDevice {
         cudarc::driver::result::mem_get_info().map_err(drv)
     }
 
+    /// Device memory whose contents are whatever was there (no memset).
+    pub(crate) fn alloc_uninit(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
+        // SAFETY: the bytes are device memory read only by kernels and copies,
+        // never as Rust values; stale contents are at worst garbage numbers.
+        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(drv)
+    }
+
     pub(crate) fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
         self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(drv)
     }

@@ -115,6 +115,21 @@ impl Device {
         })
     }
 
+    /// A buffer for outputs that kernels overwrite entirely: on a GPU its
+    /// contents are left as they were (no zero-filling pass over memory); on
+    /// the CPU it is zero-filled like [`Device::alloc`].
+    pub fn alloc_output(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
+        let storage = match self {
+            Device::Cuda(d) => Storage::Cuda(d.alloc_uninit(len * dtype.size_bytes())?),
+            Device::Cpu => Storage::Host(tilec::interp::Buffer::zeros(dtype, len)),
+        };
+        Ok(Buffer {
+            dtype,
+            len,
+            storage,
+        })
+    }
+
     /// A buffer holding `data` (raw little-endian elements of `dtype`).
     pub fn upload_bytes(&self, dtype: Scalar, data: &[u8]) -> Result<Buffer, RuntimeError> {
         let es = dtype.size_bytes();
