@@ -5,7 +5,8 @@
 //! `SKIPPED <name>: <reason>` and passes.
 //!
 //! Packs: `$TILE_PACK_DIR/{mhc,model}.tpack`, else `target/packs/` (both made
-//! by `bash scripts/packs [DIR]`).
+//! by `bash scripts/packs [DIR]`). `TILE_SANITIZER_RUN=1` shrinks the sizes
+//! for compute-sanitizer runs.
 //!
 //! Tolerances (relative to the output's RMS, see `close`): 2e-4 for f32
 //! kernels (the GPU's `ex2.approx`/`lg2.approx`/`rsqrt.approx` are accurate to
@@ -94,6 +95,16 @@ fn pair(test: &str) -> Option<[Ops; 2]> {
         Ops::new(Arc::new(ks)).unwrap(),
         Ops::new(Arc::new(cpu)).unwrap(),
     ])
+}
+
+/// The full sizes, or smaller ones under compute-sanitizer (`TILE_SANITIZER_RUN`,
+/// set by scripts/gpu-run.sh), which runs kernels many times slower.
+fn pick<T>(full: T, small: T) -> T {
+    if std::env::var_os("TILE_SANITIZER_RUN").is_some() {
+        small
+    } else {
+        full
+    }
 }
 
 fn rng(test: &str) -> StdRng {
@@ -195,7 +206,10 @@ fn gpu_embedding() {
         return;
     };
     let mut rng = rng("gpu_embedding");
-    for (b, t, vocab, c) in [(4, 257, 256, 768), (3, 100, 300, 77)] {
+    for (b, t, vocab, c) in pick(
+        [(4, 257, 256, 768), (3, 100, 300, 77)],
+        [(2, 33, 256, 96), (1, 10, 30, 77)],
+    ) {
         let rows = b * t;
         let toks: Vec<i32> = (0..rows)
             .map(|_| rng.random_range(0..vocab as i32))
@@ -237,7 +251,10 @@ fn gpu_rmsnorm() {
         return;
     };
     let mut rng = rng("gpu_rmsnorm");
-    for (rows, n) in [(1000, 768), (37, 3000), (300, 33)] {
+    for (rows, n) in pick(
+        [(1000, 768), (37, 3000), (300, 33)],
+        [(50, 768), (3, 3000), (70, 33)],
+    ) {
         let ins = [
             Host::F32(randv(&mut rng, rows * n, 2.0)),
             Host::F32(randv(&mut rng, n, 1.0)),
@@ -277,7 +294,10 @@ fn gpu_attention() {
         return;
     };
     let mut rng = rng("gpu_attention");
-    for (bh, t, d) in [(8, 257, 64), (2, 1030, 32), (3, 5, 16)] {
+    for (bh, t, d) in pick(
+        [(8, 257, 64), (2, 1030, 32), (3, 5, 16)],
+        [(2, 65, 16), (1, 130, 32), (3, 5, 16)],
+    ) {
         let nq = bh * t * d;
         let ins: Vec<Host> = (0..4)
             .map(|_| Host::F32(randv(&mut rng, nq, 1.0)))
@@ -326,7 +346,7 @@ fn gpu_gelu_loss_adamw() {
         return;
     };
     let mut rng = rng("gpu_gelu_loss_adamw");
-    let n = 1_000_003;
+    let n = pick(1_000_003, 10_007);
     let ins = [
         Host::F32(randv(&mut rng, n, 5.0)),
         Host::F32(randv(&mut rng, n, 1.0)),
@@ -337,7 +357,7 @@ fn gpu_gelu_loss_adamw() {
         o.gelu_bwd(&i[0], &i[1], &mut dx[0], n)
     });
     close("gelu", &r, APPROX_TOL);
-    for (rows, vocab) in [(2049, 256), (33, 5000)] {
+    for (rows, vocab) in pick([(2049, 256), (33, 5000)], [(65, 256), (3, 5000)]) {
         let targets: Vec<i32> = (0..rows)
             .map(|_| rng.random_range(0..vocab as i32))
             .collect();
@@ -366,7 +386,7 @@ fn gpu_gelu_loss_adamw() {
         eps: 1e-8,
         weight_decay: 0.1,
     };
-    let n = 300_001;
+    let n = pick(300_001, 3001);
     let ins = [
         Host::F32(randv(&mut rng, n, 1.0)),
         Host::F32(randv(&mut rng, n, 1.0)),
@@ -390,7 +410,7 @@ fn gpu_reductions_are_deterministic() {
         return;
     };
     let mut rng = rng("gpu_reductions_are_deterministic");
-    let (rows, n) = (8193, 769);
+    let (rows, n) = pick((8193, 769), (300, 77));
     let x = Host::F32(randv(&mut rng, rows * n, 1.0));
     let outs = [nan_f32(n), nan_f32(n), nan_f32(4), nan_f32(4)];
     let r = run(&ops, &[x], &outs, |o, i, out| {
@@ -416,7 +436,7 @@ fn gpu_reductions_are_deterministic() {
 fn gpu_glue() {
     let Some(ops) = pair("gpu_glue") else { return };
     let mut rng = rng("gpu_glue");
-    let n = 1_000_003;
+    let n = pick(1_000_003, 10_007);
     let ins = [
         Host::F32(randv(&mut rng, n, 3.0)),
         Host::F32(randv(&mut rng, n, 3.0)),
@@ -444,7 +464,7 @@ fn gpu_glue() {
     });
     // (FMA contraction may differ in the last bit for add/axpy/scale.)
     close("glue", &r, 1e-6);
-    let (b, t, h, d, rows, c) = (2, 129, 12, 64, 300, 1000);
+    let (b, t, h, d, rows, c) = pick((2, 129, 12, 64, 300, 1000), (1, 33, 4, 16, 30, 100));
     let qkv = Host::F32(randv(&mut rng, b * t * 3 * h * d, 1.0));
     let bias = (
         Host::F32(randv(&mut rng, rows * c, 1.0)),
@@ -468,7 +488,10 @@ fn gpu_streams() {
         return;
     };
     let mut rng = rng("gpu_streams");
-    for (t, n, c) in [(1024, 4, 768), (77, 2, 1100), (5, 8, 31)] {
+    for (t, n, c) in pick(
+        [(1024, 4, 768), (77, 2, 1100), (5, 8, 31)],
+        [(64, 4, 96), (7, 2, 1100), (5, 8, 31)],
+    ) {
         let bf = |v: Vec<f32>| Host::Bf16(v.into_iter().map(bf16::from_f32).collect());
         let ins = [
             Host::F32(randv(&mut rng, t * c, 2.0)),
