@@ -281,11 +281,15 @@ impl Layer {
         self.check("proj", &p.proj, Scalar::F32, cfg.proj_rows() * cfg.proj_cols())?;
         let rows = t * cfg.rows_per_token();
         let rp = padded_rows(cfg.proj_rows());
+        // The largest token block that still gives two programs per SM (a
+        // smaller block re-reads φ more often, from L2).
+        let target = 2 * self.device().parallelism();
+        let bt = [64, 32, 16].into_iter().find(|&b| cdiv(rows, b) >= target).unwrap_or(16);
         self.kernels.launch(
             "mhc_proj",
-            &[("RP", rp), ("BT", PROJ_BT as i64), ("BK", 64)],
+            &[("RP", rp), ("BT", bt as i64), ("BK", 64)],
             4,
-            grid1(cdiv(rows, PROJ_BT)),
+            grid1(cdiv(rows, bt)),
             &[
                 Arg::Buffer(x),
                 Arg::Buffer(&p.proj),
@@ -419,7 +423,7 @@ impl Layer {
         self.check("dh", dh, Scalar::F32, t * self.cfg.coeffs())?;
         self.kernels.launch(
             "mhc_post_bwd",
-            &[("N", self.n()), ("BC", APPLY_BC as i64)],
+            &[("N", self.n()), ("BC", 256)],
             4,
             grid1(t),
             &[
@@ -576,6 +580,11 @@ impl Layer {
         let rows = g.q.len();
         let (group, programs) = self.proj_split(rows);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
+        // Column splits give each row group several programs (four per SM in
+        // all) without adding partials.
+        let splits = cdiv(4 * self.device().parallelism(), programs).clamp(1, cdiv(pc, 64));
+        let cols = cdiv(cdiv(pc, splits), 64) * 64;
+        let splits = cdiv(pc, cols);
         if part.1 != programs {
             return Err(LayerError::Shape(format!("partials for {} programs, need {programs}", part.1)));
         }
@@ -585,7 +594,7 @@ impl Layer {
             "mhc_proj_bwd",
             &[("RP", padded_rows(pr)), ("BT", PROJ_BT as i64), ("BK", 64)],
             4,
-            grid1(programs),
+            [programs as u32, splits as u32, 1],
             &[
                 Arg::Buffer(x),
                 Arg::Buffer(&p.proj),
@@ -597,6 +606,7 @@ impl Layer {
                 Arg::I32(pc as i32),
                 Arg::I32(pr as i32),
                 Arg::I32(group as i32),
+                Arg::I32(cols as i32),
             ],
         )?;
         Ok(())
