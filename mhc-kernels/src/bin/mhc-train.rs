@@ -119,9 +119,10 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Directory of the compiled packs (mhc.tpack, model.tpack; built by
-    /// scripts/packs). Needed on a GPU; the CPU uses the embedded sources.
-    #[arg(long, default_value = "target/packs")]
-    packs: PathBuf,
+    /// scripts/packs). A GPU needs them (default: target/packs); the CPU uses
+    /// the kernel sources embedded in the binary unless this is given.
+    #[arg(long)]
+    packs: Option<PathBuf>,
     /// Log line interval when there is no progress bar.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
@@ -168,7 +169,7 @@ impl TrainArgs {
             out: self.out,
             resume: self.resume,
             device: self.device,
-            packs: Some(self.packs),
+            packs: self.packs,
             stop_after: self.stop_after,
             recompute: self.recompute,
             amax_every: self.amax_every.max(1),

@@ -59,6 +59,16 @@ pub fn plot_runs(runs: &[Run], out: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     Ok(vec![png, svg])
 }
 
+/// Run colours (matplotlib's tab10: distinct, and none too light on white).
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
 type Series = Vec<(String, Vec<(f64, f64)>, bool)>;
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[Run]) -> Result<()>
@@ -152,7 +162,7 @@ where
             .iter()
             .position(|r| name.starts_with(&r.label))
             .unwrap_or(0);
-        let colour = Palette99::pick(k).to_rgba();
+        let colour = COLOURS[k % COLOURS.len()];
         let style = ShapeStyle::from(colour).stroke_width(2);
         let drawn = if *secondary {
             // Sparse series (validation every few steps) also get markers, so a

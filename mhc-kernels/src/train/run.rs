@@ -44,8 +44,8 @@ pub struct Options {
     /// Continue from the checkpoint in `out`.
     pub resume: bool,
     pub device: DeviceChoice,
-    /// Directory of compiled packs (needed on a GPU; the CPU falls back to
-    /// the embedded sources).
+    /// Directory of compiled packs: needed on a GPU (default `target/packs`);
+    /// without it the CPU runs the embedded kernel sources.
     pub packs: Option<PathBuf>,
     /// Stop (with a checkpoint) after this step, as an interrupt would.
     pub stop_after: Option<u64>,
@@ -157,8 +157,13 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     };
 
     let device = Arc::new(open_device(opts.device)?);
-    let kernels = KernelSet::open(device.clone(), opts.packs.as_deref()).with_context(|| {
-        let dir = opts.packs.as_deref().unwrap_or(Path::new("(none)"));
+    let packs = match (&opts.packs, device.is_gpu()) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => Some(PathBuf::from("target/packs")),
+        (None, false) => None,
+    };
+    let kernels = KernelSet::open(device.clone(), packs.as_deref()).with_context(|| {
+        let dir = packs.as_deref().unwrap_or(Path::new("(none)"));
         format!(
             "loading the kernels for {} from the packs in `{}` (build them with `bash scripts/packs`)",
             device.name(),
