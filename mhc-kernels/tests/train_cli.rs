@@ -109,3 +109,62 @@ fn resume_without_checkpoint_and_plot_without_metrics_are_refused() {
     assert!(!ok && err.contains("cannot read metrics file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ctrl_c_pauses_with_a_checkpoint() {
+    let dir = temp_dir("sigint");
+    let out = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_mhc-train"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--residual",
+            "plain",
+            "--layers",
+            "1",
+            "--width",
+            "16",
+        ])
+        .args([
+            "--heads",
+            "2",
+            "--context",
+            "8",
+            "--batch",
+            "2",
+            "--steps",
+            "100000",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mhc-train starts");
+    // Wait until it has taken a few steps.
+    let metrics = out.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no training steps within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("paused at step"),
+        "{stderr}"
+    );
+    let ck = mhc::train::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert!(ck.step >= 3 && ck.step < 100000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
