@@ -179,7 +179,8 @@ impl Ops {
     ) -> Result<R, OpsError> {
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         if guard.as_ref().is_none_or(|b| b.len() < len) {
-            *guard = Some(self.device().alloc(Scalar::F32, len.max(1024))?);
+            // Every use writes the partials before reading them.
+            *guard = Some(self.device().alloc_output(Scalar::F32, len.max(1024))?);
         }
         f(guard.as_mut().expect("allocated above"))
     }
