@@ -423,7 +423,7 @@ impl Layer {
         self.check("dh", dh, Scalar::F32, t * self.cfg.coeffs())?;
         self.kernels.launch(
             "mhc_post_bwd",
-            &[("N", self.n()), ("BC", 256)],
+            &[("N", self.n()), ("BC", APPLY_BC as i64)],
             4,
             grid1(t),
             &[
