@@ -901,6 +901,13 @@ fn bad_arguments_are_errors() {
         )
         .unwrap_err(),
     ); // m too short
+       // Sizes whose product overflows are errors, not panics or wrapped checks.
+    shape(o.gelu_fwd(&x, &mut y, usize::MAX).unwrap_err());
+    shape(
+        o.col_sum(&x, usize::MAX / 2, 3, &mut y, Out::Write)
+            .unwrap_err(),
+    );
+    shape(o.copy(&x, usize::MAX, &mut y, 0, 2).unwrap_err());
     let e = o.gemm(&GemmOp::new(4, 4, 4), &x, &x, &mut y).unwrap_err();
     assert!(matches!(e, OpsError::Runtime(_)), "{e}");
 }

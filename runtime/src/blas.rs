@@ -134,7 +134,9 @@ impl GemmOp {
             if ld < cols.max(1) {
                 return err(format!("{name}: leading dimension {ld} < {cols} columns"));
             }
-            let stride = op.stride.unwrap_or(rows * ld);
+            let Some(stride) = op.stride.or(rows.checked_mul(ld)) else {
+                return err(format!("{name}: {rows} rows of {ld} overflow"));
+            };
             out[i] = (op.offset, ld, stride);
             if rows == 0 || cols == 0 || self.batch == 0 {
                 continue;
@@ -547,6 +549,7 @@ mod tests {
             GemmOp::new(3, 3, 4).ld(3, 3, 3),                 // lda < k
             GemmOp::new(3, 3, 4).batched(2),                  // C needs 18
             GemmOp::new(3, 3, 1).batched(2).strides(0, 0, 1), // C entries overlap
+            GemmOp::new(usize::MAX / 2, 3, 4),                // sizes overflow
         ];
         for op in bad {
             let e = gemm.run(&op, &a, &b, &mut c).unwrap_err();

@@ -1,6 +1,6 @@
 //! Glue: elementwise arithmetic, casts, head permutes, residual streams.
 
-use super::{check, int, pick, Ops, OpsError, Out, COL_BLOCKS};
+use super::{check, check_span, elements, int, pick, Ops, OpsError, Out, COL_BLOCKS};
 use tile_runtime::{Arg, Buffer, Scalar};
 
 impl Ops {
@@ -29,9 +29,9 @@ impl Ops {
     /// out = a + b over n elements.
     pub fn add(&self, a: &Buffer, b: &Buffer, out: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "add";
-        check(OP, "a", a, Scalar::F32, n)?;
-        check(OP, "b", b, Scalar::F32, n)?;
-        check(OP, "out", out, Scalar::F32, n)?;
+        check(OP, "a", a, Scalar::F32, &[n])?;
+        check(OP, "b", b, Scalar::F32, &[n])?;
+        check(OP, "out", out, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "vec_add",
@@ -48,8 +48,8 @@ impl Ops {
     /// y += alpha · x over n elements.
     pub fn axpy(&self, alpha: f32, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "axpy";
-        check(OP, "x", x, Scalar::F32, n)?;
-        check(OP, "y", y, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[n])?;
+        check(OP, "y", y, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "vec_axpy",
@@ -61,7 +61,7 @@ impl Ops {
     /// x *= alpha over n elements.
     pub fn scale(&self, x: &mut Buffer, alpha: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "scale";
-        check(OP, "x", x, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "vec_scale",
@@ -73,7 +73,7 @@ impl Ops {
     /// x[0..n] = value.
     pub fn fill(&self, x: &mut Buffer, value: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "fill";
-        check(OP, "x", x, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "vec_fill",
@@ -92,8 +92,8 @@ impl Ops {
         n: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "copy";
-        check(OP, "src", src, Scalar::F32, src_offset + n)?;
-        check(OP, "dst", dst, Scalar::F32, dst_offset + n)?;
+        check_span(OP, "src", src, src_offset, n)?;
+        check_span(OP, "dst", dst, dst_offset, n)?;
         let a = [
             Arg::Buffer(src),
             Arg::Buffer(dst),
@@ -107,8 +107,8 @@ impl Ops {
     /// dst (bf16) = src (f32), rounded to nearest even.
     pub fn cast_f32_bf16(&self, src: &Buffer, dst: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "cast_f32_bf16";
-        check(OP, "src", src, Scalar::F32, n)?;
-        check(OP, "dst", dst, Scalar::BF16, n)?;
+        check(OP, "src", src, Scalar::F32, &[n])?;
+        check(OP, "dst", dst, Scalar::BF16, &[n])?;
         self.elementwise(
             OP,
             "cast_f32_bf16",
@@ -120,8 +120,8 @@ impl Ops {
     /// dst (f32) = src (bf16), exact.
     pub fn cast_bf16_f32(&self, src: &Buffer, dst: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "cast_bf16_f32";
-        check(OP, "src", src, Scalar::BF16, n)?;
-        check(OP, "dst", dst, Scalar::F32, n)?;
+        check(OP, "src", src, Scalar::BF16, &[n])?;
+        check(OP, "dst", dst, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "cast_bf16_f32",
@@ -139,8 +139,8 @@ impl Ops {
         n: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "add_bias";
-        check(OP, "x", x, Scalar::F32, rows * n)?;
-        check(OP, "b", b, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[rows, n])?;
+        check(OP, "b", b, Scalar::F32, &[n])?;
         if rows * n == 0 {
             return Ok(());
         }
@@ -207,14 +207,17 @@ impl Ops {
                 message: format!("slot {slot} of {slots}"),
             });
         }
-        let (fused, heads) = (b * t * slots * h * d, b * h * t * d);
+        let (fused, heads) = (
+            elements(op, &[b, t, slots, h, d])?,
+            elements(op, &[b, h, t, d])?,
+        );
         let (src_len, dst_len) = if split {
             (fused, heads)
         } else {
             (heads, fused)
         };
-        check(op, "src", src, Scalar::F32, src_len)?;
-        check(op, "dst", dst, Scalar::F32, dst_len)?;
+        check(op, "src", src, Scalar::F32, &[src_len])?;
+        check(op, "dst", dst, Scalar::F32, &[dst_len])?;
         if heads == 0 {
             return Ok(());
         }
@@ -248,8 +251,8 @@ impl Ops {
         c: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "streams_expand";
-        check(OP, "x", x, Scalar::F32, t * c)?;
-        check(OP, "xs", xs, Scalar::BF16, t * n * c)?;
+        check(OP, "x", x, Scalar::F32, &[t, c])?;
+        check(OP, "xs", xs, Scalar::BF16, &[t, n, c])?;
         self.streams(OP, t, n, c, x, xs, None)
     }
 
@@ -264,8 +267,8 @@ impl Ops {
         mode: Out,
     ) -> Result<(), OpsError> {
         const OP: &str = "streams_expand_bwd";
-        check(OP, "dxs", dxs, Scalar::BF16, t * n * c)?;
-        check(OP, "dx", dx, Scalar::F32, t * c)?;
+        check(OP, "dxs", dxs, Scalar::BF16, &[t, n, c])?;
+        check(OP, "dx", dx, Scalar::F32, &[t, c])?;
         self.streams(OP, t, n, c, dxs, dx, Some(mode))
     }
 
@@ -279,8 +282,8 @@ impl Ops {
         c: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "streams_collapse";
-        check(OP, "xs", xs, Scalar::BF16, t * n * c)?;
-        check(OP, "x", x, Scalar::F32, t * c)?;
+        check(OP, "xs", xs, Scalar::BF16, &[t, n, c])?;
+        check(OP, "x", x, Scalar::F32, &[t, c])?;
         self.streams(OP, t, n, c, xs, x, None)
     }
 
@@ -295,8 +298,8 @@ impl Ops {
         mode: Out,
     ) -> Result<(), OpsError> {
         const OP: &str = "streams_collapse_bwd";
-        check(OP, "dx", dx, Scalar::F32, t * c)?;
-        check(OP, "dxs", dxs, Scalar::BF16, t * n * c)?;
+        check(OP, "dx", dx, Scalar::F32, &[t, c])?;
+        check(OP, "dxs", dxs, Scalar::BF16, &[t, n, c])?;
         self.streams(OP, t, n, c, dx, dxs, Some(mode))
     }
 

@@ -196,8 +196,8 @@ impl Ops {
         mode: Out,
     ) -> Result<(), OpsError> {
         const OP: &str = "col_sum";
-        check(OP, "x", x, Scalar::F32, rows * n)?;
-        check(OP, "out", out, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[rows, n])?;
+        check(OP, "out", out, Scalar::F32, &[n])?;
         self.column_reduce(OP, "col_sum", &[x], rows, n, out, mode)
     }
 
@@ -294,8 +294,8 @@ impl Ops {
         scale: f32,
         mode: Out,
     ) -> Result<(), OpsError> {
-        check(op, "x", x, Scalar::F32, n)?;
-        check(op, "out", out, Scalar::F32, out_index + 1)?;
+        check(op, "x", x, Scalar::F32, &[n])?;
+        check_span(op, "out", out, out_index, 1)?;
         // Program p sums elements [p·per, (p+1)·per) into out[idx + p].
         #[allow(clippy::too_many_arguments)]
         let run = |sq: i64,
@@ -359,14 +359,25 @@ fn int(op: &'static str, x: usize) -> Result<Arg<'static>, OpsError> {
     })
 }
 
-/// `buf` must hold at least `len` elements of `dtype`.
+/// The product of `dims` (an element count), or an error when it overflows.
+fn elements(op: &'static str, dims: &[usize]) -> Result<usize, OpsError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| OpsError::Shape {
+            op,
+            message: format!("sizes {dims:?} overflow"),
+        })
+}
+
+/// `buf` must hold at least `dims.iter().product()` elements of `dtype`.
 fn check(
     op: &'static str,
     name: &str,
     buf: &Buffer,
     dtype: Scalar,
-    len: usize,
+    dims: &[usize],
 ) -> Result<(), OpsError> {
+    let len = elements(op, dims)?;
     if buf.dtype() != dtype {
         return Err(OpsError::Shape {
             op,
@@ -384,4 +395,19 @@ fn check(
         });
     }
     Ok(())
+}
+
+/// An f32 `buf` must hold elements `offset..offset + n`.
+fn check_span(
+    op: &'static str,
+    name: &str,
+    buf: &Buffer,
+    offset: usize,
+    n: usize,
+) -> Result<(), OpsError> {
+    let end = offset.checked_add(n).ok_or_else(|| OpsError::Shape {
+        op,
+        message: format!("`{name}`: offset {offset} + {n} overflows"),
+    })?;
+    check(op, name, buf, Scalar::F32, &[end])
 }

@@ -1,6 +1,6 @@
 //! Model layers: embedding, RMSNorm, attention, GELU, cross-entropy, AdamW.
 
-use super::{check, int, pick, AdamW, Ops, OpsError, Out, COL_BLOCKS};
+use super::{check, elements, int, pick, AdamW, Ops, OpsError, Out, COL_BLOCKS};
 use tile_runtime::blas::GemmOp;
 use tile_runtime::{Arg, Buffer, Scalar};
 
@@ -21,8 +21,8 @@ impl Ops {
         c: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "embed_fwd";
-        check(OP, "tokens", tokens, Scalar::I32, rows)?;
-        check(OP, "wte", wte, Scalar::F32, vocab * c)?;
+        check(OP, "tokens", tokens, Scalar::I32, &[rows])?;
+        check(OP, "wte", wte, Scalar::F32, &[vocab, c])?;
         if let Some(wpe) = wpe {
             if t == 0 || !rows.is_multiple_of(t) {
                 return Err(OpsError::Shape {
@@ -30,9 +30,9 @@ impl Ops {
                     message: format!("{rows} rows are not whole sequences of {t}"),
                 });
             }
-            check(OP, "wpe", wpe, Scalar::F32, t * c)?;
+            check(OP, "wpe", wpe, Scalar::F32, &[t, c])?;
         }
-        check(OP, "out", out, Scalar::F32, rows * c)?;
+        check(OP, "out", out, Scalar::F32, &[rows, c])?;
         if rows == 0 || c == 0 {
             return Ok(());
         }
@@ -72,9 +72,9 @@ impl Ops {
         mode: Out,
     ) -> Result<(), OpsError> {
         const OP: &str = "embed_bwd";
-        check(OP, "tokens", tokens, Scalar::I32, rows)?;
-        check(OP, "dout", dout, Scalar::F32, rows * c)?;
-        check(OP, "dwte", dwte, Scalar::F32, vocab * c)?;
+        check(OP, "tokens", tokens, Scalar::I32, &[rows])?;
+        check(OP, "dout", dout, Scalar::F32, &[rows, c])?;
+        check(OP, "dwte", dwte, Scalar::F32, &[vocab, c])?;
         if vocab == 0 || c == 0 {
             return Ok(());
         }
@@ -113,7 +113,13 @@ impl Ops {
                 message: format!("{rows} rows are not whole sequences of {t}"),
             });
         }
-        self.col_sum(dout, rows / t, t * c, dwpe, mode)
+        self.col_sum(
+            dout,
+            rows / t,
+            elements("embed_pos_bwd", &[t, c])?,
+            dwpe,
+            mode,
+        )
     }
 
     /// y = x / sqrt(mean(x²) + eps) · w per row of x [rows, n]; rstd[r] = the
@@ -130,10 +136,10 @@ impl Ops {
         eps: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "rmsnorm_fwd";
-        check(OP, "x", x, Scalar::F32, rows * n)?;
-        check(OP, "w", w, Scalar::F32, n)?;
-        check(OP, "y", y, Scalar::F32, rows * n)?;
-        check(OP, "rstd", rstd, Scalar::F32, rows)?;
+        check(OP, "x", x, Scalar::F32, &[rows, n])?;
+        check(OP, "w", w, Scalar::F32, &[n])?;
+        check(OP, "y", y, Scalar::F32, &[rows, n])?;
+        check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
         if rows == 0 {
             return Ok(());
         }
@@ -166,12 +172,12 @@ impl Ops {
         n: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "rmsnorm_bwd";
-        check(OP, "x", x, Scalar::F32, rows * n)?;
-        check(OP, "w", w, Scalar::F32, n)?;
-        check(OP, "rstd", rstd, Scalar::F32, rows)?;
-        check(OP, "dy", dy, Scalar::F32, rows * n)?;
-        check(OP, "dx", dx, Scalar::F32, rows * n)?;
-        check(OP, "dw", dw, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[rows, n])?;
+        check(OP, "w", w, Scalar::F32, &[n])?;
+        check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
+        check(OP, "dy", dy, Scalar::F32, &[rows, n])?;
+        check(OP, "dx", dx, Scalar::F32, &[rows, n])?;
+        check(OP, "dw", dw, Scalar::F32, &[n])?;
         if rows > 0 {
             let (block, warps) = self.row_config(n);
             let a = [
@@ -201,8 +207,8 @@ impl Ops {
         scale: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "attn_softmax_fwd";
-        check(OP, "s", s, Scalar::F32, bh * t * t)?;
-        check(OP, "p", p, Scalar::F32, bh * t * t)?;
+        check(OP, "s", s, Scalar::F32, &[bh, t, t])?;
+        check(OP, "p", p, Scalar::F32, &[bh, t, t])?;
         self.softmax_fwd_launch(s, p, bh, t, scale)
     }
 
@@ -247,9 +253,9 @@ impl Ops {
         scale: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "attn_softmax_bwd";
-        check(OP, "p", p, Scalar::F32, bh * t * t)?;
-        check(OP, "dp", dp, Scalar::F32, bh * t * t)?;
-        check(OP, "ds", ds, Scalar::F32, bh * t * t)?;
+        check(OP, "p", p, Scalar::F32, &[bh, t, t])?;
+        check(OP, "dp", dp, Scalar::F32, &[bh, t, t])?;
+        check(OP, "ds", ds, Scalar::F32, &[bh, t, t])?;
         self.softmax_bwd_launch(p, dp, ds, bh, t, scale)
     }
 
@@ -302,9 +308,9 @@ impl Ops {
     ) -> Result<(), OpsError> {
         const OP: &str = "attention_fwd";
         for (name, b) in [("q", q), ("k", k), ("v", v), ("o", &*o)] {
-            check(OP, name, b, Scalar::F32, bh * t * d)?;
+            check(OP, name, b, Scalar::F32, &[bh, t, d])?;
         }
-        check(OP, "p", p, Scalar::F32, bh * t * t)?;
+        check(OP, "p", p, Scalar::F32, &[bh, t, t])?;
         if bh * t == 0 {
             return Ok(());
         }
@@ -342,10 +348,10 @@ impl Ops {
             ("dk", &*dk),
             ("dv", &*dv),
         ] {
-            check(OP, name, b, Scalar::F32, bh * t * d)?;
+            check(OP, name, b, Scalar::F32, &[bh, t, d])?;
         }
-        check(OP, "p", p, Scalar::F32, bh * t * t)?;
-        check(OP, "ds", ds, Scalar::F32, bh * t * t)?;
+        check(OP, "p", p, Scalar::F32, &[bh, t, t])?;
+        check(OP, "ds", ds, Scalar::F32, &[bh, t, t])?;
         if bh * t == 0 {
             return Ok(());
         }
@@ -360,8 +366,8 @@ impl Ops {
     /// y = GELU(x) (tanh approximation) over n elements.
     pub fn gelu_fwd(&self, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "gelu_fwd";
-        check(OP, "x", x, Scalar::F32, n)?;
-        check(OP, "y", y, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[n])?;
+        check(OP, "y", y, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "gelu_fwd",
@@ -379,9 +385,9 @@ impl Ops {
         n: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "gelu_bwd";
-        check(OP, "x", x, Scalar::F32, n)?;
-        check(OP, "dy", dy, Scalar::F32, n)?;
-        check(OP, "dx", dx, Scalar::F32, n)?;
+        check(OP, "x", x, Scalar::F32, &[n])?;
+        check(OP, "dy", dy, Scalar::F32, &[n])?;
+        check(OP, "dx", dx, Scalar::F32, &[n])?;
         self.elementwise(
             OP,
             "gelu_bwd",
@@ -412,11 +418,11 @@ impl Ops {
         grad_scale: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "cross_entropy";
-        check(OP, "logits", logits, Scalar::F32, rows * vocab)?;
-        check(OP, "targets", targets, Scalar::I32, rows)?;
-        check(OP, "loss", loss, Scalar::F32, rows)?;
+        check(OP, "logits", logits, Scalar::F32, &[rows, vocab])?;
+        check(OP, "targets", targets, Scalar::I32, &[rows])?;
+        check(OP, "loss", loss, Scalar::F32, &[rows])?;
         if let Some(d) = &dlogits {
-            check(OP, "dlogits", d, Scalar::F32, rows * vocab)?;
+            check(OP, "dlogits", d, Scalar::F32, &[rows, vocab])?;
         }
         if rows == 0 {
             return Ok(());
@@ -462,7 +468,7 @@ impl Ops {
     ) -> Result<(), OpsError> {
         const OP: &str = "adamw";
         for (name, b) in [("p", &*p), ("g", g), ("m", &*m), ("v", &*v)] {
-            check(OP, name, b, Scalar::F32, n)?;
+            check(OP, name, b, Scalar::F32, &[n])?;
         }
         if step == 0 {
             return Err(OpsError::Shape {
