@@ -32,6 +32,9 @@ pub struct Record {
     pub grad_norm: f32,
     pub lr: f32,
     pub tokens_per_s: f64,
+    /// GPU only: device memory in use after the forward (the activation peak), GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gb: Option<f64>,
     /// Only for `hc` and `mhc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amax: Option<AmaxGain>,

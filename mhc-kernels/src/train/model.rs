@@ -473,6 +473,12 @@ impl Model {
             self.kit.device.zero(s.grad)?;
         }
         let (logits, head) = self.forward(inputs)?;
+        // Activations peak here: everything the backward needs is alive.
+        let memory = self
+            .kit
+            .device
+            .memory_info()
+            .map(|(free, total)| total - free);
         let h_res = match h_res_tokens {
             Some(tokens) => self.residual.h_res(tokens)?,
             None => None,
@@ -509,7 +515,11 @@ impl Model {
         )?;
         kit.ops
             .embed_pos_bwd(&dx0, &mut self.wpe.grad, rows, t, c, Out::Write)?;
-        Ok(Step { loss, h_res })
+        Ok(Step {
+            loss,
+            h_res,
+            memory,
+        })
     }
 }
 
@@ -518,4 +528,6 @@ pub struct Step {
     pub loss: f32,
     /// `[token][site]` n×n H_res matrices, when asked for and the mode has them.
     pub h_res: Option<Vec<Vec<Vec<f32>>>>,
+    /// Device memory in use after the forward, in bytes (GPU only).
+    pub memory: Option<usize>,
 }

@@ -208,6 +208,7 @@ mod tests {
             grad_norm: 1.0,
             lr: 1e-3,
             tokens_per_s: 100.0,
+            memory_gb: None,
             amax: amax.then(|| AmaxGain {
                 sites_forward: vec![1.0],
                 sites_backward: vec![1.0],

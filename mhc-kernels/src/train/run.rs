@@ -274,6 +274,7 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     let start = Instant::now();
     let mut losses = Vec::new();
     let mut last_val = None;
+    let mut peak_memory: Option<usize> = None;
     let mut stop = Stop::Finished;
     let mut step = first_step;
     let sample: Vec<usize> = (0..tokens).step_by((tokens / 64).max(1)).collect();
@@ -292,6 +293,7 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             want_amax.then_some(&sample[..]),
         )?;
         let loss = out.loss;
+        peak_memory = peak_memory.max(out.memory);
         let grad_norm = AdamW::grad_norm(&ops, &model.slots())?;
         if !loss.is_finite() || !grad_norm.is_finite() {
             let kept = if ck_path.exists() {
@@ -348,6 +350,7 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             grad_norm,
             lr,
             tokens_per_s,
+            memory_gb: out.memory.map(|b| b as f64 / 1e9),
             amax,
         })?;
         bar.set_position(step);
@@ -384,7 +387,10 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             ck_path.display()
         ),
         Stop::Finished => eprintln!(
-            "finished {step} steps ({tokens_per_s:.0} tokens/s on average), checkpoint `{}`",
+            "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
+            peak_memory
+                .map(|b| format!(", at most {:.2} GB of device memory in use", b as f64 / 1e9))
+                .unwrap_or_default(),
             ck_path.display()
         ),
     }
