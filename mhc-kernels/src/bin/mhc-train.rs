@@ -22,6 +22,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only add noise
 enum Command {
     /// Train (or, with --resume, continue) a run.
     Train(TrainArgs),

@@ -49,6 +49,7 @@ struct MlpActs {
 }
 
 /// The activations of one sublayer, kept for the backward.
+#[allow(clippy::large_enum_variant)] // one per site: a few hundred bytes each
 enum SiteActs {
     Attn(AttnActs),
     Mlp(MlpActs),
@@ -295,7 +296,7 @@ struct Sites<'a> {
 impl Sublayers for Sites<'_> {
     fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer> {
         let block = &self.blocks[site / 2];
-        let (y, acts) = if site % 2 == 0 {
+        let (y, acts) = if site.is_multiple_of(2) {
             let (y, a) = self.kit.attention(block, h)?;
             (y, SiteActs::Attn(a))
         } else {
