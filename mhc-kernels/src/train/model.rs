@@ -94,8 +94,10 @@ impl Kit {
         self.batch * self.cfg.context
     }
 
+    /// An f32 activation buffer. Every one is written whole by the op that
+    /// fills it, so a GPU skips the zero-filling pass.
     fn alloc(&self, len: usize) -> Result<Buffer> {
-        Ok(self.device.alloc(Scalar::F32, len)?)
+        Ok(self.device.alloc_output(Scalar::F32, len)?)
     }
 
     /// `y[rows, n] = x[rows, k] · w[k, n]`.

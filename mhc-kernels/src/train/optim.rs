@@ -46,7 +46,8 @@ impl AdamW {
 
     /// The global L2 norm of every gradient (one scalar read back).
     pub fn grad_norm(ops: &Ops, slots: &[Slot]) -> Result<f32> {
-        let mut total = ops.device().alloc(Scalar::F32, 1)?;
+        // Written by the first sum (Out::Write), so no zero-fill is needed.
+        let mut total = ops.device().alloc_output(Scalar::F32, 1)?;
         for (i, s) in slots.iter().enumerate() {
             let mode = if i == 0 { Out::Write } else { Out::Add };
             ops.sum_squares(s.grad, s.grad.len(), &mut total, 0, mode)?;

@@ -57,7 +57,7 @@ impl Plain {
     }
 
     fn copy(&self, x: &Buffer) -> Result<Buffer> {
-        let mut out = self.ops.device().alloc(Scalar::F32, x.len())?;
+        let mut out = self.ops.device().alloc_output(Scalar::F32, x.len())?;
         self.ops.copy(x, 0, &mut out, 0, x.len())?;
         Ok(out)
     }
@@ -69,7 +69,7 @@ impl Residual for Plain {
         let mut x = self.copy(x0)?;
         for site in 0..self.sites {
             let y = f.forward(site, &x)?;
-            let mut next = self.ops.device().alloc(Scalar::F32, x.len())?;
+            let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
             self.ops.add(&x, &y, &mut next, x.len())?;
             self.inputs.push(std::mem::replace(&mut x, next));
         }
@@ -160,7 +160,7 @@ struct Bf16<'a> {
 
 impl Bf16<'_> {
     fn cast(&self, x: &Buffer, to: Scalar) -> Result<Buffer> {
-        let mut out = self.ops.device().alloc(to, x.len())?;
+        let mut out = self.ops.device().alloc_output(to, x.len())?;
         match to {
             Scalar::F32 => self.ops.cast_bf16_f32(x, &mut out, x.len())?,
             _ => self.ops.cast_f32_bf16(x, &mut out, x.len())?,
@@ -199,11 +199,11 @@ impl Residual for Hyper {
     fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
         let (t, n, c) = (self.t, self.n, self.c);
         let dev = self.ops.device();
-        let mut xs = dev.alloc(Scalar::BF16, t * n * c)?;
+        let mut xs = dev.alloc_output(Scalar::BF16, t * n * c)?;
         self.ops.streams_expand(x0, &mut xs, t, n, c)?;
         let mut sub = Bf16 { ops: &self.ops, f };
         let last = self.stack.forward(&self.params, xs, t, &mut sub)?;
-        let mut out = dev.alloc(Scalar::F32, t * c)?;
+        let mut out = dev.alloc_output(Scalar::F32, t * c)?;
         self.ops.streams_collapse(&last, &mut out, t, n, c)?;
         Ok(out)
     }
@@ -211,14 +211,14 @@ impl Residual for Hyper {
     fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
         let (t, n, c) = (self.t, self.n, self.c);
         let dev = self.ops.device();
-        let mut gs = dev.alloc(Scalar::BF16, t * n * c)?;
+        let mut gs = dev.alloc_output(Scalar::BF16, t * n * c)?;
         self.ops
             .streams_collapse_bwd(g, &mut gs, t, n, c, Out::Write)?;
         let mut sub = Bf16 { ops: &self.ops, f };
         let g0 = self
             .stack
             .backward(&self.params, &mut self.grads, gs, &mut sub)?;
-        let mut out = dev.alloc(Scalar::F32, t * c)?;
+        let mut out = dev.alloc_output(Scalar::F32, t * c)?;
         self.ops
             .streams_expand_bwd(&g0, &mut out, t, n, c, Out::Write)?;
         Ok(out)
