@@ -41,6 +41,22 @@ fn every_example_compiles_and_passes_ptxas() {
         }
     }
     eprintln!("ptxas accepted {checked} PTX files");
+    // Code-generation properties the benchmarks rely on (docs/BENCHMARKS.md):
+    // the matmul K loop copies its operands with cp.async, and the f32 softmax,
+    // whose loads sit inside `if row < rows`, gets vector accesses.
+    for (kernel, needle) in [
+        ("matmul", "cp.async.cg.shared.global"),
+        ("softmax", "ld.global.v"),
+    ] {
+        let k = manifest.kernels.iter().find(|k| k.name == kernel).unwrap();
+        for v in &k.variants {
+            assert!(
+                v.ptx["sm_90"].contains(needle),
+                "{kernel} [{}]: no `{needle}` in its PTX",
+                tile_runtime::describe(&v.config)
+            );
+        }
+    }
     let dir = root().join("target/packs");
     std::fs::create_dir_all(&dir).unwrap();
     manifest.write(&dir.join("dsl-examples.tpack")).unwrap();

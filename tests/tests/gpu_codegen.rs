@@ -149,7 +149,14 @@ fn gpu_matmul_bf16() {
         let shapes: &[(usize, usize, usize)] = if small() {
             &[(33, 17, 40)]
         } else {
-            &[(16, 16, 16), (100, 70, 50), (256, 256, 256), (129, 257, 95)]
+            &[
+                (16, 16, 16),
+                (100, 70, 50),
+                (256, 256, 256),
+                (129, 257, 95),
+                // Many K steps, the last one ragged: every pipeline stage is reused.
+                (130, 200, 1000),
+            ]
         };
         for &(m, n, k) in shapes {
             let a: Vec<bf16> = (0..m * k)

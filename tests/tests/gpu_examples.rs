@@ -163,7 +163,7 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
             let shapes: &[(usize, usize, usize)] = if small() {
                 &[(70, 33, 40)]
             } else {
-                &[(64, 64, 64), (100, 70, 50), (257, 129, 95)]
+                &[(64, 64, 64), (100, 70, 50), (257, 129, 95), (96, 160, 1000)]
             };
             for &(m, n, k) in shapes {
                 out.push(case(

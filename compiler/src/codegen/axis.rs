@@ -37,6 +37,20 @@ fn get(info: &HashMap<ValueId, AxisInfo>, kernel: &Kernel, v: ValueId) -> AxisIn
 
 fn visit(kernel: &Kernel, block: &Block, info: &mut HashMap<ValueId, AxisInfo>) {
     for inst in &block.insts {
+        // Nested blocks first: a `for` or `if` without results still holds
+        // the loads and stores that need the analysis.
+        match &inst.op {
+            Op::For { body, .. } => visit(kernel, body, info),
+            Op::If {
+                then_body,
+                else_body,
+                ..
+            } => {
+                visit(kernel, then_body, info);
+                visit(kernel, else_body, info);
+            }
+            _ => {}
+        }
         let Some(&r) = inst.results.first() else {
             continue;
         };
@@ -94,19 +108,6 @@ fn visit(kernel: &Kernel, block: &Block, info: &mut HashMap<ValueId, AxisInfo>) 
                     contig: 1,
                     constancy: p.constancy.min(q.constancy),
                 }
-            }
-            Op::For { body, .. } => {
-                visit(kernel, body, info);
-                continue;
-            }
-            Op::If {
-                then_body,
-                else_body,
-                ..
-            } => {
-                visit(kernel, then_body, info);
-                visit(kernel, else_body, info);
-                continue;
             }
             _ => continue,
         };

@@ -217,13 +217,25 @@ pub(crate) struct Mma {
 }
 
 impl Mma {
+    /// The warp grid that uses the most warps and, among those, loads the
+    /// fewest fragments per warp (a warp's `rows + cols`: its `ldmatrix`
+    /// traffic per k-step), preferring more warps along M on ties.
     pub fn new(shape: &[u32], warps: u32) -> Mma {
-        let wm = warps.min(shape[0] / 16).max(1);
-        let wn = (warps / wm).min(shape[1] / 8).max(1);
+        let (m, n) = (shape[0], shape[1]);
+        let mut best = (1, 1);
+        let key = |(wm, wn): (u32, u32)| (wm * wn, std::cmp::Reverse(m / wm + n / wn), wm);
+        let mut wm = 1;
+        while wm <= warps && wm <= (m / 16).max(1) {
+            let wn = (warps / wm).min((n / 8).max(1));
+            if key((wm, wn)) > key(best) {
+                best = (wm, wn);
+            }
+            wm *= 2;
+        }
         Mma {
             shape: shape.to_vec(),
-            wm,
-            wn,
+            wm: best.0,
+            wn: best.1,
         }
     }
     pub fn warp_rows(&self) -> u32 {

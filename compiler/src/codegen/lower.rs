@@ -9,6 +9,7 @@
 use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
 use super::layout::{Blocked, Layout, Mma};
+use super::prefetch::{self, Plan, PAD};
 use super::CodegenError;
 use crate::tir::{
     self, BinaryOp, CmpOp, Const, Elem, Inst, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId,
@@ -29,6 +30,13 @@ pub(crate) fn lower_to_mlir<'c>(
     warps: u32,
 ) -> Result<(Module<'c>, u32), CodegenError> {
     let module = Module::new(Location::unknown(ctx));
+    let mut defs = HashMap::new();
+    tir::walk_insts(&kernel.body, &mut |i| {
+        for r in &i.results {
+            defs.insert(*r, i);
+        }
+    });
+    let plan = prefetch::plan(kernel);
     let mut l = Lower {
         e: Emitter::new(ctx),
         kernel,
@@ -39,14 +47,19 @@ pub(crate) fn lower_to_mlir<'c>(
         axis: axis::analyze(kernel),
         threads: HashMap::new(),
         scratch_bytes: 0,
+        scratch_base: plan.bytes.next_multiple_of(16),
+        plan,
+        pipe_bufs: HashMap::new(),
+        defs,
         lane: None,
         warp: None,
     };
     let func = l.lower_func()?;
+    let shared_bytes = l.scratch_base + l.scratch_bytes;
     let e = &mut l.e;
     // gpu.module body: the scratch buffer (if any) and the kernel.
     e.push_block(&[]);
-    if l.scratch_bytes > 0 {
+    if shared_bytes > 0 {
         // Dynamic shared memory: its size is given at launch.
         let gt = "!llvm.array<0 x i8>";
         let r = melior::ir::Region::new();
@@ -88,7 +101,7 @@ pub(crate) fn lower_to_mlir<'c>(
             module.as_operation()
         )));
     }
-    Ok((module, l.scratch_bytes))
+    Ok((module, shared_bytes))
 }
 
 /// Values whose layout is not the canonical blocked layout of their shape:
@@ -183,6 +196,46 @@ fn assign_block(
     }
 }
 
+/// The order in which a block's instructions are lowered: within each run
+/// between effects (stores, atomics, loops, ifs), the loads and the
+/// instructions their operands need come first, in program order, then the
+/// rest. Every load of the run is then in flight before the first reduction or
+/// conversion waits at a barrier (LLVM does not move loads across barriers).
+/// Only pure instructions move, each after its operands.
+fn loads_first(insts: &[Inst]) -> Vec<&Inst> {
+    let is_boundary =
+        |i: &Inst| i.op.has_side_effects() || matches!(i.op, Op::For { .. } | Op::If { .. });
+    let mut out = Vec::with_capacity(insts.len());
+    let mut start = 0;
+    while start < insts.len() {
+        let end = insts[start..]
+            .iter()
+            .position(is_boundary)
+            .map_or(insts.len(), |p| start + p);
+        let run = &insts[start..end];
+        let def: HashMap<ValueId, usize> = run
+            .iter()
+            .enumerate()
+            .flat_map(|(i, inst)| inst.results.iter().map(move |r| (*r, i)))
+            .collect();
+        let mut early = vec![false; run.len()];
+        let mut work: Vec<usize> = (0..run.len())
+            .filter(|&i| matches!(run[i].op, Op::Load { .. }))
+            .collect();
+        while let Some(i) = work.pop() {
+            if std::mem::replace(&mut early[i], true) {
+                continue;
+            }
+            work.extend(run[i].op.operands().iter().filter_map(|v| def.get(v)));
+        }
+        out.extend(run.iter().zip(&early).filter(|(_, e)| **e).map(|(i, _)| i));
+        out.extend(run.iter().zip(&early).filter(|(_, e)| !**e).map(|(i, _)| i));
+        out.extend(insts.get(end));
+        start = end + 1;
+    }
+    out
+}
+
 /// Per-layout thread coordinates, computed once in the entry block.
 struct Threads {
     /// `t[d] * spt[d]`: the thread's base coordinate along each dimension.
@@ -203,7 +256,17 @@ struct Lower<'c, 'k> {
     layouts: HashMap<ValueId, Layout>,
     axis: HashMap<ValueId, AxisInfo>,
     threads: HashMap<Layout, Threads>,
+    /// Shared memory is the pipeline stages (`plan`) from offset 0, then the
+    /// scratch area of conversions, reductions and staged `dot` operands from
+    /// `scratch_base`, `scratch_bytes` long.
     scratch_bytes: u32,
+    scratch_base: u32,
+    plan: Plan,
+    /// Inside a pipelined loop: each pipelined load → byte offset (i32) of
+    /// its tile in the stage this iteration reads.
+    pipe_bufs: HashMap<ValueId, (V, u32)>,
+    /// The instruction defining each value (for recomputing broadcasts).
+    defs: HashMap<ValueId, &'k Inst>,
     lane: Option<V>,
     warp: Option<V>,
 }
@@ -274,6 +337,9 @@ impl<'c, 'k> Lower<'c, 'k> {
         if have.same_map(want) || self.kernel.ty(v).is_scalar() {
             return self.regs(v);
         }
+        if self.recomputable(v, &mut 16) {
+            return self.recompute(v, want);
+        }
         let shape = self.kernel.ty(v).shape.clone();
         self.convert(v, want, span, &mut |_, c| Ok((c.to_vec(), shape.clone())))
     }
@@ -341,6 +407,10 @@ impl<'c, 'k> Lower<'c, 'k> {
                 e.attr(&format!("array<i32: {}, 1, 1>", 32 * self.warps)),
             ),
         ];
+        let mut attrs = attrs.to_vec();
+        if let Some(n) = self.min_ctas() {
+            attrs.push(("nvvm.minctasm", e.attr(&format!("{n} : i32"))));
+        }
         let attrs: Vec<_> = attrs
             .iter()
             .map(|(n, a)| (melior::ir::Identifier::new(e.ctx, n), *a))
@@ -350,6 +420,37 @@ impl<'c, 'k> Lower<'c, 'k> {
             .add_regions([region])
             .build()
             .map_err(|err| CodegenError::Internal(format!("gpu.func: {err}")))
+    }
+
+    /// CTAs per SM to ask ptxas for (`nvvm.minctasm`, i.e. a register budget)
+    /// in straight-line row kernels like rmsnorm and softmax: reductions, no
+    /// loops and no `dot`, one or two loads of at most two 16-byte vectors per
+    /// thread each (kernels holding more values live, such as mHC's
+    /// `mhc_coeffs_bwd` with 13 loads, spill under the budget). Unasked, ptxas gave
+    /// rmsnorm 56 registers (4 CTAs of 256 threads per SM); held to 48 it
+    /// fits 5 without spills, with more loads in flight: 73% → 82–87% of copy
+    /// bandwidth for the bf16 row kernels on the H200. f32 rows (four vectors
+    /// per load) and plain elementwise kernels measured slower with the hint,
+    /// so they go without.
+    fn min_ctas(&self) -> Option<u32> {
+        let threads = 32 * self.warps;
+        let (mut other, mut reduce, mut most, mut loads) = (false, false, 0, 0);
+        tir::walk_insts(&self.kernel.body, &mut |i| match i.op {
+            Op::Dot { .. } | Op::For { .. } => other = true,
+            Op::Reduce { .. } => reduce = true,
+            Op::Load { .. } => {
+                let t = self.kernel.ty(i.results[0]);
+                let s = t.scalar_elem().map_or(8, |s| s.size_bytes());
+                let bytes = (t.numel() * s).div_ceil(threads as usize);
+                most = most.max(bytes);
+                loads += 1;
+            }
+            _ => {}
+        });
+        // Only where the budget admits more CTAs than 64 registers would: a
+        // hint that admits no more lets ptxas spend registers it left unused.
+        let n = 65536 / (threads * 48);
+        (reduce && !other && most <= 32 && loads <= 2 && n > 65536 / (threads * 64)).then_some(n)
     }
 
     fn thread_coords(&mut self, l: &Layout) -> Result<Threads, CodegenError> {
@@ -467,7 +568,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     fn lower_block_insts(&mut self, insts: &[tir::Inst]) -> Result<(), CodegenError> {
-        for inst in insts {
+        for inst in loads_first(insts) {
             self.lower_inst(inst)?;
         }
         Ok(())
@@ -525,6 +626,8 @@ impl<'c, 'k> Lower<'c, 'k> {
                     vec![regs[0]; dst.num_regs()]
                 } else if src.same_map(&dst) {
                     regs
+                } else if self.recomputable(r.unwrap(), &mut 16) {
+                    self.recompute(r.unwrap(), &dst)?
                 } else {
                     let src_shape = k.ty(*value).shape.clone();
                     self.convert(*value, &dst, inst.span, &mut |_, c| {
@@ -542,6 +645,8 @@ impl<'c, 'k> Lower<'c, 'k> {
                     vec![regs[0]; dst.num_regs()]
                 } else if src.same_map(&dst) {
                     regs
+                } else if self.recomputable(r.unwrap(), &mut 16) {
+                    self.recompute(r.unwrap(), &dst)?
                 } else {
                     let src_shape = k.ty(*value).shape.clone();
                     self.convert(*value, &dst, inst.span, &mut |e, c| {
@@ -571,6 +676,29 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let regs = self.regs_in(*v, &lr, inst.span)?;
                 regs.iter()
                     .map(|&x| self.unary(*op, s, x))
+                    .collect::<Result<_, _>>()?
+            }
+            Op::Binary(BinaryOp::Div, a, b)
+                if self.splats.contains_key(b)
+                    && !k.ty(*a).is_scalar()
+                    && k.ty(*a).scalar_elem().is_some_and(|s| s.is_float()) =>
+            {
+                // Division by one value (a reduction's normalisation): one
+                // reciprocal per thread, then a multiply per element, which is
+                // within 2 ulp of f32 division (the math is f32 for 16-bit floats).
+                let s = k.ty(*a).scalar_elem().unwrap();
+                let lr = self.layout(r.unwrap());
+                let ra = self.regs_in(*a, &lr, inst.span)?;
+                let d = self.splats[b];
+                let d = self.widen(d, s)?;
+                let one = self.f32(1.0)?;
+                let rcp = self.e.binop("arith.divf", one, d)?;
+                ra.iter()
+                    .map(|&x| {
+                        let x = self.widen(x, s)?;
+                        let y = self.e.binop("arith.mulf", x, rcp)?;
+                        self.narrow(y, s)
+                    })
                     .collect::<Result<_, _>>()?
             }
             Op::Binary(op, a, b) => {
@@ -626,23 +754,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                     self.regs_in(*ptr, &lr, inst.span)?,
                     self.regs_in(*offset, &lr, inst.span)?,
                 );
-                let pt = self.e.ty("!llvm.ptr<1>");
-                let et = format!("{}", scalar_ty(pointee));
                 (0..rp.len())
-                    .map(|i| {
-                        self.e.op1(
-                            "llvm.getelementptr",
-                            &[rp[i], ro[i]],
-                            pt,
-                            &[
-                                ("elem_type", &et),
-                                ("noWrapFlags", "0 : i32"),
-                                ("rawConstantIndices", "array<i32: -2147483648>"),
-                            ],
-                        )
-                    })
+                    .map(|i| self.gep(rp[i], ro[i], pointee))
                     .collect::<Result<_, _>>()?
             }
+            // A pipelined load's tile is already in shared memory, where its dot reads it.
+            Op::Load { .. } if self.pipe_bufs.contains_key(&r.unwrap()) => vec![],
             Op::Load { ptr, mask, other } => {
                 self.load(*ptr, *mask, *other, r.unwrap(), inst.span)?
             }
@@ -674,6 +791,20 @@ impl<'c, 'k> Lower<'c, 'k> {
                     sizes.push(rv.len());
                     flat_init.extend(rv);
                 }
+                let pipe = self.plan.loops.get(&body.args[0]).cloned();
+                if let Some(p) = &pipe {
+                    // Prologue: the copies of iterations 0 .. stages-2, one group
+                    // each, once every warp is done with the stages' memory
+                    // (an earlier run of this loop or another pipelined loop).
+                    self.barrier()?;
+                    for st in 0..p.stages - 1 {
+                        let iv = self.iv_plus(lb, step, st)?;
+                        let stage = self.e.i32(st as i64)?;
+                        self.issue_copies(p, body, iv, ub, stage)?;
+                    }
+                    // The stage index the loop reads, carried after the TIR values.
+                    flat_init.push(self.e.i32(0)?);
+                }
                 let mut arg_tys = vec![self.e.type_of(lb)];
                 arg_tys.extend(flat_init.iter().map(|v| self.e.type_of(*v)));
                 let bargs = self.e.push_block(&arg_tys);
@@ -683,7 +814,38 @@ impl<'c, 'k> Lower<'c, 'k> {
                     self.vals.insert(*a, bargs[off..off + n].to_vec());
                     off += n;
                 }
-                self.lower_body(&body.insts, &carried)?;
+                let mut extra_yield = Vec::new();
+                if let Some(p) = &pipe {
+                    let read = bargs[off];
+                    let last = self.e.i32((p.stages - 1) as i64)?;
+                    let (zero, one) = (self.e.i32(0)?, self.e.i32(1)?);
+                    // This iteration's copies (of this thread, then of all) have landed,
+                    // and every warp is done with the stage the previous iteration read.
+                    self.e.op(
+                        "nvvm.cp.async.wait.group",
+                        &[],
+                        &[],
+                        &[("n", &format!("{} : i32", p.stages - 2))],
+                    )?;
+                    self.barrier()?;
+                    let is0 = self.e.cmpi("eq", read, zero)?;
+                    let before = self.e.binop("arith.subi", read, one)?;
+                    let write = self.e.select(is0, last, before)?;
+                    let iv = self.iv_plus(bargs[0], step, p.stages - 1)?;
+                    self.issue_copies(p, body, iv, ub, write)?;
+                    self.vals.insert(body.args[0], vec![bargs[0]]);
+                    let stage_bytes = self.e.i32(p.stage_bytes as i64)?;
+                    let stage_off = self.e.binop("arith.muli", read, stage_bytes)?;
+                    for b in &p.bufs {
+                        let o = self.e.i32(b.offset as i64)?;
+                        let o = self.e.binop("arith.addi", stage_off, o)?;
+                        self.pipe_bufs.insert(b.load, (o, b.ld));
+                    }
+                    let is_last = self.e.cmpi("eq", read, last)?;
+                    let after = self.e.binop("arith.addi", read, one)?;
+                    extra_yield.push(self.e.select(is_last, zero, after)?);
+                }
+                self.lower_body(&body.insts, &carried, &extra_yield)?;
                 let region = self.e.pop_region();
                 let res_tys: Vec<Type> = flat_init.iter().map(|v| self.e.type_of(*v)).collect();
                 let mut operands = vec![lb, ub, step];
@@ -691,6 +853,14 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let out = self
                     .e
                     .op_full("scf.for", &operands, &res_tys, &[], vec![region])?;
+                if let Some(p) = &pipe {
+                    for b in &p.bufs {
+                        self.pipe_bufs.remove(&b.load);
+                    }
+                    // Only empty groups (past the last iteration) can be pending.
+                    self.e
+                        .op("nvvm.cp.async.wait.group", &[], &[], &[("n", "0 : i32")])?;
+                }
                 self.split_results(&inst.results, &sizes, &out);
                 return Ok(());
             }
@@ -709,10 +879,10 @@ impl<'c, 'k> Lower<'c, 'k> {
                     res_tys.extend(std::iter::repeat(t).take(*n));
                 }
                 self.e.push_block(&[]);
-                self.lower_body(&then_body.insts, &res_layouts)?;
+                self.lower_body(&then_body.insts, &res_layouts, &[])?;
                 let r1 = self.e.pop_region();
                 self.e.push_block(&[]);
-                self.lower_body(&else_body.insts, &res_layouts)?;
+                self.lower_body(&else_body.insts, &res_layouts, &[])?;
                 let r2 = self.e.pop_region();
                 let out = self
                     .e
@@ -732,8 +902,281 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
-    /// Lower a `For`/`If` body whose `Yield` delivers values in `layouts`.
-    fn lower_body(&mut self, insts: &[tir::Inst], layouts: &[Layout]) -> Result<(), CodegenError> {
+    /// `iv + n·step` in the induction variable's type.
+    fn iv_plus(&mut self, iv: V, step: V, n: u32) -> Result<V, CodegenError> {
+        let t = self.e.type_of(iv);
+        let n = self.e.constant(&format!("{n} : {t}"), t)?;
+        let d = self.e.binop("arith.muli", step, n)?;
+        self.e.binop("arith.addi", iv, d)
+    }
+
+    /// The pipelined loads of `p` for the iteration whose induction variable
+    /// is `iv` (when `iv < ub`), into stage `stage` (i32), as one commit group
+    /// (an empty one past the last iteration, so that group counts stay
+    /// uniform). Lowers the loads' address slice again with `iv`; the caller
+    /// restores the induction variable.
+    fn issue_copies(
+        &mut self,
+        p: &prefetch::Loop,
+        body: &tir::Block,
+        iv: V,
+        ub: V,
+        stage: V,
+    ) -> Result<(), CodegenError> {
+        let live = self.e.cmpi("slt", iv, ub)?;
+        self.if_then_self(live, &mut |me| {
+            me.vals.insert(body.args[0], vec![iv]);
+            for &i in &p.slice {
+                me.lower_inst(&body.insts[i])?;
+            }
+            let stage_bytes = me.e.i32(p.stage_bytes as i64)?;
+            let stage_off = me.e.binop("arith.muli", stage, stage_bytes)?;
+            for b in &p.bufs {
+                let o = me.e.i32(b.offset as i64)?;
+                let base = me.e.binop("arith.addi", stage_off, o)?;
+                let Some(Op::Load { ptr, mask, other }) = me.defs.get(&b.load).map(|i| &i.op)
+                else {
+                    return Err(CodegenError::Internal(
+                        "pipelined value is not a load".into(),
+                    ));
+                };
+                me.copy_tile(b.load, *ptr, *mask, *other, base, b.ld)?;
+            }
+            Ok(())
+        })?;
+        self.e.op("nvvm.cp.async.commit.group", &[], &[], &[])?;
+        Ok(())
+    }
+
+    /// The tile `load(ptr, mask, other)` (value `r`, 16-bit elements) into
+    /// shared memory at byte offset `base` (i32), rows `ld` elements apart:
+    /// `cp.async` per aligned, unmasked group of contiguous elements (4, 8 or
+    /// 16 bytes); elsewhere per element, through registers.
+    fn copy_tile(
+        &mut self,
+        r: ValueId,
+        ptr: ValueId,
+        mask: Option<ValueId>,
+        other: Option<ValueId>,
+        base: V,
+        ld: u32,
+    ) -> Result<(), CodegenError> {
+        let span = Span::default();
+        let s = self.ptr_elem(ptr)?;
+        let l = self.layout(r);
+        let rp = self.regs_in(ptr, &l, span)?;
+        let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
+        let ro = match other {
+            Some(o) => Some(self.regs_in(o, &l, span)?),
+            None => None,
+        };
+        let v = self.vector_width(ptr, s);
+        let bytes = v as usize * s.size_bytes();
+        let owner = self.owner(&l);
+        let mut write = |me: &mut Self| -> Result<(), CodegenError> {
+            for g in Self::groups(&l, v) {
+                let c = me.coords(&l, g.start)?;
+                let dst = me.smem_elem_ptr(base, ld, c[0], c[1])?;
+                let scalar_path = |me: &mut Self| -> Result<(), CodegenError> {
+                    for (i, k) in g.clone().enumerate() {
+                        let x = match &rm {
+                            Some(m) => {
+                                let t = me.e.ty(scalar_ty(s));
+                                let ok = match &ro {
+                                    Some(o) => o[k],
+                                    None => me.constant(Const::Int(0), s)?,
+                                };
+                                let p = rp[k];
+                                me.e.if_else(
+                                    m[k],
+                                    &[t],
+                                    &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
+                                    &mut |_| Ok(vec![ok]),
+                                )?[0]
+                            }
+                            None => LoadOne { e: &mut me.e }.load(rp[k], s)?,
+                        };
+                        let d = if i == 0 {
+                            dst
+                        } else {
+                            let p3 = me.e.ty("!llvm.ptr<3>");
+                            let off = me.e.i32(i as i64)?;
+                            me.e.op1(
+                                "llvm.getelementptr",
+                                &[dst, off],
+                                p3,
+                                &[
+                                    ("elem_type", scalar_ty(s)),
+                                    ("noWrapFlags", "0 : i32"),
+                                    ("rawConstantIndices", "array<i32: -2147483648>"),
+                                ],
+                            )?
+                        };
+                        LoadOne { e: &mut me.e }.store(d, x, s)?;
+                    }
+                    Ok(())
+                };
+                if !matches!(bytes, 4 | 8 | 16) {
+                    scalar_path(me)?;
+                    continue;
+                }
+                let mut conds = vec![me.aligned(rp[g.start], v, s)?];
+                if let Some(m) = &rm {
+                    conds.extend(m[g.clone()].iter().copied());
+                }
+                let cond = me.e.and_all(&conds)?.unwrap();
+                let p0 = rp[g.start];
+                me.if_else_self(
+                    cond,
+                    &mut |me| {
+                        // .cg (L2 only) exists for 16-byte copies alone.
+                        let cache = if bytes == 16 { "cg" } else { "ca" };
+                        me.e.op(
+                            "nvvm.cp.async.shared.global",
+                            &[dst, p0],
+                            &[],
+                            &[
+                                ("size", &format!("{bytes} : i32")),
+                                ("modifier", &format!("#nvvm<load_cache_modifier {cache}>")),
+                            ],
+                        )?;
+                        Ok(())
+                    },
+                    &mut |me| scalar_path(me),
+                )?;
+            }
+            Ok(())
+        };
+        match owner {
+            Some(o) => self.if_then_self(o, &mut write),
+            None => write(self),
+        }
+    }
+
+    /// Whether `v` can be computed at any coordinate from scalars alone (an
+    /// index, pointer or mask expression over `arange`, splats, expansions and
+    /// broadcasts, of at most `budget` tile ops): then a broadcast of it is
+    /// recomputed in the destination layout instead of moved through shared
+    /// memory between two barriers.
+    fn recomputable(&self, v: ValueId, budget: &mut u32) -> bool {
+        if self.splats.contains_key(&v) || self.kernel.ty(v).is_scalar() {
+            return true;
+        }
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let Some(inst) = self.defs.get(&v) else {
+            return false;
+        };
+        match &inst.op {
+            Op::Arange { .. } => true,
+            Op::Binary(_, a, b) | Op::Cmp(_, a, b) | Op::AddPtr { ptr: a, offset: b } => {
+                self.recomputable(*a, budget) && self.recomputable(*b, budget)
+            }
+            Op::Select { cond, a, b } => {
+                self.recomputable(*cond, budget)
+                    && self.recomputable(*a, budget)
+                    && self.recomputable(*b, budget)
+            }
+            Op::Cast(a) | Op::ExpandDims { value: a, .. } => self.recomputable(*a, budget),
+            Op::Broadcast(a) => {
+                self.kernel.ty(*a).shape.len() == self.kernel.ty(v).shape.len()
+                    && self.recomputable(*a, budget)
+            }
+            _ => false,
+        }
+    }
+
+    /// Registers of a [`recomputable`](Self::recomputable) value in layout `l`.
+    fn recompute(&mut self, v: ValueId, l: &Layout) -> Result<Vec<V>, CodegenError> {
+        (0..l.num_regs())
+            .map(|k| {
+                let c = self.coords(l, k)?;
+                self.value_at(v, &c)
+            })
+            .collect()
+    }
+
+    /// The element of a recomputable value `v` at coordinates `c`.
+    fn value_at(&mut self, v: ValueId, c: &[V]) -> Result<V, CodegenError> {
+        if let Some(&s) = self.splats.get(&v) {
+            return Ok(s);
+        }
+        let k = self.kernel;
+        if k.ty(v).is_scalar() {
+            return Ok(self.regs(v)?[0]);
+        }
+        let inst = self.defs[&v];
+        let elem = |x: &ValueId| k.ty(*x).scalar_elem();
+        match &inst.op {
+            Op::Arange { start, .. } => {
+                let st = self.e.i32(*start)?;
+                self.e.binop("arith.addi", c[0], st)
+            }
+            Op::Binary(op, a, b) => {
+                let (x, y) = (self.value_at(*a, c)?, self.value_at(*b, c)?);
+                self.binary(*op, elem(a).unwrap(), x, y)
+            }
+            Op::Cmp(op, a, b) => {
+                let (x, y) = (self.value_at(*a, c)?, self.value_at(*b, c)?);
+                self.compare(*op, elem(a), x, y)
+            }
+            Op::Select { cond, a, b } => {
+                let m = self.value_at(*cond, c)?;
+                let (x, y) = (self.value_at(*a, c)?, self.value_at(*b, c)?);
+                self.e.select(m, x, y)
+            }
+            Op::Cast(a) => {
+                let x = self.value_at(*a, c)?;
+                self.cast(x, elem(a).unwrap(), elem(&v).unwrap())
+            }
+            Op::AddPtr { ptr, offset } => {
+                let (p, o) = (self.value_at(*ptr, c)?, self.value_at(*offset, c)?);
+                self.gep(p, o, self.ptr_elem(*ptr)?)
+            }
+            Op::ExpandDims { value, axis } => {
+                let mut c = c.to_vec();
+                c.remove(*axis as usize);
+                self.value_at(*value, &c)
+            }
+            Op::Broadcast(value) => {
+                let src = &k.ty(*value).shape;
+                let mut c2 = Vec::with_capacity(c.len());
+                for (d, &x) in c.iter().enumerate() {
+                    c2.push(if src[d] == 1 { self.e.i32(0)? } else { x });
+                }
+                self.value_at(*value, &c2)
+            }
+            _ => Err(CodegenError::Internal(format!(
+                "value {v} is not recomputable"
+            ))),
+        }
+    }
+
+    /// `p + o` elements of `s` (a global pointer).
+    fn gep(&mut self, p: V, o: V, s: Scalar) -> Result<V, CodegenError> {
+        let pt = self.e.ty("!llvm.ptr<1>");
+        self.e.op1(
+            "llvm.getelementptr",
+            &[p, o],
+            pt,
+            &[
+                ("elem_type", scalar_ty(s)),
+                ("noWrapFlags", "0 : i32"),
+                ("rawConstantIndices", "array<i32: -2147483648>"),
+            ],
+        )
+    }
+
+    /// Lower a `For`/`If` body whose `Yield` delivers values in `layouts`,
+    /// followed by `extra` values of the lowering's own.
+    fn lower_body(
+        &mut self,
+        insts: &[tir::Inst],
+        layouts: &[Layout],
+        extra: &[V],
+    ) -> Result<(), CodegenError> {
         let (body, last) = match insts.split_last() {
             Some((last, body)) if matches!(last.op, Op::Yield(_)) => (body, Some(last)),
             _ => (insts, None),
@@ -750,6 +1193,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 flat.extend(self.regs_in(*v, l, *span)?);
             }
         }
+        flat.extend(extra);
         self.e.op("scf.yield", &flat, &[], &[])?;
         Ok(())
     }
@@ -1273,8 +1717,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(out)
     }
 
-    /// Pointer into the shared scratch buffer at byte offset `off` (i32).
+    /// Pointer into the scratch area at byte offset `off` (i32).
     fn scratch_ptr(&mut self, off: V) -> Result<V, CodegenError> {
+        let base = self.e.i32(self.scratch_base as i64)?;
+        let off = self.e.binop("arith.addi", off, base)?;
+        self.smem_ptr(off)
+    }
+
+    /// Pointer into dynamic shared memory at byte offset `off` (i32).
+    fn smem_ptr(&mut self, off: V) -> Result<V, CodegenError> {
         let p3 = self.e.ty("!llvm.ptr<3>");
         let base = self.e.op1(
             "llvm.mlir.addressof",
@@ -1295,9 +1746,9 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     fn reserve_scratch(&mut self, bytes: u32, span: Span) -> Result<(), CodegenError> {
-        if bytes > MAX_SMEM {
+        if self.scratch_base + bytes > MAX_SMEM {
             return Err(CodegenError::SharedMemory {
-                bytes,
+                bytes: self.scratch_base + bytes,
                 limit: MAX_SMEM,
                 span,
             });
@@ -1386,6 +1837,25 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
+    /// `scf.if` without results, both branches lowering through `self`.
+    fn if_else_self(
+        &mut self,
+        cond: V,
+        then: &mut dyn FnMut(&mut Self) -> Result<(), CodegenError>,
+        els: &mut dyn FnMut(&mut Self) -> Result<(), CodegenError>,
+    ) -> Result<(), CodegenError> {
+        self.e.push_block(&[]);
+        then(self)?;
+        self.e.op("scf.yield", &[], &[], &[])?;
+        let r1 = self.e.pop_region();
+        self.e.push_block(&[]);
+        els(self)?;
+        self.e.op("scf.yield", &[], &[], &[])?;
+        let r2 = self.e.pop_region();
+        self.e.op_full("scf.if", &[cond], &[], &[], vec![r1, r2])?;
+        Ok(())
+    }
+
     /// `scf.if` without results whose body lowers through `self`.
     fn if_then_self(
         &mut self,
@@ -1403,10 +1873,12 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
-    /// `a @ b + acc` on tensor cores: a and b are staged in shared memory (rows
-    /// padded by 8 elements against bank conflicts), each warp loads its
-    /// fragments with `ldmatrix` and accumulates with `mma.sync.m16n8k16` into
-    /// registers in the mma layout.
+    /// `a @ b + acc` on tensor cores: each warp loads its fragments of a and b
+    /// from shared memory with `ldmatrix` and accumulates with
+    /// `mma.sync.m16n8k16` into registers in the mma layout. An operand a
+    /// pipelined loop already copied into shared memory (see `prefetch`) is
+    /// read from its stage; any other is staged from registers (rows padded by
+    /// [`PAD`] elements).
     fn dot(
         &mut self,
         a: ValueId,
@@ -1445,45 +1917,40 @@ impl<'c, 'k> Lower<'c, 'k> {
                 "dot result not in the mma layout".into(),
             ));
         };
-        let (lda, ldb) = (kk + 8, n + 8);
-        let a_bytes = m * lda * 2;
-        self.reserve_scratch(a_bytes + kk * ldb * 2, span)?;
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
-        // Stage a and b in shared memory.
-        let (la, lb) = (self.canonical(&sa), self.canonical(&sb));
-        let ra = self.regs_in(a, &la, span)?;
-        let rb = self.regs_in(b, &lb, span)?;
-        self.barrier()?;
-        for (lay, regs, ld, base) in [(&la, &ra, lda, 0u32), (&lb, &rb, ldb, a_bytes)] {
-            let owner = self.owner(lay);
-            let regs = regs.clone();
-            let lay = lay.clone();
-            let mut write = |me: &mut Self| -> Result<(), CodegenError> {
-                for (i, &x) in regs.iter().enumerate() {
-                    let c = me.coords(&lay, i)?;
-                    let ldv = me.e.i32(ld as i64)?;
-                    let row = me.e.binop("arith.muli", c[0], ldv)?;
-                    let idx = me.e.binop("arith.addi", row, c[1])?;
-                    let two = me.e.i32(2)?;
-                    let off = me.e.binop("arith.muli", idx, two)?;
-                    let b0 = me.e.i32(base as i64)?;
-                    let off = me.e.binop("arith.addi", off, b0)?;
-                    let p = me.scratch_ptr(off)?;
-                    me.e.op(
-                        "llvm.store",
-                        &[x, p],
-                        &[],
-                        &[("alignment", "2 : i64"), ("ordering", "0 : i64")],
-                    )?;
-                }
-                Ok(())
-            };
-            match owner {
-                Some(o) => self.if_then_self(o, &mut write)?,
-                None => write(self)?,
+        // Shared-memory byte offset (i32) and row stride (elements) of each operand.
+        let mut staged = Vec::new();
+        let mut next = 0u32;
+        let mut src = Vec::new();
+        for x in [a, b] {
+            if let Some(&(off, ld)) = self.pipe_bufs.get(&x) {
+                src.push((off, ld));
+            } else {
+                let shape = &k.ty(x).shape;
+                let ld = shape[1] + PAD;
+                let off = self.e.i32((self.scratch_base + next) as i64)?;
+                staged.push((x, next, ld));
+                next += shape[0] * ld * 2;
+                src.push((off, ld));
             }
         }
-        self.barrier()?;
+        if !staged.is_empty() {
+            self.reserve_scratch(next, span)?;
+            let regs: Vec<(Layout, Vec<V>)> = staged
+                .iter()
+                .map(|&(x, _, _)| {
+                    let l = self.canonical(&k.ty(x).shape);
+                    let r = self.regs_in(x, &l, span)?;
+                    Ok((l, r))
+                })
+                .collect::<Result<_, CodegenError>>()?;
+            self.barrier()?;
+            for ((_, off, ld), (l, regs)) in staged.iter().zip(regs) {
+                self.stage_tile(&l, &regs, ea, self.scratch_base + off, *ld)?;
+            }
+            self.barrier()?;
+        }
+        let ((a_off, lda), (b_off, ldb)) = (src[0], src[1]);
         // Per-lane ldmatrix row addresses.
         let lane = self.lane.unwrap();
         let warp = self.warp.unwrap();
@@ -1506,28 +1973,36 @@ impl<'c, 'k> Lower<'c, 'k> {
         let f32t = self.e.ty("f32");
         let mut out = acc_regs;
         for ks in 0..kk / 16 {
+            let k0 = self.e.i32((ks * 16) as i64)?;
             // A fragments: rows row0 + i·16 + lane%16, columns ks·16 + (lane/16)·8.
             let mut afr = Vec::new();
             for i in 0..ml.mt() {
                 let r0 = self.e.i32((i * 16) as i64)?;
                 let row = self.e.binop("arith.addi", row0, r0)?;
                 let row = self.e.binop("arith.addi", row, l16)?;
-                let k0 = self.e.i32((ks * 16) as i64)?;
                 let col = self.e.binop("arith.addi", hi8, k0)?;
-                let p = self.smem_elem_ptr(0, lda, row, col)?;
+                let p = self.smem_elem_ptr(a_off, lda, row, col)?;
                 let v = self.ldmatrix(p, 4, false)?;
                 afr.push(v);
             }
-            // B fragments (transposed load): rows ks·16 + lane%16, columns col0 + j·8.
+            // B fragments (transposed loads): rows ks·16 + lane%16, columns
+            // col0 + j·8, two 8-column fragments per ldmatrix.x4 (lanes 16–31
+            // address the second).
             let mut bfr = Vec::new();
-            for j in 0..ml.nt() {
-                let k0 = self.e.i32((ks * 16) as i64)?;
-                let row = self.e.binop("arith.addi", k0, l16)?;
+            let row = self.e.binop("arith.addi", k0, l16)?;
+            for j in (0..ml.nt()).step_by(2) {
                 let c0 = self.e.i32((j * 8) as i64)?;
                 let col = self.e.binop("arith.addi", col0, c0)?;
-                let p = self.smem_elem_ptr(a_bytes, ldb, row, col)?;
-                let v = self.ldmatrix(p, 2, true)?;
-                bfr.push(v);
+                if j + 1 < ml.nt() {
+                    let col = self.e.binop("arith.addi", col, hi8)?;
+                    let p = self.smem_elem_ptr(b_off, ldb, row, col)?;
+                    let v = self.ldmatrix(p, 4, true)?;
+                    bfr.push(v[..2].to_vec());
+                    bfr.push(v[2..].to_vec());
+                } else {
+                    let p = self.smem_elem_ptr(b_off, ldb, row, col)?;
+                    bfr.push(self.ldmatrix(p, 2, true)?);
+                }
             }
             for i in 0..ml.mt() {
                 for j in 0..ml.nt() {
@@ -1561,6 +2036,56 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
         }
         Ok(out)
+    }
+
+    /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory at
+    /// byte offset `base`, rows `ld` elements apart: one store per group of
+    /// contiguous registers (16 bytes for 8 elements).
+    fn stage_tile(
+        &mut self,
+        l: &Layout,
+        regs: &[V],
+        s: Scalar,
+        base: u32,
+        ld: u32,
+    ) -> Result<(), CodegenError> {
+        let Layout::Blocked(bl) = l else {
+            return Err(CodegenError::Internal("staging a non-blocked tile".into()));
+        };
+        // Group starts are multiples of the group size along the row, and rows
+        // are 16-byte multiples apart, so each group is aligned to its size.
+        let v = bl.spt[1].min(8);
+        let owner = self.owner(l);
+        let regs = regs.to_vec();
+        let l = l.clone();
+        let mut write = |me: &mut Self| -> Result<(), CodegenError> {
+            for g in Self::groups(&l, v) {
+                let c = me.coords(&l, g.start)?;
+                let b = me.e.i32(base as i64)?;
+                let p = me.smem_elem_ptr(b, ld, c[0], c[1])?;
+                let bytes = v as usize * s.size_bytes();
+                let vt = me.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
+                let mut vec = me.e.op1("llvm.mlir.undef", &[], vt, &[])?;
+                for (i, &x) in regs[g].iter().enumerate() {
+                    let idx = me.e.i32(i as i64)?;
+                    vec = me.e.op1("llvm.insertelement", &[vec, x, idx], vt, &[])?;
+                }
+                me.e.op(
+                    "llvm.store",
+                    &[vec, p],
+                    &[],
+                    &[
+                        ("alignment", &format!("{bytes} : i64")),
+                        ("ordering", "0 : i64"),
+                    ],
+                )?;
+            }
+            Ok(())
+        };
+        match owner {
+            Some(o) => self.if_then_self(o, &mut write),
+            None => write(self),
+        }
     }
 
     /// `ldmatrix` of `num` 8×8 b16 matrices (transposed with `trans`), as i32 registers.
@@ -1597,16 +2122,15 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     /// Shared-memory pointer to 16-bit element (row, col) of a matrix at byte
-    /// offset `base` with row stride `ld` elements.
-    fn smem_elem_ptr(&mut self, base: u32, ld: u32, row: V, col: V) -> Result<V, CodegenError> {
+    /// offset `base` (i32) of shared memory, with row stride `ld` elements.
+    fn smem_elem_ptr(&mut self, base: V, ld: u32, row: V, col: V) -> Result<V, CodegenError> {
         let ldv = self.e.i32(ld as i64)?;
         let r = self.e.binop("arith.muli", row, ldv)?;
         let idx = self.e.binop("arith.addi", r, col)?;
         let two = self.e.i32(2)?;
         let off = self.e.binop("arith.muli", idx, two)?;
-        let b = self.e.i32(base as i64)?;
-        let off = self.e.binop("arith.addi", off, b)?;
-        self.scratch_ptr(off)
+        let off = self.e.binop("arith.addi", off, base)?;
+        self.smem_ptr(off)
     }
 
     fn combine(&mut self, op: ReduceOp, s: Scalar, a: V, b: V) -> Result<V, CodegenError> {

@@ -1,7 +1,7 @@
 //! Code generation: checked TIR → MLIR (melior) → LLVM IR → PTX (inkwell NVPTX).
 //!
 //! One entry point, [`compile`]. Stages: `lower` (TIR → gpu/scf/arith/llvm MLIR,
-//! using `layout` and `axis`), `pipeline` (the MLIR pass list), `ptx` (LLVM IR
+//! using `layout`, `axis` and `prefetch`), `pipeline` (the MLIR pass list), `ptx` (LLVM IR
 //! and PTX). `emit` is the small melior helper the lowering builds with.
 
 mod axis;
@@ -9,6 +9,7 @@ mod emit;
 mod layout;
 mod lower;
 mod pipeline;
+mod prefetch;
 mod ptx;
 
 use crate::tir::{self, Span};

@@ -216,6 +216,39 @@ fn main() -> Result<()> {
         }
     }
 
+    if let Some(pack) = find_sig("softmax", 4) {
+        let (r, c) = (65536usize, 4096usize);
+        let x = dev.upload_bytes(Scalar::F32, &random_bytes(r * c, Scalar::F32, 11))?;
+        let y = dev.alloc(Scalar::F32, r * c)?;
+        for v in &pack.kernel("softmax")?.variants {
+            if meta(&v.config, "BLOCK") < c {
+                continue;
+            }
+            let k = pack.load_kernel(&dev, "softmax", &v.config)?;
+            let t = time(&dev, 100.0, 30, 2000.0, &mut || {
+                dev.launch(
+                    &k,
+                    [r as u32, 1, 1],
+                    &[
+                        Arg::Buffer(&x),
+                        Arg::Buffer(&y),
+                        Arg::I32(r as i32),
+                        Arg::I32(c as i32),
+                    ],
+                )
+            })?;
+            rows.push(Row {
+                bench: format!("softmax {r}×{c} f32"),
+                config: describe(&v.config),
+                t,
+                work: 2.0 * 4.0 * (r * c) as f64,
+                unit: "GB/s",
+                ceiling: copy_gbs,
+                ceiling_name: "copy",
+            });
+        }
+    }
+
     if find_sig("matmul", 6).is_some() {
         let (m, nn, k) = (4096usize, 4096usize, 4096usize);
         let a = dev.upload_bytes(Scalar::BF16, &random_bytes(m * k, Scalar::BF16, 4))?;
