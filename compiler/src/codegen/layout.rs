@@ -30,9 +30,13 @@ pub(crate) struct Blocked {
 
 impl Blocked {
     /// The canonical layout of `shape` over `warps` warps: up to [`MAX_VEC`]
-    /// contiguous elements per thread along the last dimension, lanes filling the
-    /// last dimension first, warps the first dimension first (so row reductions of
-    /// 2-D tiles stay inside a warp when there are enough rows).
+    /// contiguous elements per thread along the last dimension, lanes and then
+    /// warps filling the last dimension first (as Triton's default). A `[N, C]`
+    /// tile with a long contiguous C then gives every thread all N rows of its
+    /// columns, so a `[C]` row broadcast to it and a sum over N need no shared
+    /// memory (mHC's stream mixing: `mhc_post_bwd` and `mhc_pre_bwd` went from
+    /// 31% and 27% of copy bandwidth to 49% and 46% on the H200); row sums over
+    /// C cross warps once, at the end of such kernels.
     pub fn canonical(shape: &[u32], warps: u32) -> Blocked {
         let rank = shape.len();
         if rank == 0 {
@@ -58,7 +62,7 @@ impl Blocked {
         tpw[rank - 1] *= lanes;
         let mut wpc = vec![1; rank];
         let mut left = warps;
-        for d in 0..rank {
+        for d in (0..rank).rev() {
             let avail = (shape[d] / (spt[d] * tpw[d])).max(1);
             wpc[d] = left.min(avail);
             left /= wpc[d];
