@@ -205,3 +205,93 @@ fn gpu_matmul_bf16() {
         }
     }
 }
+
+/// The transcendental lowering against f64 on 2^20 inputs per function (half
+/// a dense sweep of its domain, half random), NaN-poisoned output. Prints the
+/// maximum relative and absolute errors (the table in docs/ARCHITECTURE.md,
+/// "Math") and asserts the PTX ISA's accuracy of each instruction used, with
+/// the rounding of the f32 steps around it.
+#[test]
+fn gpu_math_function_errors() {
+    let Some(dev) = gpu_or_skip("gpu_math_function_errors") else {
+        return;
+    };
+    let pack = pack_named("codegen-tests.tpack");
+    let v = &pack.kernel("math_funcs").unwrap().variants[0];
+    let k = pack.load_kernel(&dev, "math_funcs", &v.config).unwrap();
+    let n: usize = if small() { 4096 } else { 1 << 20 };
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    // Domains avoid subnormal inputs and results (the approximations flush them).
+    fn log_uniform(t: f64) -> f64 {
+        10f64.powf(-30.0 + 60.0 * t)
+    }
+    type Domain = (&'static str, fn(f64) -> f64, fn(f64) -> f64);
+    let funcs: [Domain; 7] = [
+        ("exp", f64::exp, |t|  -87.0 + 175.0 * t),
+        ("exp2", f64::exp2, |t|  -125.0 + 252.0 * t),
+        ("log", f64::ln, log_uniform),
+        ("sqrt", f64::sqrt, log_uniform),
+        ("rsqrt", |x| 1.0 / x.sqrt(), log_uniform),
+        ("sigmoid", |x| 1.0 / (1.0 + (-x).exp()), |t|  -30.0 + 60.0 * t),
+        ("tanh", f64::tanh, |t|  -10.0 + 20.0 * t),
+    ];
+    let mut x = Vec::with_capacity(7 * n);
+    for (_, _, domain) in &funcs {
+        for i in 0..n {
+            let t = if i % 2 == 0 {
+                i as f64 / n as f64
+            } else {
+                rng.random::<f64>()
+            };
+            x.push(domain(t) as f32);
+        }
+    }
+    let bx = dev.upload(&x).unwrap();
+    let by = dev.upload(&vec![f32::NAN; 7 * n]).unwrap();
+    dev.launch(
+        &k,
+        [n.div_ceil(1024) as u32, 1, 1],
+        &[Arg::Buffer(&bx), Arg::Buffer(&by), Arg::I32(n as i32)],
+    )
+    .unwrap();
+    let y = dev.download::<f32>(&by).unwrap();
+    println!("| function | domain | max relative error | max absolute error |");
+    println!("|---|---|---|---|");
+    let mut failures = Vec::new();
+    for (f, (name, exact, domain)) in funcs.iter().enumerate() {
+        let (mut max_rel, mut max_abs) = (0f64, 0f64);
+        for i in 0..n {
+            let xi = x[f * n + i] as f64;
+            let want = exact(xi);
+            let got = y[f * n + i] as f64;
+            let abs = (got - want).abs();
+            let rel = abs / want.abs().max(f64::MIN_POSITIVE);
+            max_rel = max_rel.max(rel);
+            max_abs = max_abs.max(abs);
+            // PTX ISA: ex2.approx 2^-22 relative (exp adds the rounding of
+            // x·log2(e), |x|·2^-24 relative); lg2.approx 2^-22 absolute in
+            // log2 (times ln 2; rounding lg2's result and the product adds up
+            // to 2 ulp of the result); rsqrt.approx
+            // 2^-22 relative; sqrt.rn correctly rounded; tanh.approx 2^-11
+            // relative (2^-10.987); sigmoid = 1/(1 + exp(-x)) adds exp's error,
+            // at most ~2^-21 absolute where it matters.
+            let ulp = f32::EPSILON as f64;
+            let ok = match *name {
+                "exp" => rel <= 2f64.powi(-22) * 2.0 + xi.abs() * ulp,
+                "exp2" => rel <= 2f64.powi(-21),
+                "log" => abs <= 2f64.powi(-22) + 2.0 * want.abs() * ulp,
+                "sqrt" => rel <= ulp / 2.0 * 1.01,
+                "rsqrt" => rel <= 2f64.powi(-21),
+                "sigmoid" => abs <= 2f64.powi(-20) && rel <= 2f64.powi(-21) + 40.0 * ulp,
+                "tanh" => rel <= 2f64.powi(-10) || abs <= 2f64.powi(-22),
+                _ => unreachable!(),
+            };
+            if !ok && failures.len() < 10 {
+                failures.push(format!("{name}({xi:e}) = {got:e}, want {want:e} (rel {rel:.2e}, abs {abs:.2e})"));
+            }
+        }
+        let (lo, hi) = (domain(0.0), domain(1.0));
+        println!("| {name} | [{lo:.3e}, {hi:.3e}] | {max_rel:.2e} | {max_abs:.2e} |");
+    }
+    assert!(failures.is_empty(), "outside the documented accuracy:\n{}", failures.join("\n"));
+}
