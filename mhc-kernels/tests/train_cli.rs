@@ -53,6 +53,10 @@ fn bad_flags_are_refused() {
             &["train", "--collective", "nccl", "--device", "cpu"],
             "--collective nccl needs GPUs",
         ),
+        (
+            &["train", "--device", "gpu", "--ranks", "64", "--batch", "64"],
+            "--ranks 64 needs 64 GPUs, this machine has",
+        ),
         (&["train", "--collective", "mpi"], "invalid value 'mpi'"),
         (&["frobnicate"], "unrecognized subcommand"),
     ];

@@ -262,9 +262,9 @@ pub fn nccl_available() -> bool {
 
 fn nccl_missing() -> RuntimeError {
     coll_err(
-        "NCCL not found: libnccl.so.2 not found (cudarc loads `libnccl.so`, which the libnccl-dev \
-         package links to libnccl.so.2; install libnccl2 and libnccl-dev or put a libnccl.so on \
-         LD_LIBRARY_PATH), or use --collective host",
+        "libnccl.so.2 not found: NCCL is loaded as `libnccl.so` (the libnccl-dev package's link \
+         to libnccl.so.2); install libnccl2 and libnccl-dev, or put a libnccl.so on \
+         LD_LIBRARY_PATH, or use --collective host",
     )
 }
 

@@ -78,12 +78,13 @@ impl Plan {
                 "--collective nccl needs GPUs (--device gpu); on the CPU use --collective host"
             ),
         };
-        if gpu && ranks > 1 {
+        if gpu && reduction.is_some() {
             let count = Device::gpu_count();
             if ranks > count {
                 bail!(
-                    "--ranks {ranks} needs {ranks} GPUs, this machine has {count} (one rank per \
-                     GPU; --device cpu runs the ranks on the CPU)"
+                    "--ranks {ranks} needs {ranks} GPU{}, this machine has {count} (one rank per \
+                     GPU; --device cpu runs the ranks on the CPU)",
+                    if ranks == 1 { "" } else { "s" }
                 );
             }
         }

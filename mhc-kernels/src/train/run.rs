@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tile_runtime::Device;
 
@@ -149,8 +149,9 @@ fn restore(model: &mut Model, opt: &mut AdamW, ck: &Checkpoint, device: &Device)
 struct Setup {
     opts: Options,
     data: Dataset,
-    /// The checkpoint to continue from (`--resume`), already checked.
-    resume_from: Option<Checkpoint>,
+    /// The checkpoint to continue from (`--resume`), already checked; dropped
+    /// once every rank has restored from it.
+    resume_from: RwLock<Option<Checkpoint>>,
     ck_path: PathBuf,
     interrupt: Arc<AtomicBool>,
 }
@@ -184,7 +185,7 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     let setup = Arc::new(Setup {
         opts: opts.clone(),
         data,
-        resume_from,
+        resume_from: RwLock::new(resume_from),
         ck_path,
         interrupt,
     });
@@ -308,7 +309,7 @@ fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summ
             tcfg.weight_decay,
         )?
     };
-    let first_step = match &setup.resume_from {
+    let first_step = match &*setup.resume_from.read().unwrap_or_else(|e| e.into_inner()) {
         Some(ck) => {
             restore(&mut model, &mut opt, ck, &device)?;
             ck.step
@@ -317,7 +318,15 @@ fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summ
     };
     if let Some(p) = par.as_mut() {
         model.set_global_batch(tcfg.batch)?;
+        // Also the point where every rank has restored its checkpoint.
         p.connect(&device)?;
+    }
+    if lead {
+        setup
+            .resume_from
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
     let parameters = model.parameter_count();
     let mut metrics = if lead {
