@@ -45,6 +45,19 @@ fn bad_flags_are_refused() {
             &["train", "--streams", "3", "--device", "cpu"],
             "--streams must be 2, 4 or 8",
         ),
+        (
+            &["train", "--ranks", "3", "--batch", "4", "--device", "cpu"],
+            "--batch 4 is not a multiple of --ranks 3",
+        ),
+        (
+            &["train", "--collective", "nccl", "--device", "cpu"],
+            "--collective nccl needs GPUs",
+        ),
+        (
+            &["train", "--device", "gpu", "--ranks", "64", "--batch", "64"],
+            "--ranks 64 needs 64 GPUs, this machine has",
+        ),
+        (&["train", "--collective", "mpi"], "invalid value 'mpi'"),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, want) in cases {

@@ -4,7 +4,7 @@
 
 use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
 use mhc::train::metrics::{metrics_path, read_records};
-use mhc::train::run::{train, DeviceChoice, Options, Stop};
+use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Stop};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -58,6 +58,8 @@ fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
         amax_every: 1,
         log_every: 1000,
         progress: false,
+        ranks: 1,
+        collective: CollectiveChoice::Auto,
     }
 }
 

@@ -34,6 +34,19 @@ pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
     }
 }
 
+/// CUDA devices present (0 without a usable driver).
+pub(crate) fn device_count() -> usize {
+    if !unsafe { sys::is_culib_present() } {
+        return 0;
+    }
+    match std::panic::catch_unwind(|| {
+        cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count())
+    }) {
+        Ok(Ok(n)) => n.max(0) as usize,
+        _ => 0,
+    }
+}
+
 /// The driver's CUDA version, e.g. `13.0`.
 pub(crate) fn driver_version() -> String {
     let mut v = 0i32;

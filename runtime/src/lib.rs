@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod bench;
 pub mod blas;
+pub mod collective;
 mod cuda;
 mod pack;
 pub mod tune;
@@ -33,6 +34,8 @@ pub enum RuntimeError {
     Buffer(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 /// Where kernels run.
@@ -56,6 +59,11 @@ impl Device {
     /// The CPU, running kernels on the TIR interpreter.
     pub fn cpu() -> Device {
         Device::Cpu
+    }
+
+    /// How many CUDA GPUs this machine has (0 without a driver).
+    pub fn gpu_count() -> usize {
+        cuda::device_count()
     }
 
     /// Why `Device::cuda(0)` would fail, or `None` when a GPU is usable.

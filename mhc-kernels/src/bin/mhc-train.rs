@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
-use mhc::train::run::{self, DeviceChoice, Options};
+use mhc::train::run::{self, CollectiveChoice, DeviceChoice, Options};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +124,17 @@ struct TrainArgs {
     /// the kernel sources embedded in the binary unless this is given.
     #[arg(long)]
     packs: Option<PathBuf>,
+    /// Data-parallel ranks: one thread per rank, rank r on GPU r (or all on
+    /// the CPU with --device cpu); each takes --batch / --ranks sequences of
+    /// every step's batch, and the gradients are summed over the ranks.
+    #[arg(long, default_value_t = 1)]
+    ranks: usize,
+    /// How the ranks sum their gradients: auto (NCCL on GPUs, the host
+    /// stand-in on the CPU; none with one rank), nccl (all-reduce on its own
+    /// stream, overlapped with the backward) or host (rank-ordered sums
+    /// through host memory, any device).
+    #[arg(long, value_enum, default_value_t = CollectiveChoice::Auto)]
+    collective: CollectiveChoice,
     /// Log line interval when there is no progress bar.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
@@ -176,6 +187,8 @@ impl TrainArgs {
             amax_every: self.amax_every.max(1),
             log_every: self.log_every.max(1),
             progress: !self.no_progress && std::io::stderr().is_terminal(),
+            ranks: self.ranks,
+            collective: self.collective,
         }
     }
 }
@@ -184,6 +197,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => {
+            if args.ranks > 1 || args.collective == CollectiveChoice::Nccl {
+                // NCCL reads its environment when it starts: set it while
+                // this is the only thread (train sets it too; that is a no-op
+                // once done).
+                tile_runtime::collective::nccl_env();
+            }
             let interrupt = Arc::new(AtomicBool::new(false));
             let flag = interrupt.clone();
             // The first Ctrl-C pauses at the next step boundary with a

@@ -177,6 +177,35 @@ impl Checkpoint {
         Ok(t.data)
     }
 
+    /// The tensor `name`, which must have `shape`, left in place (every rank
+    /// of a data-parallel run reads the same checkpoint).
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
+        let t = self
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| anyhow!("the checkpoint lacks tensor `{name}`"))?;
+        if t.shape != shape {
+            bail!(
+                "checkpoint tensor `{name}` has shape {:?}, the model needs {shape:?}",
+                t.shape
+            );
+        }
+        Ok(&t.data)
+    }
+
+    /// After [`Checkpoint::get`] of every name in `used`: a tensor not among
+    /// them is a mismatch.
+    pub fn check_used(&self, used: &std::collections::HashSet<String>) -> Result<()> {
+        if let Some(t) = self.tensors.iter().find(|t| !used.contains(&t.name)) {
+            bail!(
+                "the checkpoint has tensor `{}`, which this model does not",
+                t.name
+            );
+        }
+        Ok(())
+    }
+
     /// After every expected tensor was taken: anything left is a mismatch.
     pub fn finish(&self) -> Result<()> {
         if let Some(t) = self.tensors.first() {

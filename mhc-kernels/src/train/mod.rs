@@ -12,6 +12,8 @@
 //! - [`model`]: the GPT, forward and backward.
 //! - [`optim`]: AdamW and gradient clipping.
 //! - [`run`]: the training loop and `mhc-train plot`.
+//! - [`parallel`]: data-parallel runs, one thread per rank (GPU), gradients
+//!   summed through NCCL or a host stand-in.
 
 pub mod checkpoint;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod data;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod plot;
 pub mod residual;

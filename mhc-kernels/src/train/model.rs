@@ -9,9 +9,10 @@ use super::data::SplitMix64;
 use super::params::{Slot, Weight};
 use super::residual::{Residual, Sublayers};
 use crate::ops::{Ops, Out};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use std::sync::Arc;
 use tile_runtime::blas::GemmOp;
+use tile_runtime::collective::Collective;
 use tile_runtime::{Buffer, Device, Scalar};
 
 /// RMSNorm epsilon of every norm in the model.
@@ -68,6 +69,9 @@ struct Kit {
     cfg: ModelConfig,
     /// Sequences per step (fixed at construction: buffers are sized by it).
     batch: usize,
+    /// Tokens the loss is averaged over: this model's own, or the global
+    /// batch's in a data-parallel run (see [`Model::set_global_batch`]).
+    loss_tokens: usize,
     device: Arc<Device>,
     ops: Arc<Ops>,
 }
@@ -268,7 +272,8 @@ impl Kit {
         self.norm_backward(h, &mut b.norm2, &acts.rstd, &da)
     }
 
-    /// Mean cross-entropy of `logits` against `targets`, with its gradient when asked.
+    /// Cross-entropy of `logits` against `targets` summed and divided by
+    /// `loss_tokens` (the mean, unless data-parallel), with its gradient when asked.
     fn cross_entropy(
         &self,
         logits: &Buffer,
@@ -277,7 +282,7 @@ impl Kit {
     ) -> Result<f32> {
         let (rows, v) = (self.tokens(), self.cfg.vocab);
         let mut losses = self.alloc(rows)?;
-        let scale = 1.0 / rows as f32;
+        let scale = 1.0 / self.loss_tokens as f32;
         self.ops
             .cross_entropy(logits, targets, &mut losses, dlogits, rows, v, scale)?;
         let mut mean = self.alloc(1)?;
@@ -287,15 +292,35 @@ impl Kit {
     }
 }
 
+/// The gradient all-reduce of one data-parallel step: every gradient buffer
+/// is handed to the collective once, as soon as the backward has written it
+/// for the last time, so its reduction overlaps the rest of the backward.
+struct Reducer<'c> {
+    coll: &'c mut Collective,
+    /// Addresses of the buffers handed over this step (checked against the
+    /// model's gradients at the end: each exactly once).
+    seen: Vec<usize>,
+}
+
+impl Reducer<'_> {
+    fn ready(&mut self, bufs: &mut [&mut Buffer]) -> Result<()> {
+        self.seen
+            .extend(bufs.iter().map(|b| &**b as *const Buffer as usize));
+        Ok(self.coll.reduce_ready(bufs)?)
+    }
+}
+
 /// The model's sublayers as the residual mode sees them: site 2l is block
 /// l's attention, site 2l + 1 its MLP.
-struct Sites<'a> {
+struct Sites<'a, 'c> {
     kit: &'a Kit,
     blocks: &'a mut [Block],
     acts: &'a mut Vec<Option<SiteActs>>,
+    /// Data-parallel backward: where a sublayer's finished gradients go.
+    reduce: Option<&'a mut Reducer<'c>>,
 }
 
-impl Sublayers for Sites<'_> {
+impl Sublayers for Sites<'_, '_> {
     fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer> {
         let block = &self.blocks[site / 2];
         let (y, acts) = if site.is_multiple_of(2) {
@@ -314,9 +339,31 @@ impl Sublayers for Sites<'_> {
 
     fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
         let block = &mut self.blocks[site / 2];
+        // A block's weights serve one site each: after its backward, their
+        // gradients are final for this step.
         match self.acts.get_mut(site).and_then(Option::take) {
-            Some(SiteActs::Attn(a)) => self.kit.attention_backward(block, &a, h, dy),
-            Some(SiteActs::Mlp(a)) => self.kit.mlp_backward(block, &a, h, dy),
+            Some(SiteActs::Attn(a)) => {
+                let dh = self.kit.attention_backward(block, &a, h, dy)?;
+                if let Some(r) = self.reduce.as_deref_mut() {
+                    r.ready(&mut [
+                        &mut block.norm1.grad,
+                        &mut block.wqkv.grad,
+                        &mut block.wo.grad,
+                    ])?;
+                }
+                Ok(dh)
+            }
+            Some(SiteActs::Mlp(a)) => {
+                let dh = self.kit.mlp_backward(block, &a, h, dy)?;
+                if let Some(r) = self.reduce.as_deref_mut() {
+                    r.ready(&mut [
+                        &mut block.norm2.grad,
+                        &mut block.w1.grad,
+                        &mut block.w2.grad,
+                    ])?;
+                }
+                Ok(dh)
+            }
             None => Err(anyhow!("site {site}: backward without a forward")),
         }
     }
@@ -356,6 +403,7 @@ impl Model {
         let head = Weight::new(dev, &normal(&mut rng, c * v, std))?;
         Ok(Model {
             kit: Kit {
+                loss_tokens: batch * cfg.context,
                 cfg,
                 batch,
                 device,
@@ -369,6 +417,24 @@ impl Model {
             residual,
             acts: Vec::new(),
         })
+    }
+
+    /// This model holds one rank's share of a data-parallel batch of
+    /// `global_batch` sequences: its loss (and so every gradient) is divided
+    /// by the global batch's token count instead of its own. The sum over the
+    /// ranks is then the global mean loss and its gradient, and every value
+    /// a token contributes is computed exactly as on a single device (a 1/R
+    /// applied afterwards would round differently, which the bf16 gradient
+    /// streams of hc/mhc would turn into differences of a bf16 ulp).
+    pub fn set_global_batch(&mut self, global_batch: usize) -> Result<()> {
+        if global_batch < self.kit.batch {
+            bail!(
+                "a global batch of {global_batch} sequences is smaller than this rank's {}",
+                self.kit.batch
+            );
+        }
+        self.kit.loss_tokens = global_batch * self.kit.cfg.context;
+        Ok(())
     }
 
     /// Every parameter with its gradient, in a fixed order.
@@ -440,6 +506,7 @@ impl Model {
             kit,
             blocks: &mut self.blocks,
             acts: &mut self.acts,
+            reduce: None,
         };
         let xf = self.residual.forward(&x0, &mut sites)?;
         let (hf, rstd_f) = kit.norm(&xf, &self.norm_f.value)?;
@@ -455,7 +522,8 @@ impl Model {
         ))
     }
 
-    /// Mean cross-entropy (nats per byte) of `targets` after `inputs`, forward only.
+    /// Mean cross-entropy (nats per byte) of `targets` after `inputs`, forward
+    /// only (divided by the global batch's tokens after [`Model::set_global_batch`]).
     pub fn loss(&mut self, inputs: &[i32], targets: &[i32]) -> Result<f32> {
         let (logits, _) = self.forward(inputs)?;
         self.acts.clear();
@@ -464,13 +532,26 @@ impl Model {
     }
 
     /// Forward and backward: overwrites every gradient and returns the mean
-    /// loss, and H_res of the given tokens when asked (see [`Residual::h_res`]).
+    /// loss (see [`Model::set_global_batch`]), and H_res of the given tokens
+    /// when asked (see [`Residual::h_res`]).
+    ///
+    /// With a collective (data-parallel runs), every gradient is summed over
+    /// the ranks: each block's sublayer gradients as soon as its backward is
+    /// done (NCCL overlaps them with the rest of the backward), the head's
+    /// and final norm's right after they are computed, the embeddings' and
+    /// the residual mode's (which accumulate over the sites) at the end. On
+    /// return the sums are ordered before any later work on the device.
     pub fn forward_backward(
         &mut self,
         inputs: &[i32],
         targets: &[i32],
         h_res_tokens: Option<&[usize]>,
+        collective: Option<&mut Collective>,
     ) -> Result<Step> {
+        let mut reduce = collective.map(|coll| Reducer {
+            coll,
+            seen: Vec::new(),
+        });
         // The residual's site gradients accumulate; the model's are overwritten.
         for s in self.residual.slots() {
             self.kit.device.zero(s.grad)?;
@@ -501,10 +582,14 @@ impl Model {
             v,
         )?;
         let dxf = kit.norm_backward(&head.xf, &mut self.norm_f, &head.rstd_f, &dhf)?;
+        if let Some(r) = reduce.as_mut() {
+            r.ready(&mut [&mut self.head.grad, &mut self.norm_f.grad])?;
+        }
         let mut sites = Sites {
             kit,
             blocks: &mut self.blocks,
             acts: &mut self.acts,
+            reduce: reduce.as_mut(),
         };
         let dx0 = self.residual.backward(&dxf, &mut sites)?;
         kit.ops.embed_bwd(
@@ -518,6 +603,31 @@ impl Model {
         )?;
         kit.ops
             .embed_pos_bwd(&dx0, &mut self.wpe.grad, rows, t, c, Out::Write)?;
+        if let Some(mut r) = reduce {
+            {
+                let mut slots = self.residual.slots();
+                let mut rest: Vec<&mut Buffer> = vec![&mut self.wte.grad, &mut self.wpe.grad];
+                rest.extend(slots.iter_mut().map(|s| &mut *s.grad));
+                r.ready(&mut rest)?;
+            }
+            r.coll.finish()?;
+            let mut seen = r.seen;
+            let mut want: Vec<usize> = self
+                .slots()
+                .iter()
+                .map(|s| &*s.grad as *const Buffer as usize)
+                .collect();
+            seen.sort_unstable();
+            want.sort_unstable();
+            if seen != want {
+                bail!(
+                    "data-parallel step: {} gradient buffers were reduced for {} gradients \
+                     (each must be reduced exactly once)",
+                    seen.len(),
+                    want.len()
+                );
+            }
+        }
         Ok(Step {
             loss,
             h_res,

@@ -1,7 +1,8 @@
 //! The training loop: builds the device, kernels, data and model, resumes from
 //! a checkpoint when asked, runs the steps with a progress bar, writes metrics,
 //! checkpoints and plots, and stops cleanly on an interrupt or a non-finite
-//! loss or gradient.
+//! loss or gradient. The same loop runs each rank of a data-parallel run
+//! ([`super::parallel`]).
 
 use super::checkpoint::{checkpoint_path, Checkpoint, Tensor};
 use super::config::{ModelConfig, ResidualMode, TrainConfig};
@@ -9,16 +10,18 @@ use super::data::Dataset;
 use super::metrics::{amax_gain, MetricsWriter, Record};
 use super::model::Model;
 use super::optim::AdamW;
+use super::parallel::{self, Plan, Rank};
 use super::plot::{plot_runs, Run};
 use super::residual::{Hyper, HyperConfig, Plain, Residual};
 use crate::kernels::KernelSet;
 use crate::layer::Mixing;
 use crate::ops::Ops;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tile_runtime::Device;
 
@@ -29,6 +32,18 @@ pub enum DeviceChoice {
     Auto,
     Cpu,
     Gpu,
+}
+
+/// How the ranks of a data-parallel run sum their gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CollectiveChoice {
+    /// NCCL on GPUs and the host stand-in on the CPU when --ranks > 1; with
+    /// one rank, none (the single-device code path).
+    Auto,
+    /// NCCL all-reduce, overlapped with the backward (GPUs only).
+    Nccl,
+    /// The host stand-in: rank-ordered sums through host memory (any device).
+    Host,
 }
 
 /// Everything a run is told.
@@ -57,6 +72,10 @@ pub struct Options {
     /// Print a line every this many steps when there is no progress bar.
     pub log_every: u64,
     pub progress: bool,
+    /// Data-parallel ranks (threads; one GPU each on a GPU), each taking
+    /// `train.batch / ranks` sequences of every batch.
+    pub ranks: usize,
+    pub collective: CollectiveChoice,
 }
 
 /// Why the loop ended.
@@ -77,14 +96,6 @@ pub struct Summary {
     pub losses: Vec<f32>,
     pub last_val_loss: Option<f32>,
     pub tokens_per_s: f64,
-}
-
-fn open_device(choice: DeviceChoice) -> Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::cpu()),
-        DeviceChoice::Gpu => Device::cuda(0).context("--device gpu"),
-        DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|_| Device::cpu())),
-    }
 }
 
 /// Host copies of every parameter and moment, as checkpoint tensors.
@@ -115,10 +126,12 @@ fn snapshot(
 }
 
 /// Load parameters and moments from `ck` into the model and optimiser.
-fn restore(model: &mut Model, opt: &mut AdamW, mut ck: Checkpoint, device: &Device) -> Result<()> {
+fn restore(model: &mut Model, opt: &mut AdamW, ck: &Checkpoint, device: &Device) -> Result<()> {
+    let mut used = HashSet::new();
     for (s, (m, v)) in model.slots().into_iter().zip(opt.moments.iter_mut()) {
         for (prefix, buf) in [("param.", s.value), ("adam_m.", m), ("adam_v.", v)] {
-            let data = ck.take(&format!("{prefix}{}", s.name), &s.shape)?;
+            let name = format!("{prefix}{}", s.name);
+            let data = ck.get(&name, &s.shape)?;
             device.write(
                 buf,
                 &data
@@ -126,17 +139,31 @@ fn restore(model: &mut Model, opt: &mut AdamW, mut ck: Checkpoint, device: &Devi
                     .flat_map(|x| x.to_le_bytes())
                     .collect::<Vec<u8>>(),
             )?;
+            used.insert(name);
         }
     }
-    ck.finish()
+    ck.check_used(&used)
+}
+
+/// What every rank of a run shares.
+struct Setup {
+    opts: Options,
+    data: Dataset,
+    /// The checkpoint to continue from (`--resume`), already checked; dropped
+    /// once every rank has restored from it.
+    resume_from: RwLock<Option<Checkpoint>>,
+    ck_path: PathBuf,
+    interrupt: Arc<AtomicBool>,
 }
 
 /// Train as `opts` says; `interrupt` (set by a Ctrl-C handler) pauses the run
-/// with a checkpoint at the next step boundary.
+/// with a checkpoint at the next step boundary. With `opts.ranks` > 1 (or a
+/// collective asked for) the run is data-parallel (see [`super::parallel`]).
 pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     let (mcfg, tcfg) = (&opts.model, &opts.train);
     mcfg.validate()?;
     tcfg.validate()?;
+    let plan = Plan::new(opts)?;
     let data = Dataset::load(opts.data.as_deref(), opts.val_fraction, mcfg.context)?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create the run directory `{}`", opts.out.display()))?;
@@ -155,8 +182,74 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         }
         None
     };
+    let setup = Arc::new(Setup {
+        opts: opts.clone(),
+        data,
+        resume_from: RwLock::new(resume_from),
+        ck_path,
+        interrupt,
+    });
+    if plan.reduction.is_none() {
+        return run_rank(&setup, plan.open_device(0)?, None);
+    }
+    let body = move |rank: Rank| -> Result<Summary> {
+        let device = plan.open_device(rank.rank)?;
+        run_rank(&setup, device, Some(rank))
+    };
+    parallel::run_ranks(&plan, Arc::new(body))
+}
 
-    let device = Arc::new(open_device(opts.device)?);
+/// H_res at the sampled tokens of the global batch, gathered from the ranks
+/// that hold them (each rank's `local` covers its own sampled tokens, in
+/// order): a rank-ordered sum in which every value has one owner and zeros
+/// elsewhere, so the values arrive unchanged.
+fn gather_h_res(
+    rank: &Rank,
+    sample: &[usize],
+    owned: std::ops::Range<usize>,
+    local: &[Vec<Vec<f32>>],
+    sites: usize,
+    n: usize,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let (nn, per) = (n * n, sites * n * n);
+    let mut flat = vec![0.0f64; sample.len() * per];
+    let mut mine = local.iter();
+    for (i, t) in sample.iter().enumerate() {
+        if owned.contains(t) {
+            let h = mine
+                .next()
+                .ok_or_else(|| anyhow!("H_res: fewer sampled tokens than expected"))?;
+            for (s, m) in h.iter().enumerate() {
+                for (j, &x) in m.iter().enumerate() {
+                    flat[i * per + s * nn + j] = x as f64;
+                }
+            }
+        }
+    }
+    let sum = rank.share(&flat)?;
+    Ok((0..sample.len())
+        .map(|i| {
+            (0..sites)
+                .map(|s| {
+                    sum[i * per + s * nn..][..nn]
+                        .iter()
+                        .map(|&x| x as f32)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// One rank's run (the whole run when `par` is `None`): builds its kernels,
+/// model and optimiser, trains on its share of every batch and, on rank 0,
+/// writes metrics, checkpoints, logs and plots.
+fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summary> {
+    let (opts, data, ck_path) = (&setup.opts, &setup.data, &setup.ck_path);
+    let (mcfg, tcfg) = (&opts.model, &opts.train);
+    let (rank, ranks) = par.as_ref().map_or((0, 1), |p| (p.rank, p.ranks));
+    let lead = rank == 0;
+    let device = Arc::new(device);
     let packs = match (&opts.packs, device.is_gpu()) {
         (Some(dir), _) => Some(dir.clone()),
         (None, true) => Some(PathBuf::from("target/packs")),
@@ -172,7 +265,10 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     })?;
     let kernels = Arc::new(kernels);
     let ops = Arc::new(Ops::new(kernels.clone())?);
-    let tokens = tcfg.batch * mcfg.context;
+    // This rank's share of each step: sequences `rank·batch..(rank+1)·batch`.
+    let batch = tcfg.batch / ranks;
+    let tokens = batch * mcfg.context;
+    let global_tokens = tcfg.batch * mcfg.context;
     let sites = 2 * mcfg.layers;
     let residual: Box<dyn Residual> = match mcfg.residual {
         ResidualMode::Plain => Box::new(Plain::new(ops.clone(), sites)),
@@ -199,7 +295,7 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         device.clone(),
         ops.clone(),
         residual,
-        tcfg.batch,
+        batch,
         tcfg.seed,
     )?;
     let mut opt = {
@@ -213,45 +309,79 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             tcfg.weight_decay,
         )?
     };
-    let first_step = match resume_from {
+    let first_step = match &*setup.resume_from.read().unwrap_or_else(|e| e.into_inner()) {
         Some(ck) => {
-            let step = ck.step;
             restore(&mut model, &mut opt, ck, &device)?;
-            step
+            ck.step
         }
         None => 0,
     };
+    if let Some(p) = par.as_mut() {
+        model.set_global_batch(tcfg.batch)?;
+        // Also the point where every rank has restored its checkpoint.
+        p.connect(&device)?;
+    }
+    if lead {
+        setup
+            .resume_from
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
     let parameters = model.parameter_count();
-    std::fs::write(
-        opts.out.join("config.json"),
-        serde_json::to_string_pretty(
-            &serde_json::json!({ "model": mcfg, "train": tcfg, "data": data.source }),
-        )?,
-    )?;
-    let mut metrics = MetricsWriter::open(&opts.out, opts.resume.then_some(first_step))?;
+    let mut metrics = if lead {
+        std::fs::write(
+            opts.out.join("config.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": mcfg,
+                "train": tcfg,
+                "data": data.source,
+                "ranks": ranks,
+            }))?,
+        )?;
+        Some(MetricsWriter::open(
+            &opts.out,
+            opts.resume.then_some(first_step),
+        )?)
+    } else {
+        None
+    };
 
-    let say = format!(
-        "{} on {}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
-        if first_step > 0 {
-            format!("resuming at step {first_step}")
-        } else {
-            "training".into()
-        },
-        device.name(),
-        parameters,
-        mcfg.layers,
-        mcfg.width,
-        mcfg.residual.name(),
-        if mcfg.residual == ResidualMode::Plain {
-            String::new()
-        } else {
-            format!(" × {} streams", mcfg.streams)
-        },
-        data.source,
-        data.train.len(),
-    );
-    eprintln!("{say}");
-    let bar = if opts.progress {
+    if lead {
+        let parallel = match par.as_mut() {
+            Some(p) => format!(
+                " × {ranks} ranks ({} sequences each, {} all-reduce)",
+                batch,
+                if p.collective()?.is_nccl() {
+                    "NCCL"
+                } else {
+                    "host"
+                }
+            ),
+            None => String::new(),
+        };
+        eprintln!(
+            "{} on {}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
+            if first_step > 0 {
+                format!("resuming at step {first_step}")
+            } else {
+                "training".into()
+            },
+            device.name(),
+            parameters,
+            mcfg.layers,
+            mcfg.width,
+            mcfg.residual.name(),
+            if mcfg.residual == ResidualMode::Plain {
+                String::new()
+            } else {
+                format!(" × {} streams", mcfg.streams)
+            },
+            data.source,
+            data.train.len(),
+        );
+    }
+    let bar = if lead && opts.progress {
         ProgressBar::new(tcfg.steps)
     } else {
         ProgressBar::hidden()
@@ -263,12 +393,10 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         .expect("a valid template"),
     );
     bar.set_position(first_step);
-    let log = |line: String| {
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
+    let log = |line: String| match (lead, bar.is_hidden()) {
+        (false, _) => {}
+        (true, true) => eprintln!("{line}"),
+        (true, false) => bar.println(line),
     };
 
     let start = Instant::now();
@@ -277,24 +405,56 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     let mut peak_memory: Option<usize> = None;
     let mut stop = Stop::Finished;
     let mut step = first_step;
-    let sample: Vec<usize> = (0..tokens).step_by((tokens / 64).max(1)).collect();
+    // H_res is read at 64 tokens of the global batch; each rank reads those
+    // in its share (all of them without data parallelism).
+    let sample: Vec<usize> = (0..global_tokens)
+        .step_by((global_tokens / 64).max(1))
+        .collect();
+    let owned = rank * tokens..(rank + 1) * tokens;
+    let local_sample: Vec<usize> = sample
+        .iter()
+        .filter(|t| owned.contains(t))
+        .map(|t| t - owned.start)
+        .collect();
+    let share = |all: &[i32]| all[owned.clone()].to_vec();
     while step < tcfg.steps {
-        if interrupt.load(Ordering::SeqCst) {
+        // Rank 0's reading of the flag decides for everyone.
+        let interrupted = setup.interrupt.load(Ordering::SeqCst);
+        let interrupted = match &par {
+            None => interrupted,
+            Some(p) => p.share(&[if lead && interrupted { 1.0 } else { 0.0 }])?[0] > 0.0,
+        };
+        if interrupted {
             stop = Stop::Paused;
             break;
         }
         let t0 = Instant::now();
-        let batch = data.train_batch(tcfg.seed, step, tcfg.batch, mcfg.context);
+        let global = data.train_batch(tcfg.seed, step, tcfg.batch, mcfg.context);
+        let (inputs, targets) = (share(&global.inputs), share(&global.targets));
         let want_amax = mcfg.residual != ResidualMode::Plain
             && (step % opts.amax_every == 0 || step + 1 == tcfg.steps);
         let out = model.forward_backward(
-            &batch.inputs,
-            &batch.targets,
-            want_amax.then_some(&sample[..]),
+            &inputs,
+            &targets,
+            want_amax.then_some(&local_sample[..]),
+            match par.as_mut() {
+                Some(p) => Some(p.collective()?),
+                None => None,
+            },
         )?;
-        let loss = out.loss;
         peak_memory = peak_memory.max(out.memory);
         let grad_norm = AdamW::grad_norm(&ops, &model.slots())?;
+        // Each rank's loss is its share of the global mean (its tokens' sum
+        // over the global token count), and the gradients are now summed over
+        // the ranks: the global mean loss and its gradient. Rank 0's gradient
+        // norm is used everywhere, so every rank decides alike.
+        let (loss, grad_norm) = match &par {
+            None => (out.loss, grad_norm),
+            Some(p) => {
+                let v = p.share(&[out.loss as f64, if lead { grad_norm as f64 } else { 0.0 }])?;
+                (v[0] as f32, v[1] as f32)
+            }
+        };
         if !loss.is_finite() || !grad_norm.is_finite() {
             let kept = if ck_path.exists() {
                 format!("the last good checkpoint `{}` is kept", ck_path.display())
@@ -316,9 +476,20 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         opt.update(&ops, &mut model.slots(), lr, scale, step + 1)?;
         // GPU launches are asynchronous: time the step to its last kernel.
         device.synchronize()?;
-        let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64();
+        let tokens_per_s = global_tokens as f64 / t0.elapsed().as_secs_f64();
         // H_res was read between this step's forward and backward.
-        let amax = out.h_res.map(|h| amax_gain(&h, mcfg.streams));
+        let h_res = match (out.h_res, &par) {
+            (Some(local), Some(p)) => Some(gather_h_res(
+                p,
+                &sample,
+                owned.clone(),
+                &local,
+                sites,
+                mcfg.streams,
+            )?),
+            (h, _) => h,
+        };
+        let amax = h_res.map(|h| amax_gain(&h, mcfg.streams));
         step += 1;
         losses.push(loss);
 
@@ -326,7 +497,10 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             let mut total = 0.0f64;
             for i in 0..tcfg.eval_batches {
                 let b = data.val_batch(tcfg.seed, i, tcfg.batch, mcfg.context);
-                total += model.loss(&b.inputs, &b.targets)? as f64;
+                total += model.loss(&share(&b.inputs), &share(&b.targets))? as f64;
+            }
+            if let Some(p) = &par {
+                total = p.share(&[total])?[0];
             }
             let v = (total / tcfg.eval_batches as f64) as f32;
             last_val = Some(v);
@@ -343,16 +517,18 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
                 )
             })
             .unwrap_or_default();
-        metrics.write(&Record {
-            step: step - 1,
-            loss,
-            val_loss,
-            grad_norm,
-            lr,
-            tokens_per_s,
-            memory_gb: out.memory.map(|b| b as f64 / 1e9),
-            amax,
-        })?;
+        if let Some(m) = metrics.as_mut() {
+            m.write(&Record {
+                step: step - 1,
+                loss,
+                val_loss,
+                grad_norm,
+                lr,
+                tokens_per_s,
+                memory_gb: out.memory.map(|b| b as f64 / 1e9),
+                amax,
+            })?;
+        }
         bar.set_position(step);
         bar.set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tok/s"));
         if step == first_step + 1
@@ -373,14 +549,29 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
             stop = Stop::Paused;
             break;
         }
-        if checkpoint_due {
-            snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(&ck_path)?;
+        if checkpoint_due && lead {
+            snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(ck_path)?;
         }
     }
-    snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(&ck_path)?;
+    // Every rank is past its last update before the collective closes; the
+    // parameters are the same on every rank, so rank 0's are saved.
+    if let Some(p) = par.as_mut() {
+        p.close()?;
+    }
+    if !lead {
+        return Ok(Summary {
+            stop,
+            first_step,
+            next_step: step,
+            losses,
+            last_val_loss: last_val,
+            tokens_per_s: 0.0,
+        });
+    }
+    snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(ck_path)?;
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
-    let tokens_per_s = (step - first_step) as f64 * tokens as f64 / elapsed.max(1e-9);
+    let tokens_per_s = (step - first_step) as f64 * global_tokens as f64 / elapsed.max(1e-9);
     match stop {
         Stop::Paused => eprintln!(
             "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",

@@ -1,0 +1,191 @@
+//! GPU tier of data-parallel training (docs/TRAINER.md, "Data-parallel
+//! training"), a tiny mHC model for three steps:
+//!
+//! - one rank through NCCL (its own stream, the all-reduce overlapped with the
+//!   backward) against the single-device run: bit-identical (a one-rank
+//!   all-reduce leaves every value as it is, so only the stream handling is
+//!   under test: a missing wait would show as changed losses);
+//! - with two or more GPUs: two ranks through the host stand-in and through
+//!   NCCL against one rank (equal up to reduction order), and NCCL against the
+//!   host stand-in (bit-identical: a sum of two values does not depend on the
+//!   order, and NCCL_NVLS_ENABLE=0 keeps NCCL to plain f32 sums).
+//!
+//! Without a GPU (or without NCCL for the NCCL cases) each test prints
+//! `SKIPPED <name>: <reason>` and passes. Packs: `$TILE_PACK_DIR/{mhc,model}.tpack`,
+//! else `target/packs/` (both from `bash scripts/packs [DIR]`).
+
+use mhc::train::checkpoint::Checkpoint;
+use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
+use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Summary};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tile_runtime::collective::nccl_available;
+use tile_runtime::Device;
+
+/// Ranks 1 and 2 on the GPU differ in the order of f32 sums over tokens
+/// (each rank's GEMMs and reductions see half of the rows; cuBLAS may also
+/// pick other kernels for the smaller shapes), as on the CPU, where losses
+/// and gradient norms stay within 5e-6 (tests/train_parallel.rs, 1e-4); TF32
+/// rounds the same inputs either way. A wider margin for cuBLAS's kernel
+/// choice, still far below what a real mistake changes (1e-2 and more).
+const LOSS_TOL: f64 = 1e-3;
+
+fn packs() -> PathBuf {
+    std::env::var_os("TILE_PACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packs"))
+}
+
+fn gpu_or_skip(test: &str) -> bool {
+    match Device::gpu_unavailable_reason() {
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+        None => true,
+    }
+}
+
+fn nccl_or_skip(test: &str) -> bool {
+    if nccl_available() {
+        true
+    } else {
+        eprintln!("SKIPPED {test}: NCCL (libnccl.so) not found");
+        false
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mhc-gpu-par-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn tiny(ranks: usize, collective: CollectiveChoice, name: &str) -> Options {
+    let steps = 3;
+    Options {
+        model: ModelConfig {
+            vocab: 256,
+            layers: 2,
+            width: 64,
+            heads: 2,
+            context: 32,
+            mlp_ratio: 4,
+            residual: ResidualMode::Mhc,
+            streams: 4,
+        },
+        train: TrainConfig {
+            steps,
+            batch: 4,
+            lr: 1e-2,
+            min_lr: 1e-3,
+            warmup: 2,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            clip: 1.0,
+            seed: 7,
+            eval_every: steps,
+            eval_batches: 2,
+            checkpoint_every: 0,
+        },
+        data: None,
+        val_fraction: 0.1,
+        out: temp_dir(name),
+        resume: false,
+        device: DeviceChoice::Gpu,
+        packs: Some(packs()),
+        stop_after: None,
+        recompute: None,
+        amax_every: 1,
+        log_every: 1000,
+        progress: false,
+        ranks,
+        collective,
+    }
+}
+
+fn run(opts: &Options) -> (Summary, Checkpoint) {
+    let s = train(opts, Arc::new(AtomicBool::new(false)))
+        .unwrap_or_else(|e| panic!("{e:#} (packs from `{}`)", packs().display()));
+    let ck = Checkpoint::load(&opts.out.join("checkpoint.safetensors")).unwrap();
+    std::fs::remove_dir_all(&opts.out).unwrap();
+    (s, ck)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn same_bits(a: &(Summary, Checkpoint), b: &(Summary, Checkpoint)) -> bool {
+    bits(&a.0.losses) == bits(&b.0.losses)
+        && a.0.last_val_loss.map(f32::to_bits) == b.0.last_val_loss.map(f32::to_bits)
+        && a.1
+            .tensors
+            .iter()
+            .zip(&b.1.tensors)
+            .all(|(x, y)| x.name == y.name && bits(&x.data) == bits(&y.data))
+}
+
+fn max_rel_loss(a: &Summary, b: &Summary) -> f64 {
+    a.losses
+        .iter()
+        .zip(&b.losses)
+        .chain([(&a.last_val_loss.unwrap(), &b.last_val_loss.unwrap())])
+        .map(|(&x, &y)| (x as f64 - y as f64).abs() / (y as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn gpu_nccl_single_rank_matches_the_single_device_run() {
+    let name = "gpu_nccl_single_rank_matches_the_single_device_run";
+    if !gpu_or_skip(name) || !nccl_or_skip(name) {
+        return;
+    }
+    let single = run(&tiny(1, CollectiveChoice::Auto, "single"));
+    let nccl = run(&tiny(1, CollectiveChoice::Nccl, "nccl1"));
+    println!(
+        "losses: single {:?}, NCCL {:?}",
+        single.0.losses, nccl.0.losses
+    );
+    assert!(
+        same_bits(&single, &nccl),
+        "one NCCL rank changed the run: {:?} vs {:?}",
+        nccl.0.losses,
+        single.0.losses
+    );
+}
+
+#[test]
+fn gpu_two_ranks_match_one() {
+    let name = "gpu_two_ranks_match_one";
+    if !gpu_or_skip(name) {
+        return;
+    }
+    let count = Device::gpu_count();
+    if count < 2 {
+        eprintln!("SKIPPED {name}: needs 2 GPUs, this machine has {count}");
+        return;
+    }
+    let one = run(&tiny(1, CollectiveChoice::Auto, "one"));
+    let host = run(&tiny(2, CollectiveChoice::Host, "host2"));
+    let d = max_rel_loss(&host.0, &one.0);
+    println!("2 ranks (host) vs 1: max relative loss difference {d:.3e}");
+    assert!(d <= LOSS_TOL, "{:?} vs {:?}", host.0.losses, one.0.losses);
+    if !nccl_or_skip(name) {
+        return;
+    }
+    let nccl = run(&tiny(2, CollectiveChoice::Nccl, "nccl2"));
+    println!(
+        "2 ranks (NCCL) vs 1: max relative loss difference {:.3e}",
+        max_rel_loss(&nccl.0, &one.0)
+    );
+    assert!(
+        same_bits(&nccl, &host),
+        "NCCL and the host stand-in differ: {:?} vs {:?}",
+        nccl.0.losses,
+        host.0.losses
+    );
+}
