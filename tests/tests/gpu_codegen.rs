@@ -295,3 +295,60 @@ fn gpu_math_function_errors() {
     }
     assert!(failures.is_empty(), "outside the documented accuracy:\n{}", failures.join("\n"));
 }
+
+/// Reshapes that change the layout: column pairs of a loaded tile and of a
+/// tensor-core accumulator summed after `reshape([BM, BC, 2])` (a reshape once
+/// read the source at the destination's coordinates, doubling one element of
+/// each pair instead of adding both).
+#[test]
+fn gpu_reshape_through_shared_memory() {
+    let Some(dev) = gpu_or_skip("gpu_reshape_through_shared_memory") else {
+        return;
+    };
+    let pack = pack_named("codegen-tests.tpack");
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    for v in &pack.kernel("reshape_pairs").unwrap().variants {
+        let get = |n: &str| v.config.meta.iter().find(|(m, _)| m == n).unwrap().1 as usize;
+        let (bm, bc) = (get("BM"), get("BC"));
+        let k = pack.load_kernel(&dev, "reshape_pairs", &v.config).unwrap();
+        let x: Vec<f32> = (0..bm * 2 * bc).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let a: Vec<bf16> = (0..bm * 32).map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0))).collect();
+        let b: Vec<bf16> = (0..32 * 2 * bc).map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0))).collect();
+        let (bx, ba, bb) = (dev.upload(&x).unwrap(), dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+        let by = dev.upload(&vec![f32::NAN; bm * bc]).unwrap();
+        let bz = dev.upload(&vec![f32::NAN; bm * bc]).unwrap();
+        dev.launch(
+            &k,
+            [1, 1, 1],
+            &[Arg::Buffer(&bx), Arg::Buffer(&ba), Arg::Buffer(&bb), Arg::Buffer(&by), Arg::Buffer(&bz)],
+        )
+        .unwrap();
+        let (y, z) = (dev.download::<f32>(&by).unwrap(), dev.download::<f32>(&bz).unwrap());
+        let prod = |r: usize, col: usize| -> f64 {
+            (0..32).map(|p| a[r * 32 + p].to_f64() * b[p * 2 * bc + col].to_f64()).sum()
+        };
+        let mut want_y = Vec::new();
+        let mut want_z = Vec::new();
+        for r in 0..bm {
+            for c in 0..bc {
+                want_y.push(x[r * 2 * bc + 2 * c] + x[r * 2 * bc + 2 * c + 1]);
+                want_z.push((prod(r, 2 * c) + prod(r, 2 * c + 1)) as f32);
+            }
+        }
+        // y: one f32 addition, exactly as here. z: exact bf16 products summed
+        // in f32 (64 terms of magnitude ≤ 1): a few ulps of √64·ε.
+        for (name, got, want, tol) in [("y", &y, &want_y, 0.0f32), ("z", &z, &want_z, 1e-5)] {
+            let bad = mismatches(got, want, tol, tol);
+            assert!(
+                bad.is_empty(),
+                "reshape_pairs [{}] {name}: {} bad, first {}: {} vs {}",
+                describe(&v.config),
+                bad.len(),
+                bad[0],
+                got[bad[0]],
+                want[bad[0]]
+            );
+        }
+        eprintln!("ok reshape_pairs [{}]", describe(&v.config));
+    }
+}

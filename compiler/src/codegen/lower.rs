@@ -556,15 +556,7 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Row-major flat index of coordinates in `shape`.
     fn flat(&mut self, coords: &[V], shape: &[u32]) -> Result<V, CodegenError> {
-        let mut acc = self.e.i32(0)?;
-        let mut stride = 1i64;
-        for d in (0..shape.len()).rev() {
-            let s = self.e.i32(stride)?;
-            let t = self.e.binop("arith.muli", coords[d], s)?;
-            acc = self.e.binop("arith.addi", acc, t)?;
-            stride *= shape[d] as i64;
-        }
-        Ok(acc)
+        row_major_index(&mut self.e, coords, shape)
     }
 
     fn lower_block_insts(&mut self, insts: &[tir::Inst]) -> Result<(), CodegenError> {
@@ -629,9 +621,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                 } else if self.recomputable(r.unwrap(), &mut 16) {
                     self.recompute(r.unwrap(), &dst)?
                 } else {
-                    let src_shape = k.ty(*value).shape.clone();
-                    self.convert(*value, &dst, inst.span, &mut |_, c| {
-                        Ok((c.to_vec(), src_shape.clone()))
+                    // Both keep the row-major order: a destination element is
+                    // the source element at the same linear index.
+                    let dst_shape = k.ty(r.unwrap()).shape.clone();
+                    let numel = dst_shape.iter().product::<u32>();
+                    self.convert(*value, &dst, inst.span, &mut |e, c| {
+                        Ok((vec![row_major_index(e, c, &dst_shape)?], vec![numel]))
                     })?
                 }
             }
@@ -2335,4 +2330,17 @@ impl<'c> LoadOne<'_, 'c> {
         )?;
         Ok(())
     }
+}
+
+/// The row-major linear index of `coords` in a tile of `shape`.
+fn row_major_index(e: &mut Emitter<'_>, coords: &[V], shape: &[u32]) -> Result<V, CodegenError> {
+    let mut acc = e.i32(0)?;
+    let mut stride = 1i64;
+    for d in (0..shape.len()).rev() {
+        let s = e.i32(stride)?;
+        let t = e.binop("arith.muli", coords[d], s)?;
+        acc = e.binop("arith.addi", acc, t)?;
+        stride *= shape[d] as i64;
+    }
+    Ok(acc)
 }
