@@ -587,43 +587,65 @@ impl Layer {
         (group, cdiv(rows, group))
     }
 
-    /// Kernel `mhc_proj_bwd`: `projᵀ·dz − q·x` added to `g_x` in place, and the
-    /// per-program partial sums of the projection's gradient into `part`
-    /// (from [`Layer::alloc_partials`]), which [`Layer::reduce_grads`] sums.
+    /// Kernels `mhc_proj_bwd_split` (dz as transposed bf16 high/low parts),
+    /// `mhc_proj_bwd_dx` (`projᵀ·dz − q·x` added to `g_x` in place) and
+    /// `mhc_proj_bwd_dphi` (the per-program partial sums of the projection's
+    /// gradient into `part`, from [`Layer::alloc_partials`], which
+    /// [`Layer::reduce_grads`] sums).
     pub fn project_backward_into(&self, p: &Params, x: &Buffer, g: &GateGrads, g_x: &mut Buffer, part: &mut (Buffer, usize)) -> Result<()> {
         let cfg = &self.cfg;
         let rows = g.q.len();
         let (group, programs) = self.proj_split(rows);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
-        // Column splits give each row group several programs (four per SM in
-        // all) without adding partials.
-        let splits = cdiv(4 * self.device().parallelism(), programs).clamp(1, cdiv(pc, 64));
-        let cols = cdiv(cdiv(pc, splits), 64) * 64;
-        let splits = cdiv(pc, cols);
         if part.1 != programs {
             return Err(LayerError::Shape(format!("partials for {} programs, need {programs}", part.1)));
         }
         self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
         self.check_streams("g_x", g_x, g.dalpha.len() / 3)?;
-        // 8 warps: with 4 the five dots' tiles need 255 registers a thread
-        // (one CTA per SM scheduler); 8 measured 1.24× faster on the H200.
+        self.check("proj", &p.proj, Scalar::F32, pr * pc)?;
+        let rp = padded_rows(pr);
+        // Written whole by the split (padding rows as zeros).
+        let dzt = self.device().alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
         self.kernels.launch(
-            "mhc_proj_bwd",
-            &[("RP", padded_rows(pr)), ("BT", PROJ_BT as i64), ("BK", 64)],
+            "mhc_proj_bwd_split",
+            &[("RP", rp), ("BT", 64)],
+            4,
+            grid1(cdiv(rows, 64)),
+            &[Arg::Buffer(&g.dz), Arg::Buffer(&dzt), Arg::I32(rows as i32), Arg::I32(pr as i32)],
+        )?;
+        const DX_ROWS: usize = 256;
+        // 32-row steps on 8 warps: 1.22× faster than 64 rows on 4, which
+        // needed 255 registers a thread (H200, T = 65536, C = 4096).
+        self.kernels.launch(
+            "mhc_proj_bwd_dx",
+            &[("RP", rp), ("BT", 32), ("BK", 64), ("RB", DX_ROWS as i64)],
             8,
-            [programs as u32, splits as u32, 1],
+            [cdiv(rows, DX_ROWS) as u32, cdiv(pc, 64) as u32, 1],
             &[
                 Arg::Buffer(x),
                 Arg::Buffer(&p.proj),
                 Arg::Buffer(&g.dz),
                 Arg::Buffer(&g.q),
                 Arg::Buffer(g_x),
+                Arg::I32(rows as i32),
+                Arg::I32(pc as i32),
+                Arg::I32(pr as i32),
+            ],
+        )?;
+        let bk = 64;
+        self.kernels.launch(
+            "mhc_proj_bwd_dphi",
+            &[("RP", rp), ("BT", 64), ("BK", bk as i64)],
+            4,
+            [programs as u32, cdiv(pc, bk) as u32, 1],
+            &[
+                Arg::Buffer(x),
+                Arg::Buffer(&dzt),
                 Arg::Buffer(&part.0),
                 Arg::I32(rows as i32),
                 Arg::I32(pc as i32),
                 Arg::I32(pr as i32),
                 Arg::I32(group as i32),
-                Arg::I32(cols as i32),
             ],
         )?;
         Ok(())
