@@ -14,14 +14,17 @@
 //! `SKIPPED <name>: <reason>` and passes. Packs: `$TILE_PACK_DIR/{mhc,model}.tpack`,
 //! else `target/packs/` (both from `bash scripts/packs [DIR]`).
 
+mod train_common;
+
 use mhc::train::checkpoint::Checkpoint;
-use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
+use mhc::train::config::ResidualMode;
 use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Summary};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tile_runtime::collective::nccl_available;
 use tile_runtime::Device;
+use train_common::*;
 
 /// Ranks 1 and 2 on the GPU differ in the order of f32 sums over tokens
 /// (each rank's GEMMs and reductions see half of the rows; cuBLAS may also
@@ -56,56 +59,22 @@ fn nccl_or_skip(test: &str) -> bool {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mhc-gpu-par-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A two-layer mhc model of [`tiny`]'s kind on the GPU, 3 steps.
+fn tiny_gpu(ranks: usize, collective: CollectiveChoice, name: &str) -> Options {
+    let mut o = tiny(ResidualMode::Mhc, 3, temp_dir(&format!("gpu-par-{name}")));
+    o.model.layers = 2;
+    o.model.width = 64;
+    o.model.context = 32;
+    o.model.mlp_ratio = 4;
+    o.train.weight_decay = 0.1;
+    o.train.eval_batches = 2;
+    o.device = DeviceChoice::Gpu;
+    o.packs = Some(packs());
+    o.ranks = ranks;
+    o.collective = collective;
+    o
 }
 
-fn tiny(ranks: usize, collective: CollectiveChoice, name: &str) -> Options {
-    let steps = 3;
-    Options {
-        model: ModelConfig {
-            vocab: 256,
-            layers: 2,
-            width: 64,
-            heads: 2,
-            context: 32,
-            mlp_ratio: 4,
-            residual: ResidualMode::Mhc,
-            streams: 4,
-        },
-        train: TrainConfig {
-            steps,
-            batch: 4,
-            lr: 1e-2,
-            min_lr: 1e-3,
-            warmup: 2,
-            weight_decay: 0.1,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            clip: 1.0,
-            seed: 7,
-            eval_every: steps,
-            eval_batches: 2,
-            checkpoint_every: 0,
-        },
-        data: None,
-        val_fraction: 0.1,
-        out: temp_dir(name),
-        resume: false,
-        device: DeviceChoice::Gpu,
-        packs: Some(packs()),
-        stop_after: None,
-        recompute: None,
-        amax_every: 1,
-        log_every: 1000,
-        progress: false,
-        ranks,
-        collective,
-    }
-}
 
 fn run(opts: &Options) -> (Summary, Checkpoint) {
     let s = train(opts, Arc::new(AtomicBool::new(false)))
@@ -144,8 +113,8 @@ fn gpu_nccl_single_rank_matches_the_single_device_run() {
     if !gpu_or_skip(name) || !nccl_or_skip(name) {
         return;
     }
-    let single = run(&tiny(1, CollectiveChoice::Auto, "single"));
-    let nccl = run(&tiny(1, CollectiveChoice::Nccl, "nccl1"));
+    let single = run(&tiny_gpu(1, CollectiveChoice::Auto, "single"));
+    let nccl = run(&tiny_gpu(1, CollectiveChoice::Nccl, "nccl1"));
     println!(
         "losses: single {:?}, NCCL {:?}",
         single.0.losses, nccl.0.losses
@@ -169,15 +138,15 @@ fn gpu_two_ranks_match_one() {
         eprintln!("SKIPPED {name}: needs 2 GPUs, this machine has {count}");
         return;
     }
-    let one = run(&tiny(1, CollectiveChoice::Auto, "one"));
-    let host = run(&tiny(2, CollectiveChoice::Host, "host2"));
+    let one = run(&tiny_gpu(1, CollectiveChoice::Auto, "one"));
+    let host = run(&tiny_gpu(2, CollectiveChoice::Host, "host2"));
     let d = max_rel_loss(&host.0, &one.0);
     println!("2 ranks (host) vs 1: max relative loss difference {d:.3e}");
     assert!(d <= LOSS_TOL, "{:?} vs {:?}", host.0.losses, one.0.losses);
     if !nccl_or_skip(name) {
         return;
     }
-    let nccl = run(&tiny(2, CollectiveChoice::Nccl, "nccl2"));
+    let nccl = run(&tiny_gpu(2, CollectiveChoice::Nccl, "nccl2"));
     println!(
         "2 ranks (NCCL) vs 1: max relative loss difference {:.3e}",
         max_rel_loss(&nccl.0, &one.0)

@@ -5,21 +5,24 @@
 //! cannot split. One rank through the collective is exactly the single-device
 //! run (which also checks that every gradient is reduced once per step).
 
+mod train_common;
+
 use mhc::kernels::KernelSet;
 use mhc::layer::Mixing;
 use mhc::ops::Ops;
 use mhc::train::checkpoint::Checkpoint;
-use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
+use mhc::train::config::ResidualMode;
 use mhc::train::data::Dataset;
 use mhc::train::metrics::{metrics_path, read_records};
 use mhc::train::model::Model;
 use mhc::train::residual::{Hyper, HyperConfig, Plain, Residual};
-use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Stop, Summary};
+use mhc::train::run::{train, CollectiveChoice, Options, Stop, Summary};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tile_runtime::collective::{Collective, HostGroup};
 use tile_runtime::Device;
+use train_common::*;
 
 /// R ranks against one at the same global batch differ only in the order of
 /// f32 sums: every value a token contributes is computed exactly as on one
@@ -47,63 +50,15 @@ const PLAIN_PARAM_TOL: f64 = 1e-4;
 /// step-0 gradient test.
 const STREAM_PARAM_TOL: f64 = 2e-2;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mhc-train-par-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// [`tiny`] with `ranks` ranks, weight decay and two validation batches.
+fn tiny_ranks(residual: ResidualMode, steps: u64, ranks: usize, out: PathBuf) -> Options {
+    let mut o = tiny(residual, steps, out);
+    o.train.weight_decay = 0.1;
+    o.train.eval_batches = 2;
+    o.ranks = ranks;
+    o
 }
 
-fn tiny(residual: ResidualMode, steps: u64, ranks: usize, out: PathBuf) -> Options {
-    Options {
-        model: ModelConfig {
-            vocab: 256,
-            layers: 1,
-            width: 32,
-            heads: 2,
-            context: 16,
-            mlp_ratio: 2,
-            residual,
-            streams: if residual == ResidualMode::Plain {
-                1
-            } else {
-                4
-            },
-        },
-        train: TrainConfig {
-            steps,
-            batch: 4,
-            lr: 1e-2,
-            min_lr: 1e-3,
-            warmup: 2,
-            weight_decay: 0.1,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            clip: 1.0,
-            seed: 7,
-            eval_every: steps,
-            eval_batches: 2,
-            checkpoint_every: 0,
-        },
-        data: None,
-        val_fraction: 0.1,
-        out,
-        resume: false,
-        device: DeviceChoice::Cpu,
-        packs: None,
-        stop_after: None,
-        recompute: None,
-        amax_every: 1,
-        log_every: 1000,
-        progress: false,
-        ranks,
-        collective: CollectiveChoice::Auto,
-    }
-}
-
-fn no_interrupt() -> Arc<AtomicBool> {
-    Arc::new(AtomicBool::new(false))
-}
 
 /// Train, then read the final checkpoint and the logged gradient norms, and
 /// remove the run directory.
@@ -176,9 +131,9 @@ fn bit_identical(a: &Ran, b: &Ran) -> bool {
 fn ranks_match(residual: ResidualMode, ranks: usize, batch: usize) {
     let name = format!("{}-{ranks}", residual.name());
     let steps = 3;
-    let mut one = tiny(residual, steps, 1, temp_dir(&format!("{name}-one")));
+    let mut one = tiny_ranks(residual, steps, 1, temp_dir(&format!("{name}-one")));
     one.train.batch = batch;
-    let mut many = tiny(residual, steps, ranks, temp_dir(&format!("{name}-many")));
+    let mut many = tiny_ranks(residual, steps, ranks, temp_dir(&format!("{name}-many")));
     many.train.batch = batch;
     let (a, b) = (run(&one), run(&many));
     assert_eq!(b.0.stop, Stop::Finished);
@@ -227,8 +182,8 @@ fn three_ranks_train_like_one_plain() {
 
 #[test]
 fn two_rank_runs_repeat_bit_for_bit() {
-    let a = run(&tiny(ResidualMode::Mhc, 3, 2, temp_dir("repeat-a")));
-    let b = run(&tiny(ResidualMode::Mhc, 3, 2, temp_dir("repeat-b")));
+    let a = run(&tiny_ranks(ResidualMode::Mhc, 3, 2, temp_dir("par-repeat-a")));
+    let b = run(&tiny_ranks(ResidualMode::Mhc, 3, 2, temp_dir("par-repeat-b")));
     assert!(
         bit_identical(&a, &b),
         "{:?} vs {:?}",
@@ -239,8 +194,8 @@ fn two_rank_runs_repeat_bit_for_bit() {
 
 #[test]
 fn one_rank_through_the_host_collective_is_the_single_device_run() {
-    let plain = run(&tiny(ResidualMode::Mhc, 3, 1, temp_dir("single")));
-    let mut opts = tiny(ResidualMode::Mhc, 3, 1, temp_dir("single-host"));
+    let plain = run(&tiny_ranks(ResidualMode::Mhc, 3, 1, temp_dir("par-single")));
+    let mut opts = tiny_ranks(ResidualMode::Mhc, 3, 1, temp_dir("par-single-host"));
     opts.collective = CollectiveChoice::Host;
     let host = run(&opts);
     assert!(
@@ -253,15 +208,15 @@ fn one_rank_through_the_host_collective_is_the_single_device_run() {
 
 #[test]
 fn bad_rank_settings_are_refused() {
-    let out = temp_dir("refused");
-    let mut opts = tiny(ResidualMode::Plain, 3, 2, out.clone());
+    let out = temp_dir("par-refused");
+    let mut opts = tiny_ranks(ResidualMode::Plain, 3, 2, out.clone());
     opts.train.batch = 3;
     let e = train(&opts, no_interrupt()).unwrap_err().to_string();
     assert!(e.contains("--batch 3") && e.contains("--ranks 2"), "{e}");
     opts.ranks = 0;
     let e = train(&opts, no_interrupt()).unwrap_err().to_string();
     assert!(e.contains("--ranks must be at least 1"), "{e}");
-    let mut opts = tiny(ResidualMode::Plain, 3, 1, out.clone());
+    let mut opts = tiny_ranks(ResidualMode::Plain, 3, 1, out.clone());
     opts.collective = CollectiveChoice::Nccl;
     let e = train(&opts, no_interrupt()).unwrap_err().to_string();
     assert!(e.contains("--collective nccl needs GPUs"), "{e}");
@@ -272,12 +227,12 @@ fn bad_rank_settings_are_refused() {
 #[test]
 fn resume_across_rank_counts() {
     let steps = 5;
-    let whole = run(&tiny(ResidualMode::Mhc, steps, 1, temp_dir("resume-whole")));
+    let whole = run(&tiny_ranks(ResidualMode::Mhc, steps, 1, temp_dir("par-resume-whole")));
     // Two ranks for two steps, then one rank to step 4, then two ranks to the end.
-    let out = temp_dir("resume-parts");
+    let out = temp_dir("par-resume-parts");
     let mut losses = Vec::new();
     for (ranks, stop_after, resume) in [(2, Some(2), false), (1, Some(4), true), (2, None, true)] {
-        let mut opts = tiny(ResidualMode::Mhc, steps, ranks, out.clone());
+        let mut opts = tiny_ranks(ResidualMode::Mhc, steps, ranks, out.clone());
         opts.stop_after = stop_after;
         opts.resume = resume;
         let s = train(&opts, no_interrupt()).unwrap();
@@ -305,8 +260,8 @@ fn resume_across_rank_counts() {
 
 #[test]
 fn non_finite_loss_stops_every_rank() {
-    let out = temp_dir("nan");
-    let mut opts = tiny(ResidualMode::Plain, 6, 2, out.clone());
+    let out = temp_dir("par-nan");
+    let mut opts = tiny_ranks(ResidualMode::Plain, 6, 2, out.clone());
     (
         opts.train.lr,
         opts.train.min_lr,
@@ -326,8 +281,8 @@ fn non_finite_loss_stops_every_rank() {
 
 #[test]
 fn interrupt_pauses_every_rank() {
-    let out = temp_dir("interrupt");
-    let opts = tiny(ResidualMode::Plain, 4, 2, out.clone());
+    let out = temp_dir("par-interrupt");
+    let opts = tiny_ranks(ResidualMode::Plain, 4, 2, out.clone());
     let s = train(&opts, Arc::new(AtomicBool::new(true))).unwrap();
     assert_eq!((s.stop, s.next_step), (Stop::Paused, 0));
     assert_eq!(
@@ -350,7 +305,7 @@ fn step_gradients(
     ranks: Option<usize>,
     batch: usize,
 ) -> Vec<(f32, Grads)> {
-    let cfg = tiny(residual, 1, 1, PathBuf::new()).model;
+    let cfg = tiny_ranks(residual, 1, 1, PathBuf::new()).model;
     let (context, sites, seed) = (cfg.context, 2 * cfg.layers, 7u64);
     let data = Dataset::load(None, 0.1, context).unwrap();
     let global = data.train_batch(seed, 0, batch, context);

@@ -2,70 +2,15 @@
 //! residual mode, a paused and resumed run reproduces an uninterrupted one
 //! exactly, and the run directory holds what docs/TRAINER.md promises.
 
-use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
+mod train_common;
+
+use mhc::train::config::ResidualMode;
 use mhc::train::metrics::{metrics_path, read_records};
-use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Stop};
-use std::path::PathBuf;
+use mhc::train::run::{train, Stop};
+use train_common::*;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mhc-train-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
-    Options {
-        model: ModelConfig {
-            vocab: 256,
-            layers: 1,
-            width: 32,
-            heads: 2,
-            context: 16,
-            mlp_ratio: 2,
-            residual,
-            streams: if residual == ResidualMode::Plain {
-                1
-            } else {
-                4
-            },
-        },
-        train: TrainConfig {
-            steps,
-            batch: 4,
-            lr: 1e-2,
-            min_lr: 1e-3,
-            warmup: 2,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            clip: 1.0,
-            seed: 7,
-            eval_every: steps,
-            eval_batches: 1,
-            checkpoint_every: 0,
-        },
-        data: None,
-        val_fraction: 0.1,
-        out,
-        resume: false,
-        device: DeviceChoice::Cpu,
-        packs: None,
-        stop_after: None,
-        recompute: None,
-        amax_every: 1,
-        log_every: 1000,
-        progress: false,
-        ranks: 1,
-        collective: CollectiveChoice::Auto,
-    }
-}
-
-fn no_interrupt() -> Arc<AtomicBool> {
-    Arc::new(AtomicBool::new(false))
-}
 
 /// Mean of the first and of the last `k` losses.
 fn ends(losses: &[f32], k: usize) -> (f32, f32) {
