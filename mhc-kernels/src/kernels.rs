@@ -55,10 +55,13 @@ enum Origin {
 }
 
 /// Kernels by name and meta-parameters on one device (see the module doc).
+/// A loaded kernel's identity: name, meta-parameter values, warps.
+type KernelKey = (String, Vec<(String, i64)>, u32);
+
 pub struct KernelSet {
     device: Arc<Device>,
     origin: Origin,
-    cache: Mutex<HashMap<(String, Vec<(String, i64)>, u32), Arc<Kernel>>>,
+    cache: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
 }
 
 impl KernelSet {

@@ -61,7 +61,7 @@ impl Stack {
     fn is_block_start(&self, site: usize) -> bool {
         match self.block_len {
             None => true,
-            Some(b) => site % b == 0,
+            Some(b) => site.is_multiple_of(b),
         }
     }
 

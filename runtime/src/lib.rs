@@ -141,7 +141,7 @@ impl Device {
     /// A buffer holding `data` (raw little-endian elements of `dtype`).
     pub fn upload_bytes(&self, dtype: Scalar, data: &[u8]) -> Result<Buffer, RuntimeError> {
         let es = dtype.size_bytes();
-        if data.len() % es != 0 {
+        if !data.len().is_multiple_of(es) {
             return Err(RuntimeError::Buffer(format!(
                 "{} bytes is not a whole number of {} elements",
                 data.len(),
