@@ -379,7 +379,10 @@ impl<'c, 'k> Lower<'c, 'k> {
             .filter(|t| !t.is_scalar())
             .map(|t| self.canonical(&t.shape))
             .collect();
-        layouts.extend(self.layouts.values().cloned());
+        // In value order: a HashMap's order would change the PTX from run to run.
+        let mut assigned: Vec<(&ValueId, &Layout)> = self.layouts.iter().collect();
+        assigned.sort_by_key(|(v, _)| **v);
+        layouts.extend(assigned.into_iter().map(|(_, l)| l.clone()));
         for l in layouts {
             if !self.threads.contains_key(&l) {
                 let th = self.thread_coords(&l)?;
@@ -871,7 +874,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let mut res_tys = Vec::new();
                 for (v, n) in inst.results.iter().zip(&sizes) {
                     let t = self.mty(k.ty(*v));
-                    res_tys.extend(std::iter::repeat(t).take(*n));
+                    res_tys.extend(std::iter::repeat_n(t, *n));
                 }
                 self.e.push_block(&[]);
                 self.lower_body(&then_body.insts, &res_layouts, &[])?;
@@ -1795,7 +1798,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         value: ValueId,
         dst: &Layout,
         span: Span,
-        src_of: &mut dyn FnMut(&mut Emitter<'c>, &[V]) -> Result<(Vec<V>, Vec<u32>), CodegenError>,
+        src_of: &mut SourceOf<'_, 'c>,
     ) -> Result<Vec<V>, CodegenError> {
         let ty = self.kernel.ty(value).clone();
         let (s, is_ptr) = match ty.elem {
@@ -2331,6 +2334,11 @@ impl<'c> LoadOne<'_, 'c> {
         Ok(())
     }
 }
+
+/// For a conversion: the source coordinates and source shape of the element
+/// at a destination coordinate.
+type SourceOf<'f, 'c> =
+    dyn FnMut(&mut Emitter<'c>, &[V]) -> Result<(Vec<V>, Vec<u32>), CodegenError> + 'f;
 
 /// The row-major linear index of `coords` in a tile of `shape`.
 fn row_major_index(e: &mut Emitter<'_>, coords: &[V], shape: &[u32]) -> Result<V, CodegenError> {
