@@ -7,10 +7,18 @@ use tilec::frontend::{parse_program, SourceFile};
 fn compile_src(text: &str, kernel: &str) -> Result<String, String> {
     let src = SourceFile::new("regression.tile", text);
     let program = parse_program(&src).map_err(|d| d.render(&src))?;
-    let tir = program.specialize(kernel, &[]).map_err(|d| d.render(&src))?;
-    compile(&tir, &Options { warps: 4, ..Options::default() })
-        .map(|a| a.ptx)
-        .map_err(|e| e.to_string())
+    let tir = program
+        .specialize(kernel, &[])
+        .map_err(|d| d.render(&src))?;
+    compile(
+        &tir,
+        &Options {
+            warps: 4,
+            ..Options::default()
+        },
+    )
+    .map(|a| a.ptx)
+    .map_err(|e| e.to_string())
 }
 
 /// A `dot` accumulated in a loop nested in a loop without results: the
@@ -75,10 +83,27 @@ fn compilation_is_deterministic() {
         let program = parse_program(&file).map_err(|d| d.render(&file)).unwrap();
         for kernel in program.kernel_names() {
             // The first point of its tune space (its defaults without one).
-            let meta = program.check_configs(&kernel).into_iter().next().unwrap_or_default();
-            let tir = program.specialize(&kernel, &meta).map_err(|d| d.render(&file)).unwrap();
+            let meta = program
+                .check_configs(&kernel)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let tir = program
+                .specialize(&kernel, &meta)
+                .map_err(|d| d.render(&file))
+                .unwrap();
             let ptx: Vec<String> = (0..3)
-                .map(|_| compile(&tir, &Options { warps: 4, ..Options::default() }).unwrap().ptx)
+                .map(|_| {
+                    compile(
+                        &tir,
+                        &Options {
+                            warps: 4,
+                            ..Options::default()
+                        },
+                    )
+                    .unwrap()
+                    .ptx
+                })
                 .collect();
             assert!(
                 ptx.iter().all(|p| p == &ptx[0]),

@@ -15,13 +15,41 @@ use tilec::frontend::{parse_program, Program, SourceFile};
 /// The `.tile` sources of this crate: (pack, file name, text).
 pub const SOURCES: &[(&str, &str, &str)] = &[
     ("mhc", "mhc.tile", include_str!("../kernels/mhc/mhc.tile")),
-    ("model", "attention.tile", include_str!("../kernels/model/attention.tile")),
-    ("model", "elementwise.tile", include_str!("../kernels/model/elementwise.tile")),
-    ("model", "embed.tile", include_str!("../kernels/model/embed.tile")),
-    ("model", "loss.tile", include_str!("../kernels/model/loss.tile")),
-    ("model", "norm.tile", include_str!("../kernels/model/norm.tile")),
-    ("model", "reduce.tile", include_str!("../kernels/model/reduce.tile")),
-    ("model", "streams.tile", include_str!("../kernels/model/streams.tile")),
+    (
+        "model",
+        "attention.tile",
+        include_str!("../kernels/model/attention.tile"),
+    ),
+    (
+        "model",
+        "elementwise.tile",
+        include_str!("../kernels/model/elementwise.tile"),
+    ),
+    (
+        "model",
+        "embed.tile",
+        include_str!("../kernels/model/embed.tile"),
+    ),
+    (
+        "model",
+        "loss.tile",
+        include_str!("../kernels/model/loss.tile"),
+    ),
+    (
+        "model",
+        "norm.tile",
+        include_str!("../kernels/model/norm.tile"),
+    ),
+    (
+        "model",
+        "reduce.tile",
+        include_str!("../kernels/model/reduce.tile"),
+    ),
+    (
+        "model",
+        "streams.tile",
+        include_str!("../kernels/model/streams.tile"),
+    ),
 ];
 
 /// The pack directories (relative to this crate) that `tilec pack` compiles:
@@ -30,7 +58,9 @@ pub const PACKS: &[&str] = &["mhc", "model"];
 
 /// The directory holding the pack sources of `pack` (for `tilec pack DIR`).
 pub fn source_dir(pack: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels").join(pack)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kernels")
+        .join(pack)
 }
 
 /// Errors of loading or launching pack kernels.
@@ -108,7 +138,10 @@ impl KernelSet {
     /// else (CPU only) the embedded sources.
     pub fn open(device: Arc<Device>, dir: Option<&Path>) -> Result<KernelSet, KernelError> {
         if let Some(dir) = dir {
-            let paths: Vec<PathBuf> = PACKS.iter().map(|p| dir.join(format!("{p}.tpack"))).collect();
+            let paths: Vec<PathBuf> = PACKS
+                .iter()
+                .map(|p| dir.join(format!("{p}.tpack")))
+                .collect();
             if paths.iter().all(|p| p.exists()) || device.is_gpu() {
                 return Self::from_packs(device, &paths);
             }
@@ -127,7 +160,8 @@ impl KernelSet {
         meta: &[(&str, i64)],
         warps: u32,
     ) -> Result<Arc<Kernel>, KernelError> {
-        let mut key_meta: Vec<(String, i64)> = meta.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let mut key_meta: Vec<(String, i64)> =
+            meta.iter().map(|(n, v)| (n.to_string(), *v)).collect();
         key_meta.sort();
         let key = (name.to_string(), key_meta, warps);
         if let Some(k) = self.cache.lock().unwrap().get(&key) {
@@ -168,12 +202,11 @@ impl KernelSet {
                         .iter()
                         .map(|n| {
                             let v = meta.iter().find(|(m, _)| m == n).map(|(_, v)| *v);
-                            v.map(|v| (n.clone(), v)).ok_or_else(|| {
-                                RuntimeError::Launch {
+                            v.map(|v| (n.clone(), v))
+                                .ok_or_else(|| RuntimeError::Launch {
                                     kernel: name.into(),
                                     message: format!("no value given for meta-parameter `{n}`"),
-                                }
-                            })
+                                })
                         })
                         .collect::<Result<_, _>>()?,
                     warps,
@@ -185,9 +218,14 @@ impl KernelSet {
                     .iter()
                     .find(|(_, p)| p.kernel_names().iter().any(|k| k == name))
                     .ok_or_else(|| KernelError::Unknown(name.into()))?;
-                let meta: Vec<(String, i64)> = meta.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+                let meta: Vec<(String, i64)> =
+                    meta.iter().map(|(n, v)| (n.to_string(), *v)).collect();
                 let tir = program.specialize(name, &meta).map_err(|d| {
-                    let text = SOURCES.iter().find(|s| s.1 == file).map(|s| s.2).unwrap_or("");
+                    let text = SOURCES
+                        .iter()
+                        .find(|s| s.1 == file)
+                        .map(|s| s.2)
+                        .unwrap_or("");
                     KernelError::Source {
                         file: file.clone(),
                         message: d.render(&SourceFile::new(file.clone(), text)),

@@ -259,7 +259,13 @@ impl Layer {
     }
 
     /// [`Layer::pre`] into caller-provided buffers.
-    pub fn pre_into(&self, p: &Params, x: &Buffer, saved: &mut Saved, h_in: &mut Buffer) -> Result<()> {
+    pub fn pre_into(
+        &self,
+        p: &Params,
+        x: &Buffer,
+        saved: &mut Saved,
+        h_in: &mut Buffer,
+    ) -> Result<()> {
         let t = saved.t;
         self.check_streams("x", x, t)?;
         self.check_rows("h_in", h_in, t)?;
@@ -279,11 +285,18 @@ impl Layer {
         let t = saved.t;
         let cfg = &self.cfg;
         self.check_streams("x", x, t)?;
-        self.check("proj", &p.proj, Scalar::F32, cfg.proj_rows() * cfg.proj_cols())?;
+        self.check(
+            "proj",
+            &p.proj,
+            Scalar::F32,
+            cfg.proj_rows() * cfg.proj_cols(),
+        )?;
         let rows = t * cfg.rows_per_token();
         let rp = padded_rows(cfg.proj_rows());
         // Both parts are written whole by the split (padding columns as zeros).
-        let hilo = self.device().alloc_output(Scalar::BF16, 2 * cfg.proj_cols() * rp as usize)?;
+        let hilo = self
+            .device()
+            .alloc_output(Scalar::BF16, 2 * cfg.proj_cols() * rp as usize)?;
         self.kernels.launch(
             "mhc_proj_split",
             &[("RP", rp), ("BK", 64)],
@@ -299,7 +312,10 @@ impl Layer {
         // The largest token block that still gives two programs per SM (a
         // smaller block re-reads φ more often, from L2).
         let target = 2 * self.device().parallelism();
-        let bt = [64, 32, 16].into_iter().find(|&b| cdiv(rows, b) >= target).unwrap_or(16);
+        let bt = [64, 32, 16]
+            .into_iter()
+            .find(|&b| cdiv(rows, b) >= target)
+            .unwrap_or(16);
         self.kernels.launch(
             "mhc_proj",
             &[("RP", rp), ("BT", bt as i64), ("BK", 64)],
@@ -367,14 +383,21 @@ impl Layer {
             // 8 warps: 87% → 99.6% of copy bandwidth at T = 65536, C = 4096 (H200).
             8,
             self.apply_grid(t),
-            &[Arg::Buffer(x), Arg::Buffer(h), Arg::Buffer(h_in), Arg::I32(self.cfg.c as i32)],
+            &[
+                Arg::Buffer(x),
+                Arg::Buffer(h),
+                Arg::Buffer(h_in),
+                Arg::I32(self.cfg.c as i32),
+            ],
         )?;
         Ok(())
     }
 
     /// Forward, second half: `x' = H_res · x + H_postᵀ · y`.
     pub fn post(&self, saved: &Saved, x: &Buffer, y: &Buffer) -> Result<Buffer> {
-        let mut out = self.device().alloc_output(Scalar::BF16, saved.t * self.cfg.n * self.cfg.c)?;
+        let mut out = self
+            .device()
+            .alloc_output(Scalar::BF16, saved.t * self.cfg.n * self.cfg.c)?;
         self.post_into(saved, x, y, &mut out)?;
         Ok(out)
     }
@@ -479,7 +502,14 @@ impl Layer {
     }
 
     /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh` and `H_pre · g_h` added to `g_x`.
-    pub fn apply_pre_backward(&self, saved: &Saved, x: &Buffer, g_h: &Buffer, g_x: &mut Buffer, dh: &mut Buffer) -> Result<()> {
+    pub fn apply_pre_backward(
+        &self,
+        saved: &Saved,
+        x: &Buffer,
+        g_h: &Buffer,
+        g_x: &mut Buffer,
+        dh: &mut Buffer,
+    ) -> Result<()> {
         let t = saved.t;
         let cfg = &self.cfg;
         self.check_streams("x", x, t)?;
@@ -529,14 +559,24 @@ impl Layer {
         Ok(g)
     }
 
-    pub fn gates_backward_into(&self, p: &Params, saved: &Saved, dh: &Buffer, g: &mut GateGrads) -> Result<()> {
+    pub fn gates_backward_into(
+        &self,
+        p: &Params,
+        saved: &Saved,
+        dh: &Buffer,
+        g: &mut GateGrads,
+    ) -> Result<()> {
         let (t, cfg) = (saved.t, &self.cfg);
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
         self.check("dalpha", &g.dalpha, Scalar::F32, t * 3)?;
         match &g.dm {
             Some(dm) => self.kernels.launch(
                 "mhc_coeffs_bwd",
-                &[("N", self.n()), ("ITERS", cfg.iters as i64), ("HIST", hist_slots(cfg.iters))],
+                &[
+                    ("N", self.n()),
+                    ("ITERS", cfg.iters as i64),
+                    ("HIST", hist_slots(cfg.iters)),
+                ],
                 1,
                 grid1(t),
                 &[
@@ -579,7 +619,9 @@ impl Layer {
     pub fn alloc_partials(&self, t: usize) -> Result<(Buffer, usize)> {
         let cfg = &self.cfg;
         let (_, programs) = self.proj_split(t * cfg.rows_per_token());
-        let part = self.device().alloc_output(Scalar::F32, programs * cfg.proj_rows() * cfg.proj_cols())?;
+        let part = self
+            .device()
+            .alloc_output(Scalar::F32, programs * cfg.proj_rows() * cfg.proj_cols())?;
         Ok((part, programs))
     }
 
@@ -595,26 +637,43 @@ impl Layer {
     /// `mhc_proj_bwd_dphi` (the per-program partial sums of the projection's
     /// gradient into `part`, from [`Layer::alloc_partials`], which
     /// [`Layer::reduce_grads`] sums).
-    pub fn project_backward_into(&self, p: &Params, x: &Buffer, g: &GateGrads, g_x: &mut Buffer, part: &mut (Buffer, usize)) -> Result<()> {
+    pub fn project_backward_into(
+        &self,
+        p: &Params,
+        x: &Buffer,
+        g: &GateGrads,
+        g_x: &mut Buffer,
+        part: &mut (Buffer, usize),
+    ) -> Result<()> {
         let cfg = &self.cfg;
         let rows = g.q.len();
         let (group, programs) = self.proj_split(rows);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
         if part.1 != programs {
-            return Err(LayerError::Shape(format!("partials for {} programs, need {programs}", part.1)));
+            return Err(LayerError::Shape(format!(
+                "partials for {} programs, need {programs}",
+                part.1
+            )));
         }
         self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
         self.check_streams("g_x", g_x, g.dalpha.len() / 3)?;
         self.check("proj", &p.proj, Scalar::F32, pr * pc)?;
         let rp = padded_rows(pr);
         // Written whole by the split (padding rows as zeros).
-        let dzt = self.device().alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
+        let dzt = self
+            .device()
+            .alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
         self.kernels.launch(
             "mhc_proj_bwd_split",
             &[("RP", rp), ("BT", 64)],
             4,
             grid1(cdiv(rows, 64)),
-            &[Arg::Buffer(&g.dz), Arg::Buffer(&dzt), Arg::I32(rows as i32), Arg::I32(pr as i32)],
+            &[
+                Arg::Buffer(&g.dz),
+                Arg::Buffer(&dzt),
+                Arg::I32(rows as i32),
+                Arg::I32(pr as i32),
+            ],
         )?;
         const DX_ROWS: usize = 256;
         // 32-row steps on 8 warps: 1.22× faster than 64 rows on 4, which
@@ -657,10 +716,21 @@ impl Layer {
     /// The parameter gradients summed over tokens (kernel `mhc_sum_rows`, fixed
     /// order) and added to `grads`: the projection's from the partials, the
     /// biases' from dm (mHC) or dh (HC), α's from the per-token shares.
-    pub fn reduce_grads(&self, g: &GateGrads, part: &(Buffer, usize), dh: &Buffer, grads: &mut Grads) -> Result<()> {
+    pub fn reduce_grads(
+        &self,
+        g: &GateGrads,
+        part: &(Buffer, usize),
+        dh: &Buffer,
+        grads: &mut Grads,
+    ) -> Result<()> {
         let cfg = &self.cfg;
         let t = g.dalpha.len() / 3;
-        self.sum_rows(&part.0, part.1, cfg.proj_rows() * cfg.proj_cols(), &mut grads.proj)?;
+        self.sum_rows(
+            &part.0,
+            part.1,
+            cfg.proj_rows() * cfg.proj_cols(),
+            &mut grads.proj,
+        )?;
         self.sum_rows(g.dm.as_ref().unwrap_or(dh), t, cfg.coeffs(), &mut grads.b)?;
         self.sum_rows(&g.dalpha, t, 3, &mut grads.alpha)
     }

@@ -11,9 +11,9 @@
 
 pub mod kernels;
 pub mod layer;
+pub mod ops;
 pub mod reference;
 pub mod stack;
-pub mod ops;
 pub mod train;
 
 pub use layer::{Layer as MhcLayer, Mixing, SiteConfig};

@@ -16,7 +16,10 @@ type Result<T> = std::result::Result<T, LayerError>;
 
 /// The recompute block length that minimises activation memory for `sites` sites of `n` streams.
 pub fn default_block_len(n: usize, sites: usize) -> usize {
-    ((n * sites) as f64 / (n + 2) as f64).sqrt().round().max(1.0) as usize
+    ((n * sites) as f64 / (n + 2) as f64)
+        .sqrt()
+        .round()
+        .max(1.0) as usize
 }
 
 /// The sublayer F of each site: forward `h_in → y` and backward `dy → ∂L/∂h_in`
@@ -48,7 +51,9 @@ pub struct Stack {
 impl Stack {
     pub fn new(layers: Vec<Layer>, block_len: Option<usize>) -> Result<Stack> {
         if block_len == Some(0) {
-            return Err(LayerError::Shape("the recompute block length must be at least 1".into()));
+            return Err(LayerError::Shape(
+                "the recompute block length must be at least 1".into(),
+            ));
         }
         Ok(Stack {
             layers,
@@ -66,7 +71,13 @@ impl Stack {
     }
 
     /// Forward through every site from the streams `x0` (`[T, n, C]` bf16); returns the last streams.
-    pub fn forward(&mut self, params: &[Params], x0: Buffer, t: usize, f: &mut dyn Sublayer) -> Result<Buffer> {
+    pub fn forward(
+        &mut self,
+        params: &[Params],
+        x0: Buffer,
+        t: usize,
+        f: &mut dyn Sublayer,
+    ) -> Result<Buffer> {
         if params.len() != self.layers.len() {
             return Err(LayerError::Shape(format!(
                 "{} parameter sets for {} sites",
@@ -153,10 +164,18 @@ impl Stack {
 
     /// Backward from `g = ∂L/∂x_L`; adds parameter gradients into `grads` and
     /// returns ∂L/∂x0.
-    pub fn backward(&mut self, params: &[Params], grads: &mut [Grads], g: Buffer, f: &mut dyn Sublayer) -> Result<Buffer> {
+    pub fn backward(
+        &mut self,
+        params: &[Params],
+        grads: &mut [Grads],
+        g: Buffer,
+        f: &mut dyn Sublayer,
+    ) -> Result<Buffer> {
         let sites = self.layers.len();
         if self.kept.len() != sites || grads.len() != sites || params.len() != sites {
-            return Err(LayerError::Shape("backward needs a forward of the same stack first".into()));
+            return Err(LayerError::Shape(
+                "backward needs a forward of the same stack first".into(),
+            ));
         }
         let block = self.block_len.unwrap_or(1);
         let mut g = g;
@@ -176,7 +195,15 @@ impl Stack {
                 let layer = &self.layers[l];
                 let (mut g_x, dy, mut dh) = layer.post_backward(&kept.saved, x, &kept.y, &g)?;
                 let g_h = f.backward(l, h_in, &dy)?;
-                layer.pre_backward(&params[l], &kept.saved, x, &g_h, &mut g_x, &mut dh, &mut grads[l])?;
+                layer.pre_backward(
+                    &params[l],
+                    &kept.saved,
+                    x,
+                    &g_h,
+                    &mut g_x,
+                    &mut dh,
+                    &mut grads[l],
+                )?;
                 g = g_x;
             }
             end = first;

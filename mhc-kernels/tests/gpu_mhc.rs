@@ -27,9 +27,10 @@ fn gpu_kernels(test: &str) -> Option<Arc<KernelSet>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packs"));
     let pack = dir.join("mhc.tpack");
-    Some(Arc::new(KernelSet::from_packs(Arc::new(dev), &[pack]).unwrap_or_else(|e| {
-        panic!("{e} (build it with `bash scripts/packs`)")
-    })))
+    Some(Arc::new(
+        KernelSet::from_packs(Arc::new(dev), &[pack])
+            .unwrap_or_else(|e| panic!("{e} (build it with `bash scripts/packs`)")),
+    ))
 }
 
 #[test]
@@ -67,7 +68,13 @@ fn gpu_mhc_site_matches_interpreter() {
                 "g_x" => (2f64.powi(-7), 3.0 * 2f64.powi(-8)),
                 _ => (1e-4, 1e-4),
             };
-            assert_close(&format!("{mixing:?} T={t} n={n} C={c} {name}"), g, w, rel, abs);
+            assert_close(
+                &format!("{mixing:?} T={t} n={n} C={c} {name}"),
+                g,
+                w,
+                rel,
+                abs,
+            );
         }
         table.push(format!("{mixing:?} T={t} n={n} C={c}: 11 outputs ok"));
     }

@@ -75,7 +75,6 @@ fn tiny_gpu(ranks: usize, collective: CollectiveChoice, name: &str) -> Options {
     o
 }
 
-
 fn run(opts: &Options) -> (Summary, Checkpoint) {
     let s = train(opts, Arc::new(AtomicBool::new(false)))
         .unwrap_or_else(|e| panic!("{e:#} (packs from `{}`)", packs().display()));

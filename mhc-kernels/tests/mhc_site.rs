@@ -34,17 +34,33 @@ fn forward_matches_f64_reference() {
         let dev = run.dev();
         let mut saved = nan_saved(&run.layer, t);
         let mut h_in = nan_buffer(dev, Scalar::BF16, t * c);
-        run.layer.pre_into(&run.p, &run.x, &mut saved, &mut h_in).unwrap();
+        run.layer
+            .pre_into(&run.p, &run.x, &mut saved, &mut h_in)
+            .unwrap();
         let mut x_out = nan_buffer(dev, Scalar::BF16, t * n * c);
-        run.layer.post_into(&saved, &run.x, &run.y, &mut x_out).unwrap();
+        run.layer
+            .post_into(&saved, &run.x, &run.y, &mut x_out)
+            .unwrap();
         let want = run.site.forward();
         // Coefficients are f32 from an f32 projection (bf16 hi+lo split of φ,
         // relative error ~2^-16) and f32 gates/Sinkhorn: 2e-5·|h| + 1e-5 of the largest.
         assert_close("h", &download(dev, &saved.h), &want.h, 2e-5, 1e-5);
         // bf16 outputs: one rounding (2^-9 relative, doubled for ties flipped by
         // f32-vs-f64 differences) plus the coefficients' error.
-        assert_close("h_in", &download(dev, &h_in), &want.h_in, 2f64.powi(-8), 1e-4);
-        assert_close("x_out", &download(dev, &x_out), &want.x_out, 2f64.powi(-8), 1e-4);
+        assert_close(
+            "h_in",
+            &download(dev, &h_in),
+            &want.h_in,
+            2f64.powi(-8),
+            1e-4,
+        );
+        assert_close(
+            "x_out",
+            &download(dev, &x_out),
+            &want.x_out,
+            2f64.powi(-8),
+            1e-4,
+        );
         if mixing == Mixing::Mhc {
             let h = download(dev, &saved.h);
             let r = n * n + 2 * n;
@@ -65,10 +81,16 @@ fn forward_matches_f64_reference() {
                 "Sinkhorn: max |row sum - 1| {row_dev:.2e}, max |column sum - 1| {col_dev:.2e} \
                  (f64 reference after the same 20 iterations: column sums within {col_vs_ref:.2e})"
             );
-            assert!(row_dev <= 1e-5, "rows of H_res must sum to 1 within 1e-5, got {row_dev:e}");
+            assert!(
+                row_dev <= 1e-5,
+                "rows of H_res must sum to 1 within 1e-5, got {row_dev:e}"
+            );
             // Columns sum to 1 only as far as 20 iterations converge (the last
             // step normalises rows): they must match the f64 iteration's sums.
-            assert!(col_vs_ref <= 1e-5, "column sums differ from the f64 iteration's by {col_vs_ref:e}");
+            assert!(
+                col_vs_ref <= 1e-5,
+                "column sums differ from the f64 iteration's by {col_vs_ref:e}"
+            );
         }
     }
 }
@@ -108,7 +130,9 @@ fn backward_matches_finite_differences() {
         };
         let g_h_b = upload_bf16(dev, &g_h);
         run.layer
-            .pre_backward(&run.p, &saved, &run.x, &g_h_b, &mut g_x, &mut dh, &mut grads)
+            .pre_backward(
+                &run.p, &saved, &run.x, &g_h_b, &mut g_x, &mut dh, &mut grads,
+            )
             .unwrap();
         let minus = |got: Vec<f64>, start: &[f32]| -> Vec<f64> {
             got.iter().zip(start).map(|(g, s)| g - *s as f64).collect()
@@ -127,7 +151,10 @@ fn backward_matches_finite_differences() {
             } else {
                 (0..32).map(|_| rng.random_range(0..got.len())).collect()
             };
-            let fd: Vec<f64> = idx.iter().map(|&i| finite_difference(site, wrt, i, &g_out, &g_h)).collect();
+            let fd: Vec<f64> = idx
+                .iter()
+                .map(|&i| finite_difference(site, wrt, i, &g_out, &g_h))
+                .collect();
             let picked: Vec<f64> = idx.iter().map(|&i| got[i]).collect();
             // dx and dy are bf16 buffers (dx rounded after each of its three
             // accumulations: ≤ 3·2^-9 of its magnitude); φ, α, b are f32 sums of
@@ -139,10 +166,20 @@ fn backward_matches_finite_differences() {
             let scale = max_abs(&got).max(max_abs(&fd));
             for ((i, g), f) in idx.iter().zip(&picked).zip(&fd) {
                 let tol = rel * f.abs() + abs * scale;
-                assert!((g - f).abs() <= tol, "{mixing:?} d{wrt:?}[{i}]: kernel {g}, finite difference {f} (tol {tol:.2e})");
+                assert!(
+                    (g - f).abs() <= tol,
+                    "{mixing:?} d{wrt:?}[{i}]: kernel {g}, finite difference {f} (tol {tol:.2e})"
+                );
             }
-            let worst = picked.iter().zip(&fd).map(|(g, f)| (g - f).abs()).fold(0.0, f64::max);
-            eprintln!("d{wrt:?}: {} coords, max |kernel - fd| {worst:.2e} (scale {scale:.2e})", idx.len());
+            let worst = picked
+                .iter()
+                .zip(&fd)
+                .map(|(g, f)| (g - f).abs())
+                .fold(0.0, f64::max);
+            eprintln!(
+                "d{wrt:?}: {} coords, max |kernel - fd| {worst:.2e} (scale {scale:.2e})",
+                idx.len()
+            );
         }
     }
 }

@@ -59,7 +59,6 @@ fn tiny_ranks(residual: ResidualMode, steps: u64, ranks: usize, out: PathBuf) ->
     o
 }
 
-
 /// Train, then read the final checkpoint and the logged gradient norms, and
 /// remove the run directory.
 fn run(opts: &Options) -> (Summary, Checkpoint, Vec<f32>) {
@@ -182,8 +181,18 @@ fn three_ranks_train_like_one_plain() {
 
 #[test]
 fn two_rank_runs_repeat_bit_for_bit() {
-    let a = run(&tiny_ranks(ResidualMode::Mhc, 3, 2, temp_dir("par-repeat-a")));
-    let b = run(&tiny_ranks(ResidualMode::Mhc, 3, 2, temp_dir("par-repeat-b")));
+    let a = run(&tiny_ranks(
+        ResidualMode::Mhc,
+        3,
+        2,
+        temp_dir("par-repeat-a"),
+    ));
+    let b = run(&tiny_ranks(
+        ResidualMode::Mhc,
+        3,
+        2,
+        temp_dir("par-repeat-b"),
+    ));
     assert!(
         bit_identical(&a, &b),
         "{:?} vs {:?}",
@@ -227,7 +236,12 @@ fn bad_rank_settings_are_refused() {
 #[test]
 fn resume_across_rank_counts() {
     let steps = 5;
-    let whole = run(&tiny_ranks(ResidualMode::Mhc, steps, 1, temp_dir("par-resume-whole")));
+    let whole = run(&tiny_ranks(
+        ResidualMode::Mhc,
+        steps,
+        1,
+        temp_dir("par-resume-whole"),
+    ));
     // Two ranks for two steps, then one rank to step 4, then two ranks to the end.
     let out = temp_dir("par-resume-parts");
     let mut losses = Vec::new();
@@ -300,11 +314,7 @@ type Grads = Vec<(String, Vec<f32>)>;
 /// One step's loss and gradients (name, values) of `ranks` ranks, each built
 /// as the trainer builds it, through the host collective (`None`: one rank
 /// without a collective). Returns every rank's.
-fn step_gradients(
-    residual: ResidualMode,
-    ranks: Option<usize>,
-    batch: usize,
-) -> Vec<(f32, Grads)> {
+fn step_gradients(residual: ResidualMode, ranks: Option<usize>, batch: usize) -> Vec<(f32, Grads)> {
     let cfg = tiny_ranks(residual, 1, 1, PathBuf::new()).model;
     let (context, sites, seed) = (cfg.context, 2 * cfg.layers, 7u64);
     let data = Dataset::load(None, 0.1, context).unwrap();

@@ -7,10 +7,9 @@ mod train_common;
 use mhc::train::config::ResidualMode;
 use mhc::train::metrics::{metrics_path, read_records};
 use mhc::train::run::{train, Stop};
-use train_common::*;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
+use train_common::*;
 
 /// Mean of the first and of the last `k` losses.
 fn ends(losses: &[f32], k: usize) -> (f32, f32) {

@@ -17,7 +17,10 @@ fn mhc_packs_compile_pass_ptxas_and_pack() {
     for entry in std::fs::read_dir(root().join("mhc-kernels/kernels")).unwrap() {
         let dir = entry.unwrap().path();
         let has_sources = std::fs::read_dir(&dir)
-            .map(|d| d.flatten().any(|f| f.path().extension().is_some_and(|e| e == "tile")))
+            .map(|d| {
+                d.flatten()
+                    .any(|f| f.path().extension().is_some_and(|e| e == "tile"))
+            })
             .unwrap_or(false);
         if !has_sources {
             continue;
@@ -32,7 +35,11 @@ fn mhc_packs_compile_pass_ptxas_and_pack() {
                 for v in &k.variants {
                     for arch in ["sm_90", "sm_80"] {
                         if let Err(log) = run_ptxas(p, &v.ptx[arch], arch) {
-                            panic!("ptxas -arch={arch} rejected {} [{}]:\n{log}", k.name, v.config.describe());
+                            panic!(
+                                "ptxas -arch={arch} rejected {} [{}]:\n{log}",
+                                k.name,
+                                v.config.describe()
+                            );
                         }
                     }
                 }

@@ -227,13 +227,17 @@ fn gpu_math_function_errors() {
     }
     type Domain = (&'static str, fn(f64) -> f64, fn(f64) -> f64);
     let funcs: [Domain; 7] = [
-        ("exp", f64::exp, |t|  -87.0 + 175.0 * t),
-        ("exp2", f64::exp2, |t|  -125.0 + 252.0 * t),
+        ("exp", f64::exp, |t| -87.0 + 175.0 * t),
+        ("exp2", f64::exp2, |t| -125.0 + 252.0 * t),
         ("log", f64::ln, log_uniform),
         ("sqrt", f64::sqrt, log_uniform),
         ("rsqrt", |x| 1.0 / x.sqrt(), log_uniform),
-        ("sigmoid", |x| 1.0 / (1.0 + (-x).exp()), |t|  -30.0 + 60.0 * t),
-        ("tanh", f64::tanh, |t|  -10.0 + 20.0 * t),
+        (
+            "sigmoid",
+            |x| 1.0 / (1.0 + (-x).exp()),
+            |t| -30.0 + 60.0 * t,
+        ),
+        ("tanh", f64::tanh, |t| -10.0 + 20.0 * t),
     ];
     let mut x = Vec::with_capacity(7 * n);
     for (_, _, domain) in &funcs {
@@ -287,13 +291,19 @@ fn gpu_math_function_errors() {
                 _ => unreachable!(),
             };
             if !ok && failures.len() < 10 {
-                failures.push(format!("{name}({xi:e}) = {got:e}, want {want:e} (rel {rel:.2e}, abs {abs:.2e})"));
+                failures.push(format!(
+                    "{name}({xi:e}) = {got:e}, want {want:e} (rel {rel:.2e}, abs {abs:.2e})"
+                ));
             }
         }
         let (lo, hi) = (domain(0.0), domain(1.0));
         println!("| {name} | [{lo:.3e}, {hi:.3e}] | {max_rel:.2e} | {max_abs:.2e} |");
     }
-    assert!(failures.is_empty(), "outside the documented accuracy:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "outside the documented accuracy:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Reshapes that change the layout: column pairs of a loaded tile and of a
@@ -311,21 +321,42 @@ fn gpu_reshape_through_shared_memory() {
         let get = |n: &str| v.config.meta.iter().find(|(m, _)| m == n).unwrap().1 as usize;
         let (bm, bc) = (get("BM"), get("BC"));
         let k = pack.load_kernel(&dev, "reshape_pairs", &v.config).unwrap();
-        let x: Vec<f32> = (0..bm * 2 * bc).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let a: Vec<bf16> = (0..bm * 32).map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0))).collect();
-        let b: Vec<bf16> = (0..32 * 2 * bc).map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0))).collect();
-        let (bx, ba, bb) = (dev.upload(&x).unwrap(), dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+        let x: Vec<f32> = (0..bm * 2 * bc)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let a: Vec<bf16> = (0..bm * 32)
+            .map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0)))
+            .collect();
+        let b: Vec<bf16> = (0..32 * 2 * bc)
+            .map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0)))
+            .collect();
+        let (bx, ba, bb) = (
+            dev.upload(&x).unwrap(),
+            dev.upload(&a).unwrap(),
+            dev.upload(&b).unwrap(),
+        );
         let by = dev.upload(&vec![f32::NAN; bm * bc]).unwrap();
         let bz = dev.upload(&vec![f32::NAN; bm * bc]).unwrap();
         dev.launch(
             &k,
             [1, 1, 1],
-            &[Arg::Buffer(&bx), Arg::Buffer(&ba), Arg::Buffer(&bb), Arg::Buffer(&by), Arg::Buffer(&bz)],
+            &[
+                Arg::Buffer(&bx),
+                Arg::Buffer(&ba),
+                Arg::Buffer(&bb),
+                Arg::Buffer(&by),
+                Arg::Buffer(&bz),
+            ],
         )
         .unwrap();
-        let (y, z) = (dev.download::<f32>(&by).unwrap(), dev.download::<f32>(&bz).unwrap());
+        let (y, z) = (
+            dev.download::<f32>(&by).unwrap(),
+            dev.download::<f32>(&bz).unwrap(),
+        );
         let prod = |r: usize, col: usize| -> f64 {
-            (0..32).map(|p| a[r * 32 + p].to_f64() * b[p * 2 * bc + col].to_f64()).sum()
+            (0..32)
+                .map(|p| a[r * 32 + p].to_f64() * b[p * 2 * bc + col].to_f64())
+                .sum()
         };
         let mut want_y = Vec::new();
         let mut want_z = Vec::new();

@@ -108,9 +108,9 @@ impl Blocked {
     }
     /// Register number of per-dimension indices.
     pub fn reg_number(&self, idx: &[u32]) -> usize {
-        idx.iter()
-            .enumerate()
-            .fold(0usize, |k, (d, &i)| k * self.regs_along(d) as usize + i as usize)
+        idx.iter().enumerate().fold(0usize, |k, (d, &i)| {
+            k * self.regs_along(d) as usize + i as usize
+        })
     }
     /// Static part of the coordinate of register index `i` along `d`
     /// (the coordinate is `static + t[d] * spt[d]`, modulo `shape[d]`).

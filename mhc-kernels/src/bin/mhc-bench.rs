@@ -26,7 +26,11 @@ struct Args {
 
 fn parse_list(v: &str, flag: &str) -> Result<Vec<usize>> {
     v.split(',')
-        .map(|x| x.trim().parse::<usize>().with_context(|| format!("{flag}: `{x}` is not a number")))
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .with_context(|| format!("{flag}: `{x}` is not a number"))
+        })
         .collect()
 }
 
@@ -112,10 +116,18 @@ fn main() -> Result<()> {
     let dev = Arc::new(Device::cuda(0).context("mhc-bench measures GPU kernels")?);
     let pack = args.pack_dir.join("mhc.tpack");
     let ks = Arc::new(
-        KernelSet::from_packs(dev.clone(), std::slice::from_ref(&pack))
-            .with_context(|| format!("loading {} (build it with `bash scripts/packs`)", pack.display()))?,
+        KernelSet::from_packs(dev.clone(), std::slice::from_ref(&pack)).with_context(|| {
+            format!(
+                "loading {} (build it with `bash scripts/packs`)",
+                pack.display()
+            )
+        })?,
     );
-    println!("device: {} (driver CUDA {})", dev.name(), dev.driver_version());
+    println!(
+        "device: {} (driver CUDA {})",
+        dev.name(),
+        dev.driver_version()
+    );
 
     // Ceiling: device-to-device copy of 2^28 f32 (bytes read + written).
     let copy_gbs = {
@@ -161,34 +173,57 @@ fn main() -> Result<()> {
             let coef = tf * rf * f32b; // per-token coefficients
             let proj_bytes = cfg.proj_rows() as f64 * nc * f32b;
             let label = |k: &str| format!("{k} T={t} C={c}");
-            let mut bench = |name: &str, bytes: f64, f: &mut dyn FnMut() -> Result<(), LayerError>| -> Result<()> {
+            let mut bench = |name: &str,
+                             bytes: f64,
+                             f: &mut dyn FnMut() -> Result<(), LayerError>|
+             -> Result<()> {
                 let tm = timed(&dev, f)?;
-                rows.push(Row { bench: label(name), t: tm, bytes });
+                rows.push(Row {
+                    bench: label(name),
+                    t: tm,
+                    bytes,
+                });
                 Ok(())
             };
-            bench("mhc_proj", stream + proj_bytes + coef + tf * f32b, &mut || layer.project(&p, &x, &mut saved))?;
-            bench("mhc_coeffs", 2.0 * coef + tf * f32b, &mut || layer.gates(&p, &mut saved))?;
-            bench("mhc_pre_apply", stream + row + tf * n as f64 * f32b, &mut || {
-                layer.apply_pre(&x, &saved.h, &mut h_in, t)
+            bench(
+                "mhc_proj",
+                stream + proj_bytes + coef + tf * f32b,
+                &mut || layer.project(&p, &x, &mut saved),
+            )?;
+            bench("mhc_coeffs", 2.0 * coef + tf * f32b, &mut || {
+                layer.gates(&p, &mut saved)
             })?;
+            bench(
+                "mhc_pre_apply",
+                stream + row + tf * n as f64 * f32b,
+                &mut || layer.apply_pre(&x, &saved.h, &mut h_in, t),
+            )?;
             bench("mhc_post", 2.0 * stream + row + coef, &mut || {
                 layer.post_into(&saved, &x, &y, &mut x_out)
             })?;
-            bench("mhc_post_bwd", 3.0 * stream + 2.0 * row + 2.0 * coef, &mut || {
-                layer.post_backward_into(&saved, &x, &y, &g_out, &mut g_x, &mut dy, &mut dh)
-            })?;
+            bench(
+                "mhc_post_bwd",
+                3.0 * stream + 2.0 * row + 2.0 * coef,
+                &mut || {
+                    layer.post_backward_into(&saved, &x, &y, &g_out, &mut g_x, &mut dy, &mut dh)
+                },
+            )?;
             bench("mhc_pre_bwd", 3.0 * stream + row + 2.0 * coef, &mut || {
                 layer.apply_pre_backward(&saved, &x, &g_h, &mut g_x, &mut dh)
             })?;
             bench("mhc_coeffs_bwd", 5.0 * coef + 2.0 * tf * f32b, &mut || {
                 layer.gates_backward_into(&p, &saved, &dh, &mut gg)
             })?;
-            bench("mhc_proj_bwd", 3.0 * stream + coef + proj_bytes, &mut || {
-                layer.project_backward_into(&p, &x, &gg, &mut g_x, &mut part)
-            })?;
-            bench("reduce (dφ, db, dα)", proj_bytes + 2.0 * coef, &mut || {
-                layer.reduce_grads(&gg, &part, &dh, &mut grads)
-            })?;
+            bench(
+                "mhc_proj_bwd",
+                3.0 * stream + coef + proj_bytes,
+                &mut || layer.project_backward_into(&p, &x, &gg, &mut g_x, &mut part),
+            )?;
+            bench(
+                "reduce (dφ, db, dα)",
+                proj_bytes + 2.0 * coef,
+                &mut || layer.reduce_grads(&gg, &part, &dh, &mut grads),
+            )?;
             // The whole layer (F excluded): ideal traffic of mhc-spec.md, pre reads
             // x once, post reads x and y, writes h_in and x'.
             let fwd_ideal = stream + row + (stream + row) + stream;
@@ -225,21 +260,40 @@ fn main() -> Result<()> {
     }
 
     // Activation memory of a stack of sites, with and without recompute.
-    let (t, c) = (args.tokens[0], args.widths.iter().copied().find(|&c| c == 4096).unwrap_or(args.widths[0]));
+    let (t, c) = (
+        args.tokens[0],
+        args.widths
+            .iter()
+            .copied()
+            .find(|&c| c == 4096)
+            .unwrap_or(args.widths[0]),
+    );
     let block = default_block_len(n, args.sites);
     println!();
-    println!("activation memory, {} sites, T={t}, n={n}, C={c} (F = identity, y kept per site):", args.sites);
+    println!(
+        "activation memory, {} sites, T={t}, n={n}, C={c} (F = identity, y kept per site):",
+        args.sites
+    );
     println!("| path | kept by the stack (GB) | device memory in use after forward (GB) |");
     println!("|---|---|---|");
     for block_len in [None, Some(block)] {
         let layers: Vec<Layer> = (0..args.sites)
             .map(|_| Layer::new(ks.clone(), SiteConfig::new(Mixing::Mhc, n, c)))
             .collect::<Result<_, _>>()?;
-        let params: Vec<_> = layers.iter().enumerate().map(|(l, la)| la.init_params(l as u64, l)).collect::<Result<_, _>>()?;
+        let params: Vec<_> = layers
+            .iter()
+            .enumerate()
+            .map(|(l, la)| la.init_params(l as u64, l))
+            .collect::<Result<_, _>>()?;
         let mut stack = Stack::new(layers, block_len)?;
         dev.synchronize()?;
         let before = dev.memory_info().map(|(free, _)| free).unwrap_or(0);
-        let out = stack.forward(&params, random_bf16(&dev, t * n * c, 9)?, t, &mut Identity(&dev))?;
+        let out = stack.forward(
+            &params,
+            random_bf16(&dev, t * n * c, 9)?,
+            t,
+            &mut Identity(&dev),
+        )?;
         dev.synchronize()?;
         let after = dev.memory_info().map(|(free, _)| free).unwrap_or(0);
         let path = match block_len {

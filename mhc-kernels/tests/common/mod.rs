@@ -4,12 +4,12 @@
 
 use half::bf16;
 use mhc::kernels::KernelSet;
+use mhc::layer::LayerError;
 use mhc::layer::{Layer, Mixing, Params, Saved, SiteConfig};
 use mhc::reference::Site;
+use mhc::stack::{default_block_len, Stack, Sublayer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use mhc::layer::LayerError;
-use mhc::stack::{default_block_len, Stack, Sublayer};
 use std::sync::Arc;
 use tile_runtime::{Buffer, Device, Scalar};
 
@@ -54,8 +54,18 @@ pub fn nan_buffer(dev: &Device, dtype: Scalar, len: usize) -> Buffer {
 
 pub fn download(dev: &Device, b: &Buffer) -> Vec<f64> {
     match b.dtype() {
-        Scalar::BF16 => dev.download::<bf16>(b).unwrap().iter().map(|v| v.to_f64()).collect(),
-        _ => dev.download::<f32>(b).unwrap().iter().map(|v| *v as f64).collect(),
+        Scalar::BF16 => dev
+            .download::<bf16>(b)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f64())
+            .collect(),
+        _ => dev
+            .download::<f32>(b)
+            .unwrap()
+            .iter()
+            .map(|v| *v as f64)
+            .collect(),
     }
 }
 
@@ -72,7 +82,10 @@ pub fn random_site(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRn
         c,
         x: round_bf16(gaussian(rng, t * n * c, 1.0)),
         y: round_bf16(gaussian(rng, t * c, 1.0)),
-        phi: gaussian(rng, cfg.proj_rows() * cfg.proj_cols(), phi_std).into_iter().map(f64::from).collect(),
+        phi: gaussian(rng, cfg.proj_rows() * cfg.proj_cols(), phi_std)
+            .into_iter()
+            .map(f64::from)
+            .collect(),
         alpha: [0.0; 3].map(|_| rng.random_range(0.5..1.5)),
         b: gaussian(rng, r, 0.5).into_iter().map(f64::from).collect(),
         iters: 20,
@@ -81,7 +94,10 @@ pub fn random_site(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRn
 }
 
 pub fn params(dev: &Device, s: &Site) -> Params {
-    let f = |v: &[f64]| dev.upload(&v.iter().map(|x| *x as f32).collect::<Vec<f32>>()).unwrap();
+    let f = |v: &[f64]| {
+        dev.upload(&v.iter().map(|x| *x as f32).collect::<Vec<f32>>())
+            .unwrap()
+    };
     Params {
         proj: f(&s.phi),
         alpha: f(&s.alpha),
@@ -101,12 +117,18 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs_of_max:
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let tol = rel * w.abs() + abs_of_max * scale;
-        assert!(err <= tol && g.is_finite(), "{what}[{i}]: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e})");
+        assert!(
+            err <= tol && g.is_finite(),
+            "{what}[{i}]: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e})"
+        );
         if err > worst.0 {
             worst = (err, i);
         }
     }
-    eprintln!("{what}: max |err| {:.2e} at {} (scale {scale:.2e})", worst.0, worst.1);
+    eprintln!(
+        "{what}: max |err| {:.2e} at {} (scale {scale:.2e})",
+        worst.0, worst.1
+    );
 }
 
 /// A site's inputs uploaded to the device of a kernel set.
@@ -158,9 +180,13 @@ pub fn site_outputs(run: &Run, g_out: &[f64], g_h: &[f64]) -> Vec<(&'static str,
     let r = n * n + 2 * n;
     let mut saved = nan_saved(&run.layer, t);
     let mut h_in = nan_buffer(dev, Scalar::BF16, t * c);
-    run.layer.pre_into(&run.p, &run.x, &mut saved, &mut h_in).unwrap();
+    run.layer
+        .pre_into(&run.p, &run.x, &mut saved, &mut h_in)
+        .unwrap();
     let mut x_out = nan_buffer(dev, Scalar::BF16, t * n * c);
-    run.layer.post_into(&saved, &run.x, &run.y, &mut x_out).unwrap();
+    run.layer
+        .post_into(&saved, &run.x, &run.y, &mut x_out)
+        .unwrap();
     let mut g_x = nan_buffer(dev, Scalar::BF16, t * n * c);
     let mut dy = nan_buffer(dev, Scalar::BF16, t * c);
     let mut dh = nan_buffer(dev, Scalar::F32, t * r);
@@ -198,7 +224,12 @@ impl Sublayer for Copy<'_> {
         self.0.copy(h_in, &mut y)?;
         Ok(y)
     }
-    fn backward(&mut self, _site: usize, _h_in: &Buffer, dy: &Buffer) -> Result<Buffer, LayerError> {
+    fn backward(
+        &mut self,
+        _site: usize,
+        _h_in: &Buffer,
+        dy: &Buffer,
+    ) -> Result<Buffer, LayerError> {
         self.forward(0, dy)
     }
 }
@@ -227,36 +258,70 @@ pub fn check_recompute(ks: &Arc<KernelSet>) {
             .enumerate()
             .map(|(l, layer)| layer.init_params(seed.wrapping_add(l as u64), l).unwrap())
             .collect();
-        let x0: Vec<bf16> = (0..t * n * c).map(|_| bf16::from_f32(rng.random_range(-2.0..2.0))).collect();
-        let g: Vec<bf16> = (0..t * n * c).map(|_| bf16::from_f32(rng.random_range(-1.0..1.0))).collect();
+        let x0: Vec<bf16> = (0..t * n * c)
+            .map(|_| bf16::from_f32(rng.random_range(-2.0..2.0)))
+            .collect();
+        let g: Vec<bf16> = (0..t * n * c)
+            .map(|_| bf16::from_f32(rng.random_range(-1.0..1.0)))
+            .collect();
         let mut results = Vec::new();
         for stack in [&mut plain, &mut recompute] {
-            let out = stack.forward(&params, dev.upload(&x0).unwrap(), t, &mut Copy(dev)).unwrap();
+            let out = stack
+                .forward(&params, dev.upload(&x0).unwrap(), t, &mut Copy(dev))
+                .unwrap();
             results.push((dev.download_bytes(&out).unwrap(), stack.activation_bytes()));
         }
         assert_eq!(results[0].0, results[1].0, "{mixing:?}: forward outputs");
-        assert!(results[1].1 < results[0].1, "recompute keeps less: {} vs {}", results[1].1, results[0].1);
-        eprintln!("{mixing:?}: kept bytes {} stored, {} with recompute", results[0].1, results[1].1);
+        assert!(
+            results[1].1 < results[0].1,
+            "recompute keeps less: {} vs {}",
+            results[1].1,
+            results[0].1
+        );
+        eprintln!(
+            "{mixing:?}: kept bytes {} stored, {} with recompute",
+            results[0].1, results[1].1
+        );
         // Recomputed inputs and h_in equal the stored ones, byte for byte.
         let rebuilt = recompute.recompute_block(3, 6).unwrap();
         for (k, (x, h_in)) in rebuilt.iter().enumerate() {
             let l = 3 + k;
-            assert_eq!(dev.download_bytes(x).unwrap(), dev.download_bytes(plain.kept_input(l).unwrap()).unwrap(), "x of site {l}");
-            assert_eq!(dev.download_bytes(h_in).unwrap(), dev.download_bytes(plain.kept_h_in(l).unwrap()).unwrap(), "h_in of site {l}");
+            assert_eq!(
+                dev.download_bytes(x).unwrap(),
+                dev.download_bytes(plain.kept_input(l).unwrap()).unwrap(),
+                "x of site {l}"
+            );
+            assert_eq!(
+                dev.download_bytes(h_in).unwrap(),
+                dev.download_bytes(plain.kept_h_in(l).unwrap()).unwrap(),
+                "h_in of site {l}"
+            );
         }
         let mut grads_of = Vec::new();
         for stack in [&mut plain, &mut recompute] {
-            let mut grads: Vec<_> = stack.layers.iter().map(|l| l.zero_grads().unwrap()).collect();
-            let gx = stack.backward(&params, &mut grads, dev.upload(&g).unwrap(), &mut Copy(dev)).unwrap();
+            let mut grads: Vec<_> = stack
+                .layers
+                .iter()
+                .map(|l| l.zero_grads().unwrap())
+                .collect();
+            let gx = stack
+                .backward(&params, &mut grads, dev.upload(&g).unwrap(), &mut Copy(dev))
+                .unwrap();
             let mut bytes = dev.download_bytes(&gx).unwrap();
             for gr in &grads {
                 for b in [&gr.proj, &gr.alpha, &gr.b] {
                     bytes.extend(dev.download_bytes(b).unwrap());
                 }
             }
-            assert!(bytes.iter().any(|&b| b != 0), "gradients must not be all zero");
+            assert!(
+                bytes.iter().any(|&b| b != 0),
+                "gradients must not be all zero"
+            );
             grads_of.push(bytes);
         }
-        assert!(grads_of[0] == grads_of[1], "{mixing:?}: gradients differ between the stored and the recompute path");
+        assert!(
+            grads_of[0] == grads_of[1],
+            "{mixing:?}: gradients differ between the stored and the recompute path"
+        );
     }
 }
