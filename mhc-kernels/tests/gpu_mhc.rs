@@ -11,22 +11,11 @@ use mhc::kernels::KernelSet;
 use mhc::layer::Mixing;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::path::PathBuf;
 use std::sync::Arc;
-use tile_runtime::Device;
 
 fn gpu_kernels(test: &str) -> Option<Arc<KernelSet>> {
-    let dev = match Device::cuda(0) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e}");
-            return None;
-        }
-    };
-    let dir = std::env::var_os("TILE_PACK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packs"));
-    let pack = dir.join("mhc.tpack");
+    let dev = gpu_or_skip(test)?;
+    let pack = pack_dir().join("mhc.tpack");
     Some(Arc::new(
         KernelSet::from_packs(Arc::new(dev), &[pack])
             .unwrap_or_else(|e| panic!("{e} (build it with `bash scripts/packs`)")),

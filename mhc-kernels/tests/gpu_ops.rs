@@ -14,12 +14,14 @@
 //! relative) or cuBLAS's TF32 inputs (2⁻¹¹ per product) enter; one bf16 ulp
 //! (2⁻⁸) for bf16 results; bit-exact for moves and casts.
 
+mod common;
+
+use common::{gpu_or_skip, pack_dir};
 use half::bf16;
 use mhc::kernels::KernelSet;
 use mhc::ops::{AdamW, Ops, OpsError, Out};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tile_runtime::blas::GemmOp;
 use tile_runtime::{Buffer, Device, Scalar};
@@ -81,16 +83,8 @@ fn download(d: &Device, b: &Buffer) -> Vec<f64> {
 
 /// The ops on the GPU and on the CPU, or `None` after printing why the test is skipped.
 fn pair(test: &str) -> Option<[Ops; 2]> {
-    let gpu = match Device::cuda(0) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e}");
-            return None;
-        }
-    };
-    let dir = std::env::var_os("TILE_PACK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packs"));
+    let gpu = gpu_or_skip(test)?;
+    let dir = pack_dir();
     let ks = KernelSet::open(Arc::new(gpu), Some(&dir)).unwrap_or_else(|e| {
         panic!(
             "{e}\n(build the packs with `bash scripts/packs {}`)",

@@ -14,12 +14,13 @@
 //! `SKIPPED <name>: <reason>` and passes. Packs: `$TILE_PACK_DIR/{mhc,model}.tpack`,
 //! else `target/packs/` (both from `bash scripts/packs [DIR]`).
 
+mod common;
 mod train_common;
 
+use common::{gpu_or_skip, pack_dir};
 use mhc::train::checkpoint::Checkpoint;
 use mhc::train::config::ResidualMode;
 use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Summary};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tile_runtime::collective::nccl_available;
@@ -33,22 +34,6 @@ use train_common::*;
 /// rounds the same inputs either way. A wider margin for cuBLAS's kernel
 /// choice, still far below what a real mistake changes (1e-2 and more).
 const LOSS_TOL: f64 = 1e-3;
-
-fn packs() -> PathBuf {
-    std::env::var_os("TILE_PACK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packs"))
-}
-
-fn gpu_or_skip(test: &str) -> bool {
-    match Device::gpu_unavailable_reason() {
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
-        None => true,
-    }
-}
 
 fn nccl_or_skip(test: &str) -> bool {
     if nccl_available() {
@@ -69,7 +54,7 @@ fn tiny_gpu(ranks: usize, collective: CollectiveChoice, name: &str) -> Options {
     o.train.weight_decay = 0.1;
     o.train.eval_batches = 2;
     o.device = DeviceChoice::Gpu;
-    o.packs = Some(packs());
+    o.packs = Some(pack_dir());
     o.ranks = ranks;
     o.collective = collective;
     o
@@ -77,7 +62,7 @@ fn tiny_gpu(ranks: usize, collective: CollectiveChoice, name: &str) -> Options {
 
 fn run(opts: &Options) -> (Summary, Checkpoint) {
     let s = train(opts, Arc::new(AtomicBool::new(false)))
-        .unwrap_or_else(|e| panic!("{e:#} (packs from `{}`)", packs().display()));
+        .unwrap_or_else(|e| panic!("{e:#} (packs from `{}`)", pack_dir().display()));
     let ck = Checkpoint::load(&opts.out.join("checkpoint.safetensors")).unwrap();
     std::fs::remove_dir_all(&opts.out).unwrap();
     (s, ck)
@@ -109,7 +94,7 @@ fn max_rel_loss(a: &Summary, b: &Summary) -> f64 {
 #[test]
 fn gpu_nccl_single_rank_matches_the_single_device_run() {
     let name = "gpu_nccl_single_rank_matches_the_single_device_run";
-    if !gpu_or_skip(name) || !nccl_or_skip(name) {
+    if gpu_or_skip(name).is_none() || !nccl_or_skip(name) {
         return;
     }
     let single = run(&tiny_gpu(1, CollectiveChoice::Auto, "single"));
@@ -129,7 +114,7 @@ fn gpu_nccl_single_rank_matches_the_single_device_run() {
 #[test]
 fn gpu_two_ranks_match_one() {
     let name = "gpu_two_ranks_match_one";
-    if !gpu_or_skip(name) {
+    if gpu_or_skip(name).is_none() {
         return;
     }
     let count = Device::gpu_count();

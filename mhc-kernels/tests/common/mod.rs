@@ -10,8 +10,28 @@ use mhc::reference::Site;
 use mhc::stack::{default_block_len, Stack, Sublayer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tile_runtime::{Buffer, Device, Scalar};
+
+/// Where the GPU tests find the compiled packs: `$TILE_PACK_DIR`, else
+/// `target/packs` (both made by `bash scripts/packs [DIR]`).
+pub fn pack_dir() -> PathBuf {
+    std::env::var_os("TILE_PACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packs"))
+}
+
+/// The first GPU, or `None` after printing why test `test` is skipped.
+pub fn gpu_or_skip(test: &str) -> Option<Device> {
+    match Device::cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
 
 pub fn seed() -> u64 {
     let s = std::env::var("MHC_TEST_SEED")
