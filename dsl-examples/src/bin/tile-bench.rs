@@ -188,60 +188,33 @@ fn main() -> Result<()> {
         }
     }
 
-    if let Some(pack) = find_sig("softmax", 3) {
+    // Two softmax layouts: bf16 rows of length n (tests/kernels, 3 params)
+    // and f32 with rows and columns (dsl-examples, 4 params).
+    for (params, dtype, name, seed) in [(3, Scalar::BF16, "bf16", 3), (4, Scalar::F32, "f32", 11)] {
+        let Some(pack) = find_sig("softmax", params) else {
+            continue;
+        };
         let (r, c) = (65536usize, 4096usize);
-        let x = dev.upload_bytes(Scalar::BF16, &random_bytes(r * c, Scalar::BF16, 3))?;
-        let y = dev.alloc(Scalar::BF16, r * c)?;
+        let x = dev.upload_bytes(dtype, &random_bytes(r * c, dtype, seed))?;
+        let y = dev.alloc(dtype, r * c)?;
         for v in &pack.kernel("softmax")?.variants {
             if meta(&v.config, "BLOCK") < c {
                 continue;
             }
             let k = pack.load_kernel(&dev, "softmax", &v.config)?;
-            let t = time(&dev, 100.0, 30, 2000.0, &mut || {
-                dev.launch(
-                    &k,
-                    [r as u32, 1, 1],
-                    &[Arg::Buffer(&x), Arg::Buffer(&y), Arg::I32(c as i32)],
-                )
-            })?;
-            rows.push(Row {
-                bench: format!("softmax {r}×{c} bf16"),
-                config: describe(&v.config),
-                t,
-                work: 2.0 * 2.0 * (r * c) as f64,
-                unit: "GB/s",
-                ceiling: copy_gbs,
-                ceiling_name: "copy",
-            });
-        }
-    }
-
-    if let Some(pack) = find_sig("softmax", 4) {
-        let (r, c) = (65536usize, 4096usize);
-        let x = dev.upload_bytes(Scalar::F32, &random_bytes(r * c, Scalar::F32, 11))?;
-        let y = dev.alloc(Scalar::F32, r * c)?;
-        for v in &pack.kernel("softmax")?.variants {
-            if meta(&v.config, "BLOCK") < c {
-                continue;
+            let mut args = vec![Arg::Buffer(&x), Arg::Buffer(&y)];
+            if params == 4 {
+                args.push(Arg::I32(r as i32));
             }
-            let k = pack.load_kernel(&dev, "softmax", &v.config)?;
+            args.push(Arg::I32(c as i32));
             let t = time(&dev, 100.0, 30, 2000.0, &mut || {
-                dev.launch(
-                    &k,
-                    [r as u32, 1, 1],
-                    &[
-                        Arg::Buffer(&x),
-                        Arg::Buffer(&y),
-                        Arg::I32(r as i32),
-                        Arg::I32(c as i32),
-                    ],
-                )
+                dev.launch(&k, [r as u32, 1, 1], &args)
             })?;
             rows.push(Row {
-                bench: format!("softmax {r}×{c} f32"),
+                bench: format!("softmax {r}×{c} {name}"),
                 config: describe(&v.config),
                 t,
-                work: 2.0 * 4.0 * (r * c) as f64,
+                work: 2.0 * dtype.size_bytes() as f64 * (r * c) as f64,
                 unit: "GB/s",
                 ceiling: copy_gbs,
                 ceiling_name: "copy",
