@@ -72,43 +72,32 @@ fn unreadable_data_is_refused() {
     let dir = temp_dir("data");
     let out = dir.join("run");
     let out = out.to_str().unwrap();
-    let missing = dir.join("missing.txt");
-    let (ok, err) = mhc_train(&[
-        "train",
-        "--device",
-        "cpu",
-        "--out",
-        out,
-        "--data",
-        missing.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("cannot read data file"), "{err}");
-
-    let binary = dir.join("binary.txt");
-    std::fs::write(&binary, [0x66, 0x6f, 0xff, 0xfe, 0x00]).unwrap();
-    let (ok, err) = mhc_train(&[
-        "train",
-        "--device",
-        "cpu",
-        "--out",
-        out,
-        "--data",
-        binary.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("not UTF-8"), "{err}");
-
-    let tiny = dir.join("tiny.txt");
-    std::fs::write(&tiny, "too short").unwrap();
-    let (ok, err) = mhc_train(&[
-        "train",
-        "--device",
-        "cpu",
-        "--out",
-        out,
-        "--data",
-        tiny.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("fewer than one window"), "{err}");
+    // (file, contents to write first or none, expected message)
+    let cases: [(&str, Option<&[u8]>, &str); 3] = [
+        ("missing.txt", None, "cannot read data file"),
+        (
+            "binary.txt",
+            Some(&[0x66, 0x6f, 0xff, 0xfe, 0x00]),
+            "not UTF-8",
+        ),
+        ("tiny.txt", Some(b"too short"), "fewer than one window"),
+    ];
+    for (name, contents, want) in cases {
+        let data = dir.join(name);
+        if let Some(bytes) = contents {
+            std::fs::write(&data, bytes).unwrap();
+        }
+        let (ok, err) = mhc_train(&[
+            "train",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        assert!(!ok && err.contains(want), "{name}: {err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
