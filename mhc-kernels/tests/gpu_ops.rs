@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{gpu_or_skip, pack_dir};
+use common::{gpu_or_skip, pack_dir, seed_from};
 use half::bf16;
 use mhc::kernels::KernelSet;
 use mhc::ops::{AdamW, Ops, OpsError, Out};
@@ -109,12 +109,7 @@ fn pick<T>(full: T, small: T) -> T {
 }
 
 fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("OPS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random::<u64>());
-    eprintln!("{test}: OPS_SEED={seed}");
-    StdRng::seed_from_u64(seed)
+    StdRng::seed_from_u64(seed_from("OPS_SEED", &format!("{test}: ")))
 }
 
 fn randv(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {

@@ -11,6 +11,9 @@
 //! f64 with h = 1e-5 add ≈1e-9. Results rounded to bf16 are held to one bf16
 //! rounding, 2⁻⁸ relative.
 
+mod common;
+
+use common::seed_from;
 use mhc::kernels::KernelSet;
 use mhc::ops::{AdamW, Ops, OpsError, Out};
 use rand::rngs::StdRng;
@@ -33,12 +36,7 @@ fn ops() -> Ops {
 
 /// A fresh seeded RNG per test, printed so that a failure can be replayed.
 fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("OPS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random::<u64>());
-    eprintln!("{test}: OPS_SEED={seed}");
-    StdRng::seed_from_u64(seed)
+    StdRng::seed_from_u64(seed_from("OPS_SEED", &format!("{test}: ")))
 }
 
 fn randv(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {

@@ -34,11 +34,17 @@ pub fn gpu_or_skip(test: &str) -> Option<Device> {
 }
 
 pub fn seed() -> u64 {
-    let s = std::env::var("MHC_TEST_SEED")
+    seed_from("MHC_TEST_SEED", "")
+}
+
+/// A fresh random seed, or the one in `$var`, printed after `label` so that a
+/// failure can be replayed.
+pub fn seed_from(var: &str, label: &str) -> u64 {
+    let s = std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
-    eprintln!("MHC_TEST_SEED={s}");
+    eprintln!("{label}{var}={s}");
     s
 }
 
