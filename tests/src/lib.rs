@@ -50,8 +50,14 @@ pub fn ptxas() -> Option<PathBuf> {
     })
 }
 
-/// Run `ptxas -arch=<arch>` on PTX text; Err with its output on failure.
+/// Run `ptxas` on PTX text for the target its `.target` line names (a pack's
+/// `sm_90` PTX targets sm_90a), else `arch`; Err with its output on failure.
 pub fn run_ptxas(ptxas: &std::path::Path, ptx: &str, arch: &str) -> Result<String, String> {
+    let arch = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".target "))
+        .map(|t| t.split(',').next().unwrap_or(arch).trim())
+        .unwrap_or(arch);
     let dir = std::env::temp_dir().join(format!("tile-ptxas-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let input = dir.join(format!("{:x}.ptx", ptx.len() ^ (ptx.as_ptr() as usize)));

@@ -57,6 +57,26 @@ fn every_example_compiles_and_passes_ptxas() {
             );
         }
     }
+    // Hopper's warpgroup MMA where the tile allows it (sm_90: 128×128 tiles
+    // always do), mma.sync on sm_80.
+    let k = manifest
+        .kernels
+        .iter()
+        .find(|k| k.name == "matmul")
+        .unwrap();
+    for v in &k.variants {
+        let big = ["BM", "BN"]
+            .iter()
+            .all(|m| v.config.meta.iter().any(|(n, x)| n == m && *x == 128));
+        if big {
+            assert!(
+                v.ptx["sm_90"].contains("wgmma.mma_async"),
+                "matmul [{}]: no wgmma",
+                tile_runtime::describe(&v.config)
+            );
+        }
+        assert!(v.ptx["sm_80"].contains("mma.sync.aligned") && !v.ptx["sm_80"].contains("wgmma"));
+    }
     let dir = root().join("target/packs");
     std::fs::create_dir_all(&dir).unwrap();
     manifest.write(&dir.join("dsl-examples.tpack")).unwrap();

@@ -211,11 +211,18 @@ mod tests {
 /// split over a `wm × wn` grid of warps, each owning `(M/wm) × (N/wn)`, i.e.
 /// `mt × nt` fragments of 16×8; in each fragment lane `l` holds
 /// `(g, 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1)` with `g = l/4, q = l%4`.
+///
+/// With `warpgroups` (Hopper `wgmma`), warps come in groups of four, laid
+/// over a `wm/4 × wn` grid of warpgroups; a warpgroup owns `(4·M/wm) × (N/wn)`
+/// in blocks of 64 rows, warp `w` of the group rows `16w..16w+16` of each
+/// block: the fragments of one warp are 64 rows apart, not 16. Per thread the
+/// registers are those of `wgmma.m64nNk16`'s f32 accumulator, in its order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Mma {
     pub shape: Vec<u32>,
     pub wm: u32,
     pub wn: u32,
+    pub warpgroups: bool,
 }
 
 impl Mma {
@@ -238,6 +245,38 @@ impl Mma {
             shape: shape.to_vec(),
             wm: best.0,
             wn: best.1,
+            warpgroups: false,
+        }
+    }
+    /// The `wgmma` accumulator layout over a `gm × gn` grid of warpgroups.
+    pub fn warpgroups(shape: &[u32], gm: u32, gn: u32) -> Mma {
+        Mma {
+            shape: shape.to_vec(),
+            wm: 4 * gm,
+            wn: gn,
+            warpgroups: true,
+        }
+    }
+    #[cfg(test)]
+    /// (row, col) where warp `w`'s part starts (lane `l` adds `(l/4, 2·(l%4))`);
+    /// `thread_coords` emits the same arithmetic.
+    #[cfg(test)]
+    pub fn warp_base(&self, w: u32) -> (u32, u32) {
+        if self.warpgroups {
+            let (g, w4) = (w / 4, w % 4);
+            let (gi, gj) = (g / self.wn, g % self.wn);
+            (gi * 4 * self.warp_rows() + w4 * 16, gj * self.warp_cols())
+        } else {
+            let (wi, wj) = (w / self.wn, w % self.wn);
+            (wi * self.warp_rows(), wj * self.warp_cols())
+        }
+    }
+    /// Rows between a warp's successive 16-row fragments.
+    pub fn frag_step(&self) -> u32 {
+        if self.warpgroups {
+            64
+        } else {
+            16
         }
     }
     pub fn warp_rows(&self) -> u32 {
@@ -259,12 +298,13 @@ impl Mma {
     pub fn reg(&self, i: u32, j: u32, r: u32) -> usize {
         ((i * self.nt() + j) * 4 + r) as usize
     }
-    /// Static (row, col) offset of register `k` from the thread's base `(wi·rows + g, wj·cols + 2q)`.
+    /// Static (row, col) offset of register `k` from the thread's base row
+    /// and column (`wi·rows + g, wj·cols + 2q` without warpgroups).
     pub fn static_offset(&self, k: usize) -> (u32, u32) {
         let k = k as u32;
         let (f, r) = (k / 4, k % 4);
         let (i, j) = (f / self.nt(), f % self.nt());
-        (i * 16 + (r / 2) * 8, j * 8 + (r % 2))
+        (i * self.frag_step() + (r / 2) * 8, j * 8 + (r % 2))
     }
 }
 
@@ -311,21 +351,33 @@ mod mma_tests {
             ([16, 64], 4),
             ([128, 32], 4),
         ] {
-            let m = Mma::new(&shape, warps);
-            let mut seen = vec![0; (shape[0] * shape[1]) as usize];
-            for w in 0..m.wm * m.wn {
-                for lane in 0..32 {
-                    let (wi, wj) = (w / m.wn, w % m.wn);
-                    let (g, q) = (lane / 4, lane % 4);
-                    for k in 0..m.num_regs() {
-                        let (r, c) = m.static_offset(k);
-                        let row = wi * m.warp_rows() + g + r;
-                        let col = wj * m.warp_cols() + 2 * q + c;
-                        seen[(row * shape[1] + col) as usize] += 1;
-                    }
+            check_partition(&Mma::new(&shape, warps));
+        }
+        for (shape, gm, gn) in [
+            ([64u32, 128u32], 1u32, 1u32),
+            ([128, 128], 1, 1),
+            ([128, 256], 2, 1),
+            ([64, 256], 1, 2),
+            ([256, 128], 2, 2),
+        ] {
+            check_partition(&Mma::warpgroups(&shape, gm, gn));
+        }
+    }
+
+    fn check_partition(m: &Mma) {
+        let shape = &m.shape;
+        let mut seen = vec![0; (shape[0] * shape[1]) as usize];
+        for w in 0..m.wm * m.wn {
+            for lane in 0..32 {
+                let (g, q) = (lane / 4, lane % 4);
+                let (r0, c0) = m.warp_base(w);
+                for k in 0..m.num_regs() {
+                    let (r, c) = m.static_offset(k);
+                    let (row, col) = (r0 + g + r, c0 + 2 * q + c);
+                    seen[(row * shape[1] + col) as usize] += 1;
                 }
             }
-            assert!(seen.iter().all(|&n| n == 1), "{shape:?} {warps}");
         }
+        assert!(seen.iter().all(|&n| n == 1), "{m:?}");
     }
 }

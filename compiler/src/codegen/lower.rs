@@ -9,7 +9,7 @@
 use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
 use super::layout::{Blocked, Layout, Mma};
-use super::prefetch::{self, Plan, PAD};
+use super::prefetch::{self, Plan, SmemTile, PAD};
 use super::CodegenError;
 use crate::tir::{
     self, BinaryOp, CmpOp, Const, Elem, Inst, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId,
@@ -28,6 +28,7 @@ pub(crate) fn lower_to_mlir<'c>(
     ctx: &'c Context,
     kernel: &Kernel,
     warps: u32,
+    arch: super::Arch,
 ) -> Result<(Module<'c>, u32), CodegenError> {
     let module = Module::new(Location::unknown(ctx));
     let mut defs = HashMap::new();
@@ -36,14 +37,14 @@ pub(crate) fn lower_to_mlir<'c>(
             defs.insert(*r, i);
         }
     });
-    let plan = prefetch::plan(kernel);
+    let plan = prefetch::plan(kernel, warps, arch);
     let mut l = Lower {
         e: Emitter::new(ctx),
         kernel,
         warps,
         vals: HashMap::new(),
         splats: HashMap::new(),
-        layouts: assign_layouts(kernel, warps),
+        layouts: assign_layouts(kernel, warps, &plan.wgmma),
         axis: axis::analyze(kernel),
         threads: HashMap::new(),
         scratch_bytes: 0,
@@ -69,7 +70,8 @@ pub(crate) fn lower_to_mlir<'c>(
             &[],
             &[
                 ("addr_space", e.attr("3 : i32")),
-                ("alignment", e.attr("16 : i64")),
+                // 1024: `wgmma`'s swizzle atoms are aligned to their size.
+                ("alignment", e.attr("1024 : i64")),
                 ("global_type", e.attr(gt)),
                 ("linkage", e.attr("#llvm.linkage<external>")),
                 ("sym_name", e.attr(&format!("\"{SCRATCH}\""))),
@@ -107,15 +109,20 @@ pub(crate) fn lower_to_mlir<'c>(
 /// Values whose layout is not the canonical blocked layout of their shape:
 /// `dot` results live in the mma accumulator layout, and so do elementwise ops
 /// over them and loop-carried values they flow into (a fixpoint over loops).
-fn assign_layouts(kernel: &Kernel, warps: u32) -> HashMap<ValueId, Layout> {
+fn assign_layouts(
+    kernel: &Kernel,
+    warps: u32,
+    wgmma: &HashMap<ValueId, (u32, u32)>,
+) -> HashMap<ValueId, Layout> {
     let mut out = HashMap::new();
-    assign_block(kernel, warps, &kernel.body.insts, &mut out);
+    assign_block(kernel, warps, wgmma, &kernel.body.insts, &mut out);
     out
 }
 
 fn assign_block(
     kernel: &Kernel,
     warps: u32,
+    wgmma: &HashMap<ValueId, (u32, u32)>,
     insts: &[tir::Inst],
     out: &mut HashMap<ValueId, Layout>,
 ) {
@@ -124,7 +131,12 @@ fn assign_block(
         let r = inst.results.first().copied().unwrap_or(ValueId(u32::MAX));
         match &inst.op {
             Op::Dot { .. } => {
-                out.insert(r, Layout::Mma(Mma::new(&kernel.ty(r).shape, warps)));
+                let shape = &kernel.ty(r).shape;
+                let l = match wgmma.get(&r) {
+                    Some(&(gm, gn)) => Mma::warpgroups(shape, gm, gn),
+                    None => Mma::new(shape, warps),
+                };
+                out.insert(r, Layout::Mma(l));
             }
             Op::Unary(_, a) | Op::Cast(a) => {
                 if let Some(l) = out.get(a).cloned() {
@@ -153,7 +165,7 @@ fn assign_block(
                     }
                 }
                 for _ in 0..3 {
-                    assign_block(kernel, warps, &body.insts, out);
+                    assign_block(kernel, warps, wgmma, &body.insts, out);
                     let Some(Op::Yield(ys)) = body.insts.last().map(|i| &i.op) else {
                         break;
                     };
@@ -181,8 +193,8 @@ fn assign_block(
                 else_body,
                 ..
             } => {
-                assign_block(kernel, warps, &then_body.insts, out);
-                assign_block(kernel, warps, &else_body.insts, out);
+                assign_block(kernel, warps, wgmma, &then_body.insts, out);
+                assign_block(kernel, warps, wgmma, &else_body.insts, out);
                 if let Some(Op::Yield(ys)) = then_body.insts.last().map(|i| &i.op) {
                     for (res, y) in inst.results.iter().zip(ys) {
                         if let Some(l) = out.get(y).cloned() {
@@ -264,7 +276,7 @@ struct Lower<'c, 'k> {
     plan: Plan,
     /// Inside a pipelined loop: each pipelined load → byte offset (i32) of
     /// its tile in the stage this iteration reads.
-    pipe_bufs: HashMap<ValueId, (V, u32)>,
+    pipe_bufs: HashMap<ValueId, (V, SmemTile)>,
     /// The instruction defining each value (for recomputing broadcasts).
     defs: HashMap<ValueId, &'k Inst>,
     lane: Option<V>,
@@ -461,19 +473,31 @@ impl<'c, 'k> Lower<'c, 'k> {
         let l = match l {
             Layout::Blocked(b) => b,
             Layout::Mma(m) => {
-                // Base (row, col) = (wi·rows + lane/4, wj·cols + 2·(lane%4)).
+                // Base (row, col) = the warp's base (`Mma::warp_base`) + (lane/4, 2·(lane%4)).
                 let wn = self.e.i32(m.wn as i64)?;
                 let wmn = self.e.i32((m.wm * m.wn) as i64)?;
                 let wl = self.e.binop("arith.remui", warp, wmn)?;
-                let wi = self.e.binop("arith.divui", wl, wn)?;
-                let wj = self.e.binop("arith.remui", wl, wn)?;
-                let rows = self.e.i32(m.warp_rows() as i64)?;
-                let cols = self.e.i32(m.warp_cols() as i64)?;
                 let c2 = self.e.i32(2)?;
                 let c3 = self.e.i32(3)?;
+                let cols = self.e.i32(m.warp_cols() as i64)?;
+                let (r0, wj) = if m.warpgroups {
+                    let group = self.e.binop("arith.shrui", wl, c2)?;
+                    let w4 = self.e.binop("arith.andi", wl, c3)?;
+                    let gi = self.e.binop("arith.divui", group, wn)?;
+                    let gj = self.e.binop("arith.remui", group, wn)?;
+                    let rows = self.e.i32((4 * m.warp_rows()) as i64)?;
+                    let r0 = self.e.binop("arith.muli", gi, rows)?;
+                    let c16 = self.e.i32(16)?;
+                    let w16 = self.e.binop("arith.muli", w4, c16)?;
+                    (self.e.binop("arith.addi", r0, w16)?, gj)
+                } else {
+                    let wi = self.e.binop("arith.divui", wl, wn)?;
+                    let wj = self.e.binop("arith.remui", wl, wn)?;
+                    let rows = self.e.i32(m.warp_rows() as i64)?;
+                    (self.e.binop("arith.muli", wi, rows)?, wj)
+                };
                 let g = self.e.binop("arith.shrui", lane, c2)?;
                 let q = self.e.binop("arith.andi", lane, c3)?;
-                let r0 = self.e.binop("arith.muli", wi, rows)?;
                 let r0 = self.e.binop("arith.addi", r0, g)?;
                 let c0 = self.e.binop("arith.muli", wj, cols)?;
                 let q2 = self.e.binop("arith.muli", q, c2)?;
@@ -825,6 +849,10 @@ impl<'c, 'k> Lower<'c, 'k> {
                         &[],
                         &[("n", &format!("{} : i32", p.stages - 2))],
                     )?;
+                    if p.wgmma {
+                        // `wgmma` reads shared memory through the async proxy.
+                        self.asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+                    }
                     self.barrier()?;
                     let is0 = self.e.cmpi("eq", read, zero)?;
                     let before = self.e.binop("arith.subi", read, one)?;
@@ -837,7 +865,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     for b in &p.bufs {
                         let o = self.e.i32(b.offset as i64)?;
                         let o = self.e.binop("arith.addi", stage_off, o)?;
-                        self.pipe_bufs.insert(b.load, (o, b.ld));
+                        self.pipe_bufs.insert(b.load, (o, b.tile));
                     }
                     let is_last = self.e.cmpi("eq", read, last)?;
                     let after = self.e.binop("arith.addi", read, one)?;
@@ -938,7 +966,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                         "pipelined value is not a load".into(),
                     ));
                 };
-                me.copy_tile(b.load, *ptr, *mask, *other, base, b.ld)?;
+                me.copy_tile(b.load, *ptr, *mask, *other, base, b.tile)?;
             }
             Ok(())
         })?;
@@ -947,7 +975,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     /// The tile `load(ptr, mask, other)` (value `r`, 16-bit elements) into
-    /// shared memory at byte offset `base` (i32), rows `ld` elements apart:
+    /// shared memory at byte offset `base` (i32), laid out as `tile`:
     /// `cp.async` per aligned, unmasked group of contiguous elements (4, 8 or
     /// 16 bytes); elsewhere per element, through registers.
     fn copy_tile(
@@ -957,7 +985,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         mask: Option<ValueId>,
         other: Option<ValueId>,
         base: V,
-        ld: u32,
+        tile: SmemTile,
     ) -> Result<(), CodegenError> {
         let span = Span::default();
         let s = self.ptr_elem(ptr)?;
@@ -974,7 +1002,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut write = |me: &mut Self| -> Result<(), CodegenError> {
             for g in Self::groups(&l, v) {
                 let c = me.coords(&l, g.start)?;
-                let dst = me.smem_elem_ptr(base, ld, c[0], c[1])?;
+                // A group never crosses a 16-byte chunk, so swizzling keeps it contiguous.
+                let dst = me.tile_elem_ptr(base, tile, c[0], c[1])?;
                 let scalar_path = |me: &mut Self| -> Result<(), CodegenError> {
                     for (i, k) in g.clone().enumerate() {
                         let x = match &rm {
@@ -1916,12 +1945,25 @@ impl<'c, 'k> Lower<'c, 'k> {
             ));
         };
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
+        if ml.warpgroups {
+            let (Some(&pa), Some(&pb)) = (self.pipe_bufs.get(&a), self.pipe_bufs.get(&b)) else {
+                return Err(CodegenError::Internal(
+                    "wgmma dot without pipelined operands".into(),
+                ));
+            };
+            return self.dot_wgmma(&ml, kk, ptx_ty, pa, pb, acc_regs);
+        }
         // Shared-memory byte offset (i32) and row stride (elements) of each operand.
         let mut staged = Vec::new();
         let mut next = 0u32;
         let mut src = Vec::new();
         for x in [a, b] {
-            if let Some(&(off, ld)) = self.pipe_bufs.get(&x) {
+            if let Some(&(off, tile)) = self.pipe_bufs.get(&x) {
+                let SmemTile::Padded { ld } = tile else {
+                    return Err(CodegenError::Internal(
+                        "mma.sync operand in a swizzled buffer".into(),
+                    ));
+                };
                 src.push((off, ld));
             } else {
                 let shape = &k.ty(x).shape;
@@ -2036,6 +2078,127 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(out)
     }
 
+    /// `dot` on Hopper's warpgroup MMA: per 16-wide k step, each warpgroup
+    /// issues one `wgmma.mma_async.m64nNk16` per 64-row block it owns, with
+    /// both operands read from their swizzled pipeline buffers through matrix
+    /// descriptors (A K-major, B MN-major, i.e. transposed), then waits for
+    /// them before the accumulators are used. The wait takes the
+    /// accumulators as operands so that nothing reads them earlier.
+    fn dot_wgmma(
+        &mut self,
+        ml: &Mma,
+        kk: u32,
+        ptx_ty: &str,
+        (a_off, a_tile): (V, SmemTile),
+        (b_off, b_tile): (V, SmemTile),
+        acc: Vec<V>,
+    ) -> Result<Vec<V>, CodegenError> {
+        let (
+            SmemTile::Swizzled {
+                rows: am,
+                width: wa,
+            },
+            SmemTile::Swizzled {
+                rows: bk,
+                width: wb,
+            },
+        ) = (a_tile, b_tile)
+        else {
+            return Err(CodegenError::Internal(
+                "wgmma operand not in a swizzled buffer".into(),
+            ));
+        };
+        let (gm, gn) = (ml.wm / 4, ml.wn);
+        let (mg, ng) = (ml.shape[0] / gm, ml.shape[1] / gn);
+        // Descriptor bits other than the start address: leading/stride byte
+        // offsets (>> 4) at 16 and 32, the swizzle mode (128/64/32 B: 1/2/3) at 62.
+        let mode = |w: u32| -> u64 {
+            match w {
+                64 => 1,
+                32 => 2,
+                _ => 3,
+            }
+        };
+        let desc_bits = |lbo: u32, sbo: u32, w: u32| -> i64 {
+            ((((lbo >> 4) as u64) << 16) | (((sbo >> 4) as u64) << 32) | (mode(w) << 62)) as i64
+        };
+        // A, K-major: the leading offset is unused (1 by convention), 8-row
+        // groups are one atom (8 · wa · 2 bytes) apart.
+        let a_bits = desc_bits(16, 8 * wa * 2, wa);
+        // B, MN-major: atoms along N are `bk · wb · 2` bytes apart (leading),
+        // 8-row groups along K one atom apart (stride).
+        let b_bits = desc_bits(bk * wb * 2, 8 * wb * 2, wb);
+        let warp = self.warp.unwrap();
+        let (c2, c4) = (self.e.i32(2)?, self.e.i32(4)?);
+        let group = self.e.binop("arith.shrui", warp, c2)?;
+        let gnv = self.e.i32(gn as i64)?;
+        let gi = self.e.binop("arith.divui", group, gnv)?;
+        let gj = self.e.binop("arith.remui", group, gnv)?;
+        // Shared-window addresses of this warpgroup's part of each operand.
+        let i32t = self.e.ty("i32");
+        let i64t = self.e.ty("i64");
+        let addr = |me: &mut Self, off: V| -> Result<V, CodegenError> {
+            let p = me.smem_ptr(off)?;
+            me.e.op1("llvm.ptrtoint", &[p], i32t, &[])
+        };
+        let a_row = self.e.i32((mg * wa * 2) as i64)?;
+        let a_part = self.e.binop("arith.muli", gi, a_row)?;
+        let a_part = self.e.binop("arith.addi", a_off, a_part)?;
+        let a_base = addr(self, a_part)?;
+        let b_col = self.e.i32((ng / wb * bk * wb * 2) as i64)?;
+        let b_part = self.e.binop("arith.muli", gj, b_col)?;
+        let b_part = self.e.binop("arith.addi", b_off, b_part)?;
+        let b_base = addr(self, b_part)?;
+        let desc = |me: &mut Self, base: V, bytes: u32, bits: i64| -> Result<V, CodegenError> {
+            let o = me.e.i32(bytes as i64)?;
+            let a = me.e.binop("arith.addi", base, o)?;
+            let a = me.e.binop("arith.shrui", a, c4)?;
+            let a = me.e.op1("arith.extui", &[a], i64t, &[])?;
+            let bits = me.e.i64(bits)?;
+            me.e.binop("arith.ori", a, bits)
+        };
+        let f32t = self.e.ty("f32");
+        let per_block = (ng / 2) as usize;
+        let one = self.e.i32(1)?;
+        let outs = vec!["=f"; per_block].join(",");
+        let ties: Vec<String> = (0..per_block).map(|i| i.to_string()).collect();
+        let constraints = format!("{outs},l,l,r,{}", ties.join(","));
+        let regs: Vec<String> = (0..per_block).map(|i| format!("${i}")).collect();
+        let trans_b = 1;
+        let text = format!(
+            "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.m64n{ng}k16.f32.{ptx_ty}.{ptx_ty} {{{}}}, ${}, ${}, p, 1, 1, 0, {trans_b}; }}",
+            per_block + 2,
+            regs.join(", "),
+            per_block,
+            per_block + 1,
+        );
+        let mut out = acc;
+        self.asm("wgmma.fence.sync.aligned;", "", &[], &[])?;
+        for ks in 0..kk / 16 {
+            let k0 = ks * 16;
+            let b_desc = desc(self, b_base, k0 * wb * 2, b_bits)?;
+            for blk in 0..ml.mt() {
+                let a_bytes = (k0 / wa) * am * wa * 2 + blk * 64 * wa * 2 + (k0 % wa) * 2;
+                let a_desc = desc(self, a_base, a_bytes, a_bits)?;
+                let range = blk as usize * per_block..(blk as usize + 1) * per_block;
+                let mut operands = vec![a_desc, b_desc, one];
+                operands.extend(&out[range.clone()]);
+                let d = self.asm(&text, &constraints, &operands, &vec![f32t; per_block])?;
+                out[range].copy_from_slice(&d);
+            }
+        }
+        self.asm("wgmma.commit_group.sync.aligned;", "", &[], &[])?;
+        let n = out.len();
+        let outs = vec!["=f"; n].join(",");
+        let ties: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        self.asm(
+            "wgmma.wait_group.sync.aligned 0;",
+            &format!("{outs},{}", ties.join(",")),
+            &out,
+            &vec![f32t; n],
+        )
+    }
+
     /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory at
     /// byte offset `base`, rows `ld` elements apart: one store per group of
     /// contiguous registers (16 bytes for 8 elements).
@@ -2129,6 +2292,84 @@ impl<'c, 'k> Lower<'c, 'k> {
         let off = self.e.binop("arith.muli", idx, two)?;
         let off = self.e.binop("arith.addi", off, base)?;
         self.smem_ptr(off)
+    }
+
+    /// Shared-memory pointer to 16-bit element (row, col) of a tile laid out
+    /// as `tile` at byte offset `base` (i32).
+    fn tile_elem_ptr(
+        &mut self,
+        base: V,
+        tile: SmemTile,
+        row: V,
+        col: V,
+    ) -> Result<V, CodegenError> {
+        let (rows, width) = match tile {
+            SmemTile::Padded { ld } => return self.smem_elem_ptr(base, ld, row, col),
+            SmemTile::Swizzled { rows, width } => (rows, width),
+        };
+        // (col / width) · (rows · width · 2) + row · width · 2 + (col % width) · 2,
+        // then the 16-byte chunk bits XORed with the 128-byte row bits.
+        let wshift = self.e.i32(width.trailing_zeros() as i64)?;
+        let wmask = self.e.i32(width as i64 - 1)?;
+        let atom_col = self.e.binop("arith.shrui", col, wshift)?;
+        let in_col = self.e.binop("arith.andi", col, wmask)?;
+        let atom_bytes = self.e.i32((rows * width * 2) as i64)?;
+        let off = self.e.binop("arith.muli", atom_col, atom_bytes)?;
+        let row_bytes = self.e.i32((width * 2) as i64)?;
+        let r = self.e.binop("arith.muli", row, row_bytes)?;
+        let off = self.e.binop("arith.addi", off, r)?;
+        let one = self.e.i32(1)?;
+        let c = self.e.binop("arith.shli", in_col, one)?;
+        let off = self.e.binop("arith.addi", off, c)?;
+        let (c7, c4) = (self.e.i32(7)?, self.e.i32(4)?);
+        let chunks = self.e.i32((width / 8) as i64 - 1)?;
+        let bits = self.e.binop("arith.shrui", off, c7)?;
+        let bits = self.e.binop("arith.andi", bits, chunks)?;
+        let bits = self.e.binop("arith.shli", bits, c4)?;
+        let off = self.e.binop("arith.xori", off, bits)?;
+        let off = self.e.binop("arith.addi", off, base)?;
+        self.smem_ptr(off)
+    }
+
+    /// Inline PTX `text` (operands `$0…`, outputs first) with LLVM
+    /// constraints; side-effecting, so it keeps its place among the others.
+    fn asm(
+        &mut self,
+        text: &str,
+        constraints: &str,
+        operands: &[V],
+        results: &[Type<'c>],
+    ) -> Result<Vec<V>, CodegenError> {
+        let res: Vec<Type> = match results.len() {
+            0 | 1 => results.to_vec(),
+            _ => {
+                let f: Vec<String> = results.iter().map(|t| t.to_string()).collect();
+                vec![self.e.ty(&format!("!llvm.struct<({})>", f.join(", ")))]
+            }
+        };
+        let out = self.e.op(
+            "llvm.inline_asm",
+            operands,
+            &res,
+            &[
+                ("asm_string", &format!("\"{text}\"")),
+                ("constraints", &format!("\"{constraints}\"")),
+                ("has_side_effects", "unit"),
+            ],
+        )?;
+        if results.len() <= 1 {
+            return Ok(out);
+        }
+        (0..results.len())
+            .map(|i| {
+                self.e.op1(
+                    "llvm.extractvalue",
+                    &[out[0]],
+                    results[i],
+                    &[("position", &format!("array<i64: {i}>"))],
+                )
+            })
+            .collect()
     }
 
     fn combine(&mut self, op: ReduceOp, s: Scalar, a: V, b: V) -> Result<V, CodegenError> {

@@ -38,6 +38,15 @@ impl Arch {
             Arch::Sm90 => "sm_90",
         }
     }
+    /// The LLVM/ptxas target: sm_90 code is built for sm_90a, whose `wgmma`
+    /// the tensor-core path uses (the pack still files it under `sm_90`; it
+    /// runs on compute capability 9.0 exactly, i.e. H100/H200).
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90 => "sm_90a",
+        }
+    }
     fn ptx_features(self) -> &'static str {
         match self {
             Arch::Sm80 => "+ptx70",
@@ -141,7 +150,7 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     let ctx = new_context();
     art.timings.push(("mlir-context", t.elapsed()));
     let t = Instant::now();
-    let (mut module, shared_bytes) = lower::lower_to_mlir(&ctx, kernel, opts.warps)?;
+    let (mut module, shared_bytes) = lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.arch)?;
     art.shared_bytes = shared_bytes;
     art.mlir = module.as_operation().to_string();
     art.timings.push(("tir-to-mlir", t.elapsed()));

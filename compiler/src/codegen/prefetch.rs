@@ -11,7 +11,14 @@
 //! multiplies from shared memory. The loop body must not write memory (a store
 //! could alias a load that now runs early) nor hold a nested loop (both would
 //! use the same memory).
+//!
+//! On sm_90, a pipelined `dot` whose tile shapes allow it runs on `wgmma`
+//! (warpgroup MMA reading both operands straight from shared memory): its
+//! buffers are then laid out in the swizzled atoms `wgmma` descriptors
+//! describe ([`SmemTile::Swizzled`]) instead of padded rows, and its result
+//! takes the warpgroup accumulator layout ([`Plan::wgmma`]).
 
+use super::Arch;
 use crate::tir::{walk_insts, Block, Kernel, Op, Scalar, ValueId};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -29,18 +36,55 @@ pub(crate) struct Loop {
     /// Bytes of one stage (every buffer of one iteration).
     pub stage_bytes: u32,
     pub bufs: Vec<Buf>,
+    /// Whether a `dot` of the loop runs on `wgmma` (its buffers are swizzled).
+    pub wgmma: bool,
     /// Body instructions (indices, in order) the addresses, masks and `other`
     /// values of the pipelined loads need: lowered again for a later iteration.
     pub slice: Vec<usize>,
 }
 
-/// One pipelined load: its tile sits at `offset` in each stage, rows `ld`
-/// elements apart.
+/// One pipelined load: its tile sits at `offset` in each stage.
 #[derive(Clone, Debug)]
 pub(crate) struct Buf {
     pub load: ValueId,
     pub offset: u32,
-    pub ld: u32,
+    pub tile: SmemTile,
+}
+
+/// How a 2-D tile of 16-bit elements is laid out in shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SmemTile {
+    /// Row-major, rows `ld` elements apart (padded against bank conflicts).
+    Padded { ld: u32 },
+    /// `wgmma`'s swizzled canonical layout: the `[rows, cols]` tile is cut
+    /// into atoms of 8 rows × `width` elements (`width · 2` = 32, 64 or 128
+    /// bytes, the swizzle span), stored row after row; a column of atoms
+    /// (all rows) after another. Within each atom, the 16-byte chunk index of
+    /// row `r` is XORed with `r % (width / 8)`, as the hardware expects when
+    /// the atom is aligned to its size.
+    Swizzled { rows: u32, width: u32 },
+}
+
+impl SmemTile {
+    /// Bytes of a `[rows, cols]` tile.
+    pub fn bytes(&self, rows: u32, cols: u32) -> u32 {
+        match *self {
+            SmemTile::Padded { ld } => rows * ld * 2,
+            SmemTile::Swizzled { .. } => rows * cols * 2,
+        }
+    }
+}
+
+/// The swizzle width (elements) of a tile dimension `n` of 16-bit
+/// elements for `wgmma`: 128-byte atoms when `n` is a multiple of 64, else
+/// 64- or 32-byte atoms for 32 or 16.
+pub(crate) fn swizzle_width(n: u32) -> Option<u32> {
+    match n {
+        n if n % 64 == 0 => Some(64),
+        32 => Some(32),
+        16 => Some(16),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,9 +93,29 @@ pub(crate) struct Plan {
     pub loops: HashMap<ValueId, Loop>,
     /// Shared memory the largest pipelined loop needs (loops run one at a time).
     pub bytes: u32,
+    /// `dot` results computed with `wgmma`, each with its `gm × gn` grid of
+    /// warpgroups.
+    pub wgmma: HashMap<ValueId, (u32, u32)>,
 }
 
-pub(crate) fn plan(kernel: &Kernel) -> Plan {
+/// The warpgroup grid `gm × gn` for a `wgmma` dot `[m, k] @ [k, n]` with
+/// `warps` warps, if the shapes allow one: each warpgroup owns a multiple of
+/// 64 rows and at most 256 columns, starting on a swizzle atom of B.
+pub(crate) fn wgmma_grid(m: u32, k: u32, n: u32, warps: u32) -> Option<(u32, u32)> {
+    let groups = warps / 4;
+    if warps % 4 != 0 || groups == 0 || swizzle_width(k).is_none() {
+        return None;
+    }
+    let wb = swizzle_width(n)?;
+    let mut gm = groups;
+    while gm > 1 && m % (64 * gm) != 0 {
+        gm /= 2;
+    }
+    let gn = groups / gm;
+    (m % (64 * gm) == 0 && n % gn == 0 && (n / gn) % wb == 0 && n / gn <= 256).then_some((gm, gn))
+}
+
+pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch) -> Plan {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     walk_insts(&kernel.body, &mut |i| {
         for v in i.op.operands() {
@@ -61,7 +125,7 @@ pub(crate) fn plan(kernel: &Kernel) -> Plan {
     let mut plan = Plan::default();
     walk_insts(&kernel.body, &mut |i| {
         if let Op::For { body, .. } = &i.op {
-            if let Some(l) = plan_loop(kernel, body, &uses) {
+            if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, &mut plan.wgmma) {
                 plan.bytes = plan.bytes.max(l.stages * l.stage_bytes);
                 plan.loops.insert(body.args[0], l);
             }
@@ -90,7 +154,14 @@ fn recomputable(op: &Op) -> bool {
     )
 }
 
-fn plan_loop(kernel: &Kernel, body: &Block, uses: &HashMap<ValueId, usize>) -> Option<Loop> {
+fn plan_loop(
+    kernel: &Kernel,
+    body: &Block,
+    uses: &HashMap<ValueId, usize>,
+    warps: u32,
+    arch: Arch,
+    wgmma: &mut HashMap<ValueId, (u32, u32)>,
+) -> Option<Loop> {
     let mut simple = true;
     walk_insts(body, &mut |i| {
         if matches!(
@@ -110,7 +181,8 @@ fn plan_loop(kernel: &Kernel, body: &Block, uses: &HashMap<ValueId, usize>) -> O
         .flat_map(|(i, inst)| inst.results.iter().map(move |r| (*r, i)))
         .collect();
     let carried: HashSet<ValueId> = body.args[1..].iter().copied().collect();
-    let (mut bufs, mut slice, mut offset) = (Vec::new(), BTreeSet::new(), 0);
+    let (mut bufs, mut slice, mut offset) = (Vec::new(), BTreeSet::new(), 0u32);
+    let mut swizzled = false;
     // The slice of body instructions a load's operands need, when the load
     // can be issued early.
     let early = |x: ValueId| -> Option<BTreeSet<usize>> {
@@ -154,16 +226,39 @@ fn plan_loop(kernel: &Kernel, body: &Block, uses: &HashMap<ValueId, usize>) -> O
         };
         slice.extend(na);
         slice.extend(nb);
+        let (sa, sb) = (&kernel.ty(a).shape, &kernel.ty(b).shape);
+        let grid = (arch == Arch::Sm90)
+            .then(|| wgmma_grid(sa[0], sa[1], sb[1], warps))
+            .flatten()
+            .filter(|_| kernel.ty(inst.results[0]).scalar_elem() == Some(Scalar::F32));
+        if let Some(g) = grid {
+            wgmma.insert(inst.results[0], g);
+            swizzled = true;
+        }
         for x in [a, b] {
             let shape = &kernel.ty(x).shape;
-            let ld = shape[1] + PAD;
+            let tile = match grid {
+                // Swizzle atoms must start 1024-byte aligned.
+                Some(_) => {
+                    offset = offset.next_multiple_of(1024);
+                    SmemTile::Swizzled {
+                        rows: shape[0],
+                        width: swizzle_width(shape[1]).unwrap(),
+                    }
+                }
+                None => SmemTile::Padded { ld: shape[1] + PAD },
+            };
             bufs.push(Buf {
                 load: x,
                 offset,
-                ld,
+                tile,
             });
-            offset += shape[0] * ld * 2;
+            offset += tile.bytes(shape[0], shape[1]);
         }
+    }
+    if swizzled {
+        // Every stage starts aligned, too.
+        offset = offset.next_multiple_of(1024);
     }
     if bufs.is_empty() {
         return None;
@@ -172,6 +267,7 @@ fn plan_loop(kernel: &Kernel, body: &Block, uses: &HashMap<ValueId, usize>) -> O
         stages: (STAGE_BUDGET / offset).clamp(2, MAX_STAGES),
         stage_bytes: offset,
         bufs,
+        wgmma: swizzled,
         slice: slice.into_iter().collect(),
     })
 }

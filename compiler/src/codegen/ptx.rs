@@ -66,14 +66,14 @@ pub(crate) fn to_ptx(
     let tm = target
         .create_target_machine(
             &triple,
-            arch.name(),
+            arch.target(),
             arch.ptx_features(),
             OptimizationLevel::Aggressive,
             RelocMode::Default,
             CodeModel::Default,
         )
         .ok_or_else(|| {
-            CodegenError::Llvm(format!("no NVPTX target machine for {}", arch.name()))
+            CodegenError::Llvm(format!("no NVPTX target machine for {}", arch.target()))
         })?;
     llmod.set_triple(&triple);
     llmod.set_data_layout(&tm.get_target_data().get_data_layout());
