@@ -279,4 +279,45 @@ impl<'c> Emitter<'c> {
         self.op_full("scf.if", &[cond], &[], &[], vec![r1, r2])?;
         Ok(())
     }
+
+    /// Inline PTX `text` (operands `$0…`, outputs first) with LLVM
+    /// constraints; side-effecting, so it keeps its place among the others.
+    pub fn inline_asm(
+        &mut self,
+        text: &str,
+        constraints: &str,
+        operands: &[V],
+        results: &[Type<'c>],
+    ) -> Result<Vec<V>, CodegenError> {
+        let res: Vec<Type> = match results.len() {
+            0 | 1 => results.to_vec(),
+            _ => {
+                let f: Vec<String> = results.iter().map(|t| t.to_string()).collect();
+                vec![self.ty(&format!("!llvm.struct<({})>", f.join(", ")))]
+            }
+        };
+        let out = self.op(
+            "llvm.inline_asm",
+            operands,
+            &res,
+            &[
+                ("asm_string", &format!("\"{text}\"")),
+                ("constraints", &format!("\"{constraints}\"")),
+                ("has_side_effects", "unit"),
+            ],
+        )?;
+        if results.len() <= 1 {
+            return Ok(out);
+        }
+        (0..results.len())
+            .map(|i| {
+                self.op1(
+                    "llvm.extractvalue",
+                    &[out[0]],
+                    results[i],
+                    &[("position", &format!("array<i64: {i}>"))],
+                )
+            })
+            .collect()
+    }
 }

@@ -37,26 +37,58 @@ pub(crate) fn lower_to_mlir<'c>(
             defs.insert(*r, i);
         }
     });
-    let plan = prefetch::plan(kernel, warps, arch);
-    let mut l = Lower {
-        e: Emitter::new(ctx),
-        kernel,
-        warps,
-        vals: HashMap::new(),
-        splats: HashMap::new(),
-        layouts: assign_layouts(kernel, warps, &plan.wgmma),
-        axis: axis::analyze(kernel),
-        threads: HashMap::new(),
-        scratch_bytes: 0,
-        scratch_base: plan.bytes.next_multiple_of(16),
-        plan,
-        pipe_bufs: HashMap::new(),
-        defs,
-        lane: None,
-        warp: None,
+    let lower = |plan: &Plan, scratch_base: u32| {
+        let mut l = Lower {
+            e: Emitter::new(ctx),
+            kernel,
+            warps,
+            vals: HashMap::new(),
+            splats: HashMap::new(),
+            layouts: assign_layouts(kernel, warps, &plan.wgmma),
+            axis: axis::analyze(kernel),
+            threads: HashMap::new(),
+            scratch_bytes: 0,
+            scratch_span: Span::default(),
+            scratch_in_loop: false,
+            scratch_base,
+            plan: plan.clone(),
+            pipe_bufs: HashMap::new(),
+            in_flight: None,
+            defs: defs.clone(),
+            lane: None,
+            warp: None,
+        };
+        let func = l.lower_func();
+        (l, func)
     };
-    let func = l.lower_func()?;
-    let shared_bytes = l.scratch_base + l.scratch_bytes;
+    // Loops on `wgmma` take the largest stage budget that fits with the rest.
+    let budgets = prefetch::WGMMA_STAGE_BUDGETS;
+    let mut attempt = 0;
+    let (mut l, func, shared_bytes) = loop {
+        let plan = prefetch::plan(kernel, warps, arch, budgets[attempt]);
+        let stages = plan.bytes.next_multiple_of(16);
+        // The scratch area follows the pipeline stages; when no pipelined loop
+        // uses scratch, it may share their memory instead (its users wait at a
+        // barrier before writing, after every loop has drained), e.g. a matmul's
+        // epilogue then needs no memory of its own.
+        let (mut l, mut func) = lower(&plan, stages);
+        if stages > 0 && l.scratch_bytes > 0 && !l.scratch_in_loop && func.is_ok() {
+            (l, func) = lower(&plan, 0);
+        }
+        let shared_bytes = (l.scratch_base + l.scratch_bytes).max(stages);
+        if shared_bytes <= MAX_SMEM || plan.wgmma.is_empty() || attempt + 1 == budgets.len() {
+            break (l, func, shared_bytes);
+        }
+        attempt += 1;
+    };
+    let func = func?;
+    if shared_bytes > MAX_SMEM {
+        return Err(CodegenError::SharedMemory {
+            bytes: shared_bytes,
+            limit: MAX_SMEM,
+            span: l.scratch_span,
+        });
+    }
     let e = &mut l.e;
     // gpu.module body: the scratch buffer (if any) and the kernel.
     e.push_block(&[]);
@@ -272,11 +304,19 @@ struct Lower<'c, 'k> {
     /// scratch area of conversions, reductions and staged `dot` operands from
     /// `scratch_base`, `scratch_bytes` long.
     scratch_bytes: u32,
+    /// The op needing the most scratch (for the error when it does not fit).
+    scratch_span: Span,
+    /// Whether scratch is used inside a pipelined loop (then it cannot share
+    /// the stages' memory).
+    scratch_in_loop: bool,
     scratch_base: u32,
     plan: Plan,
     /// Inside a pipelined loop: each pipelined load → byte offset (i32) of
     /// its tile in the stage this iteration reads.
     pipe_bufs: HashMap<ValueId, (V, SmemTile)>,
+    /// The `wgmma` dot of the loop being lowered that may stay in flight
+    /// (`prefetch::Loop::in_flight`).
+    in_flight: Option<ValueId>,
     /// The instruction defining each value (for recomputing broadcasts).
     defs: HashMap<ValueId, &'k Inst>,
     lane: Option<V>,
@@ -819,10 +859,10 @@ impl<'c, 'k> Lower<'c, 'k> {
                     // each, once every warp is done with the stages' memory
                     // (an earlier run of this loop or another pipelined loop).
                     self.barrier()?;
-                    for st in 0..p.stages - 1 {
+                    for st in 0..p.ahead() {
                         let iv = self.iv_plus(lb, step, st)?;
                         let stage = self.e.i32(st as i64)?;
-                        self.issue_copies(p, body, iv, ub, stage)?;
+                        self.issue_copies(p, &body.insts, body.args[0], iv, ub, stage)?;
                     }
                     // The stage index the loop reads, carried after the TIR values.
                     flat_init.push(self.e.i32(0)?);
@@ -847,18 +887,23 @@ impl<'c, 'k> Lower<'c, 'k> {
                         "nvvm.cp.async.wait.group",
                         &[],
                         &[],
-                        &[("n", &format!("{} : i32", p.stages - 2))],
+                        &[("n", &format!("{} : i32", p.ahead() - 1))],
                     )?;
                     if p.wgmma {
                         // `wgmma` reads shared memory through the async proxy.
-                        self.asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+                        self.e
+                            .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
                     }
                     self.barrier()?;
-                    let is0 = self.e.cmpi("eq", read, zero)?;
-                    let before = self.e.binop("arith.subi", read, one)?;
-                    let write = self.e.select(is0, last, before)?;
-                    let iv = self.iv_plus(bargs[0], step, p.stages - 1)?;
-                    self.issue_copies(p, body, iv, ub, write)?;
+                    // The stage `ahead` iterations on: (read + ahead) mod stages.
+                    let stages = self.e.i32(p.stages as i64)?;
+                    let ahead = self.e.i32(p.ahead() as i64)?;
+                    let write = self.e.binop("arith.addi", read, ahead)?;
+                    let wrapped = self.e.binop("arith.subi", write, stages)?;
+                    let over = self.e.cmpi("sge", write, stages)?;
+                    let write = self.e.select(over, wrapped, write)?;
+                    let iv = self.iv_plus(bargs[0], step, p.ahead())?;
+                    self.issue_copies(p, &body.insts, body.args[0], iv, ub, write)?;
                     self.vals.insert(body.args[0], vec![bargs[0]]);
                     let stage_bytes = self.e.i32(p.stage_bytes as i64)?;
                     let stage_off = self.e.binop("arith.muli", read, stage_bytes)?;
@@ -871,14 +916,46 @@ impl<'c, 'k> Lower<'c, 'k> {
                     let after = self.e.binop("arith.addi", read, one)?;
                     extra_yield.push(self.e.select(is_last, zero, after)?);
                 }
+                self.in_flight = pipe.as_ref().and_then(|p| p.in_flight).map(|(r, _)| r);
                 self.lower_body(&body.insts, &carried, &extra_yield)?;
+                self.in_flight = None;
                 let region = self.e.pop_region();
                 let res_tys: Vec<Type> = flat_init.iter().map(|v| self.e.type_of(*v)).collect();
                 let mut operands = vec![lb, ub, step];
                 operands.extend(flat_init);
-                let out = self
-                    .e
-                    .op_full("scf.for", &operands, &res_tys, &[], vec![region])?;
+                let out = match pipe.as_ref().and_then(|p| p.in_flight) {
+                    None => self
+                        .e
+                        .op_full("scf.for", &operands, &res_tys, &[], vec![region])?,
+                    Some((_, j)) => {
+                        // The last iteration's multiply is still running: wait
+                        // for it inside `if lb < ub`, so that no path where
+                        // the accumulators are copied (the loop skipped) meets
+                        // a running wgmma (ptxas would serialize them all).
+                        let at: usize = sizes[..j].iter().sum();
+                        let n = sizes[j];
+                        let live = self.e.cmpi("slt", lb, ub)?;
+                        let mut region = Some(region);
+                        let init = operands[3..].to_vec();
+                        self.e.if_else(
+                            live,
+                            &res_tys,
+                            &mut |e| {
+                                let mut out = e.op_full(
+                                    "scf.for",
+                                    &operands,
+                                    &res_tys,
+                                    &[],
+                                    vec![region.take().unwrap()],
+                                )?;
+                                let done = wgmma_wait(e, 0, &out[at..at + n])?;
+                                out[at..at + n].copy_from_slice(&done);
+                                Ok(out)
+                            },
+                            &mut |_| Ok(init.clone()),
+                        )?
+                    }
+                };
                 if let Some(p) = &pipe {
                     for b in &p.bufs {
                         self.pipe_bufs.remove(&b.load);
@@ -944,16 +1021,17 @@ impl<'c, 'k> Lower<'c, 'k> {
     fn issue_copies(
         &mut self,
         p: &prefetch::Loop,
-        body: &tir::Block,
+        insts: &[tir::Inst],
+        iv_arg: ValueId,
         iv: V,
         ub: V,
         stage: V,
     ) -> Result<(), CodegenError> {
         let live = self.e.cmpi("slt", iv, ub)?;
         self.if_then_self(live, &mut |me| {
-            me.vals.insert(body.args[0], vec![iv]);
+            me.vals.insert(iv_arg, vec![iv]);
             for &i in &p.slice {
-                me.lower_inst(&body.insts[i])?;
+                me.lower_inst(&insts[i])?;
             }
             let stage_bytes = me.e.i32(p.stage_bytes as i64)?;
             let stage_off = me.e.binop("arith.muli", stage, stage_bytes)?;
@@ -1772,15 +1850,14 @@ impl<'c, 'k> Lower<'c, 'k> {
         )
     }
 
+    /// Notes that an op at `span` needs `bytes` of scratch (checked against
+    /// the limit once the whole kernel is lowered).
     fn reserve_scratch(&mut self, bytes: u32, span: Span) -> Result<(), CodegenError> {
-        if self.scratch_base + bytes > MAX_SMEM {
-            return Err(CodegenError::SharedMemory {
-                bytes: self.scratch_base + bytes,
-                limit: MAX_SMEM,
-                span,
-            });
+        if bytes > self.scratch_bytes {
+            self.scratch_bytes = bytes;
+            self.scratch_span = span;
         }
-        self.scratch_bytes = self.scratch_bytes.max(bytes);
+        self.scratch_in_loop |= !self.pipe_bufs.is_empty();
         Ok(())
     }
 
@@ -1951,7 +2028,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     "wgmma dot without pipelined operands".into(),
                 ));
             };
-            return self.dot_wgmma(&ml, kk, ptx_ty, pa, pb, acc_regs);
+            return self.dot_wgmma(r, &ml, kk, ptx_ty, pa, pb, acc_regs);
         }
         // Shared-memory byte offset (i32) and row stride (elements) of each operand.
         let mut staged = Vec::new();
@@ -2084,8 +2161,10 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// descriptors (A K-major, B MN-major, i.e. transposed), then waits for
     /// them before the accumulators are used. The wait takes the
     /// accumulators as operands so that nothing reads them earlier.
+    #[allow(clippy::too_many_arguments)]
     fn dot_wgmma(
         &mut self,
+        r: ValueId,
         ml: &Mma,
         kk: u32,
         ptx_ty: &str,
@@ -2173,7 +2252,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             per_block + 1,
         );
         let mut out = acc;
-        self.asm("wgmma.fence.sync.aligned;", "", &[], &[])?;
+        self.e
+            .inline_asm("wgmma.fence.sync.aligned;", "", &[], &[])?;
         for ks in 0..kk / 16 {
             let k0 = ks * 16;
             let b_desc = desc(self, b_base, k0 * wb * 2, b_bits)?;
@@ -2183,20 +2263,17 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let range = blk as usize * per_block..(blk as usize + 1) * per_block;
                 let mut operands = vec![a_desc, b_desc, one];
                 operands.extend(&out[range.clone()]);
-                let d = self.asm(&text, &constraints, &operands, &vec![f32t; per_block])?;
+                let d =
+                    self.e
+                        .inline_asm(&text, &constraints, &operands, &vec![f32t; per_block])?;
                 out[range].copy_from_slice(&d);
             }
         }
-        self.asm("wgmma.commit_group.sync.aligned;", "", &[], &[])?;
-        let n = out.len();
-        let outs = vec!["=f"; n].join(",");
-        let ties: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-        self.asm(
-            "wgmma.wait_group.sync.aligned 0;",
-            &format!("{outs},{}", ties.join(",")),
-            &out,
-            &vec![f32t; n],
-        )
+        self.e
+            .inline_asm("wgmma.commit_group.sync.aligned;", "", &[], &[])?;
+        // Left running into the next iteration when the loop allows it.
+        let pending = u32::from(self.in_flight == Some(r));
+        wgmma_wait(&mut self.e, pending, &out)
     }
 
     /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory at
@@ -2329,47 +2406,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         let off = self.e.binop("arith.xori", off, bits)?;
         let off = self.e.binop("arith.addi", off, base)?;
         self.smem_ptr(off)
-    }
-
-    /// Inline PTX `text` (operands `$0…`, outputs first) with LLVM
-    /// constraints; side-effecting, so it keeps its place among the others.
-    fn asm(
-        &mut self,
-        text: &str,
-        constraints: &str,
-        operands: &[V],
-        results: &[Type<'c>],
-    ) -> Result<Vec<V>, CodegenError> {
-        let res: Vec<Type> = match results.len() {
-            0 | 1 => results.to_vec(),
-            _ => {
-                let f: Vec<String> = results.iter().map(|t| t.to_string()).collect();
-                vec![self.e.ty(&format!("!llvm.struct<({})>", f.join(", ")))]
-            }
-        };
-        let out = self.e.op(
-            "llvm.inline_asm",
-            operands,
-            &res,
-            &[
-                ("asm_string", &format!("\"{text}\"")),
-                ("constraints", &format!("\"{constraints}\"")),
-                ("has_side_effects", "unit"),
-            ],
-        )?;
-        if results.len() <= 1 {
-            return Ok(out);
-        }
-        (0..results.len())
-            .map(|i| {
-                self.e.op1(
-                    "llvm.extractvalue",
-                    &[out[0]],
-                    results[i],
-                    &[("position", &format!("array<i64: {i}>"))],
-                )
-            })
-            .collect()
     }
 
     fn combine(&mut self, op: ReduceOp, s: Scalar, a: V, b: V) -> Result<V, CodegenError> {
@@ -2582,6 +2618,20 @@ type SourceOf<'f, 'c> =
     dyn FnMut(&mut Emitter<'c>, &[V]) -> Result<(Vec<V>, Vec<u32>), CodegenError> + 'f;
 
 /// The row-major linear index of `coords` in a tile of `shape`.
+/// `wgmma.wait_group n` (at most `n` groups still running), passing the
+/// accumulators through so that no use of them moves above it.
+fn wgmma_wait(e: &mut Emitter<'_>, n: u32, acc: &[V]) -> Result<Vec<V>, CodegenError> {
+    let f32t = e.ty("f32");
+    let outs = vec!["=f"; acc.len()].join(",");
+    let ties: Vec<String> = (0..acc.len()).map(|i| i.to_string()).collect();
+    e.inline_asm(
+        &format!("wgmma.wait_group.sync.aligned {n};"),
+        &format!("{outs},{}", ties.join(",")),
+        acc,
+        &vec![f32t; acc.len()],
+    )
+}
+
 fn row_major_index(e: &mut Emitter<'_>, coords: &[V], shape: &[u32]) -> Result<V, CodegenError> {
     let mut acc = e.i32(0)?;
     let mut stride = 1i64;
