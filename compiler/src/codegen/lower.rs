@@ -313,7 +313,7 @@ struct Lower<'c, 'k> {
     plan: Plan,
     /// Inside a pipelined loop: each pipelined load → byte offset (i32) of
     /// its tile in the stage this iteration reads.
-    pipe_bufs: HashMap<ValueId, (V, SmemTile)>,
+    pipe_bufs: HashMap<ValueId, (V, SmemTile, bool)>,
     /// The `wgmma` dot of the loop being lowered that may stay in flight
     /// (`prefetch::Loop::in_flight`).
     in_flight: Option<ValueId>,
@@ -820,8 +820,16 @@ impl<'c, 'k> Lower<'c, 'k> {
                     .map(|i| self.gep(rp[i], ro[i], pointee))
                     .collect::<Result<_, _>>()?
             }
-            // A pipelined load's tile is already in shared memory, where its dot reads it.
-            Op::Load { .. } if self.pipe_bufs.contains_key(&r.unwrap()) => vec![],
+            // A pipelined load's tile is already in shared memory, where its
+            // dot reads it; other uses read it back.
+            Op::Load { .. } if self.pipe_bufs.contains_key(&r.unwrap()) => {
+                let (off, tile, read_back) = self.pipe_bufs[&r.unwrap()];
+                if read_back {
+                    self.read_stage(r.unwrap(), off, tile)?
+                } else {
+                    vec![]
+                }
+            }
             Op::Load { ptr, mask, other } => {
                 self.load(*ptr, *mask, *other, r.unwrap(), inst.span)?
             }
@@ -910,7 +918,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     for b in &p.bufs {
                         let o = self.e.i32(b.offset as i64)?;
                         let o = self.e.binop("arith.addi", stage_off, o)?;
-                        self.pipe_bufs.insert(b.load, (o, b.tile));
+                        self.pipe_bufs.insert(b.load, (o, b.tile, b.read_back));
                     }
                     let is_last = self.e.cmpi("eq", read, last)?;
                     let after = self.e.binop("arith.addi", read, one)?;
@@ -2023,19 +2031,21 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
         if ml.warpgroups {
-            let (Some(&pa), Some(&pb)) = (self.pipe_bufs.get(&a), self.pipe_bufs.get(&b)) else {
+            let (Some(&(oa, ta, _)), Some(&(ob, tb, _))) =
+                (self.pipe_bufs.get(&a), self.pipe_bufs.get(&b))
+            else {
                 return Err(CodegenError::Internal(
                     "wgmma dot without pipelined operands".into(),
                 ));
             };
-            return self.dot_wgmma(r, &ml, kk, ptx_ty, pa, pb, acc_regs);
+            return self.dot_wgmma(r, &ml, kk, ptx_ty, (oa, ta), (ob, tb), acc_regs);
         }
         // Shared-memory byte offset (i32) and row stride (elements) of each operand.
         let mut staged = Vec::new();
         let mut next = 0u32;
         let mut src = Vec::new();
         for x in [a, b] {
-            if let Some(&(off, tile)) = self.pipe_bufs.get(&x) {
+            if let Some(&(off, tile, _)) = self.pipe_bufs.get(&x) {
                 let SmemTile::Padded { ld } = tile else {
                     return Err(CodegenError::Internal(
                         "mma.sync operand in a swizzled buffer".into(),
@@ -2324,6 +2334,48 @@ impl<'c, 'k> Lower<'c, 'k> {
             Some(o) => self.if_then_self(o, &mut write),
             None => write(self),
         }
+    }
+
+    /// The registers of pipelined load `r` (canonical layout), read from its
+    /// tile at byte offset `off` of shared memory: one vector per group of
+    /// up to 8 contiguous elements (a group never crosses a 16-byte chunk).
+    fn read_stage(&mut self, r: ValueId, off: V, tile: SmemTile) -> Result<Vec<V>, CodegenError> {
+        let l = self.layout(r);
+        let Layout::Blocked(bl) = &l else {
+            return Err(CodegenError::Internal(
+                "pipelined load not in a blocked layout".into(),
+            ));
+        };
+        let s = self.kernel.ty(r).scalar_elem().unwrap();
+        let v = bl.spt[1].min(8);
+        let vt = self.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
+        let et = self.e.ty(scalar_ty(s));
+        let mut out = vec![None; l.num_regs()];
+        // Coordinates wrap where the layout covers more than the tile, so
+        // every thread reads valid elements.
+        for g in Self::groups(&l, v) {
+            let c = self.coords(&l, g.start)?;
+            let p = self.tile_elem_ptr(off, tile, c[0], c[1])?;
+            let x = self.e.op1(
+                "llvm.load",
+                &[p],
+                vt,
+                &[
+                    (
+                        "alignment",
+                        &format!("{} : i64", v as usize * s.size_bytes()),
+                    ),
+                    ("ordering", "0 : i64"),
+                ],
+            )?;
+            for (i, k) in g.enumerate() {
+                let idx = self.e.i32(i as i64)?;
+                out[k] = Some(self.e.op1("llvm.extractelement", &[x, idx], et, &[])?);
+            }
+        }
+        out.into_iter()
+            .map(|x| x.ok_or_else(|| CodegenError::Internal("register not read back".into())))
+            .collect()
     }
 
     /// `ldmatrix` of `num` 8×8 b16 matrices (transposed with `trans`), as i32 registers.

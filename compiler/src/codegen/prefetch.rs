@@ -1,8 +1,8 @@
 //! Which loads feeding a `dot` are software-pipelined (the plan; `lower`
 //! emits it).
 //!
-//! In a `for` loop, a `dot` both of whose operands are loads used by it alone,
-//! with addresses, masks and `other` values computed from the induction
+//! In a `for` loop, a `dot` both of whose operands are loads, with
+//! addresses, masks and `other` values computed from the induction
 //! variable and loop-invariant values, has those loads replaced by `cp.async`
 //! copies into a ring of `stages` shared-memory buffers issued `stages - 1`
 //! iterations ahead:
@@ -10,7 +10,8 @@
 //! i + stages - 1 into the buffer that iteration i - 1 finished reading, then
 //! multiplies from shared memory. The loop body must not write memory (a store
 //! could alias a load that now runs early) nor hold a nested loop (both would
-//! use the same memory).
+//! use the same memory). A load the body also uses otherwise is read back
+//! from its stage into registers there.
 //!
 //! On sm_90, a pipelined `dot` whose tile shapes allow it runs on `wgmma`
 //! (warpgroup MMA reading both operands straight from shared memory): its
@@ -73,6 +74,9 @@ pub(crate) struct Buf {
     pub load: ValueId,
     pub offset: u32,
     pub tile: SmemTile,
+    /// The load has uses besides `dot` operands: its registers are read
+    /// back from the stage where the body needs them.
+    pub read_back: bool,
 }
 
 /// How a 2-D tile of 16-bit elements is laid out in shared memory.
@@ -230,10 +234,7 @@ fn plan_loop(
             return None;
         };
         let ty = kernel.ty(x);
-        if uses.get(&x) != Some(&1)
-            || ty.shape.len() != 2
-            || !matches!(ty.scalar_elem(), Some(Scalar::BF16 | Scalar::F16))
-        {
+        if ty.shape.len() != 2 || !matches!(ty.scalar_elem(), Some(Scalar::BF16 | Scalar::F16)) {
             return None;
         }
         let mut need = BTreeSet::new();
@@ -275,6 +276,9 @@ fn plan_loop(
             swizzled = true;
         }
         for x in [a, b] {
+            if bufs.iter().any(|b: &Buf| b.load == x) {
+                continue;
+            }
             let shape = &kernel.ty(x).shape;
             let tile = match grid {
                 // Swizzle atoms must start 1024-byte aligned.
@@ -291,6 +295,7 @@ fn plan_loop(
                 load: x,
                 offset,
                 tile,
+                read_back: false,
             });
             offset += tile.bytes(shape[0], shape[1]);
         }
@@ -301,6 +306,18 @@ fn plan_loop(
     }
     if bufs.is_empty() {
         return None;
+    }
+    let mut dot_uses: HashMap<ValueId, usize> = HashMap::new();
+    walk_insts(body, &mut |i| {
+        if let Op::Dot { a, b, .. } = i.op {
+            for x in [a, b] {
+                *dot_uses.entry(x).or_default() += 1;
+            }
+        }
+    });
+    for b in &mut bufs {
+        b.read_back =
+            uses.get(&b.load).copied().unwrap_or(0) > dot_uses.get(&b.load).copied().unwrap_or(0);
     }
     let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
     let stages = (budget / offset).clamp(2, MAX_STAGES);
