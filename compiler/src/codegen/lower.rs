@@ -1920,33 +1920,75 @@ impl<'c, 'k> Lower<'c, 'k> {
             Elem::Ptr(_) => (Scalar::I64, true),
         };
         let es = if is_ptr { 8 } else { s.size_bytes() as u32 };
-        self.reserve_scratch(ty.numel() as u32 * es, span)?;
+        // Rows of 128 bytes or more get 16 bytes of padding: the mma layouts
+        // write 8 rows per instruction, which would otherwise all fall in
+        // the same banks; 16-byte row reads stay aligned.
+        let pad = match ty.shape.as_slice() {
+            [.., r, c] if *r > 1 && c * es >= 128 => 16 / es,
+            _ => 0,
+        };
+        let rows = ty.numel() as u32 / ty.shape.last().copied().unwrap_or(1).max(1);
+        let row_len = ty.shape.last().copied().unwrap_or(1) + pad;
+        self.reserve_scratch(rows * row_len * es, span)?;
         let src = self.layout(value);
         let regs = self.regs(value)?;
         self.barrier()?;
         match self.owner(&src) {
-            Some(o) => self.if_then_self(o, &mut |me| me.write_scratch(&src, &regs, s))?,
-            None => self.write_scratch(&src, &regs, s)?,
+            Some(o) => self.if_then_self(o, &mut |me| me.write_scratch(&src, &regs, s, pad))?,
+            None => self.write_scratch(&src, &regs, s, pad)?,
         }
         self.barrier()?;
         let mut out = Vec::new();
         for k in 0..dst.num_regs() {
             let c = self.coords(dst, k)?;
             let (sc, sshape) = src_of(&mut self.e, &c)?;
-            let f = self.flat(&sc, &sshape)?;
+            let f = if sshape == ty.shape || pad == 0 {
+                self.padded_flat(&sc, &sshape, pad)?
+            } else {
+                // A reshape reads in another shape: its row-major index,
+                // then the padded position of that element.
+                let f = self.flat(&sc, &sshape)?;
+                let n = self.e.i32(*ty.shape.last().unwrap() as i64)?;
+                let row = self.e.binop("arith.divui", f, n)?;
+                let col = self.e.binop("arith.remui", f, n)?;
+                let len = self.e.i32((ty.shape.last().unwrap() + pad) as i64)?;
+                let at = self.e.binop("arith.muli", row, len)?;
+                self.e.binop("arith.addi", at, col)?
+            };
             out.push(self.scratch_load(f, s, is_ptr)?);
         }
         Ok(out)
     }
 
-    /// Every register of a tile in layout `l` to scratch at its row-major index.
-    fn write_scratch(&mut self, l: &Layout, regs: &[V], s: Scalar) -> Result<(), CodegenError> {
+    /// Every register of a tile in layout `l` to scratch at its row-major
+    /// index, rows padded by `pad` elements.
+    fn write_scratch(
+        &mut self,
+        l: &Layout,
+        regs: &[V],
+        s: Scalar,
+        pad: u32,
+    ) -> Result<(), CodegenError> {
         for (k, &x) in regs.iter().enumerate() {
             let c = self.coords(l, k)?;
-            let f = self.flat(&c, l.shape())?;
+            let f = self.padded_flat(&c, l.shape(), pad)?;
             self.scratch_store(f, x, s)?;
         }
         Ok(())
+    }
+
+    /// Row-major index of `coords` in `shape` with rows (the last
+    /// dimension) `pad` elements longer.
+    fn padded_flat(&mut self, coords: &[V], shape: &[u32], pad: u32) -> Result<V, CodegenError> {
+        match (coords, shape) {
+            ([lead @ .., last], [lead_shape @ .., n]) if pad > 0 => {
+                let row = self.flat(lead, lead_shape)?;
+                let len = self.e.i32((n + pad) as i64)?;
+                let at = self.e.binop("arith.muli", row, len)?;
+                self.e.binop("arith.addi", at, *last)
+            }
+            _ => self.flat(coords, shape),
+        }
     }
 
     /// `scf.if` without results, both branches lowering through `self`.
