@@ -160,6 +160,26 @@ impl Ops {
         Ok(self.kernels.launch(name, meta, warps, g, args)?)
     }
 
+    /// A row kernel: one program per row of `n` elements, its `BLOCK` and
+    /// warps from [`Ops::row_config`], plus `meta`; nothing for no rows (the
+    /// arguments are built only when there is something to launch).
+    fn launch_rows<'a>(
+        &self,
+        name: &str,
+        meta: &[(&str, i64)],
+        rows: usize,
+        n: usize,
+        args: impl FnOnce() -> Result<Vec<Arg<'a>>, OpsError>,
+    ) -> Result<(), OpsError> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let (block, warps) = self.row_config(n);
+        let mut m = vec![("BLOCK", block)];
+        m.extend_from_slice(meta);
+        self.launch(name, &m, warps, [rows, 1, 1], &args()?)
+    }
+
     /// Elementwise kernels over n elements: one program per block.
     fn elementwise_block(&self, n: usize) -> i64 {
         // 1024 suits the GPU; on the CPU big blocks cut the interpreter's

@@ -140,19 +140,16 @@ impl Ops {
         check(OP, "w", w, Scalar::F32, &[n])?;
         check(OP, "y", y, Scalar::F32, &[rows, n])?;
         check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
-        if rows == 0 {
-            return Ok(());
-        }
-        let (block, warps) = self.row_config(n);
-        let a = [
-            Arg::Buffer(x),
-            Arg::Buffer(w),
-            Arg::Buffer(y),
-            Arg::Buffer(rstd),
-            int(OP, n)?,
-            Arg::F32(eps),
-        ];
-        self.launch("rmsnorm_fwd", &[("BLOCK", block)], warps, [rows, 1, 1], &a)
+        self.launch_rows("rmsnorm_fwd", &[], rows, n, || {
+            Ok(vec![
+                Arg::Buffer(x),
+                Arg::Buffer(w),
+                Arg::Buffer(y),
+                Arg::Buffer(rstd),
+                int(OP, n)?,
+                Arg::F32(eps),
+            ])
+        })
     }
 
     /// Backward of [`Ops::rmsnorm_fwd`]: dx (+)= ∂L/∂x and dw (+)= Σ_rows dy·x·rstd
@@ -178,9 +175,8 @@ impl Ops {
         check(OP, "dy", dy, Scalar::F32, &[rows, n])?;
         check(OP, "dx", dx, Scalar::F32, &[rows, n])?;
         check(OP, "dw", dw, Scalar::F32, &[n])?;
-        if rows > 0 {
-            let (block, warps) = self.row_config(n);
-            let a = [
+        self.launch_rows("rmsnorm_bwd", &[], rows, n, || {
+            Ok(vec![
                 Arg::Buffer(x),
                 Arg::Buffer(w),
                 Arg::Buffer(dy),
@@ -188,9 +184,8 @@ impl Ops {
                 Arg::Buffer(dx),
                 int(OP, n)?,
                 dx_mode.flag(),
-            ];
-            self.launch("rmsnorm_bwd", &[("BLOCK", block)], warps, [rows, 1, 1], &a)?;
-        }
+            ])
+        })?;
         self.column_reduce(OP, "rmsnorm_dw", &[x, dy, rstd], rows, n, dw, dw_mode)
     }
 
@@ -222,23 +217,14 @@ impl Ops {
         t: usize,
         scale: f32,
     ) -> Result<(), OpsError> {
-        if bh * t == 0 {
-            return Ok(());
-        }
-        let (block, warps) = self.row_config(t);
-        let a = [
-            Arg::Buffer(s),
-            Arg::Buffer(p),
-            int("attn_softmax_fwd", t)?,
-            Arg::F32(scale),
-        ];
-        self.launch(
-            "attn_softmax_fwd",
-            &[("BLOCK", block)],
-            warps,
-            [bh * t, 1, 1],
-            &a,
-        )
+        self.launch_rows("attn_softmax_fwd", &[], bh * t, t, || {
+            Ok(vec![
+                Arg::Buffer(s),
+                Arg::Buffer(p),
+                int("attn_softmax_fwd", t)?,
+                Arg::F32(scale),
+            ])
+        })
     }
 
     /// Backward of [`Ops::attn_softmax_fwd`]: dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)),
@@ -269,24 +255,15 @@ impl Ops {
         t: usize,
         scale: f32,
     ) -> Result<(), OpsError> {
-        if bh * t == 0 {
-            return Ok(());
-        }
-        let (block, warps) = self.row_config(t);
-        let a = [
-            Arg::Buffer(p),
-            Arg::Buffer(dp),
-            Arg::Buffer(ds),
-            int("attn_softmax_bwd", t)?,
-            Arg::F32(scale),
-        ];
-        self.launch(
-            "attn_softmax_bwd",
-            &[("BLOCK", block)],
-            warps,
-            [bh * t, 1, 1],
-            &a,
-        )
+        self.launch_rows("attn_softmax_bwd", &[], bh * t, t, || {
+            Ok(vec![
+                Arg::Buffer(p),
+                Arg::Buffer(dp),
+                Arg::Buffer(ds),
+                int("attn_softmax_bwd", t)?,
+                Arg::F32(scale),
+            ])
+        })
     }
 
     /// Causal attention on per-head matrices q, k, v [bh, t, d]:
@@ -424,32 +401,23 @@ impl Ops {
         if let Some(d) = &dlogits {
             check(OP, "dlogits", d, Scalar::F32, &[rows, vocab])?;
         }
-        if rows == 0 {
-            return Ok(());
-        }
-        let (block, warps) = self.row_config(vocab);
         let grad = dlogits.is_some() as i64;
         let d: &Buffer = match &dlogits {
             Some(d) => d,
             // GRAD = 0 never stores through it.
             None => logits,
         };
-        let a = [
-            Arg::Buffer(logits),
-            Arg::Buffer(targets),
-            Arg::Buffer(loss),
-            Arg::Buffer(d),
-            int(OP, vocab)?,
-            Arg::F32(grad_scale),
-            Arg::F32(f32::NAN),
-        ];
-        self.launch(
-            "cross_entropy",
-            &[("BLOCK", block), ("GRAD", grad)],
-            warps,
-            [rows, 1, 1],
-            &a,
-        )
+        self.launch_rows("cross_entropy", &[("GRAD", grad)], rows, vocab, || {
+            Ok(vec![
+                Arg::Buffer(logits),
+                Arg::Buffer(targets),
+                Arg::Buffer(loss),
+                Arg::Buffer(d),
+                int(OP, vocab)?,
+                Arg::F32(grad_scale),
+                Arg::F32(f32::NAN),
+            ])
+        })
     }
 
     /// One AdamW step (1-based `step`, for the bias corrections) on n
