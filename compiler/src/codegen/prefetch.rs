@@ -87,9 +87,11 @@ pub(crate) enum SmemTile {
     /// `wgmma`'s swizzled canonical layout: the `[rows, cols]` tile is cut
     /// into atoms of 8 rows × `width` elements (`width · 2` = 32, 64 or 128
     /// bytes, the swizzle span), stored row after row; a column of atoms
-    /// (all rows) after another. Within each atom, the 16-byte chunk index of
-    /// row `r` is XORed with `r % (width / 8)`, as the hardware expects when
-    /// the atom is aligned to its size.
+    /// (all rows) after another. Then, as the hardware's 128/64/32-byte
+    /// swizzle modes do on addresses, the 16-byte chunk bits of each byte
+    /// offset (bits 4..) are XORed with its 128-byte line bits (bits 7..),
+    /// log2(width / 8) of them; buffers are aligned to 1024 bytes, so
+    /// offsets and addresses agree.
     Swizzled { rows: u32, width: u32 },
 }
 
