@@ -113,3 +113,79 @@ fn compilation_is_deterministic() {
         }
     }
 }
+
+fn compile_warps(text: &str, kernel: &str, warps: u32) -> String {
+    let src = SourceFile::new("regression.tile", text);
+    let program = parse_program(&src).unwrap();
+    let tir = program.specialize(kernel, &[]).unwrap();
+    compile(
+        &tir,
+        &Options {
+            warps,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+    .ptx
+}
+
+/// A K loop `acc = dot(a, b, acc)` on sm_90 runs on `wgmma` and leaves one
+/// multiply group running into the next iteration; the loop's final wait
+/// sits behind `lb < ub`, so there is exactly one `wait_group 0`.
+#[test]
+fn a_k_loop_keeps_its_wgmma_in_flight() {
+    let src = r#"
+kernel mm(a: *bf16, b: *bf16, c: *f32, K: i32) {
+    let rm = arange(0, 128);
+    let rn = arange(0, 256);
+    let rk = arange(0, 64);
+    let mut acc = zeros([128, 256], f32);
+    for k0 in 0..K step 64 {
+        let at = load(a + rm[:, None] * K + (k0 + rk)[None, :]);
+        let bt = load(b + (k0 + rk)[:, None] * 256 + rn[None, :]);
+        acc = dot(at, bt, acc);
+    }
+    store(c + rm[:, None] * 256 + rn[None, :], acc);
+}
+"#;
+    let ptx = compile_warps(src, "mm", 8);
+    assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16"));
+    assert_eq!(ptx.matches("wgmma.wait_group.sync.aligned 1;").count(), 1);
+    assert_eq!(ptx.matches("wgmma.wait_group.sync.aligned 0;").count(), 1);
+    assert!(ptx.contains("fence.proxy.async.shared::cta"));
+}
+
+/// A pipelined operand the body also uses (mHC's projection squares its x
+/// tile) is copied ahead like the other and read back from its stage,
+/// instead of keeping the whole dot off the pipeline.
+#[test]
+fn a_pipelined_load_with_other_uses_is_read_back() {
+    let src = r#"
+kernel proj(x: *bf16, w: *bf16, z: *f32, r: *f32, K: i32) {
+    let rt = arange(0, 64);
+    let rk = arange(0, 64);
+    let rn = arange(0, 64);
+    let mut acc = zeros([64, 64], f32);
+    let mut ss = zeros([64, 64], f32);
+    for k0 in 0..K step 64 {
+        let xb = load(x + rt[:, None] * K + (k0 + rk)[None, :]);
+        acc = dot(xb, load(w + (k0 + rk)[:, None] * 64 + rn[None, :]), acc);
+        let xf = xb as f32;
+        ss += xf * xf;
+    }
+    store(z + rt[:, None] * 64 + rn[None, :], acc);
+    store(r + rt, sum(ss, 1));
+}
+"#;
+    let ptx = compile_warps(src, "proj", 4);
+    assert!(
+        ptx.contains("cp.async.cg.shared.global"),
+        "both operands copied ahead"
+    );
+    assert!(ptx.contains("wgmma.mma_async"), "and multiplied with wgmma");
+    assert!(ptx.contains("ld.shared.v4"), "x read back from its stage");
+    assert!(
+        !ptx.contains("ld.global.v4"),
+        "no operand loaded into registers first"
+    );
+}
