@@ -68,18 +68,8 @@ fn run(opts: &Options) -> (Summary, Checkpoint) {
     (s, ck)
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn same_bits(a: &(Summary, Checkpoint), b: &(Summary, Checkpoint)) -> bool {
-    bits(&a.0.losses) == bits(&b.0.losses)
-        && a.0.last_val_loss.map(f32::to_bits) == b.0.last_val_loss.map(f32::to_bits)
-        && a.1
-            .tensors
-            .iter()
-            .zip(&b.1.tensors)
-            .all(|(x, y)| x.name == y.name && bits(&x.data) == bits(&y.data))
+fn same_run(a: &(Summary, Checkpoint), b: &(Summary, Checkpoint)) -> bool {
+    same_bits(&a.0, &a.1, &b.0, &b.1)
 }
 
 fn max_rel_loss(a: &Summary, b: &Summary) -> f64 {
@@ -104,7 +94,7 @@ fn gpu_nccl_single_rank_matches_the_single_device_run() {
         single.0.losses, nccl.0.losses
     );
     assert!(
-        same_bits(&single, &nccl),
+        same_run(&single, &nccl),
         "one NCCL rank changed the run: {:?} vs {:?}",
         nccl.0.losses,
         single.0.losses
@@ -136,7 +126,7 @@ fn gpu_two_ranks_match_one() {
         max_rel_loss(&nccl.0, &one.0)
     );
     assert!(
-        same_bits(&nccl, &host),
+        same_run(&nccl, &host),
         "NCCL and the host stand-in differ: {:?} vs {:?}",
         nccl.0.losses,
         host.0.losses

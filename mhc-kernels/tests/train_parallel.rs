@@ -116,15 +116,7 @@ fn differences(a: &Ran, b: &Ran) -> (f64, f64) {
 }
 
 fn bit_identical(a: &Ran, b: &Ran) -> bool {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    bits(&a.0.losses) == bits(&b.0.losses)
-        && a.0.last_val_loss.map(f32::to_bits) == b.0.last_val_loss.map(f32::to_bits)
-        && a.1.tensors.len() == b.1.tensors.len()
-        && a.1
-            .tensors
-            .iter()
-            .zip(&b.1.tensors)
-            .all(|(x, y)| x.name == y.name && bits(&x.data) == bits(&y.data))
+    same_bits(&a.0, &a.1, &b.0, &b.1)
 }
 
 fn ranks_match(residual: ResidualMode, ranks: usize, batch: usize) {
@@ -274,23 +266,12 @@ fn resume_across_rank_counts() {
 
 #[test]
 fn non_finite_loss_stops_every_rank() {
-    let out = temp_dir("par-nan");
-    let mut opts = tiny_ranks(ResidualMode::Plain, 6, 2, out.clone());
-    (
-        opts.train.lr,
-        opts.train.min_lr,
-        opts.train.warmup,
-        opts.train.clip,
-    ) = (1e30, 1e30, 0, 0.0);
-    opts.train.checkpoint_every = 1;
-    let err = train(&opts, no_interrupt()).unwrap_err().to_string();
-    assert!(
-        err.contains("non-finite") && err.contains("is kept"),
-        "{err}"
-    );
-    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
-    assert!(err.starts_with(&format!("step {}:", ck.step)), "{err}");
-    std::fs::remove_dir_all(&out).unwrap();
+    assert_stops_at_the_first_non_finite_loss(tiny_ranks(
+        ResidualMode::Plain,
+        6,
+        2,
+        temp_dir("par-nan"),
+    ));
 }
 
 #[test]

@@ -141,32 +141,7 @@ fn interrupt_pauses_with_a_checkpoint() {
 
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
-    let out = temp_dir("nan");
-    let mut opts = tiny(ResidualMode::Plain, 6, out.clone());
-    // An absurd learning rate overflows the weights within a step or two.
-    (
-        opts.train.lr,
-        opts.train.min_lr,
-        opts.train.warmup,
-        opts.train.clip,
-    ) = (1e30, 1e30, 0, 0.0);
-    opts.train.checkpoint_every = 1;
-    let err = train(&opts, no_interrupt()).unwrap_err().to_string();
-    assert!(
-        err.contains("non-finite") && err.contains("is kept"),
-        "{err}"
-    );
-    let ck = mhc::train::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
-    assert!(
-        ck.step >= 1 && err.starts_with(&format!("step {}:", ck.step)),
-        "{err} (checkpoint at {})",
-        ck.step
-    );
-    assert!(ck
-        .tensors
-        .iter()
-        .all(|t| t.data.iter().all(|x| x.is_finite())));
-    std::fs::remove_dir_all(&out).unwrap();
+    assert_stops_at_the_first_non_finite_loss(tiny(ResidualMode::Plain, 6, temp_dir("nan")));
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! interpreter by default; tests override fields as they need).
 #![allow(dead_code)]
 
+use mhc::train::checkpoint::Checkpoint;
 use mhc::train::config::{ModelConfig, ResidualMode, TrainConfig};
-use mhc::train::run::{CollectiveChoice, DeviceChoice, Options};
+use mhc::train::run::{train, CollectiveChoice, DeviceChoice, Options, Summary};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -67,4 +68,48 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
 
 pub fn no_interrupt() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
+}
+
+/// Whether two runs are the same bit for bit: every loss, the last
+/// validation loss and every tensor of the final checkpoint.
+pub fn same_bits(a: &Summary, ca: &Checkpoint, b: &Summary, cb: &Checkpoint) -> bool {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    bits(&a.losses) == bits(&b.losses)
+        && a.last_val_loss.map(f32::to_bits) == b.last_val_loss.map(f32::to_bits)
+        && ca.tensors.len() == cb.tensors.len()
+        && ca
+            .tensors
+            .iter()
+            .zip(&cb.tensors)
+            .all(|(x, y)| x.name == y.name && bits(&x.data) == bits(&y.data))
+}
+
+/// Trains `opts` (checkpointing every step) with a learning rate that
+/// overflows the weights within a step or two, and checks that the run
+/// stops at the first non-finite loss, naming that step, with the last
+/// good, finite checkpoint kept.
+pub fn assert_stops_at_the_first_non_finite_loss(mut opts: Options) {
+    (
+        opts.train.lr,
+        opts.train.min_lr,
+        opts.train.warmup,
+        opts.train.clip,
+    ) = (1e30, 1e30, 0, 0.0);
+    opts.train.checkpoint_every = 1;
+    let err = train(&opts, no_interrupt()).unwrap_err().to_string();
+    assert!(
+        err.contains("non-finite") && err.contains("is kept"),
+        "{err}"
+    );
+    let ck = Checkpoint::load(&opts.out.join("checkpoint.safetensors")).unwrap();
+    assert!(
+        ck.step >= 1 && err.starts_with(&format!("step {}:", ck.step)),
+        "{err} (checkpoint at {})",
+        ck.step
+    );
+    assert!(ck
+        .tensors
+        .iter()
+        .all(|t| t.data.iter().all(|x| x.is_finite())));
+    std::fs::remove_dir_all(&opts.out).unwrap();
 }
