@@ -8,14 +8,13 @@
 mod train_common;
 
 use mhc::kernels::KernelSet;
-use mhc::layer::Mixing;
 use mhc::ops::Ops;
 use mhc::train::checkpoint::Checkpoint;
 use mhc::train::config::ResidualMode;
 use mhc::train::data::Dataset;
 use mhc::train::metrics::{metrics_path, read_records};
 use mhc::train::model::Model;
-use mhc::train::residual::{Hyper, HyperConfig, Plain, Residual};
+use mhc::train::residual::{new_residual, ResidualConfig};
 use mhc::train::run::{train, CollectiveChoice, Options, Stop, Summary};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -311,29 +310,20 @@ fn step_gradients(residual: ResidualMode, ranks: Option<usize>, batch: usize) ->
                     let device = Arc::new(Device::cpu());
                     let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
                     let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
-                    let res: Box<dyn Residual> = match residual {
-                        ResidualMode::Plain => Box::new(Plain::new(ops.clone(), sites)),
-                        mode => Box::new(
-                            Hyper::new(
-                                ops.clone(),
-                                kernels,
-                                &HyperConfig {
-                                    mixing: if mode == ResidualMode::Hc {
-                                        Mixing::Hc
-                                    } else {
-                                        Mixing::Mhc
-                                    },
-                                    streams: cfg.streams,
-                                    width: cfg.width,
-                                    tokens: local,
-                                    sites,
-                                    recompute: None,
-                                    seed: seed ^ 0x5eed,
-                                },
-                            )
-                            .unwrap(),
-                        ),
-                    };
+                    let res = new_residual(
+                        residual,
+                        ops.clone(),
+                        kernels,
+                        &ResidualConfig {
+                            streams: cfg.streams,
+                            width: cfg.width,
+                            tokens: local,
+                            sites,
+                            recompute: None,
+                            seed: seed ^ 0x5eed,
+                        },
+                    )
+                    .unwrap();
                     let mut model =
                         Model::new(cfg, device.clone(), ops, res, local / context, seed).unwrap();
                     if ranks.is_some() {

@@ -8,6 +8,7 @@
 //!   recompute. The streams start as n copies of the embedding and end as
 //!   their mean; F sees `h_in` cast to f32 and its output is cast to bf16.
 
+use super::config::ResidualMode;
 use super::params::Slot;
 use crate::kernels::KernelSet;
 use crate::layer::{Grads, Layer, LayerError, Mixing, Params, SiteConfig};
@@ -16,6 +17,20 @@ use crate::stack::{default_block_len, Stack, Sublayer};
 use anyhow::{anyhow, Result};
 use std::sync::Arc;
 use tile_runtime::{Buffer, Scalar};
+
+/// The residual of `mode`: [`Plain`] or a [`Hyper`] with HC or mHC mixing.
+pub fn new_residual(
+    mode: ResidualMode,
+    ops: Arc<Ops>,
+    kernels: Arc<KernelSet>,
+    cfg: &ResidualConfig,
+) -> Result<Box<dyn Residual>> {
+    Ok(match mode {
+        ResidualMode::Plain => Box::new(Plain::new(ops, cfg.sites)),
+        ResidualMode::Hc => Box::new(Hyper::new(ops, kernels, Mixing::Hc, cfg)?),
+        ResidualMode::Mhc => Box::new(Hyper::new(ops, kernels, Mixing::Mhc, cfg)?),
+    })
+}
 
 /// F of every site on f32 activations `[T, C]`. `backward` gets the site's
 /// input again (the mode may have recomputed it) and returns ∂L/∂h.
@@ -110,9 +125,8 @@ pub struct Hyper {
     c: usize,
 }
 
-/// Shape and options of a [`Hyper`] residual.
-pub struct HyperConfig {
-    pub mixing: Mixing,
+/// Shape and options of a residual (plain uses only `sites`).
+pub struct ResidualConfig {
     pub streams: usize,
     pub width: usize,
     /// Tokens per step.
@@ -126,8 +140,13 @@ pub struct HyperConfig {
 
 impl Hyper {
     /// Sites initialised as mhc-spec.md says (deterministic in `cfg.seed`).
-    pub fn new(ops: Arc<Ops>, kernels: Arc<KernelSet>, cfg: &HyperConfig) -> Result<Hyper> {
-        let site = SiteConfig::new(cfg.mixing, cfg.streams, cfg.width);
+    pub fn new(
+        ops: Arc<Ops>,
+        kernels: Arc<KernelSet>,
+        mixing: Mixing,
+        cfg: &ResidualConfig,
+    ) -> Result<Hyper> {
+        let site = SiteConfig::new(mixing, cfg.streams, cfg.width);
         let mut layers = Vec::with_capacity(cfg.sites);
         let (mut params, mut grads) = (Vec::new(), Vec::new());
         for s in 0..cfg.sites {

@@ -12,9 +12,8 @@ use super::model::Model;
 use super::optim::AdamW;
 use super::parallel::{self, Plan, Rank};
 use super::plot::{plot_runs, Run};
-use super::residual::{Hyper, HyperConfig, Plain, Residual};
+use super::residual::{new_residual, ResidualConfig};
 use crate::kernels::KernelSet;
-use crate::layer::Mixing;
 use crate::ops::Ops;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -270,26 +269,19 @@ fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summ
     let tokens = batch * mcfg.context;
     let global_tokens = tcfg.batch * mcfg.context;
     let sites = 2 * mcfg.layers;
-    let residual: Box<dyn Residual> = match mcfg.residual {
-        ResidualMode::Plain => Box::new(Plain::new(ops.clone(), sites)),
-        mode => Box::new(Hyper::new(
-            ops.clone(),
-            kernels.clone(),
-            &HyperConfig {
-                mixing: if mode == ResidualMode::Hc {
-                    Mixing::Hc
-                } else {
-                    Mixing::Mhc
-                },
-                streams: mcfg.streams,
-                width: mcfg.width,
-                tokens,
-                sites,
-                recompute: opts.recompute,
-                seed: tcfg.seed ^ 0x5eed,
-            },
-        )?),
-    };
+    let residual = new_residual(
+        mcfg.residual,
+        ops.clone(),
+        kernels.clone(),
+        &ResidualConfig {
+            streams: mcfg.streams,
+            width: mcfg.width,
+            tokens,
+            sites,
+            recompute: opts.recompute,
+            seed: tcfg.seed ^ 0x5eed,
+        },
+    )?;
     let mut model = Model::new(
         mcfg.clone(),
         device.clone(),
