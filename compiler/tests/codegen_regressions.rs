@@ -5,6 +5,10 @@ use tilec::codegen::{compile, Options};
 use tilec::frontend::{parse_program, SourceFile};
 
 fn compile_src(text: &str, kernel: &str) -> Result<String, String> {
+    compile_src_warps(text, kernel, 4)
+}
+
+fn compile_src_warps(text: &str, kernel: &str, warps: u32) -> Result<String, String> {
     let src = SourceFile::new("regression.tile", text);
     let program = parse_program(&src).map_err(|d| d.render(&src))?;
     let tir = program
@@ -13,7 +17,7 @@ fn compile_src(text: &str, kernel: &str) -> Result<String, String> {
     compile(
         &tir,
         &Options {
-            warps: 4,
+            warps,
             ..Options::default()
         },
     )
@@ -114,21 +118,6 @@ fn compilation_is_deterministic() {
     }
 }
 
-fn compile_warps(text: &str, kernel: &str, warps: u32) -> String {
-    let src = SourceFile::new("regression.tile", text);
-    let program = parse_program(&src).unwrap();
-    let tir = program.specialize(kernel, &[]).unwrap();
-    compile(
-        &tir,
-        &Options {
-            warps,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .ptx
-}
-
 /// A K loop `acc = dot(a, b, acc)` on sm_90 runs on `wgmma` and leaves one
 /// multiply group running into the next iteration; the loop's final wait
 /// sits behind `lb < ub`, so there is exactly one `wait_group 0`.
@@ -148,7 +137,7 @@ kernel mm(a: *bf16, b: *bf16, c: *f32, K: i32) {
     store(c + rm[:, None] * 256 + rn[None, :], acc);
 }
 "#;
-    let ptx = compile_warps(src, "mm", 8);
+    let ptx = compile_src_warps(src, "mm", 8).unwrap();
     assert!(ptx.contains("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16"));
     assert_eq!(ptx.matches("wgmma.wait_group.sync.aligned 1;").count(), 1);
     assert_eq!(ptx.matches("wgmma.wait_group.sync.aligned 0;").count(), 1);
@@ -177,7 +166,7 @@ kernel proj(x: *bf16, w: *bf16, z: *f32, r: *f32, K: i32) {
     store(r + rt, sum(ss, 1));
 }
 "#;
-    let ptx = compile_warps(src, "proj", 4);
+    let ptx = compile_src_warps(src, "proj", 4).unwrap();
     assert!(
         ptx.contains("cp.async.cg.shared.global"),
         "both operands copied ahead"

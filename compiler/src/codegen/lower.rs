@@ -897,7 +897,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                         &[],
                         &[("n", &format!("{} : i32", p.ahead() - 1))],
                     )?;
-                    if p.wgmma {
+                    if p.wgmma() {
                         // `wgmma` reads shared memory through the async proxy.
                         self.e
                             .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;

@@ -45,8 +45,6 @@ pub(crate) struct Loop {
     /// Bytes of one stage (every buffer of one iteration).
     pub stage_bytes: u32,
     pub bufs: Vec<Buf>,
-    /// Whether a `dot` of the loop runs on `wgmma` (its buffers are swizzled).
-    pub wgmma: bool,
     /// A `wgmma` dot left running into the next iteration (its result, and
     /// the index of its accumulator among the carried values): copies then
     /// run `stages - 2` iterations ahead instead of `stages - 1`, into the
@@ -58,6 +56,13 @@ pub(crate) struct Loop {
 }
 
 impl Loop {
+    /// Whether a `dot` of the loop runs on `wgmma` (its buffers are swizzled).
+    pub fn wgmma(&self) -> bool {
+        self.bufs
+            .iter()
+            .any(|b| matches!(b.tile, SmemTile::Swizzled { .. }))
+    }
+
     /// How many iterations ahead the copies run.
     pub fn ahead(&self) -> u32 {
         if self.in_flight.is_some() {
@@ -330,7 +335,6 @@ fn plan_loop(
         stages,
         stage_bytes: offset,
         bufs,
-        wgmma: swizzled,
         in_flight,
         slice: slice.into_iter().collect(),
     })
