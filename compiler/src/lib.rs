@@ -12,6 +12,7 @@ pub mod diag;
 pub mod driver;
 pub mod frontend;
 pub mod interp;
+pub mod launch;
 pub mod pack;
 pub mod passes;
 pub mod syntax;

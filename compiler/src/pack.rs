@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"TILEPACK";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PackManifest {
@@ -47,8 +47,13 @@ pub struct Variant {
     pub config: Config,
     pub tir: Kernel,
     pub ptx: BTreeMap<String, String>,
-    /// Dynamic shared memory per CTA (bytes) that the PTX expects at launch.
-    pub shared_bytes: u32,
+    /// Per architecture: dynamic shared memory per CTA (bytes) that the PTX
+    /// expects at launch.
+    pub shared_bytes: BTreeMap<String, u32>,
+    /// Per architecture: the tensors the host describes for the kernel's TMA
+    /// copies, one hidden parameter each (see `launch`).
+    #[serde(default)]
+    pub tma: BTreeMap<String, Vec<crate::launch::TmaOperand>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +239,8 @@ mod tests {
                         values: vec![],
                     },
                     ptx: [("sm_90".to_string(), ".version 8.0".to_string())].into(),
-                    shared_bytes: 0,
+                    shared_bytes: [("sm_90".to_string(), 0)].into(),
+                    tma: BTreeMap::new(),
                 }],
             }],
         }

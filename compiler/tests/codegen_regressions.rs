@@ -9,6 +9,14 @@ fn compile_src(text: &str, kernel: &str) -> Result<String, String> {
 }
 
 fn compile_src_warps(text: &str, kernel: &str, warps: u32) -> Result<String, String> {
+    compile_art_result(text, kernel, warps).map(|a| a.ptx)
+}
+
+fn compile_art_result(
+    text: &str,
+    kernel: &str,
+    warps: u32,
+) -> Result<tilec::codegen::Artifacts, String> {
     let src = SourceFile::new("regression.tile", text);
     let program = parse_program(&src).map_err(|d| d.render(&src))?;
     let tir = program
@@ -21,7 +29,6 @@ fn compile_src_warps(text: &str, kernel: &str, warps: u32) -> Result<String, Str
             ..Options::default()
         },
     )
-    .map(|a| a.ptx)
     .map_err(|e| e.to_string())
 }
 
@@ -177,4 +184,64 @@ kernel proj(x: *bf16, w: *bf16, z: *f32, r: *f32, K: i32) {
         !ptx.contains("ld.global.v4"),
         "no operand loaded into registers first"
     );
+}
+
+/// On sm_90 a masked tile load of a `wgmma` loop in the TMA form (a pointer
+/// parameter plus row index × stride plus column index, masked by both
+/// bounds, zeros elsewhere) is fetched by TMA into its swizzled stage, the
+/// host describing the tensor through a hidden parameter; `cp.async` stays
+/// for launches whose tensors TMA cannot describe. An unmasked load (no
+/// bounds for the host to give) keeps `cp.async` alone.
+#[test]
+fn a_masked_tile_load_on_wgmma_is_fetched_by_tma() {
+    use tilec::launch::{HostScalar::Param, TmaOperand};
+    let src = r#"
+kernel mm(a: *bf16, b: *bf16, c: *f32, M: i32, N: i32, K: i32) {
+    let rm = program_id(0) * 128 + arange(0, 128);
+    let rn = arange(0, 256);
+    let rk = arange(0, 64);
+    let mut acc = zeros([128, 256], f32);
+    for k0 in 0..K step 64 {
+        let ka = k0 + rk;
+        let at = load(a + rm[:, None] * K + ka[None, :], (rm[:, None] < M) & (ka[None, :] < K), 0.0);
+        let bt = load(b + ka[:, None] * N + rn[None, :], (ka[:, None] < K) & (rn[None, :] < N), 0.0);
+        acc = dot(at, bt, acc);
+    }
+    store(c + rm[:, None] * N + rn[None, :], acc, (rm[:, None] < M) & (rn[None, :] < N));
+}
+"#;
+    let art = compile_art(src, "mm", 8);
+    let op = |base, rows, cols, stride, box_rows| TmaOperand {
+        base,
+        elem_bytes: 2,
+        rows: Param(rows),
+        cols: Param(cols),
+        row_stride: Param(stride),
+        box_rows,
+        box_cols: 64,
+        swizzle_bytes: 128,
+    };
+    assert_eq!(art.tma, vec![op(0, 3, 5, 5, 128), op(1, 5, 4, 4, 64)]);
+    let ptx = &art.ptx;
+    assert!(ptx.contains(".param .u64 mm_param_6") && ptx.contains(".param .u64 mm_param_7"));
+    // A: one box of 128 × 64; B: four of 64 × 64 (one per 128-byte column of atoms).
+    let boxes = ptx
+        .matches("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes")
+        .count();
+    assert!(boxes > 0 && boxes % 5 == 0, "{boxes} box copies");
+    assert!(ptx.contains("mbarrier.try_wait.parity") && ptx.contains("mbarrier.arrive.expect_tx"));
+    assert!(
+        ptx.contains("cp.async.cg.shared.global"),
+        "the cp.async path remains"
+    );
+
+    let unmasked = src
+        .replace(", (rm[:, None] < M) & (ka[None, :] < K), 0.0", "")
+        .replace(", (ka[:, None] < K) & (rn[None, :] < N), 0.0", "");
+    let art = compile_art(&unmasked, "mm", 8);
+    assert!(art.tma.is_empty() && !art.ptx.contains("cp.async.bulk"));
+}
+
+fn compile_art(text: &str, kernel: &str, warps: u32) -> tilec::codegen::Artifacts {
+    compile_art_result(text, kernel, warps).unwrap_or_else(|e| panic!("{e}"))
 }

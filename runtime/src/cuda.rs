@@ -3,15 +3,24 @@
 
 use crate::RuntimeError;
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tilec::launch::{HostScalar, TmaOperand};
+
+/// Encoded tensor maps kept in device memory before the cache is emptied
+/// (after a synchronisation, so that no running kernel still reads one).
+const MAX_TENSOR_MAPS: usize = 4096;
 
 pub struct CudaDevice {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) name: String,
+    /// Tensor maps by content, in device memory (TMA reads them there); never
+    /// rewritten, since a kernel still queued may use one.
+    tensor_maps: Mutex<HashMap<[u64; 16], CudaSlice<u8>>>,
 }
 
 fn drv(e: cudarc::driver::DriverError) -> RuntimeError {
@@ -64,7 +73,12 @@ impl CudaDevice {
         let ctx = CudaContext::new(ordinal).map_err(drv)?;
         let stream = ctx.default_stream();
         let name = ctx.name().map_err(drv)?;
-        Ok(CudaDevice { ctx, stream, name })
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            name,
+            tensor_maps: Mutex::new(HashMap::new()),
+        })
     }
 
     pub(crate) fn arch(&self) -> Result<String, RuntimeError> {
@@ -180,6 +194,102 @@ impl CudaDevice {
         };
         unsafe { b.launch(cfg) }.map_err(drv)?;
         Ok(())
+    }
+
+    /// The device address of the tensor map `op` describes for a launch with
+    /// `args`, or 0 when TMA cannot describe that tensor (base not 16-byte
+    /// aligned, row pitch not a multiple of 16 bytes, empty or huge
+    /// dimensions): the kernel then copies with `cp.async`.
+    pub(crate) fn tensor_map(
+        &self,
+        op: &TmaOperand,
+        args: &[crate::Arg],
+    ) -> Result<u64, RuntimeError> {
+        let scalar = |h: HostScalar| match h {
+            HostScalar::Const(c) => Some(c),
+            HostScalar::Param(i) => match args.get(i)? {
+                crate::Arg::I32(x) => Some(*x as i64),
+                crate::Arg::I64(x) => Some(*x),
+                _ => None,
+            },
+        };
+        let base = match args.get(op.base) {
+            Some(crate::Arg::Buffer(b)) => match &b.storage {
+                crate::Storage::Cuda(s) => s.device_ptr(&self.stream).0,
+                crate::Storage::Host(_) => return Ok(0),
+            },
+            _ => return Ok(0),
+        };
+        let (Some(rows), Some(cols), Some(stride)) =
+            (scalar(op.rows), scalar(op.cols), scalar(op.row_stride))
+        else {
+            return Ok(0);
+        };
+        let e = op.elem_bytes as i64;
+        let dim_ok = |x: i64| (1..=1i64 << 32).contains(&x);
+        let pitch = stride.saturating_mul(e);
+        if base % 16 != 0
+            || !dim_ok(rows)
+            || !dim_ok(cols)
+            || pitch <= 0
+            || pitch % 16 != 0
+            || pitch >= 1i64 << 40
+        {
+            return Ok(0);
+        }
+        use sys::CUtensorMapSwizzle::*;
+        let swizzle = match op.swizzle_bytes {
+            32 => CU_TENSOR_MAP_SWIZZLE_32B,
+            64 => CU_TENSOR_MAP_SWIZZLE_64B,
+            128 => CU_TENSOR_MAP_SWIZZLE_128B,
+            _ => return Ok(0),
+        };
+        let dtype = match op.elem_bytes {
+            1 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            4 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+            _ => return Ok(0),
+        };
+        let dims = [cols as u64, rows as u64];
+        let strides = [pitch as u64];
+        let boxes = [op.box_cols, op.box_rows];
+        let unit = [1u32, 1];
+        // SAFETY: plain data out; every pointer argument points at a live array
+        // of the rank (2) the call is told, or rank - 1 for the strides.
+        let mut map: sys::CUtensorMap = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                dtype,
+                2,
+                base as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                unit.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Ok(0);
+        }
+        let mut maps = self.tensor_maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = maps.get(&map.opaque) {
+            return Ok(m.device_ptr(&self.stream).0);
+        }
+        if maps.len() >= MAX_TENSOR_MAPS {
+            self.synchronize()?;
+            maps.clear();
+        }
+        let bytes: Vec<u8> = map.opaque.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut dev = self.alloc_uninit(bytes.len())?;
+        self.upload(&mut dev, &bytes)?;
+        let addr = dev.device_ptr(&self.stream).0;
+        maps.insert(map.opaque, dev);
+        Ok(addr)
     }
 
     /// Time `f` on the stream with CUDA events, in milliseconds.

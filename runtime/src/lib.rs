@@ -235,14 +235,16 @@ impl Device {
         }
     }
 
-    /// Load a kernel compiled to PTX, launched with `warps` warps per CTA and
-    /// `shared_bytes` of dynamic shared memory.
+    /// Load a kernel compiled to PTX, launched with `warps` warps per CTA,
+    /// `shared_bytes` of dynamic shared memory and a hidden tensor-map
+    /// parameter per `tma` operand (as the compiler reported them).
     pub fn load_ptx(
         &self,
         ptx: &str,
         signature: Signature,
         warps: u32,
         shared_bytes: u32,
+        tma: Vec<tilec::launch::TmaOperand>,
     ) -> Result<Kernel, RuntimeError> {
         match self {
             Device::Cuda(d) => {
@@ -251,6 +253,7 @@ impl Device {
                     signature,
                     warps,
                     shared_bytes,
+                    tma,
                     code: Code::Cuda(f),
                 })
             }
@@ -275,6 +278,7 @@ impl Device {
                 signature: tir.signature(),
                 warps,
                 shared_bytes: 0,
+                tma: Vec::new(),
                 code: Code::Cpu(Box::new(tir)),
             }),
             Device::Cuda(_) => Err(RuntimeError::Unsupported(
@@ -309,7 +313,11 @@ impl Device {
                         Arg::I64(x) => Ok(cuda::CudaArg::I64(*x)),
                         Arg::F32(x) => Ok(cuda::CudaArg::F32(*x)),
                     })
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut cargs = cargs;
+                for op in &kernel.tma {
+                    cargs.push(cuda::CudaArg::I64(d.tensor_map(op, args)? as i64));
+                }
                 d.launch(f, grid, 32 * kernel.warps, kernel.shared_bytes, &cargs)
             }
             (Device::Cpu, Code::Cpu(tir)) => {
@@ -398,6 +406,7 @@ pub struct Kernel {
     signature: Signature,
     warps: u32,
     shared_bytes: u32,
+    tma: Vec<tilec::launch::TmaOperand>,
     code: Code,
 }
 

@@ -76,7 +76,9 @@ impl Pack {
                         v.ptx.keys().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 })?;
-                device.load_ptx(ptx, sig, config.warps, v.shared_bytes)
+                let shared = v.shared_bytes.get(&arch).copied().unwrap_or(0);
+                let tma = v.tma.get(&arch).cloned().unwrap_or_default();
+                device.load_ptx(ptx, sig, config.warps, shared, tma)
             }
             Device::Cpu => device.load_tir(v.tir.clone(), config.warps),
         }

@@ -26,7 +26,8 @@ fn vector_add_pack(dir: &std::path::Path) -> Pack {
                     config,
                     tir,
                     ptx: BTreeMap::new(),
-                    shared_bytes: 0,
+                    shared_bytes: BTreeMap::new(),
+                    tma: BTreeMap::new(),
                 }
             })
             .collect();
@@ -172,7 +173,7 @@ fn bad_launches_are_refused_with_the_kernel_and_argument_named() {
         .to_string();
     assert!(m.contains("nope") && m.contains("vector_add"), "{m}");
     let m = cpu
-        .load_ptx(".version 8.0", k.signature().clone(), 4, 0)
+        .load_ptx(".version 8.0", k.signature().clone(), 4, 0, Vec::new())
         .err()
         .unwrap()
         .to_string();

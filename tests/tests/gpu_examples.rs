@@ -163,7 +163,16 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
             let shapes: &[(usize, usize, usize)] = if small() {
                 &[(70, 33, 40)]
             } else {
-                &[(64, 64, 64), (100, 70, 50), (257, 129, 95), (96, 160, 1000)]
+                // On sm_90 TMA fetches A when K·2 bytes is a multiple of 16, B
+                // when N·2 is: both, neither, only A, only B.
+                &[
+                    (64, 64, 64),
+                    (100, 70, 50),
+                    (257, 129, 95),
+                    (96, 160, 1000),
+                    (130, 100, 64),
+                    (70, 64, 36),
+                ]
             };
             for &(m, n, k) in shapes {
                 out.push(case(

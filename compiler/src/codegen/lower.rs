@@ -10,6 +10,7 @@ use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
 use super::layout::{Blocked, Layout, Mma};
 use super::prefetch::{self, Plan, SmemTile, PAD};
+use super::tma;
 use super::CodegenError;
 use crate::tir::{
     self, BinaryOp, CmpOp, Const, Elem, Inst, Kernel, Op, ReduceOp, Scalar, Span, UnaryOp, ValueId,
@@ -23,13 +24,15 @@ use std::collections::HashMap;
 const MAX_SMEM: u32 = 227 * 1024;
 const SCRATCH: &str = "__tile_scratch";
 
-/// The lowered module and the dynamic shared memory its kernel needs per CTA.
+/// The lowered module, the dynamic shared memory its kernel needs per CTA,
+/// and the tensors the host describes for its TMA copies (its hidden
+/// parameters, in order).
 pub(crate) fn lower_to_mlir<'c>(
     ctx: &'c Context,
     kernel: &Kernel,
     warps: u32,
     arch: super::Arch,
-) -> Result<(Module<'c>, u32), CodegenError> {
+) -> Result<(Module<'c>, u32, Vec<super::TmaOperand>), CodegenError> {
     let module = Module::new(Location::unknown(ctx));
     let mut defs = HashMap::new();
     tir::walk_insts(&kernel.body, &mut |i| {
@@ -57,6 +60,7 @@ pub(crate) fn lower_to_mlir<'c>(
             defs: defs.clone(),
             lane: None,
             warp: None,
+            tma_args: Vec::new(),
         };
         let func = l.lower_func();
         (l, func)
@@ -135,7 +139,7 @@ pub(crate) fn lower_to_mlir<'c>(
             module.as_operation()
         )));
     }
-    Ok((module, shared_bytes))
+    Ok((module, shared_bytes, l.plan.tma))
 }
 
 /// Values whose layout is not the canonical blocked layout of their shape:
@@ -321,6 +325,9 @@ struct Lower<'c, 'k> {
     defs: HashMap<ValueId, &'k Inst>,
     lane: Option<V>,
     warp: Option<V>,
+    /// The hidden parameters after the kernel's own: one tensor-map address
+    /// (i64, 0 when the host has none) per [`Plan::tma`] operand.
+    tma_args: Vec<V>,
 }
 
 fn scalar_ty(s: Scalar) -> &'static str {
@@ -409,11 +416,14 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     fn lower_func(&mut self) -> Result<melior::ir::Operation<'c>, CodegenError> {
         let k = self.kernel;
-        let arg_tys: Vec<Type> = k.params.iter().map(|p| self.mty(&p.ty)).collect();
+        let mut arg_tys: Vec<Type> = k.params.iter().map(|p| self.mty(&p.ty)).collect();
+        let hidden = self.plan.tma.len();
+        arg_tys.extend(std::iter::repeat_n(self.e.ty("i64"), hidden));
         let args = self.e.push_block(&arg_tys);
-        for (p, a) in k.params.iter().zip(args) {
-            self.vals.insert(p.value, vec![a]);
+        for (p, a) in k.params.iter().zip(&args) {
+            self.vals.insert(p.value, vec![*a]);
         }
+        self.tma_args = args[k.params.len()..].to_vec();
         // Thread ids and the per-layout coordinates every later op needs.
         let index = self.e.ty("index");
         let i32t = self.e.ty("i32");
@@ -449,6 +459,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             k.params
                 .iter()
                 .map(|p| mlir_ty_name(&p.ty))
+                .chain(std::iter::repeat_n("i64".to_string(), hidden))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -867,12 +878,39 @@ impl<'c, 'k> Lower<'c, 'k> {
                     // each, once every warp is done with the stages' memory
                     // (an earlier run of this loop or another pipelined loop).
                     self.barrier()?;
+                    if let Some(bars) = p.barriers {
+                        // Fresh barriers for every run of the loop: an earlier
+                        // run may have left phases unfinished (its copies past
+                        // the last iteration are never issued).
+                        let leader = self.leader()?;
+                        self.if_then_self(leader, &mut |me| {
+                            for st in 0..p.stages {
+                                let b = me.barrier_addr(bars, st)?;
+                                me.e.inline_asm(
+                                    "mbarrier.init.shared::cta.b64 [$0], 1;",
+                                    "r,~{memory}",
+                                    &[b],
+                                    &[],
+                                )?;
+                            }
+                            me.e.inline_asm(
+                                "fence.mbarrier_init.release.cluster;",
+                                "~{memory}",
+                                &[],
+                                &[],
+                            )?;
+                            Ok(())
+                        })?;
+                        self.barrier()?;
+                    }
                     for st in 0..p.ahead() {
                         let iv = self.iv_plus(lb, step, st)?;
                         let stage = self.e.i32(st as i64)?;
                         self.issue_copies(p, &body.insts, body.args[0], iv, ub, stage)?;
                     }
-                    // The stage index the loop reads, carried after the TIR values.
+                    // The stage index the loop reads and the parity of its
+                    // barrier's phase, carried after the TIR values.
+                    flat_init.push(self.e.i32(0)?);
                     flat_init.push(self.e.i32(0)?);
                 }
                 let mut arg_tys = vec![self.e.type_of(lb)];
@@ -913,6 +951,24 @@ impl<'c, 'k> Lower<'c, 'k> {
                     let iv = self.iv_plus(bargs[0], step, p.ahead())?;
                     self.issue_copies(p, &body.insts, body.args[0], iv, ub, write)?;
                     self.vals.insert(body.args[0], vec![bargs[0]]);
+                    let phase = bargs[off + 1];
+                    if let Some(bars) = p.barriers {
+                        // This iteration's TMA copies have landed (the barrier
+                        // completes at once when none were issued).
+                        let stage8 = self.e.i32(8)?;
+                        let o = self.e.binop("arith.muli", read, stage8)?;
+                        let base = self.e.i32(bars as i64)?;
+                        let o = self.e.binop("arith.addi", o, base)?;
+                        let b = self.smem_ptr(o)?;
+                        let i32t = self.e.ty("i32");
+                        let b = self.e.op1("llvm.ptrtoint", &[b], i32t, &[])?;
+                        self.e.inline_asm(
+                            "{ .reg .pred p; TILE_WAIT: mbarrier.try_wait.parity.shared::cta.b64 p, [$0], $1; @p bra TILE_DONE; bra TILE_WAIT; TILE_DONE: }",
+                            "r,r,~{memory}",
+                            &[b, phase],
+                            &[],
+                        )?;
+                    }
                     let stage_bytes = self.e.i32(p.stage_bytes as i64)?;
                     let stage_off = self.e.binop("arith.muli", read, stage_bytes)?;
                     for b in &p.bufs {
@@ -923,6 +979,8 @@ impl<'c, 'k> Lower<'c, 'k> {
                     let is_last = self.e.cmpi("eq", read, last)?;
                     let after = self.e.binop("arith.addi", read, one)?;
                     extra_yield.push(self.e.select(is_last, zero, after)?);
+                    let flipped = self.e.binop("arith.xori", phase, one)?;
+                    extra_yield.push(self.e.select(is_last, flipped, phase)?);
                 }
                 self.in_flight = pipe.as_ref().and_then(|p| p.in_flight).map(|(r, _)| r);
                 self.lower_body(&body.insts, &carried, &extra_yield)?;
@@ -1038,26 +1096,167 @@ impl<'c, 'k> Lower<'c, 'k> {
         let live = self.e.cmpi("slt", iv, ub)?;
         self.if_then_self(live, &mut |me| {
             me.vals.insert(iv_arg, vec![iv]);
-            for &i in &p.slice {
+            // Scalars first: a TMA box needs only its corner.
+            let kernel = me.kernel;
+            let (scalars, tiles): (Vec<usize>, Vec<usize>) = p
+                .slice
+                .iter()
+                .partition(|&&i| insts[i].results.iter().all(|r| kernel.ty(*r).is_scalar()));
+            for &i in &scalars {
                 me.lower_inst(&insts[i])?;
             }
             let stage_bytes = me.e.i32(p.stage_bytes as i64)?;
             let stage_off = me.e.binop("arith.muli", stage, stage_bytes)?;
+            // Per buffer: whether TMA fetches it this time (None: never).
+            let mut by_tma: Vec<Option<(V, V, V)>> = Vec::new();
             for b in &p.bufs {
-                let o = me.e.i32(b.offset as i64)?;
-                let base = me.e.binop("arith.addi", stage_off, o)?;
-                let Some(Op::Load { ptr, mask, other }) = me.defs.get(&b.load).map(|i| &i.op)
-                else {
-                    return Err(CodegenError::Internal(
-                        "pipelined value is not a load".into(),
-                    ));
-                };
-                me.copy_tile(b.load, *ptr, *mask, *other, base, b.tile)?;
+                by_tma.push(match &b.tma {
+                    Some((t, k)) => {
+                        let (zero64, zero) = (me.e.i64(0)?, me.e.i32(0)?);
+                        let has_map = me.e.cmpi("ne", me.tma_args[*k], zero64)?;
+                        let (r0, c0) = (me.start(t.r0)?, me.start(t.c0)?);
+                        let r_ok = me.e.cmpi("sge", r0, zero)?;
+                        let c_ok = me.e.cmpi("sge", c0, zero)?;
+                        let ok = me.e.and_all(&[has_map, r_ok, c_ok])?.unwrap();
+                        Some((ok, r0, c0))
+                    }
+                    None => None,
+                });
+            }
+            // The rest by `cp.async`, from the addresses and masks of the slice.
+            let mut fallback = Vec::new();
+            for t in &by_tma {
+                match t {
+                    Some((ok, _, _)) => {
+                        let t = me.e.bool(true)?;
+                        fallback.push(me.e.binop("arith.xori", *ok, t)?);
+                    }
+                    None => fallback.push(me.e.bool(true)?),
+                }
+            }
+            let any = fallback
+                .iter()
+                .copied()
+                .reduce(|a, b| me.e.binop("arith.ori", a, b).unwrap())
+                .unwrap();
+            me.if_then_self(any, &mut |me| {
+                for &i in &tiles {
+                    me.lower_inst(&insts[i])?;
+                }
+                for (b, &need) in p.bufs.iter().zip(&fallback) {
+                    let o = me.e.i32(b.offset as i64)?;
+                    let base = me.e.binop("arith.addi", stage_off, o)?;
+                    let Some(Op::Load { ptr, mask, other }) = me.defs.get(&b.load).map(|i| &i.op)
+                    else {
+                        return Err(CodegenError::Internal(
+                            "pipelined value is not a load".into(),
+                        ));
+                    };
+                    let (ptr, mask, other) = (*ptr, *mask, *other);
+                    me.if_then_self(need, &mut |me| {
+                        me.copy_tile(b.load, ptr, mask, other, base, b.tile)
+                    })?;
+                }
+                Ok(())
+            })?;
+            if let Some(bars) = p.barriers {
+                let leader = me.leader()?;
+                me.if_then_self(leader, &mut |me| {
+                    me.issue_tma(p, &by_tma, stage, stage_off, bars)
+                })?;
             }
             Ok(())
         })?;
         self.e.op("nvvm.cp.async.commit.group", &[], &[], &[])?;
         Ok(())
+    }
+
+    /// By the leader thread: announce the bytes TMA brings into `stage`
+    /// (arriving on its barrier), then issue one box copy per swizzle-atom
+    /// column of every buffer TMA fetches this time (`by_tma`).
+    fn issue_tma(
+        &mut self,
+        p: &prefetch::Loop,
+        by_tma: &[Option<(V, V, V)>],
+        stage: V,
+        stage_off: V,
+        bars: u32,
+    ) -> Result<(), CodegenError> {
+        let i32t = self.e.ty("i32");
+        let c8 = self.e.i32(8)?;
+        let o = self.e.binop("arith.muli", stage, c8)?;
+        let base = self.e.i32(bars as i64)?;
+        let o = self.e.binop("arith.addi", o, base)?;
+        let bar = self.smem_ptr(o)?;
+        let bar = self.e.op1("llvm.ptrtoint", &[bar], i32t, &[])?;
+        let mut tx = self.e.i32(0)?;
+        for (b, t) in p.bufs.iter().zip(by_tma) {
+            if let Some((ok, _, _)) = t {
+                let shape = &self.kernel.ty(b.load).shape;
+                let bytes = self.e.i32((shape[0] * shape[1] * 2) as i64)?;
+                let zero = self.e.i32(0)?;
+                let add = self.e.select(*ok, bytes, zero)?;
+                tx = self.e.binop("arith.addi", tx, add)?;
+            }
+        }
+        self.e.inline_asm(
+            "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;",
+            "r,r,~{memory}",
+            &[bar, tx],
+            &[],
+        )?;
+        for (b, t) in p.bufs.iter().zip(by_tma) {
+            let (Some((ok, r0, c0)), Some((_, k)), SmemTile::Swizzled { rows, width }) =
+                (t, &b.tma, b.tile)
+            else {
+                continue;
+            };
+            let cols = self.kernel.ty(b.load).shape[1];
+            let desc = self.tma_args[*k];
+            let (ok, r0, c0) = (*ok, *r0, *c0);
+            self.if_then_self(ok, &mut |me| {
+                for blk in 0..cols / width {
+                    let o = me.e.i32((b.offset + blk * rows * width * 2) as i64)?;
+                    let o = me.e.binop("arith.addi", stage_off, o)?;
+                    let dst = me.smem_ptr(o)?;
+                    let dst = me.e.op1("llvm.ptrtoint", &[dst], i32t, &[])?;
+                    let dc = me.e.i32((blk * width) as i64)?;
+                    let c = me.e.binop("arith.addi", c0, dc)?;
+                    me.e.inline_asm(
+                        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {$2, $3}], [$4];",
+                        "r,l,r,r,r,~{memory}",
+                        &[dst, desc, c, r0, bar],
+                        &[],
+                    )?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Thread 0 of the CTA (i1).
+    fn leader(&mut self) -> Result<V, CodegenError> {
+        let (lane, warp) = (self.lane.unwrap(), self.warp.unwrap());
+        let either = self.e.binop("arith.ori", lane, warp)?;
+        let zero = self.e.i32(0)?;
+        self.e.cmpi("eq", either, zero)
+    }
+
+    /// Shared-window address (i32) of the barrier of stage `st`.
+    fn barrier_addr(&mut self, bars: u32, st: u32) -> Result<V, CodegenError> {
+        let o = self.e.i32((bars + 8 * st) as i64)?;
+        let p = self.smem_ptr(o)?;
+        let i32t = self.e.ty("i32");
+        self.e.op1("llvm.ptrtoint", &[p], i32t, &[])
+    }
+
+    /// A TMA box corner as an i32 register.
+    fn start(&mut self, s: tma::Start) -> Result<V, CodegenError> {
+        match s {
+            tma::Start::Value(v) => Ok(self.regs(v)?[0]),
+            tma::Start::Const(c) => self.e.i32(c),
+        }
     }
 
     /// The tile `load(ptr, mask, other)` (value `r`, 16-bit elements) into

@@ -11,6 +11,7 @@ mod lower;
 mod pipeline;
 mod prefetch;
 mod ptx;
+mod tma;
 
 use crate::tir::{self, Span};
 use melior::dialect::DialectRegistry;
@@ -19,6 +20,7 @@ use melior::Context;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub use crate::launch::{HostScalar, TmaOperand};
 pub use pipeline::PASSES;
 
 /// GPU architecture to generate code for.
@@ -95,6 +97,9 @@ pub struct Artifacts {
     pub pass_dumps: Vec<(String, String)>,
     /// Dynamic shared memory the kernel needs per CTA (bytes), given at launch.
     pub shared_bytes: u32,
+    /// Tensors the host describes for the kernel's TMA copies, one hidden
+    /// `i64` parameter each after the declared ones (see `tma`).
+    pub tma: Vec<TmaOperand>,
     /// Wall time per stage.
     pub timings: Vec<(&'static str, Duration)>,
 }
@@ -150,8 +155,10 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     let ctx = new_context();
     art.timings.push(("mlir-context", t.elapsed()));
     let t = Instant::now();
-    let (mut module, shared_bytes) = lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.arch)?;
+    let (mut module, shared_bytes, tma) =
+        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.arch)?;
     art.shared_bytes = shared_bytes;
+    art.tma = tma;
     art.mlir = module.as_operation().to_string();
     art.timings.push(("tir-to-mlir", t.elapsed()));
     let t = Instant::now();

@@ -19,7 +19,9 @@
 //! describe ([`SmemTile::Swizzled`]) instead of padded rows, and its result
 //! takes the warpgroup accumulator layout ([`Plan::wgmma`]).
 
+use super::tma::{self, TileLoad};
 use super::Arch;
+use crate::launch::TmaOperand;
 use crate::tir::{walk_insts, Block, Kernel, Op, Scalar, ValueId};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -53,6 +55,9 @@ pub(crate) struct Loop {
     /// Body instructions (indices, in order) the addresses, masks and `other`
     /// values of the pipelined loads need: lowered again for a later iteration.
     pub slice: Vec<usize>,
+    /// When a buffer may be filled by TMA: the byte offset of one `mbarrier`
+    /// per stage (after the stages), on which a stage's copies complete.
+    pub barriers: Option<u32>,
 }
 
 impl Loop {
@@ -82,6 +87,9 @@ pub(crate) struct Buf {
     /// The load has uses besides `dot` operands: its registers are read
     /// back from the stage where the body needs them.
     pub read_back: bool,
+    /// The load as a TMA box, with the index of its operand in
+    /// [`Plan::tma`] (and of its hidden kernel parameter).
+    pub tma: Option<(TileLoad, usize)>,
 }
 
 /// How a 2-D tile of 16-bit elements is laid out in shared memory.
@@ -131,6 +139,8 @@ pub(crate) struct Plan {
     /// `dot` results computed with `wgmma`, each with its `gm × gn` grid of
     /// warpgroups.
     pub wgmma: HashMap<ValueId, (u32, u32)>,
+    /// Tensors the host describes for TMA, one hidden parameter each.
+    pub tma: Vec<TmaOperand>,
 }
 
 /// The warpgroup grid `gm × gn` for a `wgmma` dot `[m, k] @ [k, n]` with
@@ -173,9 +183,10 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -
                 warps,
                 arch,
                 wgmma_budget,
-                &mut plan.wgmma,
+                &mut plan,
             ) {
-                plan.bytes = plan.bytes.max(l.stages * l.stage_bytes);
+                let barriers = l.barriers.map_or(0, |_| 8 * l.stages);
+                plan.bytes = plan.bytes.max(l.stages * l.stage_bytes + barriers);
                 plan.loops.insert(body.args[0], l);
             }
         }
@@ -210,7 +221,7 @@ fn plan_loop(
     warps: u32,
     arch: Arch,
     wgmma_budget: u32,
-    wgmma: &mut HashMap<ValueId, (u32, u32)>,
+    plan: &mut Plan,
 ) -> Option<Loop> {
     let mut simple = true;
     walk_insts(body, &mut |i| {
@@ -279,7 +290,7 @@ fn plan_loop(
             .flatten()
             .filter(|_| kernel.ty(inst.results[0]).scalar_elem() == Some(Scalar::F32));
         if let Some(g) = grid {
-            wgmma.insert(inst.results[0], g);
+            plan.wgmma.insert(inst.results[0], g);
             swizzled = true;
         }
         for x in [a, b] {
@@ -287,13 +298,31 @@ fn plan_loop(
                 continue;
             }
             let shape = &kernel.ty(x).shape;
+            let mut tma = None;
             let tile = match grid {
                 // Swizzle atoms must start 1024-byte aligned.
                 Some(_) => {
                     offset = offset.next_multiple_of(1024);
+                    let width = swizzle_width(shape[1]).unwrap();
+                    // A box has at most 256 rows.
+                    if shape[0] <= 256 {
+                        tma = tma::match_tile_load(kernel, x).map(|t| {
+                            plan.tma.push(TmaOperand {
+                                base: t.base,
+                                elem_bytes: 2,
+                                rows: t.rows,
+                                cols: t.cols,
+                                row_stride: t.row_stride,
+                                box_rows: shape[0],
+                                box_cols: width,
+                                swizzle_bytes: width * 2,
+                            });
+                            (t, plan.tma.len() - 1)
+                        });
+                    }
                     SmemTile::Swizzled {
                         rows: shape[0],
-                        width: swizzle_width(shape[1]).unwrap(),
+                        width,
                     }
                 }
                 None => SmemTile::Padded { ld: shape[1] + PAD },
@@ -303,6 +332,7 @@ fn plan_loop(
                 offset,
                 tile,
                 read_back: false,
+                tma,
             });
             offset += tile.bytes(shape[0], shape[1]);
         }
@@ -329,14 +359,19 @@ fn plan_loop(
     let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
     let stages = (budget / offset).clamp(2, MAX_STAGES);
     let in_flight = (stages >= 3)
-        .then(|| in_flight_dot(body, uses, wgmma))
+        .then(|| in_flight_dot(body, uses, &plan.wgmma))
         .flatten();
+    let barriers = bufs
+        .iter()
+        .any(|b| b.tma.is_some())
+        .then_some(stages * offset);
     Some(Loop {
         stages,
         stage_bytes: offset,
         bufs,
         in_flight,
         slice: slice.into_iter().collect(),
+        barriers,
     })
 }
 

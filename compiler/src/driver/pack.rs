@@ -168,8 +168,8 @@ pub fn compile_dir(
             let tir = programs[j.file]
                 .specialize(&j.kernel, &j.config.meta)
                 .map_err(|d| d.render(src))?;
-            let mut ptx = BTreeMap::new();
-            let mut shared_bytes = 0;
+            let (mut ptx, mut shared_bytes, mut tma) =
+                (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
             for &arch in arches {
                 let art = compile(
                     &tir,
@@ -191,8 +191,12 @@ pub fn compile_dir(
                         None => format!("error: {what}\n"),
                     }
                 })?;
-                shared_bytes = art.shared_bytes;
-                ptx.insert(arch.name().to_string(), art.ptx);
+                let name = arch.name().to_string();
+                shared_bytes.insert(name.clone(), art.shared_bytes);
+                if !art.tma.is_empty() {
+                    tma.insert(name.clone(), art.tma);
+                }
+                ptx.insert(name, art.ptx);
             }
             bar.inc(1);
             Ok(Variant {
@@ -200,6 +204,7 @@ pub fn compile_dir(
                 tir,
                 ptx,
                 shared_bytes,
+                tma,
             })
         })
         .collect();

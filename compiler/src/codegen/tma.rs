@@ -1,0 +1,278 @@
+//! Which pipelined tile loads the Hopper tensor memory accelerator (TMA) can
+//! fetch, and what the host must describe for it.
+//!
+//! A 2-D load `load(p + r[:, None] * s + c[None, :], (r[:, None] < rows) &
+//! (c[None, :] < cols), 0)` with `r = r0 + arange(0, R)`, `c = c0 + arange(0,
+//! C)`, `p` a pointer parameter and `s`, `rows`, `cols` parameters or
+//! constants reads the box at `(r0, c0)` of a `rows × cols` row-major tensor
+//! with row stride `s`, zeros outside it: exactly what one TMA copy does,
+//! given a tensor map the host encodes at launch (`launch::TmaOperand`). Each such
+//! operand adds a hidden `i64` kernel parameter after the declared ones: the
+//! address of the encoded map, or 0 when the host cannot describe the tensor
+//! (misaligned base or stride), in which case the kernel copies with
+//! `cp.async` as before. Negative box corners, where the load would read
+//! before `p` but TMA would give zeros, take the `cp.async` path too.
+
+use crate::launch::HostScalar;
+use crate::tir::{BinaryOp, CmpOp, Const, Inst, Kernel, Op, ValueId};
+use std::collections::HashMap;
+
+/// A box corner coordinate, computed in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    Value(ValueId),
+    Const(i64),
+}
+
+/// A load matched as a TMA box: the host part and the corner `(r0, c0)`.
+#[derive(Clone, Debug)]
+pub(crate) struct TileLoad {
+    pub base: usize,
+    pub rows: HostScalar,
+    pub cols: HostScalar,
+    pub row_stride: HostScalar,
+    pub r0: Start,
+    pub c0: Start,
+}
+
+/// An integer tile as a sum over its dimensions of `index vector ×
+/// coefficient` (at most one per dimension), plus splatted scalars.
+#[derive(Clone, Debug, Default)]
+struct Linear {
+    dims: Vec<Option<(ValueId, Coef)>>,
+    scalars: Vec<ValueId>,
+    /// The pointer parameter the tile is an offset from (pointer tiles only).
+    base: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coef {
+    One,
+    Scalar(ValueId),
+}
+
+struct Matcher<'k> {
+    kernel: &'k Kernel,
+    defs: HashMap<ValueId, &'k Inst>,
+    params: HashMap<ValueId, usize>,
+}
+
+/// The TMA form of 2-D load `load` in `kernel`, if it has one.
+pub(crate) fn match_tile_load(kernel: &Kernel, load: ValueId) -> Option<TileLoad> {
+    let mut defs = HashMap::new();
+    crate::tir::walk_insts(&kernel.body, &mut |i| {
+        for r in &i.results {
+            defs.insert(*r, i);
+        }
+    });
+    let params = kernel
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.value, i))
+        .collect();
+    Matcher {
+        kernel,
+        defs,
+        params,
+    }
+    .tile_load(load)
+}
+
+impl Matcher<'_> {
+    fn op(&self, v: ValueId) -> Option<&Op> {
+        self.defs.get(&v).map(|i| &i.op)
+    }
+
+    fn tile_load(&self, load: ValueId) -> Option<TileLoad> {
+        let Some(Op::Load { ptr, mask, other }) = self.op(load) else {
+            return None;
+        };
+        let shape = &self.kernel.ty(load).shape;
+        if shape.len() != 2 {
+            return None;
+        }
+        if let Some(o) = other {
+            if !self.is_zero(*o) {
+                return None;
+            }
+        }
+        let p = self.linear(*ptr, 2)?;
+        let base = p.base?;
+        let (Some((r, Coef::Scalar(s))), Some((c, Coef::One))) = (p.dims[0], p.dims[1]) else {
+            return None;
+        };
+        if !p.scalars.is_empty() {
+            return None;
+        }
+        let row_stride = self.host(s)?;
+        let bounds = self.bounds(mask.as_ref().copied()?)?;
+        let bound = |v: ValueId, d: usize| {
+            bounds
+                .iter()
+                .find(|(x, dim, _)| *x == v && *dim == d)
+                .map(|b| b.2)
+        };
+        let (rows, cols) = (bound(r, 0)?, bound(c, 1)?);
+        if bounds.len() != 2 {
+            return None;
+        }
+        Some(TileLoad {
+            base,
+            rows,
+            cols,
+            row_stride,
+            r0: self.start(r, shape[0])?,
+            c0: self.start(c, shape[1])?,
+        })
+    }
+
+    fn is_zero(&self, v: ValueId) -> bool {
+        match self.op(v) {
+            Some(Op::Splat(x) | Op::Broadcast(x)) => self.is_zero(*x),
+            Some(Op::Const(Const::Int(0))) => true,
+            Some(Op::Const(Const::Float(f))) => *f == 0.0 && f.is_sign_positive(),
+            _ => false,
+        }
+    }
+
+    /// A launch-time scalar: a parameter or a constant.
+    fn host(&self, v: ValueId) -> Option<HostScalar> {
+        if let Some(&i) = self.params.get(&v) {
+            return Some(HostScalar::Param(i));
+        }
+        match self.op(v)? {
+            Op::Const(Const::Int(x)) => Some(HostScalar::Const(*x)),
+            _ => None,
+        }
+    }
+
+    /// `v` as `start + arange(0, n)`: the start.
+    fn start(&self, v: ValueId, n: u32) -> Option<Start> {
+        match self.op(v)? {
+            Op::Arange { start, end } if end - start == n as i64 => Some(Start::Const(*start)),
+            Op::Binary(BinaryOp::Add, x, y) => {
+                for (s, a) in [(*x, *y), (*y, *x)] {
+                    if let (Some(Op::Splat(s)), Some(Op::Arange { start: 0, end })) =
+                        (self.op(s), self.op(a))
+                    {
+                        let ty = self.kernel.ty(*s);
+                        if *end == n as i64
+                            && ty.is_scalar()
+                            && ty.scalar_elem() == Some(crate::tir::Scalar::I32)
+                        {
+                            return Some(Start::Value(*s));
+                        }
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The mask as `(index vector, dimension, bound)` comparisons `x < bound`,
+    /// and-ed together.
+    fn bounds(&self, m: ValueId) -> Option<Vec<(ValueId, usize, HostScalar)>> {
+        match self.op(m)? {
+            Op::Broadcast(x) => self.bounds(*x),
+            Op::Binary(BinaryOp::And, x, y) => {
+                let mut b = self.bounds(*x)?;
+                b.extend(self.bounds(*y)?);
+                Some(b)
+            }
+            Op::Cmp(CmpOp::Lt, x, y) => {
+                let l = self.linear(*x, 2)?;
+                let Some(Op::Splat(bound)) = self.op(*y) else {
+                    return None;
+                };
+                if !l.scalars.is_empty() || l.base.is_some() {
+                    return None;
+                }
+                let mut terms = l
+                    .dims
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(d, t)| Some((d, (*t)?)));
+                let (d, (vec, coef)) = terms.next()?;
+                (terms.next().is_none() && coef == Coef::One)
+                    .then(|| Some(vec![(vec, d, self.host(*bound)?)]))
+                    .flatten()
+            }
+            _ => None,
+        }
+    }
+
+    /// `v` (an integer or pointer tile of rank `rank`) as a [`Linear`] sum.
+    fn linear(&self, v: ValueId, rank: usize) -> Option<Linear> {
+        let ty = self.kernel.ty(v);
+        if ty.shape.len() != rank {
+            return None;
+        }
+        match self.op(v)? {
+            Op::Broadcast(x) => self.linear(*x, rank),
+            Op::Splat(s) => {
+                let mut l = Linear {
+                    dims: vec![None; rank],
+                    ..Linear::default()
+                };
+                match self.params.get(s) {
+                    Some(&i) if self.kernel.ty(*s).scalar_elem().is_none() => l.base = Some(i),
+                    _ => l.scalars.push(*s),
+                }
+                Some(l)
+            }
+            Op::ExpandDims { value, axis } if rank == 2 => {
+                let mut l = Linear {
+                    dims: vec![None; 2],
+                    ..Linear::default()
+                };
+                // [n] → [n, 1] (axis 1) varies along dimension 0, and back.
+                l.dims[1 - *axis as usize] = Some((*value, Coef::One));
+                Some(l)
+            }
+            Op::Binary(BinaryOp::Mul, x, y) => {
+                for (t, s) in [(*x, *y), (*y, *x)] {
+                    if let Some(Op::Splat(s)) = self.op(s) {
+                        let mut l = self.linear(t, rank)?;
+                        let mut terms = l.dims.iter_mut().flatten();
+                        let term = terms.next()?;
+                        if terms.next().is_some()
+                            || term.1 != Coef::One
+                            || !l.scalars.is_empty()
+                            || l.base.is_some()
+                        {
+                            return None;
+                        }
+                        term.1 = Coef::Scalar(*s);
+                        return Some(l);
+                    }
+                }
+                None
+            }
+            Op::Binary(BinaryOp::Add, x, y) => self.sum(*x, *y, rank),
+            Op::AddPtr { ptr, offset } => self.sum(*ptr, *offset, rank),
+            _ => None,
+        }
+    }
+
+    fn sum(&self, x: ValueId, y: ValueId, rank: usize) -> Option<Linear> {
+        let (mut a, b) = (self.linear(x, rank)?, self.linear(y, rank)?);
+        for (d, t) in b.dims.into_iter().enumerate() {
+            if t.is_some() {
+                if a.dims[d].is_some() {
+                    return None;
+                }
+                a.dims[d] = t;
+            }
+        }
+        if b.base.is_some() {
+            if a.base.is_some() {
+                return None;
+            }
+            a.base = b.base;
+        }
+        a.scalars.extend(b.scalars);
+        Some(a)
+    }
+}

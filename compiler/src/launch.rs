@@ -1,0 +1,30 @@
+//! What the host passes a compiled kernel besides its declared parameters:
+//! one hidden `i64` per TMA operand, the device address of a tensor map the
+//! host encodes at launch from the operand's description (or 0 when TMA
+//! cannot describe the tensor; the kernel then copies without it). Codegen
+//! produces these descriptions, packs store them, the runtime reads them.
+
+use serde::{Deserialize, Serialize};
+
+/// A launch-time integer: a kernel parameter's value or a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HostScalar {
+    Param(usize),
+    Const(i64),
+}
+
+/// A tensor the host describes to TMA for one pipelined load: row-major
+/// `rows × cols` elements of `elem_bytes` from pointer parameter `base`,
+/// rows `row_stride` elements apart, fetched in boxes of `box_rows ×
+/// box_cols` with `swizzle_bytes` (32, 64 or 128) shared-memory swizzling.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TmaOperand {
+    pub base: usize,
+    pub elem_bytes: u32,
+    pub rows: HostScalar,
+    pub cols: HostScalar,
+    pub row_stride: HostScalar,
+    pub box_rows: u32,
+    pub box_cols: u32,
+    pub swizzle_bytes: u32,
+}
