@@ -19,7 +19,9 @@ if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   done
 fi
 echo "== tile-bench"
-.gpu/bin/tile-bench $(for p in .gpu/packs/*.tpack; do echo --pack "$p"; done) 2>&1 | tee "$out/bench.md"
+# The attention rows' ceiling, PyTorch SDPA, measured in the same session.
+sdpa=(); python3 scripts/sdpa-baseline.py > "$out/sdpa.md" 2>&1 && sdpa=(--sdpa "$out/sdpa.md")
+.gpu/bin/tile-bench $(for p in .gpu/packs/*.tpack; do echo --pack "$p"; done) "${sdpa[@]}" 2>&1 | tee "$out/bench.md"
 if [ -x .gpu/bin/mhc-bench ]; then
   echo "== mhc-bench"
   .gpu/bin/mhc-bench --pack-dir .gpu/packs 2>&1 | tee "$out/mhc-bench.md"

@@ -23,6 +23,32 @@ struct Args {
     /// Only the best config of each kernel in the table.
     #[arg(long)]
     best_only: bool,
+    /// The output of `scripts/sdpa-baseline.py` from the same machine
+    /// session: PyTorch SDPA's TFLOP/s, the attention rows' ceiling.
+    #[arg(long)]
+    sdpa: Option<PathBuf>,
+}
+
+/// SDPA TFLOP/s per head dimension, from `scripts/sdpa-baseline.py`'s table
+/// rows (`| SDPA 32h×4096×64 bf16 | 0.292 | 471 |`).
+fn read_sdpa(path: &std::path::Path) -> Result<Vec<(usize, f64)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the SDPA baseline {}", path.display()))?;
+    let rows: Vec<(usize, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix("SDPA ")?;
+            let d = name.split('×').nth(2)?.split(' ').next()?.parse().ok()?;
+            Some((d, cells.get(3)?.parse().ok()?))
+        })
+        .collect();
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "{} has no `| SDPA …×D bf16 | ms | TFLOP/s |` rows; hint: pass the output of scripts/sdpa-baseline.py",
+        path.display()
+    );
+    Ok(rows)
 }
 
 struct Row {
@@ -54,6 +80,7 @@ fn main() -> Result<()> {
                 .unwrap_or(false)
         })
     };
+    let sdpa = args.sdpa.as_deref().map(read_sdpa).transpose()?;
     let mut rows: Vec<Row> = Vec::new();
 
     // Ceiling 1: device-to-device copy (bytes read + written), 2^log2n f32.
@@ -176,14 +203,22 @@ fn main() -> Result<()> {
                 )
             })?;
             let flops = 4.0 * (heads * seq * seq * d) as f64;
+            let ceiling = sdpa
+                .as_ref()
+                .and_then(|s| s.iter().find(|(sd, _)| *sd == d))
+                .map(|(_, tf)| *tf);
             rows.push(Row {
                 bench: format!("attention {heads}h×{seq}×{d} bf16"),
                 config: describe(&v.config),
                 t,
                 work: flops,
                 unit: "TFLOP/s",
-                ceiling: 0.0,
-                ceiling_name: "SDPA (separate run)",
+                ceiling: ceiling.unwrap_or(0.0),
+                ceiling_name: if ceiling.is_some() {
+                    "SDPA"
+                } else {
+                    "SDPA (not measured; --sdpa)"
+                },
             });
         }
     }
@@ -318,8 +353,13 @@ fn main() -> Result<()> {
         } else {
             r.work / r.t.median_ms / 1e9
         };
+        let share = if r.ceiling > 0.0 {
+            format!("{:.1}%", 100.0 * rate / r.ceiling)
+        } else {
+            "–".into()
+        };
         println!(
-            "| {} | {} | {:.3} ({:.3}–{:.3}, {}) | {:.0} {} | {} {:.0} {} | {:.1}% |",
+            "| {} | {} | {:.3} ({:.3}–{:.3}, {}) | {:.0} {} | {} {:.0} {} | {share} |",
             r.bench,
             r.config,
             r.t.median_ms,
@@ -331,11 +371,6 @@ fn main() -> Result<()> {
             r.ceiling_name,
             r.ceiling,
             r.unit,
-            if r.ceiling > 0.0 {
-                100.0 * rate / r.ceiling
-            } else {
-                f64::NAN
-            }
         );
     }
     Ok(())
