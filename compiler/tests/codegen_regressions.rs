@@ -245,3 +245,49 @@ kernel mm(a: *bf16, b: *bf16, c: *f32, M: i32, N: i32, K: i32) {
 fn compile_art(text: &str, kernel: &str, warps: u32) -> tilec::codegen::Artifacts {
     compile_art_result(text, kernel, warps).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The TMA form also holds through widening casts (an i64 row offset, as
+/// mHC's `mhc_proj` computes) and for a dimension the mask leaves out when its
+/// start is a constant (the box then covers exactly its indices).
+#[test]
+fn tma_sees_through_widening_casts_and_constant_unmasked_dimensions() {
+    use tilec::launch::{HostScalar, TmaOperand};
+    let src = r#"
+kernel proj(x: *bf16, w: *bf16, z: *f32, rows: i32, K: i32) {
+    let rr = program_id(0) * 64 + arange(0, 64);
+    let rmask = rr < rows;
+    let rbase = (rr as i64) * (K as i64);
+    let rn = arange(0, 128);
+    let mut acc = zeros([64, 128], f32);
+    for j0 in 0..K step 64 {
+        let j = j0 + arange(0, 64);
+        let jmask = j < K;
+        let xb = load(x + rbase[:, None] + j[None, :], rmask[:, None] && jmask[None, :], 0.0);
+        acc = dot(xb, load(w + j[:, None] * 128 + rn[None, :], jmask[:, None], 0.0), acc);
+    }
+    store(z + rr[:, None] * 128 + rn[None, :], acc, rmask[:, None]);
+}
+"#;
+    let art = compile_art(src, "proj", 4);
+    let op = |base, rows, cols, row_stride, box_rows| TmaOperand {
+        base,
+        elem_bytes: 2,
+        rows,
+        cols,
+        row_stride,
+        box_rows,
+        box_cols: 64,
+        swizzle_bytes: 128,
+    };
+    use HostScalar::{Const, Param};
+    assert_eq!(
+        art.tma,
+        vec![
+            op(0, Param(3), Param(4), Param(4), 64),
+            op(1, Param(4), Const(128), Const(128), 64)
+        ]
+    );
+    // A mask on a dimension whose start is not constant is still required.
+    let unbounded = src.replace("rmask[:, None] && jmask[None, :]", "jmask[None, :]");
+    assert_eq!(compile_art(&unbounded, "proj", 4).tma.len(), 1);
+}

@@ -176,15 +176,7 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -
     let mut plan = Plan::default();
     walk_insts(&kernel.body, &mut |i| {
         if let Op::For { body, .. } = &i.op {
-            if let Some(l) = plan_loop(
-                kernel,
-                body,
-                &uses,
-                warps,
-                arch,
-                wgmma_budget,
-                &mut plan,
-            ) {
+            if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, wgmma_budget, &mut plan) {
                 let barriers = l.barriers.map_or(0, |_| 8 * l.stages);
                 plan.bytes = plan.bytes.max(l.stages * l.stage_bytes + barriers);
                 plan.loops.insert(body.args[0], l);

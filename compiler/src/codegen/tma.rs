@@ -106,15 +106,29 @@ impl Matcher<'_> {
             return None;
         }
         let row_stride = self.host(s)?;
-        let bounds = self.bounds(mask.as_ref().copied()?)?;
-        let bound = |v: ValueId, d: usize| {
-            bounds
-                .iter()
-                .find(|(x, dim, _)| *x == v && *dim == d)
-                .map(|b| b.2)
+        let bounds = match mask {
+            Some(m) => self.bounds(*m, 2)?,
+            None => Vec::new(),
         };
-        let (rows, cols) = (bound(r, 0)?, bound(c, 1)?);
-        if bounds.len() != 2 {
+        let (r0, c0) = (self.start(r, shape[0])?, self.start(c, shape[1])?);
+        // Each dimension's bound, from the mask; an unmasked dimension with a
+        // constant start reads exactly its own indices.
+        let bound = |v: ValueId, d: usize, start: Start, n: u32| {
+            let mut found = bounds.iter().filter(|(x, dim, _)| *x == v && *dim == d);
+            match (found.next(), found.next(), start) {
+                (Some(b), None, _) => Some(b.2),
+                (None, _, Start::Const(s0)) if s0 >= 0 => Some(HostScalar::Const(s0 + n as i64)),
+                _ => None,
+            }
+        };
+        let rows = bound(r, 0, r0, shape[0])?;
+        let cols = bound(c, 1, c0, shape[1])?;
+        // Every conjunct of the mask is one of the two bounds.
+        let used = bounds
+            .iter()
+            .filter(|(x, d, _)| (*x, *d) == (r, 0) || (*x, *d) == (c, 1))
+            .count();
+        if used != bounds.len() {
             return None;
         }
         Some(TileLoad {
@@ -122,8 +136,8 @@ impl Matcher<'_> {
             rows,
             cols,
             row_stride,
-            r0: self.start(r, shape[0])?,
-            c0: self.start(c, shape[1])?,
+            r0,
+            c0,
         })
     }
 
@@ -136,15 +150,28 @@ impl Matcher<'_> {
         }
     }
 
-    /// A launch-time scalar: a parameter or a constant.
+    /// A launch-time scalar: a parameter or a constant (through widening casts).
     fn host(&self, v: ValueId) -> Option<HostScalar> {
         if let Some(&i) = self.params.get(&v) {
             return Some(HostScalar::Param(i));
         }
         match self.op(v)? {
             Op::Const(Const::Int(x)) => Some(HostScalar::Const(*x)),
+            Op::Cast(x) if self.widens(*x, v) => self.host(*x),
             _ => None,
         }
+    }
+
+    /// Whether casting `from` to `to` keeps every value: an integer widening.
+    fn widens(&self, from: ValueId, to: ValueId) -> bool {
+        let size = |v: ValueId| {
+            self.kernel
+                .ty(v)
+                .scalar_elem()
+                .filter(|s| s.is_int())
+                .map(|s| s.size_bytes())
+        };
+        matches!((size(from), size(to)), (Some(a), Some(b)) if a <= b)
     }
 
     /// `v` as `start + arange(0, n)`: the start.
@@ -171,18 +198,25 @@ impl Matcher<'_> {
         }
     }
 
-    /// The mask as `(index vector, dimension, bound)` comparisons `x < bound`,
-    /// and-ed together.
-    fn bounds(&self, m: ValueId) -> Option<Vec<(ValueId, usize, HostScalar)>> {
+    /// The mask (of rank `rank`) as `(index vector, dimension, bound)`
+    /// comparisons `x < bound`, and-ed together.
+    fn bounds(&self, m: ValueId, rank: usize) -> Option<Vec<(ValueId, usize, HostScalar)>> {
         match self.op(m)? {
-            Op::Broadcast(x) => self.bounds(*x),
+            Op::Broadcast(x) => self.bounds(*x, rank),
+            Op::ExpandDims { value, axis } if rank == 2 => {
+                let mut b = self.bounds(*value, 1)?;
+                for t in &mut b {
+                    t.1 = 1 - *axis as usize;
+                }
+                Some(b)
+            }
             Op::Binary(BinaryOp::And, x, y) => {
-                let mut b = self.bounds(*x)?;
-                b.extend(self.bounds(*y)?);
+                let mut b = self.bounds(*x, rank)?;
+                b.extend(self.bounds(*y, rank)?);
                 Some(b)
             }
             Op::Cmp(CmpOp::Lt, x, y) => {
-                let l = self.linear(*x, 2)?;
+                let l = self.linear(*x, rank)?;
                 let Some(Op::Splat(bound)) = self.op(*y) else {
                     return None;
                 };
@@ -203,14 +237,28 @@ impl Matcher<'_> {
         }
     }
 
-    /// `v` (an integer or pointer tile of rank `rank`) as a [`Linear`] sum.
+    /// `v` (an integer or pointer tile of rank `rank`, 1 or 2) as a
+    /// [`Linear`] sum. A rank-1 integer tile of no other form is itself an
+    /// index vector.
     fn linear(&self, v: ValueId, rank: usize) -> Option<Linear> {
         let ty = self.kernel.ty(v);
         if ty.shape.len() != rank {
             return None;
         }
-        match self.op(v)? {
+        let atom = || {
+            let mut dims = vec![None; rank];
+            dims[0] = Some((v, Coef::One));
+            Some(Linear {
+                dims,
+                ..Linear::default()
+            })
+        };
+        let Some(op) = self.op(v) else {
+            return if rank == 1 { atom() } else { None };
+        };
+        match op {
             Op::Broadcast(x) => self.linear(*x, rank),
+            Op::Cast(x) if self.widens(*x, v) => self.linear(*x, rank),
             Op::Splat(s) => {
                 let mut l = Linear {
                     dims: vec![None; rank],
@@ -223,12 +271,11 @@ impl Matcher<'_> {
                 Some(l)
             }
             Op::ExpandDims { value, axis } if rank == 2 => {
-                let mut l = Linear {
-                    dims: vec![None; 2],
-                    ..Linear::default()
-                };
                 // [n] → [n, 1] (axis 1) varies along dimension 0, and back.
-                l.dims[1 - *axis as usize] = Some((*value, Coef::One));
+                let mut l = self.linear(*value, 1)?;
+                let t = l.dims.pop()?;
+                l.dims = vec![None; 2];
+                l.dims[1 - *axis as usize] = t;
                 Some(l)
             }
             Op::Binary(BinaryOp::Mul, x, y) => {
@@ -248,10 +295,15 @@ impl Matcher<'_> {
                         return Some(l);
                     }
                 }
-                None
+                if rank == 1 {
+                    atom()
+                } else {
+                    None
+                }
             }
-            Op::Binary(BinaryOp::Add, x, y) => self.sum(*x, *y, rank),
+            Op::Binary(BinaryOp::Add, x, y) if rank == 2 => self.sum(*x, *y, rank),
             Op::AddPtr { ptr, offset } => self.sum(*ptr, *offset, rank),
+            _ if rank == 1 => atom(),
             _ => None,
         }
     }
