@@ -2272,14 +2272,51 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
         if ml.warpgroups {
-            let (Some(&(oa, ta, _)), Some(&(ob, tb, _))) =
-                (self.pipe_bufs.get(&a), self.pipe_bufs.get(&b))
-            else {
-                return Err(CodegenError::Internal(
-                    "wgmma dot without pipelined operands".into(),
-                ));
-            };
-            return self.dot_wgmma(r, &ml, kk, ptx_ty, (oa, ta), (ob, tb), acc_regs);
+            // Operands from their pipeline stages, or staged from registers
+            // into swizzled scratch (A K-major, B MN-major: both row-major
+            // tiles cut into atoms along their columns).
+            let mut ops = Vec::new();
+            let mut staged = Vec::new();
+            let mut next = 0u32;
+            for x in [a, b] {
+                if let Some(&(off, tile, _)) = self.pipe_bufs.get(&x) {
+                    ops.push((off, tile));
+                    continue;
+                }
+                let shape = &k.ty(x).shape;
+                let width = prefetch::swizzle_width(shape[1]).ok_or_else(|| {
+                    CodegenError::Internal("wgmma operand without a swizzle width".into())
+                })?;
+                let tile = SmemTile::Swizzled {
+                    rows: shape[0],
+                    width,
+                };
+                // Swizzle atoms start 1024-byte aligned.
+                let at = (self.scratch_base + next).next_multiple_of(1024);
+                next = at - self.scratch_base + tile.bytes(shape[0], shape[1]);
+                staged.push((x, at, tile));
+                ops.push((self.e.i32(at as i64)?, tile));
+            }
+            if !staged.is_empty() {
+                self.reserve_scratch(next, span)?;
+                let regs: Vec<(Layout, Vec<V>)> = staged
+                    .iter()
+                    .map(|&(x, _, _)| {
+                        let l = self.canonical(&k.ty(x).shape);
+                        let r = self.regs_in(x, &l, span)?;
+                        Ok((l, r))
+                    })
+                    .collect::<Result<_, CodegenError>>()?;
+                self.barrier()?;
+                for ((_, at, tile), (l, regs)) in staged.iter().zip(regs) {
+                    self.stage_tile(&l, &regs, ea, *at, *tile)?;
+                }
+                // `wgmma` reads shared memory through the async proxy.
+                self.e
+                    .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+                self.barrier()?;
+            }
+            return self.dot_wgmma(r, &ml, kk, ptx_ty, ops[0], ops[1], acc_regs);
         }
         // Shared-memory byte offset (i32) and row stride (elements) of each operand.
         let mut staged = Vec::new();
@@ -2314,7 +2351,13 @@ impl<'c, 'k> Lower<'c, 'k> {
                 .collect::<Result<_, CodegenError>>()?;
             self.barrier()?;
             for ((_, off, ld), (l, regs)) in staged.iter().zip(regs) {
-                self.stage_tile(&l, &regs, ea, self.scratch_base + off, *ld)?;
+                self.stage_tile(
+                    &l,
+                    &regs,
+                    ea,
+                    self.scratch_base + off,
+                    SmemTile::Padded { ld: *ld },
+                )?;
             }
             self.barrier()?;
         }
@@ -2536,13 +2579,14 @@ impl<'c, 'k> Lower<'c, 'k> {
         regs: &[V],
         s: Scalar,
         base: u32,
-        ld: u32,
+        tile: SmemTile,
     ) -> Result<(), CodegenError> {
         let Layout::Blocked(bl) = l else {
             return Err(CodegenError::Internal("staging a non-blocked tile".into()));
         };
         // Group starts are multiples of the group size along the row, and rows
-        // are 16-byte multiples apart, so each group is aligned to its size.
+        // are 16-byte multiples apart, so each group is aligned to its size
+        // (and never crosses a swizzled 16-byte chunk).
         let v = bl.spt[1].min(8);
         let owner = self.owner(l);
         let regs = regs.to_vec();
@@ -2551,7 +2595,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             for g in Self::groups(&l, v) {
                 let c = me.coords(&l, g.start)?;
                 let b = me.e.i32(base as i64)?;
-                let p = me.smem_elem_ptr(b, ld, c[0], c[1])?;
+                let p = me.tile_elem_ptr(b, tile, c[0], c[1])?;
                 let bytes = v as usize * s.size_bytes();
                 let vt = me.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
                 let mut vec = me.e.op1("llvm.mlir.undef", &[], vt, &[])?;

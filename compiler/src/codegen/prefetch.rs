@@ -183,6 +183,27 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -
             }
         }
     });
+    // Every other dot whose tiles fit runs on `wgmma` too, its operands
+    // staged from registers into swizzled shared memory.
+    if arch == Arch::Sm90 {
+        walk_insts(&kernel.body, &mut |i| {
+            if let Op::Dot { a, b, .. } = i.op {
+                let (ta, tb) = (kernel.ty(a), kernel.ty(b));
+                let elems = [ta.scalar_elem(), tb.scalar_elem()];
+                if plan.wgmma.contains_key(&i.results[0])
+                    || kernel.ty(i.results[0]).scalar_elem() != Some(Scalar::F32)
+                    || !elems
+                        .iter()
+                        .all(|e| matches!(e, Some(Scalar::BF16 | Scalar::F16)))
+                {
+                    return;
+                }
+                if let Some(g) = wgmma_grid(ta.shape[0], ta.shape[1], tb.shape[1], warps) {
+                    plan.wgmma.insert(i.results[0], g);
+                }
+            }
+        });
+    }
     plan
 }
 
