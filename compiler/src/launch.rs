@@ -28,3 +28,23 @@ pub struct TmaOperand {
     pub box_cols: u32,
     pub swizzle_bytes: u32,
 }
+
+impl TmaOperand {
+    /// `a: rows M × cols K, row stride K, boxes of 128 × 64` (parameters by name).
+    pub fn describe(&self, params: &[String]) -> String {
+        let name = |i: usize| params.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+        let scalar = |h: HostScalar| match h {
+            HostScalar::Param(i) => name(i),
+            HostScalar::Const(c) => c.to_string(),
+        };
+        format!(
+            "{}: rows {} × cols {}, row stride {}, boxes of {} × {}",
+            name(self.base),
+            scalar(self.rows),
+            scalar(self.cols),
+            scalar(self.row_stride),
+            self.box_rows,
+            self.box_cols
+        )
+    }
+}

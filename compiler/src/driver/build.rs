@@ -202,6 +202,18 @@ fn emit_codegen(
         }
         std::fs::write(dir.join("90-llvm.ll"), &art.llvm_ir)?;
     }
+    if !art.tma.is_empty() && matches!(args.emit, Emit::Llvm | Emit::Ptx) {
+        // Whoever launches this PTX without the runtime must pass them.
+        let names: Vec<String> = tir.params.iter().map(|p| p.name.clone()).collect();
+        eprintln!(
+            "note: `{}` takes {} hidden i64 parameter(s) after its own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
+            tir.name,
+            art.tma.len()
+        );
+        for (i, op) in art.tma.iter().enumerate() {
+            eprintln!("  #{} {}", names.len() + i, op.describe(&names));
+        }
+    }
     if args.time {
         for (stage, t) in &art.timings {
             eprintln!("{stage:>14}: {:.2} ms", t.as_secs_f64() * 1e3);
