@@ -2297,25 +2297,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 staged.push((x, at, tile));
                 ops.push((self.e.i32(at as i64)?, tile));
             }
-            if !staged.is_empty() {
-                self.reserve_scratch(next, span)?;
-                let regs: Vec<(Layout, Vec<V>)> = staged
-                    .iter()
-                    .map(|&(x, _, _)| {
-                        let l = self.canonical(&k.ty(x).shape);
-                        let r = self.regs_in(x, &l, span)?;
-                        Ok((l, r))
-                    })
-                    .collect::<Result<_, CodegenError>>()?;
-                self.barrier()?;
-                for ((_, at, tile), (l, regs)) in staged.iter().zip(regs) {
-                    self.stage_tile(&l, &regs, ea, *at, *tile)?;
-                }
-                // `wgmma` reads shared memory through the async proxy.
-                self.e
-                    .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
-                self.barrier()?;
-            }
+            self.stage_operands(&staged, next, ea, span, true)?;
             return self.dot_wgmma(r, &ml, kk, ptx_ty, ops[0], ops[1], acc_regs);
         }
         // Shared-memory byte offset (i32) and row stride (elements) of each operand.
@@ -2333,34 +2315,13 @@ impl<'c, 'k> Lower<'c, 'k> {
             } else {
                 let shape = &k.ty(x).shape;
                 let ld = shape[1] + PAD;
-                let off = self.e.i32((self.scratch_base + next) as i64)?;
-                staged.push((x, next, ld));
+                let at = self.scratch_base + next;
+                staged.push((x, at, SmemTile::Padded { ld }));
                 next += shape[0] * ld * 2;
-                src.push((off, ld));
+                src.push((self.e.i32(at as i64)?, ld));
             }
         }
-        if !staged.is_empty() {
-            self.reserve_scratch(next, span)?;
-            let regs: Vec<(Layout, Vec<V>)> = staged
-                .iter()
-                .map(|&(x, _, _)| {
-                    let l = self.canonical(&k.ty(x).shape);
-                    let r = self.regs_in(x, &l, span)?;
-                    Ok((l, r))
-                })
-                .collect::<Result<_, CodegenError>>()?;
-            self.barrier()?;
-            for ((_, off, ld), (l, regs)) in staged.iter().zip(regs) {
-                self.stage_tile(
-                    &l,
-                    &regs,
-                    ea,
-                    self.scratch_base + off,
-                    SmemTile::Padded { ld: *ld },
-                )?;
-            }
-            self.barrier()?;
-        }
+        self.stage_operands(&staged, next, ea, span, false)?;
         let ((a_off, lda), (b_off, ldb)) = (src[0], src[1]);
         // Per-lane ldmatrix row addresses.
         let lane = self.lane.unwrap();
@@ -2568,6 +2529,40 @@ impl<'c, 'k> Lower<'c, 'k> {
         // Left running into the next iteration when the loop allows it.
         let pending = u32::from(self.in_flight == Some(r));
         wgmma_wait(&mut self.e, pending, &out)
+    }
+
+    /// Register operands of a `dot` (value, byte offset in shared memory,
+    /// layout there) written to `bytes` of scratch between two barriers; for
+    /// `wgmma`, which reads through the async proxy, fenced as well.
+    fn stage_operands(
+        &mut self,
+        staged: &[(ValueId, u32, SmemTile)],
+        bytes: u32,
+        s: Scalar,
+        span: Span,
+        wgmma: bool,
+    ) -> Result<(), CodegenError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.reserve_scratch(bytes, span)?;
+        let regs: Vec<(Layout, Vec<V>)> = staged
+            .iter()
+            .map(|&(x, _, _)| {
+                let l = self.canonical(&self.kernel.ty(x).shape);
+                let r = self.regs_in(x, &l, span)?;
+                Ok((l, r))
+            })
+            .collect::<Result<_, CodegenError>>()?;
+        self.barrier()?;
+        for (&(_, at, tile), (l, regs)) in staged.iter().zip(regs) {
+            self.stage_tile(&l, &regs, s, at, tile)?;
+        }
+        if wgmma {
+            self.e
+                .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+        }
+        self.barrier()
     }
 
     /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory at
