@@ -14,13 +14,17 @@ use tilec::launch::{HostScalar, TmaOperand};
 /// (after a synchronisation, so that no running kernel still reads one).
 const MAX_TENSOR_MAPS: usize = 4096;
 
+/// What a tensor map encodes: base address, rows, columns, row pitch (bytes),
+/// box rows and columns, swizzle bytes, element bytes.
+type TensorKey = (u64, i64, i64, i64, u32, u32, u32, u32);
+
 pub struct CudaDevice {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) name: String,
-    /// Tensor maps by content, in device memory (TMA reads them there); never
-    /// rewritten, since a kernel still queued may use one.
-    tensor_maps: Mutex<HashMap<[u64; 16], CudaSlice<u8>>>,
+    /// Encoded tensor maps in device memory (TMA reads them there), by what
+    /// they describe; never rewritten, since a kernel still queued may use one.
+    tensor_maps: Mutex<HashMap<TensorKey, CudaSlice<u8>>>,
 }
 
 fn drv(e: cudarc::driver::DriverError) -> RuntimeError {
@@ -237,6 +241,20 @@ impl CudaDevice {
         {
             return Ok(0);
         }
+        let key = (
+            base,
+            rows,
+            cols,
+            pitch,
+            op.box_rows,
+            op.box_cols,
+            op.swizzle_bytes,
+            op.elem_bytes,
+        );
+        let mut maps = self.tensor_maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = maps.get(&key) {
+            return Ok(m.device_ptr(&self.stream).0);
+        }
         use sys::CUtensorMapSwizzle::*;
         let swizzle = match op.swizzle_bytes {
             32 => CU_TENSOR_MAP_SWIZZLE_32B,
@@ -276,10 +294,6 @@ impl CudaDevice {
         if r != sys::CUresult::CUDA_SUCCESS {
             return Ok(0);
         }
-        let mut maps = self.tensor_maps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = maps.get(&map.opaque) {
-            return Ok(m.device_ptr(&self.stream).0);
-        }
         if maps.len() >= MAX_TENSOR_MAPS {
             self.synchronize()?;
             maps.clear();
@@ -288,7 +302,7 @@ impl CudaDevice {
         let mut dev = self.alloc_uninit(bytes.len())?;
         self.upload(&mut dev, &bytes)?;
         let addr = dev.device_ptr(&self.stream).0;
-        maps.insert(map.opaque, dev);
+        maps.insert(key, dev);
         Ok(addr)
     }
 
