@@ -17,7 +17,10 @@
 //! (warpgroup MMA reading both operands straight from shared memory): its
 //! buffers are then laid out in the swizzled atoms `wgmma` descriptors
 //! describe ([`SmemTile::Swizzled`]) instead of padded rows, and its result
-//! takes the warpgroup accumulator layout ([`Plan::wgmma`]).
+//! takes the warpgroup accumulator layout ([`Plan::wgmma`]). Those buffers'
+//! loads that have the TMA box form (`tma`) may be fetched by TMA
+//! ([`Plan::tma`], [`Loop::barriers`]). Every other sm_90 dot whose tiles fit
+//! a warpgroup grid is on `wgmma` too, its operands staged from registers.
 
 use super::tma::{self, TileLoad};
 use super::Arch;
