@@ -291,3 +291,30 @@ kernel proj(x: *bf16, w: *bf16, z: *f32, rows: i32, K: i32) {
     let unbounded = src.replace("rmask[:, None] && jmask[None, :]", "jmask[None, :]");
     assert_eq!(compile_art(&unbounded, "proj", 4).tma.len(), 1);
 }
+
+/// A mask conjunct on another index vector of a box dimension (mHC's
+/// `mhc_proj_bwd_dphi`: rows of its group and of the tensor) is a guard: TMA
+/// still fetches the box, whenever the guard holds for all of it.
+#[test]
+fn tma_takes_other_bounds_of_a_dimension_as_guards() {
+    let src = r#"
+kernel dphi(x: *bf16, w: *bf16, part: *f32, rows: i32, K: i32, group: i32) {
+    let first = program_id(0) * group;
+    let j = arange(0, 64);
+    let mut acc = zeros([64, 64], f32);
+    for r0 in 0..group step 64 {
+        let rl = r0 + arange(0, 64);
+        let rr = first + rl;
+        let rmask = rl < group && rr < rows;
+        let a = load(w + j[:, None] * rows + rr[None, :], rmask[None, :], 0.0);
+        let xb = load(x + rr[:, None] * K + j[None, :], rmask[:, None] && (j < K)[None, :], 0.0);
+        acc = dot(a, xb, acc);
+    }
+    store(part + j[:, None] * 64 + j[None, :], acc);
+}
+"#;
+    let art = compile_art(src, "dphi", 4);
+    assert_eq!(art.tma.len(), 2, "{:?}", art.tma);
+    // Each issue checks the guard's last row against `group`.
+    assert!(art.ptx.matches("cp.async.bulk.tensor").count() >= 2);
+}

@@ -1114,10 +1114,19 @@ impl<'c, 'k> Lower<'c, 'k> {
                     Some((t, k)) => {
                         let (zero64, zero) = (me.e.i64(0)?, me.e.i32(0)?);
                         let has_map = me.e.cmpi("ne", me.tma_args[*k], zero64)?;
-                        let (r0, c0) = (me.start(t.r0)?, me.start(t.c0)?);
+                        let (r0, c0) = (me.start(&t.r0)?, me.start(&t.c0)?);
                         let r_ok = me.e.cmpi("sge", r0, zero)?;
                         let c_ok = me.e.cmpi("sge", c0, zero)?;
-                        let ok = me.e.and_all(&[has_map, r_ok, c_ok])?.unwrap();
+                        let mut conds = vec![has_map, r_ok, c_ok];
+                        for (start, n, bound) in &t.guards {
+                            let (n, bound) = (*n, *bound);
+                            let first = me.start(start)?;
+                            let last = me.e.i32(n as i64 - 1)?;
+                            let last = me.e.binop("arith.addi", first, last)?;
+                            let b = me.regs(bound)?[0];
+                            conds.push(me.e.cmpi("slt", last, b)?);
+                        }
+                        let ok = me.e.and_all(&conds)?.unwrap();
                         Some((ok, r0, c0))
                     }
                     None => None,
@@ -1252,11 +1261,13 @@ impl<'c, 'k> Lower<'c, 'k> {
     }
 
     /// A TMA box corner as an i32 register.
-    fn start(&mut self, s: tma::Start) -> Result<V, CodegenError> {
-        match s {
-            tma::Start::Value(v) => Ok(self.regs(v)?[0]),
-            tma::Start::Const(c) => self.e.i32(c),
+    fn start(&mut self, s: &tma::Start) -> Result<V, CodegenError> {
+        let mut sum = self.e.i32(s.konst)?;
+        for &v in &s.values {
+            let x = self.regs(v)?[0];
+            sum = self.e.binop("arith.addi", sum, x)?;
         }
+        Ok(sum)
     }
 
     /// The tile `load(ptr, mask, other)` (value `r`, 16-bit elements) into

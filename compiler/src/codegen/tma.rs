@@ -17,11 +17,19 @@ use crate::launch::HostScalar;
 use crate::tir::{BinaryOp, CmpOp, Const, Inst, Kernel, Op, ValueId};
 use std::collections::HashMap;
 
-/// A box corner coordinate, computed in the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Start {
-    Value(ValueId),
-    Const(i64),
+/// A box corner coordinate, computed in the kernel: the sum of some i32
+/// scalars and a constant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Start {
+    pub values: Vec<ValueId>,
+    pub konst: i64,
+}
+
+impl Start {
+    /// The constant, when the start is one.
+    pub fn as_const(&self) -> Option<i64> {
+        self.values.is_empty().then_some(self.konst)
+    }
 }
 
 /// A load matched as a TMA box: the host part and the corner `(r0, c0)`.
@@ -33,6 +41,11 @@ pub(crate) struct TileLoad {
     pub row_stride: HostScalar,
     pub r0: Start,
     pub c0: Start,
+    /// The mask's other conjuncts `start + i < bound` (i < n), as
+    /// `(start, n, bound)`: TMA may fetch the box only when each holds for the
+    /// whole box (`start + n - 1 < bound`, checked in the kernel), since
+    /// then the mask is the two bounds alone.
+    pub guards: Vec<(Start, u32, ValueId)>,
 }
 
 /// An integer tile as a sum over its dimensions of `index vector ×
@@ -113,23 +126,29 @@ impl Matcher<'_> {
         let (r0, c0) = (self.start(r, shape[0])?, self.start(c, shape[1])?);
         // Each dimension's bound, from the mask; an unmasked dimension with a
         // constant start reads exactly its own indices.
-        let bound = |v: ValueId, d: usize, start: Start, n: u32| {
+        let bound = |v: ValueId, d: usize, start: &Start, n: u32| {
             let mut found = bounds.iter().filter(|(x, dim, _)| *x == v && *dim == d);
-            match (found.next(), found.next(), start) {
-                (Some(b), None, _) => Some(b.2),
-                (None, _, Start::Const(s0)) if s0 >= 0 => Some(HostScalar::Const(s0 + n as i64)),
+            match (found.next(), found.next(), start.as_const()) {
+                (Some(b), None, _) => self.host(b.2),
+                (None, _, Some(s0)) if s0 >= 0 => Some(HostScalar::Const(s0 + n as i64)),
                 _ => None,
             }
         };
-        let rows = bound(r, 0, r0, shape[0])?;
-        let cols = bound(c, 1, c0, shape[1])?;
-        // Every conjunct of the mask is one of the two bounds.
-        let used = bounds
-            .iter()
-            .filter(|(x, d, _)| (*x, *d) == (r, 0) || (*x, *d) == (c, 1))
-            .count();
-        if used != bounds.len() {
-            return None;
+        let rows = bound(r, 0, &r0, shape[0])?;
+        let cols = bound(c, 1, &c0, shape[1])?;
+        // Any other conjunct bounds another index vector along one of the
+        // dimensions: a guard.
+        let mut guards = Vec::new();
+        for &(x, d, b) in &bounds {
+            if (x, d) == (r, 0) || (x, d) == (c, 1) {
+                continue;
+            }
+            let n = shape[d];
+            let ty = self.kernel.ty(b);
+            if !ty.is_scalar() || ty.scalar_elem() != Some(crate::tir::Scalar::I32) {
+                return None;
+            }
+            guards.push((self.start(x, n)?, n, b));
         }
         Some(TileLoad {
             base,
@@ -138,6 +157,7 @@ impl Matcher<'_> {
             row_stride,
             r0,
             c0,
+            guards,
         })
     }
 
@@ -174,22 +194,26 @@ impl Matcher<'_> {
         matches!((size(from), size(to)), (Some(a), Some(b)) if a <= b)
     }
 
-    /// `v` as `start + arange(0, n)`: the start.
+    /// `v` as `s₁ + … + arange(a, a + n)` (splatted i32 scalars added to an
+    /// `arange`): the start `s₁ + … + a`.
     fn start(&self, v: ValueId, n: u32) -> Option<Start> {
         match self.op(v)? {
-            Op::Arange { start, end } if end - start == n as i64 => Some(Start::Const(*start)),
+            Op::Arange { start, end } if end - start == n as i64 => Some(Start {
+                values: Vec::new(),
+                konst: *start,
+            }),
             Op::Binary(BinaryOp::Add, x, y) => {
-                for (s, a) in [(*x, *y), (*y, *x)] {
-                    if let (Some(Op::Splat(s)), Some(Op::Arange { start: 0, end })) =
-                        (self.op(s), self.op(a))
-                    {
-                        let ty = self.kernel.ty(*s);
-                        if *end == n as i64
-                            && ty.is_scalar()
-                            && ty.scalar_elem() == Some(crate::tir::Scalar::I32)
-                        {
-                            return Some(Start::Value(*s));
-                        }
+                for (s, rest) in [(*x, *y), (*y, *x)] {
+                    let Some(Op::Splat(s)) = self.op(s) else {
+                        continue;
+                    };
+                    let ty = self.kernel.ty(*s);
+                    if !ty.is_scalar() || ty.scalar_elem() != Some(crate::tir::Scalar::I32) {
+                        continue;
+                    }
+                    if let Some(mut st) = self.start(rest, n) {
+                        st.values.push(*s);
+                        return Some(st);
                     }
                 }
                 None
@@ -199,8 +223,8 @@ impl Matcher<'_> {
     }
 
     /// The mask (of rank `rank`) as `(index vector, dimension, bound)`
-    /// comparisons `x < bound`, and-ed together.
-    fn bounds(&self, m: ValueId, rank: usize) -> Option<Vec<(ValueId, usize, HostScalar)>> {
+    /// comparisons `x < bound` (a scalar), and-ed together.
+    fn bounds(&self, m: ValueId, rank: usize) -> Option<Vec<(ValueId, usize, ValueId)>> {
         match self.op(m)? {
             Op::Broadcast(x) => self.bounds(*x, rank),
             Op::ExpandDims { value, axis } if rank == 2 => {
@@ -229,9 +253,7 @@ impl Matcher<'_> {
                     .enumerate()
                     .filter_map(|(d, t)| Some((d, (*t)?)));
                 let (d, (vec, coef)) = terms.next()?;
-                (terms.next().is_none() && coef == Coef::One)
-                    .then(|| Some(vec![(vec, d, self.host(*bound)?)]))
-                    .flatten()
+                (terms.next().is_none() && coef == Coef::One).then(|| vec![(vec, d, *bound)])
             }
             _ => None,
         }
