@@ -229,16 +229,8 @@ impl CudaDevice {
         else {
             return Ok(0);
         };
-        let e = op.elem_bytes as i64;
-        let dim_ok = |x: i64| (1..=1i64 << 32).contains(&x);
-        let pitch = stride.saturating_mul(e);
-        if base % 16 != 0
-            || !dim_ok(rows)
-            || !dim_ok(cols)
-            || pitch <= 0
-            || pitch % 16 != 0
-            || pitch >= 1i64 << 40
-        {
+        let pitch = stride.saturating_mul(op.elem_bytes as i64);
+        if !tma_describable(base, rows, cols, pitch) {
             return Ok(0);
         }
         let key = (
@@ -322,9 +314,40 @@ impl CudaDevice {
     }
 }
 
+/// Whether TMA can describe a row-major tensor at `base` of `rows × cols`
+/// elements, rows `pitch` bytes apart: a 16-byte aligned base and pitch, and
+/// dimensions of 1 to 2^32 (the driver refuses the rest).
+fn tma_describable(base: u64, rows: i64, cols: i64, pitch: i64) -> bool {
+    let dim_ok = |x: i64| (1..=1i64 << 32).contains(&x);
+    base % 16 == 0
+        && dim_ok(rows)
+        && dim_ok(cols)
+        && pitch > 0
+        && pitch % 16 == 0
+        && pitch < 1i64 << 40
+}
+
 pub(crate) enum CudaArg<'a> {
     Ptr(&'a CudaSlice<u8>),
     I32(i32),
     I64(i64),
     F32(f32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tma_describable;
+
+    #[test]
+    fn tma_describes_aligned_tensors_only() {
+        // 4096 bf16 columns: an 8192-byte pitch.
+        assert!(tma_describable(1 << 20, 4096, 4096, 8192));
+        // A row of 999 bf16 (1998 bytes), or a base off 16 bytes: cp.async instead.
+        assert!(!tma_describable(1 << 20, 4096, 999, 1998));
+        assert!(!tma_describable((1 << 20) + 8, 4096, 4096, 8192));
+        // Empty or negative extents (a launch with M = 0), and huge pitches.
+        assert!(!tma_describable(1 << 20, 0, 64, 128));
+        assert!(!tma_describable(1 << 20, 64, -1, 128));
+        assert!(!tma_describable(1 << 20, 64, 64, 1 << 40));
+    }
 }
