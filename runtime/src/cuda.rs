@@ -319,7 +319,7 @@ impl CudaDevice {
 /// dimensions of 1 to 2^32 (the driver refuses the rest).
 fn tma_describable(base: u64, rows: i64, cols: i64, pitch: i64) -> bool {
     let dim_ok = |x: i64| (1..=1i64 << 32).contains(&x);
-    base % 16 == 0
+    base.is_multiple_of(16)
         && dim_ok(rows)
         && dim_ok(cols)
         && pitch > 0
