@@ -878,13 +878,14 @@ impl<'c, 'k> Lower<'c, 'k> {
                     // each, once every warp is done with the stages' memory
                     // (an earlier run of this loop or another pipelined loop).
                     self.barrier()?;
-                    if let Some(bars) = p.barriers {
+                    if let Some(bars) = p.barriers() {
                         // Fresh barriers for every run of the loop: an earlier
                         // run may have left phases unfinished (its copies past
                         // the last iteration are never issued).
                         let leader = self.leader()?;
                         self.if_then_self(leader, &mut |me| {
                             for st in 0..p.stages {
+                                let st = me.e.i32(st as i64)?;
                                 let b = me.barrier_addr(bars, st)?;
                                 me.e.inline_asm(
                                     "mbarrier.init.shared::cta.b64 [$0], 1;",
@@ -952,16 +953,10 @@ impl<'c, 'k> Lower<'c, 'k> {
                     self.issue_copies(p, &body.insts, body.args[0], iv, ub, write)?;
                     self.vals.insert(body.args[0], vec![bargs[0]]);
                     let phase = bargs[off + 1];
-                    if let Some(bars) = p.barriers {
+                    if let Some(bars) = p.barriers() {
                         // This iteration's TMA copies have landed (the barrier
                         // completes at once when none were issued).
-                        let stage8 = self.e.i32(8)?;
-                        let o = self.e.binop("arith.muli", read, stage8)?;
-                        let base = self.e.i32(bars as i64)?;
-                        let o = self.e.binop("arith.addi", o, base)?;
-                        let b = self.smem_ptr(o)?;
-                        let i32t = self.e.ty("i32");
-                        let b = self.e.op1("llvm.ptrtoint", &[b], i32t, &[])?;
+                        let b = self.barrier_addr(bars, read)?;
                         self.e.inline_asm(
                             "{ .reg .pred p; TILE_WAIT: mbarrier.try_wait.parity.shared::cta.b64 p, [$0], $1; @p bra TILE_DONE; bra TILE_WAIT; TILE_DONE: }",
                             "r,r,~{memory}",
@@ -1168,7 +1163,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 }
                 Ok(())
             })?;
-            if let Some(bars) = p.barriers {
+            if let Some(bars) = p.barriers() {
                 let leader = me.leader()?;
                 me.if_then_self(leader, &mut |me| {
                     me.issue_tma(p, &by_tma, stage, stage_off, bars)
@@ -1191,13 +1186,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         stage_off: V,
         bars: u32,
     ) -> Result<(), CodegenError> {
-        let i32t = self.e.ty("i32");
-        let c8 = self.e.i32(8)?;
-        let o = self.e.binop("arith.muli", stage, c8)?;
-        let base = self.e.i32(bars as i64)?;
-        let o = self.e.binop("arith.addi", o, base)?;
-        let bar = self.smem_ptr(o)?;
-        let bar = self.e.op1("llvm.ptrtoint", &[bar], i32t, &[])?;
+        let bar = self.barrier_addr(bars, stage)?;
         let mut tx = self.e.i32(0)?;
         for (b, t) in p.bufs.iter().zip(by_tma) {
             if let Some((ok, _, _)) = t {
@@ -1227,8 +1216,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 for blk in 0..cols / width {
                     let o = me.e.i32((b.offset + blk * rows * width * 2) as i64)?;
                     let o = me.e.binop("arith.addi", stage_off, o)?;
-                    let dst = me.smem_ptr(o)?;
-                    let dst = me.e.op1("llvm.ptrtoint", &[dst], i32t, &[])?;
+                    let dst = me.smem_addr(o)?;
                     let dc = me.e.i32((blk * width) as i64)?;
                     let c = me.e.binop("arith.addi", c0, dc)?;
                     me.e.inline_asm(
@@ -1252,10 +1240,20 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.e.cmpi("eq", either, zero)
     }
 
-    /// Shared-window address (i32) of the barrier of stage `st`.
-    fn barrier_addr(&mut self, bars: u32, st: u32) -> Result<V, CodegenError> {
-        let o = self.e.i32((bars + 8 * st) as i64)?;
-        let p = self.smem_ptr(o)?;
+    /// Shared-window address (i32) of the barrier of stage `stage` (i32),
+    /// the barriers starting at byte `bars`.
+    fn barrier_addr(&mut self, bars: u32, stage: V) -> Result<V, CodegenError> {
+        let c8 = self.e.i32(8)?;
+        let o = self.e.binop("arith.muli", stage, c8)?;
+        let base = self.e.i32(bars as i64)?;
+        let o = self.e.binop("arith.addi", o, base)?;
+        self.smem_addr(o)
+    }
+
+    /// Shared-window address (i32, as PTX's shared-space operands take it)
+    /// of byte offset `off` of dynamic shared memory.
+    fn smem_addr(&mut self, off: V) -> Result<V, CodegenError> {
+        let p = self.smem_ptr(off)?;
         let i32t = self.e.ty("i32");
         self.e.op1("llvm.ptrtoint", &[p], i32t, &[])
     }
@@ -2480,20 +2478,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         let gi = self.e.binop("arith.divui", group, gnv)?;
         let gj = self.e.binop("arith.remui", group, gnv)?;
         // Shared-window addresses of this warpgroup's part of each operand.
-        let i32t = self.e.ty("i32");
         let i64t = self.e.ty("i64");
-        let addr = |me: &mut Self, off: V| -> Result<V, CodegenError> {
-            let p = me.smem_ptr(off)?;
-            me.e.op1("llvm.ptrtoint", &[p], i32t, &[])
-        };
         let a_row = self.e.i32((mg * wa * 2) as i64)?;
         let a_part = self.e.binop("arith.muli", gi, a_row)?;
         let a_part = self.e.binop("arith.addi", a_off, a_part)?;
-        let a_base = addr(self, a_part)?;
+        let a_base = self.smem_addr(a_part)?;
         let b_col = self.e.i32((ng / wb * bk * wb * 2) as i64)?;
         let b_part = self.e.binop("arith.muli", gj, b_col)?;
         let b_part = self.e.binop("arith.addi", b_off, b_part)?;
-        let b_base = addr(self, b_part)?;
+        let b_base = self.smem_addr(b_part)?;
         let desc = |me: &mut Self, base: V, bytes: u32, bits: i64| -> Result<V, CodegenError> {
             let o = me.e.i32(bytes as i64)?;
             let a = me.e.binop("arith.addi", base, o)?;

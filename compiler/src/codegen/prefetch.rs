@@ -58,9 +58,6 @@ pub(crate) struct Loop {
     /// Body instructions (indices, in order) the addresses, masks and `other`
     /// values of the pipelined loads need: lowered again for a later iteration.
     pub slice: Vec<usize>,
-    /// When a buffer may be filled by TMA: the byte offset of one `mbarrier`
-    /// per stage (after the stages), on which a stage's copies complete.
-    pub barriers: Option<u32>,
 }
 
 impl Loop {
@@ -69,6 +66,15 @@ impl Loop {
         self.bufs
             .iter()
             .any(|b| matches!(b.tile, SmemTile::Swizzled { .. }))
+    }
+
+    /// When a buffer may be filled by TMA: the byte offset of one `mbarrier`
+    /// per stage (after the stages), on which a stage's copies complete.
+    pub fn barriers(&self) -> Option<u32> {
+        self.bufs
+            .iter()
+            .any(|b| b.tma.is_some())
+            .then_some(self.stages * self.stage_bytes)
     }
 
     /// How many iterations ahead the copies run.
@@ -180,7 +186,7 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -
     walk_insts(&kernel.body, &mut |i| {
         if let Op::For { body, .. } = &i.op {
             if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, wgmma_budget, &mut plan) {
-                let barriers = l.barriers.map_or(0, |_| 8 * l.stages);
+                let barriers = l.barriers().map_or(0, |_| 8 * l.stages);
                 plan.bytes = plan.bytes.max(l.stages * l.stage_bytes + barriers);
                 plan.loops.insert(body.args[0], l);
             }
@@ -377,17 +383,12 @@ fn plan_loop(
     let in_flight = (stages >= 3)
         .then(|| in_flight_dot(body, uses, &plan.wgmma))
         .flatten();
-    let barriers = bufs
-        .iter()
-        .any(|b| b.tma.is_some())
-        .then_some(stages * offset);
     Some(Loop {
         stages,
         stage_bytes: offset,
         bufs,
         in_flight,
         slice: slice.into_iter().collect(),
-        barriers,
     })
 }
 
