@@ -4,10 +4,15 @@
 set -uo pipefail
 out="${OUT:-/tmp/gpu-out}"; mkdir -p "$out"
 export TILE_PACK_DIR="$PWD/.gpu/packs" TILE_EXAMPLES_PACK="$PWD/.gpu/packs/dsl-examples.tpack"
+# On the GPU machine a skipped GPU test is a failure (tile-testkit::gpu_or_skip).
+export TILE_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 status=0
 for t in .gpu/bin/gpu_*; do
-  echo "== $t"; "$t" --nocapture --test-threads=1 2>&1 | tee "$out/$(basename "$t").log" | grep -E "^ok |SKIPPED|test result|panicked|FAILED" || status=1
+  echo "== $t"; "$t" --nocapture --test-threads=1 > "$out/$(basename "$t").log" 2>&1 || status=1
+  grep -E "^ok |SKIPPED|test result|panicked|FAILED" "$out/$(basename "$t").log"
+  # Any SKIPPED line on a GPU machine fails the run, whatever the exit codes say.
+  if grep -q SKIPPED "$out/$(basename "$t").log"; then echo "FAILED: $t skipped a test on the GPU machine"; status=1; fi
 done
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do

@@ -70,7 +70,7 @@ fn ceilings(dev: &Device, path: &std::path::Path) -> Result<Ceilings> {
         copy_gbs,
         cublas_tflops: 2.0 * (s * s * s) as f64 / t.median_ms / 1e9,
     };
-    tilec::pack::write_atomic(path, &serde_json::to_vec_pretty(&c)?)?;
+    tile_ir::pack::write_atomic(path, &serde_json::to_vec_pretty(&c)?)?;
     Ok(c)
 }
 

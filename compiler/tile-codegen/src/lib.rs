@@ -1,0 +1,178 @@
+//! Code generation: checked TIR → MLIR (melior) → LLVM IR → PTX (inkwell NVPTX).
+//!
+//! One entry point, [`compile`]. Stages: `lower` (TIR → gpu/scf/arith/llvm MLIR,
+//! using `layout`, `axis` and `prefetch`), `pipeline` (the MLIR pass list), `ptx` (LLVM IR
+//! and PTX). `emit` is the small melior helper the lowering builds with.
+
+mod axis;
+mod emit;
+mod layout;
+mod lower;
+mod pipeline;
+mod prefetch;
+mod ptx;
+mod tma;
+
+use melior::dialect::DialectRegistry;
+use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
+use melior::Context;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+use tile_ir::{self as tir, Span};
+
+pub use pipeline::PASSES;
+pub use tile_ir::launch::{HostScalar, TmaOperand};
+
+/// GPU architecture to generate code for.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum Arch {
+    Sm80,
+    #[default]
+    Sm90,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90 => "sm_90",
+        }
+    }
+    /// The LLVM/ptxas target: sm_90 code is built for sm_90a, whose `wgmma`
+    /// the tensor-core path uses (the pack still files it under `sm_90`; it
+    /// runs on compute capability 9.0 exactly, i.e. H100/H200).
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90 => "sm_90a",
+        }
+    }
+    fn ptx_features(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "+ptx70",
+            Arch::Sm90 => "+ptx80",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "sm_80" => Some(Arch::Sm80),
+            "sm_90" => Some(Arch::Sm90),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub arch: Arch,
+    /// Warps per CTA (1, 2, 4, 8 or 16).
+    pub warps: u32,
+    /// Record the MLIR after every pass in [`Artifacts::pass_dumps`].
+    pub dump_passes: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            arch: Arch::Sm90,
+            warps: 4,
+            dump_passes: false,
+        }
+    }
+}
+
+/// Everything one compilation produced, stage by stage.
+#[derive(Clone, Debug, Default)]
+pub struct Artifacts {
+    /// MLIR as built from TIR (gpu, scf, arith, llvm dialects).
+    pub mlir: String,
+    /// MLIR after the pass pipeline (llvm + nvvm dialects).
+    pub mlir_lowered: String,
+    /// LLVM IR after O3.
+    pub llvm_ir: String,
+    pub ptx: String,
+    /// (pass, IR after it), when [`Options::dump_passes`].
+    pub pass_dumps: Vec<(String, String)>,
+    /// Dynamic shared memory the kernel needs per CTA (bytes), given at launch.
+    pub shared_bytes: u32,
+    /// Tensors the host describes for the kernel's TMA copies, one hidden
+    /// `i64` parameter each after the declared ones (see `tma`).
+    pub tma: Vec<TmaOperand>,
+    /// Wall time per stage.
+    pub timings: Vec<(&'static str, Duration)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("{what}")]
+    Unsupported { what: String, span: Span },
+    #[error("the kernel needs {bytes} bytes of shared memory, more than the {limit} available; use smaller tiles")]
+    SharedMemory { bytes: u32, limit: u32, span: Span },
+    #[error("warps must be 1, 2, 4, 8 or 16, got {0}")]
+    Warps(u32),
+    #[error("internal compiler error: {0}")]
+    Internal(String),
+    #[error("LLVM: {0}")]
+    Llvm(String),
+}
+
+impl CodegenError {
+    /// Source location of the error, when it has one.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            CodegenError::Unsupported { span, .. } | CodegenError::SharedMemory { span, .. } => {
+                Some(*span)
+            }
+            _ => None,
+        }
+    }
+}
+
+static INIT_PASSES: Once = Once::new();
+
+fn new_context() -> Context {
+    INIT_PASSES.call_once(register_all_passes);
+    let registry = DialectRegistry::new();
+    register_all_dialects(&registry);
+    let ctx = Context::new();
+    ctx.append_dialect_registry(&registry);
+    ctx.load_all_available_dialects();
+    register_all_llvm_translations(&ctx);
+    ctx
+}
+
+/// Compile one specialised kernel to PTX, keeping every intermediate stage.
+pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, CodegenError> {
+    if !matches!(opts.warps, 1 | 2 | 4 | 8 | 16) {
+        return Err(CodegenError::Warps(opts.warps));
+    }
+    // Lowering relies on the verifier's invariants (result counts, types, shapes).
+    tir::verify(kernel).map_err(|e| CodegenError::Internal(e.to_string()))?;
+    let mut art = Artifacts::default();
+    let t = Instant::now();
+    let ctx = new_context();
+    art.timings.push(("mlir-context", t.elapsed()));
+    let t = Instant::now();
+    let (mut module, shared_bytes, tma) =
+        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.arch)?;
+    art.shared_bytes = shared_bytes;
+    art.tma = tma;
+    art.mlir = module.as_operation().to_string();
+    art.timings.push(("tir-to-mlir", t.elapsed()));
+    let t = Instant::now();
+    pipeline::run_passes(
+        &ctx,
+        &mut module,
+        opts.dump_passes.then_some(&mut art.pass_dumps),
+    )?;
+    art.mlir_lowered = module.as_operation().to_string();
+    art.timings.push(("mlir-passes", t.elapsed()));
+    let t = Instant::now();
+    let (llvm_ir, ptx) = ptx::to_ptx(&ctx, &module, opts.arch)?;
+    art.llvm_ir = llvm_ir;
+    art.ptx = ptx;
+    art.timings.push(("llvm-to-ptx", t.elapsed()));
+    Ok(art)
+}

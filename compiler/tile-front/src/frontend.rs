@@ -1,0 +1,120 @@
+//! Front end façade: source text → parsed, resolved [`Program`] → checked,
+//! optimised TIR per specialisation. This is the API the rest of the tool chain
+//! (driver, interpreter tests, codegen, packs) uses.
+
+use crate::check;
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::syntax::{self, ast};
+use tile_ir as tir;
+pub use tile_ir::SourceFile;
+use tile_ir::Span;
+
+/// A parsed module whose items (kernels, helpers, tune blocks) resolved without error.
+#[derive(Clone, Debug)]
+pub struct Program {
+    module: ast::Module,
+}
+
+/// Parse `src` and resolve its items. Fails with every syntax and item-level error.
+pub fn parse_program(src: &SourceFile) -> Result<Program, Diagnostics> {
+    let (module, diags) = syntax::parse(&src.text);
+    let mut all = Diagnostics(diags);
+    all.extend(check::check_items(&module));
+    if all.is_empty() {
+        Ok(Program { module })
+    } else {
+        Err(all)
+    }
+}
+
+impl Program {
+    /// The AST (for `--emit ast` and tools).
+    pub fn module(&self) -> &ast::Module {
+        &self.module
+    }
+
+    /// Kernel names in source order.
+    pub fn kernel_names(&self) -> Vec<String> {
+        check::kernels(&self.module)
+            .map(|k| k.name.name.clone())
+            .collect()
+    }
+
+    /// Meta-parameters of `kernel` with their defaults (empty for an unknown kernel).
+    pub fn meta_params(&self, kernel: &str) -> Vec<(String, Option<i64>)> {
+        check::find_kernel(&self.module, kernel)
+            .map(check::meta_params)
+            .unwrap_or_default()
+    }
+
+    /// The kernel's `tune` block, if it has one.
+    pub fn tune_space(&self, kernel: &str) -> Option<tir::TuneSpace> {
+        check::tune_space(&self.module, kernel)
+    }
+
+    /// Check + `passes::optimize` + verify. `meta` gives a value for every
+    /// meta-parameter without a default (and may override defaults).
+    pub fn specialize(
+        &self,
+        kernel: &str,
+        meta: &[(String, i64)],
+    ) -> Result<tir::Kernel, Diagnostics> {
+        let mut k = check::elaborate(&self.module, kernel, meta)?;
+        crate::passes::optimize(&mut k).map_err(|e| {
+            Diagnostics::from(Diagnostic::new(
+                Code::Internal,
+                format!("internal compiler error: {e}"),
+                Span::default(),
+            ))
+        })?;
+        Ok(k)
+    }
+
+    /// The meta-parameter assignments `tilec check` tries for `kernel`: every
+    /// distinct point of its tune space, else just the defaults.
+    pub fn check_configs(&self, kernel: &str) -> Vec<Vec<(String, i64)>> {
+        let mut out: Vec<Vec<(String, i64)>> = Vec::new();
+        if let Some(space) = self.tune_space(kernel) {
+            for c in space.configs() {
+                if !out.contains(&c.meta) {
+                    out.push(c.meta);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(vec![]);
+        }
+        out
+    }
+
+    /// Check every kernel with every configuration of [`Program::check_configs`];
+    /// the diagnostics of all of them, each reported once.
+    pub fn check_all(&self) -> Diagnostics {
+        let mut all = Diagnostics::new();
+        for k in self.kernel_names() {
+            for meta in self.check_configs(&k) {
+                if let Err(d) = self.specialize(&k, &meta) {
+                    for x in d {
+                        if !all
+                            .iter()
+                            .any(|y| y.code == x.code && y.span == x.span && y.message == x.message)
+                        {
+                            all.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Like [`Program::specialize`] but without the optimisation passes
+    /// (the checker's direct output, for tests and `--emit tir --no-opt`).
+    pub fn specialize_unoptimized(
+        &self,
+        kernel: &str,
+        meta: &[(String, i64)],
+    ) -> Result<tir::Kernel, Diagnostics> {
+        check::elaborate(&self.module, kernel, meta)
+    }
+}

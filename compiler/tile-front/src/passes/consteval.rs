@@ -1,0 +1,171 @@
+//! Compile-time evaluation of scalar ops, shared by the checker (meta-parameter
+//! arithmetic) and the folding pass. Results match the interpreter: integers
+//! wrap at their width, floats round to their type after each op.
+
+use tile_ir::{BinaryOp, CmpOp, Const, Scalar, UnaryOp};
+
+/// Bring a constant into the canonical form of type `s` (wrap ints, round floats).
+pub fn normalize(c: Const, s: Scalar) -> Const {
+    match s {
+        Scalar::I1 => Const::Bool(truthy(c)),
+        Scalar::I32 => Const::Int(as_i64(c) as i32 as i64),
+        Scalar::I64 => Const::Int(as_i64(c)),
+        Scalar::F32 => Const::Float(as_f64(c) as f32 as f64),
+        Scalar::F16 => Const::Float(half::f16::from_f64(as_f64(c)).to_f64()),
+        Scalar::BF16 => Const::Float(half::bf16::from_f64(as_f64(c)).to_f64()),
+    }
+}
+
+fn truthy(c: Const) -> bool {
+    match c {
+        Const::Bool(b) => b,
+        Const::Int(v) => v != 0,
+        Const::Float(v) => v != 0.0,
+    }
+}
+
+/// Integer view: floats truncate toward zero, saturating, NaN → 0 (Rust `as`).
+pub fn as_i64(c: Const) -> i64 {
+    match c {
+        Const::Bool(b) => b as i64,
+        Const::Int(v) => v,
+        Const::Float(v) => v as i64,
+    }
+}
+
+pub fn as_f64(c: Const) -> f64 {
+    match c {
+        Const::Bool(b) => b as i64 as f64,
+        Const::Int(v) => v as f64,
+        Const::Float(v) => v,
+    }
+}
+
+/// `Cast` of a constant from `from` to `to`.
+pub fn cast(c: Const, from: Scalar, to: Scalar) -> Const {
+    if from.is_float() && to.is_int() && to != Scalar::I1 {
+        // Float → int truncates toward zero and saturates at the target's range.
+        let v = as_f64(c);
+        return Const::Int(match to {
+            Scalar::I32 => v as i32 as i64,
+            _ => v as i64,
+        });
+    }
+    normalize(c, to)
+}
+
+/// A unary op on a constant of type `s`; `None` when not foldable.
+pub fn unary(op: UnaryOp, c: Const, s: Scalar) -> Option<Const> {
+    if s.is_int() {
+        let v = as_i64(c);
+        let r = match op {
+            UnaryOp::Neg => v.wrapping_neg(),
+            UnaryOp::Not if s == Scalar::I1 => return Some(Const::Bool(!truthy(c))),
+            UnaryOp::Not => !v,
+            UnaryOp::Abs => v.wrapping_abs(),
+            _ => return None,
+        };
+        return Some(normalize(Const::Int(r), s));
+    }
+    let x = as_f64(c);
+    // Evaluate in f32 like the interpreter, then round to the type.
+    let xf = x as f32;
+    let r = match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Exp => xf.exp() as f64,
+        UnaryOp::Exp2 => xf.exp2() as f64,
+        UnaryOp::Log => xf.ln() as f64,
+        UnaryOp::Sqrt => xf.sqrt() as f64,
+        UnaryOp::Rsqrt => (1.0 / xf.sqrt()) as f64,
+        UnaryOp::Sigmoid => (1.0 / (1.0 + (-xf).exp())) as f64,
+        UnaryOp::Tanh => xf.tanh() as f64,
+        UnaryOp::Not => return None,
+    };
+    Some(normalize(Const::Float(r), s))
+}
+
+/// A binary op on constants of type `s`; `None` when not foldable (division by zero,
+/// shifts out of range).
+pub fn binary(op: BinaryOp, a: Const, b: Const, s: Scalar) -> Option<Const> {
+    if s.is_int() {
+        let (x, y) = (as_i64(a), as_i64(b));
+        let bits = if s == Scalar::I32 { 32 } else { 64 };
+        let r = match op {
+            BinaryOp::Add => x.wrapping_add(y),
+            BinaryOp::Sub => x.wrapping_sub(y),
+            BinaryOp::Mul => x.wrapping_mul(y),
+            BinaryOp::Div if y == 0 => return None,
+            BinaryOp::Div => {
+                if s == Scalar::I32 {
+                    (x as i32).wrapping_div(y as i32) as i64
+                } else {
+                    x.wrapping_div(y)
+                }
+            }
+            BinaryOp::Rem if y == 0 => return None,
+            BinaryOp::Rem => {
+                if s == Scalar::I32 {
+                    (x as i32).wrapping_rem(y as i32) as i64
+                } else {
+                    x.wrapping_rem(y)
+                }
+            }
+            BinaryOp::Max => x.max(y),
+            BinaryOp::Min => x.min(y),
+            BinaryOp::And => x & y,
+            BinaryOp::Or => x | y,
+            BinaryOp::Xor => x ^ y,
+            BinaryOp::Shl if !(0..bits).contains(&y) => return None,
+            BinaryOp::Shl => {
+                if s == Scalar::I32 {
+                    ((x as i32) << y) as i64
+                } else {
+                    x << y
+                }
+            }
+            BinaryOp::Shr if !(0..bits).contains(&y) => return None,
+            BinaryOp::Shr => {
+                if s == Scalar::I32 {
+                    ((x as i32) >> y) as i64
+                } else {
+                    x >> y
+                }
+            }
+        };
+        return Some(normalize(Const::Int(r), s));
+    }
+    let (x, y) = (as_f64(a) as f32, as_f64(b) as f32);
+    let r = match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Rem => x % y,
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        _ => return None,
+    };
+    Some(normalize(Const::Float(r as f64), s))
+}
+
+/// A comparison of constants of type `s`.
+pub fn cmp(op: CmpOp, a: Const, b: Const, s: Scalar) -> Const {
+    let ord = if s.is_int() {
+        as_i64(a).partial_cmp(&as_i64(b))
+    } else {
+        as_f64(a).partial_cmp(&as_f64(b))
+    };
+    use std::cmp::Ordering::*;
+    let r = match (op, ord) {
+        (CmpOp::Ne, None) => true,
+        (_, None) => false,
+        (CmpOp::Eq, Some(o)) => o == Equal,
+        (CmpOp::Ne, Some(o)) => o != Equal,
+        (CmpOp::Lt, Some(o)) => o == Less,
+        (CmpOp::Le, Some(o)) => o != Greater,
+        (CmpOp::Gt, Some(o)) => o == Greater,
+        (CmpOp::Ge, Some(o)) => o != Less,
+    };
+    Const::Bool(r)
+}

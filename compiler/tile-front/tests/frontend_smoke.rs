@@ -1,0 +1,38 @@
+//! Quick end-to-end checks of the front end façade.
+use tile_front::frontend::{parse_program, SourceFile};
+
+fn load(name: &str) -> SourceFile {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../dsl-examples")
+        .join(name);
+    SourceFile::load(&path).expect("example exists")
+}
+
+#[test]
+fn vector_add_specializes() {
+    let src = load("vector_add.tile");
+    let p = match parse_program(&src) {
+        Ok(p) => p,
+        Err(d) => panic!("{}", d.render(&src)),
+    };
+    assert_eq!(p.kernel_names(), vec!["vector_add", "vector_add_bf16"]);
+    assert_eq!(
+        p.meta_params("vector_add"),
+        vec![("BLOCK".to_string(), None)]
+    );
+    let space = p.tune_space("vector_add").expect("tune block");
+    assert_eq!(space.key, vec!["n"]);
+    for name in p.kernel_names() {
+        for cfg in space.configs() {
+            let k = match p.specialize(&name, &cfg.meta) {
+                Ok(k) => k,
+                Err(d) => panic!("{}", d.render(&src)),
+            };
+            tile_ir::verify(&k).expect("valid TIR");
+        }
+    }
+    let k = p
+        .specialize("vector_add", &[("BLOCK".into(), 1024)])
+        .expect("ok");
+    println!("{}", tile_ir::print_kernel(&k));
+}

@@ -1,0 +1,296 @@
+//! Kernel packs: one versioned file holding, per kernel, its signature, tune
+//! space, and for every config of the tune space its TIR (for the CPU backend)
+//! and PTX per target architecture.
+//!
+//! File layout (all integers little-endian):
+//! ```text
+//! 0   8   magic "TILEPACK"
+//! 8   4   format version
+//! 12  8   payload length N
+//! 20  N   payload: JSON of `PackManifest`
+//! 20+N 32 SHA-256 of the payload
+//! ```
+//! Writing is atomic (temporary file in the same directory, fsync, rename), so a
+//! reader never sees a half-written pack. Reading validates magic, version,
+//! length, hash and the compiler version, each failure with its own error.
+
+use crate::{Config, Kernel, Signature, TuneSpace};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"TILEPACK";
+pub const FORMAT_VERSION: u32 = 2;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackManifest {
+    /// `tilec` version that compiled the pack.
+    pub compiler_version: String,
+    pub kernels: Vec<PackedKernel>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackedKernel {
+    pub name: String,
+    pub signature: Signature,
+    pub tune: TuneSpace,
+    /// SHA-256 (hex) of the kernel's source file, part of autotuning cache keys.
+    pub source_hash: String,
+    pub variants: Vec<Variant>,
+}
+
+/// One config of a kernel: its specialised TIR and PTX per architecture (`"sm_90"`, …).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    pub config: Config,
+    pub tir: Kernel,
+    pub ptx: BTreeMap<String, String>,
+    /// Per architecture: dynamic shared memory per CTA (bytes) that the PTX
+    /// expects at launch.
+    pub shared_bytes: BTreeMap<String, u32>,
+    /// Per architecture: the tensors the host describes for the kernel's TMA
+    /// copies, one hidden parameter each (see `launch`).
+    #[serde(default)]
+    pub tma: BTreeMap<String, Vec<crate::launch::TmaOperand>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("cannot read pack `{path}`: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("`{path}` is not a kernel pack (bad magic bytes); hint: build one with `tilec pack DIR -o FILE`")]
+    Foreign { path: String },
+    #[error("pack `{path}` has format version {found}, this runtime reads version {expected}; hint: rebuild the pack")]
+    Version {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("pack `{path}` is truncated ({actual} bytes, the header promises {expected}); hint: rebuild the pack")]
+    Truncated {
+        path: String,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("pack `{path}` is corrupted (content hash mismatch); hint: rebuild the pack")]
+    Corrupted { path: String },
+    #[error("pack `{path}` was built by tilec {found}, this is tilec {expected}; hint: rebuild it with `tilec pack`")]
+    StaleCompiler {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("pack `{path}` has an invalid manifest: {message}")]
+    Manifest { path: String, message: String },
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl PackManifest {
+    pub fn kernel(&self, name: &str) -> Option<&PackedKernel> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+
+    /// Serialise to the file format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let payload = serde_json::to_vec(self).expect("manifest serialises");
+        let mut out = Vec::with_capacity(payload.len() + 52);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&Sha256::digest(&payload));
+        out
+    }
+
+    /// Write atomically: a reader sees the old file or the new one, never a mix.
+    pub fn write(&self, path: &Path) -> Result<(), PackError> {
+        write_atomic(path, &self.to_bytes()).map_err(|source| PackError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Parse and validate a pack's bytes (`path` only names it in errors).
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<PackManifest, PackError> {
+        let path = path.to_string();
+        if bytes.len() < 8 || &bytes[..8] != MAGIC {
+            return Err(PackError::Foreign { path });
+        }
+        if bytes.len() < 20 {
+            return Err(PackError::Truncated {
+                path,
+                actual: bytes.len() as u64,
+                expected: 20,
+            });
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        if version != FORMAT_VERSION {
+            return Err(PackError::Version {
+                path,
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let n = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+        let expected = 20u64.saturating_add(n).saturating_add(32);
+        if (bytes.len() as u64) != expected {
+            if (bytes.len() as u64) < expected {
+                return Err(PackError::Truncated {
+                    path,
+                    actual: bytes.len() as u64,
+                    expected,
+                });
+            }
+            return Err(PackError::Corrupted { path });
+        }
+        let payload = &bytes[20..20 + n as usize];
+        if Sha256::digest(payload).as_slice() != &bytes[20 + n as usize..] {
+            return Err(PackError::Corrupted { path });
+        }
+        let m: PackManifest = serde_json::from_slice(payload).map_err(|e| PackError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if m.compiler_version != crate::VERSION {
+            return Err(PackError::StaleCompiler {
+                path,
+                found: m.compiler_version,
+                expected: crate::VERSION.into(),
+            });
+        }
+        for k in &m.kernels {
+            for v in &k.variants {
+                crate::verify(&v.tir).map_err(|e| PackError::Manifest {
+                    path: path.clone(),
+                    message: format!("kernel `{}`: {e}", k.name),
+                })?;
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn read(path: &Path) -> Result<PackManifest, PackError> {
+        let bytes = std::fs::read(path).map_err(|source| PackError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+}
+
+/// Write `data` to `path` atomically (temp file in the same directory, fsync,
+/// rename), creating the directory if needed.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        // tempfile creates 0600; the result is an ordinary file.
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PackManifest {
+        PackManifest {
+            compiler_version: crate::VERSION.into(),
+            kernels: vec![PackedKernel {
+                name: "k".into(),
+                signature: Signature {
+                    name: "k".into(),
+                    params: vec![],
+                },
+                tune: TuneSpace::default(),
+                source_hash: sha256_hex(b"src"),
+                variants: vec![Variant {
+                    config: Config {
+                        meta: vec![("BLOCK".into(), 128)],
+                        warps: 4,
+                    },
+                    tir: Kernel {
+                        name: "k".into(),
+                        params: vec![],
+                        meta: vec![],
+                        body: Default::default(),
+                        values: vec![],
+                    },
+                    ptx: [("sm_90".to_string(), ".version 8.0".to_string())].into(),
+                    shared_bytes: [("sm_90".to_string(), 0)].into(),
+                    tma: BTreeMap::new(),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        assert_eq!(PackManifest::from_bytes(&m.to_bytes(), "p").unwrap(), m);
+    }
+
+    #[test]
+    fn every_corruption_is_reported() {
+        let good = sample().to_bytes();
+        let err = |b: &[u8]| PackManifest::from_bytes(b, "p").unwrap_err();
+        assert!(matches!(
+            err(b"not a pack at all"),
+            PackError::Foreign { .. }
+        ));
+        assert!(matches!(
+            err(&good[..good.len() - 10]),
+            PackError::Truncated { .. }
+        ));
+        assert!(matches!(err(&good[..12]), PackError::Truncated { .. }));
+        let mut flipped = good.clone();
+        flipped[30] ^= 1;
+        assert!(matches!(err(&flipped), PackError::Corrupted { .. }));
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(matches!(err(&longer), PackError::Corrupted { .. }));
+        let mut v2 = good.clone();
+        v2[8] = 99;
+        assert!(matches!(err(&v2), PackError::Version { .. }));
+        let mut stale = sample();
+        stale.compiler_version = "0.0.0-old".into();
+        assert!(matches!(
+            err(&stale.to_bytes()),
+            PackError::StaleCompiler { .. }
+        ));
+    }
+
+    #[test]
+    fn atomic_write_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.tpack");
+        sample().write(&p).unwrap();
+        assert_eq!(PackManifest::read(&p).unwrap(), sample());
+        assert!(matches!(
+            PackManifest::read(&dir.path().join("missing")),
+            Err(PackError::Io { .. })
+        ));
+    }
+}

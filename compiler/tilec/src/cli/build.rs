@@ -1,0 +1,207 @@
+//! `tilec build`: compile one kernel specialisation and write one stage of the
+//! pipeline (TIR, MLIR before or after the passes, LLVM IR or PTX).
+
+use super::{parse_define, Define};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tile_front::frontend::{self, Program, SourceFile};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    Tir,
+    Mlir,
+    MlirLowered,
+    Llvm,
+    Ptx,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The .tile source file.
+    pub file: PathBuf,
+    /// Kernel to compile (default: the file's only or first kernel).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Meta-parameter value, e.g. -D BLOCK=1024 (default: the declaration's
+    /// default, else the first value of the tune block).
+    #[arg(short = 'D', value_parser = parse_define)]
+    pub defines: Vec<Define>,
+    /// Warps per CTA (default: the tune block's first, else 4).
+    #[arg(long)]
+    pub warps: Option<u32>,
+    /// Stage to write.
+    #[arg(long, value_enum, default_value = "ptx")]
+    pub emit: Emit,
+    /// Output file (default: stdout).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Target architecture: sm_90 or sm_80.
+    #[arg(long, default_value = "sm_90")]
+    pub arch: String,
+    /// Write the MLIR after every pass into this directory.
+    #[arg(long)]
+    pub dump_passes: Option<PathBuf>,
+    /// Print the time of each compilation stage on stderr.
+    #[arg(long)]
+    pub time: bool,
+}
+
+/// The meta-parameter values and warps of one build: -D, else defaults, else the
+/// tune block's first candidate.
+pub(crate) fn resolve_config(
+    program: &Program,
+    kernel: &str,
+    defines: &[Define],
+    warps: Option<u32>,
+) -> Result<tile_ir::Config> {
+    let tune = program.tune_space(kernel);
+    let mut meta = Vec::new();
+    for (name, default) in program.meta_params(kernel) {
+        let v = defines
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value)
+            .or(default)
+            .or_else(|| tune.as_ref().and_then(|t| t.params.iter().find(|(n, _)| *n == name)).and_then(|(_, v)| v.first().copied()))
+            .ok_or_else(|| anyhow!("meta-parameter `{name}` of kernel `{kernel}` has no value\n  hint: pass -D {name}=VALUE"))?;
+        meta.push((name, v));
+    }
+    for d in defines {
+        if !meta.iter().any(|(n, _)| *n == d.name) {
+            bail!(
+                "kernel `{kernel}` has no meta-parameter `{}` (given with -D)",
+                d.name
+            );
+        }
+    }
+    let warps = warps
+        .or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied()))
+        .unwrap_or(4);
+    Ok(tile_ir::Config { meta, warps })
+}
+
+/// The CLI's common front half: read FILE, parse it, pick the kernel (the
+/// only or first one unless named), resolve its config and specialise it.
+/// Diagnostics are printed; the inner `Err` is the exit code to return then.
+pub(crate) fn specialize_from_cli(
+    file: &std::path::Path,
+    kernel: Option<&str>,
+    defines: &[Define],
+    warps: Option<u32>,
+) -> Result<Result<(SourceFile, tile_ir::Kernel, tile_ir::Config), ExitCode>> {
+    let src = SourceFile::load(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let program = match frontend::parse_program(&src) {
+        Ok(p) => p,
+        Err(d) => {
+            eprint!("{}", d.render(&src));
+            return Ok(Err(ExitCode::FAILURE));
+        }
+    };
+    let names = program.kernel_names();
+    let kernel = match kernel {
+        Some(k) if names.iter().any(|n| n == k) => k.to_string(),
+        Some(k) => bail!(
+            "no kernel `{k}` in {} (kernels: {})",
+            src.name,
+            names.join(", ")
+        ),
+        None => names
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("{} defines no kernel", src.name))?,
+    };
+    let config = resolve_config(&program, &kernel, defines, warps)?;
+    match program.specialize(&kernel, &config.meta) {
+        Ok(t) => Ok(Ok((src, t, config))),
+        Err(d) => {
+            eprint!("{}", d.render(&src));
+            Ok(Err(ExitCode::FAILURE))
+        }
+    }
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    let (src, tir, config) = match specialize_from_cli(
+        &args.file,
+        args.kernel.as_deref(),
+        &args.defines,
+        args.warps,
+    )? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let text = if args.emit == Emit::Tir {
+        tile_ir::print_kernel(&tir)
+    } else {
+        emit_codegen(&args, &src, &tir, config.warps)?
+    };
+    match &args.output {
+        Some(p) => tile_ir::pack::write_atomic(p, text.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit_codegen(
+    args: &Args,
+    src: &SourceFile,
+    tir: &tile_ir::Kernel,
+    warps: u32,
+) -> Result<String> {
+    use tile_codegen::{compile, Arch, Options};
+    let arch = Arch::parse(&args.arch)
+        .ok_or_else(|| anyhow!("unknown architecture `{}`; hint: sm_90 or sm_80", args.arch))?;
+    let opts = Options {
+        arch,
+        warps,
+        dump_passes: args.dump_passes.is_some(),
+    };
+    let art = compile(tir, &opts).map_err(|e| match e.span() {
+        Some(span) => anyhow!("{}", tilec::render_span(src, span, &e.to_string())),
+        None => anyhow!("{e}"),
+    })?;
+    if let Some(dir) = &args.dump_passes {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("00-input.mlir"), &art.mlir)?;
+        for (i, (pass, ir)) in art.pass_dumps.iter().enumerate() {
+            let name: String = pass
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            std::fs::write(dir.join(format!("{:02}-{name}.mlir", i + 1)), ir)?;
+        }
+        std::fs::write(dir.join("90-llvm.ll"), &art.llvm_ir)?;
+    }
+    if !art.tma.is_empty() && matches!(args.emit, Emit::Llvm | Emit::Ptx) {
+        // Whoever launches this PTX without the runtime must pass them.
+        let names: Vec<String> = tir.params.iter().map(|p| p.name.clone()).collect();
+        eprintln!(
+            "note: `{}` takes {} hidden i64 parameter(s) after its own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
+            tir.name,
+            art.tma.len()
+        );
+        for (i, op) in art.tma.iter().enumerate() {
+            eprintln!("  #{} {}", names.len() + i, op.describe(&names));
+        }
+    }
+    if args.time {
+        for (stage, t) in &art.timings {
+            eprintln!("{stage:>14}: {:.2} ms", t.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(match args.emit {
+        Emit::Tir => unreachable!(),
+        Emit::Mlir => art.mlir,
+        Emit::MlirLowered => art.mlir_lowered,
+        Emit::Llvm => art.llvm_ir,
+        Emit::Ptx => art.ptx,
+    })
+}

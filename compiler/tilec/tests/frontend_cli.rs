@@ -1,0 +1,93 @@
+//! `tilec check` end to end: exit codes, diagnostics on stderr, `--emit` on stdout.
+
+use std::path::Path;
+use std::process::Command;
+
+fn tilec(args: &[&str]) -> (i32, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_tilec"))
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("tilec runs");
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        s(&out.stdout),
+        s(&out.stderr),
+    )
+}
+
+#[test]
+fn check_ok_examples() {
+    for f in [
+        "vector_add",
+        "softmax",
+        "rmsnorm",
+        "layernorm",
+        "matmul",
+        "attention",
+    ] {
+        let (code, _, err) = tilec(&["check", &format!("dsl-examples/{f}.tile")]);
+        assert_eq!(code, 0, "{f}: {err}");
+        assert!(err.starts_with("ok: "), "{err}");
+    }
+}
+
+#[test]
+fn check_reports_errors_and_fails() {
+    let (code, out, err) = tilec(&["check", "compiler/tests/ui/checker_continues.tile"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_eq!(err.matches("error[E").count(), 3, "{err}");
+    assert!(
+        err.contains("--> compiler/tests/ui/checker_continues.tile:3:13"),
+        "{err}"
+    );
+}
+
+#[test]
+fn emit_stages() {
+    let (code, out, _) = tilec(&[
+        "check",
+        "--emit",
+        "tir",
+        "dsl-examples/vector_add.tile",
+        "-D",
+        "BLOCK=2048",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("kernel vector_add<BLOCK = 2048>") && out.contains("arange 0..2048"),
+        "{out}"
+    );
+    let (code, out, _) = tilec(&["check", "--emit", "tokens", "dsl-examples/vector_add.tile"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Kernel") && out.contains("Ident(\"vector_add\")"),
+        "{out}"
+    );
+    let (code, out, _) = tilec(&[
+        "check",
+        "--emit",
+        "ast",
+        "dsl-examples/vector_add.tile",
+        "--kernel",
+        "vector_add",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("KernelDef"), "{out}");
+}
+
+#[test]
+fn bad_defines_fail_cleanly() {
+    let (code, _, err) = tilec(&["check", "dsl-examples/vector_add.tile", "-D", "NOPE=1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NOPE"), "{err}");
+    let (code, _, err) = tilec(&["check", "dsl-examples/vector_add.tile", "-D", "BLOCK=1000"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error[E0014]"), "{err}");
+    let (code, _, err) = tilec(&["check", "no/such/file.tile"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read"), "{err}");
+}

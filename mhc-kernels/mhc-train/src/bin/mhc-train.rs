@@ -1,0 +1,234 @@
+//! `mhc-train`: train the byte-level GPT with a plain, hc or mHC residual, or
+//! plot runs. See docs/TRAINER.md.
+
+use clap::{Args, Parser, Subcommand};
+use mhc_train::train::config::{ModelConfig, ResidualMode, TrainConfig};
+use mhc_train::train::run::{self, CollectiveChoice, DeviceChoice, Options};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "mhc-train",
+    version,
+    about = "Train a byte-level GPT with plain, hc or mHC residual connections"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only add noise
+enum Command {
+    /// Train (or, with --resume, continue) a run.
+    Train(TrainArgs),
+    /// Plot loss, gradient norm and Amax gain of one or several runs side by side.
+    Plot {
+        /// Run directories (each with a metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write compare.png and compare.svg.
+        #[arg(short, long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// How sublayers join the residual stream.
+    #[arg(long, value_enum, default_value_t = ResidualMode::Mhc)]
+    residual: ResidualMode,
+    /// Residual streams n for hc and mhc (2, 4 or 8).
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Model width C.
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Sequence length in bytes.
+    #[arg(long, default_value_t = 32)]
+    context: usize,
+    /// MLP hidden width as a multiple of the model width.
+    #[arg(long, default_value_t = 4)]
+    mlp_ratio: usize,
+    #[arg(long, default_value_t = 150)]
+    steps: u64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// Final learning rate of the cosine decay.
+    #[arg(long, default_value_t = 3e-4)]
+    min_lr: f32,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f32,
+    #[arg(long, default_value_t = 0.95)]
+    beta2: f32,
+    #[arg(long, default_value_t = 1e-8)]
+    adam_eps: f32,
+    /// Clip gradients to this global norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Seeds initialisation and batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// UTF-8 text to train on (default: the built-in synthetic corpus).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Share of the data held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Validation loss every this many steps.
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 4)]
+    eval_batches: u64,
+    /// Checkpoint every this many steps (0: only at the end and on Ctrl-C).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// hc/mhc: recompute the residual streams in the backward in blocks of
+    /// this many sites (0: round(sqrt(n·sites/(n+2))), the memory-optimal length).
+    #[arg(long, num_args = 0..=1, default_missing_value = "0")]
+    recompute: Option<usize>,
+    /// Amax gain of H_res every this many steps (hc, mhc).
+    #[arg(long, default_value_t = 10)]
+    amax_every: u64,
+    /// Run directory: metrics.jsonl, checkpoint.safetensors, plot.png/svg, config.json.
+    #[arg(long, default_value = "runs/default")]
+    out: PathBuf,
+    /// Continue the run in --out from its checkpoint (same flags).
+    #[arg(long)]
+    resume: bool,
+    /// Stop with a checkpoint after this step, as Ctrl-C would.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Directory of the compiled packs (mhc.tpack, model.tpack; built by
+    /// scripts/packs). A GPU needs them (default: target/packs); the CPU uses
+    /// the kernel sources embedded in the binary unless this is given.
+    #[arg(long)]
+    packs: Option<PathBuf>,
+    /// Data-parallel ranks: one thread per rank, rank r on GPU r (or all on
+    /// the CPU with --device cpu); each takes --batch / --ranks sequences of
+    /// every step's batch, and the gradients are summed over the ranks.
+    #[arg(long, default_value_t = 1)]
+    ranks: usize,
+    /// How the ranks sum their gradients: auto (NCCL on GPUs, the host
+    /// stand-in on the CPU; none with one rank), nccl (all-reduce on its own
+    /// stream, overlapped with the backward) or host (rank-ordered sums
+    /// through host memory, any device).
+    #[arg(long, value_enum, default_value_t = CollectiveChoice::Auto)]
+    collective: CollectiveChoice,
+    /// Log line interval when there is no progress bar.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// No progress bar (log lines instead).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl TrainArgs {
+    fn options(self) -> Options {
+        Options {
+            model: ModelConfig {
+                vocab: 256,
+                layers: self.layers,
+                width: self.width,
+                heads: self.heads,
+                context: self.context,
+                mlp_ratio: self.mlp_ratio,
+                residual: self.residual,
+                streams: if self.residual == ResidualMode::Plain {
+                    1
+                } else {
+                    self.streams
+                },
+            },
+            train: TrainConfig {
+                steps: self.steps,
+                batch: self.batch,
+                lr: self.lr,
+                min_lr: self.min_lr,
+                warmup: self.warmup,
+                weight_decay: self.weight_decay,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.adam_eps,
+                clip: self.clip,
+                seed: self.seed,
+                eval_every: self.eval_every,
+                eval_batches: self.eval_batches,
+                checkpoint_every: self.checkpoint_every,
+            },
+            data: self.data,
+            val_fraction: self.val_fraction,
+            out: self.out,
+            resume: self.resume,
+            device: self.device,
+            packs: self.packs,
+            stop_after: self.stop_after,
+            recompute: self.recompute,
+            amax_every: self.amax_every.max(1),
+            log_every: self.log_every.max(1),
+            progress: !self.no_progress && std::io::stderr().is_terminal(),
+            ranks: self.ranks,
+            collective: self.collective,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => {
+            if args.ranks > 1 || args.collective == CollectiveChoice::Nccl {
+                // NCCL reads its environment when it starts: set it while
+                // this is the only thread (train sets it too; that is a no-op
+                // once done).
+                tile_runtime::collective::nccl_env();
+            }
+            let interrupt = Arc::new(AtomicBool::new(false));
+            let flag = interrupt.clone();
+            // The first Ctrl-C pauses at the next step boundary with a
+            // checkpoint; a second one exits at once.
+            let handler = ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupted: writing a checkpoint after this step (Ctrl-C again to quit now)");
+            });
+            match handler {
+                Ok(()) => run::train(&args.options(), interrupt).map(|_| ()),
+                Err(e) => Err(anyhow::anyhow!("cannot install the Ctrl-C handler: {e}")),
+            }
+        }
+        Command::Plot { runs, out } => run::plot(&runs, &out).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! How a block's sublayers F (attention, MLP) join the residual stream, behind
+//! one interface so the model code is the same for every `--residual` mode.
+//! A mode drives the sites (two per block) and calls back into [`Sublayers`]:
+//!
+//! - `plain`: one f32 stream `[T, C]`, `x' = x + F(x)`.
+//! - `hc`, `mhc`: n bf16 streams `[T, n, C]` through a [`Stack`] of
+//!   [`Layer`]s (`x' = H_res·x + H_postᵀ·F(H_pre·x)`), optionally with block
+//!   recompute. The streams start as n copies of the embedding and end as
+//!   their mean; F sees `h_in` cast to f32 and its output is cast to bf16.
+
+use super::config::ResidualMode;
+use super::params::Slot;
+use crate::ops::{Ops, Out};
+use anyhow::{anyhow, Result};
+use mhc::kernels::KernelSet;
+use mhc::layer::{Grads, Layer, LayerError, Mixing, Params, SiteConfig};
+use mhc::stack::{default_block_len, Stack, Sublayer};
+use std::sync::Arc;
+use tile_runtime::{Buffer, Scalar};
+
+/// The residual of `mode`: [`Plain`] or a [`Hyper`] with HC or mHC mixing.
+pub fn new_residual(
+    mode: ResidualMode,
+    ops: Arc<Ops>,
+    kernels: Arc<KernelSet>,
+    cfg: &ResidualConfig,
+) -> Result<Box<dyn Residual>> {
+    Ok(match mode {
+        ResidualMode::Plain => Box::new(Plain::new(ops, cfg.sites)),
+        ResidualMode::Hc => Box::new(Hyper::new(ops, kernels, Mixing::Hc, cfg)?),
+        ResidualMode::Mhc => Box::new(Hyper::new(ops, kernels, Mixing::Mhc, cfg)?),
+    })
+}
+
+/// F of every site on f32 activations `[T, C]`. `backward` gets the site's
+/// input again (the mode may have recomputed it) and returns ∂L/∂h.
+pub trait Sublayers {
+    fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer>;
+    fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer>;
+}
+
+/// One residual mode (see the module doc).
+pub trait Residual {
+    /// From the embedding output x0 `[T, C]` through every site to the
+    /// input of the final norm `[T, C]`.
+    fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer>;
+    /// From the gradient of the forward's output to that of x0; accumulates
+    /// the mode's parameter gradients (zero them first with [`Residual::slots`]).
+    fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer>;
+    /// The mode's parameters (none for `plain`).
+    fn slots(&mut self) -> Vec<Slot<'_>>;
+    /// H_res of the last forward (valid until the backward) for the given
+    /// tokens: `[token][site]`, each row-major n×n; `None` for `plain`.
+    fn h_res(&self, tokens: &[usize]) -> Result<Option<Vec<Vec<Vec<f32>>>>>;
+}
+
+/// `x' = x + F(x)` on one f32 stream.
+pub struct Plain {
+    ops: Arc<Ops>,
+    /// The input of every site, from the last forward.
+    inputs: Vec<Buffer>,
+    sites: usize,
+}
+
+impl Plain {
+    pub fn new(ops: Arc<Ops>, sites: usize) -> Plain {
+        Plain {
+            ops,
+            inputs: Vec::new(),
+            sites,
+        }
+    }
+
+    fn copy(&self, x: &Buffer) -> Result<Buffer> {
+        let mut out = self.ops.device().alloc_output(Scalar::F32, x.len())?;
+        self.ops.copy(x, 0, &mut out, 0, x.len())?;
+        Ok(out)
+    }
+}
+
+impl Residual for Plain {
+    fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+        self.inputs.clear();
+        let mut x = self.copy(x0)?;
+        for site in 0..self.sites {
+            let y = f.forward(site, &x)?;
+            let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
+            self.ops.add(&x, &y, &mut next, x.len())?;
+            self.inputs.push(std::mem::replace(&mut x, next));
+        }
+        Ok(x)
+    }
+
+    fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+        if self.inputs.len() != self.sites {
+            return Err(anyhow!("plain residual: backward without a forward"));
+        }
+        let mut g = self.copy(g)?;
+        for site in (0..self.sites).rev() {
+            let dh = f.backward(site, &self.inputs[site], &g)?;
+            self.ops.axpy(1.0, &dh, &mut g, dh.len())?;
+        }
+        self.inputs.clear();
+        Ok(g)
+    }
+
+    fn slots(&mut self) -> Vec<Slot<'_>> {
+        Vec::new()
+    }
+
+    fn h_res(&self, _tokens: &[usize]) -> Result<Option<Vec<Vec<Vec<f32>>>>> {
+        Ok(None)
+    }
+}
+
+/// Hyper-connections (`hc`) or mHC on n bf16 streams: a [`Stack`] of sites.
+pub struct Hyper {
+    ops: Arc<Ops>,
+    stack: Stack,
+    params: Vec<Params>,
+    grads: Vec<Grads>,
+    /// Tokens per step, streams, width.
+    t: usize,
+    n: usize,
+    c: usize,
+}
+
+/// Shape and options of a residual (plain uses only `sites`).
+pub struct ResidualConfig {
+    pub streams: usize,
+    pub width: usize,
+    /// Tokens per step.
+    pub tokens: usize,
+    pub sites: usize,
+    /// Recompute the streams in blocks of this many sites in the backward
+    /// (`Some(0)`: the memory-optimal length); `None` keeps every site's input.
+    pub recompute: Option<usize>,
+    pub seed: u64,
+}
+
+impl Hyper {
+    /// Sites initialised as mhc-spec.md says (deterministic in `cfg.seed`).
+    pub fn new(
+        ops: Arc<Ops>,
+        kernels: Arc<KernelSet>,
+        mixing: Mixing,
+        cfg: &ResidualConfig,
+    ) -> Result<Hyper> {
+        let site = SiteConfig::new(mixing, cfg.streams, cfg.width);
+        let mut layers = Vec::with_capacity(cfg.sites);
+        let (mut params, mut grads) = (Vec::new(), Vec::new());
+        for s in 0..cfg.sites {
+            let layer = Layer::new(kernels.clone(), site.clone())?;
+            params.push(layer.init_params(cfg.seed.wrapping_add(s as u64), s)?);
+            grads.push(layer.zero_grads()?);
+            layers.push(layer);
+        }
+        let block_len = cfg.recompute.map(|b| match b {
+            0 => default_block_len(cfg.streams, cfg.sites),
+            b => b,
+        });
+        Ok(Hyper {
+            ops,
+            stack: Stack::new(layers, block_len)?,
+            params,
+            grads,
+            t: cfg.tokens,
+            n: cfg.streams,
+            c: cfg.width,
+        })
+    }
+}
+
+/// The stack's view of F: bf16 in and out around the model's f32 sublayers.
+struct Bf16<'a> {
+    ops: &'a Ops,
+    f: &'a mut dyn Sublayers,
+}
+
+impl Bf16<'_> {
+    fn cast(&self, x: &Buffer, to: Scalar) -> Result<Buffer> {
+        let mut out = self.ops.device().alloc_output(to, x.len())?;
+        match to {
+            Scalar::F32 => self.ops.cast_bf16_f32(x, &mut out, x.len())?,
+            _ => self.ops.cast_f32_bf16(x, &mut out, x.len())?,
+        }
+        Ok(out)
+    }
+}
+
+/// The stack's error type carries the sublayer's message.
+fn to_layer_error(e: anyhow::Error) -> LayerError {
+    LayerError::Shape(format!("{e:#}"))
+}
+
+impl Sublayer for Bf16<'_> {
+    fn forward(&mut self, site: usize, h_in: &Buffer) -> Result<Buffer, LayerError> {
+        let mut run = || -> Result<Buffer> {
+            let h = self.cast(h_in, Scalar::F32)?;
+            let y = self.f.forward(site, &h)?;
+            self.cast(&y, Scalar::BF16)
+        };
+        run().map_err(to_layer_error)
+    }
+
+    fn backward(&mut self, site: usize, h_in: &Buffer, dy: &Buffer) -> Result<Buffer, LayerError> {
+        let mut run = || -> Result<Buffer> {
+            let h = self.cast(h_in, Scalar::F32)?;
+            let dy = self.cast(dy, Scalar::F32)?;
+            let dh = self.f.backward(site, &h, &dy)?;
+            self.cast(&dh, Scalar::BF16)
+        };
+        run().map_err(to_layer_error)
+    }
+}
+
+impl Residual for Hyper {
+    fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+        let (t, n, c) = (self.t, self.n, self.c);
+        let dev = self.ops.device();
+        let mut xs = dev.alloc_output(Scalar::BF16, t * n * c)?;
+        self.ops.streams_expand(x0, &mut xs, t, n, c)?;
+        let mut sub = Bf16 { ops: &self.ops, f };
+        let last = self.stack.forward(&self.params, xs, t, &mut sub)?;
+        let mut out = dev.alloc_output(Scalar::F32, t * c)?;
+        self.ops.streams_collapse(&last, &mut out, t, n, c)?;
+        Ok(out)
+    }
+
+    fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+        let (t, n, c) = (self.t, self.n, self.c);
+        let dev = self.ops.device();
+        let mut gs = dev.alloc_output(Scalar::BF16, t * n * c)?;
+        self.ops
+            .streams_collapse_bwd(g, &mut gs, t, n, c, Out::Write)?;
+        let mut sub = Bf16 { ops: &self.ops, f };
+        let g0 = self
+            .stack
+            .backward(&self.params, &mut self.grads, gs, &mut sub)?;
+        let mut out = dev.alloc_output(Scalar::F32, t * c)?;
+        self.ops
+            .streams_expand_bwd(&g0, &mut out, t, n, c, Out::Write)?;
+        Ok(out)
+    }
+
+    fn slots(&mut self) -> Vec<Slot<'_>> {
+        let cfg = self.stack.layers[0].config();
+        let (rows, cols, coeffs) = (cfg.proj_rows(), cfg.proj_cols(), cfg.coeffs());
+        let mut out = Vec::new();
+        for (s, (p, g)) in self
+            .params
+            .iter_mut()
+            .zip(self.grads.iter_mut())
+            .enumerate()
+        {
+            let mut slot = |name: &str, shape: &[usize], decay, value, grad| {
+                out.push(Slot {
+                    name: format!("site{s}.{name}"),
+                    shape: shape.to_vec(),
+                    decay,
+                    value,
+                    grad,
+                })
+            };
+            slot("proj", &[rows, cols], true, &mut p.proj, &mut g.proj);
+            slot("alpha", &[3], false, &mut p.alpha, &mut g.alpha);
+            slot("b", &[coeffs], false, &mut p.b, &mut g.b);
+        }
+        out
+    }
+
+    fn h_res(&self, tokens: &[usize]) -> Result<Option<Vec<Vec<Vec<f32>>>>> {
+        let (n, coeffs) = (self.n, self.n * self.n + 2 * self.n);
+        let sites = self.params.len();
+        let mut out = vec![Vec::with_capacity(sites); tokens.len()];
+        for site in 0..sites {
+            let saved = self
+                .stack
+                .saved(site)
+                .ok_or_else(|| anyhow!("H_res of site {site}: no forward ran"))?;
+            let h: Vec<f32> = self.ops.device().download(&saved.h)?;
+            for (k, &t) in tokens.iter().enumerate() {
+                // Coefficients per token: [pre n | post n | res n×n].
+                let base = t * coeffs + 2 * n;
+                out[k].push(h[base..base + n * n].to_vec());
+            }
+        }
+        Ok(Some(out))
+    }
+}

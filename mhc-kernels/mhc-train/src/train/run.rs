@@ -1,0 +1,603 @@
+//! The training loop: builds the device, kernels, data and model, resumes from
+//! a checkpoint when asked, runs the steps with a progress bar, writes metrics,
+//! checkpoints and plots, and stops cleanly on an interrupt or a non-finite
+//! loss or gradient. The same loop runs each rank of a data-parallel run
+//! ([`super::parallel`]).
+
+use super::checkpoint::{checkpoint_path, Checkpoint, Tensor};
+use super::config::{ModelConfig, ResidualMode, TrainConfig};
+use super::data::Dataset;
+use super::metrics::{amax_gain, MetricsWriter, Record};
+use super::model::Model;
+use super::optim::AdamW;
+use super::parallel::{self, Plan, Rank};
+use super::plot::{plot_runs, Run};
+use super::residual::{new_residual, ResidualConfig};
+use crate::ops::Ops;
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mhc::kernels::KernelSet;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tile_runtime::Device;
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// The first GPU when one is usable, else the CPU.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// How the ranks of a data-parallel run sum their gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CollectiveChoice {
+    /// NCCL on GPUs and the host stand-in on the CPU when --ranks > 1; with
+    /// one rank, none (the single-device code path).
+    Auto,
+    /// NCCL all-reduce, overlapped with the backward (GPUs only).
+    Nccl,
+    /// The host stand-in: rank-ordered sums through host memory (any device).
+    Host,
+}
+
+/// Everything a run is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// Text to train on (the built-in corpus when `None`).
+    pub data: Option<PathBuf>,
+    pub val_fraction: f64,
+    /// The run directory: metrics, checkpoint, plots.
+    pub out: PathBuf,
+    /// Continue from the checkpoint in `out`.
+    pub resume: bool,
+    pub device: DeviceChoice,
+    /// Directory of compiled packs: needed on a GPU (default `target/packs`);
+    /// without it the CPU runs the embedded kernel sources.
+    pub packs: Option<PathBuf>,
+    /// Stop (with a checkpoint) after this step, as an interrupt would.
+    pub stop_after: Option<u64>,
+    /// hc/mhc: recompute the streams in blocks of this many sites in the
+    /// backward (0: the memory-optimal length); `None`: keep every site's input.
+    pub recompute: Option<usize>,
+    /// Compute the Amax gain of H_res every this many steps (hc, mhc).
+    pub amax_every: u64,
+    /// Print a line every this many steps when there is no progress bar.
+    pub log_every: u64,
+    pub progress: bool,
+    /// Data-parallel ranks (threads; one GPU each on a GPU), each taking
+    /// `train.batch / ranks` sequences of every batch.
+    pub ranks: usize,
+    pub collective: CollectiveChoice,
+}
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Finished,
+    /// Interrupted (Ctrl-C) or `stop_after`: a checkpoint was written.
+    Paused,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub stop: Stop,
+    pub first_step: u64,
+    /// Steps `first_step..next_step` ran.
+    pub next_step: u64,
+    pub losses: Vec<f32>,
+    pub last_val_loss: Option<f32>,
+    pub tokens_per_s: f64,
+}
+
+/// Host copies of every parameter and moment, as checkpoint tensors.
+fn snapshot(
+    model: &mut Model,
+    opt: &AdamW,
+    step: u64,
+    model_cfg: &ModelConfig,
+    train: &TrainConfig,
+    device: &Device,
+) -> Result<Checkpoint> {
+    let mut tensors = Vec::new();
+    for (s, (m, v)) in model.slots().iter().zip(&opt.moments) {
+        for (prefix, buf) in [("param.", &*s.value), ("adam_m.", m), ("adam_v.", v)] {
+            tensors.push(Tensor {
+                name: format!("{prefix}{}", s.name),
+                shape: s.shape.clone(),
+                data: device.download(buf)?,
+            });
+        }
+    }
+    Ok(Checkpoint {
+        model: model_cfg.clone(),
+        train: train.clone(),
+        step,
+        tensors,
+    })
+}
+
+/// Load parameters and moments from `ck` into the model and optimiser.
+fn restore(model: &mut Model, opt: &mut AdamW, ck: &Checkpoint, device: &Device) -> Result<()> {
+    let mut used = HashSet::new();
+    for (s, (m, v)) in model.slots().into_iter().zip(opt.moments.iter_mut()) {
+        for (prefix, buf) in [("param.", s.value), ("adam_m.", m), ("adam_v.", v)] {
+            let name = format!("{prefix}{}", s.name);
+            let data = ck.get(&name, &s.shape)?;
+            device.write(
+                buf,
+                &data
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            )?;
+            used.insert(name);
+        }
+    }
+    ck.check_used(&used)
+}
+
+/// What every rank of a run shares.
+struct Setup {
+    opts: Options,
+    data: Dataset,
+    /// The checkpoint to continue from (`--resume`), already checked; dropped
+    /// once every rank has restored from it.
+    resume_from: RwLock<Option<Checkpoint>>,
+    ck_path: PathBuf,
+    interrupt: Arc<AtomicBool>,
+}
+
+/// Train as `opts` says; `interrupt` (set by a Ctrl-C handler) pauses the run
+/// with a checkpoint at the next step boundary. With `opts.ranks` > 1 (or a
+/// collective asked for) the run is data-parallel (see [`super::parallel`]).
+pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
+    let (mcfg, tcfg) = (&opts.model, &opts.train);
+    mcfg.validate()?;
+    tcfg.validate()?;
+    let plan = Plan::new(opts)?;
+    let data = Dataset::load(opts.data.as_deref(), opts.val_fraction, mcfg.context)?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create the run directory `{}`", opts.out.display()))?;
+    let ck_path = checkpoint_path(&opts.out);
+    let resume_from = if opts.resume {
+        let ck = Checkpoint::load(&ck_path)?;
+        ck.check_against(mcfg, tcfg)?;
+        Some(ck)
+    } else {
+        if ck_path.exists() {
+            bail!(
+                "`{}` already holds a checkpoint: pass --resume to continue that run, or choose \
+                 another --out",
+                opts.out.display()
+            );
+        }
+        None
+    };
+    let setup = Arc::new(Setup {
+        opts: opts.clone(),
+        data,
+        resume_from: RwLock::new(resume_from),
+        ck_path,
+        interrupt,
+    });
+    if plan.reduction.is_none() {
+        return run_rank(&setup, plan.open_device(0)?, None);
+    }
+    let body = move |rank: Rank| -> Result<Summary> {
+        let device = plan.open_device(rank.rank)?;
+        run_rank(&setup, device, Some(rank))
+    };
+    parallel::run_ranks(&plan, Arc::new(body))
+}
+
+/// H_res at the sampled tokens of the global batch, gathered from the ranks
+/// that hold them (each rank's `local` covers its own sampled tokens, in
+/// order): a rank-ordered sum in which every value has one owner and zeros
+/// elsewhere, so the values arrive unchanged.
+fn gather_h_res(
+    rank: &Rank,
+    sample: &[usize],
+    owned: std::ops::Range<usize>,
+    local: &[Vec<Vec<f32>>],
+    sites: usize,
+    n: usize,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let (nn, per) = (n * n, sites * n * n);
+    let mut flat = vec![0.0f64; sample.len() * per];
+    let mut mine = local.iter();
+    for (i, t) in sample.iter().enumerate() {
+        if owned.contains(t) {
+            let h = mine
+                .next()
+                .ok_or_else(|| anyhow!("H_res: fewer sampled tokens than expected"))?;
+            for (s, m) in h.iter().enumerate() {
+                for (j, &x) in m.iter().enumerate() {
+                    flat[i * per + s * nn + j] = x as f64;
+                }
+            }
+        }
+    }
+    let sum = rank.share(&flat)?;
+    Ok((0..sample.len())
+        .map(|i| {
+            (0..sites)
+                .map(|s| {
+                    sum[i * per + s * nn..][..nn]
+                        .iter()
+                        .map(|&x| x as f32)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// One rank's run (the whole run when `par` is `None`): builds its kernels,
+/// model and optimiser, trains on its share of every batch and, on rank 0,
+/// writes metrics, checkpoints, logs and plots.
+fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summary> {
+    let (opts, data, ck_path) = (&setup.opts, &setup.data, &setup.ck_path);
+    let (mcfg, tcfg) = (&opts.model, &opts.train);
+    let (rank, ranks) = par.as_ref().map_or((0, 1), |p| (p.rank, p.ranks));
+    let lead = rank == 0;
+    let device = Arc::new(device);
+    let packs = match (&opts.packs, device.is_gpu()) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => Some(PathBuf::from("target/packs")),
+        (None, false) => None,
+    };
+    let kernels = KernelSet::open(device.clone(), packs.as_deref()).with_context(|| {
+        let dir = packs.as_deref().unwrap_or(Path::new("(none)"));
+        format!(
+            "loading the kernels for {} from the packs in `{}` (build them with `bash scripts/packs`)",
+            device.name(),
+            dir.display()
+        )
+    })?;
+    let kernels = Arc::new(kernels);
+    let ops = Arc::new(Ops::new(kernels.clone())?);
+    // This rank's share of each step: sequences `rank·batch..(rank+1)·batch`.
+    let batch = tcfg.batch / ranks;
+    let tokens = batch * mcfg.context;
+    let global_tokens = tcfg.batch * mcfg.context;
+    let sites = 2 * mcfg.layers;
+    let residual = new_residual(
+        mcfg.residual,
+        ops.clone(),
+        kernels.clone(),
+        &ResidualConfig {
+            streams: mcfg.streams,
+            width: mcfg.width,
+            tokens,
+            sites,
+            recompute: opts.recompute,
+            seed: tcfg.seed ^ 0x5eed,
+        },
+    )?;
+    let mut model = Model::new(
+        mcfg.clone(),
+        device.clone(),
+        ops.clone(),
+        residual,
+        batch,
+        tcfg.seed,
+    )?;
+    let mut opt = {
+        let slots = model.slots();
+        AdamW::new(
+            &device,
+            &slots,
+            tcfg.beta1,
+            tcfg.beta2,
+            tcfg.eps,
+            tcfg.weight_decay,
+        )?
+    };
+    let first_step = match &*setup.resume_from.read().unwrap_or_else(|e| e.into_inner()) {
+        Some(ck) => {
+            restore(&mut model, &mut opt, ck, &device)?;
+            ck.step
+        }
+        None => 0,
+    };
+    if let Some(p) = par.as_mut() {
+        model.set_global_batch(tcfg.batch)?;
+        // Also the point where every rank has restored its checkpoint.
+        p.connect(&device)?;
+    }
+    if lead {
+        setup
+            .resume_from
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+    let parameters = model.parameter_count();
+    let mut metrics = if lead {
+        std::fs::write(
+            opts.out.join("config.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": mcfg,
+                "train": tcfg,
+                "data": data.source,
+                "ranks": ranks,
+            }))?,
+        )?;
+        Some(MetricsWriter::open(
+            &opts.out,
+            opts.resume.then_some(first_step),
+        )?)
+    } else {
+        None
+    };
+
+    if lead {
+        let parallel = match par.as_mut() {
+            Some(p) => format!(
+                " × {ranks} ranks ({} sequences each, {} all-reduce)",
+                batch,
+                if p.collective()?.is_nccl() {
+                    "NCCL"
+                } else {
+                    "host"
+                }
+            ),
+            None => String::new(),
+        };
+        eprintln!(
+            "{} on {}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
+            if first_step > 0 {
+                format!("resuming at step {first_step}")
+            } else {
+                "training".into()
+            },
+            device.name(),
+            parameters,
+            mcfg.layers,
+            mcfg.width,
+            mcfg.residual.name(),
+            if mcfg.residual == ResidualMode::Plain {
+                String::new()
+            } else {
+                format!(" × {} streams", mcfg.streams)
+            },
+            data.source,
+            data.train.len(),
+        );
+    }
+    let bar = if lead && opts.progress {
+        ProgressBar::new(tcfg.steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_position(first_step);
+    let log = |line: String| match (lead, bar.is_hidden()) {
+        (false, _) => {}
+        (true, true) => eprintln!("{line}"),
+        (true, false) => bar.println(line),
+    };
+
+    let start = Instant::now();
+    let mut losses = Vec::new();
+    let mut last_val = None;
+    let mut peak_memory: Option<usize> = None;
+    let mut stop = Stop::Finished;
+    let mut step = first_step;
+    // H_res is read at 64 tokens of the global batch; each rank reads those
+    // in its share (all of them without data parallelism).
+    let sample: Vec<usize> = (0..global_tokens)
+        .step_by((global_tokens / 64).max(1))
+        .collect();
+    let owned = rank * tokens..(rank + 1) * tokens;
+    let local_sample: Vec<usize> = sample
+        .iter()
+        .filter(|t| owned.contains(t))
+        .map(|t| t - owned.start)
+        .collect();
+    let share = |all: &[i32]| all[owned.clone()].to_vec();
+    while step < tcfg.steps {
+        // Rank 0's reading of the flag decides for everyone.
+        let interrupted = setup.interrupt.load(Ordering::SeqCst);
+        let interrupted = match &par {
+            None => interrupted,
+            Some(p) => p.share(&[if lead && interrupted { 1.0 } else { 0.0 }])?[0] > 0.0,
+        };
+        if interrupted {
+            stop = Stop::Paused;
+            break;
+        }
+        let t0 = Instant::now();
+        let global = data.train_batch(tcfg.seed, step, tcfg.batch, mcfg.context);
+        let (inputs, targets) = (share(&global.inputs), share(&global.targets));
+        let want_amax = mcfg.residual != ResidualMode::Plain
+            && (step % opts.amax_every == 0 || step + 1 == tcfg.steps);
+        let out = model.forward_backward(
+            &inputs,
+            &targets,
+            want_amax.then_some(&local_sample[..]),
+            match par.as_mut() {
+                Some(p) => Some(p.collective()?),
+                None => None,
+            },
+        )?;
+        peak_memory = peak_memory.max(out.memory);
+        let grad_norm = AdamW::grad_norm(&ops, &model.slots())?;
+        // Each rank's loss is its share of the global mean (its tokens' sum
+        // over the global token count), and the gradients are now summed over
+        // the ranks: the global mean loss and its gradient. Rank 0's gradient
+        // norm is used everywhere, so every rank decides alike.
+        let (loss, grad_norm) = match &par {
+            None => (out.loss, grad_norm),
+            Some(p) => {
+                let v = p.share(&[out.loss as f64, if lead { grad_norm as f64 } else { 0.0 }])?;
+                (v[0] as f32, v[1] as f32)
+            }
+        };
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let kept = if ck_path.exists() {
+                format!("the last good checkpoint `{}` is kept", ck_path.display())
+            } else {
+                "no checkpoint was written yet".into()
+            };
+            bar.abandon();
+            bail!(
+                "step {step}: non-finite {} (loss {loss}, gradient norm {grad_norm}); stopping, {kept}",
+                if loss.is_finite() { "gradient" } else { "loss" }
+            );
+        }
+        let scale = if tcfg.clip > 0.0 && grad_norm > tcfg.clip {
+            tcfg.clip / grad_norm
+        } else {
+            1.0
+        };
+        let lr = tcfg.lr_at(step);
+        opt.update(&ops, &mut model.slots(), lr, scale, step + 1)?;
+        // GPU launches are asynchronous: time the step to its last kernel.
+        device.synchronize()?;
+        let tokens_per_s = global_tokens as f64 / t0.elapsed().as_secs_f64();
+        // H_res was read between this step's forward and backward.
+        let h_res = match (out.h_res, &par) {
+            (Some(local), Some(p)) => Some(gather_h_res(
+                p,
+                &sample,
+                owned.clone(),
+                &local,
+                sites,
+                mcfg.streams,
+            )?),
+            (h, _) => h,
+        };
+        let amax = h_res.map(|h| amax_gain(&h, mcfg.streams));
+        step += 1;
+        losses.push(loss);
+
+        let val_loss = if step % tcfg.eval_every == 0 || step == tcfg.steps {
+            let mut total = 0.0f64;
+            for i in 0..tcfg.eval_batches {
+                let b = data.val_batch(tcfg.seed, i, tcfg.batch, mcfg.context);
+                total += model.loss(&share(&b.inputs), &share(&b.targets))? as f64;
+            }
+            if let Some(p) = &par {
+                total = p.share(&[total])?[0];
+            }
+            let v = (total / tcfg.eval_batches as f64) as f32;
+            last_val = Some(v);
+            Some(v)
+        } else {
+            None
+        };
+        let amax_note = amax
+            .as_ref()
+            .map(|a| {
+                format!(
+                    ", Amax {:.3}/{:.3}",
+                    a.composite_forward, a.composite_backward
+                )
+            })
+            .unwrap_or_default();
+        if let Some(m) = metrics.as_mut() {
+            m.write(&Record {
+                step: step - 1,
+                loss,
+                val_loss,
+                grad_norm,
+                lr,
+                tokens_per_s,
+                memory_gb: out.memory.map(|b| b as f64 / 1e9),
+                amax,
+            })?;
+        }
+        bar.set_position(step);
+        bar.set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tok/s"));
+        if step == first_step + 1
+            || step % opts.log_every == 0
+            || step == tcfg.steps
+            || val_loss.is_some()
+        {
+            let val = val_loss
+                .map(|v| format!(", val {v:.4}"))
+                .unwrap_or_default();
+            log(format!(
+                "step {:>5}: loss {loss:.4}{val}, grad norm {grad_norm:.3}, lr {lr:.2e}, {tokens_per_s:.0} tok/s{amax_note}",
+                step - 1
+            ));
+        }
+        let checkpoint_due = tcfg.checkpoint_every > 0 && step % tcfg.checkpoint_every == 0;
+        if opts.stop_after == Some(step) {
+            stop = Stop::Paused;
+            break;
+        }
+        if checkpoint_due && lead {
+            snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(ck_path)?;
+        }
+    }
+    // Every rank is past its last update before the collective closes; the
+    // parameters are the same on every rank, so rank 0's are saved.
+    if let Some(p) = par.as_mut() {
+        p.close()?;
+    }
+    if !lead {
+        return Ok(Summary {
+            stop,
+            first_step,
+            next_step: step,
+            losses,
+            last_val_loss: last_val,
+            tokens_per_s: 0.0,
+        });
+    }
+    snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(ck_path)?;
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    let tokens_per_s = (step - first_step) as f64 * global_tokens as f64 / elapsed.max(1e-9);
+    match stop {
+        Stop::Paused => eprintln!(
+            "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",
+            ck_path.display()
+        ),
+        Stop::Finished => eprintln!(
+            "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
+            peak_memory
+                .map(|b| format!(", at most {:.2} GB of device memory in use", b as f64 / 1e9))
+                .unwrap_or_default(),
+            ck_path.display()
+        ),
+    }
+    if let Ok(run) = Run::load(&opts.out) {
+        plot_runs(&[run], &opts.out, "plot")?;
+    }
+    Ok(Summary {
+        stop,
+        first_step,
+        next_step: step,
+        losses,
+        last_val_loss: last_val,
+        tokens_per_s,
+    })
+}
+
+/// `mhc-train plot`: one figure of the runs in `dirs`, written into `out`.
+pub fn plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
+    if dirs.is_empty() {
+        bail!("give at least one run directory");
+    }
+    let runs = dirs
+        .iter()
+        .map(|d| Run::load(d))
+        .collect::<Result<Vec<_>>>()?;
+    plot_runs(&runs, out, "compare")
+}

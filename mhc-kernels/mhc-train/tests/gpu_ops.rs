@@ -1,0 +1,511 @@
+//! Every op of `mhc_train::ops` on the GPU (kernels from the compiled packs, GEMMs
+//! through cuBLAS) against the same op on the CPU interpreter (embedded
+//! sources, matrixmultiply), on the same fresh random inputs with NaN-filled
+//! outputs, at realistic and ragged sizes. Without a GPU every test prints
+//! `SKIPPED <name>: <reason>` and passes.
+//!
+//! Packs: `$TILE_PACK_DIR/{mhc,model}.tpack`, else `target/packs/` (both made
+//! by `bash scripts/packs [DIR]`). `TILE_SANITIZER_RUN=1` shrinks the sizes
+//! for compute-sanitizer runs.
+//!
+//! Tolerances (relative to the output's RMS, see `close`): 2e-4 for f32
+//! kernels (the GPU's `ex2.approx`/`lg2.approx`/`rsqrt.approx` are accurate to
+//! a few ulp; sums run in another order); 2e-3 where `tanh.approx` (≈2⁻¹¹
+//! relative) or cuBLAS's TF32 inputs (2⁻¹¹ per product) enter; one bf16 ulp
+//! (2⁻⁸) for bf16 results; bit-exact for moves and casts.
+
+use half::bf16;
+use mhc::kernels::KernelSet;
+use mhc_train::ops::{AdamW, Ops, OpsError, Out};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use tile_runtime::blas::GemmOp;
+use tile_runtime::{Buffer, Device, Scalar};
+use tile_testkit::{gpu_or_skip, packs_dir as pack_dir, seed};
+
+const F32_TOL: f64 = 2e-4;
+/// Results behind cuBLAS TF32 GEMMs (10-bit mantissas, 2^-11 relative per
+/// product): attention chains two of them around a softmax, which on the
+/// H200 put 3 of 131k outputs just past 2e-3 (scores of 64-term sums feed exp).
+const APPROX_TOL: f64 = 4e-3;
+/// Attention's backward chains four TF32 GEMMs (dP = dY·Vᵀ, then dQ = dS·K,
+/// dK = dSᵀ·Q, dV = Pᵀ·dY) around the softmax backward: on the H200 one of
+/// 131k gradients was 0.5% of the rms off.
+const ATTN_TOL: f64 = 1e-2;
+const BF16_TOL: f64 = 1.0 / 256.0;
+
+/// Host data of one buffer.
+#[derive(Clone)]
+enum Host {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    Bf16(Vec<bf16>),
+}
+
+impl Host {
+    fn upload(&self, d: &Device) -> Buffer {
+        match self {
+            Host::F32(v) => d.upload(v),
+            Host::I32(v) => d.upload(v),
+            Host::Bf16(v) => d.upload(v),
+        }
+        .unwrap()
+    }
+}
+
+fn nan_f32(n: usize) -> Host {
+    Host::F32(vec![f32::NAN; n])
+}
+
+fn nan_bf16(n: usize) -> Host {
+    Host::Bf16(vec![bf16::NAN; n])
+}
+
+fn download(d: &Device, b: &Buffer) -> Vec<f64> {
+    match b.dtype() {
+        Scalar::BF16 => d
+            .download::<bf16>(b)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_f64())
+            .collect(),
+        _ => d
+            .download::<f32>(b)
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect(),
+    }
+}
+
+/// The ops on the GPU and on the CPU, or `None` after printing why the test is skipped.
+fn pair(test: &str) -> Option<[Ops; 2]> {
+    let gpu = gpu_or_skip(test)?;
+    let dir = pack_dir();
+    let ks = KernelSet::open(Arc::new(gpu), Some(&dir)).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n(build the packs with `bash scripts/packs {}`)",
+            dir.display()
+        )
+    });
+    let cpu = KernelSet::from_sources(Arc::new(Device::cpu())).unwrap();
+    Some([
+        Ops::new(Arc::new(ks)).unwrap(),
+        Ops::new(Arc::new(cpu)).unwrap(),
+    ])
+}
+
+/// The full sizes, or smaller ones under compute-sanitizer (`TILE_SANITIZER_RUN`,
+/// set by scripts/gpu-run.sh), which runs kernels many times slower.
+fn pick<T>(full: T, small: T) -> T {
+    if std::env::var_os("TILE_SANITIZER_RUN").is_some() {
+        small
+    } else {
+        full
+    }
+}
+
+fn rng(test: &str) -> StdRng {
+    StdRng::seed_from_u64(seed(&format!("{test}: ")))
+}
+
+fn randv(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Run `f` on both devices with `inputs` and `outputs` (initial contents)
+/// uploaded to each; the outputs as downloaded, [gpu, cpu].
+fn run(
+    ops: &[Ops; 2],
+    inputs: &[Host],
+    outputs: &[Host],
+    f: impl Fn(&Ops, &[Buffer], &mut [Buffer]) -> Result<(), OpsError>,
+) -> [Vec<Vec<f64>>; 2] {
+    [0, 1].map(|i| {
+        let d = ops[i].device();
+        let ins: Vec<Buffer> = inputs.iter().map(|h| h.upload(d)).collect();
+        let mut outs: Vec<Buffer> = outputs.iter().map(|h| h.upload(d)).collect();
+        f(&ops[i], &ins, &mut outs).unwrap();
+        d.synchronize().unwrap();
+        outs.iter().map(|b| download(d, b)).collect()
+    })
+}
+
+/// |gpu − cpu| ≤ tol·(|cpu| + rms(cpu)) everywhere (NaN fails); tol = 0: bit-exact.
+#[track_caller]
+fn close(what: &str, [gpu, cpu]: &[Vec<Vec<f64>>; 2], tol: f64) {
+    for (k, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+        let rms = (c.iter().map(|w| w * w).sum::<f64>() / c.len().max(1) as f64).sqrt();
+        let bad: Vec<usize> = (0..c.len())
+            // Written so that NaN on either side counts as a mismatch.
+            .filter(|&i| {
+                let ok = (g[i] - c[i]).abs() <= tol * (c[i].abs() + rms);
+                !ok
+            })
+            .collect();
+        if let Some(&i) = bad.first() {
+            panic!(
+                "{what} output {k}: {} of {} elements differ; first [{i}]: gpu {}, cpu {} (rms {rms:.3e}, tol {tol:.1e})",
+                bad.len(),
+                c.len(),
+                g[i],
+                c[i]
+            );
+        }
+        eprintln!("{what} output {k}: {} elements match", c.len());
+    }
+}
+
+#[test]
+fn gpu_gemm() {
+    let Some(ops) = pair("gpu_gemm") else { return };
+    let mut rng = rng("gpu_gemm");
+    for (m, n, k, ta, tb, batch) in [
+        (257, 129, 300, false, false, 1),
+        (64, 768, 2304, false, true, 1),
+        (300, 70, 33, true, false, 1),
+        (129, 64, 129, false, true, 12),
+        (129, 64, 129, true, true, 5),
+    ] {
+        let op = GemmOp::new(m, n, k)
+            .trans_a(ta)
+            .trans_b(tb)
+            .alpha(0.75)
+            .beta(0.5)
+            .offsets(3, 5, 7)
+            .batched(batch);
+        let (a, b) = (
+            randv(&mut rng, 3 + batch * m * k, 1.0),
+            randv(&mut rng, 5 + batch * n * k, 1.0),
+        );
+        let c = randv(&mut rng, 7 + batch * m * n, 1.0);
+        let r = run(
+            &ops,
+            &[Host::F32(a), Host::F32(b)],
+            &[Host::F32(c)],
+            |o, i, out| o.gemm(&op, &i[0], &i[1], &mut out[0]),
+        );
+        close(
+            &format!("gemm {m}x{n}x{k} ta={ta} tb={tb} batch={batch}"),
+            &r,
+            APPROX_TOL,
+        );
+    }
+}
+
+#[test]
+fn gpu_embedding() {
+    let Some(ops) = pair("gpu_embedding") else {
+        return;
+    };
+    let mut rng = rng("gpu_embedding");
+    for (b, t, vocab, c) in pick(
+        [(4, 257, 256, 768), (3, 100, 300, 77)],
+        [(2, 33, 256, 96), (1, 10, 30, 77)],
+    ) {
+        let rows = b * t;
+        let toks: Vec<i32> = (0..rows)
+            .map(|_| rng.random_range(0..vocab as i32))
+            .collect();
+        let ins = [
+            Host::I32(toks),
+            Host::F32(randv(&mut rng, vocab * c, 1.0)),
+            Host::F32(randv(&mut rng, t * c, 1.0)),
+            Host::F32(randv(&mut rng, rows * c, 1.0)),
+        ];
+        let r = run(
+            &ops,
+            &ins,
+            &[nan_f32(rows * c), nan_f32(rows * c)],
+            |o, i, out| {
+                o.embed_fwd(&i[0], &i[1], None, &mut out[0], rows, t, vocab, c)?;
+                o.embed_fwd(&i[0], &i[1], Some(&i[2]), &mut out[1], rows, t, vocab, c)
+            },
+        );
+        close("embed_fwd", &r, 0.0);
+        let prev = Host::F32(randv(&mut rng, vocab * c, 1.0));
+        let r = run(
+            &ops,
+            &ins,
+            &[nan_f32(vocab * c), prev, nan_f32(t * c)],
+            |o, i, out| {
+                o.embed_bwd(&i[0], &i[3], &mut out[0], rows, vocab, c, Out::Write)?;
+                o.embed_bwd(&i[0], &i[3], &mut out[1], rows, vocab, c, Out::Add)?;
+                o.embed_pos_bwd(&i[3], &mut out[2], rows, t, c, Out::Write)
+            },
+        );
+        close("embed_bwd", &r, F32_TOL);
+    }
+}
+
+#[test]
+fn gpu_rmsnorm() {
+    let Some(ops) = pair("gpu_rmsnorm") else {
+        return;
+    };
+    let mut rng = rng("gpu_rmsnorm");
+    for (rows, n) in pick(
+        [(1000, 768), (37, 3000), (300, 33)],
+        [(50, 768), (3, 3000), (70, 33)],
+    ) {
+        let ins = [
+            Host::F32(randv(&mut rng, rows * n, 2.0)),
+            Host::F32(randv(&mut rng, n, 1.0)),
+            Host::F32(randv(&mut rng, rows * n, 1.0)),
+        ];
+        let outs = [
+            nan_f32(rows * n),
+            nan_f32(rows),
+            Host::F32(randv(&mut rng, rows * n, 1.0)),
+            nan_f32(n),
+        ];
+        let r = run(&ops, &ins, &outs, |o, i, out| {
+            let (y, rest) = out.split_at_mut(1);
+            let (rstd, rest) = rest.split_at_mut(1);
+            let (dx, dw) = rest.split_at_mut(1);
+            o.rmsnorm_fwd(&i[0], &i[1], &mut y[0], &mut rstd[0], rows, n, 1e-5)?;
+            o.rmsnorm_bwd(
+                &i[0],
+                &i[1],
+                &rstd[0],
+                &i[2],
+                &mut dx[0],
+                Out::Add,
+                &mut dw[0],
+                Out::Write,
+                rows,
+                n,
+            )
+        });
+        close(&format!("rmsnorm {rows}x{n}"), &r, F32_TOL);
+    }
+}
+
+#[test]
+fn gpu_attention() {
+    let Some(ops) = pair("gpu_attention") else {
+        return;
+    };
+    let mut rng = rng("gpu_attention");
+    for (bh, t, d) in pick(
+        [(8, 257, 64), (2, 1030, 32), (3, 5, 16)],
+        [(2, 65, 16), (1, 130, 32), (3, 5, 16)],
+    ) {
+        let nq = bh * t * d;
+        let ins: Vec<Host> = (0..4)
+            .map(|_| Host::F32(randv(&mut rng, nq, 1.0)))
+            .collect();
+        let scale = 1.0 / (d as f32).sqrt();
+        let outs = [
+            nan_f32(bh * t * t),
+            nan_f32(nq),
+            nan_f32(nq),
+            nan_f32(nq),
+            nan_f32(nq),
+            nan_f32(bh * t * t),
+        ];
+        let r = run(&ops, &ins, &outs, |o, i, out| {
+            let [p, y, dq, dk, dv, ws] = out else {
+                unreachable!()
+            };
+            o.attention_fwd(&i[0], &i[1], &i[2], p, y, bh, t, d, scale)?;
+            o.attention_bwd(
+                &i[0], &i[1], &i[2], p, &i[3], dq, dk, dv, ws, bh, t, d, scale,
+            )
+        });
+        close(&format!("attention bh={bh} t={t} d={d}"), &r, ATTN_TOL);
+        // The softmax kernels alone (no TF32 GEMM in front).
+        let s = [
+            Host::F32(randv(&mut rng, bh * t * t, 4.0)),
+            Host::F32(randv(&mut rng, bh * t * t, 1.0)),
+        ];
+        let r = run(
+            &ops,
+            &s,
+            &[nan_f32(bh * t * t), nan_f32(bh * t * t)],
+            |o, i, out| {
+                let (p, ds) = out.split_at_mut(1);
+                o.attn_softmax_fwd(&i[0], &mut p[0], bh, t, scale)?;
+                o.attn_softmax_bwd(&p[0], &i[1], &mut ds[0], bh, t, scale)
+            },
+        );
+        close(&format!("attn_softmax bh={bh} t={t}"), &r, F32_TOL);
+    }
+}
+
+#[test]
+fn gpu_gelu_loss_adamw() {
+    let Some(ops) = pair("gpu_gelu_loss_adamw") else {
+        return;
+    };
+    let mut rng = rng("gpu_gelu_loss_adamw");
+    let n = pick(1_000_003, 10_007);
+    let ins = [
+        Host::F32(randv(&mut rng, n, 5.0)),
+        Host::F32(randv(&mut rng, n, 1.0)),
+    ];
+    let r = run(&ops, &ins, &[nan_f32(n), nan_f32(n)], |o, i, out| {
+        let (y, dx) = out.split_at_mut(1);
+        o.gelu_fwd(&i[0], &mut y[0], n)?;
+        o.gelu_bwd(&i[0], &i[1], &mut dx[0], n)
+    });
+    close("gelu", &r, APPROX_TOL);
+    for (rows, vocab) in pick([(2049, 256), (33, 5000)], [(65, 256), (3, 5000)]) {
+        let targets: Vec<i32> = (0..rows)
+            .map(|_| rng.random_range(0..vocab as i32))
+            .collect();
+        let ins = [
+            Host::F32(randv(&mut rng, rows * vocab, 8.0)),
+            Host::I32(targets),
+        ];
+        let r = run(
+            &ops,
+            &ins,
+            &[nan_f32(rows), nan_f32(rows * vocab), nan_f32(1)],
+            |o, i, out| {
+                let [loss, dl, mean] = out else {
+                    unreachable!()
+                };
+                o.cross_entropy(&i[0], &i[1], loss, Some(dl), rows, vocab, 1.0 / rows as f32)?;
+                o.sum(loss, rows, mean, 0, 1.0 / rows as f32, Out::Write)
+            },
+        );
+        close(&format!("cross_entropy {rows}x{vocab}"), &r, F32_TOL);
+    }
+    let hp = AdamW {
+        lr: 3e-4,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let n = pick(300_001, 3001);
+    let ins = [
+        Host::F32(randv(&mut rng, n, 1.0)),
+        Host::F32(randv(&mut rng, n, 1.0)),
+    ];
+    let outs = [
+        Host::F32(randv(&mut rng, n, 1.0)),
+        Host::F32(vec![0.0; n]),
+        Host::F32(vec![0.0; n]),
+    ];
+    let r = run(&ops, &ins, &outs, |o, i, out| {
+        let [p, m, v] = out else { unreachable!() };
+        o.adamw(p, &i[0], m, v, n, &hp, 1, 0.7)?;
+        o.adamw(p, &i[1], m, v, n, &hp, 2, 0.7)
+    });
+    close("adamw", &r, F32_TOL);
+}
+
+#[test]
+fn gpu_reductions_are_deterministic() {
+    let Some(ops) = pair("gpu_reductions_are_deterministic") else {
+        return;
+    };
+    let mut rng = rng("gpu_reductions_are_deterministic");
+    let (rows, n) = pick((8193, 769), (300, 77));
+    let x = Host::F32(randv(&mut rng, rows * n, 1.0));
+    let outs = [nan_f32(n), nan_f32(n), nan_f32(4), nan_f32(4)];
+    let r = run(&ops, &[x], &outs, |o, i, out| {
+        let [a, b, s, t] = out else { unreachable!() };
+        o.col_sum(&i[0], rows, n, a, Out::Write)?;
+        o.col_sum(&i[0], rows, n, b, Out::Write)?;
+        o.sum(&i[0], rows * n, s, 1, 1.0, Out::Write)?;
+        o.sum_squares(&i[0], rows * n, s, 2, Out::Write)?;
+        o.sum(&i[0], rows * n, t, 1, 1.0, Out::Write)?;
+        o.sum_squares(&i[0], rows * n, t, 2, Out::Write)
+    });
+    // Repeated runs on the GPU are bit-identical (the resume test relies on it).
+    assert_eq!(r[0][0], r[0][1], "col_sum differs between two runs");
+    assert_eq!(r[0][2][1..3], r[0][3][1..3], "sums differ between two runs");
+    let cmp = [
+        vec![r[0][0].clone(), r[0][2][1..3].to_vec()],
+        vec![r[1][0].clone(), r[1][2][1..3].to_vec()],
+    ];
+    close("reductions", &cmp, F32_TOL);
+}
+
+#[test]
+fn gpu_glue() {
+    let Some(ops) = pair("gpu_glue") else { return };
+    let mut rng = rng("gpu_glue");
+    let n = pick(1_000_003, 10_007);
+    let ins = [
+        Host::F32(randv(&mut rng, n, 3.0)),
+        Host::F32(randv(&mut rng, n, 3.0)),
+    ];
+    // copy and fill leave some elements alone: those must keep their values.
+    let outs = [
+        nan_f32(n),
+        Host::F32(randv(&mut rng, n, 1.0)),
+        Host::F32(randv(&mut rng, n + 10, 1.0)),
+        Host::F32(randv(&mut rng, n, 1.0)),
+        nan_bf16(n),
+        nan_f32(n),
+    ];
+    let r = run(&ops, &ins, &outs, |o, i, out| {
+        let [sum, y, copy, filled, h, back] = out else {
+            unreachable!()
+        };
+        o.add(&i[0], &i[1], sum, n)?;
+        o.axpy(-0.5, &i[0], y, n)?;
+        o.scale(y, 1.25, n)?;
+        o.copy(&i[0], 3, copy, 7, n - 3)?;
+        o.fill(filled, 0.25, n - 1)?;
+        o.cast_f32_bf16(&i[0], h, n)?;
+        o.cast_bf16_f32(h, back, n)
+    });
+    // (FMA contraction may differ in the last bit for add/axpy/scale.)
+    close("glue", &r, 1e-6);
+    let (b, t, h, d, rows, c) = pick((2, 129, 12, 64, 300, 1000), (1, 33, 4, 16, 30, 100));
+    let qkv = Host::F32(randv(&mut rng, b * t * 3 * h * d, 1.0));
+    let bias = (
+        Host::F32(randv(&mut rng, rows * c, 1.0)),
+        Host::F32(randv(&mut rng, c, 1.0)),
+    );
+    let outs = [nan_f32(b * h * t * d), nan_f32(b * t * 3 * h * d), bias.0];
+    let r = run(&ops, &[qkv, bias.1], &outs, |o, i, out| {
+        let [x, back, xb] = out else { unreachable!() };
+        for slot in 0..3 {
+            o.split_heads(&i[0], x, b, t, h, d, 3, slot)?;
+            o.merge_heads(x, back, b, t, h, d, 3, slot)?;
+        }
+        o.add_bias(xb, &i[1], rows, c)
+    });
+    close("permutes and bias", &r, 0.0);
+}
+
+#[test]
+fn gpu_streams() {
+    let Some(ops) = pair("gpu_streams") else {
+        return;
+    };
+    let mut rng = rng("gpu_streams");
+    for (t, n, c) in pick(
+        [(1024, 4, 768), (77, 2, 1100), (5, 8, 31)],
+        [(64, 4, 96), (7, 2, 1100), (5, 8, 31)],
+    ) {
+        let bf = |v: Vec<f32>| Host::Bf16(v.into_iter().map(bf16::from_f32).collect());
+        let ins = [
+            Host::F32(randv(&mut rng, t * c, 2.0)),
+            bf(randv(&mut rng, t * n * c, 2.0)),
+        ];
+        let outs = [
+            nan_bf16(t * n * c),
+            nan_f32(t * c),
+            Host::F32(randv(&mut rng, t * c, 1.0)),
+            bf(randv(&mut rng, t * n * c, 1.0)),
+        ];
+        let r = run(&ops, &ins, &outs, |o, i, out| {
+            let [xs, x, dx, dxs] = out else {
+                unreachable!()
+            };
+            o.streams_expand(&i[0], xs, t, n, c)?;
+            o.streams_collapse(&i[1], x, t, n, c)?;
+            o.streams_expand_bwd(&i[1], dx, t, n, c, Out::Add)?;
+            o.streams_collapse_bwd(&i[0], dxs, t, n, c, Out::Add)
+        });
+        close(&format!("streams t={t} n={n} c={c}"), &r, BF16_TOL);
+    }
+}

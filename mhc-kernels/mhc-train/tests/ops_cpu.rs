@@ -1,0 +1,909 @@
+//! Every op of `mhc_train::ops` on the CPU device (the interpreter running the
+//! `model` kernels from the embedded sources) against f64 references, on
+//! fresh random inputs (the seed is printed; `TILE_TEST_SEED=N` repeats a run) with
+//! NaN-filled outputs, at ragged sizes. Every backward is checked against
+//! central finite differences of the f64 reference forward. With
+//! `TILE_PACK_DIR=DIR` the kernels come from the packs there (their TIR).
+//!
+//! Tolerances: f32 kernels are held to 1e-4 of the output's scale (rows here
+//! are ≤ a few hundred long, so summation error is ≲ √n·2⁻²⁴ ≈ 1e-6, and the
+//! interpreter's exp/log/tanh/rsqrt are f32-accurate); finite differences in
+//! f64 with h = 1e-5 add ≈1e-9. Results rounded to bf16 are held to one bf16
+//! rounding, 2⁻⁸ relative.
+
+use mhc::kernels::KernelSet;
+use mhc_train::ops::{AdamW, Ops, OpsError, Out};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use tile_runtime::blas::GemmOp;
+use tile_runtime::{Buffer, Device, Scalar};
+use tile_testkit::seed;
+
+const F32_TOL: f64 = 1e-4;
+const BF16_TOL: f64 = 1.0 / 256.0;
+
+/// Ops on the CPU: kernels from the packs in `$TILE_PACK_DIR` when it holds
+/// them (which checks that the packs cover every configuration the ops pick),
+/// else from the embedded sources.
+fn ops() -> Ops {
+    let dir = std::env::var_os("TILE_PACK_DIR").map(std::path::PathBuf::from);
+    let ks = KernelSet::open(Arc::new(Device::cpu()), dir.as_deref()).unwrap();
+    Ops::new(Arc::new(ks)).unwrap()
+}
+
+/// A fresh seeded RNG per test, printed so that a failure can be replayed.
+fn rng(test: &str) -> StdRng {
+    StdRng::seed_from_u64(seed(&format!("{test}: ")))
+}
+
+fn randv(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+fn up(o: &Ops, v: &[f64]) -> Buffer {
+    o.device()
+        .upload(&v.iter().map(|&x| x as f32).collect::<Vec<_>>())
+        .unwrap()
+}
+
+/// f64 values exactly as the f32 buffer will hold them.
+fn as_f32(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|&x| x as f32 as f64).collect()
+}
+
+fn up_i32(o: &Ops, v: &[i32]) -> Buffer {
+    o.device().upload(v).unwrap()
+}
+
+fn nan(o: &Ops, dtype: Scalar, n: usize) -> Buffer {
+    let b = match dtype {
+        Scalar::BF16 => o.device().upload(&vec![half::bf16::NAN; n]),
+        _ => o.device().upload(&vec![f32::NAN; n]),
+    };
+    b.unwrap()
+}
+
+fn down(o: &Ops, b: &Buffer) -> Vec<f64> {
+    match b.dtype() {
+        Scalar::BF16 => o
+            .device()
+            .download::<half::bf16>(b)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_f64())
+            .collect(),
+        _ => o
+            .device()
+            .download::<f32>(b)
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect(),
+    }
+}
+
+/// |got − want| ≤ tol·(|want| + rms(want)) everywhere (NaN fails).
+#[track_caller]
+fn close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let rms = (want.iter().map(|w| w * w).sum::<f64>() / want.len().max(1) as f64).sqrt();
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let ok = (g - w).abs() <= tol * (w.abs() + rms);
+        assert!(
+            ok,
+            "{what}[{i}]: got {g}, want {w} (rms {rms:.3e}, tol {tol:.1e})"
+        );
+    }
+}
+
+/// Bit-for-bit equality (NaN fails), reporting the first difference.
+#[track_caller]
+fn same(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        panic!("{what}[{i}]: got {}, want {}", got[i], want[i]);
+    }
+}
+
+/// Central finite differences of `f` at `x` in the coordinates `idx`.
+fn fd(f: &dyn Fn(&[f64]) -> f64, x: &[f64], idx: &[usize]) -> Vec<f64> {
+    let h = 1e-5;
+    idx.iter()
+        .map(|&i| {
+            let mut xp = x.to_vec();
+            xp[i] += h;
+            let mut xm = x.to_vec();
+            xm[i] -= h;
+            (f(&xp) - f(&xm)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Up to `k` distinct coordinates of `n` to check by finite differences.
+fn sample(rng: &mut StdRng, n: usize, k: usize) -> Vec<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    rand::seq::index::sample(rng, n, k).into_vec()
+}
+
+/// Check a gradient against finite differences of `loss` at `x` on a sample.
+#[track_caller]
+fn check_grad(what: &str, rng: &mut StdRng, loss: &dyn Fn(&[f64]) -> f64, x: &[f64], got: &[f64]) {
+    let idx = sample(rng, x.len(), 120);
+    let want = fd(loss, x, &idx);
+    let got: Vec<f64> = idx.iter().map(|&i| got[i]).collect();
+    close(what, &got, &want, F32_TOL);
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+// ---------------------------------------------------------------- references
+
+fn rmsnorm_ref(x: &[f64], w: &[f64], n: usize, eps: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut y = vec![0.0; x.len()];
+    let mut rstd = vec![];
+    for (r, row) in x.chunks(n).enumerate() {
+        let rs = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / n as f64 + eps).sqrt();
+        for j in 0..n {
+            y[r * n + j] = row[j] * rs * w[j];
+        }
+        rstd.push(rs);
+    }
+    (y, rstd)
+}
+
+fn softmax_ref(s: &[f64], t: usize, scale: f64) -> Vec<f64> {
+    let mut p = vec![0.0; s.len()];
+    for (r, row) in s.chunks(t).enumerate() {
+        let len = r % t + 1;
+        let m = row[..len]
+            .iter()
+            .map(|v| v * scale)
+            .fold(f64::MIN, f64::max);
+        let z: f64 = row[..len].iter().map(|v| (v * scale - m).exp()).sum();
+        for j in 0..len {
+            p[r * t + j] = (row[j] * scale - m).exp() / z;
+        }
+    }
+    p
+}
+
+fn gelu_ref(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+fn xent_ref(logits: &[f64], targets: &[i32], v: usize) -> Vec<f64> {
+    logits
+        .chunks(v)
+        .zip(targets)
+        .map(|(row, &t)| {
+            let m = row.iter().cloned().fold(f64::MIN, f64::max);
+            m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - row[t as usize]
+        })
+        .collect()
+}
+
+/// Causal attention of [bh, t, d] q, k, v.
+fn attention_ref(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    bh: usize,
+    t: usize,
+    d: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let mut o = vec![0.0; bh * t * d];
+    for b in 0..bh {
+        let at = |m: &[f64], i: usize, j: usize| m[(b * t + i) * d + j];
+        let mut s = vec![0.0; t * t];
+        for i in 0..t {
+            for j in 0..t {
+                s[i * t + j] = (0..d).map(|e| at(q, i, e) * at(k, j, e)).sum();
+            }
+        }
+        let p = softmax_ref(&s, t, scale);
+        for i in 0..t {
+            for e in 0..d {
+                o[(b * t + i) * d + e] = (0..t).map(|j| p[i * t + j] * at(v, j, e)).sum();
+            }
+        }
+    }
+    o
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn gemm_through_ops() {
+    let o = ops();
+    let mut rng = rng("gemm_through_ops");
+    let (m, n, k) = (13, 7, 29);
+    let (a, b) = (randv(&mut rng, k * m, 1.0), randv(&mut rng, n * k, 1.0));
+    let mut c = nan(&o, Scalar::F32, m * n);
+    o.gemm(
+        &GemmOp::new(m, n, k).trans_a(true).trans_b(true).alpha(0.5),
+        &up(&o, &a),
+        &up(&o, &b),
+        &mut c,
+    )
+    .unwrap();
+    let (a, b) = (as_f32(&a), as_f32(&b));
+    let want: Vec<f64> = (0..m * n)
+        .map(|ij| {
+            0.5 * (0..k)
+                .map(|p| a[p * m + ij / n] * b[(ij % n) * k + p])
+                .sum::<f64>()
+        })
+        .collect();
+    close("c", &down(&o, &c), &want, F32_TOL);
+}
+
+#[test]
+fn embedding_forward_and_backward() {
+    let o = ops();
+    let mut rng = rng("embedding");
+    for (b, t, vocab, c) in [(2, 5, 11, 37), (3, 4, 7, 300)] {
+        let rows = b * t;
+        let toks: Vec<i32> = (0..rows)
+            .map(|_| rng.random_range(0..vocab as i32))
+            .collect();
+        let (wte, wpe) = (randv(&mut rng, vocab * c, 1.0), randv(&mut rng, t * c, 1.0));
+        let (tb, wteb, wpeb) = (up_i32(&o, &toks), up(&o, &wte), up(&o, &wpe));
+        let (wte, wpe) = (as_f32(&wte), as_f32(&wpe));
+        let fwd = |wte: &[f64], wpe: Option<&[f64]>| -> Vec<f64> {
+            (0..rows * c)
+                .map(|i| {
+                    wte[toks[i / c] as usize * c + i % c]
+                        + wpe.map_or(0.0, |p| p[(i / c % t) * c + i % c])
+                })
+                .collect()
+        };
+        for pos in [false, true] {
+            let mut out = nan(&o, Scalar::F32, rows * c);
+            o.embed_fwd(
+                &tb,
+                &wteb,
+                pos.then_some(&wpeb),
+                &mut out,
+                rows,
+                t,
+                vocab,
+                c,
+            )
+            .unwrap();
+            close(
+                "embed out",
+                &down(&o, &out),
+                &fwd(&wte, pos.then_some(&wpe)),
+                1e-7,
+            );
+        }
+        let dout = randv(&mut rng, rows * c, 1.0);
+        let doutb = up(&o, &dout);
+        let dout = as_f32(&dout);
+        for mode in [Out::Write, Out::Add] {
+            let prev = randv(&mut rng, vocab * c, 1.0);
+            let mut dwte = if mode == Out::Add {
+                up(&o, &prev)
+            } else {
+                nan(&o, Scalar::F32, vocab * c)
+            };
+            o.embed_bwd(&tb, &doutb, &mut dwte, rows, vocab, c, mode)
+                .unwrap();
+            let mut got = down(&o, &dwte);
+            if mode == Out::Add {
+                got.iter_mut().zip(as_f32(&prev)).for_each(|(g, p)| *g -= p);
+            }
+            check_grad("dwte", &mut rng, &|w| dot(&dout, &fwd(w, None)), &wte, &got);
+            let mut dwpe = nan(&o, Scalar::F32, t * c);
+            o.embed_pos_bwd(&doutb, &mut dwpe, rows, t, c, Out::Write)
+                .unwrap();
+            check_grad(
+                "dwpe",
+                &mut rng,
+                &|p| dot(&dout, &fwd(&wte, Some(p))),
+                &wpe,
+                &down(&o, &dwpe),
+            );
+        }
+    }
+    // A token outside the table gives a NaN row, not an out-of-bounds read.
+    let mut out = nan(&o, Scalar::F32, 2 * 3);
+    o.embed_fwd(
+        &up_i32(&o, &[1, 9]),
+        &up(&o, &[0.5; 6]),
+        None,
+        &mut out,
+        2,
+        2,
+        2,
+        3,
+    )
+    .unwrap();
+    let got = down(&o, &out);
+    assert!(
+        got[..3].iter().all(|&x| x == 0.5) && got[3..].iter().all(|x| x.is_nan()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn rmsnorm_forward_and_backward() {
+    let mut rng = rng("rmsnorm");
+    // (rows, n, row block cap): ragged widths, chunked rows, and enough rows
+    // for the two-stage dw reduction (more than 64 rows).
+    for (rows, n, cap) in [
+        (5, 37, 2048),
+        (3, 300, 64),
+        (150, 19, 2048),
+        (2, 2100, 2048),
+    ] {
+        let o = ops().with_row_block_cap(cap);
+        let eps = 1e-5;
+        let (x, w, dy) = (
+            randv(&mut rng, rows * n, 2.0),
+            randv(&mut rng, n, 1.0),
+            randv(&mut rng, rows * n, 1.0),
+        );
+        let (xb, wb, dyb) = (up(&o, &x), up(&o, &w), up(&o, &dy));
+        let (x, w, dy) = (as_f32(&x), as_f32(&w), as_f32(&dy));
+        let (mut y, mut rstd) = (nan(&o, Scalar::F32, rows * n), nan(&o, Scalar::F32, rows));
+        o.rmsnorm_fwd(&xb, &wb, &mut y, &mut rstd, rows, n, eps as f32)
+            .unwrap();
+        let (y_ref, rstd_ref) = rmsnorm_ref(&x, &w, n, eps);
+        close("y", &down(&o, &y), &y_ref, F32_TOL);
+        close("rstd", &down(&o, &rstd), &rstd_ref, F32_TOL);
+        for mode in [Out::Write, Out::Add] {
+            let (px, pw) = (randv(&mut rng, rows * n, 1.0), randv(&mut rng, n, 1.0));
+            let (mut dx, mut dw) = match mode {
+                Out::Add => (up(&o, &px), up(&o, &pw)),
+                Out::Write => (nan(&o, Scalar::F32, rows * n), nan(&o, Scalar::F32, n)),
+            };
+            o.rmsnorm_bwd(&xb, &wb, &rstd, &dyb, &mut dx, mode, &mut dw, mode, rows, n)
+                .unwrap();
+            let (mut gdx, mut gdw) = (down(&o, &dx), down(&o, &dw));
+            if mode == Out::Add {
+                gdx.iter_mut().zip(as_f32(&px)).for_each(|(g, p)| *g -= p);
+                gdw.iter_mut().zip(as_f32(&pw)).for_each(|(g, p)| *g -= p);
+            }
+            check_grad(
+                "dx",
+                &mut rng,
+                &|x| dot(&dy, &rmsnorm_ref(x, &w, n, eps).0),
+                &x,
+                &gdx,
+            );
+            check_grad(
+                "dw",
+                &mut rng,
+                &|w| dot(&dy, &rmsnorm_ref(&x, w, n, eps).0),
+                &w,
+                &gdw,
+            );
+        }
+    }
+}
+
+#[test]
+fn causal_softmax_forward_and_backward() {
+    let mut rng = rng("softmax");
+    for (bh, t, cap) in [(3, 37, 2048), (2, 150, 64), (1, 1, 2048)] {
+        let o = ops().with_row_block_cap(cap);
+        let scale = 0.37;
+        let (s, dp) = (
+            randv(&mut rng, bh * t * t, 4.0),
+            randv(&mut rng, bh * t * t, 1.0),
+        );
+        let (sb, dpb) = (up(&o, &s), up(&o, &dp));
+        let (s, dp) = (as_f32(&s), as_f32(&dp));
+        let mut p = nan(&o, Scalar::F32, bh * t * t);
+        o.attn_softmax_fwd(&sb, &mut p, bh, t, scale as f32)
+            .unwrap();
+        close("p", &down(&o, &p), &softmax_ref(&s, t, scale), F32_TOL);
+        let mut ds = nan(&o, Scalar::F32, bh * t * t);
+        o.attn_softmax_bwd(&p, &dpb, &mut ds, bh, t, scale as f32)
+            .unwrap();
+        check_grad(
+            "ds",
+            &mut rng,
+            &|s| dot(&dp, &softmax_ref(s, t, scale)),
+            &s,
+            &down(&o, &ds),
+        );
+    }
+}
+
+#[test]
+fn attention_forward_and_backward() {
+    let o = ops();
+    let mut rng = rng("attention");
+    let (bh, t, d) = (3, 13, 8);
+    let scale = 1.0 / (d as f64).sqrt();
+    let n = bh * t * d;
+    let (q, k, v, d_o) = (
+        randv(&mut rng, n, 1.0),
+        randv(&mut rng, n, 1.0),
+        randv(&mut rng, n, 1.0),
+        randv(&mut rng, n, 1.0),
+    );
+    let (qb, kb, vb, dob) = (up(&o, &q), up(&o, &k), up(&o, &v), up(&o, &d_o));
+    let (q, k, v, d_o) = (as_f32(&q), as_f32(&k), as_f32(&v), as_f32(&d_o));
+    let (mut p, mut out) = (nan(&o, Scalar::F32, bh * t * t), nan(&o, Scalar::F32, n));
+    o.attention_fwd(&qb, &kb, &vb, &mut p, &mut out, bh, t, d, scale as f32)
+        .unwrap();
+    close(
+        "o",
+        &down(&o, &out),
+        &attention_ref(&q, &k, &v, bh, t, d, scale),
+        F32_TOL,
+    );
+    let [mut dq, mut dk, mut dv] = [0; 3].map(|_| nan(&o, Scalar::F32, n));
+    let mut ws = nan(&o, Scalar::F32, bh * t * t);
+    o.attention_bwd(
+        &qb,
+        &kb,
+        &vb,
+        &p,
+        &dob,
+        &mut dq,
+        &mut dk,
+        &mut dv,
+        &mut ws,
+        bh,
+        t,
+        d,
+        scale as f32,
+    )
+    .unwrap();
+    let att = |q: &[f64], k: &[f64], v: &[f64]| dot(&d_o, &attention_ref(q, k, v, bh, t, d, scale));
+    check_grad("dq", &mut rng, &|x| att(x, &k, &v), &q, &down(&o, &dq));
+    check_grad("dk", &mut rng, &|x| att(&q, x, &v), &k, &down(&o, &dk));
+    check_grad("dv", &mut rng, &|x| att(&q, &k, x), &v, &down(&o, &dv));
+}
+
+#[test]
+fn head_permutes_round_trip() {
+    let o = ops();
+    let mut rng = rng("permutes");
+    let (b, t, h, d) = (2, 5, 3, 7);
+    let qkv = randv(&mut rng, b * t * 3 * h * d, 1.0);
+    let qkvb = up(&o, &qkv);
+    let qkv = as_f32(&qkv);
+    let mut back = nan(&o, Scalar::F32, qkv.len());
+    for slot in 0..3 {
+        let mut x = nan(&o, Scalar::F32, b * h * t * d);
+        o.split_heads(&qkvb, &mut x, b, t, h, d, 3, slot).unwrap();
+        let got = down(&o, &x);
+        for (i, g) in got.iter().enumerate() {
+            let (bi, hi, ti, di) = (i / (h * t * d), i / (t * d) % h, i / d % t, i % d);
+            assert_eq!(
+                *g,
+                qkv[(((bi * t + ti) * 3 + slot) * h + hi) * d + di],
+                "slot {slot} [{i}]"
+            );
+        }
+        o.merge_heads(&x, &mut back, b, t, h, d, 3, slot).unwrap();
+    }
+    same("merge", &down(&o, &back), &qkv);
+}
+
+#[test]
+fn gelu_forward_and_backward() {
+    let o = ops();
+    let mut rng = rng("gelu");
+    let n = 5000;
+    let (x, dy) = (randv(&mut rng, n, 5.0), randv(&mut rng, n, 1.0));
+    let (xb, dyb) = (up(&o, &x), up(&o, &dy));
+    let (x, dy) = (as_f32(&x), as_f32(&dy));
+    let mut y = nan(&o, Scalar::F32, n);
+    o.gelu_fwd(&xb, &mut y, n).unwrap();
+    close(
+        "y",
+        &down(&o, &y),
+        &x.iter().map(|&v| gelu_ref(v)).collect::<Vec<_>>(),
+        F32_TOL,
+    );
+    let mut dx = nan(&o, Scalar::F32, n);
+    o.gelu_bwd(&xb, &dyb, &mut dx, n).unwrap();
+    let loss = |x: &[f64]| {
+        x.iter()
+            .zip(&dy)
+            .map(|(&v, g)| gelu_ref(v) * g)
+            .sum::<f64>()
+    };
+    check_grad("dx", &mut rng, &loss, &x, &down(&o, &dx));
+}
+
+#[test]
+fn cross_entropy_loss_and_gradient() {
+    let mut rng = rng("cross_entropy");
+    for (rows, vocab, cap) in [(7, 37, 2048), (4, 300, 64), (3, 2100, 2048)] {
+        let o = ops().with_row_block_cap(cap);
+        let logits = randv(&mut rng, rows * vocab, 5.0);
+        let targets: Vec<i32> = (0..rows)
+            .map(|_| rng.random_range(0..vocab as i32))
+            .collect();
+        let (lb, tb) = (up(&o, &logits), up_i32(&o, &targets));
+        let logits = as_f32(&logits);
+        let scale = 1.0 / rows as f64;
+        let mut loss = nan(&o, Scalar::F32, rows);
+        let mut dl = nan(&o, Scalar::F32, rows * vocab);
+        o.cross_entropy(
+            &lb,
+            &tb,
+            &mut loss,
+            Some(&mut dl),
+            rows,
+            vocab,
+            scale as f32,
+        )
+        .unwrap();
+        let want = xent_ref(&logits, &targets, vocab);
+        close("loss", &down(&o, &loss), &want, F32_TOL);
+        let mean = |l: &[f64]| xent_ref(l, &targets, vocab).iter().sum::<f64>() * scale;
+        check_grad("dlogits", &mut rng, &mean, &logits, &down(&o, &dl));
+        // The mean loss, and the loss alone (no gradient written).
+        let mut m = nan(&o, Scalar::F32, 3);
+        o.sum(&loss, rows, &mut m, 1, scale as f32, Out::Write)
+            .unwrap();
+        close("mean", &down(&o, &m)[1..2], &[mean(&logits)], F32_TOL);
+        let mut loss2 = nan(&o, Scalar::F32, rows);
+        o.cross_entropy(&lb, &tb, &mut loss2, None, rows, vocab, 1.0)
+            .unwrap();
+        same("loss without gradient", &down(&o, &loss2), &down(&o, &loss));
+    }
+    // A target outside [0, vocab) makes its row's loss and gradient NaN.
+    let o = ops();
+    let (mut loss, mut dl) = (nan(&o, Scalar::F32, 2), nan(&o, Scalar::F32, 6));
+    o.cross_entropy(
+        &up(&o, &[0.0; 6]),
+        &up_i32(&o, &[1, 3]),
+        &mut loss,
+        Some(&mut dl),
+        2,
+        3,
+        1.0,
+    )
+    .unwrap();
+    let (l, d) = (down(&o, &loss), down(&o, &dl));
+    assert!((l[0] - 3f64.ln()).abs() < 1e-6 && l[1].is_nan(), "{l:?}");
+    assert!(
+        d[..3].iter().all(|x| x.is_finite()) && d[3..].iter().all(|x| x.is_nan()),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn adamw_steps() {
+    let o = ops();
+    let mut rng = rng("adamw");
+    let n = 5000;
+    let hp = AdamW {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let mut p = as_f32(&randv(&mut rng, n, 1.0));
+    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
+    for step in 1..=3u64 {
+        let g = as_f32(&randv(&mut rng, n, 1.0));
+        let gs = 0.5;
+        o.adamw(
+            &mut pb,
+            &up(&o, &g),
+            &mut mb,
+            &mut vb,
+            n,
+            &hp,
+            step,
+            gs as f32,
+        )
+        .unwrap();
+        let (b1, b2) = (hp.beta1 as f64, hp.beta2 as f64);
+        for i in 0..n {
+            let gi = g[i] * gs;
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            let (mh, vh) = (
+                m[i] / (1.0 - b1.powi(step as i32)),
+                v[i] / (1.0 - b2.powi(step as i32)),
+            );
+            p[i] -=
+                hp.lr as f64 * (mh / (vh.sqrt() + hp.eps as f64) + hp.weight_decay as f64 * p[i]);
+        }
+        close("m", &down(&o, &mb), &m, F32_TOL);
+        close("v", &down(&o, &vb), &v, F32_TOL);
+        close("p", &down(&o, &pb), &p, F32_TOL);
+    }
+}
+
+#[test]
+fn elementwise_glue() {
+    let o = ops();
+    let mut rng = rng("glue");
+    let n = 4097 + 13;
+    let (a, b) = (randv(&mut rng, n, 3.0), randv(&mut rng, n, 3.0));
+    let (ab, bb) = (up(&o, &a), up(&o, &b));
+    let (a, b) = (as_f32(&a), as_f32(&b));
+    let mut out = nan(&o, Scalar::F32, n);
+    o.add(&ab, &bb, &mut out, n).unwrap();
+    close(
+        "add",
+        &down(&o, &out),
+        &a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>(),
+        1e-7,
+    );
+    let mut y = up(&o, &b);
+    o.axpy(-0.75, &ab, &mut y, n).unwrap();
+    close(
+        "axpy",
+        &down(&o, &y),
+        &a.iter()
+            .zip(&b)
+            .map(|(x, y)| y - 0.75 * x)
+            .collect::<Vec<_>>(),
+        1e-7,
+    );
+    let mut x = up(&o, &a);
+    o.scale(&mut x, 1.5, n).unwrap();
+    close(
+        "scale",
+        &down(&o, &x),
+        &a.iter().map(|x| 1.5 * x).collect::<Vec<_>>(),
+        1e-7,
+    );
+    // fill and copy touch only their range.
+    o.fill(&mut x, 2.5, n - 3).unwrap();
+    let got = down(&o, &x);
+    assert!(
+        got[..n - 3].iter().all(|&v| v == 2.5)
+            && got[n - 3..]
+                .iter()
+                .zip(&a[n - 3..])
+                .all(|(g, w)| *g == (1.5 * w) as f32 as f64)
+    );
+    let mut dst = nan(&o, Scalar::F32, n);
+    o.copy(&ab, 5, &mut dst, 2, n - 7).unwrap();
+    let got = down(&o, &dst);
+    assert!(got[..2].iter().all(|v| v.is_nan()) && got[n - 5..].iter().all(|v| v.is_nan()));
+    same("copy", &got[2..n - 5], &a[5..n - 2]);
+    // Casts round to nearest even exactly as `half` does.
+    let mut h = nan(&o, Scalar::BF16, n);
+    o.cast_f32_bf16(&ab, &mut h, n).unwrap();
+    let want = as_bf16(&a);
+    same("cast to bf16", &down(&o, &h), &want);
+    let mut f = nan(&o, Scalar::F32, n);
+    o.cast_bf16_f32(&h, &mut f, n).unwrap();
+    same("cast to f32", &down(&o, &f), &want);
+    // Bias over rows.
+    let (rows, c) = (7, 300);
+    let (xv, bv) = (randv(&mut rng, rows * c, 1.0), randv(&mut rng, c, 1.0));
+    let mut xb = up(&o, &xv);
+    o.add_bias(&mut xb, &up(&o, &bv), rows, c).unwrap();
+    let (xv, bv) = (as_f32(&xv), as_f32(&bv));
+    close(
+        "add_bias",
+        &down(&o, &xb),
+        &(0..rows * c).map(|i| xv[i] + bv[i % c]).collect::<Vec<_>>(),
+        1e-7,
+    );
+}
+
+#[test]
+fn deterministic_reductions() {
+    let o = ops();
+    let mut rng = rng("reductions");
+    // Column sums: one stage (few rows) and two (more than 64 rows); bias gradients.
+    for (rows, n) in [(5, 37), (300, 19), (200, 150)] {
+        let x = randv(&mut rng, rows * n, 1.0);
+        let xb = up(&o, &x);
+        let x = as_f32(&x);
+        let want: Vec<f64> = (0..n)
+            .map(|j| (0..rows).map(|r| x[r * n + j]).sum())
+            .collect();
+        let mut out = nan(&o, Scalar::F32, n);
+        o.col_sum(&xb, rows, n, &mut out, Out::Write).unwrap();
+        let first = down(&o, &out);
+        close("col_sum", &first, &want, F32_TOL);
+        o.col_sum(&xb, rows, n, &mut out, Out::Add).unwrap();
+        close(
+            "col_sum add",
+            &down(&o, &out),
+            &want.iter().map(|w| 2.0 * w).collect::<Vec<_>>(),
+            F32_TOL,
+        );
+        // Bit-identical when repeated.
+        o.col_sum(&xb, rows, n, &mut out, Out::Write).unwrap();
+        same("repeated col_sum", &down(&o, &out), &first);
+    }
+    // Global sums: one stage and two (more than 8192 elements), at an index, accumulated.
+    for n in [1, 1000, 20000] {
+        let x = randv(&mut rng, n, 1.0);
+        let xb = up(&o, &x);
+        let x = as_f32(&x);
+        let mut out = nan(&o, Scalar::F32, 4);
+        o.sum(&xb, n, &mut out, 2, 0.5, Out::Write).unwrap();
+        o.sum_squares(&xb, n, &mut out, 3, Out::Write).unwrap();
+        o.sum_squares(&xb, n, &mut out, 3, Out::Add).unwrap();
+        let got = down(&o, &out);
+        assert!(got[0].is_nan() && got[1].is_nan());
+        let sq: f64 = x.iter().map(|v| v * v).sum();
+        // A sum of n terms of either sign: error relative to Σ|x|.
+        let abs: f64 = x.iter().map(|v| v.abs()).sum();
+        assert!(
+            (got[2] - 0.5 * x.iter().sum::<f64>()).abs() <= F32_TOL * abs,
+            "sum {n}: {}",
+            got[2]
+        );
+        close("sum_squares", &got[3..], &[2.0 * sq], F32_TOL);
+    }
+}
+
+#[test]
+fn residual_streams() {
+    let o = ops();
+    let mut rng = rng("streams");
+    for (t, n, c) in [(3, 4, 37), (2, 2, 300), (2, 8, 5)] {
+        let x = randv(&mut rng, t * c, 2.0);
+        let xb = up(&o, &x);
+        let x = as_f32(&x);
+        let mut xs = nan(&o, Scalar::BF16, t * n * c);
+        o.streams_expand(&xb, &mut xs, t, n, c).unwrap();
+        let want: Vec<f64> = (0..t * n * c)
+            .map(|i| bf16_round(x[(i / (n * c)) * c + i % c]))
+            .collect();
+        same("expand", &down(&o, &xs), &want);
+        // Collapse: the mean of n different bf16 streams, in f32.
+        let s = as_bf16(&randv(&mut rng, t * n * c, 2.0));
+        let sb = up_bf16(&o, &s);
+        let collapse = |s: &[f64]| -> Vec<f64> {
+            (0..t * c)
+                .map(|i| {
+                    (0..n)
+                        .map(|k| s[((i / c) * n + k) * c + i % c])
+                        .sum::<f64>()
+                        / n as f64
+                })
+                .collect()
+        };
+        let expand = |x: &[f64]| -> Vec<f64> {
+            (0..t * n * c)
+                .map(|i| x[(i / (n * c)) * c + i % c])
+                .collect()
+        };
+        let mut xc = nan(&o, Scalar::F32, t * c);
+        o.streams_collapse(&sb, &mut xc, t, n, c).unwrap();
+        close("collapse", &down(&o, &xc), &collapse(&s), F32_TOL);
+        // Backward of expand (bf16 stream gradients → f32), overwrite and add.
+        let dxs = as_bf16(&randv(&mut rng, t * n * c, 1.0));
+        let dxsb = up_bf16(&o, &dxs);
+        let prev = as_f32(&randv(&mut rng, t * c, 1.0));
+        for mode in [Out::Write, Out::Add] {
+            let mut dx = if mode == Out::Add {
+                up(&o, &prev)
+            } else {
+                nan(&o, Scalar::F32, t * c)
+            };
+            o.streams_expand_bwd(&dxsb, &mut dx, t, n, c, mode).unwrap();
+            let mut got = down(&o, &dx);
+            if mode == Out::Add {
+                got.iter_mut().zip(&prev).for_each(|(g, p)| *g -= p);
+            }
+            check_grad("expand dx", &mut rng, &|x| dot(&dxs, &expand(x)), &x, &got);
+        }
+        // Backward of collapse (f32 → bf16 stream gradients): one bf16 rounding.
+        let dx = as_f32(&randv(&mut rng, t * c, 1.0));
+        let mut dsb = nan(&o, Scalar::BF16, t * n * c);
+        o.streams_collapse_bwd(&up(&o, &dx), &mut dsb, t, n, c, Out::Write)
+            .unwrap();
+        let idx: Vec<usize> = (0..t * n * c).collect();
+        let want = fd(&|s| dot(&dx, &collapse(s)), &s, &idx);
+        close("collapse dxs", &down(&o, &dsb), &want, BF16_TOL);
+        let before = down(&o, &dsb);
+        o.streams_collapse_bwd(&up(&o, &dx), &mut dsb, t, n, c, Out::Add)
+            .unwrap();
+        close(
+            "collapse dxs add",
+            &down(&o, &dsb),
+            &before
+                .iter()
+                .zip(&want)
+                .map(|(b, w)| b + w)
+                .collect::<Vec<_>>(),
+            BF16_TOL,
+        );
+    }
+}
+
+/// `x` rounded to f32, then to bf16 to nearest even, computed on the bits
+/// (an independent reference: `half::bf16::from_f64` is not correctly
+/// rounded for some inputs).
+fn bf16_round(x: f64) -> f64 {
+    let b = (x as f32).to_bits();
+    f32::from_bits(((b + 0x7fff + ((b >> 16) & 1)) >> 16) << 16) as f64
+}
+
+fn as_bf16(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|&x| bf16_round(x)).collect()
+}
+
+fn up_bf16(o: &Ops, v: &[f64]) -> Buffer {
+    o.device()
+        .upload(
+            &v.iter()
+                .map(|&x| half::bf16::from_f32(x as f32))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+}
+
+/// The trainer may share one `Ops` between threads.
+#[test]
+fn ops_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Ops>();
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let o = ops();
+    let x = up(&o, &[1.0; 10]);
+    let mut y = nan(&o, Scalar::F32, 10);
+    let mut r = nan(&o, Scalar::F32, 2);
+    let shape = |e: OpsError| assert!(matches!(e, OpsError::Shape { .. }), "{e}");
+    shape(
+        o.rmsnorm_fwd(&x, &x, &mut y, &mut r, 3, 5, 1e-5)
+            .unwrap_err(),
+    ); // x needs 15
+    shape(
+        o.rmsnorm_fwd(&x, &x, &mut y, &mut r, 2, 5, 1e-5)
+            .map(|_| ())
+            .and_then(|_| {
+                let mut bf = nan(&o, Scalar::BF16, 10);
+                o.gelu_fwd(&x, &mut bf, 10)
+            })
+            .unwrap_err(),
+    ); // bf16 output of an f32 op
+    shape(o.copy(&x, 4, &mut y, 0, 7).unwrap_err()); // source range past the end
+    shape(o.split_heads(&x, &mut y, 1, 1, 1, 1, 3, 3).unwrap_err()); // slot out of range
+    shape(
+        o.cross_entropy(&x, &x, &mut r, None, 2, 5, 1.0)
+            .unwrap_err(),
+    ); // f32 targets
+    shape(
+        o.adamw(
+            &mut y,
+            &x,
+            &mut r,
+            &mut nan(&o, Scalar::F32, 10),
+            10,
+            &AdamW {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.9,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            1,
+            1.0,
+        )
+        .unwrap_err(),
+    ); // m too short
+       // Sizes whose product overflows are errors, not panics or wrapped checks.
+    shape(o.gelu_fwd(&x, &mut y, usize::MAX).unwrap_err());
+    shape(
+        o.col_sum(&x, usize::MAX / 2, 3, &mut y, Out::Write)
+            .unwrap_err(),
+    );
+    shape(o.copy(&x, usize::MAX, &mut y, 0, 2).unwrap_err());
+    let e = o.gemm(&GemmOp::new(4, 4, 4), &x, &x, &mut y).unwrap_err();
+    assert!(matches!(e, OpsError::Runtime(_)), "{e}");
+}

@@ -1,0 +1,15 @@
+//! mHC (manifold-constrained hyper-connections): the kernel pack written in
+//! `.tile` (`mhc-kernels/kernels/`) and its Rust API. The reference trainer that
+//! uses it is the crate `mhc-train`.
+//!
+//! - [`kernels`]: loading pack kernels (compiled packs, or embedded sources on the CPU).
+//! - [`layer`]: one mHC or HC site (`MhcLayer`): forward, backward, recompute.
+//! - [`stack`]: a stack of sites with block recompute (bit-identical to storing).
+//! - [`reference`]: the f64 reference of a site, the oracle of the tests.
+
+pub mod kernels;
+pub mod layer;
+pub mod reference;
+pub mod stack;
+
+pub use layer::{Layer as MhcLayer, Mixing, SiteConfig};

@@ -1,0 +1,301 @@
+//! Helpers shared by the mHC tests: random sites, uploads, NaN-filled
+//! outputs, tolerance checks.
+#![allow(dead_code)]
+
+use half::bf16;
+use mhc::kernels::KernelSet;
+use mhc::layer::LayerError;
+use mhc::layer::{Layer, Mixing, Params, Saved, SiteConfig};
+use mhc::reference::Site;
+use mhc::stack::{default_block_len, Stack, Sublayer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use tile_runtime::{Buffer, Device, Scalar};
+
+#[allow(unused_imports)]
+pub use tile_testkit::{download, gpu_or_skip, nan_buffer, packs_dir as pack_dir};
+
+/// A fresh random seed (or `$TILE_TEST_SEED`), printed.
+pub fn seed() -> u64 {
+    tile_testkit::seed("")
+}
+
+pub fn cpu_kernels() -> Arc<KernelSet> {
+    Arc::new(KernelSet::from_sources(Arc::new(Device::cpu())).expect("embedded sources compile"))
+}
+
+pub fn round_bf16(v: Vec<f32>) -> Vec<f64> {
+    v.into_iter().map(|x| bf16::from_f32(x).to_f64()).collect()
+}
+
+pub fn gaussian(rng: &mut StdRng, len: usize, std: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos() * std
+        })
+        .collect()
+}
+
+pub fn upload_bf16(dev: &Device, v: &[f64]) -> Buffer {
+    let h: Vec<bf16> = v.iter().map(|x| bf16::from_f64(*x)).collect();
+    dev.upload(&h).unwrap()
+}
+
+/// A random site: inputs far from the plain-residual initialisation (α ≈ 1,
+/// random biases) so every coefficient path is exercised.
+pub fn random_site(mixing: Mixing, t: usize, n: usize, c: usize, rng: &mut StdRng) -> Site {
+    let cfg = SiteConfig::new(mixing, n, c);
+    let r = cfg.coeffs();
+    let phi_std = 1.0 / (cfg.proj_cols() as f32).sqrt();
+    Site {
+        kind: mixing,
+        t,
+        n,
+        c,
+        x: round_bf16(gaussian(rng, t * n * c, 1.0)),
+        y: round_bf16(gaussian(rng, t * c, 1.0)),
+        phi: gaussian(rng, cfg.proj_rows() * cfg.proj_cols(), phi_std)
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        alpha: [0.0; 3].map(|_| rng.random_range(0.5..1.5)),
+        b: gaussian(rng, r, 0.5).into_iter().map(f64::from).collect(),
+        iters: 20,
+        eps: 1e-6,
+    }
+}
+
+pub fn params(dev: &Device, s: &Site) -> Params {
+    let f = |v: &[f64]| {
+        dev.upload(&v.iter().map(|x| *x as f32).collect::<Vec<f32>>())
+            .unwrap()
+    };
+    Params {
+        proj: f(&s.phi),
+        alpha: f(&s.alpha),
+        b: f(&s.b),
+    }
+}
+
+pub fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Checks `got` against `want` elementwise: |got − want| ≤ rel·|want| + abs_of_max·max|want|.
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs_of_max: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = max_abs(want);
+    let mut worst = (0.0, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let tol = rel * w.abs() + abs_of_max * scale;
+        assert!(
+            err <= tol && g.is_finite(),
+            "{what}[{i}]: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e})"
+        );
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    eprintln!(
+        "{what}: max |err| {:.2e} at {} (scale {scale:.2e})",
+        worst.0, worst.1
+    );
+}
+
+/// A site's inputs uploaded to the device of a kernel set.
+pub struct Run {
+    pub ks: Arc<KernelSet>,
+    pub site: Site,
+    pub layer: Layer,
+    pub x: Buffer,
+    pub y: Buffer,
+    pub p: Params,
+}
+
+impl Run {
+    pub fn new(ks: &Arc<KernelSet>, site: Site) -> Run {
+        let dev = ks.device();
+        let layer = Layer::new(ks.clone(), SiteConfig::new(site.kind, site.n, site.c)).unwrap();
+        Run {
+            x: upload_bf16(dev, &site.x),
+            y: upload_bf16(dev, &site.y),
+            p: params(dev, &site),
+            ks: ks.clone(),
+            layer,
+            site,
+        }
+    }
+
+    pub fn dev(&self) -> &Device {
+        self.ks.device()
+    }
+}
+
+/// [`Saved`] buffers filled with NaN.
+pub fn nan_saved(layer: &Layer, t: usize) -> Saved {
+    let s = layer.alloc_saved(t).unwrap();
+    let dev = layer.kernels().device();
+    Saved {
+        t,
+        z: nan_buffer(dev, Scalar::F32, s.z.len()),
+        r: nan_buffer(dev, Scalar::F32, s.r.len()),
+        h: nan_buffer(dev, Scalar::F32, s.h.len()),
+    }
+}
+
+/// Every output of a site's forward and backward (outputs NaN-filled first,
+/// parameter gradients accumulated onto zeros), downloaded as f64.
+pub fn site_outputs(run: &Run, g_out: &[f64], g_h: &[f64]) -> Vec<(&'static str, Vec<f64>)> {
+    let dev = run.dev();
+    let (t, n, c) = (run.site.t, run.site.n, run.site.c);
+    let r = n * n + 2 * n;
+    let mut saved = nan_saved(&run.layer, t);
+    let mut h_in = nan_buffer(dev, Scalar::BF16, t * c);
+    run.layer
+        .pre_into(&run.p, &run.x, &mut saved, &mut h_in)
+        .unwrap();
+    let mut x_out = nan_buffer(dev, Scalar::BF16, t * n * c);
+    run.layer
+        .post_into(&saved, &run.x, &run.y, &mut x_out)
+        .unwrap();
+    let mut g_x = nan_buffer(dev, Scalar::BF16, t * n * c);
+    let mut dy = nan_buffer(dev, Scalar::BF16, t * c);
+    let mut dh = nan_buffer(dev, Scalar::F32, t * r);
+    let g_out = upload_bf16(dev, g_out);
+    run.layer
+        .post_backward_into(&saved, &run.x, &run.y, &g_out, &mut g_x, &mut dy, &mut dh)
+        .unwrap();
+    let mut grads = run.layer.zero_grads().unwrap();
+    let g_h = upload_bf16(dev, g_h);
+    run.layer
+        .pre_backward(&run.p, &saved, &run.x, &g_h, &mut g_x, &mut dh, &mut grads)
+        .unwrap();
+    vec![
+        ("z", download(dev, &saved.z)),
+        ("r", download(dev, &saved.r)),
+        ("h", download(dev, &saved.h)),
+        ("h_in", download(dev, &h_in)),
+        ("x_out", download(dev, &x_out)),
+        ("dh", download(dev, &dh)),
+        ("g_x", download(dev, &g_x)),
+        ("dy", download(dev, &dy)),
+        ("d_proj", download(dev, &grads.proj)),
+        ("d_alpha", download(dev, &grads.alpha)),
+        ("d_b", download(dev, &grads.b)),
+    ]
+}
+
+/// The sublayer stand-in F(h) = h (a device copy; its backward a copy too),
+/// so the test isolates the stack's own recompute.
+struct Copy<'d>(&'d Device);
+
+impl Sublayer for Copy<'_> {
+    fn forward(&mut self, _site: usize, h_in: &Buffer) -> Result<Buffer, LayerError> {
+        let mut y = self.0.alloc(h_in.dtype(), h_in.len())?;
+        self.0.copy(h_in, &mut y)?;
+        Ok(y)
+    }
+    fn backward(
+        &mut self,
+        _site: usize,
+        _h_in: &Buffer,
+        dy: &Buffer,
+    ) -> Result<Buffer, LayerError> {
+        self.forward(0, dy)
+    }
+}
+
+/// A 7-site stack with and without recompute (block 3) on the device of `ks`:
+/// outputs, recomputed inputs and h_in, and every gradient bit-identical.
+pub fn check_recompute(ks: &Arc<KernelSet>) {
+    let seed: u64 = rand::rng().random();
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dev = ks.device();
+    let (sites, t, n, c) = (7usize, 9usize, 4usize, 40usize);
+    let block = default_block_len(n, sites);
+    assert_eq!(block, 2, "round(sqrt(4·7/6))");
+    for mixing in [Mixing::Mhc, Mixing::Hc] {
+        let layers = || -> Vec<Layer> {
+            (0..sites)
+                .map(|_| Layer::new(ks.clone(), SiteConfig::new(mixing, n, c)).unwrap())
+                .collect()
+        };
+        let mut plain = Stack::new(layers(), None).unwrap();
+        let mut recompute = Stack::new(layers(), Some(3)).unwrap();
+        let params: Vec<_> = plain
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| layer.init_params(seed.wrapping_add(l as u64), l).unwrap())
+            .collect();
+        let x0: Vec<bf16> = (0..t * n * c)
+            .map(|_| bf16::from_f32(rng.random_range(-2.0..2.0)))
+            .collect();
+        let g: Vec<bf16> = (0..t * n * c)
+            .map(|_| bf16::from_f32(rng.random_range(-1.0..1.0)))
+            .collect();
+        let mut results = Vec::new();
+        for stack in [&mut plain, &mut recompute] {
+            let out = stack
+                .forward(&params, dev.upload(&x0).unwrap(), t, &mut Copy(dev))
+                .unwrap();
+            results.push((dev.download_bytes(&out).unwrap(), stack.activation_bytes()));
+        }
+        assert_eq!(results[0].0, results[1].0, "{mixing:?}: forward outputs");
+        assert!(
+            results[1].1 < results[0].1,
+            "recompute keeps less: {} vs {}",
+            results[1].1,
+            results[0].1
+        );
+        eprintln!(
+            "{mixing:?}: kept bytes {} stored, {} with recompute",
+            results[0].1, results[1].1
+        );
+        // Recomputed inputs and h_in equal the stored ones, byte for byte.
+        let rebuilt = recompute.recompute_block(3, 6).unwrap();
+        for (k, (x, h_in)) in rebuilt.iter().enumerate() {
+            let l = 3 + k;
+            assert_eq!(
+                dev.download_bytes(x).unwrap(),
+                dev.download_bytes(plain.kept_input(l).unwrap()).unwrap(),
+                "x of site {l}"
+            );
+            assert_eq!(
+                dev.download_bytes(h_in).unwrap(),
+                dev.download_bytes(plain.kept_h_in(l).unwrap()).unwrap(),
+                "h_in of site {l}"
+            );
+        }
+        let mut grads_of = Vec::new();
+        for stack in [&mut plain, &mut recompute] {
+            let mut grads: Vec<_> = stack
+                .layers
+                .iter()
+                .map(|l| l.zero_grads().unwrap())
+                .collect();
+            let gx = stack
+                .backward(&params, &mut grads, dev.upload(&g).unwrap(), &mut Copy(dev))
+                .unwrap();
+            let mut bytes = dev.download_bytes(&gx).unwrap();
+            for gr in &grads {
+                for b in [&gr.proj, &gr.alpha, &gr.b] {
+                    bytes.extend(dev.download_bytes(b).unwrap());
+                }
+            }
+            assert!(
+                bytes.iter().any(|&b| b != 0),
+                "gradients must not be all zero"
+            );
+            grads_of.push(bytes);
+        }
+        assert!(
+            grads_of[0] == grads_of[1],
+            "{mixing:?}: gradients differ between the stored and the recompute path"
+        );
+    }
+}

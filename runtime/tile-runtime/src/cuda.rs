@@ -1,0 +1,353 @@
+//! The CUDA backend: cudarc with the driver loaded at run time, so that builds
+//! need no CUDA and a machine without a GPU gets an error, never a crash.
+
+use crate::RuntimeError;
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tile_ir::launch::{HostScalar, TmaOperand};
+
+/// Encoded tensor maps kept in device memory before the cache is emptied
+/// (after a synchronisation, so that no running kernel still reads one).
+const MAX_TENSOR_MAPS: usize = 4096;
+
+/// What a tensor map encodes: base address, rows, columns, row pitch (bytes),
+/// box rows and columns, swizzle bytes, element bytes.
+type TensorKey = (u64, i64, i64, i64, u32, u32, u32, u32);
+
+pub struct CudaDevice {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) name: String,
+    /// Encoded tensor maps in device memory (TMA reads them there), by what
+    /// they describe; never rewritten, since a kernel still queued may use one.
+    tensor_maps: Mutex<HashMap<TensorKey, CudaSlice<u8>>>,
+}
+
+fn drv(e: cudarc::driver::DriverError) -> RuntimeError {
+    RuntimeError::Cuda(e.to_string())
+}
+
+/// Why no CUDA device can be used here, or `None` when one can.
+pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
+    // cudarc panics when libcuda is missing; look for it first.
+    if !unsafe { sys::is_culib_present() } {
+        return Some("no CUDA driver (libcuda.so) on this machine".into());
+    }
+    match std::panic::catch_unwind(|| {
+        cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count())
+    }) {
+        Ok(Ok(n)) if (n as usize) > ordinal => None,
+        Ok(Ok(n)) => Some(format!("CUDA device {ordinal} requested but {n} present")),
+        Ok(Err(e)) => Some(format!("CUDA driver error: {e}")),
+        Err(_) => Some("the CUDA driver could not be loaded".into()),
+    }
+}
+
+/// CUDA devices present (0 without a usable driver).
+pub(crate) fn device_count() -> usize {
+    if !unsafe { sys::is_culib_present() } {
+        return 0;
+    }
+    match std::panic::catch_unwind(|| {
+        cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count())
+    }) {
+        Ok(Ok(n)) => n.max(0) as usize,
+        _ => 0,
+    }
+}
+
+/// The driver's CUDA version, e.g. `13.0`.
+pub(crate) fn driver_version() -> String {
+    let mut v = 0i32;
+    match unsafe { sys::cuDriverGetVersion(&mut v) } {
+        sys::CUresult::CUDA_SUCCESS => format!("{}.{}", v / 1000, (v % 1000) / 10),
+        e => format!("unknown ({e:?})"),
+    }
+}
+
+impl CudaDevice {
+    pub(crate) fn new(ordinal: usize) -> Result<CudaDevice, RuntimeError> {
+        if let Some(why) = unavailable_reason(ordinal) {
+            return Err(RuntimeError::NoGpu(why));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(drv)?;
+        let stream = ctx.default_stream();
+        let name = ctx.name().map_err(drv)?;
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            name,
+            tensor_maps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn arch(&self) -> Result<String, RuntimeError> {
+        use sys::CUdevice_attribute::*;
+        let major = self
+            .ctx
+            .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .map_err(drv)?;
+        let minor = self
+            .ctx
+            .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+            .map_err(drv)?;
+        Ok(format!("sm_{major}{minor}"))
+    }
+
+    pub(crate) fn sm_count(&self) -> Result<usize, RuntimeError> {
+        let n = self
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv)?;
+        Ok(n as usize)
+    }
+
+    /// (free, total) device memory in bytes.
+    pub(crate) fn memory_info(&self) -> Result<(usize, usize), RuntimeError> {
+        self.ctx.bind_to_thread().map_err(drv)?;
+        cudarc::driver::result::mem_get_info().map_err(drv)
+    }
+
+    /// Device memory whose contents are whatever was there (no memset).
+    pub(crate) fn alloc_uninit(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
+        // SAFETY: the bytes are device memory read only by kernels and copies,
+        // never as Rust values; stale contents are at worst garbage numbers.
+        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(drv)
+    }
+
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
+        self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(drv)
+    }
+
+    pub(crate) fn upload(&self, dst: &mut CudaSlice<u8>, src: &[u8]) -> Result<(), RuntimeError> {
+        self.stream.memcpy_htod(src, dst).map_err(drv)
+    }
+
+    pub(crate) fn download(
+        &self,
+        src: &CudaSlice<u8>,
+        len: usize,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let mut out = self.stream.clone_dtoh(src).map_err(drv)?;
+        out.truncate(len);
+        Ok(out)
+    }
+
+    pub(crate) fn zero(&self, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
+        self.stream.memset_zeros(dst).map_err(drv)
+    }
+
+    pub(crate) fn copy(
+        &self,
+        src: &CudaSlice<u8>,
+        dst: &mut CudaSlice<u8>,
+    ) -> Result<(), RuntimeError> {
+        self.stream.memcpy_dtod(src, dst).map_err(drv)
+    }
+
+    /// Load a kernel that needs `shared_bytes` of dynamic shared memory per CTA.
+    pub(crate) fn load(
+        &self,
+        ptx: &str,
+        name: &str,
+        shared_bytes: u32,
+    ) -> Result<CudaFunction, RuntimeError> {
+        let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+        let f = module.load_function(name).map_err(drv)?;
+        if shared_bytes > 48 * 1024 {
+            // Above 48 KB a kernel must opt in to large dynamic shared memory.
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared_bytes as i32,
+            )
+            .map_err(drv)?;
+        }
+        Ok(f)
+    }
+
+    pub(crate) fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.stream.synchronize().map_err(drv)
+    }
+
+    /// Launch with arguments already checked against the signature.
+    pub(crate) fn launch(
+        &self,
+        f: &CudaFunction,
+        grid: [u32; 3],
+        threads: u32,
+        shared_bytes: u32,
+        args: &[CudaArg],
+    ) -> Result<(), RuntimeError> {
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                CudaArg::Ptr(s) => b.arg(*s),
+                CudaArg::I32(x) => b.arg(x),
+                CudaArg::I64(x) => b.arg(x),
+                CudaArg::F32(x) => b.arg(x),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: shared_bytes,
+        };
+        unsafe { b.launch(cfg) }.map_err(drv)?;
+        Ok(())
+    }
+
+    /// The device address of the tensor map `op` describes for a launch with
+    /// `args`, or 0 when TMA cannot describe that tensor (base not 16-byte
+    /// aligned, row pitch not a multiple of 16 bytes, empty or huge
+    /// dimensions): the kernel then copies with `cp.async`.
+    pub(crate) fn tensor_map(
+        &self,
+        op: &TmaOperand,
+        args: &[crate::Arg],
+    ) -> Result<u64, RuntimeError> {
+        let scalar = |h: HostScalar| match h {
+            HostScalar::Const(c) => Some(c),
+            HostScalar::Param(i) => match args.get(i)? {
+                crate::Arg::I32(x) => Some(*x as i64),
+                crate::Arg::I64(x) => Some(*x),
+                _ => None,
+            },
+        };
+        let base = match args.get(op.base) {
+            Some(crate::Arg::Buffer(b)) => match &b.storage {
+                crate::Storage::Cuda(s) => s.device_ptr(&self.stream).0,
+                crate::Storage::Host(_) => return Ok(0),
+            },
+            _ => return Ok(0),
+        };
+        let (Some(rows), Some(cols), Some(stride)) =
+            (scalar(op.rows), scalar(op.cols), scalar(op.row_stride))
+        else {
+            return Ok(0);
+        };
+        let pitch = stride.saturating_mul(op.elem_bytes as i64);
+        if !tma_describable(base, rows, cols, pitch) {
+            return Ok(0);
+        }
+        let key = (
+            base,
+            rows,
+            cols,
+            pitch,
+            op.box_rows,
+            op.box_cols,
+            op.swizzle_bytes,
+            op.elem_bytes,
+        );
+        let mut maps = self.tensor_maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = maps.get(&key) {
+            return Ok(m.device_ptr(&self.stream).0);
+        }
+        use sys::CUtensorMapSwizzle::*;
+        let swizzle = match op.swizzle_bytes {
+            32 => CU_TENSOR_MAP_SWIZZLE_32B,
+            64 => CU_TENSOR_MAP_SWIZZLE_64B,
+            128 => CU_TENSOR_MAP_SWIZZLE_128B,
+            _ => return Ok(0),
+        };
+        let dtype = match op.elem_bytes {
+            1 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            4 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+            _ => return Ok(0),
+        };
+        let dims = [cols as u64, rows as u64];
+        let strides = [pitch as u64];
+        let boxes = [op.box_cols, op.box_rows];
+        let unit = [1u32, 1];
+        // SAFETY: plain data out; every pointer argument points at a live array
+        // of the rank (2) the call is told, or rank - 1 for the strides.
+        let mut map: sys::CUtensorMap = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                dtype,
+                2,
+                base as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                unit.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Ok(0);
+        }
+        if maps.len() >= MAX_TENSOR_MAPS {
+            self.synchronize()?;
+            maps.clear();
+        }
+        let bytes: Vec<u8> = map.opaque.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut dev = self.alloc_uninit(bytes.len())?;
+        self.upload(&mut dev, &bytes)?;
+        let addr = dev.device_ptr(&self.stream).0;
+        maps.insert(key, dev);
+        Ok(addr)
+    }
+
+    /// Time `f` on the stream with CUDA events, in milliseconds.
+    pub(crate) fn time_ms(
+        &self,
+        f: &mut dyn FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f32, RuntimeError> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(drv)?;
+        let end = self.ctx.new_event(flags).map_err(drv)?;
+        start.record(&self.stream).map_err(drv)?;
+        f()?;
+        end.record(&self.stream).map_err(drv)?;
+        end.synchronize().map_err(drv)?;
+        start.elapsed_ms(&end).map_err(drv)
+    }
+}
+
+/// Whether TMA can describe a row-major tensor at `base` of `rows × cols`
+/// elements, rows `pitch` bytes apart: a 16-byte aligned base and pitch, and
+/// dimensions of 1 to 2^32 (the driver refuses the rest).
+fn tma_describable(base: u64, rows: i64, cols: i64, pitch: i64) -> bool {
+    let dim_ok = |x: i64| (1..=1i64 << 32).contains(&x);
+    base.is_multiple_of(16)
+        && dim_ok(rows)
+        && dim_ok(cols)
+        && pitch > 0
+        && pitch % 16 == 0
+        && pitch < 1i64 << 40
+}
+
+pub(crate) enum CudaArg<'a> {
+    Ptr(&'a CudaSlice<u8>),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tma_describable;
+
+    #[test]
+    fn tma_describes_aligned_tensors_only() {
+        // 4096 bf16 columns: an 8192-byte pitch.
+        assert!(tma_describable(1 << 20, 4096, 4096, 8192));
+        // A row of 999 bf16 (1998 bytes), or a base off 16 bytes: cp.async instead.
+        assert!(!tma_describable(1 << 20, 4096, 999, 1998));
+        assert!(!tma_describable((1 << 20) + 8, 4096, 4096, 8192));
+        // Empty or negative extents (a launch with M = 0), and huge pitches.
+        assert!(!tma_describable(1 << 20, 0, 64, 128));
+        assert!(!tma_describable(1 << 20, 64, -1, 128));
+        assert!(!tma_describable(1 << 20, 64, 64, 1 << 40));
+    }
+}

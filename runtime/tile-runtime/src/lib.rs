@@ -1,0 +1,506 @@
+//! `tile-runtime`: run compiled `.tile` kernels.
+//!
+//! A [`Device`] is either a CUDA GPU (through cudarc; the driver is loaded at
+//! run time, so nothing here needs CUDA to build) or the CPU (the TIR
+//! interpreter). [`Buffer`]s live on a device; a [`Kernel`] is loaded onto a
+//! device from PTX (GPU) or TIR (CPU) with its [`Signature`], and every launch
+//! is checked against that signature before anything runs.
+
+#[cfg(feature = "baseline")]
+pub mod baseline;
+pub mod bench;
+#[cfg(feature = "blas")]
+pub mod blas;
+#[cfg(feature = "collective")]
+pub mod collective;
+mod cuda;
+mod pack;
+pub mod tune;
+
+pub use pack::{describe, Pack};
+pub use tile_ir::pack::PackError;
+pub use tile_ir::Config;
+
+use std::fmt;
+pub use tile_ir::{ParamKind, Scalar, Signature};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("no GPU available: {0}")]
+    NoGpu(String),
+    #[error("CUDA: {0}")]
+    Cuda(String),
+    #[error("kernel `{kernel}`: {message}")]
+    Launch { kernel: String, message: String },
+    #[error("buffer: {0}")]
+    Buffer(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("collective: {0}")]
+    Collective(String),
+}
+
+/// Where kernels run.
+pub enum Device {
+    Cuda(Box<cuda::CudaDevice>),
+    Cpu,
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name())
+    }
+}
+
+impl Device {
+    /// The `ordinal`-th CUDA GPU; an error (never a crash) where there is none.
+    pub fn cuda(ordinal: usize) -> Result<Device, RuntimeError> {
+        Ok(Device::Cuda(Box::new(cuda::CudaDevice::new(ordinal)?)))
+    }
+
+    /// The CPU, running kernels on the TIR interpreter.
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// How many CUDA GPUs this machine has (0 without a driver).
+    pub fn gpu_count() -> usize {
+        cuda::device_count()
+    }
+
+    /// Why `Device::cuda(0)` would fail, or `None` when a GPU is usable.
+    pub fn gpu_unavailable_reason() -> Option<String> {
+        cuda::unavailable_reason(0)
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cuda(d) => d.name.clone(),
+            Device::Cpu => "cpu (TIR interpreter)".into(),
+        }
+    }
+
+    /// The driver's CUDA version (`13.0`), or `none` on the CPU.
+    pub fn driver_version(&self) -> String {
+        match self {
+            Device::Cuda(_) => cuda::driver_version(),
+            Device::Cpu => "none".into(),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+
+    /// Streaming multiprocessors of a GPU; the worker threads of the CPU.
+    pub fn parallelism(&self) -> usize {
+        match self {
+            Device::Cuda(d) => d.sm_count().unwrap_or(1),
+            Device::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// `(free, total)` device memory in bytes (GPU only; `None` on the CPU).
+    pub fn memory_info(&self) -> Option<(usize, usize)> {
+        match self {
+            Device::Cuda(d) => d.memory_info().ok(),
+            Device::Cpu => None,
+        }
+    }
+
+    /// A zero-filled buffer of `len` elements.
+    pub fn alloc(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
+        let bytes = len * dtype.size_bytes();
+        let storage = match self {
+            Device::Cuda(d) => Storage::Cuda(d.alloc(bytes)?),
+            Device::Cpu => {
+                let _ = bytes;
+                Storage::Host(tile_interp::Buffer::zeros(dtype, len))
+            }
+        };
+        Ok(Buffer {
+            dtype,
+            len,
+            storage,
+        })
+    }
+
+    /// A buffer for outputs that kernels overwrite entirely: on a GPU its
+    /// contents are left as they were (no zero-filling pass over memory); on
+    /// the CPU it is zero-filled like [`Device::alloc`].
+    pub fn alloc_output(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
+        let storage = match self {
+            Device::Cuda(d) => Storage::Cuda(d.alloc_uninit(len * dtype.size_bytes())?),
+            Device::Cpu => Storage::Host(tile_interp::Buffer::zeros(dtype, len)),
+        };
+        Ok(Buffer {
+            dtype,
+            len,
+            storage,
+        })
+    }
+
+    /// A buffer holding `data` (raw little-endian elements of `dtype`).
+    pub fn upload_bytes(&self, dtype: Scalar, data: &[u8]) -> Result<Buffer, RuntimeError> {
+        let es = dtype.size_bytes();
+        if !data.len().is_multiple_of(es) {
+            return Err(RuntimeError::Buffer(format!(
+                "{} bytes is not a whole number of {} elements",
+                data.len(),
+                dtype.name()
+            )));
+        }
+        let mut b = self.alloc(dtype, data.len() / es)?;
+        self.write(&mut b, data)?;
+        Ok(b)
+    }
+
+    pub fn upload<T: Element>(&self, data: &[T]) -> Result<Buffer, RuntimeError> {
+        self.upload_bytes(T::DTYPE, &T::to_bytes(data))
+    }
+
+    /// Overwrite a buffer's contents.
+    pub fn write(&self, b: &mut Buffer, data: &[u8]) -> Result<(), RuntimeError> {
+        if data.len() != b.len * b.dtype.size_bytes() {
+            return Err(RuntimeError::Buffer(format!(
+                "writing {} bytes into a buffer of {}",
+                data.len(),
+                b.len * b.dtype.size_bytes()
+            )));
+        }
+        match (self, &mut b.storage) {
+            (Device::Cuda(d), Storage::Cuda(s)) => d.upload(s, data),
+            (Device::Cpu, Storage::Host(h)) => {
+                *h = tile_interp::Buffer::from_bytes(b.dtype, data)
+                    .ok_or_else(|| RuntimeError::Buffer("bad buffer bytes".into()))?;
+                Ok(())
+            }
+            _ => Err(RuntimeError::Buffer(
+                "buffer belongs to another device".into(),
+            )),
+        }
+    }
+
+    pub fn download_bytes(&self, b: &Buffer) -> Result<Vec<u8>, RuntimeError> {
+        match (self, &b.storage) {
+            (Device::Cuda(d), Storage::Cuda(s)) => d.download(s, b.len * b.dtype.size_bytes()),
+            (Device::Cpu, Storage::Host(h)) => Ok(h.to_bytes()),
+            _ => Err(RuntimeError::Buffer(
+                "buffer belongs to another device".into(),
+            )),
+        }
+    }
+
+    pub fn download<T: Element>(&self, b: &Buffer) -> Result<Vec<T>, RuntimeError> {
+        if b.dtype != T::DTYPE {
+            return Err(RuntimeError::Buffer(format!(
+                "downloading a {} buffer as {}",
+                b.dtype.name(),
+                T::DTYPE.name()
+            )));
+        }
+        Ok(T::from_bytes(&self.download_bytes(b)?))
+    }
+
+    /// Set every byte of a buffer to zero.
+    pub fn zero(&self, b: &mut Buffer) -> Result<(), RuntimeError> {
+        match (self, &mut b.storage) {
+            (Device::Cuda(d), Storage::Cuda(s)) => d.zero(s),
+            (Device::Cpu, Storage::Host(h)) => {
+                *h = tile_interp::Buffer::zeros(h.dtype(), h.len());
+                Ok(())
+            }
+            _ => Err(RuntimeError::Buffer(
+                "buffer belongs to another device".into(),
+            )),
+        }
+    }
+
+    /// Device-to-device copy of a whole buffer (the bandwidth ceiling of benchmarks).
+    pub fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), RuntimeError> {
+        if src.len * src.dtype.size_bytes() != dst.len * dst.dtype.size_bytes() {
+            return Err(RuntimeError::Buffer(
+                "copy between buffers of different sizes".into(),
+            ));
+        }
+        match (self, &src.storage, &mut dst.storage) {
+            (Device::Cuda(d), Storage::Cuda(s), Storage::Cuda(t)) => d.copy(s, t),
+            (Device::Cpu, Storage::Host(s), Storage::Host(t)) => {
+                *t =
+                    tile_interp::Buffer::from_bytes(t.dtype(), &s.to_bytes()).ok_or_else(|| {
+                        RuntimeError::Buffer("copy between buffers of different types".into())
+                    })?;
+                Ok(())
+            }
+            _ => Err(RuntimeError::Buffer(
+                "buffers belong to another device".into(),
+            )),
+        }
+    }
+
+    /// Load a kernel compiled to PTX, launched with `warps` warps per CTA,
+    /// `shared_bytes` of dynamic shared memory and a hidden tensor-map
+    /// parameter per `tma` operand (as the compiler reported them).
+    pub fn load_ptx(
+        &self,
+        ptx: &str,
+        signature: Signature,
+        warps: u32,
+        shared_bytes: u32,
+        tma: Vec<tile_ir::launch::TmaOperand>,
+    ) -> Result<Kernel, RuntimeError> {
+        match self {
+            Device::Cuda(d) => {
+                let f = d.load(ptx, &signature.name, shared_bytes)?;
+                Ok(Kernel {
+                    signature,
+                    warps,
+                    shared_bytes,
+                    tma,
+                    code: Code::Cuda(f),
+                })
+            }
+            Device::Cpu => Err(RuntimeError::Unsupported(
+                "PTX cannot run on the CPU device; load the kernel's TIR".into(),
+            )),
+        }
+    }
+
+    /// The compute architecture as named in packs (`sm_90`).
+    pub fn arch(&self) -> Result<String, RuntimeError> {
+        match self {
+            Device::Cuda(d) => d.arch(),
+            Device::Cpu => Ok("cpu".into()),
+        }
+    }
+
+    /// Load a kernel's TIR to run on the CPU interpreter.
+    pub fn load_tir(&self, tir: tile_ir::Kernel, warps: u32) -> Result<Kernel, RuntimeError> {
+        match self {
+            Device::Cpu => Ok(Kernel {
+                signature: tir.signature(),
+                warps,
+                shared_bytes: 0,
+                tma: Vec::new(),
+                code: Code::Cpu(Box::new(tir)),
+            }),
+            Device::Cuda(_) => Err(RuntimeError::Unsupported(
+                "TIR runs on the CPU device only; load PTX on a GPU".into(),
+            )),
+        }
+    }
+
+    /// Launch `kernel` over `grid` after checking `args` against its signature.
+    pub fn launch(
+        &self,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        args: &[Arg],
+    ) -> Result<(), RuntimeError> {
+        kernel.check_args(args)?;
+        if grid.contains(&0) {
+            return Err(kernel.error(format!("empty grid {grid:?}")));
+        }
+        match (self, &kernel.code) {
+            (Device::Cuda(d), Code::Cuda(f)) => {
+                let cargs: Vec<cuda::CudaArg> = args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Buffer(b) => match &b.storage {
+                            Storage::Cuda(s) => Ok(cuda::CudaArg::Ptr(s)),
+                            Storage::Host(_) => {
+                                Err(kernel.error("a CPU buffer was passed to a GPU launch".into()))
+                            }
+                        },
+                        Arg::I32(x) => Ok(cuda::CudaArg::I32(*x)),
+                        Arg::I64(x) => Ok(cuda::CudaArg::I64(*x)),
+                        Arg::F32(x) => Ok(cuda::CudaArg::F32(*x)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut cargs = cargs;
+                for op in &kernel.tma {
+                    cargs.push(cuda::CudaArg::I64(d.tensor_map(op, args)? as i64));
+                }
+                d.launch(f, grid, 32 * kernel.warps, kernel.shared_bytes, &cargs)
+            }
+            (Device::Cpu, Code::Cpu(tir)) => {
+                let iargs: Vec<tile_interp::Arg> = args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Buffer(b) => match &b.storage {
+                            Storage::Host(h) => Ok(tile_interp::Arg::Buffer(h)),
+                            Storage::Cuda(_) => {
+                                Err(kernel.error("a GPU buffer was passed to a CPU launch".into()))
+                            }
+                        },
+                        Arg::I32(x) => Ok(tile_interp::Arg::I32(*x)),
+                        Arg::I64(x) => Ok(tile_interp::Arg::I64(*x)),
+                        Arg::F32(x) => Ok(tile_interp::Arg::F32(*x)),
+                    })
+                    .collect::<Result<_, _>>()?;
+                tile_interp::run(tir, grid, &iargs).map_err(|e| kernel.error(e.to_string()))
+            }
+            _ => Err(kernel.error("the kernel was loaded on another device".into())),
+        }
+    }
+
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        match self {
+            Device::Cuda(d) => d.synchronize(),
+            Device::Cpu => Ok(()),
+        }
+    }
+
+    /// Time `f` with CUDA events (milliseconds); wall time on the CPU.
+    pub fn time_ms(
+        &self,
+        f: &mut dyn FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f32, RuntimeError> {
+        match self {
+            Device::Cuda(d) => d.time_ms(f),
+            Device::Cpu => {
+                let t = std::time::Instant::now();
+                f()?;
+                Ok(t.elapsed().as_secs_f32() * 1e3)
+            }
+        }
+    }
+}
+
+pub(crate) enum Storage {
+    Cuda(cudarc::driver::CudaSlice<u8>),
+    Host(tile_interp::Buffer),
+}
+
+/// A typed array on a device.
+pub struct Buffer {
+    dtype: Scalar,
+    len: usize,
+    storage: Storage,
+}
+
+impl Buffer {
+    pub fn dtype(&self) -> Scalar {
+        self.dtype
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One launch argument.
+pub enum Arg<'a> {
+    Buffer(&'a Buffer),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+enum Code {
+    Cuda(cudarc::driver::CudaFunction),
+    Cpu(Box<tile_ir::Kernel>),
+}
+
+/// A kernel loaded on a device.
+pub struct Kernel {
+    signature: Signature,
+    warps: u32,
+    shared_bytes: u32,
+    tma: Vec<tile_ir::launch::TmaOperand>,
+    code: Code,
+}
+
+impl Kernel {
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    pub fn warps(&self) -> u32 {
+        self.warps
+    }
+
+    fn error(&self, message: String) -> RuntimeError {
+        RuntimeError::Launch {
+            kernel: self.signature.name.clone(),
+            message,
+        }
+    }
+
+    /// Argument count, kinds and dtypes against the signature.
+    fn check_args(&self, args: &[Arg]) -> Result<(), RuntimeError> {
+        let params = &self.signature.params;
+        if args.len() != params.len() {
+            let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+            return Err(self.error(format!(
+                "expects {} arguments ({}), got {}",
+                params.len(),
+                names.join(", "),
+                args.len()
+            )));
+        }
+        for (p, a) in params.iter().zip(args) {
+            let ok = match (p.kind, a) {
+                (ParamKind::Ptr(s), Arg::Buffer(b)) => {
+                    if b.dtype != s {
+                        return Err(self.error(format!(
+                            "argument `{}` must be a {} buffer, got a {} buffer",
+                            p.name,
+                            s.name(),
+                            b.dtype.name()
+                        )));
+                    }
+                    true
+                }
+                (ParamKind::Scalar(Scalar::I32), Arg::I32(_))
+                | (ParamKind::Scalar(Scalar::I64), Arg::I64(_))
+                | (ParamKind::Scalar(Scalar::F32), Arg::F32(_)) => true,
+                _ => false,
+            };
+            if !ok {
+                let want = match p.kind {
+                    ParamKind::Ptr(s) => format!("a {} buffer", s.name()),
+                    ParamKind::Scalar(s) => format!("an {} scalar", s.name()),
+                };
+                let got = match a {
+                    Arg::Buffer(b) => format!("a {} buffer", b.dtype.name()),
+                    Arg::I32(_) => "an i32".into(),
+                    Arg::I64(_) => "an i64".into(),
+                    Arg::F32(_) => "an f32".into(),
+                };
+                return Err(self.error(format!("argument `{}` must be {want}, got {got}", p.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Host element types that buffers can be made from.
+pub trait Element: Copy {
+    const DTYPE: Scalar;
+    fn to_bytes(data: &[Self]) -> Vec<u8>;
+    fn from_bytes(bytes: &[u8]) -> Vec<Self>;
+}
+
+macro_rules! element {
+    ($t:ty, $d:expr, $n:expr) => {
+        impl Element for $t {
+            const DTYPE: Scalar = $d;
+            fn to_bytes(data: &[Self]) -> Vec<u8> {
+                data.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
+            fn from_bytes(bytes: &[u8]) -> Vec<Self> {
+                bytes
+                    .chunks_exact($n)
+                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+        }
+    };
+}
+element!(f32, Scalar::F32, 4);
+element!(i32, Scalar::I32, 4);
+element!(i64, Scalar::I64, 8);
+element!(half::bf16, Scalar::BF16, 2);
+element!(half::f16, Scalar::F16, 2);

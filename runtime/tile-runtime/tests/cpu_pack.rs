@@ -1,0 +1,191 @@
+//! The runtime without a GPU: a pack built from `.tile` source (TIR only) loads
+//! onto the CPU device and runs; launches with bad arguments are refused before
+//! anything runs, with errors that name the kernel and the argument.
+
+use rand::Rng;
+use std::collections::BTreeMap;
+use tile_front::frontend::{parse_program, SourceFile};
+use tile_ir::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
+use tile_runtime::{Arg, Config, Device, Pack, RuntimeError, Scalar};
+
+/// A pack of vector_add (TIR only, as for the CPU backend), written to a temp dir.
+fn vector_add_pack(dir: &std::path::Path) -> Pack {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dsl-examples/vector_add.tile");
+    let src = SourceFile::load(&path).unwrap();
+    let program = parse_program(&src).unwrap();
+    let mut kernels = Vec::new();
+    for name in program.kernel_names() {
+        let tune = program.tune_space(&name).unwrap();
+        let variants: Vec<Variant> = tune
+            .configs()
+            .into_iter()
+            .map(|config| {
+                let tir = program.specialize(&name, &config.meta).unwrap();
+                Variant {
+                    config,
+                    tir,
+                    ptx: BTreeMap::new(),
+                    shared_bytes: BTreeMap::new(),
+                    tma: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let signature = variants[0].tir.signature();
+        kernels.push(PackedKernel {
+            name,
+            signature,
+            tune,
+            source_hash: sha256_hex(src.text.as_bytes()),
+            variants,
+        });
+    }
+    let file = dir.join("va.tpack");
+    PackManifest {
+        compiler_version: tile_ir::VERSION.into(),
+        kernels,
+    }
+    .write(&file)
+    .unwrap();
+    Pack::load(&file).unwrap()
+}
+
+fn cfg(block: i64, warps: u32) -> Config {
+    Config {
+        meta: vec![("BLOCK".into(), block)],
+        warps,
+    }
+}
+
+#[test]
+fn cpu_launch_from_a_pack_matches_a_rust_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = vector_add_pack(dir.path());
+    let cpu = Device::cpu();
+    let k = pack.load_kernel(&cpu, "vector_add", &cfg(1024, 4)).unwrap();
+    let mut rng = rand::rng();
+    for n in [1usize, 1000, 5000] {
+        let a: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (ba, bb) = (cpu.upload(&a).unwrap(), cpu.upload(&b).unwrap());
+        let bc = cpu.upload(&vec![f32::NAN; n]).unwrap();
+        cpu.launch(
+            &k,
+            [n.div_ceil(1024) as u32, 1, 1],
+            &[
+                Arg::Buffer(&ba),
+                Arg::Buffer(&bb),
+                Arg::Buffer(&bc),
+                Arg::I32(n as i32),
+            ],
+        )
+        .unwrap();
+        let c = cpu.download::<f32>(&bc).unwrap();
+        for i in 0..n {
+            assert_eq!(c[i], a[i] + b[i], "n={n} i={i}");
+        }
+    }
+}
+
+#[test]
+fn bad_launches_are_refused_with_the_kernel_and_argument_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = vector_add_pack(dir.path());
+    let cpu = Device::cpu();
+    let k = pack.load_kernel(&cpu, "vector_add", &cfg(1024, 4)).unwrap();
+    let f = cpu.alloc(Scalar::F32, 16).unwrap();
+    let h = cpu.alloc(Scalar::BF16, 16).unwrap();
+    let msg = |r: Result<(), RuntimeError>| r.unwrap_err().to_string();
+
+    let m = msg(cpu.launch(&k, [1, 1, 1], &[Arg::Buffer(&f), Arg::Buffer(&f)]));
+    assert!(
+        m.contains("vector_add") && m.contains("expects 4 arguments") && m.contains("got 2"),
+        "{m}"
+    );
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&h),
+            Arg::Buffer(&f),
+            Arg::I32(16),
+        ],
+    ));
+    assert!(
+        m.contains("`b`") && m.contains("f32 buffer") && m.contains("bf16"),
+        "{m}"
+    );
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::F32(16.0),
+        ],
+    ));
+    assert!(m.contains("`n`") && m.contains("i32"), "{m}");
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[Arg::I32(1), Arg::Buffer(&f), Arg::Buffer(&f), Arg::I32(16)],
+    ));
+    assert!(m.contains("`a`") && m.contains("buffer"), "{m}");
+    let m = msg(cpu.launch(
+        &k,
+        [0, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::I32(16),
+        ],
+    ));
+    assert!(m.contains("empty grid"), "{m}");
+    // An unmasked out-of-bounds access is an error, not undefined behaviour.
+    let m = msg(cpu.launch(
+        &k,
+        [1, 1, 1],
+        &[
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::Buffer(&f),
+            Arg::I32(2000),
+        ],
+    ));
+    assert!(m.contains("vector_add"), "{m}");
+
+    let m = pack
+        .load_kernel(&cpu, "vector_add", &cfg(512, 4))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        m.contains("BLOCK=512") && m.contains("not in the pack"),
+        "{m}"
+    );
+    let m = pack
+        .load_kernel(&cpu, "nope", &cfg(1024, 4))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(m.contains("nope") && m.contains("vector_add"), "{m}");
+    let m = cpu
+        .load_ptx(".version 8.0", k.signature().clone(), 4, 0, Vec::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(m.contains("PTX cannot run on the CPU"), "{m}");
+}
+
+#[test]
+fn no_gpu_is_an_error_not_a_crash() {
+    if Device::gpu_unavailable_reason().is_none() {
+        eprintln!("SKIPPED: a GPU is present");
+        return;
+    }
+    let e = Device::cuda(0).unwrap_err().to_string();
+    assert!(e.contains("no GPU"), "{e}");
+}
