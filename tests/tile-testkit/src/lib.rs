@@ -17,7 +17,8 @@ use tile_runtime::{Buffer, Device, Pack, Scalar};
 
 /// Workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let r = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    r.canonicalize().unwrap_or(r)
 }
 
 /// Where the packs are: `$TILE_PACK_DIR`, else `target/packs` (both made by

@@ -1,0 +1,272 @@
+//! Tidy: the architecture as tests (docs/ARCHITECTURE.md, "Invariants").
+//! - Each crate's dependencies are the layering: a crate that gains one it
+//!   must not have (the runtime linking the parser, a GPU-side binary linking
+//!   LLVM) fails here, naming the path that brought it in.
+//! - No import cycles between the top-level modules of a crate.
+//! - No source file above 1,200 lines outside tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use tile_testkit::root;
+
+/// `cargo metadata`: package id → (name, normal dependencies' ids).
+fn dependency_graph() -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names = BTreeMap::new();
+    for p in meta["packages"].as_array().unwrap() {
+        names.insert(
+            p["id"].as_str().unwrap().to_string(),
+            p["name"].as_str().unwrap().to_string(),
+        );
+    }
+    let mut deps = BTreeMap::new();
+    for n in meta["resolve"]["nodes"].as_array().unwrap() {
+        let normal: Vec<String> = n["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].is_null())
+            })
+            .map(|d| d["pkg"].as_str().unwrap().to_string())
+            .collect();
+        deps.insert(n["id"].as_str().unwrap().to_string(), normal);
+    }
+    (names, deps)
+}
+
+/// Every package `krate` links (normal dependencies, transitively), with the
+/// chain that first reached it.
+fn reachable(krate: &str) -> BTreeMap<String, Vec<String>> {
+    let (names, deps) = dependency_graph();
+    let start = names
+        .iter()
+        .find(|(_, n)| n.as_str() == krate)
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| panic!("no package `{krate}` in the workspace"));
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![(start, vec![krate.to_string()])];
+    while let Some((id, path)) = stack.pop() {
+        for d in deps.get(&id).into_iter().flatten() {
+            let name = names[d].clone();
+            if seen.contains_key(&name) {
+                continue;
+            }
+            let mut p = path.clone();
+            p.push(name.clone());
+            seen.insert(name, p.clone());
+            stack.push((d.clone(), p));
+        }
+    }
+    seen
+}
+
+const LLVM: &[&str] = &["melior", "inkwell", "mlir-sys", "llvm-sys"];
+const PARSER: &[&str] = &["nom", "miette"];
+const CLI: &[&str] = &["clap", "indicatif"];
+const CUDA: &[&str] = &["cudarc"];
+const WORKSPACE: &[&str] = &[
+    "tile-ir",
+    "tile-front",
+    "tile-interp",
+    "tile-codegen",
+    "tilec",
+    "tile-runtime",
+    "tile-testkit",
+    "mhc",
+    "mhc-train",
+    "dsl-examples",
+    "integration-tests",
+];
+
+/// (crate, the workspace crates it may link, the external groups it must not).
+fn rules() -> Vec<(
+    &'static str,
+    Vec<&'static str>,
+    Vec<&'static [&'static str]>,
+)> {
+    vec![
+        ("tile-ir", vec![], vec![LLVM, PARSER, CLI, CUDA]),
+        ("tile-front", vec!["tile-ir"], vec![LLVM, CLI, CUDA]),
+        (
+            "tile-interp",
+            vec!["tile-ir"],
+            vec![LLVM, PARSER, CLI, CUDA],
+        ),
+        ("tile-codegen", vec!["tile-ir"], vec![PARSER, CLI, CUDA]),
+        (
+            "tile-runtime",
+            vec!["tile-ir", "tile-interp"],
+            vec![LLVM, PARSER, CLI],
+        ),
+        (
+            "mhc",
+            vec!["tile-ir", "tile-front", "tile-interp", "tile-runtime"],
+            vec![LLVM, CLI],
+        ),
+        (
+            "mhc-train",
+            vec![
+                "tile-ir",
+                "tile-front",
+                "tile-interp",
+                "tile-runtime",
+                "mhc",
+            ],
+            vec![LLVM],
+        ),
+        (
+            "dsl-examples",
+            vec!["tile-ir", "tile-interp", "tile-runtime"],
+            vec![LLVM, PARSER],
+        ),
+        (
+            "tile-testkit",
+            vec!["tile-ir", "tile-interp", "tile-runtime"],
+            vec![LLVM, PARSER, CLI],
+        ),
+    ]
+}
+
+#[test]
+fn crates_depend_only_on_their_layer() {
+    let mut errors = Vec::new();
+    for (krate, allowed, forbidden) in rules() {
+        let links = reachable(krate);
+        for (dep, path) in &links {
+            let bad_workspace =
+                WORKSPACE.contains(&dep.as_str()) && !allowed.contains(&dep.as_str());
+            let bad_external = forbidden.iter().any(|g| g.contains(&dep.as_str()));
+            if bad_workspace || bad_external {
+                errors.push(format!(
+                    "{krate} must not link {dep} (through {})",
+                    path.join(" → ")
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "layering broken:\n{}", errors.join("\n"));
+}
+
+/// The `src/` directories of the workspace's crates.
+fn crate_sources() -> Vec<PathBuf> {
+    let r = root();
+    ["compiler", "runtime", "mhc-kernels", "tests"]
+        .iter()
+        .flat_map(|g| std::fs::read_dir(r.join(g)).unwrap().flatten())
+        .map(|e| e.path().join("src"))
+        .chain([r.join("dsl-examples/src")])
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The top-level module a file of `src` belongs to (`lib.rs`/`main.rs`: the root).
+fn top_module(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel
+        .components()
+        .next()?
+        .as_os_str()
+        .to_string_lossy()
+        .to_string();
+    match first.as_str() {
+        "lib.rs" | "main.rs" | "bin" => None,
+        f => Some(f.trim_end_matches(".rs").to_string()),
+    }
+}
+
+#[test]
+fn no_import_cycles_between_top_level_modules() {
+    let mut errors = Vec::new();
+    for src in crate_sources() {
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let modules: BTreeSet<String> = files.iter().filter_map(|f| top_module(&src, f)).collect();
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in &files {
+            let Some(m) = top_module(&src, f) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(f).unwrap();
+            for (i, _) in text.match_indices("crate::") {
+                let rest = &text[i + 7..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if name != m && modules.contains(&name) {
+                    edges.entry(m.clone()).or_default().insert(name);
+                }
+            }
+            // `super::x` from a file directly under a module directory stays inside it.
+        }
+        // A cycle: some module reaches itself.
+        for start in &modules {
+            let mut stack: Vec<Vec<String>> = vec![vec![start.clone()]];
+            let mut seen = BTreeSet::new();
+            while let Some(path) = stack.pop() {
+                let last = path.last().unwrap();
+                for next in edges.get(last).into_iter().flatten() {
+                    if next == start {
+                        let mut p = path.clone();
+                        p.push(next.clone());
+                        errors.push(format!("{}: {}", src.display(), p.join(" → ")));
+                    } else if seen.insert(next.clone()) {
+                        let mut p = path.clone();
+                        p.push(next.clone());
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+    }
+    errors.sort();
+    errors.dedup();
+    assert!(errors.is_empty(), "import cycles:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn no_source_file_above_1200_lines() {
+    let mut errors = Vec::new();
+    for src in crate_sources() {
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for f in files {
+            let n = std::fs::read_to_string(&f).unwrap().lines().count();
+            if n > 1200 {
+                errors.push(format!("{}: {n} lines", f.display()));
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "split these by concern:\n{}",
+        errors.join("\n")
+    );
+}
