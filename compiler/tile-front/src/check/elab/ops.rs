@@ -1,0 +1,371 @@
+//! Unary and binary operators: type promotion of typed operands, compile-time
+//! arithmetic on untyped literals and constants, and pointer arithmetic.
+
+use super::{Cx, Reported, Val, R, TV};
+use crate::check::types::{broadcast_shapes, literal_meets, promote, shape_str};
+use crate::diag::{Code, Diagnostic};
+use crate::passes::consteval;
+use crate::syntax::ast::{BinOp, UnOp};
+use tile_ir::{BinaryOp, CmpOp, Const, Elem, Op, Scalar, Span, Type, UnaryOp};
+
+impl<'m> Cx<'m> {
+    pub(super) fn unary(&mut self, op: UnOp, v: Val, span: Span) -> R<Val> {
+        match (op, v) {
+            (UnOp::Neg, Val::Int(i)) => Ok(Val::Int(i.wrapping_neg())),
+            (UnOp::Neg, Val::Float(f)) => Ok(Val::Float(-f)),
+            (UnOp::Not, Val::Int(i)) => Ok(Val::Int(!i)),
+            (_, Val::Unit) => self.no_value(span),
+            (op, Val::Typed(tv)) => {
+                let ok = match (op, tv.ty.elem) {
+                    (UnOp::Neg, Elem::Scalar(s)) => s != Scalar::I1,
+                    (UnOp::Not, Elem::Scalar(s)) => s.is_int(),
+                    _ => false,
+                };
+                if !ok {
+                    let sym = if op == UnOp::Neg { "-" } else { "!" };
+                    return self.err(
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            format!("cannot apply `{sym}` to `{}`", tv.ty),
+                            span,
+                        )
+                        .with_label("wrong operand type"),
+                    );
+                }
+                let top = if op == UnOp::Neg {
+                    UnaryOp::Neg
+                } else {
+                    UnaryOp::Not
+                };
+                Ok(Val::Typed(self.unary_op(top, tv, span)))
+            }
+            (UnOp::Not, Val::Float(_)) => self.err(Diagnostic::new(
+                Code::TypeMismatch,
+                "cannot apply `!` to a float",
+                span,
+            )),
+        }
+    }
+
+    /// Emit a unary TIR op (folding compile-time scalars).
+    pub fn unary_op(&mut self, op: UnaryOp, tv: TV, span: Span) -> TV {
+        let s = tv.elem().unwrap_or(Scalar::F32);
+        if let (Some(k), true) = (tv.konst, tv.ty.is_scalar()) {
+            if let Some(c) = consteval::unary(op, k, s) {
+                return self.konst(c, s, span);
+            }
+        }
+        let ty = tv.ty.clone();
+        self.emit(Op::Unary(op, tv.id), ty, span)
+    }
+
+    /// Binary operators, with Triton-like promotion and numpy-like broadcasting.
+    pub fn binary(&mut self, op: BinOp, a: Val, b: Val, span: Span, sa: Span, sb: Span) -> R<Val> {
+        if matches!(a, Val::Unit) {
+            return self.no_value(sa);
+        }
+        if matches!(b, Val::Unit) {
+            return self.no_value(sb);
+        }
+        // Two literals: compile-time arithmetic on untyped values.
+        if !matches!(a, Val::Typed(_)) && !matches!(b, Val::Typed(_)) {
+            return self.literal_binary(op, &a, &b, span);
+        }
+        let is_ptr = |v: &Val| matches!(v, Val::Typed(t) if matches!(t.ty.elem, Elem::Ptr(_)));
+        if is_ptr(&a) || is_ptr(&b) {
+            return self.pointer_binary(op, a, b, span, sa, sb);
+        }
+        let elem_of = |v: &Val, other: &Val| -> Scalar {
+            match (v, other) {
+                (Val::Typed(t), _) => t.elem().unwrap_or(Scalar::I32),
+                (lit, Val::Typed(o)) => literal_meets(
+                    matches!(lit, Val::Float(_)),
+                    o.elem().unwrap_or(Scalar::I32),
+                ),
+                _ => Scalar::I32,
+            }
+        };
+        let (ea, eb) = (elem_of(&a, &b), elem_of(&b, &a));
+        let mut elem = promote(ea, eb);
+        let kind = match op {
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
+                if elem == Scalar::I1 {
+                    elem = Scalar::I32;
+                }
+                None
+            }
+            BinOp::And | BinOp::Or => (ea != Scalar::I1 || eb != Scalar::I1)
+                .then_some("`i1` operands (compare first, e.g. `x != 0`)"),
+            BinOp::BitAnd | BinOp::BitOr | BinOp::BitXor => {
+                (!elem.is_int()).then_some("integer or `i1` operands")
+            }
+            BinOp::Shl | BinOp::Shr => {
+                (!elem.is_int() || elem == Scalar::I1).then_some("integer operands")
+            }
+            _ => None,
+        };
+        if let Some(need) = kind {
+            let (da, db) = (self.describe(&a), self.describe(&b));
+            return self.err(
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    format!("`{}` needs {need}, found `{da}` and `{db}`", op.symbol()),
+                    span,
+                )
+                .with_secondary(sa, format!("`{da}`"))
+                .with_secondary(sb, format!("`{db}`")),
+            );
+        }
+        let ta = self.materialize(&a, elem, sa)?;
+        let tb = self.materialize(&b, elem, sb)?;
+        let Some(shape) = broadcast_shapes(&ta.ty.shape, &tb.ty.shape) else {
+            return self.err(
+                Diagnostic::new(
+                    Code::ShapeMismatch,
+                    format!(
+                        "shapes {} and {} cannot be broadcast together",
+                        shape_str(&ta.ty.shape),
+                        shape_str(&tb.ty.shape)
+                    ),
+                    span,
+                )
+                .with_secondary(sa, format!("shape {}", shape_str(&ta.ty.shape)))
+                .with_secondary(sb, format!("shape {}", shape_str(&tb.ty.shape)))
+                .with_hint("trailing dimensions must be equal or 1; add axes with `x[:, None]`"),
+            );
+        };
+        let ta = self.broadcast(ta, &shape, span);
+        let tb = self.broadcast(tb, &shape, span);
+        let cmp = match op {
+            BinOp::Eq => Some(CmpOp::Eq),
+            BinOp::Ne => Some(CmpOp::Ne),
+            BinOp::Lt => Some(CmpOp::Lt),
+            BinOp::Le => Some(CmpOp::Le),
+            BinOp::Gt => Some(CmpOp::Gt),
+            BinOp::Ge => Some(CmpOp::Ge),
+            _ => None,
+        };
+        if let Some(c) = cmp {
+            if let (Some(x), Some(y)) = (ta.konst, tb.konst) {
+                return Ok(Val::Typed(self.konst(
+                    consteval::cmp(c, x, y, elem),
+                    Scalar::I1,
+                    span,
+                )));
+            }
+            let ty = Type::tile(Scalar::I1, shape);
+            return Ok(Val::Typed(self.emit(Op::Cmp(c, ta.id, tb.id), ty, span)));
+        }
+        let bop = match op {
+            BinOp::Add => BinaryOp::Add,
+            BinOp::Sub => BinaryOp::Sub,
+            BinOp::Mul => BinaryOp::Mul,
+            BinOp::Div => BinaryOp::Div,
+            BinOp::Rem => BinaryOp::Rem,
+            BinOp::And | BinOp::BitAnd => BinaryOp::And,
+            BinOp::Or | BinOp::BitOr => BinaryOp::Or,
+            BinOp::BitXor => BinaryOp::Xor,
+            BinOp::Shl => BinaryOp::Shl,
+            _ => BinaryOp::Shr,
+        };
+        self.binary_op(bop, ta, tb, span).map(Val::Typed)
+    }
+
+    /// Emit a binary TIR op on same-typed operands (folding compile-time scalars).
+    pub fn binary_op(&mut self, op: BinaryOp, a: TV, b: TV, span: Span) -> R<TV> {
+        let s = a.elem().unwrap_or(Scalar::I32);
+        if let (Some(x), Some(y)) = (a.konst, b.konst) {
+            match consteval::binary(op, x, y, s) {
+                Some(c) => return Ok(self.konst(c, s, span)),
+                None if s.is_int() && matches!(op, BinaryOp::Div | BinaryOp::Rem) => {
+                    return self.err(
+                        Diagnostic::new(
+                            Code::ConstEval,
+                            "division by zero in a compile-time expression",
+                            span,
+                        )
+                        .with_label("divides by zero"),
+                    );
+                }
+                None => {}
+            }
+        }
+        let ty = a.ty.clone();
+        Ok(self.emit(Op::Binary(op, a.id, b.id), ty, span))
+    }
+
+    pub(super) fn literal_binary(&mut self, op: BinOp, a: &Val, b: &Val, span: Span) -> R<Val> {
+        let ce = |cx: &mut Self, what: &str| -> R<Val> {
+            cx.err(
+                Diagnostic::new(
+                    Code::ConstEval,
+                    format!("{what} in a compile-time expression"),
+                    span,
+                )
+                .with_label("here"),
+            )
+        };
+        if let (Val::Int(x), Val::Int(y)) = (a, b) {
+            let (x, y) = (*x, *y);
+            let r = match op {
+                BinOp::Add => x.checked_add(y),
+                BinOp::Sub => x.checked_sub(y),
+                BinOp::Mul => x.checked_mul(y),
+                BinOp::Div | BinOp::Rem if y == 0 => return ce(self, "division by zero"),
+                BinOp::Div => x.checked_div(y),
+                BinOp::Rem => x.checked_rem(y),
+                BinOp::BitAnd => Some(x & y),
+                BinOp::BitOr => Some(x | y),
+                BinOp::BitXor => Some(x ^ y),
+                BinOp::Shl => u32::try_from(y).ok().and_then(|y| x.checked_shl(y)),
+                BinOp::Shr => u32::try_from(y).ok().and_then(|y| x.checked_shr(y)),
+                BinOp::And | BinOp::Or => {
+                    return self.err(
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            format!(
+                                "`{}` needs `i1` operands, found integer literals",
+                                op.symbol()
+                            ),
+                            span,
+                        )
+                        .with_hint("use `true`/`false` or a comparison"),
+                    )
+                }
+                _ => {
+                    let c = cmp_of(op);
+                    return Ok(Val::Typed(self.konst(
+                        consteval::cmp(c, Const::Int(x), Const::Int(y), Scalar::I64),
+                        Scalar::I1,
+                        span,
+                    )));
+                }
+            };
+            return match r {
+                Some(v) => Ok(Val::Int(v)),
+                None => ce(self, "integer overflow"),
+            };
+        }
+        let f = |v: &Val| match v {
+            Val::Int(i) => *i as f64,
+            Val::Float(f) => *f,
+            _ => 0.0,
+        };
+        let (x, y) = (f(a), f(b));
+        let r = match op {
+            BinOp::Add => x + y,
+            BinOp::Sub => x - y,
+            BinOp::Mul => x * y,
+            BinOp::Div => x / y,
+            BinOp::Rem => x % y,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                let c = cmp_of(op);
+                return Ok(Val::Typed(self.konst(
+                    consteval::cmp(c, Const::Float(x), Const::Float(y), Scalar::F32),
+                    Scalar::I1,
+                    span,
+                )));
+            }
+            _ => {
+                return self.err(
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        format!(
+                            "`{}` needs integer operands, found a float literal",
+                            op.symbol()
+                        ),
+                        span,
+                    )
+                    .with_label("float operand"),
+                )
+            }
+        };
+        Ok(Val::Float(r))
+    }
+
+    /// `ptr + int`, `int + ptr`, `ptr - int`: elementwise pointer offsets.
+    pub(super) fn pointer_binary(
+        &mut self,
+        op: BinOp,
+        a: Val,
+        b: Val,
+        span: Span,
+        sa: Span,
+        sb: Span,
+    ) -> R<Val> {
+        let is_ptr = |v: &Val| matches!(v, Val::Typed(t) if matches!(t.ty.elem, Elem::Ptr(_)));
+        let bad = |cx: &mut Self, msg: String| -> R<Val> {
+            cx.err(
+                Diagnostic::new(Code::BadPointerArith, msg, span)
+                    .with_label("pointer operation")
+                    .with_hint("pointers only take integer offsets: `p + offs` or `p - offs`"),
+            )
+        };
+        let (p, off, soff) = match (is_ptr(&a), is_ptr(&b), op) {
+            (true, true, _) => {
+                return bad(
+                    self,
+                    format!("cannot apply `{}` to two pointers", op.symbol()),
+                )
+            }
+            (true, false, BinOp::Add | BinOp::Sub) => (a, b, sb),
+            (false, true, BinOp::Add) => (b, a, sa),
+            _ => return bad(self, format!("cannot apply `{}` to a pointer", op.symbol())),
+        };
+        let Val::Typed(p) = p else {
+            return Err(Reported);
+        };
+        let off = match off {
+            Val::Int(i) => self.with_default_type(Val::Int(i), soff)?,
+            Val::Typed(t) if matches!(t.elem(), Some(Scalar::I32 | Scalar::I64)) => t,
+            other => {
+                let d = self.describe(&other);
+                return bad(
+                    self,
+                    format!("pointer offsets must be i32 or i64, found `{d}`"),
+                );
+            }
+        };
+        let off = if op == BinOp::Sub {
+            self.unary_op(UnaryOp::Neg, off, soff)
+        } else {
+            off
+        };
+        let Some(shape) = broadcast_shapes(&p.ty.shape, &off.ty.shape) else {
+            return self.err(
+                Diagnostic::new(
+                    Code::ShapeMismatch,
+                    format!(
+                        "pointer shape {} and offset shape {} cannot be broadcast together",
+                        shape_str(&p.ty.shape),
+                        shape_str(&off.ty.shape)
+                    ),
+                    span,
+                )
+                .with_hint("add axes with `x[:, None]` / `x[None, :]`"),
+            );
+        };
+        let p = self.broadcast(p, &shape, span);
+        let off = self.broadcast(off, &shape, span);
+        let ty = p.ty.clone();
+        Ok(Val::Typed(self.emit(
+            Op::AddPtr {
+                ptr: p.id,
+                offset: off.id,
+            },
+            ty,
+            span,
+        )))
+    }
+}
+
+fn cmp_of(op: BinOp) -> CmpOp {
+    match op {
+        BinOp::Eq => CmpOp::Eq,
+        BinOp::Ne => CmpOp::Ne,
+        BinOp::Lt => CmpOp::Lt,
+        BinOp::Le => CmpOp::Le,
+        BinOp::Gt => CmpOp::Gt,
+        _ => CmpOp::Ge,
+    }
+}
