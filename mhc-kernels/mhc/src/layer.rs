@@ -7,8 +7,9 @@
 //! only [`Saved`] (the per-token coefficients) for its backward.
 
 use crate::kernels::{KernelError, KernelSet};
+use crate::launch::mhc as k;
 use std::sync::Arc;
-use tile_runtime::{Arg, Buffer, Device, Scalar};
+use tile_runtime::{Buffer, Device, Scalar};
 
 /// The residual mixing of a site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,17 +298,16 @@ impl Layer {
         let hilo = self
             .device()
             .alloc_output(Scalar::BF16, 2 * cfg.proj_cols() * rp as usize)?;
-        self.kernels.launch(
-            "mhc_proj_split",
-            &[("RP", rp), ("BK", 64)],
+        self.kernels.mhc_proj_split(
+            k::MhcProjSplitMeta { RP: rp, BK: 64 },
             4,
             grid1(cdiv(cfg.proj_cols(), 64)),
-            &[
-                Arg::Buffer(&p.proj),
-                Arg::Buffer(&hilo),
-                Arg::I32(cfg.proj_cols() as i32),
-                Arg::I32(cfg.proj_rows() as i32),
-            ],
+            k::MhcProjSplit {
+                phi: &p.proj,
+                hilo: &hilo,
+                K: cfg.proj_cols() as i32,
+                R: cfg.proj_rows() as i32,
+            },
         )?;
         // The largest token block that still gives two programs per SM (a
         // smaller block re-reads φ more often, from L2).
@@ -316,20 +316,23 @@ impl Layer {
             .into_iter()
             .find(|&b| cdiv(rows, b) >= target)
             .unwrap_or(16);
-        self.kernels.launch(
-            "mhc_proj",
-            &[("RP", rp), ("BT", bt as i64), ("BK", 64)],
+        self.kernels.mhc_proj(
+            k::MhcProjMeta {
+                RP: rp,
+                BT: bt as i64,
+                BK: 64,
+            },
             4,
             grid1(cdiv(rows, bt)),
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(&hilo),
-                Arg::Buffer(&saved.z),
-                Arg::Buffer(&saved.r),
-                Arg::I32(rows as i32),
-                Arg::I32(cfg.proj_cols() as i32),
-                Arg::I32(cfg.proj_rows() as i32),
-            ],
+            k::MhcProj {
+                x,
+                hilo: &hilo,
+                z: &saved.z,
+                r: &saved.r,
+                rows: rows as i32,
+                K: cfg.proj_cols() as i32,
+                R: cfg.proj_rows() as i32,
+            },
         )?;
         Ok(())
     }
@@ -340,32 +343,33 @@ impl Layer {
         self.check("alpha", &p.alpha, Scalar::F32, 3)?;
         self.check("b", &p.b, Scalar::F32, cfg.coeffs())?;
         match cfg.mixing {
-            Mixing::Mhc => self.kernels.launch(
-                "mhc_coeffs",
-                &[("N", self.n()), ("ITERS", cfg.iters as i64)],
+            Mixing::Mhc => self.kernels.mhc_coeffs(
+                k::MhcCoeffsMeta {
+                    N: self.n(),
+                    ITERS: cfg.iters as i64,
+                },
                 1,
                 grid1(t),
-                &[
-                    Arg::Buffer(&saved.z),
-                    Arg::Buffer(&saved.r),
-                    Arg::Buffer(&p.alpha),
-                    Arg::Buffer(&p.b),
-                    Arg::Buffer(&saved.h),
-                    Arg::F32(cfg.eps),
-                ],
+                k::MhcCoeffs {
+                    z: &saved.z,
+                    r: &saved.r,
+                    alpha: &p.alpha,
+                    b: &p.b,
+                    h: &saved.h,
+                    eps: cfg.eps,
+                },
             )?,
-            Mixing::Hc => self.kernels.launch(
-                "hc_coeffs",
-                &[("N", self.n())],
+            Mixing::Hc => self.kernels.hc_coeffs(
+                k::HcCoeffsMeta { N: self.n() },
                 1,
                 grid1(t),
-                &[
-                    Arg::Buffer(&saved.z),
-                    Arg::Buffer(&saved.r),
-                    Arg::Buffer(&p.alpha),
-                    Arg::Buffer(&p.b),
-                    Arg::Buffer(&saved.h),
-                ],
+                k::HcCoeffs {
+                    z: &saved.z,
+                    r: &saved.r,
+                    alpha: &p.alpha,
+                    b: &p.b,
+                    h: &saved.h,
+                },
             )?,
         }
         Ok(())
@@ -377,18 +381,20 @@ impl Layer {
 
     /// `h_in = H_pre · x` with coefficients `h`.
     pub fn apply_pre(&self, x: &Buffer, h: &Buffer, h_in: &mut Buffer, t: usize) -> Result<()> {
-        self.kernels.launch(
-            "mhc_pre_apply",
-            &[("N", self.n()), ("BC", APPLY_BC as i64)],
+        self.kernels.mhc_pre_apply(
+            k::MhcPreApplyMeta {
+                N: self.n(),
+                BC: APPLY_BC as i64,
+            },
             // 8 warps: 87% → 99.6% of copy bandwidth at T = 65536, C = 4096 (H200).
             8,
             self.apply_grid(t),
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(h),
-                Arg::Buffer(h_in),
-                Arg::I32(self.cfg.c as i32),
-            ],
+            k::MhcPreApply {
+                x,
+                h,
+                hin: h_in,
+                C: self.cfg.c as i32,
+            },
         )?;
         Ok(())
     }
@@ -407,18 +413,20 @@ impl Layer {
         self.check_streams("x", x, t)?;
         self.check_rows("y", y, t)?;
         self.check_streams("x_out", out, t)?;
-        self.kernels.launch(
-            "mhc_post",
-            &[("N", self.n()), ("BC", APPLY_BC as i64)],
+        self.kernels.mhc_post(
+            k::MhcPostMeta {
+                N: self.n(),
+                BC: APPLY_BC as i64,
+            },
             4,
             self.apply_grid(t),
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(y),
-                Arg::Buffer(&saved.h),
-                Arg::Buffer(out),
-                Arg::I32(self.cfg.c as i32),
-            ],
+            k::MhcPost {
+                x,
+                y,
+                h: &saved.h,
+                xo: out,
+                C: self.cfg.c as i32,
+            },
         )?;
         Ok(())
     }
@@ -460,21 +468,23 @@ impl Layer {
         self.check_streams("g_x", g_x, t)?;
         self.check_rows("dy", dy, t)?;
         self.check("dh", dh, Scalar::F32, t * self.cfg.coeffs())?;
-        self.kernels.launch(
-            "mhc_post_bwd",
-            &[("N", self.n()), ("BC", APPLY_BC as i64)],
+        self.kernels.mhc_post_bwd(
+            k::MhcPostBwdMeta {
+                N: self.n(),
+                BC: APPLY_BC as i64,
+            },
             4,
             grid1(t),
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(y),
-                Arg::Buffer(&saved.h),
-                Arg::Buffer(g_out),
-                Arg::Buffer(g_x),
-                Arg::Buffer(dy),
-                Arg::Buffer(dh),
-                Arg::I32(self.cfg.c as i32),
-            ],
+            k::MhcPostBwd {
+                x,
+                y,
+                h: &saved.h,
+                g: g_out,
+                gx: g_x,
+                dy,
+                dh,
+                C: self.cfg.c as i32,
+            },
         )?;
         Ok(())
     }
@@ -516,21 +526,23 @@ impl Layer {
         self.check_rows("g_h", g_h, t)?;
         self.check_streams("g_x", g_x, t)?;
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
-        self.kernels.launch(
-            "mhc_pre_bwd",
+        self.kernels.mhc_pre_bwd(
             // 512-column steps: half the registers of 1024 (96 vs 154 a
             // thread), 45% → 65% of copy bandwidth at T = 65536, C = 4096.
-            &[("N", self.n()), ("BC", 512)],
+            k::MhcPreBwdMeta {
+                N: self.n(),
+                BC: 512,
+            },
             4,
             grid1(t),
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(&saved.h),
-                Arg::Buffer(g_h),
-                Arg::Buffer(g_x),
-                Arg::Buffer(dh),
-                Arg::I32(cfg.c as i32),
-            ],
+            k::MhcPreBwd {
+                x,
+                h: &saved.h,
+                gh: g_h,
+                gx: g_x,
+                dh,
+                C: cfg.c as i32,
+            },
         )?;
         Ok(())
     }
@@ -570,45 +582,43 @@ impl Layer {
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
         self.check("dalpha", &g.dalpha, Scalar::F32, t * 3)?;
         match &g.dm {
-            Some(dm) => self.kernels.launch(
-                "mhc_coeffs_bwd",
-                &[
-                    ("N", self.n()),
-                    ("ITERS", cfg.iters as i64),
-                    ("HIST", hist_slots(cfg.iters)),
-                ],
+            Some(dm) => self.kernels.mhc_coeffs_bwd(
+                k::MhcCoeffsBwdMeta {
+                    N: self.n(),
+                    ITERS: cfg.iters as i64,
+                    HIST: hist_slots(cfg.iters),
+                },
                 1,
                 grid1(t),
-                &[
-                    Arg::Buffer(&saved.z),
-                    Arg::Buffer(&saved.r),
-                    Arg::Buffer(&p.alpha),
-                    Arg::Buffer(&p.b),
-                    Arg::Buffer(&saved.h),
-                    Arg::Buffer(dh),
-                    Arg::Buffer(dm),
-                    Arg::Buffer(&g.dz),
-                    Arg::Buffer(&g.q),
-                    Arg::Buffer(&g.dalpha),
-                    Arg::I32(cfg.proj_cols() as i32),
-                    Arg::F32(cfg.eps),
-                ],
+                k::MhcCoeffsBwd {
+                    z: &saved.z,
+                    r: &saved.r,
+                    alpha: &p.alpha,
+                    b: &p.b,
+                    h: &saved.h,
+                    dh,
+                    dm,
+                    dz: &g.dz,
+                    q: &g.q,
+                    dalpha: &g.dalpha,
+                    K: cfg.proj_cols() as i32,
+                    eps: cfg.eps,
+                },
             )?,
-            None => self.kernels.launch(
-                "hc_coeffs_bwd",
-                &[("N", self.n())],
+            None => self.kernels.hc_coeffs_bwd(
+                k::HcCoeffsBwdMeta { N: self.n() },
                 1,
                 grid1(t),
-                &[
-                    Arg::Buffer(&saved.z),
-                    Arg::Buffer(&saved.r),
-                    Arg::Buffer(&p.alpha),
-                    Arg::Buffer(dh),
-                    Arg::Buffer(&g.dz),
-                    Arg::Buffer(&g.q),
-                    Arg::Buffer(&g.dalpha),
-                    Arg::I32(cfg.c as i32),
-                ],
+                k::HcCoeffsBwd {
+                    z: &saved.z,
+                    r: &saved.r,
+                    alpha: &p.alpha,
+                    dh,
+                    dz: &g.dz,
+                    q: &g.q,
+                    dalpha: &g.dalpha,
+                    C: cfg.c as i32,
+                },
             )?,
         }
         Ok(())
@@ -663,52 +673,58 @@ impl Layer {
         let dzt = self
             .device()
             .alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
-        self.kernels.launch(
-            "mhc_proj_bwd_split",
-            &[("RP", rp), ("BT", 64)],
+        self.kernels.mhc_proj_bwd_split(
+            k::MhcProjBwdSplitMeta { RP: rp, BT: 64 },
             4,
             grid1(cdiv(rows, 64)),
-            &[
-                Arg::Buffer(&g.dz),
-                Arg::Buffer(&dzt),
-                Arg::I32(rows as i32),
-                Arg::I32(pr as i32),
-            ],
+            k::MhcProjBwdSplit {
+                dz: &g.dz,
+                dzt: &dzt,
+                rows: rows as i32,
+                R: pr as i32,
+            },
         )?;
         const DX_ROWS: usize = 256;
         // 32-row steps on 8 warps: 1.22× faster than 64 rows on 4, which
         // needed 255 registers a thread (H200, T = 65536, C = 4096).
-        self.kernels.launch(
-            "mhc_proj_bwd_dx",
-            &[("RP", rp), ("BT", 32), ("BK", 64), ("RB", DX_ROWS as i64)],
+        self.kernels.mhc_proj_bwd_dx(
+            k::MhcProjBwdDxMeta {
+                RP: rp,
+                BT: 32,
+                BK: 64,
+                RB: DX_ROWS as i64,
+            },
             8,
             [cdiv(rows, DX_ROWS) as u32, cdiv(pc, 64) as u32, 1],
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(&p.proj),
-                Arg::Buffer(&g.dz),
-                Arg::Buffer(&g.q),
-                Arg::Buffer(g_x),
-                Arg::I32(rows as i32),
-                Arg::I32(pc as i32),
-                Arg::I32(pr as i32),
-            ],
+            k::MhcProjBwdDx {
+                x,
+                phi: &p.proj,
+                dz: &g.dz,
+                q: &g.q,
+                gx: g_x,
+                rows: rows as i32,
+                K: pc as i32,
+                R: pr as i32,
+            },
         )?;
         let bk = 64;
-        self.kernels.launch(
-            "mhc_proj_bwd_dphi",
-            &[("RP", rp), ("BT", 64), ("BK", bk as i64)],
+        self.kernels.mhc_proj_bwd_dphi(
+            k::MhcProjBwdDphiMeta {
+                RP: rp,
+                BT: 64,
+                BK: bk as i64,
+            },
             4,
             [programs as u32, cdiv(pc, bk) as u32, 1],
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(&dzt),
-                Arg::Buffer(&part.0),
-                Arg::I32(rows as i32),
-                Arg::I32(pc as i32),
-                Arg::I32(pr as i32),
-                Arg::I32(group as i32),
-            ],
+            k::MhcProjBwdDphi {
+                x,
+                dzt: &dzt,
+                part: &part.0,
+                rows: rows as i32,
+                K: pc as i32,
+                R: pr as i32,
+                group: group as i32,
+            },
         )?;
         Ok(())
     }
@@ -745,19 +761,21 @@ impl Layer {
     pub fn sum_rows(&self, src: &Buffer, p: usize, l: usize, dst: &mut Buffer) -> Result<()> {
         const BL: usize = 256;
         let launch = |src: &Buffer, dst: &Buffer, p: usize, splits: usize, accumulate: bool| {
-            self.kernels.launch(
-                "mhc_sum_rows",
-                &[("BL", BL as i64), ("BP", 8)],
+            self.kernels.mhc_sum_rows(
+                k::MhcSumRowsMeta {
+                    BL: BL as i64,
+                    BP: 8,
+                },
                 4,
                 [cdiv(l, BL) as u32, splits as u32, 1],
-                &[
-                    Arg::Buffer(src),
-                    Arg::Buffer(dst),
-                    Arg::I32(p as i32),
-                    Arg::I32(l as i32),
-                    Arg::I32(cdiv(p, splits) as i32),
-                    Arg::I32(accumulate as i32),
-                ],
+                k::MhcSumRows {
+                    src,
+                    dst,
+                    P: p as i32,
+                    L: l as i32,
+                    rows_per_split: cdiv(p, splits) as i32,
+                    accumulate: accumulate as i32,
+                },
             )
         };
         if p > 1024 {

@@ -3,11 +3,13 @@
 //! uses it is the crate `mhc-train`.
 //!
 //! - [`kernels`]: loading pack kernels (compiled packs, or embedded sources on the CPU).
+//! - [`launch`]: typed launchers of every pack kernel, generated from the sources.
 //! - [`layer`]: one mHC or HC site (`MhcLayer`): forward, backward, recompute.
 //! - [`stack`]: a stack of sites with block recompute (bit-identical to storing).
 //! - [`reference`]: the f64 reference of a site, the oracle of the tests.
 
 pub mod kernels;
+pub mod launch;
 pub mod layer;
 pub mod reference;
 pub mod stack;

@@ -1,29 +1,25 @@
 //! Glue: elementwise arithmetic, casts, head permutes, residual streams.
 
-use super::{check, check_span, elements, int, pick, Ops, OpsError, Out, COL_BLOCKS};
-use tile_runtime::{Arg, Buffer, Scalar};
+use super::{check, check_span, elements, int, k, pick, Ops, OpsError, Out, COL_BLOCKS};
+use mhc::launch::PackKernel;
+use tile_runtime::{Buffer, Scalar};
 
 impl Ops {
-    /// Launch a flat elementwise kernel over n elements (nothing for n = 0).
-    pub(super) fn elementwise(
+    /// Launch a flat elementwise kernel over n elements (nothing for n = 0);
+    /// `build` makes its meta-parameters and arguments from its `BLOCK`.
+    pub(super) fn elementwise<K: PackKernel>(
         &self,
         op: &'static str,
-        kernel: &str,
         n: usize,
-        args: &[Arg],
+        build: impl FnOnce(i64) -> Result<(K::Meta, K), OpsError>,
     ) -> Result<(), OpsError> {
         if n == 0 {
             return Ok(());
         }
         let block = self.elementwise_block(n);
         int(op, n)?;
-        self.launch(
-            kernel,
-            &[("BLOCK", block)],
-            4,
-            [n.div_ceil(block as usize), 1, 1],
-            args,
-        )
+        let (meta, args) = build(block)?;
+        self.launch(meta, 4, [n.div_ceil(block as usize), 1, 1], args)
     }
 
     /// out = a + b over n elements.
@@ -32,17 +28,17 @@ impl Ops {
         check(OP, "a", a, Scalar::F32, &[n])?;
         check(OP, "b", b, Scalar::F32, &[n])?;
         check(OP, "out", out, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "vec_add",
-            n,
-            &[
-                Arg::Buffer(a),
-                Arg::Buffer(b),
-                Arg::Buffer(out),
-                int(OP, n)?,
-            ],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::VecAddMeta { BLOCK: block },
+                k::VecAdd {
+                    a,
+                    b,
+                    out,
+                    n: int(OP, n)?,
+                },
+            ))
+        })
     }
 
     /// y += alpha · x over n elements.
@@ -50,36 +46,49 @@ impl Ops {
         const OP: &str = "axpy";
         check(OP, "x", x, Scalar::F32, &[n])?;
         check(OP, "y", y, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "vec_axpy",
-            n,
-            &[Arg::Buffer(x), Arg::Buffer(y), int(OP, n)?, Arg::F32(alpha)],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::VecAxpyMeta { BLOCK: block },
+                k::VecAxpy {
+                    x,
+                    y,
+                    n: int(OP, n)?,
+                    alpha,
+                },
+            ))
+        })
     }
 
     /// x *= alpha over n elements.
     pub fn scale(&self, x: &mut Buffer, alpha: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "scale";
         check(OP, "x", x, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "vec_scale",
-            n,
-            &[Arg::Buffer(x), int(OP, n)?, Arg::F32(alpha)],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::VecScaleMeta { BLOCK: block },
+                k::VecScale {
+                    x,
+                    n: int(OP, n)?,
+                    alpha,
+                },
+            ))
+        })
     }
 
     /// x[0..n] = value.
     pub fn fill(&self, x: &mut Buffer, value: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "fill";
         check(OP, "x", x, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "vec_fill",
-            n,
-            &[Arg::Buffer(x), int(OP, n)?, Arg::F32(value)],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::VecFillMeta { BLOCK: block },
+                k::VecFill {
+                    x,
+                    n: int(OP, n)?,
+                    value,
+                },
+            ))
+        })
     }
 
     /// dst[dst_offset..][..n] = src[src_offset..][..n].
@@ -94,14 +103,14 @@ impl Ops {
         const OP: &str = "copy";
         check_span(OP, "src", src, src_offset, n)?;
         check_span(OP, "dst", dst, dst_offset, n)?;
-        let a = [
-            Arg::Buffer(src),
-            Arg::Buffer(dst),
-            int(OP, n)?,
-            Arg::I64(src_offset as i64),
-            Arg::I64(dst_offset as i64),
-        ];
-        self.elementwise(OP, "vec_copy", n, &a)
+        let a = k::VecCopy {
+            src,
+            dst,
+            n: int(OP, n)?,
+            src_offset: src_offset as i64,
+            dst_offset: dst_offset as i64,
+        };
+        self.elementwise(OP, n, |block| Ok((k::VecCopyMeta { BLOCK: block }, a)))
     }
 
     /// dst (bf16) = src (f32), rounded to nearest even.
@@ -109,12 +118,16 @@ impl Ops {
         const OP: &str = "cast_f32_bf16";
         check(OP, "src", src, Scalar::F32, &[n])?;
         check(OP, "dst", dst, Scalar::BF16, &[n])?;
-        self.elementwise(
-            OP,
-            "cast_f32_bf16",
-            n,
-            &[Arg::Buffer(src), Arg::Buffer(dst), int(OP, n)?],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::CastF32Bf16Meta { BLOCK: block },
+                k::CastF32Bf16 {
+                    src,
+                    dst,
+                    n: int(OP, n)?,
+                },
+            ))
+        })
     }
 
     /// dst (f32) = src (bf16), exact.
@@ -122,12 +135,16 @@ impl Ops {
         const OP: &str = "cast_bf16_f32";
         check(OP, "src", src, Scalar::BF16, &[n])?;
         check(OP, "dst", dst, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "cast_bf16_f32",
-            n,
-            &[Arg::Buffer(src), Arg::Buffer(dst), int(OP, n)?],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::CastBf16F32Meta { BLOCK: block },
+                k::CastBf16F32 {
+                    src,
+                    dst,
+                    n: int(OP, n)?,
+                },
+            ))
+        })
     }
 
     /// x[r, :] += b for x [rows, n], b [n].
@@ -145,13 +162,16 @@ impl Ops {
             return Ok(());
         }
         let block = pick(&COL_BLOCKS, n);
-        let a = [Arg::Buffer(x), Arg::Buffer(b), int(OP, n)?];
+        let a = k::AddBias {
+            x,
+            b,
+            n: int(OP, n)?,
+        };
         self.launch(
-            "add_bias",
-            &[("BLOCK", block)],
+            k::AddBiasMeta { BLOCK: block },
             4,
             [rows, n.div_ceil(block as usize), 1],
-            &a,
+            a,
         )
     }
 
@@ -223,22 +243,37 @@ impl Ops {
         }
         int(op, src_len.max(dst_len))?;
         let block = pick(&COL_BLOCKS, h * d);
-        let a = [
-            Arg::Buffer(src),
-            Arg::Buffer(dst),
+        let (tt, hh, dd, ss, slot) = (
             int(op, t)?,
             int(op, h)?,
             int(op, d)?,
             int(op, slots)?,
             int(op, slot)?,
-        ];
-        self.launch(
-            op,
-            &[("BLOCK", block)],
-            4,
-            [b * t, (h * d).div_ceil(block as usize), 1],
-            &a,
-        )
+        );
+        let grid = [b * t, (h * d).div_ceil(block as usize), 1];
+        if split {
+            let a = k::SplitHeads {
+                src,
+                dst,
+                T: tt,
+                H: hh,
+                D: dd,
+                S: ss,
+                slot,
+            };
+            self.launch(k::SplitHeadsMeta { BLOCK: block }, 4, grid, a)
+        } else {
+            let a = k::MergeHeads {
+                src,
+                dst,
+                T: tt,
+                H: hh,
+                D: dd,
+                S: ss,
+                slot,
+            };
+            self.launch(k::MergeHeadsMeta { BLOCK: block }, 4, grid, a)
+        }
     }
 
     /// xs [t, n, c] (bf16) = n copies of x [t, c] (f32), rounded to bf16.
@@ -253,7 +288,17 @@ impl Ops {
         const OP: &str = "streams_expand";
         check(OP, "x", x, Scalar::F32, &[t, c])?;
         check(OP, "xs", xs, Scalar::BF16, &[t, n, c])?;
-        self.streams(OP, t, n, c, x, xs, None)
+        self.streams(OP, t, n, c, |block| {
+            Ok((
+                k::StreamsExpandMeta { BLOCK: block },
+                k::StreamsExpand {
+                    x,
+                    xs,
+                    n: int(OP, n)?,
+                    C: int(OP, c)?,
+                },
+            ))
+        })
     }
 
     /// Backward of [`Ops::streams_expand`]: dx [t, c] (f32) (+)= Σ_i dxs[t, i, :] (bf16).
@@ -269,7 +314,18 @@ impl Ops {
         const OP: &str = "streams_expand_bwd";
         check(OP, "dxs", dxs, Scalar::BF16, &[t, n, c])?;
         check(OP, "dx", dx, Scalar::F32, &[t, c])?;
-        self.streams(OP, t, n, c, dxs, dx, Some(mode))
+        self.streams(OP, t, n, c, |block| {
+            Ok((
+                k::StreamsExpandBwdMeta { BLOCK: block },
+                k::StreamsExpandBwd {
+                    dxs,
+                    dx,
+                    n: int(OP, n)?,
+                    C: int(OP, c)?,
+                    accumulate: mode.flag(),
+                },
+            ))
+        })
     }
 
     /// x [t, c] (f32) = mean over the n streams of xs [t, n, c] (bf16).
@@ -284,7 +340,17 @@ impl Ops {
         const OP: &str = "streams_collapse";
         check(OP, "xs", xs, Scalar::BF16, &[t, n, c])?;
         check(OP, "x", x, Scalar::F32, &[t, c])?;
-        self.streams(OP, t, n, c, xs, x, None)
+        self.streams(OP, t, n, c, |block| {
+            Ok((
+                k::StreamsCollapseMeta { BLOCK: block },
+                k::StreamsCollapse {
+                    xs,
+                    x,
+                    n: int(OP, n)?,
+                    C: int(OP, c)?,
+                },
+            ))
+        })
     }
 
     /// Backward of [`Ops::streams_collapse`]: dxs[t, i, :] (bf16) (+)= dx[t, :] / n.
@@ -300,20 +366,30 @@ impl Ops {
         const OP: &str = "streams_collapse_bwd";
         check(OP, "dx", dx, Scalar::F32, &[t, c])?;
         check(OP, "dxs", dxs, Scalar::BF16, &[t, n, c])?;
-        self.streams(OP, t, n, c, dx, dxs, Some(mode))
+        self.streams(OP, t, n, c, |block| {
+            Ok((
+                k::StreamsCollapseBwdMeta { BLOCK: block },
+                k::StreamsCollapseBwd {
+                    dx,
+                    dxs,
+                    n: int(OP, n)?,
+                    C: int(OP, c)?,
+                    accumulate: mode.flag(),
+                },
+            ))
+        })
     }
 
-    /// Launch the stream kernel `op` on (src, dst, n, c[, mode]).
-    #[allow(clippy::too_many_arguments)]
-    fn streams(
+    /// Launch a stream kernel over [t, n, c] (one program per token and
+    /// column block); `build` makes its meta-parameters and arguments
+    /// (src, dst, n, c[, accumulate]) from its `BLOCK`.
+    fn streams<K: PackKernel>(
         &self,
         op: &'static str,
         t: usize,
         n: usize,
         c: usize,
-        src: &Buffer,
-        dst: &Buffer,
-        mode: Option<Out>,
+        build: impl FnOnce(i64) -> Result<(K::Meta, K), OpsError>,
     ) -> Result<(), OpsError> {
         if n == 0 {
             return Err(OpsError::Shape {
@@ -325,15 +401,8 @@ impl Ops {
             return Ok(());
         }
         int(op, t * n * c)?;
-        let mut args = vec![Arg::Buffer(src), Arg::Buffer(dst), int(op, n)?, int(op, c)?];
-        args.extend(mode.map(Out::flag));
         let block = pick(&COL_BLOCKS, c);
-        self.launch(
-            op,
-            &[("BLOCK", block)],
-            4,
-            [t, c.div_ceil(block as usize), 1],
-            &args,
-        )
+        let (meta, args) = build(block)?;
+        self.launch(meta, 4, [t, c.div_ceil(block as usize), 1], args)
     }
 }

@@ -26,9 +26,11 @@ mod glue;
 mod nn;
 
 use mhc::kernels::{KernelError, KernelSet};
+use mhc::launch::model as k;
+use mhc::launch::PackKernel;
 use std::sync::{Arc, Mutex};
 use tile_runtime::blas::{Gemm, GemmOp};
-use tile_runtime::{Arg, Buffer, Device, RuntimeError, Scalar};
+use tile_runtime::{Buffer, Device, RuntimeError, Scalar};
 
 /// Errors of the ops: bad sizes or buffers, or a failing kernel/GEMM.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +51,9 @@ pub enum Out {
 }
 
 impl Out {
-    fn flag(self) -> Arg<'static> {
-        Arg::I32((self == Out::Add) as i32)
+    /// The kernels' `accumulate` argument.
+    fn flag(self) -> i32 {
+        (self == Out::Add) as i32
     }
 }
 
@@ -133,13 +136,14 @@ impl Ops {
         Ok(self.gemm.run(op, a, b, c)?)
     }
 
-    fn launch(
+    /// Launch the kernel of `args` (a generated launcher of the `model`
+    /// pack) over `grid`, checked against the grid's limits.
+    fn launch<K: PackKernel>(
         &self,
-        name: &str,
-        meta: &[(&str, i64)],
+        meta: K::Meta,
         warps: u32,
         grid: [usize; 3],
-        args: &[Arg],
+        args: K,
     ) -> Result<(), OpsError> {
         let mut g = [0u32; 3];
         for (i, (&x, limit)) in grid
@@ -151,33 +155,32 @@ impl Ops {
                 return Err(OpsError::Shape {
                     op: "launch",
                     message: format!(
-                        "kernel `{name}`: grid {grid:?} exceeds the limit {limit} on axis {i}"
+                        "kernel `{}`: grid {grid:?} exceeds the limit {limit} on axis {i}",
+                        K::NAME
                     ),
                 });
             }
             g[i] = x as u32;
         }
-        Ok(self.kernels.launch(name, meta, warps, g, args)?)
+        Ok(self.kernels.run(meta, warps, g, args)?)
     }
 
     /// A row kernel: one program per row of `n` elements, its `BLOCK` and
-    /// warps from [`Ops::row_config`], plus `meta`; nothing for no rows (the
-    /// arguments are built only when there is something to launch).
-    fn launch_rows<'a>(
+    /// warps from [`Ops::row_config`]; nothing for no rows (`build` makes
+    /// the meta-parameters and arguments from `BLOCK`, only when there is
+    /// something to launch).
+    fn launch_rows<K: PackKernel>(
         &self,
-        name: &str,
-        meta: &[(&str, i64)],
         rows: usize,
         n: usize,
-        args: impl FnOnce() -> Result<Vec<Arg<'a>>, OpsError>,
+        build: impl FnOnce(i64) -> Result<(K::Meta, K), OpsError>,
     ) -> Result<(), OpsError> {
         if rows == 0 {
             return Ok(());
         }
         let (block, warps) = self.row_config(n);
-        let mut m = vec![("BLOCK", block)];
-        m.extend_from_slice(meta);
-        self.launch(name, &m, warps, [rows, 1, 1], &args()?)
+        let (meta, args) = build(block)?;
+        self.launch(meta, warps, [rows, 1, 1], args)
     }
 
     /// Elementwise kernels over n elements: one program per block.
@@ -218,60 +221,68 @@ impl Ops {
         const OP: &str = "col_sum";
         check(OP, "x", x, Scalar::F32, &[rows, n])?;
         check(OP, "out", out, Scalar::F32, &[n])?;
-        self.column_reduce(OP, "col_sum", &[x], rows, n, out, mode)
+        self.column_reduce(OP, rows, n, out, mode, |out, pass| {
+            self.col_sum_pass(x, out, pass)
+        })
     }
 
-    /// A column reduction over `rows` by `kernel(inputs.., out, rows, n,
-    /// rows_per_prog, accumulate)`, whose program (p, j) reduces rows
-    /// [p·rows_per_prog, (p+1)·rows_per_prog) of column block j into row p of
-    /// `out`. Long reductions take two stages (partial rows into scratch, then
-    /// `col_sum` over them): fixed order, no atomics.
-    #[allow(clippy::too_many_arguments)]
+    /// One [`ColumnPass`] of `col_sum` over `x` into `out`.
+    fn col_sum_pass(&self, x: &Buffer, out: &Buffer, pass: ColumnPass) -> Result<(), OpsError> {
+        self.launch(
+            k::ColSumMeta {
+                BR: pass.br,
+                BC: pass.bc,
+            },
+            4,
+            pass.grid,
+            k::ColSum {
+                x,
+                out,
+                rows: pass.rows,
+                n: pass.n,
+                rows_per_prog: pass.rows_per_prog,
+                accumulate: pass.accumulate,
+            },
+        )
+    }
+
+    /// A column reduction over `rows` by a kernel with the arguments
+    /// `(inputs.., out, rows, n, rows_per_prog, accumulate)` and the
+    /// meta-parameters `BR`, `BC`, which `kernel(out, pass)` launches (see
+    /// [`ColumnPass`]). Long reductions take two stages (partial rows into
+    /// scratch, then `col_sum` over them): fixed order, no atomics.
     fn column_reduce(
         &self,
         op: &'static str,
-        kernel: &str,
-        inputs: &[&Buffer],
         rows: usize,
         n: usize,
         out: &mut Buffer,
         mode: Out,
+        kernel: impl Fn(&Buffer, ColumnPass) -> Result<(), OpsError>,
     ) -> Result<(), OpsError> {
         if n == 0 {
             return Ok(());
         }
-        let run = |kernel: &str,
-                   inputs: &[&Buffer],
-                   out: &Buffer,
-                   rows: usize,
-                   rpp: usize,
-                   parts: usize,
-                   mode: Out| {
-            let mut a: Vec<Arg> = inputs.iter().map(|b| Arg::Buffer(b)).collect();
-            a.extend([
-                Arg::Buffer(out),
-                int(op, rows)?,
-                int(op, n)?,
-                int(op, rpp.max(1))?,
-                mode.flag(),
-            ]);
-            self.launch(
-                kernel,
-                &col_meta(n),
-                4,
-                [parts, n.div_ceil(col_bc(n)), 1],
-                &a,
-            )
+        let pass = |rows: usize, rpp: usize, parts: usize, mode: Out| {
+            Ok::<_, OpsError>(ColumnPass {
+                rows: int(op, rows)?,
+                n: int(op, n)?,
+                rows_per_prog: int(op, rpp.max(1))?,
+                accumulate: mode.flag(),
+                br: 16,
+                bc: col_bc(n) as i64,
+                grid: [parts, n.div_ceil(col_bc(n)), 1],
+            })
         };
         // About 128 partial rows of at least 64 rows each: enough programs for a GPU.
         let rpp = rows.div_ceil(128).max(64);
         let parts = rows.div_ceil(rpp);
         if parts <= 1 {
-            return run(kernel, inputs, out, rows, rows, 1, mode);
+            return kernel(&*out, pass(rows, rows, 1, mode)?);
         }
         self.with_scratch(parts * n, |part| {
-            run(kernel, inputs, part, rows, rpp, parts, Out::Write)?;
-            run("col_sum", &[part], out, parts, parts, 1, mode)
+            kernel(&*part, pass(rows, rpp, parts, Out::Write)?)?;
+            self.col_sum_pass(part, out, pass(parts, parts, 1, mode)?)
         })
     }
 
@@ -328,21 +339,23 @@ impl Ops {
                    scale: f32,
                    mode: Out| {
             let block = if per <= 4096 { 256 } else { 1024 };
-            let a = [
-                Arg::Buffer(x),
-                Arg::Buffer(out),
-                int(op, n)?,
-                int(op, per.max(1))?,
-                int(op, idx)?,
-                Arg::F32(scale),
-                mode.flag(),
-            ];
+            let a = k::ReduceSum {
+                x,
+                out,
+                n: int(op, n)?,
+                per_prog: int(op, per.max(1))?,
+                out_offset: int(op, idx)?,
+                scale,
+                accumulate: mode.flag(),
+            };
             self.launch(
-                "reduce_sum",
-                &[("BLOCK", block), ("SQUARE", sq)],
+                k::ReduceSumMeta {
+                    BLOCK: block,
+                    SQUARE: sq,
+                },
                 4,
                 [parts, 1, 1],
-                &a,
+                a,
             )
         };
         // Up to 256 partial sums of at least 8192 elements each.
@@ -367,13 +380,23 @@ fn col_bc(n: usize) -> usize {
     }
 }
 
-fn col_meta(n: usize) -> [(&'static str, i64); 2] {
-    [("BR", 16), ("BC", col_bc(n) as i64)]
+/// One pass of [`Ops::column_reduce`]: program (p, j) reduces rows
+/// [p·rows_per_prog, (p+1)·rows_per_prog) of column block j into row p of
+/// the output. The kernel's arguments after `out` and its `BR`, `BC`.
+#[derive(Clone, Copy, Debug)]
+struct ColumnPass {
+    rows: i32,
+    n: i32,
+    rows_per_prog: i32,
+    accumulate: i32,
+    br: i64,
+    bc: i64,
+    grid: [usize; 3],
 }
 
 /// A size as an i32 kernel argument.
-fn int(op: &'static str, x: usize) -> Result<Arg<'static>, OpsError> {
-    i32::try_from(x).map(Arg::I32).map_err(|_| OpsError::Shape {
+fn int(op: &'static str, x: usize) -> Result<i32, OpsError> {
+    i32::try_from(x).map_err(|_| OpsError::Shape {
         op,
         message: format!("size {x} exceeds i32"),
     })

@@ -1,8 +1,8 @@
 //! Model layers: embedding, RMSNorm, attention, GELU, cross-entropy, AdamW.
 
-use super::{check, elements, int, pick, AdamW, Ops, OpsError, Out, COL_BLOCKS};
+use super::{check, elements, int, k, pick, AdamW, Ops, OpsError, Out, COL_BLOCKS};
 use tile_runtime::blas::GemmOp;
-use tile_runtime::{Arg, Buffer, Scalar};
+use tile_runtime::{Buffer, Scalar};
 
 impl Ops {
     /// out[r, :] = wte[tokens[r], :] (+ wpe[r % t, :] with `wpe`) for `rows`
@@ -37,23 +37,25 @@ impl Ops {
             return Ok(());
         }
         let block = pick(&COL_BLOCKS, c);
-        let a = [
-            Arg::Buffer(tokens),
-            Arg::Buffer(wte),
-            Arg::Buffer(wpe.unwrap_or(wte)),
-            Arg::Buffer(out),
-            int(OP, vocab)?,
-            int(OP, t.max(1))?,
-            int(OP, c)?,
-            Arg::F32(f32::NAN),
-        ];
+        let a = k::EmbedFwd {
+            tokens,
+            wte,
+            wpe: wpe.unwrap_or(wte),
+            out,
+            V: int(OP, vocab)?,
+            T: int(OP, t.max(1))?,
+            C: int(OP, c)?,
+            nan: f32::NAN,
+        };
         let pos = wpe.is_some() as i64;
         self.launch(
-            "embed_fwd",
-            &[("BLOCK", block), ("POS", pos)],
+            k::EmbedFwdMeta {
+                BLOCK: block,
+                POS: pos,
+            },
             4,
             [rows, c.div_ceil(block as usize), 1],
-            &a,
+            a,
         )
     }
 
@@ -79,20 +81,19 @@ impl Ops {
             return Ok(());
         }
         let bc = if c <= 32 { 32 } else { 128 };
-        let a = [
-            Arg::Buffer(tokens),
-            Arg::Buffer(dout),
-            Arg::Buffer(dwte),
-            int(OP, rows)?,
-            int(OP, c)?,
-            mode.flag(),
-        ];
+        let a = k::EmbedBwd {
+            tokens,
+            dout,
+            dwte,
+            rows: int(OP, rows)?,
+            C: int(OP, c)?,
+            accumulate: mode.flag(),
+        };
         self.launch(
-            "embed_bwd",
-            &[("BR", 32), ("BC", bc)],
+            k::EmbedBwdMeta { BR: 32, BC: bc },
             4,
             [vocab, c.div_ceil(bc as usize), 1],
-            &a,
+            a,
         )
     }
 
@@ -140,15 +141,18 @@ impl Ops {
         check(OP, "w", w, Scalar::F32, &[n])?;
         check(OP, "y", y, Scalar::F32, &[rows, n])?;
         check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
-        self.launch_rows("rmsnorm_fwd", &[], rows, n, || {
-            Ok(vec![
-                Arg::Buffer(x),
-                Arg::Buffer(w),
-                Arg::Buffer(y),
-                Arg::Buffer(rstd),
-                int(OP, n)?,
-                Arg::F32(eps),
-            ])
+        self.launch_rows(rows, n, |block| {
+            Ok((
+                k::RmsnormFwdMeta { BLOCK: block },
+                k::RmsnormFwd {
+                    x,
+                    w,
+                    y,
+                    rstd,
+                    n: int(OP, n)?,
+                    eps,
+                },
+            ))
         })
     }
 
@@ -175,18 +179,40 @@ impl Ops {
         check(OP, "dy", dy, Scalar::F32, &[rows, n])?;
         check(OP, "dx", dx, Scalar::F32, &[rows, n])?;
         check(OP, "dw", dw, Scalar::F32, &[n])?;
-        self.launch_rows("rmsnorm_bwd", &[], rows, n, || {
-            Ok(vec![
-                Arg::Buffer(x),
-                Arg::Buffer(w),
-                Arg::Buffer(dy),
-                Arg::Buffer(rstd),
-                Arg::Buffer(dx),
-                int(OP, n)?,
-                dx_mode.flag(),
-            ])
+        self.launch_rows(rows, n, |block| {
+            Ok((
+                k::RmsnormBwdMeta { BLOCK: block },
+                k::RmsnormBwd {
+                    x,
+                    w,
+                    dy,
+                    rstd,
+                    dx,
+                    n: int(OP, n)?,
+                    accumulate: dx_mode.flag(),
+                },
+            ))
         })?;
-        self.column_reduce(OP, "rmsnorm_dw", &[x, dy, rstd], rows, n, dw, dw_mode)
+        self.column_reduce(OP, rows, n, dw, dw_mode, |out, pass| {
+            self.launch(
+                k::RmsnormDwMeta {
+                    BR: pass.br,
+                    BC: pass.bc,
+                },
+                4,
+                pass.grid,
+                k::RmsnormDw {
+                    x,
+                    dy,
+                    rstd,
+                    out,
+                    rows: pass.rows,
+                    n: pass.n,
+                    rows_per_prog: pass.rows_per_prog,
+                    accumulate: pass.accumulate,
+                },
+            )
+        })
     }
 
     /// Causal softmax of attention scores S [bh, t, t] (row r is query
@@ -217,13 +243,16 @@ impl Ops {
         t: usize,
         scale: f32,
     ) -> Result<(), OpsError> {
-        self.launch_rows("attn_softmax_fwd", &[], bh * t, t, || {
-            Ok(vec![
-                Arg::Buffer(s),
-                Arg::Buffer(p),
-                int("attn_softmax_fwd", t)?,
-                Arg::F32(scale),
-            ])
+        self.launch_rows(bh * t, t, |block| {
+            Ok((
+                k::AttnSoftmaxFwdMeta { BLOCK: block },
+                k::AttnSoftmaxFwd {
+                    s,
+                    p,
+                    T: int("attn_softmax_fwd", t)?,
+                    scale,
+                },
+            ))
         })
     }
 
@@ -255,14 +284,17 @@ impl Ops {
         t: usize,
         scale: f32,
     ) -> Result<(), OpsError> {
-        self.launch_rows("attn_softmax_bwd", &[], bh * t, t, || {
-            Ok(vec![
-                Arg::Buffer(p),
-                Arg::Buffer(dp),
-                Arg::Buffer(ds),
-                int("attn_softmax_bwd", t)?,
-                Arg::F32(scale),
-            ])
+        self.launch_rows(bh * t, t, |block| {
+            Ok((
+                k::AttnSoftmaxBwdMeta { BLOCK: block },
+                k::AttnSoftmaxBwd {
+                    p,
+                    dp,
+                    ds,
+                    T: int("attn_softmax_bwd", t)?,
+                    scale,
+                },
+            ))
         })
     }
 
@@ -345,12 +377,16 @@ impl Ops {
         const OP: &str = "gelu_fwd";
         check(OP, "x", x, Scalar::F32, &[n])?;
         check(OP, "y", y, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "gelu_fwd",
-            n,
-            &[Arg::Buffer(x), Arg::Buffer(y), int(OP, n)?],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::GeluFwdMeta { BLOCK: block },
+                k::GeluFwd {
+                    x,
+                    y,
+                    n: int(OP, n)?,
+                },
+            ))
+        })
     }
 
     /// dx = GELU'(x) · dy, recomputed from x.
@@ -365,17 +401,17 @@ impl Ops {
         check(OP, "x", x, Scalar::F32, &[n])?;
         check(OP, "dy", dy, Scalar::F32, &[n])?;
         check(OP, "dx", dx, Scalar::F32, &[n])?;
-        self.elementwise(
-            OP,
-            "gelu_bwd",
-            n,
-            &[
-                Arg::Buffer(x),
-                Arg::Buffer(dy),
-                Arg::Buffer(dx),
-                int(OP, n)?,
-            ],
-        )
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::GeluBwdMeta { BLOCK: block },
+                k::GeluBwd {
+                    x,
+                    dy,
+                    dx,
+                    n: int(OP, n)?,
+                },
+            ))
+        })
     }
 
     /// Cross-entropy of logits [rows, vocab] against i32 targets: loss[r] =
@@ -407,16 +443,22 @@ impl Ops {
             // GRAD = 0 never stores through it.
             None => logits,
         };
-        self.launch_rows("cross_entropy", &[("GRAD", grad)], rows, vocab, || {
-            Ok(vec![
-                Arg::Buffer(logits),
-                Arg::Buffer(targets),
-                Arg::Buffer(loss),
-                Arg::Buffer(d),
-                int(OP, vocab)?,
-                Arg::F32(grad_scale),
-                Arg::F32(f32::NAN),
-            ])
+        self.launch_rows(rows, vocab, |block| {
+            Ok((
+                k::CrossEntropyMeta {
+                    BLOCK: block,
+                    GRAD: grad,
+                },
+                k::CrossEntropy {
+                    logits,
+                    targets,
+                    loss,
+                    dlogits: d,
+                    V: int(OP, vocab)?,
+                    grad_scale,
+                    nan: f32::NAN,
+                },
+            ))
         })
     }
 
@@ -447,21 +489,21 @@ impl Ops {
         let exp = step.min(i32::MAX as u64) as i32;
         let bc1 = (1.0 - (hp.beta1 as f64).powi(exp)) as f32;
         let bc2 = (1.0 - (hp.beta2 as f64).powi(exp)) as f32;
-        let a = [
-            Arg::Buffer(p),
-            Arg::Buffer(g),
-            Arg::Buffer(m),
-            Arg::Buffer(v),
-            int(OP, n)?,
-            Arg::F32(hp.lr),
-            Arg::F32(hp.beta1),
-            Arg::F32(hp.beta2),
-            Arg::F32(hp.eps),
-            Arg::F32(hp.weight_decay),
-            Arg::F32(bc1),
-            Arg::F32(bc2),
-            Arg::F32(grad_scale),
-        ];
-        self.elementwise(OP, "adamw", n, &a)
+        let a = k::Adamw {
+            p,
+            g,
+            m,
+            v,
+            n: int(OP, n)?,
+            lr: hp.lr,
+            beta1: hp.beta1,
+            beta2: hp.beta2,
+            eps: hp.eps,
+            wd: hp.weight_decay,
+            bc1,
+            bc2,
+            grad_scale,
+        };
+        self.elementwise(OP, n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
     }
 }
