@@ -62,15 +62,15 @@ fn softmax_ref(x: &[f32], y: &mut [f32], n: usize) {
 fn bench(c: &mut Criterion) {
     let program = parse_program(&SourceFile::new("bench.tile", SRC)).expect("bench kernels parse");
     let (rows, n, block) = (256usize, 4000usize, 4096i64);
-    let mut rng = interp::testing::rng(1);
+    let mut rng = tile_testkit::rng(1);
     let meta = [("BLOCK".to_string(), block)];
 
     // rmsnorm, bf16
     let k = program
         .specialize("rmsnorm", &meta)
         .expect("rmsnorm specializes");
-    let xv = interp::testing::random_bf16(&mut rng, rows * n, -2.0, 2.0);
-    let wv = interp::testing::random_bf16(&mut rng, n, -1.0, 1.0);
+    let xv = tile_testkit::random_bf16(&mut rng, rows * n, -2.0, 2.0);
+    let wv = tile_testkit::random_bf16(&mut rng, n, -1.0, 1.0);
     let (x, w, y) = (
         Buffer::from_bf16(&xv),
         Buffer::from_bf16(&wv),
@@ -118,7 +118,7 @@ fn bench(c: &mut Criterion) {
     let k = program
         .specialize("softmax", &meta)
         .expect("softmax specializes");
-    let xv = interp::testing::random_f32(&mut rng, rows * n, -4.0, 4.0);
+    let xv = tile_testkit::random_f32(&mut rng, rows * n, -4.0, 4.0);
     let (x, y) = (
         Buffer::from_f32(&xv),
         Buffer::zeros(tile_ir::Scalar::F32, rows * n),

@@ -51,7 +51,6 @@
 mod buffer;
 mod exec;
 mod report;
-pub mod testing;
 mod value;
 
 pub use buffer::Buffer;

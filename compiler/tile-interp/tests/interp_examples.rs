@@ -5,17 +5,12 @@
 
 use half::bf16;
 use tile_front::frontend::{parse_program, SourceFile};
-use tile_interp::testing::{assert_close, random_bf16, random_f32};
 use tile_interp::{self as interp, Arg, Buffer};
 use tile_ir::{Kernel, Scalar};
+use tile_testkit::{assert_close, random_bf16, random_f32, Tolerance};
 
 fn seed() -> u64 {
-    let s = std::env::var("TILE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("TILE_TEST_SEED={s}");
-    s
+    tile_testkit::seed("")
 }
 
 fn kernel(file: &str, name: &str, meta: &[(&str, i64)]) -> Kernel {
@@ -57,7 +52,7 @@ fn bf16_round(v: &[f64]) -> Vec<f32> {
 
 #[test]
 fn vector_add_f32_and_bf16() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 5003;
     let (a, b) = (
         random_f32(&mut rng, n, -10.0, 10.0),
@@ -113,7 +108,7 @@ fn softmax_ref(x: &[f32], n: usize) -> Vec<f64> {
 
 #[test]
 fn softmax_rows_guarded_and_bf16() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (rows, n) = (7usize, 1000usize);
     let x = random_f32(&mut rng, rows * n, -8.0, 8.0);
     let k = kernel("softmax.tile", "softmax", &[("BLOCK", 1024)]);
@@ -127,7 +122,15 @@ fn softmax_rows_guarded_and_bf16() {
     ];
     interp::run(&k, [rows as u32 + 2, 1, 1], &args).unwrap();
     let want: Vec<f32> = softmax_ref(&x, n).iter().map(|&v| v as f32).collect();
-    assert_close("softmax", &checked(&y, rows * n), &want, 1e-8, 1e-5);
+    assert_close(
+        "softmax",
+        &checked(&y, rows * n),
+        &want,
+        Tolerance {
+            abs: 1e-8,
+            rel: 1e-5,
+        },
+    );
 
     let n = 777;
     let xb = random_bf16(&mut rng, rows * n, -8.0, 8.0);
@@ -144,12 +147,20 @@ fn softmax_rows_guarded_and_bf16() {
     )
     .unwrap();
     let want = bf16_round(&softmax_ref(&f32s(&xb), n));
-    assert_close("softmax_bf16", &checked(&y, rows * n), &want, 1e-6, 8e-3);
+    assert_close(
+        "softmax_bf16",
+        &checked(&y, rows * n),
+        &want,
+        Tolerance {
+            abs: 1e-6,
+            rel: 8e-3,
+        },
+    );
 }
 
 #[test]
 fn sinkhorn_static_loop() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let batch = 6;
     let x = random_f32(&mut rng, batch * 16, -1.0, 1.0);
     let k = kernel("softmax.tile", "sinkhorn", &[]);
@@ -178,7 +189,15 @@ fn sinkhorn_static_loop() {
         }
         want.extend(p.iter().map(|&v| v as f32));
     }
-    assert_close("sinkhorn", &checked(&y, batch * 16), &want, 1e-6, 1e-5);
+    assert_close(
+        "sinkhorn",
+        &checked(&y, batch * 16),
+        &want,
+        Tolerance {
+            abs: 1e-6,
+            rel: 1e-5,
+        },
+    );
 }
 
 fn rmsnorm_ref(x: &[bf16], w: &[bf16], n: usize, eps: f64) -> Vec<f64> {
@@ -195,7 +214,7 @@ fn rmsnorm_ref(x: &[bf16], w: &[bf16], n: usize, eps: f64) -> Vec<f64> {
 
 #[test]
 fn rmsnorm_single_block_and_looped() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (rows, n, eps) = (5usize, 1000usize, 1e-5f32);
     let x = random_bf16(&mut rng, rows * n, -3.0, 3.0);
     let w = random_bf16(&mut rng, n, -1.0, 1.0);
@@ -214,13 +233,21 @@ fn rmsnorm_single_block_and_looped() {
             Arg::F32(eps),
         ];
         interp::run(&k, [rows as u32, 1, 1], &args).unwrap();
-        assert_close(name, &checked(&y, rows * n), &want, 1e-6, 8e-3);
+        assert_close(
+            name,
+            &checked(&y, rows * n),
+            &want,
+            Tolerance {
+                abs: 1e-6,
+                rel: 8e-3,
+            },
+        );
     }
 }
 
 #[test]
 fn layernorm_forward_and_backward() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (rows, n, eps) = (6usize, 1000usize, 1e-5f32);
     let x = random_f32(&mut rng, rows * n, -2.0, 3.0);
     let w = random_f32(&mut rng, n, 0.5, 1.5);
@@ -266,9 +293,33 @@ fn layernorm_forward_and_backward() {
         Arg::F32(eps),
     ];
     interp::run(&k, [rows as u32, 1, 1], &args).unwrap();
-    assert_close("layernorm y", &checked(&y, rows * n), &f(&yr), 1e-5, 1e-4);
-    assert_close("layernorm mean", &checked(&mean, rows), &f(&mu), 1e-6, 1e-5);
-    assert_close("layernorm rstd", &checked(&rstd, rows), &f(&rs), 1e-6, 1e-5);
+    assert_close(
+        "layernorm y",
+        &checked(&y, rows * n),
+        &f(&yr),
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-4,
+        },
+    );
+    assert_close(
+        "layernorm mean",
+        &checked(&mean, rows),
+        &f(&mu),
+        Tolerance {
+            abs: 1e-6,
+            rel: 1e-5,
+        },
+    );
+    assert_close(
+        "layernorm rstd",
+        &checked(&rstd, rows),
+        &f(&rs),
+        Tolerance {
+            abs: 1e-6,
+            rel: 1e-5,
+        },
+    );
 
     let k = kernel("layernorm.tile", "layernorm_bwd", &[("BLOCK", 1024)]);
     let dxb = poisoned(Scalar::F32, rows * n, 3);
@@ -289,16 +340,34 @@ fn layernorm_forward_and_backward() {
         "layernorm dx",
         &checked(&dxb, rows * n),
         &f(&dx),
-        1e-5,
-        1e-4,
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-4,
+        },
     );
-    assert_close("layernorm dw", &dwb.to_f32_vec(), &f(&dw), 1e-5, 1e-4);
-    assert_close("layernorm db", &dbb.to_f32_vec(), &f(&db), 1e-5, 1e-4);
+    assert_close(
+        "layernorm dw",
+        &dwb.to_f32_vec(),
+        &f(&dw),
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-4,
+        },
+    );
+    assert_close(
+        "layernorm db",
+        &dbb.to_f32_vec(),
+        &f(&db),
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-4,
+        },
+    );
 }
 
 #[test]
 fn matmul_bf16_ragged() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (m, n, k) = (100usize, 70usize, 90usize);
     let a = random_bf16(&mut rng, m * k, -1.0, 1.0);
     let b = random_bf16(&mut rng, k * n, -1.0, 1.0);
@@ -329,14 +398,16 @@ fn matmul_bf16_ragged() {
         "matmul",
         &checked(&c, m * n),
         &bf16_round(&want),
-        1e-2,
-        8e-3,
+        Tolerance {
+            abs: 1e-2,
+            rel: 8e-3,
+        },
     );
 }
 
 #[test]
 fn attention_causal_and_not() {
-    let mut rng = interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (seq, d, heads) = (100usize, 64usize, 2usize);
     let scale = 1.0 / (d as f32).sqrt();
     let q = random_bf16(&mut rng, heads * seq * d, -1.0, 1.0);
@@ -382,8 +453,10 @@ fn attention_causal_and_not() {
             &format!("attention causal={causal}"),
             &checked(&o, heads * seq * d),
             &bf16_round(&want),
-            1e-2,
-            2e-2,
+            Tolerance {
+                abs: 1e-2,
+                rel: 2e-2,
+            },
         );
     }
 }

@@ -6,20 +6,15 @@
 
 use half::{bf16, f16};
 use rand::Rng;
-use tile_interp::testing::{assert_bits_eq, assert_close};
 use tile_interp::{self as interp, Arg, Buffer, InterpError};
 use tile_ir::builder::Builder;
 use tile_ir::{
     self as tir, BinaryOp, CmpOp, Const, Kernel, Op, ReduceOp, Scalar, Span, Type, UnaryOp, ValueId,
 };
+use tile_testkit::{assert_bits_eq, assert_close, Tolerance};
 
 fn seed() -> u64 {
-    let s = std::env::var("TILE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("TILE_TEST_SEED={s}");
-    s
+    tile_testkit::seed("")
 }
 
 fn finish(b: Builder) -> Kernel {
@@ -157,7 +152,7 @@ const FLOAT_UNARY: &[UnaryOp] = &[
 
 #[test]
 fn float_unary_ops_all_dtypes() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 1000;
     let x = inputs(&mut rng, n);
     for &op in FLOAT_UNARY {
@@ -189,8 +184,10 @@ fn float_unary_ops_all_dtypes() {
             &format!("{op:?} f32 vs f64"),
             &y.to_f32_vec(),
             &want64,
-            1e-30,
-            1e-5,
+            Tolerance {
+                abs: 1e-30,
+                rel: 1e-5,
+            },
         );
         // bf16 / f16: computed in f32, rounded once.
         let xb: Vec<bf16> = x.iter().map(|&a| bf16::from_f32(a)).collect();
@@ -214,7 +211,7 @@ fn float_unary_ops_all_dtypes() {
 
 #[test]
 fn integer_unary_ops() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 777;
     let mut x: Vec<i32> = (0..n).map(|_| rng.random()).collect();
     x[..4].copy_from_slice(&[i32::MIN, i32::MAX, 0, -1]);
@@ -264,7 +261,7 @@ const FLOAT_BINARY: &[BinaryOp] = &[
 
 #[test]
 fn float_binary_ops_all_dtypes() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 1500;
     let x = inputs(&mut rng, n);
     let mut y: Vec<f32> = inputs(&mut rng, n);
@@ -469,7 +466,7 @@ const INT_BINARY: &[BinaryOp] = &[
 
 #[test]
 fn integer_binary_ops() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 999;
     let mut x: Vec<i32> = (0..n).map(|_| rng.random()).collect();
     let mut y: Vec<i32> = (0..n)
@@ -587,7 +584,7 @@ fn integer_division_by_zero_has_defined_results() {
 
 #[test]
 fn comparisons_and_select() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 600;
     let x = inputs(&mut rng, n);
     let mut y = inputs(&mut rng, n);
@@ -689,7 +686,7 @@ fn ref_bf16(x: f64) -> f32 {
 
 #[test]
 fn casts_between_every_pair() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let n = 700;
     let mut x = inputs(&mut rng, n);
     for v in x.iter_mut().take(200) {
@@ -939,7 +936,7 @@ fn reduce_kernel(op: ReduceOp, s: Scalar, r: u32, c: u32, axis: u32, other: f64)
 
 #[test]
 fn reductions_along_each_axis() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (r, c, rows, cols) = (16u32, 64u32, 13usize, 50usize);
     let x: Vec<f32> = (0..rows * cols)
         .map(|_| rng.random_range(-3.0f32..3.0))
@@ -1024,7 +1021,15 @@ fn reductions_along_each_axis() {
                         .map(|l| l.iter().map(|&v| v as f64).sum::<f64>() as f32)
                         .collect();
                     let tol = if s == Scalar::BF16 { 2e-2 } else { 1e-5 };
-                    assert_close("sum vs f64", &got[..n_out], &want64, 1e-4, tol);
+                    assert_close(
+                        "sum vs f64",
+                        &got[..n_out],
+                        &want64,
+                        Tolerance {
+                            abs: 1e-4,
+                            rel: tol as f64,
+                        },
+                    );
                 }
             }
         }
@@ -1146,7 +1151,7 @@ fn matmul_kernel(s: Scalar, bm: u32, bn: u32, bk: u32) -> Kernel {
 
 #[test]
 fn dot_in_a_k_loop_matches_reference() {
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (m, n, k) = (37usize, 45usize, 70usize);
     for s in [Scalar::BF16, Scalar::F16, Scalar::F32] {
         let a = Buffer::from_f32_as(
@@ -1212,8 +1217,10 @@ fn dot_in_a_k_loop_matches_reference() {
             &format!("matmul {s:?} vs f64"),
             &c.to_f32_vec(),
             &want64,
-            tol,
-            tol,
+            Tolerance {
+                abs: tol as f64,
+                rel: tol as f64,
+            },
         );
     }
 }
@@ -1331,7 +1338,7 @@ fn trans_broadcast_and_if() {
     let yp = b.add_ptr(y, ar);
     b.store(yp, flat, None);
     let k = finish(b);
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let xv: Vec<f32> = (0..128).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     for flag in [0, 5] {
         let yb = Buffer::zeros(Scalar::F32, 128);
@@ -1548,7 +1555,7 @@ fn argument_errors() {
 fn aliased_arguments_update_in_place() {
     // y = 2x with x and y the same buffer: every element doubles exactly once
     let k = copy_kernel(64, true);
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let v: Vec<f32> = (0..1001).map(|_| rng.random_range(-5.0f32..5.0)).collect();
     let buf = Buffer::from_f32(&v);
     interp::run(
@@ -1650,7 +1657,7 @@ fn atomic_add_under_parallel_programs() {
         }
     }
     // random f32 values: the total matches an f64 sum closely
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..1.0)).collect();
     let k = atomic_kernel(Scalar::F32, block);
     let acc = Buffer::zeros(Scalar::F32, 1);
@@ -1668,7 +1675,15 @@ fn atomic_add_under_parallel_programs() {
     )
     .unwrap();
     let want = v.iter().map(|&x| x as f64).sum::<f64>() as f32;
-    assert_close("atomic f32 total", &acc.to_f32_vec(), &[want], 0.0, 1e-4);
+    assert_close(
+        "atomic f32 total",
+        &acc.to_f32_vec(),
+        &[want],
+        Tolerance {
+            abs: 0.0,
+            rel: 1e-4,
+        },
+    );
 }
 
 #[test]
@@ -1775,7 +1790,7 @@ fn program_ids_over_a_3d_grid() {
 #[test]
 fn sequential_and_parallel_runs_agree() {
     let k = matmul_kernel(Scalar::BF16, 16, 16, 16);
-    let mut rng = tile_interp::testing::rng(seed());
+    let mut rng = tile_testkit::rng(seed());
     let (m, n, kk) = (50, 40, 33);
     let a = Buffer::from_f32_as(
         Scalar::BF16,

@@ -23,8 +23,8 @@ fn gpu_vector_add_f32_and_bf16_match_the_cpu() {
             let block = cfg.meta.iter().find(|(n, _)| n == "BLOCK").unwrap().1 as usize;
             let k = pack.load_kernel(&dev, name, cfg).unwrap();
             for n in SIZES {
-                let a = random_f32(n, &mut rng);
-                let b = random_f32(n, &mut rng);
+                let a = random_f32(&mut rng, n, -4.0, 4.0);
+                let b = random_f32(&mut rng, n, -4.0, 4.0);
                 let grid = [n.div_ceil(block) as u32, 1, 1];
                 let got: Vec<f32>;
                 let want: Vec<f32>;

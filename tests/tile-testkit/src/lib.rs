@@ -11,7 +11,7 @@
 //! - [`ptxas`], [`run_ptxas`]: the assembler check of generated PTX.
 
 use half::bf16;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use tile_runtime::{Buffer, Device, Pack, Scalar};
 
@@ -169,12 +169,6 @@ pub fn gpu_or_skip(test: &str) -> Option<Device> {
     }
 }
 
-pub fn random_f32(n: usize, seed_rng: &mut impl Rng) -> Vec<f32> {
-    (0..n)
-        .map(|_| seed_rng.random_range(-4.0f32..4.0))
-        .collect()
-}
-
 /// Indices where `got` and `want` differ by more than `rtol·|want| + atol`, or either is NaN.
 pub fn mismatches(got: &[f32], want: &[f32], rtol: f32, atol: f32) -> Vec<usize> {
     got.iter()
@@ -186,4 +180,77 @@ pub fn mismatches(got: &[f32], want: &[f32], rtol: f32, atol: f32) -> Vec<usize>
         })
         .map(|(i, _)| i)
         .collect()
+}
+
+// Host data for tests and benchmarks that run kernels on the interpreter or
+// compare downloads: seeded random inputs and element-wise comparisons.
+
+/// A seeded RNG (tests are reproducible; change the seed to explore).
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in `[lo, hi)`.
+pub fn random_f32(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// `n` values uniform in `[lo, hi)`, rounded to bf16.
+pub fn random_bf16(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> Vec<half::bf16> {
+    (0..n)
+        .map(|_| half::bf16::from_f32(rng.random_range(lo..hi)))
+        .collect()
+}
+
+/// `n` values uniform in `[lo, hi)`.
+pub fn random_i32(rng: &mut impl Rng, n: usize, lo: i32, hi: i32) -> Vec<i32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Check every element: `|got - want| <= tol.abs + tol.rel * |want|` (in f64), NaN only where
+/// `want` is NaN, infinities equal. Panics with the first mismatches.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut bad = Vec::new();
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() || g.is_infinite() {
+            g == w
+        } else {
+            tol.accepts(g as f64, w as f64)
+        };
+        if !ok {
+            bad.push(i);
+        }
+    }
+    if !bad.is_empty() {
+        let first: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|&i| format!("[{i}] got {} want {}", got[i], want[i]))
+            .collect();
+        panic!(
+            "{what}: {} of {} elements differ ({tol:?}): {}",
+            bad.len(),
+            got.len(),
+            first.join(", ")
+        );
+    }
+}
+
+/// Bit-exact comparison of f32 slices (NaN == NaN of any payload; -0.0 != 0.0).
+#[track_caller]
+pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let same = (g.is_nan() && w.is_nan()) || g.to_bits() == w.to_bits();
+        assert!(
+            same,
+            "{what}: element {i}: got {g:?} ({:#x}), want {w:?} ({:#x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
 }
