@@ -94,59 +94,76 @@ const WORKSPACE: &[&str] = &[
     "integration-tests",
 ];
 
-/// (crate, the workspace crates it may link, the external groups it must not).
-fn rules() -> Vec<(
-    &'static str,
-    Vec<&'static str>,
-    Vec<&'static [&'static str]>,
-)> {
-    vec![
-        ("tile-ir", vec![], vec![LLVM, PARSER, CLI, CUDA]),
-        ("tile-front", vec!["tile-ir"], vec![LLVM, CLI, CUDA]),
-        (
-            "tile-interp",
-            vec!["tile-ir"],
-            vec![LLVM, PARSER, CLI, CUDA],
-        ),
-        ("tile-codegen", vec!["tile-ir"], vec![PARSER, CLI, CUDA]),
-        (
-            "tile-runtime",
-            vec!["tile-ir", "tile-interp"],
-            vec![LLVM, PARSER, CLI],
-        ),
-        (
-            "mhc",
-            vec!["tile-ir", "tile-front", "tile-interp", "tile-runtime"],
-            vec![LLVM, CLI],
-        ),
-        (
-            "mhc-train",
-            vec![
-                "tile-ir",
-                "tile-front",
-                "tile-interp",
-                "tile-runtime",
-                "mhc",
-            ],
-            vec![LLVM],
-        ),
-        (
-            "dsl-examples",
-            vec!["tile-ir", "tile-interp", "tile-runtime"],
-            vec![LLVM, PARSER],
-        ),
-        (
-            "tile-testkit",
-            vec!["tile-ir", "tile-interp", "tile-runtime"],
-            vec![LLVM, PARSER, CLI],
-        ),
-    ]
+/// A crate, the workspace crates it may link, and the external groups it must not.
+struct Rule {
+    krate: &'static str,
+    allowed: &'static [&'static str],
+    forbidden: &'static [&'static [&'static str]],
 }
+
+const RULES: &[Rule] = &[
+    Rule {
+        krate: "tile-ir",
+        allowed: &[],
+        forbidden: &[LLVM, PARSER, CLI, CUDA],
+    },
+    Rule {
+        krate: "tile-front",
+        allowed: &["tile-ir"],
+        forbidden: &[LLVM, CLI, CUDA],
+    },
+    Rule {
+        krate: "tile-interp",
+        allowed: &["tile-ir"],
+        forbidden: &[LLVM, PARSER, CLI, CUDA],
+    },
+    Rule {
+        krate: "tile-codegen",
+        allowed: &["tile-ir"],
+        forbidden: &[PARSER, CLI, CUDA],
+    },
+    Rule {
+        krate: "tile-runtime",
+        allowed: &["tile-ir", "tile-interp"],
+        forbidden: &[LLVM, PARSER, CLI],
+    },
+    Rule {
+        krate: "mhc",
+        allowed: &["tile-ir", "tile-front", "tile-interp", "tile-runtime"],
+        forbidden: &[LLVM, CLI],
+    },
+    Rule {
+        krate: "mhc-train",
+        allowed: &[
+            "tile-ir",
+            "tile-front",
+            "tile-interp",
+            "tile-runtime",
+            "mhc",
+        ],
+        forbidden: &[LLVM],
+    },
+    Rule {
+        krate: "dsl-examples",
+        allowed: &["tile-ir", "tile-interp", "tile-runtime"],
+        forbidden: &[LLVM, PARSER],
+    },
+    Rule {
+        krate: "tile-testkit",
+        allowed: &["tile-ir", "tile-interp", "tile-runtime"],
+        forbidden: &[LLVM, PARSER, CLI],
+    },
+];
 
 #[test]
 fn crates_depend_only_on_their_layer() {
     let mut errors = Vec::new();
-    for (krate, allowed, forbidden) in rules() {
+    for Rule {
+        krate,
+        allowed,
+        forbidden,
+    } in RULES
+    {
         let links = reachable(krate);
         for (dep, path) in &links {
             let bad_workspace =
