@@ -7,7 +7,7 @@
 use super::checkpoint::{checkpoint_path, Checkpoint, Tensor};
 use super::config::{ModelConfig, ResidualMode, TrainConfig};
 use super::data::Dataset;
-use super::metrics::{amax_gain, MetricsWriter, Record};
+use super::metrics::{amax_gain, AmaxGain, MetricsWriter, Record};
 use super::model::Model;
 use super::optim::AdamW;
 use super::parallel::{self, Plan, Rank};
@@ -242,218 +242,311 @@ fn gather_h_res(
 
 /// One rank's run (the whole run when `par` is `None`): builds its kernels,
 /// model and optimiser, trains on its share of every batch and, on rank 0,
-/// writes metrics, checkpoints, logs and plots.
-fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summary> {
-    let (opts, data, ck_path) = (&setup.opts, &setup.data, &setup.ck_path);
-    let (mcfg, tcfg) = (&opts.model, &opts.train);
-    let (rank, ranks) = par.as_ref().map_or((0, 1), |p| (p.rank, p.ranks));
-    let lead = rank == 0;
-    let device = Arc::new(device);
-    let packs = match (&opts.packs, device.is_gpu()) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, true) => Some(PathBuf::from("target/packs")),
-        (None, false) => None,
-    };
-    let kernels = KernelSet::open(device.clone(), packs.as_deref()).with_context(|| {
-        let dir = packs.as_deref().unwrap_or(Path::new("(none)"));
-        format!(
-            "loading the kernels for {} from the packs in `{}` (build them with `bash scripts/packs`)",
-            device.name(),
-            dir.display()
-        )
-    })?;
-    let kernels = Arc::new(kernels);
-    let ops = Arc::new(Ops::new(kernels.clone())?);
-    // This rank's share of each step: sequences `rank·batch..(rank+1)·batch`.
-    let batch = tcfg.batch / ranks;
-    let tokens = batch * mcfg.context;
-    let global_tokens = tcfg.batch * mcfg.context;
-    let sites = 2 * mcfg.layers;
-    let residual = new_residual(
-        mcfg.residual,
-        ops.clone(),
-        kernels.clone(),
-        &ResidualConfig {
-            streams: mcfg.streams,
-            width: mcfg.width,
-            tokens,
-            sites,
-            recompute: opts.recompute,
-            seed: tcfg.seed ^ 0x5eed,
-        },
-    )?;
-    let mut model = Model::new(
-        mcfg.clone(),
-        device.clone(),
-        ops.clone(),
-        residual,
-        batch,
-        tcfg.seed,
-    )?;
-    let mut opt = {
-        let slots = model.slots();
-        AdamW::new(
-            &device,
-            &slots,
-            tcfg.beta1,
-            tcfg.beta2,
-            tcfg.eps,
-            tcfg.weight_decay,
-        )?
-    };
-    let first_step = match &*setup.resume_from.read().unwrap_or_else(|e| e.into_inner()) {
-        Some(ck) => {
-            restore(&mut model, &mut opt, ck, &device)?;
-            ck.step
-        }
-        None => 0,
-    };
-    if let Some(p) = par.as_mut() {
-        model.set_global_batch(tcfg.batch)?;
-        // Also the point where every rank has restored its checkpoint.
-        p.connect(&device)?;
-    }
-    if lead {
-        setup
-            .resume_from
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-    }
-    let parameters = model.parameter_count();
-    let mut metrics = if lead {
-        std::fs::write(
-            opts.out.join("config.json"),
-            serde_json::to_string_pretty(&serde_json::json!({
-                "model": mcfg,
-                "train": tcfg,
-                "data": data.source,
-                "ranks": ranks,
-            }))?,
-        )?;
-        Some(MetricsWriter::open(
-            &opts.out,
-            opts.resume.then_some(first_step),
-        )?)
-    } else {
-        None
-    };
-
-    if lead {
-        let parallel = match par.as_mut() {
-            Some(p) => format!(
-                " × {ranks} ranks ({} sequences each, {} all-reduce)",
-                batch,
-                if p.collective()?.is_nccl() {
-                    "NCCL"
-                } else {
-                    "host"
-                }
-            ),
-            None => String::new(),
-        };
-        eprintln!(
-            "{} on {}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
-            if first_step > 0 {
-                format!("resuming at step {first_step}")
-            } else {
-                "training".into()
-            },
-            device.name(),
-            parameters,
-            mcfg.layers,
-            mcfg.width,
-            mcfg.residual.name(),
-            if mcfg.residual == ResidualMode::Plain {
-                String::new()
-            } else {
-                format!(" × {} streams", mcfg.streams)
-            },
-            data.source,
-            data.train.len(),
-        );
-    }
-    let bar = if lead && opts.progress {
-        ProgressBar::new(tcfg.steps)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
-        )
-        .expect("a valid template"),
-    );
-    bar.set_position(first_step);
-    let log = |line: String| match (lead, bar.is_hidden()) {
-        (false, _) => {}
-        (true, true) => eprintln!("{line}"),
-        (true, false) => bar.println(line),
-    };
-
+/// writes metrics, checkpoints, logs and plots. The steps: [`RankRun::new`]
+/// (setup), per step [`RankRun::interrupted`], [`RankRun::train_step`],
+/// [`RankRun::evaluate`] when due, [`RankRun::report`] (metrics, log) and
+/// [`RankRun::checkpoint`] when due; then [`RankRun::finish`].
+fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary> {
+    let (opts, tcfg) = (&setup.opts, &setup.opts.train);
+    let mut run = RankRun::new(setup, device, par)?;
     let start = Instant::now();
-    let mut losses = Vec::new();
-    let mut last_val = None;
-    let mut peak_memory: Option<usize> = None;
+    let mut totals = Totals::default();
     let mut stop = Stop::Finished;
-    let mut step = first_step;
-    // H_res is read at 64 tokens of the global batch; each rank reads those
-    // in its share (all of them without data parallelism).
-    let sample: Vec<usize> = (0..global_tokens)
-        .step_by((global_tokens / 64).max(1))
-        .collect();
-    let owned = rank * tokens..(rank + 1) * tokens;
-    let local_sample: Vec<usize> = sample
-        .iter()
-        .filter(|t| owned.contains(t))
-        .map(|t| t - owned.start)
-        .collect();
-    let share = |all: &[i32]| all[owned.clone()].to_vec();
+    let mut step = run.first_step;
     while step < tcfg.steps {
-        // Rank 0's reading of the flag decides for everyone.
-        let interrupted = setup.interrupt.load(Ordering::SeqCst);
-        let interrupted = match &par {
-            None => interrupted,
-            Some(p) => p.share(&[if lead && interrupted { 1.0 } else { 0.0 }])?[0] > 0.0,
-        };
-        if interrupted {
+        if run.interrupted()? {
             stop = Stop::Paused;
             break;
         }
+        let out = run.train_step(step)?;
+        totals.peak_memory = totals.peak_memory.max(out.memory);
+        step += 1;
+        totals.losses.push(out.loss);
+        let val_loss = if step % tcfg.eval_every == 0 || step == tcfg.steps {
+            let v = run.evaluate()?;
+            totals.last_val = Some(v);
+            Some(v)
+        } else {
+            None
+        };
+        run.report(step, out, val_loss)?;
+        if opts.stop_after == Some(step) {
+            stop = Stop::Paused;
+            break;
+        }
+        if tcfg.checkpoint_every > 0 && step % tcfg.checkpoint_every == 0 {
+            run.checkpoint(step)?;
+        }
+    }
+    run.finish(stop, step, start, totals)
+}
+
+/// What the loop of [`run_rank`] gathers for the [`Summary`].
+#[derive(Default)]
+struct Totals {
+    losses: Vec<f32>,
+    last_val: Option<f32>,
+    peak_memory: Option<usize>,
+}
+
+/// What one training step gave (from [`RankRun::train_step`]).
+struct StepOutcome {
+    /// The global mean loss.
+    loss: f32,
+    /// Rank 0's gradient norm before clipping.
+    grad_norm: f32,
+    lr: f32,
+    tokens_per_s: f64,
+    memory: Option<usize>,
+    amax: Option<AmaxGain>,
+}
+
+/// The tokens of the global batch whose H_res is read for the metrics.
+struct Sampling {
+    /// 64 tokens of the global batch.
+    global: Vec<usize>,
+    /// This rank's tokens of the global batch.
+    owned: std::ops::Range<usize>,
+    /// The sampled tokens in this rank's share, relative to its first token.
+    local: Vec<usize>,
+}
+
+/// One rank's state between the steps of [`run_rank`].
+struct RankRun<'s> {
+    setup: &'s Setup,
+    par: Option<Rank>,
+    /// Rank 0: writes metrics, logs, checkpoints and plots.
+    lead: bool,
+    device: Arc<Device>,
+    ops: Arc<Ops>,
+    model: Model,
+    opt: AdamW,
+    /// Tokens of the global batch (of every rank).
+    global_tokens: usize,
+    sampling: Sampling,
+    first_step: u64,
+    metrics: Option<MetricsWriter>,
+    bar: ProgressBar,
+}
+
+impl<'s> RankRun<'s> {
+    /// Setup: kernels, ops, model and optimiser on `device` (restored from
+    /// the checkpoint to resume from), the collective, and on rank 0 the
+    /// run's config, metrics file, opening line and progress bar.
+    fn new(setup: &'s Setup, device: Device, mut par: Option<Rank>) -> Result<RankRun<'s>> {
+        let (opts, data) = (&setup.opts, &setup.data);
+        let (mcfg, tcfg) = (&opts.model, &opts.train);
+        let (rank, ranks) = par.as_ref().map_or((0, 1), |p| (p.rank, p.ranks));
+        let lead = rank == 0;
+        let device = Arc::new(device);
+        let packs = match (&opts.packs, device.is_gpu()) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, true) => Some(PathBuf::from("target/packs")),
+            (None, false) => None,
+        };
+        let kernels = KernelSet::open(device.clone(), packs.as_deref()).with_context(|| {
+            let dir = packs.as_deref().unwrap_or(Path::new("(none)"));
+            format!(
+                "loading the kernels for {} from the packs in `{}` (build them with `bash scripts/packs`)",
+                device.name(),
+                dir.display()
+            )
+        })?;
+        let kernels = Arc::new(kernels);
+        let ops = Arc::new(Ops::new(kernels.clone())?);
+        // This rank's share of each step: sequences `rank·batch..(rank+1)·batch`.
+        let batch = tcfg.batch / ranks;
+        let tokens = batch * mcfg.context;
+        let global_tokens = tcfg.batch * mcfg.context;
+        let residual = new_residual(
+            mcfg.residual,
+            ops.clone(),
+            kernels.clone(),
+            &ResidualConfig {
+                streams: mcfg.streams,
+                width: mcfg.width,
+                tokens,
+                sites: 2 * mcfg.layers,
+                recompute: opts.recompute,
+                seed: tcfg.seed ^ 0x5eed,
+            },
+        )?;
+        let mut model = Model::new(
+            mcfg.clone(),
+            device.clone(),
+            ops.clone(),
+            residual,
+            batch,
+            tcfg.seed,
+        )?;
+        let mut opt = {
+            let slots = model.slots();
+            AdamW::new(
+                &device,
+                &slots,
+                tcfg.beta1,
+                tcfg.beta2,
+                tcfg.eps,
+                tcfg.weight_decay,
+            )?
+        };
+        let first_step = match &*setup.resume_from.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(ck) => {
+                restore(&mut model, &mut opt, ck, &device)?;
+                ck.step
+            }
+            None => 0,
+        };
+        if let Some(p) = par.as_mut() {
+            model.set_global_batch(tcfg.batch)?;
+            // Also the point where every rank has restored its checkpoint.
+            p.connect(&device)?;
+        }
+        if lead {
+            setup
+                .resume_from
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
+        let parameters = model.parameter_count();
+        let metrics = if lead {
+            std::fs::write(
+                opts.out.join("config.json"),
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "model": mcfg,
+                    "train": tcfg,
+                    "data": data.source,
+                    "ranks": ranks,
+                }))?,
+            )?;
+            Some(MetricsWriter::open(
+                &opts.out,
+                opts.resume.then_some(first_step),
+            )?)
+        } else {
+            None
+        };
+        if lead {
+            let parallel = match par.as_mut() {
+                Some(p) => format!(
+                    " × {ranks} ranks ({} sequences each, {} all-reduce)",
+                    batch,
+                    if p.collective()?.is_nccl() {
+                        "NCCL"
+                    } else {
+                        "host"
+                    }
+                ),
+                None => String::new(),
+            };
+            eprintln!(
+                "{} on {}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
+                if first_step > 0 {
+                    format!("resuming at step {first_step}")
+                } else {
+                    "training".into()
+                },
+                device.name(),
+                parameters,
+                mcfg.layers,
+                mcfg.width,
+                mcfg.residual.name(),
+                if mcfg.residual == ResidualMode::Plain {
+                    String::new()
+                } else {
+                    format!(" × {} streams", mcfg.streams)
+                },
+                data.source,
+                data.train.len(),
+            );
+        }
+        let bar = if lead && opts.progress {
+            ProgressBar::new(tcfg.steps)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_position(first_step);
+        Ok(RankRun {
+            setup,
+            par,
+            lead,
+            device,
+            ops,
+            model,
+            opt,
+            global_tokens,
+            sampling: Sampling::new(global_tokens, rank * tokens..(rank + 1) * tokens),
+            first_step,
+            metrics,
+            bar,
+        })
+    }
+
+    /// Whether to pause before the next step: rank 0's reading of the
+    /// interrupt flag decides for everyone.
+    fn interrupted(&self) -> Result<bool> {
+        let interrupted = self.setup.interrupt.load(Ordering::SeqCst);
+        Ok(match &self.par {
+            None => interrupted,
+            Some(p) => p.share(&[if self.lead && interrupted { 1.0 } else { 0.0 }])?[0] > 0.0,
+        })
+    }
+
+    /// This rank's tokens of a global batch's `all`.
+    fn share(&self, all: &[i32]) -> Vec<i32> {
+        all[self.sampling.owned.clone()].to_vec()
+    }
+
+    /// One training step (`step` counts from 0): forward and backward on this
+    /// rank's share of the batch, gradient norm, a stop on a non-finite loss
+    /// or gradient, clipping, the AdamW update and, when due, H_res's Amax gain.
+    fn train_step(&mut self, step: u64) -> Result<StepOutcome> {
+        let (opts, data) = (&self.setup.opts, &self.setup.data);
+        let (mcfg, tcfg) = (&opts.model, &opts.train);
         let t0 = Instant::now();
         let global = data.train_batch(tcfg.seed, step, tcfg.batch, mcfg.context);
-        let (inputs, targets) = (share(&global.inputs), share(&global.targets));
+        let (inputs, targets) = (self.share(&global.inputs), self.share(&global.targets));
         let want_amax = mcfg.residual != ResidualMode::Plain
-            && (step % opts.amax_every == 0 || step + 1 == tcfg.steps);
-        let out = model.forward_backward(
+            && (step.is_multiple_of(opts.amax_every) || step + 1 == tcfg.steps);
+        let out = self.model.forward_backward(
             &inputs,
             &targets,
-            want_amax.then_some(&local_sample[..]),
-            match par.as_mut() {
+            want_amax.then_some(&self.sampling.local[..]),
+            match self.par.as_mut() {
                 Some(p) => Some(p.collective()?),
                 None => None,
             },
         )?;
-        peak_memory = peak_memory.max(out.memory);
-        let grad_norm = AdamW::grad_norm(&ops, &model.slots())?;
+        let grad_norm = AdamW::grad_norm(&self.ops, &self.model.slots())?;
         // Each rank's loss is its share of the global mean (its tokens' sum
         // over the global token count), and the gradients are now summed over
         // the ranks: the global mean loss and its gradient. Rank 0's gradient
         // norm is used everywhere, so every rank decides alike.
-        let (loss, grad_norm) = match &par {
+        let (loss, grad_norm) = match &self.par {
             None => (out.loss, grad_norm),
             Some(p) => {
-                let v = p.share(&[out.loss as f64, if lead { grad_norm as f64 } else { 0.0 }])?;
+                let v = p.share(&[
+                    out.loss as f64,
+                    if self.lead { grad_norm as f64 } else { 0.0 },
+                ])?;
                 (v[0] as f32, v[1] as f32)
             }
         };
         if !loss.is_finite() || !grad_norm.is_finite() {
+            let ck_path = &self.setup.ck_path;
             let kept = if ck_path.exists() {
                 format!("the last good checkpoint `{}` is kept", ck_path.display())
             } else {
                 "no checkpoint was written yet".into()
             };
-            bar.abandon();
+            self.bar.abandon();
             bail!(
                 "step {step}: non-finite {} (loss {loss}, gradient norm {grad_norm}); stopping, {kept}",
                 if loss.is_finite() { "gradient" } else { "loss" }
@@ -465,41 +558,63 @@ fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summ
             1.0
         };
         let lr = tcfg.lr_at(step);
-        opt.update(&ops, &mut model.slots(), lr, scale, step + 1)?;
+        self.opt
+            .update(&self.ops, &mut self.model.slots(), lr, scale, step + 1)?;
         // GPU launches are asynchronous: time the step to its last kernel.
-        device.synchronize()?;
-        let tokens_per_s = global_tokens as f64 / t0.elapsed().as_secs_f64();
+        self.device.synchronize()?;
+        let tokens_per_s = self.global_tokens as f64 / t0.elapsed().as_secs_f64();
         // H_res was read between this step's forward and backward.
-        let h_res = match (out.h_res, &par) {
+        let h_res = match (out.h_res, &self.par) {
             (Some(local), Some(p)) => Some(gather_h_res(
                 p,
-                &sample,
-                owned.clone(),
+                &self.sampling.global,
+                self.sampling.owned.clone(),
                 &local,
-                sites,
+                2 * mcfg.layers,
                 mcfg.streams,
             )?),
             (h, _) => h,
         };
-        let amax = h_res.map(|h| amax_gain(&h, mcfg.streams));
-        step += 1;
-        losses.push(loss);
+        Ok(StepOutcome {
+            loss,
+            grad_norm,
+            lr,
+            tokens_per_s,
+            memory: out.memory,
+            amax: h_res.map(|h| amax_gain(&h, mcfg.streams)),
+        })
+    }
 
-        let val_loss = if step % tcfg.eval_every == 0 || step == tcfg.steps {
-            let mut total = 0.0f64;
-            for i in 0..tcfg.eval_batches {
-                let b = data.val_batch(tcfg.seed, i, tcfg.batch, mcfg.context);
-                total += model.loss(&share(&b.inputs), &share(&b.targets))? as f64;
-            }
-            if let Some(p) = &par {
-                total = p.share(&[total])?[0];
-            }
-            let v = (total / tcfg.eval_batches as f64) as f32;
-            last_val = Some(v);
-            Some(v)
-        } else {
-            None
-        };
+    /// The validation loss: the mean over `eval_batches` fixed batches (each
+    /// rank its share, summed over the ranks).
+    fn evaluate(&mut self) -> Result<f32> {
+        let (opts, data) = (&self.setup.opts, &self.setup.data);
+        let (mcfg, tcfg) = (&opts.model, &opts.train);
+        let mut total = 0.0f64;
+        for i in 0..tcfg.eval_batches {
+            let b = data.val_batch(tcfg.seed, i, tcfg.batch, mcfg.context);
+            let (inputs, targets) = (self.share(&b.inputs), self.share(&b.targets));
+            total += self.model.loss(&inputs, &targets)? as f64;
+        }
+        if let Some(p) = &self.par {
+            total = p.share(&[total])?[0];
+        }
+        Ok((total / tcfg.eval_batches as f64) as f32)
+    }
+
+    /// Metrics: the step's record (rank 0), the progress bar and, on the
+    /// first, every `log_every`-th, the last and evaluation steps, a log line.
+    /// `step` is the number of steps done.
+    fn report(&mut self, step: u64, out: StepOutcome, val_loss: Option<f32>) -> Result<()> {
+        let opts = &self.setup.opts;
+        let StepOutcome {
+            loss,
+            grad_norm,
+            lr,
+            tokens_per_s,
+            memory,
+            amax,
+        } = out;
         let amax_note = amax
             .as_ref()
             .map(|a| {
@@ -509,7 +624,7 @@ fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summ
                 )
             })
             .unwrap_or_default();
-        if let Some(m) = metrics.as_mut() {
+        if let Some(m) = self.metrics.as_mut() {
             m.write(&Record {
                 step: step - 1,
                 loss,
@@ -517,77 +632,124 @@ fn run_rank(setup: &Setup, device: Device, mut par: Option<Rank>) -> Result<Summ
                 grad_norm,
                 lr,
                 tokens_per_s,
-                memory_gb: out.memory.map(|b| b as f64 / 1e9),
+                memory_gb: memory.map(|b| b as f64 / 1e9),
                 amax,
             })?;
         }
-        bar.set_position(step);
-        bar.set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tok/s"));
-        if step == first_step + 1
-            || step % opts.log_every == 0
-            || step == tcfg.steps
+        self.bar.set_position(step);
+        self.bar
+            .set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tok/s"));
+        if step == self.first_step + 1
+            || step.is_multiple_of(opts.log_every)
+            || step == opts.train.steps
             || val_loss.is_some()
         {
             let val = val_loss
                 .map(|v| format!(", val {v:.4}"))
                 .unwrap_or_default();
-            log(format!(
+            self.log(format!(
                 "step {:>5}: loss {loss:.4}{val}, grad norm {grad_norm:.3}, lr {lr:.2e}, {tokens_per_s:.0} tok/s{amax_note}",
                 step - 1
             ));
         }
-        let checkpoint_due = tcfg.checkpoint_every > 0 && step % tcfg.checkpoint_every == 0;
-        if opts.stop_after == Some(step) {
-            stop = Stop::Paused;
-            break;
-        }
-        if checkpoint_due && lead {
-            snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(ck_path)?;
+        Ok(())
+    }
+
+    /// A line on rank 0's stderr (above the progress bar when there is one).
+    fn log(&self, line: String) {
+        match (self.lead, self.bar.is_hidden()) {
+            (false, _) => {}
+            (true, true) => eprintln!("{line}"),
+            (true, false) => self.bar.println(line),
         }
     }
-    // Every rank is past its last update before the collective closes; the
-    // parameters are the same on every rank, so rank 0's are saved.
-    if let Some(p) = par.as_mut() {
-        p.close()?;
+
+    /// Rank 0 saves parameters and moments after `step` steps (every rank
+    /// holds the same).
+    fn checkpoint(&mut self, step: u64) -> Result<()> {
+        if !self.lead {
+            return Ok(());
+        }
+        let (mcfg, tcfg) = (&self.setup.opts.model, &self.setup.opts.train);
+        snapshot(&mut self.model, &self.opt, step, mcfg, tcfg, &self.device)?
+            .save(&self.setup.ck_path)
     }
-    if !lead {
-        return Ok(Summary {
+
+    /// After the loop (`step` steps done): close the collective and, on rank
+    /// 0, the last checkpoint, the closing line and the plots.
+    fn finish(mut self, stop: Stop, step: u64, start: Instant, totals: Totals) -> Result<Summary> {
+        // Every rank is past its last update before the collective closes; the
+        // parameters are the same on every rank, so rank 0's are saved.
+        if let Some(p) = self.par.as_mut() {
+            p.close()?;
+        }
+        let Totals {
+            losses,
+            last_val,
+            peak_memory,
+        } = totals;
+        let first_step = self.first_step;
+        if !self.lead {
+            return Ok(Summary {
+                stop,
+                first_step,
+                next_step: step,
+                losses,
+                last_val_loss: last_val,
+                tokens_per_s: 0.0,
+            });
+        }
+        self.checkpoint(step)?;
+        self.bar.finish_and_clear();
+        let (opts, ck_path) = (&self.setup.opts, &self.setup.ck_path);
+        let elapsed = start.elapsed().as_secs_f64();
+        let tokens_per_s =
+            (step - first_step) as f64 * self.global_tokens as f64 / elapsed.max(1e-9);
+        match stop {
+            Stop::Paused => eprintln!(
+                "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",
+                ck_path.display()
+            ),
+            Stop::Finished => eprintln!(
+                "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
+                peak_memory
+                    .map(|b| format!(", at most {:.2} GB of device memory in use", b as f64 / 1e9))
+                    .unwrap_or_default(),
+                ck_path.display()
+            ),
+        }
+        if let Ok(run) = Run::load(&opts.out) {
+            plot_runs(&[run], &opts.out, "plot")?;
+        }
+        Ok(Summary {
             stop,
             first_step,
             next_step: step,
             losses,
             last_val_loss: last_val,
-            tokens_per_s: 0.0,
-        });
+            tokens_per_s,
+        })
     }
-    snapshot(&mut model, &opt, step, mcfg, tcfg, &device)?.save(ck_path)?;
-    bar.finish_and_clear();
-    let elapsed = start.elapsed().as_secs_f64();
-    let tokens_per_s = (step - first_step) as f64 * global_tokens as f64 / elapsed.max(1e-9);
-    match stop {
-        Stop::Paused => eprintln!(
-            "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",
-            ck_path.display()
-        ),
-        Stop::Finished => eprintln!(
-            "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
-            peak_memory
-                .map(|b| format!(", at most {:.2} GB of device memory in use", b as f64 / 1e9))
-                .unwrap_or_default(),
-            ck_path.display()
-        ),
+}
+
+impl Sampling {
+    /// H_res is read at 64 tokens of the global batch; each rank reads those
+    /// in its share `owned` (all of them without data parallelism).
+    fn new(global_tokens: usize, owned: std::ops::Range<usize>) -> Sampling {
+        let global: Vec<usize> = (0..global_tokens)
+            .step_by((global_tokens / 64).max(1))
+            .collect();
+        let local = global
+            .iter()
+            .filter(|t| owned.contains(t))
+            .map(|t| t - owned.start)
+            .collect();
+        Sampling {
+            global,
+            owned,
+            local,
+        }
     }
-    if let Ok(run) = Run::load(&opts.out) {
-        plot_runs(&[run], &opts.out, "plot")?;
-    }
-    Ok(Summary {
-        stop,
-        first_step,
-        next_step: step,
-        losses,
-        last_val_loss: last_val,
-        tokens_per_s,
-    })
 }
 
 /// `mhc-train plot`: one figure of the runs in `dirs`, written into `out`.
