@@ -22,6 +22,7 @@
 //! It depends on no other crate of the compiler.
 
 pub mod builder;
+pub mod consteval;
 pub mod launch;
 pub mod pack;
 mod printer;

@@ -3,8 +3,8 @@
 use super::elab::{plural, Cx, Reported, Val, R, TV};
 use super::types::{broadcast_shapes, literal_meets, promote, shape_str};
 use crate::diag::{Code, Diagnostic};
-use crate::passes::consteval;
 use crate::syntax::ast::{BinOp, Expr, ExprKind};
+use tile_ir::consteval;
 use tile_ir::{BinaryOp, Const, Elem, Op, ReduceOp, Scalar, Span, Type, UnaryOp};
 
 /// Every builtin name (helpers may not reuse them).

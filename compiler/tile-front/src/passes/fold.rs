@@ -1,9 +1,9 @@
 //! Constant folding: scalar ops on constants become constants; `if` on a
 //! constant condition is replaced by the branch it takes.
 
-use super::consteval;
 use super::util::{resolve, substitute};
 use std::collections::HashMap;
+use tile_ir::consteval;
 use tile_ir::{Block, Const, Inst, Kernel, Op, ValueId};
 
 pub fn run(k: &mut Kernel) {

@@ -10,7 +10,6 @@
 //! Helper inlining, the "inline pass" of the design, happens during checking
 //! (`check`): TIR has no call op.
 
-pub mod consteval;
 pub mod cse;
 pub mod dce;
 pub mod fold;

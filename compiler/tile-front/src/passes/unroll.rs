@@ -3,8 +3,8 @@
 //! threaded from one copy to the next. Inner loops are unrolled first.
 
 use super::util::{clone_insts, substitute};
-use crate::passes::consteval;
 use std::collections::HashMap;
+use tile_ir::consteval;
 use tile_ir::{Block, Const, Inst, Kernel, Op, Type, ValueId};
 
 pub fn run(k: &mut Kernel) {

@@ -5,9 +5,9 @@
 use super::{Cx, Reported, Val, MAX_UNROLL, MAX_UNROLLED_INSTS, R, TV};
 use crate::check::types::promote;
 use crate::diag::{Code, Diagnostic};
-use crate::passes::consteval;
 use crate::syntax::ast::{self, Block, Expr, ExprKind, Stmt, StmtKind};
 use std::collections::HashMap;
+use tile_ir::consteval;
 use tile_ir::{self as tir, Const, Inst, Op, Scalar, Span, Type, ValueId};
 
 impl<'m> Cx<'m> {

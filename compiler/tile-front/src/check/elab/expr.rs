@@ -6,8 +6,8 @@ use crate::check::builtins;
 use crate::check::types::shape_str;
 use crate::check::{find_fn, scalar_type};
 use crate::diag::{Code, Diagnostic};
-use crate::passes::consteval;
 use crate::syntax::ast::{self, Expr, ExprKind};
+use tile_ir::consteval;
 use tile_ir::{Const, Elem, Op, Scalar, Span, Type};
 
 impl<'m> Cx<'m> {

@@ -23,9 +23,9 @@ mod stmt;
 
 use super::{find_kernel, scalar_type};
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::passes::consteval;
 use crate::syntax::ast;
 use std::collections::HashMap;
+use tile_ir::consteval;
 use tile_ir::{self as tir, Const, Inst, Op, Scalar, Span, Type, ValueId};
 
 /// The error was already reported.

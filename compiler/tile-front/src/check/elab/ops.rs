@@ -4,8 +4,8 @@
 use super::{Cx, Reported, Val, R, TV};
 use crate::check::types::{broadcast_shapes, literal_meets, promote, shape_str};
 use crate::diag::{Code, Diagnostic};
-use crate::passes::consteval;
 use crate::syntax::ast::{BinOp, UnOp};
+use tile_ir::consteval;
 use tile_ir::{BinaryOp, CmpOp, Const, Elem, Op, Scalar, Span, Type, UnaryOp};
 
 impl<'m> Cx<'m> {

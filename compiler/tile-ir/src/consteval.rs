@@ -1,8 +1,9 @@
-//! Compile-time evaluation of scalar ops, shared by the checker (meta-parameter
-//! arithmetic) and the folding pass. Results match the interpreter: integers
-//! wrap at their width, floats round to their type after each op.
+//! Compile-time evaluation of scalar ops: the IR's constant semantics, shared by
+//! the checker (meta-parameter arithmetic) and the passes (folding, unrolling).
+//! Results match the interpreter: integers wrap at their width, floats round to
+//! their type after each op.
 
-use tile_ir::{BinaryOp, CmpOp, Const, Scalar, UnaryOp};
+use crate::{BinaryOp, CmpOp, Const, Scalar, UnaryOp};
 
 /// Bring a constant into the canonical form of type `s` (wrap ints, round floats).
 pub fn normalize(c: Const, s: Scalar) -> Const {
