@@ -1,0 +1,374 @@
+//! The backward of a site: `post_backward`, `pre_backward` and each of its
+//! kernels as a public step (see the parent module).
+
+use super::{
+    cdiv, grid1, padded_rows, GateGrads, Grads, Layer, LayerError, Mixing, Params, Result, Saved,
+    APPLY_BC, PROJ_BT,
+};
+use crate::launch::mhc as k;
+use tile_runtime::{Buffer, Scalar};
+
+impl Layer {
+    /// Backward of `post` given `g_out = ∂L/∂x'`: returns `(g_x, dy, dh)` where
+    /// `g_x` starts the gradient of `x` (bf16, `pre_backward` adds to it),
+    /// `dy = ∂L/∂y` (bf16) and `dh` holds ∂L/∂(H_post, H_res) per token (f32).
+    pub fn post_backward(
+        &self,
+        saved: &Saved,
+        x: &Buffer,
+        y: &Buffer,
+        g_out: &Buffer,
+    ) -> Result<(Buffer, Buffer, Buffer)> {
+        let dev = self.device();
+        let (t, n, c) = (saved.t, self.cfg.n, self.cfg.c);
+        let mut g_x = dev.alloc_output(Scalar::BF16, t * n * c)?;
+        let mut dy = dev.alloc_output(Scalar::BF16, t * c)?;
+        let mut dh = dev.alloc_output(Scalar::F32, t * self.cfg.coeffs())?;
+        self.post_backward_into(saved, x, y, g_out, &mut g_x, &mut dy, &mut dh)?;
+        Ok((g_x, dy, dh))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_backward_into(
+        &self,
+        saved: &Saved,
+        x: &Buffer,
+        y: &Buffer,
+        g_out: &Buffer,
+        g_x: &mut Buffer,
+        dy: &mut Buffer,
+        dh: &mut Buffer,
+    ) -> Result<()> {
+        let t = saved.t;
+        self.check_streams("x", x, t)?;
+        self.check_rows("y", y, t)?;
+        self.check_streams("g_out", g_out, t)?;
+        self.check_streams("g_x", g_x, t)?;
+        self.check_rows("dy", dy, t)?;
+        self.check("dh", dh, Scalar::F32, t * self.cfg.coeffs())?;
+        self.kernels.mhc_post_bwd(
+            k::MhcPostBwdMeta {
+                N: self.n(),
+                BC: APPLY_BC as i64,
+            },
+            4,
+            grid1(t),
+            k::MhcPostBwd {
+                x,
+                y,
+                h: &saved.h,
+                g: g_out,
+                gx: g_x,
+                dy,
+                dh,
+                C: self.cfg.c as i32,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Backward of `pre` given `g_h = ∂L/∂h_in` and the `dh` of
+    /// [`Layer::post_backward`]: adds the pre-apply and projection terms to
+    /// `g_x` in place and the parameter gradients (summed over tokens,
+    /// deterministically) to `grads`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pre_backward(
+        &self,
+        p: &Params,
+        saved: &Saved,
+        x: &Buffer,
+        g_h: &Buffer,
+        g_x: &mut Buffer,
+        dh: &mut Buffer,
+        grads: &mut Grads,
+    ) -> Result<()> {
+        self.apply_pre_backward(saved, x, g_h, g_x, dh)?;
+        let cg = self.gates_backward(p, saved, dh)?;
+        let mut part = self.alloc_partials(saved.t)?;
+        self.project_backward_into(p, x, &cg, g_x, &mut part)?;
+        self.reduce_grads(&cg, &part, dh, grads)
+    }
+
+    /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh` and `H_pre · g_h` added to `g_x`.
+    pub fn apply_pre_backward(
+        &self,
+        saved: &Saved,
+        x: &Buffer,
+        g_h: &Buffer,
+        g_x: &mut Buffer,
+        dh: &mut Buffer,
+    ) -> Result<()> {
+        let t = saved.t;
+        let cfg = &self.cfg;
+        self.check_streams("x", x, t)?;
+        self.check_rows("g_h", g_h, t)?;
+        self.check_streams("g_x", g_x, t)?;
+        self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
+        self.kernels.mhc_pre_bwd(
+            // 512-column steps: half the registers of 1024 (96 vs 154 a
+            // thread), 45% → 65% of copy bandwidth at T = 65536, C = 4096.
+            k::MhcPreBwdMeta {
+                N: self.n(),
+                BC: 512,
+            },
+            4,
+            grid1(t),
+            k::MhcPreBwd {
+                x,
+                h: &saved.h,
+                gh: g_h,
+                gx: g_x,
+                dh,
+                C: cfg.c as i32,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Buffers for [`Layer::gates_backward_into`] at `t` tokens.
+    pub fn alloc_gate_grads(&self, t: usize) -> Result<GateGrads> {
+        let cfg = &self.cfg;
+        let dev = self.device();
+        let rows = t * cfg.rows_per_token();
+        Ok(GateGrads {
+            dz: dev.alloc_output(Scalar::F32, rows * cfg.proj_rows())?,
+            q: dev.alloc_output(Scalar::F32, rows)?,
+            dalpha: dev.alloc_output(Scalar::F32, t * 3)?,
+            dm: match cfg.mixing {
+                Mixing::Mhc => Some(dev.alloc_output(Scalar::F32, t * cfg.coeffs())?),
+                Mixing::Hc => None,
+            },
+        })
+    }
+
+    /// Kernel `mhc_coeffs_bwd` (Sinkhorn-Knopp backward, recomputed on chip) or
+    /// `hc_coeffs_bwd`: per-token gradients of the projection and the gates.
+    pub fn gates_backward(&self, p: &Params, saved: &Saved, dh: &Buffer) -> Result<GateGrads> {
+        let mut g = self.alloc_gate_grads(saved.t)?;
+        self.gates_backward_into(p, saved, dh, &mut g)?;
+        Ok(g)
+    }
+
+    pub fn gates_backward_into(
+        &self,
+        p: &Params,
+        saved: &Saved,
+        dh: &Buffer,
+        g: &mut GateGrads,
+    ) -> Result<()> {
+        let (t, cfg) = (saved.t, &self.cfg);
+        self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
+        self.check("dalpha", &g.dalpha, Scalar::F32, t * 3)?;
+        match &g.dm {
+            Some(dm) => self.kernels.mhc_coeffs_bwd(
+                k::MhcCoeffsBwdMeta {
+                    N: self.n(),
+                    ITERS: cfg.iters as i64,
+                    HIST: hist_slots(cfg.iters),
+                },
+                1,
+                grid1(t),
+                k::MhcCoeffsBwd {
+                    z: &saved.z,
+                    r: &saved.r,
+                    alpha: &p.alpha,
+                    b: &p.b,
+                    h: &saved.h,
+                    dh,
+                    dm,
+                    dz: &g.dz,
+                    q: &g.q,
+                    dalpha: &g.dalpha,
+                    K: cfg.proj_cols() as i32,
+                    eps: cfg.eps,
+                },
+            )?,
+            None => self.kernels.hc_coeffs_bwd(
+                k::HcCoeffsBwdMeta { N: self.n() },
+                1,
+                grid1(t),
+                k::HcCoeffsBwd {
+                    z: &saved.z,
+                    r: &saved.r,
+                    alpha: &p.alpha,
+                    dh,
+                    dz: &g.dz,
+                    q: &g.q,
+                    dalpha: &g.dalpha,
+                    C: cfg.c as i32,
+                },
+            )?,
+        }
+        Ok(())
+    }
+
+    /// The per-program partial sums of the projection's gradient that
+    /// [`Layer::project_backward_into`] writes (`[programs, rows, cols]`) and their count.
+    pub fn alloc_partials(&self, t: usize) -> Result<(Buffer, usize)> {
+        let cfg = &self.cfg;
+        let (_, programs) = self.proj_split(t * cfg.rows_per_token());
+        let part = self
+            .device()
+            .alloc_output(Scalar::F32, programs * cfg.proj_rows() * cfg.proj_cols())?;
+        Ok((part, programs))
+    }
+
+    /// Rows per program and programs of the projection backward.
+    fn proj_split(&self, rows: usize) -> (usize, usize) {
+        let programs = self.proj_programs(rows);
+        let group = cdiv(cdiv(rows, programs), PROJ_BT) * PROJ_BT;
+        (group, cdiv(rows, group))
+    }
+
+    /// Kernels `mhc_proj_bwd_split` (dz as transposed bf16 high/low parts),
+    /// `mhc_proj_bwd_dx` (`projᵀ·dz − q·x` added to `g_x` in place) and
+    /// `mhc_proj_bwd_dphi` (the per-program partial sums of the projection's
+    /// gradient into `part`, from [`Layer::alloc_partials`], which
+    /// [`Layer::reduce_grads`] sums).
+    pub fn project_backward_into(
+        &self,
+        p: &Params,
+        x: &Buffer,
+        g: &GateGrads,
+        g_x: &mut Buffer,
+        part: &mut (Buffer, usize),
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let rows = g.q.len();
+        let (group, programs) = self.proj_split(rows);
+        let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
+        if part.1 != programs {
+            return Err(LayerError::Shape(format!(
+                "partials for {} programs, need {programs}",
+                part.1
+            )));
+        }
+        self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
+        self.check_streams("g_x", g_x, g.dalpha.len() / 3)?;
+        self.check("proj", &p.proj, Scalar::F32, pr * pc)?;
+        let rp = padded_rows(pr);
+        // Written whole by the split (padding rows as zeros).
+        let dzt = self
+            .device()
+            .alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
+        self.kernels.mhc_proj_bwd_split(
+            k::MhcProjBwdSplitMeta { RP: rp, BT: 64 },
+            4,
+            grid1(cdiv(rows, 64)),
+            k::MhcProjBwdSplit {
+                dz: &g.dz,
+                dzt: &dzt,
+                rows: rows as i32,
+                R: pr as i32,
+            },
+        )?;
+        const DX_ROWS: usize = 256;
+        // 32-row steps on 8 warps: 1.22× faster than 64 rows on 4, which
+        // needed 255 registers a thread (H200, T = 65536, C = 4096).
+        self.kernels.mhc_proj_bwd_dx(
+            k::MhcProjBwdDxMeta {
+                RP: rp,
+                BT: 32,
+                BK: 64,
+                RB: DX_ROWS as i64,
+            },
+            8,
+            [cdiv(rows, DX_ROWS) as u32, cdiv(pc, 64) as u32, 1],
+            k::MhcProjBwdDx {
+                x,
+                phi: &p.proj,
+                dz: &g.dz,
+                q: &g.q,
+                gx: g_x,
+                rows: rows as i32,
+                K: pc as i32,
+                R: pr as i32,
+            },
+        )?;
+        let bk = 64;
+        self.kernels.mhc_proj_bwd_dphi(
+            k::MhcProjBwdDphiMeta {
+                RP: rp,
+                BT: 64,
+                BK: bk as i64,
+            },
+            4,
+            [programs as u32, cdiv(pc, bk) as u32, 1],
+            k::MhcProjBwdDphi {
+                x,
+                dzt: &dzt,
+                part: &part.0,
+                rows: rows as i32,
+                K: pc as i32,
+                R: pr as i32,
+                group: group as i32,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The parameter gradients summed over tokens (kernel `mhc_sum_rows`, fixed
+    /// order) and added to `grads`: the projection's from the partials, the
+    /// biases' from dm (mHC) or dh (HC), α's from the per-token shares.
+    pub fn reduce_grads(
+        &self,
+        g: &GateGrads,
+        part: &(Buffer, usize),
+        dh: &Buffer,
+        grads: &mut Grads,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let t = g.dalpha.len() / 3;
+        self.sum_rows(
+            &part.0,
+            part.1,
+            cfg.proj_rows() * cfg.proj_cols(),
+            &mut grads.proj,
+        )?;
+        self.sum_rows(g.dm.as_ref().unwrap_or(dh), t, cfg.coeffs(), &mut grads.b)?;
+        self.sum_rows(&g.dalpha, t, 3, &mut grads.alpha)
+    }
+
+    /// How many programs share the projection backward's rows: enough to fill
+    /// the device, few enough that the partial dφ stay small.
+    fn proj_programs(&self, rows: usize) -> usize {
+        self.device().parallelism().min(cdiv(rows, PROJ_BT)).max(1)
+    }
+
+    /// `dst[l] += Σ_p src[p, l]`, in a fixed order (two stages for many rows).
+    pub fn sum_rows(&self, src: &Buffer, p: usize, l: usize, dst: &mut Buffer) -> Result<()> {
+        const BL: usize = 256;
+        let launch = |src: &Buffer, dst: &Buffer, p: usize, splits: usize, accumulate: bool| {
+            self.kernels.mhc_sum_rows(
+                k::MhcSumRowsMeta {
+                    BL: BL as i64,
+                    BP: 8,
+                },
+                4,
+                [cdiv(l, BL) as u32, splits as u32, 1],
+                k::MhcSumRows {
+                    src,
+                    dst,
+                    P: p as i32,
+                    L: l as i32,
+                    rows_per_split: cdiv(p, splits) as i32,
+                    accumulate: accumulate as i32,
+                },
+            )
+        };
+        if p > 1024 {
+            let splits = cdiv(p, 256);
+            let stage = self.device().alloc_output(Scalar::F32, splits * l)?;
+            launch(src, &stage, p, splits, false)?;
+            launch(&stage, dst, splits, 1, true)?;
+        } else {
+            launch(src, dst, p, 1, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Slots of the Sinkhorn history tile: a power of two ≥ the iterations.
+fn hist_slots(iters: usize) -> i64 {
+    iters.max(1).next_power_of_two() as i64
+}
