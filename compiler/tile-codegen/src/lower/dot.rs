@@ -1,0 +1,149 @@
+//! `dot` on tensor cores: checks the operands, then hands the multiply to
+//! `mma.sync` (`mma`) or `wgmma` (`wgmma`) by the result's layout; staging of
+//! register operands into shared memory, which both paths use.
+
+use super::{scalar_ty, Lower};
+use crate::emit::V;
+use crate::layout::Layout;
+use crate::prefetch::SmemTile;
+use crate::CodegenError;
+use tile_ir::{Scalar, Span, ValueId};
+
+impl<'c, 'k> Lower<'c, 'k> {
+    /// `a @ b + acc` on tensor cores, the result in its mma layout: on
+    /// Hopper `wgmma` (`wgmma`) when the layout is the warpgroup variant,
+    /// else `mma.sync` (`mma`). An operand a pipelined loop already copied
+    /// into shared memory (see `prefetch`) is read from its stage; any other
+    /// is staged from registers into scratch first.
+    pub(super) fn dot(
+        &mut self,
+        a: ValueId,
+        b: ValueId,
+        acc: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let k = self.kernel;
+        let (sa, sb) = (k.ty(a).shape.clone(), k.ty(b).shape.clone());
+        let (m, kk, n) = (sa[0], sa[1], sb[1]);
+        let ea = k.ty(a).scalar_elem().unwrap();
+        let ptx_ty = match ea {
+            Scalar::BF16 => "bf16",
+            Scalar::F16 => "f16",
+            _ => {
+                return Err(CodegenError::Unsupported {
+                    what: format!(
+                        "dot of {} operands (code generation supports bf16 and f16; cast first)",
+                        ea.name()
+                    ),
+                    span,
+                })
+            }
+        };
+        if m % 16 != 0 || n % 8 != 0 || kk % 16 != 0 {
+            return Err(CodegenError::Unsupported {
+                what: format!(
+                    "dot of shape {m}×{kk} @ {kk}×{n}: needs M % 16, K % 16 and N % 8 == 0"
+                ),
+                span,
+            });
+        }
+        let Layout::Mma(ml) = self.layout(r) else {
+            return Err(CodegenError::Internal(
+                "dot result not in the mma layout".into(),
+            ));
+        };
+        let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
+        if ml.warpgroups {
+            let (a_op, b_op) = self.wgmma_operands(a, b, ea, span)?;
+            return self.dot_wgmma(r, &ml, kk, ptx_ty, a_op, b_op, acc_regs);
+        }
+        let (a_op, b_op) = self.mma_sync_operands(a, b, ea, span)?;
+        self.dot_mma_sync(&ml, kk, ptx_ty, a_op, b_op, acc_regs)
+    }
+
+    /// Register operands of a `dot` (value, byte offset in shared memory,
+    /// layout there) written to `bytes` of scratch between two barriers; for
+    /// `wgmma`, which reads through the async proxy, fenced as well.
+    pub(super) fn stage_operands(
+        &mut self,
+        staged: &[(ValueId, u32, SmemTile)],
+        bytes: u32,
+        s: Scalar,
+        span: Span,
+        wgmma: bool,
+    ) -> Result<(), CodegenError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.reserve_scratch(bytes, span)?;
+        let regs: Vec<(Layout, Vec<V>)> = staged
+            .iter()
+            .map(|&(x, _, _)| {
+                let l = self.canonical(&self.kernel.ty(x).shape);
+                let r = self.regs_in(x, &l, span)?;
+                Ok((l, r))
+            })
+            .collect::<Result<_, CodegenError>>()?;
+        self.barrier()?;
+        for (&(_, at, tile), (l, regs)) in staged.iter().zip(regs) {
+            self.stage_tile(&l, &regs, s, at, tile)?;
+        }
+        if wgmma {
+            self.e
+                .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+        }
+        self.barrier()
+    }
+
+    /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory at
+    /// byte offset `base`, rows `ld` elements apart: one store per group of
+    /// contiguous registers (16 bytes for 8 elements).
+    pub(super) fn stage_tile(
+        &mut self,
+        l: &Layout,
+        regs: &[V],
+        s: Scalar,
+        base: u32,
+        tile: SmemTile,
+    ) -> Result<(), CodegenError> {
+        let Layout::Blocked(bl) = l else {
+            return Err(CodegenError::Internal("staging a non-blocked tile".into()));
+        };
+        // Group starts are multiples of the group size along the row, and rows
+        // are 16-byte multiples apart, so each group is aligned to its size
+        // (and never crosses a swizzled 16-byte chunk).
+        let v = bl.spt[1].min(8);
+        let owner = self.owner(l);
+        let regs = regs.to_vec();
+        let l = l.clone();
+        let mut write = |me: &mut Self| -> Result<(), CodegenError> {
+            for g in Self::groups(&l, v) {
+                let c = me.coords(&l, g.start)?;
+                let b = me.e.i32(base as i64)?;
+                let p = me.tile_elem_ptr(b, tile, c[0], c[1])?;
+                let bytes = v as usize * s.size_bytes();
+                let vt = me.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
+                let mut vec = me.e.op1("llvm.mlir.undef", &[], vt, &[])?;
+                for (i, &x) in regs[g].iter().enumerate() {
+                    let idx = me.e.i32(i as i64)?;
+                    vec = me.e.op1("llvm.insertelement", &[vec, x, idx], vt, &[])?;
+                }
+                me.e.op(
+                    "llvm.store",
+                    &[vec, p],
+                    &[],
+                    &[
+                        ("alignment", &format!("{bytes} : i64")),
+                        ("ordering", "0 : i64"),
+                    ],
+                )?;
+            }
+            Ok(())
+        };
+        match owner {
+            Some(o) => self.if_then_self(o, &mut write),
+            None => write(self),
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Scalar arithmetic on one register (constants, unary and binary ops,
+//! comparisons, casts; 16-bit floats computed in f32) and the elementwise TIR
+//! ops built from it, each operand read in the result's layout.
+
+use super::{scalar_ty, Lower};
+use crate::emit::V;
+use crate::CodegenError;
+use tile_ir::{BinaryOp, CmpOp, Const, Scalar, Span, UnaryOp, ValueId};
+
+fn float_attr(x: f64, s: Scalar) -> String {
+    let t = scalar_ty(s);
+    if x.is_finite() {
+        format!("{x:.17e} : {t}")
+    } else {
+        let bits: u64 = match s {
+            Scalar::F32 => (x as f32).to_bits() as u64,
+            Scalar::BF16 => half::bf16::from_f64(x).to_bits() as u64,
+            Scalar::F16 => half::f16::from_f64(x).to_bits() as u64,
+            _ => 0,
+        };
+        format!("0x{bits:X} : {t}")
+    }
+}
+
+impl<'c, 'k> Lower<'c, 'k> {
+    /// A constant of the result's element type (i64 for pointer-typed ones).
+    pub(super) fn constant_value(&mut self, c: Const, r: ValueId) -> Result<Vec<V>, CodegenError> {
+        let s = self.kernel.ty(r).scalar_elem().unwrap_or(Scalar::I64);
+        Ok(vec![self.constant(c, s)?])
+    }
+
+    /// `program_id`/`num_programs` along `axis`: the `gpu` op `name` (block
+    /// id or grid size) as i32.
+    pub(super) fn grid_index(&mut self, name: &str, axis: u8) -> Result<Vec<V>, CodegenError> {
+        let dim = ["x", "y", "z"][(axis as usize).min(2)];
+        let index = self.e.ty("index");
+        let i32t = self.e.ty("i32");
+        let v = self.e.op1(
+            name,
+            &[],
+            index,
+            &[("dimension", &format!("#gpu<dim {dim}>"))],
+        )?;
+        Ok(vec![self.e.op1("arith.index_cast", &[v], i32t, &[])?])
+    }
+
+    /// `arange` from `start`: each register is its own coordinate plus `start`.
+    pub(super) fn arange(&mut self, start: i64, r: ValueId) -> Result<Vec<V>, CodegenError> {
+        let l = self.layout(r);
+        let st = self.e.i32(start)?;
+        let mut out = Vec::new();
+        for reg in 0..l.num_regs() {
+            let c = self.coords(&l, reg)?;
+            out.push(self.e.binop("arith.addi", c[0], st)?);
+        }
+        Ok(out)
+    }
+
+    /// A scalar repeated: remembered as a splat, so that any layout reads it for free.
+    pub(super) fn splat(&mut self, v: ValueId, r: ValueId) -> Result<Vec<V>, CodegenError> {
+        let s = self.regs(v)?[0];
+        self.splats.insert(r, s);
+        Ok(vec![s; self.layout(r).num_regs()])
+    }
+
+    pub(super) fn elementwise_unary(
+        &mut self,
+        op: UnaryOp,
+        v: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let s = self.kernel.ty(v).scalar_elem().unwrap();
+        let lr = self.layout(r);
+        let regs = self.regs_in(v, &lr, span)?;
+        regs.iter().map(|&x| self.unary(op, s, x)).collect()
+    }
+
+    /// Whether `a / b` divides a float tile by one value (a splat).
+    pub(super) fn divides_by_splat(&self, a: ValueId, b: ValueId) -> bool {
+        let k = self.kernel;
+        self.splats.contains_key(&b)
+            && !k.ty(a).is_scalar()
+            && k.ty(a).scalar_elem().is_some_and(|s| s.is_float())
+    }
+
+    /// Division by one value (a reduction's normalisation): one reciprocal
+    /// per thread, then a multiply per element, which is within 2 ulp of f32
+    /// division (the math is f32 for 16-bit floats).
+    pub(super) fn divide_by_splat(
+        &mut self,
+        a: ValueId,
+        b: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let s = self.kernel.ty(a).scalar_elem().unwrap();
+        let lr = self.layout(r);
+        let ra = self.regs_in(a, &lr, span)?;
+        let d = self.splats[&b];
+        let d = self.widen(d, s)?;
+        let one = self.f32(1.0)?;
+        let rcp = self.e.binop("arith.divf", one, d)?;
+        ra.iter()
+            .map(|&x| {
+                let x = self.widen(x, s)?;
+                let y = self.e.binop("arith.mulf", x, rcp)?;
+                self.narrow(y, s)
+            })
+            .collect()
+    }
+
+    pub(super) fn elementwise_binary(
+        &mut self,
+        op: BinaryOp,
+        a: ValueId,
+        b: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let s = self.kernel.ty(a).scalar_elem().unwrap();
+        let lr = self.layout(r);
+        let (ra, rb) = (self.regs_in(a, &lr, span)?, self.regs_in(b, &lr, span)?);
+        ra.iter()
+            .zip(&rb)
+            .map(|(&x, &y)| self.binary(op, s, x, y))
+            .collect()
+    }
+
+    pub(super) fn elementwise_compare(
+        &mut self,
+        op: CmpOp,
+        a: ValueId,
+        b: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let s = self.kernel.ty(a).scalar_elem();
+        let lr = self.layout(r);
+        let (ra, rb) = (self.regs_in(a, &lr, span)?, self.regs_in(b, &lr, span)?);
+        ra.iter()
+            .zip(&rb)
+            .map(|(&x, &y)| self.compare(op, s, x, y))
+            .collect()
+    }
+
+    pub(super) fn elementwise_select(
+        &mut self,
+        cond: ValueId,
+        a: ValueId,
+        b: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let lr = self.layout(r);
+        let rc = self.regs_in(cond, &lr, span)?;
+        let (ra, rb) = (self.regs_in(a, &lr, span)?, self.regs_in(b, &lr, span)?);
+        (0..ra.len())
+            .map(|i| self.e.select(rc[i], ra[i], rb[i]))
+            .collect()
+    }
+
+    pub(super) fn elementwise_cast(
+        &mut self,
+        v: ValueId,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let from = self.kernel.ty(v).scalar_elem().unwrap();
+        let to = self.kernel.ty(r).scalar_elem().unwrap();
+        let lr = self.layout(r);
+        let regs = self.regs_in(v, &lr, span)?;
+        regs.iter().map(|&x| self.cast(x, from, to)).collect()
+    }
+
+    pub(super) fn constant(&mut self, c: Const, s: Scalar) -> Result<V, CodegenError> {
+        let t = self.e.ty(scalar_ty(s));
+        match (c, s) {
+            (_, Scalar::I1) => self.e.bool(match c {
+                Const::Bool(b) => b,
+                Const::Int(i) => i != 0,
+                Const::Float(f) => f != 0.0,
+            }),
+            (Const::Int(i), s) if s.is_int() => {
+                self.e.constant(&format!("{i} : {}", scalar_ty(s)), t)
+            }
+            (Const::Float(f), s) if s.is_int() => self
+                .e
+                .constant(&format!("{} : {}", f as i64, scalar_ty(s)), t),
+            (Const::Int(i), s) => self.e.constant(&float_attr(i as f64, s), t),
+            (Const::Float(f), s) => self.e.constant(&float_attr(f, s), t),
+            (Const::Bool(b), s) => self
+                .e
+                .constant(&format!("{} : {}", b as i64, scalar_ty(s)), t),
+        }
+    }
+
+    pub(super) fn f32(&mut self, x: f64) -> Result<V, CodegenError> {
+        let t = self.e.ty("f32");
+        self.e.constant(&float_attr(x, Scalar::F32), t)
+    }
+
+    /// Widen a 16-bit float to f32 (identity for f32).
+    pub(super) fn widen(&mut self, x: V, s: Scalar) -> Result<V, CodegenError> {
+        if matches!(s, Scalar::F16 | Scalar::BF16) {
+            let t = self.e.ty("f32");
+            self.e.op1("arith.extf", &[x], t, &[])
+        } else {
+            Ok(x)
+        }
+    }
+
+    pub(super) fn narrow(&mut self, x: V, s: Scalar) -> Result<V, CodegenError> {
+        if matches!(s, Scalar::F16 | Scalar::BF16) {
+            let t = self.e.ty(scalar_ty(s));
+            self.e.op1("arith.truncf", &[x], t, &[])
+        } else {
+            Ok(x)
+        }
+    }
+
+    pub(super) fn unary(&mut self, op: UnaryOp, s: Scalar, x: V) -> Result<V, CodegenError> {
+        if s.is_int() {
+            return match op {
+                UnaryOp::Neg => {
+                    let z = self.constant(Const::Int(0), s)?;
+                    self.e.binop("arith.subi", z, x)
+                }
+                UnaryOp::Not => {
+                    let m = self.constant(
+                        if s == Scalar::I1 {
+                            Const::Bool(true)
+                        } else {
+                            Const::Int(-1)
+                        },
+                        s,
+                    )?;
+                    self.e.binop("arith.xori", x, m)
+                }
+                UnaryOp::Abs => {
+                    let z = self.constant(Const::Int(0), s)?;
+                    let n = self.e.binop("arith.subi", z, x)?;
+                    let c = self.e.cmpi("slt", x, z)?;
+                    self.e.select(c, n, x)
+                }
+                _ => Err(CodegenError::Internal(format!("{op:?} on integers"))),
+            };
+        }
+        let f32t = self.e.ty("f32");
+        let x = self.widen(x, s)?;
+        let y = match op {
+            UnaryOp::Neg => self.e.op1("arith.negf", &[x], f32t, &[])?,
+            UnaryOp::Not => return Err(CodegenError::Internal("not on floats".into())),
+            UnaryOp::Abs => self.e.op1(
+                "llvm.intr.fabs",
+                &[x],
+                f32t,
+                &[("fastmathFlags", "#llvm.fastmath<none>")],
+            )?,
+            UnaryOp::Exp => self.exp(x)?,
+            UnaryOp::Exp2 => self
+                .e
+                .call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[x], f32t)?,
+            UnaryOp::Log => {
+                let l2 = self
+                    .e
+                    .call_intrinsic("llvm.nvvm.lg2.approx.ftz.f", &[x], f32t)?;
+                let ln2 = self.f32(std::f64::consts::LN_2)?;
+                self.e.binop("arith.mulf", l2, ln2)?
+            }
+            UnaryOp::Sqrt => self.e.call_intrinsic("llvm.nvvm.sqrt.rn.f", &[x], f32t)?,
+            UnaryOp::Rsqrt => self
+                .e
+                .call_intrinsic("llvm.nvvm.rsqrt.approx.ftz.f", &[x], f32t)?,
+            UnaryOp::Sigmoid => {
+                let n = self.e.op1("arith.negf", &[x], f32t, &[])?;
+                let ex = self.exp(n)?;
+                let one = self.f32(1.0)?;
+                let d = self.e.binop("arith.addf", one, ex)?;
+                self.e.binop("arith.divf", one, d)?
+            }
+            UnaryOp::Tanh => self.e.op1(
+                "llvm.inline_asm",
+                &[x],
+                f32t,
+                &[
+                    ("asm_string", "\"tanh.approx.f32 $0, $1;\""),
+                    ("constraints", "\"=f,f\""),
+                    ("tail_call_kind", "#llvm.tailcallkind<none>"),
+                ],
+            )?,
+        };
+        self.narrow(y, s)
+    }
+
+    pub(super) fn exp(&mut self, x: V) -> Result<V, CodegenError> {
+        let f32t = self.e.ty("f32");
+        let log2e = self.f32(std::f64::consts::LOG2_E)?;
+        let t = self.e.binop("arith.mulf", x, log2e)?;
+        self.e
+            .call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[t], f32t)
+    }
+
+    pub(super) fn binary(
+        &mut self,
+        op: BinaryOp,
+        s: Scalar,
+        x: V,
+        y: V,
+    ) -> Result<V, CodegenError> {
+        if s.is_int() {
+            let name = match op {
+                BinaryOp::Add => "arith.addi",
+                BinaryOp::Sub => "arith.subi",
+                BinaryOp::Mul => "arith.muli",
+                BinaryOp::Div => "arith.divsi",
+                BinaryOp::Rem => "arith.remsi",
+                BinaryOp::Max => "arith.maxsi",
+                BinaryOp::Min => "arith.minsi",
+                BinaryOp::And => "arith.andi",
+                BinaryOp::Or => "arith.ori",
+                BinaryOp::Xor => "arith.xori",
+                BinaryOp::Shl => "arith.shli",
+                BinaryOp::Shr => "arith.shrsi",
+            };
+            return self.e.binop(name, x, y);
+        }
+        let (x, y) = (self.widen(x, s)?, self.widen(y, s)?);
+        let f32t = self.e.ty("f32");
+        let r = match op {
+            BinaryOp::Add => self.e.binop("arith.addf", x, y)?,
+            BinaryOp::Sub => self.e.binop("arith.subf", x, y)?,
+            BinaryOp::Mul => self.e.binop("arith.mulf", x, y)?,
+            BinaryOp::Div => self.e.binop("arith.divf", x, y)?,
+            BinaryOp::Rem => self.e.binop("arith.remf", x, y)?,
+            BinaryOp::Max => self.e.op1(
+                "llvm.intr.maxnum",
+                &[x, y],
+                f32t,
+                &[("fastmathFlags", "#llvm.fastmath<none>")],
+            )?,
+            BinaryOp::Min => self.e.op1(
+                "llvm.intr.minnum",
+                &[x, y],
+                f32t,
+                &[("fastmathFlags", "#llvm.fastmath<none>")],
+            )?,
+            _ => return Err(CodegenError::Internal(format!("{op:?} on floats"))),
+        };
+        self.narrow(r, s)
+    }
+
+    pub(super) fn compare(
+        &mut self,
+        op: CmpOp,
+        s: Option<Scalar>,
+        x: V,
+        y: V,
+    ) -> Result<V, CodegenError> {
+        match s {
+            Some(s) if s.is_float() => {
+                let (x, y) = (self.widen(x, s)?, self.widen(y, s)?);
+                let pred = match op {
+                    CmpOp::Eq => "oeq",
+                    CmpOp::Ne => "une",
+                    CmpOp::Lt => "olt",
+                    CmpOp::Le => "ole",
+                    CmpOp::Gt => "ogt",
+                    CmpOp::Ge => "oge",
+                };
+                self.e.cmpf(pred, x, y)
+            }
+            Some(_) => {
+                let pred = match op {
+                    CmpOp::Eq => "eq",
+                    CmpOp::Ne => "ne",
+                    CmpOp::Lt => "slt",
+                    CmpOp::Le => "sle",
+                    CmpOp::Gt => "sgt",
+                    CmpOp::Ge => "sge",
+                };
+                self.e.cmpi(pred, x, y)
+            }
+            None => {
+                // Pointers compare as addresses.
+                let i64t = self.e.ty("i64");
+                let xi = self.e.op1("llvm.ptrtoint", &[x], i64t, &[])?;
+                let yi = self.e.op1("llvm.ptrtoint", &[y], i64t, &[])?;
+                self.compare(op, Some(Scalar::I64), xi, yi)
+            }
+        }
+    }
+
+    pub(super) fn cast(&mut self, x: V, from: Scalar, to: Scalar) -> Result<V, CodegenError> {
+        if from == to {
+            return Ok(x);
+        }
+        let tt = self.e.ty(scalar_ty(to));
+        let f32t = self.e.ty("f32");
+        match (from.is_float(), to.is_float()) {
+            (true, true) => {
+                let w = self.widen(x, from)?;
+                if to == Scalar::F32 {
+                    Ok(w)
+                } else {
+                    self.e.op1("arith.truncf", &[w], tt, &[])
+                }
+            }
+            (false, false) => {
+                if from == Scalar::I1 {
+                    self.e.op1("arith.extui", &[x], tt, &[])
+                } else if to == Scalar::I1 {
+                    let z = self.constant(Const::Int(0), from)?;
+                    self.e.cmpi("ne", x, z)
+                } else if to.size_bytes() > from.size_bytes() {
+                    self.e.op1("arith.extsi", &[x], tt, &[])
+                } else {
+                    self.e.op1("arith.trunci", &[x], tt, &[])
+                }
+            }
+            (false, true) => {
+                let name = if from == Scalar::I1 {
+                    "arith.uitofp"
+                } else {
+                    "arith.sitofp"
+                };
+                let f = self.e.op1(name, &[x], f32t, &[])?;
+                self.cast(f, Scalar::F32, to)
+            }
+            (true, false) => {
+                let w = self.widen(x, from)?;
+                if to == Scalar::I1 {
+                    let z = self.f32(0.0)?;
+                    return self.e.cmpf("une", w, z);
+                }
+                let intrin = format!("llvm.fptosi.sat.{}.f32", scalar_ty(to));
+                self.e.call_intrinsic(&intrin, &[w], tt)
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The kernel's `gpu.func`: its parameters (the kernel's own, then one
+//! tensor-map address per TMA operand), the thread ids and per-layout thread
+//! coordinates computed once in the entry block, the body, and the
+//! `nvvm.minctasm` register budget of straight-line row kernels.
+
+use super::{mlir_ty_name, Lower};
+use crate::layout::Layout;
+use crate::CodegenError;
+use melior::ir::Type;
+use tile_ir::{self as tir, Op, ValueId};
+
+impl<'c, 'k> Lower<'c, 'k> {
+    pub(super) fn lower_func(&mut self) -> Result<melior::ir::Operation<'c>, CodegenError> {
+        let k = self.kernel;
+        let mut arg_tys: Vec<Type> = k.params.iter().map(|p| self.mty(&p.ty)).collect();
+        let hidden = self.plan.tma.len();
+        arg_tys.extend(std::iter::repeat_n(self.e.ty("i64"), hidden));
+        let args = self.e.push_block(&arg_tys);
+        for (p, a) in k.params.iter().zip(&args) {
+            self.vals.insert(p.value, vec![*a]);
+        }
+        self.tma_args = args[k.params.len()..].to_vec();
+        // Thread ids and the per-layout coordinates every later op needs.
+        let index = self.e.ty("index");
+        let i32t = self.e.ty("i32");
+        let tid = self
+            .e
+            .op1("gpu.thread_id", &[], index, &[("dimension", "#gpu<dim x>")])?;
+        let tid = self.e.op1("arith.index_cast", &[tid], i32t, &[])?;
+        let c31 = self.e.i32(31)?;
+        let c5 = self.e.i32(5)?;
+        self.lane = Some(self.e.binop("arith.andi", tid, c31)?);
+        self.warp = Some(self.e.binop("arith.shrui", tid, c5)?);
+        let mut layouts: Vec<Layout> = k
+            .values
+            .iter()
+            .filter(|t| !t.is_scalar())
+            .map(|t| self.canonical(&t.shape))
+            .collect();
+        // In value order: a HashMap's order would change the PTX from run to run.
+        let mut assigned: Vec<(&ValueId, &Layout)> = self.layouts.iter().collect();
+        assigned.sort_by_key(|(v, _)| **v);
+        layouts.extend(assigned.into_iter().map(|(_, l)| l.clone()));
+        for l in layouts {
+            if !self.threads.contains_key(&l) {
+                let th = self.thread_coords(&l)?;
+                self.threads.insert(l, th);
+            }
+        }
+        self.lower_block_insts(&k.body.insts)?;
+        self.e.op("gpu.return", &[], &[], &[])?;
+        let region = self.e.pop_region();
+        let fty = format!(
+            "({}) -> ()",
+            k.params
+                .iter()
+                .map(|p| mlir_ty_name(&p.ty))
+                .chain(std::iter::repeat_n("i64".to_string(), hidden))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let e = &self.e;
+        let attrs = [
+            ("function_type", e.attr(&fty)),
+            ("sym_name", e.attr(&format!("\"{}\"", k.name))),
+            ("gpu.kernel", melior::ir::Attribute::unit(e.ctx)),
+            (
+                "known_block_size",
+                e.attr(&format!("array<i32: {}, 1, 1>", 32 * self.warps)),
+            ),
+        ];
+        let mut attrs = attrs.to_vec();
+        if let Some(n) = self.min_ctas() {
+            attrs.push(("nvvm.minctasm", e.attr(&format!("{n} : i32"))));
+        }
+        let attrs: Vec<_> = attrs
+            .iter()
+            .map(|(n, a)| (melior::ir::Identifier::new(e.ctx, n), *a))
+            .collect();
+        melior::ir::operation::OperationBuilder::new("gpu.func", e.loc)
+            .add_attributes(&attrs)
+            .add_regions([region])
+            .build()
+            .map_err(|err| CodegenError::Internal(format!("gpu.func: {err}")))
+    }
+
+    /// CTAs per SM to ask ptxas for (`nvvm.minctasm`, i.e. a register budget)
+    /// in straight-line row kernels like rmsnorm and softmax: reductions, no
+    /// loops and no `dot`, one or two loads of at most two 16-byte vectors per
+    /// thread each (kernels holding more values live, such as mHC's
+    /// `mhc_coeffs_bwd` with 13 loads, spill under the budget). Unasked, ptxas gave
+    /// rmsnorm 56 registers (4 CTAs of 256 threads per SM); held to 48 it
+    /// fits 5 without spills, with more loads in flight: 73% → 82–87% of copy
+    /// bandwidth for the bf16 row kernels on the H200. f32 rows (four vectors
+    /// per load) and plain elementwise kernels measured slower with the hint,
+    /// so they go without.
+    pub(super) fn min_ctas(&self) -> Option<u32> {
+        let threads = 32 * self.warps;
+        let (mut other, mut reduce, mut most, mut loads) = (false, false, 0, 0);
+        tir::walk_insts(&self.kernel.body, &mut |i| match i.op {
+            Op::Dot { .. } | Op::For { .. } => other = true,
+            Op::Reduce { .. } => reduce = true,
+            Op::Load { .. } => {
+                let t = self.kernel.ty(i.results[0]);
+                let s = t.scalar_elem().map_or(8, |s| s.size_bytes());
+                let bytes = (t.numel() * s).div_ceil(threads as usize);
+                most = most.max(bytes);
+                loads += 1;
+            }
+            _ => {}
+        });
+        // Only where the budget admits more CTAs than 64 registers would: a
+        // hint that admits no more lets ptxas spend registers it left unused.
+        let n = 65536 / (threads * 48);
+        (reduce && !other && most <= 32 && loads <= 2 && n > 65536 / (threads * 64)).then_some(n)
+    }
+}

@@ -1,0 +1,430 @@
+//! The software pipeline of a loop `prefetch` planned: copies issued
+//! `stages - 1` iterations ahead into a ring of shared-memory stages
+//! (`cp.async` groups, mbarriers for TMA), the waits at the top of each
+//! iteration, and reading a pipelined load back from its stage.
+
+use super::memory::LoadOne;
+use super::tma_copies::TmaBox;
+use super::wgmma::wgmma_wait;
+use super::{scalar_ty, Lower};
+use crate::emit::V;
+use crate::layout::Layout;
+use crate::prefetch::{self, SmemTile};
+use crate::CodegenError;
+use melior::ir::{Region, Type};
+use std::ops::Range;
+use tile_ir::{self as tir, Const, Op, Span, ValueId};
+
+impl<'c, 'k> Lower<'c, 'k> {
+    /// Before a pipelined loop: once every warp is done with the stages'
+    /// memory (an earlier run of this loop or another pipelined loop), fresh
+    /// mbarriers for its TMA copies, then the copies of iterations
+    /// 0 .. stages-2, one group each. Returns the initial values of the state
+    /// the loop carries after the TIR values: the stage it reads and the
+    /// parity of that stage's barrier phase.
+    pub(super) fn pipeline_prologue(
+        &mut self,
+        p: &prefetch::Loop,
+        body: &tir::Block,
+        lb: V,
+        ub: V,
+        step: V,
+    ) -> Result<Vec<V>, CodegenError> {
+        self.barrier()?;
+        if let Some(bars) = p.barriers() {
+            // Fresh barriers for every run of the loop: an earlier
+            // run may have left phases unfinished (its copies past
+            // the last iteration are never issued).
+            let leader = self.leader()?;
+            self.if_then_self(leader, &mut |me| {
+                for st in 0..p.stages {
+                    let st = me.e.i32(st as i64)?;
+                    let b = me.barrier_addr(bars, st)?;
+                    me.e.inline_asm(
+                        "mbarrier.init.shared::cta.b64 [$0], 1;",
+                        "r,~{memory}",
+                        &[b],
+                        &[],
+                    )?;
+                }
+                me.e.inline_asm(
+                    "fence.mbarrier_init.release.cluster;",
+                    "~{memory}",
+                    &[],
+                    &[],
+                )?;
+                Ok(())
+            })?;
+            self.barrier()?;
+        }
+        for st in 0..p.ahead() {
+            let iv = self.iv_plus(lb, step, st)?;
+            let stage = self.e.i32(st as i64)?;
+            self.issue_copies(p, &body.insts, body.args[0], iv, ub, stage)?;
+        }
+        Ok(vec![self.e.i32(0)?, self.e.i32(0)?])
+    }
+
+    /// At the top of a pipelined loop's body (block arguments `bargs`, the
+    /// pipeline's state at `state`): wait until this iteration's stage has
+    /// landed and every warp is done with the one the previous iteration
+    /// read, issue the copies `ahead` iterations on, and point the pipelined
+    /// loads at this iteration's stage. Returns the state's next values.
+    pub(super) fn pipelined_iteration(
+        &mut self,
+        p: &prefetch::Loop,
+        body: &tir::Block,
+        bargs: &[V],
+        state: usize,
+        ub: V,
+        step: V,
+    ) -> Result<Vec<V>, CodegenError> {
+        let read = bargs[state];
+        let last = self.e.i32((p.stages - 1) as i64)?;
+        let (zero, one) = (self.e.i32(0)?, self.e.i32(1)?);
+        // This iteration's copies (of this thread, then of all) have landed,
+        // and every warp is done with the stage the previous iteration read.
+        self.e.op(
+            "nvvm.cp.async.wait.group",
+            &[],
+            &[],
+            &[("n", &format!("{} : i32", p.ahead() - 1))],
+        )?;
+        if p.wgmma() {
+            // `wgmma` reads shared memory through the async proxy.
+            self.e
+                .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+        }
+        self.barrier()?;
+        // The stage `ahead` iterations on: (read + ahead) mod stages.
+        let stages = self.e.i32(p.stages as i64)?;
+        let ahead = self.e.i32(p.ahead() as i64)?;
+        let write = self.e.binop("arith.addi", read, ahead)?;
+        let wrapped = self.e.binop("arith.subi", write, stages)?;
+        let over = self.e.cmpi("sge", write, stages)?;
+        let write = self.e.select(over, wrapped, write)?;
+        let iv = self.iv_plus(bargs[0], step, p.ahead())?;
+        self.issue_copies(p, &body.insts, body.args[0], iv, ub, write)?;
+        self.vals.insert(body.args[0], vec![bargs[0]]);
+        let phase = bargs[state + 1];
+        if let Some(bars) = p.barriers() {
+            // This iteration's TMA copies have landed (the barrier
+            // completes at once when none were issued).
+            let b = self.barrier_addr(bars, read)?;
+            self.e.inline_asm(
+                "{ .reg .pred p; TILE_WAIT: mbarrier.try_wait.parity.shared::cta.b64 p, [$0], $1; @p bra TILE_DONE; bra TILE_WAIT; TILE_DONE: }",
+                "r,r,~{memory}",
+                &[b, phase],
+                &[],
+            )?;
+        }
+        let stage_bytes = self.e.i32(p.stage_bytes as i64)?;
+        let stage_off = self.e.binop("arith.muli", read, stage_bytes)?;
+        for b in &p.bufs {
+            let o = self.e.i32(b.offset as i64)?;
+            let o = self.e.binop("arith.addi", stage_off, o)?;
+            self.pipe_bufs.insert(b.load, (o, b.tile, b.read_back));
+        }
+        let is_last = self.e.cmpi("eq", read, last)?;
+        let after = self.e.binop("arith.addi", read, one)?;
+        let next_read = self.e.select(is_last, zero, after)?;
+        let flipped = self.e.binop("arith.xori", phase, one)?;
+        let next_phase = self.e.select(is_last, flipped, phase)?;
+        Ok(vec![next_read, next_phase])
+    }
+
+    /// The `scf.for` of a loop whose last `wgmma` is still running when it
+    /// ends (the accumulators at `acc` among its results): wait for it inside
+    /// `if lb < ub`, so that no path where the accumulators are copied (the
+    /// loop skipped) meets a running wgmma (ptxas would serialize them all).
+    pub(super) fn for_draining_wgmma(
+        &mut self,
+        operands: &[V],
+        res_tys: &[Type<'c>],
+        region: Region<'c>,
+        acc: Range<usize>,
+    ) -> Result<Vec<V>, CodegenError> {
+        let (lb, ub) = (operands[0], operands[1]);
+        let live = self.e.cmpi("slt", lb, ub)?;
+        let mut region = Some(region);
+        let init = operands[3..].to_vec();
+        self.e.if_else(
+            live,
+            res_tys,
+            &mut |e| {
+                let mut out = e.op_full(
+                    "scf.for",
+                    operands,
+                    res_tys,
+                    &[],
+                    vec![region.take().unwrap()],
+                )?;
+                let done = wgmma_wait(e, 0, &out[acc.clone()])?;
+                out[acc.clone()].copy_from_slice(&done);
+                Ok(out)
+            },
+            &mut |_| Ok(init.clone()),
+        )
+    }
+
+    /// After a pipelined loop: its loads are ordinary values again, and no
+    /// copies are left pending.
+    pub(super) fn pipeline_epilogue(&mut self, p: &prefetch::Loop) -> Result<(), CodegenError> {
+        for b in &p.bufs {
+            self.pipe_bufs.remove(&b.load);
+        }
+        // Only empty groups (past the last iteration) can be pending.
+        self.e
+            .op("nvvm.cp.async.wait.group", &[], &[], &[("n", "0 : i32")])?;
+        Ok(())
+    }
+
+    /// A pipelined load's tile is already in shared memory, where its dot
+    /// reads it; other uses read it back (`read_stage`).
+    pub(super) fn pipelined_load(&mut self, r: ValueId) -> Result<Vec<V>, CodegenError> {
+        let (off, tile, read_back) = self.pipe_bufs[&r];
+        if read_back {
+            self.read_stage(r, off, tile)
+        } else {
+            Ok(vec![])
+        }
+    }
+
+    /// `iv + n·step` in the induction variable's type.
+    pub(super) fn iv_plus(&mut self, iv: V, step: V, n: u32) -> Result<V, CodegenError> {
+        let t = self.e.type_of(iv);
+        let n = self.e.constant(&format!("{n} : {t}"), t)?;
+        let d = self.e.binop("arith.muli", step, n)?;
+        self.e.binop("arith.addi", iv, d)
+    }
+
+    /// The pipelined loads of `p` for the iteration whose induction variable
+    /// is `iv` (when `iv < ub`), into stage `stage` (i32), as one commit group
+    /// (an empty one past the last iteration, so that group counts stay
+    /// uniform). Lowers the loads' address slice again with `iv`; the caller
+    /// restores the induction variable.
+    pub(super) fn issue_copies(
+        &mut self,
+        p: &prefetch::Loop,
+        insts: &[tir::Inst],
+        iv_arg: ValueId,
+        iv: V,
+        ub: V,
+        stage: V,
+    ) -> Result<(), CodegenError> {
+        let live = self.e.cmpi("slt", iv, ub)?;
+        self.if_then_self(live, &mut |me| {
+            me.vals.insert(iv_arg, vec![iv]);
+            // Scalars first: a TMA box needs only its corner.
+            let kernel = me.kernel;
+            let (scalars, tiles): (Vec<usize>, Vec<usize>) = p
+                .slice
+                .iter()
+                .partition(|&&i| insts[i].results.iter().all(|r| kernel.ty(*r).is_scalar()));
+            for &i in &scalars {
+                me.lower_inst(&insts[i])?;
+            }
+            let stage_bytes = me.e.i32(p.stage_bytes as i64)?;
+            let stage_off = me.e.binop("arith.muli", stage, stage_bytes)?;
+            let by_tma = me.tma_boxes(p)?;
+            // The rest by `cp.async`, from the addresses and masks of the slice.
+            let mut fallback = Vec::new();
+            for t in &by_tma {
+                match t {
+                    Some(TmaBox { ok, .. }) => {
+                        let t = me.e.bool(true)?;
+                        fallback.push(me.e.binop("arith.xori", *ok, t)?);
+                    }
+                    None => fallback.push(me.e.bool(true)?),
+                }
+            }
+            let any = fallback
+                .iter()
+                .copied()
+                .reduce(|a, b| me.e.binop("arith.ori", a, b).unwrap())
+                .unwrap();
+            me.if_then_self(any, &mut |me| {
+                for &i in &tiles {
+                    me.lower_inst(&insts[i])?;
+                }
+                for (b, &need) in p.bufs.iter().zip(&fallback) {
+                    let o = me.e.i32(b.offset as i64)?;
+                    let base = me.e.binop("arith.addi", stage_off, o)?;
+                    let Some(Op::Load { ptr, mask, other }) = me.defs.get(&b.load).map(|i| &i.op)
+                    else {
+                        return Err(CodegenError::Internal(
+                            "pipelined value is not a load".into(),
+                        ));
+                    };
+                    let (ptr, mask, other) = (*ptr, *mask, *other);
+                    me.if_then_self(need, &mut |me| {
+                        me.copy_tile(b.load, ptr, mask, other, base, b.tile)
+                    })?;
+                }
+                Ok(())
+            })?;
+            if let Some(bars) = p.barriers() {
+                let leader = me.leader()?;
+                me.if_then_self(leader, &mut |me| {
+                    me.issue_tma(p, &by_tma, stage, stage_off, bars)
+                })?;
+            }
+            Ok(())
+        })?;
+        self.e.op("nvvm.cp.async.commit.group", &[], &[], &[])?;
+        Ok(())
+    }
+
+    /// The tile `load(ptr, mask, other)` (value `r`, 16-bit elements) into
+    /// shared memory at byte offset `base` (i32), laid out as `tile`:
+    /// `cp.async` per aligned, unmasked group of contiguous elements (4, 8 or
+    /// 16 bytes); elsewhere per element, through registers.
+    pub(super) fn copy_tile(
+        &mut self,
+        r: ValueId,
+        ptr: ValueId,
+        mask: Option<ValueId>,
+        other: Option<ValueId>,
+        base: V,
+        tile: SmemTile,
+    ) -> Result<(), CodegenError> {
+        let span = Span::default();
+        let s = self.ptr_elem(ptr)?;
+        let l = self.layout(r);
+        let rp = self.regs_in(ptr, &l, span)?;
+        let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
+        let ro = match other {
+            Some(o) => Some(self.regs_in(o, &l, span)?),
+            None => None,
+        };
+        let v = self.vector_width(ptr, s);
+        let bytes = v as usize * s.size_bytes();
+        let owner = self.owner(&l);
+        let mut write = |me: &mut Self| -> Result<(), CodegenError> {
+            for g in Self::groups(&l, v) {
+                let c = me.coords(&l, g.start)?;
+                // A group never crosses a 16-byte chunk, so swizzling keeps it contiguous.
+                let dst = me.tile_elem_ptr(base, tile, c[0], c[1])?;
+                let scalar_path = |me: &mut Self| -> Result<(), CodegenError> {
+                    for (i, k) in g.clone().enumerate() {
+                        let x = match &rm {
+                            Some(m) => {
+                                let t = me.e.ty(scalar_ty(s));
+                                let ok = match &ro {
+                                    Some(o) => o[k],
+                                    None => me.constant(Const::Int(0), s)?,
+                                };
+                                let p = rp[k];
+                                me.e.if_else(
+                                    m[k],
+                                    &[t],
+                                    &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
+                                    &mut |_| Ok(vec![ok]),
+                                )?[0]
+                            }
+                            None => LoadOne { e: &mut me.e }.load(rp[k], s)?,
+                        };
+                        let d = if i == 0 {
+                            dst
+                        } else {
+                            let p3 = me.e.ty("!llvm.ptr<3>");
+                            let off = me.e.i32(i as i64)?;
+                            me.e.op1(
+                                "llvm.getelementptr",
+                                &[dst, off],
+                                p3,
+                                &[
+                                    ("elem_type", scalar_ty(s)),
+                                    ("noWrapFlags", "0 : i32"),
+                                    ("rawConstantIndices", "array<i32: -2147483648>"),
+                                ],
+                            )?
+                        };
+                        LoadOne { e: &mut me.e }.store(d, x, s)?;
+                    }
+                    Ok(())
+                };
+                if !matches!(bytes, 4 | 8 | 16) {
+                    scalar_path(me)?;
+                    continue;
+                }
+                let mut conds = vec![me.aligned(rp[g.start], v, s)?];
+                if let Some(m) = &rm {
+                    conds.extend(m[g.clone()].iter().copied());
+                }
+                let cond = me.e.and_all(&conds)?.unwrap();
+                let p0 = rp[g.start];
+                me.if_else_self(
+                    cond,
+                    &mut |me| {
+                        // .cg (L2 only) exists for 16-byte copies alone.
+                        let cache = if bytes == 16 { "cg" } else { "ca" };
+                        me.e.op(
+                            "nvvm.cp.async.shared.global",
+                            &[dst, p0],
+                            &[],
+                            &[
+                                ("size", &format!("{bytes} : i32")),
+                                ("modifier", &format!("#nvvm<load_cache_modifier {cache}>")),
+                            ],
+                        )?;
+                        Ok(())
+                    },
+                    &mut |me| scalar_path(me),
+                )?;
+            }
+            Ok(())
+        };
+        match owner {
+            Some(o) => self.if_then_self(o, &mut write),
+            None => write(self),
+        }
+    }
+
+    /// The registers of pipelined load `r` (canonical layout), read from its
+    /// tile at byte offset `off` of shared memory: one vector per group of
+    /// up to 8 contiguous elements (a group never crosses a 16-byte chunk).
+    pub(super) fn read_stage(
+        &mut self,
+        r: ValueId,
+        off: V,
+        tile: SmemTile,
+    ) -> Result<Vec<V>, CodegenError> {
+        let l = self.layout(r);
+        let Layout::Blocked(bl) = &l else {
+            return Err(CodegenError::Internal(
+                "pipelined load not in a blocked layout".into(),
+            ));
+        };
+        let s = self.kernel.ty(r).scalar_elem().unwrap();
+        let v = bl.spt[1].min(8);
+        let vt = self.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
+        let et = self.e.ty(scalar_ty(s));
+        let mut out = vec![None; l.num_regs()];
+        // Coordinates wrap where the layout covers more than the tile, so
+        // every thread reads valid elements.
+        for g in Self::groups(&l, v) {
+            let c = self.coords(&l, g.start)?;
+            let p = self.tile_elem_ptr(off, tile, c[0], c[1])?;
+            let x = self.e.op1(
+                "llvm.load",
+                &[p],
+                vt,
+                &[
+                    (
+                        "alignment",
+                        &format!("{} : i64", v as usize * s.size_bytes()),
+                    ),
+                    ("ordering", "0 : i64"),
+                ],
+            )?;
+            for (i, k) in g.enumerate() {
+                let idx = self.e.i32(i as i64)?;
+                out[k] = Some(self.e.op1("llvm.extractelement", &[x, idx], et, &[])?);
+            }
+        }
+        out.into_iter()
+            .map(|x| x.ok_or_else(|| CodegenError::Internal("register not read back".into())))
+            .collect()
+    }
+}

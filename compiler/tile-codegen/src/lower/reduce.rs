@@ -1,0 +1,188 @@
+//! Reductions along one axis: within the thread, then butterfly shuffles
+//! across lanes, then across warps through scratch, landing in the result's
+//! layout.
+
+use super::Lower;
+use crate::emit::V;
+use crate::layout::Layout;
+use crate::CodegenError;
+use std::collections::HashMap;
+use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
+
+fn identity(op: ReduceOp, s: Scalar) -> Const {
+    match (op, s.is_float()) {
+        (ReduceOp::Sum, true) => Const::Float(0.0),
+        (ReduceOp::Sum, false) => Const::Int(0),
+        (ReduceOp::Max, true) => Const::Float(f64::NEG_INFINITY),
+        (ReduceOp::Min, true) => Const::Float(f64::INFINITY),
+        (ReduceOp::Max, false) => Const::Int(if s == Scalar::I64 {
+            i64::MIN
+        } else {
+            i32::MIN as i64
+        }),
+        (ReduceOp::Min, false) => Const::Int(if s == Scalar::I64 {
+            i64::MAX
+        } else {
+            i32::MAX as i64
+        }),
+    }
+}
+
+impl<'c, 'k> Lower<'c, 'k> {
+    pub(super) fn combine(
+        &mut self,
+        op: ReduceOp,
+        s: Scalar,
+        a: V,
+        b: V,
+    ) -> Result<V, CodegenError> {
+        let bop = match op {
+            ReduceOp::Sum => BinaryOp::Add,
+            ReduceOp::Max => BinaryOp::Max,
+            ReduceOp::Min => BinaryOp::Min,
+        };
+        self.binary(bop, s, a, b)
+    }
+
+    pub(super) fn reduce(
+        &mut self,
+        op: ReduceOp,
+        value: ValueId,
+        axis: usize,
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let s_in = self.kernel.ty(value).scalar_elem().unwrap();
+        // 16-bit floats accumulate in f32 and round once at the end.
+        let s = if s_in.is_float() { Scalar::F32 } else { s_in };
+        if !matches!(s, Scalar::F32 | Scalar::I32) {
+            return Err(CodegenError::Unsupported {
+                what: format!("reductions of {} tiles", s_in.name()),
+                span,
+            });
+        }
+        let src_l = self.canonical(&self.kernel.ty(value).shape);
+        let dst = self.layout(r);
+        let regs: Vec<V> = self
+            .regs_in(value, &src_l, span)?
+            .into_iter()
+            .map(|x| self.widen(x, s_in))
+            .collect::<Result<_, _>>()?;
+        let id = self.constant(identity(op, s), s)?;
+        let th_t = self.threads(&src_l).t.clone();
+        let Layout::Blocked(src) = src_l else {
+            unreachable!("canonical layouts are blocked")
+        };
+        // 1. Within the thread, over the registers along `axis`.
+        let mut partial: HashMap<Vec<u32>, V> = HashMap::new();
+        for (k, &x) in regs.iter().enumerate() {
+            let mut idx = src.reg_index(k);
+            idx[axis] = 0;
+            let acc = match partial.get(&idx) {
+                Some(&a) => self.combine(op, s, a, x)?,
+                None => x,
+            };
+            partial.insert(idx, acc);
+        }
+        let mut keys: Vec<Vec<u32>> = partial.keys().cloned().collect();
+        keys.sort();
+        if src.cov(axis) > src.shape[axis] {
+            // Replicas along the axis must not be counted twice.
+            let lim = self.e.i32((src.shape[axis] / src.spt[axis]) as i64)?;
+            let own = self.e.cmpi("ult", th_t[axis], lim)?;
+            for key in &keys {
+                let v = self.e.select(own, partial[key], id)?;
+                partial.insert(key.clone(), v);
+            }
+        }
+        // 2. Across lanes along the axis: butterfly shuffles.
+        if src.tpw[axis] > 1 {
+            let i1 = self.e.ty("i1");
+            let width = self.e.i32(32)?;
+            let mut off = src.lane_stride(axis) * src.tpw[axis] / 2;
+            while off >= src.lane_stride(axis) {
+                let o = self.e.i32(off as i64)?;
+                for key in &keys {
+                    let x = partial[key];
+                    let t = self.e.type_of(x);
+                    let sh = self.e.op(
+                        "gpu.shuffle",
+                        &[x, o, width],
+                        &[t, i1],
+                        &[("mode", "#gpu<shuffle_mode xor>")],
+                    )?[0];
+                    let c = self.combine(op, s, x, sh)?;
+                    partial.insert(key.clone(), c);
+                }
+                off /= 2;
+            }
+        }
+        // 3. Across warps along the axis and into the result's layout, through shared memory.
+        let out: Vec<V> = if src.rank() == 1 && src.wpc[0] == 1 {
+            vec![partial[&keys[0]]]
+        } else {
+            let res_shape = self.kernel.ty(r).shape.clone();
+            let res_numel: u32 = res_shape.iter().product();
+            let wa = src.wpc[axis];
+            self.reserve_scratch(wa * res_numel * 4, span)?;
+            self.barrier()?;
+            // Lane 0 along the axis writes its partials at [warp coordinate along axis][result index].
+            let lane = self.lane.unwrap();
+            let warp = self.warp.unwrap();
+            let ls = self.e.i32(src.lane_stride(axis).trailing_zeros() as i64)?;
+            let lm = self.e.i32(src.tpw[axis] as i64 - 1)?;
+            let la = self.e.binop("arith.shrui", lane, ls)?;
+            let la = self.e.binop("arith.andi", la, lm)?;
+            let z = self.e.i32(0)?;
+            let first_lane = self.e.cmpi("eq", la, z)?;
+            let ws = self.e.i32(src.warp_stride(axis).trailing_zeros() as i64)?;
+            let wm = self.e.i32(wa as i64 - 1)?;
+            let wcoord = self.e.binop("arith.shrui", warp, ws)?;
+            let wcoord = self.e.binop("arith.andi", wcoord, wm)?;
+            let rn = self.e.i32(res_numel as i64)?;
+            let wbase = self.e.binop("arith.muli", wcoord, rn)?;
+            let keys2 = keys.clone();
+            let partial2 = partial.clone();
+            let src_l = Layout::Blocked(src.clone());
+            self.if_then_self(first_lane, &mut |me| {
+                for key in &keys2 {
+                    let k = src.reg_number(key);
+                    let c = me.coords(&src_l, k)?;
+                    let rc: Vec<V> = c
+                        .iter()
+                        .enumerate()
+                        .filter(|(d, _)| *d != axis)
+                        .map(|(_, v)| *v)
+                        .collect();
+                    let f = me.flat(&rc, &res_shape)?;
+                    let idx = me.e.binop("arith.addi", wbase, f)?;
+                    me.scratch_store(idx, partial2[key], s)?;
+                }
+                Ok(())
+            })?;
+            self.barrier()?;
+            let mut out = Vec::new();
+            for k in 0..dst.num_regs() {
+                let f = if dst.shape().is_empty() {
+                    self.e.i32(0)?
+                } else {
+                    let c = self.coords(&dst, k)?;
+                    self.flat(&c, &res_shape)?
+                };
+                let mut acc: Option<V> = None;
+                for w in 0..wa {
+                    let o = self.e.i32((w * res_numel) as i64)?;
+                    let idx = self.e.binop("arith.addi", f, o)?;
+                    let x = self.scratch_load(idx, s, false)?;
+                    acc = Some(match acc {
+                        None => x,
+                        Some(a) => self.combine(op, s, a, x)?,
+                    });
+                }
+                out.push(acc.unwrap());
+            }
+            out
+        };
+        out.into_iter().map(|x| self.narrow(x, s_in)).collect()
+    }
+}

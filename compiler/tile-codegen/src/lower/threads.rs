@@ -1,0 +1,160 @@
+//! Where a thread's registers sit: per-layout thread coordinates, the
+//! coordinates of each register, replica ownership, the CTA's leader thread,
+//! and row-major indices.
+
+use super::{Lower, Threads};
+use crate::emit::{Emitter, V};
+use crate::layout::Layout;
+use crate::CodegenError;
+
+impl<'c, 'k> Lower<'c, 'k> {
+    /// This thread's coordinates in layout `l`, from its lane and warp: for
+    /// an mma layout the (row, column) of its first accumulator, for a
+    /// blocked layout its position along each dimension.
+    pub(super) fn thread_coords(&mut self, l: &Layout) -> Result<Threads, CodegenError> {
+        let (lane, warp) = (self.lane.unwrap(), self.warp.unwrap());
+        let l = match l {
+            Layout::Blocked(b) => b,
+            Layout::Mma(m) => {
+                // Base (row, col) = the warp's base (`Mma::warp_base`) + (lane/4, 2·(lane%4)).
+                let wn = self.e.i32(m.wn as i64)?;
+                let wmn = self.e.i32((m.wm * m.wn) as i64)?;
+                let wl = self.e.binop("arith.remui", warp, wmn)?;
+                let c2 = self.e.i32(2)?;
+                let c3 = self.e.i32(3)?;
+                let cols = self.e.i32(m.warp_cols() as i64)?;
+                let (r0, wj) = if m.warpgroups {
+                    let group = self.e.binop("arith.shrui", wl, c2)?;
+                    let w4 = self.e.binop("arith.andi", wl, c3)?;
+                    let gi = self.e.binop("arith.divui", group, wn)?;
+                    let gj = self.e.binop("arith.remui", group, wn)?;
+                    let rows = self.e.i32((4 * m.warp_rows()) as i64)?;
+                    let r0 = self.e.binop("arith.muli", gi, rows)?;
+                    let c16 = self.e.i32(16)?;
+                    let w16 = self.e.binop("arith.muli", w4, c16)?;
+                    (self.e.binop("arith.addi", r0, w16)?, gj)
+                } else {
+                    let wi = self.e.binop("arith.divui", wl, wn)?;
+                    let wj = self.e.binop("arith.remui", wl, wn)?;
+                    let rows = self.e.i32(m.warp_rows() as i64)?;
+                    (self.e.binop("arith.muli", wi, rows)?, wj)
+                };
+                let g = self.e.binop("arith.shrui", lane, c2)?;
+                let q = self.e.binop("arith.andi", lane, c3)?;
+                let r0 = self.e.binop("arith.addi", r0, g)?;
+                let c0 = self.e.binop("arith.muli", wj, cols)?;
+                let q2 = self.e.binop("arith.muli", q, c2)?;
+                let c0 = self.e.binop("arith.addi", c0, q2)?;
+                let owner = if m.wm * m.wn < self.warps {
+                    Some(self.e.cmpi("ult", warp, wmn)?)
+                } else {
+                    None
+                };
+                return Ok(Threads {
+                    base: vec![r0, c0],
+                    t: vec![],
+                    owner,
+                });
+            }
+        };
+        let mut t = Vec::new();
+        let mut base = Vec::new();
+        let mut owner_conds = Vec::new();
+        for d in 0..l.rank() {
+            let ls = self.e.i32(l.lane_stride(d).trailing_zeros() as i64)?;
+            let lm = self.e.i32(l.tpw[d] as i64 - 1)?;
+            let ld = self.e.binop("arith.shrui", lane, ls)?;
+            let ld = self.e.binop("arith.andi", ld, lm)?;
+            let ws = self.e.i32(l.warp_stride(d).trailing_zeros() as i64)?;
+            let wm = self.e.i32(l.wpc[d] as i64 - 1)?;
+            let wd = self.e.binop("arith.shrui", warp, ws)?;
+            let wd = self.e.binop("arith.andi", wd, wm)?;
+            let tp = self.e.i32(l.tpw[d] as i64)?;
+            let wd = self.e.binop("arith.muli", wd, tp)?;
+            let td = self.e.binop("arith.addi", wd, ld)?;
+            let sp = self.e.i32(l.spt[d] as i64)?;
+            base.push(self.e.binop("arith.muli", td, sp)?);
+            if l.cov(d) > l.shape[d] {
+                let lim = self.e.i32((l.shape[d] / l.spt[d]) as i64)?;
+                owner_conds.push(self.e.cmpi("ult", td, lim)?);
+            }
+            t.push(td);
+        }
+        let owner = self.e.and_all(&owner_conds)?;
+        Ok(Threads { base, t, owner })
+    }
+
+    /// The thread coordinates of layout `l` (computed in the entry block).
+    pub(super) fn threads(&self, l: &Layout) -> &Threads {
+        &self.threads[l]
+    }
+
+    /// Whether this thread owns its registers of layout `l` rather than
+    /// holding a replica (None: every thread does); stores and scratch
+    /// writes go by owners only.
+    pub(super) fn owner(&self, l: &Layout) -> Option<V> {
+        if l.shape().is_empty() {
+            None
+        } else {
+            self.threads(l).owner
+        }
+    }
+
+    /// Runtime coordinates (i32) of register `k` of a tile in layout `l`.
+    pub(super) fn coords(&mut self, l: &Layout, k: usize) -> Result<Vec<V>, CodegenError> {
+        let base = self.threads(l).base.clone();
+        let l = match l {
+            Layout::Blocked(b) => b,
+            Layout::Mma(m) => {
+                let (r, c) = m.static_offset(k);
+                let (r, c) = (self.e.i32(r as i64)?, self.e.i32(c as i64)?);
+                return Ok(vec![
+                    self.e.binop("arith.addi", base[0], r)?,
+                    self.e.binop("arith.addi", base[1], c)?,
+                ]);
+            }
+        };
+        let idx = l.reg_index(k);
+        let mut out = Vec::new();
+        for d in 0..l.rank() {
+            let so = self.e.i32(l.static_offset(d, idx[d]) as i64)?;
+            let mut c = self.e.binop("arith.addi", base[d], so)?;
+            if l.cov(d) > l.shape[d] {
+                let m = self.e.i32(l.shape[d] as i64 - 1)?;
+                c = self.e.binop("arith.andi", c, m)?;
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Row-major flat index of coordinates in `shape`.
+    pub(super) fn flat(&mut self, coords: &[V], shape: &[u32]) -> Result<V, CodegenError> {
+        row_major_index(&mut self.e, coords, shape)
+    }
+
+    /// Thread 0 of the CTA (i1).
+    pub(super) fn leader(&mut self) -> Result<V, CodegenError> {
+        let (lane, warp) = (self.lane.unwrap(), self.warp.unwrap());
+        let either = self.e.binop("arith.ori", lane, warp)?;
+        let zero = self.e.i32(0)?;
+        self.e.cmpi("eq", either, zero)
+    }
+}
+
+/// The row-major linear index of `coords` in a tile of `shape`.
+pub(super) fn row_major_index(
+    e: &mut Emitter<'_>,
+    coords: &[V],
+    shape: &[u32],
+) -> Result<V, CodegenError> {
+    let mut acc = e.i32(0)?;
+    let mut stride = 1i64;
+    for d in (0..shape.len()).rev() {
+        let s = e.i32(stride)?;
+        let t = e.binop("arith.muli", coords[d], s)?;
+        acc = e.binop("arith.addi", acc, t)?;
+        stride *= shape[d] as i64;
+    }
+    Ok(acc)
+}
