@@ -17,6 +17,9 @@
 //! - The IR holds no layout information: distributing tiles over threads is the
 //!   business of code generation alone.
 //!
+//! The text form is [`print_kernel`]'s; [`parse_kernel`] reads it back (file
+//! tests, `.tir` inputs), and [`consteval`] gives constants their meaning.
+//!
 //! Beside the IR this crate holds what every stage shares: source spans
 //! ([`span`]), the launch ABI ([`launch`]) and the pack file format ([`pack`]).
 //! It depends on no other crate of the compiler.
@@ -25,12 +28,14 @@ pub mod builder;
 pub mod consteval;
 pub mod launch;
 pub mod pack;
+mod parser;
 mod printer;
 pub mod span;
 mod verify;
 
 pub use span::{SourceFile, Span};
 
+pub use parser::{parse_kernel, ParseError};
 pub use printer::print_kernel;
 pub use verify::{verify, VerifyError};
 
