@@ -16,6 +16,18 @@ use tile_front::check::kernels;
 use tile_front::frontend::{parse_program, SourceFile};
 use tile_front::syntax::ast::KernelDef;
 
+/// `KernelSet`'s own methods, which no kernel's launcher may shadow.
+const RESERVED: &[&str] = &[
+    "from_packs",
+    "from_sources",
+    "open",
+    "device",
+    "get",
+    "load",
+    "launch",
+    "run",
+];
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.join("../kernels");
@@ -94,6 +106,9 @@ fn main() {
             for k in kernels(program.module()) {
                 let name = &k.name.name;
                 check_ident(name, &format!("kernel `{name}` ({file})"));
+                if RESERVED.contains(&name.as_str()) {
+                    panic!("kernel `{name}` ({file}) has the name of a `KernelSet` method");
+                }
                 if let Some(other) = seen.insert(name.clone(), pack.clone()) {
                     panic!("kernel `{name}` is in the packs `{other}` and `{pack}`: names must be unique");
                 }

@@ -6,7 +6,7 @@
 //! - [`launch`]: typed launchers of every pack kernel, generated from the sources.
 //! - [`layer`]: one mHC or HC site (`MhcLayer`): forward, backward, recompute.
 //! - [`stack`]: a stack of sites with block recompute (bit-identical to storing).
-//! - [`reference`]: the f64 reference of a site, the oracle of the tests.
+//! - [`reference`](mod@reference): the f64 reference of a site, the oracle of the tests.
 
 pub mod kernels;
 pub mod launch;
