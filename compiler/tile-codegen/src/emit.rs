@@ -5,12 +5,13 @@
 //! express. Every handle refers to IR owned by the module under construction,
 //! which outlives the [`Emitter`].
 
+use melior::ir::attribute::AttributeLike;
 use melior::ir::block::BlockLike;
 use melior::ir::operation::{OperationBuilder, OperationLike};
 use melior::ir::{
     Attribute, Block, Identifier, Location, Region, RegionLike, Type, Value, ValueLike,
 };
-use melior::Context;
+use melior::{Context, StringRef};
 use mlir_sys::MlirValue;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -158,6 +159,20 @@ impl<'c> Emitter<'c> {
     pub fn i32(&mut self, x: i64) -> Result<V, CodegenError> {
         let t = self.ty("i32");
         self.constant(&format!("{x} : i32"), t)
+    }
+
+    /// Gives constant `v` (made by [`constant`](Self::constant) or its
+    /// shorthands) the value `value_attr` instead, as if made with it: for
+    /// values known only once the whole kernel is emitted.
+    pub fn set_constant(&mut self, v: V, value_attr: &str) {
+        let attr = self.attr(value_attr);
+        unsafe {
+            mlir_sys::mlirOperationSetAttributeByName(
+                mlir_sys::mlirOpResultGetOwner(v),
+                StringRef::new("value").to_raw(),
+                attr.to_raw(),
+            )
+        }
     }
 
     pub fn i64(&mut self, x: i64) -> Result<V, CodegenError> {

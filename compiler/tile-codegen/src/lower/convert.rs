@@ -4,6 +4,7 @@
 //! between two barriers. Also reshapes, broadcasts and transposes, which are
 //! such conversions.
 
+use super::smem::ScratchNeed;
 use super::threads::row_major_index;
 use super::Lower;
 use crate::emit::{Emitter, V};
@@ -238,7 +239,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         let rows = ty.numel() as u32 / ty.shape.last().copied().unwrap_or(1).max(1);
         let row_len = ty.shape.last().copied().unwrap_or(1) + pad;
-        self.reserve_scratch(rows * row_len * es, span)?;
+        self.reserve_scratch(ScratchNeed::Bytes(rows * row_len * es), span);
         let src = self.layout(value);
         let regs = self.regs(value)?;
         self.barrier()?;

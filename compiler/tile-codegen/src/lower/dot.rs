@@ -2,12 +2,17 @@
 //! `mma.sync` (`mma`) or `wgmma` (`wgmma`) by the result's layout; staging of
 //! register operands into shared memory, which both paths use.
 
+use super::smem::{ScratchAddr, ScratchNeed, StagedTile, StagedTiles};
 use super::{scalar_ty, Lower};
 use crate::emit::V;
 use crate::layout::Layout;
 use crate::prefetch::SmemTile;
 use crate::CodegenError;
 use tile_ir::{Scalar, Span, ValueId};
+
+/// How an operand of a shape is laid out when staged into scratch: its tile
+/// layout and the alignment of its start (bytes).
+pub(super) type StagedLayout<'f> = dyn Fn(&[u32]) -> Result<(SmemTile, u32), CodegenError> + 'f;
 
 impl<'c, 'k> Lower<'c, 'k> {
     /// `a @ b + acc` on tensor cores, the result in its mma layout: on
@@ -62,49 +67,77 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.dot_mma_sync(&ml, kk, ptx_ty, a_op, b_op, acc_regs)
     }
 
-    /// Register operands of a `dot` (value, byte offset in shared memory,
-    /// layout there) written to `bytes` of scratch between two barriers; for
-    /// `wgmma`, which reads through the async proxy, fenced as well.
-    pub(super) fn stage_operands(
+    /// Where `dot` operands `a` and `b` (of `s`) are in shared memory: their
+    /// byte offsets (i32) and layouts there. An operand a pipelined loop
+    /// already copied is in its stage; any other is staged from registers
+    /// into scratch, laid out as `staged_tile` gives for its shape (with the
+    /// alignment of its start), between two barriers; for `wgmma`, which
+    /// reads through the async proxy, fenced as well.
+    pub(super) fn dot_operands(
         &mut self,
-        staged: &[(ValueId, u32, SmemTile)],
-        bytes: u32,
+        [a, b]: [ValueId; 2],
         s: Scalar,
         span: Span,
         wgmma: bool,
-    ) -> Result<(), CodegenError> {
-        if staged.is_empty() {
-            return Ok(());
+        staged_tile: &StagedLayout,
+    ) -> Result<[(V, SmemTile); 2], CodegenError> {
+        let k = self.kernel;
+        let mut staged = Vec::new();
+        let mut tiles = Vec::new();
+        for x in [a, b] {
+            if !self.pipe_bufs.contains_key(&x) {
+                let shape = &k.ty(x).shape;
+                let (tile, align) = staged_tile(shape)?;
+                let bytes = tile.bytes(shape[0], shape[1]);
+                staged.push((x, tile));
+                tiles.push(StagedTile { bytes, align });
+            }
         }
-        self.reserve_scratch(bytes, span)?;
-        let regs: Vec<(Layout, Vec<V>)> = staged
-            .iter()
-            .map(|&(x, _, _)| {
-                let l = self.canonical(&self.kernel.ty(x).shape);
-                let r = self.regs_in(x, &l, span)?;
-                Ok((l, r))
-            })
-            .collect::<Result<_, CodegenError>>()?;
-        self.barrier()?;
-        for (&(_, at, tile), (l, regs)) in staged.iter().zip(regs) {
-            self.stage_tile(&l, &regs, s, at, tile)?;
+        let tiles: StagedTiles = tiles.into();
+        let mut ops = Vec::new();
+        let mut addrs = Vec::new();
+        for x in [a, b] {
+            ops.push(match self.pipe_bufs.get(&x) {
+                Some(&(off, tile, _)) => (off, tile),
+                None => {
+                    let i = addrs.len();
+                    addrs.push(ScratchAddr::Tile(tiles.clone(), i));
+                    (self.scratch_addr(addrs[i].clone())?, staged[i].1)
+                }
+            });
         }
-        if wgmma {
-            self.e
-                .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+        if !staged.is_empty() {
+            self.reserve_scratch(ScratchNeed::Tiles(tiles), span);
+            let regs: Vec<(Layout, Vec<V>)> = staged
+                .iter()
+                .map(|&(x, _)| {
+                    let l = self.canonical(&self.kernel.ty(x).shape);
+                    let r = self.regs_in(x, &l, span)?;
+                    Ok((l, r))
+                })
+                .collect::<Result<_, CodegenError>>()?;
+            self.barrier()?;
+            for ((&(_, tile), at), (l, regs)) in staged.iter().zip(&addrs).zip(regs) {
+                self.stage_tile(&l, &regs, s, at, tile)?;
+            }
+            if wgmma {
+                self.e
+                    .inline_asm("fence.proxy.async.shared::cta;", "", &[], &[])?;
+            }
+            self.barrier()?;
         }
-        self.barrier()
+        Ok([ops[0], ops[1]])
     }
 
-    /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory at
-    /// byte offset `base`, rows `ld` elements apart: one store per group of
+    /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory
+    /// at scratch address `base`, laid out as `tile`: one store per group of
     /// contiguous registers (16 bytes for 8 elements).
     pub(super) fn stage_tile(
         &mut self,
         l: &Layout,
         regs: &[V],
         s: Scalar,
-        base: u32,
+        base: &ScratchAddr,
         tile: SmemTile,
     ) -> Result<(), CodegenError> {
         let Layout::Blocked(bl) = l else {
@@ -120,7 +153,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut write = |me: &mut Self| -> Result<(), CodegenError> {
             for g in Self::groups(&l, v) {
                 let c = me.coords(&l, g.start)?;
-                let b = me.e.i32(base as i64)?;
+                let b = me.scratch_addr(base.clone())?;
                 let p = me.tile_elem_ptr(b, tile, c[0], c[1])?;
                 let bytes = v as usize * s.size_bytes();
                 let vt = me.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));

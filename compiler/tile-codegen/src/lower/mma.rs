@@ -23,29 +23,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         s: Scalar,
         span: Span,
     ) -> Result<(PaddedOperand, PaddedOperand), CodegenError> {
-        let k = self.kernel;
-        let mut staged = Vec::new();
-        let mut next = 0u32;
-        let mut src = Vec::new();
-        for x in [a, b] {
-            if let Some(&(off, tile, _)) = self.pipe_bufs.get(&x) {
-                let SmemTile::Padded { ld } = tile else {
-                    return Err(CodegenError::Internal(
-                        "mma.sync operand in a swizzled buffer".into(),
-                    ));
-                };
-                src.push((off, ld));
-            } else {
-                let shape = &k.ty(x).shape;
-                let ld = shape[1] + PAD;
-                let at = self.scratch_base + next;
-                staged.push((x, at, SmemTile::Padded { ld }));
-                next += shape[0] * ld * 2;
-                src.push((self.e.i32(at as i64)?, ld));
-            }
-        }
-        self.stage_operands(&staged, next, s, span, false)?;
-        Ok((src[0], src[1]))
+        let padded = |shape: &[u32]| Ok((SmemTile::Padded { ld: shape[1] + PAD }, 1));
+        let ops = self.dot_operands([a, b], s, span, false, &padded)?;
+        let [a, b] = ops.map(|(off, tile)| match tile {
+            SmemTile::Padded { ld } => Ok((off, ld)),
+            SmemTile::Swizzled { .. } => Err(CodegenError::Internal(
+                "mma.sync operand in a swizzled buffer".into(),
+            )),
+        });
+        Ok((a?, b?))
     }
 
     /// `mma.sync` over operands in padded shared memory: each warp loads its

@@ -48,6 +48,7 @@ use super::CodegenError;
 use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
 use melior::Context;
+use smem::{ScratchAddr, ScratchNeed};
 use std::collections::HashMap;
 use tile_ir::{self as tir, BinaryOp, Elem, Inst, Kernel, Op, Scalar, Span, ValueId};
 
@@ -71,7 +72,7 @@ pub(crate) fn lower_to_mlir<'c>(
             defs.insert(*r, i);
         }
     });
-    let lower = |plan: &Plan, scratch_base: u32| {
+    let lower = |plan: &Plan| {
         let mut l = Lower {
             e: Emitter::new(ctx),
             kernel,
@@ -81,10 +82,9 @@ pub(crate) fn lower_to_mlir<'c>(
             layouts: layouts::assign_layouts(kernel, warps, &plan.wgmma),
             axis: axis::analyze(kernel),
             threads: HashMap::new(),
-            scratch_bytes: 0,
-            scratch_span: Span::default(),
+            scratch_needs: Vec::new(),
+            scratch_addrs: Vec::new(),
             scratch_in_loop: false,
-            scratch_base,
             plan: plan.clone(),
             pipe_bufs: HashMap::new(),
             in_flight: None,
@@ -99,20 +99,21 @@ pub(crate) fn lower_to_mlir<'c>(
     // Loops on `wgmma` take the largest stage budget that fits with the rest.
     let budgets = prefetch::WGMMA_STAGE_BUDGETS;
     let mut attempt = 0;
-    let (mut l, func, shared_bytes) = loop {
+    let (mut l, func, scratch_base, shared_bytes, scratch_span) = loop {
         let plan = prefetch::plan(kernel, warps, arch, budgets[attempt]);
         let stages = plan.bytes.next_multiple_of(16);
+        let (l, func) = lower(&plan);
         // The scratch area follows the pipeline stages; when no pipelined loop
         // uses scratch, it may share their memory instead (its users wait at a
         // barrier before writing, after every loop has drained), e.g. a matmul's
         // epilogue then needs no memory of its own.
-        let (mut l, mut func) = lower(&plan, stages);
-        if stages > 0 && l.scratch_bytes > 0 && !l.scratch_in_loop && func.is_ok() {
-            (l, func) = lower(&plan, 0);
-        }
-        let shared_bytes = (l.scratch_base + l.scratch_bytes).max(stages);
+        let after_stages = l.scratch_extent(stages).0;
+        let shares = stages > 0 && after_stages > 0 && !l.scratch_in_loop && func.is_ok();
+        let scratch_base = if shares { 0 } else { stages };
+        let (scratch_bytes, scratch_span) = l.scratch_extent(scratch_base);
+        let shared_bytes = (scratch_base + scratch_bytes).max(stages);
         if shared_bytes <= MAX_SMEM || plan.wgmma.is_empty() || attempt + 1 == budgets.len() {
-            break (l, func, shared_bytes);
+            break (l, func, scratch_base, shared_bytes, scratch_span);
         }
         attempt += 1;
     };
@@ -121,9 +122,10 @@ pub(crate) fn lower_to_mlir<'c>(
         return Err(CodegenError::SharedMemory {
             bytes: shared_bytes,
             limit: MAX_SMEM,
-            span: l.scratch_span,
+            span: scratch_span,
         });
     }
+    l.place_scratch(scratch_base);
     let e = &mut l.e;
     // gpu.module body: the scratch buffer (if any) and the kernel.
     e.push_block(&[]);
@@ -195,16 +197,18 @@ struct Lower<'c, 'k> {
     layouts: HashMap<ValueId, Layout>,
     axis: HashMap<ValueId, AxisInfo>,
     threads: HashMap<Layout, Threads>,
-    /// Shared memory is the pipeline stages (`plan`) from offset 0, then the
-    /// scratch area of conversions, reductions and staged `dot` operands from
-    /// `scratch_base`, `scratch_bytes` long.
-    scratch_bytes: u32,
-    /// The op needing the most scratch (for the error when it does not fit).
-    scratch_span: Span,
+    /// Shared memory is the pipeline stages (`plan`) from offset 0, and the
+    /// scratch area of conversions, reductions and staged `dot` operands
+    /// after them or, when it can, sharing their memory (`lower_to_mlir`
+    /// decides once the kernel is lowered). What each op needs of scratch,
+    /// with its span (for the error when it does not fit):
+    scratch_needs: Vec<(ScratchNeed, Span)>,
+    /// The constants (i32) that are scratch addresses, to be set by
+    /// `place_scratch` once scratch has its place.
+    scratch_addrs: Vec<(V, ScratchAddr)>,
     /// Whether scratch is used inside a pipelined loop (then it cannot share
     /// the stages' memory).
     scratch_in_loop: bool,
-    scratch_base: u32,
     plan: Plan,
     /// Inside a pipelined loop: each pipelined load → byte offset (i32) of
     /// its tile in the stage this iteration reads.

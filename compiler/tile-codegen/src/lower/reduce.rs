@@ -2,6 +2,7 @@
 //! across lanes, then across warps through scratch, landing in the result's
 //! layout.
 
+use super::smem::ScratchNeed;
 use super::Lower;
 use crate::emit::V;
 use crate::layout::Layout;
@@ -124,7 +125,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             let res_shape = self.kernel.ty(r).shape.clone();
             let res_numel: u32 = res_shape.iter().product();
             let wa = src.wpc[axis];
-            self.reserve_scratch(wa * res_numel * 4, span)?;
+            self.reserve_scratch(ScratchNeed::Bytes(wa * res_numel * 4), span);
             self.barrier()?;
             // Lane 0 along the axis writes its partials at [warp coordinate along axis][result index].
             let lane = self.lane.unwrap();

@@ -1,14 +1,67 @@
 //! Shared memory: pointers and shared-window addresses into the one dynamic
-//! buffer, the scratch area after the pipeline stages (its size recorded as
-//! ops reserve it), barriers, and the element addresses of padded and
-//! swizzled tiles.
+//! buffer, the scratch area (what each op needs of it, and its addresses,
+//! settled once the whole kernel is lowered), barriers, and the element
+//! addresses of padded and swizzled tiles.
 
 use super::memory::LoadOne;
 use super::{Lower, SCRATCH};
 use crate::emit::V;
 use crate::prefetch::SmemTile;
 use crate::CodegenError;
+use std::rc::Rc;
 use tile_ir::{Scalar, Span};
+
+/// A tile staged at the start of scratch: its size and the alignment of its
+/// start (bytes).
+#[derive(Clone, Copy)]
+pub(super) struct StagedTile {
+    pub(super) bytes: u32,
+    pub(super) align: u32,
+}
+
+/// Tiles staged together (a `dot`'s register operands), in order, each at
+/// the next multiple of its alignment.
+pub(super) type StagedTiles = Rc<[StagedTile]>;
+
+/// Where each of `tiles` starts (byte offset in shared memory) when scratch
+/// starts at `base`, and the bytes from `base` they take together.
+fn place_tiles(base: u32, tiles: &[StagedTile]) -> (Vec<u32>, u32) {
+    let mut next = 0;
+    let mut starts = Vec::new();
+    for t in tiles {
+        let at = (base + next).next_multiple_of(t.align);
+        next = at - base + t.bytes;
+        starts.push(at);
+    }
+    (starts, next)
+}
+
+/// A byte offset in shared memory that depends on where scratch starts:
+/// after the pipeline stages, or at 0 when it can share their memory, which
+/// is known only once the whole kernel is lowered (`lower_to_mlir`).
+#[derive(Clone)]
+pub(super) enum ScratchAddr {
+    /// The start of scratch.
+    Start,
+    /// The start of tile `i` of tiles staged together.
+    Tile(StagedTiles, usize),
+}
+
+/// What one op needs of scratch.
+pub(super) enum ScratchNeed {
+    Bytes(u32),
+    Tiles(StagedTiles),
+}
+
+impl ScratchNeed {
+    /// Bytes from the start of scratch, when it starts at `base`.
+    fn bytes(&self, base: u32) -> u32 {
+        match self {
+            ScratchNeed::Bytes(n) => *n,
+            ScratchNeed::Tiles(tiles) => place_tiles(base, tiles).1,
+        }
+    }
+}
 
 impl<'c, 'k> Lower<'c, 'k> {
     /// Pointer into dynamic shared memory at byte offset `off` (i32).
@@ -52,20 +105,49 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Pointer into the scratch area at byte offset `off` (i32).
     pub(super) fn scratch_ptr(&mut self, off: V) -> Result<V, CodegenError> {
-        let base = self.e.i32(self.scratch_base as i64)?;
+        let base = self.scratch_addr(ScratchAddr::Start)?;
         let off = self.e.binop("arith.addi", off, base)?;
         self.smem_ptr(off)
     }
 
-    /// Notes that an op at `span` needs `bytes` of scratch (checked against
+    /// Scratch address `addr` as an i32 constant, its value set by
+    /// [`place_scratch`](Self::place_scratch).
+    pub(super) fn scratch_addr(&mut self, addr: ScratchAddr) -> Result<V, CodegenError> {
+        let v = self.e.i32(0)?;
+        self.scratch_addrs.push((v, addr));
+        Ok(v)
+    }
+
+    /// Notes that an op at `span` needs `need` of scratch (checked against
     /// the limit once the whole kernel is lowered).
-    pub(super) fn reserve_scratch(&mut self, bytes: u32, span: Span) -> Result<(), CodegenError> {
-        if bytes > self.scratch_bytes {
-            self.scratch_bytes = bytes;
-            self.scratch_span = span;
-        }
+    pub(super) fn reserve_scratch(&mut self, need: ScratchNeed, span: Span) {
+        self.scratch_needs.push((need, span));
         self.scratch_in_loop |= !self.pipe_bufs.is_empty();
-        Ok(())
+    }
+
+    /// The bytes of scratch the kernel needs when scratch starts at `base`,
+    /// and the op needing the most (the first of equals; for the error when
+    /// it does not fit).
+    pub(super) fn scratch_extent(&self, base: u32) -> (u32, Span) {
+        let mut most = (0, Span::default());
+        for (need, span) in &self.scratch_needs {
+            let bytes = need.bytes(base);
+            if bytes > most.0 {
+                most = (bytes, *span);
+            }
+        }
+        most
+    }
+
+    /// Sets every scratch address for scratch starting at `base`.
+    pub(super) fn place_scratch(&mut self, base: u32) {
+        for (v, addr) in std::mem::take(&mut self.scratch_addrs) {
+            let at = match addr {
+                ScratchAddr::Start => base,
+                ScratchAddr::Tile(tiles, i) => place_tiles(base, &tiles).0[i],
+            };
+            self.e.set_constant(v, &format!("{at} : i32"));
+        }
     }
 
     pub(super) fn barrier(&mut self) -> Result<(), CodegenError> {

@@ -25,16 +25,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         s: Scalar,
         span: Span,
     ) -> Result<(SwizzledOperand, SwizzledOperand), CodegenError> {
-        let k = self.kernel;
-        let mut ops = Vec::new();
-        let mut staged = Vec::new();
-        let mut next = 0u32;
-        for x in [a, b] {
-            if let Some(&(off, tile, _)) = self.pipe_bufs.get(&x) {
-                ops.push((off, tile));
-                continue;
-            }
-            let shape = &k.ty(x).shape;
+        let swizzled = |shape: &[u32]| {
             let width = prefetch::swizzle_width(shape[1]).ok_or_else(|| {
                 CodegenError::Internal("wgmma operand without a swizzle width".into())
             })?;
@@ -43,13 +34,10 @@ impl<'c, 'k> Lower<'c, 'k> {
                 width,
             };
             // Swizzle atoms start 1024-byte aligned.
-            let at = (self.scratch_base + next).next_multiple_of(1024);
-            next = at - self.scratch_base + tile.bytes(shape[0], shape[1]);
-            staged.push((x, at, tile));
-            ops.push((self.e.i32(at as i64)?, tile));
-        }
-        self.stage_operands(&staged, next, s, span, true)?;
-        Ok((ops[0], ops[1]))
+            Ok((tile, 1024))
+        };
+        let [a, b] = self.dot_operands([a, b], s, span, true, &swizzled)?;
+        Ok((a, b))
     }
 
     /// `dot` on Hopper's warpgroup MMA: per 16-wide k step, each warpgroup
