@@ -1,5 +1,5 @@
-//! TIR → TIR passes. [`optimize`] runs them as one straight list, verifying
-//! the kernel after each pass in debug and test builds:
+//! TIR → TIR passes. [`optimize`] runs them as one straight list ([`PASSES`]),
+//! verifying the kernel after each pass in debug and test builds:
 //!
 //! 1. [`unroll`]: expand `static` loops;
 //! 2. [`fold`]: constant folding (also removes `if` on constants);
@@ -19,23 +19,34 @@ mod util;
 
 use tile_ir::{verify, Kernel, VerifyError};
 
+/// A TIR → TIR rewrite.
+pub type Pass = fn(&mut Kernel);
+
+/// The standard pipeline, in order, by name ([`optimize`] runs exactly this
+/// list; file tests print the kernel after each entry). `fold` runs twice:
+/// CSE merges constants, which may expose more folding.
+pub const PASSES: &[(&str, Pass)] = &[
+    ("unroll", unroll::run),
+    ("fold", fold::run),
+    ("cse", cse::run),
+    ("fold", fold::run),
+    ("dce", dce::run),
+    ("renumber", renumber::run),
+];
+
+/// A pass of [`PASSES`] by name.
+pub fn pass(name: &str) -> Option<Pass> {
+    PASSES.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+}
+
 /// Run the standard pipeline. An error means a pass (or the checker) produced
 /// invalid TIR: a compiler bug.
 pub fn optimize(kernel: &mut Kernel) -> Result<(), VerifyError> {
     check(kernel, "the checker")?;
-    unroll::run(kernel);
-    check(kernel, "unroll")?;
-    fold::run(kernel);
-    check(kernel, "fold")?;
-    cse::run(kernel);
-    check(kernel, "cse")?;
-    // CSE merges constants, which may expose more folding.
-    fold::run(kernel);
-    check(kernel, "fold")?;
-    dce::run(kernel);
-    check(kernel, "dce")?;
-    renumber::run(kernel);
-    check(kernel, "renumber")?;
+    for (name, run) in PASSES {
+        run(kernel);
+        check(kernel, name)?;
+    }
     if !cfg!(debug_assertions) {
         verify(kernel)?;
     }
