@@ -1,30 +1,41 @@
-//! TIR snapshots of every example kernel (`dsl-examples/*.tile`, and
-//! `mhc-kernels/kernels/*.tile` when present): each file must parse and check for
-//! every configuration of its tune spaces; the optimised TIR of each kernel's
-//! first configuration is snapshotted.
+//! TIR snapshots of every example kernel (`dsl-examples/*.tile` and the packs'
+//! sources, `mhc-kernels/kernels/<pack>/*.tile`, found recursively): each file
+//! must parse and check for every configuration of its tune spaces; the
+//! optimised TIR of each kernel's first configuration is snapshotted, named
+//! after the root and the path below it (`mhc__model__norm`).
 
 use std::path::{Path, PathBuf};
 use tile_front::frontend::{parse_program, SourceFile};
+
+/// `.tile` files under `dir`, recursively, sorted.
+fn tile_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            tile_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "tile") {
+            out.push(p);
+        }
+    }
+}
 
 fn corpus() -> Vec<(String, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut out = Vec::new();
     for (prefix, dir) in [("examples", "dsl-examples"), ("mhc", "mhc-kernels/kernels")] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "tile"))
-            .collect();
-        files.sort();
+        let dir = root.join(dir);
+        let mut files = Vec::new();
+        tile_files(&dir, &mut files);
+        assert!(!files.is_empty(), "no .tile files under {}", dir.display());
         for f in files {
-            let stem = f
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("x")
-                .to_string();
-            out.push((format!("{prefix}__{stem}"), f));
+            let rel = f.strip_prefix(&dir).unwrap_or(&f).with_extension("");
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push((format!("{prefix}__{}", parts.join("__")), f));
         }
     }
     out
