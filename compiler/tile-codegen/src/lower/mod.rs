@@ -48,7 +48,7 @@ use super::CodegenError;
 use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
 use melior::Context;
-use smem::{ScratchAddr, ScratchNeed};
+use smem::{ScratchAddr, ScratchNeed, ScratchPlace};
 use std::collections::HashMap;
 use tile_ir::{self as tir, BinaryOp, Elem, Inst, Kernel, Op, Scalar, Span, ValueId};
 
@@ -97,35 +97,36 @@ pub(crate) fn lower_to_mlir<'c>(
         (l, func)
     };
     // Loops on `wgmma` take the largest stage budget that fits with the rest.
-    let budgets = prefetch::WGMMA_STAGE_BUDGETS;
-    let mut attempt = 0;
-    let (mut l, func, scratch_base, shared_bytes, scratch_span) = loop {
-        let plan = prefetch::plan(kernel, warps, arch, budgets[attempt]);
-        let stages = plan.bytes.next_multiple_of(16);
-        let (l, func) = lower(&plan);
-        // The scratch area follows the pipeline stages; when no pipelined loop
-        // uses scratch, it may share their memory instead (its users wait at a
-        // barrier before writing, after every loop has drained), e.g. a matmul's
-        // epilogue then needs no memory of its own.
-        let after_stages = l.scratch_extent(stages).0;
-        let shares = stages > 0 && after_stages > 0 && !l.scratch_in_loop && func.is_ok();
-        let scratch_base = if shares { 0 } else { stages };
-        let (scratch_bytes, scratch_span) = l.scratch_extent(scratch_base);
-        let shared_bytes = (scratch_base + scratch_bytes).max(stages);
-        if shared_bytes <= MAX_SMEM || plan.wgmma.is_empty() || attempt + 1 == budgets.len() {
-            break (l, func, scratch_base, shared_bytes, scratch_span);
-        }
-        attempt += 1;
+    // The budgets change stage counts only, not what the rest of the kernel
+    // needs of scratch, so one lowering's needs tell which budget fits: the
+    // kernel is lowered again only when that is not the budget it was
+    // lowered with (and that lowering's own needs are checked in turn).
+    let plans: Vec<Plan> = prefetch::WGMMA_STAGE_BUDGETS
+        .iter()
+        .map(|&budget| prefetch::plan(kernel, warps, arch, budget))
+        .collect();
+    let accepts = |place: ScratchPlace, i: usize| {
+        place.shared_bytes <= MAX_SMEM || plans[i].wgmma.is_empty() || i + 1 == plans.len()
     };
+    let mut attempt = 0;
+    let (mut l, mut func) = lower(&plans[0]);
+    while !accepts(l.scratch_place(&plans[attempt], func.is_ok()), attempt) {
+        attempt = (attempt + 1..plans.len())
+            .find(|&i| accepts(l.scratch_place(&plans[i], func.is_ok()), i))
+            .expect("the last budget is always taken");
+        (l, func) = lower(&plans[attempt]);
+    }
+    let place = l.scratch_place(&plans[attempt], func.is_ok());
     let func = func?;
-    if shared_bytes > MAX_SMEM {
+    if place.shared_bytes > MAX_SMEM {
         return Err(CodegenError::SharedMemory {
-            bytes: shared_bytes,
+            bytes: place.shared_bytes,
             limit: MAX_SMEM,
-            span: scratch_span,
+            span: place.span,
         });
     }
-    l.place_scratch(scratch_base);
+    let shared_bytes = place.shared_bytes;
+    l.place_scratch(place.base);
     let e = &mut l.e;
     // gpu.module body: the scratch buffer (if any) and the kernel.
     e.push_block(&[]);

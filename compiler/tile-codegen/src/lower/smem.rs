@@ -6,7 +6,7 @@
 use super::memory::LoadOne;
 use super::{Lower, SCRATCH};
 use crate::emit::V;
-use crate::prefetch::SmemTile;
+use crate::prefetch::{Plan, SmemTile};
 use crate::CodegenError;
 use std::rc::Rc;
 use tile_ir::{Scalar, Span};
@@ -63,7 +63,37 @@ impl ScratchNeed {
     }
 }
 
+/// Where scratch goes in a kernel's shared memory.
+#[derive(Clone, Copy)]
+pub(super) struct ScratchPlace {
+    /// Where scratch starts (bytes).
+    pub(super) base: u32,
+    /// The kernel's dynamic shared memory: stages and scratch.
+    pub(super) shared_bytes: u32,
+    /// The op needing the most scratch (for the error when it does not fit).
+    pub(super) span: Span,
+}
+
 impl<'c, 'k> Lower<'c, 'k> {
+    /// Where scratch goes, given what this lowering needs of it and the
+    /// pipeline stages of `plan` (`lowered`: the lowering succeeded).
+    /// Scratch follows the stages; when no pipelined loop uses scratch, it
+    /// may share their memory instead (its users wait at a barrier before
+    /// writing, after every loop has drained), e.g. a matmul's epilogue then
+    /// needs no memory of its own.
+    pub(super) fn scratch_place(&self, plan: &Plan, lowered: bool) -> ScratchPlace {
+        let stages = plan.bytes.next_multiple_of(16);
+        let after_stages = self.scratch_extent(stages).0;
+        let shares = stages > 0 && after_stages > 0 && !self.scratch_in_loop && lowered;
+        let base = if shares { 0 } else { stages };
+        let (bytes, span) = self.scratch_extent(base);
+        ScratchPlace {
+            base,
+            shared_bytes: (base + bytes).max(stages),
+            span,
+        }
+    }
+
     /// Pointer into dynamic shared memory at byte offset `off` (i32).
     pub(super) fn smem_ptr(&mut self, off: V) -> Result<V, CodegenError> {
         let p3 = self.e.ty("!llvm.ptr<3>");
