@@ -27,14 +27,15 @@ for spec in "$@"; do
   done
 done
 python3 - "$out" "$@" <<'PY'
-import json, sys, statistics, os
+import json, os, re, statistics, sys
 out, specs = sys.argv[1], sys.argv[2:]
 print("| variant | flags | train loss (last 20), per seed | mean | val loss, per seed | mean | composite Amax fwd | tokens/s |")
 print("|---|---|---|---|---|---|---|---|")
 for spec in specs:
     name, flags = spec.split("|", 1)
     tr, va, am, tps = [], [], [], []
-    for d in sorted(x for x in os.listdir(out) if x.startswith(name + "-s") and os.path.isdir(os.path.join(out, x))):
+    runs = re.compile(re.escape(name) + r"-s[0-9]+$")
+    for d in sorted(x for x in os.listdir(out) if runs.match(x) and os.path.isdir(os.path.join(out, x))):
         recs = [json.loads(l) for l in open(os.path.join(out, d, "metrics.jsonl")) if l.strip()]
         tr.append(statistics.mean(r["loss"] for r in recs[-20:]))
         v = [r["val_loss"] for r in recs if r.get("val_loss") is not None]

@@ -321,6 +321,8 @@ fn step_gradients(residual: ResidualMode, ranks: Option<usize>, batch: usize) ->
                             sites,
                             recompute: None,
                             seed: seed ^ 0x5eed,
+                            dynamic_lr_scale: 1.0,
+                            projection_decay: true,
                         },
                     )
                     .unwrap();

@@ -74,6 +74,14 @@ struct TrainArgs {
     warmup: u64,
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f32,
+    /// hc/mhc: learning rate of each site's dynamic coefficients (φ, α) as a
+    /// multiple of --lr (docs/TRAINER.md, "mHC against plain": at 1 mhc trains
+    /// worse than plain).
+    #[arg(long, default_value_t = mhc_train::train::config::DYNAMIC_LR_SCALE)]
+    dynamic_lr_scale: f32,
+    /// hc/mhc: whether weight decay applies to each site's φ (α and biases never decay).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    site_weight_decay: bool,
     #[arg(long, default_value_t = 0.9)]
     beta1: f32,
     #[arg(long, default_value_t = 0.95)]
@@ -175,6 +183,8 @@ impl TrainArgs {
                 eval_every: self.eval_every,
                 eval_batches: self.eval_batches,
                 checkpoint_every: self.checkpoint_every,
+                dynamic_lr_scale: self.dynamic_lr_scale,
+                site_weight_decay: self.site_weight_decay,
             },
             data: self.data,
             val_fraction: self.val_fraction,

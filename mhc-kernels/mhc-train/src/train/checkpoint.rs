@@ -250,6 +250,8 @@ mod tests {
                 eval_every: 5,
                 eval_batches: 1,
                 checkpoint_every: 0,
+                dynamic_lr_scale: 0.1,
+                site_weight_decay: true,
             },
             step: 7,
             tensors: vec![

@@ -95,7 +95,31 @@ pub struct TrainConfig {
     pub eval_batches: u64,
     /// Write a checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: u64,
+    /// hc/mhc: the learning rate of each site's dynamic coefficients (the
+    /// projection φ and the gates α) as a multiple of the schedule's. At 1,
+    /// Adam moves α (initialised at 0.01) by about the learning rate per step,
+    /// so the token-dependent part of H_pre/H_post/H_res grows a hundredfold
+    /// within a few hundred steps and mhc trains worse than plain
+    /// (docs/TRAINER.md, "mHC against plain"); 0.1 trains better than plain.
+    /// Runs recorded before this setting existed trained at 1.
+    #[serde(default = "one")]
+    pub dynamic_lr_scale: f32,
+    /// hc/mhc: whether AdamW decays each site's φ (as Megatron does; α and the
+    /// biases never decay). Older runs: true.
+    #[serde(default = "yes")]
+    pub site_weight_decay: bool,
 }
+
+fn one() -> f32 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The default of [`TrainConfig::dynamic_lr_scale`] for new runs.
+pub const DYNAMIC_LR_SCALE: f32 = 0.1;
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
@@ -107,6 +131,12 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             bail!("--beta1 and --beta2 must be in [0, 1)");
+        }
+        if !(self.dynamic_lr_scale >= 0.0 && self.dynamic_lr_scale.is_finite()) {
+            bail!(
+                "--dynamic-lr-scale must be a finite number >= 0, got {}",
+                self.dynamic_lr_scale
+            );
         }
         if self.eval_every == 0 || self.eval_batches == 0 {
             bail!("--eval-every and --eval-batches must be positive");
@@ -146,6 +176,8 @@ mod tests {
             eval_every: 10,
             eval_batches: 1,
             checkpoint_every: 0,
+            dynamic_lr_scale: DYNAMIC_LR_SCALE,
+            site_weight_decay: true,
         }
     }
 

@@ -74,7 +74,7 @@ impl AdamW {
         }
         for (s, (m, v)) in slots.iter_mut().zip(self.moments.iter_mut()) {
             let hp = ops::AdamW {
-                lr,
+                lr: lr * s.lr_scale,
                 beta1: self.beta1,
                 beta2: self.beta2,
                 eps: self.eps,

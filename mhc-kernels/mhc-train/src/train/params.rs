@@ -25,6 +25,9 @@ pub struct Slot<'a> {
     pub shape: Vec<usize>,
     /// Whether AdamW's weight decay applies (matrices yes; gains, biases, gates no).
     pub decay: bool,
+    /// This parameter's learning rate as a multiple of the schedule's (1 but
+    /// for the sites' dynamic coefficients: `--dynamic-lr-scale`).
+    pub lr_scale: f32,
     pub value: &'a mut Buffer,
     pub grad: &'a mut Buffer,
 }
@@ -40,6 +43,7 @@ impl<'a> Slot<'a> {
             name: name.into(),
             shape: shape.to_vec(),
             decay,
+            lr_scale: 1.0,
             value: &mut w.value,
             grad: &mut w.grad,
         }

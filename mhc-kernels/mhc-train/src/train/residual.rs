@@ -123,6 +123,8 @@ pub struct Hyper {
     t: usize,
     n: usize,
     c: usize,
+    dynamic_lr_scale: f32,
+    projection_decay: bool,
 }
 
 /// Shape and options of a residual (plain uses only `sites`).
@@ -136,6 +138,11 @@ pub struct ResidualConfig {
     /// (`Some(0)`: the memory-optimal length); `None` keeps every site's input.
     pub recompute: Option<usize>,
     pub seed: u64,
+    /// Learning-rate multiple of each site's dynamic coefficients (φ and α):
+    /// see [`TrainConfig::dynamic_lr_scale`](super::config::TrainConfig).
+    pub dynamic_lr_scale: f32,
+    /// Whether AdamW decays each site's φ.
+    pub projection_decay: bool,
 }
 
 impl Hyper {
@@ -167,6 +174,8 @@ impl Hyper {
             t: cfg.tokens,
             n: cfg.streams,
             c: cfg.width,
+            dynamic_lr_scale: cfg.dynamic_lr_scale,
+            projection_decay: cfg.projection_decay,
         })
     }
 }
@@ -253,18 +262,27 @@ impl Residual for Hyper {
             .zip(self.grads.iter_mut())
             .enumerate()
         {
-            let mut slot = |name: &str, shape: &[usize], decay, value, grad| {
+            let mut slot = |name: &str, shape: &[usize], decay, lr_scale, value, grad| {
                 out.push(Slot {
                     name: format!("site{s}.{name}"),
                     shape: shape.to_vec(),
                     decay,
+                    lr_scale,
                     value,
                     grad,
                 })
             };
-            slot("proj", &[rows, cols], true, &mut p.proj, &mut g.proj);
-            slot("alpha", &[3], false, &mut p.alpha, &mut g.alpha);
-            slot("b", &[coeffs], false, &mut p.b, &mut g.b);
+            let (dynamic, decay) = (self.dynamic_lr_scale, self.projection_decay);
+            slot(
+                "proj",
+                &[rows, cols],
+                decay,
+                dynamic,
+                &mut p.proj,
+                &mut g.proj,
+            );
+            slot("alpha", &[3], false, dynamic, &mut p.alpha, &mut g.alpha);
+            slot("b", &[coeffs], false, 1.0, &mut p.b, &mut g.b);
         }
         out
     }

@@ -369,6 +369,8 @@ impl<'s> RankRun<'s> {
                 sites: 2 * mcfg.layers,
                 recompute: opts.recompute,
                 seed: tcfg.seed ^ 0x5eed,
+                dynamic_lr_scale: tcfg.dynamic_lr_scale,
+                projection_decay: tcfg.site_weight_decay,
             },
         )?;
         let mut model = Model::new(

@@ -49,6 +49,8 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
             eval_every: steps,
             eval_batches: 1,
             checkpoint_every: 0,
+            dynamic_lr_scale: mhc_train::train::config::DYNAMIC_LR_SCALE,
+            site_weight_decay: true,
         },
         data: None,
         val_fraction: 0.1,
