@@ -1,14 +1,14 @@
 //! Code generation: checked TIR → MLIR (melior) → LLVM IR → PTX (inkwell NVPTX).
 //!
 //! One entry point, [`compile`]. Stages: `lower` (TIR → gpu/scf/arith/llvm MLIR,
-//! using `layout`, `axis` and `prefetch`), `pipeline` (the MLIR pass list), `ptx` (LLVM IR
+//! using `layout`, `axis` and `prefetch`), `mlir_passes` (the MLIR pass list), `ptx` (LLVM IR
 //! and PTX). `emit` is the small melior helper the lowering builds with.
 
 mod axis;
 mod emit;
 mod layout;
 mod lower;
-mod pipeline;
+mod mlir_passes;
 mod prefetch;
 mod ptx;
 mod tma;
@@ -20,7 +20,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 use tile_ir::{self as tir, Span};
 
-pub use pipeline::PASSES;
+pub use mlir_passes::MLIR_PASSES;
 pub use tile_ir::launch::{HostScalar, TmaOperand};
 
 /// GPU architecture to generate code for.
@@ -162,7 +162,7 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     art.mlir = module.as_operation().to_string();
     art.timings.push(("tir-to-mlir", t.elapsed()));
     let t = Instant::now();
-    pipeline::run_passes(
+    mlir_passes::run_passes(
         &ctx,
         &mut module,
         opts.dump_passes.then_some(&mut art.pass_dumps),

@@ -5,8 +5,8 @@
 //! through `parse_program`, then `check_all`, then `--emit`-style printing.
 //! A watchdog fails the run when one input takes longer than 10 s (a hang).
 //!
-//! CI runs a small count; `TILEC_FUZZ_CASES=1000000 cargo test --release -p tilec
-//! --no-default-features --test frontend_fuzz` runs a million (see docs/LANGUAGE.md).
+//! CI runs a small count; `TILEC_FUZZ_CASES=1000000 cargo test --release -p tile-front
+//! --test frontend_fuzz` runs a million (see docs/LANGUAGE.md).
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;

@@ -36,12 +36,15 @@ fn check_ok_examples() {
 
 #[test]
 fn check_reports_errors_and_fails() {
-    let (code, out, err) = tilec(&["check", "compiler/tests/ui/checker_continues.tile"]);
+    let (code, out, err) = tilec(&[
+        "check",
+        "compiler/tile-front/tests/ui/checker_continues.tile",
+    ]);
     assert_eq!(code, 1);
     assert!(out.is_empty());
     assert_eq!(err.matches("error[E").count(), 3, "{err}");
     assert!(
-        err.contains("--> compiler/tests/ui/checker_continues.tile:3:13"),
+        err.contains("--> compiler/tile-front/tests/ui/checker_continues.tile:3:13"),
         "{err}"
     );
 }

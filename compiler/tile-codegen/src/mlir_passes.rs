@@ -1,4 +1,4 @@
-//! The MLIR pass pipeline, in one place: structured control flow to CFG, then
+//! The MLIR pass list, in one place: structured control flow to CFG, then
 //! the gpu/arith/cf/llvm-ish ops of the kernel to the LLVM and NVVM dialects.
 //! (`convert-gpu-to-nvvm` also lowers arith and cf inside the gpu.module.)
 
@@ -10,19 +10,19 @@ use melior::utility::parse_pass_pipeline;
 use melior::Context;
 
 /// The passes, in order. Each entry is a textual pass pipeline anchored on the module.
-pub const PASSES: &[&str] = &[
+pub const MLIR_PASSES: &[&str] = &[
     "builtin.module(convert-scf-to-cf)",
     "builtin.module(gpu.module(convert-gpu-to-nvvm{index-bitwidth=64}))",
     "builtin.module(reconcile-unrealized-casts)",
 ];
 
-/// Run [`PASSES`] on `module`. With `dumps`, record the IR after each pass.
+/// Run [`MLIR_PASSES`] on `module`. With `dumps`, record the IR after each pass.
 pub(crate) fn run_passes(
     ctx: &Context,
     module: &mut Module,
     mut dumps: Option<&mut Vec<(String, String)>>,
 ) -> Result<(), CodegenError> {
-    for pass in PASSES {
+    for pass in MLIR_PASSES {
         let pm = PassManager::new(ctx);
         parse_pass_pipeline(pm.as_operation_pass_manager(), pass)
             .map_err(|e| CodegenError::Internal(format!("pass pipeline `{pass}`: {e}")))?;
