@@ -1,7 +1,12 @@
 //! `mhc-train` from the command line: bad flags, bad data and bad run
 //! directories end with a clear message and a non-zero exit, never a panic.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+/// The exit status of a run paused by Ctrl-C or SIGTERM (docs/TRAINER.md).
+const PAUSED: i32 = 3;
 
 fn mhc_train(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mhc-train"))
@@ -14,6 +19,47 @@ fn mhc_train(args: &[&str]) -> (bool, String) {
         "mhc-train panicked on {args:?}:\n{stderr}"
     );
     (out.status.success(), stderr)
+}
+
+/// The smallest model there is: a plain one-layer width-16 GPT, context 8,
+/// batch 2 (milliseconds per step on the interpreter).
+const TINY: &[&str] = &[
+    "train",
+    "--device",
+    "cpu",
+    "--residual",
+    "plain",
+    "--layers",
+    "1",
+    "--width",
+    "16",
+    "--heads",
+    "2",
+    "--context",
+    "8",
+    "--batch",
+    "2",
+    "--eval-batches",
+    "1",
+    "--no-progress",
+];
+
+/// [`TINY`] into `out` with `extra` flags: (success, exit code, stderr).
+fn tiny(out: &Path, extra: &[&str]) -> (bool, Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mhc-train"))
+        .args(TINY)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("mhc-train runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.success(), out.status.code(), stderr)
+}
+
+fn ckpt(dir: &Path) -> PathBuf {
+    dir.join("checkpoint.safetensors")
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -59,6 +105,43 @@ fn bad_flags_are_refused() {
         ),
         (&["train", "--collective", "mpi"], "invalid value 'mpi'"),
         (&["frobnicate"], "unrecognized subcommand"),
+        // Issue 22.5: nonsense that used to run.
+        (
+            &["train", "--mlp-ratio", "0", "--device", "cpu"],
+            "--mlp-ratio must be positive",
+        ),
+        (&["train", "--clip=-1", "--device", "cpu"], "--clip must be"),
+        (
+            &["train", "--weight-decay=-5", "--device", "cpu"],
+            "--weight-decay must be",
+        ),
+        (
+            &["train", "--adam-eps=-1", "--device", "cpu"],
+            "--adam-eps must be",
+        ),
+        (
+            &["train", "--packs", "/nonexistent", "--device", "cpu"],
+            "--packs `/nonexistent` is not a directory",
+        ),
+        (
+            &["train", "--stop-after", "0", "--device", "cpu"],
+            "--stop-after must be at least 1",
+        ),
+        (
+            &[
+                "train",
+                "--residual",
+                "plain",
+                "--recompute",
+                "--device",
+                "cpu",
+            ],
+            "--recompute applies to --residual hc and mhc only",
+        ),
+        (
+            &["train", "--resume", "--overwrite", "--device", "cpu"],
+            "contradict",
+        ),
     ];
     for (args, want) in cases {
         let (ok, err) = mhc_train(args);
@@ -112,62 +195,219 @@ fn resume_without_checkpoint_and_plot_without_metrics_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 22.1: a checkpoint with one flipped bit is refused on --resume,
+/// naming the file and the tensor, and left as it was.
 #[test]
-fn ctrl_c_pauses_with_a_checkpoint() {
-    let dir = temp_dir("sigint");
+fn a_corrupted_checkpoint_is_refused() {
+    let dir = temp_dir("corrupt");
+    let (ok, _, err) = tiny(&dir, &["--steps", "2", "--stop-after", "1"]);
+    assert!(ok, "{err}");
+    let mut bytes = std::fs::read(ckpt(&dir)).unwrap();
+    // The last byte belongs to the last tensor of the payload.
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x10;
+    std::fs::write(ckpt(&dir), &bytes).unwrap();
+    let (ok, _, err) = tiny(&dir, &["--steps", "2", "--resume"]);
+    assert!(!ok, "a corrupted checkpoint was accepted:\n{err}");
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("is corrupted: tensor `"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(ckpt(&dir)).unwrap(), bytes);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 22.4: a run directory without a checkpoint but with a run's files
+/// is not overwritten unless --overwrite is given.
+#[test]
+fn an_existing_run_is_not_overwritten() {
+    let dir = temp_dir("overwrite");
+    let metrics = dir.join("metrics.jsonl");
+    std::fs::write(&metrics, "{\"step\":0}\n").unwrap();
+    let (ok, _, err) = tiny(&dir, &["--steps", "1"]);
+    assert!(
+        !ok && err.contains("already holds a run") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap(), "{\"step\":0}\n");
+    let (ok, _, err) = tiny(&dir, &["--steps", "1", "--overwrite"]);
+    assert!(ok, "{err}");
+    // And a checkpoint: --overwrite starts over too.
+    let (ok, _, err) = tiny(&dir, &["--steps", "1"]);
+    assert!(!ok && err.contains("already holds a checkpoint"), "{err}");
+    let (ok, _, err) = tiny(&dir, &["--steps", "1", "--overwrite"]);
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 22.2: resuming with other data or another split is refused, naming
+/// the setting, and the run's files are left alone.
+#[test]
+fn resume_with_other_data_is_refused() {
+    let dir = temp_dir("resume-data");
+    let out = dir.join("run");
+    let (ok, _, err) = tiny(&out, &["--steps", "2", "--stop-after", "1"]);
+    assert!(ok, "{err}");
+    let config = std::fs::read(out.join("config.json")).unwrap();
+    let other = dir.join("other.txt");
+    std::fs::write(&other, "the cat sees the dog. ".repeat(100)).unwrap();
+    let other = other.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--data", other], "--data differs"),
+        (&["--val-fraction", "0.5"], "--val-fraction differs"),
+        (&["--clip", "0.5"], "--clip differs"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["--steps", "2", "--resume"];
+        args.extend_from_slice(flags);
+        let (ok, _, err) = tiny(&out, &args);
+        assert!(!ok && err.contains(want), "{flags:?}: {err}");
+        assert_eq!(std::fs::read(out.join("config.json")).unwrap(), config);
+    }
+    let (ok, _, err) = tiny(&out, &["--steps", "2", "--resume"]);
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 22.6: an output directory the run cannot write into is refused
+/// before the model is built, naming it.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_run_directory_is_named() {
+    // /proc/self exists and takes no new files, whoever runs the test.
+    let (ok, _, err) = tiny(Path::new("/proc/self"), &["--steps", "1"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("`/proc/self` is not writable"), "{err}");
+    assert!(
+        !err.contains("parameters"),
+        "the model was built first:\n{err}"
+    );
+}
+
+/// Issue 22.7: a torn last line of metrics.jsonl does not block --resume;
+/// the checkpoint's step decides what is kept.
+#[test]
+fn a_torn_metrics_line_is_tolerated_on_resume() {
+    let dir = temp_dir("torn");
+    let (ok, _, err) = tiny(&dir, &["--steps", "3", "--stop-after", "2"]);
+    assert!(ok, "{err}");
+    let metrics = dir.join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"step\":2,\"loss\":5.");
+    std::fs::write(&metrics, text).unwrap();
+    let (ok, _, err) = tiny(&dir, &["--steps", "3", "--resume"]);
+    assert!(ok, "{err}");
+    let steps: Vec<u64> = mhc_train::train::metrics::read_records(&metrics)
+        .unwrap()
+        .iter()
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, [0, 1, 2]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 22.7: a closed stderr (`mhc-train … 2>&1 | head`) is no panic: a
+/// run still finishes (0) and an error still exits 1.
+#[test]
+fn a_closed_stderr_is_not_a_panic() {
+    let dir = temp_dir("pipe");
+    let run = |extra: &[&str]| -> ExitStatus {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_mhc-train"))
+            .args(TINY)
+            .arg("--out")
+            .arg(&dir)
+            .args(extra)
+            .stderr(writer)
+            .status()
+            .unwrap()
+    };
+    assert_eq!(run(&["--steps", "1"]).code(), Some(0));
+    assert_eq!(run(&["--steps", "0"]).code(), Some(1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 22.8: two identical runs write byte-identical checkpoints.
+#[test]
+fn identical_runs_write_identical_checkpoints() {
+    let dir = temp_dir("identical");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for d in [&a, &b] {
+        let (ok, _, err) = tiny(d, &["--steps", "2"]);
+        assert!(ok, "{err}");
+    }
+    assert!(std::fs::read(ckpt(&a)).unwrap() == std::fs::read(ckpt(&b)).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A child process killed (and reaped) however the test ends, so a failed
+/// assertion never leaves a 100,000-step run behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start a long run, wait until it has logged three steps (bounded by its
+/// progress, not a clock: a child that dies ends the wait with its log),
+/// send `signal`, and check that it pauses with a checkpoint and exits
+/// with the paused status (issue 22.3, issue 26.7).
+fn signal_pauses_with_a_checkpoint(signal: &str, name: &str) {
+    let dir = temp_dir(name);
     let out = dir.join("run");
     let child = Command::new(env!("CARGO_BIN_EXE_mhc-train"))
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--residual",
-            "plain",
-            "--layers",
-            "1",
-            "--width",
-            "16",
-        ])
-        .args([
-            "--heads",
-            "2",
-            "--context",
-            "8",
-            "--batch",
-            "2",
-            "--steps",
-            "100000",
-            "--no-progress",
-        ])
-        .arg("--out")
+        .args(TINY)
+        .args(["--steps", "100000", "--log-every", "1", "--out"])
         .arg(&out)
-        .stderr(std::process::Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("mhc-train starts");
-    // Wait until it has taken a few steps.
-    let metrics = out.join("metrics.jsonl");
-    let start = std::time::Instant::now();
-    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
-        assert!(
-            start.elapsed().as_secs() < 60,
-            "no training steps within a minute"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut child = Reaper(child);
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut steps = 0;
+    while steps < 3 {
+        match lines.next() {
+            Some(Ok(line)) => {
+                steps += usize::from(line.starts_with("step "));
+                log += &line;
+                log.push('\n');
+            }
+            _ => panic!("mhc-train stopped before three steps:\n{log}"),
+        }
     }
     let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let result = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
+    for line in lines.map_while(Result::ok) {
+        log += &line;
+        log.push('\n');
+    }
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(PAUSED), "{log}");
     assert!(
-        stderr.contains("interrupted") && stderr.contains("paused at step"),
-        "{stderr}"
+        log.contains("interrupted") && log.contains("paused at step"),
+        "{log}"
     );
-    let ck = mhc_train::train::checkpoint::Checkpoint::load(&out.join("checkpoint.safetensors"))
-        .unwrap();
+    let ck = mhc_train::train::checkpoint::Checkpoint::load(&ckpt(&out)).unwrap();
     assert!(ck.step >= 3 && ck.step < 100000);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_pauses_with_a_checkpoint() {
+    signal_pauses_with_a_checkpoint("-INT", "sigint");
+}
+
+/// Issue 22.3: SIGTERM (what `kill`, systemd and schedulers send) pauses
+/// like Ctrl-C instead of losing the work since the last checkpoint.
+#[test]
+fn sigterm_pauses_with_a_checkpoint() {
+    signal_pauses_with_a_checkpoint("-TERM", "sigterm");
 }

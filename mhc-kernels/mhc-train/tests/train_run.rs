@@ -88,14 +88,12 @@ fn resumed_run_matches_uninterrupted_run() {
         no_interrupt(),
     );
     assert!(again.unwrap_err().to_string().contains("--resume"));
-    // Resuming with other settings is refused.
+    // Resuming with other settings is refused, naming the setting.
     let mut other = tiny(ResidualMode::Mhc, steps, parts.clone());
     other.resume = true;
     other.train.lr *= 2.0;
-    assert!(train(&other, no_interrupt())
-        .unwrap_err()
-        .to_string()
-        .contains("settings differ"));
+    let err = train(&other, no_interrupt()).unwrap_err().to_string();
+    assert!(err.contains("--lr differs"), "{err}");
 
     let mut second = tiny(ResidualMode::Mhc, steps, parts.clone());
     second.resume = true;

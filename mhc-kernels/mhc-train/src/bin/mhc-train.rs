@@ -4,7 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use mhc_train::train::config::{ModelConfig, ResidualMode, TrainConfig};
 use mhc_train::train::run::{self, CollectiveChoice, DeviceChoice, Options};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,6 +122,10 @@ struct TrainArgs {
     /// Continue the run in --out from its checkpoint (same flags).
     #[arg(long)]
     resume: bool,
+    /// Start over in an --out that already holds a run (removes its
+    /// checkpoint, metrics, config and plots).
+    #[arg(long)]
+    overwrite: bool,
     /// Stop with a checkpoint after this step, as Ctrl-C would.
     #[arg(long)]
     stop_after: Option<u64>,
@@ -190,6 +194,7 @@ impl TrainArgs {
             val_fraction: self.val_fraction,
             out: self.out,
             resume: self.resume,
+            overwrite: self.overwrite,
             device: self.device,
             packs: self.packs,
             stop_after: self.stop_after,
@@ -203,6 +208,11 @@ impl TrainArgs {
     }
 }
 
+/// The exit status of a run paused by Ctrl-C or SIGTERM (a checkpoint was
+/// written; continue with --resume): neither success (0) nor an error (1),
+/// nor clap's usage error (2).
+const PAUSED: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -215,29 +225,41 @@ fn main() -> ExitCode {
             }
             let interrupt = Arc::new(AtomicBool::new(false));
             let flag = interrupt.clone();
-            // The first Ctrl-C pauses at the next step boundary with a
-            // checkpoint; a second one exits at once.
+            // The first Ctrl-C or SIGTERM pauses at the next step boundary
+            // with a checkpoint; a second one exits at once.
             let handler = ctrlc::set_handler(move || {
                 if flag.swap(true, Ordering::SeqCst) {
                     std::process::exit(130);
                 }
-                eprintln!("\ninterrupted: writing a checkpoint after this step (Ctrl-C again to quit now)");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\ninterrupted: writing a checkpoint after this step (Ctrl-C again to quit now)"
+                );
             });
             match handler {
-                Ok(()) => run::train(&args.options(), interrupt).map(|_| ()),
+                Ok(()) => run::train(&args.options(), interrupt).map(|s| {
+                    if s.interrupted {
+                        ExitCode::from(PAUSED)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }),
                 Err(e) => Err(anyhow::anyhow!("cannot install the Ctrl-C handler: {e}")),
             }
         }
         Command::Plot { runs, out } => run::plot(&runs, &out).map(|files| {
+            // A closed stdout (`… | head`) is no reason to fail.
+            let mut stdout = std::io::stdout();
             for f in files {
-                println!("{}", f.display());
+                let _ = writeln!(stdout, "{}", f.display());
             }
+            ExitCode::SUCCESS
         }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -49,6 +49,9 @@ impl ModelConfig {
         if self.layers == 0 || self.width == 0 || self.heads == 0 || self.context < 2 {
             bail!("--layers, --width and --heads must be positive and --context at least 2");
         }
+        if self.mlp_ratio == 0 {
+            bail!("--mlp-ratio must be positive (the MLP's hidden width is --mlp-ratio × --width)");
+        }
         if !self.width.is_multiple_of(self.heads) {
             bail!(
                 "--width ({}) must be a multiple of --heads ({})",
@@ -131,6 +134,21 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             bail!("--beta1 and --beta2 must be in [0, 1)");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!(
+                "--weight-decay must be a finite number >= 0, got {}",
+                self.weight_decay
+            );
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            bail!("--adam-eps must be a finite number > 0, got {}", self.eps);
+        }
+        if !(self.clip >= 0.0 && self.clip.is_finite()) {
+            bail!(
+                "--clip must be a finite number >= 0 (0: no clipping), got {}",
+                self.clip
+            );
         }
         if !(self.dynamic_lr_scale >= 0.0 && self.dynamic_lr_scale.is_finite()) {
             bail!(

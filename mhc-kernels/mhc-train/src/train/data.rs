@@ -115,6 +115,8 @@ pub struct Dataset {
     pub val: Vec<u8>,
     /// Where the bytes came from, for logs.
     pub source: String,
+    /// SHA-256 of all the bytes (training and validation), hex.
+    pub sha256: String,
 }
 
 /// Size of the built-in corpus: 1 MiB, far more than a short run consumes.
@@ -163,6 +165,7 @@ impl Dataset {
             train: train.to_vec(),
             val: val.to_vec(),
             source,
+            sha256: super::sha256::sha256_hex(&bytes),
         })
     }
 }

@@ -87,24 +87,36 @@ pub fn metrics_path(dir: &Path) -> PathBuf {
     dir.join("metrics.jsonl")
 }
 
-/// Read every record of a metrics file.
+/// Read every record of a metrics file. A last line cut short (no final
+/// newline, not a whole record: the process died while writing it) is
+/// dropped; a bad line anywhere else is an error.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read metrics file `{}`", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| {
-                format!("`{}` line {}: not a metrics record", path.display(), i + 1)
-            })
-        })
-        .collect()
+    let lines: Vec<&str> = text.lines().collect();
+    let torn_tail = !text.ends_with('\n');
+    let mut records = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(l) {
+            Ok(r) => records.push(r),
+            Err(_) if torn_tail && i + 1 == lines.len() => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("`{}` line {}: not a metrics record", path.display(), i + 1)
+                })
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// Appends records to `metrics.jsonl`, one flushed line each.
 pub struct MetricsWriter {
     file: std::fs::File,
+    path: PathBuf,
 }
 
 impl MetricsWriter {
@@ -113,25 +125,26 @@ impl MetricsWriter {
     /// recomputed.
     pub fn open(dir: &Path, resume_step: Option<u64>) -> Result<MetricsWriter> {
         let path = metrics_path(dir);
-        let kept = match resume_step {
+        let kept: Vec<Record> = match resume_step {
             Some(step) if path.exists() => read_records(&path)?
                 .into_iter()
                 .filter(|r| r.step < step)
                 .collect(),
             _ => Vec::new(),
         };
-        let mut file = std::fs::File::create(&path)
+        let file = std::fs::File::create(&path)
             .with_context(|| format!("cannot write `{}`", path.display()))?;
+        let mut w = MetricsWriter { file, path };
         for r in &kept {
-            writeln!(file, "{}", serde_json::to_string(r)?)?;
+            w.write(r)?;
         }
-        Ok(MetricsWriter { file })
+        Ok(w)
     }
 
     pub fn write(&mut self, r: &Record) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(r)?)?;
-        self.file.flush()?;
-        Ok(())
+        writeln!(self.file, "{}", serde_json::to_string(r)?)
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("cannot write `{}`", self.path.display()))
     }
 }
 
@@ -161,5 +174,40 @@ mod tests {
         let b = vec![1.0, 0.0, 2.0, 1.0];
         let g = amax_gain(&[vec![a, b]], 2);
         assert_eq!(g.composite_forward, 5.0);
+    }
+
+    fn record(step: u64) -> Record {
+        Record {
+            step,
+            loss: 1.0,
+            val_loss: None,
+            grad_norm: 0.5,
+            lr: 1e-3,
+            tokens_per_s: 10.0,
+            memory_gb: None,
+            amax: None,
+        }
+    }
+
+    /// Issue 22.7: a torn last line is dropped (and a resume keeps the
+    /// records before its step); a bad line elsewhere is still an error.
+    #[test]
+    fn a_torn_last_line_is_tolerated() {
+        let dir = std::env::temp_dir().join(format!("mhc-metrics-torn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = metrics_path(&dir);
+        let whole: String = (0..3)
+            .map(|s| serde_json::to_string(&record(s)).unwrap() + "\n")
+            .collect();
+        let torn = format!("{whole}{{\"step\":3,\"loss\":1.");
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(read_records(&path).unwrap().len(), 3);
+        drop(MetricsWriter::open(&dir, Some(2)).unwrap());
+        let kept = read_records(&path).unwrap();
+        assert_eq!(kept.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 1]);
+        std::fs::write(&path, format!("{{\"step\":0,\n{whole}")).unwrap();
+        let err = read_records(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

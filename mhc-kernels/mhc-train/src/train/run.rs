@@ -4,10 +4,10 @@
 //! loss or gradient. The same loop runs each rank of a data-parallel run
 //! ([`super::parallel`]).
 
-use super::checkpoint::{checkpoint_path, Checkpoint, Tensor};
+use super::checkpoint::{checkpoint_path, Checkpoint, DataRecord, Tensor};
 use super::config::{ModelConfig, ResidualMode, TrainConfig};
 use super::data::Dataset;
-use super::metrics::{amax_gain, AmaxGain, MetricsWriter, Record};
+use super::metrics::{amax_gain, metrics_path, AmaxGain, MetricsWriter, Record};
 use super::model::Model;
 use super::optim::AdamW;
 use super::parallel::{self, Plan, Rank};
@@ -23,6 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tile_runtime::Device;
+
+/// A line on stderr; a closed stderr (`mhc-train … 2>&1 | head`) is not an
+/// error worth a panic, so a failed write is dropped.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +66,9 @@ pub struct Options {
     pub out: PathBuf,
     /// Continue from the checkpoint in `out`.
     pub resume: bool,
+    /// Start over in an `out` that already holds a run (its checkpoint,
+    /// metrics, config and plots are removed first).
+    pub overwrite: bool,
     pub device: DeviceChoice,
     /// Directory of compiled packs: needed on a GPU (default `target/packs`);
     /// without it the CPU runs the embedded kernel sources.
@@ -89,6 +101,9 @@ pub enum Stop {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub stop: Stop,
+    /// The pause came from the interrupt flag (Ctrl-C, SIGTERM), not from
+    /// `stop_after`.
+    pub interrupted: bool,
     pub first_step: u64,
     /// Steps `first_step..next_step` ran.
     pub next_step: u64,
@@ -102,10 +117,10 @@ fn snapshot(
     model: &mut Model,
     opt: &AdamW,
     step: u64,
-    model_cfg: &ModelConfig,
-    train: &TrainConfig,
+    setup: &Setup,
     device: &Device,
 ) -> Result<Checkpoint> {
+    let (model_cfg, train) = (&setup.opts.model, &setup.opts.train);
     let mut tensors = Vec::new();
     for (s, (m, v)) in model.slots().iter().zip(&opt.moments) {
         for (prefix, buf) in [("param.", &*s.value), ("adam_m.", m), ("adam_v.", v)] {
@@ -120,6 +135,7 @@ fn snapshot(
         model: model_cfg.clone(),
         train: train.clone(),
         step,
+        data: Some(setup.data_record.clone()),
         tensors,
     })
 }
@@ -148,6 +164,8 @@ fn restore(model: &mut Model, opt: &mut AdamW, ck: &Checkpoint, device: &Device)
 struct Setup {
     opts: Options,
     data: Dataset,
+    /// What the checkpoint records of `data`.
+    data_record: DataRecord,
     /// The checkpoint to continue from (`--resume`), already checked; dropped
     /// once every rank has restored from it.
     resume_from: RwLock<Option<Checkpoint>>,
@@ -162,28 +180,52 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     let (mcfg, tcfg) = (&opts.model, &opts.train);
     mcfg.validate()?;
     tcfg.validate()?;
+    check_options(opts)?;
     let plan = Plan::new(opts)?;
     let data = Dataset::load(opts.data.as_deref(), opts.val_fraction, mcfg.context)?;
+    let data_record = DataRecord {
+        source: data.source.clone(),
+        sha256: data.sha256.clone(),
+        val_fraction: opts.val_fraction,
+    };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create the run directory `{}`", opts.out.display()))?;
     let ck_path = checkpoint_path(&opts.out);
     let resume_from = if opts.resume {
         let ck = Checkpoint::load(&ck_path)?;
-        ck.check_against(mcfg, tcfg)?;
+        ck.check_against(mcfg, tcfg, &data_record)?;
         Some(ck)
     } else {
-        if ck_path.exists() {
+        let held: Vec<PathBuf> = run_files(&opts.out)
+            .into_iter()
+            .filter(|f| f.exists())
+            .collect();
+        if ck_path.exists() && !opts.overwrite {
             bail!(
-                "`{}` already holds a checkpoint: pass --resume to continue that run, or choose \
-                 another --out",
+                "`{}` already holds a checkpoint: pass --resume to continue that run, \
+                 --overwrite to start over, or choose another --out",
                 opts.out.display()
             );
         }
+        if !held.is_empty() && !opts.overwrite {
+            bail!(
+                "`{}` already holds a run (`{}`) without a checkpoint: pass --overwrite to \
+                 start over, or choose another --out",
+                opts.out.display(),
+                held[0].display()
+            );
+        }
+        for f in &held {
+            std::fs::remove_file(f)
+                .with_context(|| format!("--overwrite: cannot remove `{}`", f.display()))?;
+        }
         None
     };
+    check_writable(&opts.out)?;
     let setup = Arc::new(Setup {
         opts: opts.clone(),
         data,
+        data_record,
         resume_from: RwLock::new(resume_from),
         ck_path,
         interrupt,
@@ -196,6 +238,54 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
         run_rank(&setup, device, Some(rank))
     };
     parallel::run_ranks(&plan, Arc::new(body))
+}
+
+/// What a run writes into its directory.
+fn run_files(dir: &Path) -> Vec<PathBuf> {
+    vec![
+        checkpoint_path(dir),
+        metrics_path(dir),
+        dir.join("config.json"),
+        dir.join("plot.png"),
+        dir.join("plot.svg"),
+    ]
+}
+
+/// Settings that are valid alone but not together, or name missing files.
+fn check_options(opts: &Options) -> Result<()> {
+    if let Some(dir) = &opts.packs {
+        if !dir.is_dir() {
+            bail!("--packs `{}` is not a directory", dir.display());
+        }
+    }
+    match opts.stop_after {
+        Some(0) => bail!("--stop-after must be at least 1 (the step after which to pause)"),
+        Some(s) if s > opts.train.steps => {
+            bail!("--stop-after {s} is past --steps {}", opts.train.steps)
+        }
+        _ => {}
+    }
+    if opts.recompute.is_some() && opts.model.residual == ResidualMode::Plain {
+        bail!("--recompute applies to --residual hc and mhc only (plain keeps one stream)");
+    }
+    if opts.resume && opts.overwrite {
+        bail!("--resume and --overwrite contradict each other: give one");
+    }
+    Ok(())
+}
+
+/// Fail early, naming the directory, when the run could not write its files.
+fn check_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(".mhc-train-write-test");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "the run directory `{}` is not writable (tried `{}`)",
+                dir.display(),
+                probe.display()
+            )
+        })
 }
 
 /// H_res at the sampled tokens of the global batch, gathered from the ranks
@@ -256,6 +346,7 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
     while step < tcfg.steps {
         if run.interrupted()? {
             stop = Stop::Paused;
+            totals.interrupted = true;
             break;
         }
         let out = run.train_step(step)?;
@@ -284,6 +375,7 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
 /// What the loop of [`run_rank`] gathers for the [`Summary`].
 #[derive(Default)]
 struct Totals {
+    interrupted: bool,
     losses: Vec<f32>,
     last_val: Option<f32>,
     peak_memory: Option<usize>,
@@ -413,15 +505,19 @@ impl<'s> RankRun<'s> {
         }
         let parameters = model.parameter_count();
         let metrics = if lead {
+            let config = opts.out.join("config.json");
             std::fs::write(
-                opts.out.join("config.json"),
+                &config,
                 serde_json::to_string_pretty(&serde_json::json!({
                     "model": mcfg,
                     "train": tcfg,
                     "data": data.source,
+                    "data_sha256": data.sha256,
+                    "val_fraction": opts.val_fraction,
                     "ranks": ranks,
                 }))?,
-            )?;
+            )
+            .with_context(|| format!("cannot write `{}`", config.display()))?;
             Some(MetricsWriter::open(
                 &opts.out,
                 opts.resume.then_some(first_step),
@@ -442,7 +538,7 @@ impl<'s> RankRun<'s> {
                 ),
                 None => String::new(),
             };
-            eprintln!(
+            say!(
                 "{} on {}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
                 if first_step > 0 {
                     format!("resuming at step {first_step}")
@@ -661,7 +757,7 @@ impl<'s> RankRun<'s> {
     fn log(&self, line: String) {
         match (self.lead, self.bar.is_hidden()) {
             (false, _) => {}
-            (true, true) => eprintln!("{line}"),
+            (true, true) => say!("{line}"),
             (true, false) => self.bar.println(line),
         }
     }
@@ -672,8 +768,7 @@ impl<'s> RankRun<'s> {
         if !self.lead {
             return Ok(());
         }
-        let (mcfg, tcfg) = (&self.setup.opts.model, &self.setup.opts.train);
-        snapshot(&mut self.model, &self.opt, step, mcfg, tcfg, &self.device)?
+        snapshot(&mut self.model, &self.opt, step, self.setup, &self.device)?
             .save(&self.setup.ck_path)
     }
 
@@ -686,6 +781,7 @@ impl<'s> RankRun<'s> {
             p.close()?;
         }
         let Totals {
+            interrupted,
             losses,
             last_val,
             peak_memory,
@@ -694,6 +790,7 @@ impl<'s> RankRun<'s> {
         if !self.lead {
             return Ok(Summary {
                 stop,
+                interrupted,
                 first_step,
                 next_step: step,
                 losses,
@@ -708,11 +805,11 @@ impl<'s> RankRun<'s> {
         let tokens_per_s =
             (step - first_step) as f64 * self.global_tokens as f64 / elapsed.max(1e-9);
         match stop {
-            Stop::Paused => eprintln!(
+            Stop::Paused => say!(
                 "paused at step {step}: checkpoint `{}` (continue with the same flags and --resume)",
                 ck_path.display()
             ),
-            Stop::Finished => eprintln!(
+            Stop::Finished => say!(
                 "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
                 peak_memory
                     .map(|b| format!(", at most {:.2} GB of device memory in use", b as f64 / 1e9))
@@ -725,6 +822,7 @@ impl<'s> RankRun<'s> {
         }
         Ok(Summary {
             stop,
+            interrupted,
             first_step,
             next_step: step,
             losses,

@@ -56,6 +56,7 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
         val_fraction: 0.1,
         out,
         resume: false,
+        overwrite: false,
         device: DeviceChoice::Cpu,
         packs: None,
         stop_after: None,
