@@ -857,9 +857,17 @@ pub fn plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     if dirs.is_empty() {
         bail!("give at least one run directory");
     }
-    let runs = dirs
+    let mut runs = dirs
         .iter()
         .map(|d| Run::load(d))
         .collect::<Result<Vec<_>>>()?;
+    // Runs of the same name (`runs/a/plain`, `runs/b/plain`) are labelled by
+    // their whole path.
+    let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+    for (r, d) in runs.iter_mut().zip(dirs) {
+        if labels.iter().filter(|l| **l == r.label).count() > 1 {
+            r.label = d.display().to_string();
+        }
+    }
     plot_runs(&runs, out, "compare")
 }
