@@ -264,6 +264,9 @@ fn resume_with_other_data_is_refused() {
         assert!(!ok && err.contains(want), "{flags:?}: {err}");
         assert_eq!(std::fs::read(out.join("config.json")).unwrap(), config);
     }
+    // Issue 22.5: a --stop-after the resumed run never reaches.
+    let (ok, _, err) = tiny(&out, &["--steps", "2", "--resume", "--stop-after", "1"]);
+    assert!(!ok && err.contains("--stop-after 1 is not after"), "{err}");
     let (ok, _, err) = tiny(&out, &["--steps", "2", "--resume"]);
     assert!(ok, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -194,6 +194,13 @@ pub fn train(opts: &Options, interrupt: Arc<AtomicBool>) -> Result<Summary> {
     let resume_from = if opts.resume {
         let ck = Checkpoint::load(&ck_path)?;
         ck.check_against(mcfg, tcfg, &data_record)?;
+        if let Some(s) = opts.stop_after.filter(|&s| s <= ck.step) {
+            bail!(
+                "--stop-after {s} is not after the checkpoint's step {}: the run would never \
+                 stop there",
+                ck.step
+            );
+        }
         Some(ck)
     } else {
         let held: Vec<PathBuf> = run_files(&opts.out)
