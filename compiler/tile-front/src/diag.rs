@@ -76,6 +76,8 @@ codes! {
     FloatOnly = "E0035": "a math function applied to an integer tile",
     UnknownKernel = "E0036": "a kernel name that is not defined in the file",
     Internal = "E0037": "an internal compiler error (a bug: please report it)",
+    ShiftRange = "E0038": "a shift by a constant amount outside `0..width` of the type",
+    DivByZero = "E0039": "a division or remainder of a run-time value by a constant zero",
 }
 
 /// One diagnostic. `labels` holds extra spans with text; a label whose span is
@@ -87,6 +89,8 @@ pub struct Diagnostic {
     pub span: Span,
     pub hint: Option<String>,
     pub labels: Vec<(Span, String)>,
+    /// Extra lines after the help (`= note: …`), e.g. the tune configuration.
+    pub notes: Vec<String>,
 }
 
 impl Diagnostic {
@@ -97,6 +101,7 @@ impl Diagnostic {
             span,
             hint: None,
             labels: Vec::new(),
+            notes: Vec::new(),
         }
     }
     /// Text under the primary caret.
@@ -107,6 +112,10 @@ impl Diagnostic {
     /// A secondary span with its text.
     pub fn with_secondary(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
         self.labels.push((span, text.into()));
+        self
+    }
+    pub fn with_note(mut self, text: impl Into<String>) -> Diagnostic {
+        self.notes.push(text.into());
         self
     }
     pub fn with_hint(mut self, text: impl Into<String>) -> Diagnostic {
@@ -179,8 +188,10 @@ impl Diagnostic {
         let mut d = miette::MietteDiagnostic::new(self.message.clone())
             .with_code(self.code.as_str())
             .with_labels(labels);
-        if let Some(h) = &self.hint {
-            d = d.with_help(h.clone());
+        let mut help: Vec<String> = self.hint.iter().cloned().collect();
+        help.extend(self.notes.iter().map(|n| format!("note: {n}")));
+        if !help.is_empty() {
+            d = d.with_help(help.join("\n"));
         }
         miette::Report::new(d)
             .with_source_code(miette::NamedSource::new(src.name.clone(), src.text.clone()))
@@ -337,9 +348,14 @@ fn render_one(out: &mut String, d: &Diagnostic, src: &SourceFile) {
         }
         let _ = writeln!(out, "{}", mark.trim_end());
     }
-    if let Some(h) = &d.hint {
+    if d.hint.is_some() || !d.notes.is_empty() {
         let _ = writeln!(out, "{pad} |");
+    }
+    if let Some(h) = &d.hint {
         let _ = writeln!(out, "{pad} = help: {h}");
+    }
+    for n in &d.notes {
+        let _ = writeln!(out, "{pad} = note: {n}");
     }
 }
 

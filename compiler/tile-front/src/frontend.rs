@@ -88,22 +88,20 @@ impl Program {
     }
 
     /// Check every kernel with every configuration of [`Program::check_configs`];
-    /// the diagnostics of all of them, each reported once.
+    /// the diagnostics of all of them, each reported once (see
+    /// [`merge_config_diagnostics`]).
     pub fn check_all(&self) -> Diagnostics {
         let mut all = Diagnostics::new();
         for k in self.kernel_names() {
-            for meta in self.check_configs(&k) {
-                if let Err(d) = self.specialize(&k, &meta) {
-                    for x in d {
-                        if !all
-                            .iter()
-                            .any(|y| y.code == x.code && y.span == x.span && y.message == x.message)
-                        {
-                            all.push(x);
-                        }
-                    }
-                }
-            }
+            let runs: Vec<_> = self
+                .check_configs(&k)
+                .into_iter()
+                .map(|meta| {
+                    let d = self.specialize(&k, &meta).err().unwrap_or_default();
+                    (meta, d)
+                })
+                .collect();
+            all.extend(merge_config_diagnostics(runs));
         }
         all
     }
@@ -117,4 +115,47 @@ impl Program {
     ) -> Result<tir::Kernel, Diagnostics> {
         check::elaborate(&self.module, kernel, meta)
     }
+}
+
+/// Meta-parameter values of one configuration, by name.
+pub type Meta = Vec<(String, i64)>;
+
+/// The diagnostics of one kernel checked in several configurations (each
+/// `(meta, diagnostics)`), each error reported once. An error that only some
+/// of the configurations have gets a note naming the first of them
+/// (`in tune configuration NBITS = 32`, plus how many others), so that an
+/// error in one tune value can be traced to it.
+pub fn merge_config_diagnostics(runs: Vec<(Meta, Diagnostics)>) -> Diagnostics {
+    let total = runs.len();
+    // (diagnostic, its first configuration, how many configurations had it)
+    let mut found: Vec<(Diagnostic, Meta, usize)> = Vec::new();
+    for (meta, d) in runs {
+        for x in d {
+            match found
+                .iter_mut()
+                .find(|(y, _, _)| y.code == x.code && y.span == x.span && y.message == x.message)
+            {
+                Some(f) => f.2 += 1,
+                None => found.push((x, meta.clone(), 1)),
+            }
+        }
+    }
+    let mut out = Diagnostics::new();
+    for (mut d, meta, n) in found {
+        if total > 1 && n < total && !meta.is_empty() {
+            let cfg = meta
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = match n - 1 {
+                0 => String::new(),
+                1 => " (and 1 other configuration)".to_string(),
+                m => format!(" (and {m} other configurations)"),
+            };
+            d.notes.push(format!("in tune configuration {cfg}{more}"));
+        }
+        out.push(d);
+    }
+    out
 }

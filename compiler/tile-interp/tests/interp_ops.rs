@@ -583,6 +583,49 @@ fn integer_division_by_zero_has_defined_results() {
 }
 
 #[test]
+fn integer_shifts_out_of_range_have_defined_results() {
+    // docs/LANGUAGE.md, "Integer and float semantics": the amount is read as
+    // unsigned; ≥ the width gives 0 (`<<`) or the sign fill (`>>`). The GPU
+    // code generator guards its shifts to give the same.
+    let x = vec![5i32, -5, 1, -1, i32::MIN, 7, 3];
+    let y = vec![32i32, 32, 40, 33, -1, 31, 0];
+    for (op, want) in [
+        (BinaryOp::Shl, [0, 0, 0, 0, 0, i32::MIN, 3]),
+        (BinaryOp::Shr, [0, -1, 0, -1, -1, 0, 3]),
+    ] {
+        let k = elementwise(&[Scalar::I32, Scalar::I32], Scalar::I32, 8, |b, v| {
+            b.binary(op, v[0], v[1])
+        });
+        let r = run_ew(
+            &k,
+            &[&Buffer::from_i32(&x), &Buffer::from_i32(&y)],
+            Scalar::I32,
+            7,
+            8,
+        );
+        assert_eq!(r.to_i32_vec(), want, "{op:?} i32");
+    }
+    let x = vec![5i64, -5, 1, i64::MIN, 3];
+    let y = vec![64i64, 64, -1, 63, 32];
+    for (op, want) in [
+        (BinaryOp::Shl, [0, 0, 0, 0, 3 << 32]),
+        (BinaryOp::Shr, [0, -1, 0, -1, 0]),
+    ] {
+        let k = elementwise(&[Scalar::I64, Scalar::I64], Scalar::I64, 8, |b, v| {
+            b.binary(op, v[0], v[1])
+        });
+        let r = run_ew(
+            &k,
+            &[&Buffer::from_i64(&x), &Buffer::from_i64(&y)],
+            Scalar::I64,
+            5,
+            8,
+        );
+        assert_eq!(r.to_i64_vec(), want, "{op:?} i64");
+    }
+}
+
+#[test]
 fn comparisons_and_select() {
     let mut rng = tile_testkit::rng(seed());
     let n = 600;
@@ -1027,7 +1070,7 @@ fn reductions_along_each_axis() {
                         &want64,
                         Tolerance {
                             abs: 1e-4,
-                            rel: tol as f64,
+                            rel: tol,
                         },
                     );
                 }
@@ -1217,10 +1260,7 @@ fn dot_in_a_k_loop_matches_reference() {
             &format!("matmul {s:?} vs f64"),
             &c.to_f32_vec(),
             &want64,
-            Tolerance {
-                abs: tol as f64,
-                rel: tol as f64,
-            },
+            Tolerance { abs: tol, rel: tol },
         );
     }
 }

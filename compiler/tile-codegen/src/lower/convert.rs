@@ -177,7 +177,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             Op::Binary(op, a, b) => {
                 let (x, y) = (self.value_at(*a, c)?, self.value_at(*b, c)?);
-                self.binary(*op, elem(a).unwrap(), x, y)
+                let yc = self.int_const_of(*b);
+                self.binary(*op, elem(a).unwrap(), x, y, yc)
             }
             Op::Cmp(op, a, b) => {
                 let (x, y) = (self.value_at(*a, c)?, self.value_at(*b, c)?);

@@ -5,7 +5,7 @@
 use super::{scalar_ty, Lower};
 use crate::emit::V;
 use crate::CodegenError;
-use tile_ir::{BinaryOp, CmpOp, Const, Scalar, Span, UnaryOp, ValueId};
+use tile_ir::{BinaryOp, CmpOp, Const, Op, Scalar, Span, UnaryOp, ValueId};
 
 fn float_attr(x: f64, s: Scalar) -> String {
     let t = scalar_ty(s);
@@ -121,9 +121,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         let s = self.kernel.ty(a).scalar_elem().unwrap();
         let lr = self.layout(r);
         let (ra, rb) = (self.regs_in(a, &lr, span)?, self.regs_in(b, &lr, span)?);
+        let yc = self.int_const_of(b);
         ra.iter()
             .zip(&rb)
-            .map(|(&x, &y)| self.binary(op, s, x, y))
+            .map(|(&x, &y)| self.binary(op, s, x, y, yc))
             .collect()
     }
 
@@ -301,14 +302,106 @@ impl<'c, 'k> Lower<'c, 'k> {
             .call_intrinsic("llvm.nvvm.ex2.approx.ftz.f32", &[t], f32t)
     }
 
+    /// The integer constant every element of `v` equals, when `v` is a
+    /// constant or a splat/broadcast/reshape of one.
+    pub(super) fn int_const_of(&self, v: ValueId) -> Option<i64> {
+        let inst = self.defs.get(&v)?;
+        match &inst.op {
+            Op::Const(Const::Int(i)) => Some(*i),
+            Op::Splat(x) | Op::Broadcast(x) | Op::Reshape(x) => self.int_const_of(*x),
+            Op::ExpandDims { value, .. } => self.int_const_of(*value),
+            _ => None,
+        }
+    }
+
+    /// Integer `/`, `%`, `<<`, `>>` with the language's results where LLVM
+    /// would give poison or undefined behaviour (docs/LANGUAGE.md, "Integer
+    /// and float semantics"; the interpreter computes the same):
+    /// `x / 0 == -1`, `x % 0 == x`, `MIN / -1 == MIN`, `MIN % -1 == 0`, a shift
+    /// amount read as unsigned and ≥ the width gives 0 (`<<`) or the sign fill
+    /// (`>>`). `y_const` is the divisor or shift amount when it is a known
+    /// constant: a divisor other than 0 and -1 and an amount in `0..width`
+    /// need no guard, so the plain instruction is emitted.
+    fn guarded_int(
+        &mut self,
+        op: BinaryOp,
+        s: Scalar,
+        x: V,
+        y: V,
+        y_const: Option<i64>,
+    ) -> Result<V, CodegenError> {
+        let bits: i64 = if s == Scalar::I64 { 64 } else { 32 };
+        let c = |me: &mut Self, v: i64| me.constant(Const::Int(v), s);
+        match op {
+            BinaryOp::Div | BinaryOp::Rem => {
+                let name = if op == BinaryOp::Div {
+                    "arith.divsi"
+                } else {
+                    "arith.remsi"
+                };
+                if y_const.is_some_and(|d| d != 0 && d != -1) {
+                    return self.e.binop(name, x, y);
+                }
+                // Divide by 1 where the divisor is 0 or -1, then fix those up.
+                let (zero, one, m1) = (c(self, 0)?, c(self, 1)?, c(self, -1)?);
+                let is0 = self.e.cmpi("eq", y, zero)?;
+                let ism1 = self.e.cmpi("eq", y, m1)?;
+                let bad = self.e.binop("arith.ori", is0, ism1)?;
+                let safe = self.e.select(bad, one, y)?;
+                let q = self.e.binop(name, x, safe)?;
+                if op == BinaryOp::Div {
+                    // x / -1 == 0 - x (wrapping); x / 0 == -1.
+                    let neg = self.e.binop("arith.subi", zero, x)?;
+                    let q = self.e.select(ism1, neg, q)?;
+                    self.e.select(is0, m1, q)
+                } else {
+                    // x % 1 == 0 == x % -1; x % 0 == x.
+                    self.e.select(is0, x, q)
+                }
+            }
+            BinaryOp::Shl | BinaryOp::Shr => {
+                let name = if op == BinaryOp::Shl {
+                    "arith.shli"
+                } else {
+                    "arith.shrsi"
+                };
+                if y_const.is_some_and(|a| (0..bits).contains(&a)) {
+                    return self.e.binop(name, x, y);
+                }
+                let last = c(self, bits - 1)?;
+                if op == BinaryOp::Shr {
+                    // An amount ≥ width (unsigned) shifts by width - 1: the sign fill.
+                    let amt = self.e.binop("arith.minui", y, last)?;
+                    return self.e.binop(name, x, amt);
+                }
+                let width = c(self, bits)?;
+                let ok = self.e.cmpi("ult", y, width)?;
+                let zero = c(self, 0)?;
+                let amt = self.e.select(ok, y, zero)?;
+                let r = self.e.binop(name, x, amt)?;
+                self.e.select(ok, r, zero)
+            }
+            _ => Err(CodegenError::Internal(format!("{op:?} is not guarded"))),
+        }
+    }
+
+    /// `x op y` on one register each. `y_const` is `y`'s value when it is a
+    /// known integer constant (for [`guarded_int`](Self::guarded_int)).
     pub(super) fn binary(
         &mut self,
         op: BinaryOp,
         s: Scalar,
         x: V,
         y: V,
+        y_const: Option<i64>,
     ) -> Result<V, CodegenError> {
         if s.is_int() {
+            if matches!(
+                op,
+                BinaryOp::Div | BinaryOp::Rem | BinaryOp::Shl | BinaryOp::Shr
+            ) {
+                return self.guarded_int(op, s, x, y, y_const);
+            }
             let name = match op {
                 BinaryOp::Add => "arith.addi",
                 BinaryOp::Sub => "arith.subi",

@@ -42,7 +42,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             ReduceOp::Max => BinaryOp::Max,
             ReduceOp::Min => BinaryOp::Min,
         };
-        self.binary(bop, s, a, b)
+        self.binary(bop, s, a, b, None)
     }
 
     pub(super) fn reduce(

@@ -88,6 +88,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut all = tile_front::diag::Diagnostics::new();
     let mut count = 0;
     for k in &kernels {
+        let mut runs = Vec::new();
         for meta in configs(&program, k, &args.defines) {
             count += 1;
             let r = if args.no_opt {
@@ -100,20 +101,14 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     if args.emit == Some(Emit::Tir) {
                         println!("{}", tile_ir::print_kernel(&tir));
                     }
+                    runs.push((meta, Default::default()));
                 }
-                Err(d) => {
-                    for x in d {
-                        // The same error in several configurations is reported once.
-                        if !all
-                            .iter()
-                            .any(|y| y.code == x.code && y.span == x.span && y.message == x.message)
-                        {
-                            all.push(x);
-                        }
-                    }
-                }
+                // The same error in several configurations is reported once,
+                // naming the configuration when not all of them have it.
+                Err(d) => runs.push((meta, d)),
             }
         }
+        all.extend(tile_front::frontend::merge_config_diagnostics(runs));
     }
     if !all.is_empty() {
         eprint!("{}", render(&all, &src, args.fancy));

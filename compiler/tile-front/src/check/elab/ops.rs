@@ -118,6 +118,12 @@ impl<'m> Cx<'m> {
         }
         let ta = self.materialize(&a, elem, sa)?;
         let tb = self.materialize(&b, elem, sb)?;
+        if elem.is_int() && elem != Scalar::I1 {
+            // Before broadcasting, while a constant scalar operand is still known.
+            if let Some(bop) = int_binary_op(op) {
+                self.check_int_binary(bop, elem, ta.konst, tb.konst, span)?;
+            }
+        }
         let Some(shape) = broadcast_shapes(&ta.ty.shape, &tb.ty.shape) else {
             return self.err(
                 Diagnostic::new(
@@ -174,6 +180,9 @@ impl<'m> Cx<'m> {
     /// Emit a binary TIR op on same-typed operands (folding compile-time scalars).
     pub fn binary_op(&mut self, op: BinaryOp, a: TV, b: TV, span: Span) -> R<TV> {
         let s = a.elem().unwrap_or(Scalar::I32);
+        if s.is_int() && s != Scalar::I1 {
+            self.check_int_binary(op, s, a.konst, b.konst, span)?;
+        }
         if let (Some(x), Some(y)) = (a.konst, b.konst) {
             match consteval::binary(op, x, y, s) {
                 Some(c) => return Ok(self.konst(c, s, span)),
@@ -192,6 +201,87 @@ impl<'m> Cx<'m> {
         }
         let ty = a.ty.clone();
         Ok(self.emit(Op::Binary(op, a.id, b.id), ty, span))
+    }
+
+    /// The compile-time errors of integer `op` on operands of type `s` whose
+    /// constant values are known where `x`/`y` are `Some` (docs/LANGUAGE.md,
+    /// "Integer and float semantics"): folding that overflows the type
+    /// (E0033), a constant shift amount outside `0..width` (E0038), a
+    /// run-time value divided by a constant zero (E0039).
+    fn check_int_binary(
+        &mut self,
+        op: BinaryOp,
+        s: Scalar,
+        x: Option<Const>,
+        y: Option<Const>,
+        span: Span,
+    ) -> R<()> {
+        let bits: i64 = if s == Scalar::I64 { 64 } else { 32 };
+        let y = y.map(consteval::as_i64);
+        if let (BinaryOp::Shl | BinaryOp::Shr, Some(amt)) = (op, y) {
+            if !(0..bits).contains(&amt) {
+                let sym = if op == BinaryOp::Shl { "<<" } else { ">>" };
+                return self.err(
+                    Diagnostic::new(
+                        Code::ShiftRange,
+                        format!("shift amount {amt} is out of range for `{}`", s.name()),
+                        span,
+                    )
+                    .with_label(format!("`{sym} {amt}` on a {bits}-bit integer"))
+                    .with_hint(format!(
+                        "a shift amount must be in 0..{bits}; widen the operand (`as i64`) or shift by less"
+                    )),
+                );
+            }
+        }
+        let Some(yv) = y else { return Ok(()) };
+        let Some(xv) = x.map(consteval::as_i64) else {
+            if matches!(op, BinaryOp::Div | BinaryOp::Rem) && yv == 0 {
+                let what = if op == BinaryOp::Div {
+                    "division"
+                } else {
+                    "remainder"
+                };
+                return self.err(
+                    Diagnostic::new(
+                        Code::DivByZero,
+                        format!("{what} of a run-time value by a constant zero"),
+                        span,
+                    )
+                    .with_label("the divisor is always 0")
+                    .with_hint("at run time `x / 0` is -1 and `x % 0` is x; divide by a non-zero value (check the meta-parameter's value)"),
+                );
+            }
+            return Ok(());
+        };
+        let (lo, hi) = if bits == 32 {
+            (i32::MIN as i128, i32::MAX as i128)
+        } else {
+            (i64::MIN as i128, i64::MAX as i128)
+        };
+        let (a, b) = (xv as i128, yv as i128);
+        let (sym, r) = match op {
+            BinaryOp::Add => ("+", a + b),
+            BinaryOp::Sub => ("-", a - b),
+            BinaryOp::Mul => ("*", a * b),
+            BinaryOp::Div if b != 0 => ("/", a / b),
+            _ => return Ok(()),
+        };
+        if (lo..=hi).contains(&r) {
+            return Ok(());
+        }
+        self.err(
+            Diagnostic::new(
+                Code::ConstEval,
+                format!(
+                    "integer overflow in a compile-time expression: {xv} {sym} {yv} does not fit in `{}`",
+                    s.name()
+                ),
+                span,
+            )
+            .with_label(format!("= {r}, out of range for `{}`", s.name()))
+            .with_hint("compute in `i64` (`x as i64`) or use smaller values"),
+        )
     }
 
     pub(super) fn literal_binary(&mut self, op: BinOp, a: &Val, b: &Val, span: Span) -> R<Val> {
@@ -368,4 +458,19 @@ fn cmp_of(op: BinOp) -> CmpOp {
         BinOp::Gt => CmpOp::Gt,
         _ => CmpOp::Ge,
     }
+}
+
+/// The integer TIR op of an arithmetic or shift operator (not comparisons or
+/// bitwise ops, which cannot overflow or fault).
+fn int_binary_op(op: BinOp) -> Option<BinaryOp> {
+    Some(match op {
+        BinOp::Add => BinaryOp::Add,
+        BinOp::Sub => BinaryOp::Sub,
+        BinOp::Mul => BinaryOp::Mul,
+        BinOp::Div => BinaryOp::Div,
+        BinOp::Rem => BinaryOp::Rem,
+        BinOp::Shl => BinaryOp::Shl,
+        BinOp::Shr => BinaryOp::Shr,
+        _ => return None,
+    })
 }
