@@ -1,11 +1,18 @@
 //! One kernel, two engines: every dsl-example kernel, every packed config, runs
 //! on the GPU and on the CPU interpreter (the semantic reference) on the same
 //! fresh random inputs, at several shapes including ragged ones; outputs are
-//! NaN-poisoned before each run and compared element by element.
+//! NaN-poisoned before each run and compared element by element, each output
+//! at a tolerance derived from its dtype and reduction length ([`tolerance`]).
+//!
+//! The two sides come from different places: the GPU side from the pack
+//! (checked current against `dsl-examples/*.tile` by `examples_pack`), the
+//! interpreter side compiled here from the current `.tile` text with
+//! `tile_front` ([`from_source`]), so a stale pack cannot agree with itself.
 #![cfg(feature = "gpu")]
 
 use half::bf16;
 use rand::{Rng, SeedableRng};
+use tile_front::frontend::{parse_program, Program, SourceFile};
 use tile_runtime::{describe, Arg, Config, Device, Scalar};
 use tile_testkit::*;
 
@@ -24,6 +31,11 @@ struct Case {
     label: String,
     grid: [u32; 3],
     args: Vec<HostArg>,
+    /// The row length `n` (softmax, norms), `K` (matmul), `seq` (attention),
+    /// `N` (sinkhorn): what the tolerance's reduction length is derived from.
+    n: usize,
+    /// Rows (layernorm_bwd accumulates dw and db over them).
+    rows: usize,
 }
 
 fn meta(c: &Config, name: &str) -> usize {
@@ -71,7 +83,13 @@ fn accum(dtype: Scalar, n: usize) -> HostArg {
 fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
     use Scalar::*;
     let mut out = Vec::new();
-    let case = |label: String, grid: [u32; 3], args: Vec<HostArg>| Case { label, grid, args };
+    let case = |label: String, grid: [u32; 3], args: Vec<HostArg>, n: usize, rows: usize| Case {
+        label,
+        grid,
+        args,
+        n,
+        rows,
+    };
     match kernel {
         "vector_add" | "vector_add_bf16" => {
             let dt = if kernel == "vector_add" { F32 } else { BF16 };
@@ -86,6 +104,8 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
                         output(dt, n),
                         HostArg::I32(n as i32),
                     ],
+                    1,
+                    1,
                 ));
             }
         }
@@ -143,7 +163,13 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
                         HostArg::I32(n as i32),
                     ],
                 };
-                out.push(case(format!("{rows}x{n}"), [rows as u32, 1, 1], args));
+                out.push(case(
+                    format!("{rows}x{n}"),
+                    [rows as u32, 1, 1],
+                    args,
+                    n,
+                    rows,
+                ));
             }
         }
         "sinkhorn" => {
@@ -156,6 +182,8 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
                     input(F32, rand_vec(rng, b * n * n, 0.05, 1.0)),
                     output(F32, b * n * n),
                 ],
+                n,
+                1,
             ));
         }
         "matmul" => {
@@ -186,6 +214,8 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
                         HostArg::I32(n as i32),
                         HostArg::I32(k as i32),
                     ],
+                    k,
+                    1,
                 ));
             }
         }
@@ -206,6 +236,8 @@ fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
                         HostArg::I32(seq as i32),
                         HostArg::F32(1.0 / (d as f32).sqrt()),
                     ],
+                    seq,
+                    1,
                 ));
             }
         }
@@ -273,6 +305,216 @@ fn run_case(dev: &Device, k: &tile_runtime::Kernel, case: &Case) -> Vec<Vec<f32>
     outs
 }
 
+/// f32 unit roundoff: half an ulp, 2^-24 relative, per rounding.
+const U: f64 = 1.0 / 16_777_216.0;
+/// One bf16 ulp relative to the value, 2^-7 (8 significant bits: half an ulp,
+/// 2^-8, per rounding). The engines round f32 results that differ slightly, so
+/// a value near a rounding boundary may go either way: one ulp apart.
+const BF16_FLIP: f64 = 1.0 / 128.0;
+/// The GPU's approximate functions: `ex2.approx` 2^-22 relative, plus its
+/// argument `x·log2 e` rounded (|x| ≤ 6 here: ≤ 9·2^-24 in the exponent,
+/// ≈ 2^-23 relative), plus `rcp`/`rsqrt.approx` 2^-23: below 2^-20 together.
+const APPROX: f64 = 1.0 / 1_048_576.0;
+
+/// A sum of `k` same-sign f32 terms: worst case k·2^-24 relative per engine,
+/// two engines summing in different orders.
+fn sum_rel(k: usize) -> f64 {
+    2.0 * k as f64 * U
+}
+
+/// A sum of `k` f32 terms of either sign, relative to the largest output: no
+/// worst case relative to a cancelled result, so the typical rounding walk
+/// √k·2^-24 of partial sums no larger than the largest output, ×2 engines,
+/// ×4 for a 4σ margin.
+fn sum_cancel(k: usize) -> f64 {
+    8.0 * (k as f64).sqrt() * U
+}
+
+/// `|gpu − interpreter| ≤ rel·|interpreter| + abs_of_max·max|interpreter| + abs`.
+#[derive(Clone, Copy, Debug)]
+struct Tol {
+    rel: f64,
+    abs_of_max: f64,
+    abs: f64,
+}
+
+/// The tolerance of output `output` of `kernel` in `case`, derived from the
+/// dtype and reduction length (each line says how). A floor of 2^-24 of the
+/// largest output stands for "no cancellation": every output is checked
+/// relatively, so a kernel writing 0 (or anything else) where the reference is
+/// small fails.
+fn tolerance(kernel: &str, c: &Config, case: &Case, output: usize) -> Tol {
+    let (n, rows) = (case.n, case.rows);
+    let t = |rel: f64, abs_of_max: f64| Tol {
+        rel,
+        abs_of_max,
+        abs: 0.0,
+    };
+    match kernel {
+        // One correctly rounded f32 add of the same inputs on both: identical.
+        "vector_add" => t(U, 0.0),
+        // The f32 sum of two bf16 values is exact; its rounding to bf16 is the same on both.
+        "vector_add_bf16" => t(BF16_FLIP, 0.0),
+        // exp (approximate), a same-sign sum of n terms, a division: positive
+        // outputs, no cancellation.
+        "softmax" => t(sum_rel(n) + 2.0 * APPROX + 2.0 * U, U),
+        "softmax_bf16" => t(BF16_FLIP + sum_rel(n) + 2.0 * APPROX, U),
+        // A same-sign sum of n squares, rsqrt (approximate), two products, bf16 out.
+        "rmsnorm" | "rmsnorm_looped" => t(BF16_FLIP + sum_rel(n) + 2.0 * APPROX + 4.0 * U, U),
+        "layernorm_fwd" => match output {
+            // y = (x − mean)·rstd·w + b: the mean is a cancelled sum of n terms
+            // and x − mean, + b cancel again (2^-24 each of the largest term).
+            0 => t(sum_rel(n) + 2.0 * APPROX + 4.0 * U, sum_cancel(n) + 4.0 * U),
+            // mean: a sum of n terms of either sign.
+            1 => t(sum_rel(n), sum_cancel(n)),
+            // rstd: a same-sign sum of n squares, rsqrt (approximate).
+            _ => t(sum_rel(n) + 2.0 * APPROX, U),
+        },
+        "layernorm_bwd" => match output {
+            // dx: two sums over the row (either sign) and a few products.
+            0 => t(sum_rel(n) + 4.0 * U, sum_cancel(n) + 4.0 * U),
+            // dw, db: atomically accumulated over the rows in any order, terms of either sign.
+            _ => t(sum_rel(rows) + 4.0 * U, sum_cancel(rows) + 4.0 * U),
+        },
+        // exp (approximate), then ITERS × (a row and a column normalisation:
+        // a same-sign sum of N terms and a division, each way); Sinkhorn is
+        // contracting, so relative errors add rather than grow.
+        "sinkhorn" => {
+            let iters = meta(c, "ITERS").max(1);
+            t(
+                2.0 * APPROX + iters as f64 * 2.0 * (sum_rel(n) + 2.0 * U),
+                U,
+            )
+        }
+        // bf16 products are exact in f32; a sum of K terms of either sign; bf16 out.
+        "matmul" => t(BF16_FLIP + sum_rel(n), sum_cancel(n)),
+        "attention" => {
+            let d = meta(c, "D");
+            Tol {
+                // Scores: sums of D products; the online softmax: exp
+                // (approximate) and a same-sign sum over seq; bf16 out.
+                rel: BF16_FLIP + sum_rel(d) + sum_rel(n) + 4.0 * APPROX,
+                // acc = Σ p·v over seq keys (either sign).
+                abs_of_max: sum_cancel(n) + sum_cancel(d),
+                // `p as bf16`: engines whose f32 p differ by ~2^-20 round it
+                // differently with probability ~2^-12 per key (≈0.05 flips per
+                // query at seq = 200); a flip moves the output by
+                // ≤ 2^-7·(p/l)·|v|, and p/l ≤ e/seq here (scores q·k·scale have
+                // σ ≈ 1/3, so the largest is within e^1 of the mean). Allow two
+                // flips at 4× the mean weight, |v| ≤ 1.
+                abs: 2.0 * BF16_FLIP * 4.0 / n as f64,
+            }
+        }
+        other => panic!("no tolerance for `{other}`: derive one here"),
+    }
+}
+
+/// Outputs of `got` outside `tol` of `want` (NaN on either side is never
+/// within), and the fraction of outputs whose bound is mostly relative
+/// (rel·|want| ≥ the absolute parts): how many a tolerance really checks.
+fn check(got: &[f32], want: &[f32], tol: Tol) -> (Vec<usize>, f64) {
+    let max = want.iter().fold(0.0f64, |m, w| m.max((*w as f64).abs()));
+    let floor = tol.abs_of_max * max + tol.abs;
+    let mut relative = 0usize;
+    let bad = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (g, w))| {
+            let (g, w) = (**g as f64, **w as f64);
+            if tol.rel * w.abs() >= floor {
+                relative += 1;
+            }
+            !((g - w).abs() <= tol.rel * w.abs() + floor)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (bad, relative as f64 / want.len().max(1) as f64)
+}
+
+/// The example programs, parsed from the current `dsl-examples/*.tile` text.
+fn example_programs() -> Vec<(String, Program)> {
+    let dir = root().join("dsl-examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .tile files in {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| {
+            let src = SourceFile::load(&p).unwrap();
+            let prog = parse_program(&src)
+                .unwrap_or_else(|d| panic!("{}: {}", p.display(), d.render(&src)));
+            (p.display().to_string(), prog)
+        })
+        .collect()
+}
+
+/// `kernel` at `config` compiled from the current source for the interpreter.
+fn from_source(
+    programs: &[(String, Program)],
+    dev: &Device,
+    kernel: &str,
+    c: &Config,
+) -> tile_runtime::Kernel {
+    let (file, prog) = programs
+        .iter()
+        .find(|(_, p)| p.kernel_names().iter().any(|k| k == kernel))
+        .unwrap_or_else(|| panic!("`{kernel}` is in the pack but in no dsl-examples/*.tile"));
+    let tir = prog
+        .specialize(kernel, &c.meta)
+        .unwrap_or_else(|d| panic!("{file}: {kernel} [{}]: {d:?}", describe(c)));
+    dev.load_tir(tir, c.warps).unwrap()
+}
+
+fn output_dtypes(case: &Case) -> Vec<Scalar> {
+    case.args
+        .iter()
+        .filter_map(|a| match a {
+            HostArg::Buf {
+                dtype,
+                output: true,
+                ..
+            } => Some(*dtype),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compare every output of one case; Err with the first mismatch.
+fn compare(
+    kernel: &str,
+    c: &Config,
+    case: &Case,
+    got: &[Vec<f32>],
+    want: &[Vec<f32>],
+) -> Result<Vec<f64>, String> {
+    let mut fractions = Vec::new();
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = tolerance(kernel, c, case, i);
+        let (bad, relative) = check(g, w, tol);
+        if let Some(&first) = bad.first() {
+            return Err(format!(
+                "{kernel} [{}] {} output #{i} ({:?}): {} of {} differ ({tol:?}), first at {first}: \
+                 gpu {} vs interpreter {}",
+                describe(c),
+                case.label,
+                output_dtypes(case)[i],
+                bad.len(),
+                g.len(),
+                g[first],
+                w[first]
+            ));
+        }
+        fractions.push(relative);
+    }
+    Ok(fractions)
+}
+
 #[test]
 fn gpu_every_example_matches_the_interpreter() {
     let Some(gpu) = gpu_or_skip("gpu_every_example_matches_the_interpreter") else {
@@ -280,7 +522,9 @@ fn gpu_every_example_matches_the_interpreter() {
     };
     let cpu = Device::cpu();
     let pack = examples_pack();
-    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let programs = example_programs();
+    let seed = seed("gpu_every_example_matches_the_interpreter: ");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut summary = Vec::new();
     for kp in &pack.manifest().kernels {
         let variants: Vec<_> = if small() {
@@ -290,55 +534,22 @@ fn gpu_every_example_matches_the_interpreter() {
         };
         for v in variants {
             let kg = pack.load_kernel(&gpu, &kp.name, &v.config).unwrap();
-            let kc = pack.load_kernel(&cpu, &kp.name, &v.config).unwrap();
+            let kc = from_source(&programs, &cpu, &kp.name, &v.config);
             for case in cases(&kp.name, &v.config, &mut rng) {
                 let got = run_case(&gpu, &kg, &case);
                 let want = run_case(&cpu, &kc, &case);
-                let dtypes: Vec<Scalar> = case
-                    .args
+                let fractions = compare(&kp.name, &v.config, &case, &got, &want)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let checked: Vec<String> = fractions
                     .iter()
-                    .filter_map(|a| {
-                        if let HostArg::Buf {
-                            dtype,
-                            output: true,
-                            ..
-                        } = a
-                        {
-                            Some(*dtype)
-                        } else {
-                            None
-                        }
-                    })
+                    .map(|f| format!("{:.1}%", 100.0 * f))
                     .collect();
-                for (i, ((g, w), dt)) in got.iter().zip(&want).zip(&dtypes).enumerate() {
-                    // bf16 outputs: the engines may round a value on either side
-                    // of a bf16 tie after f32 work in another order: 2 ulps (2^-7).
-                    // f32 outputs: reduction order and approximate exp/rsqrt, ~1e-5;
-                    // atomically accumulated sums over rows: 1e-4.
-                    let (rtol, atol) = if *dt == Scalar::BF16 {
-                        (1.0 / 128.0, 1e-3)
-                    } else {
-                        (1e-4, 1e-4)
-                    };
-                    let bad = mismatches(g, w, rtol, atol);
-                    assert!(
-                        bad.is_empty(),
-                        "{} [{}] {} output #{i}: {} of {} differ, first at {}: gpu {} vs interpreter {}",
-                        kp.name,
-                        describe(&v.config),
-                        case.label,
-                        bad.len(),
-                        g.len(),
-                        bad[0],
-                        g[bad[0]],
-                        w[bad[0]]
-                    );
-                }
                 summary.push(format!(
-                    "ok {} [{}] {}",
+                    "ok {} [{}] {} (outputs checked relatively: {})",
                     kp.name,
                     describe(&v.config),
-                    case.label
+                    case.label,
+                    checked.join(", ")
                 ));
             }
         }
@@ -350,4 +561,77 @@ fn gpu_every_example_matches_the_interpreter() {
         "{} kernel × config × shape cases matched the interpreter",
         summary.len()
     );
+}
+
+/// The comparison itself, on the CPU (runs without a GPU): every example's
+/// first tune config from source against itself passes, and the mutations the
+/// old tolerance (rtol 1e-4 + atol 1e-4, bf16 atol 1e-3) let through fail: a
+/// softmax writing 0 below 1e-4, a bf16 softmax writing 0 below 1e-3, and an
+/// output off by 2 bf16 ulps.
+#[test]
+fn tolerances_catch_outputs_the_old_ones_let_through() {
+    let cpu = Device::cpu();
+    let programs = example_programs();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed("tolerances: "));
+    for (_, prog) in &programs {
+        for kernel in prog.kernel_names() {
+            let meta: Vec<(String, i64)> = match prog.tune_space(&kernel) {
+                Some(space) => space
+                    .params
+                    .iter()
+                    .map(|(n, vals)| (n.clone(), vals[0]))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let warps = prog
+                .tune_space(&kernel)
+                .and_then(|s| s.warps.first().copied())
+                .unwrap_or(4);
+            let mut defaults: Vec<(String, i64)> = prog
+                .meta_params(&kernel)
+                .into_iter()
+                .filter_map(|(n, d)| d.map(|d| (n, d)))
+                .filter(|(n, _)| !meta.iter().any(|(m, _)| m == n))
+                .collect();
+            defaults.extend(meta);
+            let c = Config {
+                meta: defaults,
+                warps,
+            };
+            let k = from_source(&programs, &cpu, &kernel, &c);
+            // The interpreter is slow: the first case of each kernel only.
+            let case = cases(&kernel, &c, &mut rng).remove(0);
+            let want = run_case(&cpu, &k, &case);
+            compare(&kernel, &c, &case, &want, &want).unwrap();
+            let mutate = |f: &dyn Fn(f32) -> f32| -> Vec<Vec<f32>> {
+                want.iter()
+                    .map(|o| o.iter().map(|x| f(*x)).collect())
+                    .collect()
+            };
+            if kernel == "softmax" {
+                let zeroed = mutate(&|x| if x.abs() < 1e-4 { 0.0 } else { x });
+                assert_ne!(zeroed, want, "some softmax outputs are below 1e-4");
+                let e = compare(&kernel, &c, &case, &zeroed, &want).unwrap_err();
+                eprintln!("caught: {e}");
+            }
+            if kernel == "softmax_bf16" {
+                let zeroed = mutate(&|x| if x.abs() < 1e-3 { 0.0 } else { x });
+                assert_ne!(zeroed, want, "some bf16 softmax outputs are below 1e-3");
+                let e = compare(&kernel, &c, &case, &zeroed, &want).unwrap_err();
+                eprintln!("caught: {e}");
+            }
+            // Every kernel's outputs 2 bf16 ulps (3·2^-8 relative) off fail;
+            // attention, whose absolute part allows two bf16 flips of p, at 4 ulps.
+            let factor = if kernel == "attention" {
+                1.0 + 1.0 / 32.0
+            } else {
+                1.0 + 3.0 / 256.0
+            };
+            let off = mutate(&|x| x * factor);
+            if off != want {
+                let e = compare(&kernel, &c, &case, &off, &want).unwrap_err();
+                eprintln!("caught: {e}");
+            }
+        }
+    }
 }

@@ -5,20 +5,32 @@
 //!   `TILE_REQUIRE_GPU=1` (set by `scripts/gpu-run.sh`) a missing GPU fails
 //!   the test instead, so a GPU machine whose driver is broken is never green.
 //! - [`seed`]: one variable, `TILE_TEST_SEED`, replays any randomised test.
-//! - [`packs_dir`], [`examples_pack`], [`pack_named`]: the packs `scripts/test`
-//!   builds before the tests run.
+//! - [`packs_dir`], [`examples_pack`], [`pack_named`], [`current_pack`],
+//!   [`current_pack_path`]: the packs `scripts/test` builds before the tests
+//!   run, refused when a kernel's `source_hash` is not the SHA-256 of a `.tile`
+//!   file in its source folder now (a stale pack would agree with itself).
 //! - [`Tolerance`], [`mismatches`]: comparisons with named tolerance fields.
 //! - [`ptxas`], [`run_ptxas`]: the assembler check of generated PTX.
 
 use half::bf16;
 use rand::{Rng, SeedableRng};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use tile_ir::pack::{sha256_hex, PackManifest};
 use tile_runtime::{Buffer, Device, Pack, Scalar};
 
-/// Workspace root.
+/// Workspace root: `$TILE_SOURCE_ROOT`, else the checkout this crate was built
+/// in, else (a test binary carried to another machine, run from the
+/// repository root as `scripts/gpu-run.sh` does) the current directory.
 pub fn root() -> PathBuf {
+    if let Some(r) = std::env::var_os("TILE_SOURCE_ROOT") {
+        return PathBuf::from(r);
+    }
     let r = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    r.canonicalize().unwrap_or(r)
+    match r.canonicalize() {
+        Ok(r) if r.join("Cargo.toml").exists() => r,
+        _ => std::env::current_dir().unwrap_or(r),
+    }
 }
 
 /// Where the packs are: `$TILE_PACK_DIR`, else `target/packs` (both made by
@@ -85,28 +97,107 @@ pub fn download(dev: &Device, b: &Buffer) -> Vec<f64> {
     }
 }
 
+/// The source folder (relative to [`root`]) each pack of `scripts/packs` is
+/// compiled from.
+pub fn pack_source_dir(pack: &str) -> Option<String> {
+    match pack {
+        "dsl-examples" => Some("dsl-examples".into()),
+        "codegen-tests" => Some("tests/kernels".into()),
+        "mhc" | "model" => Some(format!("mhc-kernels/kernels/{pack}")),
+        _ => None,
+    }
+}
+
+/// SHA-256 (hex) of the text of every `.tile` file in `dir`.
+pub fn source_hashes(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (the pack's sources must be here)", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
+        .map(|p| sha256_hex(std::fs::read_to_string(p).unwrap().as_bytes()))
+        .collect()
+}
+
+/// Err naming the first kernel of `m` whose `source_hash` is not that of a
+/// `.tile` file in `src_dir` (relative to [`root`]) now; Err too when the
+/// folder holds no `.tile` file (nothing to vouch for the pack).
+pub fn check_current(m: &PackManifest, what: &str, src_dir: &str) -> Result<(), String> {
+    let dir = root().join(src_dir);
+    let hashes = source_hashes(&dir);
+    if hashes.is_empty() {
+        return Err(format!(
+            "{what}: no .tile file in {} to check the pack against",
+            dir.display()
+        ));
+    }
+    if m.kernels.is_empty() {
+        return Err(format!("{what}: the pack holds no kernel"));
+    }
+    match m.kernels.iter().find(|k| !hashes.contains(&k.source_hash)) {
+        None => Ok(()),
+        Some(k) => Err(format!(
+            "{what}: kernel `{}` was compiled from a source that {src_dir} no longer has \
+             (stale pack); rebuild with `bash scripts/packs`",
+            k.name
+        )),
+    }
+}
+
+/// The pack `name` (`dsl-examples`, `codegen-tests`, `mhc`, `model`) from
+/// [`packs_dir`], read and checked current against its sources; panics otherwise.
+pub fn current_pack(name: &str) -> PackManifest {
+    let path = current_pack_path(name);
+    PackManifest::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The path of the pack `name` under [`packs_dir`] after checking it is
+/// current (for loaders that take a path, like `KernelSet::from_packs`).
+pub fn current_pack_path(name: &str) -> PathBuf {
+    let path = packs_dir().join(format!("{name}.tpack"));
+    let m = PackManifest::read(&path)
+        .unwrap_or_else(|e| panic!("{e}\n(build it with `bash scripts/packs`)"));
+    checked(&m, &path, name);
+    path
+}
+
+fn checked(m: &PackManifest, path: &Path, name: &str) {
+    let dir = pack_source_dir(name).unwrap_or_else(|| {
+        panic!("{name}: no source folder known for this pack (add it to pack_source_dir)")
+    });
+    if let Err(e) = check_current(m, &path.display().to_string(), &dir) {
+        panic!("{e}");
+    }
+}
+
 /// The pack of dsl-examples: `$TILE_EXAMPLES_PACK`, else `target/packs/dsl-examples.tpack`
-/// (made by `scripts/test` with `tilec pack dsl-examples -o ...`).
+/// (made by `scripts/test` with `tilec pack dsl-examples -o ...`), checked
+/// current against `dsl-examples/*.tile`.
 pub fn examples_pack() -> Pack {
     let path = std::env::var_os("TILE_EXAMPLES_PACK")
         .map(PathBuf::from)
         .unwrap_or_else(|| packs_dir().join("dsl-examples.tpack"));
-    match Pack::load(&path) {
+    let p = match Pack::load(&path) {
         Ok(p) => p,
         Err(e) => panic!(
             "{e}\n(build it with `tilec pack dsl-examples -o {}`)",
             path.display()
         ),
-    }
+    };
+    checked(p.manifest(), &path, "dsl-examples");
+    p
 }
 
-/// A pack under `target/packs/` (or `$TILE_PACK_DIR`) by file name.
+/// A pack under `target/packs/` (or `$TILE_PACK_DIR`) by file name, checked
+/// current against its sources ([`pack_source_dir`]).
 pub fn pack_named(file: &str) -> Pack {
     let path = packs_dir().join(file);
-    match Pack::load(&path) {
+    let p = match Pack::load(&path) {
         Ok(p) => p,
-        Err(e) => panic!("{e}\n(scripts/test builds it: `bash scripts/test-packs`)"),
-    }
+        Err(e) => panic!("{e}\n(scripts/test builds it: `bash scripts/packs`)"),
+    };
+    checked(p.manifest(), &path, file.trim_end_matches(".tpack"));
+    p
 }
 
 /// `ptxas` from `.tools/cuda/bin` (installed by scripts/setup) or the PATH.
@@ -251,6 +342,46 @@ pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
             "{what}: element {i}: got {g:?} ({:#x}), want {w:?} ({:#x})",
             g.to_bits(),
             w.to_bits()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tile_ir::pack::PackedKernel;
+    use tile_ir::{Signature, TuneSpace};
+
+    fn manifest(source_hash: String) -> PackManifest {
+        PackManifest {
+            compiler_version: tile_ir::VERSION.into(),
+            kernels: vec![PackedKernel {
+                name: "softmax".into(),
+                signature: Signature {
+                    name: "softmax".into(),
+                    params: vec![],
+                },
+                tune: TuneSpace::default(),
+                source_hash,
+                variants: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_pack_is_current_only_when_every_source_hash_is_a_current_file() {
+        let text = std::fs::read_to_string(root().join("dsl-examples/softmax.tile")).unwrap();
+        check_current(&manifest(sha256_hex(text.as_bytes())), "t", "dsl-examples").unwrap();
+        // One byte more: the pack was built from an edited (or older) source.
+        let stale = manifest(sha256_hex(format!("{text} ").as_bytes()));
+        let e = check_current(&stale, "t", "dsl-examples").unwrap_err();
+        assert!(e.contains("`softmax`") && e.contains("stale"), "{e}");
+        // A folder without sources vouches for nothing.
+        let e = check_current(&stale, "t", "tests/tile-testkit/src").unwrap_err();
+        assert!(e.contains("no .tile file"), "{e}");
+        assert_eq!(
+            pack_source_dir("mhc").as_deref(),
+            Some("mhc-kernels/kernels/mhc")
         );
     }
 }
