@@ -1,8 +1,13 @@
-//! GPU tier: the compiled mHC pack on the GPU against the CPU interpreter on
-//! the same random inputs (every forward and backward output of a site, for
-//! mHC and HC, n = 2, 4, 8, ragged T and C), and the stack's recompute path
-//! bit-identical to storing on the GPU. Prints `SKIPPED` and passes without a
-//! GPU. The pack comes from `$TILE_PACK_DIR/mhc.tpack` (default target/packs/).
+//! GPU tier: the compiled mHC pack on the GPU against the f64 reference
+//! (`mhc::reference`: the forward directly, the backward against central
+//! finite differences of its loss, as mhc_site.rs does on the CPU, with the
+//! same check functions), against the CPU interpreter on the same random
+//! inputs (every forward and backward output of a site, for mHC and HC,
+//! n = 2, 4, 8, ragged T and C), and the stack's recompute path bit-identical
+//! to storing on the GPU. Prints `SKIPPED` and passes without a GPU (fails
+//! under `TILE_REQUIRE_GPU=1`). The pack comes from `$TILE_PACK_DIR/mhc.tpack`
+//! (default target/packs/) and is refused when its kernels' source hashes are
+//! not those of `mhc-kernels/kernels/mhc/*.tile` now.
 
 mod common;
 
@@ -15,11 +20,41 @@ use std::sync::Arc;
 
 fn gpu_kernels(test: &str) -> Option<Arc<KernelSet>> {
     let dev = gpu_or_skip(test)?;
-    let pack = pack_dir().join("mhc.tpack");
+    let pack = tile_testkit::current_pack_path("mhc");
     Some(Arc::new(
         KernelSet::from_packs(Arc::new(dev), &[pack])
             .unwrap_or_else(|e| panic!("{e} (build it with `bash scripts/packs`)")),
     ))
+}
+
+/// The GPU cases against the f64 reference: mhc_site.rs's shapes plus larger
+/// ragged ones (T, C not multiples of any tile), mHC and HC, n = 2, 4, 8.
+const REFERENCE_CASES: &[(Mixing, usize, usize, usize)] = &[
+    (Mixing::Mhc, 5, 4, 100),
+    (Mixing::Mhc, 3, 2, 70),
+    (Mixing::Mhc, 2, 8, 40),
+    (Mixing::Mhc, 67, 4, 24),
+    (Mixing::Mhc, 37, 4, 1000),
+    (Mixing::Mhc, 9, 8, 1031),
+    (Mixing::Hc, 4, 4, 100),
+    (Mixing::Hc, 2, 8, 33),
+    (Mixing::Hc, 29, 2, 3000),
+];
+
+#[test]
+fn gpu_mhc_site_forward_matches_f64_reference() {
+    let Some(gpu) = gpu_kernels("gpu_mhc_site_forward_matches_f64_reference") else {
+        return;
+    };
+    check_forward(&gpu, REFERENCE_CASES, &mut StdRng::seed_from_u64(seed()));
+}
+
+#[test]
+fn gpu_mhc_site_backward_matches_finite_differences() {
+    let Some(gpu) = gpu_kernels("gpu_mhc_site_backward_matches_finite_differences") else {
+        return;
+    };
+    check_backward(&gpu, REFERENCE_CASES, &mut StdRng::seed_from_u64(seed()));
 }
 
 #[test]
