@@ -9,13 +9,13 @@
 //! (the metadata is a hash map there, in a random order per run).
 
 use super::config::{ModelConfig, TrainConfig};
-use super::sha256::sha256_hex;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tile_ir::pack::sha256_hex;
 
 /// Identifies the layout of the tensors and metadata.
 const FORMAT: &str = "mhc-train checkpoint 1";

@@ -165,7 +165,7 @@ impl Dataset {
             train: train.to_vec(),
             val: val.to_vec(),
             source,
-            sha256: super::sha256::sha256_hex(&bytes),
+            sha256: tile_ir::pack::sha256_hex(&bytes),
         })
     }
 }

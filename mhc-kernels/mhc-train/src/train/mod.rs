@@ -6,7 +6,6 @@
 //! - [`data`]: the synthetic corpus, text files, deterministic batches.
 //! - [`metrics`]: the JSONL records and the Amax gain of H_res.
 //! - [`checkpoint`]: atomic, validated safetensors checkpoints.
-//! - [`sha256`]: checksums of checkpoint tensors and data files.
 //! - [`plot`]: PNG/SVG plots of one or several runs.
 //! - [`params`]: parameters as the optimiser and checkpoints see them.
 //! - [`residual`]: the `plain`, `hc` and `mhc` residual modes behind one trait.
@@ -27,4 +26,3 @@ pub mod params;
 pub mod plot;
 pub mod residual;
 pub mod run;
-pub mod sha256;
