@@ -230,7 +230,13 @@ fn no_import_cycles_between_top_level_modules() {
             let Some(m) = top_module(&src, f) else {
                 continue;
             };
-            let text = std::fs::read_to_string(f).unwrap();
+            // Code only: a doc link to another module is no dependency.
+            let text: String = std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
             for (i, _) in text.match_indices("crate::") {
                 let rest = &text[i + 7..];
                 let name: String = rest
