@@ -105,3 +105,46 @@ fn missing_and_mistyped_arguments() {
         "{err}"
     );
 }
+
+#[test]
+fn grid_outside_cuda_limits_is_an_error() {
+    let run = |grid: &str| {
+        tilec(&[
+            "run",
+            "dsl-examples/vector_add.tile",
+            "-D",
+            "BLOCK=16",
+            "--grid",
+            grid,
+            "--arg",
+            "a=rand:16",
+            "--arg",
+            "b=rand:16",
+            "--arg",
+            "c=zeros:16",
+            "--arg",
+            "n=16",
+        ])
+    };
+    let (code, _, err) = run("1,70000");
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("grid y = 70000 is beyond CUDA's limit of 65535") && err.contains("hint"),
+        "{err}"
+    );
+    let (code, _, err) = run("1,1,65536");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("grid z = 65536"), "{err}");
+    let (code, _, err) = run("2147483648");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("grid x = 2147483648"), "{err}");
+    let (code, _, err) = run("0");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("grid x is 0") && err.contains("hint"), "{err}");
+    let (code, _, err) = run("2,0");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("grid y is 0"), "{err}");
+    // The limits themselves are fine.
+    let (code, _, err) = run("1,65535");
+    assert_eq!(code, 0, "{err}");
+}

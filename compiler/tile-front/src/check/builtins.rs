@@ -42,8 +42,10 @@ pub fn is_builtin(name: &str) -> bool {
     BUILTINS.contains(&name)
 }
 
-/// The closest builtin name within two edits, for "did you mean" hints.
-pub fn suggest(name: &str) -> Option<&'static str> {
+/// The closest of `candidates` to `name` within two edits (and not `name`
+/// itself), for "did you mean" hints: builtins, helpers, variables,
+/// meta-parameters, tune keys.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     fn dist(a: &str, b: &str) -> usize {
         let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
         let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -60,12 +62,20 @@ pub fn suggest(name: &str) -> Option<&'static str> {
     if name.len() > 40 {
         return None;
     }
-    BUILTINS
-        .iter()
-        .map(|b| (dist(name, b), *b))
-        .filter(|(d, _)| *d <= 2)
+    // No guess for one- or two-letter names (`z` is one edit from every other
+    // letter), one edit for three letters.
+    let limit = match name.chars().count() {
+        0..=2 => return None,
+        3 => 1,
+        _ => 2,
+    };
+    candidates
+        .into_iter()
+        .filter(|c| *c != name && c.len() <= 40)
+        .map(|c| (dist(name, c), c))
+        .filter(|(d, _)| *d <= limit)
         .min()
-        .map(|(_, b)| b)
+        .map(|(_, c)| c)
 }
 
 /// Elaborate a builtin call; `None` when `name` is not a builtin.
@@ -194,6 +204,42 @@ fn value(cx: &mut Cx, e: &Expr) -> R<TV> {
 
 fn axis_of(cx: &mut Cx, e: &Expr, rank: usize, what: &str) -> R<u32> {
     let a = const_int(cx, e, what)?;
+    axis_in_range(cx, a, e, rank, what)
+}
+
+/// The axis argument of `max(x, axis)` / `min(x, axis)`: a value that is not
+/// a compile-time integer (`max(v, 0.0)`) is most likely meant as the
+/// elementwise `maximum(v, 0.0)`.
+fn reduce_minmax_axis(cx: &mut Cx, name: &str, e: &Expr, rank: usize) -> R<u32> {
+    let v = cx.expr(e)?;
+    let a = match &v {
+        Val::Int(i) => Some(*i),
+        Val::Typed(TV {
+            konst: Some(k), ty, ..
+        }) if ty.is_scalar() && ty.scalar_elem().is_some_and(|s| s.is_int()) => {
+            Some(consteval::as_i64(*k))
+        }
+        _ => None,
+    };
+    let Some(a) = a else {
+        let found = cx.describe(&v);
+        let elementwise = if name == "max" { "maximum" } else { "minimum" };
+        return cx.err(
+            Diagnostic::new(
+                Code::NotConst,
+                format!("`{name}(x, axis)` is a reduction: its second argument is the axis, found `{found}`"),
+                e.span,
+            )
+            .with_label("expected a compile-time axis")
+            .with_hint(format!(
+                "for the elementwise {elementwise} of two values use `{elementwise}(a, b)`"
+            )),
+        );
+    };
+    axis_in_range(cx, a, e, rank, "reduction axis")
+}
+
+fn axis_in_range(cx: &mut Cx, a: i64, e: &Expr, rank: usize, what: &str) -> R<u32> {
     let r = rank as i64;
     let a2 = if a < 0 { a + r } else { a };
     if !(0..r).contains(&a2) {
@@ -304,21 +350,28 @@ fn fill(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {
 fn pointer(cx: &mut Cx, e: &Expr, op: &str) -> R<(TV, Scalar)> {
     let v = cx.expr(e)?;
     match v {
-        Val::Typed(t) => match t.ty.elem {
-            Elem::Ptr(s) => Ok((t, s)),
-            Elem::Scalar(_) => {
-                let d = t.ty.to_string();
-                cx.err(
-                    Diagnostic::new(
+        Val::Typed(t) => {
+            match t.ty.elem {
+                Elem::Ptr(s) => Ok((t, s)),
+                Elem::Scalar(_) => {
+                    let d = t.ty.to_string();
+                    let mut diag = Diagnostic::new(
                         Code::NotPointer,
                         format!("`{op}` needs a pointer, found `{d}`"),
                         e.span,
                     )
-                    .with_label("not a pointer")
-                    .with_hint("pass a pointer parameter plus offsets, e.g. `x + offs`"),
-                )
+                    .with_label("not a pointer");
+                    diag = match cx.shadowed_pointer(e) {
+                    Some((at, param, n)) => diag
+                        .with_secondary(at, format!("this `let` shadows the pointer parameter `{n}`"))
+                        .with_secondary(param, "the pointer parameter")
+                        .with_hint(format!("give the loaded value another name, e.g. `let {n}v = load({n} + …);`")),
+                    None => diag.with_hint("pass a pointer parameter plus offsets, e.g. `x + offs`"),
+                };
+                    cx.err(diag)
+                }
             }
-        },
+        }
         other => {
             let d = cx.describe(&other);
             cx.err(
@@ -448,6 +501,7 @@ fn store(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {
     let shape = p.ty.shape.clone();
     let v = cx.expr(&args[1])?;
     let vt = match v {
+        Val::Unit => return cx.no_value(args[1].span),
         Val::Int(_) | Val::Float(_) => cx.materialize(&v, s, args[1].span)?,
         Val::Typed(t) if t.ty.elem == Elem::Scalar(s) => t,
         other => {
@@ -723,6 +777,7 @@ fn reduce(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {
         _ => ReduceOp::Min,
     };
     let axes: Vec<u32> = match args.get(1) {
+        Some(e) if name != "sum" => vec![reduce_minmax_axis(cx, name, e, t.ty.shape.len())?],
         Some(e) => vec![axis_of(cx, e, t.ty.shape.len(), "reduction axis")?],
         // Without an axis: reduce everything to a scalar.
         None => vec![0; t.ty.shape.len()],

@@ -313,14 +313,24 @@ fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
                                         n.name
                                     ),
                                 ),
-                                None => bad(
-                                    d,
-                                    n.span,
-                                    format!(
-                                        "key `{}` is not a parameter of `{}`",
-                                        n.name, k.name.name
-                                    ),
-                                ),
+                                None => {
+                                    let mut x = Diagnostic::new(
+                                        Code::BadTune,
+                                        format!(
+                                            "key `{}` is not a parameter of `{}`",
+                                            n.name, k.name.name
+                                        ),
+                                        n.span,
+                                    );
+                                    let scalars = k.params.iter().filter_map(|p| {
+                                        (!p.ty.as_ref().is_some_and(|t| t.ptr))
+                                            .then_some(p.name.name.as_str())
+                                    });
+                                    if let Some(s) = builtins::closest(&n.name, scalars) {
+                                        x = x.with_hint(format!("did you mean `{s}`?"));
+                                    }
+                                    d.push(x);
+                                }
                             }
                         }
                         ast::TuneValue::Int(_, s) => {
@@ -360,7 +370,13 @@ fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
                         )
                         .with_label("unknown meta-parameter")
                         .with_hint(
-                            "tune entries are `key`, `warps` and the kernel's `const` parameters",
+                            match builtins::closest(
+                                name,
+                                k.metas.iter().map(|mp| mp.name.name.as_str()),
+                            ) {
+                                Some(s) => format!("did you mean `{s}`? tune entries are `key`, `warps` and the kernel's `const` parameters"),
+                                None => "tune entries are `key`, `warps` and the kernel's `const` parameters".to_string(),
+                            },
                         ),
                     );
                 }

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(short = 'D', value_parser = parse_define)]
     pub defines: Vec<Define>,
     /// Launch grid X[,Y[,Z]].
-    #[arg(long, default_value = "1", value_parser = parse_grid)]
+    #[arg(long, default_value = "1", value_parser = parse_launch_grid)]
     pub grid: [u32; 3],
     #[arg(long = "arg", value_name = "NAME=SPEC", long_help = ARG_HELP)]
     pub args: Vec<String>,
@@ -73,6 +73,26 @@ fn parse_pid(s: &str) -> Result<[u32; 3], String> {
         if n > 1 { g[1] } else { 0 },
         if n > 2 { g[2] } else { 0 },
     ])
+}
+
+/// A launch grid X[,Y[,Z]] (missing axes are 1) within CUDA's limits: every
+/// axis at least 1, X at most 2^31 - 1, Y and Z at most 65535.
+fn parse_launch_grid(s: &str) -> Result<[u32; 3], String> {
+    let g = parse_grid(s)?;
+    for (i, (&n, max)) in g.iter().zip([i32::MAX as u32, 65535, 65535]).enumerate() {
+        let axis = ["x", "y", "z"][i];
+        if n == 0 {
+            return Err(format!(
+                "grid {axis} is 0: a launch needs at least one program per axis (hint: `--grid 1`, or skip the launch when there is no work)"
+            ));
+        }
+        if n > max {
+            return Err(format!(
+                "grid {axis} = {n} is beyond CUDA's limit of {max} programs on that axis (hint: put the large dimension on x, which allows up to 2^31 - 1, or loop over it inside the kernel)"
+            ));
+        }
+    }
+    Ok(g)
 }
 
 fn parse_grid(s: &str) -> Result<[u32; 3], String> {

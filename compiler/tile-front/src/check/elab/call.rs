@@ -1,7 +1,7 @@
 //! Calls: builtins first, then helper `fn`s, inlined at each call site in a
 //! fresh frame (TIR has no call op).
 
-use super::{plural, Binding, Cx, Frame, Reported, Val, MAX_HELPER_DEPTH, R};
+use super::{plural, BindKind, Binding, Cx, Frame, Reported, Val, MAX_HELPER_DEPTH, R};
 use crate::check::builtins;
 use crate::check::{find_fn, find_kernel, scalar_type};
 use crate::diag::{Code, Diagnostic};
@@ -24,8 +24,15 @@ impl<'m> Cx<'m> {
             if find_kernel(self.module, &callee.name).is_some() {
                 d = d
                     .with_hint("kernels cannot be called; move the shared code into a `fn` helper");
-            } else if let Some(s) = builtins::suggest(&callee.name) {
-                d = d.with_hint(format!("did you mean `{s}`?"));
+            } else {
+                let helpers = self.module.items.iter().filter_map(|i| match i {
+                    ast::Item::Fn(f) => Some(f.name.name.as_str()),
+                    _ => None,
+                });
+                let names = builtins::BUILTINS.iter().copied().chain(helpers);
+                if let Some(s) = builtins::closest(&callee.name, names) {
+                    d = d.with_hint(format!("did you mean `{s}`?"));
+                }
             }
             return self.err(d);
         };
@@ -122,6 +129,7 @@ impl<'m> Cx<'m> {
             frame.scopes[0].insert(
                 p.name.name.clone(),
                 Binding {
+                    kind: BindKind::Param,
                     val: Some(v),
                     mutable: false,
                     span: p.name.span,
@@ -142,6 +150,24 @@ impl<'m> Cx<'m> {
             }
         }
         let v = r?;
+        if matches!((&f.ret, &v), (None, Val::Unit)) && f.body.tail.is_none() {
+            // `fn f(x) { x * 2.0; }`: the `;` discards the value.
+            if let Some(ast::Stmt {
+                kind: ast::StmtKind::Expr(e),
+                span: st,
+            }) = f.body.stmts.last()
+            {
+                let unit_builtin =
+                    matches!(&e.kind, ast::ExprKind::Call { callee, .. } if callee.name == "store");
+                if st.end > e.span.end && !unit_builtin {
+                    let semi = Span {
+                        start: st.end - 1,
+                        end: st.end,
+                    };
+                    self.unit_calls.push((span, semi, f.name.name.clone()));
+                }
+            }
+        }
         match (&f.ret, v) {
             (None, v) => Ok(v),
             (Some(_), Val::Unit) => self.err(

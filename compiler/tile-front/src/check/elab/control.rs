@@ -2,7 +2,7 @@
 //! `if` (selected at compile time on a constant condition), with mutable
 //! variables threaded through as loop-carried values and branch results.
 
-use super::{Cx, Reported, Val, MAX_UNROLL, MAX_UNROLLED_INSTS, R, TV};
+use super::{BindKind, Cx, Reported, Val, MAX_UNROLL, MAX_UNROLLED_INSTS, R, TV};
 use crate::check::types::promote;
 use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{self, Block, Expr, ExprKind, Stmt, StmtKind};
@@ -127,7 +127,7 @@ impl<'m> Cx<'m> {
         self.blocks.push(Vec::new());
         self.set_carried(&carried, &args);
         self.frame().scopes.push(HashMap::new());
-        self.bind(
+        self.bind_kind(
             var,
             Some(Val::Typed(TV {
                 id: iv,
@@ -135,6 +135,7 @@ impl<'m> Cx<'m> {
                 konst: None,
             })),
             false,
+            BindKind::LoopVar,
         );
         let outer_unroll = self.unroll;
         self.unroll = outer_unroll.saturating_mul(static_trips.max(1));

@@ -91,7 +91,17 @@ impl<'m> Cx<'m> {
             name.span,
         )
         .with_label("not found in this scope");
-        if Scalar::from_name(&name.name).is_some() {
+        if matches!(name.name.as_str(), "return" | "break" | "continue") {
+            d = Diagnostic::new(
+                Code::UndefinedName,
+                format!("`{}` is not part of the language: there is no early exit", name.name),
+                name.span,
+            )
+            .with_label("not a keyword")
+            .with_hint(
+                "guard the work instead: mask the accesses (`let m = offs < n; store(y + offs, v, m);`) or put it in `if cond { … }`; a helper returns the value of its last expression",
+            );
+        } else if Scalar::from_name(&name.name).is_some() {
             d = d.with_hint(
                 "a type name is only a value as a dtype argument, e.g. `zeros([16], f32)`",
             );
@@ -100,6 +110,12 @@ impl<'m> Cx<'m> {
                 "`{}` is a function: call it with `{}(…)`",
                 name.name, name.name
             ));
+        } else if self.frames.len() > 1 && self.bound_outside_helper(&name.name) {
+            d = d.with_hint(
+                "helpers see only their own parameters and locals: pass the value as an argument",
+            );
+        } else if let Some(s) = self.closest_visible(&name.name) {
+            d = d.with_hint(format!("did you mean `{s}`?"));
         } else if self.frames.len() > 1 {
             d = d.with_hint(
                 "helpers see only their own parameters and locals: pass the value as an argument",
@@ -108,11 +124,38 @@ impl<'m> Cx<'m> {
         self.err(d)
     }
 
+    /// Whether `name` is bound in a frame below the current one (the kernel
+    /// or a helper that called this one).
+    fn bound_outside_helper(&self, name: &str) -> bool {
+        let n = self.frames.len().saturating_sub(1);
+        self.frames[..n]
+            .iter()
+            .any(|f| f.scopes.iter().any(|s| s.contains_key(name)))
+    }
+
+    /// The visible name (local, parameter, meta-parameter) closest to
+    /// `name`, for "did you mean".
+    fn closest_visible(&mut self, name: &str) -> Option<String> {
+        let f = self.frame();
+        let names: Vec<&str> = f
+            .scopes
+            .iter()
+            .flat_map(|s| s.keys().map(String::as_str))
+            .collect();
+        builtins::closest(name, names).map(str::to_string)
+    }
+
     pub fn no_value<T>(&mut self, span: Span) -> R<T> {
-        self.err(
-            Diagnostic::new(Code::NoValue, "this expression has no value", span)
-                .with_label("used as a value here"),
-        )
+        let mut d = Diagnostic::new(Code::NoValue, "this expression has no value", span)
+            .with_label("used as a value here");
+        if let Some((_, semi, f)) = self.unit_calls.iter().find(|(c, _, _)| *c == span) {
+            d = d
+                .with_secondary(*semi, format!("this `;` ends `{f}` without a value"))
+                .with_hint(format!(
+                    "remove the `;` so that `{f}` returns the value of its last expression"
+                ));
+        }
+        self.err(d)
     }
 
     /// How a value's type is shown in messages.

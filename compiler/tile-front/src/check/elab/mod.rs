@@ -76,6 +76,16 @@ struct Binding {
     val: Option<Val>,
     mutable: bool,
     span: Span,
+    kind: BindKind,
+}
+
+/// What introduced a name (for the help of E0016).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BindKind {
+    Let,
+    Param,
+    Meta,
+    LoopVar,
 }
 
 /// The scopes of one kernel or helper body: helpers see only their own names.
@@ -95,6 +105,9 @@ pub(crate) struct Cx<'m> {
     unroll: i64,
     /// Set once the kernel outgrew [`MAX_VALUES`] (reported once).
     too_big: bool,
+    /// Calls of helpers whose body ends in `expr;` (so they have no value):
+    /// (the call's span, the `;`'s span, the helper), for the help of E0030.
+    unit_calls: Vec<(Span, Span, String)>,
     pub diags: Diagnostics,
 }
 
@@ -127,6 +140,7 @@ pub fn elaborate(
         depth: 0,
         unroll: 1,
         too_big: false,
+        unit_calls: Vec::new(),
         diags: Diagnostics::new(),
     };
     cx.frames.push(Frame {
@@ -150,7 +164,7 @@ pub fn elaborate(
     let mut params = Vec::new();
     for p in &k.params {
         let Some(ty) = p.ty.as_ref().and_then(|t| scalar_type(t).ok()) else {
-            cx.bind(&p.name, None, false);
+            cx.bind_kind(&p.name, None, false, BindKind::Param);
             continue;
         };
         let id = cx.new_value(ty.clone());
@@ -159,7 +173,7 @@ pub fn elaborate(
             value: id,
             ty: ty.clone(),
         });
-        cx.bind(
+        cx.bind_kind(
             &p.name,
             Some(Val::Typed(TV {
                 id,
@@ -167,6 +181,7 @@ pub fn elaborate(
                 konst: None,
             })),
             false,
+            BindKind::Param,
         );
     }
     let mut meta_vals = Vec::new();
@@ -189,7 +204,7 @@ pub fn elaborate(
                     mp.name.name
                 )),
             );
-            cx.bind(&mp.name, None, false);
+            cx.bind_kind(&mp.name, None, false, BindKind::Meta);
             continue;
         };
         let s = Scalar::from_name(&mp.ty.name.name).unwrap_or(Scalar::I32);
@@ -202,7 +217,7 @@ pub fn elaborate(
         }
         meta_vals.push((mp.name.name.clone(), v));
         let tv = cx.konst(Const::Int(v), s, mp.name.span);
-        cx.bind(&mp.name, Some(Val::Typed(tv)), false);
+        cx.bind_kind(&mp.name, Some(Val::Typed(tv)), false, BindKind::Meta);
     }
 
     if cx.diags.is_empty() {
@@ -321,6 +336,10 @@ impl<'m> Cx<'m> {
     }
 
     fn bind(&mut self, name: &ast::Ident, val: Option<Val>, mutable: bool) {
+        self.bind_kind(name, val, mutable, BindKind::Let);
+    }
+
+    fn bind_kind(&mut self, name: &ast::Ident, val: Option<Val>, mutable: bool, kind: BindKind) {
         let f = self.frame();
         if f.scopes.is_empty() {
             f.scopes.push(HashMap::new());
@@ -332,9 +351,36 @@ impl<'m> Cx<'m> {
                     val,
                     mutable,
                     span: name.span,
+                    kind,
                 },
             );
         }
+    }
+
+    /// A name in the pointer expression `e` (`x` in `x + offs`) whose
+    /// innermost binding is a `let` that shadows a pointer parameter of the
+    /// same name: (the `let`'s name span, the parameter's span, the name).
+    pub fn shadowed_pointer(&mut self, e: &ast::Expr) -> Option<(Span, Span, String)> {
+        let name = match &e.kind {
+            ast::ExprKind::Name(n) => n.clone(),
+            ast::ExprKind::Binary(_, a, b) => {
+                return self
+                    .shadowed_pointer(a)
+                    .or_else(|| self.shadowed_pointer(b))
+            }
+            _ => return None,
+        };
+        let f = self.frame();
+        let mut found = f.scopes.iter().rev().filter_map(|s| s.get(&name));
+        let inner = found.next()?;
+        if inner.kind != BindKind::Let {
+            return None;
+        }
+        let param = found.find(|b| {
+            b.kind == BindKind::Param
+                && matches!(&b.val, Some(Val::Typed(t)) if matches!(t.ty.elem, tir::Elem::Ptr(_)))
+        })?;
+        Some((inner.span, param.span, name))
     }
 
     /// (scope index, binding) of the innermost binding of `name` in the current frame.

@@ -1,7 +1,7 @@
 //! Statements and blocks: `let`, assignment (compound assignment included),
 //! and the scope a block opens.
 
-use super::{Cx, Reported, Val, R};
+use super::{BindKind, Cx, Reported, Val, R};
 use crate::check::scalar_type;
 use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{self, BinOp, Block, Expr, ExprKind, Stmt, StmtKind};
@@ -123,19 +123,49 @@ impl<'m> Cx<'m> {
             return self.undefined(target);
         };
         if !b.mutable {
-            let decl = b.span;
+            let (decl, kind) = (b.span, b.kind);
+            let n = &target.name;
+            let (what, declared, hint) = match kind {
+                BindKind::Let => (
+                    "immutable variable",
+                    "declared immutable here",
+                    format!("declare it with `let mut {n}`"),
+                ),
+                BindKind::Param => (
+                    "parameter",
+                    "parameters are immutable",
+                    format!(
+                        "copy it into a mutable variable and assign to that: `let mut p{n} = {n};`"
+                    ),
+                ),
+                BindKind::LoopVar => (
+                    "loop variable",
+                    "the loop sets it on each iteration",
+                    format!(
+                        "copy it into a mutable variable and assign to that: `let mut {n}2 = {n};`"
+                    ),
+                ),
+                BindKind::Meta => (
+                    "meta-parameter",
+                    "a compile-time constant",
+                    format!(
+                        "copy it into a mutable variable and assign to that: `let mut {n}2 = {n};`"
+                    ),
+                ),
+            };
             return self.err(
                 Diagnostic::new(
                     Code::ImmutableAssign,
-                    format!(
-                        "cannot assign twice to immutable variable `{}`",
-                        target.name
-                    ),
+                    if kind == BindKind::Let {
+                        format!("cannot assign twice to {what} `{n}`")
+                    } else {
+                        format!("cannot assign to {what} `{n}`")
+                    },
                     target.span,
                 )
                 .with_label("cannot assign")
-                .with_secondary(decl, "declared immutable here")
-                .with_hint(format!("declare it with `let mut {}`", target.name)),
+                .with_secondary(decl, declared)
+                .with_hint(hint),
             );
         }
         let Some(Val::Typed(cur)) = b.val.clone() else {
