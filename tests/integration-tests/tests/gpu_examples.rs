@@ -377,12 +377,13 @@ fn tolerance(kernel: &str, c: &Config, case: &Case, output: usize) -> Tol {
             _ => t(sum_rel(rows) + 4.0 * U, sum_cancel(rows) + 4.0 * U),
         },
         // exp (approximate), then ITERS × (a row and a column normalisation:
-        // a same-sign sum of N terms and a division, each way); Sinkhorn is
-        // contracting, so relative errors add rather than grow.
+        // a same-sign sum of N terms and a division, which the GPU may do to
+        // 2 ulps: 8·2^-24 for both engines); Sinkhorn is contracting, so
+        // relative errors add rather than grow.
         "sinkhorn" => {
             let iters = meta(c, "ITERS").max(1);
             t(
-                2.0 * APPROX + iters as f64 * 2.0 * (sum_rel(n) + 2.0 * U),
+                2.0 * APPROX + iters as f64 * 2.0 * (sum_rel(n) + 8.0 * U),
                 U,
             )
         }
