@@ -57,6 +57,31 @@ fn gpu_mhc_site_backward_matches_finite_differences() {
     check_backward(&gpu, REFERENCE_CASES, &mut StdRng::seed_from_u64(seed()));
 }
 
+/// The same check with the h_in term of the backward dropped (the kernels
+/// get a zero upstream gradient of h_in; the finite differences the true
+/// one): every case must fail in dx, φ, α and b, on the GPU too.
+#[test]
+fn gpu_mhc_backward_check_catches_a_dropped_term() {
+    let Some(gpu) = gpu_kernels("gpu_mhc_backward_check_catches_a_dropped_term") else {
+        return;
+    };
+    let bad = backward_mismatches(
+        &gpu,
+        REFERENCE_CASES,
+        &mut StdRng::seed_from_u64(seed()),
+        0.0,
+    );
+    for &(mixing, t, n, c) in REFERENCE_CASES {
+        for wrt in ["dX", "dPhi", "dAlpha", "dB"] {
+            let case = format!("{mixing:?} T={t} n={n} C={c} {wrt}[");
+            assert!(
+                bad.iter().any(|b| b.starts_with(&case)),
+                "{case} not caught with the h_in term dropped"
+            );
+        }
+    }
+}
+
 #[test]
 fn gpu_mhc_site_matches_interpreter() {
     let Some(gpu) = gpu_kernels("gpu_mhc_site_matches_interpreter") else {

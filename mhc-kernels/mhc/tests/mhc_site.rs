@@ -30,3 +30,37 @@ fn forward_matches_f64_reference() {
 fn backward_matches_finite_differences() {
     check_backward(&cpu_kernels(), CASES, &mut StdRng::seed_from_u64(seed()));
 }
+
+/// The backward check catches a backward with a term dropped or slightly
+/// wrong (the h_in term of every gradient, zero or 1% off, given to the
+/// kernels while the finite differences use the true one): dropped, every
+/// case fails in every gradient the h_in path reaches (dx, φ, α, b; not dy);
+/// 1% off, in the f32 parameter gradients (dx, a bf16 buffer held to 2^-7,
+/// is not that precise).
+#[test]
+fn backward_check_catches_a_dropped_or_wrong_term() {
+    let ks = cpu_kernels();
+    for factor in [0.0, 0.99] {
+        let bad = backward_mismatches(&ks, CASES, &mut StdRng::seed_from_u64(seed()), factor);
+        for &(mixing, t, n, c) in CASES {
+            let grads: &[&str] = if factor == 0.0 {
+                &["dX", "dPhi", "dAlpha", "dB"]
+            } else {
+                &["dPhi", "dAlpha", "dB"]
+            };
+            for wrt in grads {
+                let case = format!("{mixing:?} T={t} n={n} C={c} {wrt}[");
+                assert!(
+                    bad.iter().any(|b| b.starts_with(&case)),
+                    "h_in term ×{factor}: {case} not caught; caught:\n{}",
+                    bad.join("\n")
+                );
+            }
+        }
+        eprintln!(
+            "h_in term ×{factor}: {} of {} (case, gradient) checks failed",
+            bad.len(),
+            CASES.len() * 5
+        );
+    }
+}
