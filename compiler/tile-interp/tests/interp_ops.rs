@@ -1247,78 +1247,76 @@ fn matmul_kernel(s: Scalar, bm: u32, bn: u32, bk: u32) -> Kernel {
     finish(b)
 }
 
-#[test]
-fn dot_in_a_k_loop_matches_reference() {
+// One test per operand dtype (a failure names it: `…::BF16`).
+tile_testkit::dtype_tests!(dot_in_a_k_loop_matches_reference, [BF16, F16, F32], |s| {
     let mut rng = tile_testkit::rng(seed());
     let (m, n, k) = (37usize, 45usize, 70usize);
-    for s in [Scalar::BF16, Scalar::F16, Scalar::F32] {
-        let a = Buffer::from_f32_as(
-            s,
-            &(0..m * k)
-                .map(|_| rng.random_range(-2.0f32..2.0))
-                .collect::<Vec<_>>(),
-        );
-        let bb = Buffer::from_f32_as(
-            s,
-            &(0..k * n)
-                .map(|_| rng.random_range(-2.0f32..2.0))
-                .collect::<Vec<_>>(),
-        );
-        let c0: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let c = Buffer::from_f32(&c0);
-        let kern = matmul_kernel(s, 16, 32, 16);
-        let grid = [cdiv(m, 16), cdiv(n, 32), 1];
-        interp::run(
-            &kern,
-            grid,
-            &[
-                Arg::Buffer(&a),
-                Arg::Buffer(&bb),
-                Arg::Buffer(&c),
-                Arg::I32(m as i32),
-                Arg::I32(n as i32),
-                Arg::I32(k as i32),
-            ],
-        )
-        .unwrap();
-        let (af, bf) = (a.to_f32_vec(), bb.to_f32_vec());
-        let tf = |x: f32| {
-            if s == Scalar::F32 {
-                interp::round_tf32(x)
-            } else {
-                x
+    let a = Buffer::from_f32_as(
+        s,
+        &(0..m * k)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect::<Vec<_>>(),
+    );
+    let bb = Buffer::from_f32_as(
+        s,
+        &(0..k * n)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect::<Vec<_>>(),
+    );
+    let c0: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let c = Buffer::from_f32(&c0);
+    let kern = matmul_kernel(s, 16, 32, 16);
+    let grid = [cdiv(m, 16), cdiv(n, 32), 1];
+    interp::run(
+        &kern,
+        grid,
+        &[
+            Arg::Buffer(&a),
+            Arg::Buffer(&bb),
+            Arg::Buffer(&c),
+            Arg::I32(m as i32),
+            Arg::I32(n as i32),
+            Arg::I32(k as i32),
+        ],
+    )
+    .unwrap();
+    let (af, bf) = (a.to_f32_vec(), bb.to_f32_vec());
+    let tf = |x: f32| {
+        if s == Scalar::F32 {
+            interp::round_tf32(x)
+        } else {
+            x
+        }
+    };
+    // same order as documented: acc, then k = 0, 1, … (the K loop pads with zeros, which add exactly 0)
+    let want: Vec<f32> = (0..m * n)
+        .map(|idx| {
+            let (i, j) = (idx / n, idx % n);
+            let mut acc = c0[idx];
+            for p in 0..k {
+                acc += tf(af[i * k + p]) * tf(bf[p * n + j]);
             }
-        };
-        // same order as documented: acc, then k = 0, 1, … (the K loop pads with zeros, which add exactly 0)
-        let want: Vec<f32> = (0..m * n)
-            .map(|idx| {
-                let (i, j) = (idx / n, idx % n);
-                let mut acc = c0[idx];
-                for p in 0..k {
-                    acc += tf(af[i * k + p]) * tf(bf[p * n + j]);
-                }
-                acc
-            })
-            .collect();
-        assert_bits_eq(&format!("matmul {s:?}"), &c.to_f32_vec(), &want);
-        let want64: Vec<f32> = (0..m * n)
-            .map(|idx| {
-                let (i, j) = (idx / n, idx % n);
-                c0[idx] as f64
-                    + (0..k)
-                        .map(|p| af[i * k + p] as f64 * bf[p * n + j] as f64)
-                        .sum::<f64>()
-            } as f32)
-            .collect();
-        let tol = if s == Scalar::F32 { 3e-2 } else { 1e-4 };
-        assert_close(
-            &format!("matmul {s:?} vs f64"),
-            &c.to_f32_vec(),
-            &want64,
-            Tolerance { abs: tol, rel: tol },
-        );
-    }
-}
+            acc
+        })
+        .collect();
+    assert_bits_eq(&format!("matmul {s:?}"), &c.to_f32_vec(), &want);
+    let want64: Vec<f32> = (0..m * n)
+        .map(|idx| {
+            let (i, j) = (idx / n, idx % n);
+            c0[idx] as f64
+                + (0..k)
+                    .map(|p| af[i * k + p] as f64 * bf[p * n + j] as f64)
+                    .sum::<f64>()
+        } as f32)
+        .collect();
+    let tol = if s == Scalar::F32 { 3e-2 } else { 1e-4 };
+    assert_close(
+        &format!("matmul {s:?} vs f64"),
+        &c.to_f32_vec(),
+        &want64,
+        Tolerance { abs: tol, rel: tol },
+    );
+});
 
 #[test]
 fn tf32_rounding() {

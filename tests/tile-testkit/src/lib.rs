@@ -19,6 +19,32 @@ use std::path::{Path, PathBuf};
 use tile_ir::pack::{sha256_hex, PackManifest};
 use tile_runtime::{Buffer, Device, Pack, Scalar};
 
+/// The dtype type the [`dtype_tests!`] matrix names.
+pub use tile_runtime::Scalar as Dtype;
+
+/// A test matrix written once (CubeCL's `testgen`): one `#[test]` per dtype,
+/// so a failure names the dtype and the others still run.
+/// `dtype_tests!(dot_matches, [BF16, F32], |s| { ... })` expands to
+/// `mod dot_matches { #[test] fn BF16() { let s = Scalar::BF16; ... } ... }`
+/// (the body sees the enclosing module's items).
+#[macro_export]
+macro_rules! dtype_tests {
+    ($name:ident, [$($dtype:ident),+ $(,)?], |$s:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                #[allow(non_snake_case)]
+                fn $dtype() {
+                    let $s = $crate::Dtype::$dtype;
+                    $body
+                }
+            )+
+        }
+    };
+}
+
 /// Workspace root: `$TILE_SOURCE_ROOT`, else the checkout this crate was built
 /// in, else (a test binary carried to another machine, run from the
 /// repository root as `scripts/gpu-run.sh` does) the current directory.
