@@ -322,9 +322,12 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// (`>>`). `y_const` is the divisor or shift amount when it is a known
     /// constant: a divisor other than 0 and -1 and an amount in `0..width`
     /// need no guard, so the plain instruction is emitted.
+    /// `name` is the unguarded instruction (`arith.divsi`, `arith.remsi`,
+    /// `arith.shli`, `arith.shrsi`).
     fn guarded_int(
         &mut self,
         op: BinaryOp,
+        name: &str,
         s: Scalar,
         x: V,
         y: V,
@@ -334,11 +337,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         let c = |me: &mut Self, v: i64| me.constant(Const::Int(v), s);
         match op {
             BinaryOp::Div | BinaryOp::Rem => {
-                let name = if op == BinaryOp::Div {
-                    "arith.divsi"
-                } else {
-                    "arith.remsi"
-                };
                 if y_const.is_some_and(|d| d != 0 && d != -1) {
                     return self.e.binop(name, x, y);
                 }
@@ -360,11 +358,6 @@ impl<'c, 'k> Lower<'c, 'k> {
                 }
             }
             BinaryOp::Shl | BinaryOp::Shr => {
-                let name = if op == BinaryOp::Shl {
-                    "arith.shli"
-                } else {
-                    "arith.shrsi"
-                };
                 if y_const.is_some_and(|a| (0..bits).contains(&a)) {
                     return self.e.binop(name, x, y);
                 }
@@ -396,12 +389,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         y_const: Option<i64>,
     ) -> Result<V, CodegenError> {
         if s.is_int() {
-            if matches!(
-                op,
-                BinaryOp::Div | BinaryOp::Rem | BinaryOp::Shl | BinaryOp::Shr
-            ) {
-                return self.guarded_int(op, s, x, y, y_const);
-            }
             let name = match op {
                 BinaryOp::Add => "arith.addi",
                 BinaryOp::Sub => "arith.subi",
@@ -416,6 +403,12 @@ impl<'c, 'k> Lower<'c, 'k> {
                 BinaryOp::Shl => "arith.shli",
                 BinaryOp::Shr => "arith.shrsi",
             };
+            if matches!(
+                op,
+                BinaryOp::Div | BinaryOp::Rem | BinaryOp::Shl | BinaryOp::Shr
+            ) {
+                return self.guarded_int(op, name, s, x, y, y_const);
+            }
             return self.e.binop(name, x, y);
         }
         let (x, y) = (self.widen(x, s)?, self.widen(y, s)?);
