@@ -7,27 +7,12 @@
 use std::path::{Path, PathBuf};
 use tile_front::frontend::{parse_program, SourceFile};
 
-/// `.tile` files under `dir`, recursively, sorted.
-fn tile_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            tile_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "tile") {
-            out.push(p);
-        }
-    }
-}
-
 fn corpus() -> Vec<(String, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut out = Vec::new();
     for (prefix, dir) in [("examples", "dsl-examples"), ("mhc", "mhc-kernels/kernels")] {
         let dir = root.join(dir);
-        let mut files = Vec::new();
-        tile_files(&dir, &mut files);
+        let files = tile_testkit::files_below(&dir, &["tile"]);
         assert!(!files.is_empty(), "no .tile files under {}", dir.display());
         for f in files {
             let rel = f.strip_prefix(&dir).unwrap_or(&f).with_extension("");

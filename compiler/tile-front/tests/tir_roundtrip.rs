@@ -2,32 +2,15 @@
 //! example and pack kernels, `print(parse(print(k))) == print(k)` and the parsed
 //! kernel verifies, both for the checker's output and after the passes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tile_front::frontend::{parse_program, SourceFile};
-
-/// `.tile` files under `dir`, recursively, sorted.
-fn tile_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            tile_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "tile") {
-            out.push(p);
-        }
-    }
-}
 
 #[test]
 fn printed_tir_parses_back_to_the_same_text() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut kernels = 0;
     for dir in ["dsl-examples", "mhc-kernels/kernels", "tests/kernels"] {
-        let mut files = Vec::new();
-        tile_files(&root.join(dir), &mut files);
+        let files = tile_testkit::files_below(&root.join(dir), &["tile"]);
         assert!(!files.is_empty(), "no .tile files under {dir}");
         for path in files {
             let src = SourceFile::load(&path).expect("readable");

@@ -20,7 +20,7 @@
 //!   fixed strings (like `grep -F`), trimmed; for long MLIR/PTX.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tile_codegen::{compile, Arch, Options};
 use tile_front::frontend::{parse_program, SourceFile};
 use tile_front::passes;
@@ -267,26 +267,10 @@ fn diff(expected: &str, actual: &str) -> String {
     out
 }
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "tile" || x == "tir") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn filetests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests");
-    let mut paths = Vec::new();
-    files(&root, &mut paths);
+    let paths = tile_testkit::files_below(&root, &["tile", "tir"]);
     assert!(!paths.is_empty(), "no file tests under {}", root.display());
     let bless = std::env::var_os("BLESS").is_some_and(|v| v != "0");
     let mut failures = Vec::new();

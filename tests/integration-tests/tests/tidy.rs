@@ -9,8 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use tile_testkit::root;
 
-/// `cargo metadata`: package id → (name, normal dependencies' ids).
-fn dependency_graph() -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+/// The workspace's resolved packages: id → name, and id → the ids of its
+/// normal (non-dev, non-build) dependencies.
+struct Graph {
+    names: BTreeMap<String, String>,
+    deps: BTreeMap<String, Vec<String>>,
+}
+
+/// `cargo metadata`, read once for every rule.
+fn dependency_graph() -> Graph {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .args(["metadata", "--format-version", "1"])
@@ -47,13 +54,13 @@ fn dependency_graph() -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>
             .collect();
         deps.insert(n["id"].as_str().unwrap().to_string(), normal);
     }
-    (names, deps)
+    Graph { names, deps }
 }
 
 /// Every package `krate` links (normal dependencies, transitively), with the
 /// chain that first reached it.
-fn reachable(krate: &str) -> BTreeMap<String, Vec<String>> {
-    let (names, deps) = dependency_graph();
+fn reachable(graph: &Graph, krate: &str) -> BTreeMap<String, Vec<String>> {
+    let Graph { names, deps } = graph;
     let start = names
         .iter()
         .find(|(_, n)| n.as_str() == krate)
@@ -157,6 +164,7 @@ const RULES: &[Rule] = &[
 
 #[test]
 fn crates_depend_only_on_their_layer() {
+    let graph = dependency_graph();
     let mut errors = Vec::new();
     for Rule {
         krate,
@@ -164,7 +172,7 @@ fn crates_depend_only_on_their_layer() {
         forbidden,
     } in RULES
     {
-        let links = reachable(krate);
+        let links = reachable(&graph, krate);
         for (dep, path) in &links {
             let bad_workspace =
                 WORKSPACE.contains(&dep.as_str()) && !allowed.contains(&dep.as_str());
@@ -192,17 +200,6 @@ fn crate_sources() -> Vec<PathBuf> {
         .collect()
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 /// The top-level module a file of `src` belongs to (`lib.rs`/`main.rs`: the root).
 fn top_module(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
@@ -222,8 +219,7 @@ fn top_module(src: &Path, file: &Path) -> Option<String> {
 fn no_import_cycles_between_top_level_modules() {
     let mut errors = Vec::new();
     for src in crate_sources() {
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
+        let files = tile_testkit::files_below(&src, &["rs"]);
         let modules: BTreeSet<String> = files.iter().filter_map(|f| top_module(&src, f)).collect();
         let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for f in &files {
@@ -278,8 +274,7 @@ fn no_import_cycles_between_top_level_modules() {
 fn no_source_file_above_1200_lines() {
     let mut errors = Vec::new();
     for src in crate_sources() {
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
+        let files = tile_testkit::files_below(&src, &["rs"]);
         for f in files {
             let n = std::fs::read_to_string(&f).unwrap().lines().count();
             if n > 1200 {

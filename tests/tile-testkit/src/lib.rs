@@ -134,6 +134,27 @@ pub fn pack_source_dir(pack: &str) -> Option<String> {
     }
 }
 
+/// Every file below `dir`, recursively, whose extension is one of `exts`,
+/// sorted by path. Panics when a directory cannot be read: a corpus that
+/// vanished must fail its test, not shrink it.
+pub fn files_below(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
+        let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, exts, out);
+            } else if p.extension().is_some_and(|x| exts.iter().any(|e| x == *e)) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, exts, &mut out);
+    out
+}
+
 /// SHA-256 (hex) of the text of every `.tile` file in `dir`.
 pub fn source_hashes(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
