@@ -33,29 +33,36 @@ fn backward_matches_finite_differences() {
 
 /// The backward check catches a backward with a term dropped or slightly
 /// wrong (the h_in term of every gradient, zero or 1% off, given to the
-/// kernels while the finite differences use the true one): dropped, every
-/// case fails in every gradient the h_in path reaches (dx, φ, α, b; not dy);
-/// 1% off, in the f32 parameter gradients (dx, a bf16 buffer held to 2^-7,
-/// is not that precise).
+/// kernels while the finite differences use the true one). Dropped: every
+/// case fails in every gradient the h_in path reaches (dx, φ, α, b; not dy).
+/// 1% off: the f32 parameter gradients (dx, a bf16 buffer held to 2^-7, is
+/// not that precise) fail in at least 5 of the 7 cases each. Not all: a 1%
+/// change hides under the tolerance when a gradient is near zero next to its
+/// largest coordinate, as α's pre gradient, a sum over T·n·C terms of either
+/// sign, sometimes is.
 #[test]
 fn backward_check_catches_a_dropped_or_wrong_term() {
     let ks = cpu_kernels();
     for factor in [0.0, 0.99] {
         let bad = backward_mismatches(&ks, CASES, &mut StdRng::seed_from_u64(seed()), factor);
-        for &(mixing, t, n, c) in CASES {
-            let grads: &[&str] = if factor == 0.0 {
-                &["dX", "dPhi", "dAlpha", "dB"]
-            } else {
-                &["dPhi", "dAlpha", "dB"]
-            };
-            for wrt in grads {
-                let case = format!("{mixing:?} T={t} n={n} C={c} {wrt}[");
-                assert!(
-                    bad.iter().any(|b| b.starts_with(&case)),
-                    "h_in term ×{factor}: {case} not caught; caught:\n{}",
-                    bad.join("\n")
-                );
-            }
+        let (grads, at_least): (&[&str], usize) = if factor == 0.0 {
+            (&["dX", "dPhi", "dAlpha", "dB"], CASES.len())
+        } else {
+            (&["dPhi", "dAlpha", "dB"], CASES.len() - 2)
+        };
+        for wrt in grads {
+            let caught: Vec<String> = CASES
+                .iter()
+                .map(|&(mixing, t, n, c)| format!("{mixing:?} T={t} n={n} C={c} {wrt}["))
+                .filter(|case| bad.iter().any(|b| b.starts_with(case)))
+                .collect();
+            assert!(
+                caught.len() >= at_least,
+                "h_in term ×{factor}: {wrt} caught in {} of {} cases (want {at_least}); caught:\n{}",
+                caught.len(),
+                CASES.len(),
+                bad.join("\n")
+            );
         }
         eprintln!(
             "h_in term ×{factor}: {} of {} (case, gradient) checks failed",
