@@ -402,6 +402,13 @@ fn gpu_attention() {
     }
 }
 
+/// A test-only switch that turns a kernel deliberately wrong, to show that the
+/// GPU tier catches it: `TILE_TEST_SABOTAGE=adamw-no-bias-correction` (here;
+/// see integration-tests' gpu_examples for the others).
+fn sabotaged(what: &str) -> bool {
+    std::env::var("TILE_TEST_SABOTAGE").is_ok_and(|v| v.split(',').any(|w| w == what))
+}
+
 #[test]
 fn gpu_gelu_loss_adamw() {
     let Some(ops) = pair("gpu_gelu_loss_adamw") else {
@@ -465,7 +472,14 @@ fn gpu_gelu_loss_adamw() {
     let mut r = run(&ops, &ins, &outs, |o, i, out| {
         let [p, m, v] = out else { unreachable!() };
         o.adamw(p, &i[0], m, v, n, &hp, 1, 0.7)?;
-        o.adamw(p, &i[1], m, v, n, &hp, 2, 0.7)
+        // A wrong optimizer on purpose (`sabotaged`): step 2 on the GPU
+        // without its bias correction (at step 10^6 both corrections are 1).
+        let step2 = if o.device().is_gpu() && sabotaged("adamw-no-bias-correction") {
+            1_000_000
+        } else {
+            2
+        };
+        o.adamw(p, &i[1], m, v, n, &hp, step2, 0.7)
     });
     // Compare the update, not the parameters: |update| ≈ 2·lr = 6e-4 against
     // |p| ≈ 1, so a tolerance on p would cover most of it.

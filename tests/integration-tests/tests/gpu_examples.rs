@@ -516,6 +516,14 @@ fn compare(
     Ok(fractions)
 }
 
+/// A test-only switch that turns a kernel deliberately wrong, to show that the
+/// GPU tier catches it: `TILE_TEST_SABOTAGE=softmax-zero` (here),
+/// `adamw-no-bias-correction` (mhc-train's gpu_ops), `mhc-drop-term` (mhc's
+/// backward checks). Each must make the strict GPU run fail.
+fn sabotaged(what: &str) -> bool {
+    std::env::var("TILE_TEST_SABOTAGE").is_ok_and(|v| v.split(',').any(|w| w == what))
+}
+
 #[test]
 fn gpu_every_example_matches_the_interpreter() {
     let Some(gpu) = gpu_or_skip("gpu_every_example_matches_the_interpreter") else {
@@ -537,7 +545,15 @@ fn gpu_every_example_matches_the_interpreter() {
             let kg = pack.load_kernel(&gpu, &kp.name, &v.config).unwrap();
             let kc = from_source(&programs, &cpu, &kp.name, &v.config);
             for case in cases(&kp.name, &v.config, &mut rng) {
-                let got = run_case(&gpu, &kg, &case);
+                let mut got = run_case(&gpu, &kg, &case);
+                if kp.name.starts_with("softmax") && sabotaged("softmax-zero") {
+                    // A wrong kernel on purpose: writes 0 wherever the
+                    // softmax is below 1e-4 (see `sabotaged`).
+                    got.iter_mut()
+                        .flatten()
+                        .filter(|x| x.abs() < 1e-4)
+                        .for_each(|x| *x = 0.0);
+                }
                 let want = run_case(&cpu, &kc, &case);
                 let fractions = compare(&kp.name, &v.config, &case, &got, &want)
                     .unwrap_or_else(|e| panic!("{e}"));

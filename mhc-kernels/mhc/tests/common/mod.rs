@@ -384,7 +384,11 @@ pub fn check_backward(
     cases: &[(Mixing, usize, usize, usize)],
     rng: &mut StdRng,
 ) {
-    let bad = backward_mismatches(ks, cases, rng, 1.0);
+    // `TILE_TEST_SABOTAGE=mhc-drop-term`: a backward with the h_in term
+    // dropped on purpose, which this check must reject (CPU and GPU tiers).
+    let sabotaged = std::env::var("TILE_TEST_SABOTAGE")
+        .is_ok_and(|v| v.split(',').any(|w| w == "mhc-drop-term"));
+    let bad = backward_mismatches(ks, cases, rng, if sabotaged { 0.0 } else { 1.0 });
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
