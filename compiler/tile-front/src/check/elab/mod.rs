@@ -214,22 +214,26 @@ pub fn elaborate(
                 format!("value {v} of `{}` does not fit in i32", mp.name.name),
                 mp.name.span,
             ));
+            cx.bind_kind(&mp.name, None, false, BindKind::Meta);
+            continue;
         }
         meta_vals.push((mp.name.name.clone(), v));
         let tv = cx.konst(Const::Int(v), s, mp.name.span);
         cx.bind_kind(&mp.name, Some(Val::Typed(tv)), false, BindKind::Meta);
     }
 
-    if cx.diags.is_empty() {
-        if let Ok(v) = cx.block(&k.body) {
-            if !matches!(v, Val::Unit) {
-                if let Some(t) = &k.body.tail {
-                    cx.diags.push(
-                        Diagnostic::new(Code::NoValue, "a kernel returns nothing", t.span)
-                            .with_label("this value is unused")
-                            .with_hint("write results with `store`; end the expression with `;`"),
-                    );
-                }
+    // The body is checked even when a meta-parameter has no value: that
+    // meta-parameter is poisoned (its uses stay silent), so every error that
+    // does not depend on its value (an undefined name, a type error) is
+    // reported together with the missing value.
+    if let Ok(v) = cx.block(&k.body) {
+        if !matches!(v, Val::Unit) {
+            if let Some(t) = &k.body.tail {
+                cx.diags.push(
+                    Diagnostic::new(Code::NoValue, "a kernel returns nothing", t.span)
+                        .with_label("this value is unused")
+                        .with_hint("write results with `store`; end the expression with `;`"),
+                );
             }
         }
     }
