@@ -1,19 +1,23 @@
 //! Autotuning with a persistent cache.
 //!
-//! For an unseen key (device, driver, kernel source hash, candidate set, key
-//! values) every config of the kernel's pack variants is checked once and then
+//! For an unseen key (device, driver, kernel source hash, hash of the compiled
+//! code, candidate set, key values) every config of the kernel's pack variants is checked once and then
 //! timed with the benchmark protocol (`bench::time`: warm-up, L2 flush, CUDA
 //! events, median), the best is kept and written to an on-disk cache
 //! (`$XDG_CACHE_HOME/tile/autotune-v1.json`). A second process with a warm cache
 //! times nothing. The cache file is versioned, updated under an exclusive file
 //! lock (read–merge–write, so concurrent tuners never drop each other's
 //! entries) and replaced atomically; a corrupt file is reported and rebuilt.
+//! Keying by the compiled code ([`code_hash`]: the PTX, TIR and launch data of
+//! every variant) as well as the source means a code-generation change, with
+//! the source untouched, tunes again instead of reusing stale answers.
 
 use crate::bench::{time, Timing};
 use crate::{describe, Config, Device, Kernel, Pack, RuntimeError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tile_ir::pack::PackedKernel;
 
 const CACHE_VERSION: u32 = 1;
 
@@ -90,8 +94,10 @@ impl Autotuner {
         &self.path
     }
 
-    /// The cache key: device, driver, the kernel's source hash, a hash of the
-    /// candidate configs (adding a config invalidates old answers) and key values.
+    /// The cache key: device, driver, the kernel's source hash, the hash of its
+    /// compiled code ([`code_hash`]: a code-generation change invalidates old
+    /// answers), a hash of the candidate configs (adding a config invalidates
+    /// old answers) and key values.
     pub fn key(
         device: &Device,
         pack: &Pack,
@@ -103,11 +109,12 @@ impl Autotuner {
         let cand_hash = tile_ir::pack::sha256_hex(candidates.join(";").as_bytes());
         let keys: Vec<String> = key_values.iter().map(|(n, v)| format!("{n}={v}")).collect();
         Ok(format!(
-            "{}|driver {}|{}|{}|{}|{}",
+            "{}|driver {}|{}|{}|code {}|{}|{}",
             device.name(),
             device.driver_version(),
             kernel,
-            &k.source_hash[..16],
+            k.source_hash.get(..16).unwrap_or(&k.source_hash),
+            &code_hash(k)[..16],
             &cand_hash[..16],
             keys.join(",")
         ))
@@ -237,6 +244,27 @@ impl Autotuner {
     }
 }
 
+/// SHA-256 (hex) of what was compiled for a kernel: per variant, its config,
+/// TIR and, per architecture, its PTX, dynamic shared memory and TMA operands.
+pub fn code_hash(k: &PackedKernel) -> String {
+    let mut all = Vec::new();
+    let mut field = |bytes: &[u8]| {
+        all.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        all.extend_from_slice(bytes);
+    };
+    for v in &k.variants {
+        field(describe(&v.config).as_bytes());
+        field(tile_ir::print_kernel(&v.tir).as_bytes());
+        for (arch, ptx) in &v.ptx {
+            field(arch.as_bytes());
+            field(ptx.as_bytes());
+            field(&v.shared_bytes.get(arch).copied().unwrap_or(0).to_le_bytes());
+            field(format!("{:?}", v.tma.get(arch)).as_bytes());
+        }
+    }
+    tile_ir::pack::sha256_hex(&all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +326,65 @@ mod tests {
         for i in 0..8 {
             assert_eq!(t.lookup(&format!("key{i}")), Some(entry(i)));
         }
+    }
+
+    /// A pack of one kernel `k` whose only variant has this PTX for sm_90,
+    /// from the same source every time.
+    fn pack_with_ptx(dir: &Path, ptx: &str) -> Pack {
+        use tile_ir::pack::{sha256_hex, PackManifest, Variant};
+        let config = Config {
+            meta: vec![("BLOCK".into(), 128)],
+            warps: 4,
+        };
+        let tir = tile_ir::Kernel {
+            name: "k".into(),
+            params: vec![],
+            meta: vec![("BLOCK".into(), 128)],
+            body: Default::default(),
+            values: vec![],
+        };
+        let m = PackManifest {
+            compiler_version: tile_ir::VERSION.into(),
+            kernels: vec![PackedKernel {
+                name: "k".into(),
+                signature: tir.signature(),
+                tune: Default::default(),
+                source_hash: sha256_hex(b"kernel k<const BLOCK: i32>() {}"),
+                variants: vec![Variant {
+                    config,
+                    tir,
+                    ptx: [("sm_90".to_string(), ptx.to_string())].into(),
+                    shared_bytes: [("sm_90".to_string(), 0)].into(),
+                    tma: BTreeMap::new(),
+                }],
+            }],
+        };
+        let path = dir.join(format!("{}.tpack", sha256_hex(ptx.as_bytes())));
+        m.write(&path).unwrap();
+        Pack::load(&path).unwrap()
+    }
+
+    /// Issue 22 item 11: the same source compiled to other code gets another
+    /// key, so tuned configs of the old code are not reused.
+    #[test]
+    fn the_key_changes_with_the_compiled_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = Device::cpu();
+        let keys = [(String::from("n"), 4096)];
+        let old = pack_with_ptx(dir.path(), ".version 8.0\n// old code generator");
+        let new = pack_with_ptx(dir.path(), ".version 8.0\n// new code generator");
+        assert_eq!(
+            old.kernel("k").unwrap().source_hash,
+            new.kernel("k").unwrap().source_hash
+        );
+        let key = |p: &Pack| Autotuner::key(&cpu, p, "k", &keys).unwrap();
+        assert_ne!(key(&old), key(&new));
+        // The same code gives the same key.
+        let again = pack_with_ptx(dir.path(), ".version 8.0\n// old code generator");
+        assert_eq!(key(&old), key(&again));
+        assert_ne!(
+            code_hash(old.kernel("k").unwrap()),
+            code_hash(new.kernel("k").unwrap())
+        );
     }
 }
