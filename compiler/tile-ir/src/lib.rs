@@ -541,5 +541,16 @@ impl TuneSpace {
     }
 }
 
-/// The compiler's version, recorded in packs and cache keys.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The fingerprint of the compiler this crate was built with: 16 hex digits of
+/// the SHA-256 of the sources of `tile-ir`, `tile-front`, `tile-codegen` and
+/// `tilec`'s library (see build.rs). Any change to them changes it.
+pub const COMPILER_FINGERPRINT: &str = env!("TILE_COMPILER_FINGERPRINT");
+
+/// The compiler's version as recorded in packs: the crate version and the
+/// [`COMPILER_FINGERPRINT`], `0.1.0+1a2b3c4d5e6f7a8b`. A pack is read only by
+/// a binary built from the same compiler sources (`pack::PackError::StaleCompiler`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "+",
+    env!("TILE_COMPILER_FINGERPRINT")
+);

@@ -13,6 +13,13 @@
 //! Writing is atomic (temporary file in the same directory, fsync, rename), so a
 //! reader never sees a half-written pack. Reading validates magic, version,
 //! length, hash and the compiler version, each failure with its own error.
+//!
+//! The compiler version is [`crate::VERSION`], which ends in a fingerprint of
+//! the compiler's sources (tile-ir's build.rs): a pack is read only by a binary
+//! built from the sources that compiled it, so a pack left behind by an older
+//! code generator is refused ([`PackError::StaleCompiler`]) instead of running
+//! stale code. Setting [`ALLOW_FOREIGN_PACK`]`=1` downgrades the refusal to a
+//! warning on stderr (for someone who knows the difference does not matter).
 
 use crate::{Config, Kernel, Signature, TuneSpace};
 use serde::{Deserialize, Serialize};
@@ -24,9 +31,14 @@ use std::path::Path;
 const MAGIC: &[u8; 8] = b"TILEPACK";
 pub const FORMAT_VERSION: u32 = 2;
 
+/// The environment variable that, set to `1`, loads a pack from another
+/// compiler with a warning instead of refusing it.
+pub const ALLOW_FOREIGN_PACK: &str = "TILE_ALLOW_FOREIGN_PACK";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PackManifest {
-    /// `tilec` version that compiled the pack.
+    /// [`crate::VERSION`] of the `tilec` that compiled the pack: crate
+    /// version `+` compiler fingerprint.
     pub compiler_version: String,
     pub kernels: Vec<PackedKernel>,
 }
@@ -79,7 +91,7 @@ pub enum PackError {
     },
     #[error("pack `{path}` is corrupted (content hash mismatch); hint: rebuild the pack")]
     Corrupted { path: String },
-    #[error("pack `{path}` was built by tilec {found}, this is tilec {expected}; hint: rebuild it with `tilec pack`")]
+    #[error("pack `{path}` was compiled by another compiler: tilec {found}, but this binary was built with tilec {expected} (after the `+`: the fingerprint of the compiler's sources); hint: rebuild the packs with `scripts/packs` (or `tilec pack DIR -o FILE`), or set {ALLOW_FOREIGN_PACK}=1 to load it anyway")]
     StaleCompiler {
         path: String,
         found: String,
@@ -121,8 +133,14 @@ impl PackManifest {
         })
     }
 
-    /// Parse and validate a pack's bytes (`path` only names it in errors).
+    /// Parse and validate a pack's bytes (`path` only names it in errors). A
+    /// pack from another compiler is refused unless [`ALLOW_FOREIGN_PACK`] is `1`.
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<PackManifest, PackError> {
+        let allow_foreign = std::env::var_os(ALLOW_FOREIGN_PACK).is_some_and(|v| v == "1");
+        Self::parse(bytes, path, allow_foreign)
+    }
+
+    fn parse(bytes: &[u8], path: &str, allow_foreign: bool) -> Result<PackManifest, PackError> {
         let path = path.to_string();
         if bytes.len() < 8 || &bytes[..8] != MAGIC {
             return Err(PackError::Foreign { path });
@@ -163,11 +181,19 @@ impl PackManifest {
             message: e.to_string(),
         })?;
         if m.compiler_version != crate::VERSION {
-            return Err(PackError::StaleCompiler {
-                path,
-                found: m.compiler_version,
-                expected: crate::VERSION.into(),
-            });
+            if !allow_foreign {
+                return Err(PackError::StaleCompiler {
+                    path,
+                    found: m.compiler_version,
+                    expected: crate::VERSION.into(),
+                });
+            }
+            eprintln!(
+                "warning: pack `{path}` was compiled by tilec {}, not by this binary's tilec {}; \
+                 loading it anyway ({ALLOW_FOREIGN_PACK}=1)",
+                m.compiler_version,
+                crate::VERSION
+            );
         }
         for k in &m.kernels {
             for v in &k.variants {
@@ -210,6 +236,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+/// The build script's hashing, compiled again for its tests.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../build.rs"]
+mod build_script;
 
 #[cfg(test)]
 mod tests {
@@ -280,6 +312,129 @@ mod tests {
             err(&stale.to_bytes()),
             PackError::StaleCompiler { .. }
         ));
+    }
+
+    /// Issue 22 item 10: a pack from another compiler (other sources, hence
+    /// another fingerprint) is refused, including one from before packs had
+    /// fingerprints (its version was the bare crate version).
+    #[test]
+    fn a_pack_from_another_compiler_is_refused() {
+        for other in [
+            env!("CARGO_PKG_VERSION").to_string(),
+            format!("{}+0123456789abcdef", env!("CARGO_PKG_VERSION")),
+        ] {
+            let mut m = sample();
+            m.compiler_version = other.clone();
+            match PackManifest::parse(&m.to_bytes(), "p", false) {
+                Err(PackError::StaleCompiler {
+                    found, expected, ..
+                }) => {
+                    assert_eq!(found, other);
+                    assert_eq!(expected, crate::VERSION);
+                }
+                r => panic!("a pack of tilec {other} was not refused: {r:?}"),
+            }
+        }
+        assert_eq!(
+            PackManifest::parse(&sample().to_bytes(), "p", false).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn the_stale_compiler_error_names_both_fingerprints_and_the_fix() {
+        let mut m = sample();
+        m.compiler_version = "0.1.0+0123456789abcdef".into();
+        let msg = PackManifest::parse(&m.to_bytes(), "old.tpack", false)
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "old.tpack",
+            "0123456789abcdef",
+            crate::COMPILER_FINGERPRINT,
+            "scripts/packs",
+            "TILE_ALLOW_FOREIGN_PACK=1",
+        ] {
+            assert!(msg.contains(part), "`{part}` missing from: {msg}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_pack_loads_when_allowed() {
+        let mut m = sample();
+        m.compiler_version = "0.1.0+0123456789abcdef".into();
+        assert_eq!(PackManifest::parse(&m.to_bytes(), "p", true).unwrap(), m);
+    }
+
+    #[test]
+    fn the_version_carries_the_fingerprint() {
+        let fp = crate::COMPILER_FINGERPRINT;
+        assert_eq!(fp.len(), 16);
+        assert!(fp
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(
+            crate::VERSION,
+            format!("{}+{fp}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    /// The fingerprint hashes relative paths and contents in a sorted walk:
+    /// the same tree elsewhere or with other times gives the same value; any
+    /// content, name or new file changes it; hidden files and backups do not count.
+    #[test]
+    fn fingerprint_is_deterministic_and_content_only() {
+        let fp = |root: &Path| {
+            let mut watched = Vec::new();
+            let f = build_script::fingerprint(root, &["c/Cargo.toml", "c/src"], &mut |p| {
+                watched.push(p.to_path_buf())
+            });
+            assert_eq!(watched, [root.join("c/Cargo.toml"), root.join("c/src")]);
+            f
+        };
+        let tree = |files: &[(&str, &str)]| {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, text) in files {
+                let p = dir.path().join(name);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            }
+            dir
+        };
+        let base: &[(&str, &str)] = &[
+            ("c/Cargo.toml", "[package]"),
+            ("c/src/lib.rs", "mod a;"),
+            ("c/src/a/mod.rs", "fn f() {}"),
+            ("c/src/z.rs", ""),
+        ];
+        let a = tree(base);
+        let first = fp(a.path());
+        assert_eq!(first.len(), 16);
+        assert_eq!(
+            fp(tree(base).path()),
+            first,
+            "another directory, same sources"
+        );
+        let file = std::fs::File::options()
+            .write(true)
+            .open(a.path().join("c/src/lib.rs"))
+            .unwrap();
+        file.set_modified(std::time::UNIX_EPOCH).unwrap();
+        drop(file);
+        assert_eq!(fp(a.path()), first, "times do not count");
+        std::fs::write(a.path().join("c/src/.lib.rs.swp"), "x").unwrap();
+        std::fs::write(a.path().join("c/src/lib.rs~"), "x").unwrap();
+        assert_eq!(fp(a.path()), first, "hidden files and backups do not count");
+        let mut changed = base.to_vec();
+        changed[2].1 = "fn f() { }";
+        assert_ne!(fp(tree(&changed).path()), first, "a content change counts");
+        changed = base.to_vec();
+        changed[3].0 = "c/src/y.rs";
+        assert_ne!(fp(tree(&changed).path()), first, "a rename counts");
+        changed = base.to_vec();
+        changed.push(("c/src/new.rs", ""));
+        assert_ne!(fp(tree(&changed).path()), first, "a new file counts");
+        assert_ne!(fp(tree(&base[1..]).path()), first, "a missing file counts");
     }
 
     #[test]

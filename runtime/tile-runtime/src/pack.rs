@@ -11,7 +11,11 @@ pub struct Pack {
 }
 
 impl Pack {
-    /// Read and validate a pack (magic, format version, length, hash, compiler version).
+    /// Read and validate a pack (magic, format version, length, hash, compiler
+    /// version). A pack compiled from other compiler sources than this binary's
+    /// (`tile_ir::VERSION` ends in their fingerprint) is refused with
+    /// [`PackError::StaleCompiler`], naming both versions and `scripts/packs`;
+    /// `TILE_ALLOW_FOREIGN_PACK=1` loads it anyway with a warning.
     pub fn load(path: &Path) -> Result<Pack, PackError> {
         Ok(Pack {
             manifest: PackManifest::read(path)?,
@@ -88,4 +92,36 @@ impl Pack {
 /// `BLOCK=1024, warps=4`.
 pub fn describe(c: &Config) -> String {
     c.describe()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tile_ir::pack::ALLOW_FOREIGN_PACK;
+
+    /// Issue 22 item 10: a pack from another compiler does not load.
+    #[test]
+    fn a_pack_from_another_compiler_is_refused() {
+        if std::env::var_os(ALLOW_FOREIGN_PACK).is_some() {
+            eprintln!("SKIPPED: {ALLOW_FOREIGN_PACK} is set");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.tpack");
+        let mut m = PackManifest {
+            compiler_version: "0.1.0+0123456789abcdef".into(),
+            kernels: vec![],
+        };
+        m.write(&path).unwrap();
+        let msg = match Pack::load(&path) {
+            Err(e @ PackError::StaleCompiler { .. }) => e.to_string(),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a pack of another compiler loaded"),
+        };
+        assert!(msg.contains("0123456789abcdef") && msg.contains(tile_ir::COMPILER_FINGERPRINT));
+        assert!(msg.contains("scripts/packs"), "{msg}");
+        m.compiler_version = tile_ir::VERSION.into();
+        m.write(&path).unwrap();
+        assert!(Pack::load(&path).is_ok());
+    }
 }
