@@ -94,3 +94,36 @@ fn bad_defines_fail_cleanly() {
     assert_ne!(code, 0);
     assert!(err.contains("cannot read"), "{err}");
 }
+
+/// Issue 22 item 12: a meta-parameter with no value (no default, no tune
+/// block, no `-D`) is reported together with the kernel's other errors, which
+/// used to appear only once `-D BLOCK=…` was given.
+#[test]
+fn check_without_a_meta_value_reports_every_error() {
+    let file = "compiler/tile-front/tests/ui/meta_missing_body_errors.tile";
+    let (code, _, err) = tilec(&["check", file]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("error[E").count(), 3, "{err}");
+    for e in [
+        "error[E0032]",
+        "error[E0009]",
+        "error[E0012]",
+        "undefined_name",
+    ] {
+        assert!(err.contains(e), "`{e}` missing: {err}");
+    }
+    let (code, _, err) = tilec(&["check", file, "-D", "BLOCK=256"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("error[E").count(), 2, "{err}");
+    assert!(!err.contains("E0032"), "{err}");
+}
+
+/// `tilec --version` prints the version written into packs, fingerprint
+/// included (what a stale pack's error names).
+#[test]
+fn version_names_the_compiler_fingerprint() {
+    let (code, out, _) = tilec(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("tilec {}", tile_ir::VERSION));
+    assert!(out.contains(tile_ir::COMPILER_FINGERPRINT), "{out}");
+}

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "tilec",
-    version,
+    version = tile_ir::VERSION,
     about = "Compiler for the .tile GPU kernel language"
 )]
 struct Cli {
