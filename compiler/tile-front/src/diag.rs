@@ -20,7 +20,8 @@ use tile_ir::Span;
 
 macro_rules! codes {
     ($($name:ident = $code:literal : $desc:literal,)*) => {
-        /// Stable error codes. Never renumber: add new codes at the end.
+        /// Stable codes: errors `E…`, then warnings `W…`. Never renumber: add
+        /// new codes at the end of their kind.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Code { $($name,)* }
         impl Code {
@@ -78,6 +79,23 @@ codes! {
     Internal = "E0037": "an internal compiler error (a bug: please report it)",
     ShiftRange = "E0038": "a shift by a constant amount outside `0..width` of the type",
     DivByZero = "E0039": "a division or remainder of a run-time value by a constant zero",
+    InvalidUtf8 = "E0040": "a source file that is not valid UTF-8",
+    NoKernel = "W0001": "a file that defines no kernel (empty, only comments or only helpers)",
+}
+
+impl Code {
+    /// Warnings (`W…`) are printed but do not fail a check; every other code is an error.
+    pub fn is_warning(self) -> bool {
+        self.as_str().starts_with('W')
+    }
+    /// `error` or `warning`, as rendered before the code.
+    pub fn severity(self) -> &'static str {
+        if self.is_warning() {
+            "warning"
+        } else {
+            "error"
+        }
+    }
 }
 
 /// One diagnostic. `labels` holds extra spans with text; a label whose span is
@@ -187,6 +205,11 @@ impl Diagnostic {
         }
         let mut d = miette::MietteDiagnostic::new(self.message.clone())
             .with_code(self.code.as_str())
+            .with_severity(if self.code.is_warning() {
+                miette::Severity::Warning
+            } else {
+                miette::Severity::Error
+            })
             .with_labels(labels);
         let mut help: Vec<String> = self.hint.iter().cloned().collect();
         help.extend(self.notes.iter().map(|n| format!("note: {n}")));
@@ -209,7 +232,12 @@ impl Diagnostics {
         for d in &self.0 {
             let report = d.to_miette(src);
             if handler.render_report(&mut out, report.as_ref()).is_err() {
-                out.push_str(&format!("error[{}]: {}\n", d.code.as_str(), d.message));
+                out.push_str(&format!(
+                    "{}[{}]: {}\n",
+                    d.code.severity(),
+                    d.code.as_str(),
+                    d.message
+                ));
             }
         }
         out
@@ -238,7 +266,8 @@ impl fmt::Display for Diagnostics {
             }
             write!(
                 f,
-                "error[{}]: {} (at bytes {}..{})",
+                "{}[{}]: {} (at bytes {}..{})",
+                d.code.severity(),
                 d.code.as_str(),
                 d.message,
                 d.span.start,
@@ -289,7 +318,13 @@ fn display_col(text: &str, line: usize, col: usize) -> usize {
 fn render_one(out: &mut String, d: &Diagnostic, src: &SourceFile) {
     use std::fmt::Write;
     let text = &src.text;
-    let _ = writeln!(out, "error[{}]: {}", d.code.as_str(), d.message);
+    let _ = writeln!(
+        out,
+        "{}[{}]: {}",
+        d.code.severity(),
+        d.code.as_str(),
+        d.message
+    );
     let (pl, pc) = line_col(text, d.span.start as usize);
     // Annotated spans: the primary one first, then secondary labels.
     let mut marks: Vec<(Span, Option<&str>, bool)> = Vec::new();
@@ -366,9 +401,27 @@ mod tests {
     #[test]
     fn codes_are_unique_and_ordered() {
         let names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        let errors = names.iter().filter(|n| n.starts_with('E')).count();
         for (i, n) in names.iter().enumerate() {
-            assert_eq!(*n, format!("E{:04}", i + 1));
+            let want = if i < errors {
+                format!("E{:04}", i + 1)
+            } else {
+                format!("W{:04}", i - errors + 1)
+            };
+            assert_eq!(*n, want);
         }
+    }
+
+    #[test]
+    fn warnings_render_as_warnings() {
+        let src = SourceFile::new("k.tile", "");
+        let d = Diagnostic::new(Code::NoKernel, "no kernel", Span::new(0, 0));
+        assert!(!Code::InvalidUtf8.is_warning());
+        let r = Diagnostics::from(d).render(&src);
+        assert!(
+            r.starts_with("warning[W0001]: no kernel\n --> k.tile:1:1"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -13,21 +13,81 @@ use tile_ir::Span;
 #[derive(Clone, Debug)]
 pub struct Program {
     module: ast::Module,
+    warnings: Diagnostics,
 }
 
-/// Parse `src` and resolve its items. Fails with every syntax and item-level error.
+/// Parse `src` and resolve its items. Fails with every syntax and item-level
+/// error, or with E0040 alone when the file was not valid UTF-8.
 pub fn parse_program(src: &SourceFile) -> Result<Program, Diagnostics> {
+    if let Some(d) = encoding_error(src) {
+        return Err(d.into());
+    }
     let (module, diags) = syntax::parse(&src.text);
     let mut all = Diagnostics(diags);
     all.extend(check::check_items(&module));
-    if all.is_empty() {
-        Ok(Program { module })
-    } else {
-        Err(all)
+    if !all.is_empty() {
+        return Err(all);
     }
+    let mut warnings = Diagnostics::new();
+    if check::kernels(&module).next().is_none() {
+        warnings.push(no_kernel(&module));
+    }
+    Ok(Program { module, warnings })
+}
+
+/// E0040 for a file read from bytes that are not UTF-8 (see
+/// [`SourceFile::from_bytes`]), at the first bad byte.
+pub fn encoding_error(src: &SourceFile) -> Option<Diagnostic> {
+    let bad = src.invalid_utf8?;
+    // The lossy text agrees with the file up to the first bad byte, which it
+    // shows as U+FFFD (3 bytes): the caret goes there.
+    let more = match bad.count {
+        0 | 1 => String::new(),
+        n => format!(
+            " (and {} more invalid sequence{})",
+            n - 1,
+            if n == 2 { "" } else { "s" }
+        ),
+    };
+    Some(
+        Diagnostic::new(
+            Code::InvalidUtf8,
+            format!(
+                "the file is not valid UTF-8: byte 0x{:02X} at byte offset {}{more}",
+                bad.byte, bad.offset
+            ),
+            Span::new(bad.offset, bad.offset + '\u{FFFD}'.len_utf8()),
+        )
+        .with_label("not UTF-8 (shown as \u{FFFD})")
+        .with_hint(
+            "source files are UTF-8 text: re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or delete the byte",
+        ),
+    )
+}
+
+/// W0001: nothing in the file would be checked or compiled.
+fn no_kernel(module: &ast::Module) -> Diagnostic {
+    let (message, hint) = if module.items.is_empty() {
+        (
+            "the file defines no kernel: it is empty (only whitespace and comments)",
+            "a .tile file holds kernels, helper functions and tune blocks; is this the file you meant?",
+        )
+    } else {
+        (
+            "the file defines no kernel, so nothing in it is checked or compiled",
+            "helpers are checked only where a kernel calls them: add a kernel that calls them",
+        )
+    };
+    Diagnostic::new(Code::NoKernel, message, Span::default()).with_hint(hint)
 }
 
 impl Program {
+    /// Warnings about the file as a whole (`W…` codes), e.g. W0001 when it
+    /// defines no kernel: printed by `tilec check`, which still succeeds.
+    pub fn warnings(&self) -> &Diagnostics {
+        &self.warnings
+    }
+
     /// The AST (for `--emit ast` and tools).
     pub fn module(&self) -> &ast::Module {
         &self.module

@@ -7,11 +7,15 @@ use std::path::Path;
 use tile_front::diag::Code;
 use tile_front::frontend::{parse_program, SourceFile};
 
-/// All diagnostics of a file, as `tilec check` reports them.
+/// All diagnostics of a file, as `tilec check` reports them (warnings first).
 fn diagnose(src: &SourceFile) -> tile_front::diag::Diagnostics {
     match parse_program(src) {
         Err(d) => d,
-        Ok(p) => p.check_all(),
+        Ok(p) => {
+            let mut d = p.warnings().clone();
+            d.extend(p.check_all());
+            d
+        }
     }
 }
 
@@ -41,8 +45,9 @@ fn ui_snapshots() {
             .and_then(|s| s.to_str())
             .unwrap_or("x")
             .to_string();
-        let text = std::fs::read_to_string(&path).expect("readable");
-        let src = SourceFile::new(format!("ui/{stem}.tile"), text);
+        // Bytes, not text: `invalid_utf8.tile` is not UTF-8 on purpose.
+        let bytes = std::fs::read(&path).expect("readable");
+        let src = SourceFile::from_bytes(format!("ui/{stem}.tile"), bytes);
         let d = diagnose(&src);
         if d.is_empty() {
             silent.push(stem);
@@ -63,8 +68,8 @@ fn ui_snapshots() {
 fn every_code_has_a_ui_test() {
     let mut seen = BTreeSet::new();
     for path in ui_files() {
-        let text = std::fs::read_to_string(&path).expect("readable");
-        let src = SourceFile::new("t.tile", text);
+        let bytes = std::fs::read(&path).expect("readable");
+        let src = SourceFile::from_bytes("t.tile", bytes);
         for d in diagnose(&src).iter() {
             seen.insert(d.code);
         }

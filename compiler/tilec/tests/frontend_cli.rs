@@ -127,3 +127,52 @@ fn version_names_the_compiler_fingerprint() {
     assert_eq!(out.trim(), format!("tilec {}", tile_ir::VERSION));
     assert!(out.contains(tile_ir::COMPILER_FINGERPRINT), "{out}");
 }
+
+/// Issue 22 item 13: a file that is not UTF-8 gets a coded error at the line
+/// and column of the first bad byte (it used to be "stream did not contain
+/// valid UTF-8", no code, no place), also with `--emit tokens`.
+#[test]
+fn check_invalid_utf8_is_located() {
+    let file = "compiler/tile-front/tests/ui/invalid_utf8.tile";
+    for extra in [&[][..], &["--emit", "tokens"][..]] {
+        let mut args = vec!["check", file];
+        args.extend_from_slice(extra);
+        let (code, out, err) = tilec(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains("error[E0040]: the file is not valid UTF-8: byte 0xE9 at byte offset 46"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("--> {file}:1:47")), "{err}");
+        assert!(err.contains("help: source files are UTF-8"), "{err}");
+        assert!(!err.contains("stream did not contain"), "{err}");
+    }
+}
+
+/// Issue 22 item 13: an empty file (or one with only comments) passes, but
+/// with a warning instead of silently.
+#[test]
+fn check_empty_file_warns() {
+    let dir = std::env::temp_dir().join(format!("tilec-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let empty = dir.join("empty.tile");
+    std::fs::write(&empty, "").expect("write");
+    let empty = empty.display().to_string();
+    for file in [
+        empty.as_str(),
+        "compiler/tile-front/tests/ui/empty_file.tile",
+        "compiler/tile-front/tests/ui/only_helpers.tile",
+    ] {
+        let (code, _, err) = tilec(&["check", file]);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert!(
+            err.contains("warning[W0001]: the file defines no kernel"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("--> {file}:1:1")), "{err}");
+        assert!(err.contains("ok: 0 kernels"), "{err}");
+        assert!(!err.contains("error["), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

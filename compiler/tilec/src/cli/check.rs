@@ -40,6 +40,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let src = SourceFile::load(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     if args.emit == Some(Emit::Tokens) {
+        if let Some(d) = frontend::encoding_error(&src) {
+            let d = tile_front::diag::Diagnostics::from(d);
+            eprint!("{}", render(&d, &src, args.fancy));
+            return Ok(ExitCode::FAILURE);
+        }
         let (tokens, diags) = syntax::lexer::lex(&src.text);
         for t in &tokens {
             println!("{}..{} {:?}", t.span.start, t.span.end, t.tok);
@@ -63,6 +68,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Warnings (W…) are printed first and do not fail the check.
+    if !program.warnings().is_empty() {
+        eprint!("{}", render(program.warnings(), &src, args.fancy));
+    }
     if args.emit == Some(Emit::Ast) {
         println!("{:#?}", program.module());
     }
