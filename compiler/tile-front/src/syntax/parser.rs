@@ -132,6 +132,8 @@ pub struct PErr {
     /// Index of the token found instead (in the parsed token list).
     pub found_at: usize,
     pub message: Option<String>,
+    /// Text under the caret (else "expected …").
+    pub label: Option<String>,
     pub hint: Option<String>,
 }
 
@@ -143,6 +145,7 @@ impl PErr {
             expected: vec![what],
             found_at: i.pos,
             message: None,
+            label: None,
             hint: None,
         }
     }
@@ -153,6 +156,7 @@ impl PErr {
             expected: vec![],
             found_at: 0,
             message: Some(message.into()),
+            label: None,
             hint: hint.map(str::to_string),
         }
     }
@@ -176,7 +180,9 @@ impl PErr {
             }
         };
         let mut d = Diagnostic::new(self.code, message, self.span);
-        if let Some(first) = exp.first() {
+        if let Some(l) = self.label {
+            d = d.with_label(l);
+        } else if let Some(first) = exp.first() {
             d = d.with_label(format!("expected {first}"));
         }
         if let Some(h) = self.hint {
@@ -211,6 +217,44 @@ type PResult<'a, T> = IResult<Toks<'a>, T, PErr>;
 
 fn fail<T>(e: PErr) -> Result<T, Err<PErr>> {
     Err(Err::Error(e))
+}
+
+/// Make an error final: no enclosing alternative (such as the argument list
+/// around a call that is itself an argument) backtracks past it.
+fn cut(e: Err<PErr>) -> Err<PErr> {
+    match e {
+        Err::Error(e) => Err::Failure(e),
+        other => other,
+    }
+}
+
+/// `**` at `at`: Python's power operator.
+fn power_operator(at: Span) -> PErr {
+    PErr {
+        label: Some("not an operator".into()),
+        ..PErr::custom(
+            at,
+            Code::Syntax,
+            "there is no `**` operator",
+            Some("there is no power operator; use `pow(a, b)` (or `x * x` for a square)"),
+        )
+    }
+}
+
+/// `name=` at `at` in an argument list: a keyword argument.
+fn keyword_argument(name: &str, at: Span) -> PErr {
+    let hint = format!(
+        "arguments are positional: drop `{name}=` and pass the value in its place, e.g. `sum(v, 1)`"
+    );
+    PErr {
+        label: Some("keyword argument".into()),
+        ..PErr::custom(
+            at,
+            Code::Syntax,
+            format!("keyword arguments are not supported: `{name}=`"),
+            Some(&hint),
+        )
+    }
 }
 
 /// Match one exact token.
@@ -775,6 +819,13 @@ impl P {
                 if p < min {
                     break;
                 }
+                if op == BinOp::Mul && i.peek_at(1).tok == Tok::Star {
+                    let at = Span {
+                        start: i.peek().span.start,
+                        end: i.peek_at(1).span.end,
+                    };
+                    return Err(Err::Failure(power_operator(at)));
+                }
                 if p == 3
                     && matches!(lhs.kind, ExprKind::Binary(o, ..) if binop_power(o) == 3)
                     && lhs.span.start == start
@@ -949,12 +1000,39 @@ impl P {
         }
     }
 
-    /// `open expr, expr, … close` (trailing comma allowed).
+    /// `open expr, expr, … close` (trailing comma allowed). Past `open` an error
+    /// is final ([`Err::Failure`]): a fault inside an argument, however deep, is
+    /// reported where it is, not as a missing `)` where the argument began.
     fn list<'a>(&self, i: Toks<'a>, open: Tok, close: Tok) -> PResult<'a, Vec<Expr>> {
         self.nested(i, |i| {
-            let (i, _) = tok(open)(i)?;
-            let (i, items) = separated_list0(tok(Tok::Comma), |i| self.expr(i)).parse(i)?;
-            let (i, _) = nom::combinator::opt(tok(Tok::Comma)).parse(i)?;
+            let (mut i, _) = tok(open)(i)?;
+            let mut items: Vec<Expr> = Vec::new();
+            while i.peek().tok != close {
+                let (r, e) = self.expr(i).map_err(cut)?;
+                i = r;
+                // `axis=1`: a keyword argument (Python, Triton).
+                let keyword = match &e.kind {
+                    ExprKind::Name(n) if i.peek().tok == Tok::Eq => Some((n.clone(), e.span)),
+                    _ => None,
+                };
+                items.push(e);
+                match (&i.peek().tok, keyword) {
+                    (Tok::Comma, _) => i = i.bump(),
+                    (t, _) if *t == close => break,
+                    (_, Some((n, at))) => {
+                        let at = Span {
+                            start: at.start,
+                            end: i.peek().span.end,
+                        };
+                        return Err(Err::Failure(keyword_argument(&n, at)));
+                    }
+                    _ => {
+                        let mut e = PErr::expected(i, Expect::Token(close.text()));
+                        e.expected.push(Expect::Token(","));
+                        return Err(Err::Failure(e));
+                    }
+                }
+            }
             let (i, _) = tok(close)(i)?;
             Ok((i, items))
         })
