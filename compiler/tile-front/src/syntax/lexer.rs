@@ -330,6 +330,19 @@ pub fn lex(src: &str) -> (Vec<Token>, Vec<Diagnostic>) {
         } else if let Ok((r, text)) = float(rest) {
             let clean: String = text.chars().filter(|&c| c != '_').collect();
             match clean.parse::<f64>() {
+                // Every float type is at most f32: a literal must be finite there.
+                Ok(v) if v.is_finite() && !(v as f32).is_finite() => {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::BadNumber,
+                            format!("float literal `{text}` is out of the f32 range"),
+                            Span::new(start, start + text.len()),
+                        )
+                        .with_label("rounds to an infinity in f32")
+                        .with_hint("the largest finite f32 is about 3.4e38; there are no infinite constants: for a masked-off or \"minus infinity\" start value use a large finite one such as `-1.0e30`"),
+                    );
+                    (r, Tok::Float(0.0))
+                }
                 Ok(v) if v.is_finite() => (r, Tok::Float(v)),
                 _ => {
                     diags.push(bad_number(text, start));

@@ -196,6 +196,18 @@ impl<'m> Cx<'m> {
                         .with_hint("write an integer, or convert with `as`"),
                     );
                 }
+                let c = consteval::normalize(Const::Float(*f), s);
+                if !consteval::as_f64(c).is_finite() {
+                    return self.err(
+                        Diagnostic::new(
+                            Code::ConstEval,
+                            format!("float literal {f:?} does not fit in `{}`", s.name()),
+                            span,
+                        )
+                        .with_label(format!("an infinity in `{}`", s.name()))
+                        .with_hint("use a smaller value, or compute in f32 (`x as f32`)"),
+                    );
+                }
                 Ok(self.konst(Const::Float(*f), s, span))
             }
             Val::Typed(tv) => match tv.ty.elem {

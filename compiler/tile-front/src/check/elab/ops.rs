@@ -185,6 +185,10 @@ impl<'m> Cx<'m> {
         }
         if let (Some(x), Some(y)) = (a.konst, b.konst) {
             match consteval::binary(op, x, y, s) {
+                Some(c) if s.is_float() && !consteval::as_f64(c).is_finite() => {
+                    let (x, y) = (consteval::as_f64(x), consteval::as_f64(y));
+                    return self.float_not_finite(op, x, y, s, span);
+                }
                 Some(c) => return Ok(self.konst(c, s, span)),
                 None if s.is_int() && matches!(op, BinaryOp::Div | BinaryOp::Rem) => {
                     return self.err(
@@ -342,6 +346,14 @@ impl<'m> Cx<'m> {
             _ => 0.0,
         };
         let (x, y) = (f(a), f(b));
+        let bop = match op {
+            BinOp::Add => Some(BinaryOp::Add),
+            BinOp::Sub => Some(BinaryOp::Sub),
+            BinOp::Mul => Some(BinaryOp::Mul),
+            BinOp::Div => Some(BinaryOp::Div),
+            BinOp::Rem => Some(BinaryOp::Rem),
+            _ => None,
+        };
         let r = match op {
             BinOp::Add => x + y,
             BinOp::Sub => x - y,
@@ -370,7 +382,58 @@ impl<'m> Cx<'m> {
                 )
             }
         };
+        // A literal becomes f32 (or a narrower float type) where it is used:
+        // it must be finite there.
+        if let (Some(bop), false) = (bop, (r as f32).is_finite()) {
+            return self.float_not_finite(bop, x, y, Scalar::F32, span);
+        }
         Ok(Val::Float(r))
+    }
+
+    /// E0033 for compile-time float arithmetic `x op y` whose result in `s`
+    /// is an infinity or NaN (docs/LANGUAGE.md, "Integer and float semantics":
+    /// the language has no infinite or NaN constants).
+    fn float_not_finite<T>(
+        &mut self,
+        op: BinaryOp,
+        x: f64,
+        y: f64,
+        s: Scalar,
+        span: Span,
+    ) -> R<T> {
+        // Every float type is at most f32: show the operands as f32.
+        let (x, y) = (x as f32, y as f32);
+        let expr = match op {
+            BinaryOp::Add => format!("{x:?} + {y:?}"),
+            BinaryOp::Sub => format!("{x:?} - {y:?}"),
+            BinaryOp::Mul => format!("{x:?} * {y:?}"),
+            BinaryOp::Div => format!("{x:?} / {y:?}"),
+            BinaryOp::Rem => format!("{x:?} % {y:?}"),
+            other => format!("{other:?}({x:?}, {y:?})").to_lowercase(),
+        };
+        let (message, label) = match op {
+            BinaryOp::Div if y == 0.0 && x == 0.0 => (
+                "constant division of zero by zero gives NaN".to_string(),
+                format!("`{expr}` is NaN"),
+            ),
+            BinaryOp::Div if y == 0.0 => (
+                "constant division by zero gives an infinity".to_string(),
+                format!("`{expr}` is {}inf", if x < 0.0 { "-" } else { "" }),
+            ),
+            BinaryOp::Rem if y == 0.0 => (
+                "constant remainder by zero gives NaN".to_string(),
+                format!("`{expr}` is NaN"),
+            ),
+            _ => (
+                format!("compile-time float arithmetic overflows `{}`", s.name()),
+                format!("`{expr}` is out of the `{}` range", s.name()),
+            ),
+        };
+        self.err(
+            Diagnostic::new(Code::ConstEval, message, span)
+                .with_label(label)
+                .with_hint(NO_INFINITY_HINT),
+        )
     }
 
     /// `ptr + int`, `int + ptr`, `ptr - int`: elementwise pointer offsets.
@@ -474,3 +537,7 @@ fn int_binary_op(op: BinOp) -> Option<BinaryOp> {
         _ => return None,
     })
 }
+
+/// The help of every "constant gives an infinity or NaN" error.
+const NO_INFINITY_HINT: &str = "there are no infinite or NaN constants; for a masked-off or \
+     \"minus infinity\" start value use a large finite one such as `-1.0e30`";
