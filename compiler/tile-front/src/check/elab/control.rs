@@ -162,10 +162,12 @@ impl<'m> Cx<'m> {
         }
         let finals = self.read_carried(&carried, &args);
         let mut yields = Vec::new();
+        let mut changed = Vec::new();
         for ((c, arg), fin) in carried.iter().zip(&args).zip(finals) {
             let tv = match fin {
                 Some(Val::Typed(tv)) if tv.ty == arg.ty => tv,
                 Some(Val::Typed(tv)) => {
+                    changed.push((c.0, c.1.clone()));
                     self.diags.push(
                         Diagnostic::new(
                             Code::LoopCarriedType,
@@ -209,7 +211,21 @@ impl<'m> Cx<'m> {
             span,
         });
         self.set_carried(&carried, &results);
+        // After E0017 the variable has no good type: its later uses are
+        // silenced rather than checked against the type before the loop
+        // (which would report a second error with a misleading help).
+        for (scope, name) in changed {
+            self.poison(scope, &name);
+        }
         Ok(())
+    }
+
+    /// Silence a binding whose value is wrong after an error already
+    /// reported: later uses of the name report nothing.
+    fn poison(&mut self, scope: usize, name: &str) {
+        if let Some(b) = self.binding_at(scope, name) {
+            b.val = None;
+        }
     }
 
     /// `if` as statement (`want` false) or expression.
@@ -353,6 +369,7 @@ impl<'m> Cx<'m> {
                             .with_label("in this `if`")
                             .with_hint(format!("keep `{}` at type `{}`", c.1, t.ty)),
                         );
+                        self.poison(c.0, &c.1);
                         return Err(Reported);
                     }
                 }
