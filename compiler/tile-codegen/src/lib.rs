@@ -8,6 +8,7 @@ mod axis;
 mod emit;
 mod layout;
 mod lower;
+pub mod math;
 mod mlir_passes;
 mod prefetch;
 mod ptx;

@@ -14,7 +14,9 @@
 //!   rounds the result once to nearest even (as the GPU does). `max`/`min` are
 //!   IEEE maxNum/minNum (a NaN operand yields the other). Transcendentals use
 //!   Rust's f32 functions: `exp`, `exp2`, `ln`, `sqrt`, `rsqrt = 1/sqrt(x)`,
-//!   `tanh`, `sigmoid = 1/(1+exp(-x))`.
+//!   `tanh`, `sigmoid = 1/(1+exp(-x))`; `sin cos erf log1p expm1 pow`
+//!   compute in f64 and round once to f32 ([`math`]; `pow` has C's `powf`
+//!   special values).
 //! - **Integers** wrap (two's complement). Division truncates toward zero and
 //!   the remainder has the dividend's sign. A zero divisor is no error: as on
 //!   RISC-V, `x / 0 == -1` and `x % 0 == x` (masked-off lanes of a tile
@@ -50,6 +52,7 @@
 
 mod buffer;
 mod exec;
+pub mod math;
 mod report;
 mod value;
 

@@ -5,6 +5,7 @@
 //! operation works on a whole tile with a tight loop per (op, dtype) pair so
 //! that the compiler can vectorise it.
 
+use crate::math;
 use half::{bf16, f16};
 use std::borrow::Cow;
 use tile_ir::{BinaryOp, CmpOp, Const, ReduceOp, Scalar, UnaryOp};
@@ -346,6 +347,11 @@ fn float_unary(op: UnaryOp, x: &[f32]) -> Result<Vec<f32>, OpErr> {
         UnaryOp::Sigmoid => map(x, |a| 1.0 / (1.0 + (-a).exp())),
         UnaryOp::Tanh => map(x, f32::tanh),
         UnaryOp::Abs => map(x, f32::abs),
+        UnaryOp::Sin => map(x, math::sin),
+        UnaryOp::Cos => map(x, math::cos),
+        UnaryOp::Erf => map(x, math::erf),
+        UnaryOp::Log1p => map(x, math::log1p),
+        UnaryOp::Expm1 => map(x, math::expm1),
         UnaryOp::Not => return malformed("`not` on a float tile"),
     })
 }
@@ -389,6 +395,7 @@ fn float_binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Result<Vec<f32>, OpErr> {
         BinaryOp::Rem => zip_map(x, y, |a, b| a % b),
         BinaryOp::Max => zip_map(x, y, f32::max),
         BinaryOp::Min => zip_map(x, y, f32::min),
+        BinaryOp::Pow => zip_map(x, y, math::pow),
         op => return malformed(format!("`{op:?}` on float tiles")),
     })
 }
@@ -424,6 +431,7 @@ macro_rules! int_binary {
                     a >> (BITS - 1)
                 }
             }),
+            BinaryOp::Pow => return malformed("`Pow` on integer tiles"),
         }))
     }};
 }

@@ -136,6 +136,13 @@ fn unary_f64(op: UnaryOp, a: f64) -> f64 {
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-a).exp()),
         UnaryOp::Tanh => a.tanh(),
         UnaryOp::Abs => a.abs(),
+        UnaryOp::Sin => a.sin(),
+        UnaryOp::Cos => a.cos(),
+        // std has no erf: the interpreter's f64 series, checked against
+        // mpmath in tile_interp::math's unit tests.
+        UnaryOp::Erf => interp::math::erf_f64(a),
+        UnaryOp::Log1p => a.ln_1p(),
+        UnaryOp::Expm1 => a.exp_m1(),
         UnaryOp::Not => unreachable!(),
     }
 }
@@ -145,9 +152,12 @@ fn unary_f64(op: UnaryOp, a: f64) -> f64 {
 /// requires correctly rounded); rsqrt is 1/sqrt, two roundings: 1; exp, exp2,
 /// ln, tanh from Rust's libm are within 1 ulp of the exact value, so 2 of its
 /// rounding; sigmoid = 1/(1 + exp(−x)): exp's ulp, the add and the division: 3.
+/// `sin cos erf log1p expm1` compute in f64 and round once: 0 but for a
+/// double rounding, 1.
 fn unary_ulps(op: UnaryOp) -> u32 {
     match op {
         UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt => 0,
+        UnaryOp::Sin | UnaryOp::Cos | UnaryOp::Erf | UnaryOp::Log1p | UnaryOp::Expm1 => 1,
         UnaryOp::Rsqrt => 1,
         UnaryOp::Sigmoid => 3,
         _ => 2,
@@ -204,7 +214,131 @@ const FLOAT_UNARY: &[UnaryOp] = &[
     UnaryOp::Sigmoid,
     UnaryOp::Tanh,
     UnaryOp::Abs,
+    UnaryOp::Sin,
+    UnaryOp::Cos,
+    UnaryOp::Erf,
+    UnaryOp::Log1p,
+    UnaryOp::Expm1,
 ];
+
+/// The special values of `sin cos erf log1p expm1` (C99 Annex F), bit for
+/// bit (signed zeros) on f32.
+#[test]
+fn math_function_special_values() {
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let tiny = f32::from_bits(1);
+    let cases: &[(UnaryOp, f32, f32)] = &[
+        (UnaryOp::Sin, 0.0, 0.0),
+        (UnaryOp::Sin, -0.0, -0.0),
+        (UnaryOp::Sin, inf, nan),
+        (UnaryOp::Sin, -inf, nan),
+        (UnaryOp::Sin, nan, nan),
+        (UnaryOp::Sin, tiny, tiny),
+        (UnaryOp::Sin, 1.0e30, -0.791_163_44),
+        (UnaryOp::Cos, -0.0, 1.0),
+        (UnaryOp::Cos, inf, nan),
+        (UnaryOp::Cos, nan, nan),
+        (UnaryOp::Erf, 0.0, 0.0),
+        (UnaryOp::Erf, -0.0, -0.0),
+        (UnaryOp::Erf, inf, 1.0),
+        (UnaryOp::Erf, -inf, -1.0),
+        (UnaryOp::Erf, nan, nan),
+        (UnaryOp::Erf, 5.0, 1.0),
+        (UnaryOp::Log1p, 0.0, 0.0),
+        (UnaryOp::Log1p, -0.0, -0.0),
+        (UnaryOp::Log1p, -1.0, -inf),
+        (UnaryOp::Log1p, -2.0, nan),
+        (UnaryOp::Log1p, -inf, nan),
+        (UnaryOp::Log1p, inf, inf),
+        (UnaryOp::Log1p, nan, nan),
+        (UnaryOp::Log1p, -tiny, -tiny),
+        (UnaryOp::Expm1, 0.0, 0.0),
+        (UnaryOp::Expm1, -0.0, -0.0),
+        (UnaryOp::Expm1, inf, inf),
+        (UnaryOp::Expm1, -inf, -1.0),
+        (UnaryOp::Expm1, nan, nan),
+        (UnaryOp::Expm1, 89.0, inf),
+        (UnaryOp::Expm1, tiny, tiny),
+        (UnaryOp::Expm1, 1.0e-20, 1.0e-20),
+    ];
+    for &(op, x, want) in cases {
+        let k = elementwise(&[Scalar::F32], Scalar::F32, 4, |b, v| b.unary(op, v[0]));
+        let got = run_ew(&k, &[&Buffer::from_f32(&[x])], Scalar::F32, 1, 4).to_f32_vec()[0];
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{op:?}({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+}
+
+/// `pow` against f64 `powf` (C's `pow`) on random and special operands, and
+/// C's `powf` special values bit for bit.
+#[test]
+fn pow_values_and_special_cases() {
+    let mut rng = tile_testkit::rng(seed());
+    let n = 1000;
+    let a: Vec<f32> = inputs(&mut rng, n);
+    let mut b: Vec<f32> = inputs(&mut rng, n);
+    b.reverse();
+    let k = elementwise(&[Scalar::F32, Scalar::F32], Scalar::F32, 128, |bb, v| {
+        bb.binary(BinaryOp::Pow, v[0], v[1])
+    });
+    let y = run_ew(
+        &k,
+        &[&Buffer::from_f32(&a), &Buffer::from_f32(&b)],
+        Scalar::F32,
+        n,
+        128,
+    );
+    let want: Vec<f32> = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &e)| (x as f64).powf(e as f64) as f32)
+        .collect();
+    assert_ulps("pow f32", &y.to_f32_vec(), &want, 1, 32, f32::to_bits);
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let cases: &[(f32, f32, f32)] = &[
+        (nan, 0.0, 1.0),
+        (1.0, nan, 1.0),
+        (-1.0, inf, 1.0),
+        (-1.0, -inf, 1.0),
+        (2.0, nan, nan),
+        (-2.0, 0.5, nan),
+        (-0.0, -3.0, -inf),
+        (0.0, -2.0, inf),
+        (-0.0, 3.0, -0.0),
+        (-0.0, 2.0, 0.0),
+        (0.5, -inf, inf),
+        (2.0, -inf, 0.0),
+        (-inf, -3.0, -0.0),
+        (-inf, 3.0, -inf),
+        (-inf, 0.5, inf),
+        (-2.0, 3.0, -8.0),
+        (2.0, 128.0, inf),
+        (2.0, -149.0, f32::from_bits(1)),
+    ];
+    let (xa, xb, xw): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+        cases.iter().map(|c| c.0).collect(),
+        cases.iter().map(|c| c.1).collect(),
+        cases.iter().map(|c| c.2).collect(),
+    );
+    let y = run_ew(
+        &k,
+        &[&Buffer::from_f32(&xa), &Buffer::from_f32(&xb)],
+        Scalar::F32,
+        cases.len(),
+        128,
+    )
+    .to_f32_vec();
+    for (i, (&got, &want)) in y.iter().zip(&xw).enumerate() {
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "pow({:e}, {:e}) = {got:e}, want {want:e}",
+            xa[i],
+            xb[i]
+        );
+    }
+}
 
 #[test]
 fn float_unary_ops_all_dtypes() {
@@ -501,6 +635,7 @@ fn int_binary_ref_i32(op: BinaryOp, a: i32, b: i32) -> i32 {
                 0
             }
         }
+        BinaryOp::Pow => unreachable!("pow is float-only"),
     }
 }
 

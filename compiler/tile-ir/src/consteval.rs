@@ -81,7 +81,13 @@ pub fn unary(op: UnaryOp, c: Const, s: Scalar) -> Option<Const> {
         UnaryOp::Rsqrt => (1.0 / xf.sqrt()) as f64,
         UnaryOp::Sigmoid => (1.0 / (1.0 + (-xf).exp())) as f64,
         UnaryOp::Tanh => xf.tanh() as f64,
-        UnaryOp::Not => return None,
+        // Not folded: computed where the kernel runs (docs/LANGUAGE.md, "Math functions").
+        UnaryOp::Not
+        | UnaryOp::Sin
+        | UnaryOp::Cos
+        | UnaryOp::Erf
+        | UnaryOp::Log1p
+        | UnaryOp::Expm1 => return None,
     };
     Some(normalize(Const::Float(r), s))
 }
@@ -126,6 +132,7 @@ pub fn binary(op: BinaryOp, a: Const, b: Const, s: Scalar) -> Option<Const> {
                 }
             }
             BinaryOp::Shr if !(0..bits).contains(&y) => return None,
+            BinaryOp::Pow => return None,
             BinaryOp::Shr => {
                 if s == Scalar::I32 {
                     ((x as i32) >> y) as i64

@@ -179,6 +179,16 @@ pub enum UnaryOp {
     Sigmoid,
     Tanh,
     Abs,
+    /// Sine and cosine (radians). Accurate range reduction for |x| ≤ 105615
+    /// on the GPU (docs/LANGUAGE.md, "Math functions").
+    Sin,
+    Cos,
+    /// The error function.
+    Erf,
+    /// `ln(1 + x)`, accurate near 0.
+    Log1p,
+    /// `exp(x) - 1`, accurate near 0.
+    Expm1,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -199,6 +209,8 @@ pub enum BinaryOp {
     Shl,
     /// Arithmetic shift right.
     Shr,
+    /// `a` to the power `b` (floats only), with C's `powf` special values.
+    Pow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

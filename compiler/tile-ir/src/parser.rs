@@ -792,6 +792,11 @@ fn unary_op(name: &str) -> Option<UnaryOp> {
         "sigmoid" => UnaryOp::Sigmoid,
         "tanh" => UnaryOp::Tanh,
         "abs" => UnaryOp::Abs,
+        "sin" => UnaryOp::Sin,
+        "cos" => UnaryOp::Cos,
+        "erf" => UnaryOp::Erf,
+        "log1p" => UnaryOp::Log1p,
+        "expm1" => UnaryOp::Expm1,
         _ => return None,
     })
 }
@@ -810,6 +815,7 @@ fn binary_op(name: &str) -> Option<BinaryOp> {
         "xor" => BinaryOp::Xor,
         "shl" => BinaryOp::Shl,
         "shr" => BinaryOp::Shr,
+        "pow" => BinaryOp::Pow,
         _ => return None,
     })
 }

@@ -74,6 +74,11 @@ fn unary_name(op: UnaryOp) -> &'static str {
         UnaryOp::Sigmoid => "sigmoid",
         UnaryOp::Tanh => "tanh",
         UnaryOp::Abs => "abs",
+        UnaryOp::Sin => "sin",
+        UnaryOp::Cos => "cos",
+        UnaryOp::Erf => "erf",
+        UnaryOp::Log1p => "log1p",
+        UnaryOp::Expm1 => "expm1",
     }
 }
 
@@ -91,6 +96,7 @@ fn binary_name(op: BinaryOp) -> &'static str {
         BinaryOp::Xor => "xor",
         BinaryOp::Shl => "shl",
         BinaryOp::Shr => "shr",
+        BinaryOp::Pow => "pow",
     }
 }
 

@@ -1,7 +1,7 @@
 //! TIR verifier: checks the invariants listed in the [`super`] module doc, plus
 //! the typing rule of every op.
 
-use super::{Block, Const, Elem, Inst, Kernel, Op, Scalar, Type, UnaryOp, ValueId};
+use super::{BinaryOp, Block, Const, Elem, Inst, Kernel, Op, Scalar, Type, UnaryOp, ValueId};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid TIR in kernel `{kernel}`: {message}")]
@@ -293,11 +293,14 @@ impl Verifier<'_> {
                     return Err(format!("{op:?} on {vt}"));
                 }
             }
-            Op::Binary(_, a, b) => {
+            Op::Binary(op, a, b) => {
                 let (at, bt, rt) = (t(a)?, t(b)?, r()?);
                 same(&at, &bt)?;
                 same(&at, &rt)?;
-                num(&at)?;
+                let s = num(&at)?;
+                if *op == BinaryOp::Pow && !s.is_float() {
+                    return Err(format!("{op:?} on {at}"));
+                }
             }
             Op::Cmp(_, a, b) => {
                 let (at, bt, rt) = (t(a)?, t(b)?, r()?);

@@ -3,7 +3,8 @@
 //! ops built from it, each operand read in the result's layout.
 
 use super::{scalar_ty, Lower};
-use crate::emit::V;
+use crate::emit::{Emitter, V};
+use crate::math::{self, Arith};
 use crate::CodegenError;
 use tile_ir::{BinaryOp, CmpOp, Const, Op, Scalar, Span, UnaryOp, ValueId};
 
@@ -252,12 +253,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         let y = match op {
             UnaryOp::Neg => self.e.op1("arith.negf", &[x], f32t, &[])?,
             UnaryOp::Not => return Err(CodegenError::Internal("not on floats".into())),
-            UnaryOp::Abs => self.e.op1(
-                "llvm.intr.fabs",
-                &[x],
-                f32t,
-                &[("fastmathFlags", "#llvm.fastmath<none>")],
-            )?,
+            // `llvm.intr.fabs` is illegal after convert-gpu-to-nvvm.
+            UnaryOp::Abs => self.e.call_intrinsic("llvm.fabs.f32", &[x], f32t)?,
             UnaryOp::Exp => self.exp(x)?,
             UnaryOp::Exp2 => self
                 .e
@@ -290,6 +287,11 @@ impl<'c, 'k> Lower<'c, 'k> {
                     ("tail_call_kind", "#llvm.tailcallkind<none>"),
                 ],
             )?,
+            UnaryOp::Sin => math::sin(&mut Mlir(&mut self.e), x)?,
+            UnaryOp::Cos => math::cos(&mut Mlir(&mut self.e), x)?,
+            UnaryOp::Erf => math::erf(&mut Mlir(&mut self.e), x)?,
+            UnaryOp::Log1p => math::log1p(&mut Mlir(&mut self.e), x)?,
+            UnaryOp::Expm1 => math::expm1(&mut Mlir(&mut self.e), x)?,
         };
         self.narrow(y, s)
     }
@@ -402,6 +404,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 BinaryOp::Xor => "arith.xori",
                 BinaryOp::Shl => "arith.shli",
                 BinaryOp::Shr => "arith.shrsi",
+                BinaryOp::Pow => return Err(CodegenError::Internal("pow on integers".into())),
             };
             if matches!(
                 op,
@@ -431,6 +434,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 f32t,
                 &[("fastmathFlags", "#llvm.fastmath<none>")],
             )?,
+            BinaryOp::Pow => math::pow(&mut Mlir(&mut self.e), x, y)?,
             _ => return Err(CodegenError::Internal(format!("{op:?} on floats"))),
         };
         self.narrow(r, s)
@@ -523,5 +527,129 @@ impl<'c, 'k> Lower<'c, 'k> {
                 self.e.call_intrinsic(&intrin, &[w], tt)
             }
         }
+    }
+}
+
+/// [`Arith`] as MLIR ops on one f32 register: the `math` functions (`sin cos
+/// erf log1p expm1 pow`) are emitted through it. Only correctly rounded
+/// instructions (`fma.rn`, `add.rn`, `div.rn`, …), no libdevice.
+struct Mlir<'a, 'c>(&'a mut Emitter<'c>);
+
+impl Mlir<'_, '_> {
+    fn f(&mut self, name: &str, args: &[V]) -> Result<V, CodegenError> {
+        let t = self.0.ty("f32");
+        self.0.op1(name, args, t, &[])
+    }
+    fn i(&mut self, name: &str, args: &[V]) -> Result<V, CodegenError> {
+        let t = self.0.ty("i32");
+        self.0.op1(name, args, t, &[])
+    }
+    fn llvm_f(&mut self, name: &str, args: &[V]) -> Result<V, CodegenError> {
+        let t = self.0.ty("f32");
+        self.0
+            .op1(name, args, t, &[("fastmathFlags", "#llvm.fastmath<none>")])
+    }
+}
+
+impl Arith for Mlir<'_, '_> {
+    type F = V;
+    type I = V;
+    type B = V;
+    type E = CodegenError;
+    fn cf(&mut self, x: f32) -> Result<V, CodegenError> {
+        let t = self.0.ty("f32");
+        self.0.constant(&format!("0x{:08X} : f32", x.to_bits()), t)
+    }
+    fn ci(&mut self, x: i32) -> Result<V, CodegenError> {
+        self.0.i32(x as i64)
+    }
+    fn add(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.f("arith.addf", &[a, b])
+    }
+    fn sub(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.f("arith.subf", &[a, b])
+    }
+    fn mul(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.f("arith.mulf", &[a, b])
+    }
+    fn div(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.f("arith.divf", &[a, b])
+    }
+    fn fma(&mut self, a: V, b: V, c: V) -> Result<V, CodegenError> {
+        // `llvm.intr.fma` would become a libdevice call in convert-gpu-to-nvvm.
+        let t = self.0.ty("f32");
+        self.0.call_intrinsic("llvm.fma.f32", &[a, b, c], t)
+    }
+    fn neg(&mut self, a: V) -> Result<V, CodegenError> {
+        self.f("arith.negf", &[a])
+    }
+    fn abs(&mut self, a: V) -> Result<V, CodegenError> {
+        // `llvm.intr.fabs` is illegal after convert-gpu-to-nvvm.
+        let t = self.0.ty("f32");
+        self.0.call_intrinsic("llvm.fabs.f32", &[a], t)
+    }
+    fn max(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.llvm_f("llvm.intr.maxnum", &[a, b])
+    }
+    fn min(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.llvm_f("llvm.intr.minnum", &[a, b])
+    }
+    fn lt(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.cmpf("olt", a, b)
+    }
+    fn eq(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.cmpf("oeq", a, b)
+    }
+    fn is_nan(&mut self, a: V) -> Result<V, CodegenError> {
+        self.0.cmpf("uno", a, a)
+    }
+    fn sel(&mut self, c: V, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.select(c, a, b)
+    }
+    fn or(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.ori", a, b)
+    }
+    fn and(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.andi", a, b)
+    }
+    fn not(&mut self, a: V) -> Result<V, CodegenError> {
+        let t = self.0.bool(true)?;
+        self.0.binop("arith.xori", a, t)
+    }
+    fn bits(&mut self, a: V) -> Result<V, CodegenError> {
+        self.i("arith.bitcast", &[a])
+    }
+    fn from_bits(&mut self, a: V) -> Result<V, CodegenError> {
+        self.f("arith.bitcast", &[a])
+    }
+    fn iadd(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.addi", a, b)
+    }
+    fn isub(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.subi", a, b)
+    }
+    fn iand(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.andi", a, b)
+    }
+    fn shl(&mut self, a: V, n: u32) -> Result<V, CodegenError> {
+        let n = self.0.i32(n as i64)?;
+        self.0.binop("arith.shli", a, n)
+    }
+    fn shr(&mut self, a: V, n: u32) -> Result<V, CodegenError> {
+        let n = self.0.i32(n as i64)?;
+        self.0.binop("arith.shrsi", a, n)
+    }
+    fn ieq(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.cmpi("eq", a, b)
+    }
+    fn ilt(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.cmpi("slt", a, b)
+    }
+    fn to_int(&mut self, a: V) -> Result<V, CodegenError> {
+        let t = self.0.ty("i32");
+        self.0.call_intrinsic("llvm.fptosi.sat.i32.f32", &[a], t)
+    }
+    fn to_float(&mut self, a: V) -> Result<V, CodegenError> {
+        self.f("arith.sitofp", &[a])
     }
 }

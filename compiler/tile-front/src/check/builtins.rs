@@ -25,6 +25,12 @@ pub const BUILTINS: &[&str] = &[
     "rsqrt",
     "sigmoid",
     "tanh",
+    "sin",
+    "cos",
+    "erf",
+    "log1p",
+    "expm1",
+    "pow",
     "abs",
     "maximum",
     "minimum",
@@ -87,9 +93,9 @@ pub(super) fn call(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> Option
         "load" => load(cx, args, span),
         "store" | "atomic_add" => store(cx, name, args, span),
         "where" => where_(cx, args, span),
-        "exp" | "exp2" | "log" | "sqrt" | "rsqrt" | "sigmoid" | "tanh" | "abs" => {
-            math(cx, name, args, span)
-        }
+        "exp" | "exp2" | "log" | "sqrt" | "rsqrt" | "sigmoid" | "tanh" | "sin" | "cos" | "erf"
+        | "log1p" | "expm1" | "abs" => math(cx, name, args, span),
+        "pow" => pow(cx, args, span),
         "maximum" | "minimum" => minmax(cx, name, args, span),
         "sum" | "max" | "min" => reduce(cx, name, args, span),
         "dot" => dot(cx, args, span),
@@ -690,6 +696,11 @@ fn math(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {
         "rsqrt" => UnaryOp::Rsqrt,
         "sigmoid" => UnaryOp::Sigmoid,
         "tanh" => UnaryOp::Tanh,
+        "sin" => UnaryOp::Sin,
+        "cos" => UnaryOp::Cos,
+        "erf" => UnaryOp::Erf,
+        "log1p" => UnaryOp::Log1p,
+        "expm1" => UnaryOp::Expm1,
         _ => UnaryOp::Abs,
     };
     let t = match v {
@@ -716,6 +727,29 @@ fn math(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {
         );
     }
     Ok(Val::Typed(cx.unary_op(op, t, span)))
+}
+
+/// `pow(a, b)`: operands promote and broadcast like `a * b`; the promoted
+/// type must be a float (E0035).
+fn pow(cx: &mut Cx, args: &[Expr], span: Span) -> R<Val> {
+    arity(cx, "pow", args, 2, 2, "pow(a, b)", span)?;
+    let a = cx.expr(&args[0]);
+    let b = cx.expr(&args[1]);
+    let (a, b) = (a?, b?);
+    let (ta, tb) = unify(cx, a, b, args[0].span, args[1].span, span)?;
+    if !ta.ty.scalar_elem().is_some_and(Scalar::is_float) {
+        let d = ta.ty.to_string();
+        return cx.err(
+            Diagnostic::new(
+                Code::FloatOnly,
+                format!("`pow` needs float arguments, found `{d}`"),
+                span,
+            )
+            .with_label(format!("the arguments are `{d}`"))
+            .with_hint("convert one of them first, e.g. `pow(x as f32, 3)` or `pow(2.0, n)`"),
+        );
+    }
+    cx.binary_op(BinaryOp::Pow, ta, tb, span).map(Val::Typed)
 }
 
 fn minmax(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {

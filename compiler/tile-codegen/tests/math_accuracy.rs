@@ -1,0 +1,319 @@
+//! The f32 math functions of `tile_codegen::math` (what the GPU computes, bit
+//! for bit, through `math::cpu`) against f64 references: maximum error in
+//! ulp over a sweep of each documented domain, and the special values.
+//! docs/LANGUAGE.md ("Math functions") lists the bounds asserted here;
+//! `tests/integration-tests/tests/gpu_math.rs` measures the same on the GPU.
+//! `TILE_MATH_SWEEP=<log2 points>` makes the sweep denser (default 2^16).
+
+use tile_codegen::math::cpu;
+
+/// The f64 error function (a series of positive terms; ±1 from |x| = 6).
+fn erf64(x: f64) -> f64 {
+    if x.is_nan() || x == 0.0 {
+        return x;
+    }
+    if x.abs() >= 6.0 {
+        return x.signum();
+    }
+    let x2 = x * x;
+    let (mut term, mut sum, mut n) = (x, x, 0.0);
+    loop {
+        n += 1.0;
+        term *= 2.0 * x2 / (2.0 * n + 1.0);
+        sum += term;
+        if term.abs() <= sum.abs() * 1e-17 {
+            break;
+        }
+    }
+    2.0 / std::f64::consts::PI.sqrt() * (-x2).exp() * sum
+}
+
+/// Error of `got` against the exact `want`, in ulp of f32 at `want`
+/// (subnormal spacing below 2^-126); 0 when both round to the same infinity.
+fn ulp_err(got: f32, want: f64) -> f64 {
+    if want.is_nan() || got.is_nan() {
+        return if want.is_nan() && got.is_nan() {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    if got.is_infinite() || (want as f32).is_infinite() {
+        // Overflow: an infinity is right when the exact value rounds to it;
+        // f32::MAX for a value just beyond counts as one ulp.
+        return if got == want as f32 {
+            0.0
+        } else if got.abs() == f32::MAX {
+            1.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let e = want.abs().max(f32::MIN_POSITIVE as f64).log2().floor();
+    let ulp = 2f64.powf(e - 23.0);
+    (got as f64 - want).abs() / ulp
+}
+
+fn points() -> u32 {
+    std::env::var("TILE_MATH_SWEEP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16)
+}
+
+/// `n` f32 values evenly spaced in bit pattern over [lo, hi] (both ≥ 0),
+/// with both signs when `signed`.
+fn sweep(lo: f32, hi: f32, n: u32, signed: bool) -> Vec<f32> {
+    let (a, b) = (lo.to_bits() as u64, hi.to_bits() as u64);
+    let mut v = Vec::new();
+    for i in 0..n as u64 {
+        let x = f32::from_bits((a + (b - a) * i / (n as u64 - 1)) as u32);
+        v.push(x);
+        if signed {
+            v.push(-x);
+        }
+    }
+    v
+}
+
+fn worst(name: &str, xs: &[f32], f: fn(f32) -> f32, r: fn(f64) -> f64) -> (f64, f32) {
+    let mut w = (0.0, 0.0);
+    for &x in xs {
+        let e = ulp_err(f(x), r(x as f64));
+        if e > w.0 {
+            w = (e, x);
+        }
+    }
+    println!("{name:6} max {:.3} ulp at x = {:e}", w.0, w.1);
+    w
+}
+
+#[test]
+fn sin_cos_within_bound() {
+    let n = 1 << points();
+    let mut xs = sweep(0.0, 105615.0, n, true);
+    // Near multiples of π/2, where the reduction cancels.
+    for k in (1..67_000).step_by(7) {
+        let x = (k as f64 * std::f64::consts::FRAC_PI_2) as f32;
+        xs.extend([
+            x,
+            f32::from_bits(x.to_bits() + 1),
+            f32::from_bits(x.to_bits() - 1),
+        ]);
+    }
+    let (s, _) = worst("sin", &xs, cpu::sin, f64::sin);
+    let (c, _) = worst("cos", &xs, cpu::cos, f64::cos);
+    assert!(s <= 1.5, "sin: {s} ulp");
+    assert!(c <= 1.5, "cos: {c} ulp");
+}
+
+#[test]
+fn erf_within_bound() {
+    let xs = sweep(0.0, 4.5, 1 << points(), true);
+    let (e, _) = worst("erf", &xs, cpu::erf, erf64);
+    assert!(e <= 2.0, "erf: {e} ulp");
+}
+
+#[test]
+fn log1p_within_bound() {
+    let mut xs = sweep(0.0, f32::MAX, 1 << points(), false);
+    xs.extend(
+        sweep(0.0, 0.999_999_94, 1 << points(), false)
+            .iter()
+            .map(|x| -x),
+    );
+    let (e, _) = worst("log1p", &xs, cpu::log1p, f64::ln_1p);
+    assert!(e <= 1.5, "log1p: {e} ulp");
+}
+
+#[test]
+fn expm1_within_bound() {
+    let mut xs = sweep(0.0, 88.72, 1 << points(), false);
+    xs.extend(sweep(0.0, 104.0, 1 << points(), false).iter().map(|x| -x));
+    let (e, _) = worst("expm1", &xs, cpu::expm1, f64::exp_m1);
+    assert!(e <= 1.5, "expm1: {e} ulp");
+}
+
+#[test]
+fn pow_within_bound() {
+    // a over every binade, b over ±[2^-10, 200] (results far beyond the
+    // range are exact zeros and infinities), and negative bases with
+    // integer exponents.
+    let n = 1 << (points() / 2 + 1);
+    let aa = sweep(f32::from_bits(1), f32::MAX, n, false);
+    let mut bb = sweep(1.0 / 1024.0, 200.0, n / 2, true);
+    bb.extend((-40..=40).map(|i| i as f32));
+    let mut w = (0.0f64, 0.0f32, 0.0f32);
+    for &a in &aa {
+        for &b in &bb {
+            for a in [a, -a] {
+                if a < 0.0 && b.fract() != 0.0 {
+                    continue;
+                }
+                let e = ulp_err(cpu::pow(a, b), (a as f64).powf(b as f64));
+                if e > w.0 {
+                    w = (e, a, b);
+                }
+            }
+        }
+    }
+    println!("pow    max {:.3} ulp at ({:e}, {:e})", w.0, w.1, w.2);
+    assert!(w.0 <= 2.0, "pow: {} ulp at ({:e}, {:e})", w.0, w.1, w.2);
+}
+
+fn same(got: f32, want: f32) -> bool {
+    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+}
+
+#[test]
+fn special_values() {
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let tiny = f32::from_bits(1);
+    let unary: [(&str, fn(f32) -> f32, &[(f32, f32)]); 5] = [
+        (
+            "sin",
+            cpu::sin,
+            &[
+                (0.0, 0.0),
+                (-0.0, -0.0),
+                (inf, nan),
+                (-inf, nan),
+                (nan, nan),
+                (tiny, tiny),
+                (-tiny, -tiny),
+            ],
+        ),
+        (
+            "cos",
+            cpu::cos,
+            &[
+                (0.0, 1.0),
+                (-0.0, 1.0),
+                (inf, nan),
+                (-inf, nan),
+                (nan, nan),
+                (tiny, 1.0),
+            ],
+        ),
+        (
+            "erf",
+            cpu::erf,
+            &[
+                (0.0, 0.0),
+                (-0.0, -0.0),
+                (inf, 1.0),
+                (-inf, -1.0),
+                (nan, nan),
+                (tiny, 0.0f32.max(tiny * 1.0)),
+                (10.0, 1.0),
+                (-10.0, -1.0),
+            ],
+        ),
+        (
+            "log1p",
+            cpu::log1p,
+            &[
+                (0.0, 0.0),
+                (-0.0, -0.0),
+                (inf, inf),
+                (-inf, nan),
+                (nan, nan),
+                (-1.0, -inf),
+                (-2.0, nan),
+                (tiny, tiny),
+                (-tiny, -tiny),
+                (f32::MAX, 88.72284),
+            ],
+        ),
+        (
+            "expm1",
+            cpu::expm1,
+            &[
+                (0.0, 0.0),
+                (-0.0, -0.0),
+                (inf, inf),
+                (-inf, -1.0),
+                (nan, nan),
+                (tiny, tiny),
+                (-tiny, -tiny),
+                (89.0, inf),
+                (-200.0, -1.0),
+            ],
+        ),
+    ];
+    for (name, f, cases) in unary {
+        for &(x, want) in cases {
+            // erf of the smallest subnormal is 2/√π·2^-149 → 2^-149 (x itself)
+            let want = if name == "erf" && x == tiny {
+                tiny
+            } else {
+                want
+            };
+            assert!(
+                same(f(x), want),
+                "{name}({x:e}) = {:e}, want {want:e}",
+                f(x)
+            );
+        }
+    }
+    // C99 F.9.4.4 (powf).
+    let pow_cases: &[(f32, f32, f32)] = &[
+        (nan, 0.0, 1.0),
+        (nan, -0.0, 1.0),
+        (1.0, nan, 1.0),
+        (1.0, inf, 1.0),
+        (-1.0, inf, 1.0),
+        (-1.0, -inf, 1.0),
+        (nan, 1.0, nan),
+        (2.0, nan, nan),
+        (-1.0, nan, nan),
+        (-2.0, 0.5, nan),
+        (-8.0, 1.0 / 3.0, nan),
+        (0.0, -3.0, inf),
+        (-0.0, -3.0, -inf),
+        (0.0, -2.0, inf),
+        (-0.0, -2.0, inf),
+        (-0.0, -0.5, inf),
+        (0.0, -inf, inf),
+        (-0.0, -inf, inf),
+        (0.0, 3.0, 0.0),
+        (-0.0, 3.0, -0.0),
+        (-0.0, 2.0, 0.0),
+        (-0.0, 0.5, 0.0),
+        (0.0, inf, 0.0),
+        (0.5, -inf, inf),
+        (2.0, -inf, 0.0),
+        (0.5, inf, 0.0),
+        (2.0, inf, inf),
+        (-0.5, inf, 0.0),
+        (-2.0, inf, inf),
+        (-inf, -3.0, -0.0),
+        (-inf, -2.0, 0.0),
+        (-inf, -0.5, 0.0),
+        (-inf, 3.0, -inf),
+        (-inf, 2.0, inf),
+        (-inf, 0.5, inf),
+        (inf, -1.0, 0.0),
+        (inf, 0.5, inf),
+        (-2.0, 3.0, -8.0),
+        (-2.0, 2.0, 4.0),
+        (2.0, 0.5, std::f32::consts::SQRT_2),
+        (2.0, 128.0, inf),
+        (2.0, -149.0, tiny),
+        (2.0, -150.0, 0.0),
+        (-2.0, -149.0, -tiny),
+        (tiny, 1.0, tiny),
+        (tiny, 0.5, 3.743_392e-23),
+        (3.0, 1e10, inf),
+        (-3.0, 1e10, inf),
+        (-3.0, -1e10, 0.0),
+        (-1.0, 16777217.0, 1.0),
+    ];
+    for &(a, b, want) in pow_cases {
+        let got = cpu::pow(a, b);
+        assert!(
+            same(got, want),
+            "pow({a:e}, {b:e}) = {got:e}, want {want:e}"
+        );
+    }
+}

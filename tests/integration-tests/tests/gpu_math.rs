@@ -1,0 +1,396 @@
+//! GPU tier: `sin cos erf log1p expm1 pow` (tile_codegen::math, no
+//! libdevice) on the GPU against f64, kernel `math_ext` of
+//! tests/kernels/math.tile. Per function 2^20 inputs (a sweep of the
+//! documented domain evenly spaced in bit pattern, both signs where the
+//! domain has them, so every binade is covered, then the special values);
+//! `pow` on pairs of a base from every binade and an exponent in
+//! ±[2^-10, 200] or a small integer (negative bases too). Prints the table of
+//! docs/LANGUAGE.md ("Math functions"): the maximum error in ulp of the f32
+//! result and where; asserts the documented bounds, and the special values
+//! (C99 Annex F) bit for bit. NaN-poisoned output.
+#![cfg(feature = "gpu")]
+
+use rand::{Rng, SeedableRng};
+use tile_runtime::Arg;
+use tile_testkit::*;
+
+fn small() -> bool {
+    std::env::var_os("TILE_SANITIZER_RUN").is_some()
+}
+
+/// The f64 error function (a series of positive terms; ±1 from |x| = 6).
+fn erf64(x: f64) -> f64 {
+    if x.is_nan() || x == 0.0 {
+        return x;
+    }
+    if x.abs() >= 6.0 {
+        return x.signum();
+    }
+    let x2 = x * x;
+    let (mut term, mut sum, mut n) = (x, x, 0.0);
+    loop {
+        n += 1.0;
+        term *= 2.0 * x2 / (2.0 * n + 1.0);
+        sum += term;
+        if term.abs() <= sum.abs() * 1e-17 {
+            break;
+        }
+    }
+    2.0 / std::f64::consts::PI.sqrt() * (-x2).exp() * sum
+}
+
+/// Error of `got` against the exact `want` in ulp of f32 at `want`
+/// (subnormal spacing below 2^-126); NaN only with NaN; an infinity only
+/// where the exact value rounds to it (f32::MAX for a value just beyond: 1).
+fn ulp_err(got: f32, want: f64) -> f64 {
+    if want.is_nan() || got.is_nan() {
+        return if want.is_nan() && got.is_nan() {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    if got.is_infinite() || (want as f32).is_infinite() {
+        return if got == want as f32 {
+            0.0
+        } else if got.abs() == f32::MAX {
+            1.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let e = want.abs().max(f32::MIN_POSITIVE as f64).log2().floor();
+    (got as f64 - want).abs() / 2f64.powf(e - 23.0)
+}
+
+/// `n` values evenly spaced in bit pattern over [lo, hi] (lo, hi ≥ 0),
+/// alternating signs when `signed`.
+fn sweep(lo: f32, hi: f32, n: usize, signed: bool) -> Vec<f32> {
+    let (a, b) = (lo.to_bits() as u64, hi.to_bits() as u64);
+    (0..n as u64)
+        .map(|i| {
+            let x = f32::from_bits((a + (b - a) * i / (n as u64 - 1)) as u32);
+            if signed && i % 2 == 1 {
+                -x
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+struct Func {
+    name: &'static str,
+    exact: fn(f64) -> f64,
+    /// The documented domain: the sweep's [lo, hi] and whether negative.
+    lo: f32,
+    hi: f32,
+    signed: bool,
+    /// Negative inputs swept over [0, neg_hi] as well (log1p, expm1).
+    neg_hi: f32,
+    /// The documented bound in ulp.
+    bound: f64,
+}
+
+const INF: f32 = f32::INFINITY;
+const NAN: f32 = f32::NAN;
+const TINY: f32 = f32::from_bits(1);
+
+/// Special values appended to every function's inputs.
+const SPECIAL: &[f32] = &[
+    0.0,
+    -0.0,
+    INF,
+    -INF,
+    NAN,
+    TINY,
+    -TINY,
+    f32::MIN_POSITIVE,
+    -f32::MIN_POSITIVE,
+    1e-30,
+    -1e-30,
+    1.0,
+    -1.0,
+    -2.0,
+    f32::MAX,
+    -f32::MAX,
+];
+
+#[test]
+fn gpu_math_function_ulp_errors() {
+    let Some(dev) = gpu_or_skip("gpu_math_function_ulp_errors") else {
+        return;
+    };
+    let pack = pack_named("codegen-tests.tpack");
+    let v = &pack.kernel("math_ext").unwrap().variants[0];
+    let k = pack.load_kernel(&dev, "math_ext", &v.config).unwrap();
+    let n: usize = if small() { 4096 } else { 1 << 20 };
+    let funcs = [
+        Func {
+            name: "sin",
+            exact: f64::sin,
+            lo: 0.0,
+            hi: 105615.0,
+            signed: true,
+            neg_hi: 0.0,
+            bound: 1.5,
+        },
+        Func {
+            name: "cos",
+            exact: f64::cos,
+            lo: 0.0,
+            hi: 105615.0,
+            signed: true,
+            neg_hi: 0.0,
+            bound: 1.5,
+        },
+        Func {
+            name: "erf",
+            exact: erf64,
+            lo: 0.0,
+            hi: 4.5,
+            signed: true,
+            neg_hi: 0.0,
+            bound: 1.5,
+        },
+        Func {
+            name: "log1p",
+            exact: f64::ln_1p,
+            lo: 0.0,
+            hi: f32::MAX,
+            signed: false,
+            neg_hi: 0.999_999_94,
+            bound: 1.0,
+        },
+        Func {
+            name: "expm1",
+            exact: f64::exp_m1,
+            lo: 0.0,
+            hi: 88.72,
+            signed: false,
+            neg_hi: 104.0,
+            bound: 1.5,
+        },
+    ];
+    let mut seed_rng = rand::rngs::StdRng::seed_from_u64(seed("gpu_math_function_ulp_errors"));
+    let body = n - SPECIAL.len();
+    let mut x = Vec::with_capacity(6 * n);
+    for f in &funcs {
+        let mut xs = if f.neg_hi > 0.0 {
+            let mut a = sweep(f.lo, f.hi, body / 2, false);
+            a.extend(
+                sweep(0.0, f.neg_hi, body - body / 2, false)
+                    .iter()
+                    .map(|v| -v),
+            );
+            a
+        } else {
+            sweep(f.lo, f.hi, body, f.signed)
+        };
+        xs.extend_from_slice(SPECIAL);
+        x.extend(xs);
+    }
+    // pow: row 5 holds the bases, `b` the exponents.
+    let special_pow: &[(f32, f32)] = &[
+        (NAN, 0.0),
+        (NAN, -0.0),
+        (1.0, NAN),
+        (1.0, INF),
+        (-1.0, INF),
+        (-1.0, -INF),
+        (NAN, 1.0),
+        (2.0, NAN),
+        (-2.0, 0.5),
+        (0.0, -3.0),
+        (-0.0, -3.0),
+        (-0.0, -2.0),
+        (0.0, -INF),
+        (-0.0, 3.0),
+        (-0.0, 2.0),
+        (0.0, INF),
+        (0.5, -INF),
+        (2.0, -INF),
+        (0.5, INF),
+        (2.0, INF),
+        (-INF, -3.0),
+        (-INF, -2.0),
+        (-INF, 3.0),
+        (-INF, 0.5),
+        (INF, -1.0),
+        (INF, 0.5),
+        (-2.0, 3.0),
+        (2.0, 128.0),
+        (2.0, -149.0),
+        (2.0, -150.0),
+        (TINY, 0.5),
+    ];
+    let mut bases = Vec::with_capacity(n);
+    let mut exps = Vec::with_capacity(n);
+    let pow_body = n - special_pow.len();
+    let abase = sweep(TINY, f32::MAX, pow_body, false);
+    for (i, &a) in abase.iter().enumerate() {
+        let (a, b) = if i % 4 == 3 {
+            // a negative base with an integer exponent
+            (-a, seed_rng.random_range(-40i32..=40) as f32)
+        } else {
+            let e = 2f32.powf(seed_rng.random_range(-10.0f32..7.64));
+            (a, if seed_rng.random::<bool>() { e } else { -e })
+        };
+        bases.push(a);
+        exps.push(b);
+    }
+    for &(a, b) in special_pow {
+        bases.push(a);
+        exps.push(b);
+    }
+    x.extend(&bases);
+    let bx = dev.upload(&x).unwrap();
+    let bb = dev.upload(&exps).unwrap();
+    let by = dev.upload(&vec![f32::NAN; 6 * n]).unwrap();
+    dev.launch(
+        &k,
+        [n.div_ceil(1024) as u32, 1, 1],
+        &[
+            Arg::Buffer(&bx),
+            Arg::Buffer(&bb),
+            Arg::Buffer(&by),
+            Arg::I32(n as i32),
+        ],
+    )
+    .unwrap();
+    let y = dev.download::<f32>(&by).unwrap();
+    println!("| function | domain | max error (ulp) | at |");
+    println!("|---|---|---|---|");
+    let mut failures = Vec::new();
+    let same = |g: f32, w: f32| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
+    for (fi, f) in funcs.iter().enumerate() {
+        let (mut worst, mut at) = (0f64, 0f32);
+        for i in 0..n {
+            let xi = x[fi * n + i];
+            let got = y[fi * n + i];
+            let want = (f.exact)(xi as f64);
+            if i >= body {
+                // special values: zeros, infinities, NaN and subnormals give
+                // the f64 value rounded, bit for bit; others are within the
+                // bound where in the domain (sin/cos beyond it: in [-1, 1])
+                let exact = xi == 0.0 || !xi.is_finite() || xi.abs() < f32::MIN_POSITIVE;
+                let outside = matches!(f.name, "sin" | "cos") && xi.abs() > f.hi;
+                let ok = if exact {
+                    same(got, want as f32)
+                } else if outside {
+                    got.abs() <= 1.0
+                } else {
+                    ulp_err(got, want) <= f.bound
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{}({xi:e}) = {got:e}, want {:e}",
+                        f.name, want as f32
+                    ));
+                }
+                continue;
+            }
+            let e = ulp_err(got, want);
+            if e > worst {
+                (worst, at) = (e, xi);
+            }
+            if e > f.bound && failures.len() < 20 {
+                failures.push(format!(
+                    "{}({xi:e}) = {got:e}, want {want:e}: {e:.2} ulp > {}",
+                    f.name, f.bound
+                ));
+            }
+        }
+        let dom = if f.neg_hi > 0.0 {
+            format!("[-{:e}, {:e}]", f.neg_hi, f.hi)
+        } else if f.signed {
+            format!("[-{:e}, {:e}]", f.hi, f.hi)
+        } else {
+            format!("[{:e}, {:e}]", f.lo, f.hi)
+        };
+        println!("| {} | {dom} | {worst:.3} | x = {at:e} |", f.name);
+    }
+    let (mut worst, mut at) = (0f64, (0f32, 0f32));
+    for i in 0..n {
+        let (a, b) = (bases[i], exps[i]);
+        let got = y[5 * n + i];
+        let want = (a as f64).powf(b as f64);
+        if i >= pow_body {
+            if !same(got, want as f32) {
+                failures.push(format!(
+                    "pow({a:e}, {b:e}) = {got:e}, want {:e}",
+                    want as f32
+                ));
+            }
+            continue;
+        }
+        let e = ulp_err(got, want);
+        if e > worst {
+            (worst, at) = (e, (a, b));
+        }
+        if e > 1.5 && failures.len() < 20 {
+            failures.push(format!(
+                "pow({a:e}, {b:e}) = {got:e}, want {want:e}: {e:.2} ulp > 1.5"
+            ));
+        }
+    }
+    println!(
+        "| pow | a > 0 every binade, b in ±[2^-10, 200]; a < 0, b in -40..=40 | {worst:.3} | ({:e}, {:e}) |",
+        at.0, at.1
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// bf16 in and out: computed in f32 and rounded once, so within one bf16 ulp
+/// of the f64 value rounded to bf16 (the f32 result is ≤ 1.5 f32 ulp away).
+#[test]
+fn gpu_math_functions_bf16() {
+    use half::bf16;
+    let Some(dev) = gpu_or_skip("gpu_math_functions_bf16") else {
+        return;
+    };
+    let pack = pack_named("codegen-tests.tpack");
+    let v = &pack.kernel("math_ext_bf16").unwrap().variants[0];
+    let k = pack.load_kernel(&dev, "math_ext_bf16", &v.config).unwrap();
+    // every finite bf16 in [-3, 3]
+    let x: Vec<bf16> = (0u16..=u16::MAX)
+        .map(bf16::from_bits)
+        .filter(|v| v.to_f32().abs() <= 3.0 && v.to_f32().abs() >= 1e-3)
+        .collect();
+    let n = x.len();
+    let bx = dev.upload(&x).unwrap();
+    let by = dev.upload(&vec![bf16::NAN; n]).unwrap();
+    dev.launch(
+        &k,
+        [n.div_ceil(1024) as u32, 1, 1],
+        &[Arg::Buffer(&bx), Arg::Buffer(&by), Arg::I32(n as i32)],
+    )
+    .unwrap();
+    let y = dev.download::<bf16>(&by).unwrap();
+    let mut bad = Vec::new();
+    for (i, &xv) in x.iter().enumerate() {
+        // each function rounded to bf16, then the sum as the kernel computes
+        // it: bf16 + bf16 in f32, rounded to bf16 after every add
+        let v = xv.to_f64();
+        let r = |f: f64| bf16::from_f64(f).to_f32();
+        let terms = [
+            r(v.sin()),
+            r(v.cos()),
+            r(erf64(v)),
+            r(v.abs().ln_1p()),
+            r(v.exp_m1()),
+            r(v.abs().powf(v)),
+        ];
+        let mut acc = terms[0];
+        for t in &terms[1..] {
+            acc = bf16::from_f32(acc + t).to_f32();
+        }
+        let got = y[i].to_f32();
+        // each term may be one bf16 ulp off; the sum of six can move by a few
+        let tol = 6.0 * terms.iter().map(|t| t.abs()).fold(0.0f32, f32::max) / 128.0;
+        if (got - acc).abs() > tol && bad.len() < 10 {
+            bad.push(format!("x = {}: got {got}, want {acc}", xv.to_f32()));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
