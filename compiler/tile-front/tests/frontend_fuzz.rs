@@ -1,12 +1,19 @@
 //! Robustness: the front end never panics or hangs, whatever the input.
 //!
 //! Inputs are generated (token soups from the language's vocabulary, random
-//! text) and mutated (byte-level edits of the example kernels). Each input goes
-//! through `parse_program`, then `check_all`, then `--emit`-style printing.
-//! A watchdog fails the run when one input takes longer than 10 s (a hang).
+//! text, well-typed kernels from `tile_testkit::progen`, kernels around random
+//! expressions) and mutated (byte-level edits of the `.tile` files of the
+//! repository and of generated kernels). Each input goes through
+//! `parse_program`, then `check_all`, then `--emit`-style printing; an input
+//! that checks cleanly also runs on the interpreter (small buffers; errors
+//! such as out-of-bounds accesses are fine, a panic is not). A watchdog fails
+//! the run when one input takes longer than 10 s (a hang).
 //!
-//! CI runs a small count; `TILEC_FUZZ_CASES=1000000 cargo test --release -p tile-front
-//! --test frontend_fuzz` runs a million (see docs/LANGUAGE.md).
+//! Seeded per run: the seed is printed, `TILE_TEST_SEED=N` replays it. CI runs
+//! a small count; `TILEC_FUZZ_CASES=1000000 cargo test --release -p tile-front
+//! --test frontend_fuzz` runs a million (see docs/LANGUAGE.md). Code
+//! generation of generated kernels is the codegen tier's
+//! (tests/integration-tests/tests/pipeline_fuzz.rs).
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -16,6 +23,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tile_front::frontend::{parse_program, SourceFile};
+use tile_testkit::progen;
+use tile_testkit::tile_runtime::{Arg, Device, ParamKind, Scalar};
+
+/// Minimum fraction of `progen` kernels the checker must accept (each
+/// rejection is the generator writing something the language does not allow).
+const MIN_PROGEN_ACCEPTED: f64 = 0.9;
+
+/// Run a kernel that checked on the interpreter with small buffers (64
+/// elements per pointer, scalars 37 / 0.5, a 2-program grid); errors are
+/// expected (unmasked accesses out of bounds), panics are bugs.
+fn interpret(t: &tile_ir::Kernel) {
+    let cpu = Device::cpu();
+    let Ok(k) = cpu.load_tir(t.clone(), 4) else {
+        return;
+    };
+    let params = k.signature().params.clone();
+    let bufs: Vec<_> = params
+        .iter()
+        .filter_map(|p| match p.kind {
+            ParamKind::Ptr(d) => cpu.alloc(d, 64).ok(),
+            _ => None,
+        })
+        .collect();
+    let mut next = bufs.iter();
+    let args: Vec<Arg> = params
+        .iter()
+        .filter_map(|p| match p.kind {
+            ParamKind::Ptr(_) => next.next().map(Arg::Buffer),
+            ParamKind::Scalar(Scalar::I64) => Some(Arg::I64(37)),
+            ParamKind::Scalar(Scalar::F32) => Some(Arg::F32(0.5)),
+            ParamKind::Scalar(_) => Some(Arg::I32(37)),
+        })
+        .collect();
+    let _ = cpu.launch(&k, [2, 1, 1], &args);
+}
 
 /// Run every stage the CLI runs on one input; true when it checked cleanly.
 fn exercise(text: &str) -> bool {
@@ -35,14 +77,19 @@ fn exercise(text: &str) -> bool {
             {
                 panic!("internal error: {}", bug.message);
             }
+            let clean = d.is_empty();
             for k in p.kernel_names() {
                 let _ = p.tune_space(&k);
                 let _ = p.meta_params(&k);
-                if let Ok(t) = p.specialize(&k, &[]) {
+                let meta = p.check_configs(&k).remove(0);
+                if let Ok(t) = p.specialize(&k, &meta) {
                     let _ = tile_ir::print_kernel(&t);
+                    if clean {
+                        interpret(&t);
+                    }
                 }
             }
-            d.is_empty()
+            clean
         }
     }
 }
@@ -145,20 +192,16 @@ const VOCAB: &[&str] = &[
     "*/",
 ];
 
+/// The `.tile` files of the repository (examples, test kernels, mHC kernels):
+/// the seeds of the mutations.
 fn examples() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dsl-examples");
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if let Ok(t) = std::fs::read_to_string(e.path()) {
-                out.push(t);
-            }
-        }
-    }
-    out.sort();
-    if out.is_empty() {
-        out.push("kernel k<const B: i32 = 16>(x: *f32) { store(x + arange(0, B), 1.0); }".into());
-    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out: Vec<String> = ["dsl-examples", "tests/kernels", "mhc-kernels/kernels"]
+        .iter()
+        .flat_map(|d| tile_testkit::files_below(&root.join(d), &["tile"]))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(out.len() >= 5, "the corpus of .tile seeds is gone");
     out
 }
 
@@ -261,8 +304,9 @@ fn program(rng: &mut StdRng) -> String {
 
 /// One generated or mutated input.
 fn make_case(rng: &mut StdRng, seeds: &[String]) -> String {
-    match rng.random_range(0..14) {
-        10..=13 => program(rng),
+    match rng.random_range(0..16) {
+        10..=12 => program(rng),
+        13 => progen::generate(rng.random(), 0).source,
         0..=2 => {
             let n = rng.random_range(0..120);
             (0..n)
@@ -277,7 +321,12 @@ fn make_case(rng: &mut StdRng, seeds: &[String]) -> String {
                 .collect()
         }
         _ => {
-            let mut s: Vec<u8> = seeds[rng.random_range(0..seeds.len())].clone().into_bytes();
+            let seed = if rng.random_range(0..3) == 0 {
+                progen::generate(rng.random(), 0).source
+            } else {
+                seeds[rng.random_range(0..seeds.len())].clone()
+            };
+            let mut s: Vec<u8> = seed.into_bytes();
             for _ in 0..rng.random_range(1..6) {
                 if s.is_empty() {
                     break;
@@ -325,10 +374,7 @@ fn fuzz_no_panic_no_hang() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let seed: u64 = std::env::var("TILE_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
+    let seed = tile_testkit::seed("frontend_fuzz: ");
     let seeds = examples();
     let done = Arc::new(AtomicU64::new(0));
     let clean = Arc::new(AtomicU64::new(0));
@@ -358,17 +404,44 @@ fn fuzz_no_panic_no_hang() {
             last = (n, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(10) {
             let c = current.lock().map(|c| c.clone()).unwrap_or_default();
-            panic!("front end hung for 10 s on input:\n{c}");
+            panic!("front end hung for 10 s on input (TILE_TEST_SEED={seed}):\n{c}");
         }
     }
     if worker.join().is_err() {
         let c = current.lock().map(|c| c.clone()).unwrap_or_default();
-        panic!("front end panicked on input:\n{c}");
+        panic!("front end panicked on input (TILE_TEST_SEED={seed}):\n{c}");
     }
     eprintln!(
         "fuzz: {} cases ({} checked without error), no panic, no hang",
         done.load(Ordering::Relaxed),
         clean.load(Ordering::Relaxed)
+    );
+}
+
+/// The generator writes what the language accepts: at least
+/// [`MIN_PROGEN_ACCEPTED`] of its kernels check cleanly in every configuration.
+#[test]
+fn generated_kernels_are_accepted() {
+    let seed = tile_testkit::seed("generated_kernels_are_accepted: ");
+    let n = 300;
+    let mut rejected = Vec::new();
+    for i in 0..n {
+        let g = progen::generate(seed, i);
+        let src = SourceFile::new(format!("{}.tile", g.name), g.source.as_str());
+        let d = match parse_program(&src) {
+            Ok(p) => p.check_all(),
+            Err(d) => d,
+        };
+        if !d.is_empty() {
+            rejected.push(format!("{}{}", g.source, d.render(&src)));
+        }
+    }
+    let ok = n as usize - rejected.len();
+    eprintln!("progen: {ok} of {n} generated kernels accepted");
+    assert!(
+        ok as f64 >= MIN_PROGEN_ACCEPTED * n as f64,
+        "only {ok} of {n} generated kernels were accepted (TILE_TEST_SEED={seed}); the first rejected:\n{}",
+        rejected.iter().take(3).cloned().collect::<Vec<_>>().join("\n-----\n")
     );
 }
 

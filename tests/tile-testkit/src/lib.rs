@@ -11,6 +11,9 @@
 //!   file in its source folder now (a stale pack would agree with itself).
 //! - [`Tolerance`], [`mismatches`]: comparisons with named tolerance fields.
 //! - [`ptxas`], [`run_ptxas`]: the assembler check of generated PTX.
+//! - [`progen`]: random well-typed kernels for the fuzz and differential tests.
+
+pub mod progen;
 
 use half::bf16;
 use rand::{Rng, SeedableRng};
@@ -18,6 +21,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tile_ir::pack::{sha256_hex, PackManifest};
 use tile_runtime::{Buffer, Device, Pack, Scalar};
+
+/// The runtime, for tests whose crate does not depend on it (the front end's
+/// fuzz runs accepted kernels on the interpreter through it).
+pub use tile_runtime;
 
 /// The dtype type the [`dtype_tests!`] matrix names.
 pub use tile_runtime::Scalar as Dtype;
