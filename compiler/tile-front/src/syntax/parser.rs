@@ -133,7 +133,7 @@ pub struct PErr {
     pub found_at: usize,
     pub message: Option<String>,
     /// Text under the caret (else "expected …").
-    pub label: Option<String>,
+    pub label: Option<&'static str>,
     pub hint: Option<String>,
 }
 
@@ -231,7 +231,7 @@ fn cut(e: Err<PErr>) -> Err<PErr> {
 /// `**` at `at`: Python's power operator.
 fn power_operator(at: Span) -> PErr {
     PErr {
-        label: Some("not an operator".into()),
+        label: Some("not an operator"),
         ..PErr::custom(
             at,
             Code::Syntax,
@@ -247,7 +247,7 @@ fn keyword_argument(name: &str, at: Span) -> PErr {
         "arguments are positional: drop `{name}=` and pass the value in its place, e.g. `sum(v, 1)`"
     );
     PErr {
-        label: Some("keyword argument".into()),
+        label: Some("keyword argument"),
         ..PErr::custom(
             at,
             Code::Syntax,
