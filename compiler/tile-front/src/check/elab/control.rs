@@ -175,7 +175,7 @@ impl<'m> Cx<'m> {
                             span,
                         )
                         .with_label("in this loop")
-                        .with_hint(format!("keep `{}` at type `{}` (convert with `as`, or start from a value of the final type)", c.1, arg.ty)),
+                        .with_hint(type_change_hint(&c.1, &arg.ty, &tv.ty, "the loop")),
                     );
                     arg.clone()
                 }
@@ -367,7 +367,7 @@ impl<'m> Cx<'m> {
                                 span,
                             )
                             .with_label("in this `if`")
-                            .with_hint(format!("keep `{}` at type `{}`", c.1, t.ty)),
+                            .with_hint(type_change_hint(&c.1, &t.ty, &v.ty, "the `if`")),
                         );
                         self.poison(c.0, &c.1);
                         return Err(Reported);
@@ -516,4 +516,37 @@ fn count_insts(insts: &[Inst]) -> i64 {
             }
         })
         .sum()
+}
+
+/// The help of E0017 for `name` going from type `before` to `after` inside
+/// `place`: start from a value of the new type (the usual fix, e.g. a
+/// `zeros` accumulator), or convert back with `as` where only the element
+/// type changed.
+fn type_change_hint(name: &str, before: &Type, after: &Type, place: &str) -> String {
+    let start = match (&after.elem, after.shape.as_slice()) {
+        (tir::Elem::Scalar(s), []) => Some(match s {
+            Scalar::F32 => "0.0".to_string(),
+            Scalar::I32 => "0".to_string(),
+            Scalar::I1 => "false".to_string(),
+            _ => format!("0 as {}", s.name()),
+        }),
+        (tir::Elem::Scalar(s), dims) => {
+            let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+            Some(format!("zeros([{}], {})", dims.join(", "), s.name()))
+        }
+        (tir::Elem::Ptr(_), _) => None,
+    };
+    let mut hint = match start {
+        Some(v) => format!(
+            "start `{name}` from a value of the type it gets in {place}: `let mut {name} = {v};`"
+        ),
+        None => format!("start `{name}` from a value of type `{after}`"),
+    };
+    if let (true, tir::Elem::Scalar(b)) = (before.shape == after.shape, &before.elem) {
+        hint.push_str(&format!(
+            ", or convert what is assigned back with `as {}`",
+            b.name()
+        ));
+    }
+    hint
 }
