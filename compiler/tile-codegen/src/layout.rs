@@ -308,11 +308,78 @@ impl Mma {
     }
 }
 
+/// A row statistic of a `wgmma` accumulator: what a reduction along the
+/// columns (`dim` = 1) of a tile in layout `parent` leaves, each thread
+/// holding the values of the rows its accumulator registers cover.
+/// Broadcasting it back (`x[:, None]` then a broadcast to the parent's shape)
+/// only selects registers, and so do elementwise ops between such
+/// statistics: the online softmax of attention moves no data between threads
+/// through shared memory.
+///
+/// Only where the reduction stays inside each warp, with one warpgroup along
+/// N (`wn` = 1): the four lanes of a quad share a row. `mma.sync`
+/// accumulators (the same fragments, 16 rows apart) and column statistics
+/// (`dim` = 0, across the warps of a warpgroup) are not sliced yet: no GPU
+/// test has run them. `keep` is the `[M, 1]` form after `expand_dims`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Slice {
+    pub parent: Mma,
+    pub dim: u32,
+    pub keep: bool,
+}
+
+impl Slice {
+    /// The slice of `parent` along `dim`, where its reduction stays in-warp.
+    pub fn of(parent: &Mma, dim: u32) -> Option<Slice> {
+        (dim == 1 && parent.wn == 1 && parent.warpgroups).then(|| Slice {
+            parent: parent.clone(),
+            dim,
+            keep: false,
+        })
+    }
+    pub fn shape(&self) -> Vec<u32> {
+        let mut s = self.parent.shape.clone();
+        if self.keep {
+            s[self.dim as usize] = 1;
+        } else {
+            s.remove(self.dim as usize);
+        }
+        s
+    }
+    /// Two registers per fragment row: rows g and g + 8 of each of the `mt`
+    /// fragments.
+    pub fn num_regs(&self) -> usize {
+        2 * self.parent.mt() as usize
+    }
+    /// The accumulator layout of `[M, n]` that the statistic broadcasts
+    /// into: the parent's rows, any number of columns (attention's row max
+    /// of the `[M, BN]` scores rescales the `[M, D]` output).
+    pub fn broadcast_to(&self, n: u32) -> Mma {
+        Mma {
+            shape: vec![self.parent.shape[0], n],
+            ..self.parent.clone()
+        }
+    }
+    /// The slice register holding the statistic of register `k` of a tile
+    /// in `m` (a [`broadcast_to`](Self::broadcast_to) layout).
+    pub fn reg_of(&self, m: &Mma, k: usize) -> usize {
+        let k = k as u32;
+        let (f, r) = (k / 4, k % 4);
+        (f / m.nt() * 2 + r / 2) as usize
+    }
+    /// Static row offset of slice register `k` from the thread's base row.
+    pub fn static_offset(&self, k: usize) -> u32 {
+        let k = k as u32;
+        (k / 2) * self.parent.frag_step() + (k % 2) * 8
+    }
+}
+
 /// Where a value's elements live.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Layout {
     Blocked(Blocked),
     Mma(Mma),
+    Slice(Slice),
 }
 
 impl Layout {
@@ -321,18 +388,22 @@ impl Layout {
             Layout::Blocked(b) if b.rank() == 0 => 1,
             Layout::Blocked(b) => b.num_regs(),
             Layout::Mma(m) => m.num_regs(),
+            Layout::Slice(s) => s.num_regs(),
         }
     }
-    pub fn shape(&self) -> &[u32] {
+    pub fn shape(&self) -> Vec<u32> {
         match self {
-            Layout::Blocked(b) => &b.shape,
-            Layout::Mma(m) => &m.shape,
+            Layout::Blocked(b) => b.shape.clone(),
+            Layout::Mma(m) => m.shape.clone(),
+            Layout::Slice(s) => s.shape(),
         }
     }
     /// Whether values in `self` can be used as `other` without moving data.
     pub fn same_map(&self, other: &Layout) -> bool {
         match (self, other) {
             (Layout::Blocked(a), Layout::Blocked(b)) => a.same_map(b),
+            // `expand_dims` at the sliced dimension keeps every register.
+            (Layout::Slice(a), Layout::Slice(b)) => a.parent == b.parent && a.dim == b.dim,
             (a, b) => a == b,
         }
     }
@@ -362,6 +433,47 @@ mod mma_tests {
         ] {
             check_partition(&Mma::warpgroups(&shape, gm, gn));
         }
+    }
+
+    /// A row statistic sits where its rows are: for every thread, the row of
+    /// each accumulator register (of the reduced tile, or of any tile it
+    /// broadcasts into) is the row of the slice register it reads, and a
+    /// thread's slice registers are distinct rows.
+    #[test]
+    fn slices_hold_the_rows_of_their_registers() {
+        for (shape, gm) in [
+            ([64u32, 64u32], 1u32),
+            ([128, 64], 1),
+            ([128, 32], 2),
+            ([256, 128], 2),
+        ] {
+            let parent = Mma::warpgroups(&shape, gm, 1);
+            let sl = Slice::of(&parent, 1).unwrap();
+            for n in [8, 64, 128, 256] {
+                let m = sl.broadcast_to(n);
+                for w in 0..parent.wm {
+                    let (base, _) = parent.warp_base(w);
+                    assert_eq!(m.warp_base(w).0, base);
+                    let rows: Vec<u32> = (0..sl.num_regs()).map(|k| sl.static_offset(k)).collect();
+                    let mut distinct = rows.clone();
+                    distinct.dedup();
+                    assert_eq!(distinct.len(), rows.len(), "{parent:?}");
+                    for k in 0..m.num_regs() {
+                        assert_eq!(
+                            m.static_offset(k).0,
+                            rows[sl.reg_of(&m, k)],
+                            "{m:?} register {k}"
+                        );
+                    }
+                }
+            }
+        }
+        let mma_sync = Mma::new(&[128, 64], 4);
+        assert!(Slice::of(&mma_sync, 1).is_none(), "not tested on a GPU yet");
+        assert!(
+            Slice::of(&Mma::warpgroups(&[128, 128], 1, 2), 1).is_none(),
+            "crosses warpgroups"
+        );
     }
 
     fn check_partition(m: &Mma) {

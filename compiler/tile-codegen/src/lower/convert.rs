@@ -60,6 +60,14 @@ impl<'c, 'k> Lower<'c, 'k> {
             Ok(vec![regs[0]; dst.num_regs()])
         } else if src.same_map(&dst) {
             Ok(regs)
+        } else if let (Layout::Slice(sl), Layout::Mma(m)) = (&src, &dst) {
+            if !(sl.keep && sl.broadcast_to(m.shape[1]) == *m) {
+                return Err(CodegenError::Internal(format!(
+                    "broadcast of {sl:?} into {m:?}"
+                )));
+            }
+            // Each accumulator register takes its row's statistic.
+            Ok((0..m.num_regs()).map(|k| regs[sl.reg_of(m, k)]).collect())
         } else if self.recomputable(r, &mut 16) {
             self.recompute(r, &dst)
         } else {
@@ -282,7 +290,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     ) -> Result<(), CodegenError> {
         for (k, &x) in regs.iter().enumerate() {
             let c = self.coords(l, k)?;
-            let f = self.padded_flat(&c, l.shape(), pad)?;
+            let f = self.padded_flat(&c, &l.shape(), pad)?;
             self.scratch_store(f, x, s)?;
         }
         Ok(())

@@ -60,8 +60,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
         if ml.warpgroups {
-            let (a_op, b_op) = self.wgmma_operands(a, b, ea, span)?;
-            return self.dot_wgmma(r, &ml, kk, ptx_ty, a_op, b_op, acc_regs);
+            let (a_op, b_op) = self.wgmma_operands(a, b, &ml, ea, span)?;
+            return self.dot_wgmma(r, b, &ml, kk, ptx_ty, a_op, b_op, acc_regs);
         }
         let (a_op, b_op) = self.mma_sync_operands(a, b, ea, span)?;
         self.dot_mma_sync(&ml, kk, ptx_ty, a_op, b_op, acc_regs)
@@ -73,18 +73,18 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// into scratch, laid out as `staged_tile` gives for its shape (with the
     /// alignment of its start), between two barriers; for `wgmma`, which
     /// reads through the async proxy, fenced as well.
-    pub(super) fn dot_operands(
+    pub(super) fn dot_operands<const N: usize>(
         &mut self,
-        [a, b]: [ValueId; 2],
+        xs: [ValueId; N],
         s: Scalar,
         span: Span,
         wgmma: bool,
         staged_tile: &StagedLayout,
-    ) -> Result<[(V, SmemTile); 2], CodegenError> {
+    ) -> Result<[(V, SmemTile); N], CodegenError> {
         let k = self.kernel;
         let mut staged = Vec::new();
         let mut tiles = Vec::new();
-        for x in [a, b] {
+        for x in xs {
             if !self.pipe_bufs.contains_key(&x) {
                 let shape = &k.ty(x).shape;
                 let (tile, align) = staged_tile(shape)?;
@@ -96,7 +96,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let tiles: StagedTiles = tiles.into();
         let mut ops = Vec::new();
         let mut addrs = Vec::new();
-        for x in [a, b] {
+        for x in xs {
             ops.push(match self.pipe_bufs.get(&x) {
                 Some(&(off, tile, _)) => (off, tile),
                 None => {
@@ -126,7 +126,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             self.barrier()?;
         }
-        Ok([ops[0], ops[1]])
+        Ok(std::array::from_fn(|i| ops[i]))
     }
 
     /// Registers of a 16-bit tile in (canonical) layout `l` to shared memory

@@ -1,7 +1,7 @@
 //! Layout assignment: which values live in an mma accumulator layout rather
 //! than the canonical blocked layout of their shape.
 
-use crate::layout::{Layout, Mma};
+use crate::layout::{Layout, Mma, Slice};
 use std::collections::HashMap;
 use tile_ir::{self as tir, Kernel, Op, ValueId};
 
@@ -36,6 +36,34 @@ fn assign_block(
                     None => Mma::new(shape, warps),
                 };
                 out.insert(r, Layout::Mma(l));
+            }
+            // A row or column statistic of an accumulator stays with it
+            // (see `Slice`): reduced, expanded back, broadcast over it.
+            Op::Reduce { value, axis, .. } => {
+                if let Some(Layout::Mma(m)) = out.get(value) {
+                    if let Some(s) = Slice::of(m, *axis) {
+                        out.insert(r, Layout::Slice(s));
+                    }
+                }
+            }
+            Op::ExpandDims { value, axis } => {
+                if let Some(Layout::Slice(s)) = out.get(value) {
+                    if !s.keep && s.dim == *axis {
+                        let s = Slice {
+                            keep: true,
+                            ..s.clone()
+                        };
+                        out.insert(r, Layout::Slice(s));
+                    }
+                }
+            }
+            Op::Broadcast(a) => {
+                if let Some(Layout::Slice(s)) = out.get(a) {
+                    let shape = &kernel.ty(r).shape;
+                    if s.keep && shape[0] == s.parent.shape[0] && shape[1] % 8 == 0 {
+                        out.insert(r, Layout::Mma(s.broadcast_to(shape[1])));
+                    }
+                }
             }
             Op::Unary(_, a) | Op::Cast(a) => {
                 if let Some(l) = out.get(a).cloned() {

@@ -88,6 +88,7 @@ pub(crate) fn lower_to_mlir<'c>(
             plan: plan.clone(),
             pipe_bufs: HashMap::new(),
             in_flight: None,
+            k_major: wgmma::k_major_operands(kernel, plan, &defs),
             defs: defs.clone(),
             lane: None,
             warp: None,
@@ -219,6 +220,9 @@ struct Lower<'c, 'k> {
     in_flight: Option<ValueId>,
     /// The instruction defining each value (for recomputing broadcasts).
     defs: HashMap<ValueId, &'k Inst>,
+    /// `trans(x)` operands read K-major from x (`wgmma::k_major_operands`):
+    /// never lowered themselves.
+    k_major: HashMap<ValueId, ValueId>,
     lane: Option<V>,
     warp: Option<V>,
     /// The hidden parameters after the kernel's own: one tensor-map address
@@ -284,6 +288,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 self.reshape(*value, r.unwrap(), span)?
             }
             Op::Broadcast(value) => self.broadcast(*value, r.unwrap(), span)?,
+            Op::Trans { .. } if self.k_major.contains_key(&r.unwrap()) => Vec::new(),
             Op::Trans { value, perm } => self.transpose(*value, perm, r.unwrap(), span)?,
             Op::Unary(op, v) => self.elementwise_unary(*op, *v, r.unwrap(), span)?,
             Op::Binary(BinaryOp::Div, a, b) if self.divides_by_splat(*a, *b) => {

@@ -5,7 +5,7 @@
 use super::smem::ScratchNeed;
 use super::Lower;
 use crate::emit::V;
-use crate::layout::Layout;
+use crate::layout::{Layout, Slice};
 use crate::CodegenError;
 use std::collections::HashMap;
 use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
@@ -62,8 +62,13 @@ impl<'c, 'k> Lower<'c, 'k> {
                 span,
             });
         }
-        let src_l = self.canonical(&self.kernel.ty(value).shape);
         let dst = self.layout(r);
+        if let Layout::Slice(sl) = &dst {
+            if self.layout(value) == Layout::Mma(sl.parent.clone()) {
+                return self.reduce_to_slice(op, value, sl.clone(), s_in, s);
+            }
+        }
+        let src_l = self.canonical(&self.kernel.ty(value).shape);
         let regs: Vec<V> = self
             .regs_in(value, &src_l, span)?
             .into_iter()
@@ -185,5 +190,52 @@ impl<'c, 'k> Lower<'c, 'k> {
             out
         };
         out.into_iter().map(|x| self.narrow(x, s_in)).collect()
+    }
+
+    /// A reduction of a `wgmma` accumulator into its row slice (see
+    /// `Slice`): the registers a thread holds of each row, then butterfly
+    /// shuffles over the quad's four lanes that share it — no shared memory,
+    /// no barrier.
+    fn reduce_to_slice(
+        &mut self,
+        op: ReduceOp,
+        value: ValueId,
+        sl: Slice,
+        s_in: Scalar,
+        s: Scalar,
+    ) -> Result<Vec<V>, CodegenError> {
+        let regs: Vec<V> = self
+            .regs(value)?
+            .into_iter()
+            .map(|x| self.widen(x, s_in))
+            .collect::<Result<_, _>>()?;
+        let mut partial: Vec<Option<V>> = vec![None; sl.num_regs()];
+        for (k, &x) in regs.iter().enumerate() {
+            let at = sl.reg_of(&sl.parent, k);
+            partial[at] = Some(match partial[at] {
+                Some(a) => self.combine(op, s, a, x)?,
+                None => x,
+            });
+        }
+        let offsets: &[i64] = &[1, 2];
+        let i1 = self.e.ty("i1");
+        let width = self.e.i32(32)?;
+        let mut out = Vec::new();
+        for p in partial {
+            let mut x = p.ok_or_else(|| CodegenError::Internal("empty slice register".into()))?;
+            for &off in offsets {
+                let o = self.e.i32(off)?;
+                let t = self.e.type_of(x);
+                let sh = self.e.op(
+                    "gpu.shuffle",
+                    &[x, o, width],
+                    &[t, i1],
+                    &[("mode", "#gpu<shuffle_mode xor>")],
+                )?[0];
+                x = self.combine(op, s, x, sh)?;
+            }
+            out.push(self.narrow(x, s_in)?);
+        }
+        Ok(out)
     }
 }

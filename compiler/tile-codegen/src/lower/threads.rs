@@ -15,6 +15,28 @@ impl<'c, 'k> Lower<'c, 'k> {
         let (lane, warp) = (self.lane.unwrap(), self.warp.unwrap());
         let l = match l {
             Layout::Blocked(b) => b,
+            Layout::Slice(sl) => {
+                // The parent's base row; the four lanes of a quad hold
+                // replicas of their row's statistic: the first owns it.
+                let parent = self.thread_coords(&Layout::Mma(sl.parent.clone()))?;
+                let mut base = vec![parent.base[0]];
+                let z = self.e.i32(0)?;
+                if sl.keep {
+                    base.push(z);
+                }
+                let c3 = self.e.i32(3)?;
+                let q = self.e.binop("arith.andi", lane, c3)?;
+                let first = self.e.cmpi("eq", q, z)?;
+                let owner = match parent.owner {
+                    Some(o) => self.e.binop("arith.andi", o, first)?,
+                    None => first,
+                };
+                return Ok(Threads {
+                    base,
+                    t: vec![],
+                    owner: Some(owner),
+                });
+            }
             Layout::Mma(m) => {
                 // Base (row, col) = the warp's base (`Mma::warp_base`) + (lane/4, 2·(lane%4)).
                 let wn = self.e.i32(m.wn as i64)?;
@@ -105,6 +127,12 @@ impl<'c, 'k> Lower<'c, 'k> {
         let base = self.threads(l).base.clone();
         let l = match l {
             Layout::Blocked(b) => b,
+            Layout::Slice(sl) => {
+                let off = self.e.i32(sl.static_offset(k) as i64)?;
+                let mut c = base.clone();
+                c[0] = self.e.binop("arith.addi", base[0], off)?;
+                return Ok(c);
+            }
             Layout::Mma(m) => {
                 let (r, c) = m.static_offset(k);
                 let (r, c) = (self.e.i32(r as i64)?, self.e.i32(c as i64)?);

@@ -4,14 +4,23 @@
 
 use super::Lower;
 use crate::emit::{Emitter, V};
-use crate::layout::Mma;
+use crate::layout::{Layout, Mma};
 use crate::prefetch::{self, SmemTile};
 use crate::CodegenError;
-use tile_ir::{Scalar, Span, ValueId};
+use std::collections::HashMap;
+use tile_ir::{Inst, Kernel, Op, Scalar, Span, ValueId};
 
 /// A `wgmma` operand in shared memory: its byte offset (i32) and layout
 /// there (swizzled).
 type SwizzledOperand = (V, SmemTile);
+
+/// `wgmma`'s A operand: in shared memory, or in registers (the 16-bit
+/// registers of a tile in the accumulator layout of the result's warpgroups,
+/// which is wgmma's register-A fragment: attention's P never leaves them).
+pub(super) enum OperandA {
+    Smem(SwizzledOperand),
+    Regs(Vec<V>),
+}
 
 impl<'c, 'k> Lower<'c, 'k> {
     /// The shared-memory byte offset (i32) and layout of each `wgmma`
@@ -22,9 +31,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         &mut self,
         a: ValueId,
         b: ValueId,
+        ml: &Mma,
         s: Scalar,
         span: Span,
-    ) -> Result<(SwizzledOperand, SwizzledOperand), CodegenError> {
+    ) -> Result<(OperandA, SwizzledOperand), CodegenError> {
         let swizzled = |shape: &[u32]| {
             let width = prefetch::swizzle_width(shape[1]).ok_or_else(|| {
                 CodegenError::Internal("wgmma operand without a swizzle width".into())
@@ -36,8 +46,50 @@ impl<'c, 'k> Lower<'c, 'k> {
             // Swizzle atoms start 1024-byte aligned.
             Ok((tile, 1024))
         };
-        let [a, b] = self.dot_operands([a, b], s, span, true, &swizzled)?;
-        Ok((a, b))
+        // `trans(x)` as B: x itself staged, read K-major (see `k_major_operands`).
+        let b_src = self.k_major.get(&b).copied().unwrap_or(b);
+        let k = self.kernel.ty(a).shape[1];
+        let a_regs = Mma {
+            shape: vec![ml.shape[0], k],
+            wm: ml.wm,
+            wn: 1,
+            warpgroups: true,
+        };
+        if ml.wn == 1 && self.layout(a) == Layout::Mma(a_regs) && !self.pipe_bufs.contains_key(&a) {
+            let [b] = self.dot_operands([b_src], s, span, true, &swizzled)?;
+            return Ok((OperandA::Regs(self.regs(a)?), b));
+        }
+        let [a, b] = self.dot_operands([a, b_src], s, span, true, &swizzled)?;
+        Ok((OperandA::Smem(a), b))
+    }
+
+    /// The four 32-bit registers of wgmma's register A for 64-row block
+    /// `blk` and 16-wide k step `ks`, from a tile's accumulator-layout
+    /// registers (`Mma::reg` order, `nt` fragments along k): rows g and g + 8
+    /// of columns 2q, 2q + 1 and then 2q + 8, 2q + 9, two 16-bit values each.
+    fn register_a(
+        &mut self,
+        regs: &[V],
+        nt: u32,
+        blk: u32,
+        ks: u32,
+        s: Scalar,
+    ) -> Result<Vec<V>, CodegenError> {
+        let vt = self.e.ty(&format!("vector<2x{}>", s.name()));
+        let i32t = self.e.ty("i32");
+        let mut out = Vec::new();
+        for j in [2 * ks, 2 * ks + 1] {
+            for half in 0..2 {
+                let at = ((blk * nt + j) * 4 + 2 * half) as usize;
+                let mut v = self.e.op1("llvm.mlir.undef", &[], vt, &[])?;
+                for (i, &x) in regs[at..at + 2].iter().enumerate() {
+                    let idx = self.e.i32(i as i64)?;
+                    v = self.e.op1("llvm.insertelement", &[v, x, idx], vt, &[])?;
+                }
+                out.push(self.e.op1("llvm.bitcast", &[v], i32t, &[])?);
+            }
+        }
+        Ok(out)
     }
 
     /// `dot` on Hopper's warpgroup MMA: per 16-wide k step, each warpgroup
@@ -50,13 +102,20 @@ impl<'c, 'k> Lower<'c, 'k> {
     pub(super) fn dot_wgmma(
         &mut self,
         r: ValueId,
+        b_value: ValueId,
         ml: &Mma,
         kk: u32,
         ptx_ty: &str,
-        (a_off, a_tile): SwizzledOperand,
+        a_op: OperandA,
         (b_off, b_tile): SwizzledOperand,
         acc: Vec<V>,
     ) -> Result<Vec<V>, CodegenError> {
+        let zero = self.e.i32(0)?;
+        let (a_off, a_tile, a_regs) = match a_op {
+            OperandA::Smem((off, tile)) => (off, tile, None),
+            // Placeholders: the A descriptor is not used.
+            OperandA::Regs(r) => (zero, b_tile, Some(r)),
+        };
         let (
             SmemTile::Swizzled {
                 rows: am,
@@ -90,8 +149,14 @@ impl<'c, 'k> Lower<'c, 'k> {
         // groups are one atom (8 · wa · 2 bytes) apart.
         let a_bits = desc_bits(16, 8 * wa * 2, wa);
         // B, MN-major: atoms along N are `bk · wb · 2` bytes apart (leading),
-        // 8-row groups along K one atom apart (stride).
-        let b_bits = desc_bits(bk * wb * 2, 8 * wb * 2, wb);
+        // 8-row groups along K one atom apart (stride). K-major (a staged
+        // `[N, K]` tile, `bk` = N rows): as A.
+        let b_k_major = self.k_major.contains_key(&b_value);
+        let b_bits = if b_k_major {
+            desc_bits(16, 8 * wb * 2, wb)
+        } else {
+            desc_bits(bk * wb * 2, 8 * wb * 2, wb)
+        };
         let warp = self.warp.unwrap();
         let (c2, c4) = (self.e.i32(2)?, self.e.i32(4)?);
         let group = self.e.binop("arith.shrui", warp, c2)?;
@@ -104,7 +169,11 @@ impl<'c, 'k> Lower<'c, 'k> {
         let a_part = self.e.binop("arith.muli", gi, a_row)?;
         let a_part = self.e.binop("arith.addi", a_off, a_part)?;
         let a_base = self.smem_addr(a_part)?;
-        let b_col = self.e.i32((ng / wb * bk * wb * 2) as i64)?;
+        let b_col = if b_k_major {
+            self.e.i32((ng * wb * 2) as i64)?
+        } else {
+            self.e.i32((ng / wb * bk * wb * 2) as i64)?
+        };
         let b_part = self.e.binop("arith.muli", gj, b_col)?;
         let b_part = self.e.binop("arith.addi", b_off, b_part)?;
         let b_base = self.smem_addr(b_part)?;
@@ -121,27 +190,64 @@ impl<'c, 'k> Lower<'c, 'k> {
         let one = self.e.i32(1)?;
         let outs = vec!["=f"; per_block].join(",");
         let ties: Vec<String> = (0..per_block).map(|i| i.to_string()).collect();
-        let constraints = format!("{outs},l,l,r,{}", ties.join(","));
         let regs: Vec<String> = (0..per_block).map(|i| format!("${i}")).collect();
-        let trans_b = 1;
-        let text = format!(
-            "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.m64n{ng}k16.f32.{ptx_ty}.{ptx_ty} {{{}}}, ${}, ${}, p, 1, 1, 0, {trans_b}; }}",
-            per_block + 2,
-            regs.join(", "),
-            per_block,
-            per_block + 1,
-        );
+        let trans_b = u32::from(!b_k_major);
+        let shape = format!("m64n{ng}k16.f32.{ptx_ty}.{ptx_ty}");
+        let p = per_block;
+        // Operands after the accumulators' outputs: A (a descriptor, or four
+        // registers), B's descriptor, the scale-d flag, the accumulators.
+        let (constraints, text) = if a_regs.is_some() {
+            (
+                format!("{outs},r,r,r,r,l,r,{}", ties.join(",")),
+                format!(
+                    "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.{shape} {{{}}}, {{${}, ${}, ${}, ${}}}, ${}, p, 1, 1, {trans_b}; }}",
+                    p + 5,
+                    regs.join(", "),
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                ),
+            )
+        } else {
+            (
+                format!("{outs},l,l,r,{}", ties.join(",")),
+                format!(
+                    "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.{shape} {{{}}}, ${}, ${}, p, 1, 1, 0, {trans_b}; }}",
+                    p + 2,
+                    regs.join(", "),
+                    p,
+                    p + 1,
+                ),
+            )
+        };
+        let s = if ptx_ty == "bf16" {
+            Scalar::BF16
+        } else {
+            Scalar::F16
+        };
         let mut out = acc;
         self.e
             .inline_asm("wgmma.fence.sync.aligned;", "", &[], &[])?;
         for ks in 0..kk / 16 {
             let k0 = ks * 16;
-            let b_desc = desc(self, b_base, k0 * wb * 2, b_bits)?;
+            let b_bytes = if b_k_major {
+                (k0 / wb) * bk * wb * 2 + (k0 % wb) * 2
+            } else {
+                k0 * wb * 2
+            };
+            let b_desc = desc(self, b_base, b_bytes, b_bits)?;
             for blk in 0..ml.mt() {
-                let a_bytes = (k0 / wa) * am * wa * 2 + blk * 64 * wa * 2 + (k0 % wa) * 2;
-                let a_desc = desc(self, a_base, a_bytes, a_bits)?;
+                let mut operands = match &a_regs {
+                    Some(r) => self.register_a(r, kk / 8, blk, ks, s)?,
+                    None => {
+                        let a_bytes = (k0 / wa) * am * wa * 2 + blk * 64 * wa * 2 + (k0 % wa) * 2;
+                        vec![desc(self, a_base, a_bytes, a_bits)?]
+                    }
+                };
                 let range = blk as usize * per_block..(blk as usize + 1) * per_block;
-                let mut operands = vec![a_desc, b_desc, one];
+                operands.extend([b_desc, one]);
                 operands.extend(&out[range.clone()]);
                 let d =
                     self.e
@@ -169,4 +275,43 @@ pub(super) fn wgmma_wait(e: &mut Emitter<'_>, n: u32, acc: &[V]) -> Result<Vec<V
         acc,
         &vec![f32t; acc.len()],
     )
+}
+
+/// The B operands of `wgmma` dots that are `trans(x)` of a `[N, K]` tile x
+/// no pipeline stages, each with its x: x is staged as it is and read K-major
+/// (wgmma's own B order), so the transpose moves no data. Only where every
+/// use of the transpose is such a B operand (else it is lowered anyway).
+pub(super) fn k_major_operands(
+    kernel: &Kernel,
+    plan: &prefetch::Plan,
+    defs: &HashMap<ValueId, &Inst>,
+) -> HashMap<ValueId, ValueId> {
+    let pipelined: Vec<ValueId> = plan
+        .loops
+        .values()
+        .flat_map(|l| l.bufs.iter().map(|b| b.load))
+        .collect();
+    let mut uses: HashMap<ValueId, (u32, u32)> = HashMap::new();
+    tile_ir::walk_insts(&kernel.body, &mut |i| {
+        for v in i.op.operands() {
+            uses.entry(v).or_default().0 += 1;
+        }
+        if let (Op::Dot { b, .. }, Some(r)) = (&i.op, i.results.first()) {
+            if plan.wgmma.contains_key(r) {
+                uses.entry(*b).or_default().1 += 1;
+            }
+        }
+    });
+    uses.iter()
+        .filter(|(_, (all, as_b))| all == as_b)
+        .filter_map(|(&t, _)| match defs.get(&t).map(|i| &i.op) {
+            Some(Op::Trans { value, perm }) if perm == &[1, 0] => Some((t, *value)),
+            _ => None,
+        })
+        .filter(|(_, x)| !pipelined.contains(x))
+        .filter(|(_, x)| {
+            let shape = &kernel.ty(*x).shape;
+            prefetch::swizzle_width(shape[1]).is_some() && shape[0] % 8 == 0
+        })
+        .collect()
 }
