@@ -85,7 +85,8 @@ impl CudaDevice {
         })
     }
 
-    pub(crate) fn arch(&self) -> Result<String, RuntimeError> {
+    /// `(major, minor)`: `(9, 0)` on an H100/H200, `(8, 6)` on an RTX 3090.
+    pub(crate) fn compute_capability(&self) -> Result<(u32, u32), RuntimeError> {
         use sys::CUdevice_attribute::*;
         let major = self
             .ctx
@@ -95,6 +96,11 @@ impl CudaDevice {
             .ctx
             .attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
             .map_err(drv)?;
+        Ok((major.max(0) as u32, minor.max(0) as u32))
+    }
+
+    pub(crate) fn arch(&self) -> Result<String, RuntimeError> {
+        let (major, minor) = self.compute_capability()?;
         Ok(format!("sm_{major}{minor}"))
     }
 

@@ -17,7 +17,7 @@ mod cuda;
 mod pack;
 pub mod tune;
 
-pub use pack::{describe, Pack};
+pub use pack::{choose_target, describe, parse_arch_override, Pack, TargetError, TILE_ARCH};
 pub use tile_ir::pack::PackError;
 pub use tile_ir::Config;
 
@@ -263,6 +263,15 @@ impl Device {
             Device::Cpu => Err(RuntimeError::Unsupported(
                 "PTX cannot run on the CPU device; load the kernel's TIR".into(),
             )),
+        }
+    }
+
+    /// A GPU's compute capability, `(major, minor)` (`(9, 0)` on an H200);
+    /// `None` on the CPU. Which PTX of a pack it loads: [`Pack::ptx_target`].
+    pub fn compute_capability(&self) -> Result<Option<(u32, u32)>, RuntimeError> {
+        match self {
+            Device::Cuda(d) => d.compute_capability().map(Some),
+            Device::Cpu => Ok(None),
         }
     }
 
