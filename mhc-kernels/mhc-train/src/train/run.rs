@@ -545,8 +545,17 @@ impl<'s> RankRun<'s> {
                 ),
                 None => String::new(),
             };
+            // On a GPU: its compute capability and the PTX target loaded.
+            let target = match (device.compute_capability()?, packs.as_deref()) {
+                (Some((major, minor)), Some(dir)) => {
+                    let pack = tile_runtime::Pack::load(&dir.join("mhc.tpack"))?;
+                    let ptx = pack.ptx_target(&device)?.unwrap_or_else(|| "none".into());
+                    format!(" (compute capability {major}.{minor}, PTX {ptx})")
+                }
+                _ => String::new(),
+            };
             say!(
-                "{} on {}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
+                "{} on {}{target}{parallel}: {} parameters, {} layers × width {}, {} residual{}, data {} ({} training bytes)",
                 if first_step > 0 {
                     format!("resuming at step {first_step}")
                 } else {
