@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root, with .gpu/ carried there:
 # GPU tests, compute-sanitizer, benchmarks. Logs go to $OUT (or /tmp/gpu-out).
+# The GPU tests and the sanitizers run once per PTX target in GPU_RUN_TARGETS
+# (default "native sm_80"): `native` lets the runtime pick the device's best
+# target (sm_90 on an H100/H200), `sm_80` forces the A100 path with
+# TILE_ARCH=sm_80 (its logs end in -sm80). The packs must hold both targets
+# (scripts/gpu-bundle builds them so). The benchmarks run on the native target
+# (BENCH=0 skips them). One pass per command where a command's time is short:
+#   GPU_RUN_TARGETS=native bash .gpu/gpu-run.sh
+#   GPU_RUN_TARGETS=sm_80 BENCH=0 bash .gpu/gpu-run.sh
 set -uo pipefail
 out="${OUT:-/tmp/gpu-out}"; mkdir -p "$out"
 export TILE_PACK_DIR="$PWD/.gpu/packs" TILE_EXAMPLES_PACK="$PWD/.gpu/packs/dsl-examples.tpack"
 # On the GPU machine a skipped GPU test is a failure (tile-testkit::gpu_or_skip).
 export TILE_REQUIRE_GPU=1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,compute_cap,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 status=0
-for t in .gpu/bin/gpu_*; do
-  echo "== $t"; "$t" --nocapture --test-threads=1 > "$out/$(basename "$t").log" 2>&1 || status=1
-  grep -E "^ok |SKIPPED|test result|panicked|FAILED" "$out/$(basename "$t").log"
-  # Any SKIPPED line on a GPU machine fails the run, whatever the exit codes say.
-  if grep -q SKIPPED "$out/$(basename "$t").log"; then echo "FAILED: $t skipped a test on the GPU machine"; status=1; fi
-done
-if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
-    for t in .gpu/bin/gpu_*; do
-      echo "== compute-sanitizer --tool $tool $t"
-      TILE_SANITIZER_RUN=1 compute-sanitizer --tool "$tool" --error-exitcode 9 "$t" --test-threads=1 > "$out/sanitizer-$tool-$(basename "$t").log" 2>&1
-      rc=$?; tail -3 "$out/sanitizer-$tool-$(basename "$t").log"; [ $rc = 0 ] || status=1
-    done
+read -r -a targets <<< "${GPU_RUN_TARGETS:-native sm_80}"
+for target in "${targets[@]}"; do
+  if [ "$target" = native ]; then suffix=""; arch=""; else suffix="-${target//_/}"; arch="$target"; fi
+  echo "==== GPU tests, PTX target: ${arch:-native, as the runtime chooses}"
+  for t in .gpu/bin/gpu_*; do
+    log="$out/$(basename "$t")$suffix.log"
+    echo "== ${arch:+TILE_ARCH=$arch }$t"; TILE_ARCH="$arch" "$t" --nocapture --test-threads=1 > "$log" 2>&1 || status=1
+    grep -E "^ok |SKIPPED|test result|panicked|FAILED" "$log"
+    # Any SKIPPED line on a GPU machine fails the run, whatever the exit codes say.
+    if grep -q SKIPPED "$log"; then echo "FAILED: $t skipped a test on the GPU machine"; status=1; fi
   done
-fi
+  if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck; do
+      for t in .gpu/bin/gpu_*; do
+        log="$out/sanitizer-$tool-$(basename "$t")$suffix.log"
+        echo "== ${arch:+TILE_ARCH=$arch }compute-sanitizer --tool $tool $t"
+        TILE_ARCH="$arch" TILE_SANITIZER_RUN=1 compute-sanitizer --tool "$tool" --error-exitcode 9 "$t" --test-threads=1 > "$log" 2>&1
+        rc=$?; tail -3 "$log"; [ $rc = 0 ] || status=1
+      done
+    done
+  fi
+done
+[ "${BENCH:-1}" = 1 ] || exit $status
 echo "== tile-bench"
 # The attention rows' ceiling, PyTorch SDPA, measured in the same session.
 sdpa=(); python3 scripts/sdpa-baseline.py > "$out/sdpa.md" 2>&1 && sdpa=(--sdpa "$out/sdpa.md")
