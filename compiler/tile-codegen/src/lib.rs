@@ -103,6 +103,10 @@ pub struct Artifacts {
     pub tma: Vec<TmaOperand>,
     /// Wall time per stage.
     pub timings: Vec<(&'static str, Duration)>,
+    /// Wall time of every step inside the stages, in order: (stage of
+    /// [`Artifacts::timings`], step — an MLIR pass, an LLVM step or the
+    /// printing of a stage's IR, time).
+    pub pass_timings: Vec<(&'static str, &'static str, Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,18 +164,27 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
         lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.arch)?;
     art.shared_bytes = shared_bytes;
     art.tma = tma;
+    art.pass_timings
+        .push(("tir-to-mlir", "lower-to-mlir", t.elapsed()));
+    let p = Instant::now();
     art.mlir = module.as_operation().to_string();
+    art.pass_timings
+        .push(("tir-to-mlir", "print-mlir", p.elapsed()));
     art.timings.push(("tir-to-mlir", t.elapsed()));
     let t = Instant::now();
     mlir_passes::run_passes(
         &ctx,
         &mut module,
         opts.dump_passes.then_some(&mut art.pass_dumps),
+        &mut art.pass_timings,
     )?;
+    let p = Instant::now();
     art.mlir_lowered = module.as_operation().to_string();
+    art.pass_timings
+        .push(("mlir-passes", "print-mlir", p.elapsed()));
     art.timings.push(("mlir-passes", t.elapsed()));
     let t = Instant::now();
-    let (llvm_ir, ptx) = ptx::to_ptx(&ctx, &module, opts.arch)?;
+    let (llvm_ir, ptx) = ptx::to_ptx(&ctx, &module, opts.arch, &mut art.pass_timings)?;
     art.llvm_ir = llvm_ir;
     art.ptx = ptx;
     art.timings.push(("llvm-to-ptx", t.elapsed()));

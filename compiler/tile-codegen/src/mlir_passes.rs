@@ -8,6 +8,7 @@ use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::parse_pass_pipeline;
 use melior::Context;
+use std::time::{Duration, Instant};
 
 /// The passes, in order. Each entry is a textual pass pipeline anchored on the module.
 pub const MLIR_PASSES: &[&str] = &[
@@ -17,12 +18,16 @@ pub const MLIR_PASSES: &[&str] = &[
 ];
 
 /// Run [`MLIR_PASSES`] on `module`. With `dumps`, record the IR after each pass.
+/// The wall time of each pass (parsing its pipeline, running it and, in debug
+/// builds, verifying the IR) is pushed to `timings` as `("mlir-passes", pass, t)`.
 pub(crate) fn run_passes(
     ctx: &Context,
     module: &mut Module,
     mut dumps: Option<&mut Vec<(String, String)>>,
+    timings: &mut Vec<(&'static str, &'static str, Duration)>,
 ) -> Result<(), CodegenError> {
     for pass in MLIR_PASSES {
+        let t = Instant::now();
         let pm = PassManager::new(ctx);
         parse_pass_pipeline(pm.as_operation_pass_manager(), pass)
             .map_err(|e| CodegenError::Internal(format!("pass pipeline `{pass}`: {e}")))?;
@@ -33,6 +38,7 @@ pub(crate) fn run_passes(
                 "IR does not verify after `{pass}`"
             )));
         }
+        timings.push(("mlir-passes", pass, t.elapsed()));
         if let Some(d) = dumps.as_deref_mut() {
             d.push((pass.to_string(), module.as_operation().to_string()));
         }

@@ -13,6 +13,7 @@ use melior::ir::operation::OperationLike;
 use melior::ir::{Location, Module, RegionLike};
 use melior::Context;
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 static INIT_NVPTX: Once = Once::new();
 
@@ -44,11 +45,18 @@ fn extract_gpu_module<'c>(
 }
 
 /// Translate the lowered module to LLVM IR and PTX. Returns (LLVM IR after O3, PTX).
+/// The wall time of each step is pushed to `timings` as `("llvm-to-ptx", step, t)`.
 pub(crate) fn to_ptx(
     ctx: &Context,
     module: &Module,
     arch: Arch,
+    timings: &mut Vec<(&'static str, &'static str, Duration)>,
 ) -> Result<(String, String), CodegenError> {
+    let mut t = Instant::now();
+    let mut step = |name: &'static str| {
+        timings.push(("llvm-to-ptx", name, t.elapsed()));
+        t = Instant::now();
+    };
     INIT_NVPTX.call_once(|| Target::initialize_nvptx(&InitializationConfig::default()));
     let plain = extract_gpu_module(ctx, module)?;
     let llctx = LlvmContext::create();
@@ -61,6 +69,7 @@ pub(crate) fn to_ptx(
         ));
     }
     let llmod = unsafe { inkwell::module::Module::new(raw as _) };
+    step("translate-to-llvm-ir");
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
     let target = Target::from_triple(&triple).map_err(|e| CodegenError::Llvm(e.to_string()))?;
     let tm = target
@@ -80,15 +89,19 @@ pub(crate) fn to_ptx(
     llmod
         .verify()
         .map_err(|e| CodegenError::Llvm(format!("LLVM IR does not verify: {e}")))?;
+    step("target-machine+verify");
     llmod
         .run_passes("default<O3>", &tm, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    step("llvm-O3");
     let llvm_ir = llmod.print_to_string().to_string();
+    step("print-llvm-ir");
     let buf = tm
         .write_to_memory_buffer(&llmod, FileType::Assembly)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
     let ptx = String::from_utf8_lossy(buf.as_slice())
         .trim_end_matches('\0')
         .to_string();
+    step("nvptx-codegen");
     Ok((llvm_ir, ptx))
 }

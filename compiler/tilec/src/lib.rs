@@ -4,8 +4,11 @@
 //! The stages live in their own crates: `tile-ir` (the IR, spans, launch ABI,
 //! pack format), `tile-front` (syntax, checker, passes), `tile-interp` (the CPU
 //! interpreter), `tile-codegen` (MLIR/LLVM → PTX). This crate strings them
-//! together: [`compile_dir`] builds a pack from a directory of sources.
+//! together: [`compile_dir`] builds a pack from a directory of sources,
+//! [`compile_dir_cached`] the same through the compile [`cache`].
 //! See docs/ARCHITECTURE.md.
+
+pub mod cache;
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -45,10 +48,32 @@ pub fn compile_dir(
     arches: &[tile_codegen::Arch],
     progress: bool,
 ) -> Result<Result<tile_ir::pack::PackManifest, Vec<String>>> {
+    Ok(compile_dir_cached(dir, arches, progress, None)?.map(|(m, _)| m))
+}
+
+/// What [`compile_dir_cached`] did: of `configs` (kernel, config) pairs,
+/// `compiled` needed the code generator for at least one architecture and
+/// `cached` were taken from the cache for every architecture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    pub configs: usize,
+    pub compiled: usize,
+    pub cached: usize,
+}
+
+/// [`compile_dir`] through `cache` (none: compile everything): an unchanged
+/// (kernel, config, arch) is taken from the cache, byte-identical to a fresh
+/// compile; new ones are stored, and the cache is trimmed to its bound after.
+pub fn compile_dir_cached(
+    dir: &std::path::Path,
+    arches: &[tile_codegen::Arch],
+    progress: bool,
+    cache: Option<&cache::Cache>,
+) -> Result<Result<(tile_ir::pack::PackManifest, CompileStats), Vec<String>>> {
     use anyhow::Context;
     use rayon::prelude::*;
     use std::collections::BTreeMap;
-    use tile_codegen::{compile, Options};
+    use tile_codegen::Options;
     use tile_front::frontend;
     use tile_ir::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
     use tile_ir::TuneSpace;
@@ -124,7 +149,7 @@ pub fn compile_dir(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let results: Vec<Result<Variant, String>> = jobs
+    let results: Vec<Result<(Variant, bool), String>> = jobs
         .par_iter()
         .map(|j| {
             let src = &sources[j.file];
@@ -133,8 +158,10 @@ pub fn compile_dir(
                 .map_err(|d| d.render(src))?;
             let (mut ptx, mut shared_bytes, mut tma) =
                 (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+            let mut all_cached = true;
             for &arch in arches {
-                let art = compile(
+                let (art, hit) = cache::compile(
+                    cache,
                     &tir,
                     &Options {
                         arch,
@@ -154,6 +181,7 @@ pub fn compile_dir(
                         None => format!("error: {what}\n"),
                     }
                 })?;
+                all_cached &= hit;
                 let name = arch.name().to_string();
                 shared_bytes.insert(name.clone(), art.shared_bytes);
                 if !art.tma.is_empty() {
@@ -162,20 +190,35 @@ pub fn compile_dir(
                 ptx.insert(name, art.ptx);
             }
             bar.inc(1);
-            Ok(Variant {
+            let v = Variant {
                 config: j.config.clone(),
                 tir,
                 ptx,
                 shared_bytes,
                 tma,
-            })
+            };
+            Ok((v, all_cached))
         })
         .collect();
     bar.finish_and_clear();
+    if let Some(c) = cache {
+        c.evict_after_writes();
+    }
+    let mut stats = CompileStats {
+        configs: jobs.len(),
+        ..CompileStats::default()
+    };
     let mut variants: Vec<Option<Variant>> = Vec::new();
     for r in results {
         match r {
-            Ok(v) => variants.push(Some(v)),
+            Ok((v, hit)) => {
+                if hit {
+                    stats.cached += 1;
+                } else {
+                    stats.compiled += 1;
+                }
+                variants.push(Some(v));
+            }
             Err(e) => {
                 errors.push(e);
                 variants.push(None);
@@ -202,8 +245,9 @@ pub fn compile_dir(
             variants: vs,
         });
     }
-    Ok(Ok(PackManifest {
+    let manifest = PackManifest {
         compiler_version: tile_ir::VERSION.into(),
         kernels: packed,
-    }))
+    };
+    Ok(Ok((manifest, stats)))
 }

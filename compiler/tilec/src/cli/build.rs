@@ -42,7 +42,8 @@ pub struct Args {
     /// Write the MLIR after every pass into this directory.
     #[arg(long)]
     pub dump_passes: Option<PathBuf>,
-    /// Print the time of each compilation stage on stderr.
+    /// Print the time of each compilation stage and of every pass and step in
+    /// it on stderr (compiles afresh: the compile cache is not used).
     #[arg(long)]
     pub time: bool,
 }
@@ -158,6 +159,21 @@ fn emit_codegen(
         warps,
         dump_passes: args.dump_passes.is_some(),
     };
+    // PTX alone comes through the compile cache; --time measures a fresh
+    // compile, and the other stages are not cached.
+    if args.emit == Emit::Ptx && args.dump_passes.is_none() && !args.time {
+        let cache = tilec::cache::Cache::from_env();
+        let (entry, _hit) =
+            tilec::cache::compile(cache.as_ref(), tir, &opts).map_err(|e| match e.span() {
+                Some(span) => anyhow!("{}", tilec::render_span(src, span, &e.to_string())),
+                None => anyhow!("{e}"),
+            })?;
+        if let Some(c) = &cache {
+            c.evict_after_writes();
+        }
+        tma_note(tir, &entry.tma);
+        return Ok(entry.ptx);
+    }
     let art = compile(tir, &opts).map_err(|e| match e.span() {
         Some(span) => anyhow!("{}", tilec::render_span(src, span, &e.to_string())),
         None => anyhow!("{e}"),
@@ -180,22 +196,11 @@ fn emit_codegen(
         }
         std::fs::write(dir.join("90-llvm.ll"), &art.llvm_ir)?;
     }
-    if !art.tma.is_empty() && matches!(args.emit, Emit::Llvm | Emit::Ptx) {
-        // Whoever launches this PTX without the runtime must pass them.
-        let names: Vec<String> = tir.params.iter().map(|p| p.name.clone()).collect();
-        eprintln!(
-            "note: `{}` takes {} hidden i64 parameter(s) after its own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
-            tir.name,
-            art.tma.len()
-        );
-        for (i, op) in art.tma.iter().enumerate() {
-            eprintln!("  #{} {}", names.len() + i, op.describe(&names));
-        }
+    if matches!(args.emit, Emit::Llvm | Emit::Ptx) {
+        tma_note(tir, &art.tma);
     }
     if args.time {
-        for (stage, t) in &art.timings {
-            eprintln!("{stage:>14}: {:.2} ms", t.as_secs_f64() * 1e3);
-        }
+        print_timings(&art);
     }
     Ok(match args.emit {
         Emit::Tir => unreachable!(),
@@ -204,4 +209,46 @@ fn emit_codegen(
         Emit::Llvm => art.llvm_ir,
         Emit::Ptx => art.ptx,
     })
+}
+
+/// The hidden TMA parameters of a kernel, for whoever launches its PTX without
+/// the runtime (they must pass them).
+fn tma_note(tir: &tile_ir::Kernel, tma: &[tile_ir::launch::TmaOperand]) {
+    if tma.is_empty() {
+        return;
+    }
+    let names: Vec<String> = tir.params.iter().map(|p| p.name.clone()).collect();
+    eprintln!(
+        "note: `{}` takes {} hidden i64 parameter(s) after its own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
+        tir.name,
+        tma.len()
+    );
+    for (i, op) in tma.iter().enumerate() {
+        eprintln!("  #{} {}", names.len() + i, op.describe(&names));
+    }
+}
+
+/// A pass pipeline as `--time` names it: `builtin.module(gpu.module(p{o}))` → `p`.
+fn pass_name(pipeline: &str) -> &str {
+    let mut p = pipeline;
+    for anchor in ["builtin.module(", "gpu.module("] {
+        if let Some(rest) = p.strip_prefix(anchor) {
+            p = rest.trim_end_matches(')');
+        }
+    }
+    p.split('{').next().unwrap_or(p)
+}
+
+/// `--time`: every stage, the passes and steps inside it, and the total.
+fn print_timings(art: &tile_codegen::Artifacts) {
+    let ms = |t: std::time::Duration| t.as_secs_f64() * 1e3;
+    let mut total = std::time::Duration::ZERO;
+    for (stage, t) in &art.timings {
+        eprintln!("{stage:<30} {:>9.2} ms", ms(*t));
+        for (_, step, t) in art.pass_timings.iter().filter(|(s, ..)| s == stage) {
+            eprintln!("  {:<28} {:>9.2} ms", pass_name(step), ms(*t));
+        }
+        total += *t;
+    }
+    eprintln!("{:<30} {:>9.2} ms", "total", ms(total));
 }

@@ -2,6 +2,7 @@
 //! Every failure is reported on stderr with a non-zero exit code, never a panic.
 
 mod build;
+mod cache;
 mod check;
 pub mod pack;
 mod run;
@@ -51,6 +52,8 @@ enum Command {
     Run(run::Args),
     /// Compile every kernel × tune config of a directory into one pack file.
     Pack(pack::Args),
+    /// Show the compile cache (path, entries, bytes) or clear it.
+    Cache(cache::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Build(a) => build::main(a),
         Command::Run(a) => run::main(a),
         Command::Pack(a) => pack::main(a),
+        Command::Cache(a) => cache::main(a),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,10 @@
 //! `tilec pack DIR -o FILE`: compile every kernel of every `.tile` file in DIR
 //! for every config of its tune space and every architecture, in parallel,
-//! into one pack file (written atomically, only when everything compiled).
+//! into one pack file (written atomically, only when everything compiled and
+//! only when its bytes changed). Configurations already compiled come from the
+//! compile cache (`tilec::cache`); without `--quiet` it says how many.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,28 +34,47 @@ pub fn main(args: Args) -> Result<ExitCode> {
                     .ok_or_else(|| anyhow!("unknown architecture `{a}`; hint: sm_90 or sm_80"))
             })
             .collect::<Result<_>>()?;
-        let manifest = match tilec::compile_dir(&args.dir, &arches, !args.quiet)? {
-            Ok(m) => m,
-            Err(errors) => {
-                for e in &errors {
-                    eprint!("{e}");
+        let cache = tilec::cache::Cache::from_env();
+        let (manifest, stats) =
+            match tilec::compile_dir_cached(&args.dir, &arches, !args.quiet, cache.as_ref())? {
+                Ok(m) => m,
+                Err(errors) => {
+                    for e in &errors {
+                        eprint!("{e}");
+                    }
+                    eprintln!(
+                        "error: {} kernel configs failed to compile; no pack written",
+                        errors.len()
+                    );
+                    return Ok(ExitCode::FAILURE);
                 }
-                eprintln!(
-                    "error: {} kernel configs failed to compile; no pack written",
-                    errors.len()
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-        manifest.write(&args.output)?;
+            };
+        // An unchanged pack is not rewritten: its mtime stays, and so does
+        // anything that depends on it.
+        let bytes = manifest.to_bytes();
+        let unchanged = std::fs::read(&args.output).is_ok_and(|old| old == bytes);
+        if !unchanged {
+            tile_ir::pack::write_atomic(&args.output, &bytes)
+                .with_context(|| format!("cannot write {}", args.output.display()))?;
+        }
         if !args.quiet {
-            let n_variants: usize = manifest.kernels.iter().map(|k| k.variants.len()).sum();
             eprintln!(
-                "wrote {}: {} kernels, {n_variants} configs, {} arch(es)",
+                "{} {}: {} kernels, {} configs, {} arch(es)",
+                if unchanged { "unchanged" } else { "wrote" },
                 args.output.display(),
                 manifest.kernels.len(),
+                stats.configs,
                 arches.len()
             );
+            match &cache {
+                Some(c) => eprintln!(
+                    "{} configs compiled, {} from the cache ({})",
+                    stats.compiled,
+                    stats.cached,
+                    c.dir().display()
+                ),
+                None => eprintln!("{} configs compiled (cache off)", stats.compiled),
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
