@@ -1,19 +1,19 @@
 //! `sin cos erf log1p expm1 pow` in f32 without libdevice: range reduction
 //! and polynomials written once, generically over [`Arith`], the f32/i32
 //! instructions they need. The code generator instantiates them with MLIR
-//! ops (`lower::elementwise`: `llvm.intr.fma` → `fma.rn.f32`, `arith.addf` →
+//! ops (`lower::elementwise`: `llvm.fma.f32` → `fma.rn.f32`, `arith.addf` →
 //! `add.rn.f32`, …, no approximate instructions), and [`Cpu`] with Rust's
 //! f32 arithmetic, which is the same IEEE arithmetic: `Cpu` computes
 //! bit-for-bit what the GPU computes, so the error bounds of
 //! docs/LANGUAGE.md ("Math functions") can be checked here without a GPU and
 //! measured on one with the same numbers expected.
 //!
-//! Error budgets (ulp of the f32 result, against the exact value):
+//! The methods (bounds and measured errors: docs/LANGUAGE.md; polynomial
+//! coefficients are Chebyshev fits, rounded to f32):
 //! - `sin`, `cos`: Cody–Waite reduction by π/2 with a three-part constant
 //!   (exact first step with FMA) for |x| ≤ 105615, then minimax polynomials on
-//!   [-π/4, π/4]. Beyond 105615 the reduction loses accuracy, and beyond
-//!   2^22·π/2 ≈ 6.6e6 the result is unspecified (but in [-1, 1]); infinities
-//!   and NaN give NaN.
+//!   [-π/4, π/4]; beyond, Payne–Hanek reduction with 2/π to 224 bits
+//!   (integer arithmetic). Infinities and NaN give NaN.
 //! - `erf`: `x + x·R(x²)` for |x| < 0.921875; above, `1 - exp(Q(|x|))` with
 //!   `Q ≈ log(erfc)` and an exp accurate to double-f32 input; ±1 from |x| = 4.
 //! - `log1p`: `u = 1 + x` with its rounding error `c` kept,
@@ -54,7 +54,7 @@ pub trait Arith {
     fn and(&mut self, a: Self::B, b: Self::B) -> Result<Self::B, Self::E>;
     fn not(&mut self, a: Self::B) -> Result<Self::B, Self::E>;
     fn bits(&mut self, a: Self::F) -> Result<Self::I, Self::E>;
-    fn from_bits(&mut self, a: Self::I) -> Result<Self::F, Self::E>;
+    fn bits_to_f(&mut self, a: Self::I) -> Result<Self::F, Self::E>;
     fn iadd(&mut self, a: Self::I, b: Self::I) -> Result<Self::I, Self::E>;
     fn isub(&mut self, a: Self::I, b: Self::I) -> Result<Self::I, Self::E>;
     fn iand(&mut self, a: Self::I, b: Self::I) -> Result<Self::I, Self::E>;
@@ -64,6 +64,16 @@ pub trait Arith {
     fn ieq(&mut self, a: Self::I, b: Self::I) -> Result<Self::B, Self::E>;
     /// Signed `a < b`.
     fn ilt(&mut self, a: Self::I, b: Self::I) -> Result<Self::B, Self::E>;
+    /// Unsigned `a < b`.
+    fn ult(&mut self, a: Self::I, b: Self::I) -> Result<Self::B, Self::E>;
+    fn sel_i(&mut self, c: Self::B, a: Self::I, b: Self::I) -> Result<Self::I, Self::E>;
+    fn ior(&mut self, a: Self::I, b: Self::I) -> Result<Self::I, Self::E>;
+    fn inot(&mut self, a: Self::I) -> Result<Self::I, Self::E>;
+    /// The low and high 32 bits of the unsigned 64-bit product.
+    fn umul_wide(&mut self, a: Self::I, b: Self::I) -> Result<(Self::I, Self::I), Self::E>;
+    /// Shifts by a value in 0..32 (logical right shift).
+    fn shl_v(&mut self, a: Self::I, n: Self::I) -> Result<Self::I, Self::E>;
+    fn lshr_v(&mut self, a: Self::I, n: Self::I) -> Result<Self::I, Self::E>;
     /// f32 → i32, truncating, saturating, NaN → 0.
     fn to_int(&mut self, a: Self::F) -> Result<Self::I, Self::E>;
     fn to_float(&mut self, a: Self::I) -> Result<Self::F, Self::E>;
@@ -134,7 +144,7 @@ impl Arith for Cpu {
     fn bits(&mut self, a: f32) -> Result<i32, Self::E> {
         Ok(a.to_bits() as i32)
     }
-    fn from_bits(&mut self, a: i32) -> Result<f32, Self::E> {
+    fn bits_to_f(&mut self, a: i32) -> Result<f32, Self::E> {
         Ok(f32::from_bits(a as u32))
     }
     fn iadd(&mut self, a: i32, b: i32) -> Result<i32, Self::E> {
@@ -157,6 +167,28 @@ impl Arith for Cpu {
     }
     fn ilt(&mut self, a: i32, b: i32) -> Result<bool, Self::E> {
         Ok(a < b)
+    }
+    fn ult(&mut self, a: i32, b: i32) -> Result<bool, Self::E> {
+        Ok((a as u32) < (b as u32))
+    }
+    fn sel_i(&mut self, c: bool, a: i32, b: i32) -> Result<i32, Self::E> {
+        Ok(if c { a } else { b })
+    }
+    fn ior(&mut self, a: i32, b: i32) -> Result<i32, Self::E> {
+        Ok(a | b)
+    }
+    fn inot(&mut self, a: i32) -> Result<i32, Self::E> {
+        Ok(!a)
+    }
+    fn umul_wide(&mut self, a: i32, b: i32) -> Result<(i32, i32), Self::E> {
+        let p = (a as u32 as u64) * (b as u32 as u64);
+        Ok((p as u32 as i32, (p >> 32) as u32 as i32))
+    }
+    fn shl_v(&mut self, a: i32, n: i32) -> Result<i32, Self::E> {
+        Ok(((a as u32) << n) as i32)
+    }
+    fn lshr_v(&mut self, a: i32, n: i32) -> Result<i32, Self::E> {
+        Ok(((a as u32) >> n) as i32)
     }
     fn to_int(&mut self, a: f32) -> Result<i32, Self::E> {
         Ok(a as i32)
@@ -218,7 +250,7 @@ fn pow2i<A: Arith>(a: &mut A, j: A::I) -> Result<A::F, A::E> {
     let bias = a.ci(127)?;
     let e = a.iadd(j, bias)?;
     let b = a.shl(e, 23)?;
-    a.from_bits(b)
+    a.bits_to_f(b)
 }
 
 /// Round `t` (|t| < 2^22) to the nearest integer: (as f32, as i32).
@@ -249,8 +281,139 @@ const COS: [f32; 5] = [
     -2.722_898e-7,
 ];
 /// π/2 in three parts: P1 + P2 + P3 (P1 = RN(π/2), then the remainders).
-const PIO2: [f32; 3] = [1.570_796_4, -4.371_138_8e-8, -1.715_124_5e-15];
-const TWO_OVER_PI: f32 = 0.636_619_77;
+const PIO2: [f32; 3] = [
+    f32::from_bits(0x3FC9_0FDB),
+    f32::from_bits(0xB33B_BD2E),
+    f32::from_bits(0xA6F7_2CED),
+];
+const TWO_OVER_PI: f32 = std::f32::consts::FRAC_2_PI;
+
+/// The largest |x| reduced by the three-part π/2 (beyond it, Payne–Hanek).
+const SINCOS_FAST_MAX: f32 = 105_615.0;
+
+/// 2/π to 224 bits, most significant word first.
+const TWO_OVER_PI_BITS: [u32; 7] = [
+    0xA2F9_836E,
+    0x4E44_1529,
+    0xFC27_57D1,
+    0xF534_DDC0,
+    0xDB62_9599,
+    0x3C43_9041,
+    0xFE51_63AB,
+];
+
+/// `x = j·π/2 + r` for a finite |x| ≥ 2^16 (used beyond 105615): the
+/// 24-bit significand times 2/π as a 248-bit integer product, the 2 integer
+/// and 64 fraction bits at x's exponent taken out, the fraction rounded to
+/// [-1/2, 1/2) and times π/2 in double-f32. Returns (r, j mod 4 as i32).
+fn payne_hanek<A: Arith>(a: &mut A, x: A::F) -> Result<(A::F, A::I), A::E> {
+    let xb = a.bits(x)?;
+    let ex = a.shr(xb, 23)?;
+    let ff = a.ci(0xFF)?;
+    let ex = a.iand(ex, ff)?;
+    let mm = a.ci(0x7F_FFFF)?;
+    let m = a.iand(xb, mm)?;
+    let hidden = a.ci(0x80_0000)?;
+    let m = a.ior(m, hidden)?;
+    // p = m · W, W = Σ w_i·2^(32(6-i)): eight 32-bit words, least significant first
+    let mut p = Vec::with_capacity(9);
+    let mut carry = a.ci(0)?;
+    for &w in TWO_OVER_PI_BITS.iter().rev() {
+        let wc = a.ci(w as i32)?;
+        let (lo, hi) = a.umul_wide(m, wc)?;
+        let sum = a.iadd(lo, carry)?;
+        let c = a.ult(sum, lo)?;
+        let one = a.ci(1)?;
+        let zero = a.ci(0)?;
+        let ci = a.sel_i(c, one, zero)?;
+        p.push(sum);
+        carry = a.iadd(hi, ci)?;
+    }
+    p.push(carry);
+    let zero = a.ci(0)?;
+    p.push(zero);
+    // x·2/π = p·2^(ex - 374): the units bit is bit 374 - ex; take the 96 bits
+    // from bit s = 310 - ex (k = s/32 in 1..=5 for ex in 143..=254).
+    let c310 = a.ci(310)?;
+    let sft = a.isub(c310, ex)?;
+    let k = a.shr(sft, 5)?;
+    let c31 = a.ci(31)?;
+    let b = a.iand(sft, c31)?;
+    let mut w = Vec::with_capacity(4);
+    for off in 0..4 {
+        // w[off] = p[k + off], k in 1..=5
+        let mut v = p[1 + off];
+        for kk in 2..=5usize {
+            let kc = a.ci(kk as i32)?;
+            let is = a.ieq(k, kc)?;
+            v = a.sel_i(is, p[kk + off], v)?;
+        }
+        w.push(v);
+    }
+    let c32 = a.ci(32)?;
+    let nb = a.isub(c32, b)?;
+    let b0 = a.ieq(b, zero)?;
+    let mut r = Vec::with_capacity(3);
+    for i in 0..3 {
+        let lo = a.lshr_v(w[i], b)?;
+        // (32 - b) is 32 when b = 0: shift by 0 instead and drop it
+        let nb_safe = a.sel_i(b0, zero, nb)?;
+        let hi = a.shl_v(w[i + 1], nb_safe)?;
+        let hi = a.sel_i(b0, zero, hi)?;
+        r.push(a.ior(lo, hi)?);
+    }
+    // r[2] bits 0, 1: the quadrant; r[1]:r[0]: the fraction
+    let three = a.ci(3)?;
+    let q = a.iand(r[2], three)?;
+    let half = a.ilt(r[1], zero)?; // fraction ≥ 1/2
+    let one = a.ci(1)?;
+    let q1 = a.iadd(q, one)?;
+    let q = a.sel_i(half, q1, q)?;
+    let n1 = a.inot(r[1])?;
+    let n0 = a.inot(r[0])?;
+    let f1 = a.sel_i(half, n1, r[1])?;
+    let f0 = a.sel_i(half, n0, r[0])?;
+    // |fraction| = c0·2^-24 + c1·2^-48 + c2·2^-64 (chunks exact in f32)
+    let c0 = a.shr(f1, 8)?;
+    let m24 = a.ci(0xFF_FFFF)?;
+    let c0 = a.iand(c0, m24)?;
+    let lo8 = a.iand(f1, ff)?;
+    let lo8 = a.shl(lo8, 16)?;
+    let mid = a.shr(f0, 16)?;
+    let m16 = a.ci(0xFFFF)?;
+    let mid = a.iand(mid, m16)?;
+    let c1 = a.ior(lo8, mid)?;
+    let c2 = a.iand(f0, m16)?;
+    let fc0 = a.to_float(c0)?;
+    let fc1 = a.to_float(c1)?;
+    let fc2 = a.to_float(c2)?;
+    let s24 = a.cf(5.960_464_5e-8)?; // 2^-24
+    let s48 = a.cf(3.552_713_7e-15)?; // 2^-48
+    let s64 = a.cf(5.421_011e-20)?; // 2^-64
+    let fh = a.mul(fc0, s24)?;
+    let t1 = a.mul(fc1, s48)?;
+    let t2 = a.mul(fc2, s64)?;
+    let fl = a.add(t1, t2)?;
+    // (fh + fl)·π/2 in double-f32
+    let ph = a.cf(PIO2[0])?;
+    let pl = a.cf(PIO2[1])?;
+    let rh = a.mul(fh, ph)?;
+    let nrh = a.neg(rh)?;
+    let re = a.fma(fh, ph, nrh)?;
+    let u = a.mul(fl, ph)?;
+    let u = a.fma(fh, pl, u)?;
+    let rl = a.add(re, u)?;
+    let rr = a.add(rh, rl)?;
+    // sign: negative fraction, negative x
+    let nr = a.neg(rr)?;
+    let rr = a.sel(half, nr, rr)?;
+    let xneg = a.ilt(xb, zero)?;
+    let nr = a.neg(rr)?;
+    let rr = a.sel(xneg, nr, rr)?;
+    let nq = a.isub(zero, q)?;
+    let q = a.sel_i(xneg, nq, q)?;
+    Ok((rr, q))
+}
 
 /// sin (`cos_shift` 0) or cos (`cos_shift` 1): the quadrant `j` of
 /// `x ≈ j·π/2 + r` selects ±sin(r) or ±cos(r).
@@ -265,6 +428,13 @@ fn sincos<A: Arith>(a: &mut A, x: A::F, cos_shift: i32) -> Result<A::F, A::E> {
         let pc = a.cf(p)?;
         r = a.fma(nj, pc, r)?;
     }
+    // |x| > 105615: Payne–Hanek (the quadrant and r from 2/π to 224 bits).
+    let (rs, js) = payne_hanek(a, x)?;
+    let ax = a.abs(x)?;
+    let lim = a.cf(SINCOS_FAST_MAX)?;
+    let slow = a.lt(lim, ax)?;
+    let r = a.sel(slow, rs, r)?;
+    let ji = a.sel_i(slow, js, ji)?;
     let s = a.mul(r, r)?;
     // sin(r)
     let ps = horner(a, s, &SIN)?;
@@ -287,11 +457,6 @@ fn sincos<A: Arith>(a: &mut A, x: A::F, cos_shift: i32) -> Result<A::F, A::E> {
     let nv = a.neg(v)?;
     let pos = a.ieq(q2, zero_i)?;
     let y = a.sel(pos, v, nv)?;
-    // Beyond 2^22·π/2 the quadrant is wrong and r unbounded: keep the result
-    // in [-1, 1] (unspecified there; docs/LANGUAGE.md).
-    let m1 = a.cf(-1.0)?;
-    let y = a.min(y, one)?;
-    let y = a.max(y, m1)?;
     // sin(±0) = ±0 (the sum r + … above gives +0).
     let y = if cos_shift == 0 {
         let zero = a.cf(0.0)?;
@@ -336,7 +501,7 @@ fn exp2_dd<A: Arith>(a: &mut A, zh: A::F, zl: A::F) -> Result<A::F, A::E> {
     let e = horner(a, d, &EXP2)?;
     let one = a.cf(1.0)?;
     let p = a.fma(d, e, one)?;
-    let ln2 = a.cf(0.693_147_2)?;
+    let ln2 = a.cf(std::f32::consts::LN_2)?;
     let pl = a.mul(p, ln2)?;
     let p = a.fma(pl, zl, p)?;
     let j1 = a.shr(ji, 1)?;
@@ -349,7 +514,7 @@ fn exp2_dd<A: Arith>(a: &mut A, zh: A::F, zl: A::F) -> Result<A::F, A::E> {
 
 /// 2^r = 1 + r·E(r), |r| ≤ 0.5005.
 const EXP2: [f32; 7] = [
-    0.693_147_2,
+    std::f32::consts::LN_2,
     0.240_226_5,
     0.055_504_11,
     0.009_618_056,
@@ -369,7 +534,7 @@ fn log2_dd<A: Arith>(a: &mut A, x: A::F, ebias: A::F) -> Result<(A::F, A::F), A:
     let e = a.shr(t, 23)?;
     let es = a.shl(e, 23)?;
     let mb = a.isub(xb, es)?;
-    let m = a.from_bits(mb)?;
+    let m = a.bits_to_f(mb)?;
     let ef = a.to_float(e)?;
     let ef = a.sub(ef, ebias)?; // exact: small integers
     let one = a.cf(1.0)?;
@@ -465,7 +630,7 @@ pub fn log1p<A: Arith>(a: &mut A, x: A::F) -> Result<A::F, A::E> {
     let uc = a.min(uc, huge)?;
     let zero = a.cf(0.0)?;
     let (h, l) = log2_dd(a, uc, zero)?;
-    let lh = a.cf(0.693_147_2)?;
+    let lh = a.cf(std::f32::consts::LN_2)?;
     let ll = a.cf(-1.904_654_2e-9)?;
     let ph = a.mul(h, lh)?;
     let nph = a.neg(ph)?;
@@ -509,7 +674,7 @@ pub fn expm1<A: Arith>(a: &mut A, x: A::F) -> Result<A::F, A::E> {
     let hi = a.cf(89.0)?;
     let xc = a.max(x, lo)?;
     let xc = a.min(xc, hi)?;
-    let l2e = a.cf(1.442_695)?;
+    let l2e = a.cf(std::f32::consts::LOG2_E)?;
     let m = a.cf(MAGIC)?;
     let k = a.fma(xc, l2e, m)?;
     let (jf, ji) = round_int(a, k)?;
@@ -582,7 +747,7 @@ pub fn erf<A: Arith>(a: &mut A, x: A::F) -> Result<A::F, A::E> {
     let ntc = a.neg(tc)?;
     let lg = a.fma(ntc, tc, q)?;
     // exp(lg) = exp2(lg·log2 e) with the product as double-f32
-    let l2h = a.cf(1.442_695)?;
+    let l2h = a.cf(std::f32::consts::LOG2_E)?;
     let l2l = a.cf(1.925_963e-8)?;
     let zh = a.mul(lg, l2h)?;
     let nzh = a.neg(zh)?;

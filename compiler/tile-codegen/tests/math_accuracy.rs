@@ -103,15 +103,15 @@ fn sin_cos_within_bound() {
     }
     let (s, _) = worst("sin", &xs, cpu::sin, f64::sin);
     let (c, _) = worst("cos", &xs, cpu::cos, f64::cos);
-    assert!(s <= 1.5, "sin: {s} ulp");
-    assert!(c <= 1.5, "cos: {c} ulp");
+    assert!(s <= 2.0, "sin: {s} ulp");
+    assert!(c <= 2.0, "cos: {c} ulp");
 }
 
 #[test]
 fn erf_within_bound() {
     let xs = sweep(0.0, 4.5, 1 << points(), true);
     let (e, _) = worst("erf", &xs, cpu::erf, erf64);
-    assert!(e <= 2.0, "erf: {e} ulp");
+    assert!(e <= 1.5, "erf: {e} ulp");
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn log1p_within_bound() {
             .map(|x| -x),
     );
     let (e, _) = worst("log1p", &xs, cpu::log1p, f64::ln_1p);
-    assert!(e <= 1.5, "log1p: {e} ulp");
+    assert!(e <= 1.0, "log1p: {e} ulp");
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn expm1_within_bound() {
     let mut xs = sweep(0.0, 88.72, 1 << points(), false);
     xs.extend(sweep(0.0, 104.0, 1 << points(), false).iter().map(|x| -x));
     let (e, _) = worst("expm1", &xs, cpu::expm1, f64::exp_m1);
-    assert!(e <= 1.5, "expm1: {e} ulp");
+    assert!(e <= 2.0, "expm1: {e} ulp");
 }
 
 #[test]
@@ -143,6 +143,14 @@ fn pow_within_bound() {
     let aa = sweep(f32::from_bits(1), f32::MAX, n, false);
     let mut bb = sweep(1.0 / 1024.0, 200.0, n / 2, true);
     bb.extend((-40..=40).map(|i| i as f32));
+    // bases next to 1 with large exponents, tiny exponents
+    let mut aa = aa;
+    for k in 1..200u32 {
+        aa.push(f32::from_bits(1.0f32.to_bits() + k * 997));
+        aa.push(f32::from_bits(1.0f32.to_bits() - k * 997));
+    }
+    bb.extend(sweep(200.0, 1.0e9, n / 4, true));
+    bb.extend(sweep(1.0e-30, 1.0 / 1024.0, n / 8, true));
     let mut w = (0.0f64, 0.0f32, 0.0f32);
     for &a in &aa {
         for &b in &bb {
@@ -158,7 +166,7 @@ fn pow_within_bound() {
         }
     }
     println!("pow    max {:.3} ulp at ({:e}, {:e})", w.0, w.1, w.2);
-    assert!(w.0 <= 2.0, "pow: {} ulp at ({:e}, {:e})", w.0, w.1, w.2);
+    assert!(w.0 <= 1.5, "pow: {} ulp at ({:e}, {:e})", w.0, w.1, w.2);
 }
 
 fn same(got: f32, want: f32) -> bool {
@@ -169,7 +177,8 @@ fn same(got: f32, want: f32) -> bool {
 fn special_values() {
     let (inf, nan) = (f32::INFINITY, f32::NAN);
     let tiny = f32::from_bits(1);
-    let unary: [(&str, fn(f32) -> f32, &[(f32, f32)]); 5] = [
+    type Cases<'a> = (&'a str, fn(f32) -> f32, &'a [(f32, f32)]);
+    let unary: [Cases; 5] = [
         (
             "sin",
             cpu::sin,
@@ -316,4 +325,26 @@ fn special_values() {
             "pow({a:e}, {b:e}) = {got:e}, want {want:e}"
         );
     }
+}
+
+/// Beyond 105615 (Payne–Hanek): every binade up to f32::MAX, and the f32
+/// values closest to multiples of π/2 known to be hard (x = 16367173·2^72
+/// and others are in the sweep's neighbourhood).
+#[test]
+fn sin_cos_large_arguments() {
+    let mut xs = sweep(105616.0, f32::MAX, 1 << points(), true);
+    xs.extend([
+        1.0e30,
+        -1.0e30,
+        f32::MAX,
+        -f32::MAX,
+        1.6367173e7 * 2f32.powi(72),
+        2.0f32.powi(100),
+        3.0e38,
+        123456.79,
+    ]);
+    let (s, _) = worst("sin", &xs, cpu::sin, f64::sin);
+    let (c, _) = worst("cos", &xs, cpu::cos, f64::cos);
+    assert!(s <= 2.0, "sin: {s} ulp");
+    assert!(c <= 2.0, "cos: {c} ulp");
 }

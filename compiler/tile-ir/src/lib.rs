@@ -179,8 +179,8 @@ pub enum UnaryOp {
     Sigmoid,
     Tanh,
     Abs,
-    /// Sine and cosine (radians). Accurate range reduction for |x| ≤ 105615
-    /// on the GPU (docs/LANGUAGE.md, "Math functions").
+    /// Sine and cosine (radians); docs/LANGUAGE.md, "Math functions", for
+    /// the GPU's accuracy.
     Sin,
     Cos,
     /// The error function.

@@ -619,7 +619,7 @@ impl Arith for Mlir<'_, '_> {
     fn bits(&mut self, a: V) -> Result<V, CodegenError> {
         self.i("arith.bitcast", &[a])
     }
-    fn from_bits(&mut self, a: V) -> Result<V, CodegenError> {
+    fn bits_to_f(&mut self, a: V) -> Result<V, CodegenError> {
         self.f("arith.bitcast", &[a])
     }
     fn iadd(&mut self, a: V, b: V) -> Result<V, CodegenError> {
@@ -644,6 +644,30 @@ impl Arith for Mlir<'_, '_> {
     }
     fn ilt(&mut self, a: V, b: V) -> Result<V, CodegenError> {
         self.0.cmpi("slt", a, b)
+    }
+    fn ult(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.cmpi("ult", a, b)
+    }
+    fn sel_i(&mut self, c: V, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.select(c, a, b)
+    }
+    fn ior(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.ori", a, b)
+    }
+    fn inot(&mut self, a: V) -> Result<V, CodegenError> {
+        let m = self.0.i32(-1)?;
+        self.0.binop("arith.xori", a, m)
+    }
+    fn umul_wide(&mut self, a: V, b: V) -> Result<(V, V), CodegenError> {
+        let t = self.0.ty("i32");
+        let r = self.0.op("arith.mului_extended", &[a, b], &[t, t], &[])?;
+        Ok((r[0], r[1]))
+    }
+    fn shl_v(&mut self, a: V, n: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.shli", a, n)
+    }
+    fn lshr_v(&mut self, a: V, n: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.shrui", a, n)
     }
     fn to_int(&mut self, a: V) -> Result<V, CodegenError> {
         let t = self.0.ty("i32");
