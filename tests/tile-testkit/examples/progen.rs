@@ -25,11 +25,17 @@ fn main() {
     for i in first..first + count {
         let g = progen::generate(seed, i);
         let src = SourceFile::new(format!("{}.tile", g.name), g.source.as_str());
-        let ok = parse_program(&src).is_ok_and(|p| p.check_all().is_empty());
-        if ok {
+        let diags = match parse_program(&src) {
+            Ok(p) => p.check_all(),
+            Err(d) => d,
+        };
+        if diags.is_empty() {
             std::fs::write(dir.join(format!("{}.tile", g.name)), &g.source).expect("write");
             kept += 1;
         } else {
+            if rejected < 3 {
+                eprintln!("rejected:\n{}{}", g.source, diags.render(&src));
+            }
             rejected += 1;
         }
     }

@@ -76,14 +76,30 @@ pub const LOOP_MAX: i32 = 4;
 /// exp relative 3.8e-6, exp2 relative 1.5e-7, log absolute 8.9e-6, rsqrt
 /// relative 1.2e-7, sigmoid absolute 9.2e-8 / relative 1.8e-6 (≤ 1, so
 /// absolute ≤ 1.8e-6), tanh absolute 7.6e-6.
-pub const FN_ERR: [(&str, f64); 6] = [
+/// `sin cos erf expm1 pow` are within 1.5 ulp of the f32 result, `log1p` within
+/// 1.0 (LANGUAGE.md "Math functions"; the interpreter rounds the f64 value
+/// once): `ext_ulp`, `log1p_ulp` in ulps, used with a factor-2 margin; a
+/// subnormal result's ulp is absolute ([`SUBNORMAL_ABS`]).
+pub const FN_ERR: [(&str, f64); 8] = [
     ("exp_rel", 8e-6),
     ("exp2_rel", 4e-7),
     ("log_abs", 2e-5),
     ("rsqrt_rel", 4e-7),
     ("sigmoid_abs", 4e-6),
     ("tanh_abs", 2e-5),
+    ("ext_ulp", 1.5),
+    ("log1p_ulp", 1.0),
 ];
+
+/// The math functions the generator calls (`sqrt` alone where values must be exact).
+pub const MATH_FNS: &[&str] = &[
+    "exp", "exp2", "log", "sqrt", "rsqrt", "sigmoid", "tanh", "sin", "cos", "erf", "log1p",
+    "expm1", "pow",
+];
+
+/// Two ulps of the smallest subnormal f32 (2^-148): the absolute part of a
+/// bound stated in ulps of the result.
+const SUBNORMAL_ABS: f64 = 2.8e-45;
 
 fn fn_err(name: &str) -> f64 {
     FN_ERR.iter().find(|(n, _)| *n == name).unwrap().1
@@ -911,11 +927,18 @@ impl Gen {
         let f = if exact {
             "sqrt"
         } else {
-            ["exp", "exp2", "log", "sqrt", "rsqrt", "sigmoid", "tanh"][self.rng.random_range(0..7)]
+            MATH_FNS[self.rng.random_range(0..MATH_FNS.len())]
         };
-        // sqrt is correctly rounded on both sides, but not Lipschitz at 0:
-        // only of exact arguments. The others take bounded-error arguments.
-        let a = self.expr(Dt::F32, sh, d, exact || f == "sqrt");
+        // sqrt is correctly rounded on both sides, but not Lipschitz at 0;
+        // expm1 and pow have unbounded slopes relative to their results: only
+        // of exact arguments. The others take bounded-error arguments.
+        let exact_arg = exact || matches!(f, "sqrt" | "expm1" | "pow");
+        let mut a = self.expr(Dt::F32, sh, d, exact_arg);
+        if a.konst {
+            // A function of a constant may be folded, and a folded NaN or
+            // infinity is an error (E0033): take a run-time argument.
+            a = self.leaf_runtime(Dt::F32, sh);
+        }
         let ea = a.cls.abs_err();
         if !ea.is_finite() {
             return None;
@@ -980,6 +1003,59 @@ impl Gen {
                     r: 0.0,
                 },
             ),
+            "sin" | "cos" => (
+                // Inside the domain of the documented bound (|x| <= 105615).
+                format!("{f}(minimum(maximum({}, -100.0), 100.0))", a.text),
+                Cls {
+                    m: 1.0,
+                    e: ea + SUBNORMAL_ABS,
+                    r: 2.0 * fn_err("ext_ulp") * ULP32,
+                },
+            ),
+            "erf" => (
+                format!("erf({})", a.text),
+                Cls {
+                    m: 1.0,
+                    e: 1.13 * ea + SUBNORMAL_ABS,
+                    r: 2.0 * fn_err("ext_ulp") * ULP32,
+                },
+            ),
+            "log1p" => (
+                format!("log1p(abs({}))", a.text),
+                Cls {
+                    m: if a.cls.m.is_finite() {
+                        (a.cls.m + 1.0).ln().max(1.0)
+                    } else {
+                        89.0
+                    },
+                    e: ea + SUBNORMAL_ABS,
+                    r: 2.0 * fn_err("log1p_ulp") * ULP32,
+                },
+            ),
+            "expm1" => (
+                format!("expm1(minimum(maximum({}, -20.0), 20.0))", a.text),
+                Cls {
+                    m: 20f64.exp(),
+                    e: SUBNORMAL_ABS,
+                    r: 2.0 * fn_err("ext_ulp") * ULP32,
+                },
+            ),
+            "pow" => {
+                let b = self.expr(Dt::F32, sh, d, true);
+                let b = if b.konst {
+                    self.leaf_runtime(Dt::F32, sh)
+                } else {
+                    b
+                };
+                (
+                    format!("pow({}, {})", a.text, b.text),
+                    Cls {
+                        m: f64::INFINITY,
+                        e: SUBNORMAL_ABS,
+                        r: 2.0 * fn_err("ext_ulp") * ULP32,
+                    },
+                )
+            }
             _ => (format!("sqrt({})", a.text), Cls::exact(a.cls.m.sqrt())),
         };
         let v = Val {
@@ -1071,6 +1147,9 @@ impl Gen {
                 let v = self.expr(dt, sh, 3, false);
                 let name = self.name("v");
                 self.bind(&name, &v.text.clone(), v.dt, v.sh, v.cls, v.splat);
+                if let Some(b) = self.env.last_mut() {
+                    b.konst = v.konst;
+                }
             }
             4 | 5 if depth > 0 => {
                 // A loop-carried accumulator (exact: its error would grow with the trips).
@@ -1173,6 +1252,9 @@ impl Gen {
                 let v = self.expr(dt, sh, 3, false);
                 let name = self.name("v");
                 self.bind(&name, &v.text.clone(), v.dt, v.sh, v.cls, v.splat);
+                if let Some(b) = self.env.last_mut() {
+                    b.konst = v.konst;
+                }
             }
         }
     }
