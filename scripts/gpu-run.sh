@@ -11,6 +11,8 @@
 #   GPU_RUN_TARGETS=sm_80 BENCH=0 bash .gpu/gpu-run.sh
 set -uo pipefail
 out="${OUT:-/tmp/gpu-out}"; mkdir -p "$out"
+# scripts/gpu-bundle compresses packs and binaries for the trip.
+find .gpu -name '*.gz' -exec gunzip -f {} +
 export TILE_PACK_DIR="$PWD/.gpu/packs" TILE_EXAMPLES_PACK="$PWD/.gpu/packs/dsl-examples.tpack"
 # On the GPU machine a skipped GPU test is a failure (tile-testkit::gpu_or_skip).
 export TILE_REQUIRE_GPU=1

@@ -79,6 +79,13 @@ fn accum(dtype: Scalar, n: usize) -> HostArg {
     }
 }
 
+/// Kernels whose outputs feed each other (attention_bwd.tile: the forward's
+/// lse and delta go into the backward): gpu_attention runs them as a chain
+/// against an f64 reference instead of one by one here.
+fn checked_elsewhere(kernel: &str) -> bool {
+    kernel == "attention_lse" || kernel.starts_with("attention_bwd")
+}
+
 /// The cases to run for `kernel` at `config`.
 fn cases(kernel: &str, c: &Config, rng: &mut impl Rng) -> Vec<Case> {
     use Scalar::*;
@@ -536,6 +543,9 @@ fn gpu_every_example_matches_the_interpreter() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut summary = Vec::new();
     for kp in &pack.manifest().kernels {
+        if checked_elsewhere(&kp.name) {
+            continue;
+        }
         let variants: Vec<_> = if small() {
             kp.variants.iter().take(1).collect()
         } else {
@@ -592,6 +602,9 @@ fn tolerances_catch_outputs_the_old_ones_let_through() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed("tolerances: "));
     for (_, prog) in &programs {
         for kernel in prog.kernel_names() {
+            if checked_elsewhere(&kernel) {
+                continue;
+            }
             let meta: Vec<(String, i64)> = match prog.tune_space(&kernel) {
                 Some(space) => space
                     .params

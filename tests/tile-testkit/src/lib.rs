@@ -12,7 +12,9 @@
 //! - [`Tolerance`], [`mismatches`]: comparisons with named tolerance fields.
 //! - [`ptxas`], [`run_ptxas`]: the assembler check of generated PTX.
 //! - [`progen`]: random well-typed kernels for the fuzz and differential tests.
+//! - [`attention`]: attention in f64 with the bounds of its bf16 kernels.
 
+pub mod attention;
 pub mod progen;
 
 use half::bf16;

@@ -60,7 +60,7 @@ fn assign_block(
             Op::Broadcast(a) => {
                 if let Some(Layout::Slice(s)) = out.get(a) {
                     let shape = &kernel.ty(r).shape;
-                    if s.keep && shape[0] == s.parent.shape[0] && shape[1] % 8 == 0 {
+                    if s.keep && shape[0] == s.parent.shape[0] && shape[1].is_multiple_of(8) {
                         out.insert(r, Layout::Mma(s.broadcast_to(shape[1])));
                     }
                 }

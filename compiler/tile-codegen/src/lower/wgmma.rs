@@ -311,7 +311,7 @@ pub(super) fn k_major_operands(
         .filter(|(_, x)| !pipelined.contains(x))
         .filter(|(_, x)| {
             let shape = &kernel.ty(*x).shape;
-            prefetch::swizzle_width(shape[1]).is_some() && shape[0] % 8 == 0
+            prefetch::swizzle_width(shape[1]).is_some() && shape[0].is_multiple_of(8)
         })
         .collect()
 }
