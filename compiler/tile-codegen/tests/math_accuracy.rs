@@ -348,3 +348,35 @@ fn sin_cos_large_arguments() {
     assert!(s <= 2.0, "sin: {s} ulp");
     assert!(c <= 2.0, "cos: {c} ulp");
 }
+
+/// What gpu_math.rs's bf16 test asserts, on the CPU: every bf16 with
+/// 1e-3 ≤ |x| ≤ 3 through the f32 code, rounded to bf16, is the f64 value
+/// rounded to bf16 or its neighbour.
+#[test]
+fn bf16_results_within_one_bf16_ulp() {
+    use half::bf16;
+    type F = (&'static str, fn(f32) -> f32, fn(f64) -> f64);
+    let funcs: [F; 6] = [
+        ("sin", cpu::sin, f64::sin),
+        ("cos", cpu::cos, f64::cos),
+        ("erf", cpu::erf, erf64),
+        ("log1p(|x|)", |v| cpu::log1p(v.abs()), |v| v.abs().ln_1p()),
+        ("expm1", cpu::expm1, f64::exp_m1),
+        ("pow(|x|, x)", |v| cpu::pow(v.abs(), v), |v| v.abs().powf(v)),
+    ];
+    for (name, f, exact) in funcs {
+        for b in 0u16..=u16::MAX {
+            let x = bf16::from_bits(b).to_f32();
+            if !(1e-3..=3.0).contains(&x.abs()) {
+                continue;
+            }
+            let got = bf16::from_f32(f(x));
+            let want = bf16::from_f64(exact(x as f64));
+            let ulps = (got.to_bits() as i32 - want.to_bits() as i32).abs();
+            assert!(
+                got == want || (got.to_f32().signum() == want.to_f32().signum() && ulps <= 1),
+                "{name}({x}) = {got}, want {want}"
+            );
+        }
+    }
+}
