@@ -30,7 +30,8 @@
 //! reductions (`sum max min` over either axis or the whole tile) with
 //! broadcasting back (`[:, None]`, `[None, :]`), `broadcast_to`, run-time and
 //! `static` loops, `if`/`else` on run-time conditions, program ids,
-//! `num_programs`, and `dot` (when every configuration has `BM, BN >= 16`).
+//! `num_programs`, `atomic_add` (integers), and `dot` (when every
+//! configuration has `BM, BN >= 16`). Not yet: float `%` ([`FLOAT_REM`]).
 //!
 //! # Tolerances (how the differential test compares)
 //!
@@ -362,6 +363,11 @@ pub fn generate(seed: u64, index: u64) -> Generated {
     let st = match sh1 {
         Sh::Full => format!("store(y1 + off, {}, mask);", v1.text),
         Sh::Row => format!("store(y1 + r * n + pn, {}, r < m);", v1.text),
+        // i32 columns: every row of programs adds into row 0 (integer
+        // atomics commute, so the result is the same in any order).
+        Sh::Col if outs[1] == Dt::I32 && g.rng.random_range(0..2) == 0 => {
+            format!("atomic_add(y1 + c, {}, c < n);", v1.text)
+        }
         Sh::Col => format!("store(y1 + pm * n + c, {}, c < n);", v1.text),
         Sh::Scalar => format!("store(y1 + pm * n + pn, {});", v1.text),
     };
