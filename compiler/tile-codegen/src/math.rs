@@ -18,7 +18,9 @@
 //!   `Q ≈ log(erfc)` and an exp accurate to double-f32 input; ±1 from |x| = 4.
 //! - `log1p`: `u = 1 + x` with its rounding error `c` kept,
 //!   `ln(u) + c/u`, `ln` from a double-f32 `log2` (below).
-//! - `expm1`: `x = j·ln2 + r`, `2^j·expm1(r) + (2^j - 1)` in one FMA.
+//! - `expm1`: `x = j·ln2 + r`, `2^j·expm1(r) + (2^j - 1)` in one FMA (for
+//!   j ≥ 25, where 2^j - 1 is inexact, `2^j·expm1(r) + 2^j` as a two-sum, then
+//!   `- 1`).
 //! - `pow(a, b)`: `exp2(b·log2|a|)` with `log2` as a double-f32 (about 2^-40
 //!   relative) and the product kept as double-f32, so the error does not grow
 //!   with |b·log2 a|; C's `powf` special values.
@@ -694,6 +696,23 @@ pub fn expm1<A: Arith>(a: &mut A, x: A::F) -> Result<A::F, A::E> {
     let sm = a.sub(s, half)?;
     let t = a.fma(s, p, sm)?;
     let y = a.add(t, t)?;
+    // 25 ≤ j ≤ 126, where 2^(j-1) - 1/2 is inexact: 2^j·p + 2^j as S + e
+    // (fast two-sum: |2^j·p| < 2^j), then S + (e - 1), one rounding.
+    let s2 = a.add(s, s)?;
+    let sp = a.mul(s2, p)?; // exact
+    let big_s = a.add(s2, sp)?;
+    let bd = a.sub(big_s, s2)?;
+    let e = a.sub(sp, bd)?;
+    let one = a.cf(1.0)?;
+    let em1 = a.sub(e, one)?;
+    let y_big = a.add(big_s, em1)?;
+    let c25 = a.ci(25)?;
+    let c127 = a.ci(127)?;
+    let lt25 = a.ilt(ji, c25)?;
+    let ge25 = a.not(lt25)?;
+    let lt127 = a.ilt(ji, c127)?;
+    let big = a.and(ge25, lt127)?;
+    let y = a.sel(big, y_big, y)?;
     // j = 0: p itself (2·(p/2) would lose the last bit of a subnormal p).
     let zero_i = a.ci(0)?;
     let j0 = a.ieq(ji, zero_i)?;
