@@ -99,6 +99,7 @@ const WORKSPACE: &[&str] = &[
     "mhc-train",
     "dsl-examples",
     "integration-tests",
+    "tile-python",
 ];
 
 /// A crate, the workspace crates it may link, and the external groups it must not.
@@ -156,6 +157,11 @@ const RULES: &[Rule] = &[
         forbidden: &[LLVM, PARSER],
     },
     Rule {
+        krate: "tile-python",
+        allowed: &["tile-ir", "tile-interp", "tile-runtime"],
+        forbidden: &[LLVM, PARSER, CLI],
+    },
+    Rule {
         krate: "tile-testkit",
         allowed: &["tile-ir", "tile-interp", "tile-runtime"],
         forbidden: &[LLVM, PARSER, CLI],
@@ -195,7 +201,7 @@ fn crate_sources() -> Vec<PathBuf> {
         .iter()
         .flat_map(|g| std::fs::read_dir(r.join(g)).unwrap().flatten())
         .map(|e| e.path().join("src"))
-        .chain([r.join("dsl-examples/src")])
+        .chain([r.join("dsl-examples/src"), r.join("python/src")])
         .filter(|p| p.is_dir())
         .collect()
 }

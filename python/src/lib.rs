@@ -1,0 +1,292 @@
+//! `tile._tile`: the native half of the Python package `tile` (python/tile/).
+//!
+//! It holds what needs the runtime — a loaded [`tile_runtime::Pack`], the
+//! devices and the kernels loaded on them — and launches with raw bytes in and
+//! out. The Python half checks the arguments against the signature first and
+//! turns numpy arrays (CPU interpreter) or torch CUDA tensors (GPU, staged
+//! through host memory: see docs/PYTHON.md) into those bytes and back.
+
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tile_runtime::{Arg, Buffer, Config, Device, Kernel, ParamKind, RuntimeError, Scalar};
+
+pyo3::create_exception!(
+    tile,
+    TileError,
+    PyException,
+    "Base of the errors of `tile`."
+);
+pyo3::create_exception!(
+    tile,
+    PackError,
+    TileError,
+    "A pack that cannot be used: missing, not a pack, corrupted, or built by another compiler."
+);
+pyo3::create_exception!(
+    tile,
+    LaunchError,
+    TileError,
+    "The runtime refused or failed a launch (no GPU, a kernel error)."
+);
+
+fn launch_err(e: RuntimeError) -> PyErr {
+    LaunchError::new_err(e.to_string())
+}
+
+/// The dtype names the Python half uses (`tile_ir::Scalar::name`).
+fn scalar_name(s: Scalar) -> &'static str {
+    match s {
+        Scalar::I1 => "i1",
+        Scalar::I32 => "i32",
+        Scalar::I64 => "i64",
+        Scalar::F16 => "f16",
+        Scalar::BF16 => "bf16",
+        Scalar::F32 => "f32",
+    }
+}
+
+fn parse_scalar(name: &str) -> PyResult<Scalar> {
+    Ok(match name {
+        "i1" => Scalar::I1,
+        "i32" => Scalar::I32,
+        "i64" => Scalar::I64,
+        "f16" => Scalar::F16,
+        "bf16" => Scalar::BF16,
+        "f32" => Scalar::F32,
+        _ => return Err(PyValueError::new_err(format!("unknown dtype `{name}`"))),
+    })
+}
+
+/// One launch argument as the Python half passes it.
+enum RawArg {
+    Buffer(Scalar, Vec<u8>),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+fn raw_arg(t: &Bound<'_, PyAny>) -> PyResult<RawArg> {
+    let t = t.cast::<PyTuple>()?;
+    let tag: String = t.get_item(0)?.extract()?;
+    Ok(match tag.as_str() {
+        "buf" => RawArg::Buffer(
+            parse_scalar(&t.get_item(1)?.extract::<String>()?)?,
+            t.get_item(2)?.extract()?,
+        ),
+        "i32" => RawArg::I32(t.get_item(1)?.extract()?),
+        "i64" => RawArg::I64(t.get_item(1)?.extract()?),
+        "f32" => RawArg::F32(t.get_item(1)?.extract()?),
+        _ => return Err(PyTypeError::new_err(format!("bad argument tag `{tag}`"))),
+    })
+}
+
+/// One parameter: `(name, is_pointer, dtype)`.
+type ParamInfo = (String, bool, String);
+/// A packed config: `([(meta name, value)], warps)`.
+type ConfigInfo = (Vec<(String, i64)>, u32);
+
+/// A loaded pack, the devices it launched on and the kernels it loaded there
+/// (by name, config and device, so a repeated call loads nothing).
+#[pyclass(unsendable, module = "tile._tile")]
+struct Pack {
+    path: String,
+    pack: tile_runtime::Pack,
+    cpu: Device,
+    gpu: Option<Device>,
+    loaded: HashMap<(String, Config, bool), Kernel>,
+}
+
+impl Pack {
+    fn gpu(&mut self) -> PyResult<&Device> {
+        if self.gpu.is_none() {
+            self.gpu = Some(Device::cuda(0).map_err(launch_err)?);
+        }
+        Ok(self.gpu.as_ref().unwrap())
+    }
+
+    fn packed(&self, name: &str) -> PyResult<&tile_ir::pack::PackedKernel> {
+        self.pack.kernel(name).map_err(launch_err)
+    }
+}
+
+#[pymethods]
+impl Pack {
+    /// Read and validate the pack at `path` (magic, version, hash, compiler).
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let pack =
+            tile_runtime::Pack::load(&path).map_err(|e| PackError::new_err(e.to_string()))?;
+        Ok(Pack {
+            path: path.display().to_string(),
+            pack,
+            cpu: Device::cpu(),
+            gpu: None,
+            loaded: HashMap::new(),
+        })
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    /// The version of the compiler that built the pack (`tilec --version`).
+    #[getter]
+    fn compiler_version(&self) -> String {
+        self.pack.manifest().compiler_version.clone()
+    }
+
+    /// The kernels' names, in pack order.
+    fn kernels(&self) -> Vec<String> {
+        self.pack
+            .manifest()
+            .kernels
+            .iter()
+            .map(|k| k.name.clone())
+            .collect()
+    }
+
+    /// `(params, key, tune params, tune warps, packed configs)` of a kernel.
+    #[allow(clippy::type_complexity)]
+    fn info(
+        &self,
+        name: &str,
+    ) -> PyResult<(
+        Vec<ParamInfo>,
+        Vec<String>,
+        Vec<(String, Vec<i64>)>,
+        Vec<u32>,
+        Vec<ConfigInfo>,
+    )> {
+        let k = self.packed(name)?;
+        let params = k
+            .signature
+            .params
+            .iter()
+            .map(|p| match p.kind {
+                ParamKind::Ptr(s) => (p.name.clone(), true, scalar_name(s).to_string()),
+                ParamKind::Scalar(s) => (p.name.clone(), false, scalar_name(s).to_string()),
+            })
+            .collect();
+        let configs = k
+            .variants
+            .iter()
+            .map(|v| (v.config.meta.clone(), v.config.warps))
+            .collect();
+        Ok((
+            params,
+            k.tune.key.clone(),
+            k.tune.params.clone(),
+            k.tune.warps.clone(),
+            configs,
+        ))
+    }
+
+    /// The config the autotune cache holds for this kernel and these key
+    /// values on GPU 0, or `None` (nothing tuned yet). GPU only.
+    fn tuned(
+        &mut self,
+        name: &str,
+        key_values: Vec<(String, i64)>,
+    ) -> PyResult<Option<ConfigInfo>> {
+        self.gpu()?;
+        let dev = self.gpu.as_ref().unwrap();
+        let key = tile_runtime::tune::Autotuner::key(dev, &self.pack, name, &key_values)
+            .map_err(launch_err)?;
+        let tuner = tile_runtime::tune::Autotuner::new(tile_runtime::tune::default_cache_path());
+        Ok(tuner.lookup(&key).map(|e| (e.best.meta, e.best.warps)))
+    }
+
+    /// Launch `name` with exactly this config over `grid`, on the CPU
+    /// interpreter (`gpu=False`) or GPU 0. `args`: `("buf", dtype, bytes)`,
+    /// `("i32", int)`, `("i64", int)` or `("f32", float)` per parameter.
+    /// Returns every buffer's contents after the run (`None` for scalars).
+    #[pyo3(signature = (name, meta, warps, grid, args, gpu=false))]
+    fn launch<'py>(
+        &mut self,
+        py: Python<'py>,
+        name: &str,
+        meta: Vec<(String, i64)>,
+        warps: u32,
+        grid: (u32, u32, u32),
+        args: Vec<Bound<'py, PyAny>>,
+        gpu: bool,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let raw: Vec<RawArg> = args.iter().map(raw_arg).collect::<PyResult<_>>()?;
+        if gpu {
+            self.gpu()?;
+        }
+        let config = Config { meta, warps };
+        let cache_key = (name.to_string(), config.clone(), gpu);
+        if !self.loaded.contains_key(&cache_key) {
+            let dev = if gpu {
+                self.gpu.as_ref().unwrap()
+            } else {
+                &self.cpu
+            };
+            let k = self
+                .pack
+                .load_kernel(dev, name, &config)
+                .map_err(launch_err)?;
+            self.loaded.insert(cache_key.clone(), k);
+        }
+        let dev = if gpu {
+            self.gpu.as_ref().unwrap()
+        } else {
+            &self.cpu
+        };
+        let kernel = &self.loaded[&cache_key];
+        let run = || -> Result<Vec<Option<Vec<u8>>>, RuntimeError> {
+            let mut buffers: Vec<Option<Buffer>> = Vec::with_capacity(raw.len());
+            for a in &raw {
+                buffers.push(match a {
+                    RawArg::Buffer(s, bytes) => Some(dev.upload_bytes(*s, bytes)?),
+                    _ => None,
+                });
+            }
+            let launch_args: Vec<Arg> = raw
+                .iter()
+                .zip(&buffers)
+                .map(|(a, b)| match (a, b) {
+                    (_, Some(b)) => Arg::Buffer(b),
+                    (RawArg::I32(x), None) => Arg::I32(*x),
+                    (RawArg::I64(x), None) => Arg::I64(*x),
+                    (RawArg::F32(x), None) => Arg::F32(*x),
+                    (RawArg::Buffer(..), None) => unreachable!("every buffer was uploaded"),
+                })
+                .collect();
+            dev.launch(kernel, [grid.0, grid.1, grid.2], &launch_args)?;
+            dev.synchronize()?;
+            buffers
+                .iter()
+                .map(|b| b.as_ref().map(|b| dev.download_bytes(b)).transpose())
+                .collect()
+        };
+        let out = run().map_err(launch_err)?;
+        Ok(out
+            .into_iter()
+            .map(|o| o.map(|bytes| PyBytes::new(py, &bytes)))
+            .collect())
+    }
+}
+
+/// Why GPU 0 cannot be used, or `None` when it can.
+#[pyfunction]
+fn gpu_unavailable_reason() -> Option<String> {
+    Device::gpu_unavailable_reason()
+}
+
+#[pymodule]
+fn _tile(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Pack>()?;
+    m.add_function(wrap_pyfunction!(gpu_unavailable_reason, m)?)?;
+    m.add("TileError", py.get_type::<TileError>())?;
+    m.add("PackError", py.get_type::<PackError>())?;
+    m.add("LaunchError", py.get_type::<LaunchError>())?;
+    m.add("COMPILER_VERSION", tile_ir::VERSION)?;
+    Ok(())
+}
