@@ -11,9 +11,10 @@
 //! The methods (bounds and measured errors: docs/LANGUAGE.md; polynomial
 //! coefficients are Chebyshev fits, rounded to f32):
 //! - `sin`, `cos`: Cody–Waite reduction by π/2 with a three-part constant
-//!   (exact first step with FMA) for |x| ≤ 105615, then minimax polynomials on
-//!   [-π/4, π/4]; beyond, Payne–Hanek reduction with 2/π to 224 bits
-//!   (integer arithmetic). Infinities and NaN give NaN.
+//!   for |x| ≤ 105615 (exact first step with FMA, the second split exactly,
+//!   r kept as a double-f32), beyond it Payne–Hanek reduction with 2/π to 224
+//!   bits (integer arithmetic); polynomials on [-π/4, π/4] with r's low part
+//!   added to first order. Infinities and NaN give NaN.
 //! - `erf`: `x + x·R(x²)` for |x| < 0.921875; above, `1 - exp(Q(|x|))` with
 //!   `Q ≈ log(erfc)` and an exp accurate to double-f32 input; ±1 from |x| = 4.
 //! - `log1p`: `u = 1 + x` with its rounding error `c` kept,
@@ -55,6 +56,7 @@ pub trait Arith {
     fn or(&mut self, a: Self::B, b: Self::B) -> Result<Self::B, Self::E>;
     fn and(&mut self, a: Self::B, b: Self::B) -> Result<Self::B, Self::E>;
     fn not(&mut self, a: Self::B) -> Result<Self::B, Self::E>;
+    fn xor_b(&mut self, a: Self::B, b: Self::B) -> Result<Self::B, Self::E>;
     fn bits(&mut self, a: Self::F) -> Result<Self::I, Self::E>;
     fn bits_to_f(&mut self, a: Self::I) -> Result<Self::F, Self::E>;
     fn iadd(&mut self, a: Self::I, b: Self::I) -> Result<Self::I, Self::E>;
@@ -142,6 +144,9 @@ impl Arith for Cpu {
     }
     fn not(&mut self, a: bool) -> Result<bool, Self::E> {
         Ok(!a)
+    }
+    fn xor_b(&mut self, a: bool, b: bool) -> Result<bool, Self::E> {
+        Ok(a != b)
     }
     fn bits(&mut self, a: f32) -> Result<i32, Self::E> {
         Ok(a.to_bits() as i32)
@@ -304,11 +309,25 @@ const TWO_OVER_PI_BITS: [u32; 7] = [
     0xFE51_63AB,
 ];
 
+/// `a + b` as `(s, e)` with `s = RN(a + b)` and `e` its exact error (Knuth).
+fn two_sum<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<(A::F, A::F), A::E> {
+    let s = a.add(x, y)?;
+    let bb = a.sub(s, x)?;
+    let ab = a.sub(s, bb)?;
+    let ea = a.sub(x, ab)?;
+    let eb = a.sub(y, bb)?;
+    let e = a.add(ea, eb)?;
+    Ok((s, e))
+}
+
+/// A reduced argument: `r` as a double-f32 `(rh, rl)` and the quadrant.
+type Reduced<A> = (<A as Arith>::F, <A as Arith>::F, <A as Arith>::I);
+
 /// `x = j·π/2 + r` for a finite |x| ≥ 2^16 (used beyond 105615): the
 /// 24-bit significand times 2/π as a 248-bit integer product, the 2 integer
 /// and 64 fraction bits at x's exponent taken out, the fraction rounded to
-/// [-1/2, 1/2) and times π/2 in double-f32. Returns (r, j mod 4 as i32).
-fn payne_hanek<A: Arith>(a: &mut A, x: A::F) -> Result<(A::F, A::I), A::E> {
+/// [-1/2, 1/2) and times π/2 in double-f32. Returns (rh, rl, j mod 4 as i32).
+fn payne_hanek<A: Arith>(a: &mut A, x: A::F) -> Result<Reduced<A>, A::E> {
     let xb = a.bits(x)?;
     let ex = a.shr(xb, 23)?;
     let ff = a.ci(0xFF)?;
@@ -406,15 +425,19 @@ fn payne_hanek<A: Arith>(a: &mut A, x: A::F) -> Result<(A::F, A::I), A::E> {
     let u = a.fma(fh, pl, u)?;
     let rl = a.add(re, u)?;
     let rr = a.add(rh, rl)?;
+    let d = a.sub(rr, rh)?;
+    let rl = a.sub(rl, d)?;
     // sign: negative fraction, negative x
+    let neg = a.ilt(xb, zero)?;
+    let neg = a.xor_b(neg, half)?;
     let nr = a.neg(rr)?;
-    let rr = a.sel(half, nr, rr)?;
+    let rr = a.sel(neg, nr, rr)?;
+    let nl = a.neg(rl)?;
+    let rl = a.sel(neg, nl, rl)?;
     let xneg = a.ilt(xb, zero)?;
-    let nr = a.neg(rr)?;
-    let rr = a.sel(xneg, nr, rr)?;
     let nq = a.isub(zero, q)?;
     let q = a.sel_i(xneg, nq, q)?;
-    Ok((rr, q))
+    Ok((rr, rl, q))
 }
 
 /// sin (`cos_shift` 0) or cos (`cos_shift` 1): the quadrant `j` of
@@ -425,27 +448,43 @@ fn sincos<A: Arith>(a: &mut A, x: A::F, cos_shift: i32) -> Result<A::F, A::E> {
     let k = a.fma(x, c2pi, m)?;
     let (jf, ji) = round_int(a, k)?;
     let nj = a.neg(jf)?;
-    let mut r = x;
-    for p in PIO2 {
-        let pc = a.cf(p)?;
-        r = a.fma(nj, pc, r)?;
-    }
+    // r = x - j·(P1 + P2 + P3) as a double-f32 (rh, rl): x - j·P1 is exact,
+    // j·P2 is split exactly (FMA) and subtracted with a two-sum.
+    let p1 = a.cf(PIO2[0])?;
+    let r1 = a.fma(nj, p1, x)?;
+    let p2 = a.cf(PIO2[1])?;
+    let th = a.mul(jf, p2)?;
+    let nth = a.neg(th)?;
+    let tl = a.fma(jf, p2, nth)?;
+    let (r2, e2) = two_sum(a, r1, nth)?;
+    let p3 = a.cf(PIO2[2])?;
+    let t3 = a.mul(jf, p3)?;
+    let lo = a.sub(e2, tl)?;
+    let lo = a.sub(lo, t3)?;
+    let rh = a.add(r2, lo)?;
+    let d = a.sub(rh, r2)?;
+    let rl = a.sub(lo, d)?;
     // |x| > 105615: Payne–Hanek (the quadrant and r from 2/π to 224 bits).
-    let (rs, js) = payne_hanek(a, x)?;
+    let (sh, sl, js) = payne_hanek(a, x)?;
     let ax = a.abs(x)?;
     let lim = a.cf(SINCOS_FAST_MAX)?;
     let slow = a.lt(lim, ax)?;
-    let r = a.sel(slow, rs, r)?;
+    let r = a.sel(slow, sh, rh)?;
+    let rl = a.sel(slow, sl, rl)?;
     let ji = a.sel_i(slow, js, ji)?;
     let s = a.mul(r, r)?;
-    // sin(r)
+    // sin(r + rl) = r + (rl + r·s·S(s))
     let ps = horner(a, s, &SIN)?;
     let rs = a.mul(r, s)?;
-    let sn = a.fma(rs, ps, r)?;
-    // cos(r)
+    let u = a.fma(rs, ps, rl)?;
+    let sn = a.add(r, u)?;
+    // cos(r + rl) = 1 + (s·C(s) - r·rl)
     let pc = horner(a, s, &COS)?;
     let one = a.cf(1.0)?;
-    let cs = a.fma(s, pc, one)?;
+    let q = a.mul(r, rl)?;
+    let nq = a.neg(q)?;
+    let w = a.fma(s, pc, nq)?;
+    let cs = a.add(one, w)?;
     // Quadrant q = (j + shift) mod 4: 0 sin, 1 cos, 2 -sin, 3 -cos.
     let sh = a.ci(cos_shift)?;
     let q = a.iadd(ji, sh)?;

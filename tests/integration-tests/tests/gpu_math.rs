@@ -134,7 +134,7 @@ fn gpu_math_function_ulp_errors() {
             hi: 105615.0,
             signed: true,
             neg_hi: 0.0,
-            bound: 2.0,
+            bound: 1.5,
         },
         Func {
             name: "cos",
@@ -143,7 +143,7 @@ fn gpu_math_function_ulp_errors() {
             hi: 105615.0,
             signed: true,
             neg_hi: 0.0,
-            bound: 2.0,
+            bound: 1.5,
         },
         Func {
             name: "erf",
@@ -170,7 +170,7 @@ fn gpu_math_function_ulp_errors() {
             hi: 88.72,
             signed: false,
             neg_hi: 104.0,
-            bound: 2.0,
+            bound: 1.5,
         },
     ];
     let mut seed_rng = rand::rngs::StdRng::seed_from_u64(seed("gpu_math_function_ulp_errors"));

@@ -616,6 +616,9 @@ impl Arith for Mlir<'_, '_> {
         let t = self.0.bool(true)?;
         self.0.binop("arith.xori", a, t)
     }
+    fn xor_b(&mut self, a: V, b: V) -> Result<V, CodegenError> {
+        self.0.binop("arith.xori", a, b)
+    }
     fn bits(&mut self, a: V) -> Result<V, CodegenError> {
         self.i("arith.bitcast", &[a])
     }
