@@ -712,6 +712,61 @@ pub(crate) fn dot(a: &Data, b: &Data, acc: &Data, m: usize, k: usize, n: usize) 
 mod tests {
     use super::*;
 
+    /// The bf16 nearest to `x` (ties to even), from the three candidates
+    /// around its f32 rounding: neighbours differ from x exactly in f64.
+    fn bf16_nearest(x: f64) -> bf16 {
+        let b = bf16::from_f32(x as f32).to_bits();
+        let cands = [b.wrapping_sub(1), b, b.wrapping_add(1)].map(bf16::from_bits);
+        let mut best = cands[1];
+        for c in cands.into_iter().filter(|c| c.is_finite()) {
+            let (d, db) = ((c.to_f64() - x).abs(), (best.to_f64() - x).abs());
+            if d < db || (d == db && c.to_bits() % 2 == 0) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    /// Round-to-odd to f32, then to nearest even in bf16, is one correct
+    /// rounding of the f64 (the interpreter's math functions rely on it):
+    /// values at, just above and just below every kind of bf16 tie, and the
+    /// f32 grid points around them, where a plain f32 rounding double-rounds.
+    /// (cargo mutants found the step toward zero and the odd bit untested.)
+    #[test]
+    fn round_to_odd_then_bf16_is_one_rounding() {
+        let mut checked = 0;
+        for b in (0u16..0x7f00)
+            .step_by(37)
+            .chain([0x3f80, 0x3f81, 0x0001, 0x7f7e])
+        {
+            for sign in [1.0, -1.0] {
+                let lo = bf16::from_bits(b).to_f64();
+                let hi = bf16::from_bits(b + 1).to_f64();
+                let tie = (lo + hi) / 2.0;
+                let ulp32 = (tie as f32).abs() as f64 * f32::EPSILON as f64;
+                for delta in [0.0, 1e-3, 0.25, 0.5, 1.0, 1.5] {
+                    for x in [
+                        tie + delta * ulp32,
+                        tie - delta * ulp32,
+                        tie * (1.0 + 1e-12),
+                        tie * (1.0 - 1e-12),
+                    ] {
+                        let x = sign * x;
+                        let got = f32_to_bf16(f64_to_f32_odd(x));
+                        assert_eq!(got.to_bits(), bf16_nearest(x).to_bits(), "x = {x:e}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000);
+        // Exact values and non-finite ones pass through.
+        for x in [0.0, -0.0, 1.0, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(f64_to_f32_odd(x).to_bits(), (x as f32).to_bits());
+        }
+        assert!(f64_to_f32_odd(f64::NAN).is_nan());
+    }
+
     #[test]
     fn bf16_conversions_match_half() {
         // every 251st bit pattern (all exponents, signs, NaN payloads) and the edges
