@@ -276,6 +276,11 @@ fn gpu_differential_interpreter_vs_gpu() {
                 stats.configs += 1;
                 let kb = match pack.load_kernel(&gpu, &k.name, &v.config) {
                     Ok(kb) => kb,
+                    Err(e) if e.to_string().contains("no PTX") => panic!(
+                        "{}: {e}\n(build the fuzz packs for this target: \
+                         FUZZ_PACK_ARCH=sm_90,sm_80 scripts/fuzz-pack ...)",
+                        path.display()
+                    ),
                     Err(e) => {
                         let msg = format!(
                             "{} [{}]: the GPU does not load the PTX: {e}\n--- source:\n{source}",
