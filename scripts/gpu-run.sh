@@ -13,6 +13,8 @@ set -uo pipefail
 out="${OUT:-/tmp/gpu-out}"; mkdir -p "$out"
 # scripts/gpu-bundle compresses packs and binaries for the trip.
 find .gpu -name '*.gz' -exec gunzip -f {} +
+# The differential test's packs, when the bundle has them.
+[ -d .gpu/fuzz ] && export TILE_FUZZ_PACK="$PWD/.gpu/fuzz"
 export TILE_PACK_DIR="$PWD/.gpu/packs" TILE_EXAMPLES_PACK="$PWD/.gpu/packs/dsl-examples.tpack"
 # On the GPU machine a skipped GPU test is a failure (tile-testkit::gpu_or_skip).
 export TILE_REQUIRE_GPU=1
