@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use tile_runtime::{Arg, Buffer, Config, Device, Kernel, ParamKind, RuntimeError, Scalar};
 
 pyo3::create_exception!(
@@ -89,22 +90,33 @@ type ParamInfo = (String, bool, String);
 type ConfigInfo = (Vec<(String, i64)>, u32);
 
 /// A loaded pack, the devices it launched on and the kernels it loaded there
-/// (by name, config and device, so a repeated call loads nothing).
-#[pyclass(unsendable, module = "tile._tile")]
+/// (by name, config and device, so a repeated call loads nothing). Shared
+/// between threads: launches run without the GIL, each on its own buffers.
+#[pyclass(module = "tile._tile")]
 struct Pack {
     path: String,
     pack: tile_runtime::Pack,
     cpu: Device,
-    gpu: Option<Device>,
-    loaded: HashMap<(String, Config, bool), Kernel>,
+    gpu: OnceLock<Device>,
+    loaded: Mutex<HashMap<(String, Config, bool), Arc<Kernel>>>,
 }
 
 impl Pack {
-    fn gpu(&mut self) -> PyResult<&Device> {
-        if self.gpu.is_none() {
-            self.gpu = Some(Device::cuda(0).map_err(launch_err)?);
+    fn gpu(&self) -> PyResult<&Device> {
+        if let Some(d) = self.gpu.get() {
+            return Ok(d);
         }
-        Ok(self.gpu.as_ref().unwrap())
+        let d = Device::cuda(0).map_err(launch_err)?;
+        // A racing thread may have set it first; either device is GPU 0.
+        Ok(self.gpu.get_or_init(|| d))
+    }
+
+    fn device(&self, gpu: bool) -> PyResult<&Device> {
+        if gpu {
+            self.gpu()
+        } else {
+            Ok(&self.cpu)
+        }
     }
 
     fn packed(&self, name: &str) -> PyResult<&tile_ir::pack::PackedKernel> {
@@ -123,8 +135,8 @@ impl Pack {
             path: path.display().to_string(),
             pack,
             cpu: Device::cpu(),
-            gpu: None,
-            loaded: HashMap::new(),
+            gpu: OnceLock::new(),
+            loaded: Mutex::new(HashMap::new()),
         })
     }
 
@@ -187,13 +199,8 @@ impl Pack {
 
     /// The config the autotune cache holds for this kernel and these key
     /// values on GPU 0, or `None` (nothing tuned yet). GPU only.
-    fn tuned(
-        &mut self,
-        name: &str,
-        key_values: Vec<(String, i64)>,
-    ) -> PyResult<Option<ConfigInfo>> {
-        self.gpu()?;
-        let dev = self.gpu.as_ref().unwrap();
+    fn tuned(&self, name: &str, key_values: Vec<(String, i64)>) -> PyResult<Option<ConfigInfo>> {
+        let dev = self.gpu()?;
         let key = tile_runtime::tune::Autotuner::key(dev, &self.pack, name, &key_values)
             .map_err(launch_err)?;
         let tuner = tile_runtime::tune::Autotuner::new(tile_runtime::tune::default_cache_path());
@@ -206,7 +213,7 @@ impl Pack {
     /// Returns every buffer's contents after the run (`None` for scalars).
     #[pyo3(signature = (name, meta, warps, grid, args, gpu=false))]
     fn launch<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         name: &str,
         meta: Vec<(String, i64)>,
@@ -216,29 +223,23 @@ impl Pack {
         gpu: bool,
     ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
         let raw: Vec<RawArg> = args.iter().map(raw_arg).collect::<PyResult<_>>()?;
-        if gpu {
-            self.gpu()?;
-        }
+        let dev = self.device(gpu)?;
         let config = Config { meta, warps };
         let cache_key = (name.to_string(), config.clone(), gpu);
-        if !self.loaded.contains_key(&cache_key) {
-            let dev = if gpu {
-                self.gpu.as_ref().unwrap()
-            } else {
-                &self.cpu
-            };
-            let k = self
-                .pack
-                .load_kernel(dev, name, &config)
-                .map_err(launch_err)?;
-            self.loaded.insert(cache_key.clone(), k);
-        }
-        let dev = if gpu {
-            self.gpu.as_ref().unwrap()
-        } else {
-            &self.cpu
+        let cached = self.loaded.lock().unwrap().get(&cache_key).cloned();
+        let kernel = match cached {
+            Some(k) => k,
+            None => {
+                let k = Arc::new(
+                    self.pack
+                        .load_kernel(dev, name, &config)
+                        .map_err(launch_err)?,
+                );
+                self.loaded.lock().unwrap().insert(cache_key, k.clone());
+                k
+            }
         };
-        let kernel = &self.loaded[&cache_key];
+        let kernel = &*kernel;
         let run = || -> Result<Vec<Option<Vec<u8>>>, RuntimeError> {
             let mut buffers: Vec<Option<Buffer>> = Vec::with_capacity(raw.len());
             for a in &raw {
@@ -265,7 +266,9 @@ impl Pack {
                 .map(|b| b.as_ref().map(|b| dev.download_bytes(b)).transpose())
                 .collect()
         };
-        let out = run().map_err(launch_err)?;
+        // The interpreter (or the GPU) runs without the GIL: other Python
+        // threads go on meanwhile.
+        let out = py.detach(run).map_err(launch_err)?;
         Ok(out
             .into_iter()
             .map(|o| o.map(|bytes| PyBytes::new(py, &bytes)))

@@ -2,6 +2,7 @@
 references (fresh random inputs, outputs pre-filled with NaN) and every
 argument check. Run by scripts/test; see docs/PYTHON.md."""
 
+import importlib
 import os
 
 import numpy as np
@@ -306,3 +307,22 @@ def test_runtime_error_is_a_launch_error_and_changes_nothing(pack):
     # n beyond the arrays: the interpreter refuses the out-of-bounds access.
     expect(tile.LaunchError, r"vector_add", a, b, c, 1000, grid=cdiv(1000, 64), kernel=pack["vector_add"],
            outputs=[a, b, c])
+
+
+def test_not_yet_and_gpu_reason():
+    with pytest.raises(ImportError, match="tile.mhc is not implemented yet"):
+        importlib.import_module("tile.mhc")
+    reason = tile.gpu_unavailable_reason()
+    assert reason is None or isinstance(reason, str)
+
+
+def test_launches_from_threads_share_a_pack(pack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        a, b, c, n = vadd_args(3000)
+        pack["vector_add"](a, b, c, n, grid=vadd_grid(n))
+        return np.array_equal(c, a + b)
+
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(one, range(8)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -84,8 +85,9 @@ class Param:
 
 
 def _is_torch_tensor(x: Any) -> bool:
-    t = type(x)
-    return t.__module__.startswith("torch") and t.__name__ in ("Tensor", "Parameter")
+    # torch is never imported here: a tensor exists only if the caller did.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class Pack:
