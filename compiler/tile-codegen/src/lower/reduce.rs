@@ -103,21 +103,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         // 2. Across lanes along the axis: butterfly shuffles.
         if src.tpw[axis] > 1 {
-            let i1 = self.e.ty("i1");
-            let width = self.e.i32(32)?;
             let mut off = src.lane_stride(axis) * src.tpw[axis] / 2;
             while off >= src.lane_stride(axis) {
-                let o = self.e.i32(off as i64)?;
                 for key in &keys {
-                    let x = partial[key];
-                    let t = self.e.type_of(x);
-                    let sh = self.e.op(
-                        "gpu.shuffle",
-                        &[x, o, width],
-                        &[t, i1],
-                        &[("mode", "#gpu<shuffle_mode xor>")],
-                    )?[0];
-                    let c = self.combine(op, s, x, sh)?;
+                    let c = self.combine_across_lanes(op, s, partial[key], off)?;
                     partial.insert(key.clone(), c);
                 }
                 off /= 2;
@@ -217,25 +206,36 @@ impl<'c, 'k> Lower<'c, 'k> {
                 None => x,
             });
         }
-        let offsets: &[i64] = &[1, 2];
-        let i1 = self.e.ty("i1");
-        let width = self.e.i32(32)?;
         let mut out = Vec::new();
         for p in partial {
             let mut x = p.ok_or_else(|| CodegenError::Internal("empty slice register".into()))?;
-            for &off in offsets {
-                let o = self.e.i32(off)?;
-                let t = self.e.type_of(x);
-                let sh = self.e.op(
-                    "gpu.shuffle",
-                    &[x, o, width],
-                    &[t, i1],
-                    &[("mode", "#gpu<shuffle_mode xor>")],
-                )?[0];
-                x = self.combine(op, s, x, sh)?;
+            for off in [1, 2] {
+                x = self.combine_across_lanes(op, s, x, off)?;
             }
             out.push(self.narrow(x, s_in)?);
         }
         Ok(out)
+    }
+
+    /// `x` combined with its value in the lane `lane_xor` away (a butterfly
+    /// step of `shfl.sync.bfly`).
+    fn combine_across_lanes(
+        &mut self,
+        op: ReduceOp,
+        s: Scalar,
+        x: V,
+        lane_xor: u32,
+    ) -> Result<V, CodegenError> {
+        let i1 = self.e.ty("i1");
+        let width = self.e.i32(32)?;
+        let o = self.e.i32(lane_xor as i64)?;
+        let t = self.e.type_of(x);
+        let sh = self.e.op(
+            "gpu.shuffle",
+            &[x, o, width],
+            &[t, i1],
+            &[("mode", "#gpu<shuffle_mode xor>")],
+        )?[0];
+        self.combine(op, s, x, sh)
     }
 }
