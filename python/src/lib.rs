@@ -64,6 +64,8 @@ fn parse_scalar(name: &str) -> PyResult<Scalar> {
 /// One launch argument as the Python half passes it.
 enum RawArg {
     Buffer(Scalar, Vec<u8>),
+    /// The buffer of an earlier argument.
+    Alias(usize),
     I32(i32),
     I64(i64),
     F32(f32),
@@ -77,6 +79,7 @@ fn raw_arg(t: &Bound<'_, PyAny>) -> PyResult<RawArg> {
             parse_scalar(&t.get_item(1)?.extract::<String>()?)?,
             t.get_item(2)?.extract()?,
         ),
+        "alias" => RawArg::Alias(t.get_item(1)?.extract()?),
         "i32" => RawArg::I32(t.get_item(1)?.extract()?),
         "i64" => RawArg::I64(t.get_item(1)?.extract()?),
         "f32" => RawArg::F32(t.get_item(1)?.extract()?),
@@ -209,8 +212,10 @@ impl Pack {
 
     /// Launch `name` with exactly this config over `grid`, on the CPU
     /// interpreter (`gpu=False`) or GPU 0. `args`: `("buf", dtype, bytes)`,
-    /// `("i32", int)`, `("i64", int)` or `("f32", float)` per parameter.
-    /// Returns every buffer's contents after the run (`None` for scalars).
+    /// `("alias", j)` (the buffer of argument `j < i`: the same array passed
+    /// twice), `("i32", int)`, `("i64", int)` or `("f32", float)` per
+    /// parameter. Returns every buffer's contents after the run (`None` for
+    /// scalars and aliases).
     #[pyo3(signature = (name, meta, warps, grid, args, gpu=false))]
     fn launch<'py>(
         &self,
@@ -223,6 +228,15 @@ impl Pack {
         gpu: bool,
     ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
         let raw: Vec<RawArg> = args.iter().map(raw_arg).collect::<PyResult<_>>()?;
+        for (i, a) in raw.iter().enumerate() {
+            if let RawArg::Alias(j) = *a {
+                if j >= i || !matches!(raw[j], RawArg::Buffer(..)) {
+                    return Err(PyValueError::new_err(format!(
+                        "argument {i}: an alias must name an earlier buffer argument"
+                    )));
+                }
+            }
+        }
         let dev = self.device(gpu)?;
         let config = Config { meta, warps };
         let cache_key = (name.to_string(), config.clone(), gpu);
@@ -253,6 +267,7 @@ impl Pack {
                 .zip(&buffers)
                 .map(|(a, b)| match (a, b) {
                     (_, Some(b)) => Arg::Buffer(b),
+                    (RawArg::Alias(j), None) => Arg::Buffer(buffers[*j].as_ref().unwrap()),
                     (RawArg::I32(x), None) => Arg::I32(*x),
                     (RawArg::I64(x), None) => Arg::I64(*x),
                     (RawArg::F32(x), None) => Arg::F32(*x),

@@ -326,3 +326,27 @@ def test_launches_from_threads_share_a_pack(pack):
 
     with ThreadPoolExecutor(4) as ex:
         assert all(ex.map(one, range(8)))
+
+
+def test_the_same_array_twice_is_one_buffer(pack):
+    n, alpha = 100, 3
+    y = rng.integers(-1000, 1000, (1, n), dtype=np.int32)
+    ref = alpha * y + y
+    pack["axpy_i32"](y, y, alpha, n, grid=cdiv(n, 32))  # y = alpha * y + y, in place
+    np.testing.assert_array_equal(y, ref)
+    x = rng.standard_normal(n, dtype=np.float32)
+    x0 = x.copy()
+    pack["vector_add"](x, x[:], x.reshape(1, n), n, grid=vadd_grid(n))  # x = x + x: views too
+    np.testing.assert_array_equal(x, x0 + x0)
+
+
+def test_a_write_to_overlapping_arguments_is_refused(pack):
+    a = rng.standard_normal(200, dtype=np.float32)
+    before = a.copy()
+    expect(ValueError, r"the kernel wrote argument `c`, which overlaps argument `b` in memory",
+           a[:100], a[50:150], a[100:], 100, grid=vadd_grid(100), kernel=pack["vector_add"])
+    np.testing.assert_array_equal(a, before)
+    # overlapping inputs that are only read are fine
+    c = np.full(100, np.nan, np.float32)
+    pack["vector_add"](a[:100], a[50:150], c, 100, grid=vadd_grid(100))
+    np.testing.assert_array_equal(c, a[:100] + a[50:150])

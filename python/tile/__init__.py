@@ -84,6 +84,13 @@ class Param:
         return f"{self.name}: {'*' if self.pointer else ''}{self.dtype}"
 
 
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """The very same memory (both C-contiguous): one buffer for the kernel."""
+    return a is b or (
+        a.ctypes.data == b.ctypes.data and a.nbytes == b.nbytes and a.dtype == b.dtype
+    )
+
+
 def _is_torch_tensor(x: Any) -> bool:
     # torch is never imported here: a tensor exists only if the caller did.
     torch = sys.modules.get("torch")
@@ -287,6 +294,15 @@ class Kernel:
                         f"argument `{p.name}` is not C-contiguous (a kernel sees flat memory; "
                         f"np.ascontiguousarray makes a copy, pass that and read the result from it)"
                     )
+                # The same memory passed twice is one buffer, as on a GPU.
+                same = next(
+                    (i for i, pa in enumerate(arrays) if pa is not None and _same_memory(pa[1], a)),
+                    None,
+                )
+                if same is not None:
+                    raw.append(("alias", same))
+                    arrays.append(None)
+                    continue
                 raw.append(("buf", p.dtype, a.tobytes()))
                 arrays.append((p, a))
             else:
@@ -302,10 +318,20 @@ class Kernel:
             for pa, r, bytes_ in zip(arrays, raw, out)
             if pa is not None and bytes_ != r[2]
         ]
+        def name_of(a):
+            return next(p.name for p, x in filter(None, arrays) if x is a)
+
         for a, _ in changed:
             if not a.flags.writeable:
-                name = next(p.name for p, x in filter(None, arrays) if x is a)
-                raise ValueError(f"argument `{name}` is read-only but the kernel wrote to it")
+                raise ValueError(f"argument `{name_of(a)}` is read-only but the kernel wrote to it")
+            for p, b in filter(None, arrays):
+                if b is not a and np.shares_memory(a, b):
+                    raise ValueError(
+                        f"the kernel wrote argument `{name_of(a)}`, which overlaps argument "
+                        f"`{p.name}` in memory: each argument is copied for the CPU "
+                        f"interpreter, so the result cannot be told; pass separate arrays "
+                        f"(or the same array twice)"
+                    )
         for a, bytes_ in changed:
             np.copyto(a, np.frombuffer(bytes_, dtype=a.dtype).reshape(a.shape))
         return None
@@ -348,6 +374,21 @@ class Kernel:
                     )
                 if not a.is_contiguous():
                     raise ValueError(f"argument `{p.name}` is not contiguous (tensor.contiguous())")
+                same = next(
+                    (
+                        i
+                        for i, t in enumerate(tensors)
+                        if t is not None
+                        and t.data_ptr() == a.data_ptr()
+                        and t.nbytes == a.nbytes
+                        and t.dtype == a.dtype
+                    ),
+                    None,
+                )
+                if same is not None:
+                    raw.append(("alias", same))
+                    tensors.append(None)
+                    continue
                 host = a.detach().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
                 raw.append(("buf", p.dtype, host))
                 tensors.append(a)
