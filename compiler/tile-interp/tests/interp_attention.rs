@@ -11,7 +11,7 @@ use half::bf16;
 use tile_front::frontend::{parse_program, SourceFile};
 use tile_interp::{self as interp, Arg, Buffer};
 use tile_ir::{Kernel, Scalar};
-use tile_testkit::attention::{backward, forward, output_bounds, Shape, F};
+use tile_testkit::attention::{backward, check_head, forward, Outputs, Shape};
 use tile_testkit::random_bf16;
 
 const HEADS: usize = 2;
@@ -144,55 +144,16 @@ fn attention_backward_matches_f64_and_finite_differences() {
         for hd in 0..HEADS {
             let at = |x: &[f64]| x[hd * SEQ * D..(hd + 1) * SEQ * D].to_vec();
             let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
-            let h = forward(&qh, &kh, &vh, SHAPE, causal != 0, scale);
-            // The forward's output: bf16 p before the second dot (B·Σ|p·v|),
-            // the bf16 output (B·|O|), f32 arithmetic.
-            let o_err = output_bounds(&h, &vh, SHAPE);
-            for x in 0..SEQ * D {
-                let g = o_got[hd * SEQ * D + x];
-                assert!(
-                    (g - h.o[x]).abs() <= o_err[x],
-                    "{what} O[{hd}, {x}]: {g} vs {} (bound {:.2e})",
-                    h.o[x],
-                    o_err[x]
-                );
-            }
-            for i in 0..SEQ {
-                // lse: f32 max, exp sums of up to SEQ terms and a log.
-                let (g, w) = (lse_got[hd * SEQ + i], h.lse[i]);
-                assert!(
-                    (g - w).abs() <= F * (1.0 + w.abs()),
-                    "{what} lse[{hd}, {i}]: {g} vs {w}"
-                );
-                // delta from the kernel's own O (bf16 values, exact here): f32 sums of D products.
-                let want: f64 = (0..D)
-                    .map(|c| doh[i * D + c] * o_got[hd * SEQ * D + i * D + c])
-                    .sum();
-                let mag: f64 = (0..D)
-                    .map(|c| (doh[i * D + c] * o_got[hd * SEQ * D + i * D + c]).abs())
-                    .sum();
-                let g = delta_got[hd * SEQ + i];
-                assert!(
-                    (g - want).abs() <= F * mag + 1e-12,
-                    "{what} delta[{hd}, {i}]: {g} vs {want}"
-                );
-            }
-            let r = backward(&h, [&qh, &kh, &vh, &doh], &o_err, SHAPE, scale, true);
-            for (name, got, want, bound) in [
-                ("dQ", &dq_got, &r.dq, &r.bq),
-                ("dK", &dk_got, &r.dk, &r.bk),
-                ("dV", &dv_got, &r.dv, &r.bv),
-            ] {
-                for x in 0..SEQ * D {
-                    let g = got[hd * SEQ * D + x];
-                    assert!(
-                        (g - want[x]).abs() <= bound[x],
-                        "{what} {name}[{hd}, {x}]: {g} vs f64 {} (bound {:.2e})",
-                        want[x],
-                        bound[x]
-                    );
-                }
-            }
+            let got = Outputs {
+                o: &o_got,
+                lse: &lse_got,
+                delta: &delta_got,
+                dq: &dq_got,
+                dk: &dk_got,
+                dv: &dv_got,
+            };
+            let inputs = [&qh[..], &kh, &vh, &doh];
+            let (h, o_err, r) = check_head(&what, hd, inputs, &got, SHAPE, causal != 0, scale);
             // A backward without delta: the same bounds reject it.
             let wrong = backward(&h, [&qh, &kh, &vh, &doh], &o_err, SHAPE, scale, false);
             missed_delta += (0..SEQ * D)

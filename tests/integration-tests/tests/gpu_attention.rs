@@ -10,7 +10,7 @@
 use half::bf16;
 use rand::SeedableRng;
 use tile_runtime::{Arg, Buffer, Config, Device, Pack, Scalar};
-use tile_testkit::attention::{backward, forward, output_bounds, Shape, F};
+use tile_testkit::attention::{check_head, Outputs, Shape};
 use tile_testkit::*;
 
 const HEADS: usize = 2;
@@ -199,49 +199,23 @@ fn gpu_attention_training_chain_matches_f64() {
                     for hd in 0..HEADS {
                         let at = |x: &[f64]| x[hd * seq * d..(hd + 1) * seq * d].to_vec();
                         let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
-                        let h = forward(&qh, &kh, &vh, shape, causal != 0, scale);
-                        let o_err = output_bounds(&h, &vh, shape);
-                        let off = hd * seq * d;
-                        for x in 0..seq * d {
-                            let g = o_got[off + x];
-                            assert!(
-                                (g - h.o[x]).abs() <= o_err[x],
-                                "{what} O[{hd}, {x}]: {g} vs {} (bound {:.2e})",
-                                h.o[x],
-                                o_err[x]
-                            );
-                        }
-                        for i in 0..seq {
-                            let (g, w) = (lse_got[hd * seq + i], h.lse[i]);
-                            assert!(
-                                (g - w).abs() <= F * (1.0 + w.abs()),
-                                "{what} lse[{hd}, {i}]: {g} vs {w}"
-                            );
-                            let terms = (0..d).map(|c| doh[i * d + c] * o_got[off + i * d + c]);
-                            let (want, mag) =
-                                terms.fold((0.0, 0.0), |(s, m), t: f64| (s + t, m + t.abs()));
-                            let g = delta_got[hd * seq + i];
-                            assert!(
-                                (g - want).abs() <= F * mag + 1e-12,
-                                "{what} delta[{hd}, {i}]: {g} vs {want}"
-                            );
-                        }
-                        let r = backward(&h, [&qh, &kh, &vh, &doh], &o_err, shape, scale, true);
-                        for (name, got, want, bound) in [
-                            ("dQ", &dq_got, &r.dq, &r.bq),
-                            ("dK", &dk_got, &r.dk, &r.bk),
-                            ("dV", &dv_got, &r.dv, &r.bv),
-                        ] {
-                            for x in 0..seq * d {
-                                let g = got[off + x];
-                                assert!(
-                                    (g - want[x]).abs() <= bound[x],
-                                    "{what} {name}[{hd}, {x}]: {g} vs f64 {} (bound {:.2e})",
-                                    want[x],
-                                    bound[x]
-                                );
-                            }
-                        }
+                        let got = Outputs {
+                            o: &o_got,
+                            lse: &lse_got,
+                            delta: &delta_got,
+                            dq: &dq_got,
+                            dk: &dk_got,
+                            dv: &dv_got,
+                        };
+                        check_head(
+                            &what,
+                            hd,
+                            [&qh[..], &kh, &vh, &doh],
+                            &got,
+                            shape,
+                            causal != 0,
+                            scale,
+                        );
                     }
                     runs += 1;
                     eprintln!("ok {what}");

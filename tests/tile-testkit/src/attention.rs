@@ -165,3 +165,72 @@ pub fn output_bounds(h: &Head, v: &[f64], shape: Shape) -> Vec<f64> {
         })
         .collect()
 }
+
+/// What the training chain wrote, all heads: O, lse, delta, dQ, dK, dV.
+pub struct Outputs<'a> {
+    pub o: &'a [f64],
+    pub lse: &'a [f64],
+    pub delta: &'a [f64],
+    pub dq: &'a [f64],
+    pub dk: &'a [f64],
+    pub dv: &'a [f64],
+}
+
+/// Checks head `hd` of a chain's outputs against the f64 reference of its
+/// inputs `[q, k, v, dO]` (that head's): every element within its bound
+/// (lse: f32 max, exp sums and a log; delta: f32 sums of D products of the
+/// kernel's own bf16 O, exact in f64). Returns the reference and its
+/// gradients, for further checks.
+pub fn check_head(
+    what: &str,
+    hd: usize,
+    [q, k, v, d_o]: [&[f64]; 4],
+    got: &Outputs,
+    shape: Shape,
+    causal: bool,
+    scale: f64,
+) -> (Head, Vec<f64>, Grads) {
+    let Shape { seq, d } = shape;
+    let h = forward(q, k, v, shape, causal, scale);
+    let o_err = output_bounds(&h, v, shape);
+    let off = hd * seq * d;
+    for (x, bound) in o_err.iter().enumerate() {
+        let g = got.o[off + x];
+        assert!(
+            (g - h.o[x]).abs() <= *bound,
+            "{what} O[{hd}, {x}]: {g} vs {} (bound {bound:.2e})",
+            h.o[x]
+        );
+    }
+    for i in 0..seq {
+        let (g, w) = (got.lse[hd * seq + i], h.lse[i]);
+        assert!(
+            (g - w).abs() <= F * (1.0 + w.abs()),
+            "{what} lse[{hd}, {i}]: {g} vs {w}"
+        );
+        let terms = (0..d).map(|c| d_o[i * d + c] * got.o[off + i * d + c]);
+        let (want, mag) = terms.fold((0.0, 0.0), |(s, m), t: f64| (s + t, m + t.abs()));
+        let g = got.delta[hd * seq + i];
+        assert!(
+            (g - want).abs() <= F * mag + 1e-12,
+            "{what} delta[{hd}, {i}]: {g} vs {want}"
+        );
+    }
+    let r = backward(&h, [q, k, v, d_o], &o_err, shape, scale, true);
+    for (name, got, want, bound) in [
+        ("dQ", got.dq, &r.dq, &r.bq),
+        ("dK", got.dk, &r.dk, &r.bk),
+        ("dV", got.dv, &r.dv, &r.bv),
+    ] {
+        for x in 0..seq * d {
+            let g = got[off + x];
+            assert!(
+                (g - want[x]).abs() <= bound[x],
+                "{what} {name}[{hd}, {x}]: {g} vs f64 {} (bound {:.2e})",
+                want[x],
+                bound[x]
+            );
+        }
+    }
+    (h, o_err, r)
+}

@@ -408,7 +408,7 @@ fn coefficient_groups(wrt: Wrt, mixing: Mixing, n: usize, c: usize) -> Vec<std::
             rows(2 * n, r, n * c),
         ],
         (Wrt::Phi, Mixing::Hc) => vec![rows(0, 1, c), rows(1, 2, c), rows(2, n + 2, c)],
-        _ => vec![0..usize::MAX],
+        _ => std::iter::once(0..usize::MAX).collect(),
     }
 }
 
