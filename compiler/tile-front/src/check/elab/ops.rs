@@ -393,14 +393,7 @@ impl<'m> Cx<'m> {
     /// E0033 for compile-time float arithmetic `x op y` whose result in `s`
     /// is an infinity or NaN (docs/LANGUAGE.md, "Integer and float semantics":
     /// the language has no infinite or NaN constants).
-    fn float_not_finite<T>(
-        &mut self,
-        op: BinaryOp,
-        x: f64,
-        y: f64,
-        s: Scalar,
-        span: Span,
-    ) -> R<T> {
+    fn float_not_finite<T>(&mut self, op: BinaryOp, x: f64, y: f64, s: Scalar, span: Span) -> R<T> {
         // Every float type is at most f32: show the operands as f32.
         let (x, y) = (x as f32, y as f32);
         let expr = match op {
