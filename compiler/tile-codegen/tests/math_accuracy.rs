@@ -6,53 +6,7 @@
 //! `TILE_MATH_SWEEP=<log2 points>` makes the sweep denser (default 2^16).
 
 use tile_codegen::math::cpu;
-
-/// The f64 error function (a series of positive terms; ±1 from |x| = 6).
-fn erf64(x: f64) -> f64 {
-    if x.is_nan() || x == 0.0 {
-        return x;
-    }
-    if x.abs() >= 6.0 {
-        return x.signum();
-    }
-    let x2 = x * x;
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    loop {
-        n += 1.0;
-        term *= 2.0 * x2 / (2.0 * n + 1.0);
-        sum += term;
-        if term.abs() <= sum.abs() * 1e-17 {
-            break;
-        }
-    }
-    2.0 / std::f64::consts::PI.sqrt() * (-x2).exp() * sum
-}
-
-/// Error of `got` against the exact `want`, in ulp of f32 at `want`
-/// (subnormal spacing below 2^-126); 0 when both round to the same infinity.
-fn ulp_err(got: f32, want: f64) -> f64 {
-    if want.is_nan() || got.is_nan() {
-        return if want.is_nan() && got.is_nan() {
-            0.0
-        } else {
-            f64::INFINITY
-        };
-    }
-    if got.is_infinite() || (want as f32).is_infinite() {
-        // Overflow: an infinity is right when the exact value rounds to it;
-        // f32::MAX for a value just beyond counts as one ulp.
-        return if got == want as f32 {
-            0.0
-        } else if got.abs() == f32::MAX {
-            1.0
-        } else {
-            f64::INFINITY
-        };
-    }
-    let e = want.abs().max(f32::MIN_POSITIVE as f64).log2().floor();
-    let ulp = 2f64.powf(e - 23.0);
-    (got as f64 - want).abs() / ulp
-}
+use tile_interp::math::{erf_f64, f32_ulp_error};
 
 fn points() -> u32 {
     std::env::var("TILE_MATH_SWEEP")
@@ -79,7 +33,7 @@ fn sweep(lo: f32, hi: f32, n: u32, signed: bool) -> Vec<f32> {
 fn worst(name: &str, xs: &[f32], f: fn(f32) -> f32, r: fn(f64) -> f64) -> (f64, f32) {
     let mut w = (0.0, 0.0);
     for &x in xs {
-        let e = ulp_err(f(x), r(x as f64));
+        let e = f32_ulp_error(f(x), r(x as f64));
         if e > w.0 {
             w = (e, x);
         }
@@ -110,7 +64,7 @@ fn sin_cos_within_bound() {
 #[test]
 fn erf_within_bound() {
     let xs = sweep(0.0, 4.5, 1 << points(), true);
-    let (e, _) = worst("erf", &xs, cpu::erf, erf64);
+    let (e, _) = worst("erf", &xs, cpu::erf, erf_f64);
     assert!(e <= 1.5, "erf: {e} ulp");
 }
 
@@ -158,7 +112,7 @@ fn pow_within_bound() {
                 if a < 0.0 && b.fract() != 0.0 {
                     continue;
                 }
-                let e = ulp_err(cpu::pow(a, b), (a as f64).powf(b as f64));
+                let e = f32_ulp_error(cpu::pow(a, b), (a as f64).powf(b as f64));
                 if e > w.0 {
                     w = (e, a, b);
                 }
@@ -359,7 +313,7 @@ fn bf16_results_within_one_bf16_ulp() {
     let funcs: [F; 6] = [
         ("sin", cpu::sin, f64::sin),
         ("cos", cpu::cos, f64::cos),
-        ("erf", cpu::erf, erf64),
+        ("erf", cpu::erf, erf_f64),
         ("log1p(|x|)", |v| cpu::log1p(v.abs()), |v| v.abs().ln_1p()),
         ("expm1", cpu::expm1, f64::exp_m1),
         ("pow(|x|, x)", |v| cpu::pow(v.abs(), v), |v| v.abs().powf(v)),

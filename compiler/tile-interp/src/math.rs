@@ -66,6 +66,32 @@ pub fn erf_f64(x: f64) -> f64 {
     2.0 / std::f64::consts::PI.sqrt() * (-x2).exp() * sum
 }
 
+/// Error of `got` against the exact `want`, in ulp of f32 at `want`
+/// (subnormal spacing below 2^-126): NaN is right only against NaN, an
+/// infinity only where the exact value rounds to it (f32::MAX for a value
+/// just beyond counts as one ulp). What the math functions' error tables
+/// (LANGUAGE.md) are measured in, on the CPU emulation and on the GPU.
+pub fn f32_ulp_error(got: f32, want: f64) -> f64 {
+    if want.is_nan() || got.is_nan() {
+        return if want.is_nan() && got.is_nan() {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    if got.is_infinite() || (want as f32).is_infinite() {
+        return if got == want as f32 {
+            0.0
+        } else if got.abs() == f32::MAX {
+            1.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let e = want.abs().max(f32::MIN_POSITIVE as f64).log2().floor();
+    (got as f64 - want).abs() / 2f64.powf(e - 23.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

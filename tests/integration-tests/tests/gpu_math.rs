@@ -12,56 +12,12 @@
 #![cfg(feature = "gpu")]
 
 use rand::{Rng, SeedableRng};
+use tile_interp::math::{erf_f64, f32_ulp_error};
 use tile_runtime::Arg;
 use tile_testkit::*;
 
 fn small() -> bool {
     std::env::var_os("TILE_SANITIZER_RUN").is_some()
-}
-
-/// The f64 error function (a series of positive terms; ±1 from |x| = 6).
-fn erf64(x: f64) -> f64 {
-    if x.is_nan() || x == 0.0 {
-        return x;
-    }
-    if x.abs() >= 6.0 {
-        return x.signum();
-    }
-    let x2 = x * x;
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    loop {
-        n += 1.0;
-        term *= 2.0 * x2 / (2.0 * n + 1.0);
-        sum += term;
-        if term.abs() <= sum.abs() * 1e-17 {
-            break;
-        }
-    }
-    2.0 / std::f64::consts::PI.sqrt() * (-x2).exp() * sum
-}
-
-/// Error of `got` against the exact `want` in ulp of f32 at `want`
-/// (subnormal spacing below 2^-126); NaN only with NaN; an infinity only
-/// where the exact value rounds to it (f32::MAX for a value just beyond: 1).
-fn ulp_err(got: f32, want: f64) -> f64 {
-    if want.is_nan() || got.is_nan() {
-        return if want.is_nan() && got.is_nan() {
-            0.0
-        } else {
-            f64::INFINITY
-        };
-    }
-    if got.is_infinite() || (want as f32).is_infinite() {
-        return if got == want as f32 {
-            0.0
-        } else if got.abs() == f32::MAX {
-            1.0
-        } else {
-            f64::INFINITY
-        };
-    }
-    let e = want.abs().max(f32::MIN_POSITIVE as f64).log2().floor();
-    (got as f64 - want).abs() / 2f64.powf(e - 23.0)
 }
 
 /// `n` values evenly spaced in bit pattern over [lo, hi] (lo, hi ≥ 0),
@@ -147,7 +103,7 @@ fn gpu_math_function_ulp_errors() {
         },
         Func {
             name: "erf",
-            exact: erf64,
+            exact: erf_f64,
             lo: 0.0,
             hi: 4.5,
             signed: true,
@@ -284,7 +240,7 @@ fn gpu_math_function_ulp_errors() {
                 let ok = if exact {
                     same(got, want as f32)
                 } else {
-                    ulp_err(got, want) <= f.bound
+                    f32_ulp_error(got, want) <= f.bound
                 };
                 if !ok {
                     failures.push(format!(
@@ -294,7 +250,7 @@ fn gpu_math_function_ulp_errors() {
                 }
                 continue;
             }
-            let e = ulp_err(got, want);
+            let e = f32_ulp_error(got, want);
             if e > worst {
                 (worst, at) = (e, xi);
             }
@@ -330,7 +286,7 @@ fn gpu_math_function_ulp_errors() {
             }
             continue;
         }
-        let e = ulp_err(got, want);
+        let e = f32_ulp_error(got, want);
         if e > worst {
             (worst, at) = (e, (a, b));
         }
@@ -377,7 +333,7 @@ fn gpu_math_functions_bf16() {
     let funcs: [F; 6] = [
         ("sin", f64::sin),
         ("cos", f64::cos),
-        ("erf", erf64),
+        ("erf", erf_f64),
         ("log1p(|x|)", |v| v.abs().ln_1p()),
         ("expm1", f64::exp_m1),
         ("pow(|x|, x)", |v| v.abs().powf(v)),
