@@ -309,7 +309,7 @@ impl Mma {
 }
 
 /// A row statistic of a `wgmma` accumulator: what a reduction along the
-/// columns (`dim` = 1) of a tile in layout `parent` leaves, each thread
+/// columns (axis 1) of a tile in layout `parent` leaves, each thread
 /// holding the values of the rows its accumulator registers cover.
 /// Broadcasting it back (`x[:, None]` then a broadcast to the parent's shape)
 /// only selects registers, and so do elementwise ops between such
@@ -319,30 +319,29 @@ impl Mma {
 /// Only where the reduction stays inside each warp, with one warpgroup along
 /// N (`wn` = 1): the four lanes of a quad share a row. `mma.sync`
 /// accumulators (the same fragments, 16 rows apart) and column statistics
-/// (`dim` = 0, across the warps of a warpgroup) are not sliced yet: no GPU
+/// (axis 0, across the warps of a warpgroup) are not sliced yet: no GPU
 /// test has run them. `keep` is the `[M, 1]` form after `expand_dims`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Slice {
     pub parent: Mma,
-    pub dim: u32,
     pub keep: bool,
 }
 
 impl Slice {
-    /// The slice of `parent` along `dim`, where its reduction stays in-warp.
-    pub fn of(parent: &Mma, dim: u32) -> Option<Slice> {
-        (dim == 1 && parent.wn == 1 && parent.warpgroups).then(|| Slice {
+    /// The slice of a reduction of `parent` along `axis`, where it stays
+    /// in-warp.
+    pub fn of(parent: &Mma, axis: u32) -> Option<Slice> {
+        (axis == 1 && parent.wn == 1 && parent.warpgroups).then(|| Slice {
             parent: parent.clone(),
-            dim,
             keep: false,
         })
     }
     pub fn shape(&self) -> Vec<u32> {
         let mut s = self.parent.shape.clone();
         if self.keep {
-            s[self.dim as usize] = 1;
+            s[1] = 1;
         } else {
-            s.remove(self.dim as usize);
+            s.remove(1);
         }
         s
     }
@@ -403,7 +402,7 @@ impl Layout {
         match (self, other) {
             (Layout::Blocked(a), Layout::Blocked(b)) => a.same_map(b),
             // `expand_dims` at the sliced dimension keeps every register.
-            (Layout::Slice(a), Layout::Slice(b)) => a.parent == b.parent && a.dim == b.dim,
+            (Layout::Slice(a), Layout::Slice(b)) => a.parent == b.parent,
             (a, b) => a == b,
         }
     }

@@ -48,7 +48,7 @@ fn assign_block(
             }
             Op::ExpandDims { value, axis } => {
                 if let Some(Layout::Slice(s)) = out.get(value) {
-                    if !s.keep && s.dim == *axis {
+                    if !s.keep && *axis == 1 {
                         let s = Slice {
                             keep: true,
                             ..s.clone()
