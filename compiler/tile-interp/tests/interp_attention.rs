@@ -140,18 +140,18 @@ fn attention_backward_matches_f64_and_finite_differences() {
         );
         let (dk_got, dv_got, dq_got) = (read(&dk, n), read(&dv, n), read(&dq, n));
 
+        let got = Outputs {
+            o: &o_got,
+            lse: &lse_got,
+            delta: &delta_got,
+            dq: &dq_got,
+            dk: &dk_got,
+            dv: &dv_got,
+        };
         let mut missed_delta = 0usize;
         for hd in 0..HEADS {
             let at = |x: &[f64]| x[hd * SEQ * D..(hd + 1) * SEQ * D].to_vec();
             let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
-            let got = Outputs {
-                o: &o_got,
-                lse: &lse_got,
-                delta: &delta_got,
-                dq: &dq_got,
-                dk: &dk_got,
-                dv: &dv_got,
-            };
             let inputs = [&qh[..], &kh, &vh, &doh];
             let (h, o_err, r) = check_head(&what, hd, inputs, &got, SHAPE, causal != 0, scale);
             // A backward without delta: the same bounds reject it.

@@ -196,17 +196,17 @@ fn gpu_attention_training_chain_matches_f64() {
                         (read(&dev, &o), read(&dev, &lse), read(&dev, &delta));
                     let (dk_got, dv_got, dq_got) =
                         (read(&dev, &dk), read(&dev, &dv), read(&dev, &dqb));
+                    let got = Outputs {
+                        o: &o_got,
+                        lse: &lse_got,
+                        delta: &delta_got,
+                        dq: &dq_got,
+                        dk: &dk_got,
+                        dv: &dv_got,
+                    };
                     for hd in 0..HEADS {
                         let at = |x: &[f64]| x[hd * seq * d..(hd + 1) * seq * d].to_vec();
                         let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
-                        let got = Outputs {
-                            o: &o_got,
-                            lse: &lse_got,
-                            delta: &delta_got,
-                            dq: &dq_got,
-                            dk: &dk_got,
-                            dv: &dv_got,
-                        };
                         check_head(
                             &what,
                             hd,
