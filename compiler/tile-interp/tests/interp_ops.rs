@@ -1325,6 +1325,70 @@ fn reduction_edge_values() {
     assert!(got[1].is_nan());
 }
 
+/// max/min reductions are maxNum/minNum (docs/LANGUAGE.md): NaN elements are
+/// ignored, a lane of only NaN reduces to NaN (not to ±inf, what the GPU's
+/// replicated threads once contributed: fz_1796224093_{25,83,251}), along
+/// either axis, for every float type.
+#[test]
+fn max_min_reductions_ignore_nan_unless_all_nan() {
+    let nan = f32::NAN;
+    // 4 × 4: row 0 all NaN, row 1 one number, row 2 ±inf among NaN, row 3 numbers.
+    #[rustfmt::skip]
+    let x = [
+        nan, nan, nan, nan,
+        nan, -3.0, nan, nan,
+        f32::NEG_INFINITY, nan, f32::INFINITY, nan,
+        1.0, -2.0, 0.5, 4.0,
+    ];
+    let (ninf, inf) = (f32::NEG_INFINITY, f32::INFINITY);
+    for s in [Scalar::F32, Scalar::BF16, Scalar::F16] {
+        for (op, axis, want) in [
+            (ReduceOp::Max, 1, [nan, -3.0, inf, 4.0]),
+            (ReduceOp::Min, 1, [nan, -3.0, ninf, -2.0]),
+            (ReduceOp::Max, 0, [1.0, -2.0, inf, 4.0]),
+            (ReduceOp::Min, 0, [ninf, -3.0, 0.5, 4.0]),
+        ] {
+            // `other` (the masked-off value) is never read: the whole tile is in bounds.
+            let k = reduce_kernel(op, s, 4, 4, axis, 0.0);
+            let y = Buffer::zeros(s, 4);
+            interp::run(
+                &k,
+                [1, 1, 1],
+                &[
+                    Arg::Buffer(&Buffer::from_f32_as(s, &x)),
+                    Arg::Buffer(&y),
+                    Arg::I32(4),
+                    Arg::I32(4),
+                ],
+            )
+            .unwrap();
+            assert_bits_eq(&format!("{op:?} axis {axis} {s:?}"), &y.to_f32_vec(), &want);
+        }
+        // A whole column of NaN, along axis 0.
+        let k = reduce_kernel(ReduceOp::Max, s, 4, 4, 0, 0.0);
+        let y = Buffer::zeros(s, 4);
+        let col_nan: Vec<f32> = (0..16)
+            .map(|i| if i % 4 == 1 { nan } else { i as f32 })
+            .collect();
+        interp::run(
+            &k,
+            [1, 1, 1],
+            &[
+                Arg::Buffer(&Buffer::from_f32_as(s, &col_nan)),
+                Arg::Buffer(&y),
+                Arg::I32(4),
+                Arg::I32(4),
+            ],
+        )
+        .unwrap();
+        assert_bits_eq(
+            &format!("Max axis 0 {s:?}, a NaN column"),
+            &y.to_f32_vec(),
+            &[12.0, nan, 14.0, 15.0],
+        );
+    }
+}
+
 /// C[M×N] = A[M×K] @ B[K×N] (+ C0), one BM×BN tile per program, looping over K by BK.
 fn matmul_kernel(s: Scalar, bm: u32, bn: u32, bk: u32) -> Kernel {
     let mut b = Builder::new("matmul");

@@ -10,12 +10,18 @@ use crate::CodegenError;
 use std::collections::HashMap;
 use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
 
+/// What a replica along the reduced axis contributes: a value that changes
+/// no combination with it. For floats that is NaN for max/min, which follow
+/// maxNum/minNum (docs/LANGUAGE.md: a NaN operand yields the other, so
+/// `maxnum(x, NaN) == x` for every `x`, NaN included), not -inf/+inf: a row
+/// of NaN must reduce to NaN, and `maxnum(NaN, -inf)` is -inf (fuzz programs
+/// fz_1796224093_{25,83,251}). For sums it is -0.0, not 0.0: `-0.0 + 0.0`
+/// is `+0.0`, so a row of -0.0 would sum to +0.0.
 fn identity(op: ReduceOp, s: Scalar) -> Const {
     match (op, s.is_float()) {
-        (ReduceOp::Sum, true) => Const::Float(0.0),
+        (ReduceOp::Sum, true) => Const::Float(-0.0),
         (ReduceOp::Sum, false) => Const::Int(0),
-        (ReduceOp::Max, true) => Const::Float(f64::NEG_INFINITY),
-        (ReduceOp::Min, true) => Const::Float(f64::INFINITY),
+        (ReduceOp::Max | ReduceOp::Min, true) => Const::Float(f64::NAN),
         (ReduceOp::Max, false) => Const::Int(if s == Scalar::I64 {
             i64::MIN
         } else {
