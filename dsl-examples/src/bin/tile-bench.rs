@@ -1,16 +1,23 @@
 //! GPU benchmarks of compiled kernels, each beside its ceiling measured in the
 //! same run: device-to-device copy bandwidth for memory-bound kernels, cuBLAS
-//! (the named baseline) for matmul. Prints a markdown table.
+//! (the named baseline) for matmul, PyTorch SDPA (`--sdpa`, the output of
+//! `scripts/sdpa-baseline.py`) for attention. Prints a markdown table.
 //!
 //! `tile-bench --pack target/packs/dsl-examples.tpack --pack target/packs/codegen-tests.tpack`
+//!
+//! `--dry-run` runs only the attention rows, at small shapes, on the CPU
+//! interpreter (the packs' TIR): no GPU needed, it checks their launches
+//! (arguments, grids: every output element written) before a GPU run.
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use dsl_examples::random_bytes;
+use half::bf16;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use tile_runtime::baseline::Cublas;
 use tile_runtime::bench::{time, Timing};
-use tile_runtime::{describe, Arg, Device, Pack, Scalar};
+use tile_runtime::{describe, Arg, Buffer, Config, Device, Kernel, Pack, RuntimeError, Scalar};
 
 #[derive(Parser)]
 struct Args {
@@ -27,25 +34,93 @@ struct Args {
     /// session: PyTorch SDPA's TFLOP/s, the attention rows' ceiling.
     #[arg(long)]
     sdpa: Option<PathBuf>,
+    /// Only the attention rows, once each at small shapes, on the CPU
+    /// interpreter (no GPU): checks the launches, not a benchmark.
+    #[arg(long)]
+    dry_run: bool,
 }
 
-/// SDPA TFLOP/s per head dimension, from `scripts/sdpa-baseline.py`'s table
-/// rows (`| SDPA 32h×4096×64 bf16 | 0.292 | 471 |`).
-fn read_sdpa(path: &std::path::Path) -> Result<Vec<(usize, f64)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the SDPA baseline {}", path.display()))?;
-    let rows: Vec<(usize, f64)> = text
-        .lines()
+/// The attention shapes (batch, heads, seq, head dim) of issue 17's
+/// acceptance, also scripts/sdpa-baseline.py's: 32 heads × 4096 × {64, 128},
+/// and the trainer's, batch 8 × 12 heads × 1024 × 64. Each causal and not,
+/// forward and forward + backward.
+const ATTN_SHAPES: [(usize, usize, usize, usize); 3] =
+    [(1, 32, 4096, 64), (1, 32, 4096, 128), (8, 12, 1024, 64)];
+/// `--dry-run`'s: sequence lengths that no block size divides (the masks),
+/// more than one (batch × head) slice, both head dimensions.
+const DRY_SHAPES: [(usize, usize, usize, usize); 3] =
+    [(1, 2, 200, 64), (1, 2, 200, 128), (2, 3, 130, 64)];
+
+/// One attention problem of the table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Attn {
+    batch: usize,
+    heads: usize,
+    seq: usize,
+    d: usize,
+    causal: bool,
+    /// Forward + backward (else the forward alone).
+    backward: bool,
+}
+
+impl Attn {
+    /// `fwd 1×32h×4096×64 bf16`, `fwd+bwd causal 8×12h×1024×64 bf16`: the
+    /// row's name after `attention ` here and after `SDPA ` in
+    /// scripts/sdpa-baseline.py (which writes the same string).
+    fn label(&self) -> String {
+        format!(
+            "{}{} {}×{}h×{}×{} bf16",
+            if self.backward { "fwd+bwd" } else { "fwd" },
+            if self.causal { " causal" } else { "" },
+            self.batch,
+            self.heads,
+            self.seq,
+            self.d
+        )
+    }
+
+    /// FlashAttention's convention, also scripts/sdpa-baseline.py's: the
+    /// forward is 4·B·H·S²·D (two matmuls of 2·S²·D per slice), halved when
+    /// causal; the backward 2.5 × the forward, so forward + backward is
+    /// 3.5 × the forward.
+    fn flops(&self) -> f64 {
+        let fwd = 4.0 * (self.batch * self.heads * self.seq * self.seq * self.d) as f64;
+        let fwd = if self.causal { fwd / 2.0 } else { fwd };
+        if self.backward {
+            3.5 * fwd
+        } else {
+            fwd
+        }
+    }
+}
+
+/// SDPA TFLOP/s per row name ([`Attn::label`]), from
+/// `scripts/sdpa-baseline.py`'s table rows
+/// (`| SDPA fwd causal 1×32h×4096×64 bf16 | 0.292 | 471 |`). The older
+/// script's rows (`| SDPA 32h×4096×64 bf16 | … |`, forward, batch 1, not
+/// causal) are read as `fwd 1×32h×4096×64 bf16`.
+fn parse_sdpa(text: &str) -> Vec<(String, f64)> {
+    text.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            let name = cells.get(1)?.strip_prefix("SDPA ")?;
-            let d = name.split('×').nth(2)?.split(' ').next()?.parse().ok()?;
-            Some((d, cells.get(3)?.parse().ok()?))
+            let name = cells.get(1)?.strip_prefix("SDPA ")?.trim();
+            let name = if name.starts_with("fwd") {
+                name.to_string()
+            } else {
+                format!("fwd 1×{name}")
+            };
+            Some((name, cells.get(3)?.parse().ok()?))
         })
-        .collect();
+        .collect()
+}
+
+fn read_sdpa(path: &std::path::Path) -> Result<Vec<(String, f64)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the SDPA baseline {}", path.display()))?;
+    let rows = parse_sdpa(&text);
     anyhow::ensure!(
         !rows.is_empty(),
-        "{} has no `| SDPA …×D bf16 | ms | TFLOP/s |` rows; hint: pass the output of scripts/sdpa-baseline.py",
+        "{} has no `| SDPA fwd … bf16 | ms | TFLOP/s |` rows; hint: pass the output of scripts/sdpa-baseline.py",
         path.display()
     );
     Ok(rows)
@@ -64,6 +139,9 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.dry_run {
+        return dry_run(&args);
+    }
     let dev = Device::cuda(0).context("tile-bench needs a GPU")?;
     let packs: Vec<Pack> = args
         .pack
@@ -173,55 +251,14 @@ fn main() -> Result<()> {
         }
     }
 
-    if let Some(pack) = find_sig("attention", 6) {
-        // Shapes of the PyTorch SDPA baseline (scripts/sdpa-baseline.py): 32 heads × 4096 × D, not causal.
-        let (heads, seq) = (32usize, 4096usize);
-        for v in &pack.kernel("attention")?.variants {
-            let d = meta(&v.config, "D");
-            if meta(&v.config, "CAUSAL") != 0 {
-                continue;
-            }
-            let n = heads * seq * d;
-            let q = dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, 8))?;
-            let kk = dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, 9))?;
-            let vv = dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, 10))?;
-            let o = dev.alloc(Scalar::BF16, n)?;
-            let k = pack.load_kernel(&dev, "attention", &v.config)?;
-            let grid = [seq.div_ceil(meta(&v.config, "BM")) as u32, heads as u32, 1];
-            let t = time(&dev, 100.0, 10, 3000.0, &mut || {
-                dev.launch(
-                    &k,
-                    grid,
-                    &[
-                        Arg::Buffer(&q),
-                        Arg::Buffer(&kk),
-                        Arg::Buffer(&vv),
-                        Arg::Buffer(&o),
-                        Arg::I32(seq as i32),
-                        Arg::F32(1.0 / (d as f32).sqrt()),
-                    ],
-                )
-            })?;
-            let flops = 4.0 * (heads * seq * seq * d) as f64;
-            let ceiling = sdpa
-                .as_ref()
-                .and_then(|s| s.iter().find(|(sd, _)| *sd == d))
-                .map(|(_, tf)| *tf);
-            rows.push(Row {
-                bench: format!("attention {heads}h×{seq}×{d} bf16"),
-                config: describe(&v.config),
-                t,
-                work: flops,
-                unit: "TFLOP/s",
-                ceiling: ceiling.unwrap_or(0.0),
-                ceiling_name: if ceiling.is_some() {
-                    "SDPA"
-                } else {
-                    "SDPA (not measured; --sdpa)"
-                },
-            });
-        }
-    }
+    attention_rows(
+        &dev,
+        &packs,
+        &ATTN_SHAPES,
+        sdpa.as_deref(),
+        false,
+        &mut rows,
+    )?;
 
     // Two softmax layouts: bf16 rows of length n (tests/kernels, 3 params)
     // and f32 with rows and columns (dsl-examples, 4 params).
@@ -326,7 +363,31 @@ fn main() -> Result<()> {
         }
     }
 
-    if args.best_only {
+    print_table(&dev, rows, args.best_only);
+    Ok(())
+}
+
+/// `--dry-run`: the attention rows on the CPU interpreter, at small shapes.
+fn dry_run(args: &Args) -> Result<()> {
+    let dev = Device::cpu();
+    let packs: Vec<Pack> = args
+        .pack
+        .iter()
+        .map(|p| Pack::load(p))
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    attention_rows(&dev, &packs, &DRY_SHAPES, None, true, &mut rows)?;
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "no attention kernels in the packs; hint: --pack target/packs/dsl-examples.tpack"
+    );
+    print_table(&dev, rows, args.best_only);
+    eprintln!("dry run: every attention launch wrote all its outputs (CPU interpreter, small shapes; the times mean nothing)");
+    Ok(())
+}
+
+fn print_table(dev: &Device, mut rows: Vec<Row>, best_only: bool) {
+    if best_only {
         let mut best: Vec<Row> = Vec::new();
         for r in rows {
             match best.iter_mut().find(|b| {
@@ -373,9 +434,391 @@ fn main() -> Result<()> {
             r.unit,
         );
     }
+}
+
+/// The grid of every attention kernel of dsl-examples/attention.tile and
+/// attention_bwd.tile: one (batch × head) slice per program_id(1) (the
+/// kernels' `base = program_id(1) · seq · D`, `row0 = program_id(1) · seq`),
+/// one block of `block` rows per program_id(0) — queries (BM) for the
+/// forwards, delta and dQ, keys (BN) for dK/dV.
+fn slice_grid(seq: usize, block: usize, slices: usize) -> [u32; 3] {
+    [seq.div_ceil(block) as u32, slices as u32, 1]
+}
+
+/// The packed configs of `kernel` with head dimension `d` and, where given,
+/// CAUSAL = `causal` (the pack fills in defaults: `attention`'s are CAUSAL=0).
+fn attn_configs(pack: &Pack, kernel: &str, d: usize, causal: Option<bool>) -> Vec<Config> {
+    let Ok(k) = pack.kernel(kernel) else {
+        return Vec::new();
+    };
+    k.variants
+        .iter()
+        .map(|v| v.config.clone())
+        .filter(|c| meta(c, "D") == d && causal.is_none_or(|x| meta(c, "CAUSAL") == x as usize))
+        .collect()
+}
+
+/// A config without D and CAUSAL (the row's name has them).
+fn short(c: &Config) -> String {
+    let mut parts: Vec<String> = c
+        .meta
+        .iter()
+        .filter(|(n, _)| n != "D" && n != "CAUSAL")
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    parts.push(format!("warps={}", c.warps));
+    parts.join(", ")
+}
+
+/// Loads each (kernel, config) once: the shapes of a head dimension share them.
+fn load<'c>(
+    cache: &'c mut HashMap<(&'static str, Config), Kernel>,
+    dev: &Device,
+    pack: &Pack,
+    name: &'static str,
+    c: &Config,
+) -> Result<&'c Kernel> {
+    let key = (name, c.clone());
+    if !cache.contains_key(&key) {
+        let k = pack.load_kernel(dev, name, c)?;
+        cache.insert(key.clone(), k);
+    }
+    Ok(&cache[&key])
+}
+
+/// A buffer of NaN: what a launch leaves of it shows where its grid did not reach.
+fn poisoned(dev: &Device, dt: Scalar, n: usize) -> Result<Buffer> {
+    Ok(match dt {
+        Scalar::BF16 => dev.upload(&vec![bf16::NAN; n])?,
+        _ => dev.upload(&vec![f32::NAN; n])?,
+    })
+}
+
+/// Fails where an output still holds NaN (or any non-finite value): its
+/// kernels' grids did not cover it, or they computed garbage.
+fn check_written(dev: &Device, what: &str, outputs: &[(&str, &Buffer)]) -> Result<()> {
+    for (name, b) in outputs {
+        let bad = match b.dtype() {
+            Scalar::BF16 => dev
+                .download::<bf16>(b)?
+                .iter()
+                .filter(|x| !x.is_finite())
+                .count(),
+            _ => dev
+                .download::<f32>(b)?
+                .iter()
+                .filter(|x| !x.is_finite())
+                .count(),
+        };
+        anyhow::ensure!(
+            bad == 0,
+            "{what}: {bad} of {} elements of {name} not written or not finite",
+            b.len()
+        );
+    }
+    Ok(())
+}
+
+/// Benchmark timing, or with `dry` a single run (checks, not times).
+fn timed(
+    dev: &Device,
+    dry: bool,
+    f: &mut dyn FnMut() -> Result<(), RuntimeError>,
+) -> Result<Timing> {
+    if dry {
+        let t0 = std::time::Instant::now();
+        f()?;
+        dev.synchronize()?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        return Ok(Timing {
+            median_ms: ms,
+            p20_ms: ms,
+            p80_ms: ms,
+            samples: 1,
+        });
+    }
+    Ok(time(dev, 100.0, 10, 3000.0, f)?)
+}
+
+/// The attention rows: at each shape, causal and not, the forward (every
+/// packed config of `attention`) and forward + backward (attention_lse, then
+/// attention_bwd_delta, attention_bwd_dkdv, attention_bwd_dq, timed together
+/// as one training step), each beside SDPA's same row from `sdpa`. Outputs
+/// are NaN-poisoned before and checked after: a grid that misses a row or a
+/// slice fails the run instead of timing too little work.
+fn attention_rows(
+    dev: &Device,
+    packs: &[Pack],
+    shapes: &[(usize, usize, usize, usize)],
+    sdpa: Option<&[(String, f64)]>,
+    dry: bool,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let find_sig = |name: &str, nparams: usize| {
+        packs.iter().find(|p| {
+            p.kernel(name)
+                .map(|k| k.signature.params.len() == nparams)
+                .unwrap_or(false)
+        })
+    };
+    let fwd_pack = find_sig("attention", 6);
+    let lse_pack = find_sig("attention_lse", 7);
+    let bwd_packs = (
+        find_sig("attention_bwd_delta", 4),
+        find_sig("attention_bwd_dkdv", 10),
+        find_sig("attention_bwd_dq", 9),
+    );
+    if fwd_pack.is_none() && lse_pack.is_none() {
+        return Ok(());
+    }
+    let mut cache = HashMap::new();
+    for &(batch, heads, seq, d) in shapes {
+        let slices = batch * heads;
+        let n = slices * seq * d;
+        let input = |seed| dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, seed));
+        let (q, k, v, d_o) = (input(8)?, input(9)?, input(10)?, input(12)?);
+        let scale = 1.0 / (d as f32).sqrt();
+        for causal in [false, true] {
+            let row = |a: Attn, config: String, t: Timing| {
+                let ceiling = sdpa
+                    .and_then(|s| s.iter().find(|(l, _)| *l == a.label()))
+                    .map(|(_, tf)| *tf);
+                Row {
+                    bench: format!("attention {}", a.label()),
+                    config,
+                    t,
+                    work: a.flops(),
+                    unit: "TFLOP/s",
+                    ceiling: ceiling.unwrap_or(0.0),
+                    ceiling_name: if ceiling.is_some() {
+                        "SDPA"
+                    } else {
+                        "SDPA (not measured; --sdpa)"
+                    },
+                }
+            };
+            let a = Attn {
+                batch,
+                heads,
+                seq,
+                d,
+                causal,
+                backward: false,
+            };
+            // The forward: `attention`'s configs of this mode; where the pack
+            // has none (its tune block has no CAUSAL, so it is packed with
+            // the default CAUSAL=0 only), attention_lse's, the same forward
+            // that also writes each row's log-sum-exp (4 bytes a row).
+            let mut fwd: Vec<(&Pack, &'static str, Config)> = Vec::new();
+            for (pack, name) in [(fwd_pack, "attention"), (lse_pack, "attention_lse")] {
+                if let (Some(p), true) = (pack, fwd.is_empty()) {
+                    fwd.extend(
+                        attn_configs(p, name, d, Some(causal))
+                            .into_iter()
+                            .map(|c| (p, name, c)),
+                    );
+                }
+            }
+            let lse = dev.alloc(Scalar::F32, slices * seq)?;
+            for (pack, name, c) in &fwd {
+                let kern = load(&mut cache, dev, pack, name, c)?;
+                let o = poisoned(dev, Scalar::BF16, n)?;
+                let mut args = vec![
+                    Arg::Buffer(&q),
+                    Arg::Buffer(&k),
+                    Arg::Buffer(&v),
+                    Arg::Buffer(&o),
+                ];
+                if *name == "attention_lse" {
+                    args.push(Arg::Buffer(&lse));
+                }
+                args.extend([Arg::I32(seq as i32), Arg::F32(scale)]);
+                let grid = slice_grid(seq, meta(c, "BM"), slices);
+                let t = timed(dev, dry, &mut || dev.launch(kern, grid, &args))?;
+                let config = if *name == "attention" {
+                    describe(c)
+                } else {
+                    format!("{name} {}", describe(c))
+                };
+                check_written(
+                    dev,
+                    &format!("attention {} [{config}]", a.label()),
+                    &[("O", &o)],
+                )?;
+                rows.push(row(a, config, t));
+            }
+
+            // Forward + backward, as training runs it
+            // (tests/integration-tests/tests/gpu_attention.rs).
+            let (Some(lse_p), (Some(delta_p), Some(dkdv_p), Some(dq_p))) = (lse_pack, bwd_packs)
+            else {
+                continue;
+            };
+            let a = Attn {
+                backward: true,
+                ..a
+            };
+            let cf = attn_configs(lse_p, "attention_lse", d, Some(causal));
+            let cd = attn_configs(delta_p, "attention_bwd_delta", d, None);
+            let ckv = attn_configs(dkdv_p, "attention_bwd_dkdv", d, Some(causal));
+            let cq = attn_configs(dq_p, "attention_bwd_dq", d, Some(causal));
+            if cf.is_empty() || cd.is_empty() || ckv.is_empty() || cq.is_empty() {
+                continue;
+            }
+            // Every config of each kernel at least once, the others cycled
+            // (one each in the pack today): a row per chain, not a product.
+            let count = cf.len().max(cd.len()).max(ckv.len()).max(cq.len());
+            for r in 0..count {
+                let (cf, cd, ckv, cq) = (
+                    &cf[r % cf.len()],
+                    &cd[r % cd.len()],
+                    &ckv[r % ckv.len()],
+                    &cq[r % cq.len()],
+                );
+                load(&mut cache, dev, lse_p, "attention_lse", cf)?;
+                load(&mut cache, dev, delta_p, "attention_bwd_delta", cd)?;
+                load(&mut cache, dev, dkdv_p, "attention_bwd_dkdv", ckv)?;
+                load(&mut cache, dev, dq_p, "attention_bwd_dq", cq)?;
+                let get = |name: &'static str, c: &Config| &cache[&(name, c.clone())];
+                let (kf, kd, kkv, kq) = (
+                    get("attention_lse", cf),
+                    get("attention_bwd_delta", cd),
+                    get("attention_bwd_dkdv", ckv),
+                    get("attention_bwd_dq", cq),
+                );
+                let o = poisoned(dev, Scalar::BF16, n)?;
+                let lse = poisoned(dev, Scalar::F32, slices * seq)?;
+                let delta = poisoned(dev, Scalar::F32, slices * seq)?;
+                let dq = poisoned(dev, Scalar::BF16, n)?;
+                let dk = poisoned(dev, Scalar::BF16, n)?;
+                let dv = poisoned(dev, Scalar::BF16, n)?;
+                let scalars = || [Arg::I32(seq as i32), Arg::F32(scale)];
+                // attention_lse(q, k, v, o, lse, seq, scale): a block of BM queries.
+                let mut a_fwd = vec![
+                    Arg::Buffer(&q),
+                    Arg::Buffer(&k),
+                    Arg::Buffer(&v),
+                    Arg::Buffer(&o),
+                    Arg::Buffer(&lse),
+                ];
+                a_fwd.extend(scalars());
+                let g_fwd = slice_grid(seq, meta(cf, "BM"), slices);
+                // attention_bwd_delta(o, d_o, delta, seq): a block of BM queries.
+                let a_delta = [
+                    Arg::Buffer(&o),
+                    Arg::Buffer(&d_o),
+                    Arg::Buffer(&delta),
+                    Arg::I32(seq as i32),
+                ];
+                let g_delta = slice_grid(seq, meta(cd, "BM"), slices);
+                let ins = || {
+                    vec![
+                        Arg::Buffer(&q),
+                        Arg::Buffer(&k),
+                        Arg::Buffer(&v),
+                        Arg::Buffer(&d_o),
+                        Arg::Buffer(&lse),
+                        Arg::Buffer(&delta),
+                    ]
+                };
+                // attention_bwd_dkdv(q, k, v, d_o, lse, delta, dk, dv, seq, scale): a block of BN keys.
+                let mut a_dkdv = ins();
+                a_dkdv.extend([Arg::Buffer(&dk), Arg::Buffer(&dv)]);
+                a_dkdv.extend(scalars());
+                let g_dkdv = slice_grid(seq, meta(ckv, "BN"), slices);
+                // attention_bwd_dq(q, k, v, d_o, lse, delta, dq, seq, scale): a block of BM queries.
+                let mut a_dq = ins();
+                a_dq.push(Arg::Buffer(&dq));
+                a_dq.extend(scalars());
+                let g_dq = slice_grid(seq, meta(cq, "BM"), slices);
+                let t = timed(dev, dry, &mut || {
+                    dev.launch(kf, g_fwd, &a_fwd)?;
+                    dev.launch(kd, g_delta, &a_delta)?;
+                    dev.launch(kkv, g_dkdv, &a_dkdv)?;
+                    dev.launch(kq, g_dq, &a_dq)
+                })?;
+                let config = format!(
+                    "lse {}; delta {}; dkdv {}; dq {}",
+                    short(cf),
+                    short(cd),
+                    short(ckv),
+                    short(cq)
+                );
+                check_written(
+                    dev,
+                    &format!("attention {} [{config}]", a.label()),
+                    &[
+                        ("O", &o),
+                        ("lse", &lse),
+                        ("delta", &delta),
+                        ("dQ", &dq),
+                        ("dK", &dk),
+                        ("dV", &dv),
+                    ],
+                )?;
+                rows.push(row(a, config, t));
+            }
+        }
+    }
     Ok(())
 }
 
 fn meta(c: &tile_runtime::Config, name: &str) -> usize {
     dsl_examples::meta(c, name) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_flops_follow_the_sdpa_script() {
+        let a = Attn {
+            batch: 8,
+            heads: 12,
+            seq: 1024,
+            d: 64,
+            causal: true,
+            backward: true,
+        };
+        assert_eq!(a.label(), "fwd+bwd causal 8×12h×1024×64 bf16");
+        // 4·B·H·S²·D, halved when causal, × 3.5 with the backward.
+        assert_eq!(
+            a.flops(),
+            3.5 * 4.0 * 8.0 * 12.0 * 1024.0 * 1024.0 * 64.0 / 2.0
+        );
+        let f = Attn {
+            batch: 1,
+            heads: 32,
+            seq: 4096,
+            d: 128,
+            causal: false,
+            backward: false,
+        };
+        assert_eq!(f.label(), "fwd 1×32h×4096×128 bf16");
+        assert_eq!(f.flops(), 4.0 * 32.0 * 4096.0 * 4096.0 * 128.0);
+    }
+
+    #[test]
+    fn sdpa_rows_new_and_old() {
+        let text = "torch 2.11, NVIDIA H200\n| benchmark | median ms | TFLOP/s |\n|---|---|---|\n\
+                    | SDPA fwd causal 1×32h×4096×64 bf16 | 0.200 | 344 |\n\
+                    | SDPA fwd+bwd 8×12h×1024×64 bf16 | 1.000 | 101.5 |\n\
+                    | SDPA 32h×4096×128 bf16 | 0.452 | 608 |\n";
+        assert_eq!(
+            parse_sdpa(text),
+            vec![
+                ("fwd causal 1×32h×4096×64 bf16".to_string(), 344.0),
+                ("fwd+bwd 8×12h×1024×64 bf16".to_string(), 101.5),
+                ("fwd 1×32h×4096×128 bf16".to_string(), 608.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn grids_cover_every_row_and_slice() {
+        assert_eq!(slice_grid(4096, 128, 32), [32, 32, 1]);
+        assert_eq!(slice_grid(1024, 64, 8 * 12), [16, 96, 1]);
+        assert_eq!(slice_grid(200, 64, 6), [4, 6, 1]);
+    }
 }
