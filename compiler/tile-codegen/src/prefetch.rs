@@ -13,6 +13,17 @@
 //! use the same memory). A load the body also uses otherwise is read back
 //! from its stage into registers there.
 //!
+//! The other operand of such a dot need not be a load of the loop: a
+//! loop-invariant tile (attention's Q) is staged once, before the loop, into
+//! a resident buffer after the stages ([`Loop::resident`]); on `wgmma`, a
+//! `trans(x)` B operand of a pipelined load or loop-invariant tile x is read
+//! K-major from x's buffer,
+//! and an A operand computed in the loop (attention's P) may stay in
+//! registers. A dot with an operand that would still be staged from
+//! registers every iteration is left alone: it waits at its own barriers
+//! then, so copying the other ahead gains little and takes shared memory
+//! from occupancy.
+//!
 //! On sm_90, a pipelined `dot` whose tile shapes allow it runs on `wgmma`
 //! (warpgroup MMA reading both operands straight from shared memory): its
 //! buffers are then laid out in the swizzled atoms `wgmma` descriptors
@@ -50,6 +61,12 @@ pub(crate) struct Loop {
     /// Bytes of one stage (every buffer of one iteration).
     pub stage_bytes: u32,
     pub bufs: Vec<Buf>,
+    /// Loop-invariant operands, staged once before the loop; their
+    /// `offset`s are absolute (after the stages and their barriers).
+    pub resident: Vec<Buf>,
+    /// Bytes of shared memory the loop takes: stages, their barriers and
+    /// the resident operands.
+    pub bytes: u32,
     /// A `wgmma` dot left running into the next iteration (its result, and
     /// the index of its accumulator among the carried values): copies then
     /// run `stages - 2` iterations ahead instead of `stages - 1`, into the
@@ -186,8 +203,7 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -
     walk_insts(&kernel.body, &mut |i| {
         if let Op::For { body, .. } = &i.op {
             if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, wgmma_budget, &mut plan) {
-                let barriers = l.barriers().map_or(0, |_| 8 * l.stages);
-                plan.bytes = plan.bytes.max(l.stages * l.stage_bytes + barriers);
+                plan.bytes = plan.bytes.max(l.bytes);
                 plan.loops.insert(body.args[0], l);
             }
         }
@@ -294,61 +310,128 @@ fn plan_loop(
         }
         Some(need)
     };
+    // Where a dot operand comes from, when not staged from registers in the
+    // loop: a pipelined load (read as it is, or K-major through `trans`), a
+    // loop-invariant tile, or (wgmma's A) registers.
+    enum Source {
+        Stage(ValueId, BTreeSet<usize>),
+        Resident(ValueId),
+        Registers,
+    }
+    let invariant = |x: ValueId| {
+        let ty = kernel.ty(x);
+        !def.contains_key(&x)
+            && !body.args.contains(&x)
+            && ty.shape.len() == 2
+            && matches!(ty.scalar_elem(), Some(Scalar::BF16 | Scalar::F16))
+    };
+    // Computed elementwise from a dot of the loop: in its accumulator layout,
+    // which is wgmma's register-A fragment (`layouts`).
+    let from_dot = |x: ValueId| {
+        let mut work = vec![x];
+        let mut seen = HashSet::new();
+        while let Some(v) = work.pop() {
+            let Some(&j) = def.get(&v) else { continue };
+            if !seen.insert(j) {
+                continue;
+            }
+            match &body.insts[j].op {
+                Op::Dot { .. } => return true,
+                op @ (Op::Cast(_) | Op::Unary(..) | Op::Binary(..) | Op::Select { .. }) => {
+                    work.extend(op.operands())
+                }
+                _ => {}
+            }
+        }
+        false
+    };
+    let mut resident: Vec<(ValueId, SmemTile)> = Vec::new();
     for inst in &body.insts {
         let Op::Dot { a, b, .. } = inst.op else {
             continue;
         };
-        // Both operands or neither: a dot that still stages an operand from
-        // registers waits at its own barriers every iteration, so copying the
-        // other ahead gains little and takes shared memory from occupancy.
-        let (Some(na), Some(nb)) = (early(a), early(b)) else {
-            continue;
-        };
-        slice.extend(na);
-        slice.extend(nb);
         let (sa, sb) = (&kernel.ty(a).shape, &kernel.ty(b).shape);
         let grid = (arch == Arch::Sm90)
             .then(|| wgmma_grid(sa[0], sa[1], sb[1], warps))
             .flatten()
             .filter(|_| kernel.ty(inst.results[0]).scalar_elem() == Some(Scalar::F32));
+        let source = |x: ValueId, is_a: bool| -> Option<Source> {
+            if let Some(need) = early(x) {
+                return Some(Source::Stage(x, need));
+            }
+            if invariant(x) {
+                return Some(Source::Resident(x));
+            }
+            grid?;
+            let inst = &body.insts[*def.get(&x)?];
+            match &inst.op {
+                Op::Trans { value, perm } if !is_a && perm == &[1, 0] => match early(*value) {
+                    Some(need) => Some(Source::Stage(*value, need)),
+                    None => invariant(*value).then_some(Source::Resident(*value)),
+                },
+                Op::Load { .. } => None,
+                _ if is_a && grid.is_some_and(|(_, gn)| gn == 1) && from_dot(x) => {
+                    Some(Source::Registers)
+                }
+                _ => None,
+            }
+        };
+        let (Some(src_a), Some(src_b)) = (source(a, true), source(b, false)) else {
+            continue;
+        };
+        if !matches!(src_a, Source::Stage(..)) && !matches!(src_b, Source::Stage(..)) {
+            continue;
+        }
         if let Some(g) = grid {
             plan.wgmma.insert(inst.results[0], g);
             swizzled = true;
         }
-        for x in [a, b] {
+        // A tile's layout in shared memory: wgmma's swizzled atoms, else padded rows.
+        let tile_of = |shape: &[u32]| match grid {
+            Some(_) => SmemTile::Swizzled {
+                rows: shape[0],
+                width: swizzle_width(shape[1]).unwrap(),
+            },
+            None => SmemTile::Padded { ld: shape[1] + PAD },
+        };
+        for src in [src_a, src_b] {
+            let (x, need) = match src {
+                Source::Stage(x, need) => (x, need),
+                Source::Resident(x) => {
+                    if !resident.iter().any(|r| r.0 == x) {
+                        resident.push((x, tile_of(&kernel.ty(x).shape)));
+                    }
+                    continue;
+                }
+                Source::Registers => continue,
+            };
+            slice.extend(need);
             if bufs.iter().any(|b: &Buf| b.load == x) {
                 continue;
             }
             let shape = &kernel.ty(x).shape;
+            let tile = tile_of(shape);
             let mut tma = None;
-            let tile = match grid {
+            if let SmemTile::Swizzled { width, .. } = tile {
                 // Swizzle atoms must start 1024-byte aligned.
-                Some(_) => {
-                    offset = offset.next_multiple_of(1024);
-                    let width = swizzle_width(shape[1]).unwrap();
-                    // A box has at most 256 rows.
-                    if shape[0] <= 256 {
-                        tma = tma::match_tile_load(kernel, x).map(|t| {
-                            plan.tma.push(TmaOperand {
-                                base: t.base,
-                                elem_bytes: 2,
-                                rows: t.rows,
-                                cols: t.cols,
-                                row_stride: t.row_stride,
-                                box_rows: shape[0],
-                                box_cols: width,
-                                swizzle_bytes: width * 2,
-                            });
-                            (t, plan.tma.len() - 1)
+                offset = offset.next_multiple_of(1024);
+                // A box has at most 256 rows.
+                if shape[0] <= 256 {
+                    tma = tma::match_tile_load(kernel, x).map(|t| {
+                        plan.tma.push(TmaOperand {
+                            base: t.base,
+                            elem_bytes: 2,
+                            rows: t.rows,
+                            cols: t.cols,
+                            row_stride: t.row_stride,
+                            box_rows: shape[0],
+                            box_cols: width,
+                            swizzle_bytes: width * 2,
                         });
-                    }
-                    SmemTile::Swizzled {
-                        rows: shape[0],
-                        width,
-                    }
+                        (t, plan.tma.len() - 1)
+                    });
                 }
-                None => SmemTile::Padded { ld: shape[1] + PAD },
-            };
+            }
             bufs.push(Buf {
                 load: x,
                 offset,
@@ -378,18 +461,46 @@ fn plan_loop(
         b.read_back =
             uses.get(&b.load).copied().unwrap_or(0) > dot_uses.get(&b.load).copied().unwrap_or(0);
     }
+    let resident_bytes: u32 = resident
+        .iter()
+        .map(|&(x, tile)| {
+            let shape = &kernel.ty(x).shape;
+            tile.bytes(shape[0], shape[1]).next_multiple_of(1024)
+        })
+        .sum();
     let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
-    let stages = (budget / offset).clamp(2, MAX_STAGES);
+    let stages = (budget.saturating_sub(resident_bytes) / offset).clamp(2, MAX_STAGES);
     let in_flight = (stages >= 3)
         .then(|| in_flight_dot(body, uses, &plan.wgmma))
         .flatten();
-    Some(Loop {
+    let mut l = Loop {
         stages,
         stage_bytes: offset,
         bufs,
+        resident: Vec::new(),
+        bytes: 0,
         in_flight,
         slice: slice.into_iter().collect(),
-    })
+    };
+    // Resident operands after the stages and their barriers.
+    let mut at = stages * offset + l.barriers().map_or(0, |_| 8 * stages);
+    for (x, tile) in resident {
+        let shape = &kernel.ty(x).shape;
+        at = at.next_multiple_of(match tile {
+            SmemTile::Swizzled { .. } => 1024,
+            SmemTile::Padded { .. } => 16,
+        });
+        l.resident.push(Buf {
+            load: x,
+            offset: at,
+            tile,
+            read_back: false,
+            tma: None,
+        });
+        at += tile.bytes(shape[0], shape[1]);
+    }
+    l.bytes = at;
+    Some(l)
 }
 
 /// The loop's `wgmma` dot that may still run while the next iteration

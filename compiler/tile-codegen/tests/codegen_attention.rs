@@ -8,25 +8,30 @@
 //! - `exp(s - m[:, None])` and `acc * alpha[:, None]` select registers;
 //! - `trans(k)` is staged as it is and read K-major (no transpose through
 //!   shared memory);
-//! - `dot(p, v)` takes P from registers (wgmma's register A).
+//! - `dot(p, v)` takes P from registers (wgmma's register A);
+//! - K and V stream through the software pipeline (`cp.async` into a ring of
+//!   stages, `prefetch`), `trans(k)` read K-major from its stage, and Q is
+//!   staged once before the loop (a resident operand).
 //!
-//! What remains per iteration is staging Q and K, then V, for `wgmma`: two
-//! barriers each, and no load from shared memory at all.
+//! What remains per iteration is the pipeline's wait for its stage: one
+//! barrier, no store to and no load from shared memory by the threads.
 
 use tile_codegen::{compile, Options};
 use tile_front::frontend::{parse_program, SourceFile};
 
 fn attention_ptx(meta: &[(&str, i64)], warps: u32) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../dsl-examples/attention.tile"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    let src = SourceFile::new(path, &text);
+    example_ptx("attention.tile", "attention", meta, warps)
+}
+
+/// PTX of `kernel` of dsl-examples/`file` on Hopper.
+fn example_ptx(file: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
+    let path = format!("{}/../../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let src = SourceFile::new(&path, &text);
     let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
     let meta: Vec<(String, i64)> = meta.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let tir = program
-        .specialize("attention", &meta)
+        .specialize(kernel, &meta)
         .map_err(|d| d.render(&src))
         .unwrap();
     compile(
@@ -83,13 +88,23 @@ fn the_attention_loop_keeps_softmax_statistics_and_p_in_registers() {
         let what = format!("attention BM=128 BN=64 D={d}, {warps} warps");
         let barriers = count(&body, "bar.sync") + count(&body, "barrier.sync");
         assert_eq!(
-            barriers, 4,
-            "{what}: barriers in the loop (staging Q, K; then V)"
+            barriers, 1,
+            "{what}: barriers in the loop (the wait for the pipeline's stage)"
+        );
+        assert_eq!(
+            count(&body, "cp.async.wait_group"),
+            1,
+            "{what}: K and V are not pipelined"
         );
         assert_eq!(
             count(&body, "ld.shared"),
             0,
             "{what}: a conversion through shared memory is back in the loop"
+        );
+        assert_eq!(
+            count(&body, "st.shared"),
+            0,
+            "{what}: an operand is staged from registers in the loop"
         );
         // Row max and row sum: two butterfly rounds over a quad for each of
         // a thread's rows (2 per 64-row block it covers).
@@ -111,6 +126,30 @@ fn the_attention_loop_keeps_softmax_statistics_and_p_in_registers() {
             count(&body, "wgmma.mma_async"),
             blocks * (d as usize + 64) / 16,
             "{what}: wgmma in the loop"
+        );
+    }
+}
+
+/// The backward's loops stream their per-iteration tiles through the
+/// software pipeline too: a loop-invariant operand (K, V in dK/dV; Q, dO in
+/// dQ) is resident, `trans` of it read K-major, so the dots that read only
+/// loads and invariants need no staging.
+#[test]
+fn the_attention_backward_loops_are_pipelined() {
+    for (kernel, meta) in [
+        ("attention_lse", &[("BM", 128), ("BN", 64), ("D", 64)][..]),
+        ("attention_bwd_dq", &[("BM", 64), ("BN", 64), ("D", 64)][..]),
+        (
+            "attention_bwd_dkdv",
+            &[("BM", 64), ("BN", 64), ("D", 64)][..],
+        ),
+    ] {
+        let ptx = example_ptx("attention_bwd.tile", kernel, meta, 4);
+        let body = wgmma_loop(&ptx);
+        assert_eq!(
+            count(&body, "cp.async.wait_group"),
+            1,
+            "{kernel}: the loop's loads are not pipelined"
         );
     }
 }

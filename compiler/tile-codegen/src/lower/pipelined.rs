@@ -4,6 +4,7 @@
 //! iteration, and reading a pipelined load back from its stage.
 
 use super::memory::LoadOne;
+use super::smem::ScratchAddr;
 use super::tma_copies::TmaBox;
 use super::wgmma::wgmma_wait;
 use super::{scalar_ty, Lower};
@@ -56,6 +57,22 @@ impl<'c, 'k> Lower<'c, 'k> {
                 Ok(())
             })?;
             self.barrier()?;
+        }
+        // Loop-invariant operands, once (all converted to the canonical
+        // layout before any is written: a conversion may pass through
+        // scratch); the barrier at the top of the first iteration publishes
+        // them with the first stage.
+        let mut staged = Vec::new();
+        for r in &p.resident {
+            let l = self.canonical(&self.kernel.ty(r.load).shape);
+            let regs = self.regs_in(r.load, &l, Span::default())?;
+            staged.push((r, l, regs));
+        }
+        for (r, l, regs) in staged {
+            let s = self.kernel.ty(r.load).scalar_elem().unwrap();
+            self.stage_tile(&l, &regs, s, &ScratchAddr::Fixed(r.offset), r.tile)?;
+            let at = self.e.i32(r.offset as i64)?;
+            self.pipe_bufs.insert(r.load, (at, r.tile, false));
         }
         for st in 0..p.ahead() {
             let iv = self.iv_plus(lb, step, st)?;
@@ -170,7 +187,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// After a pipelined loop: its loads are ordinary values again, and no
     /// copies are left pending.
     pub(super) fn pipeline_epilogue(&mut self, p: &prefetch::Loop) -> Result<(), CodegenError> {
-        for b in &p.bufs {
+        for b in p.bufs.iter().chain(&p.resident) {
             self.pipe_bufs.remove(&b.load);
         }
         // Only empty groups (past the last iteration) can be pending.

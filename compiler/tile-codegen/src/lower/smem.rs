@@ -45,6 +45,9 @@ pub(super) enum ScratchAddr {
     Start,
     /// The start of tile `i` of tiles staged together.
     Tile(StagedTiles, usize),
+    /// A fixed offset (a pipelined loop's resident operand), wherever
+    /// scratch starts.
+    Fixed(u32),
 }
 
 /// What one op needs of scratch.
@@ -175,6 +178,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             let at = match addr {
                 ScratchAddr::Start => base,
                 ScratchAddr::Tile(tiles, i) => place_tiles(base, &tiles).0[i],
+                ScratchAddr::Fixed(at) => at,
             };
             self.e.set_constant(v, &format!("{at} : i32"));
         }

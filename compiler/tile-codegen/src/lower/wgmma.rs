@@ -277,19 +277,21 @@ pub(super) fn wgmma_wait(e: &mut Emitter<'_>, n: u32, acc: &[V]) -> Result<Vec<V
     )
 }
 
-/// The B operands of `wgmma` dots that are `trans(x)` of a `[N, K]` tile x
-/// no pipeline stages, each with its x: x is staged as it is and read K-major
-/// (wgmma's own B order), so the transpose moves no data. Only where every
-/// use of the transpose is such a B operand (else it is lowered anyway).
+/// The B operands of `wgmma` dots that are `trans(x)` of a `[N, K]` tile x,
+/// each with its x: x is staged as it is (or a pipelined loop copies it so)
+/// and read K-major (wgmma's own B order), so the transpose moves no data.
+/// Only where every use of the transpose is such a B operand (else it is
+/// lowered anyway).
 pub(super) fn k_major_operands(
     kernel: &Kernel,
     plan: &prefetch::Plan,
     defs: &HashMap<ValueId, &Inst>,
 ) -> HashMap<ValueId, ValueId> {
-    let pipelined: Vec<ValueId> = plan
+    // A pipelined x must sit in its stage as staging would put it.
+    let pipelined: HashMap<ValueId, SmemTile> = plan
         .loops
         .values()
-        .flat_map(|l| l.bufs.iter().map(|b| b.load))
+        .flat_map(|l| l.bufs.iter().chain(&l.resident).map(|b| (b.load, b.tile)))
         .collect();
     let mut uses: HashMap<ValueId, (u32, u32)> = HashMap::new();
     tile_ir::walk_insts(&kernel.body, &mut |i| {
@@ -308,10 +310,16 @@ pub(super) fn k_major_operands(
             Some(Op::Trans { value, perm }) if perm == &[1, 0] => Some((t, *value)),
             _ => None,
         })
-        .filter(|(_, x)| !pipelined.contains(x))
         .filter(|(_, x)| {
             let shape = &kernel.ty(*x).shape;
-            prefetch::swizzle_width(shape[1]).is_some() && shape[0].is_multiple_of(8)
+            let Some(width) = prefetch::swizzle_width(shape[1]) else {
+                return false;
+            };
+            let as_staged = SmemTile::Swizzled {
+                rows: shape[0],
+                width,
+            };
+            shape[0].is_multiple_of(8) && pipelined.get(x).is_none_or(|t| *t == as_staged)
         })
         .collect()
 }
