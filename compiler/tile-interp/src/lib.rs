@@ -24,8 +24,8 @@
 //!   `MIN` and `MIN % -1 == 0`.
 //!   Shift amounts are read as unsigned; an amount ≥ the bit width gives 0
 //!   (`shl`) or the sign fill (`shr`), like PTX.
-//! - **Casts** follow [`tir::Op::Cast`]; int → bf16/f16 rounds once (through a
-//!   round-to-odd f32; i64 beyond 2^53 may round twice).
+//! - **Casts** follow [`tir::Op::Cast`]; int → float rounds once to nearest
+//!   even (bf16/f16 through a round-to-odd f64 and f32, i64 included).
 //! - **Reductions.** `sum` of floats accumulates in f32 (bf16/f16 inputs too,
 //!   rounded once at the end) in a fixed *tree order*: with `m` rows left and
 //!   `h = ceil(m/2)`, row `i` += row `i + h` for `i < m - h`, until one row is

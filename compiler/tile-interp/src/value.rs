@@ -191,7 +191,8 @@ impl Data {
     /// A constant of type `s` repeated `n` times (floats round once to nearest even).
     pub fn constant(c: Const, s: Scalar, n: usize) -> Data {
         let (i, f) = match c {
-            Const::Int(i) => (i, i as f64),
+            // (an f64 rounded to odd: `as f32` and the 16-bit types round once)
+            Const::Int(i) => (i, i64_to_f64_odd(i)),
             Const::Float(f) => (f as i64, f),
             Const::Bool(b) => (b as i64, b as i64 as f64),
         };
@@ -553,6 +554,23 @@ pub(crate) fn select(cond: &Data, a: &Data, b: &Data) -> OpResult {
     })
 }
 
+/// An i64 as f64 rounded to odd (exact up to 2^53): with [`f64_to_f32_odd`]
+/// after it, one rounding to nearest even to bf16/f16 is the only one
+/// (`x as f64` alone rounds to nearest first: `2^60 + 2^52 + 1` became the
+/// bf16 tie `2^60 + 2^52` and went to even, 2^60, not up).
+pub(crate) fn i64_to_f64_odd(x: i64) -> f64 {
+    let r = x as f64;
+    let back = r as i128; // exact: |r| ≤ 2^63
+    if back == x as i128 {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if back.abs() > (x as i128).abs() {
+        bits -= 1; // step toward zero (sign-magnitude)
+    }
+    f64::from_bits(bits | 1)
+}
+
 /// Integer → 16-bit float with a single rounding.
 fn int_to_half<T: Copy>(v: &[T], to_f64: impl Fn(T) -> f64, s: Scalar) -> Data {
     let f: Vec<f32> = v.iter().map(|&x| f64_to_f32_odd(to_f64(x))).collect();
@@ -581,7 +599,7 @@ pub(crate) fn cast(v: &Data, to: Scalar) -> OpResult {
         (Data::I32(x), Scalar::F32) => Data::F32(map(x, |a| a as f32)),
         (Data::I64(x), Scalar::F32) => Data::F32(map(x, |a| a as f32)),
         (Data::I32(x), s) => int_to_half(x, |a| a as f64, s),
-        (Data::I64(x), s) => int_to_half(x, |a| a as f64, s),
+        (Data::I64(x), s) => int_to_half(x, i64_to_f64_odd, s),
         // float → int (truncate, saturate, NaN → 0: Rust `as`)
         (_, Scalar::I32) => Data::I32(map(&v.floats().unwrap(), |a| a as i32)),
         (_, Scalar::I64) => Data::I64(map(&v.floats().unwrap(), |a| a as i64)),
@@ -799,5 +817,91 @@ mod tests {
                 "{b:#x}"
             );
         }
+    }
+
+    /// int → bf16/f16 `as` rounds once to nearest even (docs/LANGUAGE.md,
+    /// "Integer and float semantics"), from every i32 and from i64 beyond
+    /// 2^53, where an f64 or f32 step rounds first; out of f16's range is
+    /// ±inf. (fz_1796225358_496: the GPU rounded i32 → f32 → bf16 twice.)
+    #[test]
+    fn int_to_half_rounds_once() {
+        let bf = |d: Data| match d {
+            Data::BF16(v) => v[0].to_f64(),
+            d => panic!("{d:?}"),
+        };
+        let hf = |d: Data| match d {
+            Data::F16(v) => v[0].to_f64(),
+            d => panic!("{d:?}"),
+        };
+        let i32s = |x: i32, s| cast(&Data::I32(vec![x]), s).unwrap();
+        let i64s = |x: i64, s| cast(&Data::I64(vec![x]), s).unwrap();
+        // Every kind of bf16 tie among the i32, and the values around them.
+        for e in 8..31 {
+            for m in [0x80i64, 0x81, 0xfe, 0xff] {
+                for d in [-2i64, -1, 0, 1, 2] {
+                    let half_ulp = 1i64 << (e - 8);
+                    let x = (m << (e - 7)) + half_ulp + d;
+                    for x in [x, -x] {
+                        let Ok(x) = i32::try_from(x) else { continue };
+                        assert_eq!(
+                            bf(i32s(x, Scalar::BF16)),
+                            bf16_nearest(x as f64).to_f64(),
+                            "{x}"
+                        );
+                        assert_eq!(
+                            bf(i64s(x as i64, Scalar::BF16)),
+                            bf16_nearest(x as f64).to_f64(),
+                            "{x}"
+                        );
+                    }
+                }
+            }
+        }
+        // The differential case: just below a tie of the f32 rounding.
+        // -143.5·2^23 + 1 is nearer -143·2^23; f32 rounds it onto the tie
+        // -143.5·2^23, which goes to even, -144·2^23 (the GPU's -1.207959552e9).
+        let x = -1_203_765_247;
+        assert_eq!(bf(i32s(x, Scalar::BF16)), -1_199_570_944.0);
+        // i64 beyond 2^53: 2^60 + 2^52 + 1 is above the tie 2^60 + 2^52
+        // (f64 alone rounds it onto the tie, which then goes to even 2^60).
+        let big = (1i64 << 60) + (1 << 52) + 1;
+        assert_eq!(
+            bf(i64s(big, Scalar::BF16)),
+            ((1i64 << 60) + (1 << 53)) as f64
+        );
+        assert_eq!(
+            bf(i64s(-big, Scalar::BF16)),
+            -(((1i64 << 60) + (1 << 53)) as f64)
+        );
+        assert_eq!(bf(i64s(i64::MIN, Scalar::BF16)), -(2f64.powi(63)));
+        assert_eq!(bf(i64s(i64::MAX, Scalar::BF16)), 2f64.powi(63));
+        let f = |d: Data| match d {
+            Data::F32(v) => v[0] as f64,
+            d => panic!("{d:?}"),
+        };
+        // i64 → f32 and constants: 2^60 + 2^36 + 1 rounds up to 2^60 + 2^37.
+        let big32 = (1i64 << 60) + (1 << 36) + 1;
+        assert_eq!(
+            f(i64s(big32, Scalar::F32)),
+            ((1i64 << 60) + (1 << 37)) as f64
+        );
+        assert_eq!(
+            f(Data::constant(Const::Int(big32), Scalar::F32, 1)),
+            ((1i64 << 60) + (1 << 37)) as f64
+        );
+        assert_eq!(
+            bf(Data::constant(Const::Int(big), Scalar::BF16, 1)),
+            ((1i64 << 60) + (1 << 53)) as f64
+        );
+        // f16: 65519 is below the tie 65520 (→ 65504), from 65520 on ±inf,
+        // i32 like `v << 27` (fz_1796225358_943) too.
+        assert_eq!(hf(i32s(65519, Scalar::F16)), 65504.0);
+        assert_eq!(hf(i32s(65520, Scalar::F16)), f64::INFINITY);
+        assert_eq!(hf(i32s(-65520, Scalar::F16)), f64::NEG_INFINITY);
+        assert_eq!(hf(i32s(15 << 27, Scalar::F16)), f64::INFINITY);
+        assert_eq!(hf(i32s(-16 << 27, Scalar::F16)), f64::NEG_INFINITY);
+        assert_eq!(hf(i64s(1 << 40, Scalar::F16)), f64::INFINITY);
+        assert_eq!(hf(i32s(4097, Scalar::F16)), 4096.0);
+        assert_eq!(hf(i32s(4099, Scalar::F16)), 4100.0);
     }
 }

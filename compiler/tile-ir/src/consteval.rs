@@ -11,10 +11,45 @@ pub fn normalize(c: Const, s: Scalar) -> Const {
         Scalar::I1 => Const::Bool(truthy(c)),
         Scalar::I32 => Const::Int(as_i64(c) as i32 as i64),
         Scalar::I64 => Const::Int(as_i64(c)),
-        Scalar::F32 => Const::Float(as_f64(c) as f32 as f64),
-        Scalar::F16 => Const::Float(half::f16::from_f64(as_f64(c)).to_f64()),
-        Scalar::BF16 => Const::Float(half::bf16::from_f64(as_f64(c)).to_f64()),
+        Scalar::F32 => Const::Float(odd_f64(c) as f32 as f64),
+        Scalar::F16 => Const::Float(half::f16::from_f32(f32_odd(odd_f64(c))).to_f64()),
+        Scalar::BF16 => Const::Float(half::bf16::from_f32(f32_odd(odd_f64(c))).to_f64()),
     }
+}
+
+/// The constant as an f64, an integer beyond 2^53 rounded to odd; with
+/// [`f32_odd`] the conversion to a float type rounds once to nearest even,
+/// like the interpreter's casts (`as f64` first would round twice:
+/// `2^60 + 2^36 + 1` as f32 gave 2^60 instead of `2^60 + 2^37`).
+fn odd_f64(c: Const) -> f64 {
+    let Const::Int(x) = c else {
+        return as_f64(c);
+    };
+    let r = x as f64;
+    let back = r as i128; // exact: |r| ≤ 2^63
+    if back == x as i128 {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if back.abs() > (x as i128).abs() {
+        bits -= 1; // step toward zero (sign-magnitude)
+    }
+    f64::from_bits(bits | 1)
+}
+
+/// f64 → f32 rounded to odd, so that f32 → f16/bf16 (nearest even) is one
+/// correct rounding of the f64 (`half`'s `from_f64` ignores the low 32
+/// significand bits of a bf16 tie).
+fn f32_odd(x: f64) -> f32 {
+    let r = x as f32;
+    if !x.is_finite() || r as f64 == x {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if (r as f64).abs() > x.abs() {
+        bits -= 1; // step toward zero; inf → MAX
+    }
+    f32::from_bits(bits | 1)
 }
 
 fn truthy(c: Const) -> bool {
@@ -176,4 +211,24 @@ pub fn cmp(op: CmpOp, a: Const, b: Const, s: Scalar) -> Const {
         (CmpOp::Ge, Some(o)) => o != Less,
     };
     Const::Bool(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folded int → float cast rounds once to nearest even, as at run time.
+    #[test]
+    fn int_to_float_folds_round_once() {
+        let f = |x: i64, s| match cast(Const::Int(x), Scalar::I64, s) {
+            Const::Float(v) => v,
+            c => panic!("{c:?}"),
+        };
+        let p = |e: i32| 2f64.powi(e);
+        assert_eq!(f((1 << 60) + (1 << 36) + 1, Scalar::F32), p(60) + p(37));
+        assert_eq!(f((1 << 60) + (1 << 52) + 1, Scalar::BF16), p(60) + p(53));
+        assert_eq!(f(-1_203_765_247, Scalar::BF16), -1_199_570_944.0);
+        assert_eq!(f(65519, Scalar::F16), 65504.0);
+        assert_eq!(f(65520, Scalar::F16), f64::INFINITY);
+    }
 }

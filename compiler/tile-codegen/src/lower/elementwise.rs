@@ -372,7 +372,19 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let width = c(self, bits)?;
                 let ok = self.e.cmpi("ult", y, width)?;
                 let zero = c(self, 0)?;
-                let amt = self.e.select(ok, y, zero)?;
+                // The amount in range where `ok`, else anything: `select(ok,
+                // y, 0)` for i32 (LLVM folds guard and select into PTX's
+                // clamping `shl.b32`), `y & 63` for i64: NVPTX would fold
+                // `select(y < 64, x << y, 0)` into one `shl.b64`, whose
+                // amount is a u32 — the truncated `cvt.u32.u64` amount of a
+                // `y` ≥ 2^32 (e.g. -19·2^32 from a float cast) shifts by
+                // `y mod 2^32` instead of giving 0. The mask keeps the
+                // select apart from the shift.
+                let amt = if bits == 64 {
+                    self.e.binop("arith.andi", y, last)?
+                } else {
+                    self.e.select(ok, y, zero)?
+                };
                 let r = self.e.binop(name, x, amt)?;
                 self.e.select(ok, r, zero)
             }
@@ -481,6 +493,52 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
     }
 
+    /// An i32/i64 `x` rounded to odd at 24 significant bits (cut to 24
+    /// bits toward -inf, then the last kept bit set where bits were cut: the
+    /// odd one of the two neighbours), so that it converts to f32 exactly
+    /// and f32 → bf16 rounds once to nearest even, as an int → bf16 cast
+    /// must (docs/LANGUAGE.md). `sitofp` to f32 and then to bf16 rounds
+    /// twice (i32 16777217·2^7 + 1 …); `sitofp` straight to bf16 is
+    /// `cvt.rn.bf16.s32` on sm_90 but promoted through f32 on sm_80.
+    fn round_to_odd_24(&mut self, x: V, s: Scalar) -> Result<V, CodegenError> {
+        let bits: i64 = if s == Scalar::I64 { 64 } else { 32 };
+        let c = |me: &mut Self, v: i64| me.constant(Const::Int(v), s);
+        let t = self.e.ty(scalar_ty(s));
+        // |x| - (x < 0): the significant bits of x, one fewer only for a
+        // negative power of two (exact anyway).
+        let sh = c(self, bits - 1)?;
+        let sign = self.e.binop("arith.shrsi", x, sh)?;
+        let mag = self.e.binop("arith.xori", x, sign)?;
+        let lz = self
+            .e
+            .op1("llvm.intr.ctlz", &[mag], t, &[("is_zero_poison", "false")])?;
+        let keep = c(self, bits - 24)?;
+        let cut = self.e.binop("arith.subi", keep, lz)?;
+        let zero = c(self, 0)?;
+        let cut = self.e.binop("arith.maxsi", cut, zero)?;
+        let one = c(self, 1)?;
+        let ulp = self.e.binop("arith.shli", one, cut)?;
+        let low = self.e.binop("arith.subi", ulp, one)?;
+        let dropped = self.e.binop("arith.andi", x, low)?;
+        let inexact = self.e.cmpi("ne", dropped, zero)?;
+        let kept = self.e.binop("arith.xori", x, dropped)?;
+        let odd = self.e.select(inexact, ulp, zero)?;
+        self.e.binop("arith.ori", kept, odd)
+    }
+
+    /// An i32/i64 `x` clamped to ±65520, which f16 rounds to ±inf like any
+    /// larger magnitude: the f32 conversion then cannot overflow f16 unseen.
+    /// LLVM's InstCombine folds `fpext(sitofp x to half)` into `sitofp x
+    /// to float` when the known bits of x leave at most 11 significant bits
+    /// (`v << 27`), ignoring f16's exponent range: the sum of such a cast
+    /// was finite on the GPU where f16 gives ±inf.
+    fn clamp_to_f16_range(&mut self, x: V, s: Scalar) -> Result<V, CodegenError> {
+        let hi = self.constant(Const::Int(65520), s)?;
+        let lo = self.constant(Const::Int(-65520), s)?;
+        let x = self.e.binop("arith.minsi", x, hi)?;
+        self.e.binop("arith.maxsi", x, lo)
+    }
+
     pub(super) fn cast(&mut self, x: V, from: Scalar, to: Scalar) -> Result<V, CodegenError> {
         if from == to {
             return Ok(x);
@@ -513,6 +571,11 @@ impl<'c, 'k> Lower<'c, 'k> {
                     "arith.uitofp"
                 } else {
                     "arith.sitofp"
+                };
+                let x = match (from, to) {
+                    (Scalar::I1, _) | (_, Scalar::F32) => x,
+                    (_, Scalar::BF16) => self.round_to_odd_24(x, from)?,
+                    _ => self.clamp_to_f16_range(x, from)?,
                 };
                 let f = self.e.op1(name, &[x], f32t, &[])?;
                 self.cast(f, Scalar::F32, to)
