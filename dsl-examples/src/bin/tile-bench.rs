@@ -38,6 +38,11 @@ struct Args {
     /// interpreter (no GPU): checks the launches, not a benchmark.
     #[arg(long)]
     dry_run: bool,
+    /// Only the attention forward rows whose name and config contain this
+    /// text (e.g. "1×32h×4096×64 bf16 BM=128, BN=64, D=64, CAUSAL=0,
+    /// warps=8"): one kernel to profile with ncu.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// The attention shapes (batch, heads, seq, head dim) of issue 17's
@@ -257,6 +262,7 @@ fn main() -> Result<()> {
         &ATTN_SHAPES,
         sdpa.as_deref(),
         false,
+        args.only.as_deref(),
         &mut rows,
     )?;
 
@@ -376,7 +382,7 @@ fn dry_run(args: &Args) -> Result<()> {
         .map(|p| Pack::load(p))
         .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
-    attention_rows(&dev, &packs, &DRY_SHAPES, None, true, &mut rows)?;
+    attention_rows(&dev, &packs, &DRY_SHAPES, None, true, None, &mut rows)?;
     anyhow::ensure!(
         !rows.is_empty(),
         "no attention kernels in the packs; hint: --pack target/packs/dsl-examples.tpack"
@@ -552,6 +558,7 @@ fn attention_rows(
     shapes: &[(usize, usize, usize, usize)],
     sdpa: Option<&[(String, f64)]>,
     dry: bool,
+    only: Option<&str>,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let find_sig = |name: &str, nparams: usize| {
@@ -621,6 +628,9 @@ fn attention_rows(
             }
             let lse = dev.alloc(Scalar::F32, slices * seq)?;
             for (pack, name, c) in &fwd {
+                if only.is_some_and(|o| !format!("{} {}", a.label(), describe(c)).contains(o)) {
+                    continue;
+                }
                 let kern = load(&mut cache, dev, pack, name, c)?;
                 let o = poisoned(dev, Scalar::BF16, n)?;
                 let mut args = vec![
