@@ -8,7 +8,7 @@ use crate::emit::V;
 use crate::layout::Layout;
 use crate::prefetch::SmemTile;
 use crate::CodegenError;
-use tile_ir::{Scalar, Span, ValueId};
+use tile_ir::{Const, Op, Scalar, Span, ValueId};
 
 /// How an operand of a shape is laid out when staged into scratch: its tile
 /// layout and the alignment of its start (bytes).
@@ -58,13 +58,27 @@ impl<'c, 'k> Lower<'c, 'k> {
                 "dot result not in the mma layout".into(),
             ));
         };
-        let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
         if ml.warpgroups {
+            // A zero accumulator is never materialized: the first k step
+            // does not read it (wgmma's scale-d off).
+            let acc_regs = match self.is_zero_tile(acc) {
+                true => None,
+                false => Some(self.regs_in(acc, &Layout::Mma(ml.clone()), span)?),
+            };
             let (a_op, b_op) = self.wgmma_operands(a, b, &ml, ea, span)?;
             return self.dot_wgmma(r, b, &ml, kk, ptx_ty, a_op, b_op, acc_regs);
         }
+        let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
         let (a_op, b_op) = self.mma_sync_operands(a, b, ea, span)?;
         self.dot_mma_sync(&ml, kk, ptx_ty, a_op, b_op, acc_regs)
+    }
+
+    /// Whether `v` is a tile of float zeros (`splat 0.0`).
+    fn is_zero_tile(&self, v: ValueId) -> bool {
+        let Some(Op::Splat(x)) = self.defs.get(&v).map(|i| &i.op) else {
+            return false;
+        };
+        matches!(self.defs.get(x).map(|i| &i.op), Some(Op::Const(Const::Float(z))) if *z == 0.0)
     }
 
     /// Where `dot` operands `a` and `b` (of `s`) are in shared memory: their

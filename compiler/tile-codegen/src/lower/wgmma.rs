@@ -108,9 +108,19 @@ impl<'c, 'k> Lower<'c, 'k> {
         ptx_ty: &str,
         a_op: OperandA,
         (b_off, b_tile): SwizzledOperand,
-        acc: Vec<V>,
+        acc: Option<Vec<V>>,
     ) -> Result<Vec<V>, CodegenError> {
         let zero = self.e.i32(0)?;
+        // No accumulator (zeros): placeholders the first k step ignores.
+        let zero_acc = acc.is_none();
+        let acc = match acc {
+            Some(acc) => acc,
+            None => {
+                let f32t = self.e.ty("f32");
+                let undef = self.e.op1("llvm.mlir.undef", &[], f32t, &[])?;
+                vec![undef; ml.num_regs()]
+            }
+        };
         let (a_off, a_tile, a_regs) = match a_op {
             OperandA::Smem((off, tile)) => (off, tile, None),
             // Placeholders: the A descriptor is not used.
@@ -247,7 +257,8 @@ impl<'c, 'k> Lower<'c, 'k> {
                     }
                 };
                 let range = blk as usize * per_block..(blk as usize + 1) * per_block;
-                operands.extend([b_desc, one]);
+                let scale_d = if zero_acc && ks == 0 { zero } else { one };
+                operands.extend([b_desc, scale_d]);
                 operands.extend(&out[range.clone()]);
                 let d =
                     self.e

@@ -4,14 +4,16 @@
 //! 1. [`unroll`]: expand `static` loops;
 //! 2. [`fold`]: constant folding (also removes `if` on constants);
 //! 3. [`cse`]: common subexpression elimination;
-//! 4. [`dce`]: dead code elimination;
-//! 5. [`renumber`]: dense value numbers in definition order.
+//! 4. [`dot_acc`]: `x + dot(a, b)` accumulates into the dot;
+//! 5. [`dce`]: dead code elimination;
+//! 6. [`renumber`]: dense value numbers in definition order.
 //!
 //! Helper inlining, the "inline pass" of the design, happens during checking
 //! (`check`): TIR has no call op.
 
 pub mod cse;
 pub mod dce;
+pub mod dot_acc;
 pub mod fold;
 pub mod renumber;
 pub mod unroll;
@@ -29,6 +31,7 @@ pub const PASSES: &[(&str, Pass)] = &[
     ("unroll", unroll::run),
     ("fold", fold::run),
     ("cse", cse::run),
+    ("dot_acc", dot_acc::run),
     ("fold", fold::run),
     ("dce", dce::run),
     ("renumber", renumber::run),
