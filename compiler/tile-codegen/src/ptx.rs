@@ -50,6 +50,7 @@ pub(crate) fn to_ptx(
     ctx: &Context,
     module: &Module,
     arch: Arch,
+    keep_ir: bool,
     timings: &mut Vec<(&'static str, &'static str, Duration)>,
 ) -> Result<(String, String), CodegenError> {
     let mut t = Instant::now();
@@ -94,8 +95,11 @@ pub(crate) fn to_ptx(
         .run_passes("default<O3>", &tm, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
     step("llvm-O3");
-    let llvm_ir = llmod.print_to_string().to_string();
-    step("print-llvm-ir");
+    let mut llvm_ir = String::new();
+    if keep_ir {
+        llvm_ir = llmod.print_to_string().to_string();
+        step("print-llvm-ir");
+    }
     let buf = tm
         .write_to_memory_buffer(&llmod, FileType::Assembly)
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;

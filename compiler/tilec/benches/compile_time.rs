@@ -41,6 +41,8 @@ fn source_to_ptx(src: &SourceFile, kernel: &str, config: &Config) -> String {
         arch: Arch::Sm90,
         warps: config.warps,
         dump_passes: false,
+        // As packs compile.
+        keep_ir: false,
     };
     compile(&tir, &opts).expect("compiles").ptx
 }

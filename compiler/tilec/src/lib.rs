@@ -167,6 +167,7 @@ pub fn compile_dir_cached(
                         arch,
                         warps: j.config.warps,
                         dump_passes: false,
+                        keep_ir: false,
                     },
                 )
                 .map_err(|e| {

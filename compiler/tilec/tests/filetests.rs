@@ -172,6 +172,7 @@ fn run_test(t: &FileTest, path: &Path) -> Result<String, String> {
                 arch: arch(t)?,
                 warps: t.warps,
                 dump_passes: false,
+                keep_ir: true,
             };
             let art = compile(&k, &opts).map_err(|e| e.to_string())?;
             if t.kind[0] == "mlir" {

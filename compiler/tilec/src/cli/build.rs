@@ -158,6 +158,8 @@ fn emit_codegen(
         arch,
         warps,
         dump_passes: args.dump_passes.is_some(),
+        // The text of the other stages only where it is written out.
+        keep_ir: args.emit != Emit::Ptx || args.dump_passes.is_some(),
     };
     // PTX alone comes through the compile cache; --time measures a fresh
     // compile, and the other stages are not cached.
