@@ -8,7 +8,7 @@
 use crate::math;
 use half::{bf16, f16};
 use std::borrow::Cow;
-use tile_ir::{BinaryOp, CmpOp, Const, ReduceOp, Scalar, UnaryOp};
+use tile_ir::{consteval, BinaryOp, CmpOp, Const, ReduceOp, Scalar, UnaryOp};
 
 /// The buffer (kernel parameter index) of each element of a pointer tile.
 #[derive(Clone, Debug, PartialEq)]
@@ -394,8 +394,8 @@ fn float_binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Result<Vec<f32>, OpErr> {
         BinaryOp::Mul => zip_map(x, y, |a, b| a * b),
         BinaryOp::Div => zip_map(x, y, |a, b| a / b),
         BinaryOp::Rem => zip_map(x, y, |a, b| a % b),
-        BinaryOp::Max => zip_map(x, y, f32::max),
-        BinaryOp::Min => zip_map(x, y, f32::min),
+        BinaryOp::Max => zip_map(x, y, consteval::max_num),
+        BinaryOp::Min => zip_map(x, y, consteval::min_num),
         BinaryOp::Pow => zip_map(x, y, math::pow),
         op => return malformed(format!("`{op:?}` on float tiles")),
     })
@@ -643,8 +643,8 @@ fn tree_rows<T: Copy>(
 ///
 /// Float sums accumulate in f32 (also for bf16/f16 inputs, rounded once at the
 /// end); every reduction combines in the fixed tree order of [`tree_rows`];
-/// integer sums wrap; max/min are IEEE maxNum/minNum (a NaN is ignored unless
-/// every element is NaN).
+/// integer sums wrap; max/min are IEEE 754-2019 maximumNumber/minimumNumber
+/// (a NaN is ignored unless every element is NaN; -0.0 < +0.0).
 pub(crate) fn reduce(op: ReduceOp, v: &Data, shape: &[u32], axis: u32) -> OpResult {
     let axis = axis as usize;
     if axis >= shape.len() {
@@ -661,8 +661,8 @@ pub(crate) fn reduce(op: ReduceOp, v: &Data, shape: &[u32], axis: u32) -> OpResu
             let x = v.floats().unwrap();
             let r = match op {
                 ReduceOp::Sum => tree_rows(&x, outer, n, inner, |a, b| a + b),
-                ReduceOp::Max => tree_rows(&x, outer, n, inner, f32::max),
-                ReduceOp::Min => tree_rows(&x, outer, n, inner, f32::min),
+                ReduceOp::Max => tree_rows(&x, outer, n, inner, consteval::max_num),
+                ReduceOp::Min => tree_rows(&x, outer, n, inner, consteval::min_num),
             };
             Data::from_f32(v.scalar().unwrap(), r)
         }

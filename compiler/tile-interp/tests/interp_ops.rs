@@ -2182,3 +2182,46 @@ fn buffer_conversions_round_trip() {
         [0, i32::MAX, i32::MIN]
     );
 }
+
+/// Float `maximum`/`minimum` and `max`/`min` reductions order -0.0 below
+/// +0.0 (IEEE 754-2019 maximumNumber/minimumNumber; docs/LANGUAGE.md), in
+/// either operand order and along either axis, as PTX `max`/`min` do
+/// ("+0.0 > -0.0"): fz_20261202_{2623,3526} divided by maximum(-0.0, +0.0)
+/// and got -inf where the GPU got +inf.
+#[test]
+fn max_min_order_signed_zeros() {
+    let (p, z) = (0.0f32, -0.0f32);
+    let a = [z, p, z, p, f32::NAN, z];
+    let b = [p, z, z, p, z, f32::NAN];
+    for s in [Scalar::F32, Scalar::BF16, Scalar::F16] {
+        for (op, want) in [
+            (BinaryOp::Max, [p, p, z, p, z, z]),
+            (BinaryOp::Min, [z, z, z, p, z, z]),
+        ] {
+            let k = elementwise(&[s, s], s, 8, |bl, v| bl.binary(op, v[0], v[1]));
+            let (x0, x1) = (Buffer::from_f32_as(s, &a), Buffer::from_f32_as(s, &b));
+            let y = run_ew(&k, &[&x0, &x1], s, a.len(), 8);
+            assert_bits_eq(&format!("{op:?} {s:?}"), &y.to_f32_vec(), &want);
+        }
+        // 2 × 2 [[-0, +0], [+0, -0]]: every row and column holds both zeros.
+        let x = [z, p, p, z];
+        for (op, want) in [(ReduceOp::Max, [p, p]), (ReduceOp::Min, [z, z])] {
+            for axis in [0, 1] {
+                let k = reduce_kernel(op, s, 2, 2, axis, 0.0);
+                let y = Buffer::zeros(s, 2);
+                interp::run(
+                    &k,
+                    [1, 1, 1],
+                    &[
+                        Arg::Buffer(&Buffer::from_f32_as(s, &x)),
+                        Arg::Buffer(&y),
+                        Arg::I32(2),
+                        Arg::I32(2),
+                    ],
+                )
+                .unwrap();
+                assert_bits_eq(&format!("{op:?} axis {axis} {s:?}"), &y.to_f32_vec(), &want);
+            }
+        }
+    }
+}

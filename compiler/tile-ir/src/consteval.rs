@@ -185,11 +185,34 @@ pub fn binary(op: BinaryOp, a: Const, b: Const, s: Scalar) -> Option<Const> {
         BinaryOp::Mul => x * y,
         BinaryOp::Div => x / y,
         BinaryOp::Rem => x % y,
-        BinaryOp::Max => x.max(y),
-        BinaryOp::Min => x.min(y),
+        BinaryOp::Max => max_num(x, y),
+        BinaryOp::Min => min_num(x, y),
         _ => return None,
     };
     Some(normalize(Const::Float(r as f64), s))
+}
+
+/// IEEE 754-2019 maximumNumber on f32, the float `maximum`/`max` of
+/// docs/LANGUAGE.md: a NaN operand yields the other, and -0.0 < +0.0, so
+/// `max_num(-0.0, 0.0)` is +0.0 in either order (PTX `max`: "+0.0 > -0.0";
+/// LLVM's `maxnum` folding). `f32::max` returns either zero.
+pub fn max_num(x: f32, y: f32) -> f32 {
+    if x == y {
+        // Equal and not NaN: the same bits, or ±0 (+0.0 if either is).
+        f32::from_bits(x.to_bits() & y.to_bits())
+    } else {
+        x.max(y)
+    }
+}
+
+/// IEEE 754-2019 minimumNumber on f32 (see [`max_num`]): -0.0 if either
+/// operand is a zero of that sign and the other a zero.
+pub fn min_num(x: f32, y: f32) -> f32 {
+    if x == y {
+        f32::from_bits(x.to_bits() | y.to_bits())
+    } else {
+        x.min(y)
+    }
 }
 
 /// A comparison of constants of type `s`.
@@ -230,5 +253,27 @@ mod tests {
         assert_eq!(f(-1_203_765_247, Scalar::BF16), -1_199_570_944.0);
         assert_eq!(f(65519, Scalar::F16), 65504.0);
         assert_eq!(f(65520, Scalar::F16), f64::INFINITY);
+    }
+
+    /// Folded float max/min order -0.0 below +0.0 in either operand order
+    /// (maximumNumber/minimumNumber, like PTX `max`/`min`), and ignore NaN.
+    #[test]
+    fn max_min_fold_order_signed_zeros() {
+        let f = |op, a: f64, b: f64| match binary(op, Const::Float(a), Const::Float(b), Scalar::F32)
+        {
+            Some(Const::Float(v)) => v,
+            c => panic!("{c:?}"),
+        };
+        for (a, b) in [(-0.0, 0.0), (0.0, -0.0)] {
+            assert!(f(BinaryOp::Max, a, b).is_sign_positive(), "max({a}, {b})");
+            assert!(f(BinaryOp::Min, a, b).is_sign_negative(), "min({a}, {b})");
+        }
+        assert_eq!(max_num(-0.0, -0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(min_num(0.0, 0.0).to_bits(), 0);
+        assert_eq!(max_num(f32::NAN, -0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(min_num(2.0, f32::NAN), 2.0);
+        assert!(max_num(f32::NAN, f32::NAN).is_nan());
+        assert_eq!(max_num(-1.0, 3.0), 3.0);
+        assert_eq!(min_num(-1.0, 3.0), -1.0);
     }
 }
