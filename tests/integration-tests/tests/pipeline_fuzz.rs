@@ -98,6 +98,7 @@ fn one_program(
                 arch: tile_codegen::Arch::Sm90,
                 warps: config.warps,
                 dump_passes: false,
+                keep_ir: false,
             },
         )
         .unwrap_or_else(|e| panic!("{what}: code generation failed: {e}\n{}", g.source));
@@ -128,6 +129,7 @@ fn regression_case_assembles(file: &str) {
                 arch: tile_codegen::Arch::Sm90,
                 warps: config.warps,
                 dump_passes: false,
+                keep_ir: false,
             },
         )
         .unwrap();
