@@ -48,3 +48,169 @@ impl TmaOperand {
         )
     }
 }
+
+/// One axis of a kernel's launch grid, as its `tune` block declares it
+/// (`grid: [cdiv(M, BM), N / BN]`): integer arithmetic over the kernel's
+/// scalar parameters (by name, valued by the launch's arguments), its
+/// meta-parameters (by name, valued by the config) and constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GridExpr {
+    Const(i64),
+    Param(String),
+    Meta(String),
+    Add(Box<GridExpr>, Box<GridExpr>),
+    Sub(Box<GridExpr>, Box<GridExpr>),
+    Mul(Box<GridExpr>, Box<GridExpr>),
+    /// Integer division rounding toward zero, as `/` does in kernels.
+    Div(Box<GridExpr>, Box<GridExpr>),
+    /// Ceiling division `cdiv(a, b)` = `(a + b - 1) / b` for positive `b`.
+    Cdiv(Box<GridExpr>, Box<GridExpr>),
+}
+
+impl GridExpr {
+    /// The value with `param(name)` for scalar parameters and `meta(name)` for
+    /// meta-parameters; an error names what is missing, a division by zero or
+    /// an overflow.
+    pub fn eval(
+        &self,
+        param: &dyn Fn(&str) -> Option<i64>,
+        meta: &dyn Fn(&str) -> Option<i64>,
+    ) -> Result<i64, String> {
+        let bin = |a: &GridExpr, b: &GridExpr| -> Result<(i64, i64), String> {
+            Ok((a.eval(param, meta)?, b.eval(param, meta)?))
+        };
+        let overflow = || format!("`{self}` overflows");
+        match self {
+            GridExpr::Const(c) => Ok(*c),
+            GridExpr::Param(n) => {
+                param(n).ok_or_else(|| format!("no integer value for parameter `{n}`"))
+            }
+            GridExpr::Meta(n) => {
+                meta(n).ok_or_else(|| format!("no value for meta-parameter `{n}`"))
+            }
+            GridExpr::Add(a, b) => {
+                let (x, y) = bin(a, b)?;
+                x.checked_add(y).ok_or_else(overflow)
+            }
+            GridExpr::Sub(a, b) => {
+                let (x, y) = bin(a, b)?;
+                x.checked_sub(y).ok_or_else(overflow)
+            }
+            GridExpr::Mul(a, b) => {
+                let (x, y) = bin(a, b)?;
+                x.checked_mul(y).ok_or_else(overflow)
+            }
+            GridExpr::Div(a, b) | GridExpr::Cdiv(a, b) => {
+                let (x, y) = bin(a, b)?;
+                if y == 0 {
+                    return Err(format!("`{self}` divides by zero"));
+                }
+                let q = x.checked_div(y).ok_or_else(overflow)?;
+                let round_up =
+                    matches!(self, GridExpr::Cdiv(..)) && x % y != 0 && (x < 0) == (y < 0);
+                Ok(if round_up { q + 1 } else { q })
+            }
+        }
+    }
+
+    fn prec(&self) -> u8 {
+        match self {
+            GridExpr::Add(..) | GridExpr::Sub(..) => 1,
+            GridExpr::Mul(..) | GridExpr::Div(..) => 2,
+            _ => 3,
+        }
+    }
+}
+
+/// As written in the source: `cdiv(M, BM)`, `rows * 2 + 1`.
+impl std::fmt::Display for GridExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |f: &mut std::fmt::Formatter<'_>, e: &GridExpr, min: u8| {
+            if e.prec() < min {
+                write!(f, "({e})")
+            } else {
+                write!(f, "{e}")
+            }
+        };
+        let (a, op, b) = match self {
+            GridExpr::Const(c) => return write!(f, "{c}"),
+            GridExpr::Param(n) | GridExpr::Meta(n) => return write!(f, "{n}"),
+            GridExpr::Cdiv(a, b) => return write!(f, "cdiv({a}, {b})"),
+            GridExpr::Add(a, b) => (a, "+", b),
+            GridExpr::Sub(a, b) => (a, "-", b),
+            GridExpr::Mul(a, b) => (a, "*", b),
+            GridExpr::Div(a, b) => (a, "/", b),
+        };
+        let p = self.prec();
+        side(f, a, p)?;
+        write!(f, " {op} ")?;
+        side(f, b, p + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GridExpr::{self, *};
+
+    fn b(e: GridExpr) -> Box<GridExpr> {
+        Box::new(e)
+    }
+
+    fn eval(e: &GridExpr) -> Result<i64, String> {
+        let param = |n: &str| match n {
+            "M" => Some(1000),
+            "rows" => Some(7),
+            _ => None,
+        };
+        let meta = |n: &str| (n == "BM").then_some(128);
+        e.eval(&param, &meta)
+    }
+
+    #[test]
+    fn evaluates_and_prints() {
+        let cd = Cdiv(b(Param("M".into())), b(Meta("BM".into())));
+        assert_eq!(eval(&cd), Ok(8));
+        assert_eq!(cd.to_string(), "cdiv(M, BM)");
+        let e = Mul(b(Add(b(Param("rows".into())), b(Const(1)))), b(Const(2)));
+        assert_eq!(eval(&e), Ok(16));
+        assert_eq!(e.to_string(), "(rows + 1) * 2");
+        let e = Sub(b(Const(10)), b(Sub(b(Const(3)), b(Const(1)))));
+        assert_eq!(eval(&e), Ok(8));
+        assert_eq!(e.to_string(), "10 - (3 - 1)");
+        assert_eq!(
+            eval(&Div(b(Param("M".into())), b(Meta("BM".into())))),
+            Ok(7)
+        );
+        assert_eq!(eval(&Cdiv(b(Const(1024)), b(Const(256)))), Ok(4));
+        assert_eq!(eval(&Cdiv(b(Const(-5)), b(Const(2)))), Ok(-2));
+    }
+
+    #[test]
+    fn errors_name_the_cause() {
+        assert!(eval(&Param("N".into())).unwrap_err().contains("`N`"));
+        assert!(eval(&Meta("BN".into())).unwrap_err().contains("`BN`"));
+        let e = Div(b(Const(1)), b(Sub(b(Const(1)), b(Const(1)))));
+        assert!(eval(&e).unwrap_err().contains("divides by zero"));
+        let e = Mul(b(Const(i64::MAX)), b(Const(2)));
+        assert!(eval(&e).unwrap_err().contains("overflows"));
+    }
+
+    #[test]
+    fn serialises_as_tagged_json() {
+        let cd = Cdiv(b(Param("M".into())), b(Const(2)));
+        let j = serde_json::to_string(&cd).unwrap();
+        assert_eq!(j, r#"{"cdiv":[{"param":"M"},{"const":2}]}"#);
+        assert_eq!(serde_json::from_str::<GridExpr>(&j).unwrap(), cd);
+    }
+
+    /// Packs written before `grid:` existed hold no `grid` in their tune
+    /// space: they read as `None`, and a space without one writes none.
+    #[test]
+    fn tune_spaces_without_a_grid_stay_readable() {
+        let old = r#"{"key":["n"],"params":[["BLOCK",[1024]]],"warps":[4]}"#;
+        let t: crate::TuneSpace = serde_json::from_str(old).unwrap();
+        assert_eq!(t.grid, None);
+        assert_eq!(serde_json::to_string(&t).unwrap(), old);
+    }
+}

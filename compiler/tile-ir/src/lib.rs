@@ -504,6 +504,11 @@ pub struct TuneSpace {
     pub params: Vec<(String, Vec<i64>)>,
     /// Candidate warp counts per CTA.
     pub warps: Vec<u32>,
+    /// The launch grid (up to three axes, x first) from the block's `grid:`
+    /// entry; `None` when the kernel does not declare it (and in packs from
+    /// before the entry existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<Vec<crate::launch::GridExpr>>,
 }
 
 /// One point of a tune space: meta-parameter values and the warp count.

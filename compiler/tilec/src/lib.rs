@@ -108,6 +108,7 @@ pub fn compile_dir_cached(
                 key: vec![],
                 params: vec![],
                 warps: vec![4],
+                grid: None,
             });
             // Meta-parameters the tune block leaves out take their declared defaults.
             let mut defaults = Vec::new();

@@ -176,3 +176,75 @@ fn check_empty_file_warns() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 20 item 1: `tilec build` says how to launch what it built — block,
+/// the grid the tune block declares, dynamic shared memory, hidden TMA
+/// parameters — on stderr with the PTX, and as JSON with `--emit launch-json`.
+#[test]
+fn build_says_how_to_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tilec"))
+            .args(args)
+            .current_dir(&root)
+            .env("TILE_CACHE_DIR", dir.path())
+            .output()
+            .expect("tilec runs");
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), s(&out.stdout), s(&out.stderr))
+    };
+    let ptx = dir.path().join("va.ptx");
+    let (code, out, err) = run(&[
+        "build",
+        "dsl-examples/vector_add.tile",
+        "-D",
+        "BLOCK=2048",
+        "--warps",
+        "8",
+        "-o",
+        ptx.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err,
+        "launch `vector_add` (BLOCK=2048, warps=8, sm_90):\n  block: 256 threads (32 × 8 warps)\n  grid: [cdiv(n, BLOCK)]\n  dynamic shared memory: 0 bytes\n  hidden parameters: none\n"
+    );
+
+    // No `grid:` in the tune block: the caller chooses.
+    let (code, _, err) = run(&[
+        "build",
+        "dsl-examples/rmsnorm.tile",
+        "-o",
+        ptx.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("  grid: not declared: the caller chooses\n"),
+        "{err}"
+    );
+
+    // JSON: matmul has a grid and, on sm_90, TMA operands (hidden parameters).
+    let (code, out, err) = run(&["build", "dsl-examples/matmul.tile", "--emit", "launch-json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("launch-json is JSON");
+    assert_eq!(v["kernel"], "matmul");
+    assert_eq!(v["block"], serde_json::json!([128, 1, 1]));
+    assert_eq!(v["grid"], serde_json::json!(["cdiv(M, BM) * cdiv(N, BN)"]));
+    assert_eq!(v["meta"]["BM"], 64);
+    assert_eq!(v["params"].as_array().unwrap().len(), 6);
+    let shared = v["shared_bytes"].as_u64().unwrap();
+    assert!(shared > 0, "{out}");
+    let hidden = v["hidden_params"].as_array().unwrap();
+    assert_eq!(hidden.len(), 2, "{out}");
+    assert_eq!(hidden[0]["index"], 6);
+    assert_eq!(hidden[0]["type"], "i64");
+    // The grid expressions round-trip as the runtime reads them.
+    let g: Vec<tile_ir::launch::GridExpr> =
+        serde_json::from_value(v["grid_exprs"].clone()).unwrap();
+    let m = |n: &str| (n == "BM" || n == "BN").then_some(64);
+    let p = |n: &str| (n == "M" || n == "N").then_some(100);
+    assert_eq!(g[0].eval(&p, &m), Ok(4));
+}

@@ -257,6 +257,8 @@ impl Device {
                     warps,
                     shared_bytes,
                     tma,
+                    grid: None,
+                    meta: Vec::new(),
                     code: Code::Cuda(f),
                 })
             }
@@ -291,6 +293,8 @@ impl Device {
                 warps,
                 shared_bytes: 0,
                 tma: Vec::new(),
+                grid: None,
+                meta: Vec::new(),
                 code: Code::Cpu(Box::new(tir)),
             }),
             Device::Cuda(_) => Err(RuntimeError::Unsupported(
@@ -419,6 +423,10 @@ pub struct Kernel {
     warps: u32,
     shared_bytes: u32,
     tma: Vec<tile_ir::launch::TmaOperand>,
+    /// The declared launch grid (`grid:` in the tune block) and the config's
+    /// meta-parameter values it may use; set by [`Pack::load_kernel`].
+    grid: Option<Vec<tile_ir::launch::GridExpr>>,
+    meta: Vec<(String, i64)>,
     code: Code,
 }
 
@@ -428,6 +436,60 @@ impl Kernel {
     }
     pub fn warps(&self) -> u32 {
         self.warps
+    }
+
+    /// Threads per CTA: `32 × warps`.
+    pub fn block(&self) -> [u32; 3] {
+        [32 * self.warps, 1, 1]
+    }
+
+    /// Attach the kernel's declared grid and the meta-parameter values of the
+    /// config it was compiled for (what [`Kernel::grid`] evaluates with).
+    pub fn with_grid(
+        mut self,
+        grid: Option<Vec<tile_ir::launch::GridExpr>>,
+        meta: Vec<(String, i64)>,
+    ) -> Kernel {
+        self.grid = grid;
+        self.meta = meta;
+        self
+    }
+
+    /// The launch grid the kernel declares (`grid:` in its tune block),
+    /// evaluated with the integer scalar arguments of this launch and the
+    /// config's meta-parameters; axes it leaves out are 1. An error when the
+    /// kernel declares no grid, an argument is missing or of the wrong kind,
+    /// or an axis is not in `1..=u32::MAX`.
+    pub fn grid(&self, args: &[Arg]) -> Result<[u32; 3], RuntimeError> {
+        let Some(axes) = &self.grid else {
+            return Err(self.error(
+                "declares no launch grid (no `grid:` in its tune block); the caller chooses it"
+                    .into(),
+            ));
+        };
+        self.check_args(args)?;
+        let params = &self.signature.params;
+        let param = |name: &str| -> Option<i64> {
+            let i = params.iter().position(|p| p.name == name)?;
+            match args[i] {
+                Arg::I32(v) => Some(v as i64),
+                Arg::I64(v) => Some(v),
+                _ => None,
+            }
+        };
+        let meta = |name: &str| self.meta.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        let mut grid = [1u32; 3];
+        for (axis, e) in axes.iter().enumerate().take(3) {
+            let v = e
+                .eval(&param, &meta)
+                .map_err(|m| self.error(format!("grid axis {axis} `{e}`: {m}")))?;
+            grid[axis] = u32::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
+                self.error(format!(
+                    "grid axis {axis} `{e}` is {v}, outside 1..=4294967295"
+                ))
+            })?;
+        }
+        Ok(grid)
     }
 
     fn error(&self, message: String) -> RuntimeError {

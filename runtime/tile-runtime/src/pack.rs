@@ -73,7 +73,8 @@ impl Pack {
     ) -> Result<Kernel, RuntimeError> {
         let v = self.variant(name, config)?;
         let sig = v.tir.signature();
-        match device {
+        let grid = self.kernel(name)?.tune.grid.clone();
+        let kernel = match device {
             Device::Cuda(_) => {
                 let key = select_ptx(&v.ptx, gpu_cc(device)?, arch_override()?.as_deref())
                     .map_err(|e| RuntimeError::Launch {
@@ -85,7 +86,8 @@ impl Pack {
                 device.load_ptx(&v.ptx[key], sig, config.warps, shared, tma)
             }
             Device::Cpu => device.load_tir(v.tir.clone(), config.warps),
-        }
+        }?;
+        Ok(kernel.with_grid(grid, config.meta.clone()))
     }
 
     /// The PTX target (as the PTX declares it: `sm_90a`, `sm_80`) that

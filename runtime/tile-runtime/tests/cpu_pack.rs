@@ -189,3 +189,72 @@ fn no_gpu_is_an_error_not_a_crash() {
     let e = Device::cuda(0).unwrap_err().to_string();
     assert!(e.contains("no GPU"), "{e}");
 }
+
+/// Issue 20 item 1: `grid: [cdiv(n, BLOCK)]` in vector_add's tune block comes
+/// through the pack; `Kernel::grid` evaluates it with the launch's arguments
+/// and the config's BLOCK, and that grid covers every element.
+#[test]
+fn the_declared_grid_is_computed_from_the_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = vector_add_pack(dir.path());
+    let cpu = Device::cpu();
+    assert!(pack.kernel("vector_add").unwrap().tune.grid.is_some());
+    for (block, n) in [(1024, 1usize), (1024, 5000), (2048, 4096), (4096, 4097)] {
+        let k = pack
+            .load_kernel(&cpu, "vector_add", &cfg(block, 8))
+            .unwrap();
+        assert_eq!(k.block(), [256, 1, 1]);
+        let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let (ba, bb) = (cpu.upload(&a).unwrap(), cpu.upload(&a).unwrap());
+        let bc = cpu.upload(&vec![f32::NAN; n]).unwrap();
+        let args = [
+            Arg::Buffer(&ba),
+            Arg::Buffer(&bb),
+            Arg::Buffer(&bc),
+            Arg::I32(n as i32),
+        ];
+        let grid = k.grid(&args).unwrap();
+        assert_eq!(grid, [n.div_ceil(block as usize) as u32, 1, 1]);
+        cpu.launch(&k, grid, &args).unwrap();
+        let c = cpu.download::<f32>(&bc).unwrap();
+        assert!(c.iter().zip(&a).all(|(c, a)| *c == 2.0 * a));
+    }
+    // Arguments that do not fit the signature are refused by name.
+    let k = pack.load_kernel(&cpu, "vector_add", &cfg(1024, 4)).unwrap();
+    let e = k.grid(&[Arg::I32(3)]).unwrap_err().to_string();
+    assert!(
+        e.contains("vector_add") && e.contains("expects 4 arguments"),
+        "{e}"
+    );
+    // An empty grid (n = 0) is an error, not a launch of nothing.
+    let buf = cpu.upload(&[0f32]).unwrap();
+    let args = [
+        Arg::Buffer(&buf),
+        Arg::Buffer(&buf),
+        Arg::Buffer(&buf),
+        Arg::I32(0),
+    ];
+    let e = k.grid(&args).unwrap_err().to_string();
+    assert!(e.contains("cdiv(n, BLOCK)` is 0"), "{e}");
+}
+
+#[test]
+fn a_kernel_without_a_declared_grid_says_so() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dsl-examples/vector_add.tile");
+    let program = parse_program(&SourceFile::load(&path).unwrap()).unwrap();
+    let cpu = Device::cpu();
+    let tir = program
+        .specialize("vector_add", &[("BLOCK".into(), 1024)])
+        .unwrap();
+    let k = cpu.load_tir(tir, 4).unwrap();
+    let buf = cpu.upload(&[0f32]).unwrap();
+    let args = [
+        Arg::Buffer(&buf),
+        Arg::Buffer(&buf),
+        Arg::Buffer(&buf),
+        Arg::I32(1),
+    ];
+    let e = k.grid(&args).unwrap_err().to_string();
+    assert!(e.contains("declares no launch grid"), "{e}");
+}

@@ -92,6 +92,20 @@ pub fn tune_space(m: &ast::Module, kernel: &str) -> Option<tir::TuneSpace> {
                     .collect()
             }
             "warps" => space.warps = ints().map(|w| w as u32).collect(),
+            "grid" => {
+                if let Some(k) = find_kernel(m, kernel) {
+                    let mut d = Diagnostics::new();
+                    let axes: Option<Vec<_>> = e
+                        .values
+                        .iter()
+                        .map(|v| match v {
+                            ast::TuneValue::Expr(x) => grid_expr(k, x, &mut d),
+                            _ => None,
+                        })
+                        .collect();
+                    space.grid = axes.filter(|a| d.is_empty() && (1..=3).contains(&a.len()));
+                }
+            }
             name => space.params.push((name.to_string(), ints().collect())),
         }
     }
@@ -255,7 +269,7 @@ fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
     let configs = t
         .entries
         .iter()
-        .filter(|e| e.name.name != "key")
+        .filter(|e| e.name.name != "key" && e.name.name != "grid")
         .fold(1u64, |acc, e| {
             acc.saturating_mul(e.values.len().max(1) as u64)
         });
@@ -336,6 +350,7 @@ fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
                         ast::TuneValue::Int(_, s) => {
                             bad(d, *s, "tune keys are parameter names, not numbers".into())
                         }
+                        ast::TuneValue::Expr(_) => {}
                     }
                 }
             }
@@ -357,6 +372,25 @@ fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
                             }
                         }
                         ast::TuneValue::Name(n) => bad(d, n.span, "warp counts are numbers".into()),
+                        ast::TuneValue::Expr(_) => {}
+                    }
+                }
+            }
+            "grid" => {
+                if e.values.is_empty() || e.values.len() > 3 {
+                    d.push(
+                        Diagnostic::new(
+                            Code::BadTune,
+                            format!("`grid` has {} axes; it takes 1 to 3", e.values.len()),
+                            e.span,
+                        )
+                        .with_label("x, y and z at most")
+                        .with_hint("e.g. `grid: [cdiv(M, BM), cdiv(N, BN)]`; axes left out are 1"),
+                    );
+                }
+                for v in &e.values {
+                    if let ast::TuneValue::Expr(x) = v {
+                        grid_expr(k, x, d);
                     }
                 }
             }
@@ -390,5 +424,124 @@ fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics) {
                 }
             }
         }
+    }
+}
+
+/// A `grid:` axis as a [`tir::launch::GridExpr`]: integer literals, the
+/// kernel's integer scalar parameters and meta-parameters, `+ - * /` and
+/// `cdiv(a, b)`. Anything else is reported (E0031) and gives `None`.
+fn grid_expr(k: &KernelDef, e: &ast::Expr, d: &mut Diagnostics) -> Option<tir::launch::GridExpr> {
+    use tir::launch::GridExpr as G;
+    const OPS: &str = "a grid axis is integer arithmetic (`+ - * /`, `cdiv(a, b)`) over the kernel's integer parameters, its meta-parameters and integer literals";
+    let bad = |d: &mut Diagnostics, msg: String, label: &str, hint: String| {
+        d.push(
+            Diagnostic::new(Code::BadTune, msg, e.span)
+                .with_label(label)
+                .with_hint(hint),
+        );
+        None
+    };
+    let two = |d: &mut Diagnostics, a: &ast::Expr, b: &ast::Expr| {
+        let a = grid_expr(k, a, d);
+        let b = grid_expr(k, b, d);
+        Some((Box::new(a?), Box::new(b?)))
+    };
+    match &e.kind {
+        ast::ExprKind::Int(v) => Some(G::Const(*v)),
+        ast::ExprKind::Name(n) => {
+            if let Some(p) = k.params.iter().find(|p| p.name.name == *n) {
+                return match &p.ty {
+                    Some(t) if !t.ptr && matches!(t.name.name.as_str(), "i32" | "i64") => {
+                        Some(G::Param(n.clone()))
+                    }
+                    Some(t) if t.ptr => bad(
+                        d,
+                        format!("grid axis uses `{n}`, a pointer parameter"),
+                        "a pointer",
+                        format!("{OPS}; pass the size the pointer covers as an `i32` parameter"),
+                    ),
+                    Some(t) => bad(
+                        d,
+                        format!("grid axis uses `{n}`, a `{}` parameter", t.name.name),
+                        "not an integer",
+                        OPS.to_string(),
+                    ),
+                    None => bad(
+                        d,
+                        format!("grid axis uses `{n}`, a parameter without a type"),
+                        "not an integer",
+                        OPS.to_string(),
+                    ),
+                };
+            }
+            if k.metas.iter().any(|m| m.name.name == *n) {
+                return Some(G::Meta(n.clone()));
+            }
+            let names = k
+                .params
+                .iter()
+                .filter(|p| p.ty.as_ref().is_some_and(|t| !t.ptr))
+                .map(|p| p.name.name.as_str())
+                .chain(k.metas.iter().map(|m| m.name.name.as_str()));
+            let hint = match builtins::closest(n, names) {
+                Some(s) => format!("did you mean `{s}`? {OPS}"),
+                None => OPS.to_string(),
+            };
+            bad(
+                d,
+                format!(
+                    "grid axis uses `{n}`, which is neither a parameter nor a meta-parameter of `{}`",
+                    k.name.name
+                ),
+                "unknown name",
+                hint,
+            )
+        }
+        ast::ExprKind::Unary(ast::UnOp::Neg, a) => {
+            Some(G::Sub(Box::new(G::Const(0)), Box::new(grid_expr(k, a, d)?)))
+        }
+        ast::ExprKind::Binary(op, a, b) => {
+            let make: fn(Box<G>, Box<G>) -> G = match op {
+                ast::BinOp::Add => G::Add,
+                ast::BinOp::Sub => G::Sub,
+                ast::BinOp::Mul => G::Mul,
+                ast::BinOp::Div => G::Div,
+                _ => {
+                    return bad(
+                        d,
+                        format!("`{}` in a grid axis", op.symbol()),
+                        "not allowed here",
+                        OPS.to_string(),
+                    )
+                }
+            };
+            let (a, b) = two(d, a, b)?;
+            Some(make(a, b))
+        }
+        ast::ExprKind::Call { callee, args } if callee.name == "cdiv" => {
+            if args.len() != 2 {
+                return bad(
+                    d,
+                    format!("`cdiv` takes 2 arguments, got {}", args.len()),
+                    "in this grid axis",
+                    "`cdiv(a, b)` is `a / b` rounded up".into(),
+                );
+            }
+            let (a, b) = two(d, &args[0], &args[1])?;
+            Some(G::Cdiv(a, b))
+        }
+        ast::ExprKind::Call { callee, .. } => bad(
+            d,
+            format!("call to `{}` in a grid axis", callee.name),
+            "not allowed here",
+            format!("the only function in a grid axis is `cdiv(a, b)`; {OPS}"),
+        ),
+        ast::ExprKind::Error => None,
+        _ => bad(
+            d,
+            "this expression cannot be a grid axis".into(),
+            "not allowed here",
+            OPS.to_string(),
+        ),
     }
 }

@@ -64,7 +64,7 @@ pub struct FnDef {
     pub span: Span,
 }
 
-/// `tune k { key: [n], BLOCK: [1024, 2048], warps: [4, 8] }`
+/// `tune k { key: [n], BLOCK: [1024, 2048], warps: [4, 8], grid: [cdiv(n, BLOCK)] }`
 #[derive(Clone, Debug, PartialEq)]
 pub struct TuneDef {
     pub kernel: Ident,
@@ -83,6 +83,9 @@ pub struct TuneEntry {
 pub enum TuneValue {
     Int(i64, Span),
     Name(Ident),
+    /// An entry of `grid: [cdiv(M, BM), N]`: an expression, checked by the
+    /// checker (integer arithmetic over scalar parameters and meta-parameters).
+    Expr(Expr),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -585,7 +585,13 @@ impl P {
             let (i, name) = ident(i)?;
             let (i, _) = tok(Tok::Colon)(i)?;
             let (i, _) = tok(Tok::LBracket)(i)?;
-            let (i, values) = separated_list0(tok(Tok::Comma), value).parse(i)?;
+            // `grid: [cdiv(M, BM), N]` holds expressions; the other entries numbers or names.
+            let (i, values) = if name.name == "grid" {
+                let grid_value = |i: Toks<'a>| self.expr(i).map(|(r, e)| (r, TuneValue::Expr(e)));
+                separated_list0(tok(Tok::Comma), grid_value).parse(i)?
+            } else {
+                separated_list0(tok(Tok::Comma), value).parse(i)?
+            };
             let (i, _) = nom::combinator::opt(tok(Tok::Comma)).parse(i)?;
             let (i, _) = tok(Tok::RBracket)(i)?;
             Ok((

@@ -1,5 +1,7 @@
 //! `tilec build`: compile one kernel specialisation and write one stage of the
-//! pipeline (TIR, MLIR before or after the passes, LLVM IR or PTX).
+//! pipeline (TIR, MLIR before or after the passes, LLVM IR or PTX), and say
+//! how to launch it: block, grid, dynamic shared memory and hidden parameters
+//! (on stderr with the PTX or LLVM IR, or as JSON with `--emit launch-json`).
 
 use super::{parse_define, Define};
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,6 +16,8 @@ pub enum Emit {
     MlirLowered,
     Llvm,
     Ptx,
+    /// How to launch the PTX, as JSON: block, grid, shared memory, hidden parameters.
+    LaunchJson,
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,10 +136,31 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
+    // The declared grid (`grid:` in the tune block), if any.
+    let grid = frontend::parse_program(&src)
+        .ok()
+        .and_then(|p| p.tune_space(&tir.name))
+        .and_then(|t| t.grid);
     let text = if args.emit == Emit::Tir {
         tile_ir::print_kernel(&tir)
     } else {
-        emit_codegen(&args, &src, &tir, config.warps)?
+        let (text, shared_bytes, tma) = emit_codegen(&args, &src, &tir, config.warps)?;
+        let launch = Launch {
+            tir: &tir,
+            config: &config,
+            arch: &args.arch,
+            grid: grid.as_deref(),
+            shared_bytes,
+            tma: &tma,
+        };
+        match args.emit {
+            Emit::LaunchJson => launch.json(),
+            Emit::Llvm | Emit::Ptx => {
+                launch.note();
+                text
+            }
+            _ => text,
+        }
     };
     match &args.output {
         Some(p) => tile_ir::pack::write_atomic(p, text.as_bytes())
@@ -150,7 +175,7 @@ fn emit_codegen(
     src: &SourceFile,
     tir: &tile_ir::Kernel,
     warps: u32,
-) -> Result<String> {
+) -> Result<(String, u32, Vec<tile_ir::launch::TmaOperand>)> {
     use tile_codegen::{compile, Arch, Options};
     let arch = Arch::parse(&args.arch)
         .ok_or_else(|| anyhow!("unknown architecture `{}`; hint: sm_90 or sm_80", args.arch))?;
@@ -159,11 +184,12 @@ fn emit_codegen(
         warps,
         dump_passes: args.dump_passes.is_some(),
         // The text of the other stages only where it is written out.
-        keep_ir: args.emit != Emit::Ptx || args.dump_passes.is_some(),
+        keep_ir: !matches!(args.emit, Emit::Ptx | Emit::LaunchJson) || args.dump_passes.is_some(),
     };
     // PTX alone comes through the compile cache; --time measures a fresh
     // compile, and the other stages are not cached.
-    if args.emit == Emit::Ptx && args.dump_passes.is_none() && !args.time {
+    if matches!(args.emit, Emit::Ptx | Emit::LaunchJson) && args.dump_passes.is_none() && !args.time
+    {
         let cache = tilec::cache::Cache::from_env();
         let (entry, _hit) =
             tilec::cache::compile(cache.as_ref(), tir, &opts).map_err(|e| match e.span() {
@@ -173,8 +199,7 @@ fn emit_codegen(
         if let Some(c) = &cache {
             c.evict_after_writes();
         }
-        tma_note(tir, &entry.tma);
-        return Ok(entry.ptx);
+        return Ok((entry.ptx, entry.shared_bytes, entry.tma));
     }
     let art = compile(tir, &opts).map_err(|e| match e.span() {
         Some(span) => anyhow!("{}", tilec::render_span(src, span, &e.to_string())),
@@ -198,35 +223,96 @@ fn emit_codegen(
         }
         std::fs::write(dir.join("90-llvm.ll"), &art.llvm_ir)?;
     }
-    if matches!(args.emit, Emit::Llvm | Emit::Ptx) {
-        tma_note(tir, &art.tma);
-    }
     if args.time {
         print_timings(&art);
     }
-    Ok(match args.emit {
+    let text = match args.emit {
         Emit::Tir => unreachable!(),
         Emit::Mlir => art.mlir,
         Emit::MlirLowered => art.mlir_lowered,
         Emit::Llvm => art.llvm_ir,
-        Emit::Ptx => art.ptx,
-    })
+        Emit::Ptx | Emit::LaunchJson => art.ptx,
+    };
+    Ok((text, art.shared_bytes, art.tma))
 }
 
-/// The hidden TMA parameters of a kernel, for whoever launches its PTX without
-/// the runtime (they must pass them).
-fn tma_note(tir: &tile_ir::Kernel, tma: &[tile_ir::launch::TmaOperand]) {
-    if tma.is_empty() {
-        return;
+/// What launching one compiled configuration takes.
+struct Launch<'a> {
+    tir: &'a tile_ir::Kernel,
+    config: &'a tile_ir::Config,
+    arch: &'a str,
+    grid: Option<&'a [tile_ir::launch::GridExpr]>,
+    shared_bytes: u32,
+    tma: &'a [tile_ir::launch::TmaOperand],
+}
+
+impl Launch<'_> {
+    fn param_names(&self) -> Vec<String> {
+        self.tir.params.iter().map(|p| p.name.clone()).collect()
     }
-    let names: Vec<String> = tir.params.iter().map(|p| p.name.clone()).collect();
-    eprintln!(
-        "note: `{}` takes {} hidden i64 parameter(s) after its own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
-        tir.name,
-        tma.len()
-    );
-    for (i, op) in tma.iter().enumerate() {
-        eprintln!("  #{} {}", names.len() + i, op.describe(&names));
+
+    fn grid_text(&self) -> Option<Vec<String>> {
+        self.grid.map(|g| g.iter().map(|e| e.to_string()).collect())
+    }
+
+    /// On stderr, for whoever launches the PTX without the runtime.
+    fn note(&self) {
+        let warps = self.config.warps;
+        eprintln!(
+            "launch `{}` ({}, {}):",
+            self.tir.name,
+            self.config.describe(),
+            self.arch
+        );
+        eprintln!("  block: {} threads (32 × {warps} warps)", 32 * warps);
+        match self.grid_text() {
+            Some(axes) => eprintln!("  grid: [{}]", axes.join(", ")),
+            None => eprintln!("  grid: not declared: the caller chooses"),
+        }
+        eprintln!("  dynamic shared memory: {} bytes", self.shared_bytes);
+        if self.tma.is_empty() {
+            eprintln!("  hidden parameters: none");
+            return;
+        }
+        let names = self.param_names();
+        eprintln!(
+            "  hidden parameters: {} i64 after the kernel's own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
+            self.tma.len()
+        );
+        for (i, op) in self.tma.iter().enumerate() {
+            eprintln!("    #{} {}", names.len() + i, op.describe(&names));
+        }
+    }
+
+    /// `--emit launch-json`: the same, for tools.
+    fn json(&self) -> String {
+        let names = self.param_names();
+        let meta: serde_json::Map<String, serde_json::Value> = self
+            .config
+            .meta
+            .iter()
+            .map(|(n, v)| (n.clone(), (*v).into()))
+            .collect();
+        let v = serde_json::json!({
+            "kernel": self.tir.name,
+            "arch": self.arch,
+            "meta": meta,
+            "warps": self.config.warps,
+            "block": [32 * self.config.warps, 1, 1],
+            "grid": self.grid_text(),
+            "grid_exprs": self.grid,
+            "shared_bytes": self.shared_bytes,
+            "params": names,
+            "hidden_params": self.tma.iter().enumerate().map(|(i, op)| serde_json::json!({
+                "index": names.len() + i,
+                "type": "i64",
+                "tma": op,
+                "describe": op.describe(&names),
+            })).collect::<Vec<_>>(),
+        });
+        let mut s = serde_json::to_string_pretty(&v).expect("launch JSON serialises");
+        s.push('\n');
+        s
     }
 }
 
