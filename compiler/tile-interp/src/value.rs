@@ -8,7 +8,8 @@
 use crate::math;
 use half::{bf16, f16};
 use std::borrow::Cow;
-use tile_ir::{consteval, BinaryOp, CmpOp, Const, ReduceOp, Scalar, UnaryOp};
+use tile_ir::consteval::{self, f64_to_f32_odd, i64_to_f64_odd};
+use tile_ir::{BinaryOp, CmpOp, Const, ReduceOp, Scalar, UnaryOp};
 
 /// The buffer (kernel parameter index) of each element of a pointer tile.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,21 +93,6 @@ fn zip_map<T: Copy, U>(a: &[T], b: &[T], f: impl Fn(T, T) -> U) -> Vec<U> {
 
 fn map<T: Copy, U>(a: &[T], f: impl Fn(T) -> U) -> Vec<U> {
     a.iter().map(|&x| f(x)).collect()
-}
-
-/// Round-to-odd conversion f64 → f32: a later round-to-nearest-even to a
-/// format with at most 22 significand bits (bf16, f16) then equals a single
-/// correct rounding of the f64.
-pub(crate) fn f64_to_f32_odd(x: f64) -> f32 {
-    let r = x as f32;
-    if !x.is_finite() || r as f64 == x {
-        return r;
-    }
-    let mut bits = r.to_bits();
-    if (r as f64).abs() > x.abs() {
-        bits -= 1; // step toward zero (sign-magnitude); inf → MAX
-    }
-    f32::from_bits(bits | 1)
 }
 
 /// Round an f32 to tf32 (10 explicit significand bits, nearest even), as tensor cores read f32 inputs.
@@ -552,23 +538,6 @@ pub(crate) fn select(cond: &Data, a: &Data, b: &Data) -> OpResult {
             ))
         }
     })
-}
-
-/// An i64 as f64 rounded to odd (exact up to 2^53): with [`f64_to_f32_odd`]
-/// after it, one rounding to nearest even to bf16/f16 is the only one
-/// (`x as f64` alone rounds to nearest first: `2^60 + 2^52 + 1` became the
-/// bf16 tie `2^60 + 2^52` and went to even, 2^60, not up).
-pub(crate) fn i64_to_f64_odd(x: i64) -> f64 {
-    let r = x as f64;
-    let back = r as i128; // exact: |r| ≤ 2^63
-    if back == x as i128 {
-        return r;
-    }
-    let mut bits = r.to_bits();
-    if back.abs() > (x as i128).abs() {
-        bits -= 1; // step toward zero (sign-magnitude)
-    }
-    f64::from_bits(bits | 1)
 }
 
 /// Integer → 16-bit float with a single rounding.

@@ -12,19 +12,27 @@ pub fn normalize(c: Const, s: Scalar) -> Const {
         Scalar::I32 => Const::Int(as_i64(c) as i32 as i64),
         Scalar::I64 => Const::Int(as_i64(c)),
         Scalar::F32 => Const::Float(odd_f64(c) as f32 as f64),
-        Scalar::F16 => Const::Float(half::f16::from_f32(f32_odd(odd_f64(c))).to_f64()),
-        Scalar::BF16 => Const::Float(half::bf16::from_f32(f32_odd(odd_f64(c))).to_f64()),
+        Scalar::F16 => Const::Float(half::f16::from_f32(f64_to_f32_odd(odd_f64(c))).to_f64()),
+        Scalar::BF16 => Const::Float(half::bf16::from_f32(f64_to_f32_odd(odd_f64(c))).to_f64()),
     }
 }
 
 /// The constant as an f64, an integer beyond 2^53 rounded to odd; with
-/// [`f32_odd`] the conversion to a float type rounds once to nearest even,
-/// like the interpreter's casts (`as f64` first would round twice:
+/// [`f64_to_f32_odd`] the conversion to a float type rounds once to nearest
+/// even, like the interpreter's casts (`as f64` first would round twice:
 /// `2^60 + 2^36 + 1` as f32 gave 2^60 instead of `2^60 + 2^37`).
 fn odd_f64(c: Const) -> f64 {
-    let Const::Int(x) = c else {
-        return as_f64(c);
-    };
+    match c {
+        Const::Int(x) => i64_to_f64_odd(x),
+        c => as_f64(c),
+    }
+}
+
+/// An i64 as f64 rounded to odd (exact up to 2^53): with [`f64_to_f32_odd`]
+/// after it, one rounding to nearest even to f32, bf16 or f16 is the only
+/// one (`x as f64` alone rounds to nearest first). Shared with the
+/// interpreter, so folding and run time round alike.
+pub fn i64_to_f64_odd(x: i64) -> f64 {
     let r = x as f64;
     let back = r as i128; // exact: |r| ≤ 2^63
     if back == x as i128 {
@@ -40,7 +48,7 @@ fn odd_f64(c: Const) -> f64 {
 /// f64 → f32 rounded to odd, so that f32 → f16/bf16 (nearest even) is one
 /// correct rounding of the f64 (`half`'s `from_f64` ignores the low 32
 /// significand bits of a bf16 tie).
-fn f32_odd(x: f64) -> f32 {
+pub fn f64_to_f32_odd(x: f64) -> f32 {
     let r = x as f32;
     if !x.is_finite() || r as f64 == x {
         return r;
