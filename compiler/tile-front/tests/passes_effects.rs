@@ -6,12 +6,7 @@
 use tile_front::frontend::{parse_program, SourceFile};
 
 fn stores_after_optimisation(text: &str) -> usize {
-    let src = SourceFile::new("effects.tile", text);
-    let program = parse_program(&src).unwrap_or_else(|d| panic!("{}", d.render(&src)));
-    let kernel = program
-        .specialize("k", &[])
-        .unwrap_or_else(|d| panic!("{}", d.render(&src)));
-    tile_ir::print_kernel(&kernel).matches("store ").count()
+    optimised(text).matches("store ").count()
 }
 
 #[test]
