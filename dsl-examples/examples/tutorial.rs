@@ -50,14 +50,6 @@ fn reference(x: &[bf16], b: &[bf16], cols: usize) -> Vec<f64> {
         .collect()
 }
 
-fn meta(cfg: &Config, name: &str) -> u32 {
-    cfg.meta
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|m| m.1)
-        .unwrap_or(1) as u32
-}
-
 fn main() -> Result<()> {
     let path = std::env::args()
         .nth(1)
@@ -84,26 +76,17 @@ fn main() -> Result<()> {
     let (bx, bb) = (dev.upload(&x)?, dev.upload(&b)?);
     let by = std::cell::RefCell::new(dev.upload(&vec![bf16::NAN; rows * cols])?);
 
-    // The grid: one program instance per BR x BC block (tilec does not record it).
-    let grid = |cfg: &Config| {
-        [
-            (rows as u32).div_ceil(meta(cfg, "BR")),
-            (cols as u32).div_ceil(meta(cfg, "BC")),
-            1,
-        ]
-    };
-    let launch = |k: &Kernel, cfg: &Config, y: &Buffer| -> Result<(), RuntimeError> {
-        dev.launch(
-            k,
-            grid(cfg),
-            &[
-                Arg::Buffer(&bx),
-                Arg::Buffer(&bb),
-                Arg::Buffer(y),
-                Arg::I32(rows as i32),
-                Arg::I32(cols as i32),
-            ],
-        )
+    // The grid comes from the tune block's `grid: [cdiv(rows, BR),
+    // cdiv(cols, BC)]`, evaluated for each config's BR and BC.
+    let launch = |k: &Kernel, _cfg: &Config, y: &Buffer| -> Result<(), RuntimeError> {
+        let args = [
+            Arg::Buffer(&bx),
+            Arg::Buffer(&bb),
+            Arg::Buffer(y),
+            Arg::I32(rows as i32),
+            Arg::I32(cols as i32),
+        ];
+        dev.launch(k, k.grid(&args)?, &args)
     };
     // y within 1 bf16 rounding (2^-8 relative) of the f64 reference, plus a
     // little for the f32 math on the GPU.
