@@ -216,8 +216,32 @@ impl PackManifest {
 }
 
 /// Write `data` to `path` atomically (temp file in the same directory, fsync,
-/// rename), creating the directory if needed.
+/// rename), creating the directory if needed. A path that is not a regular
+/// file (`/dev/null`, `/dev/stdout`, a FIFO) is written to directly: renaming
+/// over it would replace the device node with a file (`-o /dev/null` once
+/// turned the machine's /dev/null into a regular file). Through a symlink,
+/// the file it points to is replaced, not the link.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is a directory",
+                path.display()
+            )));
+        }
+        if !m.is_file() {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            return f.write_all(data);
+        }
+    }
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(path)?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -435,6 +459,48 @@ mod tests {
         changed.push(("c/src/new.rs", ""));
         assert_ne!(fp(tree(&changed).path()), first, "a new file counts");
         assert_ne!(fp(tree(&base[1..]).path()), first, "a missing file counts");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn atomic_write_leaves_special_files_and_symlinks_in_place() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO (like /dev/null, not a regular file) is written to, not replaced.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let reader = {
+                let fifo = fifo.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    std::fs::File::open(fifo)
+                        .unwrap()
+                        .read_to_end(&mut got)
+                        .unwrap();
+                    got
+                })
+            };
+            write_atomic(&fifo, b"through the pipe").unwrap();
+            // Checked before joining: a replaced FIFO leaves the reader waiting.
+            use std::os::unix::fs::FileTypeExt;
+            let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+            assert!(kind.is_fifo(), "the FIFO was replaced by a {kind:?}");
+            assert_eq!(reader.join().unwrap(), b"through the pipe");
+        }
+        // Through a symlink, the target is replaced and the link stays.
+        let target = dir.path().join("target.txt");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A directory is an error, not replaced.
+        assert!(write_atomic(dir.path(), b"x").is_err());
     }
 
     #[test]
