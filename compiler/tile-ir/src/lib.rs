@@ -433,6 +433,16 @@ pub enum ParamKind {
     Scalar(Scalar),
 }
 
+/// Whether `op` makes a tile of float zeros: a `splat` of a `const 0.0`
+/// (`def` gives the op defining a value). A `dot` without an accumulator gets
+/// one (the checker's), which the passes and code generation recognise.
+pub fn is_zero_splat<'a>(op: &Op, def: impl Fn(ValueId) -> Option<&'a Op>) -> bool {
+    let Op::Splat(x) = op else {
+        return false;
+    };
+    matches!(def(*x), Some(Op::Const(Const::Float(z))) if *z == 0.0)
+}
+
 /// Visit every instruction, nested blocks included, in program order.
 pub fn walk_insts<'a>(block: &'a Block, f: &mut dyn FnMut(&'a Inst)) {
     for inst in &block.insts {

@@ -8,7 +8,7 @@ use crate::emit::V;
 use crate::layout::Layout;
 use crate::prefetch::SmemTile;
 use crate::CodegenError;
-use tile_ir::{Const, Op, Scalar, Span, ValueId};
+use tile_ir::{Scalar, Span, ValueId};
 
 /// How an operand of a shape is laid out when staged into scratch: its tile
 /// layout and the alignment of its start (bytes).
@@ -75,10 +75,9 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Whether `v` is a tile of float zeros (`splat 0.0`).
     fn is_zero_tile(&self, v: ValueId) -> bool {
-        let Some(Op::Splat(x)) = self.defs.get(&v).map(|i| &i.op) else {
-            return false;
-        };
-        matches!(self.defs.get(x).map(|i| &i.op), Some(Op::Const(Const::Float(z))) if *z == 0.0)
+        self.defs
+            .get(&v)
+            .is_some_and(|i| tile_ir::is_zero_splat(&i.op, |x| self.defs.get(&x).map(|i| &i.op)))
     }
 
     /// Where `dot` operands `a` and `b` (of `s`) are in shared memory: their

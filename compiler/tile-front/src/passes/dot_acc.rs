@@ -7,7 +7,7 @@
 //! `a @ b + x` summed in another order (docs/LANGUAGE.md).
 
 use std::collections::HashMap;
-use tile_ir::{BinaryOp, Block, Const, Kernel, Op, ValueId};
+use tile_ir::{BinaryOp, Block, Kernel, Op, ValueId};
 
 pub fn run(k: &mut Kernel) {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
@@ -22,19 +22,16 @@ pub fn run(k: &mut Kernel) {
 
 /// Values that are a tile of float zeros (`splat 0.0`), anywhere.
 fn zero_tiles(b: &Block) -> Vec<ValueId> {
-    let mut consts = Vec::new();
+    let mut defs: HashMap<ValueId, &Op> = HashMap::new();
     tile_ir::walk_insts(b, &mut |i| {
-        if matches!(i.op, Op::Const(Const::Float(z)) if z == 0.0) {
-            consts.extend(&i.results);
+        for r in &i.results {
+            defs.insert(*r, &i.op);
         }
     });
-    let mut out = Vec::new();
-    tile_ir::walk_insts(b, &mut |i| {
-        if matches!(i.op, Op::Splat(v) if consts.contains(&v)) {
-            out.extend(&i.results);
-        }
-    });
-    out
+    defs.iter()
+        .filter(|(_, op)| tile_ir::is_zero_splat(op, |x| defs.get(&x).copied()))
+        .map(|(v, _)| *v)
+        .collect()
 }
 
 fn fuse_block(b: &mut Block, uses: &HashMap<ValueId, usize>, zeros: &[ValueId]) {
