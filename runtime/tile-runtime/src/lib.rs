@@ -8,6 +8,7 @@
 
 #[cfg(feature = "baseline")]
 pub mod baseline;
+pub mod argspec;
 pub mod bench;
 #[cfg(feature = "blas")]
 pub mod blas;
