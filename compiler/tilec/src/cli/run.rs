@@ -13,23 +13,11 @@
 use super::{parse_define, Define};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tile_interp::{self as interp, Arg, Buffer};
-use tile_ir::{Elem, Kernel, Scalar};
 
-const ARG_HELP: &str = "\
-Argument of a kernel parameter, NAME=SPEC. Scalar parameters take a number
-(n=4096, eps=1e-5). Pointer parameters take a buffer:
-  rand:LEN         uniform in [-1, 1) (integers: [-100, 100), i1: coin flips)
-  zeros:LEN        all zero
-  nan:LEN          all NaN (poison an output; integers get -1)
-  full:LEN:VALUE   all VALUE
-  arange:LEN       0, 1, 2, …
-  file:PATH        raw little-endian elements of the parameter's dtype
-  alias:OTHER      the same buffer as pointer parameter OTHER
-A dtype may be named before LEN (rand:bf16:4096); it must be the parameter's.";
+use tile_runtime::argspec::{ArgSpecs, ARG_HELP};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -109,128 +97,6 @@ fn parse_grid(s: &str) -> Result<[u32; 3], String> {
     Ok(g)
 }
 
-/// The value of one parameter, before buffers are created.
-enum Spec {
-    Scalar(String),
-    Buffer { make: Make, len: usize },
-    File(PathBuf),
-    Alias(String),
-}
-
-enum Make {
-    Rand,
-    Zeros,
-    Nan,
-    Full(f64),
-    Arange,
-}
-
-fn parse_spec(name: &str, spec: &str, param_ty: Elem) -> Result<Spec> {
-    let Elem::Ptr(dtype) = param_ty else {
-        return Ok(Spec::Scalar(spec.to_string()));
-    };
-    let mut parts: Vec<&str> = spec.split(':').collect();
-    let kind = parts.remove(0);
-    match kind {
-        "file" => {
-            return Ok(Spec::File(PathBuf::from(
-                &spec["file:".len().min(spec.len())..],
-            )))
-        }
-        "alias" => {
-            let other = parts
-                .first()
-                .ok_or_else(|| anyhow!("`{name}={spec}`: alias:OTHER needs a parameter name"))?;
-            return Ok(Spec::Alias(other.to_string()));
-        }
-        _ => {}
-    }
-    if let Some(d) = parts.first().and_then(|p| Scalar::from_name(p)) {
-        if d != dtype {
-            bail!(
-                "`{name}={spec}`: parameter `{name}` points to {}, not {}",
-                dtype.name(),
-                d.name()
-            );
-        }
-        parts.remove(0);
-    }
-    let len_s = parts
-        .first()
-        .ok_or_else(|| anyhow!("`{name}={spec}`: missing the length (e.g. {kind}:4096)"))?;
-    let len: usize = len_s
-        .parse()
-        .map_err(|_| anyhow!("`{name}={spec}`: `{len_s}` is not a length"))?;
-    let make = match (kind, parts.len()) {
-        ("rand", 1) => Make::Rand,
-        ("zeros", 1) => Make::Zeros,
-        ("nan", 1) => Make::Nan,
-        ("arange", 1) => Make::Arange,
-        ("full", 2) => Make::Full(
-            parts[1]
-                .parse()
-                .map_err(|_| anyhow!("`{name}={spec}`: `{}` is not a number", parts[1]))?,
-        ),
-        _ => bail!("`{name}={spec}` is not a buffer spec\n{ARG_HELP}"),
-    };
-    Ok(Spec::Buffer { make, len })
-}
-
-fn make_buffer(make: &Make, dtype: Scalar, len: usize, rng: &mut impl Rng) -> Buffer {
-    let vals: Vec<f32> = match make {
-        Make::Rand if dtype.is_float() => {
-            (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-        }
-        Make::Rand if dtype == Scalar::I1 => {
-            (0..len).map(|_| rng.random_range(0..2) as f32).collect()
-        }
-        Make::Rand => (0..len)
-            .map(|_| rng.random_range(-100..100) as f32)
-            .collect(),
-        Make::Zeros => vec![0.0; len],
-        Make::Nan => vec![if dtype.is_float() { f32::NAN } else { -1.0 }; len],
-        Make::Full(v) => vec![*v as f32; len],
-        Make::Arange => (0..len).map(|i| i as f32).collect(),
-    };
-    if let (Make::Arange, Scalar::I64) = (make, dtype) {
-        return Buffer::from_i64(&(0..len as i64).collect::<Vec<_>>());
-    }
-    if let (Make::Arange, Scalar::I32) = (make, dtype) {
-        return Buffer::from_i32(&(0..len as i32).collect::<Vec<_>>());
-    }
-    Buffer::from_f32_as(dtype, &vals)
-}
-
-fn scalar_arg(name: &str, s: &str, ty: Scalar) -> Result<Arg<'static>> {
-    let bad = || {
-        anyhow!(
-            "`{name}={s}`: parameter `{name}` is {}, and `{s}` is not one",
-            ty.name()
-        )
-    };
-    Ok(match ty {
-        Scalar::I32 => Arg::I32(s.parse().map_err(|_| bad())?),
-        Scalar::I64 => Arg::I64(s.parse().map_err(|_| bad())?),
-        Scalar::F32 => Arg::F32(s.parse().map_err(|_| bad())?),
-        Scalar::F16 => Arg::F16(half::f16::from_f64(s.parse().map_err(|_| bad())?)),
-        Scalar::BF16 => Arg::BF16(half::bf16::from_f64(s.parse().map_err(|_| bad())?)),
-        Scalar::I1 => Arg::Bool(match s {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            _ => return Err(bad()),
-        }),
-    })
-}
-
-fn signature(k: &Kernel) -> String {
-    let ps: Vec<String> = k
-        .params
-        .iter()
-        .map(|p| format!("{}: {}", p.name, p.ty))
-        .collect();
-    format!("{}({})", k.name, ps.join(", "))
-}
-
 /// One-line summary of a buffer: first elements, min/max/mean, NaN count.
 fn summarize(b: &Buffer, show: usize) -> String {
     let v = b.to_f64_vec();
@@ -271,99 +137,12 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
 
-    // Parameter values.
-    let mut specs: Vec<Option<Spec>> = kernel.params.iter().map(|_| None).collect();
-    for a in &args.args {
-        let (name, spec) = a
-            .split_once('=')
-            .ok_or_else(|| anyhow!("`--arg {a}` is not NAME=SPEC\n{ARG_HELP}"))?;
-        let (name, spec) = (name.trim(), spec.trim());
-        let i = kernel
-            .params
-            .iter()
-            .position(|p| p.name == name)
-            .ok_or_else(|| {
-                anyhow!(
-                    "kernel `{}` has no parameter `{name}`\n  signature: {}",
-                    kernel.name,
-                    signature(&kernel)
-                )
-            })?;
-        if specs[i].is_some() {
-            bail!("parameter `{name}` is given twice");
-        }
-        specs[i] = Some(parse_spec(name, spec, kernel.params[i].ty.elem)?);
-    }
-    let missing: Vec<&str> = kernel
-        .params
-        .iter()
-        .zip(&specs)
-        .filter(|(_, s)| s.is_none())
-        .map(|(p, _)| p.name.as_str())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "missing --arg for {}\n  signature: {}\n  e.g. --arg x=rand:1024 --arg n=1024 (see `tilec run --help`)",
-            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
-            signature(&kernel)
-        );
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    // Buffers: owned ones first, then aliases resolved to their index.
-    let mut buffers: Vec<Option<Buffer>> = Vec::new();
-    let mut buf_of: Vec<Option<usize>> = vec![None; kernel.params.len()];
-    for (i, (p, s)) in kernel.params.iter().zip(&specs).enumerate() {
-        let Elem::Ptr(dtype) = p.ty.elem else {
-            continue;
-        };
-        let b = match s.as_ref().unwrap() {
-            Spec::Buffer { make, len } => make_buffer(make, dtype, *len, &mut rng),
-            Spec::File(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Buffer::from_bytes(dtype, &bytes).ok_or_else(|| {
-                    anyhow!(
-                        "{}: {} bytes is not a whole number of {} elements",
-                        path.display(),
-                        bytes.len(),
-                        dtype.name()
-                    )
-                })?
-            }
-            Spec::Alias(_) | Spec::Scalar(_) => continue,
-        };
-        buf_of[i] = Some(buffers.len());
-        buffers.push(Some(b));
-    }
-    for (i, (p, s)) in kernel.params.iter().zip(&specs).enumerate() {
-        if let Some(Spec::Alias(other)) = s {
-            let j = kernel.params.iter().position(|q| q.name == *other);
-            let target = j.and_then(|j| buf_of[j]);
-            let Some(t) = target else {
-                bail!(
-                    "`{}=alias:{other}`: `{other}` is not a pointer parameter with its own buffer",
-                    p.name
-                );
-            };
-            if buffers[t].as_ref().unwrap().dtype() != elem_scalar(p.ty.elem) {
-                bail!(
-                    "`{}=alias:{other}`: the two parameters point to different dtypes",
-                    p.name
-                );
-            }
-            buf_of[i] = Some(t);
-        }
-    }
-    let buffers: Vec<Buffer> = buffers.into_iter().map(Option::unwrap).collect();
+    // Parameter values, parsed and made as tile-tune makes them.
+    let specs = ArgSpecs::parse(&kernel.signature(), &args.args)?;
+    let host = specs.make_host(args.seed)?;
+    let (buffers, buf_of) = (&host.buffers, &host.buf_of);
     let before: Vec<Vec<u8>> = buffers.iter().map(Buffer::to_bytes).collect();
-    let mut call: Vec<Arg> = Vec::new();
-    for (i, (p, s)) in kernel.params.iter().zip(&specs).enumerate() {
-        call.push(match (p.ty.elem, s.as_ref().unwrap()) {
-            (Elem::Scalar(t), Spec::Scalar(v)) => scalar_arg(&p.name, v, t)?,
-            (Elem::Ptr(_), _) => Arg::Buffer(&buffers[buf_of[i].unwrap()]),
-            (Elem::Scalar(_), _) => bail!("parameter `{}` is a scalar: give a number", p.name),
-        });
-    }
+    let call: Vec<Arg> = host.interp_args();
 
     let meta: Vec<String> = kernel
         .meta
@@ -472,11 +251,4 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     (line, col)
-}
-
-/// The pointee of a pointer type, or the scalar type.
-fn elem_scalar(e: Elem) -> Scalar {
-    match e {
-        Elem::Ptr(s) | Elem::Scalar(s) => s,
-    }
 }
