@@ -11,13 +11,20 @@
 //! Keying by the compiled code ([`code_hash`]: the PTX, TIR and launch data of
 //! every variant) as well as the source means a code-generation change, with
 //! the source untouched, tunes again instead of reusing stale answers.
+//!
+//! [`tune_args`] tunes a kernel of any pack from arguments written as for
+//! `tilec run` ([`crate::argspec`]): each config is checked against the
+//! interpreter's result on a reduced problem, then timed at full size
+//! (`tile-tune` is its command line).
 
+use crate::argspec::{ArgSpecs, DeviceArgs, HostArgs, Make, Spec};
 use crate::bench::{time, Timing};
-use crate::{describe, Config, Device, Kernel, Pack, RuntimeError};
+use crate::{describe, Arg, Config, Device, Kernel, Pack, RuntimeError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tile_ir::pack::PackedKernel;
+use tile_ir::{ParamKind, Scalar};
 
 const CACHE_VERSION: u32 = 1;
 
@@ -244,6 +251,366 @@ impl Autotuner {
     }
 }
 
+/// A kernel of a pack and its arguments written as for `tilec run`
+/// ([`crate::argspec`]): what [`tune_args`] tunes, with no problem written by
+/// hand. `tile-tune` is a command line over it.
+#[derive(Clone, Debug, Default)]
+pub struct ArgTuneRequest {
+    pub kernel: String,
+    /// `NAME=SPEC` for every parameter: the full-size problem that is timed.
+    pub args: Vec<String>,
+    /// The outputs the check compares; empty: the `nan:` buffers.
+    pub outputs: Vec<String>,
+    /// `NAME=SPEC` replacing some of `args` for the check problem, which runs
+    /// on the interpreter for every config; empty: the full problem, if it
+    /// has at most [`CHECK_LIMIT_ELEMENTS`] buffer elements.
+    pub check_args: Vec<String>,
+    /// A fixed grid, for kernels that declare none (`grid:` in the tune block).
+    pub grid: Option<[u32; 3]>,
+    /// The check problem's fixed grid (needed with `grid` and `check_args`).
+    pub check_grid: Option<[u32; 3]>,
+    /// Bytes one launch moves, an expression over the scalar arguments;
+    /// `None`: the sum of the buffer arguments' sizes.
+    pub bytes: Option<String>,
+    /// Floating-point operations of one launch, an expression likewise.
+    pub flops: Option<String>,
+    /// Seed of the random buffers (as `tilec run --seed`).
+    pub seed: u64,
+}
+
+/// Buffer elements up to which the full problem also serves as the check
+/// problem: the interpreter runs it once per config, so it must stay small
+/// (2^22 elements of an elementwise kernel take about a second there).
+pub const CHECK_LIMIT_ELEMENTS: u64 = 1 << 22;
+
+/// An [`ArgTuneRequest`] validated against its pack without a GPU: every
+/// argument parsed against the signature, the grid known, the cache key
+/// values, bytes and FLOPs evaluated.
+#[derive(Clone, Debug)]
+pub struct ArgTunePlan {
+    pub kernel: String,
+    pub full: ArgSpecs,
+    pub check: ArgSpecs,
+    /// Parameter indices of the outputs.
+    pub outputs: Vec<usize>,
+    pub grid: Option<[u32; 3]>,
+    pub check_grid: Option<[u32; 3]>,
+    /// The kernel's tune `key:` parameters with their values (every integer
+    /// scalar when it declares none).
+    pub key_values: Vec<(String, i64)>,
+    pub bytes: f64,
+    /// Where `bytes` came from, for the report.
+    pub bytes_from: String,
+    pub flops: Option<f64>,
+    pub seed: u64,
+}
+
+/// Validate `req` against `pack` (no GPU needed): unknown kernel, parameter
+/// or dtype, bad shapes and expressions, a missing grid or output, and a
+/// check problem too large for the interpreter are errors here.
+pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePlan> {
+    use anyhow::{bail, Context};
+    let packed = pack.kernel(&req.kernel)?;
+    let full = ArgSpecs::parse(&packed.signature, &req.args)?;
+    let outputs = full.outputs(&req.outputs)?;
+    for (p, s) in packed.signature.params.iter().zip(full.specs()) {
+        if let Spec::Scalar(v) = s {
+            v.to_arg()
+                .with_context(|| format!("parameter `{}`", p.name))?;
+        }
+    }
+    let check = if req.check_args.is_empty() {
+        let n = full.buffer_elements()?;
+        if n > CHECK_LIMIT_ELEMENTS {
+            bail!(
+                "the problem's buffers hold {n} elements, too many to run on the interpreter for every config (at most {CHECK_LIMIT_ELEMENTS}): give a reduced problem for the check with --check-arg, which replaces that --arg there (e.g. --check-arg x=rand:bf16:64x4096 --check-arg rows=64)"
+            );
+        }
+        full.clone()
+    } else {
+        full.with_replaced(&req.check_args).context("--check-arg")?
+    };
+    for &o in &outputs {
+        if !matches!(check.specs()[o], Spec::Buffer { .. } | Spec::File(_)) {
+            bail!(
+                "--check-arg: output `{}` needs a buffer of its own in the check problem",
+                packed.signature.params[o].name
+            );
+        }
+    }
+    let declared = packed.tune.grid.is_some();
+    if req.grid.is_none() && !declared {
+        bail!(
+            "kernel `{}` declares no launch grid (no `grid:` in its tune block): give one with --grid X[,Y[,Z]]",
+            req.kernel
+        );
+    }
+    let check_grid = match (req.check_grid, req.grid) {
+        (Some(g), _) => Some(g),
+        (None, Some(g)) if req.check_args.is_empty() => Some(g),
+        (None, Some(_)) => bail!(
+            "--grid fixes the full problem's grid; the reduced problem of --check-arg needs its own, --check-grid X[,Y[,Z]]"
+        ),
+        (None, None) => None,
+    };
+    let names: Vec<String> = if packed.tune.key.is_empty() {
+        packed
+            .signature
+            .params
+            .iter()
+            .filter(|p| matches!(p.kind, ParamKind::Scalar(Scalar::I32 | Scalar::I64)))
+            .map(|p| p.name.clone())
+            .collect()
+    } else {
+        packed.tune.key.clone()
+    };
+    let mut key_values = Vec::new();
+    for n in names {
+        let Some(v) = full.scalar(&n).and_then(|v| v.as_i64()) else {
+            bail!(
+                "kernel `{}` is tuned by `{n}` (its tune block's key), which is not an integer argument",
+                req.kernel
+            );
+        };
+        key_values.push((n, v));
+    }
+    let (bytes, bytes_from) = match &req.bytes {
+        Some(e) => (full.eval(e).context("--bytes")?, format!("--bytes {e}")),
+        None => (
+            full.buffer_bytes()? as f64,
+            "the sum of the buffer arguments' sizes (--bytes to say otherwise)".to_string(),
+        ),
+    };
+    let flops = match &req.flops {
+        Some(e) => Some(full.eval(e).context("--flops")?),
+        None => None,
+    };
+    Ok(ArgTunePlan {
+        kernel: req.kernel.clone(),
+        full,
+        check,
+        outputs,
+        grid: req.grid,
+        check_grid,
+        key_values,
+        bytes,
+        bytes_from,
+        flops,
+        seed: req.seed,
+    })
+}
+
+/// Tune `plan`'s kernel on `dev`: from the cache when it knows the key (no
+/// buffer is made then); else every config is first run on the check problem
+/// on the interpreter and on `dev` and compared ([`check_outputs`]; configs
+/// that disagree or fail are rejected, their reasons kept, and not timed),
+/// then timed on the full problem with the benchmark protocol and cached.
+pub fn tune_args(
+    dev: &Device,
+    pack: &Pack,
+    plan: &ArgTunePlan,
+    tuner: &Autotuner,
+) -> anyhow::Result<Tuned> {
+    let key = Autotuner::key(dev, pack, &plan.kernel, &plan.key_values)?;
+    if let Some(entry) = tuner.lookup(&key) {
+        return Ok(Tuned {
+            entry,
+            from_cache: true,
+        });
+    }
+    let sig = plan.full.signature();
+    let cpu = Device::cpu();
+    let host_check = plan.check.make_host(plan.seed)?;
+    let mut checker = Checker {
+        cpu_args: DeviceArgs::upload(&cpu, &host_check, sig)?,
+        dev_args: DeviceArgs::upload(dev, &host_check, sig)?,
+        host: host_check,
+        cpu,
+        reference: None,
+    };
+    let full = {
+        let host = plan.full.make_host(plan.seed)?;
+        DeviceArgs::upload(dev, &host, sig)?
+    };
+    Ok(tuner.tune(
+        dev,
+        pack,
+        &plan.kernel,
+        &plan.key_values,
+        &mut |k, _| {
+            let args = full.args();
+            dev.launch(k, launch_grid(k, plan.grid, &args)?, &args)
+        },
+        &mut |k, cfg| checker.check(dev, pack, plan, k, cfg),
+    )?)
+}
+
+fn launch_grid(
+    k: &Kernel,
+    fixed: Option<[u32; 3]>,
+    args: &[Arg],
+) -> Result<[u32; 3], RuntimeError> {
+    match fixed {
+        Some(g) => Ok(g),
+        None => k.grid(args),
+    }
+}
+
+/// The check of [`tune_args`]: the check problem on the interpreter and on the
+/// device, and the interpreter's outputs of the first config that passed.
+struct Checker {
+    cpu: Device,
+    host: HostArgs,
+    cpu_args: DeviceArgs,
+    dev_args: DeviceArgs,
+    reference: Option<(Config, Vec<Vec<f64>>)>,
+}
+
+impl Checker {
+    fn check(
+        &mut self,
+        dev: &Device,
+        pack: &Pack,
+        plan: &ArgTunePlan,
+        k: &Kernel,
+        cfg: &Config,
+    ) -> Result<(), String> {
+        let e = |e: anyhow::Error| format!("{e:#}");
+        let r = |e: RuntimeError| e.to_string();
+        let cpu_kernel = pack.load_kernel(&self.cpu, &plan.kernel, cfg).map_err(r)?;
+        self.cpu_args.restore(&self.cpu, &self.host).map_err(e)?;
+        let args = self.cpu_args.args();
+        let grid = launch_grid(&cpu_kernel, plan.check_grid, &args).map_err(r)?;
+        self.cpu
+            .launch(&cpu_kernel, grid, &args)
+            .map_err(|e| format!("on the interpreter: {e}"))?;
+        let want = outputs(&self.cpu, &self.cpu_args, &plan.outputs).map_err(r)?;
+        self.dev_args.restore(dev, &self.host).map_err(e)?;
+        let args = self.dev_args.args();
+        dev.launch(k, grid, &args).map_err(r)?;
+        dev.synchronize().map_err(r)?;
+        let got = outputs(dev, &self.dev_args, &plan.outputs).map_err(r)?;
+        let params = &plan.check.signature().params;
+        for (j, &o) in plan.outputs.iter().enumerate() {
+            let name = &params[o].name;
+            let ParamKind::Ptr(dtype) = params[o].kind else {
+                continue;
+            };
+            let poisoned = matches!(
+                plan.check.specs()[o],
+                Spec::Buffer {
+                    make: Make::Nan,
+                    ..
+                }
+            );
+            if poisoned && dtype.is_float() {
+                let left = want[j].iter().filter(|v| v.is_nan()).count();
+                if left > 0 {
+                    let first = want[j].iter().position(|v| v.is_nan()).unwrap_or(0);
+                    return Err(format!(
+                        "`{name}` keeps the NaN poison at {left} of {} elements on the interpreter (first: {name}[{first}]): this config does not write all of it (a block or grid too small for the problem?)",
+                        want[j].len()
+                    ));
+                }
+            }
+            check_outputs(name, dtype, &got[j], &want[j])
+                .map_err(|m| format!("{m}, on the device against the interpreter"))?;
+        }
+        // Every config of a tuned kernel must compute the same thing (the
+        // tuner may pick any): each is held against the first that passed.
+        match &self.reference {
+            None => self.reference = Some((cfg.clone(), want)),
+            Some((rc, rwant)) => {
+                for (j, &o) in plan.outputs.iter().enumerate() {
+                    let ParamKind::Ptr(dtype) = params[o].kind else {
+                        continue;
+                    };
+                    check_outputs(&params[o].name, dtype, &want[j], &rwant[j]).map_err(|m| {
+                        format!(
+                            "{m}, on the interpreter against config {} (configs must agree)",
+                            describe(rc)
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outputs' contents as f64.
+fn outputs(dev: &Device, args: &DeviceArgs, outs: &[usize]) -> Result<Vec<Vec<f64>>, RuntimeError> {
+    outs.iter()
+        .map(|&o| {
+            let b = args
+                .buffer(o)
+                .ok_or_else(|| RuntimeError::Buffer("an output has no buffer".into()))?;
+            let bytes = dev.download_bytes(b)?;
+            tile_interp::Buffer::from_bytes(b.dtype(), &bytes)
+                .map(|h| h.to_f64_vec())
+                .ok_or_else(|| RuntimeError::Buffer("bad buffer bytes".into()))
+        })
+        .collect()
+}
+
+/// How far an output of `dtype` may be from the interpreter's: `(rtol,
+/// atol)`, `atol` relative to the largest magnitude of the reference (so
+/// values that cancel to near zero are judged on the output's scale).
+/// Integers are exact. Floats: two units in the last place of the dtype,
+/// because the device and the interpreter each round a nearly equal f32 (the
+/// GPU's approximate exp/erf/rsqrt and another summation order differ in the
+/// last f32 bits) and may land on neighbours, once more for a rounded
+/// intermediate; f32 allows 1e-4, far above those differences and far below
+/// a config that computes something else.
+pub fn tolerance(dtype: Scalar) -> (f64, f64) {
+    match dtype {
+        Scalar::F32 => (1e-4, 1e-5),
+        Scalar::BF16 => (1.0 / 64.0, 1.0 / 256.0),
+        Scalar::F16 => (1.0 / 512.0, 1.0 / 2048.0),
+        Scalar::I1 | Scalar::I32 | Scalar::I64 => (0.0, 0.0),
+    }
+}
+
+/// Compare output `name` (`got`) with the reference (`want`) within
+/// [`tolerance`]; NaN must meet NaN and infinities the same infinity. The
+/// error names the first element outside and how many are.
+pub fn check_outputs(name: &str, dtype: Scalar, got: &[f64], want: &[f64]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "`{name}` has {} elements, the reference {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    let (rtol, atol) = tolerance(dtype);
+    let scale = want
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let atol = atol * scale;
+    let ok = |g: f64, w: f64| {
+        if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= atol + rtol * w.abs()
+        }
+    };
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| !ok(got[i], want[i])).collect();
+    match bad.first() {
+        None => Ok(()),
+        Some(&i) => Err(format!(
+            "wrong result: {name}[{i}] = {} where the reference has {} ({} of {} elements outside the {} tolerance |diff| <= {atol:.3e} + {rtol:.3e}·|ref|)",
+            got[i],
+            want[i],
+            bad.len(),
+            got.len(),
+            dtype.name()
+        )),
+    }
+}
+
 /// SHA-256 (hex) of what was compiled for a kernel: per variant, its config,
 /// TIR and, per architecture, its PTX, dynamic shared memory and TMA operands.
 pub fn code_hash(k: &PackedKernel) -> String {
@@ -326,6 +693,38 @@ mod tests {
         for i in 0..8 {
             assert_eq!(t.lookup(&format!("key{i}")), Some(entry(i)));
         }
+    }
+
+    #[test]
+    fn outputs_are_compared_within_the_dtype_tolerance() {
+        let one_ulp = 1.0 + 1.0 / 128.0; // bf16 neighbours of 1.0
+        assert_eq!(
+            check_outputs("y", Scalar::BF16, &[one_ulp, 0.5], &[1.0, 0.5]),
+            Ok(())
+        );
+        let e = check_outputs("y", Scalar::BF16, &[1.0, 0.55], &[1.0, 0.5]).unwrap_err();
+        assert!(e.contains("wrong result: y[1] = 0.55 where the reference has 0.5 (1 of 2 elements outside the bf16 tolerance"), "{e}");
+        // Near zero the output's scale decides, not the element's.
+        assert_eq!(
+            check_outputs("y", Scalar::BF16, &[1e-3, 1.0], &[0.0, 1.0]),
+            Ok(())
+        );
+        assert!(check_outputs("y", Scalar::F32, &[1.0 + 1e-3], &[1.0]).is_err());
+        assert!(check_outputs("n", Scalar::I32, &[3.0], &[4.0]).is_err());
+        assert_eq!(
+            check_outputs(
+                "y",
+                Scalar::F32,
+                &[f64::NAN, f64::INFINITY],
+                &[f64::NAN, f64::INFINITY]
+            ),
+            Ok(())
+        );
+        assert!(check_outputs("y", Scalar::F32, &[0.0], &[f64::NAN]).is_err());
+        assert!(check_outputs("y", Scalar::F32, &[f64::NAN], &[0.0]).is_err());
+        assert!(check_outputs("y", Scalar::F32, &[0.0], &[0.0, 1.0])
+            .unwrap_err()
+            .contains("has 1 elements, the reference 2"));
     }
 
     /// A pack of one kernel `k` whose only variant has this PTX for sm_90,
