@@ -1,32 +1,144 @@
-//! Autotune example kernels from a pack on the GPU, with the persistent cache,
-//! and print the tuning report: per config its time, achieved GB/s and FLOP/s,
+//! Autotune a kernel of any pack on the GPU, with the persistent cache, and
+//! print the tuning report: per config its time, achieved GB/s and TFLOP/s,
 //! their fractions of this device's ceilings (copy bandwidth and cuBLAS bf16,
-//! measured once and cached), and which limit binds.
+//! measured once and cached), and which limit binds. A command line over
+//! `tile_runtime::tune::{plan_args, tune_args}`.
 //!
-//! `tile-tune --pack target/packs/dsl-examples.tpack softmax rmsnorm matmul --report`
+//! ```text
+//! tile-tune --pack target/tutorial.tpack bias_gelu --report \
+//!     --arg x=rand:bf16:8192x8192 --arg b=rand:bf16:8192 --arg y=nan:bf16:8192x8192 \
+//!     --arg rows=8192 --arg cols=8192 \
+//!     --check-arg x=rand:bf16:64x8192 --check-arg y=nan:bf16:64x8192 --check-arg rows=64
+//! tile-tune --pack target/packs/dsl-examples.tpack softmax rmsnorm matmul --report
+//! ```
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dsl_examples::Problem;
 use std::path::PathBuf;
+use tile_runtime::argspec::{describe_signature, ARG_HELP};
 use tile_runtime::baseline::Cublas;
 use tile_runtime::bench::time;
-use tile_runtime::tune::{default_cache_path, Autotuner};
+use tile_runtime::tune::{
+    default_cache_path, plan_args, tune_args, ArgTunePlan, ArgTuneRequest, Autotuner, Tuned,
+};
 use tile_runtime::{describe, Device, Pack, Scalar};
 
+const AFTER_HELP: &str = "\
+Each config of the kernel is first run on a reduced problem on the CPU
+interpreter (the pack's TIR) and on the GPU, and the outputs compared within
+the tolerance of their dtype; a config that disagrees, leaves part of a
+NaN-poisoned output unwritten, disagrees with the configs before it, or fails
+to launch is rejected (the report says why) and not timed. The others are
+timed on the full problem (warm-up, L2 flush, CUDA events, median) and the
+best is cached (--cache): a second run with the same kernel, code, device and
+key values times nothing.
+
+Outputs: the buffers given as nan:LEN, or those named with --out.
+Reduced problem: --check-arg NAME=SPEC replaces that --arg for the check
+(e.g. --check-arg x=rand:bf16:64x4096 --check-arg rows=64); without it the
+full problem is checked if its buffers hold at most 2^22 elements.
+Grid: the kernel's declared `grid:` (tune block), else --grid/--check-grid.
+Without --arg, KERNELs are example kernels with built-in sizes (softmax,
+rmsnorm, matmul, vector_add).";
+
 #[derive(Parser)]
+#[command(about = "Autotune kernels of a pack on the GPU", after_help = AFTER_HELP)]
 struct Args {
     #[arg(long, default_value = "target/packs/dsl-examples.tpack")]
     pack: PathBuf,
-    /// Kernels to tune (softmax, rmsnorm, matmul, vector_add).
+    /// Kernels to tune: one with --arg, or example kernels with built-in sizes.
     #[arg(required = true)]
     kernels: Vec<String>,
+    /// Argument of the full-size problem, as for `tilec run` (see --help).
+    #[arg(long = "arg", value_name = "NAME=SPEC", long_help = ARG_HELP)]
+    args: Vec<String>,
+    /// An output to check (default: the buffers given as nan:LEN).
+    #[arg(long = "out", value_name = "NAME")]
+    outputs: Vec<String>,
+    /// Argument of the reduced problem the check runs, replacing that --arg.
+    #[arg(long = "check-arg", value_name = "NAME=SPEC")]
+    check_args: Vec<String>,
+    /// Launch grid X[,Y[,Z]] of a kernel that declares none.
+    #[arg(long, value_parser = parse_grid)]
+    grid: Option<[u32; 3]>,
+    /// Launch grid of the reduced problem (with --grid and --check-arg).
+    #[arg(long, value_parser = parse_grid)]
+    check_grid: Option<[u32; 3]>,
+    /// Bytes one launch moves, an expression over scalar arguments
+    /// (`2*rows*cols*2`); default: the sum of the buffer arguments' sizes.
+    #[arg(long, value_name = "EXPR")]
+    bytes: Option<String>,
+    /// Floating-point operations of one launch, an expression (`2*M*N*K`).
+    #[arg(long, value_name = "EXPR")]
+    flops: Option<String>,
+    /// Seed of the random buffers (as `tilec run --seed`).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Print the per-config report (from the cache when it is warm).
     #[arg(long)]
     report: bool,
     /// Cache file (default: $XDG_CACHE_HOME/tile/autotune-v1.json).
     #[arg(long)]
     cache: Option<PathBuf>,
+}
+
+fn parse_grid(s: &str) -> Result<[u32; 3], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.len() > 3 {
+        return Err(format!("`{s}` is not X[,Y[,Z]]"));
+    }
+    let mut g = [1u32; 3];
+    for (i, p) in parts.iter().enumerate() {
+        g[i] = p
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{p}` in `{s}` is not a positive integer"))?;
+    }
+    Ok(g)
+}
+
+/// The request for each kernel: from the command line's arguments, or the
+/// example's built-in sizes, with the command line's options on top.
+fn requests(args: &Args, pack: &Pack) -> Result<Vec<ArgTuneRequest>> {
+    if !args.args.is_empty() && args.kernels.len() > 1 {
+        bail!(
+            "--arg gives one kernel's arguments, and {} kernels are named ({})",
+            args.kernels.len(),
+            args.kernels.join(", ")
+        );
+    }
+    let mut out = Vec::new();
+    for name in &args.kernels {
+        let sig = describe_signature(&pack.kernel(name)?.signature);
+        let mut req = if !args.args.is_empty() {
+            ArgTuneRequest {
+                kernel: name.clone(),
+                args: args.args.clone(),
+                ..Default::default()
+            }
+        } else if let Some(p) = dsl_examples::preset(name) {
+            p
+        } else {
+            bail!(
+                "no arguments for `{name}`: give them with --arg NAME=SPEC as for `tilec run` (e.g. --arg x=rand:bf16:4096 --arg n=4096); only {} have built-in sizes\n  signature: {sig}",
+                dsl_examples::PRESETS.join(", ")
+            );
+        };
+        if !args.check_args.is_empty() {
+            req.check_args = args.check_args.clone();
+        }
+        if !args.outputs.is_empty() {
+            req.outputs = args.outputs.clone();
+        }
+        req.grid = args.grid.or(req.grid);
+        req.check_grid = args.check_grid.or(req.check_grid);
+        req.bytes = args.bytes.clone().or(req.bytes);
+        req.flops = args.flops.clone().or(req.flops);
+        req.seed = args.seed;
+        out.push(req);
+    }
+    Ok(out)
 }
 
 /// Ceilings of this device, measured once and cached beside the tuning cache.
@@ -74,11 +186,71 @@ fn ceilings(dev: &Device, path: &std::path::Path) -> Result<Ceilings> {
     Ok(c)
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let dev = Device::cuda(0).context("tile-tune needs a GPU")?;
-    let pack = Pack::load(&args.pack)?;
-    let cache = args.cache.unwrap_or_else(default_cache_path);
+fn report(plan: &ArgTunePlan, tuned: &Tuned, ceil: &Ceilings) {
+    println!(
+        "bytes per launch: {:.0} ({}); FLOPs: {}",
+        plan.bytes,
+        plan.bytes_from,
+        match plan.flops {
+            Some(f) => format!("{f:.0}"),
+            None => "not given (--flops)".into(),
+        }
+    );
+    println!("| config | median ms | GB/s | % copy | TFLOP/s | % cuBLAS | binds |");
+    println!("|---|---|---|---|---|---|---|");
+    for t in &tuned.entry.trials {
+        match &t.result {
+            Ok(r) => {
+                let gbs = plan.bytes / r.median_ms / 1e6;
+                let fm = gbs / ceil.copy_gbs;
+                let (tf, fc) = match plan.flops {
+                    Some(f) => {
+                        let tf = f / r.median_ms / 1e9;
+                        (format!("{tf:.1}"), Some(tf / ceil.cublas_tflops))
+                    }
+                    None => ("-".into(), None),
+                };
+                println!(
+                    "| {} | {:.3} | {:.0} | {:.1}% | {tf} | {} | {} |",
+                    describe(&t.config),
+                    r.median_ms,
+                    gbs,
+                    100.0 * fm,
+                    fc.map_or("-".into(), |fc| format!("{:.1}%", 100.0 * fc)),
+                    if fc.is_some_and(|fc| fc > fm) {
+                        "compute"
+                    } else {
+                        "memory"
+                    }
+                );
+            }
+            Err(e) => println!("| {} | rejected: {e} | | | | | |", describe(&t.config)),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let pack =
+        Pack::load(&args.pack).with_context(|| format!("loading {}", args.pack.display()))?;
+    // Everything that can be wrong with the arguments is found before the GPU.
+    let plans = requests(&args, &pack)?
+        .iter()
+        .map(|r| plan_args(&pack, r).with_context(|| format!("`{}`", r.kernel)))
+        .collect::<Result<Vec<_>>>()?;
+    let dev = Device::cuda(0).context(
+        "tile-tune needs a GPU (configs are timed with CUDA events); the arguments are valid",
+    )?;
+    let cache = args.cache.clone().unwrap_or_else(default_cache_path);
     let tuner = Autotuner::new(cache.clone());
     let ceil = ceilings(&dev, &cache.with_file_name("ceilings-v1.json"))?;
     println!(
@@ -88,29 +260,24 @@ fn main() -> Result<()> {
         ceil.cublas_tflops,
         cache.display()
     );
-    for name in &args.kernels {
-        let Some(p) = Problem::for_kernel(&dev, name)? else {
-            bail!("tile-tune has no problem sizes for `{name}` (softmax, rmsnorm, matmul, vector_add)")
-        };
+    for plan in &plans {
         let started = std::time::Instant::now();
-        let (kernel, key) = (p.kernel, p.key.clone());
-        let p = std::cell::RefCell::new(p);
-        let tuned = tuner.tune(
-            &dev,
-            &pack,
-            kernel,
-            &key,
-            &mut |k, cfg| {
-                let p = p.borrow();
-                dev.launch(k, (p.grid)(cfg, &p.dims), &p.launch_args())
-            },
-            &mut |k, cfg| p.borrow_mut().check(&dev, k, cfg),
-        )?;
-        let p = p.into_inner();
+        let tuned = tune_args(&dev, &pack, plan, &tuner)
+            .with_context(|| format!("tuning `{}`", plan.kernel))?;
+        println!("\n{} {}", plan.kernel, plan.full.label());
+        if !tuned.from_cache {
+            let check = plan.check.label();
+            println!(
+                "checked against the interpreter on {}",
+                if check == plan.full.label() {
+                    "the same problem".to_string()
+                } else {
+                    check
+                }
+            );
+        }
         println!(
-            "\n{} {}: best [{}] — {} in {:.1} s",
-            p.kernel,
-            p.label,
+            "best [{}] — {} in {:.1} s",
             describe(&tuned.entry.best),
             if tuned.from_cache {
                 "from the cache, nothing timed"
@@ -120,28 +287,7 @@ fn main() -> Result<()> {
             started.elapsed().as_secs_f64()
         );
         if args.report {
-            println!("| config | median ms | GB/s | % copy | TFLOP/s | % cuBLAS | binds |");
-            println!("|---|---|---|---|---|---|---|");
-            for t in &tuned.entry.trials {
-                match &t.result {
-                    Ok(r) => {
-                        let gbs = p.bytes / r.median_ms / 1e6;
-                        let tf = p.flops / r.median_ms / 1e9;
-                        let (fm, fc) = (gbs / ceil.copy_gbs, tf / ceil.cublas_tflops);
-                        println!(
-                            "| {} | {:.3} | {:.0} | {:.1}% | {:.1} | {:.1}% | {} |",
-                            describe(&t.config),
-                            r.median_ms,
-                            gbs,
-                            100.0 * fm,
-                            tf,
-                            100.0 * fc,
-                            if fm >= fc { "memory" } else { "compute" }
-                        );
-                    }
-                    Err(e) => println!("| {} | failed: {e} | | | | | |", describe(&t.config)),
-                }
-            }
+            report(plan, &tuned, &ceil);
         }
     }
     Ok(())

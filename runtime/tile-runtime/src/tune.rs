@@ -378,7 +378,7 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
         Some(e) => (full.eval(e).context("--bytes")?, format!("--bytes {e}")),
         None => (
             full.buffer_bytes()? as f64,
-            "the sum of the buffer arguments' sizes (--bytes to say otherwise)".to_string(),
+            "the sum of the buffer arguments' sizes; --bytes EXPR to say otherwise".to_string(),
         ),
     };
     let flops = match &req.flops {

@@ -1,0 +1,196 @@
+//! `tile-tune` refuses bad arguments with errors that name what is wrong, and
+//! finds them before it looks for a GPU, so this runs anywhere; on a machine
+//! without a GPU, valid arguments end in a clear "needs a GPU" and a failure
+//! status.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tile_front::frontend::{parse_program, SourceFile};
+use tile_ir::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
+
+/// The tutorial's kernel in a TIR-only pack (what the check's interpreter
+/// runs; enough for everything before the GPU).
+fn tutorial_pack(dir: &Path) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tutorial/bias_gelu.tile");
+    let src = SourceFile::load(&path).unwrap();
+    let program = parse_program(&src).unwrap();
+    let kernels = program
+        .kernel_names()
+        .into_iter()
+        .map(|name| {
+            let tune = program.tune_space(&name).unwrap();
+            let variants: Vec<Variant> = tune
+                .configs()
+                .into_iter()
+                .map(|config| Variant {
+                    tir: program.specialize(&name, &config.meta).unwrap(),
+                    config,
+                    ptx: BTreeMap::new(),
+                    shared_bytes: BTreeMap::new(),
+                    tma: BTreeMap::new(),
+                })
+                .collect();
+            PackedKernel {
+                name,
+                signature: variants[0].tir.signature(),
+                tune,
+                source_hash: sha256_hex(src.text.as_bytes()),
+                variants,
+            }
+        })
+        .collect();
+    let file = dir.join("tutorial.tpack");
+    PackManifest {
+        compiler_version: tile_ir::VERSION.into(),
+        kernels,
+    }
+    .write(&file)
+    .unwrap();
+    file
+}
+
+/// Run tile-tune on the tutorial pack: (success, stderr).
+fn tile_tune(args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = tutorial_pack(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_tile-tune"))
+        .arg("--pack")
+        .arg(&pack)
+        .arg("--cache")
+        .arg(dir.path().join("autotune.json"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const ARGS: &[&str] = &[
+    "--arg",
+    "x=rand:bf16:64x1000",
+    "--arg",
+    "b=rand:bf16:1000",
+    "--arg",
+    "y=nan:bf16:64x1000",
+    "--arg",
+    "rows=64",
+    "--arg",
+    "cols=1000",
+];
+
+/// `bias_gelu` with ARGS, one of them replaced.
+fn with(i: usize, spec: &str) -> (bool, String) {
+    let mut args = vec!["bias_gelu"];
+    args.extend(ARGS);
+    args[2 * i + 2] = spec;
+    tile_tune(&args)
+}
+
+fn fails_with(result: (bool, String), wanted: &str) {
+    let (ok, err) = result;
+    assert!(!ok, "tile-tune succeeded; expected `{wanted}`");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(wanted), "expected `{wanted}` in:\n{err}");
+}
+
+#[test]
+fn an_unknown_kernel_names_the_packs_kernels() {
+    let mut args = vec!["gelu"];
+    args.extend(ARGS);
+    fails_with(
+        tile_tune(&args),
+        "kernel `gelu`: not in the pack (it holds: bias_gelu)",
+    );
+}
+
+#[test]
+fn a_wrong_dtype_shape_or_parameter_names_the_argument() {
+    fails_with(
+        with(0, "x=rand:f32:64x1000"),
+        "error: `bias_gelu`: `x=rand:f32:64x1000`: parameter `x` points to bf16, not f32",
+    );
+    fails_with(
+        with(0, "x=rand:bf16:64x"),
+        "`x=rand:bf16:64x`: `64x` is not a length (a count like 4096 or a shape like 64x4096)",
+    );
+    fails_with(
+        with(0, "z=rand:bf16:64000"),
+        "kernel `bias_gelu` has no parameter `z`\n  signature: bias_gelu(x: *bf16, b: *bf16, y: *bf16, rows: i32, cols: i32)",
+    );
+    fails_with(
+        with(4, "cols=many"),
+        "`cols=many`: parameter `cols` is i32, and `many` is not one",
+    );
+    fails_with(with(2, "y=zeros:bf16:64x1000"), "no output to check");
+}
+
+#[test]
+fn a_kernel_without_built_in_sizes_asks_for_arguments() {
+    fails_with(
+        tile_tune(&["bias_gelu"]),
+        "no arguments for `bias_gelu`: give them with --arg NAME=SPEC",
+    );
+    let mut args = vec!["bias_gelu", "softmax"];
+    args.extend(ARGS);
+    fails_with(
+        tile_tune(&args),
+        "--arg gives one kernel's arguments, and 2 kernels are named",
+    );
+}
+
+#[test]
+fn a_large_problem_needs_a_reduced_one_for_the_check() {
+    let big = [
+        "bias_gelu",
+        "--arg",
+        "x=rand:bf16:8192x8192",
+        "--arg",
+        "b=rand:bf16:8192",
+        "--arg",
+        "y=nan:bf16:8192x8192",
+        "--arg",
+        "rows=8192",
+        "--arg",
+        "cols=8192",
+    ];
+    fails_with(
+        tile_tune(&big),
+        "too many to run on the interpreter for every config (at most 4194304): give a reduced problem for the check with --check-arg",
+    );
+    let mut args = big.to_vec();
+    args.extend([
+        "--check-arg",
+        "x=rand:bf16:4x8192",
+        "--check-arg",
+        "y=nan:bf16:4x8192",
+    ]);
+    args.extend([
+        "--check-arg",
+        "rows=4",
+        "--bytes",
+        "2*rows*cols*2",
+        "--flops",
+        "rowz",
+    ]);
+    fails_with(
+        tile_tune(&args),
+        "--flops: `rowz`: `rowz` is not a scalar argument (scalar arguments: rows, cols)",
+    );
+}
+
+#[test]
+fn valid_arguments_without_a_gpu_say_a_gpu_is_needed() {
+    if tile_runtime::Device::gpu_unavailable_reason().is_none() {
+        eprintln!("this machine has a GPU: the message for machines without one is not reachable");
+        return;
+    }
+    let mut args = vec!["bias_gelu", "--report"];
+    args.extend(ARGS);
+    fails_with(
+        tile_tune(&args),
+        "error: tile-tune needs a GPU (configs are timed with CUDA events); the arguments are valid: no GPU available",
+    );
+}
