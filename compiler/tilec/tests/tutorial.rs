@@ -11,7 +11,8 @@
 //! directory reads `~/.cache/tile`; trailing spaces are ignored.
 //! `BLESS=1 cargo test -p tilec --test tutorial` writes the real outputs back
 //! into the document (times as measured). Blocks fenced as `sh` or `text` are
-//! not run (the GPU part of the tutorial).
+//! not run (the GPU part of the tutorial). The `tile-tune` commands (argument
+//! errors, found before the GPU) run the `tile-tune` this test builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,6 +114,34 @@ fn normalise(lines: &[String]) -> Vec<String> {
     v
 }
 
+/// Build `tile-tune` (package dsl-examples, which cargo does not build for
+/// this test) beside this test's `tilec`, in the same profile and target
+/// directory, so that the tutorial's `tile-tune` commands find it on PATH.
+fn build_tile_tune(tilec: &Path) {
+    let dir = tilec.parent().expect("tilec's directory");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let target_dir = dir.parent().expect("the target directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dsl-examples",
+            "--bin",
+            "tile-tune",
+        ])
+        .args(["--profile", profile, "--target-dir"])
+        .arg(target_dir)
+        .current_dir(repo_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building tile-tune for {DOC} failed");
+}
+
 #[test]
 fn tutorial_console_blocks_print_what_the_document_says() {
     let started = std::time::Instant::now();
@@ -146,6 +175,10 @@ fn tutorial_console_blocks_print_what_the_document_says() {
         for w in words.windows(2).filter(|w| w[0] == "-o") {
             let _ = std::fs::remove_file(root.join(w[1]));
         }
+    }
+
+    if steps.iter().any(|s| s.command.starts_with("tile-tune ")) {
+        build_tile_tune(&tilec);
     }
 
     let bless = std::env::var_os("BLESS").is_some_and(|v| v == "1");
