@@ -206,6 +206,53 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// Launch on `stream`, a `CUstream` of this device's primary context that
+    /// the runtime does not own (torch's current stream; 0 is the legacy
+    /// default stream), with arguments already checked against the signature.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this context (or 0), and every
+    /// `Ptr` device memory of this context that stays allocated until the
+    /// kernel has run on `stream` (see [`crate::Device::launch_raw`]).
+    pub(crate) unsafe fn launch_on(
+        &self,
+        f: &CudaFunction,
+        grid: [u32; 3],
+        threads: u32,
+        shared_bytes: u32,
+        args: &[crate::RawArg],
+        tma_maps: &[u64],
+        stream: u64,
+    ) -> Result<(), RuntimeError> {
+        // One 8-byte slot per parameter: the driver reads as many bytes from
+        // each slot as the parameter has (4 for i32/f32, the low bytes on a
+        // little-endian host; 8 for pointers and i64).
+        let mut slots: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                crate::RawArg::Ptr(_, p) => p,
+                crate::RawArg::I32(x) => x as u32 as u64,
+                crate::RawArg::I64(x) => x as u64,
+                crate::RawArg::F32(x) => x.to_bits() as u64,
+            })
+            .chain(tma_maps.iter().copied())
+            .collect();
+        let mut params: Vec<*mut std::ffi::c_void> = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut std::ffi::c_void)
+            .collect();
+        self.ctx.bind_to_thread().map_err(drv)?;
+        cudarc::driver::result::launch_kernel(
+            f.cu_function(),
+            (grid[0], grid[1], grid[2]),
+            (threads, 1, 1),
+            shared_bytes,
+            stream as sys::CUstream,
+            &mut params,
+        )
+        .map_err(drv)
+    }
+
     /// The device address of the tensor map `op` describes for a launch with
     /// `args`, or 0 when TMA cannot describe that tensor (base not 16-byte
     /// aligned, row pitch not a multiple of 16 bytes, empty or huge
@@ -215,20 +262,52 @@ impl CudaDevice {
         op: &TmaOperand,
         args: &[crate::Arg],
     ) -> Result<u64, RuntimeError> {
-        let scalar = |h: HostScalar| match h {
-            HostScalar::Const(c) => Some(c),
-            HostScalar::Param(i) => match args.get(i)? {
-                crate::Arg::I32(x) => Some(*x as i64),
-                crate::Arg::I64(x) => Some(*x),
-                _ => None,
-            },
-        };
         let base = match args.get(op.base) {
             Some(crate::Arg::Buffer(b)) => match &b.storage {
                 crate::Storage::Cuda(s) => s.device_ptr(&self.stream).0,
                 crate::Storage::Host(_) => return Ok(0),
             },
             _ => return Ok(0),
+        };
+        let param = |i: usize| match args.get(i)? {
+            crate::Arg::I32(x) => Some(*x as i64),
+            crate::Arg::I64(x) => Some(*x),
+            _ => None,
+        };
+        self.tensor_map_at(op, base, &param, false)
+    }
+
+    /// [`CudaDevice::tensor_map`] for a launch on raw device pointers
+    /// ([`crate::Device::launch_raw`]).
+    pub(crate) fn tensor_map_raw(
+        &self,
+        op: &TmaOperand,
+        args: &[crate::RawArg],
+    ) -> Result<u64, RuntimeError> {
+        let Some(crate::RawArg::Ptr(_, base)) = args.get(op.base) else {
+            return Ok(0);
+        };
+        let param = |i: usize| match args.get(i)? {
+            crate::RawArg::I32(x) => Some(*x as i64),
+            crate::RawArg::I64(x) => Some(*x),
+            _ => None,
+        };
+        // The map is uploaded on the runtime's stream but read by a kernel
+        // on the caller's, which need not wait for it: wait here (once per
+        // new map; a repeated launch finds it in the cache).
+        self.tensor_map_at(op, *base, &param, true)
+    }
+
+    fn tensor_map_at(
+        &self,
+        op: &TmaOperand,
+        base: u64,
+        param: &dyn Fn(usize) -> Option<i64>,
+        wait_for_new: bool,
+    ) -> Result<u64, RuntimeError> {
+        let scalar = |h: HostScalar| match h {
+            HostScalar::Const(c) => Some(c),
+            HostScalar::Param(i) => param(i),
         };
         let (Some(rows), Some(cols), Some(stride)) =
             (scalar(op.rows), scalar(op.cols), scalar(op.row_stride))
@@ -293,7 +372,9 @@ impl CudaDevice {
             return Ok(0);
         }
         if maps.len() >= MAX_TENSOR_MAPS {
-            self.synchronize()?;
+            // The whole context, not only the runtime's stream: a kernel
+            // launched on a caller's stream (`launch_raw`) may still read one.
+            self.ctx.synchronize().map_err(drv)?;
             maps.clear();
         }
         let bytes: Vec<u8> = map.opaque.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -301,6 +382,9 @@ impl CudaDevice {
         self.upload(&mut dev, &bytes)?;
         let addr = dev.device_ptr(&self.stream).0;
         maps.insert(key, dev);
+        if wait_for_new {
+            self.synchronize()?;
+        }
         Ok(addr)
     }
 

@@ -6,9 +6,9 @@
 //! device from PTX (GPU) or TIR (CPU) with its [`Signature`], and every launch
 //! is checked against that signature before anything runs.
 
+pub mod argspec;
 #[cfg(feature = "baseline")]
 pub mod baseline;
-pub mod argspec;
 pub mod bench;
 #[cfg(feature = "blas")]
 pub mod blas;
@@ -358,6 +358,62 @@ impl Device {
         }
     }
 
+    /// Launch `kernel` over `grid` on memory and a stream the runtime does not
+    /// own: device addresses of another library's allocations (torch
+    /// tensors' `data_ptr()`) and its `CUstream` (`stream`, 0 for the legacy
+    /// default stream), so the kernel orders with that library's work and
+    /// nothing is copied. The arguments are checked against the signature
+    /// first (count, kinds, each pointer's dtype, no null pointer); hidden
+    /// tensor-map parameters are appended as for [`Device::launch`]. The
+    /// CUDA context is this device's, the *primary* context of its ordinal
+    /// (`cudarc::CudaContext::new` retains it), which is the one the CUDA
+    /// runtime, and so torch, uses: their pointers and streams are valid here.
+    /// On the CPU device this is an error (the interpreter runs on its own
+    /// buffers: [`Device::upload_bytes`], [`Device::launch`]).
+    ///
+    /// # Safety
+    /// The runtime cannot see the memory behind an address: each `Ptr` must
+    /// be device memory of this GPU holding at least what the kernel reads
+    /// and writes with these arguments and `grid`, allocated until the
+    /// kernel has run on `stream`; `stream` must be a live stream of this
+    /// GPU's primary context, or 0.
+    pub unsafe fn launch_raw(
+        &self,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        args: &[RawArg],
+        stream: u64,
+    ) -> Result<(), RuntimeError> {
+        kernel.check_raw_args(args)?;
+        if grid.contains(&0) {
+            return Err(kernel.error(format!("empty grid {grid:?}")));
+        }
+        match (self, &kernel.code) {
+            (Device::Cuda(d), Code::Cuda(f)) => {
+                let maps = kernel
+                    .tma
+                    .iter()
+                    .map(|op| d.tensor_map_raw(op, args))
+                    .collect::<Result<Vec<_>, _>>()?;
+                d.launch_on(
+                    f,
+                    grid,
+                    32 * kernel.warps,
+                    kernel.shared_bytes,
+                    args,
+                    &maps,
+                    stream,
+                )
+            }
+            (Device::Cpu, _) => Err(kernel.error(
+                "raw device pointers need a GPU device; the CPU interpreter runs on its own \
+                 buffers (Device::upload_bytes, then Device::launch)"
+                    .into(),
+            )),
+            _ => Err(kernel.error("the kernel was loaded on another device".into())),
+        }
+    }
+
     pub fn synchronize(&self) -> Result<(), RuntimeError> {
         match self {
             Device::Cuda(d) => d.synchronize(),
@@ -408,6 +464,17 @@ impl Buffer {
 /// One launch argument.
 pub enum Arg<'a> {
     Buffer(&'a Buffer),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+/// One argument of [`Device::launch_raw`]: a device address (with the
+/// element type the caller vouches for, checked against the parameter's) or
+/// a scalar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RawArg {
+    Ptr(Scalar, u64),
     I32(i32),
     I64(i64),
     F32(f32),
@@ -500,6 +567,56 @@ impl Kernel {
         }
     }
 
+    /// [`Kernel::check_args`] for [`Device::launch_raw`]; a null pointer is refused too.
+    fn check_raw_args(&self, args: &[RawArg]) -> Result<(), RuntimeError> {
+        let params = &self.signature.params;
+        if args.len() != params.len() {
+            let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+            return Err(self.error(format!(
+                "expects {} arguments ({}), got {}",
+                params.len(),
+                names.join(", "),
+                args.len()
+            )));
+        }
+        for (p, a) in params.iter().zip(args) {
+            match (p.kind, *a) {
+                (ParamKind::Ptr(s), RawArg::Ptr(t, addr)) => {
+                    if s != t {
+                        return Err(self.error(format!(
+                            "argument `{}` must be a {} pointer, got a {} pointer",
+                            p.name,
+                            s.name(),
+                            t.name()
+                        )));
+                    }
+                    if addr == 0 {
+                        return Err(self.error(format!("argument `{}` is a null pointer", p.name)));
+                    }
+                }
+                (ParamKind::Scalar(Scalar::I32), RawArg::I32(_))
+                | (ParamKind::Scalar(Scalar::I64), RawArg::I64(_))
+                | (ParamKind::Scalar(Scalar::F32), RawArg::F32(_)) => {}
+                (kind, a) => {
+                    let want = match kind {
+                        ParamKind::Ptr(s) => format!("a {} pointer", s.name()),
+                        ParamKind::Scalar(s) => format!("an {} scalar", s.name()),
+                    };
+                    let got = match a {
+                        RawArg::Ptr(t, _) => format!("a {} pointer", t.name()),
+                        RawArg::I32(_) => "an i32".into(),
+                        RawArg::I64(_) => "an i64".into(),
+                        RawArg::F32(_) => "an f32".into(),
+                    };
+                    return Err(
+                        self.error(format!("argument `{}` must be {want}, got {got}", p.name))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Argument count, kinds and dtypes against the signature.
     fn check_args(&self, args: &[Arg]) -> Result<(), RuntimeError> {
         let params = &self.signature.params;
@@ -576,3 +693,83 @@ element!(i32, Scalar::I32, 4);
 element!(i64, Scalar::I64, 8);
 element!(half::bf16, Scalar::BF16, 2);
 element!(half::f16, Scalar::F16, 2);
+
+#[cfg(test)]
+mod raw_launch_tests {
+    //! `Device::launch_raw` without a GPU: its argument checks and the CPU
+    //! device's refusal (the GPU path is exercised by python/tests/gpu).
+    use super::*;
+    use tile_front::frontend::{parse_program, SourceFile};
+
+    fn vector_add_cpu() -> Kernel {
+        let src = SourceFile::new(
+            "va.tile",
+            "kernel va<const BLOCK: i32>(a: *f32, b: *f32, c: *f32, n: i32) {\n\
+             let offs = program_id(0) * BLOCK + arange(0, BLOCK);\n\
+             store(c + offs, load(a + offs, offs < n, 0.0) + load(b + offs, offs < n, 0.0), offs < n);\n\
+             }\n",
+        );
+        let program = parse_program(&src).expect("parses");
+        let tir = program
+            .specialize("va", &[("BLOCK".into(), 64)])
+            .expect("specialises");
+        Device::cpu().load_tir(tir, 4).expect("loads")
+    }
+
+    fn msg(r: Result<(), RuntimeError>) -> String {
+        r.expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn raw_launch_checks_arguments_before_the_device() {
+        let k = vector_add_cpu();
+        let cpu = Device::cpu();
+        let f = |p| RawArg::Ptr(Scalar::F32, p);
+        let launch = |args: &[RawArg]| unsafe { cpu.launch_raw(&k, [1, 1, 1], args, 0) };
+        assert_eq!(
+            msg(launch(&[f(16), f(32), RawArg::I32(4)])),
+            "kernel `va`: expects 4 arguments (a, b, c, n), got 3"
+        );
+        assert_eq!(
+            msg(launch(&[
+                f(16),
+                RawArg::Ptr(Scalar::BF16, 32),
+                f(48),
+                RawArg::I32(4)
+            ])),
+            "kernel `va`: argument `b` must be a f32 pointer, got a bf16 pointer"
+        );
+        assert_eq!(
+            msg(launch(&[f(16), f(32), f(0), RawArg::I32(4)])),
+            "kernel `va`: argument `c` is a null pointer"
+        );
+        assert_eq!(
+            msg(launch(&[f(16), f(32), f(48), RawArg::I64(4)])),
+            "kernel `va`: argument `n` must be an i32 scalar, got an i64"
+        );
+        assert_eq!(
+            msg(launch(&[RawArg::I32(1), f(32), f(48), RawArg::I32(4)])),
+            "kernel `va`: argument `a` must be a f32 pointer, got an i32"
+        );
+        assert!(msg(unsafe {
+            cpu.launch_raw(&k, [0, 1, 1], &[f(16), f(32), f(48), RawArg::I32(4)], 0)
+        })
+        .contains("empty grid"));
+    }
+
+    #[test]
+    fn raw_launch_is_refused_on_the_cpu_device() {
+        let k = vector_add_cpu();
+        let args = [
+            RawArg::Ptr(Scalar::F32, 16),
+            RawArg::Ptr(Scalar::F32, 32),
+            RawArg::Ptr(Scalar::F32, 48),
+            RawArg::I32(4),
+        ];
+        let e = msg(unsafe { Device::cpu().launch_raw(&k, [1, 1, 1], &args, 0) });
+        assert!(
+            e.contains("raw device pointers need a GPU device"),
+            "got: {e}"
+        );
+    }
+}
