@@ -3,16 +3,20 @@
 //! It holds what needs the runtime — a loaded [`tile_runtime::Pack`], the
 //! devices and the kernels loaded on them — and launches with raw bytes in and
 //! out. The Python half checks the arguments against the signature first and
-//! turns numpy arrays (CPU interpreter) or torch CUDA tensors (GPU, staged
-//! through host memory: see docs/PYTHON.md) into those bytes and back.
+//! turns numpy arrays (CPU interpreter) into those bytes and back. Torch CUDA
+//! tensors are launched on in place: [`Pack::kernel`] gives a [`LoadedKernel`]
+//! whose `launch_raw` takes their device addresses and torch's current stream
+//! ([`tile_runtime::Device::launch_raw`]).
 
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use tile_runtime::{Arg, Buffer, Config, Device, Kernel, ParamKind, RuntimeError, Scalar};
+use std::sync::{Arc, Mutex};
+use tile_runtime::{
+    Arg, Buffer, Config, Device, Kernel, ParamKind, RawArg as RtRawArg, RuntimeError, Scalar,
+};
 
 pyo3::create_exception!(
     tile,
@@ -92,6 +96,9 @@ type ParamInfo = (String, bool, String);
 /// A packed config: `([(meta name, value)], warps)`.
 type ConfigInfo = (Vec<(String, i64)>, u32);
 
+/// A loaded kernel's identity: name, config, GPU ordinal (`None`: the CPU).
+type LoadedKey = (String, Config, Option<usize>);
+
 /// A loaded pack, the devices it launched on and the kernels it loaded there
 /// (by name, config and device, so a repeated call loads nothing). Shared
 /// between threads: launches run without the GIL, each on its own buffers.
@@ -99,27 +106,55 @@ type ConfigInfo = (Vec<(String, i64)>, u32);
 struct Pack {
     path: String,
     pack: tile_runtime::Pack,
-    cpu: Device,
-    gpu: OnceLock<Device>,
-    loaded: Mutex<HashMap<(String, Config, bool), Arc<Kernel>>>,
+    cpu: Arc<Device>,
+    /// GPUs by ordinal, opened on first use (each in its primary context).
+    gpus: Mutex<HashMap<usize, Arc<Device>>>,
+    /// Kernels by (name, config, GPU ordinal or `None` for the CPU).
+    loaded: Mutex<HashMap<LoadedKey, Arc<Kernel>>>,
 }
 
 impl Pack {
-    fn gpu(&self) -> PyResult<&Device> {
-        if let Some(d) = self.gpu.get() {
-            return Ok(d);
+    fn gpu(&self, ordinal: usize) -> PyResult<Arc<Device>> {
+        if let Some(d) = self.gpus.lock().unwrap().get(&ordinal) {
+            return Ok(d.clone());
         }
-        let d = Device::cuda(0).map_err(launch_err)?;
-        // A racing thread may have set it first; either device is GPU 0.
-        Ok(self.gpu.get_or_init(|| d))
+        let d = Arc::new(Device::cuda(ordinal).map_err(launch_err)?);
+        // A racing thread may have opened it too; both are the same context.
+        Ok(self
+            .gpus
+            .lock()
+            .unwrap()
+            .entry(ordinal)
+            .or_insert(d)
+            .clone())
     }
 
-    fn device(&self, gpu: bool) -> PyResult<&Device> {
-        if gpu {
-            self.gpu()
-        } else {
-            Ok(&self.cpu)
+    fn device(&self, gpu: Option<usize>) -> PyResult<Arc<Device>> {
+        match gpu {
+            Some(ordinal) => self.gpu(ordinal),
+            None => Ok(self.cpu.clone()),
         }
+    }
+
+    /// `name` with `config`, loaded on the device once and then cached.
+    fn load(
+        &self,
+        dev: &Device,
+        name: &str,
+        config: Config,
+        gpu: Option<usize>,
+    ) -> PyResult<Arc<Kernel>> {
+        let cache_key = (name.to_string(), config, gpu);
+        if let Some(k) = self.loaded.lock().unwrap().get(&cache_key) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(
+            self.pack
+                .load_kernel(dev, name, &cache_key.1)
+                .map_err(launch_err)?,
+        );
+        self.loaded.lock().unwrap().insert(cache_key, k.clone());
+        Ok(k)
     }
 
     fn packed(&self, name: &str) -> PyResult<&tile_ir::pack::PackedKernel> {
@@ -137,8 +172,8 @@ impl Pack {
         Ok(Pack {
             path: path.display().to_string(),
             pack,
-            cpu: Device::cpu(),
-            gpu: OnceLock::new(),
+            cpu: Arc::new(Device::cpu()),
+            gpus: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
         })
     }
@@ -201,10 +236,16 @@ impl Pack {
     }
 
     /// The config the autotune cache holds for this kernel and these key
-    /// values on GPU 0, or `None` (nothing tuned yet). GPU only.
-    fn tuned(&self, name: &str, key_values: Vec<(String, i64)>) -> PyResult<Option<ConfigInfo>> {
-        let dev = self.gpu()?;
-        let key = tile_runtime::tune::Autotuner::key(dev, &self.pack, name, &key_values)
+    /// values on GPU `device`, or `None` (nothing tuned yet). GPU only.
+    #[pyo3(signature = (name, key_values, device=0))]
+    fn tuned(
+        &self,
+        name: &str,
+        key_values: Vec<(String, i64)>,
+        device: usize,
+    ) -> PyResult<Option<ConfigInfo>> {
+        let dev = self.gpu(device)?;
+        let key = tile_runtime::tune::Autotuner::key(&dev, &self.pack, name, &key_values)
             .map_err(launch_err)?;
         let tuner = tile_runtime::tune::Autotuner::new(tile_runtime::tune::default_cache_path());
         Ok(tuner.lookup(&key).map(|e| (e.best.meta, e.best.warps)))
@@ -237,22 +278,10 @@ impl Pack {
                 }
             }
         }
+        let gpu = gpu.then_some(0);
         let dev = self.device(gpu)?;
-        let config = Config { meta, warps };
-        let cache_key = (name.to_string(), config.clone(), gpu);
-        let cached = self.loaded.lock().unwrap().get(&cache_key).cloned();
-        let kernel = match cached {
-            Some(k) => k,
-            None => {
-                let k = Arc::new(
-                    self.pack
-                        .load_kernel(dev, name, &config)
-                        .map_err(launch_err)?,
-                );
-                self.loaded.lock().unwrap().insert(cache_key, k.clone());
-                k
-            }
-        };
+        let dev = &*dev;
+        let kernel = self.load(dev, name, Config { meta, warps }, gpu)?;
         let kernel = &*kernel;
         let run = || -> Result<Vec<Option<Vec<u8>>>, RuntimeError> {
             let mut buffers: Vec<Option<Buffer>> = Vec::with_capacity(raw.len());
@@ -289,6 +318,103 @@ impl Pack {
             .map(|o| o.map(|bytes| PyBytes::new(py, &bytes)))
             .collect())
     }
+
+    /// `name` with exactly this config, loaded on GPU `device` (or, with
+    /// `device=None`, the CPU, where it can only refuse raw pointers): what
+    /// torch launches go through, once per (config, device).
+    #[pyo3(signature = (name, meta, warps, device))]
+    fn kernel(
+        &self,
+        name: &str,
+        meta: Vec<(String, i64)>,
+        warps: u32,
+        device: Option<usize>,
+    ) -> PyResult<LoadedKernel> {
+        let dev = self.device(device)?;
+        let kernel = self.load(&dev, name, Config { meta, warps }, device)?;
+        let params = kernel
+            .signature()
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.kind))
+            .collect();
+        Ok(LoadedKernel {
+            device: dev,
+            kernel,
+            params,
+        })
+    }
+}
+
+/// A kernel loaded on one device with one config: `launch_raw` launches it
+/// on device addresses (torch tensors' `data_ptr()`) on a CUDA stream
+/// (torch's `current_stream().cuda_stream`). The Python half has checked
+/// that every address is a live, contiguous tensor of the right dtype and
+/// size on this device; this checks only what it can see (count, kinds,
+/// ranges, null).
+#[pyclass(module = "tile._tile", frozen)]
+struct LoadedKernel {
+    device: Arc<Device>,
+    kernel: Arc<Kernel>,
+    params: Vec<(String, ParamKind)>,
+}
+
+#[pymethods]
+impl LoadedKernel {
+    /// `args`: per parameter, an int (a device address for a pointer, the
+    /// value for `i32`/`i64`) or a float (`f32`).
+    fn launch_raw(
+        &self,
+        grid: (u32, u32, u32),
+        args: Vec<Bound<'_, PyAny>>,
+        stream: u64,
+    ) -> PyResult<()> {
+        if args.len() != self.params.len() {
+            let names: Vec<&str> = self.params.iter().map(|p| p.0.as_str()).collect();
+            return Err(PyTypeError::new_err(format!(
+                "{}() takes {} arguments ({}), got {}",
+                self.kernel.signature().name,
+                self.params.len(),
+                names.join(", "),
+                args.len()
+            )));
+        }
+        let raw = self
+            .params
+            .iter()
+            .zip(&args)
+            .map(|((name, kind), a)| {
+                let bad = |e: PyErr| PyTypeError::new_err(format!("argument `{name}`: {e}"));
+                Ok(match kind {
+                    ParamKind::Ptr(s) => RtRawArg::Ptr(*s, a.extract::<u64>().map_err(bad)?),
+                    ParamKind::Scalar(Scalar::I32) => RtRawArg::I32(a.extract().map_err(bad)?),
+                    ParamKind::Scalar(Scalar::I64) => RtRawArg::I64(a.extract().map_err(bad)?),
+                    ParamKind::Scalar(Scalar::F32) => RtRawArg::F32(a.extract().map_err(bad)?),
+                    ParamKind::Scalar(s) => {
+                        return Err(PyTypeError::new_err(format!(
+                            "argument `{name}`: {} scalars are not supported from Python",
+                            scalar_name(*s)
+                        )))
+                    }
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        // SAFETY: the Python half (tile.Kernel._call_torch, tile.mhc) passes
+        // only addresses of contiguous CUDA tensors on this device that hold
+        // what the launch touches and that it keeps alive past the call
+        // (torch's caching allocator reuses freed memory only in stream
+        // order); `stream` is torch's current stream of this device.
+        unsafe {
+            self.device
+                .launch_raw(&self.kernel, [grid.0, grid.1, grid.2], &raw, stream)
+        }
+        .map_err(launch_err)
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.kernel.signature().name.clone()
+    }
 }
 
 /// Why GPU 0 cannot be used, or `None` when it can.
@@ -301,6 +427,7 @@ fn gpu_unavailable_reason() -> Option<String> {
 fn _tile(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Pack>()?;
+    m.add_class::<LoadedKernel>()?;
     m.add_function(wrap_pyfunction!(gpu_unavailable_reason, m)?)?;
     m.add("TileError", py.get_type::<TileError>())?;
     m.add("PackError", py.get_type::<PackError>())?;

@@ -1,6 +1,7 @@
 """The GPU (torch) path's checks, with a stand-in for torch: no torch and no
 GPU here, so this covers only what happens before a launch (argument checks)
-and the refusal without a GPU. The real path is untested (docs/PYTHON.md)."""
+and the refusal without a GPU. The launch itself is tested on a GPU by
+python/tests/gpu/ (docs/PYTHON.md)."""
 
 import sys
 import types
@@ -11,12 +12,24 @@ import pytest
 import tile
 
 
+class FakeDevice:
+    def __init__(self, type_, index):
+        self.type, self.index = type_, index
+
+    def __eq__(self, other):
+        return (self.type, self.index) == (other.type, other.index)
+
+    def __repr__(self):
+        return f"{self.type}:{self.index}"
+
+
 class FakeTensor:
     """Just what tile's torch path touches, over a numpy array."""
 
-    def __init__(self, arr, is_cuda=True, dtype=None):
+    def __init__(self, arr, is_cuda=True, dtype=None, index=0):
         self.arr, self.is_cuda = arr, is_cuda
         self.dtype = dtype or f"torch.{arr.dtype.name}"
+        self.device = FakeDevice("cuda" if is_cuda else "cpu", index if is_cuda else None)
 
     def is_contiguous(self):
         return self.arr.flags.c_contiguous
@@ -54,6 +67,10 @@ def torch(monkeypatch):
     t.Tensor = FakeTensor
     for name in ("float32", "int32", "int64", "float16", "bfloat16", "uint8"):
         setattr(t, name, f"torch.{name}")
+    t.cuda = types.SimpleNamespace(
+        current_device=lambda: 0,
+        current_stream=lambda device=None: types.SimpleNamespace(cuda_stream=0),
+    )
     monkeypatch.setitem(sys.modules, "torch", t)
     return t
 
@@ -76,6 +93,8 @@ def test_torch_argument_checks(pack, torch):
         k(cuda(), cuda(), 100, grid=1)
     with pytest.raises(ValueError, match=r"`grid` x is 0"):
         k(cuda(), cuda(), cuda(), 100, grid=0, BLOCK=64)
+    with pytest.raises(ValueError, match=r"argument `c` is on cuda:1 but the earlier tensor"):
+        k(cuda(), cuda(), FakeTensor(np.zeros(100, np.float32), index=1), 100, grid=1)
 
 
 @pytest.mark.skipif(tile.gpu_unavailable_reason() is None, reason="a GPU is present")

@@ -8,8 +8,8 @@
     add(a, b, c, a.size, grid=lambda meta: (-(-a.size // meta["BLOCK"]),), BLOCK=1024)
 
 numpy arrays run on the CPU interpreter (outputs are copied back into the
-arrays after the run); torch CUDA tensors run on GPU 0 (staged through host
-memory, untested: see docs/PYTHON.md). Every argument is checked against the
+arrays after the run); torch CUDA tensors run on their GPU, in place, on
+torch's current stream (see docs/PYTHON.md). Every argument is checked against the
 kernel's signature before anything runs; a bad call raises ``TypeError`` or
 ``ValueError`` naming the argument and changes no array.
 """
@@ -170,6 +170,7 @@ class Kernel:
                 if v not in values:
                     values.append(v)
         self.warps_space: List[int] = list(warps) or sorted({w for _, w in self.configs})
+        self._native_kernels: Dict[tuple, Any] = {}
 
     def __repr__(self) -> str:
         return f"tile.Kernel({self.name}({', '.join(map(repr, self.params))}))"
@@ -184,7 +185,11 @@ class Kernel:
             )
 
     def _choose_config(
-        self, meta: Dict[str, Any], warps: Optional[int], gpu_key: Optional[list]
+        self,
+        meta: Dict[str, Any],
+        warps: Optional[int],
+        gpu_key: Optional[list],
+        ordinal: int = 0,
     ) -> Tuple[Dict[str, int], int]:
         for n, v in meta.items():
             if n not in self.tune_space:
@@ -209,7 +214,7 @@ class Kernel:
                     f"(warps: {self.warps_space})"
                 )
         if not meta and warps is None and gpu_key is not None:
-            tuned = self.pack._native.tuned(self.name, gpu_key)
+            tuned = self.pack._native.tuned(self.name, gpu_key, ordinal)
             if tuned is not None:
                 return dict(tuned[0]), tuned[1]
         matches = [
@@ -337,75 +342,83 @@ class Kernel:
         return None
 
     def _call_torch(self, args: tuple, grid: Grid, warps: Optional[int], meta: Dict) -> None:
-        # UNTESTED (no GPU and no torch where this was written; see docs/PYTHON.md).
-        # The runtime cannot wrap a foreign device pointer nor launch on a
-        # foreign stream, so tensors are staged: copied to host (which waits
-        # for torch's current stream), uploaded to the runtime's buffers on
-        # GPU 0, launched, synchronized, downloaded, and copied back into the
-        # tensors on torch's current stream. Correct and ordered, not fast.
+        # Zero-copy: the kernel runs on the tensors' own memory
+        # (``data_ptr()``) on torch's current stream of their device, in the
+        # device's primary context (torch's), so it orders with the caller's
+        # other work and nothing is copied or synchronized. Every check runs
+        # before the launch, so a refused call touches no tensor.
         import torch
 
-        dtypes = {
-            "f32": torch.float32,
-            "i32": torch.int32,
-            "i64": torch.int64,
-            "f16": torch.float16,
-            "bf16": torch.bfloat16,
-        }
-        raw: list = []
-        tensors: list = []
+        device = None
+        values: list = []
         key_values = []
         for p, a in zip(self.params, args):
             if p.pointer:
-                if not _is_torch_tensor(a):
-                    raise TypeError(
-                        f"argument `{p.name}` must be a torch CUDA tensor like the others, "
-                        f"got {type(a).__name__}"
+                _check_tensor(p, a, torch)
+                if device is None:
+                    device = a.device
+                elif a.device != device:
+                    raise ValueError(
+                        f"argument `{p.name}` is on {a.device} but the earlier tensor "
+                        f"arguments are on {device}: a launch runs on one GPU"
                     )
-                if not a.is_cuda:
-                    raise TypeError(
-                        f"argument `{p.name}` is a CPU tensor: pass CUDA tensors for the GPU, "
-                        f"or numpy arrays for the CPU interpreter"
-                    )
-                if a.dtype != dtypes.get(p.dtype):
-                    raise TypeError(
-                        f"argument `{p.name}` must be a {dtypes.get(p.dtype, p.dtype)} tensor, "
-                        f"got {a.dtype}"
-                    )
-                if not a.is_contiguous():
-                    raise ValueError(f"argument `{p.name}` is not contiguous (tensor.contiguous())")
-                same = next(
-                    (
-                        i
-                        for i, t in enumerate(tensors)
-                        if t is not None
-                        and t.data_ptr() == a.data_ptr()
-                        and t.nbytes == a.nbytes
-                        and t.dtype == a.dtype
-                    ),
-                    None,
-                )
-                if same is not None:
-                    raw.append(("alias", same))
-                    tensors.append(None)
-                    continue
-                host = a.detach().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
-                raw.append(("buf", p.dtype, host))
-                tensors.append(a)
+                values.append(a.data_ptr())
             else:
-                raw.append(self._scalar(p, a))
-                tensors.append(None)
+                values.append(self._scalar(p, a)[1])
                 if p.name in self.key:
                     key_values.append((p.name, int(a)))
-        config, w = self._choose_config(meta, warps, key_values)
+        ordinal = device.index if device.index is not None else torch.cuda.current_device()
+        config, w = self._choose_config(meta, warps, key_values, ordinal)
         dims = self._grid(grid, config, w)
-        out = self.pack._native.launch(self.name, list(config.items()), w, dims, raw, True)
-        with torch.no_grad():
-            for t, r, bytes_ in zip(tensors, raw, out):
-                if t is not None and bytes_ != r[2]:
-                    src = torch.frombuffer(bytearray(bytes_), dtype=torch.uint8)
-                    t.detach().reshape(-1).view(torch.uint8).copy_(src, non_blocking=False)
+        kernel = self._loaded(config, w, ordinal)
+        stream = torch.cuda.current_stream(device).cuda_stream
+        kernel.launch_raw(dims, values, stream)
         return None
+
+    def _loaded(self, config: Dict[str, int], warps: int, ordinal: Optional[int]):
+        """The native kernel of this config on GPU ``ordinal`` (``None``: the
+        CPU), loaded once: ``launch_raw(grid, values, stream)`` launches it."""
+        key = (tuple(config.items()), warps, ordinal)
+        k = self._native_kernels.get(key)
+        if k is None:
+            k = self.pack._native.kernel(self.name, list(config.items()), warps, ordinal)
+            self._native_kernels[key] = k
+        return k
+
+
+TORCH_DTYPES = {
+    "f32": "float32",
+    "i32": "int32",
+    "i64": "int64",
+    "f16": "float16",
+    "bf16": "bfloat16",
+}
+
+
+def _check_tensor(p: Param, a: Any, torch: Any) -> None:
+    """A pointer argument of a GPU launch: a contiguous CUDA tensor of the
+    parameter's dtype (``TypeError``/``ValueError`` naming the argument)."""
+    if not _is_torch_tensor(a):
+        raise TypeError(
+            f"argument `{p.name}` must be a torch CUDA tensor like the others, "
+            f"got {type(a).__name__}"
+        )
+    if not a.is_cuda:
+        raise TypeError(
+            f"argument `{p.name}` is a CPU tensor: pass CUDA tensors for the GPU, "
+            f"or numpy arrays for the CPU interpreter"
+        )
+    want = getattr(torch, TORCH_DTYPES.get(p.dtype, ""), None)
+    if want is None or a.dtype != want:
+        raise TypeError(
+            f"argument `{p.name}` must be a {want if want is not None else p.dtype} tensor, "
+            f"got {a.dtype}"
+        )
+    if not a.is_contiguous():
+        raise ValueError(
+            f"argument `{p.name}` is not contiguous (the kernel sees flat memory; "
+            f"pass tensor.contiguous() and read the result from it)"
+        )
 
 
 def _describe(meta: Dict[str, int], warps: int) -> str:
