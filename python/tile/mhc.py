@@ -1,11 +1,447 @@
-"""``tile.mhc``: the mHC site as torch autograd functions — NOT YET IMPLEMENTED.
+"""``tile.mhc``: one mHC (or HC) residual site as a ``torch.nn.Module``.
 
-Issue 21's GPU part (``MhcSite`` / ``HcSite`` as ``torch.nn.Module``s whose
-forward and backward run the pack's kernels) needs a GPU and torch to build
-and test; see docs/PYTHON.md.
+The site's forward and backward are the mHC pack's kernels
+(``mhc-kernels/kernels/mhc/mhc.tile``), launched in the sequence and with
+the arguments of the Rust layer (``mhc-kernels/mhc/src/layer.rs`` and
+``layer/backward.rs``): this file mirrors it, kernel for kernel.
+
+    site = tile.mhc.MhcSite(n=4, C=512).cuda()
+    h_in = site.pre(x)          # x: [..., n, C] bf16 CUDA  ->  h_in [..., C]
+    x = site.post(sublayer(h_in))   # -> [..., n, C]
+    # or: x = site(x, sublayer)
+
+Streams and sublayer values are bf16; the parameters (φ or θ, α, b) are f32
+``nn.Parameter``s; the coefficients are f32. Backward goes through
+``torch.autograd.Function``s whose backward runs the pack's backward
+kernels (Sinkhorn-Knopp recomputed on chip; parameter gradients summed over
+tokens in a fixed order).
+
+The plan of kernels (:class:`SitePlan`) is independent of torch: the tests
+run it on numpy arrays on the CPU interpreter as well (python/tests/test_mhc_cpu.py).
 """
 
-raise ImportError(
-    "tile.mhc is not implemented yet (issue 21, the GPU part); "
-    "tile.Pack launches any kernel of a pack, see docs/PYTHON.md"
-)
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import Pack
+
+__all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
+
+#: b_res on the diagonal at initialisation (layer.rs ``RES_DIAG``): H_res ≈ I.
+RES_DIAG = 4.0
+_PROJ_BT = 64
+_APPLY_BC = 1024
+
+
+def default_pack_path() -> Path:
+    """``$TILE_MHC_PACK``, else ``target/packs/mhc.tpack`` of the working
+    directory or of the repository this package sits in."""
+    env = os.environ.get("TILE_MHC_PACK")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2] / "target" / "packs" / "mhc.tpack"
+    cwd = Path.cwd() / "target" / "packs" / "mhc.tpack"
+    for p in (cwd, here):
+        if p.exists():
+            return p
+    raise FileNotFoundError(
+        f"no mHC pack: set TILE_MHC_PACK or build it with `bash scripts/packs target/packs mhc` "
+        f"(looked at {cwd} and {here})"
+    )
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _padded_rows(r: int) -> int:
+    return 16 if r <= 16 else 32 if r <= 32 else 128
+
+
+class SitePlan:
+    """The kernel sequence of one site (mixing ``"mhc"`` or ``"hc"``), over any
+    array type: ``launch(name, meta, warps, grid, args)`` runs a kernel and
+    ``alloc(n, dtype, zero)`` gives a flat array (dtype ``"bf16"``/``"f32"``).
+    ``sms`` is the device's parallelism (SM count), which sets the token
+    blocks as the Rust layer does."""
+
+    def __init__(self, mixing: str, n: int, C: int, iters: int = 20, eps: float = 1e-6):
+        if mixing not in ("mhc", "hc"):
+            raise ValueError(f"mixing must be 'mhc' or 'hc', got {mixing!r}")
+        if n not in (2, 4, 8):
+            raise ValueError(f"{n} streams: the pack has kernels for n = 2, 4 or 8")
+        if C <= 0:
+            raise ValueError(f"width C must be positive, got {C}")
+        self.mixing, self.n, self.C, self.iters, self.eps = mixing, n, C, iters, eps
+        self.coeffs = n * n + 2 * n
+        self.proj_rows = self.coeffs if mixing == "mhc" else n + 2
+        self.proj_cols = n * C if mixing == "mhc" else C
+        self.rows_per_token = 1 if mixing == "mhc" else n
+
+    # ---- forward ------------------------------------------------------------
+
+    def project(self, L, alloc, sms, x, proj, z, r, T):
+        """``mhc_proj_split`` + ``mhc_proj``: z = proj·x and the RMSNorm factors r."""
+        rows = T * self.rows_per_token
+        rp = _padded_rows(self.proj_rows)
+        K, R = self.proj_cols, self.proj_rows
+        hilo = alloc(2 * K * rp, "bf16", False)
+        L("mhc_proj_split", {"RP": rp, "BK": 64}, 4, (_cdiv(K, 64), 1, 1), [proj, hilo, K, R])
+        bt = next((b for b in (64, 32, 16) if _cdiv(rows, b) >= 2 * sms), 16)
+        L(
+            "mhc_proj",
+            {"RP": rp, "BT": bt, "BK": 64},
+            4,
+            (_cdiv(rows, bt), 1, 1),
+            [x, hilo, z, r, rows, K, R],
+        )
+
+    def gates(self, L, z, r, alpha, b, h, T):
+        if self.mixing == "mhc":
+            L(
+                "mhc_coeffs",
+                {"N": self.n, "ITERS": self.iters},
+                1,
+                (T, 1, 1),
+                [z, r, alpha, b, h, float(self.eps)],
+            )
+        else:
+            L("hc_coeffs", {"N": self.n}, 1, (T, 1, 1), [z, r, alpha, b, h])
+
+    def _apply_grid(self, T):
+        return (T, _cdiv(self.C, _APPLY_BC), 1)
+
+    def apply_pre(self, L, x, h, h_in, T):
+        L("mhc_pre_apply", {"N": self.n, "BC": _APPLY_BC}, 8, self._apply_grid(T), [x, h, h_in, self.C])
+
+    def post(self, L, x, y, h, out, T):
+        L("mhc_post", {"N": self.n, "BC": _APPLY_BC}, 4, self._apply_grid(T), [x, y, h, out, self.C])
+
+    def pre(self, L, alloc, sms, x, proj, alpha, b, T):
+        """Coefficients and ``h_in``: returns ``(h_in, z, r, h)``."""
+        rows = T * self.rows_per_token
+        z = alloc(rows * self.proj_rows, "f32", False)
+        r = alloc(rows, "f32", False)
+        h = alloc(T * self.coeffs, "f32", False)
+        h_in = alloc(T * self.C, "bf16", False)
+        self.project(L, alloc, sms, x, proj, z, r, T)
+        self.gates(L, z, r, alpha, b, h, T)
+        self.apply_pre(L, x, h, h_in, T)
+        return h_in, z, r, h
+
+    # ---- backward -----------------------------------------------------------
+
+    def post_backward(self, L, x, y, h, g_out, gx, dy, dh, T):
+        """``mhc_post_bwd``: gx written, dy, dh's post and res parts."""
+        L(
+            "mhc_post_bwd",
+            {"N": self.n, "BC": _APPLY_BC},
+            4,
+            (T, 1, 1),
+            [x, y, h, g_out, gx, dy, dh, self.C],
+        )
+
+    def pre_backward(self, L, alloc, sms, x, proj, alpha, b, z, r, h, g_h, gx, dh, grads, T):
+        """``mhc_pre_bwd``, the gates' backward, the projection's backward
+        (added to ``gx`` in place) and the parameter gradients added into
+        ``grads = (dproj, dalpha, db)`` (which must start at zero or hold
+        what to add to)."""
+        n, K, R = self.n, self.proj_cols, self.proj_rows
+        rows = T * self.rows_per_token
+        L("mhc_pre_bwd", {"N": n, "BC": 512}, 4, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
+        dz = alloc(rows * R, "f32", False)
+        q = alloc(rows, "f32", False)
+        dalpha_t = alloc(T * 3, "f32", False)
+        if self.mixing == "mhc":
+            dm = alloc(T * self.coeffs, "f32", False)
+            # Sinkhorn history slots: a power of two >= the iterations (backward.rs hist_slots).
+            hist = 1 << (max(self.iters, 1) - 1).bit_length()
+            L(
+                "mhc_coeffs_bwd",
+                {"N": n, "ITERS": self.iters, "HIST": hist},
+                1,
+                (T, 1, 1),
+                [z, r, alpha, b, h, dh, dm, dz, q, dalpha_t, K, float(self.eps)],
+            )
+        else:
+            dm = None
+            L("hc_coeffs_bwd", {"N": n}, 1, (T, 1, 1), [z, r, alpha, dh, dz, q, dalpha_t, self.C])
+        # Projection backward: programs share the rows (layer/backward.rs proj_split).
+        programs = max(1, min(sms, _cdiv(rows, _PROJ_BT)))
+        group = _cdiv(_cdiv(rows, programs), _PROJ_BT) * _PROJ_BT
+        programs = _cdiv(rows, group)
+        part = alloc(programs * R * K, "f32", False)
+        rp = _padded_rows(R)
+        dzt = alloc(2 * rp * rows, "bf16", False)
+        L("mhc_proj_bwd_split", {"RP": rp, "BT": 64}, 4, (_cdiv(rows, 64), 1, 1), [dz, dzt, rows, R])
+        L(
+            "mhc_proj_bwd_dx",
+            {"RP": rp, "BT": 32, "BK": 64, "RB": 256},
+            8,
+            (_cdiv(rows, 256), _cdiv(K, 64), 1),
+            [x, proj, dz, q, gx, rows, K, R],
+        )
+        L(
+            "mhc_proj_bwd_dphi",
+            {"RP": rp, "BT": 64, "BK": 64},
+            4,
+            (programs, _cdiv(K, 64), 1),
+            [x, dzt, part, rows, K, R, group],
+        )
+        dproj, dalpha, db = grads
+        self.sum_rows(L, alloc, part, programs, R * K, dproj)
+        self.sum_rows(L, alloc, dm if dm is not None else dh, T, self.coeffs, db)
+        self.sum_rows(L, alloc, dalpha_t, T, 3, dalpha)
+
+    def sum_rows(self, L, alloc, src, p, l, dst):
+        """``dst[j] += Σ_i src[i, j]`` in a fixed order (two stages for many rows)."""
+
+        def launch(s, d, p, splits, accumulate):
+            L(
+                "mhc_sum_rows",
+                {"BL": 256, "BP": 8},
+                4,
+                (_cdiv(l, 256), splits, 1),
+                [s, d, p, l, _cdiv(p, splits), int(accumulate)],
+            )
+
+        if p > 1024:
+            splits = _cdiv(p, 256)
+            stage = alloc(splits * l, "f32", False)
+            launch(src, stage, p, splits, False)
+            launch(stage, dst, splits, 1, True)
+        else:
+            launch(src, dst, p, 1, True)
+
+    # ---- initialisation -----------------------------------------------------
+
+    def init_bias(self, site: int = 0) -> np.ndarray:
+        """b of a fresh site that behaves like a plain residual (mhc-spec.md;
+        layer.rs ``init_params``)."""
+        n = self.n
+        b = np.zeros(self.coeffs, np.float32)
+        if self.mixing == "mhc":
+            b[:n] = math.log((1.0 / n) / (1.0 - 1.0 / n))
+            for j in range(n):
+                b[2 * n + j * n + j] = RES_DIAG
+        else:
+            b[site % n] = 1.0
+            b[n : 2 * n] = 1.0
+            for j in range(n):
+                b[2 * n + j * n + j] = 1.0
+        return b
+
+
+# ---- torch ------------------------------------------------------------------
+
+try:  # torch is optional: SitePlan works without it (numpy, CPU interpreter).
+    import torch
+except ImportError:  # pragma: no cover - exercised where torch is missing
+    torch = None
+
+
+class _TorchLauncher:
+    """Launches the pack's kernels on torch CUDA tensors of one device:
+    loaded kernels cached per (name, config), arguments as device addresses,
+    on torch's current stream. The site checks its tensors before the first
+    launch, so this does no per-kernel checks beyond the runtime's."""
+
+    def __init__(self, pack: Pack, device):
+        self.pack = pack
+        self.device = device
+        self.ordinal = device.index if device.index is not None else torch.cuda.current_device()
+        self.sms = torch.cuda.get_device_properties(device).multi_processor_count
+        self.kernels: Dict[tuple, Any] = {}
+        self.stream = 0
+
+    def __call__(self, name, meta, warps, grid, args):
+        key = (name, tuple(meta.items()), warps)
+        k = self.kernels.get(key)
+        if k is None:
+            kern = self.pack[name]
+            # The native config lists meta-parameters in declaration order.
+            order = list(kern.configs[0][0]) if kern.configs else list(meta)
+            k = kern._loaded({m: int(meta[m]) for m in order}, warps, self.ordinal)
+            self.kernels[key] = k
+        k.launch_raw(grid, [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args], self.stream)
+
+    def alloc(self, n, dtype, zero):
+        dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+        return (torch.zeros if zero else torch.empty)(n, dtype=dt, device=self.device)
+
+
+def _check(name: str, t: Any, dtype, device, shape_tail: Tuple[int, ...]) -> None:
+    """A clear exception naming the argument, before anything launches."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch tensor, got {type(t).__name__}")
+    if not t.is_cuda:
+        raise TypeError(
+            f"`{name}` is a CPU tensor: the mHC site runs on the GPU of its parameters ({device})"
+        )
+    if t.device != device:
+        raise ValueError(f"`{name}` is on {t.device}, the site's parameters on {device}")
+    if t.dtype != dtype:
+        raise TypeError(f"`{name}` must be a {dtype} tensor, got {t.dtype}")
+    if not t.is_contiguous():
+        raise ValueError(f"`{name}` is not contiguous (pass tensor.contiguous())")
+    if tuple(t.shape[len(t.shape) - len(shape_tail) :]) != shape_tail or t.dim() < len(shape_tail):
+        raise ValueError(
+            f"`{name}` has shape {tuple(t.shape)}, expected [..., {', '.join(map(str, shape_tail))}]"
+        )
+
+
+if torch is not None:
+
+    class _PreFn(torch.autograd.Function):
+        """h_in, h = pre(x; proj, α, b): coefficients (f32) and H_pre·x (bf16)."""
+
+        @staticmethod
+        def forward(ctx, x, proj, alpha, b, site):
+            plan, L = site.plan, site._launcher()
+            T = x.numel() // (plan.n * plan.C)
+            h_in, z, r, h = plan.pre(L, L.alloc, L.sms, x, proj, alpha, b, T)
+            ctx.site, ctx.T = site, T
+            ctx.save_for_backward(x, proj, alpha, b, z, r, h)
+            return h_in.view(*x.shape[:-2], plan.C), h.view(T, plan.coeffs)
+
+        @staticmethod
+        def backward(ctx, g_hin, g_h):
+            x, proj, alpha, b, z, r, h = ctx.saved_tensors
+            site, T = ctx.site, ctx.T
+            plan, L = site.plan, site._launcher()
+            if g_hin is None:
+                g_hin = L.alloc(T * plan.C, "bf16", True)
+            g_hin = g_hin.to(torch.bfloat16).contiguous()
+            # dh: ∂L/∂H_post, ∂L/∂H_res from post's backward; mhc_pre_bwd
+            # writes the H_pre part. Cloned: autograd's gradient is not ours to change.
+            dh = (
+                g_h.to(torch.float32).contiguous().clone()
+                if g_h is not None
+                else L.alloc(T * plan.coeffs, "f32", True)
+            )
+            gx = torch.zeros_like(x)
+            grads = (
+                torch.zeros_like(proj),
+                torch.zeros_like(alpha),
+                torch.zeros_like(b),
+            )
+            plan.pre_backward(L, L.alloc, L.sms, x, proj, alpha, b, z, r, h, g_hin, gx, dh, grads, T)
+            return gx, grads[0], grads[1], grads[2], None
+
+    class _PostFn(torch.autograd.Function):
+        """x' = H_res·x + H_postᵀ·y."""
+
+        @staticmethod
+        def forward(ctx, x, y, h, site):
+            plan, L = site.plan, site._launcher()
+            T = x.numel() // (plan.n * plan.C)
+            out = torch.empty_like(x)
+            plan.post(L, x, y, h, out, T)
+            ctx.site, ctx.T = site, T
+            ctx.save_for_backward(x, y, h)
+            return out
+
+        @staticmethod
+        def backward(ctx, g_out):
+            x, y, h = ctx.saved_tensors
+            site, T = ctx.site, ctx.T
+            plan, L = site.plan, site._launcher()
+            g_out = g_out.to(torch.bfloat16).contiguous()
+            gx = torch.empty_like(x)
+            dy = torch.empty_like(y)
+            # Zero: mhc_post_bwd leaves the H_pre part to mhc_pre_bwd.
+            dh = torch.zeros_like(h)
+            plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
+            return gx, dy, dh, None
+
+    class _Site(torch.nn.Module):
+        def __init__(self, mixing, n, C, pack=None, iters=20, eps=1e-6, site=0, std=0.02):
+            super().__init__()
+            self.plan = SitePlan(mixing, n, C, iters, eps)
+            self.pack = pack if isinstance(pack, Pack) else Pack(pack or default_pack_path())
+            p = self.plan
+            self.proj = torch.nn.Parameter(torch.randn(p.proj_rows, p.proj_cols) * std)
+            self.alpha = torch.nn.Parameter(torch.full((3,), 0.01))
+            self.b = torch.nn.Parameter(torch.from_numpy(p.init_bias(site)))
+            self._launchers: Dict[Any, _TorchLauncher] = {}
+            self._h = None
+
+        def extra_repr(self) -> str:
+            return f"n={self.plan.n}, C={self.plan.C}, mixing={self.plan.mixing}"
+
+        def _launcher(self) -> _TorchLauncher:
+            dev = self.proj.device
+            L = self._launchers.get(dev)
+            if L is None:
+                L = self._launchers[dev] = _TorchLauncher(self.pack, dev)
+            L.stream = torch.cuda.current_stream(dev).cuda_stream
+            return L
+
+        def _check_params(self):
+            dev = self.proj.device
+            if dev.type != "cuda":
+                raise TypeError(
+                    f"the site's parameters are on {dev}: move the module to a GPU (.cuda())"
+                )
+            p = self.plan
+            _check("proj", self.proj, torch.float32, dev, (p.proj_rows, p.proj_cols))
+            _check("alpha", self.alpha, torch.float32, dev, (3,))
+            _check("b", self.b, torch.float32, dev, (p.coeffs,))
+            return dev
+
+        def pre(self, x):
+            """``h_in = H_pre·x`` (bf16 ``[..., C]``) of streams ``x`` (bf16 ``[..., n, C]``);
+            keeps the coefficients for the next :meth:`post`."""
+            dev = self._check_params()
+            _check("x", x, torch.bfloat16, dev, (self.plan.n, self.plan.C))
+            h_in, h = _PreFn.apply(x, self.proj, self.alpha, self.b, self)
+            self._h = (x, h)
+            return h_in
+
+        def post(self, y):
+            """``x' = H_res·x + H_postᵀ·y`` with the ``x`` and coefficients of the last :meth:`pre`."""
+            if self._h is None:
+                raise RuntimeError("post() needs a pre() first (it uses pre's x and coefficients)")
+            x, h = self._h
+            self._h = None
+            dev = self._check_params()
+            _check("y", y, torch.bfloat16, dev, (self.plan.C,))
+            if tuple(y.shape[:-1]) != tuple(x.shape[:-2]):
+                raise ValueError(
+                    f"`y` has shape {tuple(y.shape)}, expected {tuple(x.shape[:-2]) + (self.plan.C,)}"
+                )
+            return _PostFn.apply(x, y, h, self)
+
+        def forward(self, x, sublayer: Callable[[Any], Any]):
+            """``post(sublayer(pre(x)))``."""
+            return self.post(sublayer(self.pre(x)))
+
+    class MhcSite(_Site):
+        """An mHC site: sigmoid gates and a doubly stochastic H_res
+        (Sinkhorn-Knopp, ``iters`` iterations, ``eps``). Parameters: ``proj``
+        (φ ``[n²+2n, n·C]``), ``alpha`` ``[3]``, ``b`` ``[n²+2n]``, all f32,
+        initialised so that a fresh site behaves like a plain residual."""
+
+        def __init__(self, n: int, C: int, pack=None, iters: int = 20, eps: float = 1e-6):
+            super().__init__("mhc", n, C, pack, iters, eps)
+
+    class HcSite(_Site):
+        """A hyper-connections site (the unconstrained baseline): per-stream
+        RMSNorm, ``α·tanh(θ·x̃) + b``. ``proj`` is θ ``[n+2, C]``; ``site`` picks
+        the stream H_pre starts on (``site mod n``)."""
+
+        def __init__(self, n: int, C: int, pack=None, site: int = 0):
+            super().__init__("hc", n, C, pack, site=site)
+
+else:
+
+    def _no_torch(*_a, **_k):
+        raise ImportError("tile.mhc.MhcSite/HcSite need torch (pip install torch)")
+
+    MhcSite = HcSite = _no_torch  # type: ignore[assignment]
