@@ -306,9 +306,10 @@ if torch is not None:
             plan, L = site.plan, site._launcher()
             T = x.numel() // (plan.n * plan.C)
             h_in, z, r, h = plan.pre(L, L.alloc, L.sms, x, proj, alpha, b, T)
+            h = h.view(T, plan.coeffs)  # saved as returned (an output, not a view of one)
             ctx.site, ctx.T = site, T
             ctx.save_for_backward(x, proj, alpha, b, z, r, h)
-            return h_in.view(*x.shape[:-2], plan.C), h.view(T, plan.coeffs)
+            return h_in.view(*x.shape[:-2], plan.C), h
 
         @staticmethod
         def backward(ctx, g_hin, g_h):
