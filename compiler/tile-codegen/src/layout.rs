@@ -373,12 +373,52 @@ impl Slice {
     }
 }
 
+/// The per-thread partials of a reduction of a blocked tile along `axis`
+/// that a loop carries (`acc = acc + sum(x, axis)`): each register is what
+/// the thread's own registers of `x` with the same coordinates off `axis`
+/// combine to, not yet combined across lanes and warps. The loop's result
+/// combines them once, after the loop, so the loop body has no shuffles and
+/// no barriers for the reduction (mHC's per-token sums over C).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Partial {
+    /// The layout of the reduced tile.
+    pub src: Blocked,
+    pub axis: usize,
+    pub op: tile_ir::ReduceOp,
+}
+
+impl Partial {
+    /// The register indices in `src` that the partials stand for (the index
+    /// along `axis` set to 0), in register order.
+    pub fn keys(&self) -> Vec<Vec<u32>> {
+        let mut keys: Vec<Vec<u32>> = (0..self.src.num_regs())
+            .map(|k| {
+                let mut idx = self.src.reg_index(k);
+                idx[self.axis] = 0;
+                idx
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+    pub fn num_regs(&self) -> usize {
+        self.src.num_regs() / self.src.regs_along(self.axis) as usize
+    }
+    pub fn shape(&self) -> Vec<u32> {
+        let mut s = self.src.shape.clone();
+        s.remove(self.axis);
+        s
+    }
+}
+
 /// Where a value's elements live.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Layout {
     Blocked(Blocked),
     Mma(Mma),
     Slice(Slice),
+    Partial(Partial),
 }
 
 impl Layout {
@@ -388,6 +428,7 @@ impl Layout {
             Layout::Blocked(b) => b.num_regs(),
             Layout::Mma(m) => m.num_regs(),
             Layout::Slice(s) => s.num_regs(),
+            Layout::Partial(p) => p.num_regs(),
         }
     }
     pub fn shape(&self) -> Vec<u32> {
@@ -395,6 +436,7 @@ impl Layout {
             Layout::Blocked(b) => b.shape.clone(),
             Layout::Mma(m) => m.shape.clone(),
             Layout::Slice(s) => s.shape(),
+            Layout::Partial(p) => p.shape(),
         }
     }
     /// Whether values in `self` can be used as `other` without moving data.

@@ -270,7 +270,13 @@ fn gpu_differential_interpreter_vs_gpu() {
                 regression_seen += 1;
             }
             stats.programs += 1;
-            let mut rng = kernel_rng(seed, &k.name);
+            // A probe of a regression case replays the inputs of the program
+            // it was reduced from (`// inputs-as: fz_SEED_INDEX`).
+            let inputs_as = source
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("// inputs-as:"))
+                .map_or(k.name.as_str(), str::trim);
+            let mut rng = kernel_rng(seed, inputs_as);
             for v in &k.variants {
                 let ka = pack.load_kernel(&cpu, &k.name, &v.config).unwrap();
                 stats.configs += 1;

@@ -2,9 +2,10 @@
 //! values flattened to registers, and `scf.if` helpers whose bodies lower
 //! through the lowering itself.
 
+use super::reduce::identity;
 use super::Lower;
 use crate::emit::V;
-use crate::layout::Layout;
+use crate::layout::{Layout, Partial};
 use crate::CodegenError;
 use melior::ir::Type;
 use tile_ir::{self as tir, Inst, Op, ValueId};
@@ -31,7 +32,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut sizes = Vec::new();
         let carried: Vec<Layout> = body.args[1..].iter().map(|a| self.layout(*a)).collect();
         for (v, l) in init.iter().zip(&carried) {
-            let rv = self.regs_in(*v, l, inst.span)?;
+            let rv = match l {
+                // Partials start empty; the initial value joins after the loop.
+                Layout::Partial(p) => {
+                    let s = self.kernel.ty(*v).scalar_elem().unwrap();
+                    let id = self.constant(identity(p.op, s), s)?;
+                    vec![id; p.num_regs()]
+                }
+                _ => self.regs_in(*v, l, inst.span)?,
+            };
             sizes.push(rv.len());
             flat_init.extend(rv);
         }
@@ -72,6 +81,35 @@ impl<'c, 'k> Lower<'c, 'k> {
             self.pipeline_epilogue(p)?;
         }
         self.split_results(&inst.results, &sizes, &out);
+        for ((res, l), v) in inst.results.iter().zip(&carried).zip(init) {
+            if let Layout::Partial(p) = l {
+                self.finish_partials(*res, p, *v, inst.span)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A loop result carried as reduction partials: combined across threads
+    /// into the result's own layout, then with the loop's initial value.
+    fn finish_partials(
+        &mut self,
+        res: ValueId,
+        p: &Partial,
+        init: ValueId,
+        span: tir::Span,
+    ) -> Result<(), CodegenError> {
+        let s = self.kernel.ty(res).scalar_elem().unwrap();
+        let dst = self.layout(res);
+        let shape = self.kernel.ty(res).shape.clone();
+        let regs = self.regs(res)?;
+        let total = self.finish_reduction(p.op, s, p, &regs, &shape, &dst, span)?;
+        let start = self.regs_in(init, &dst, span)?;
+        let joined = start
+            .iter()
+            .zip(&total)
+            .map(|(&a, &b)| self.combine(p.op, s, a, b))
+            .collect::<Result<Vec<V>, _>>()?;
+        self.vals.insert(res, joined);
         Ok(())
     }
 

@@ -68,6 +68,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             // Each accumulator register takes its row's statistic.
             Ok((0..m.num_regs()).map(|k| regs[sl.reg_of(m, k)]).collect())
+        } else if let Some(pick) = in_thread_broadcast(&src, &dst) {
+            Ok(pick.into_iter().map(|k| regs[k]).collect())
         } else if self.recomputable(r, &mut 16) {
             self.recompute(r, &dst)
         } else {
@@ -320,3 +322,44 @@ impl<'c, 'k> Lower<'c, 'k> {
 /// at a destination coordinate.
 pub(super) type SourceOf<'f, 'c> =
     dyn FnMut(&mut Emitter<'c>, &[V]) -> Result<(Vec<V>, Vec<u32>), CodegenError> + 'f;
+
+/// A broadcast along dimensions that every thread of `dst` holds whole (no
+/// lanes, no warps along them: `gs[:, None, :]` to `[N, N, BC]`), from a
+/// source distributed as `dst` is along the others: each destination register
+/// repeats one of the thread's own source registers. Returns, per destination
+/// register, the source register; `None` where data must move.
+fn in_thread_broadcast(src: &Layout, dst: &Layout) -> Option<Vec<usize>> {
+    let (Layout::Blocked(s), Layout::Blocked(d)) = (src, dst) else {
+        return None;
+    };
+    if s.rank() != d.rank() {
+        return None;
+    }
+    let mut collapsed = d.clone();
+    for k in 0..d.rank() {
+        if s.shape[k] == d.shape[k] {
+            continue;
+        }
+        if s.shape[k] != 1 || d.tpw[k] != 1 || d.wpc[k] != 1 {
+            return None;
+        }
+        collapsed.shape[k] = 1;
+        collapsed.spt[k] = 1;
+    }
+    if !collapsed.same_map(s) {
+        return None;
+    }
+    Some(
+        (0..d.num_regs())
+            .map(|k| {
+                let mut idx = d.reg_index(k);
+                for (i, &n) in idx.iter_mut().zip(&s.shape) {
+                    if n == 1 {
+                        *i = 0;
+                    }
+                }
+                s.reg_number(&idx)
+            })
+            .collect(),
+    )
+}

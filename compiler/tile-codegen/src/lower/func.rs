@@ -41,8 +41,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut assigned: Vec<(&ValueId, &Layout)> = self.layouts.iter().collect();
         assigned.sort_by_key(|(v, _)| **v);
         layouts.extend(assigned.into_iter().map(|(_, l)| l.clone()));
+        // A loop's reduction partials have no coordinates (their source's
+        // canonical layout is in the list).
         for l in layouts {
-            if !self.threads.contains_key(&l) {
+            if !matches!(l, Layout::Partial(_)) && !self.threads.contains_key(&l) {
                 let th = self.thread_coords(&l)?;
                 self.threads.insert(l, th);
             }

@@ -5,7 +5,7 @@
 use super::smem::ScratchNeed;
 use super::Lower;
 use crate::emit::V;
-use crate::layout::{Layout, Slice};
+use crate::layout::{Blocked, Layout, Partial, Slice};
 use crate::CodegenError;
 use std::collections::HashMap;
 use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
@@ -17,7 +17,7 @@ use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
 /// of NaN must reduce to NaN, and `maxnum(NaN, -inf)` is -inf (fuzz programs
 /// fz_1796224093_{25,83,251}). For sums it is -0.0, not 0.0: `-0.0 + 0.0`
 /// is `+0.0`, so a row of -0.0 would sum to +0.0.
-fn identity(op: ReduceOp, s: Scalar) -> Const {
+pub(super) fn identity(op: ReduceOp, s: Scalar) -> Const {
     match (op, s.is_float()) {
         (ReduceOp::Sum, true) => Const::Float(-0.0),
         (ReduceOp::Sum, false) => Const::Int(0),
@@ -74,6 +74,30 @@ impl<'c, 'k> Lower<'c, 'k> {
                 return self.reduce_to_slice(op, value, sl.clone(), s_in, s);
             }
         }
+        let (src, keys, partial) = self.thread_partials(op, value, axis, (s_in, s), span)?;
+        if let Layout::Partial(_) = dst {
+            // Carried by a loop and combined after it (`finish_reduction`).
+            return Ok(keys.iter().map(|k| partial[k]).collect());
+        }
+        let res_shape = self.kernel.ty(r).shape.clone();
+        let out =
+            self.combine_partials(op, s, &src, axis, &keys, partial, &res_shape, &dst, span)?;
+        out.into_iter().map(|x| self.narrow(x, s_in)).collect()
+    }
+
+    /// Step 1 of a reduction of `value` (canonical blocked) along `axis`:
+    /// each thread combines its own registers with equal coordinates off the
+    /// axis, replicas contributing the identity. Returns the source layout,
+    /// the partials' register keys in order, and the partials.
+    #[allow(clippy::type_complexity)]
+    fn thread_partials(
+        &mut self,
+        op: ReduceOp,
+        value: ValueId,
+        axis: usize,
+        (s_in, s): (Scalar, Scalar),
+        span: Span,
+    ) -> Result<(Blocked, Vec<Vec<u32>>, HashMap<Vec<u32>, V>), CodegenError> {
         let src_l = self.canonical(&self.kernel.ty(value).shape);
         let regs: Vec<V> = self
             .regs_in(value, &src_l, span)?
@@ -85,7 +109,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         let Layout::Blocked(src) = src_l else {
             unreachable!("canonical layouts are blocked")
         };
-        // 1. Within the thread, over the registers along `axis`.
         let mut partial: HashMap<Vec<u32>, V> = HashMap::new();
         for (k, &x) in regs.iter().enumerate() {
             let mut idx = src.reg_index(k);
@@ -107,11 +130,47 @@ impl<'c, 'k> Lower<'c, 'k> {
                 partial.insert(key.clone(), v);
             }
         }
+        Ok((src, keys, partial))
+    }
+
+    /// The result of a loop that carried per-thread partials (`regs`, in
+    /// `p`'s key order) of a reduction into `res_shape`, in layout `dst`.
+    pub(super) fn finish_reduction(
+        &mut self,
+        op: ReduceOp,
+        s: Scalar,
+        p: &Partial,
+        regs: &[V],
+        res_shape: &[u32],
+        dst: &Layout,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let keys = p.keys();
+        let partial: HashMap<Vec<u32>, V> =
+            keys.iter().cloned().zip(regs.iter().copied()).collect();
+        self.combine_partials(op, s, &p.src, p.axis, &keys, partial, res_shape, dst, span)
+    }
+
+    /// Steps 2 and 3 of a reduction: across the lanes along the axis by
+    /// butterfly shuffles, then across warps through scratch into `dst`.
+    #[allow(clippy::too_many_arguments)]
+    fn combine_partials(
+        &mut self,
+        op: ReduceOp,
+        s: Scalar,
+        src: &Blocked,
+        axis: usize,
+        keys: &[Vec<u32>],
+        mut partial: HashMap<Vec<u32>, V>,
+        res_shape: &[u32],
+        dst: &Layout,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
         // 2. Across lanes along the axis: butterfly shuffles.
         if src.tpw[axis] > 1 {
             let mut off = src.lane_stride(axis) * src.tpw[axis] / 2;
             while off >= src.lane_stride(axis) {
-                for key in &keys {
+                for key in keys {
                     let c = self.combine_across_lanes(op, s, partial[key], off)?;
                     partial.insert(key.clone(), c);
                 }
@@ -119,72 +178,75 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
         }
         // 3. Across warps along the axis and into the result's layout, through shared memory.
-        let out: Vec<V> = if src.rank() == 1 && src.wpc[0] == 1 {
-            vec![partial[&keys[0]]]
-        } else {
-            let res_shape = self.kernel.ty(r).shape.clone();
-            let res_numel: u32 = res_shape.iter().product();
-            let wa = src.wpc[axis];
-            self.reserve_scratch(ScratchNeed::Bytes(wa * res_numel * 4), span);
-            self.barrier()?;
-            // Lane 0 along the axis writes its partials at [warp coordinate along axis][result index].
-            let lane = self.lane.unwrap();
-            let warp = self.warp.unwrap();
-            let ls = self.e.i32(src.lane_stride(axis).trailing_zeros() as i64)?;
-            let lm = self.e.i32(src.tpw[axis] as i64 - 1)?;
-            let la = self.e.binop("arith.shrui", lane, ls)?;
-            let la = self.e.binop("arith.andi", la, lm)?;
-            let z = self.e.i32(0)?;
-            let first_lane = self.e.cmpi("eq", la, z)?;
-            let ws = self.e.i32(src.warp_stride(axis).trailing_zeros() as i64)?;
-            let wm = self.e.i32(wa as i64 - 1)?;
-            let wcoord = self.e.binop("arith.shrui", warp, ws)?;
-            let wcoord = self.e.binop("arith.andi", wcoord, wm)?;
-            let rn = self.e.i32(res_numel as i64)?;
-            let wbase = self.e.binop("arith.muli", wcoord, rn)?;
-            let keys2 = keys.clone();
-            let partial2 = partial.clone();
-            let src_l = Layout::Blocked(src.clone());
-            self.if_then_self(first_lane, &mut |me| {
-                for key in &keys2 {
-                    let k = src.reg_number(key);
-                    let c = me.coords(&src_l, k)?;
-                    let rc: Vec<V> = c
-                        .iter()
-                        .enumerate()
-                        .filter(|(d, _)| *d != axis)
-                        .map(|(_, v)| *v)
-                        .collect();
-                    let f = me.flat(&rc, &res_shape)?;
-                    let idx = me.e.binop("arith.addi", wbase, f)?;
-                    me.scratch_store(idx, partial2[key], s)?;
-                }
-                Ok(())
-            })?;
-            self.barrier()?;
-            let mut out = Vec::new();
-            for k in 0..dst.num_regs() {
-                let f = if dst.shape().is_empty() {
-                    self.e.i32(0)?
-                } else {
-                    let c = self.coords(&dst, k)?;
-                    self.flat(&c, &res_shape)?
-                };
-                let mut acc: Option<V> = None;
-                for w in 0..wa {
-                    let o = self.e.i32((w * res_numel) as i64)?;
-                    let idx = self.e.binop("arith.addi", f, o)?;
-                    let x = self.scratch_load(idx, s, false)?;
-                    acc = Some(match acc {
-                        None => x,
-                        Some(a) => self.combine(op, s, a, x)?,
-                    });
-                }
-                out.push(acc.unwrap());
+        if src.rank() == 1 && src.wpc[0] == 1 {
+            return Ok(vec![partial[&keys[0]]]);
+        }
+        if let Some(out) = in_thread_result(src, axis, &partial, dst) {
+            return Ok(out);
+        }
+        let res_shape = res_shape.to_vec();
+        let res_numel: u32 = res_shape.iter().product();
+        let wa = src.wpc[axis];
+        self.reserve_scratch(ScratchNeed::Bytes(wa * res_numel * 4), span);
+        self.barrier()?;
+        // Lane 0 along the axis writes its partials at [warp coordinate along axis][result index].
+        let lane = self.lane.unwrap();
+        let warp = self.warp.unwrap();
+        let ls = self.e.i32(src.lane_stride(axis).trailing_zeros() as i64)?;
+        let lm = self.e.i32(src.tpw[axis] as i64 - 1)?;
+        let la = self.e.binop("arith.shrui", lane, ls)?;
+        let la = self.e.binop("arith.andi", la, lm)?;
+        let z = self.e.i32(0)?;
+        let first_lane = self.e.cmpi("eq", la, z)?;
+        let ws = self.e.i32(src.warp_stride(axis).trailing_zeros() as i64)?;
+        let wm = self.e.i32(wa as i64 - 1)?;
+        let wcoord = self.e.binop("arith.shrui", warp, ws)?;
+        let wcoord = self.e.binop("arith.andi", wcoord, wm)?;
+        let rn = self.e.i32(res_numel as i64)?;
+        let wbase = self.e.binop("arith.muli", wcoord, rn)?;
+        let keys2 = keys.to_vec();
+        let partial2 = partial.clone();
+        let src2 = src.clone();
+        let src_l = Layout::Blocked(src.clone());
+        let shape2 = res_shape.clone();
+        self.if_then_self(first_lane, &mut |me| {
+            for key in &keys2 {
+                let k = src2.reg_number(key);
+                let c = me.coords(&src_l, k)?;
+                let rc: Vec<V> = c
+                    .iter()
+                    .enumerate()
+                    .filter(|(d, _)| *d != axis)
+                    .map(|(_, v)| *v)
+                    .collect();
+                let f = me.flat(&rc, &shape2)?;
+                let idx = me.e.binop("arith.addi", wbase, f)?;
+                me.scratch_store(idx, partial2[key], s)?;
             }
-            out
-        };
-        out.into_iter().map(|x| self.narrow(x, s_in)).collect()
+            Ok(())
+        })?;
+        self.barrier()?;
+        let mut out = Vec::new();
+        for k in 0..dst.num_regs() {
+            let f = if dst.shape().is_empty() {
+                self.e.i32(0)?
+            } else {
+                let c = self.coords(dst, k)?;
+                self.flat(&c, &res_shape)?
+            };
+            let mut acc: Option<V> = None;
+            for w in 0..wa {
+                let o = self.e.i32((w * res_numel) as i64)?;
+                let idx = self.e.binop("arith.addi", f, o)?;
+                let x = self.scratch_load(idx, s, false)?;
+                acc = Some(match acc {
+                    None => x,
+                    Some(a) => self.combine(op, s, a, x)?,
+                });
+            }
+            out.push(acc.unwrap());
+        }
+        Ok(out)
     }
 
     /// A reduction of a `wgmma` accumulator into its row slice (see
@@ -244,4 +306,44 @@ impl<'c, 'k> Lower<'c, 'k> {
         )?[0];
         self.combine(op, s, x, sh)
     }
+}
+
+/// The result of a reduction along an axis that each thread holds whole (no
+/// lanes, no warps along it: `sum(h[:, None] * gs, 0)` over mHC's streams),
+/// when the result's layout is the source's with that axis removed: every
+/// thread already holds its registers of the result, so nothing crosses
+/// threads (no scratch, no barrier). `None` where data must move.
+fn in_thread_result(
+    src: &Blocked,
+    axis: usize,
+    partial: &HashMap<Vec<u32>, V>,
+    dst: &Layout,
+) -> Option<Vec<V>> {
+    if src.tpw[axis] != 1 || src.wpc[axis] != 1 {
+        return None;
+    }
+    let drop = |v: &[u32]| {
+        let mut v = v.to_vec();
+        v.remove(axis);
+        v
+    };
+    let sub = Blocked {
+        shape: drop(&src.shape),
+        spt: drop(&src.spt),
+        tpw: drop(&src.tpw),
+        wpc: drop(&src.wpc),
+    };
+    let Layout::Blocked(d) = dst else {
+        return None;
+    };
+    if d.shape != sub.shape || !sub.same_map(d) {
+        return None;
+    }
+    (0..d.num_regs())
+        .map(|k| {
+            let mut idx = d.reg_index(k);
+            idx.insert(axis, 0);
+            partial.get(&idx).copied()
+        })
+        .collect()
 }

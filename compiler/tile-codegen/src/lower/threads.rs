@@ -15,6 +15,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let (lane, warp) = (self.lane.unwrap(), self.warp.unwrap());
         let l = match l {
             Layout::Blocked(b) => b,
+            Layout::Partial(_) => return Err(partial_has_no_coordinates()),
             Layout::Slice(sl) => {
                 // The parent's base row; the four lanes of a quad hold
                 // replicas of their row's statistic: the first owns it.
@@ -127,6 +128,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let base = self.threads(l).base.clone();
         let l = match l {
             Layout::Blocked(b) => b,
+            Layout::Partial(_) => return Err(partial_has_no_coordinates()),
             Layout::Slice(sl) => {
                 let off = self.e.i32(sl.static_offset(k) as i64)?;
                 let mut c = base.clone();
@@ -185,4 +187,10 @@ pub(super) fn row_major_index(
         stride *= shape[d] as i64;
     }
     Ok(acc)
+}
+
+/// A loop's reduction partials are only combined (`Lower::finish_reduction`),
+/// never read at coordinates: layout assignment gives them no other use.
+fn partial_has_no_coordinates() -> CodegenError {
+    CodegenError::Internal("coordinates of a loop's reduction partials".into())
 }

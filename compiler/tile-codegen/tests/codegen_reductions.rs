@@ -1,0 +1,127 @@
+//! Reductions a loop accumulates (`acc += sum(x, 1)`) are carried as
+//! per-thread partials and combined across lanes and warps once, after the
+//! loop: the loop body has no shuffle and no barrier for them (mHC's
+//! streaming backward kernels sum per-token products over C this way). A
+//! reduction whose value is used in the loop itself must still be combined
+//! there. Counted in the PTX of the loop.
+
+use tile_codegen::{compile, Options};
+use tile_front::frontend::{parse_program, SourceFile};
+
+fn ptx(text: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
+    let src = SourceFile::new("reductions.tile", text);
+    let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
+    let meta: Vec<(String, i64)> = meta.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let tir = program
+        .specialize(kernel, &meta)
+        .map_err(|d| d.render(&src))
+        .unwrap();
+    compile(
+        &tir,
+        &Options {
+            warps,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+    .ptx
+}
+
+/// The lines of the loop that holds a global load: from its label to the
+/// last branch back to it (the innermost such loop).
+fn load_loop(ptx: &str) -> Vec<&str> {
+    let lines: Vec<&str> = ptx.lines().map(str::trim).collect();
+    let mut best: Option<(usize, usize)> = None;
+    for (end, l) in lines.iter().enumerate() {
+        let Some(target) = l
+            .split("bra")
+            .nth(1)
+            .map(|t| t.trim().trim_end_matches(';'))
+        else {
+            continue;
+        };
+        let Some(start) = lines[..end]
+            .iter()
+            .position(|x| x.strip_suffix(':') == Some(target))
+        else {
+            continue;
+        };
+        if lines[start..=end].iter().any(|x| x.contains("ld.global"))
+            && best.is_none_or(|(s, e)| end - start < e - s)
+        {
+            best = Some((start, end));
+        }
+    }
+    let (s, e) = best.expect("a loop with a global load");
+    lines[s..=e].to_vec()
+}
+
+fn count(lines: &[&str], what: &str) -> usize {
+    lines.iter().filter(|l| l.contains(what)).count()
+}
+
+const ROW_SUMS: &str = r#"
+kernel row_sums<const BR: i32, const BC: i32>(x: *f32, xi: *i32, y: *f32, yi: *i32, C: i32) {
+    let r = program_id(0) * BR + arange(0, BR);
+    let mut acc = zeros([BR], f32);
+    let mut big = full([BR], -1, i32);
+    let mut total = 0.0;
+    for c0 in 0..C step BC {
+        let c = c0 + arange(0, BC);
+        let m = c[None, :] < C;
+        let v = load(x + r[:, None] * C + c[None, :], m, 0.0);
+        acc += sum(v * v, 1);
+        big = maximum(big, max(load(xi + r[:, None] * C + c[None, :], m, -1), 1));
+        total += sum(load(x + c, c < C, 0.0), 0);
+    }
+    store(y + r, acc + total);
+    store(yi + r, big);
+}
+"#;
+
+#[test]
+fn a_reduction_accumulated_in_a_loop_crosses_threads_after_it() {
+    // Rows and columns across lanes and warps, rows replicated (BR = 1).
+    for (br, bc, warps) in [(4, 256, 4), (1, 1024, 8), (16, 64, 4), (2, 32, 1)] {
+        let what = format!("row sums BR={br} BC={bc}, {warps} warps");
+        let ptx = ptx(ROW_SUMS, "row_sums", &[("BR", br), ("BC", bc)], warps);
+        let body = load_loop(&ptx);
+        assert_eq!(count(&body, "bar.sync"), 0, "{what}: barrier in the loop");
+        assert_eq!(count(&body, "shfl.sync"), 0, "{what}: shuffle in the loop");
+        assert_eq!(count(&body, "st.shared"), 0, "{what}: scratch in the loop");
+        // The sums still cross lanes, after the loop.
+        assert!(
+            count(&ptx.lines().collect::<Vec<_>>(), "shfl.sync") > 0,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_reduction_read_inside_the_loop_is_combined_there() {
+    // `s` is stored every iteration as well as accumulated: each thread needs
+    // the whole row's sum in the loop, so the loop keeps its shuffles.
+    let src = r#"
+kernel row_sums_used(x: *f32, y: *f32, z: *f32, C: i32) {
+    let r = program_id(0) * 4 + arange(0, 4);
+    let mut acc = zeros([4], f32);
+    for c0 in 0..C step 256 {
+        let c = c0 + arange(0, 256);
+        let s = sum(load(x + r[:, None] * C + c[None, :], c[None, :] < C, 0.0), 1);
+        store(z + r * C + c0, s);
+        acc += s;
+    }
+    store(y + r, acc);
+}
+"#;
+    let ptx = ptx(src, "row_sums_used", &[], 4);
+    let body = load_loop(&ptx);
+    assert!(
+        count(&body, "shfl.sync") > 0,
+        "the sum crosses lanes in the loop"
+    );
+    assert!(
+        count(&body, "bar.sync") > 0,
+        "the sum crosses warps in the loop"
+    );
+}
