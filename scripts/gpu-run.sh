@@ -46,7 +46,12 @@ done
 echo "== tile-bench"
 # The attention rows' ceiling, PyTorch SDPA, measured in the same session.
 sdpa=(); python3 scripts/sdpa-baseline.py > "$out/sdpa.md" 2>&1 && sdpa=(--sdpa "$out/sdpa.md")
-.gpu/bin/tile-bench $(for p in .gpu/packs/*.tpack; do echo --pack "$p"; done) "${sdpa[@]}" 2>&1 | tee "$out/bench.md"
+.gpu/bin/tile-bench $(for p in .gpu/packs/*.tpack; do [ "${p##*/}" = tutorial.tpack ] || echo --pack "$p"; done) "${sdpa[@]}" 2>&1 | tee "$out/bench.md"
+if [ -f .gpu/packs/tutorial.tpack ] && [ -x .gpu/bin/tile-tune ]; then
+  echo "== tile-tune on the tutorial's kernel (docs/TUTORIAL.md §6), twice: the second from the cache"
+  bash scripts/tune-tutorial.sh .gpu/bin/tile-tune .gpu/packs/tutorial.tpack > "$out/tune-tutorial.log" 2>&1 || status=1
+  tail -5 "$out/tune-tutorial.log"
+fi
 if [ -x .gpu/bin/mhc-bench ]; then
   echo "== mhc-bench"
   .gpu/bin/mhc-bench --pack-dir .gpu/packs 2>&1 | tee "$out/mhc-bench.md"
