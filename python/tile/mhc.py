@@ -154,7 +154,7 @@ class SitePlan:
         what to add to)."""
         n, K, R = self.n, self.proj_cols, self.proj_rows
         rows = T * self.rows_per_token
-        L("mhc_pre_bwd", {"N": n, "BC": 512}, 4, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
+        L("mhc_pre_bwd", {"N": n, "BC": 512}, 8, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
         dz = alloc(rows * R, "f32", False)
         q = alloc(rows, "f32", False)
         dalpha_t = alloc(T * 3, "f32", False)

@@ -106,12 +106,13 @@ impl Layer {
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
         self.kernels.mhc_pre_bwd(
             // 512-column steps: half the registers of 1024 (96 vs 154 a
-            // thread), 45% → 65% of copy bandwidth at T = 65536, C = 4096.
+            // thread), 45% → 65% of copy bandwidth at T = 65536, C = 4096;
+            // 8 warps: 2.50 → 2.07 ms there (tile-tune on the H200).
             k::MhcPreBwdMeta {
                 N: self.n(),
                 BC: 512,
             },
-            4,
+            8,
             grid1(t),
             k::MhcPreBwd {
                 x,
