@@ -16,8 +16,9 @@
 //! What remains per iteration is the pipeline's wait for its stage: one
 //! barrier, no store to and no load from shared memory by the threads.
 
-use tile_codegen::{compile, Options};
-use tile_front::frontend::{parse_program, SourceFile};
+mod common;
+
+use common::{count, file_ptx, innermost_loop};
 
 fn attention_ptx(meta: &[(&str, i64)], warps: u32) -> String {
     example_ptx("attention.tile", "attention", meta, warps)
@@ -25,58 +26,12 @@ fn attention_ptx(meta: &[(&str, i64)], warps: u32) -> String {
 
 /// PTX of `kernel` of dsl-examples/`file` on Hopper.
 fn example_ptx(file: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
-    let path = format!("{}/../../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    let src = SourceFile::new(&path, &text);
-    let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
-    let meta: Vec<(String, i64)> = meta.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    let tir = program
-        .specialize(kernel, &meta)
-        .map_err(|d| d.render(&src))
-        .unwrap();
-    compile(
-        &tir,
-        &Options {
-            warps,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .ptx
+    file_ptx(&format!("dsl-examples/{file}"), kernel, meta, warps)
 }
 
-/// The lines of the innermost loop that holds a `wgmma`: from a label to
-/// the last branch back to it.
+/// The lines of the innermost loop that holds a `wgmma`.
 fn wgmma_loop(ptx: &str) -> Vec<&str> {
-    let lines: Vec<&str> = ptx.lines().map(str::trim).collect();
-    let mut best: Option<(usize, usize)> = None;
-    for (end, l) in lines.iter().enumerate() {
-        let Some(target) = l
-            .split("bra")
-            .nth(1)
-            .map(|t| t.trim().trim_end_matches(';'))
-        else {
-            continue;
-        };
-        let Some(start) = lines[..end]
-            .iter()
-            .position(|x| x.strip_suffix(':') == Some(target))
-        else {
-            continue;
-        };
-        let body = &lines[start..=end];
-        if body.iter().any(|x| x.contains("wgmma.mma_async"))
-            && best.is_none_or(|(s, e)| end - start < e - s)
-        {
-            best = Some((start, end));
-        }
-    }
-    let (s, e) = best.expect("a loop with wgmma");
-    lines[s..=e].to_vec()
-}
-
-fn count(body: &[&str], what: &str) -> usize {
-    body.iter().filter(|l| l.contains(what)).count()
+    innermost_loop(ptx, "wgmma.mma_async")
 }
 
 #[test]

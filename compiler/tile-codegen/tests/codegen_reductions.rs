@@ -5,59 +5,17 @@
 //! reduction whose value is used in the loop itself must still be combined
 //! there. Counted in the PTX of the loop.
 
-use tile_codegen::{compile, Options};
-use tile_front::frontend::{parse_program, SourceFile};
+mod common;
+
+use common::{count, innermost_loop};
 
 fn ptx(text: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
-    let src = SourceFile::new("reductions.tile", text);
-    let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
-    let meta: Vec<(String, i64)> = meta.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    let tir = program
-        .specialize(kernel, &meta)
-        .map_err(|d| d.render(&src))
-        .unwrap();
-    compile(
-        &tir,
-        &Options {
-            warps,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .ptx
+    common::ptx_of("reductions.tile", text, kernel, meta, warps)
 }
 
-/// The lines of the loop that holds a global load: from its label to the
-/// last branch back to it (the innermost such loop).
+/// The innermost loop that holds a global load.
 fn load_loop(ptx: &str) -> Vec<&str> {
-    let lines: Vec<&str> = ptx.lines().map(str::trim).collect();
-    let mut best: Option<(usize, usize)> = None;
-    for (end, l) in lines.iter().enumerate() {
-        let Some(target) = l
-            .split("bra")
-            .nth(1)
-            .map(|t| t.trim().trim_end_matches(';'))
-        else {
-            continue;
-        };
-        let Some(start) = lines[..end]
-            .iter()
-            .position(|x| x.strip_suffix(':') == Some(target))
-        else {
-            continue;
-        };
-        if lines[start..=end].iter().any(|x| x.contains("ld.global"))
-            && best.is_none_or(|(s, e)| end - start < e - s)
-        {
-            best = Some((start, end));
-        }
-    }
-    let (s, e) = best.expect("a loop with a global load");
-    lines[s..=e].to_vec()
-}
-
-fn count(lines: &[&str], what: &str) -> usize {
-    lines.iter().filter(|l| l.contains(what)).count()
+    innermost_loop(ptx, "ld.global")
 }
 
 const ROW_SUMS: &str = r#"

@@ -3,32 +3,10 @@
 //! for the polynomials; for f32 and bf16 (tests/kernels/math.tile, the
 //! kernels gpu_math.rs runs).
 
-use tile_codegen::{compile, Options};
-use tile_front::frontend::{parse_program, SourceFile};
+mod common;
 
 fn ptx_of(kernel: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/kernels/math.tile");
-    let text = std::fs::read_to_string(path).unwrap();
-    let src = SourceFile::new(path, &text);
-    let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
-    let meta = program
-        .check_configs(kernel)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let tir = program
-        .specialize(kernel, &meta)
-        .map_err(|d| d.render(&src))
-        .unwrap();
-    compile(
-        &tir,
-        &Options {
-            warps: 4,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-    .ptx
+    common::file_ptx("tests/kernels/math.tile", kernel, &[], 4)
 }
 
 #[test]

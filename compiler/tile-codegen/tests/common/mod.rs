@@ -1,0 +1,80 @@
+//! Helpers of the tests that read the PTX of a kernel: compile a `.tile`
+//! text at given meta-parameters, and cut out the loop that holds a given
+//! instruction.
+
+use tile_codegen::{compile, Options};
+use tile_front::frontend::{parse_program, SourceFile};
+
+/// PTX (Hopper, the default options) of `kernel` of the `.tile` text `text`
+/// (named `path` in diagnostics) at `meta` (none: the tune block's first
+/// configuration) with `warps` warps.
+pub fn ptx_of(path: &str, text: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
+    let src = SourceFile::new(path, text);
+    let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
+    let meta: Vec<(String, i64)> = if meta.is_empty() {
+        program
+            .check_configs(kernel)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    } else {
+        meta.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    let tir = program
+        .specialize(kernel, &meta)
+        .map_err(|d| d.render(&src))
+        .unwrap();
+    compile(
+        &tir,
+        &Options {
+            warps,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+    .ptx
+}
+
+/// PTX of `kernel` of a file of the repository (`rel`: from its root).
+#[allow(dead_code)]
+pub fn file_ptx(rel: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
+    let path = format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    ptx_of(&path, &text, kernel, meta, warps)
+}
+
+/// The lines of the innermost loop whose body holds a line containing
+/// `holding`: from its label to the last branch back to it.
+#[allow(dead_code)]
+pub fn innermost_loop<'a>(ptx: &'a str, holding: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = ptx.lines().map(str::trim).collect();
+    let mut best: Option<(usize, usize)> = None;
+    for (end, l) in lines.iter().enumerate() {
+        let Some(target) = l
+            .split("bra")
+            .nth(1)
+            .map(|t| t.trim().trim_end_matches(';'))
+        else {
+            continue;
+        };
+        let Some(start) = lines[..end]
+            .iter()
+            .position(|x| x.strip_suffix(':') == Some(target))
+        else {
+            continue;
+        };
+        if lines[start..=end].iter().any(|x| x.contains(holding))
+            && best.is_none_or(|(s, e)| end - start < e - s)
+        {
+            best = Some((start, end));
+        }
+    }
+    let (s, e) = best.unwrap_or_else(|| panic!("no loop holds `{holding}`"));
+    lines[s..=e].to_vec()
+}
+
+/// How many of `lines` contain `what`.
+#[allow(dead_code)]
+pub fn count(lines: &[&str], what: &str) -> usize {
+    lines.iter().filter(|l| l.contains(what)).count()
+}
