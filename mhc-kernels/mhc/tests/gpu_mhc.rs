@@ -104,8 +104,32 @@ fn gpu_mhc_site_matches_interpreter() {
         let g_out = round_bf16(gaussian(&mut rng, t * n * c, 1.0));
         let g_h = round_bf16(gaussian(&mut rng, t * c, 1.0));
         let got = site_outputs(&Run::new(&gpu, site.clone()), &g_out, &g_h);
-        let want = site_outputs(&Run::new(&cpu, site), &g_out, &g_h);
+        let cpu_run = Run::new(&cpu, site);
+        let want = site_outputs(&cpu_run, &g_out, &g_h);
+        let dh = &want.iter().find(|(k, _)| *k == "dh").unwrap().1;
+        let (alpha_mag, b_mag) = gate_share_magnitudes(&cpu_run, dh);
         for ((name, g), (_, w)) in got.iter().zip(&want) {
+            // Sums over tokens that cancel: 1e-5 of the sum of |shares| on
+            // top (f32 sums in two orders differ by a few ulp of the
+            // magnitudes summed; seen: 1.9e-6 of it at n = 8, T = 40).
+            let mags = match *name {
+                "d_alpha" => Some(&alpha_mag),
+                "d_b" if !b_mag.is_empty() => Some(&b_mag),
+                _ => None,
+            };
+            if let Some(mags) = mags {
+                let scale = max_abs(w);
+                for (i, ((a, b), m)) in g.iter().zip(w).zip(mags).enumerate() {
+                    let tol = 1e-4 * b.abs() + 1e-4 * scale + 1e-5 * m;
+                    assert!(
+                        (a - b).abs() <= tol && a.is_finite(),
+                        "{mixing:?} T={t} n={n} C={c} {name}[{i}]: got {a}, want {b} \
+                         (|err| {:.3e} > tol {tol:.3e}; Σ|shares| {m:.3e})",
+                        (a - b).abs()
+                    );
+                }
+                continue;
+            }
             // Same f32 math in another order, hardware exp/tanh approximations
             // (a few ulp): f32 outputs within 1e-4 of their largest value.
             // bf16 outputs may round the other way: one ulp (2^-8 relative) for

@@ -188,6 +188,37 @@ pub fn site_outputs(run: &Run, g_out: &[f64], g_h: &[f64]) -> Vec<(&'static str,
     ]
 }
 
+/// Σ over tokens of |each token's share| of the parameter gradients summed
+/// over tokens: `d_alpha` (3 values) and, for mHC, `d_b` (one per
+/// coefficient; empty for HC). Those sums cancel heavily (e.g. d_alpha[1] =
+/// 2.85 from shares of magnitude 887 at n = 8), so two orders of the same f32
+/// sums differ relative to these magnitudes, not to the result. `dh` is the
+/// run's full ∂L/∂H (site_outputs' "dh").
+pub fn gate_share_magnitudes(run: &Run, dh: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (dev, t) = (run.dev(), run.site.t);
+    let mut saved = nan_saved(&run.layer, t);
+    let mut h_in = nan_buffer(dev, Scalar::BF16, t * run.site.c);
+    run.layer
+        .pre_into(&run.p, &run.x, &mut saved, &mut h_in)
+        .unwrap();
+    let dh: Vec<f32> = dh.iter().map(|&v| v as f32).collect();
+    let dh = dev.upload(&dh).unwrap();
+    let g = run.layer.gates_backward(&run.p, &saved, &dh).unwrap();
+    let per_token = |v: &[f64], k: usize| {
+        let mut m = vec![0.0; k];
+        for (i, x) in v.iter().enumerate() {
+            m[i % k] += x.abs();
+        }
+        m
+    };
+    let alpha = per_token(&download(dev, &g.dalpha), 3);
+    let b = match &g.dm {
+        Some(dm) => per_token(&download(dev, dm), dh.len() / t),
+        None => Vec::new(),
+    };
+    (alpha, b)
+}
+
 /// The sublayer stand-in F(h) = h (a device copy; its backward a copy too),
 /// so the test isolates the stack's own recompute.
 struct Copy<'d>(&'d Device);
