@@ -79,6 +79,21 @@ impl Blocked {
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
+    /// The register indices a reduction along `axis` leaves in each thread
+    /// (the index along `axis` set to 0), sorted: the order of a reduction's
+    /// per-thread partials, in the reduction and in a loop that carries them.
+    pub fn reduced_keys(&self, axis: usize) -> Vec<Vec<u32>> {
+        let mut keys: Vec<Vec<u32>> = (0..self.num_regs())
+            .map(|k| {
+                let mut idx = self.reg_index(k);
+                idx[axis] = 0;
+                idx
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
     /// Elements covered by all threads once along `d`.
     pub fn cov(&self, d: usize) -> u32 {
         self.spt[d] * self.tpw[d] * self.wpc[d]
@@ -388,19 +403,10 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    /// The register indices in `src` that the partials stand for (the index
-    /// along `axis` set to 0), in register order.
+    /// The register indices in `src` that the partials stand for, in the
+    /// order the loop carries them ([`Blocked::reduced_keys`]).
     pub fn keys(&self) -> Vec<Vec<u32>> {
-        let mut keys: Vec<Vec<u32>> = (0..self.src.num_regs())
-            .map(|k| {
-                let mut idx = self.src.reg_index(k);
-                idx[self.axis] = 0;
-                idx
-            })
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
+        self.src.reduced_keys(self.axis)
     }
     pub fn num_regs(&self) -> usize {
         self.src.num_regs() / self.src.regs_along(self.axis) as usize

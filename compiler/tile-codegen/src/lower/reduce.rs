@@ -119,8 +119,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             };
             partial.insert(idx, acc);
         }
-        let mut keys: Vec<Vec<u32>> = partial.keys().cloned().collect();
-        keys.sort();
+        let keys = src.reduced_keys(axis);
         if src.cov(axis) > src.shape[axis] {
             // Replicas along the axis must not be counted twice.
             let lim = self.e.i32((src.shape[axis] / src.spt[axis]) as i64)?;
@@ -184,7 +183,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         if let Some(out) = in_thread_result(src, axis, &partial, dst) {
             return Ok(out);
         }
-        let res_shape = res_shape.to_vec();
         let res_numel: u32 = res_shape.iter().product();
         let wa = src.wpc[axis];
         self.reserve_scratch(ScratchNeed::Bytes(wa * res_numel * 4), span);
@@ -204,14 +202,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         let wcoord = self.e.binop("arith.andi", wcoord, wm)?;
         let rn = self.e.i32(res_numel as i64)?;
         let wbase = self.e.binop("arith.muli", wcoord, rn)?;
-        let keys2 = keys.to_vec();
-        let partial2 = partial.clone();
-        let src2 = src.clone();
         let src_l = Layout::Blocked(src.clone());
-        let shape2 = res_shape.clone();
         self.if_then_self(first_lane, &mut |me| {
-            for key in &keys2 {
-                let k = src2.reg_number(key);
+            for key in keys {
+                let k = src.reg_number(key);
                 let c = me.coords(&src_l, k)?;
                 let rc: Vec<V> = c
                     .iter()
@@ -219,9 +213,9 @@ impl<'c, 'k> Lower<'c, 'k> {
                     .filter(|(d, _)| *d != axis)
                     .map(|(_, v)| *v)
                     .collect();
-                let f = me.flat(&rc, &shape2)?;
+                let f = me.flat(&rc, res_shape)?;
                 let idx = me.e.binop("arith.addi", wbase, f)?;
-                me.scratch_store(idx, partial2[key], s)?;
+                me.scratch_store(idx, partial[key], s)?;
             }
             Ok(())
         })?;
@@ -232,7 +226,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 self.e.i32(0)?
             } else {
                 let c = self.coords(dst, k)?;
-                self.flat(&c, &res_shape)?
+                self.flat(&c, res_shape)?
             };
             let mut acc: Option<V> = None;
             for w in 0..wa {

@@ -85,12 +85,25 @@ pub fn max_abs(v: &[f64]) -> f64 {
 
 /// Checks `got` against `want` elementwise: |got − want| ≤ rel·|want| + abs_of_max·max|want|.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs_of_max: f64) {
+    assert_close_plus(what, got, want, rel, abs_of_max, &[]);
+}
+
+/// [`assert_close`] with `extra[i]` added to element i's tolerance (none
+/// where `extra` is shorter).
+pub fn assert_close_plus(
+    what: &str,
+    got: &[f64],
+    want: &[f64],
+    rel: f64,
+    abs_of_max: f64,
+    extra: &[f64],
+) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = max_abs(want);
     let mut worst = (0.0, 0);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
-        let tol = rel * w.abs() + abs_of_max * scale;
+        let tol = rel * w.abs() + abs_of_max * scale + extra.get(i).copied().unwrap_or(0.0);
         assert!(
             err <= tol && g.is_finite(),
             "{what}[{i}]: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e})"
