@@ -388,6 +388,69 @@ impl Slice {
     }
 }
 
+/// A `dot` operand held in registers as the `mma.sync.m16n8k16` fragments
+/// of the dot whose accumulator layout is `parent` (Triton's dot-operand
+/// layout): `a` `[M, k]`, or `b` `[k, N]` when `b` is set. Each warp holds
+/// its rows of `a` (its columns of `b`) over all of `k`; warps that share
+/// them hold replicas. A load, cast or elementwise op feeding only such
+/// operands computes straight into the fragments, so the multiply reads no
+/// shared memory and needs no barrier for that operand.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Operand {
+    pub parent: Mma,
+    pub k: u32,
+    pub b: bool,
+}
+
+impl Operand {
+    pub fn shape(&self) -> Vec<u32> {
+        match self.b {
+            false => vec![self.parent.shape[0], self.k],
+            true => vec![self.k, self.parent.shape[1]],
+        }
+    }
+    /// 16-wide k steps.
+    pub fn kt(&self) -> u32 {
+        self.k / 16
+    }
+    /// Registers per fragment: eight of `a` (four 32-bit pairs), four of `b`.
+    fn per_frag(&self) -> u32 {
+        if self.b {
+            4
+        } else {
+            8
+        }
+    }
+    pub fn num_regs(&self) -> usize {
+        let tiles = if self.b {
+            self.parent.nt()
+        } else {
+            self.parent.mt()
+        };
+        (tiles * self.kt() * self.per_frag()) as usize
+    }
+    /// Register `r` of the fragment of row (of `a`) or column (of `b`) tile
+    /// `t` at k step `ks`.
+    pub fn reg(&self, t: u32, ks: u32, r: u32) -> usize {
+        ((t * self.kt() + ks) * self.per_frag() + r) as usize
+    }
+    /// Static (row, col) offset of register `k` from the thread's base:
+    /// `(wi·rows + g, 2q)` for `a`, `(2q, wj·cols + g)` for `b` (PTX ISA,
+    /// "Matrix Fragments for mma.m16n8k16": a0,a1 at row g, columns 2q and
+    /// 2q + 1; a2,a3 at row g + 8; a4..a7 the same 8 columns on; b0,b1 at
+    /// rows 2q, 2q + 1 of column g; b2,b3 8 rows on).
+    pub fn static_offset(&self, k: usize) -> (u32, u32) {
+        let k = k as u32;
+        let (f, r) = (k / self.per_frag(), k % self.per_frag());
+        let (t, ks) = (f / self.kt(), f % self.kt());
+        if self.b {
+            (ks * 16 + r % 2 + 8 * (r / 2), t * 8)
+        } else {
+            (t * 16 + 8 * ((r / 2) % 2), ks * 16 + r % 2 + 8 * (r / 4))
+        }
+    }
+}
+
 /// The per-thread partials of a reduction of a blocked tile along `axis`
 /// that a loop carries (`acc = acc + sum(x, axis)`): each register is what
 /// the thread's own registers of `x` with the same coordinates off `axis`
@@ -425,6 +488,7 @@ pub(crate) enum Layout {
     Mma(Mma),
     Slice(Slice),
     Partial(Partial),
+    Operand(Operand),
 }
 
 impl Layout {
@@ -435,6 +499,7 @@ impl Layout {
             Layout::Mma(m) => m.num_regs(),
             Layout::Slice(s) => s.num_regs(),
             Layout::Partial(p) => p.num_regs(),
+            Layout::Operand(o) => o.num_regs(),
         }
     }
     pub fn shape(&self) -> Vec<u32> {
@@ -443,6 +508,17 @@ impl Layout {
             Layout::Mma(m) => m.shape.clone(),
             Layout::Slice(s) => s.shape(),
             Layout::Partial(p) => p.shape(),
+            Layout::Operand(o) => o.shape(),
+        }
+    }
+    /// How many consecutive registers (from each multiple of it) hold
+    /// consecutive elements along the last dimension: a blocked layout's
+    /// `spt`; the column pairs of an accumulator and of an `a` operand.
+    pub fn last_dim_run(&self) -> u32 {
+        match self {
+            Layout::Blocked(b) if b.rank() > 0 => b.spt[b.rank() - 1],
+            Layout::Mma(_) | Layout::Operand(Operand { b: false, .. }) => 2,
+            _ => 1,
         }
     }
     /// Whether values in `self` can be used as `other` without moving data.
@@ -521,6 +597,59 @@ mod mma_tests {
             Slice::of(&Mma::warpgroups(&[128, 128], 1, 2), 1).is_none(),
             "crosses warpgroups"
         );
+    }
+
+    /// Each element of a register operand sits in exactly one thread of the
+    /// warps that own it (`wj = 0` for `a`, `wi = 0` for `b`), and its
+    /// registers pair up along k as `mma.sync` packs them (`a`: columns 2q,
+    /// 2q + 1; `b`: rows 2q, 2q + 1).
+    #[test]
+    fn operand_fragments_partition_the_operands() {
+        for (shape, warps) in [
+            ([16u32, 8u32], 1u32),
+            ([32, 64], 8),
+            ([64, 64], 4),
+            ([128, 128], 8),
+        ] {
+            let parent = Mma::new(&shape, warps);
+            for k in [16, 32, 64] {
+                for b in [false, true] {
+                    let o = Operand {
+                        parent: parent.clone(),
+                        k,
+                        b,
+                    };
+                    let sh = o.shape();
+                    let mut seen = vec![0; (sh[0] * sh[1]) as usize];
+                    for w in 0..parent.wm * parent.wn {
+                        let (wi, wj) = (w / parent.wn, w % parent.wn);
+                        if (b && wi != 0) || (!b && wj != 0) {
+                            continue;
+                        }
+                        for lane in 0..32 {
+                            let (g, q) = (lane / 4, lane % 4);
+                            let (r0, c0) = match b {
+                                false => (wi * parent.warp_rows() + g, 2 * q),
+                                true => (2 * q, wj * parent.warp_cols() + g),
+                            };
+                            for r in 0..o.num_regs() {
+                                let (dr, dc) = o.static_offset(r);
+                                seen[((r0 + dr) * sh[1] + c0 + dc) as usize] += 1;
+                                if r % 2 == 1 {
+                                    let (pr, pc) = o.static_offset(r - 1);
+                                    assert_eq!(
+                                        (pr + b as u32, pc + !b as u32),
+                                        (dr, dc),
+                                        "{o:?} {r}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    assert!(seen.iter().all(|&n| n == 1), "{o:?}");
+                }
+            }
+        }
     }
 
     fn check_partition(m: &Mma) {

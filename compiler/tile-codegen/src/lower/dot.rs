@@ -69,8 +69,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             return self.dot_wgmma(r, b, &ml, kk, ptx_ty, a_op, b_op, acc_regs);
         }
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
-        let (a_op, b_op) = self.mma_sync_operands(a, b, ea, span)?;
-        self.dot_mma_sync(&ml, kk, ptx_ty, a_op, b_op, acc_regs)
+        let (a_op, b_op) = self.mma_sync_operands(&ml, a, b, ea, span)?;
+        self.dot_mma_sync(&ml, kk, ptx_ty, ea, a_op, b_op, acc_regs)
     }
 
     /// Whether `v` is a tile of float zeros (`splat 0.0`).

@@ -1,19 +1,19 @@
 //! Layout assignment: which values live in an mma accumulator layout rather
 //! than the canonical blocked layout of their shape.
 
-use crate::layout::{Blocked, Layout, Mma, Partial, Slice};
+use crate::layout::{Blocked, Layout, Mma, Operand, Partial, Slice};
+use crate::prefetch::Plan;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use tile_ir::{self as tir, BinaryOp, Kernel, Op, ReduceOp, Scalar, ValueId};
 
 /// Values whose layout is not the canonical blocked layout of their shape:
 /// `dot` results live in the mma accumulator layout, and so do elementwise ops
 /// over them and loop-carried values they flow into (a fixpoint over loops);
-/// a reduction a loop accumulates is carried as per-thread partials.
-pub(super) fn assign_layouts(
-    kernel: &Kernel,
-    warps: u32,
-    wgmma: &HashMap<ValueId, (u32, u32)>,
-) -> HashMap<ValueId, Layout> {
+/// a reduction a loop accumulates is carried as per-thread partials; values
+/// read only in an mma layout are pulled into it (`pull_mma_layouts`).
+pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMap<ValueId, Layout> {
+    let wgmma = &plan.wgmma;
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     tir::walk_insts(&kernel.body, &mut |i| {
         for v in i.op.operands() {
@@ -28,7 +28,148 @@ pub(super) fn assign_layouts(
         uses: &uses,
     };
     assign_block(&cx, &kernel.body.insts, &mut out);
+    // Operands a pipelined loop copies into shared memory are read there.
+    let staged: HashSet<ValueId> = plan
+        .loops
+        .values()
+        .flat_map(|l| l.bufs.iter().chain(&l.resident).map(|b| b.load))
+        .collect();
+    pull_mma_layouts(kernel, &staged, &mut out);
     out
+}
+
+/// Values read only in one mma layout are computed in it too: a load, cast
+/// or elementwise op that only feeds an op over a `dot` result (an
+/// epilogue's `old + acc`, a store of it) then reads and writes each
+/// thread's own fragment elements, and one that only feeds an `mma.sync`
+/// operand computes straight into its fragments ([`Operand`]), instead of
+/// going through scratch between two barriers. Index, mask and pointer
+/// expressions follow for free (they are recomputed in any layout). A
+/// fixpoint: pulling one value can make its operands read in that layout
+/// only.
+fn pull_mma_layouts(
+    kernel: &Kernel,
+    staged: &HashSet<ValueId>,
+    out: &mut HashMap<ValueId, Layout>,
+) {
+    let mut defs: HashMap<ValueId, &tir::Inst> = HashMap::new();
+    tir::walk_insts(&kernel.body, &mut |i| {
+        if let [r] = i.results[..] {
+            defs.insert(r, i);
+        }
+    });
+    // Memory accesses move into fragment layouts only inside loops, where a
+    // conversion costs two barriers every iteration; after a loop (a
+    // matmul's epilogue) one conversion buys 16-byte accesses instead of 4.
+    let mut in_loop = HashSet::new();
+    tir::walk_insts(&kernel.body, &mut |i| {
+        if let Op::For { body, .. } = &i.op {
+            tir::walk_insts(body, &mut |j| in_loop.extend(j.results.iter().copied()));
+        }
+    });
+    loop {
+        // The layouts each value is read in (None: canonical, or any other
+        // reader that needs the value's own layout).
+        let mut reads: HashMap<ValueId, Vec<Option<Layout>>> = HashMap::new();
+        tir::walk_insts(&kernel.body, &mut |i| {
+            for (v, l) in read_layouts(kernel, i, staged, &in_loop, out) {
+                reads.entry(v).or_default().push(l);
+            }
+        });
+        let mut pulled = Vec::new();
+        for (v, ls) in &reads {
+            if out.contains_key(v) {
+                continue;
+            }
+            let Some(Some(l)) = ls.first() else { continue };
+            // A `b` operand's fragment pairs run along k, down a column: a
+            // load into them would read 2 bytes at a time, so it stays
+            // blocked (vectorised) and converts once.
+            let b_fragments = matches!(l, Layout::Operand(Operand { b: true, .. }));
+            let pullable = defs.get(v).is_some_and(|i| {
+                matches!(i.op, Op::Load { .. } if !b_fragments && in_loop.contains(v))
+                    || matches!(
+                        i.op,
+                        Op::Cast(_)
+                            | Op::Unary(..)
+                            | Op::Binary(..)
+                            | Op::Cmp(..)
+                            | Op::Select { .. }
+                            | Op::AddPtr { .. }
+                    )
+            });
+            if pullable && ls.iter().all(|x| x.as_ref() == Some(l)) {
+                pulled.push((*v, l.clone()));
+            }
+        }
+        if pulled.is_empty() {
+            return;
+        }
+        out.extend(pulled);
+    }
+}
+
+/// The mma layout (if any) in which `i` reads each of its operands: an
+/// elementwise op, a load or a pointer addition reads them in its result's
+/// layout, a store in its pointer's, and its pointer in its value's (so a
+/// store of an accumulator pulls its address expression); an `mma.sync`
+/// dot reads `a` and `b` as fragments unless a pipelined loop stages them.
+fn read_layouts(
+    kernel: &Kernel,
+    i: &tir::Inst,
+    staged: &HashSet<ValueId>,
+    in_loop: &HashSet<ValueId>,
+    out: &HashMap<ValueId, Layout>,
+) -> Vec<(ValueId, Option<Layout>)> {
+    let mma = |v: &ValueId| match out.get(v) {
+        Some(l @ (Layout::Mma(_) | Layout::Operand(_))) => Some(l.clone()),
+        _ => None,
+    };
+    let of_result = || i.results.first().and_then(mma);
+    match &i.op {
+        Op::Unary(..)
+        | Op::Cast(_)
+        | Op::Binary(..)
+        | Op::Cmp(..)
+        | Op::Select { .. }
+        | Op::AddPtr { .. }
+        | Op::Load { .. } => {
+            let l = of_result();
+            i.op.operands()
+                .into_iter()
+                .map(|v| (v, l.clone()))
+                .collect()
+        }
+        Op::Store { ptr, value, mask } => {
+            let at_ptr = mma(ptr).filter(|l| matches!(l, Layout::Mma(_)));
+            let at_value =
+                mma(value).filter(|l| matches!(l, Layout::Mma(_)) && in_loop.contains(ptr));
+            let mut r = vec![(*ptr, at_value), (*value, at_ptr.clone())];
+            r.extend(mask.map(|m| (m, at_ptr)));
+            r
+        }
+        Op::Dot { a, b, acc } => {
+            let Some(Layout::Mma(m)) = i.results.first().and_then(|r| out.get(r)) else {
+                return i.op.operands().into_iter().map(|v| (v, None)).collect();
+            };
+            let k = kernel.ty(*a).shape[1];
+            let operand = |v: &ValueId, b: bool| {
+                (!m.warpgroups && !staged.contains(v)).then(|| {
+                    Layout::Operand(Operand {
+                        parent: m.clone(),
+                        k,
+                        b,
+                    })
+                })
+            };
+            vec![
+                (*a, operand(a, false)),
+                (*b, operand(b, true)),
+                (*acc, Some(Layout::Mma(m.clone()))),
+            ]
+        }
+        op => op.operands().into_iter().map(|v| (v, None)).collect(),
+    }
 }
 
 struct Cx<'a> {

@@ -57,15 +57,13 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Vector width (elements) for accesses through `ptr`: 1 when not provably contiguous.
     pub(super) fn vector_width(&self, ptr: ValueId, s: Scalar) -> u32 {
-        let Layout::Blocked(l) = self.layout(ptr) else {
-            return 1;
-        };
-        if l.rank() == 0 || s == Scalar::I1 {
+        let run = self.layout(ptr).last_dim_run();
+        if s == Scalar::I1 {
             return 1;
         }
         let contig = self.axis.get(&ptr).map(|a| a.contig).unwrap_or(1);
         let max_elems = 16 / s.size_bytes() as u32;
-        contig.min(l.spt[l.rank() - 1]).min(max_elems).max(1)
+        contig.min(run).min(max_elems).max(1)
     }
 
     /// Groups of `v` consecutive registers along the last dimension.

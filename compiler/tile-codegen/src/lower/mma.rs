@@ -1,9 +1,9 @@
 //! `dot` by `mma.sync.m16n8k16` (sm_80, and sm_90 tiles that do not fit a
 //! warpgroup grid): operands in padded shared memory, fragments by `ldmatrix`.
 
-use super::Lower;
+use super::{scalar_ty, Lower};
 use crate::emit::V;
-use crate::layout::Mma;
+use crate::layout::{Layout, Mma, Operand};
 use crate::prefetch::{SmemTile, PAD};
 use crate::CodegenError;
 use tile_ir::{Scalar, Span, ValueId};
@@ -12,38 +12,98 @@ use tile_ir::{Scalar, Span, ValueId};
 /// stride (elements).
 type PaddedOperand = (V, u32);
 
+/// Where an `mma.sync` operand's fragments come from: `ldmatrix` from
+/// padded shared memory, or its registers in an [`Operand`] layout.
+pub(super) enum MmaSource {
+    Smem(PaddedOperand),
+    Regs(Operand, Vec<V>),
+}
+
 impl<'c, 'k> Lower<'c, 'k> {
-    /// The shared-memory byte offset (i32) and row stride (elements) of each
-    /// `mma.sync` operand: its pipeline stage, or scratch it is staged into
-    /// from registers, rows padded by [`PAD`] elements.
+    /// Where the fragments of `a` and `b` come from: registers when the
+    /// operand is in this dot's [`Operand`] layout, else its pipeline stage
+    /// or scratch it is staged into from registers, rows padded by [`PAD`]
+    /// elements.
     pub(super) fn mma_sync_operands(
         &mut self,
+        ml: &Mma,
         a: ValueId,
         b: ValueId,
         s: Scalar,
         span: Span,
-    ) -> Result<(PaddedOperand, PaddedOperand), CodegenError> {
+    ) -> Result<(MmaSource, MmaSource), CodegenError> {
+        let in_regs = |l: Layout, b: bool| match l {
+            Layout::Operand(o) if o.b == b && o.parent == *ml => Some(o),
+            _ => None,
+        };
+        let (ra, rb) = (
+            in_regs(self.layout(a), false),
+            in_regs(self.layout(b), true),
+        );
         let padded = |shape: &[u32]| Ok((SmemTile::Padded { ld: shape[1] + PAD }, 1));
-        let ops = self.dot_operands([a, b], s, span, false, &padded)?;
-        let [a, b] = ops.map(|(off, tile)| match tile {
-            SmemTile::Padded { ld } => Ok((off, ld)),
+        let smem = match (&ra, &rb) {
+            (None, None) => self.dot_operands([a, b], s, span, false, &padded)?.to_vec(),
+            (None, Some(_)) => self.dot_operands([a], s, span, false, &padded)?.to_vec(),
+            (Some(_), None) => self.dot_operands([b], s, span, false, &padded)?.to_vec(),
+            (Some(_), Some(_)) => vec![],
+        };
+        let mut smem = smem.into_iter().map(|(off, tile)| match tile {
+            SmemTile::Padded { ld } => Ok(MmaSource::Smem((off, ld))),
             SmemTile::Swizzled { .. } => Err(CodegenError::Internal(
                 "mma.sync operand in a swizzled buffer".into(),
             )),
         });
-        Ok((a?, b?))
+        let mut source = |me: &mut Self, x: ValueId, o: Option<Operand>| match o {
+            Some(o) => Ok(MmaSource::Regs(o, me.regs(x)?)),
+            None => smem
+                .next()
+                .unwrap_or_else(|| Err(CodegenError::Internal("missing mma operand".into()))),
+        };
+        let a = source(self, a, ra)?;
+        let b = source(self, b, rb)?;
+        Ok((a, b))
     }
 
-    /// `mma.sync` over operands in padded shared memory: each warp loads its
-    /// fragments of a and b with `ldmatrix` and accumulates with
+    /// Two 16-bit registers as one 32-bit fragment register (`lo` first).
+    fn pack_pair(&mut self, lo: V, hi: V, s: Scalar) -> Result<V, CodegenError> {
+        let vt = self.e.ty(&format!("vector<2x{}>", scalar_ty(s)));
+        let mut v = self.e.op1("llvm.mlir.undef", &[], vt, &[])?;
+        for (i, x) in [lo, hi].into_iter().enumerate() {
+            let idx = self.e.i32(i as i64)?;
+            v = self.e.op1("llvm.insertelement", &[v, x, idx], vt, &[])?;
+        }
+        let i32t = self.e.ty("i32");
+        self.e.op1("llvm.bitcast", &[v], i32t, &[])
+    }
+
+    /// The fragment registers of register operand `o` for row or column
+    /// tile `t` at k step `ks`: four pairs of `a`, two of `b`.
+    fn fragment(
+        &mut self,
+        o: &Operand,
+        regs: &[V],
+        t: u32,
+        ks: u32,
+        s: Scalar,
+    ) -> Result<Vec<V>, CodegenError> {
+        let pairs = if o.b { 2 } else { 4 };
+        (0..pairs)
+            .map(|p| self.pack_pair(regs[o.reg(t, ks, 2 * p)], regs[o.reg(t, ks, 2 * p + 1)], s))
+            .collect()
+    }
+
+    /// `mma.sync` over operands from padded shared memory (each warp loads
+    /// its fragments with `ldmatrix`) or from registers, accumulating with
     /// `mma.sync.m16n8k16` into `acc`, its registers in the mma layout `ml`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn dot_mma_sync(
         &mut self,
         ml: &Mma,
         kk: u32,
         ptx_ty: &str,
-        (a_off, lda): PaddedOperand,
-        (b_off, ldb): PaddedOperand,
+        s: Scalar,
+        a: MmaSource,
+        b: MmaSource,
         acc: Vec<V>,
     ) -> Result<Vec<V>, CodegenError> {
         // Per-lane ldmatrix row addresses.
@@ -72,31 +132,44 @@ impl<'c, 'k> Lower<'c, 'k> {
             // A fragments: rows row0 + i·16 + lane%16, columns ks·16 + (lane/16)·8.
             let mut afr = Vec::new();
             for i in 0..ml.mt() {
-                let r0 = self.e.i32((i * 16) as i64)?;
-                let row = self.e.binop("arith.addi", row0, r0)?;
-                let row = self.e.binop("arith.addi", row, l16)?;
-                let col = self.e.binop("arith.addi", hi8, k0)?;
-                let p = self.smem_elem_ptr(a_off, lda, row, col)?;
-                let v = self.ldmatrix(p, 4, false)?;
-                afr.push(v);
+                afr.push(match &a {
+                    MmaSource::Regs(o, regs) => self.fragment(o, regs, i, ks, s)?,
+                    &MmaSource::Smem((a_off, lda)) => {
+                        let r0 = self.e.i32((i * 16) as i64)?;
+                        let row = self.e.binop("arith.addi", row0, r0)?;
+                        let row = self.e.binop("arith.addi", row, l16)?;
+                        let col = self.e.binop("arith.addi", hi8, k0)?;
+                        let p = self.smem_elem_ptr(a_off, lda, row, col)?;
+                        self.ldmatrix(p, 4, false)?
+                    }
+                });
             }
             // B fragments (transposed loads): rows ks·16 + lane%16, columns
             // col0 + j·8, two 8-column fragments per ldmatrix.x4 (lanes 16–31
             // address the second).
             let mut bfr = Vec::new();
-            let row = self.e.binop("arith.addi", k0, l16)?;
-            for j in (0..ml.nt()).step_by(2) {
-                let c0 = self.e.i32((j * 8) as i64)?;
-                let col = self.e.binop("arith.addi", col0, c0)?;
-                if j + 1 < ml.nt() {
-                    let col = self.e.binop("arith.addi", col, hi8)?;
-                    let p = self.smem_elem_ptr(b_off, ldb, row, col)?;
-                    let v = self.ldmatrix(p, 4, true)?;
-                    bfr.push(v[..2].to_vec());
-                    bfr.push(v[2..].to_vec());
-                } else {
-                    let p = self.smem_elem_ptr(b_off, ldb, row, col)?;
-                    bfr.push(self.ldmatrix(p, 2, true)?);
+            match &b {
+                MmaSource::Regs(o, regs) => {
+                    for j in 0..ml.nt() {
+                        bfr.push(self.fragment(o, regs, j, ks, s)?);
+                    }
+                }
+                &MmaSource::Smem((b_off, ldb)) => {
+                    let row = self.e.binop("arith.addi", k0, l16)?;
+                    for j in (0..ml.nt()).step_by(2) {
+                        let c0 = self.e.i32((j * 8) as i64)?;
+                        let col = self.e.binop("arith.addi", col0, c0)?;
+                        if j + 1 < ml.nt() {
+                            let col = self.e.binop("arith.addi", col, hi8)?;
+                            let p = self.smem_elem_ptr(b_off, ldb, row, col)?;
+                            let v = self.ldmatrix(p, 4, true)?;
+                            bfr.push(v[..2].to_vec());
+                            bfr.push(v[2..].to_vec());
+                        } else {
+                            let p = self.smem_elem_ptr(b_off, ldb, row, col)?;
+                            bfr.push(self.ldmatrix(p, 2, true)?);
+                        }
+                    }
                 }
             }
             for i in 0..ml.mt() {

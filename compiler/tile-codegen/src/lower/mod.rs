@@ -79,7 +79,7 @@ pub(crate) fn lower_to_mlir<'c>(
             warps,
             vals: HashMap::new(),
             splats: HashMap::new(),
-            layouts: layouts::assign_layouts(kernel, warps, &plan.wgmma),
+            layouts: layouts::assign_layouts(kernel, warps, plan),
             axis: axis::analyze(kernel),
             threads: HashMap::new(),
             scratch_needs: Vec::new(),

@@ -38,6 +38,43 @@ impl<'c, 'k> Lower<'c, 'k> {
                     owner: Some(owner),
                 });
             }
+            Layout::Operand(o) => {
+                // `a`: (wi·rows + g, 2q); `b`: (2q, wj·cols + g). The warps
+                // along the other dimension of the accumulator hold replicas.
+                let m = &o.parent;
+                let wn = self.e.i32(m.wn as i64)?;
+                let wmn = self.e.i32((m.wm * m.wn) as i64)?;
+                let wl = self.e.binop("arith.remui", warp, wmn)?;
+                let wi = self.e.binop("arith.divui", wl, wn)?;
+                let wj = self.e.binop("arith.remui", wl, wn)?;
+                let c2 = self.e.i32(2)?;
+                let c3 = self.e.i32(3)?;
+                let g = self.e.binop("arith.shrui", lane, c2)?;
+                let q = self.e.binop("arith.andi", lane, c3)?;
+                let q2 = self.e.binop("arith.muli", q, c2)?;
+                let (w, extent) = if o.b {
+                    (wj, m.warp_cols())
+                } else {
+                    (wi, m.warp_rows())
+                };
+                let extent = self.e.i32(extent as i64)?;
+                let w0 = self.e.binop("arith.muli", w, extent)?;
+                let w0 = self.e.binop("arith.addi", w0, g)?;
+                let base = if o.b { vec![q2, w0] } else { vec![w0, q2] };
+                let z = self.e.i32(0)?;
+                let first = self.e.cmpi("eq", if o.b { wi } else { wj }, z)?;
+                let owner = if m.wm * m.wn < self.warps {
+                    let live = self.e.cmpi("ult", warp, wmn)?;
+                    self.e.binop("arith.andi", first, live)?
+                } else {
+                    first
+                };
+                return Ok(Threads {
+                    base,
+                    t: vec![],
+                    owner: Some(owner),
+                });
+            }
             Layout::Mma(m) => {
                 // Base (row, col) = the warp's base (`Mma::warp_base`) + (lane/4, 2·(lane%4)).
                 let wn = self.e.i32(m.wn as i64)?;
@@ -134,6 +171,14 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let mut c = base.clone();
                 c[0] = self.e.binop("arith.addi", base[0], off)?;
                 return Ok(c);
+            }
+            Layout::Operand(o) => {
+                let (r, c) = o.static_offset(k);
+                let (r, c) = (self.e.i32(r as i64)?, self.e.i32(c as i64)?);
+                return Ok(vec![
+                    self.e.binop("arith.addi", base[0], r)?,
+                    self.e.binop("arith.addi", base[1], c)?,
+                ]);
             }
             Layout::Mma(m) => {
                 let (r, c) = m.static_offset(k);
