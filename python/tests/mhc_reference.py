@@ -5,7 +5,19 @@ backward the GPU tests compare against).
     h_in, x_out = site(xp, x, y, phi, alpha, b, iters=20, eps=1e-6)
 
 x [T, n, C], y [T, C], phi [n²+2n, n·C] (rows: pre n, post n, res n²),
-alpha [3], b [n²+2n]; every array float64.
+alpha [3], b [n²+2n]; every array float64. alpha may also be [3, T, 1] and b
+[T, n²+2n] (one copy per token): their gradients are then each token's share
+of dα and db, whose sums over tokens are dα and db.
+
+The shift of Sinkhorn's exponent, max(R), is a constant of the backward
+(``stop_gradient``: torch's autograd does not differentiate it), as in
+mhc-spec.md's backward (dR = dM⁰ ⊙ M⁰) and the kernels. It is not a no-op
+for the gradient: the 1e-6 added to each sum breaks the scale invariance, so
+differentiating the max would add -Σ_k dR_k to the arg-max logit's gradient.
+On tokens whose logits spread over tens of units (columns of M⁰ summing to
+~1e-4) that moved a token's share of dα_res by up to 13% at n = 8
+(gate_share_error.py, rel_a_maxgrad; numpy has no gradient: central
+differences there hold the shift as its FrozenShift backend does).
 """
 
 
@@ -27,6 +39,9 @@ class Numpy:
     def sqrt(self, a):
         return self.np.sqrt(a)
 
+    def stop_gradient(self, a):
+        return a
+
 
 class Torch:
     def __init__(self):
@@ -46,6 +61,8 @@ class Torch:
     def sqrt(self, a):
         return self.torch.sqrt(a)
 
+    def stop_gradient(self, a):
+        return a.detach()
 
 
 def coefficients(xp, x, phi, alpha, b, iters=20, eps=1e-6):
@@ -56,14 +73,14 @@ def coefficients(xp, x, phi, alpha, b, iters=20, eps=1e-6):
     z = xf @ phi.T  # [T, n²+2n]
     r = 1.0 / xp.sqrt(s / (n * C) + 1e-6)
     rz = r * z
-    m_pre = rz[:, :n] * alpha[0] + b[:n]
-    m_post = rz[:, n : 2 * n] * alpha[1] + b[n : 2 * n]
-    m_res = rz[:, 2 * n :] * alpha[2] + b[2 * n :]
+    m_pre = rz[:, :n] * alpha[0] + b[..., :n]
+    m_post = rz[:, n : 2 * n] * alpha[1] + b[..., n : 2 * n]
+    m_res = rz[:, 2 * n :] * alpha[2] + b[..., 2 * n :]
     sig = lambda v: 1.0 / (1.0 + xp.exp(-v))
     h_pre = sig(m_pre)
     h_post = 2.0 * sig(m_post)
     logits = m_res.reshape(T, n, n)
-    M = xp.exp(logits - xp.amax(xp.amax(logits, 2), 1))
+    M = xp.exp(logits - xp.stop_gradient(xp.amax(xp.amax(logits, 2), 1)))
     for _ in range(iters):
         M = M / (xp.sum(M, 1) + eps)  # each column by its sum
         M = M / (xp.sum(M, 2) + eps)  # then each row

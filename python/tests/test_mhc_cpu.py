@@ -172,3 +172,31 @@ def test_site_plan_refuses_bad_shapes():
         SitePlan("mhc", 4, 0)
     with pytest.raises(ValueError, match="mixing must be"):
         SitePlan("xyz", 4, 64)
+    with pytest.raises(TypeError, match="C must be an integer, got float"):
+        SitePlan("mhc", 4, 64.0)
+    # numpy integers become Python ints (the torch launcher passes ints and
+    # floats as scalars, anything else by address)
+    plan = SitePlan("mhc", np.int64(4), np.int32(64))
+    assert type(plan.n) is int and type(plan.C) is int
+
+
+def test_grad_handoff_is_used_once_and_only_by_its_own_pass():
+    """tile.mhc._GradHandoff (x's gradient from post's backward to pre's; no
+    torch needed): pre's backward takes post's buffer only when post's
+    backward ran in the same backward pass (same graph task, h has a
+    gradient), and only once; otherwise it starts from zeros (None here)."""
+    from tile.mhc import _GradHandoff
+
+    h, gx = _GradHandoff(), object()
+    assert h.take(1, True) is None  # post's backward never ran
+    h.give(gx, 1)
+    assert h.take(1, True) is gx
+    assert h.take(1, True) is None  # used once: a retain_graph rerun's post gives a new one
+    h.give(gx, 1)
+    assert h.take(2, True) is None  # given in another pass (post ran, pre was not needed)...
+    assert h.take(2, True) is None  # ...and dropped, not kept for later
+    h.give(gx, 1)
+    assert h.take(1, False) is None  # h has no gradient: post's backward was not in this pass
+    assert h.gx is None
+    h.give(gx, None)
+    assert h.take(None, True) is gx  # a torch without graph task ids: h's gradient decides

@@ -23,6 +23,7 @@ run it on numpy arrays on the CPU interpreter as well (python/tests/test_mhc_cpu
 from __future__ import annotations
 
 import math
+import operator
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -56,6 +57,13 @@ def default_pack_path() -> Path:
     )
 
 
+def _int(name: str, v: Any) -> int:
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}") from None
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -74,6 +82,9 @@ class SitePlan:
     def __init__(self, mixing: str, n: int, C: int, iters: int = 20, eps: float = 1e-6):
         if mixing not in ("mhc", "hc"):
             raise ValueError(f"mixing must be 'mhc' or 'hc', got {mixing!r}")
+        # Python ints (a numpy integer is accepted and converted): the torch
+        # launcher passes ints and floats as scalars, anything else by address.
+        n, C, iters, eps = _int("n", n), _int("C", C), _int("iters", iters), float(eps)
         if n not in (2, 4, 8):
             raise ValueError(f"{n} streams: the pack has kernels for n = 2, 4 or 8")
         if C <= 0:
@@ -240,10 +251,49 @@ class SitePlan:
 
 # ---- torch ------------------------------------------------------------------
 
+
+class _GradHandoff:
+    """x's gradient from post's backward to pre's backward of one site call.
+
+    ``mhc_post_bwd`` writes post's part of ∂L/∂x into a fresh buffer, and
+    ``mhc_pre_bwd`` and ``mhc_proj_bwd_dx`` add pre's parts into a buffer in
+    place. Handing post's buffer to pre's backward makes it pre's starting
+    gradient, so that only pre's backward returns x's gradient: no zero-filled
+    buffer for pre and no sum of two x-sized gradients by autograd (a read of
+    two and a write of one stream tensor), as in the Rust layer. The order is
+    the graph's: post takes pre's output ``h``, so whenever post's backward
+    runs in a backward pass, pre's runs after it in the same pass.
+
+    A gradient is used only by the pass that gave it (the same autograd graph
+    task, where torch says which, and a gradient of ``h`` present, which only
+    post gives) and only once (``take`` clears it): with ``retain_graph`` each
+    pass's post gives a new one, and a pass that runs post without pre (a
+    ``torch.autograd.grad`` that needs only ``y``) leaves nothing that a later
+    pass could reuse. Otherwise pre's backward starts from zeros."""
+
+    __slots__ = ("gx", "task")
+
+    def __init__(self):
+        self.gx = None
+        self.task = None
+
+    def give(self, gx, task):
+        self.gx, self.task = gx, task
+
+    def take(self, task, h_has_grad: bool):
+        gx, given = self.gx, self.task
+        self.gx = self.task = None
+        return gx if gx is not None and h_has_grad and given == task else None
+
+
 try:  # torch is optional: SitePlan works without it (numpy, CPU interpreter).
     import torch
 except ImportError:  # pragma: no cover - exercised where torch is missing
     torch = None
+
+# Scalar kernel arguments of SitePlan (ints and the f32 eps); anything else
+# is a tensor, passed by address.
+_SCALARS = (int, float)
 
 
 class _TorchLauncher:
@@ -261,7 +311,9 @@ class _TorchLauncher:
         self.stream = 0
 
     def __call__(self, name, meta, warps, grid, args):
-        key = (name, tuple(meta.items()), warps)
+        # Per launch: one flat key for the cache and the arguments as
+        # addresses or scalars (SitePlan's scalars are Python ints and floats).
+        key = (name, warps, *meta.items())
         k = self.kernels.get(key)
         if k is None:
             kern = self.pack[name]
@@ -269,15 +321,25 @@ class _TorchLauncher:
             order = list(kern.configs[0][0]) if kern.configs else list(meta)
             k = kern._loaded({m: int(meta[m]) for m in order}, warps, self.ordinal)
             self.kernels[key] = k
-        k.launch_raw(grid, [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args], self.stream)
+        k.launch_raw(grid, [a if type(a) in _SCALARS else a.data_ptr() for a in args], self.stream)
 
     def alloc(self, n, dtype, zero):
         dt = torch.bfloat16 if dtype == "bf16" else torch.float32
         return (torch.zeros if zero else torch.empty)(n, dtype=dt, device=self.device)
 
 
-def _check(name: str, t: Any, dtype, device, shape_tail: Tuple[int, ...]) -> None:
+def _check(name: str, t: Any, dtype, device, shape_tail: Tuple[int, ...], owner="the site's parameters") -> None:
     """A clear exception naming the argument, before anything launches."""
+    # The common case in a few attribute reads (every site call checks its
+    # tensors); the same conditions one by one, with their messages, below.
+    if (
+        isinstance(t, torch.Tensor)
+        and t.dtype == dtype
+        and t.device == device
+        and t.is_contiguous()
+        and t.shape[-len(shape_tail) :] == shape_tail
+    ):
+        return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch tensor, got {type(t).__name__}")
     if not t.is_cuda:
@@ -285,7 +347,7 @@ def _check(name: str, t: Any, dtype, device, shape_tail: Tuple[int, ...]) -> Non
             f"`{name}` is a CPU tensor: the mHC site runs on the GPU of its parameters ({device})"
         )
     if t.device != device:
-        raise ValueError(f"`{name}` is on {t.device}, the site's parameters on {device}")
+        raise ValueError(f"`{name}` is on {t.device}, {owner} on {device}")
     if t.dtype != dtype:
         raise TypeError(f"`{name}` must be a {dtype} tensor, got {t.dtype}")
     if not t.is_contiguous():
@@ -297,25 +359,57 @@ def _check(name: str, t: Any, dtype, device, shape_tail: Tuple[int, ...]) -> Non
 
 
 if torch is not None:
+    # torch's current stream of a device as a raw cudaStream_t: what
+    # torch.cuda.current_stream(dev).cuda_stream gives, without making a
+    # Stream object per call (the private function inductor's code uses;
+    # the public one where a build lacks it).
+    _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+    def _current_stream(dev) -> int:
+        if _raw_stream is not None:
+            return _raw_stream(dev.index)
+        return torch.cuda.current_stream(dev).cuda_stream
+
+    # Which backward pass (autograd graph task) is running: _GradHandoff uses
+    # a gradient only in the pass that gave it. None where torch lacks it
+    # (then only its other condition holds it to that).
+    _task_id = getattr(torch._C, "_current_graph_task_id", None)
+
+    def _graph_task():
+        return _task_id() if _task_id is not None else None
+
+    def _pre_forward(plan, L, x, proj, alpha, b):
+        """(h_in [..., C], h [T, n²+2n], z, r): the forward of pre."""
+        T = x.numel() // (plan.n * plan.C)
+        h_in, z, r, h = plan.pre(L, L.alloc, L.sms, x, proj, alpha, b, T)
+        return h_in.view(*x.shape[:-2], plan.C), h.view(T, plan.coeffs), z, r
+
+    def _post_forward(plan, L, x, y, h):
+        out = torch.empty_like(x)
+        plan.post(L, x, y, h, out, x.numel() // (plan.n * plan.C))
+        return out
 
     class _PreFn(torch.autograd.Function):
-        """h_in, h = pre(x; proj, α, b): coefficients (f32) and H_pre·x (bf16)."""
+        """h_in, h = pre(x; proj, α, b): coefficients (f32) and H_pre·x (bf16).
+        x's gradient starts from post's (``handoff``, :class:`_GradHandoff`)."""
 
         @staticmethod
-        def forward(ctx, x, proj, alpha, b, site):
-            plan, L = site.plan, site._launcher()
-            T = x.numel() // (plan.n * plan.C)
-            h_in, z, r, h = plan.pre(L, L.alloc, L.sms, x, proj, alpha, b, T)
-            h = h.view(T, plan.coeffs)  # saved as returned (an output, not a view of one)
-            ctx.site, ctx.T = site, T
+        def forward(ctx, x, proj, alpha, b, site, handoff):
+            plan = site.plan
+            h_in, h, z, r = _pre_forward(plan, site._launcher(x.device), x, proj, alpha, b)
+            # h is saved as returned (an output, not a view of one).
+            ctx.site, ctx.T, ctx.handoff = site, h.shape[0], handoff
+            # A gradient of h that nobody gave stays None (not zeros): that
+            # is how backward tells that post's backward did not run.
+            ctx.set_materialize_grads(False)
             ctx.save_for_backward(x, proj, alpha, b, z, r, h)
-            return h_in.view(*x.shape[:-2], plan.C), h
+            return h_in, h
 
         @staticmethod
         def backward(ctx, g_hin, g_h):
             x, proj, alpha, b, z, r, h = ctx.saved_tensors
             site, T = ctx.site, ctx.T
-            plan, L = site.plan, site._launcher()
+            plan, L = site.plan, site._launcher(x.device)
             if g_hin is None:
                 g_hin = L.alloc(T * plan.C, "bf16", True)
             g_hin = g_hin.to(torch.bfloat16).contiguous()
@@ -326,40 +420,57 @@ if torch is not None:
                 if g_h is not None
                 else L.alloc(T * plan.coeffs, "f32", True)
             )
-            gx = torch.zeros_like(x)
+            # x's gradient: post's (mhc_post_bwd wrote it) when post's
+            # backward ran in this pass, which pre's kernels add to in place;
+            # else zeros. Only pre returns it (post returns None for x).
+            gx = ctx.handoff.take(_graph_task(), g_h is not None)
+            if gx is None:
+                gx = torch.zeros_like(x)
             grads = (
                 torch.zeros_like(proj),
                 torch.zeros_like(alpha),
                 torch.zeros_like(b),
             )
             plan.pre_backward(L, L.alloc, L.sms, x, proj, alpha, b, z, r, h, g_hin, gx, dh, grads, T)
-            return gx, grads[0], grads[1], grads[2], None
+            return gx, grads[0], grads[1], grads[2], None, None
 
     class _PostFn(torch.autograd.Function):
-        """x' = H_res·x + H_postᵀ·y."""
+        """x' = H_res·x + H_postᵀ·y. x's gradient goes to pre's backward
+        through ``handoff`` (None: returned here)."""
 
         @staticmethod
-        def forward(ctx, x, y, h, site):
-            plan, L = site.plan, site._launcher()
-            T = x.numel() // (plan.n * plan.C)
-            out = torch.empty_like(x)
-            plan.post(L, x, y, h, out, T)
-            ctx.site, ctx.T = site, T
+        def forward(ctx, x, y, h, site, handoff):
+            out = _post_forward(site.plan, site._launcher(x.device), x, y, h)
+            ctx.site, ctx.handoff = site, handoff
             ctx.save_for_backward(x, y, h)
             return out
 
         @staticmethod
         def backward(ctx, g_out):
             x, y, h = ctx.saved_tensors
-            site, T = ctx.site, ctx.T
-            plan, L = site.plan, site._launcher()
+            site = ctx.site
+            plan, L = site.plan, site._launcher(x.device)
+            T = x.numel() // (plan.n * plan.C)
             g_out = g_out.to(torch.bfloat16).contiguous()
             gx = torch.empty_like(x)
             dy = torch.empty_like(y)
             # Zero: mhc_post_bwd leaves the H_pre part to mhc_pre_bwd.
             dh = torch.zeros_like(h)
             plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
-            return gx, dy, dh, None
+            if ctx.handoff is None:
+                return gx, dy, dh, None, None
+            # pre's backward runs after this one in this pass (it needs h's
+            # gradient) and starts x's gradient from gx.
+            ctx.handoff.give(gx, _graph_task())
+            return None, dy, dh, None, None
+
+    def _records(*tensors) -> bool:
+        """Whether autograd records an operation on these tensors."""
+        if torch.is_grad_enabled():
+            for t in tensors:
+                if t.requires_grad:
+                    return True
+        return False
 
     class _Site(torch.nn.Module):
         def __init__(self, mixing, n, C, pack=None, iters=20, eps=1e-6, site=0, std=0.02):
@@ -376,48 +487,76 @@ if torch is not None:
         def extra_repr(self) -> str:
             return f"n={self.plan.n}, C={self.plan.C}, mixing={self.plan.mixing}"
 
-        def _launcher(self) -> _TorchLauncher:
-            dev = self.proj.device
+        def _launcher(self, dev) -> _TorchLauncher:
+            """The launcher of GPU ``dev``, on torch's current stream there."""
             L = self._launchers.get(dev)
             if L is None:
                 L = self._launchers[dev] = _TorchLauncher(self.pack, dev)
-            L.stream = torch.cuda.current_stream(dev).cuda_stream
+            L.stream = _current_stream(dev)
             return L
 
+        def _params(self):
+            """(proj, alpha, b): read from ``_parameters`` directly where they
+            are registered there (nn.Module's ``__getattr__`` costs a call
+            each), else as attributes."""
+            p = self._parameters
+            if "proj" in p and "alpha" in p and "b" in p:
+                return p["proj"], p["alpha"], p["b"]
+            return self.proj, self.alpha, self.b
+
         def _check_params(self):
-            dev = self.proj.device
+            proj, alpha, b = params = self._params()
+            dev = proj.device
             if dev.type != "cuda":
                 raise TypeError(
                     f"the site's parameters are on {dev}: move the module to a GPU (.cuda())"
                 )
             p = self.plan
-            _check("proj", self.proj, torch.float32, dev, (p.proj_rows, p.proj_cols))
-            _check("alpha", self.alpha, torch.float32, dev, (3,))
-            _check("b", self.b, torch.float32, dev, (p.coeffs,))
-            return dev
+            _check("proj", proj, torch.float32, dev, (p.proj_rows, p.proj_cols))
+            _check("alpha", alpha, torch.float32, dev, (3,))
+            _check("b", b, torch.float32, dev, (p.coeffs,))
+            return dev, params
+
+        def _keep(self, h):
+            # What post needs of pre, as self._h; set in the instance's
+            # __dict__ (where nn.Module.__setattr__ puts a plain value),
+            # skipping that __setattr__'s checks on every call.
+            self.__dict__["_h"] = h
 
         def pre(self, x):
             """``h_in = H_pre·x`` (bf16 ``[..., C]``) of streams ``x`` (bf16 ``[..., n, C]``);
             keeps the coefficients for the next :meth:`post`."""
-            dev = self._check_params()
+            dev, (proj, alpha, b) = self._check_params()
             _check("x", x, torch.bfloat16, dev, (self.plan.n, self.plan.C))
-            h_in, h = _PreFn.apply(x, self.proj, self.alpha, self.b, self)
-            self._h = (x, h)
+            if _records(x, proj, alpha, b):
+                handoff = _GradHandoff()
+                h_in, h = _PreFn.apply(x, proj, alpha, b, self, handoff)
+            else:
+                # No graph to record (no_grad, or nothing requires grad): the
+                # same kernels without autograd.Function's per-call cost.
+                handoff = None
+                h_in, h, _, _ = _pre_forward(self.plan, self._launcher(dev), x, proj, alpha, b)
+            self._keep((x, h, handoff))
             return h_in
 
         def post(self, y):
             """``x' = H_res·x + H_postᵀ·y`` with the ``x`` and coefficients of the last :meth:`pre`."""
             if self._h is None:
                 raise RuntimeError("post() needs a pre() first (it uses pre's x and coefficients)")
-            x, h = self._h
-            self._h = None
-            dev = self._check_params()
-            _check("y", y, torch.bfloat16, dev, (self.plan.C,))
+            x, h, handoff = self._h
+            self._keep(None)
+            # post's kernels read pre's x and h and y (not the parameters):
+            # y must be on their GPU.
+            _check("y", y, torch.bfloat16, x.device, (self.plan.C,), owner="pre's x")
             if tuple(y.shape[:-1]) != tuple(x.shape[:-2]):
                 raise ValueError(
                     f"`y` has shape {tuple(y.shape)}, expected {tuple(x.shape[:-2]) + (self.plan.C,)}"
                 )
-            return _PostFn.apply(x, y, h, self)
+            if _records(x, y, h):
+                # x's gradient goes to pre's backward where pre is in the
+                # graph (h requires grad), else post's backward returns it.
+                return _PostFn.apply(x, y, h, self, handoff if h.requires_grad else None)
+            return _post_forward(self.plan, self._launcher(x.device), x, y, h)
 
         def forward(self, x, sublayer: Callable[[Any], Any]):
             """``post(sublayer(pre(x)))``."""

@@ -10,6 +10,15 @@ Prints, per shape, "layer forward" (pre + post) and "layer forward+backward"
 gradients) in µs, the rows mhc-bench prints for the Rust path (run
 `mhc-bench --tokens T --width C --streams n` for those; scripts/python-gpu.sh
 runs both and prints them side by side). Not a test.
+
+Beside them, where the host time goes (µs of CPU per call, from
+time.perf_counter, the GPU left to run behind: batches of 20 calls, each
+timed without synchronising and followed by one synchronize, median of 10
+batches): `site.pre(x); site.post(y)` under no_grad and with autograd
+recording (the forward of forward+backward), one `_TorchLauncher` call of
+`mhc_post` (the launcher's key and argument list plus the native launch),
+and the native `launch_raw` of the same kernel alone. A host time per call
+near the GPU time means the Python calls, not the kernels, set the pace.
 """
 
 import argparse
@@ -47,6 +56,23 @@ def timed(f, warmup_ms=50.0, reps=20, budget_ms=1000.0):
     return q(0.5), q(0.2), q(0.8), len(times)
 
 
+def host_us(f, batch=20, batches=10):
+    """Median host µs per call of f over `batches` batches of `batch` calls,
+    each batch timed without synchronising (the GPU runs behind; 20 calls
+    keep the launch queue far from full), then synchronized untimed."""
+    f()
+    torch.cuda.synchronize()
+    per_call = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            f()
+        per_call.append((time.perf_counter() - t0) / batch * 1e6)
+        torch.cuda.synchronize()
+    per_call.sort()
+    return per_call[len(per_call) // 2]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", default="256,16384")
@@ -59,6 +85,7 @@ def main(argv=None):
     print(f"device: {torch.cuda.get_device_name()}, pack {pack.path}")
     print("| benchmark (Python, tile.mhc.MhcSite) | median µs (p20–p80, runs) |")
     print("|---|---|")
+    host = []
     for T in map(int, args.tokens.split(",")):
         for C in map(int, args.width.split(",")):
             site = tile.mhc.MhcSite(n, C, pack=pack).cuda()
@@ -80,9 +107,42 @@ def main(argv=None):
                 for p in site.parameters():
                     p.grad = None
 
+            def forward_recorded():
+                site.pre(x)
+                site.post(y)
+
+            # One kernel through the site's launcher and through launch_raw alone.
+            with torch.no_grad():
+                site.pre(x)
+                _, h, _ = site._h
+                site._h = None
+            out = torch.empty_like(x)
+            L = site._launcher(x.device)
+            post_args = [x, y, h, out, C]
+            meta, grid = {"N": n, "BC": 1024}, (T, -(-C // 1024), 1)
+
+            def launcher_call():
+                L("mhc_post", meta, 4, grid, post_args)
+
+            launcher_call()
+            native = next(k for key, k in L.kernels.items() if key[0] == "mhc_post")
+            ptrs = [a if isinstance(a, int) else a.data_ptr() for a in post_args]
+
+            def native_call():
+                native.launch_raw(grid, ptrs, L.stream)
+
             for name, f in (("layer forward", forward), ("layer forward+backward", forward_backward)):
                 med, p20, p80, k = timed(f)
                 print(f"| {name} T={T} C={C} | {med * 1e3:.1f} ({p20 * 1e3:.1f}–{p80 * 1e3:.1f}, {k}) |")
+            host.append(
+                f"| T={T} C={C} | {host_us(forward):.1f} | "
+                f"{host_us(forward_recorded):.1f} | {host_us(launcher_call):.1f} | {host_us(native_call):.1f} |"
+            )
+    print()
+    print("Host µs per call (CPU time, the GPU running behind; see the module docstring):")
+    print("| shape | pre+post, no_grad | pre+post, recorded | _TorchLauncher: mhc_post | launch_raw: mhc_post |")
+    print("|---|---|---|---|---|")
+    print("\n".join(host))
     return 0
 
 
