@@ -38,6 +38,7 @@ __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 RES_DIAG = 4.0
 _PROJ_BT = 64
 _APPLY_BC = 1024
+_SINKHORN_SEGMENT = 2
 
 
 def default_pack_path() -> Path:
@@ -119,11 +120,15 @@ class SitePlan:
                 "mhc_coeffs",
                 {"N": self.n, "ITERS": self.iters},
                 1,
-                (T, 1, 1),
-                [z, r, alpha, b, h, float(self.eps)],
+                self._coeff_grid(T),
+                [z, r, alpha, b, h, T, float(self.eps)],
             )
         else:
             L("hc_coeffs", {"N": self.n}, 1, (T, 1, 1), [z, r, alpha, b, h])
+
+    def _coeff_grid(self, T):
+        # mhc_coeffs and mhc_coeffs_bwd: 32 / n tokens per program (layer.rs coeff_grid).
+        return (_cdiv(T, 32 // self.n), 1, 1)
 
     def _apply_grid(self, T):
         return (T, _cdiv(self.C, _APPLY_BC), 1)
@@ -171,14 +176,16 @@ class SitePlan:
         dalpha_t = alloc(T * 3, "f32", False)
         if self.mixing == "mhc":
             dm = alloc(T * self.coeffs, "f32", False)
-            # Sinkhorn history slots: a power of two >= the iterations (backward.rs hist_slots).
-            hist = 1 << (max(self.iters, 1) - 1).bit_length()
+            # Sinkhorn checkpoints every _SINKHORN_SEGMENT iterations, their
+            # slots a power of two (backward.rs SINKHORN_SEGMENT, hist_slots).
+            checkpoints = _cdiv(max(self.iters, 1), _SINKHORN_SEGMENT)
+            hist = 1 << (checkpoints - 1).bit_length()
             L(
                 "mhc_coeffs_bwd",
-                {"N": n, "ITERS": self.iters, "HIST": hist},
+                {"N": n, "ITERS": self.iters, "SEG": _SINKHORN_SEGMENT, "HIST": hist},
                 1,
-                (T, 1, 1),
-                [z, r, alpha, b, h, dh, dm, dz, q, dalpha_t, K, float(self.eps)],
+                self._coeff_grid(T),
+                [z, r, alpha, b, h, dh, dm, dz, q, dalpha_t, T, K, float(self.eps)],
             )
         else:
             dm = None

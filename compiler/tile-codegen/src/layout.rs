@@ -388,6 +388,55 @@ impl Slice {
     }
 }
 
+/// A reduction's result where the reduction leaves it: `keep` is the
+/// source's blocked layout with the reduced axis collapsed to size 1 (the
+/// lanes along it, which the butterfly shuffles leave holding the same
+/// total, become replicas), and the value's shape is `keep`'s without
+/// `axis`. `x[:, None]` at that axis gives `keep` itself, and broadcasting
+/// that back over the source's shape selects registers
+/// (`convert::in_thread_broadcast`): a row or column statistic of a blocked
+/// tile reduced across lanes (not warps) never goes through shared memory
+/// (the per-token Sinkhorn-Knopp iterations of mHC's coefficients).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Reduced {
+    pub keep: Blocked,
+    pub axis: usize,
+}
+
+impl Reduced {
+    /// The result layout of reducing `src` along `axis`, where no warps
+    /// run along it (those need shared memory).
+    pub fn of(src: &Blocked, axis: usize) -> Option<Reduced> {
+        (src.rank() >= 2 && src.wpc[axis] == 1).then(|| {
+            let mut keep = src.clone();
+            keep.shape[axis] = 1;
+            keep.spt[axis] = 1;
+            Reduced { keep, axis }
+        })
+    }
+    pub fn shape(&self) -> Vec<u32> {
+        let mut s = self.keep.shape.clone();
+        s.remove(self.axis);
+        s
+    }
+    /// `keep` without the axis, where no lanes or warps ran along it (a
+    /// reduction within each thread): then an ordinary blocked layout.
+    pub fn plain(&self) -> Option<Blocked> {
+        let k = &self.keep;
+        let drop = |v: &[u32]| {
+            let mut v = v.to_vec();
+            v.remove(self.axis);
+            v
+        };
+        (k.tpw[self.axis] == 1 && k.wpc[self.axis] == 1).then(|| Blocked {
+            shape: drop(&k.shape),
+            spt: drop(&k.spt),
+            tpw: drop(&k.tpw),
+            wpc: drop(&k.wpc),
+        })
+    }
+}
+
 /// A `dot` operand held in registers as the `mma.sync.m16n8k16` fragments
 /// of the dot whose accumulator layout is `parent` (Triton's dot-operand
 /// layout): `a` `[M, k]`, or `b` `[k, N]` when `b` is set. Each warp holds
@@ -489,6 +538,7 @@ pub(crate) enum Layout {
     Slice(Slice),
     Partial(Partial),
     Operand(Operand),
+    Reduced(Reduced),
 }
 
 impl Layout {
@@ -500,6 +550,7 @@ impl Layout {
             Layout::Slice(s) => s.num_regs(),
             Layout::Partial(p) => p.num_regs(),
             Layout::Operand(o) => o.num_regs(),
+            Layout::Reduced(r) => r.keep.num_regs(),
         }
     }
     pub fn shape(&self) -> Vec<u32> {
@@ -509,6 +560,7 @@ impl Layout {
             Layout::Slice(s) => s.shape(),
             Layout::Partial(p) => p.shape(),
             Layout::Operand(o) => o.shape(),
+            Layout::Reduced(r) => r.shape(),
         }
     }
     /// How many consecutive registers (from each multiple of it) hold
@@ -527,6 +579,10 @@ impl Layout {
             (Layout::Blocked(a), Layout::Blocked(b)) => a.same_map(b),
             // `expand_dims` at the sliced dimension keeps every register.
             (Layout::Slice(a), Layout::Slice(b)) => a.parent == b.parent,
+            // The reduced shape, or `keep`'s (an `expand_dims` at the axis).
+            (Layout::Reduced(r), Layout::Blocked(b)) | (Layout::Blocked(b), Layout::Reduced(r)) => {
+                r.keep.same_map(b) || r.plain().is_some_and(|p| p.same_map(b))
+            }
             (a, b) => a == b,
         }
     }

@@ -351,13 +351,14 @@ impl Layer {
                     ITERS: cfg.iters as i64,
                 },
                 1,
-                grid1(t),
+                self.coeff_grid(t),
                 k::MhcCoeffs {
                     z: &saved.z,
                     r: &saved.r,
                     alpha: &p.alpha,
                     b: &p.b,
                     h: &saved.h,
+                    T: t as i32,
                     eps: cfg.eps,
                 },
             )?,
@@ -375,6 +376,12 @@ impl Layer {
             )?,
         }
         Ok(())
+    }
+
+    /// Programs of `mhc_coeffs` and `mhc_coeffs_bwd`: 32 / n tokens each
+    /// (their tune blocks' `grid`).
+    pub(crate) fn coeff_grid(&self, t: usize) -> [u32; 3] {
+        grid1(cdiv(t, 32 / self.cfg.n))
     }
 
     fn apply_grid(&self, t: usize) -> [u32; 3] {

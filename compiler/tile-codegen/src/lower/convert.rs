@@ -324,10 +324,12 @@ pub(super) type SourceOf<'f, 'c> =
     dyn FnMut(&mut Emitter<'c>, &[V]) -> Result<(Vec<V>, Vec<u32>), CodegenError> + 'f;
 
 /// A broadcast along dimensions that every thread of `dst` holds whole (no
-/// lanes, no warps along them: `gs[:, None, :]` to `[N, N, BC]`), from a
-/// source distributed as `dst` is along the others: each destination register
-/// repeats one of the thread's own source registers. Returns, per destination
-/// register, the source register; `None` where data must move.
+/// lanes, no warps along them: `gs[:, None, :]` to `[N, N, BC]`), or whose
+/// lanes and warps the source already holds as replicas (a reduction's
+/// `keep` layout, `layout::Reduced`), from a source distributed as `dst` is
+/// along the others: each destination register repeats one of the thread's
+/// own source registers. Returns, per destination register, the source
+/// register; `None` where data must move.
 fn in_thread_broadcast(src: &Layout, dst: &Layout) -> Option<Vec<usize>> {
     let (Layout::Blocked(s), Layout::Blocked(d)) = (src, dst) else {
         return None;
@@ -340,7 +342,9 @@ fn in_thread_broadcast(src: &Layout, dst: &Layout) -> Option<Vec<usize>> {
         if s.shape[k] == d.shape[k] {
             continue;
         }
-        if s.shape[k] != 1 || d.tpw[k] != 1 || d.wpc[k] != 1 {
+        // Lanes or warps along k must hold replicas in the source too
+        // (`same_map` below compares them).
+        if s.shape[k] != 1 {
             return None;
         }
         collapsed.shape[k] = 1;

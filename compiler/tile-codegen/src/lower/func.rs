@@ -43,7 +43,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         layouts.extend(assigned.into_iter().map(|(_, l)| l.clone()));
         // A loop's reduction partials have no coordinates (their source's
         // canonical layout is in the list).
-        for l in layouts {
+        // A reduction's result reads its coordinates off its `keep` layout.
+        let keeps: Vec<Layout> = layouts
+            .iter()
+            .filter_map(|l| match l {
+                Layout::Reduced(r) => Some(Layout::Blocked(r.keep.clone())),
+                _ => None,
+            })
+            .collect();
+        for l in keeps.into_iter().chain(layouts) {
             if !matches!(l, Layout::Partial(_)) && !self.threads.contains_key(&l) {
                 let th = self.thread_coords(&l)?;
                 self.threads.insert(l, th);

@@ -1,7 +1,7 @@
 //! Layout assignment: which values live in an mma accumulator layout rather
 //! than the canonical blocked layout of their shape.
 
-use crate::layout::{Blocked, Layout, Mma, Operand, Partial, Slice};
+use crate::layout::{Blocked, Layout, Mma, Operand, Partial, Reduced, Slice};
 use crate::prefetch::Plan;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -197,10 +197,27 @@ fn assign_block(cx: &Cx, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>
             // A row or column statistic of an accumulator stays with it
             // (see `Slice`): reduced, expanded back, broadcast over it.
             Op::Reduce { value, axis, .. } => {
-                if let Some(Layout::Mma(m)) = out.get(value) {
-                    if let Some(s) = Slice::of(m, *axis) {
-                        out.insert(r, Layout::Slice(s));
+                let src = Blocked::canonical(&kernel.ty(*value).shape, warps);
+                match out.get(value) {
+                    Some(Layout::Mma(m)) => {
+                        if let Some(s) = Slice::of(m, *axis) {
+                            out.insert(r, Layout::Slice(s));
+                        }
                     }
+                    // A canonical tile (or one in the same map) reduced
+                    // across lanes only: the result stays where the
+                    // shuffles leave it.
+                    l if l.is_none_or(|l| l.same_map(&Layout::Blocked(src.clone()))) => {
+                        if let Some(red) = Reduced::of(&src, *axis as usize) {
+                            out.insert(r, Layout::Reduced(red));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Op::ExpandDims { value, axis } if matches!(out.get(value), Some(Layout::Reduced(red)) if red.axis == *axis as usize) => {
+                if let Some(Layout::Reduced(red)) = out.get(value) {
+                    out.insert(r, Layout::Blocked(red.keep.clone()));
                 }
             }
             Op::ExpandDims { value, axis } => {

@@ -5,7 +5,7 @@
 use super::smem::ScratchNeed;
 use super::Lower;
 use crate::emit::V;
-use crate::layout::{Blocked, Layout, Partial, Slice};
+use crate::layout::{Blocked, Layout, Partial, Reduced, Slice};
 use crate::CodegenError;
 use std::collections::HashMap;
 use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
@@ -182,6 +182,20 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         if let Some(out) = in_thread_result(src, axis, &partial, dst) {
             return Ok(out);
+        }
+        if let Layout::Reduced(red) = dst {
+            if Reduced::of(src, axis).as_ref() == Some(red) {
+                // Every lane along the axis holds the total: the result's
+                // registers are the partials' (`keep` has one along it).
+                return (0..red.keep.num_regs())
+                    .map(|k| {
+                        partial
+                            .get(&red.keep.reg_index(k))
+                            .copied()
+                            .ok_or_else(|| CodegenError::Internal("reduced register".into()))
+                    })
+                    .collect();
+            }
         }
         let res_numel: u32 = res_shape.iter().product();
         let wa = src.wpc[axis];

@@ -16,6 +16,12 @@ impl<'c, 'k> Lower<'c, 'k> {
         let l = match l {
             Layout::Blocked(b) => b,
             Layout::Partial(_) => return Err(partial_has_no_coordinates()),
+            Layout::Reduced(r) => {
+                let mut th = self.thread_coords(&Layout::Blocked(r.keep.clone()))?;
+                th.base.remove(r.axis);
+                th.t.remove(r.axis);
+                return Ok(th);
+            }
             Layout::Slice(sl) => {
                 // The parent's base row; the four lanes of a quad hold
                 // replicas of their row's statistic: the first owns it.
@@ -162,10 +168,15 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Runtime coordinates (i32) of register `k` of a tile in layout `l`.
     pub(super) fn coords(&mut self, l: &Layout, k: usize) -> Result<Vec<V>, CodegenError> {
+        if let Layout::Reduced(r) = l {
+            let mut c = self.coords(&Layout::Blocked(r.keep.clone()), k)?;
+            c.remove(r.axis);
+            return Ok(c);
+        }
         let base = self.threads(l).base.clone();
         let l = match l {
             Layout::Blocked(b) => b,
-            Layout::Partial(_) => return Err(partial_has_no_coordinates()),
+            Layout::Partial(_) | Layout::Reduced(_) => return Err(partial_has_no_coordinates()),
             Layout::Slice(sl) => {
                 let off = self.e.i32(sl.static_offset(k) as i64)?;
                 let mut c = base.clone();

@@ -165,10 +165,11 @@ impl Layer {
                 k::MhcCoeffsBwdMeta {
                     N: self.n(),
                     ITERS: cfg.iters as i64,
+                    SEG: SINKHORN_SEGMENT,
                     HIST: hist_slots(cfg.iters),
                 },
                 1,
-                grid1(t),
+                self.coeff_grid(t),
                 k::MhcCoeffsBwd {
                     z: &saved.z,
                     r: &saved.r,
@@ -180,6 +181,7 @@ impl Layer {
                     dz: &g.dz,
                     q: &g.q,
                     dalpha: &g.dalpha,
+                    T: t as i32,
                     K: cfg.proj_cols() as i32,
                     eps: cfg.eps,
                 },
@@ -369,7 +371,14 @@ impl Layer {
     }
 }
 
-/// Slots of the Sinkhorn history tile: a power of two ≥ the iterations.
+/// Sinkhorn iterations per checkpoint of `mhc_coeffs_bwd`'s history (the
+/// others are recomputed; its tune block).
+const SINKHORN_SEGMENT: i64 = 2;
+
+/// Slots of the Sinkhorn history tile: a power of two ≥ the checkpoints.
 fn hist_slots(iters: usize) -> i64 {
-    iters.max(1).next_power_of_two() as i64
+    iters
+        .max(1)
+        .div_ceil(SINKHORN_SEGMENT as usize)
+        .next_power_of_two() as i64
 }
