@@ -213,6 +213,72 @@ mod tests {
         }
     }
 
+    /// A reduction's result layout (`Reduced`) keeps each result element
+    /// in the threads whose source registers reduce to it: for every thread
+    /// and result register, the coordinates off the axis are those of the
+    /// source registers it combines, and the owners hold each result once.
+    #[test]
+    fn reduced_results_stay_with_their_source_rows() {
+        let coord = |l: &Blocked, lane: u32, warp: u32, k: usize| -> (Vec<u32>, bool) {
+            let idx = l.reg_index(k);
+            let mut c = Vec::new();
+            let mut own = true;
+            for d in 0..l.rank() {
+                let t = (warp / l.warp_stride(d)) % l.wpc[d] * l.tpw[d]
+                    + (lane / l.lane_stride(d)) % l.tpw[d];
+                own &= t < l.shape[d] / l.spt[d];
+                c.push((l.static_offset(d, idx[d]) + t * l.spt[d]) % l.shape[d]);
+            }
+            (c, own)
+        };
+        for (shape, warps) in [
+            (vec![8u32, 4, 4], 1u32),
+            (vec![16, 2, 2], 1),
+            (vec![4, 8, 8], 1),
+            (vec![32, 8, 4, 4], 1),
+            (vec![64, 32], 4),
+            (vec![4, 1024], 4),
+        ] {
+            let src = Blocked::canonical(&shape, warps);
+            for axis in 0..shape.len() {
+                let Some(red) = Reduced::of(&src, axis) else {
+                    assert!(src.wpc[axis] > 1);
+                    continue;
+                };
+                let res: Vec<u32> = red.shape();
+                let mut seen = vec![0; res.iter().product::<u32>() as usize];
+                for tid in 0..32 * warps {
+                    let (lane, warp) = (tid % 32, tid / 32);
+                    for k in 0..red.keep.num_regs() {
+                        let (mut c, own) = coord(&red.keep, lane, warp, k);
+                        assert_eq!(c[axis], 0);
+                        let key = red.keep.reg_index(k);
+                        for j in 0..src.num_regs() {
+                            let mut idx = src.reg_index(j);
+                            idx[axis] = 0;
+                            if idx == key {
+                                let (mut sc, _) = coord(&src, lane, warp, j);
+                                sc.remove(axis);
+                                let mut rc = c.clone();
+                                rc.remove(axis);
+                                assert_eq!(sc, rc, "{shape:?} axis {axis} thread {tid} reg {k}");
+                            }
+                        }
+                        if own {
+                            c.remove(axis);
+                            let flat = c.iter().zip(&res).fold(0, |f, (&x, &n)| f * n + x);
+                            seen[flat as usize] += 1;
+                        }
+                    }
+                }
+                assert!(
+                    seen.iter().all(|&n| n == 1),
+                    "{shape:?} axis {axis}: {seen:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn unit_dimensions_do_not_change_the_map() {
         let a = Blocked::canonical(&[1024], 4);

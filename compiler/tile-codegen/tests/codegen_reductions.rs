@@ -83,3 +83,26 @@ kernel row_sums_used(x: *f32, y: *f32, z: *f32, C: i32) {
         "the sum crosses warps in the loop"
     );
 }
+
+/// mHC's per-token Sinkhorn-Knopp iterations (`mhc_coeffs`, `mhc_coeffs_bwd`:
+/// [32/n, n, n] tiles, one warp) reduce across lanes only: their results
+/// stay where the shuffles leave them (layout `Reduced`) and broadcast back
+/// by selecting registers, so no iteration has a barrier — the count does not
+/// grow with the iterations (it did by 10 and 33 per iteration before).
+#[test]
+fn sinkhorn_iterations_have_no_barrier() {
+    for (kernel, extra) in [
+        ("mhc_coeffs", &[][..]),
+        ("mhc_coeffs_bwd", &[("SEG", 2), ("HIST", 16)][..]),
+    ] {
+        for n in [2, 4, 8] {
+            let bars = |iters: i64| {
+                let mut meta = vec![("N", n), ("ITERS", iters)];
+                meta.extend_from_slice(extra);
+                let ptx = common::file_ptx("mhc-kernels/kernels/mhc/mhc.tile", kernel, &meta, 1);
+                ptx.lines().filter(|l| l.contains("bar.sync")).count()
+            };
+            assert_eq!(bars(4), bars(20), "{kernel} N={n}");
+        }
+    }
+}
