@@ -223,11 +223,11 @@ mod tests {
             let idx = l.reg_index(k);
             let mut c = Vec::new();
             let mut own = true;
-            for d in 0..l.rank() {
+            for (d, &i) in idx.iter().enumerate().take(l.rank()) {
                 let t = (warp / l.warp_stride(d)) % l.wpc[d] * l.tpw[d]
                     + (lane / l.lane_stride(d)) % l.tpw[d];
                 own &= t < l.shape[d] / l.spt[d];
-                c.push((l.static_offset(d, idx[d]) + t * l.spt[d]) % l.shape[d]);
+                c.push((l.static_offset(d, i) + t * l.spt[d]) % l.shape[d]);
             }
             (c, own)
         };
