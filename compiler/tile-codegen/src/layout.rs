@@ -389,22 +389,28 @@ impl Mma {
     }
 }
 
-/// A row statistic of a `wgmma` accumulator: what a reduction along the
-/// columns (axis 1) of a tile in layout `parent` leaves, each thread
-/// holding the values of the rows its accumulator registers cover.
-/// Broadcasting it back (`x[:, None]` then a broadcast to the parent's shape)
-/// only selects registers, and so do elementwise ops between such
-/// statistics: the online softmax of attention moves no data between threads
-/// through shared memory.
+/// A row or column statistic of an accumulator: one value per row (`axis`
+/// 1, what a reduction along the columns leaves) or per column (`axis` 0),
+/// each thread holding those of the rows (columns) its accumulator
+/// registers cover. Broadcasting it back (`x[:, None]`, `x[None, :]`, then a
+/// broadcast to the parent's shape) only selects registers, and so do
+/// elementwise ops between such statistics: the online softmax of attention
+/// moves no data between threads through shared memory, nor do the
+/// per-query `lse[None, :]` and `delta[None, :]` of its transposed backward.
 ///
-/// Only where the reduction stays inside each warp, with one warpgroup along
-/// N (`wn` = 1): the four lanes of a quad share a row. `mma.sync`
-/// accumulators (the same fragments, 16 rows apart) and column statistics
-/// (axis 0, across the warps of a warpgroup) are not sliced yet: no GPU
-/// test has run them. `keep` is the `[M, 1]` form after `expand_dims`.
+/// Row statistics come from reductions ([`of`](Self::of)), only where the
+/// reduction stays inside each warp, with one warpgroup along N (`wn` = 1):
+/// the four lanes of a quad share a row. Column statistics are never
+/// reduced into (that crosses the warps of a warpgroup): a load or
+/// elementwise op read only through a column broadcast is computed in one
+/// (`pull_mma_layouts`), the registers of a thread being the columns
+/// `2q, 2q + 1` of each 8-wide fragment. `keep` is the `[M, 1]` (`[1, N]`)
+/// form after `expand_dims`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Slice {
     pub parent: Mma,
+    /// The axis the statistic does not run along: 1 for a value per row.
+    pub axis: u32,
     pub keep: bool,
 }
 
@@ -414,27 +420,53 @@ impl Slice {
     pub fn of(parent: &Mma, axis: u32) -> Option<Slice> {
         (axis == 1 && parent.wn == 1 && parent.warpgroups).then(|| Slice {
             parent: parent.clone(),
+            axis: 1,
             keep: false,
         })
+    }
+    /// The `[N]` statistic of `parent`'s columns (any accumulator layout).
+    pub fn columns(parent: &Mma) -> Slice {
+        Slice {
+            parent: parent.clone(),
+            axis: 0,
+            keep: false,
+        }
     }
     pub fn shape(&self) -> Vec<u32> {
         let mut s = self.parent.shape.clone();
         if self.keep {
-            s[1] = 1;
+            s[self.axis as usize] = 1;
         } else {
-            s.remove(1);
+            s.remove(self.axis as usize);
         }
         s
     }
-    /// Two registers per fragment row: rows g and g + 8 of each of the `mt`
-    /// fragments.
-    pub fn num_regs(&self) -> usize {
-        2 * self.parent.mt() as usize
+    /// The dimension of [`shape`](Self::shape) the statistic runs along.
+    pub fn dim(&self) -> usize {
+        if self.keep {
+            1 - self.axis as usize
+        } else {
+            0
+        }
     }
-    /// The accumulator layout of `[M, n]` that the statistic broadcasts
+    /// Rows: two registers per fragment row (rows g and g + 8 of each of the
+    /// `mt` fragments). Columns: two per fragment column (2q and 2q + 1 of
+    /// each of the `nt`).
+    pub fn num_regs(&self) -> usize {
+        if self.axis == 1 {
+            2 * self.parent.mt() as usize
+        } else {
+            2 * self.parent.nt() as usize
+        }
+    }
+    /// The accumulator layout of `[M, n]` that a row statistic broadcasts
     /// into: the parent's rows, any number of columns (attention's row max
-    /// of the `[M, BN]` scores rescales the `[M, D]` output).
+    /// of the `[M, BN]` scores rescales the `[M, D]` output). A column
+    /// statistic broadcasts into its parent only.
     pub fn broadcast_to(&self, n: u32) -> Mma {
+        if self.axis == 0 {
+            return self.parent.clone();
+        }
         Mma {
             shape: vec![self.parent.shape[0], n],
             ..self.parent.clone()
@@ -445,12 +477,21 @@ impl Slice {
     pub fn reg_of(&self, m: &Mma, k: usize) -> usize {
         let k = k as u32;
         let (f, r) = (k / 4, k % 4);
-        (f / m.nt() * 2 + r / 2) as usize
+        if self.axis == 0 {
+            (f % m.nt() * 2 + r % 2) as usize
+        } else {
+            (f / m.nt() * 2 + r / 2) as usize
+        }
     }
-    /// Static row offset of slice register `k` from the thread's base row.
+    /// Static offset of slice register `k` from the thread's base row
+    /// (column, for a column statistic).
     pub fn static_offset(&self, k: usize) -> u32 {
         let k = k as u32;
-        (k / 2) * self.parent.frag_step() + (k % 2) * 8
+        if self.axis == 0 {
+            (k / 2) * 8 + k % 2
+        } else {
+            (k / 2) * self.parent.frag_step() + (k % 2) * 8
+        }
     }
 }
 
@@ -636,6 +677,8 @@ impl Layout {
         match self {
             Layout::Blocked(b) if b.rank() > 0 => b.spt[b.rank() - 1],
             Layout::Mma(_) | Layout::Operand(Operand { b: false, .. }) => 2,
+            // Columns 2q and 2q + 1 of each fragment.
+            Layout::Slice(s) if s.axis == 0 => 2,
             _ => 1,
         }
     }
@@ -644,7 +687,7 @@ impl Layout {
         match (self, other) {
             (Layout::Blocked(a), Layout::Blocked(b)) => a.same_map(b),
             // `expand_dims` at the sliced dimension keeps every register.
-            (Layout::Slice(a), Layout::Slice(b)) => a.parent == b.parent,
+            (Layout::Slice(a), Layout::Slice(b)) => a.parent == b.parent && a.axis == b.axis,
             // The reduced shape, or `keep`'s (an `expand_dims` at the axis).
             (Layout::Reduced(r), Layout::Blocked(b)) | (Layout::Blocked(b), Layout::Reduced(r)) => {
                 r.keep.same_map(b) || r.plain().is_some_and(|p| p.same_map(b))
@@ -719,6 +762,53 @@ mod mma_tests {
             Slice::of(&Mma::warpgroups(&[128, 128], 1, 2), 1).is_none(),
             "crosses warpgroups"
         );
+    }
+
+    /// A column statistic sits where its columns are, in `wgmma` and
+    /// `mma.sync` accumulators alike: for every thread, the column of each
+    /// accumulator register is the column of the slice register it reads;
+    /// a thread's slice registers are distinct columns; and the threads at
+    /// row 0 (the owners) hold every column once.
+    #[test]
+    fn column_slices_hold_the_columns_of_their_registers() {
+        let parents = [
+            Mma::warpgroups(&[64, 64], 1, 1),
+            Mma::warpgroups(&[128, 64], 2, 1),
+            Mma::warpgroups(&[64, 256], 1, 2),
+            Mma::new(&[64, 64], 4),
+            Mma::new(&[128, 128], 8),
+            Mma::new(&[16, 64], 4),
+        ];
+        for m in parents {
+            let sl = Slice::columns(&m);
+            let mut owned = vec![0; m.shape[1] as usize];
+            for w in 0..m.wm * m.wn {
+                let (r0, c0) = m.warp_base(w);
+                for lane in 0..32 {
+                    let (g, q) = (lane / 4, lane % 4);
+                    let cols: Vec<u32> = (0..sl.num_regs())
+                        .map(|k| c0 + 2 * q + sl.static_offset(k))
+                        .collect();
+                    let mut distinct = cols.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    assert_eq!(distinct.len(), cols.len(), "{m:?}");
+                    for k in 0..m.num_regs() {
+                        let col = c0 + 2 * q + m.static_offset(k).1;
+                        assert_eq!(col, cols[sl.reg_of(&m, k)], "{m:?} register {k}");
+                    }
+                    if r0 + g == 0 {
+                        for c in cols {
+                            owned[c as usize] += 1;
+                        }
+                    }
+                }
+            }
+            assert!(owned.iter().all(|&n| n == 1), "{m:?}: {owned:?}");
+            assert_eq!(sl.broadcast_to(m.shape[1]), m);
+            assert_eq!(sl.shape(), vec![m.shape[1]]);
+            assert_eq!(Slice { keep: true, ..sl }.shape(), vec![1, m.shape[1]]);
+        }
     }
 
     /// Each element of a register operand sits in exactly one thread of the

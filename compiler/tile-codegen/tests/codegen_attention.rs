@@ -108,3 +108,36 @@ fn the_attention_backward_loops_are_pipelined() {
         );
     }
 }
+
+/// dK/dV computes the scores transposed (Sᵀ = K Qᵀ, a row per key), so Pᵀ
+/// and dSᵀ leave their dots in the accumulator layout and feed
+/// `dot(pt, do)` and `dot(dst, q)` as wgmma's register A, and the
+/// per-query `lse[None, :]` and `delta[None, :]` are loaded straight into
+/// the accumulator's columns (column `Slice`s): the loop's only barrier is
+/// the pipeline's, and no thread reads shared memory (it had 21 barriers
+/// and 134 shared loads, and spilled at 255 registers).
+#[test]
+fn the_attention_dkdv_loop_moves_nothing_through_shared_memory() {
+    for (d, bm, bn) in [(64, 64, 64), (128, 64, 64)] {
+        let meta = [("BM", bm), ("BN", bn), ("D", d)];
+        let ptx = example_ptx("attention_bwd.tile", "attention_bwd_dkdv", &meta, 4);
+        let body = wgmma_loop(&ptx);
+        let what = format!("attention_bwd_dkdv BM={bm} BN={bn} D={d}");
+        let barriers = count(&body, "bar.sync") + count(&body, "barrier.sync");
+        assert_eq!(barriers, 1, "{what}: barriers in the loop");
+        assert_eq!(
+            count(&body, "ld.shared"),
+            0,
+            "{what}: a conversion through shared memory"
+        );
+        let register_a = body
+            .iter()
+            .filter(|l| l.contains("wgmma.mma_async") && l.contains("}, {%r"))
+            .count();
+        assert_eq!(
+            register_a,
+            2 * bm as usize / 16,
+            "{what}: Pᵀ dO and dSᵀ Q from registers"
+        );
+    }
+}

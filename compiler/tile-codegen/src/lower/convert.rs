@@ -66,7 +66,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     "broadcast of {sl:?} into {m:?}"
                 )));
             }
-            // Each accumulator register takes its row's statistic.
+            // Each accumulator register takes its row's (column's) statistic.
             Ok((0..m.num_regs()).map(|k| regs[sl.reg_of(m, k)]).collect())
         } else if let Some(pick) = in_thread_broadcast(&src, &dst) {
             Ok(pick.into_iter().map(|k| regs[k]).collect())

@@ -86,8 +86,11 @@ fn pull_mma_layouts(
             // load into them would read 2 bytes at a time, so it stays
             // blocked (vectorised) and converts once.
             let b_fragments = matches!(l, Layout::Operand(Operand { b: true, .. }));
+            // A statistic's load is small and saves a conversion wherever
+            // it is; a tile's only in loops (above).
+            let statistic = matches!(l, Layout::Slice(_));
             let pullable = defs.get(v).is_some_and(|i| {
-                matches!(i.op, Op::Load { .. } if !b_fragments && in_loop.contains(v))
+                matches!(i.op, Op::Load { .. } if !b_fragments && (in_loop.contains(v) || statistic))
                     || matches!(
                         i.op,
                         Op::Cast(_)
@@ -96,6 +99,8 @@ fn pull_mma_layouts(
                             | Op::Cmp(..)
                             | Op::Select { .. }
                             | Op::AddPtr { .. }
+                            | Op::Broadcast(_)
+                            | Op::ExpandDims { .. }
                     )
             });
             if pullable && ls.iter().all(|x| x.as_ref() == Some(l)) {
@@ -122,7 +127,7 @@ fn read_layouts(
     out: &HashMap<ValueId, Layout>,
 ) -> Vec<(ValueId, Option<Layout>)> {
     let mma = |v: &ValueId| match out.get(v) {
-        Some(l @ (Layout::Mma(_) | Layout::Operand(_))) => Some(l.clone()),
+        Some(l @ (Layout::Mma(_) | Layout::Operand(_) | Layout::Slice(_))) => Some(l.clone()),
         _ => None,
     };
     let of_result = || i.results.first().and_then(mma);
@@ -139,6 +144,31 @@ fn read_layouts(
                 .into_iter()
                 .map(|v| (v, l.clone()))
                 .collect()
+        }
+        // A broadcast into an accumulator reads a row or column statistic
+        // of it, `expand_dims` of a statistic the statistic itself.
+        Op::Broadcast(a) => {
+            let shape = &kernel.ty(*a).shape;
+            let l = match of_result() {
+                Some(Layout::Mma(m)) if shape.len() == 2 => {
+                    let rows = Slice::of(&m, 1).filter(|_| shape[1] == 1 && shape[0] == m.shape[0]);
+                    let cols =
+                        (shape[0] == 1 && shape[1] == m.shape[1]).then(|| Slice::columns(&m));
+                    rows.or(cols)
+                        .map(|s| Layout::Slice(Slice { keep: true, ..s }))
+                }
+                _ => None,
+            };
+            vec![(*a, l)]
+        }
+        Op::ExpandDims { value, axis } => {
+            let l = match of_result() {
+                Some(Layout::Slice(s)) if s.keep && s.axis == *axis => {
+                    Some(Layout::Slice(Slice { keep: false, ..s }))
+                }
+                _ => None,
+            };
+            vec![(*value, l)]
         }
         Op::Store { ptr, value, mask } => {
             let at_ptr = mma(ptr).filter(|l| matches!(l, Layout::Mma(_)));
@@ -222,7 +252,7 @@ fn assign_block(cx: &Cx, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>
             }
             Op::ExpandDims { value, axis } => {
                 if let Some(Layout::Slice(s)) = out.get(value) {
-                    if !s.keep && *axis == 1 {
+                    if !s.keep && *axis == s.axis {
                         let s = Slice {
                             keep: true,
                             ..s.clone()
@@ -234,7 +264,11 @@ fn assign_block(cx: &Cx, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>
             Op::Broadcast(a) => {
                 if let Some(Layout::Slice(s)) = out.get(a) {
                     let shape = &kernel.ty(r).shape;
-                    if s.keep && shape[0] == s.parent.shape[0] && shape[1].is_multiple_of(8) {
+                    let fits = match s.axis {
+                        1 => shape[0] == s.parent.shape[0] && shape[1].is_multiple_of(8),
+                        _ => *shape == s.parent.shape,
+                    };
+                    if s.keep && fits {
                         out.insert(r, Layout::Mma(s.broadcast_to(shape[1])));
                     }
                 }

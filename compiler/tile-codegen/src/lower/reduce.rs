@@ -70,7 +70,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         let dst = self.layout(r);
         if let Layout::Slice(sl) = &dst {
-            if self.layout(value) == Layout::Mma(sl.parent.clone()) {
+            if sl.axis == 1 && self.layout(value) == Layout::Mma(sl.parent.clone()) {
                 return self.reduce_to_slice(op, value, sl.clone(), s_in, s);
             }
         }

@@ -23,17 +23,21 @@ impl<'c, 'k> Lower<'c, 'k> {
                 return Ok(th);
             }
             Layout::Slice(sl) => {
-                // The parent's base row; the four lanes of a quad hold
-                // replicas of their row's statistic: the first owns it.
                 let parent = self.thread_coords(&Layout::Mma(sl.parent.clone()))?;
-                let mut base = vec![parent.base[0]];
                 let z = self.e.i32(0)?;
-                if sl.keep {
-                    base.push(z);
-                }
-                let c3 = self.e.i32(3)?;
-                let q = self.e.binop("arith.andi", lane, c3)?;
-                let first = self.e.cmpi("eq", q, z)?;
+                let (along, first) = if sl.axis == 1 {
+                    // The parent's base row; the four lanes of a quad hold
+                    // replicas of their row's statistic: the first owns it.
+                    let c3 = self.e.i32(3)?;
+                    let q = self.e.binop("arith.andi", lane, c3)?;
+                    (parent.base[0], self.e.cmpi("eq", q, z)?)
+                } else {
+                    // The parent's base column; every row holds replicas of
+                    // its columns' statistics: the thread at row 0 owns them.
+                    (parent.base[1], self.e.cmpi("eq", parent.base[0], z)?)
+                };
+                let mut base = vec![z; sl.shape().len()];
+                base[sl.dim()] = along;
                 let owner = match parent.owner {
                     Some(o) => self.e.binop("arith.andi", o, first)?,
                     None => first,
@@ -180,7 +184,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             Layout::Slice(sl) => {
                 let off = self.e.i32(sl.static_offset(k) as i64)?;
                 let mut c = base.clone();
-                c[0] = self.e.binop("arith.addi", base[0], off)?;
+                let d = sl.dim();
+                c[d] = self.e.binop("arith.addi", base[d], off)?;
                 return Ok(c);
             }
             Layout::Operand(o) => {
