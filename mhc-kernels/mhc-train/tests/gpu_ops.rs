@@ -402,6 +402,57 @@ fn gpu_attention() {
     }
 }
 
+/// The fused attention (flash_attention.tile) forward and backward, GPU
+/// against the interpreter on the same bf16 inputs, at lengths no multiple
+/// of the blocks. Both round P and dS to bf16 before their second dots; the
+/// GPU's exp2 (`ex2.approx`, ≤ 2 f32 ulp) can flip such a rounding (one bf16
+/// ulp, 2^-8, of one term) only for the rare terms within 2 f32 ulp of a
+/// rounding boundary, and the outputs' own bf16 rounding then differs by at
+/// most one ulp: 4·2^-8 of (|cpu| + rms) leaves room for both.
+#[test]
+fn gpu_flash_attention() {
+    let Some(ops) = pair("gpu_flash_attention") else {
+        return;
+    };
+    let mut rng = rng("gpu_flash_attention");
+    for (bh, t, d) in pick([(8, 257, 64), (1, 1030, 128)], [(1, 70, 64), (1, 65, 128)]) {
+        let nq = bh * t * d;
+        let ins: Vec<Host> = (0..4)
+            .map(|_| {
+                Host::Bf16(
+                    randv(&mut rng, nq, 2.0)
+                        .into_iter()
+                        .map(bf16::from_f32)
+                        .collect(),
+                )
+            })
+            .collect();
+        let scale = 1.0 / (d as f32).sqrt();
+        let outs = [
+            nan_bf16(nq),
+            nan_f32(bh * t),
+            nan_f32(bh * t),
+            nan_bf16(nq),
+            nan_bf16(nq),
+            nan_bf16(nq),
+        ];
+        let r = run(&ops, &ins, &outs, |o, i, out| {
+            let [y, lse, delta, dq, dk, dv] = out else {
+                unreachable!()
+            };
+            o.flash_attention_fwd(&i[0], &i[1], &i[2], y, lse, bh, t, d, scale)?;
+            o.flash_attention_bwd(
+                &i[0], &i[1], &i[2], y, lse, &i[3], delta, dq, dk, dv, bh, t, d, scale,
+            )
+        });
+        close(
+            &format!("flash attention bh={bh} t={t} d={d}"),
+            &r,
+            4.0 / 256.0,
+        );
+    }
+}
+
 /// A test-only switch that turns a kernel deliberately wrong, to show that the
 /// GPU tier catches it: `TILE_TEST_SABOTAGE=adamw-no-bias-correction` (here;
 /// see integration-tests' gpu_examples for the others).

@@ -67,6 +67,24 @@ fn loss_falls_mhc() {
     loss_falls(ResidualMode::Mhc);
 }
 
+/// With a head dimension of 64 the attention runs the fused kernels
+/// (bf16 heads, no scores kept): the loss falls as with the GEMM path.
+#[test]
+fn loss_falls_with_fused_attention() {
+    let out = temp_dir("fused-attention");
+    let mut opts = tiny(ResidualMode::Mhc, 24, out.clone());
+    (opts.model.width, opts.model.heads) = (64, 1);
+    assert!(mhc_train::ops::Ops::has_flash_attention(
+        opts.model.head_dim()
+    ));
+    let s = train(&opts, no_interrupt()).unwrap();
+    assert_eq!(s.stop, Stop::Finished);
+    let (first, last) = ends(&s.losses, 4);
+    assert!(first > 4.5, "first losses {first}");
+    assert!(last < first - 1.0, "loss {first} → {last}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
     let steps = 8;

@@ -177,7 +177,8 @@ impl Ops {
 
     /// Slot `slot` of `src` [b, t, slots, h, d] → `dst` [b, h, t, d]: with
     /// slots = 3 the q, k or v of a fused qkv projection, with slots = 1 a
-    /// [b, t, h·d] activation split into heads.
+    /// [b, t, h·d] activation split into heads. `dst` is f32, or bf16 (the
+    /// fused attention's operands: rounded on the way).
     #[allow(clippy::too_many_arguments)]
     pub fn split_heads(
         &self,
@@ -193,8 +194,9 @@ impl Ops {
         self.permute("split_heads", src, dst, [b, t, h, d], slots, slot, true)
     }
 
-    /// The inverse of [`Ops::split_heads`]: `src` [b, h, t, d] → slot `slot` of
-    /// `dst` [b, t, slots, h, d] (other slots untouched).
+    /// The inverse of [`Ops::split_heads`]: `src` [b, h, t, d] (f32 or
+    /// bf16) → slot `slot` of `dst` [b, t, slots, h, d] (other slots
+    /// untouched).
     #[allow(clippy::too_many_arguments)]
     pub fn merge_heads(
         &self,
@@ -236,8 +238,17 @@ impl Ops {
         } else {
             (heads, fused)
         };
-        check(op, "src", src, Scalar::F32, &[src_len])?;
-        check(op, "dst", dst, Scalar::F32, &[dst_len])?;
+        // The per-head side may be bf16; the [b, t, slots, h, d] side is f32.
+        let per_head = if split { &*dst } else { src };
+        let bf16 = per_head.dtype() == Scalar::BF16;
+        let head_dtype = if bf16 { Scalar::BF16 } else { Scalar::F32 };
+        let (src_dtype, dst_dtype) = if split {
+            (Scalar::F32, head_dtype)
+        } else {
+            (head_dtype, Scalar::F32)
+        };
+        check(op, "src", src, src_dtype, &[src_len])?;
+        check(op, "dst", dst, dst_dtype, &[dst_len])?;
         if heads == 0 {
             return Ok(());
         }
@@ -251,28 +262,29 @@ impl Ops {
             int(op, slot)?,
         );
         let grid = [b * t, (h * d).div_ceil(block as usize), 1];
-        if split {
-            let a = k::SplitHeads {
-                src,
-                dst,
-                T: tt,
-                H: hh,
-                D: dd,
-                S: ss,
-                slot,
+        macro_rules! run {
+            ($args:ident, $meta:ident) => {
+                self.launch(
+                    k::$meta { BLOCK: block },
+                    4,
+                    grid,
+                    k::$args {
+                        src,
+                        dst,
+                        T: tt,
+                        H: hh,
+                        D: dd,
+                        S: ss,
+                        slot,
+                    },
+                )
             };
-            self.launch(k::SplitHeadsMeta { BLOCK: block }, 4, grid, a)
-        } else {
-            let a = k::MergeHeads {
-                src,
-                dst,
-                T: tt,
-                H: hh,
-                D: dd,
-                S: ss,
-                slot,
-            };
-            self.launch(k::MergeHeadsMeta { BLOCK: block }, 4, grid, a)
+        }
+        match (split, bf16) {
+            (true, false) => run!(SplitHeads, SplitHeadsMeta),
+            (true, true) => run!(SplitHeadsBf16, SplitHeadsBf16Meta),
+            (false, false) => run!(MergeHeads, MergeHeadsMeta),
+            (false, true) => run!(MergeHeadsBf16, MergeHeadsBf16Meta),
         }
     }
 

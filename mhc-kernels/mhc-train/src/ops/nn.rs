@@ -372,6 +372,159 @@ impl Ops {
         self.gemm(&GemmOp::new(t, d, t).trans_a(true).batched(bh), ds, q, dk)
     }
 
+    /// Whether [`Ops::flash_attention_fwd`] has kernels for head dimension
+    /// `d` (the `D` values of flash_attention.tile's tune blocks, which the
+    /// GPU pack holds); other head dimensions go through
+    /// [`Ops::attention_fwd`].
+    pub fn has_flash_attention(d: usize) -> bool {
+        matches!(d, 64 | 128)
+    }
+
+    /// Causal attention without the scores, FlashAttention-2 style
+    /// (`attention_lse` of flash_attention.tile): bf16 per-head q, k, v
+    /// [bh, t, d] → o [bh, t, d] (bf16) and each query's log-sum-exp
+    /// lse [bh, t] (f32), all the backward keeps. Math in f32, dots in bf16
+    /// with f32 accumulation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attention_fwd(
+        &self,
+        q: &Buffer,
+        k: &Buffer,
+        v: &Buffer,
+        o: &mut Buffer,
+        lse: &mut Buffer,
+        bh: usize,
+        t: usize,
+        d: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "flash_attention_fwd";
+        let (seq, dd) = flash_shape(OP, bh, t, d)?;
+        for (name, b) in [("q", q), ("k", k), ("v", v), ("o", &*o)] {
+            check(OP, name, b, Scalar::BF16, &[bh, t, d])?;
+        }
+        check(OP, "lse", lse, Scalar::F32, &[bh, t])?;
+        if bh * t == 0 {
+            return Ok(());
+        }
+        let (bm, bn) = (FLASH_FWD_BM, FLASH_BN);
+        self.launch(
+            k::AttentionLseMeta {
+                BM: bm,
+                BN: bn,
+                D: dd,
+                CAUSAL: 1,
+            },
+            4,
+            [t.div_ceil(bm as usize), bh, 1],
+            k::AttentionLse {
+                q,
+                k,
+                v,
+                o,
+                lse,
+                seq,
+                scale,
+            },
+        )
+    }
+
+    /// Backward of [`Ops::flash_attention_fwd`] from its o and lse and the
+    /// output's gradient d_o [bh, t, d] (bf16): dq, dk, dv [bh, t, d] (bf16,
+    /// overwritten), no atomics (every element has one writer, so the
+    /// gradients are bit-reproducible). `delta` [bh, t] (f32) is workspace:
+    /// rowsum(dO ∘ O).
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attention_bwd(
+        &self,
+        q: &Buffer,
+        k: &Buffer,
+        v: &Buffer,
+        o: &Buffer,
+        lse: &Buffer,
+        d_o: &Buffer,
+        delta: &mut Buffer,
+        dq: &mut Buffer,
+        dk: &mut Buffer,
+        dv: &mut Buffer,
+        bh: usize,
+        t: usize,
+        d: usize,
+        scale: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "flash_attention_bwd";
+        let (seq, dd) = flash_shape(OP, bh, t, d)?;
+        for (name, b) in [
+            ("q", q),
+            ("k", k),
+            ("v", v),
+            ("o", o),
+            ("do", d_o),
+            ("dq", &*dq),
+            ("dk", &*dk),
+            ("dv", &*dv),
+        ] {
+            check(OP, name, b, Scalar::BF16, &[bh, t, d])?;
+        }
+        check(OP, "lse", lse, Scalar::F32, &[bh, t])?;
+        check(OP, "delta", delta, Scalar::F32, &[bh, t])?;
+        if bh * t == 0 {
+            return Ok(());
+        }
+        let (bm, bn) = (FLASH_BWD_BM, FLASH_BN);
+        let blocks = |b: i64| [t.div_ceil(b as usize), bh, 1];
+        self.launch(
+            k::AttentionBwdDeltaMeta { BM: bm, D: dd },
+            4,
+            blocks(bm),
+            k::AttentionBwdDelta { o, d_o, delta, seq },
+        )?;
+        let delta = &*delta;
+        self.launch(
+            k::AttentionBwdDkdvMeta {
+                BM: bm,
+                BN: bn,
+                D: dd,
+                CAUSAL: 1,
+            },
+            4,
+            blocks(bn),
+            k::AttentionBwdDkdv {
+                q,
+                k,
+                v,
+                d_o,
+                lse,
+                delta,
+                dk,
+                dv,
+                seq,
+                scale,
+            },
+        )?;
+        self.launch(
+            k::AttentionBwdDqMeta {
+                BM: bm,
+                BN: bn,
+                D: dd,
+                CAUSAL: 1,
+            },
+            4,
+            blocks(bm),
+            k::AttentionBwdDq {
+                q,
+                k,
+                v,
+                d_o,
+                lse,
+                delta,
+                dq,
+                seq,
+                scale,
+            },
+        )
+    }
+
     /// y = GELU(x) (tanh approximation) over n elements.
     pub fn gelu_fwd(&self, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "gelu_fwd";
@@ -506,4 +659,24 @@ impl Ops {
         };
         self.elementwise(OP, n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
     }
+}
+
+/// The fused attention's blocks (configs of flash_attention.tile's tune
+/// blocks): queries per program of the forward and of the backward, keys per
+/// step (and per dK/dV program).
+const FLASH_FWD_BM: i64 = 128;
+const FLASH_BWD_BM: i64 = 64;
+const FLASH_BN: i64 = 64;
+
+/// `t` and `d` as the kernels' i32 arguments, for a head dimension they
+/// have, with every offset (up to bh·t·d) within i32.
+fn flash_shape(op: &'static str, bh: usize, t: usize, d: usize) -> Result<(i32, i64), OpsError> {
+    if !Ops::has_flash_attention(d) {
+        return Err(OpsError::Shape {
+            op,
+            message: format!("no fused attention kernel for head dimension {d} (only 64 and 128)"),
+        });
+    }
+    int(op, elements(op, &[bh, t, d])?)?;
+    Ok((int(op, t)?, d as i64))
 }

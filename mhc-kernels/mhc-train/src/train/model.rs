@@ -37,8 +37,17 @@ struct AttnActs {
     q: Buffer,
     k: Buffer,
     v: Buffer,
-    p: Buffer,
+    scores: Scores,
     o: Buffer,
+}
+
+/// What the attention's backward needs of its softmax: per head dimension
+/// with a fused kernel ([`Ops::has_flash_attention`]) q, k, v are bf16 and
+/// only the output and each query's log-sum-exp are kept; otherwise q, k,
+/// v are f32 and the probabilities P [bh, t, t] are.
+enum Scores {
+    Fused { o_heads: Buffer, lse: Buffer },
+    Materialized { p: Buffer },
 }
 
 /// What the backward of one MLP sublayer needs from its forward.
@@ -176,9 +185,12 @@ impl Kit {
         let (nh, d, bh, scale) = self.heads();
         let (a, rstd) = self.norm(h, &b.norm1.value)?;
         let qkv = self.linear(&a, &b.wqkv.value, rows, c, 3 * c)?;
+        let fused = Ops::has_flash_attention(d);
+        let heads = if fused { Scalar::BF16 } else { Scalar::F32 };
+        let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
         let mut qkv_heads = Vec::with_capacity(3);
         for slot in 0..3 {
-            let mut x = self.alloc(bh * t * d)?;
+            let mut x = alloc_heads()?;
             self.ops
                 .split_heads(&qkv, &mut x, self.batch, t, nh, d, 3, slot)?;
             qkv_heads.push(x);
@@ -186,12 +198,29 @@ impl Kit {
         let v = qkv_heads.pop().expect("three slots");
         let k = qkv_heads.pop().expect("three slots");
         let q = qkv_heads.pop().expect("three slots");
-        let (mut p, mut o_heads) = (self.alloc(bh * t * t)?, self.alloc(bh * t * d)?);
-        self.ops
-            .attention_fwd(&q, &k, &v, &mut p, &mut o_heads, bh, t, d, scale)?;
+        let mut o_heads = alloc_heads()?;
+        let lse_or_p = if fused {
+            let mut lse = self.alloc(bh * t)?;
+            self.ops
+                .flash_attention_fwd(&q, &k, &v, &mut o_heads, &mut lse, bh, t, d, scale)?;
+            lse
+        } else {
+            let mut p = self.alloc(bh * t * t)?;
+            self.ops
+                .attention_fwd(&q, &k, &v, &mut p, &mut o_heads, bh, t, d, scale)?;
+            p
+        };
         let mut o = self.alloc(rows * c)?;
         self.ops
             .merge_heads(&o_heads, &mut o, self.batch, t, nh, d, 1, 0)?;
+        let scores = if fused {
+            Scores::Fused {
+                o_heads,
+                lse: lse_or_p,
+            }
+        } else {
+            Scores::Materialized { p: lse_or_p }
+        };
         let y = self.linear(&o, &b.wo.value, rows, c, c)?;
         Ok((
             y,
@@ -201,7 +230,7 @@ impl Kit {
                 q,
                 k,
                 v,
-                p,
+                scores,
                 o,
             },
         ))
@@ -217,19 +246,29 @@ impl Kit {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
         let d_o = self.linear_backward(&acts.o, &b.wo.value, dy, &mut b.wo.grad, rows, c, c)?;
-        let mut do_heads = self.alloc(bh * t * d)?;
+        // The per-head tensors in the dtype of the forward's (bf16 when fused).
+        let heads = acts.q.dtype();
+        let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
+        let mut do_heads = alloc_heads()?;
         self.ops
             .split_heads(&d_o, &mut do_heads, self.batch, t, nh, d, 1, 0)?;
-        let (mut dq, mut dk, mut dv) = (
-            self.alloc(bh * t * d)?,
-            self.alloc(bh * t * d)?,
-            self.alloc(bh * t * d)?,
-        );
-        let mut ds = self.alloc(bh * t * t)?;
-        self.ops.attention_bwd(
-            &acts.q, &acts.k, &acts.v, &acts.p, &do_heads, &mut dq, &mut dk, &mut dv, &mut ds, bh,
-            t, d, scale,
-        )?;
+        let (mut dq, mut dk, mut dv) = (alloc_heads()?, alloc_heads()?, alloc_heads()?);
+        let (q, k, v) = (&acts.q, &acts.k, &acts.v);
+        match &acts.scores {
+            Scores::Fused { o_heads, lse } => {
+                let mut delta = self.alloc(bh * t)?;
+                self.ops.flash_attention_bwd(
+                    q, k, v, o_heads, lse, &do_heads, &mut delta, &mut dq, &mut dk, &mut dv, bh, t,
+                    d, scale,
+                )?;
+            }
+            Scores::Materialized { p } => {
+                let mut ds = self.alloc(bh * t * t)?;
+                self.ops.attention_bwd(
+                    q, k, v, p, &do_heads, &mut dq, &mut dk, &mut dv, &mut ds, bh, t, d, scale,
+                )?;
+            }
+        }
         let mut dqkv = self.alloc(rows * 3 * c)?;
         for (slot, g) in [&dq, &dk, &dv].into_iter().enumerate() {
             self.ops
