@@ -192,6 +192,18 @@ fn xent_ref(logits: &[f64], targets: &[i32], v: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The causal softmax P [t, t] of head `b`'s scores scale·q·kᵀ.
+fn attention_probs(q: &[f64], k: &[f64], b: usize, t: usize, d: usize, scale: f64) -> Vec<f64> {
+    let at = |m: &[f64], i: usize, j: usize| m[(b * t + i) * d + j];
+    let mut s = vec![0.0; t * t];
+    for i in 0..t {
+        for j in 0..t {
+            s[i * t + j] = (0..d).map(|e| at(q, i, e) * at(k, j, e)).sum();
+        }
+    }
+    softmax_ref(&s, t, scale)
+}
+
 /// Causal attention of [bh, t, d] q, k, v.
 fn attention_ref(
     q: &[f64],
@@ -205,13 +217,7 @@ fn attention_ref(
     let mut o = vec![0.0; bh * t * d];
     for b in 0..bh {
         let at = |m: &[f64], i: usize, j: usize| m[(b * t + i) * d + j];
-        let mut s = vec![0.0; t * t];
-        for i in 0..t {
-            for j in 0..t {
-                s[i * t + j] = (0..d).map(|e| at(q, i, e) * at(k, j, e)).sum();
-            }
-        }
-        let p = softmax_ref(&s, t, scale);
+        let p = attention_probs(q, k, b, t, d, scale);
         for i in 0..t {
             for e in 0..d {
                 o[(b * t + i) * d + e] = (0..t).map(|j| p[i * t + j] * at(v, j, e)).sum();
@@ -487,13 +493,7 @@ fn attention_grads_ref(
     let mut g = [0; 6].map(|_| vec![0.0; n]);
     for b in 0..bh {
         let at = |m: &[f64], i: usize, j: usize| m[(b * t + i) * d + j];
-        let mut s = vec![0.0; t * t];
-        for i in 0..t {
-            for j in 0..t {
-                s[i * t + j] = (0..d).map(|e| at(q, i, e) * at(k, j, e)).sum();
-            }
-        }
-        let p = softmax_ref(&s, t, scale);
+        let p = attention_probs(q, k, b, t, d, scale);
         for i in 0..t {
             let dp: Vec<f64> = (0..t)
                 .map(|j| (0..d).map(|e| at(d_o, i, e) * at(v, j, e)).sum())

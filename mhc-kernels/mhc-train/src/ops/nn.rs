@@ -415,7 +415,7 @@ impl Ops {
                 D: dd,
                 CAUSAL: 1,
             },
-            4,
+            FLASH_FWD_WARPS,
             [t.div_ceil(bm as usize), bh, 1],
             k::AttentionLse {
                 q,
@@ -665,6 +665,9 @@ impl Ops {
 /// blocks): queries per program of the forward and of the backward, keys per
 /// step (and per dK/dV program).
 const FLASH_FWD_BM: i64 = 128;
+/// Two warpgroups of 64 queries each for the forward (one of 128 needs 176
+/// registers a thread against 127, and twice the instructions a warp).
+const FLASH_FWD_WARPS: u32 = 8;
 const FLASH_BWD_BM: i64 = 64;
 const FLASH_BN: i64 = 64;
 
