@@ -55,7 +55,7 @@ class Gpt(nn.Module):
         for b in self.blocks:
             x = b(x)
         logits = self.head(self.norm(x))
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.view(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 def run(args, compile_):
