@@ -630,6 +630,23 @@ fn gpu_glue() {
     close("permutes and bias", &r, 0.0);
 }
 
+/// Initialisation draws the same bits on the GPU as on the interpreter
+/// (integer Philox, one rounding to f32: `init_normal.rs` holds the
+/// interpreter to an independent Philox).
+#[test]
+fn gpu_init_normal() {
+    let Some(ops) = pair("gpu_init_normal") else {
+        return;
+    };
+    let mut rng = rng("gpu_init_normal");
+    let n = pick(3_000_017, 10_007);
+    let (seed, stream) = (rng.random::<u64>(), rng.random::<u32>());
+    let r = run(&ops, &[], &[nan_f32(n)], |o, _, out| {
+        o.init_normal(&mut out[0], n, 0.02, seed, stream)
+    });
+    close("init_normal", &r, 0.0);
+}
+
 #[test]
 fn gpu_streams() {
     let Some(ops) = pair("gpu_streams") else {

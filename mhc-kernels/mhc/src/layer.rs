@@ -68,6 +68,17 @@ impl SiteConfig {
         }
     }
 
+    /// Learned values of one site: the projection, α (3) and the biases.
+    pub fn param_count(&self) -> usize {
+        self.proj_rows() * self.proj_cols() + 3 + self.coeffs()
+    }
+
+    /// Bytes of the f32 [`Saved`] of `t` tokens.
+    pub fn saved_bytes(&self, t: usize) -> usize {
+        let rows = t * self.rows_per_token();
+        4 * (rows * self.proj_rows() + rows + t * self.coeffs())
+    }
+
     /// Projection rows per token (one per token for mHC, one per stream for HC).
     fn rows_per_token(&self) -> usize {
         match self.mixing {

@@ -135,6 +135,29 @@ impl Stack {
             .sum()
     }
 
+    /// What [`Stack::activation_bytes`] will be after a forward of `sites`
+    /// sites of `site` at `t` tokens, before anything is allocated (a
+    /// trainer's memory plan): per site the [`Saved`] coefficients and the
+    /// bf16 output y; the bf16 input streams at every block start (every
+    /// site without recompute); `h_in` without recompute.
+    pub fn planned_activation_bytes(
+        site: &crate::layer::SiteConfig,
+        t: usize,
+        sites: usize,
+        block_len: Option<usize>,
+    ) -> usize {
+        let (n, c) = (site.n, site.c);
+        (0..sites)
+            .map(|l| {
+                let start = block_len.is_none_or(|b| l.is_multiple_of(b));
+                site.saved_bytes(t)
+                    + 2 * t * c
+                    + if start { 2 * t * n * c } else { 0 }
+                    + if block_len.is_none() { 2 * t * c } else { 0 }
+            })
+            .sum()
+    }
+
     /// The inputs and `h_in` of sites `first..end` rebuilt from the kept input of `first`.
     pub fn recompute_block(&self, first: usize, end: usize) -> Result<Vec<(Buffer, Buffer)>> {
         let t = self.t;

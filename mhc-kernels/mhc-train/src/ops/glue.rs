@@ -75,6 +75,35 @@ impl Ops {
         })
     }
 
+    /// x[0..n] = std · N(0, 1), drawn on the device from (seed, stream, index)
+    /// alone (Philox4x32-10 and a sum of 12 uniforms: `kernels/model/init.tile`),
+    /// so the values do not depend on the device, the block size or what else
+    /// was drawn; distinct `stream`s give independent tensors.
+    pub fn init_normal(
+        &self,
+        x: &mut Buffer,
+        n: usize,
+        std: f32,
+        seed: u64,
+        stream: u32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "init_normal";
+        check(OP, "x", x, Scalar::F32, &[n])?;
+        self.elementwise(OP, n, |block| {
+            Ok((
+                k::InitNormalMeta { BLOCK: block },
+                k::InitNormal {
+                    x,
+                    n: int(OP, n)?,
+                    std,
+                    key0: (seed & 0xffff_ffff) as i64,
+                    key1: (seed >> 32) as i64,
+                    stream: stream as i64,
+                },
+            ))
+        })
+    }
+
     /// x[0..n] = value.
     pub fn fill(&self, x: &mut Buffer, value: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "fill";

@@ -19,6 +19,7 @@
 //! | MLP | [`Ops::gelu_fwd`], [`Ops::gelu_bwd`] (tanh approximation), [`Ops::add_bias`] |
 //! | loss | [`Ops::cross_entropy`] (per-row loss and dlogits), [`Ops::sum`] (its mean) |
 //! | optimiser | [`Ops::adamw`], [`Ops::sum_squares`] (grad norm), [`Ops::col_sum`] (bias grads) |
+//! | initialisation | [`Ops::init_normal`] (counter-based, the same values on every device) |
 //! | glue | [`Ops::add`], [`Ops::axpy`], [`Ops::scale`], [`Ops::fill`], [`Ops::copy`], [`Ops::cast_f32_bf16`], [`Ops::cast_bf16_f32`] |
 //! | residual streams | [`Ops::streams_expand`], [`Ops::streams_expand_bwd`], [`Ops::streams_collapse`], [`Ops::streams_collapse_bwd`] |
 

@@ -10,6 +10,7 @@
 //! - [`params`]: parameters as the optimiser and checkpoints see them.
 //! - [`residual`]: the `plain`, `hc` and `mhc` residual modes behind one trait.
 //! - [`model`]: the GPT, forward and backward.
+//! - [`memory`]: the memory plan, checked before the first allocation.
 //! - [`optim`]: AdamW and gradient clipping.
 //! - [`run`]: the training loop and `mhc-train plot`.
 //! - [`parallel`]: data-parallel runs, one thread per rank (GPU), gradients
@@ -18,6 +19,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optim;

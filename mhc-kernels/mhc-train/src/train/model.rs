@@ -5,9 +5,8 @@
 //! ([`Ops`]); the same code runs on every device.
 
 use super::config::ModelConfig;
-use super::data::SplitMix64;
 use super::params::{Slot, Weight};
-use super::residual::{Residual, Sublayers};
+use super::residual::{bytes, Residual, Sublayers};
 use crate::ops::{Ops, Out};
 use anyhow::{anyhow, bail, Result};
 use std::sync::Arc;
@@ -95,11 +94,6 @@ pub struct Model {
     residual: Box<dyn Residual>,
     /// Per site, from the last forward.
     acts: Vec<Option<SiteActs>>,
-}
-
-/// N(0, std²) values from `rng`.
-fn normal(rng: &mut SplitMix64, len: usize, std: f32) -> Vec<f32> {
-    (0..len).map(|_| rng.normal() as f32 * std).collect()
 }
 
 impl Kit {
@@ -411,7 +405,9 @@ impl Sublayers for Sites<'_, '_> {
 impl Model {
     /// A freshly initialised model (GPT-2 style: N(0, 0.02²) matrices, the
     /// output projections of each block scaled down by sqrt(2·layers), unit
-    /// norm gains), deterministic in `seed`.
+    /// norm gains), deterministic in `seed`. The matrices are drawn on the
+    /// device ([`Weight::normal`]: a sum of 12 uniforms, so within 6σ), the
+    /// same values on every device.
     pub fn new(
         cfg: ModelConfig,
         device: Arc<Device>,
@@ -421,25 +417,30 @@ impl Model {
         seed: u64,
     ) -> Result<Model> {
         let (c, v, t, f) = (cfg.width, cfg.vocab, cfg.context, cfg.hidden());
-        let mut rng = SplitMix64::new(seed);
         let dev = &device;
         let std = 0.02;
         let out_std = std / (2.0 * cfg.layers as f32).sqrt();
+        // Every matrix is its own Philox stream of `seed`, numbered in order.
+        let mut stream = 0u32;
+        let mut normal = |n: usize, std: f32| {
+            stream += 1;
+            Weight::normal(&ops, n, std, seed, stream - 1)
+        };
+        let wte = normal(v * c, std)?;
+        let wpe = normal(t * c, std)?;
         let mut blocks = Vec::with_capacity(cfg.layers);
-        let wte = Weight::new(dev, &normal(&mut rng, v * c, std))?;
-        let wpe = Weight::new(dev, &normal(&mut rng, t * c, std))?;
         for _ in 0..cfg.layers {
             blocks.push(Block {
                 norm1: Weight::new(dev, &vec![1.0; c])?,
-                wqkv: Weight::new(dev, &normal(&mut rng, c * 3 * c, std))?,
-                wo: Weight::new(dev, &normal(&mut rng, c * c, out_std))?,
+                wqkv: normal(c * 3 * c, std)?,
+                wo: normal(c * c, out_std)?,
                 norm2: Weight::new(dev, &vec![1.0; c])?,
-                w1: Weight::new(dev, &normal(&mut rng, c * f, std))?,
-                w2: Weight::new(dev, &normal(&mut rng, f * c, out_std))?,
+                w1: normal(c * f, std)?,
+                w2: normal(f * c, out_std)?,
             });
         }
         let norm_f = Weight::new(dev, &vec![1.0; c])?;
-        let head = Weight::new(dev, &normal(&mut rng, c * v, std))?;
+        let head = normal(c * v, std)?;
         Ok(Model {
             kit: Kit {
                 loss_tokens: batch * cfg.context,
@@ -561,6 +562,31 @@ impl Model {
         ))
     }
 
+    /// Bytes the forward keeps for the backward (see [`Step::saved_bytes`]).
+    fn saved_bytes(&self, logits: &Buffer, head: &HeadActs) -> usize {
+        let sites: usize = self
+            .acts
+            .iter()
+            .flatten()
+            .map(|a| match a {
+                SiteActs::Attn(a) => {
+                    let scores = match &a.scores {
+                        Scores::Fused { o_heads, lse } => bytes(o_heads) + bytes(lse),
+                        Scores::Materialized { p } => bytes(p),
+                    };
+                    [&a.a, &a.rstd, &a.q, &a.k, &a.v, &a.o]
+                        .map(bytes)
+                        .iter()
+                        .sum::<usize>()
+                        + scores
+                }
+                SiteActs::Mlp(m) => [&m.a, &m.rstd, &m.u, &m.g].map(bytes).iter().sum(),
+            })
+            .sum();
+        let head = [&head.tokens, &head.xf, &head.rstd_f, &head.hf, logits].map(bytes);
+        sites + self.residual.activation_bytes() + head.iter().sum::<usize>()
+    }
+
     /// Mean cross-entropy (nats per byte) of `targets` after `inputs`, forward
     /// only (divided by the global batch's tokens after [`Model::set_global_batch`]).
     pub fn loss(&mut self, inputs: &[i32], targets: &[i32]) -> Result<f32> {
@@ -596,6 +622,7 @@ impl Model {
             self.kit.device.zero(s.grad)?;
         }
         let (logits, head) = self.forward(inputs)?;
+        let saved_bytes = self.saved_bytes(&logits, &head);
         // Activations peak here: everything the backward needs is alive.
         let memory = self
             .kit
@@ -671,6 +698,7 @@ impl Model {
             loss,
             h_res,
             memory,
+            saved_bytes,
         })
     }
 }
@@ -682,4 +710,8 @@ pub struct Step {
     pub h_res: Option<Vec<Vec<Vec<f32>>>>,
     /// Device memory in use after the forward, in bytes (GPU only).
     pub memory: Option<usize>,
+    /// Bytes held for the backward after the forward: every site's
+    /// activations, the residual mode's, the head's and the logits (what
+    /// [`MemoryPlan::saved`](super::memory::MemoryPlan::saved) predicts).
+    pub saved_bytes: usize,
 }

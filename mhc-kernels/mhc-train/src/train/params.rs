@@ -1,6 +1,7 @@
 //! Parameters as the optimiser and checkpoints see them: named f32 buffers
 //! with their gradients, whoever owns them (the model or a residual adapter).
 
+use crate::ops::Ops;
 use tile_runtime::{Buffer, Device, Scalar};
 
 /// A learned f32 tensor and its gradient, owned by the model.
@@ -14,6 +15,19 @@ impl Weight {
         Ok(Weight {
             value: device.upload(data)?,
             grad: device.alloc(Scalar::F32, data.len())?,
+        })
+    }
+
+    /// n values std · N(0, 1) drawn on the device from (seed, stream)
+    /// ([`Ops::init_normal`]): nothing is drawn or copied on the host, and the
+    /// values are the same on every device.
+    pub fn normal(ops: &Ops, n: usize, std: f32, seed: u64, stream: u32) -> anyhow::Result<Weight> {
+        let device = ops.device();
+        let mut value = device.alloc_output(Scalar::F32, n)?;
+        ops.init_normal(&mut value, n, std, seed, stream)?;
+        Ok(Weight {
+            value,
+            grad: device.alloc(Scalar::F32, n)?,
         })
     }
 }

@@ -52,6 +52,9 @@ pub trait Residual {
     /// H_res of the last forward (valid until the backward) for the given
     /// tokens: `[token][site]`, each row-major n×n; `None` for `plain`.
     fn h_res(&self, tokens: &[usize]) -> Result<Option<Vec<Vec<Vec<f32>>>>>;
+    /// Bytes the last forward keeps for the backward (the memory plan's
+    /// check: `memory::MemoryPlan`).
+    fn activation_bytes(&self) -> usize;
 }
 
 /// `x' = x + F(x)` on one f32 stream.
@@ -110,6 +113,10 @@ impl Residual for Plain {
 
     fn h_res(&self, _tokens: &[usize]) -> Result<Option<Vec<Vec<Vec<f32>>>>> {
         Ok(None)
+    }
+
+    fn activation_bytes(&self) -> usize {
+        self.inputs.iter().map(bytes).sum()
     }
 }
 
@@ -305,4 +312,13 @@ impl Residual for Hyper {
         }
         Ok(Some(out))
     }
+
+    fn activation_bytes(&self) -> usize {
+        self.stack.activation_bytes()
+    }
+}
+
+/// The size of a buffer in bytes.
+pub fn bytes(b: &Buffer) -> usize {
+    b.len() * b.dtype().size_bytes()
 }

@@ -7,6 +7,7 @@
 use super::checkpoint::{checkpoint_path, Checkpoint, DataRecord, Tensor};
 use super::config::{ModelConfig, ResidualMode, TrainConfig};
 use super::data::Dataset;
+use super::memory::MemoryPlan;
 use super::metrics::{amax_gain, metrics_path, AmaxGain, MetricsWriter, Record};
 use super::model::Model;
 use super::optim::AdamW;
@@ -426,6 +427,10 @@ struct RankRun<'s> {
     first_step: u64,
     metrics: Option<MetricsWriter>,
     bar: ProgressBar,
+    /// The memory plan's total, and the device memory in use before the run
+    /// allocated anything (GPU), to set the measured peak beside the plan.
+    plan_bytes: usize,
+    memory_before: Option<usize>,
 }
 
 impl<'s> RankRun<'s> {
@@ -438,6 +443,20 @@ impl<'s> RankRun<'s> {
         let (rank, ranks) = par.as_ref().map_or((0, 1), |p| (p.rank, p.ranks));
         let lead = rank == 0;
         let device = Arc::new(device);
+        // This rank's share of each step: sequences `rank·batch..(rank+1)·batch`.
+        let batch = tcfg.batch / ranks;
+        // Before the first allocation: a run that cannot fit stops here.
+        let memory_before = device.memory_info().map(|(free, total)| total - free);
+        let plan = MemoryPlan::new(mcfg, batch, opts.recompute);
+        plan.check(
+            mcfg,
+            batch,
+            opts.recompute,
+            device.memory_info().map(|(free, _)| free),
+        )?;
+        if lead {
+            say!("{}", plan.summary());
+        }
         let packs = match (&opts.packs, device.is_gpu()) {
             (Some(dir), _) => Some(dir.clone()),
             (None, true) => Some(PathBuf::from("target/packs")),
@@ -453,8 +472,6 @@ impl<'s> RankRun<'s> {
         })?;
         let kernels = Arc::new(kernels);
         let ops = Arc::new(Ops::new(kernels.clone())?);
-        // This rank's share of each step: sequences `rank·batch..(rank+1)·batch`.
-        let batch = tcfg.batch / ranks;
         let tokens = batch * mcfg.context;
         let global_tokens = tcfg.batch * mcfg.context;
         let residual = new_residual(
@@ -598,6 +615,8 @@ impl<'s> RankRun<'s> {
             global_tokens,
             sampling: Sampling::new(global_tokens, rank * tokens..(rank + 1) * tokens),
             first_step,
+            plan_bytes: plan.total(),
+            memory_before,
             metrics,
             bar,
         })
@@ -828,7 +847,12 @@ impl<'s> RankRun<'s> {
             Stop::Finished => say!(
                 "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
                 peak_memory
-                    .map(|b| format!(", at most {:.2} GB of device memory in use", b as f64 / 1e9))
+                    .map(|b| format!(
+                        ", at most {:.2} GB of device memory in use: {:.2} GB by this run against a plan of {:.2} GB",
+                        b as f64 / 1e9,
+                        b.saturating_sub(self.memory_before.unwrap_or(0)) as f64 / 1e9,
+                        self.plan_bytes as f64 / 1e9
+                    ))
                     .unwrap_or_default(),
                 ck_path.display()
             ),

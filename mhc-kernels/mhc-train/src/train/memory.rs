@@ -1,0 +1,238 @@
+//! The memory plan of a run, made from the settings alone before anything is
+//! allocated: parameters with their gradients and AdamW moments, the
+//! activations the forward keeps for the backward (per sublayer, residual
+//! mode and head), and the backward's largest working set. A run whose plan
+//! exceeds the device's free memory, or one of whose tensors would pass the
+//! kernels' 32-bit element offsets, stops before the first allocation with
+//! the plan and the settings that would fit.
+//!
+//! The saved activations are exact: [`Step::saved_bytes`](super::model::Step)
+//! counts the buffers the forward really keeps, and the tests hold the two
+//! equal for every residual mode, attention path and recompute setting. The
+//! working set is an estimate of the largest transient buffers of one
+//! sublayer's backward.
+
+use super::config::{ModelConfig, ResidualMode};
+use crate::ops::Ops;
+use anyhow::{bail, Result};
+use mhc::stack::{default_block_len, Stack};
+use mhc::{Mixing, SiteConfig};
+use std::fmt::Write as _;
+
+/// One line of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub name: &'static str,
+    pub bytes: usize,
+    /// Part of what the forward keeps for the backward.
+    pub saved: bool,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    pub items: Vec<Item>,
+    /// Learned values, residual parameters included.
+    pub parameters: usize,
+    /// The tensor with the most elements, and its element count.
+    pub largest: (&'static str, usize),
+}
+
+const F32: usize = 4;
+const BF16: usize = 2;
+
+impl MemoryPlan {
+    /// The plan of `cfg` at `batch` sequences per device; `recompute` as
+    /// `--recompute` (hc/mhc: block length, 0 for the memory-optimal one).
+    pub fn new(cfg: &ModelConfig, batch: usize, recompute: Option<usize>) -> MemoryPlan {
+        let (l, c, v, t, h) = (cfg.layers, cfg.width, cfg.vocab, cfg.context, cfg.hidden());
+        let (nh, d) = (cfg.heads, cfg.head_dim());
+        let n_tok = batch * t;
+        let sites = 2 * l;
+        let fused = Ops::has_flash_attention(d);
+        let heads = if fused { BF16 } else { F32 };
+        let hyper = match cfg.residual {
+            ResidualMode::Plain => None,
+            ResidualMode::Hc => Some(SiteConfig::new(Mixing::Hc, cfg.streams, c)),
+            ResidualMode::Mhc => Some(SiteConfig::new(Mixing::Mhc, cfg.streams, c)),
+        };
+        let model_params = v * c + t * c + l * (2 * c + 4 * c * c + 2 * c * h) + c + c * v;
+        let parameters = model_params + hyper.as_ref().map_or(0, |s| sites * s.param_count());
+
+        // What each site's forward keeps (model.rs: AttnActs, MlpActs).
+        let scores = if fused {
+            BF16 * n_tok * c + F32 * n_tok * nh
+        } else {
+            F32 * batch * nh * t * t
+        };
+        let attention = 2 * F32 * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
+        let mlp = F32 * n_tok * c + F32 * n_tok + 2 * F32 * n_tok * h;
+        let residual = match &hyper {
+            None => sites * F32 * n_tok * c,
+            Some(site) => {
+                let block = recompute.map(|b| match b {
+                    0 => default_block_len(cfg.streams, sites),
+                    b => b,
+                });
+                Stack::planned_activation_bytes(site, n_tok, sites, block)
+            }
+        };
+        // Head: tokens (i32), final norm input and output, its rstd, logits.
+        let head = F32 * (n_tok + 2 * n_tok * c + n_tok + n_tok * v);
+
+        // The backward's largest transients: dlogits, then one sublayer's
+        // gradients (attention: dO, its heads, dQ/dK/dV, delta or dS, dQKV,
+        // dA, dH; MLP: dG, dU, dA, dH) and the residual's stream gradients.
+        let attention_bwd = F32 * n_tok * c
+            + 4 * heads * n_tok * c
+            + if fused {
+                F32 * n_tok * nh
+            } else {
+                F32 * batch * nh * t * t
+            }
+            + 3 * F32 * n_tok * c
+            + 2 * F32 * n_tok * c;
+        let mlp_bwd = 2 * F32 * n_tok * h + 2 * F32 * n_tok * c;
+        let streams_bwd = match &hyper {
+            None => F32 * n_tok * c,
+            // Two stream gradients in flight and the f32 casts around F.
+            Some(s) => 2 * BF16 * n_tok * s.n * c + 2 * F32 * n_tok * c,
+        };
+        let working = F32 * n_tok * v + attention_bwd.max(mlp_bwd) + streams_bwd;
+
+        let mut largest = vec![
+            ("logits [tokens, vocab]", n_tok * v),
+            ("MLP hidden [tokens, mlp-ratio·width]", n_tok * h),
+            ("q, k, v [tokens, 3·width]", n_tok * 3 * c),
+        ];
+        if let Some(s) = &hyper {
+            largest.push(("residual streams [tokens, streams, width]", n_tok * s.n * c));
+        }
+        if !fused {
+            largest.push((
+                "attention scores [batch·heads, context, context]",
+                batch * nh * t * t,
+            ));
+        }
+        let largest = largest.into_iter().max_by_key(|x| x.1).expect("non-empty");
+        MemoryPlan {
+            items: vec![
+                Item {
+                    name: "parameters, gradients, AdamW moments",
+                    bytes: 4 * F32 * parameters,
+                    saved: false,
+                },
+                Item {
+                    name: "saved: attention",
+                    bytes: l * attention,
+                    saved: true,
+                },
+                Item {
+                    name: "saved: MLP",
+                    bytes: l * mlp,
+                    saved: true,
+                },
+                Item {
+                    name: "saved: residual streams",
+                    bytes: residual,
+                    saved: true,
+                },
+                Item {
+                    name: "saved: head and logits",
+                    bytes: head,
+                    saved: true,
+                },
+                Item {
+                    name: "backward working set (estimate)",
+                    bytes: working,
+                    saved: false,
+                },
+            ],
+            parameters,
+            largest,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.items.iter().map(|i| i.bytes).sum()
+    }
+
+    /// What the forward keeps for the backward.
+    pub fn saved(&self) -> usize {
+        self.items.iter().filter(|i| i.saved).map(|i| i.bytes).sum()
+    }
+
+    /// One line: the total and its parts, in GB.
+    pub fn summary(&self) -> String {
+        let mut s = format!("memory plan {:.2} GB:", gb(self.total()));
+        for (k, i) in self.items.iter().enumerate() {
+            let sep = if k == 0 { " " } else { ", " };
+            write!(s, "{sep}{} {:.2}", i.name, gb(i.bytes)).expect("to a String");
+        }
+        s
+    }
+
+    /// Refuses a plan that cannot run: a tensor past the kernels' 32-bit
+    /// element offsets, or more than `free` bytes (when the device says).
+    /// The error holds the plan and the largest `--batch` (and, for hc/mhc,
+    /// `--recompute`) that would fit.
+    pub fn check(
+        &self,
+        cfg: &ModelConfig,
+        batch: usize,
+        recompute: Option<usize>,
+        free: Option<usize>,
+    ) -> Result<()> {
+        let fits = |p: &MemoryPlan| {
+            p.largest.1 <= i32::MAX as usize && free.is_none_or(|f| p.total() <= f)
+        };
+        if fits(self) {
+            return Ok(());
+        }
+        let mut why = String::new();
+        if self.largest.1 > i32::MAX as usize {
+            writeln!(
+                why,
+                "the {} would hold {} elements, past the kernels' 32-bit offsets ({})",
+                self.largest.0,
+                self.largest.1,
+                i32::MAX
+            )?;
+        }
+        if let Some(f) = free.filter(|&f| self.total() > f) {
+            writeln!(
+                why,
+                "{} needs {:.2} GB, the device has {:.2} GB free",
+                self.summary(),
+                gb(self.total()),
+                gb(f)
+            )?;
+        }
+        let mut hints = Vec::new();
+        let best_batch = |rc| {
+            (1..batch)
+                .rev()
+                .find(|&b| fits(&MemoryPlan::new(cfg, b, rc)))
+        };
+        match best_batch(recompute) {
+            Some(b) => hints.push(format!("--batch {b}")),
+            None => hints.push("no --batch fits at this --context and --width".into()),
+        }
+        if cfg.residual != ResidualMode::Plain && recompute.is_none() {
+            if fits(&MemoryPlan::new(cfg, batch, Some(0))) {
+                hints.push(format!("--recompute 0 (at --batch {batch})"));
+            } else if let Some(b) = best_batch(Some(0)) {
+                hints.push(format!("--recompute 0 with --batch {b}"));
+            }
+        }
+        bail!(
+            "this run does not fit: {}hint: {}",
+            why,
+            hints.join("; or ")
+        )
+    }
+}
+
+fn gb(bytes: usize) -> f64 {
+    bytes as f64 / 1e9
+}

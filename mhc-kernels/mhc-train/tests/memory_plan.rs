@@ -1,0 +1,168 @@
+//! The memory plan (`mhc_train::train::memory`) against what the model
+//! really keeps: for every residual mode, both attention paths (head dim 64:
+//! fused, bf16 heads; 48: materialised scores) and the recompute settings,
+//! the plan's saved activations equal the bytes of the buffers the forward
+//! keeps (`Step::saved_bytes`, counted from the buffers themselves) and its
+//! parameter count the model's. Then the refusals: a tensor past 32-bit
+//! offsets and a plan larger than the free memory stop with hints that fit.
+
+use mhc::kernels::KernelSet;
+use mhc_train::ops::Ops;
+use mhc_train::train::config::{ModelConfig, ResidualMode};
+use mhc_train::train::data::Dataset;
+use mhc_train::train::memory::MemoryPlan;
+use mhc_train::train::model::Model;
+use mhc_train::train::residual::{new_residual, ResidualConfig};
+use std::sync::Arc;
+use tile_runtime::Device;
+
+fn cfg(residual: ResidualMode, width: usize, heads: usize, streams: usize) -> ModelConfig {
+    ModelConfig {
+        vocab: 256,
+        layers: 3,
+        width,
+        heads,
+        context: 16,
+        mlp_ratio: 4,
+        residual,
+        streams,
+    }
+}
+
+/// One forward + backward on the CPU: (saved bytes, parameter count).
+fn measure(cfg: &ModelConfig, batch: usize, recompute: Option<usize>) -> (usize, usize) {
+    let device = Arc::new(Device::cpu());
+    let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
+    let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
+    let tokens = batch * cfg.context;
+    let res = new_residual(
+        cfg.residual,
+        ops.clone(),
+        kernels,
+        &ResidualConfig {
+            streams: cfg.streams,
+            width: cfg.width,
+            tokens,
+            sites: 2 * cfg.layers,
+            recompute,
+            seed: 1,
+            dynamic_lr_scale: 1.0,
+            projection_decay: true,
+        },
+    )
+    .unwrap();
+    let mut model = Model::new(cfg.clone(), device, ops, res, batch, 7).unwrap();
+    let data = Dataset::load(None, 0.1, cfg.context).unwrap();
+    let b = data.train_batch(3, 0, batch, cfg.context);
+    let step = model
+        .forward_backward(&b.inputs, &b.targets, None, None)
+        .unwrap();
+    (step.saved_bytes, model.parameter_count())
+}
+
+#[test]
+fn the_plan_counts_what_the_model_keeps() {
+    use ResidualMode::*;
+    let cases = [
+        (cfg(Plain, 128, 2, 1), None), // fused attention
+        (cfg(Plain, 96, 2, 1), None),  // materialised scores
+        (cfg(Hc, 128, 2, 2), None),
+        (cfg(Hc, 96, 2, 4), Some(2)),
+        (cfg(Mhc, 128, 2, 4), None),
+        (cfg(Mhc, 128, 2, 4), Some(0)), // memory-optimal block length
+        (cfg(Mhc, 96, 2, 2), Some(4)),  // a block length not dividing the 6 sites
+    ];
+    for (cfg, recompute) in cases {
+        let batch = 3;
+        let plan = MemoryPlan::new(&cfg, batch, recompute);
+        let (saved, params) = measure(&cfg, batch, recompute);
+        let what = format!(
+            "{:?} width {} streams {} recompute {recompute:?}",
+            cfg.residual, cfg.width, cfg.streams
+        );
+        assert_eq!(
+            plan.saved(),
+            saved,
+            "{what}: saved activations, plan vs model\n{}",
+            plan.summary()
+        );
+        assert_eq!(plan.parameters, params, "{what}: parameters");
+        assert!(
+            plan.total() > plan.saved() + 16 * params,
+            "{what}: the total adds a working set"
+        );
+    }
+}
+
+/// The configuration of issue 31 (1.22 B parameters, 2048 × 24 × (128 ×
+/// 2048), mhc): its streams hold 2³¹ elements, so it stops at once, naming
+/// them, with a batch that fits.
+#[test]
+fn a_tensor_past_32_bit_offsets_stops_with_a_batch_that_fits() {
+    let cfg = ModelConfig {
+        layers: 24,
+        width: 2048,
+        heads: 16,
+        context: 2048,
+        ..cfg(ResidualMode::Mhc, 2048, 16, 4)
+    };
+    let plan = MemoryPlan::new(&cfg, 128, None);
+    assert_eq!(plan.largest.1, 128 * 2048 * 4 * 2048);
+    let err = plan.check(&cfg, 128, None, None).unwrap_err().to_string();
+    assert!(
+        err.contains("residual streams") && err.contains("32-bit"),
+        "{err}"
+    );
+    // Each sequence adds 2048 · 4 · 2048 = 2²⁴ stream elements: 127 stay below 2³¹.
+    let hint: usize = err
+        .split("--batch ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no --batch hint: {err}"));
+    assert_eq!(hint, 127, "{err}");
+    assert!(MemoryPlan::new(&cfg, hint, None)
+        .check(&cfg, hint, None, None)
+        .is_ok());
+}
+
+#[test]
+fn a_plan_larger_than_free_memory_stops_with_settings_that_fit() {
+    let cfg = ModelConfig {
+        layers: 12,
+        context: 1024,
+        ..cfg(ResidualMode::Mhc, 768, 12, 4)
+    };
+    let plan = MemoryPlan::new(&cfg, 16, None);
+    let free = plan.total() / 2;
+    assert!(plan.check(&cfg, 16, None, Some(plan.total())).is_ok());
+    let err = plan
+        .check(&cfg, 16, None, Some(free))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("GB free") && err.contains("hint: --batch"),
+        "{err}"
+    );
+    let batch: usize = err
+        .split("hint: --batch ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        batch < 16 && MemoryPlan::new(&cfg, batch, None).total() <= free,
+        "{err}"
+    );
+    assert!(
+        MemoryPlan::new(&cfg, batch + 1, None).total() > free,
+        "the largest batch that fits: {err}"
+    );
+    // mhc without --recompute: recompute is offered too, and fits as offered.
+    assert!(err.contains("--recompute 0"), "{err}");
+    assert!(MemoryPlan::new(&cfg, 16, Some(0)).total() < plan.total());
+}
