@@ -162,12 +162,12 @@ impl MemoryPlan {
         self.items.iter().filter(|i| i.saved).map(|i| i.bytes).sum()
     }
 
-    /// One line: the total and its parts, in GB.
+    /// One line: the total and its parts.
     pub fn summary(&self) -> String {
-        let mut s = format!("memory plan {:.2} GB:", gb(self.total()));
+        let mut s = format!("memory plan {}:", size(self.total()));
         for (k, i) in self.items.iter().enumerate() {
             let sep = if k == 0 { " " } else { ", " };
-            write!(s, "{sep}{} {:.2}", i.name, gb(i.bytes)).expect("to a String");
+            write!(s, "{sep}{} {}", i.name, size(i.bytes)).expect("to a String");
         }
         s
     }
@@ -202,10 +202,10 @@ impl MemoryPlan {
         if let Some(f) = free.filter(|&f| self.total() > f) {
             writeln!(
                 why,
-                "{} needs {:.2} GB, the device has {:.2} GB free",
+                "{} needs {}, the device has {} free",
                 self.summary(),
-                gb(self.total()),
-                gb(f)
+                size(self.total()),
+                size(f)
             )?;
         }
         let mut hints = Vec::new();
@@ -214,14 +214,16 @@ impl MemoryPlan {
                 .rev()
                 .find(|&b| fits(&MemoryPlan::new(cfg, b, rc)))
         };
-        match best_batch(recompute) {
+        let plain_best = best_batch(recompute);
+        match plain_best {
             Some(b) => hints.push(format!("--batch {b}")),
             None => hints.push("no --batch fits at this --context and --width".into()),
         }
+        // Recompute only where it lets more sequences fit.
         if cfg.residual != ResidualMode::Plain && recompute.is_none() {
             if fits(&MemoryPlan::new(cfg, batch, Some(0))) {
                 hints.push(format!("--recompute 0 (at --batch {batch})"));
-            } else if let Some(b) = best_batch(Some(0)) {
+            } else if let Some(b) = best_batch(Some(0)).filter(|&b| Some(b) > plain_best) {
                 hints.push(format!("--recompute 0 with --batch {b}"));
             }
         }
@@ -233,6 +235,11 @@ impl MemoryPlan {
     }
 }
 
-fn gb(bytes: usize) -> f64 {
-    bytes as f64 / 1e9
+/// Bytes in GB, or MB below 1 GB.
+fn size(bytes: usize) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
 }
