@@ -414,3 +414,49 @@ fn ctrl_c_pauses_with_a_checkpoint() {
 fn sigterm_pauses_with_a_checkpoint() {
     signal_pauses_with_a_checkpoint("-TERM", "sigterm");
 }
+
+/// A preset sets the model and schedule; flags on the command line win. The
+/// 1 B preset at `--batch 300` holds 300 · 1024 · 4 · 2048 stream elements, past
+/// 2³¹: the plan refuses it before any allocation and names the largest batch
+/// (255) — which shows both the preset's shape and the overriding batch.
+#[test]
+fn a_preset_yields_to_the_flags_given() {
+    let dir = temp_dir("preset");
+    let out = dir.to_str().unwrap();
+    let (ok, stderr) = mhc_train(&[
+        "train",
+        "--preset",
+        "gpt1b",
+        "--residual",
+        "mhc",
+        "--batch",
+        "300",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    ]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("past the kernels' 32-bit offsets"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: --batch 255"), "{stderr}");
+    // --width given too: 600 · 1024 · 4 · 1024 elements, at most 511 sequences.
+    let (ok, stderr) = mhc_train(&[
+        "train",
+        "--preset",
+        "gpt1b",
+        "--residual",
+        "mhc",
+        "--batch",
+        "600",
+        "--width",
+        "1024",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    ]);
+    assert!(!ok && stderr.contains("hint: --batch 511"), "{stderr}");
+}

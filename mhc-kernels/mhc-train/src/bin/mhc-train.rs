@@ -1,7 +1,8 @@
 //! `mhc-train`: train the byte-level GPT with a plain, hc or mHC residual, or
 //! plot runs. See docs/TRAINER.md.
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mhc_train::train::config::{ModelConfig, ResidualMode, TrainConfig};
 use mhc_train::train::run::{self, CollectiveChoice, DeviceChoice, Options};
 use std::io::{IsTerminal, Write};
@@ -37,8 +38,74 @@ enum Command {
     },
 }
 
+/// A named model size with its usual training settings; flags given on the
+/// command line override it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    /// 86 M parameters: 12 layers × width 768, 12 heads, context 1024,
+    /// batch 8, lr 6e-4 → 6e-5, warm-up 30 (docs/TRAINER.md's figures).
+    Gpt86m,
+    /// 1.2 B parameters: 24 layers × width 2048, 16 heads (of 128), context
+    /// 1024, batch 16, lr 3e-4 → 3e-5, warm-up 30: one H200 (docs/TRAINER.md).
+    Gpt1b,
+}
+
+impl Preset {
+    /// (flag, value) pairs, as they would be typed.
+    fn flags(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Preset::Gpt86m => &[
+                ("layers", "12"),
+                ("width", "768"),
+                ("heads", "12"),
+                ("context", "1024"),
+                ("batch", "8"),
+                ("lr", "6e-4"),
+                ("min_lr", "6e-5"),
+                ("warmup", "30"),
+            ],
+            Preset::Gpt1b => &[
+                ("layers", "24"),
+                ("width", "2048"),
+                ("heads", "16"),
+                ("context", "1024"),
+                ("batch", "16"),
+                ("lr", "3e-4"),
+                ("min_lr", "3e-5"),
+                ("warmup", "30"),
+            ],
+        }
+    }
+
+    /// `args` with this preset's values wherever `matches` says the flag
+    /// was not on the command line.
+    fn apply(self, args: &mut TrainArgs, matches: &ArgMatches) {
+        for &(flag, value) in self.flags() {
+            if matches.value_source(flag) == Some(ValueSource::CommandLine) {
+                continue;
+            }
+            let parse = |v: &str| v.parse::<f64>().expect("a preset value is a number");
+            let v = parse(value);
+            match flag {
+                "layers" => args.layers = v as usize,
+                "width" => args.width = v as usize,
+                "heads" => args.heads = v as usize,
+                "context" => args.context = v as usize,
+                "batch" => args.batch = v as usize,
+                "lr" => args.lr = v as f32,
+                "min_lr" => args.min_lr = v as f32,
+                "warmup" => args.warmup = v as u64,
+                _ => unreachable!("preset flag {flag}"),
+            }
+        }
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
+    /// A model size with its training settings (flags given override it).
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// How sublayers join the residual stream.
     #[arg(long, value_enum, default_value_t = ResidualMode::Mhc)]
     residual: ResidualMode,
@@ -214,9 +281,16 @@ impl TrainArgs {
 const PAUSED: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        Command::Train(args) => {
+        Command::Train(mut args) => {
+            if let (Some(preset), Some(m)) = (args.preset, matches.subcommand_matches("train")) {
+                preset.apply(&mut args, m);
+            }
             if args.ranks > 1 || args.collective == CollectiveChoice::Nccl {
                 // NCCL reads its environment when it starts: set it while
                 // this is the only thread (train sets it too; that is a no-op
