@@ -22,6 +22,8 @@
 //! - `expm1`: `x = j·ln2 + r`, `2^j·expm1(r) + (2^j - 1)` in one FMA (for
 //!   j ≥ 25, where 2^j - 1 is inexact, `2^j·expm1(r) + 2^j` as a two-sum, then
 //!   `- 1`).
+//! - `fmod(x, y)` (float `%`): exact, by long division in 12 steps of up to
+//!   23 quotient bits, each one FMA (below).
 //! - `pow(a, b)`: `exp2(b·log2|a|)` with `log2` as a double-f32 (about 2^-40
 //!   relative) and the product kept as double-f32, so the error does not grow
 //!   with |b·log2 a|; C's `powf` special values.
@@ -233,6 +235,9 @@ pub mod cpu {
     }
     pub fn pow(a: f32, b: f32) -> f32 {
         unwrap!(super::pow(&mut Cpu, a, b))
+    }
+    pub fn fmod(x: f32, y: f32) -> f32 {
+        unwrap!(super::fmod(&mut Cpu, x, y))
     }
 }
 
@@ -903,4 +908,80 @@ pub fn pow<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<A::F, A::E> {
     let r = a.sel(x1, one, r)?;
     let y0 = a.eq(y, zero)?;
     a.sel(y0, one, r)
+}
+
+/// ⌊log2 v⌋ of a finite v ≥ 0 (subnormals scaled by 2^24 first; 0 gives −151).
+fn ilogb<A: Arith>(a: &mut A, v: A::F) -> Result<A::I, A::E> {
+    let min_normal = a.cf(f32::MIN_POSITIVE)?;
+    let small = a.lt(v, min_normal)?;
+    let two24 = a.cf(16_777_216.0)?;
+    let scaled = a.mul(v, two24)?;
+    let w = a.sel(small, scaled, v)?;
+    let wb = a.bits(w)?;
+    let e = a.shr(wb, 23)?;
+    let mask = a.ci(0xff)?;
+    let e = a.iand(e, mask)?;
+    let (b_small, b_normal) = (a.ci(127 + 24)?, a.ci(127)?);
+    let bias = a.sel_i(small, b_small, b_normal)?;
+    a.isub(e, bias)
+}
+
+/// 2^j for j in 0..=127, from its bits.
+fn pow2<A: Arith>(a: &mut A, j: A::I) -> Result<A::F, A::E> {
+    let bias = a.ci(127)?;
+    let e = a.iadd(j, bias)?;
+    let b = a.shl(e, 23)?;
+    a.bits_to_f(b)
+}
+
+/// `x % y` as C's `fmodf`: the remainder with the sign of x, exact (it is
+/// always representable). Long division: r = |x| is reduced modulo
+/// s = |y|·2^k with k = max(⌊log2 r⌋ − ⌊log2 |y|⌋ − 23, 0), so the quotient
+/// r/s < 2^24 and q = trunc(r/s) is an exact integer; r − q·s (one FMA) is a
+/// multiple of s's ulp in (−s, s), hence exact, and when the rounded
+/// division overshot by one (r − q·s < 0) adding s back is exact too. Each
+/// step lowers the exponent gap by 23: from at most 127 + 149 = 276, twelve
+/// steps end with k = 0 and 0 ≤ r < |y|. NaN for a NaN operand, y = 0 or an
+/// infinite x; x for an infinite y.
+pub fn fmod<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<A::F, A::E> {
+    let (ax, ay) = (a.abs(x)?, a.abs(y)?);
+    let (zero_i, zero) = (a.ci(0)?, a.cf(0.0)?);
+    let (bits23, max_k1) = (a.ci(23)?, a.ci(127)?);
+    let ey = ilogb(a, ay)?;
+    let mut r = ax;
+    for _ in 0..12 {
+        let er = ilogb(a, r)?;
+        let gap = a.isub(er, ey)?;
+        let k = a.isub(gap, bits23)?;
+        let neg = a.ilt(k, zero_i)?;
+        let k = a.sel_i(neg, zero_i, k)?;
+        // s = |y|·2^k in two exact scalings (2^k may pass f32's range; s ≤ r does not).
+        let big = a.ilt(max_k1, k)?;
+        let k1 = a.sel_i(big, max_k1, k)?;
+        let k2 = a.isub(k, k1)?;
+        let (p1, p2) = (pow2(a, k1)?, pow2(a, k2)?);
+        let s = a.mul(ay, p1)?;
+        let s = a.mul(s, p2)?;
+        let q = a.div(r, s)?;
+        let q = a.to_int(q)?;
+        let q = a.to_float(q)?;
+        let nq = a.neg(q)?;
+        let r1 = a.fma(nq, s, r)?;
+        let over = a.lt(r1, zero)?;
+        let back = a.add(r1, s)?;
+        r = a.sel(over, back, r1)?;
+    }
+    let xb = a.bits(x)?;
+    let negative = a.ilt(xb, zero_i)?;
+    let nr = a.neg(r)?;
+    let r = a.sel(negative, nr, r)?;
+    let inf = a.cf(f32::INFINITY)?;
+    let (xn, yn) = (a.is_nan(x)?, a.is_nan(y)?);
+    let (y0, xinf, yinf) = (a.eq(ay, zero)?, a.eq(ax, inf)?, a.eq(ay, inf)?);
+    let bad = a.or(xn, yn)?;
+    let bad = a.or(bad, y0)?;
+    let bad = a.or(bad, xinf)?;
+    let r = a.sel(yinf, x, r)?;
+    let nan = a.cf(f32::NAN)?;
+    a.sel(bad, nan, r)
 }

@@ -334,3 +334,65 @@ fn bf16_results_within_one_bf16_ulp() {
         }
     }
 }
+
+/// Float `%` is C's `fmodf`, which is exact: `math::fmod` must equal Rust's
+/// `%` (the interpreter's, also exact) bit for bit — on the extreme pairs
+/// (largest over the smallest subnormal: the longest division), the special
+/// values, and 2^k random bit patterns over every exponent, subnormals,
+/// infinities and NaN included (`TILE_MATH_SWEEP`, default 2^16 → 2^20 pairs).
+#[test]
+fn fmod_is_exact() {
+    let (inf, nan, tiny, max) = (f32::INFINITY, f32::NAN, f32::from_bits(1), f32::MAX);
+    let mut pairs = vec![
+        (max, tiny),
+        (max, f32::MIN_POSITIVE),
+        (tiny, max),
+        (max, 3.0),
+        (max, 1.0 + f32::EPSILON),
+        (16_777_217.0, 1.0),
+        (7.0, 7.0),
+        (21.0, 7.0),
+        (-21.0, 7.0),
+        (5.5, -2.0),
+        (-5.5, 2.0),
+        (0.0, 2.0),
+        (-0.0, 2.0),
+        (3.0, 0.0),
+        (3.0, -0.0),
+        (inf, 2.0),
+        (-inf, 2.0),
+        (3.0, inf),
+        (-3.0, -inf),
+        (inf, inf),
+        (nan, 2.0),
+        (2.0, nan),
+        (0.1, 0.01),
+        (1e-40, 3e-42),
+        (f32::MIN_POSITIVE, tiny),
+    ];
+    // xorshift64*: every bit pattern is as likely, so every exponent gap is met.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+    };
+    for _ in 0..(1u64 << (points() + 4)) {
+        pairs.push((f32::from_bits(next()), f32::from_bits(next())));
+    }
+    let mut bad = Vec::new();
+    for &(x, y) in &pairs {
+        let (got, want) = (cpu::fmod(x, y), x % y);
+        if !same(got, want) {
+            bad.push(format!("{x:e} % {y:e}: got {got:e}, want {want:e}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} wrong, e.g.\n{}",
+        bad.len(),
+        pairs.len(),
+        bad[..bad.len().min(8)].join("\n")
+    );
+}

@@ -163,13 +163,11 @@ fn regression_cases_compile_and_assemble() {
     }
 }
 
-/// Known bug (found by this fuzz): float `%` lowers to a call of libdevice's
-/// `__nv_fmodf`, which is not linked; ptxas: "Unresolved extern function
-/// '__nv_fmodf'". The generator leaves float `%` out meanwhile
-/// (`progen::FLOAT_REM`).
+/// Found by this fuzz: float `%` lowered to a call of libdevice's
+/// `__nv_fmodf`, which is not linked (ptxas: "Unresolved extern function
+/// '__nv_fmodf'"). It is now `math::fmod`, exact, in f32 instructions.
 #[test]
-#[ignore = "known bug: float % calls __nv_fmodf (libdevice, not linked); ptxas rejects the PTX"]
-fn known_bug_float_remainder_assembles() {
+fn float_remainder_assembles() {
     regression_case_assembles("float_rem.tile");
 }
 

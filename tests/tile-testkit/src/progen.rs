@@ -31,7 +31,7 @@
 //! broadcasting back (`[:, None]`, `[None, :]`), `broadcast_to`, run-time and
 //! `static` loops, `if`/`else` on run-time conditions, program ids,
 //! `num_programs`, `atomic_add` (integers), and `dot` (when every
-//! configuration has `BM, BN >= 16`). Not yet: float `%` ([`FLOAT_REM`]).
+//! configuration has `BM, BN >= 16`), float `%` of exact operands ([`FLOAT_REM`]).
 //!
 //! # Tolerances (how the differential test compares)
 //!
@@ -109,13 +109,10 @@ fn fn_err(name: &str) -> f64 {
 
 const ULP32: f64 = 1.0 / 8388608.0; // 2^-23
 
-/// Whether kernels use float `%`. Off while the known bug stands: code
-/// generation lowers it to a call of libdevice's `__nv_fmodf`, which is not
-/// linked, so ptxas rejects the PTX ("Unresolved extern function
-/// '__nv_fmodf'"); regression case
-/// tests/integration-tests/differential/float_rem.tile and the ignored test
-/// `known_bug_float_remainder_assembles` in pipeline_fuzz.rs.
-pub const FLOAT_REM: bool = false;
+/// Whether kernels use float `%` (off until code generation had its own
+/// exact `fmod`: it called libdevice's `__nv_fmodf`, which ptxas could not
+/// resolve; regression case tests/integration-tests/differential/float_rem.tile).
+pub const FLOAT_REM: bool = true;
 
 /// Element types of the language the generator uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

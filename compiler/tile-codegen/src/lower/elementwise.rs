@@ -433,7 +433,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             BinaryOp::Sub => self.e.binop("arith.subf", x, y)?,
             BinaryOp::Mul => self.e.binop("arith.mulf", x, y)?,
             BinaryOp::Div => self.e.binop("arith.divf", x, y)?,
-            BinaryOp::Rem => self.e.binop("arith.remf", x, y)?,
+            // Exact, without libdevice (`arith.remf` becomes a call of `__nv_fmodf`).
+            BinaryOp::Rem => math::fmod(&mut Mlir(&mut self.e), x, y)?,
             BinaryOp::Max => self.e.op1(
                 "llvm.intr.maxnum",
                 &[x, y],
