@@ -97,6 +97,15 @@ fn the_plan_counts_what_the_model_keeps() {
 /// The configuration of issue 31 (1.22 B parameters, 2048 × 24 × (128 ×
 /// 2048), mhc): its streams hold 2³¹ elements, so it stops at once, naming
 /// them, with a batch that fits.
+/// The first `--batch N` of a refusal's hint.
+fn hinted_batch(err: &str) -> usize {
+    err.split("hint: --batch ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no --batch hint: {err}"))
+}
+
 #[test]
 fn a_tensor_past_32_bit_offsets_stops_with_a_batch_that_fits() {
     let cfg = ModelConfig {
@@ -114,12 +123,7 @@ fn a_tensor_past_32_bit_offsets_stops_with_a_batch_that_fits() {
         "{err}"
     );
     // Each sequence adds 2048 · 4 · 2048 = 2²⁴ stream elements: 127 stay below 2³¹.
-    let hint: usize = err
-        .split("--batch ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no --batch hint: {err}"));
+    let hint = hinted_batch(&err);
     assert_eq!(hint, 127, "{err}");
     assert!(MemoryPlan::new(&cfg, hint, None)
         .check(&cfg, hint, None, None)
@@ -144,16 +148,7 @@ fn a_plan_larger_than_free_memory_stops_with_settings_that_fit() {
         err.contains(" free") && err.contains("hint: --batch"),
         "{err}"
     );
-    let batch: usize = err
-        .split("hint: --batch ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let batch = hinted_batch(&err);
     assert!(
         batch < 16 && MemoryPlan::new(&cfg, batch, None).total() <= free,
         "{err}"
