@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On the GPU machine: the 1 B preset (issue 31) in each residual mode, then
+# the PyTorch reference at the same size, one machine session. Per mode: the
+# seconds from launch to the first step's line, the memory plan (first line)
+# and the measured peak beside it (last line), the median tokens/s.
+#   bash scripts/trainer-scale.sh [MHC_TRAIN] [PACK_DIR] [STEPS]
+# Defaults: .gpu/bin/mhc-train, .gpu/packs, 200 steps; logs in ${OUT:-/tmp/trainer-scale}.
+# Extra flags for every mode: TRAIN_FLAGS="--recompute 0" (hc/mhc only) etc.
+set -euo pipefail
+bin="${1:-.gpu/bin/mhc-train}"
+packs="${2:-.gpu/packs}"
+steps="${3:-200}"
+out="${OUT:-/tmp/trainer-scale}"
+if [ ! -f "$bin" ] && [ -f "$bin.gz" ]; then gunzip -f "$bin.gz"; fi
+[ -x "$bin" ] || { echo "trainer-scale: $bin is missing (bash scripts/gpu-bundle)" >&2; exit 2; }
+mkdir -p "$out"
+echo "| mode | first step after | plan | measured (last line) | median tokens/s |"
+echo "|---|---|---|---|---|"
+for mode in plain hc mhc; do
+  log="$out/$mode.log"
+  t0=$(date +%s.%N)
+  # Log every step so that the first step's line gives the start-up time.
+  "$bin" train --device gpu --packs "$packs" --preset gpt1b --residual "$mode" \
+    --steps "$steps" --eval-every 1000 --checkpoint-every 0 --log-every 1 --no-progress \
+    --out "$out/run-$mode" --overwrite ${TRAIN_FLAGS:-} 2>&1 |
+    while IFS= read -r line; do
+      printf '%s %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')" "$line"
+    done > "$log" || true
+  first=$(grep -m1 ' step  *0:' "$log" | cut -d' ' -f1)
+  plan=$(grep -m1 'memory plan' "$log" | sed 's/.*memory plan \([0-9.]* [GM]B\).*/\1/')
+  peak=$(grep -o 'at most [0-9.]* GB[^,]*' "$log" | tail -1)
+  tps=$(grep -o '[0-9]* tok/s' "$log" | awk 'NR>5 {print $1}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}')
+  echo "| $mode | ${first:-?} s | ${plan:-?} | ${peak:-see $log} | ${tps:-?} |"
+done
+python3 scripts/torch-trainer-baseline.py --layers 24 --width 2048 --heads 16 --context 1024 --batch 16 --steps 30 \
+  > "$out/torch.log" 2>&1 && tail -1 "$out/torch.log" || echo "PyTorch reference failed: $out/torch.log"
