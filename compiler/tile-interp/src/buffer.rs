@@ -288,13 +288,20 @@ impl Buffer {
         }
     }
 
-    /// Elements `start..start + len` of an f32 buffer, or `None` for another
-    /// dtype or a range past the end.
+    /// Elements `start..start + len` of an f32 buffer, or of a bf16 or f16
+    /// one widened to f32 (exactly); `None` for another dtype or a range
+    /// past the end.
     pub fn read_f32(&self, start: usize, len: usize) -> Option<Vec<f32>> {
+        let range = start..start.checked_add(len)?;
         match &self.storage {
             Storage::B32(v) if self.dtype == Scalar::F32 => v
-                .get(start..start.checked_add(len)?)
+                .get(range)
                 .map(|s| s.iter().map(|a| f32::from_bits(a.load(Relaxed))).collect()),
+            Storage::B16(v) => v.get(range).map(|s| {
+                s.iter()
+                    .map(|a| bits16_to_f32(self.dtype, a.load(Relaxed)))
+                    .collect()
+            }),
             _ => None,
         }
     }

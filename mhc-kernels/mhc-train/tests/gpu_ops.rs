@@ -259,6 +259,24 @@ fn gpu_gemm() {
             &r,
             TF32_GEMM_TOL,
         );
+        // The same with bf16 operands (the trainer's linear layers): exact
+        // products, f32 sums in two orders, each within k·U·Σ|a·b| of exact
+        // (Σ|a·b| ≈ k/4 for uniform ±1 inputs, the outputs' RMS ≈ √k/3):
+        // 2·k·U·(k/4)/(√k/3) = 1.5·k^1.5·U of the RMS; 2·k^1.5·U.
+        let half = |v: Vec<f32>| Host::Bf16(v.into_iter().map(bf16::from_f32).collect());
+        let (a, b) = (
+            randv(&mut rng, 3 + batch * m * k, 1.0),
+            randv(&mut rng, 5 + batch * n * k, 1.0),
+        );
+        let c = randv(&mut rng, 7 + batch * m * n, 1.0);
+        let r = run(&ops, &[half(a), half(b)], &[Host::F32(c)], |o, i, out| {
+            o.gemm(&op, &i[0], &i[1], &mut out[0])
+        });
+        close(
+            &format!("bf16 gemm {m}x{n}x{k} ta={ta} tb={tb} batch={batch}"),
+            &r,
+            2.0 * (k as f64).powf(1.5) * U,
+        );
     }
 }
 
@@ -347,6 +365,22 @@ fn gpu_rmsnorm() {
             )
         });
         close(&format!("rmsnorm {rows}x{n}"), &r, F32_TOL);
+        // y rounded to bf16 (the trainer's): within F32_TOL, then one bf16
+        // ulp (2^-7 relative) where the engines' values round apart.
+        let r = run(
+            &ops,
+            &ins[..2],
+            &[nan_bf16(rows * n), nan_f32(rows)],
+            |o, i, out| {
+                let (y, rstd) = out.split_at_mut(1);
+                o.rmsnorm_fwd(&i[0], &i[1], &mut y[0], &mut rstd[0], rows, n, 1e-5)
+            },
+        );
+        close(
+            &format!("rmsnorm to bf16 {rows}x{n}"),
+            &r,
+            F32_TOL + 1.0 / 128.0,
+        );
     }
 }
 
@@ -481,6 +515,16 @@ fn gpu_gelu_loss_adamw() {
         } else {
             bwd
         }
+    });
+    // Rounded to bf16 (the trainer's): the same bounds, then one bf16 ulp.
+    let r = run(&ops, &ins, &[nan_bf16(n), nan_bf16(n)], |o, i, out| {
+        let (y, dx) = out.split_at_mut(1);
+        o.gelu_fwd(&i[0], &mut y[0], n)?;
+        o.gelu_bwd(&i[0], &i[1], &mut dx[0], n)
+    });
+    close_by("gelu to bf16", &r, |k, i, c| {
+        let (fwd, bwd) = gelu_bounds(x[i] as f64, dy[i] as f64);
+        (if k == 0 { fwd } else { bwd }) * (1.0 + 1.0 / 128.0) + c.abs() / 128.0
     });
     for (rows, vocab) in pick([(2049, 256), (33, 5000)], [(65, 256), (3, 5000)]) {
         let targets: Vec<i32> = (0..rows)
@@ -618,12 +662,23 @@ fn gpu_glue() {
         Host::F32(randv(&mut rng, rows * c, 1.0)),
         Host::F32(randv(&mut rng, c, 1.0)),
     );
-    let outs = [nan_f32(b * h * t * d), nan_f32(b * t * 3 * h * d), bias.0];
+    let outs = [
+        nan_f32(b * h * t * d),
+        nan_f32(b * t * 3 * h * d),
+        bias.0,
+        nan_bf16(b * h * t * d),
+        nan_bf16(b * t * 3 * h * d),
+    ];
     let r = run(&ops, &[qkv, bias.1], &outs, |o, i, out| {
-        let [x, back, xb] = out else { unreachable!() };
+        let [x, back, xb, x16, back16] = out else {
+            unreachable!()
+        };
         for slot in 0..3 {
             o.split_heads(&i[0], x, b, t, h, d, 3, slot)?;
             o.merge_heads(x, back, b, t, h, d, 3, slot)?;
+            // bf16 heads, merged into f32 and into bf16.
+            o.split_heads(&i[0], x16, b, t, h, d, 3, slot)?;
+            o.merge_heads(x16, back16, b, t, h, d, 3, slot)?;
         }
         o.add_bias(xb, &i[1], rows, c)
     });
@@ -645,6 +700,75 @@ fn gpu_init_normal() {
         o.init_normal(&mut out[0], n, 0.02, seed, stream)
     });
     close("init_normal", &r, 0.0);
+}
+
+/// Issue 31: a tensor past 2³¹ elements (n = 2³¹ + 2125, 8.6 GB of f32).
+/// On the GPU, x drawn by `init_normal`, y = GELU(x) into a NaN-filled
+/// buffer, then blocks of x and y at a stride through the tensor, one across
+/// 2³¹ and the last one gathered by `copy` into small buffers. On the
+/// interpreter, each block of x drawn alone at its own indices
+/// (`init_normal_part`, bit for bit) and GELU of it (within GELU's bounds).
+/// A 32-bit offset anywhere (the kernels' element index, the copy's source)
+/// would wrap past 2³¹: wrong draws, NaN left in y, or a fault.
+#[test]
+fn gpu_past_2_31_elements() {
+    let Some([gpu, cpu]) = pair("gpu_past_2_31_elements") else {
+        return;
+    };
+    let mut rng = rng("gpu_past_2_31_elements");
+    let n = pick((1usize << 31) + 2125, 100_003);
+    let block = 4096;
+    let (seed, stream) = (rng.random::<u64>(), rng.random::<u32>());
+    let mut starts: Vec<usize> = (0..15).map(|k| k * (n / 15)).collect();
+    starts.push(((1usize << 31) - block / 2).min(n - block));
+    starts.push(n - block);
+    let m = starts.len() * block;
+    let d = gpu.device();
+    let (xs, ys) = {
+        let mut x = d.alloc(Scalar::F32, n).unwrap();
+        let mut y = d.alloc(Scalar::F32, n).unwrap();
+        gpu.init_normal(&mut x, n, 1.0, seed, stream).unwrap();
+        gpu.fill(&mut y, f32::NAN, n).unwrap();
+        gpu.gelu_fwd(&x, &mut y, n).unwrap();
+        let mut xs = d.upload(&vec![f32::NAN; m]).unwrap();
+        let mut ys = d.upload(&vec![f32::NAN; m]).unwrap();
+        for (k, &s) in starts.iter().enumerate() {
+            gpu.copy(&x, s, &mut xs, k * block, block).unwrap();
+            gpu.copy(&y, s, &mut ys, k * block, block).unwrap();
+        }
+        d.synchronize().unwrap();
+        (download(d, &xs), download(d, &ys))
+    };
+    let c = cpu.device();
+    for (k, &s) in starts.iter().enumerate() {
+        let mut x = c.upload(&vec![f32::NAN; block]).unwrap();
+        let mut y = c.upload(&vec![f32::NAN; block]).unwrap();
+        cpu.init_normal_part(&mut x, block, s as u64, 1.0, seed, stream)
+            .unwrap();
+        cpu.gelu_fwd(&x, &mut y, block).unwrap();
+        let (xc, yc) = (download(c, &x), download(c, &y));
+        for i in 0..block {
+            let (xg, yg) = (xs[k * block + i], ys[k * block + i]);
+            assert!(
+                xg.to_bits() == xc[i].to_bits(),
+                "x[{}]: gpu {xg}, interpreter {}",
+                s + i,
+                xc[i]
+            );
+            let bound = gelu_bounds(xc[i], 0.0).0;
+            assert!(
+                (yg - yc[i]).abs() <= bound,
+                "gelu(x)[{}]: gpu {yg}, interpreter {} (bound {bound:.3e})",
+                s + i,
+                yc[i]
+            );
+        }
+    }
+    eprintln!(
+        "n = {n}: {} blocks of {block} at a stride to element {} match",
+        starts.len(),
+        n - 1
+    );
 }
 
 #[test]

@@ -40,13 +40,14 @@ fn philox(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 }
 
 /// Element i of stream s: the top 24 bits of the 12 words at counters
-/// (i, 0..3, s, 0), summed, centred on their mean 12·(2²⁴−1)/2, scaled by 2⁻²⁴
-/// (rounded once to f32), times std (rounded again).
-fn normal_ref(seed: u64, stream: u32, i: u32, std: f32) -> f32 {
+/// (i mod 2³², 0..3, s, i div 2³²), summed, centred on their mean
+/// 12·(2²⁴−1)/2, scaled by 2⁻²⁴ (rounded once to f32), times std (rounded
+/// again).
+fn normal_ref(seed: u64, stream: u32, i: u64, std: f32) -> f32 {
     let key = [seed as u32, (seed >> 32) as u32];
     let mut sum: i64 = 0;
     for d in 0..3 {
-        for w in philox([i, d, stream, 0], key) {
+        for w in philox([i as u32, d, stream, (i >> 32) as u32], key) {
             sum += (w >> 8) as i64;
         }
     }
@@ -93,10 +94,34 @@ fn init_normal_is_philox_bit_for_bit() {
         );
         let got = draw(&o, n, std, seed, stream);
         for (i, g) in got.iter().enumerate() {
-            let want = normal_ref(seed, stream, i as u32, std);
+            let want = normal_ref(seed, stream, i as u64, std);
             assert!(
                 g.to_bits() == want.to_bits(),
                 "n={n} seed={seed:#x} stream={stream} std={std}: x[{i}] = {g}, Philox gives {want}"
+            );
+        }
+    }
+}
+
+/// A part drawn alone is that part of the whole tensor, wherever it lies:
+/// past 2³¹ (an i32 index would wrap) and past 2³² (the index's high word
+/// moves to the fourth counter).
+#[test]
+fn a_part_far_along_is_philox_at_its_own_indices() {
+    let o = ops();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed("a_part_far_along: "));
+    let (seed, stream) = (rng.random::<u64>(), rng.random::<u32>());
+    let n = 3000;
+    for first in [(1u64 << 31) - 1000, (1u64 << 32) - 1000, 5u64 << 40] {
+        let mut x = o.device().upload(&vec![f32::NAN; n]).unwrap();
+        o.init_normal_part(&mut x, n, first, 1.0, seed, stream)
+            .unwrap();
+        let got = o.device().download::<f32>(&x).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let want = normal_ref(seed, stream, first + i as u64, 1.0);
+            assert!(
+                g.to_bits() == want.to_bits(),
+                "first={first}: x[{i}] = {g}, Philox gives {want}"
             );
         }
     }

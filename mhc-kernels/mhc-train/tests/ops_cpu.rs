@@ -1032,11 +1032,11 @@ fn bad_arguments_are_errors() {
         o.rmsnorm_fwd(&x, &x, &mut y, &mut r, 2, 5, 1e-5)
             .map(|_| ())
             .and_then(|_| {
-                let mut bf = nan(&o, Scalar::BF16, 10);
-                o.gelu_fwd(&x, &mut bf, 10)
+                let mut int = o.device().alloc(Scalar::I32, 10).unwrap();
+                o.gelu_fwd(&x, &mut int, 10)
             })
             .unwrap_err(),
-    ); // bf16 output of an f32 op
+    ); // i32 output of a float op
     shape(o.copy(&x, 4, &mut y, 0, 7).unwrap_err()); // source range past the end
     shape(o.split_heads(&x, &mut y, 1, 1, 1, 1, 3, 3).unwrap_err()); // slot out of range
     shape(
@@ -1071,4 +1071,75 @@ fn bad_arguments_are_errors() {
     shape(o.copy(&x, usize::MAX, &mut y, 0, 2).unwrap_err());
     let e = o.gemm(&GemmOp::new(4, 4, 4), &x, &x, &mut y).unwrap_err();
     assert!(matches!(e, OpsError::Runtime(_)), "{e}");
+}
+
+/// The ops that round their output to bf16 for the trainer's GEMMs (the
+/// norm, GELU forward and backward, merged bf16 heads) give exactly their
+/// f32 result rounded to nearest even: the same arithmetic, one rounding.
+#[test]
+fn bf16_outputs_are_the_f32_outputs_rounded() {
+    let o = ops();
+    let mut rng = rng("bf16_outputs_are_the_f32_outputs_rounded");
+    let rounded = |v: Vec<f64>| -> Vec<f64> {
+        v.iter()
+            .map(|&x| half::bf16::from_f32(x as f32).to_f64())
+            .collect()
+    };
+    let same = |what: &str, got: Vec<f64>, want: Vec<f64>| {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g.to_bits() == w.to_bits(), "{what}[{i}]: {g} vs {w}");
+        }
+    };
+    let (rows, n) = (37, 300);
+    let (x, w) = (randv(&mut rng, rows * n, 3.0), randv(&mut rng, n, 2.0));
+    let (xb, wb) = (up(&o, &x), up(&o, &w));
+    let (mut y32, mut y16) = (
+        nan(&o, Scalar::F32, rows * n),
+        nan(&o, Scalar::BF16, rows * n),
+    );
+    let (mut r32, mut r16) = (nan(&o, Scalar::F32, rows), nan(&o, Scalar::F32, rows));
+    o.rmsnorm_fwd(&xb, &wb, &mut y32, &mut r32, rows, n, 1e-5)
+        .unwrap();
+    o.rmsnorm_fwd(&xb, &wb, &mut y16, &mut r16, rows, n, 1e-5)
+        .unwrap();
+    same("rmsnorm y", down(&o, &y16), rounded(down(&o, &y32)));
+    same("rmsnorm rstd", down(&o, &r16), down(&o, &r32));
+
+    let m = 5003;
+    let (u, dy) = (randv(&mut rng, m, 5.0), randv(&mut rng, m, 1.0));
+    let (ub, dyb) = (up(&o, &u), up(&o, &dy));
+    let (mut g32, mut g16) = (nan(&o, Scalar::F32, m), nan(&o, Scalar::BF16, m));
+    o.gelu_fwd(&ub, &mut g32, m).unwrap();
+    o.gelu_fwd(&ub, &mut g16, m).unwrap();
+    same("gelu", down(&o, &g16), rounded(down(&o, &g32)));
+    let (mut d32, mut d16) = (nan(&o, Scalar::F32, m), nan(&o, Scalar::BF16, m));
+    o.gelu_bwd(&ub, &dyb, &mut d32, m).unwrap();
+    o.gelu_bwd(&ub, &dyb, &mut d16, m).unwrap();
+    same("gelu_bwd", down(&o, &d16), rounded(down(&o, &d32)));
+
+    // bf16 heads [b, h, t, d] into slot 1 of 3 of [b, t, 3, h, d]: bf16 and
+    // f32 destinations hold the same values (a move, no rounding).
+    let (b, t, h, d) = (2, 5, 3, 8);
+    let heads: Vec<half::bf16> = randv(&mut rng, b * h * t * d, 1.0)
+        .iter()
+        .map(|&x| half::bf16::from_f64(x))
+        .collect();
+    let hb = o.device().upload(&heads).unwrap();
+    let (mut m32, mut m16) = (
+        nan(&o, Scalar::F32, b * t * 3 * h * d),
+        nan(&o, Scalar::BF16, b * t * 3 * h * d),
+    );
+    o.merge_heads(&hb, &mut m32, b, t, h, d, 3, 1).unwrap();
+    o.merge_heads(&hb, &mut m16, b, t, h, d, 3, 1).unwrap();
+    // Other slots stay NaN in both; compare the written ones (and NaN's bits).
+    let (g16, g32) = (down(&o, &m16), down(&o, &m32));
+    for (i, (a, c)) in g16.iter().zip(&g32).enumerate() {
+        assert!(
+            a.to_bits() == c.to_bits() || (a.is_nan() && c.is_nan()),
+            "merge_heads[{i}]: {a} vs {c}"
+        );
+    }
+    let written = g16.iter().filter(|v| !v.is_nan()).count();
+    assert_eq!(written, b * t * h * d);
 }

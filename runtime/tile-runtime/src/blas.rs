@@ -1,15 +1,20 @@
 //! GEMM on either device, for the trainer's linear layers and attention:
-//! row-major f32 `C = alpha·op(A)·op(B) + beta·C`, optionally strided-batched.
+//! row-major `C = alpha·op(A)·op(B) + beta·C` with C in f32 and A, B both
+//! f32 or both bf16, optionally strided-batched.
 //!
-//! - GPU: cuBLAS (`cublasGemmEx`, `cublasGemmStridedBatchedEx`), f32 in and
-//!   out with compute type `CUBLAS_COMPUTE_32F_FAST_TF32`: cuBLAS may round
-//!   the inputs to TF32 (10-bit mantissa) for the tensor cores and accumulates
-//!   in f32, so results differ from exact f32 by about 1e-3 of |A|·|B| (the
-//!   same rounding our own `dot` applies to f32 operands). libcublas is loaded
+//! - GPU: cuBLAS (`cublasGemmEx`, `cublasGemmStridedBatchedEx`). f32
+//!   operands use compute type `CUBLAS_COMPUTE_32F_FAST_TF32`: cuBLAS may
+//!   round the inputs to TF32 (10-bit mantissa) for the tensor cores and
+//!   accumulates in f32, so results differ from exact f32 by about 1e-3 of
+//!   |A|·|B| (the same rounding our own `dot` applies to f32 operands).
+//!   bf16 operands (the trainer's mixed precision: twice the tensor-core
+//!   rate, half the bytes) use `CUBLAS_COMPUTE_32F`: exact products, f32
+//!   accumulation. libcublas is loaded
 //!   at run time, like the driver: building needs no CUDA, and a GPU machine
 //!   without cuBLAS gets an error from [`Gemm::new`].
 //! - CPU: `matrixmultiply::sgemm` (f32 FMA, threaded) on copies of the
-//!   operands' spans: the interpreter's buffers are arrays of atomics.
+//!   operands' spans (bf16 widened exactly): the interpreter's buffers are
+//!   arrays of atomics.
 //!
 //! beta = 0 means C is not read (NaN in C does not propagate), on both devices.
 //! Every size, offset, leading dimension and batch stride is checked against
@@ -198,7 +203,8 @@ impl Gemm {
         Ok(Gemm { engine })
     }
 
-    /// Run `op` on f32 buffers `a`, `b` and `c` (asynchronously on a GPU).
+    /// Run `op` on buffers `a`, `b` (both f32 or both bf16) and `c` (f32),
+    /// asynchronously on a GPU.
     pub fn run(
         &self,
         op: &GemmOp,
@@ -206,13 +212,17 @@ impl Gemm {
         b: &Buffer,
         c: &mut Buffer,
     ) -> Result<(), RuntimeError> {
-        for (name, buf) in [("A", a), ("B", b), ("C", &*c)] {
-            if buf.dtype != Scalar::F32 {
-                return Err(RuntimeError::Buffer(format!(
-                    "gemm: {name} must be an f32 buffer, got {}",
-                    buf.dtype.name()
-                )));
-            }
+        let operands_ok = matches!(
+            (a.dtype, b.dtype),
+            (Scalar::F32, Scalar::F32) | (Scalar::BF16, Scalar::BF16)
+        );
+        if !operands_ok || c.dtype != Scalar::F32 {
+            return Err(RuntimeError::Buffer(format!(
+                "gemm: A and B must be both f32 or both bf16 and C f32, got {}, {} and {}",
+                a.dtype.name(),
+                b.dtype.name(),
+                c.dtype.name()
+            )));
         }
         let layout = op.layout([a.len, b.len, c.len])?;
         if op.m == 0 || op.n == 0 || op.batch == 0 {
@@ -231,7 +241,7 @@ impl Gemm {
                 let (pa, _ga) = sa.device_ptr(stream);
                 let (pb, _gb) = sb.device_ptr(stream);
                 let (pc, _gc) = sc.device_ptr(stream);
-                cuda_gemm(blas, op, layout, [pa, pb, pc])
+                cuda_gemm(blas, op, layout, [pa, pb, pc], a.dtype)
             }
             _ => Err(RuntimeError::Buffer(
                 "gemm: buffers belong to another device than the GEMM engine".into(),
@@ -320,6 +330,7 @@ fn cuda_gemm(
     op: &GemmOp,
     layout: [(usize, usize, usize); 3],
     ptrs: [u64; 3],
+    operands: Scalar,
 ) -> Result<(), RuntimeError> {
     let int = |x: usize, what: &str| {
         i32::try_from(x)
@@ -331,7 +342,8 @@ fn cuda_gemm(
         int(layout[1].1, "ldb")?,
         int(layout[2].1, "ldc")?,
     );
-    let [pa, pb, pc] = [0, 1, 2].map(|i| ptrs[i] + 4 * layout[i].0 as u64);
+    let size = [operands.size_bytes(), operands.size_bytes(), 4];
+    let [pa, pb, pc] = [0, 1, 2].map(|i| ptrs[i] + (size[i] * layout[i].0) as u64);
     let t = |t: bool| {
         if t {
             sys::cublasOperation_t::CUBLAS_OP_T
@@ -340,7 +352,14 @@ fn cuda_gemm(
         }
     };
     let f32t = sys::cudaDataType_t::CUDA_R_32F;
-    let compute = sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32;
+    let (abt, compute) = if operands == Scalar::BF16 {
+        (
+            sys::cudaDataType_t::CUDA_R_16BF,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        )
+    } else {
+        (f32t, sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32)
+    };
     let algo = sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
     let (alpha, beta) = (op.alpha, op.beta);
     // cuBLAS is column-major: a row-major X is Xᵀ to it, so compute
@@ -356,10 +375,10 @@ fn cuda_gemm(
                 k,
                 (&alpha) as *const f32 as *const _,
                 pb as *const _,
-                f32t,
+                abt,
                 ldb,
                 pa as *const _,
-                f32t,
+                abt,
                 lda,
                 (&beta) as *const f32 as *const _,
                 pc as *mut _,
@@ -378,11 +397,11 @@ fn cuda_gemm(
                 k,
                 (&alpha) as *const f32 as *const _,
                 pb as *const _,
-                f32t,
+                abt,
                 ldb,
                 layout[1].2 as i64,
                 pa as *const _,
-                f32t,
+                abt,
                 lda,
                 layout[0].2 as i64,
                 (&beta) as *const f32 as *const _,
@@ -441,25 +460,30 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
-    /// Run `op` on the CPU with random A, B, C (C NaN where beta = 0, so an
-    /// unread C is checked) and compare with the f64 reference.
-    fn check(op: GemmOp, lens: [usize; 3], rng: &mut impl Rng) {
+    /// Run `op` on the CPU with random A, B (bf16 buffers with `half`), C
+    /// (NaN where beta = 0, so an unread C is checked) and compare with the
+    /// f64 reference on the same (rounded) values.
+    fn check(op: GemmOp, lens: [usize; 3], half: bool, rng: &mut impl Rng) {
         let dev = Device::cpu();
         let gemm = Gemm::new(&dev).unwrap();
-        let (a, b) = (rand_vec(rng, lens[0]), rand_vec(rng, lens[1]));
+        let (mut a, mut b) = (rand_vec(rng, lens[0]), rand_vec(rng, lens[1]));
+        let upload = |x: &mut Vec<f32>| {
+            if half {
+                let h: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                *x = h.iter().map(|v| v.to_f32()).collect();
+                dev.upload(&h).unwrap()
+            } else {
+                dev.upload(x).unwrap()
+            }
+        };
+        let (ab, bb) = (upload(&mut a), upload(&mut b));
         let c0: Vec<f32> = if op.beta == 0.0 {
             vec![f32::NAN; lens[2]]
         } else {
             rand_vec(rng, lens[2])
         };
         let mut cb = dev.upload(&c0).unwrap();
-        gemm.run(
-            &op,
-            &dev.upload(&a).unwrap(),
-            &dev.upload(&b).unwrap(),
-            &mut cb,
-        )
-        .unwrap();
+        gemm.run(&op, &ab, &bb, &mut cb).unwrap();
         let got: Vec<f32> = dev.download(&cb).unwrap();
         let mut want: Vec<f64> = c0.iter().map(|&x| x as f64).collect();
         reference(&op, &a, &b, &mut want);
@@ -532,7 +556,7 @@ mod tests {
                 ob + batch * tb.max(sb.0 * ldb),
                 oc + batch * tc + 3,
             ];
-            check(op, lens, &mut rng);
+            check(op, lens, case % 5 == 2, &mut rng);
         }
     }
 

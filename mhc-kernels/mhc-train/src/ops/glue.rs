@@ -9,7 +9,6 @@ impl Ops {
     /// `build` makes its meta-parameters and arguments from its `BLOCK`.
     pub(super) fn elementwise<K: PackKernel>(
         &self,
-        op: &'static str,
         n: usize,
         build: impl FnOnce(i64) -> Result<(K::Meta, K), OpsError>,
     ) -> Result<(), OpsError> {
@@ -17,7 +16,6 @@ impl Ops {
             return Ok(());
         }
         let block = self.elementwise_block(n);
-        int(op, n)?;
         let (meta, args) = build(block)?;
         self.launch(meta, 4, [n.div_ceil(block as usize), 1, 1], args)
     }
@@ -28,14 +26,14 @@ impl Ops {
         check(OP, "a", a, Scalar::F32, &[n])?;
         check(OP, "b", b, Scalar::F32, &[n])?;
         check(OP, "out", out, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::VecAddMeta { BLOCK: block },
                 k::VecAdd {
                     a,
                     b,
                     out,
-                    n: int(OP, n)?,
+                    n: n as i64,
                 },
             ))
         })
@@ -46,13 +44,13 @@ impl Ops {
         const OP: &str = "axpy";
         check(OP, "x", x, Scalar::F32, &[n])?;
         check(OP, "y", y, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::VecAxpyMeta { BLOCK: block },
                 k::VecAxpy {
                     x,
                     y,
-                    n: int(OP, n)?,
+                    n: n as i64,
                     alpha,
                 },
             ))
@@ -63,12 +61,12 @@ impl Ops {
     pub fn scale(&self, x: &mut Buffer, alpha: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "scale";
         check(OP, "x", x, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::VecScaleMeta { BLOCK: block },
                 k::VecScale {
                     x,
-                    n: int(OP, n)?,
+                    n: n as i64,
                     alpha,
                 },
             ))
@@ -87,14 +85,33 @@ impl Ops {
         seed: u64,
         stream: u32,
     ) -> Result<(), OpsError> {
+        self.init_normal_part(x, n, 0, std, seed, stream)
+    }
+
+    /// x[0..n] = elements `first..first + n` of what [`Ops::init_normal`]
+    /// draws for a tensor of (seed, stream): a part of a tensor, drawn alone.
+    pub fn init_normal_part(
+        &self,
+        x: &mut Buffer,
+        n: usize,
+        first: u64,
+        std: f32,
+        seed: u64,
+        stream: u32,
+    ) -> Result<(), OpsError> {
         const OP: &str = "init_normal";
         check(OP, "x", x, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        let first = i64::try_from(first).map_err(|_| OpsError::Shape {
+            op: OP,
+            message: format!("first element {first} exceeds i64"),
+        })?;
+        self.elementwise(n, |block| {
             Ok((
                 k::InitNormalMeta { BLOCK: block },
                 k::InitNormal {
                     x,
-                    n: int(OP, n)?,
+                    n: n as i64,
+                    first,
                     std,
                     key0: (seed & 0xffff_ffff) as i64,
                     key1: (seed >> 32) as i64,
@@ -108,12 +125,12 @@ impl Ops {
     pub fn fill(&self, x: &mut Buffer, value: f32, n: usize) -> Result<(), OpsError> {
         const OP: &str = "fill";
         check(OP, "x", x, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::VecFillMeta { BLOCK: block },
                 k::VecFill {
                     x,
-                    n: int(OP, n)?,
+                    n: n as i64,
                     value,
                 },
             ))
@@ -135,11 +152,11 @@ impl Ops {
         let a = k::VecCopy {
             src,
             dst,
-            n: int(OP, n)?,
+            n: n as i64,
             src_offset: src_offset as i64,
             dst_offset: dst_offset as i64,
         };
-        self.elementwise(OP, n, |block| Ok((k::VecCopyMeta { BLOCK: block }, a)))
+        self.elementwise(n, |block| Ok((k::VecCopyMeta { BLOCK: block }, a)))
     }
 
     /// dst (bf16) = src (f32), rounded to nearest even.
@@ -147,13 +164,13 @@ impl Ops {
         const OP: &str = "cast_f32_bf16";
         check(OP, "src", src, Scalar::F32, &[n])?;
         check(OP, "dst", dst, Scalar::BF16, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::CastF32Bf16Meta { BLOCK: block },
                 k::CastF32Bf16 {
                     src,
                     dst,
-                    n: int(OP, n)?,
+                    n: n as i64,
                 },
             ))
         })
@@ -164,13 +181,13 @@ impl Ops {
         const OP: &str = "cast_bf16_f32";
         check(OP, "src", src, Scalar::BF16, &[n])?;
         check(OP, "dst", dst, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::CastBf16F32Meta { BLOCK: block },
                 k::CastBf16F32 {
                     src,
                     dst,
-                    n: int(OP, n)?,
+                    n: n as i64,
                 },
             ))
         })
@@ -224,8 +241,8 @@ impl Ops {
     }
 
     /// The inverse of [`Ops::split_heads`]: `src` [b, h, t, d] (f32 or
-    /// bf16) → slot `slot` of `dst` [b, t, slots, h, d] (other slots
-    /// untouched).
+    /// bf16) → slot `slot` of `dst` [b, t, slots, h, d] (f32; bf16 too for
+    /// bf16 heads; other slots untouched).
     #[allow(clippy::too_many_arguments)]
     pub fn merge_heads(
         &self,
@@ -267,12 +284,16 @@ impl Ops {
         } else {
             (heads, fused)
         };
-        // The per-head side may be bf16; the [b, t, slots, h, d] side is f32.
+        // The per-head side may be bf16; the [b, t, slots, h, d] side is f32,
+        // or also bf16 when merging bf16 heads.
         let per_head = if split { &*dst } else { src };
         let bf16 = per_head.dtype() == Scalar::BF16;
         let head_dtype = if bf16 { Scalar::BF16 } else { Scalar::F32 };
+        let to_bf16 = !split && bf16 && dst.dtype() == Scalar::BF16;
         let (src_dtype, dst_dtype) = if split {
             (Scalar::F32, head_dtype)
+        } else if to_bf16 {
+            (Scalar::BF16, Scalar::BF16)
         } else {
             (head_dtype, Scalar::F32)
         };
@@ -281,7 +302,6 @@ impl Ops {
         if heads == 0 {
             return Ok(());
         }
-        int(op, src_len.max(dst_len))?;
         let block = pick(&COL_BLOCKS, h * d);
         let (tt, hh, dd, ss, slot) = (
             int(op, t)?,
@@ -309,11 +329,12 @@ impl Ops {
                 )
             };
         }
-        match (split, bf16) {
-            (true, false) => run!(SplitHeads, SplitHeadsMeta),
-            (true, true) => run!(SplitHeadsBf16, SplitHeadsBf16Meta),
-            (false, false) => run!(MergeHeads, MergeHeadsMeta),
-            (false, true) => run!(MergeHeadsBf16, MergeHeadsBf16Meta),
+        match (split, bf16, to_bf16) {
+            (true, false, _) => run!(SplitHeads, SplitHeadsMeta),
+            (true, true, _) => run!(SplitHeadsBf16, SplitHeadsBf16Meta),
+            (false, false, _) => run!(MergeHeads, MergeHeadsMeta),
+            (false, true, false) => run!(MergeHeadsBf16, MergeHeadsBf16Meta),
+            (false, true, true) => run!(MergeHeadsToBf16, MergeHeadsToBf16Meta),
         }
     }
 
@@ -441,7 +462,6 @@ impl Ops {
         if t * c == 0 {
             return Ok(());
         }
-        int(op, t * n * c)?;
         let block = pick(&COL_BLOCKS, c);
         let (meta, args) = build(block)?;
         self.launch(meta, 4, [t, c.div_ceil(block as usize), 1], args)

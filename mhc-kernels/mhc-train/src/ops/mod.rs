@@ -343,7 +343,7 @@ impl Ops {
             let a = k::ReduceSum {
                 x,
                 out,
-                n: int(op, n)?,
+                n: n as i64,
                 per_prog: int(op, per.max(1))?,
                 out_offset: int(op, idx)?,
                 scale,

@@ -124,7 +124,7 @@ impl Ops {
     }
 
     /// y = x / sqrt(mean(x²) + eps) · w per row of x [rows, n]; rstd[r] = the
-    /// row's 1/rms, kept for the backward.
+    /// row's 1/rms, kept for the backward. y is f32, or bf16 (rounded once).
     #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_fwd(
         &self,
@@ -139,8 +139,31 @@ impl Ops {
         const OP: &str = "rmsnorm_fwd";
         check(OP, "x", x, Scalar::F32, &[rows, n])?;
         check(OP, "w", w, Scalar::F32, &[n])?;
-        check(OP, "y", y, Scalar::F32, &[rows, n])?;
+        let half = y.dtype() == Scalar::BF16;
+        check(
+            OP,
+            "y",
+            y,
+            if half { Scalar::BF16 } else { Scalar::F32 },
+            &[rows, n],
+        )?;
         check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
+        let n32 = int(OP, n)?;
+        if half {
+            return self.launch_rows(rows, n, |block| {
+                Ok((
+                    k::RmsnormFwdToBf16Meta { BLOCK: block },
+                    k::RmsnormFwdToBf16 {
+                        x,
+                        w,
+                        y,
+                        rstd,
+                        n: n32,
+                        eps,
+                    },
+                ))
+            });
+        }
         self.launch_rows(rows, n, |block| {
             Ok((
                 k::RmsnormFwdMeta { BLOCK: block },
@@ -149,7 +172,7 @@ impl Ops {
                     w,
                     y,
                     rstd,
-                    n: int(OP, n)?,
+                    n: n32,
                     eps,
                 },
             ))
@@ -525,24 +548,30 @@ impl Ops {
         )
     }
 
-    /// y = GELU(x) (tanh approximation) over n elements.
+    /// y = GELU(x) (tanh approximation) over n elements; y is f32, or bf16
+    /// (rounded once).
     pub fn gelu_fwd(&self, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "gelu_fwd";
         check(OP, "x", x, Scalar::F32, &[n])?;
+        if y.dtype() == Scalar::BF16 {
+            check(OP, "y", y, Scalar::BF16, &[n])?;
+            return self.elementwise(n, |block| {
+                Ok((
+                    k::GeluFwdToBf16Meta { BLOCK: block },
+                    k::GeluFwdToBf16 { x, y, n: n as i64 },
+                ))
+            });
+        }
         check(OP, "y", y, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::GeluFwdMeta { BLOCK: block },
-                k::GeluFwd {
-                    x,
-                    y,
-                    n: int(OP, n)?,
-                },
+                k::GeluFwd { x, y, n: n as i64 },
             ))
         })
     }
 
-    /// dx = GELU'(x) · dy, recomputed from x.
+    /// dx = GELU'(x) · dy, recomputed from x; dx is f32, or bf16 (rounded once).
     pub fn gelu_bwd(
         &self,
         x: &Buffer,
@@ -553,15 +582,29 @@ impl Ops {
         const OP: &str = "gelu_bwd";
         check(OP, "x", x, Scalar::F32, &[n])?;
         check(OP, "dy", dy, Scalar::F32, &[n])?;
+        if dx.dtype() == Scalar::BF16 {
+            check(OP, "dx", dx, Scalar::BF16, &[n])?;
+            return self.elementwise(n, |block| {
+                Ok((
+                    k::GeluBwdToBf16Meta { BLOCK: block },
+                    k::GeluBwdToBf16 {
+                        x,
+                        dy,
+                        dx,
+                        n: n as i64,
+                    },
+                ))
+            });
+        }
         check(OP, "dx", dx, Scalar::F32, &[n])?;
-        self.elementwise(OP, n, |block| {
+        self.elementwise(n, |block| {
             Ok((
                 k::GeluBwdMeta { BLOCK: block },
                 k::GeluBwd {
                     x,
                     dy,
                     dx,
-                    n: int(OP, n)?,
+                    n: n as i64,
                 },
             ))
         })
@@ -647,7 +690,7 @@ impl Ops {
             g,
             m,
             v,
-            n: int(OP, n)?,
+            n: n as i64,
             lr: hp.lr,
             beta1: hp.beta1,
             beta2: hp.beta2,
@@ -657,7 +700,7 @@ impl Ops {
             bc2,
             grad_scale,
         };
-        self.elementwise(OP, n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
+        self.elementwise(n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
     }
 }
 
@@ -672,7 +715,8 @@ const FLASH_BWD_BM: i64 = 64;
 const FLASH_BN: i64 = 64;
 
 /// `t` and `d` as the kernels' i32 arguments, for a head dimension they
-/// have, with every offset (up to bh·t·d) within i32.
+/// have (the kernels start each slice at a 64-bit offset, so bh·t·d may
+/// pass 2³¹).
 fn flash_shape(op: &'static str, bh: usize, t: usize, d: usize) -> Result<(i32, i64), OpsError> {
     if !Ops::has_flash_attention(d) {
         return Err(OpsError::Shape {
@@ -680,6 +724,6 @@ fn flash_shape(op: &'static str, bh: usize, t: usize, d: usize) -> Result<(i32, 
             message: format!("no fused attention kernel for head dimension {d} (only 64 and 128)"),
         });
     }
-    int(op, elements(op, &[bh, t, d])?)?;
+    elements(op, &[bh, t, d])?;
     Ok((int(op, t)?, d as i64))
 }

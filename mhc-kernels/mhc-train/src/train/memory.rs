@@ -2,9 +2,10 @@
 //! allocated: parameters with their gradients and AdamW moments, the
 //! activations the forward keeps for the backward (per sublayer, residual
 //! mode and head), and the backward's largest working set. A run whose plan
-//! exceeds the device's free memory, or one of whose tensors would pass the
-//! kernels' 32-bit element offsets, stops before the first allocation with
-//! the plan and the settings that would fit.
+//! exceeds the device's free memory (on the CPU, the host's available
+//! memory) stops before the first allocation with the plan and the settings
+//! that would fit. Tensors may pass 2³¹ elements: every kernel of the model
+//! starts its rows, blocks or slices at 64-bit offsets.
 //!
 //! The saved activations are exact: [`Step::saved_bytes`](super::model::Step)
 //! counts the buffers the forward really keeps, and the tests hold the two
@@ -65,8 +66,10 @@ impl MemoryPlan {
         } else {
             F32 * batch * nh * t * t
         };
-        let attention = 2 * F32 * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
-        let mlp = F32 * n_tok * c + F32 * n_tok + 2 * F32 * n_tok * h;
+        // The linear layers' inputs as they rounded them (bf16): the norm's
+        // output and the merged heads; the norm's output and GELU's.
+        let attention = 2 * BF16 * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
+        let mlp = BF16 * n_tok * c + F32 * n_tok + (F32 + BF16) * n_tok * h;
         let residual = match &hyper {
             None => sites * F32 * n_tok * c,
             Some(site) => {
@@ -77,8 +80,9 @@ impl MemoryPlan {
                 Stack::planned_activation_bytes(site, n_tok, sites, block)
             }
         };
-        // Head: tokens (i32), final norm input and output, its rstd, logits.
-        let head = F32 * (n_tok + 2 * n_tok * c + n_tok + n_tok * v);
+        // Head: tokens (i32), final norm input (f32) and output (bf16), its
+        // rstd, logits.
+        let head = F32 * (n_tok + n_tok * c + n_tok + n_tok * v) + BF16 * n_tok * c;
 
         // The backward's largest transients: dlogits, then one sublayer's
         // gradients (attention: dO, its heads, dQ/dK/dV, delta or dS, dQKV,
@@ -98,7 +102,10 @@ impl MemoryPlan {
             // Two stream gradients in flight and the f32 casts around F.
             Some(s) => 2 * BF16 * n_tok * s.n * c + 2 * F32 * n_tok * c,
         };
-        let working = F32 * n_tok * v + attention_bwd.max(mlp_bwd) + streams_bwd;
+        // dlogits and its bf16 rounding for the head's GEMMs.
+        let working = (F32 + BF16) * n_tok * v + attention_bwd.max(mlp_bwd) + streams_bwd;
+        // The matrices' bf16 copies (the GEMMs' operands).
+        let matrices = l * (4 * c * c + 2 * c * h) + c * v;
 
         let mut largest = vec![
             ("logits [tokens, vocab]", n_tok * v),
@@ -120,6 +127,11 @@ impl MemoryPlan {
                 Item {
                     name: "parameters, gradients, AdamW moments",
                     bytes: 4 * F32 * parameters,
+                    saved: false,
+                },
+                Item {
+                    name: "bf16 copies of the matrices",
+                    bytes: BF16 * matrices,
                     saved: false,
                 },
                 Item {
@@ -172,10 +184,9 @@ impl MemoryPlan {
         s
     }
 
-    /// Refuses a plan that cannot run: a tensor past the kernels' 32-bit
-    /// element offsets, or more than `free` bytes (when the device says).
-    /// The error holds the plan and the largest `--batch` (and, for hc/mhc,
-    /// `--recompute`) that would fit.
+    /// Refuses a plan of more than `free` bytes (when the device says). The
+    /// error holds the plan, its largest tensor, and the largest `--batch`
+    /// (and, for hc/mhc, `--recompute`) that would fit.
     pub fn check(
         &self,
         cfg: &ModelConfig,
@@ -183,31 +194,20 @@ impl MemoryPlan {
         recompute: Option<usize>,
         free: Option<usize>,
     ) -> Result<()> {
-        let fits = |p: &MemoryPlan| {
-            p.largest.1 <= i32::MAX as usize && free.is_none_or(|f| p.total() <= f)
-        };
-        if fits(self) {
+        let fits = |p: &MemoryPlan| free.is_none_or(|f| p.total() <= f);
+        let Some(f) = free.filter(|_| !fits(self)) else {
             return Ok(());
-        }
+        };
         let mut why = String::new();
-        if self.largest.1 > i32::MAX as usize {
-            writeln!(
-                why,
-                "the {} would hold {} elements, past the kernels' 32-bit offsets ({})",
-                self.largest.0,
-                self.largest.1,
-                i32::MAX
-            )?;
-        }
-        if let Some(f) = free.filter(|&f| self.total() > f) {
-            writeln!(
-                why,
-                "{} needs {}, the device has {} free",
-                self.summary(),
-                size(self.total()),
-                size(f)
-            )?;
-        }
+        writeln!(
+            why,
+            "{} needs {}, the device has {} free; its largest tensor is the {} ({} elements)",
+            self.summary(),
+            size(self.total()),
+            size(f),
+            self.largest.0,
+            self.largest.1,
+        )?;
         let mut hints = Vec::new();
         let best_batch = |rc| {
             (1..batch)
@@ -242,4 +242,14 @@ fn size(bytes: usize) -> String {
     } else {
         format!("{:.1} MB", bytes as f64 / 1e6)
     }
+}
+
+/// The host's available memory in bytes (`MemAvailable` of /proc/meminfo),
+/// what a run on the CPU device may allocate; `None` where the kernel does
+/// not say.
+pub fn host_available() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

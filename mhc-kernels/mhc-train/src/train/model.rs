@@ -30,6 +30,8 @@ struct Block {
 
 /// What the backward of one attention sublayer needs from its forward
 /// (besides its input, which the residual mode hands back).
+/// `a` (the norm's output) and `o` (the heads merged) are kept as their
+/// linear layers rounded them, in bf16.
 struct AttnActs {
     a: Buffer,
     rstd: Buffer,
@@ -49,7 +51,9 @@ enum Scores {
     Materialized { p: Buffer },
 }
 
-/// What the backward of one MLP sublayer needs from its forward.
+/// What the backward of one MLP sublayer needs from its forward: `a` and
+/// `g` (GELU's output) in bf16, as their linear layers rounded them; GELU's
+/// input `u` in f32.
 struct MlpActs {
     a: Buffer,
     rstd: Buffer,
@@ -69,6 +73,7 @@ struct HeadActs {
     tokens: Buffer,
     xf: Buffer,
     rstd_f: Buffer,
+    /// The final norm's output, in bf16 (the head's GEMM operand).
     hf: Buffer,
 }
 
@@ -107,38 +112,76 @@ impl Kit {
         Ok(self.device.alloc_output(Scalar::F32, len)?)
     }
 
-    /// `y[rows, n] = x[rows, k] · w[k, n]`.
-    fn linear(&self, x: &Buffer, w: &Buffer, rows: usize, k: usize, n: usize) -> Result<Buffer> {
-        let mut y = self.alloc(rows * n)?;
-        self.ops.gemm(&GemmOp::new(rows, n, k), x, w, &mut y)?;
-        Ok(y)
+    /// `x` [n] rounded to a new bf16 buffer.
+    fn round(&self, x: &Buffer, n: usize) -> Result<Buffer> {
+        let mut half = self.device.alloc_output(Scalar::BF16, n)?;
+        self.ops.cast_f32_bf16(x, &mut half, n)?;
+        Ok(half)
     }
 
-    /// Backward of [`Kit::linear`]: returns dx, writes dw (each weight is
-    /// used once per step, so no accumulation is needed).
-    #[allow(clippy::too_many_arguments)]
+    /// `y[rows, n] = x[rows, k] · w[k, n]` in mixed precision, as PyTorch's
+    /// autocast does it: x and w rounded to bf16, the GEMM's operands, with
+    /// f32 accumulation and output. x comes in bf16 where its producer
+    /// rounded it (norms, GELU, merged heads), else f32. Returns y and the
+    /// rounded x, all the backward keeps of the input.
+    fn linear(
+        &self,
+        x: Buffer,
+        w: &Weight,
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<(Buffer, Buffer)> {
+        let x16 = match x.dtype() {
+            Scalar::BF16 => x,
+            _ => self.round(&x, rows * k)?,
+        };
+        let mut y = self.alloc(rows * n)?;
+        self.ops
+            .gemm(&GemmOp::new(rows, n, k), &x16, w.rounded()?, &mut y)?;
+        Ok((y, x16))
+    }
+
+    /// Backward of [`Kit::linear`] from its rounded input `x16`: returns dx,
+    /// writes w's gradient (each weight is used once per step, so no
+    /// accumulation is needed). dy, bf16 where its producer rounded it, else
+    /// rounded here, is both GEMMs' operand.
     fn linear_backward(
         &self,
-        x: &Buffer,
-        w: &Buffer,
+        x16: &Buffer,
+        w: &mut Weight,
         dy: &Buffer,
-        dw: &mut Buffer,
         rows: usize,
         k: usize,
         n: usize,
     ) -> Result<Buffer> {
-        self.ops
-            .gemm(&GemmOp::new(k, n, rows).trans_a(true), x, dy, dw)?;
+        let rounded;
+        let dy16 = match dy.dtype() {
+            Scalar::BF16 => dy,
+            _ => {
+                rounded = self.round(dy, rows * n)?;
+                &rounded
+            }
+        };
+        let w16 = w.rounded()?;
         let mut dx = self.alloc(rows * k)?;
         self.ops
-            .gemm(&GemmOp::new(rows, k, n).trans_b(true), dy, w, &mut dx)?;
+            .gemm(&GemmOp::new(rows, k, n).trans_b(true), dy16, w16, &mut dx)?;
+        self.ops.gemm(
+            &GemmOp::new(k, n, rows).trans_a(true),
+            x16,
+            dy16,
+            &mut w.grad,
+        )?;
         Ok(dx)
     }
 
-    /// RMSNorm of `x` [rows, C] with gain `w`: (y, rstd).
+    /// RMSNorm of `x` [rows, C] with gain `w`: (y, rstd), y in bf16 (every
+    /// norm feeds a linear layer).
     fn norm(&self, x: &Buffer, w: &Buffer) -> Result<(Buffer, Buffer)> {
         let (rows, c) = (self.tokens(), self.cfg.width);
-        let (mut y, mut rstd) = (self.alloc(rows * c)?, self.alloc(rows)?);
+        let mut y = self.device.alloc_output(Scalar::BF16, rows * c)?;
+        let mut rstd = self.alloc(rows)?;
         self.ops
             .rmsnorm_fwd(x, w, &mut y, &mut rstd, rows, c, NORM_EPS)?;
         Ok((y, rstd))
@@ -178,7 +221,7 @@ impl Kit {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
         let (a, rstd) = self.norm(h, &b.norm1.value)?;
-        let qkv = self.linear(&a, &b.wqkv.value, rows, c, 3 * c)?;
+        let (qkv, a) = self.linear(a, &b.wqkv, rows, c, 3 * c)?;
         let fused = Ops::has_flash_attention(d);
         let heads = if fused { Scalar::BF16 } else { Scalar::F32 };
         let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
@@ -204,7 +247,8 @@ impl Kit {
                 .attention_fwd(&q, &k, &v, &mut p, &mut o_heads, bh, t, d, scale)?;
             p
         };
-        let mut o = self.alloc(rows * c)?;
+        // bf16 heads merge straight into the bf16 operand of the projection.
+        let mut o = self.device.alloc_output(heads, rows * c)?;
         self.ops
             .merge_heads(&o_heads, &mut o, self.batch, t, nh, d, 1, 0)?;
         let scores = if fused {
@@ -215,7 +259,7 @@ impl Kit {
         } else {
             Scores::Materialized { p: lse_or_p }
         };
-        let y = self.linear(&o, &b.wo.value, rows, c, c)?;
+        let (y, o) = self.linear(o, &b.wo, rows, c, c)?;
         Ok((
             y,
             AttnActs {
@@ -239,7 +283,7 @@ impl Kit {
     ) -> Result<Buffer> {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
-        let d_o = self.linear_backward(&acts.o, &b.wo.value, dy, &mut b.wo.grad, rows, c, c)?;
+        let d_o = self.linear_backward(&acts.o, &mut b.wo, dy, rows, c, c)?;
         // The per-head tensors in the dtype of the forward's (bf16 when fused).
         let heads = acts.q.dtype();
         let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
@@ -263,30 +307,22 @@ impl Kit {
                 )?;
             }
         }
-        let mut dqkv = self.alloc(rows * 3 * c)?;
+        let mut dqkv = self.device.alloc_output(heads, rows * 3 * c)?;
         for (slot, g) in [&dq, &dk, &dv].into_iter().enumerate() {
             self.ops
                 .merge_heads(g, &mut dqkv, self.batch, t, nh, d, 3, slot)?;
         }
-        let da = self.linear_backward(
-            &acts.a,
-            &b.wqkv.value,
-            &dqkv,
-            &mut b.wqkv.grad,
-            rows,
-            c,
-            3 * c,
-        )?;
+        let da = self.linear_backward(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c)?;
         self.norm_backward(h, &mut b.norm1, &acts.rstd, &da)
     }
 
     fn mlp(&self, b: &Block, h: &Buffer) -> Result<(Buffer, MlpActs)> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let (a, rstd) = self.norm(h, &b.norm2.value)?;
-        let u = self.linear(&a, &b.w1.value, rows, c, f)?;
-        let mut g = self.alloc(rows * f)?;
+        let (u, a) = self.linear(a, &b.w1, rows, c, f)?;
+        let mut g = self.device.alloc_output(Scalar::BF16, rows * f)?;
         self.ops.gelu_fwd(&u, &mut g, rows * f)?;
-        let y = self.linear(&g, &b.w2.value, rows, f, c)?;
+        let (y, g) = self.linear(g, &b.w2, rows, f, c)?;
         Ok((y, MlpActs { a, rstd, u, g }))
     }
 
@@ -298,10 +334,10 @@ impl Kit {
         dy: &Buffer,
     ) -> Result<Buffer> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
-        let dg = self.linear_backward(&acts.g, &b.w2.value, dy, &mut b.w2.grad, rows, f, c)?;
-        let mut du = self.alloc(rows * f)?;
+        let dg = self.linear_backward(&acts.g, &mut b.w2, dy, rows, f, c)?;
+        let mut du = self.device.alloc_output(Scalar::BF16, rows * f)?;
         self.ops.gelu_bwd(&acts.u, &dg, &mut du, rows * f)?;
-        let da = self.linear_backward(&acts.a, &b.w1.value, &du, &mut b.w1.grad, rows, c, f)?;
+        let da = self.linear_backward(&acts.a, &mut b.w1, &du, rows, c, f)?;
         self.norm_backward(h, &mut b.norm2, &acts.rstd, &da)
     }
 
@@ -528,6 +564,13 @@ impl Model {
 
     /// Forward to the logits `[tokens, vocab]`, keeping what the backward needs.
     fn forward(&mut self, inputs: &[i32]) -> Result<(Buffer, HeadActs)> {
+        // The matrices as the GEMMs take them, from this step's values.
+        for b in &mut self.blocks {
+            for w in [&mut b.wqkv, &mut b.wo, &mut b.w1, &mut b.w2] {
+                w.round(&self.kit.ops)?;
+            }
+        }
+        self.head.round(&self.kit.ops)?;
         let kit = &self.kit;
         let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
         let tokens = kit.device.upload(inputs)?;
@@ -550,7 +593,7 @@ impl Model {
         };
         let xf = self.residual.forward(&x0, &mut sites)?;
         let (hf, rstd_f) = kit.norm(&xf, &self.norm_f.value)?;
-        let logits = kit.linear(&hf, &self.head.value, rows, c, v)?;
+        let (logits, hf) = kit.linear(hf, &self.head, rows, c, v)?;
         Ok((
             logits,
             HeadActs {
@@ -638,15 +681,7 @@ impl Model {
         let targets = kit.device.upload(targets)?;
         let mut dlogits = kit.alloc(rows * v)?;
         let loss = kit.cross_entropy(&logits, &targets, Some(&mut dlogits))?;
-        let dhf = kit.linear_backward(
-            &head.hf,
-            &self.head.value,
-            &dlogits,
-            &mut self.head.grad,
-            rows,
-            c,
-            v,
-        )?;
+        let dhf = kit.linear_backward(&head.hf, &mut self.head, &dlogits, rows, c, v)?;
         let dxf = kit.norm_backward(&head.xf, &mut self.norm_f, &head.rstd_f, &dhf)?;
         if let Some(r) = reduce.as_mut() {
             r.ready(&mut [&mut self.head.grad, &mut self.norm_f.grad])?;

@@ -4,10 +4,12 @@
 use crate::ops::Ops;
 use tile_runtime::{Buffer, Device, Scalar};
 
-/// A learned f32 tensor and its gradient, owned by the model.
+/// A learned f32 tensor and its gradient, owned by the model; a matrix
+/// also has its value rounded to bf16, the GEMMs' operand ([`Weight::round`]).
 pub struct Weight {
     pub value: Buffer,
     pub grad: Buffer,
+    pub bf16: Option<Buffer>,
 }
 
 impl Weight {
@@ -15,7 +17,27 @@ impl Weight {
         Ok(Weight {
             value: device.upload(data)?,
             grad: device.alloc(Scalar::F32, data.len())?,
+            bf16: None,
         })
+    }
+
+    /// Round the value to its bf16 copy (made on first use): once per step,
+    /// before the forward, since the optimiser or a checkpoint changed it.
+    pub fn round(&mut self, ops: &Ops) -> anyhow::Result<()> {
+        let n = self.value.len();
+        if self.bf16.is_none() {
+            self.bf16 = Some(ops.device().alloc_output(Scalar::BF16, n)?);
+        }
+        let half = self.bf16.as_mut().expect("just made");
+        ops.cast_f32_bf16(&self.value, half, n)?;
+        Ok(())
+    }
+
+    /// The bf16 copy [`Weight::round`] made.
+    pub fn rounded(&self) -> anyhow::Result<&Buffer> {
+        self.bf16
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("a matrix used before its bf16 copy was made"))
     }
 
     /// n values std · N(0, 1) drawn on the device from (seed, stream)
@@ -28,6 +50,7 @@ impl Weight {
         Ok(Weight {
             value,
             grad: device.alloc(Scalar::F32, n)?,
+            bf16: None,
         })
     }
 }

@@ -452,7 +452,10 @@ impl<'s> RankRun<'s> {
             mcfg,
             batch,
             opts.recompute,
-            device.memory_info().map(|(free, _)| free),
+            match device.memory_info() {
+                Some((free, _)) => Some(free),
+                None => super::memory::host_available(),
+            },
         )?;
         if lead {
             say!("{}", plan.summary());
