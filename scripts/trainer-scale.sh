@@ -6,6 +6,10 @@
 #   bash scripts/trainer-scale.sh [MHC_TRAIN] [PACK_DIR] [STEPS]
 # Defaults: .gpu/bin/mhc-train, .gpu/packs, 200 steps; logs in ${OUT:-/tmp/trainer-scale}.
 # Extra flags for every mode: TRAIN_FLAGS="--recompute 0" (hc/mhc only) etc.
+# MODES="plain hc mhc" (default) picks the modes; TORCH=0 skips PyTorch.
+# Model FLOP utilisation (MFU): tokens/s × (6·N + 12·layers·width·context)
+# FLOPs per token (PaLM's count: N parameters, attention's two T×T GEMMs per
+# layer forward and backward) over the H200's dense bf16 peak, 989 TFLOP/s.
 set -euo pipefail
 bin="${1:-.gpu/bin/mhc-train}"
 packs="${2:-.gpu/packs}"
@@ -14,9 +18,14 @@ out="${OUT:-/tmp/trainer-scale}"
 if [ ! -f "$bin" ] && [ -f "$bin.gz" ]; then gunzip -f "$bin.gz"; fi
 [ -x "$bin" ] || { echo "trainer-scale: $bin is missing (bash scripts/gpu-bundle)" >&2; exit 2; }
 mkdir -p "$out"
-echo "| mode | first step after | plan | measured (last line) | median tokens/s |"
-echo "|---|---|---|---|---|"
-for mode in plain hc mhc; do
+peak=989e12
+mfu() { # tokens/s parameters layers width context
+  awk -v s="$1" -v n="$2" -v l="$3" -v c="$4" -v t="$5" -v p="$peak" \
+    'BEGIN { if (s == "" || n == "") print "?"; else printf "%.1f%%", 100 * s * (6 * n + 12 * l * c * t) / p }'
+}
+echo "| mode | first step after | plan | measured (last line) | median tokens/s | MFU |"
+echo "|---|---|---|---|---|---|"
+for mode in ${MODES:-plain hc mhc}; do
   log="$out/$mode.log"
   t0=$(date +%s.%N)
   # Log every step so that the first step's line gives the start-up time.
@@ -28,9 +37,17 @@ for mode in plain hc mhc; do
     done > "$log" || true
   first=$(grep -m1 ' step  *0:' "$log" | cut -d' ' -f1)
   plan=$(grep -m1 'memory plan' "$log" | sed 's/.*memory plan \([0-9.]* [GM]B\).*/\1/')
-  peak=$(grep -o 'at most [0-9.]* GB[^,]*' "$log" | tail -1)
+  measured=$(grep -o 'at most [0-9.]* GB[^,]*' "$log" | tail -1)
   tps=$(grep -o '[0-9]* tok/s' "$log" | awk 'NR>5 {print $1}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}')
-  echo "| $mode | ${first:-?} s | ${plan:-?} | ${peak:-see $log} | ${tps:-?} |"
+  params=$(grep -m1 -o '[0-9]* parameters' "$log" | cut -d' ' -f1)
+  [ "$mode" = plain ] && plain_params=$params
+  echo "| $mode | ${first:-?} s | ${plan:-?} | ${measured:-see $log} | ${tps:-?} | $(mfu "$tps" "$params" 24 2048 1024) |"
 done
-python3 scripts/torch-trainer-baseline.py --layers 24 --width 2048 --heads 16 --context 1024 --batch 16 --steps 30 \
-  > "$out/torch.log" 2>&1 && tail -1 "$out/torch.log" || echo "PyTorch reference failed: $out/torch.log"
+if [ "${TORCH:-1}" = 1 ]; then
+  python3 scripts/torch-trainer-baseline.py --layers 24 --width 2048 --heads 16 --context 1024 --batch 16 --steps 30 \
+    > "$out/torch.log" 2>&1 || echo "PyTorch reference failed: $out/torch.log"
+  grep '^| PyTorch' "$out/torch.log" | while IFS= read -r row; do
+    tps=$(echo "$row" | cut -d'|' -f4 | tr -d ' ,')
+    echo "$row MFU $(mfu "$tps" "${plain_params:-}" 24 2048 1024) |"
+  done
+fi

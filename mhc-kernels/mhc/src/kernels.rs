@@ -10,6 +10,7 @@
 //! generates from the sources ([`crate::launch`]: `kernels.mhc_post(meta,
 //! warps, grid, args)`); [`KernelSet::launch`] by name is what they call.
 
+use crate::profile::Profiler;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,8 @@ pub struct KernelSet {
     device: Arc<Device>,
     origin: Origin,
     cache: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    /// Times every launch while attached ([`KernelSet::set_profiler`]).
+    profiler: Mutex<Option<Arc<Profiler>>>,
 }
 
 impl KernelSet {
@@ -69,6 +72,7 @@ impl KernelSet {
             device,
             origin: Origin::Packs(packs),
             cache: Mutex::new(HashMap::new()),
+            profiler: Mutex::new(None),
         })
     }
 
@@ -95,6 +99,7 @@ impl KernelSet {
             device,
             origin: Origin::Sources(programs),
             cache: Mutex::new(HashMap::new()),
+            profiler: Mutex::new(None),
         })
     }
 
@@ -115,6 +120,17 @@ impl KernelSet {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Attach `profiler` (every launch from now on is timed by it), or
+    /// detach with `None`.
+    pub fn set_profiler(&self, profiler: Option<Arc<Profiler>>) {
+        *self.profiler.lock().expect("profiler slot") = profiler;
+    }
+
+    /// The attached profiler, if any.
+    pub fn profiler(&self) -> Option<Arc<Profiler>> {
+        self.profiler.lock().expect("profiler slot").clone()
     }
 
     /// The kernel `name` specialised with `meta` (any order) and `warps`.
@@ -210,6 +226,11 @@ impl KernelSet {
         args: &[Arg],
     ) -> Result<(), KernelError> {
         let k = self.get(name, meta, warps)?;
-        Ok(self.device.launch(&k, grid, args)?)
+        match self.profiler() {
+            Some(p) => p.time(&self.device, name, || {
+                Ok::<_, KernelError>(self.device.launch(&k, grid, args)?)
+            }),
+            None => Ok(self.device.launch(&k, grid, args)?),
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub mod kernels;
 pub mod launch;
 pub mod layer;
+pub mod profile;
 pub mod reference;
 pub mod stack;
 

@@ -118,6 +118,37 @@ impl CudaDevice {
         cudarc::driver::result::mem_get_info().map_err(drv)
     }
 
+    /// The high-water marks (used, reserved) of the default memory pool the
+    /// buffers come from (cudarc allocates stream-ordered from it), in
+    /// bytes; `reset` starts both over at the current values.
+    pub(crate) fn pool_high_water(&self, reset: bool) -> Result<(usize, usize), RuntimeError> {
+        use cudarc::driver::result::{device, mem_pool};
+        use sys::CUmemPool_attribute::*;
+        self.ctx.bind_to_thread().map_err(drv)?;
+        // SAFETY: the device comes from the live context; each attribute is
+        // a u64 (cuuint64_t), as the driver API specifies.
+        unsafe {
+            let pool = device::get_default_mem_pool(self.ctx.cu_device()).map_err(drv)?;
+            let mut out = [0u64; 2];
+            for (i, attr) in [
+                CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let p = &mut out[i] as *mut u64 as *mut core::ffi::c_void;
+                mem_pool::get_attribute(pool, attr, p).map_err(drv)?;
+                if reset {
+                    let mut zero = 0u64;
+                    let z = &mut zero as *mut u64 as *mut core::ffi::c_void;
+                    mem_pool::set_attribute(pool, attr, z).map_err(drv)?;
+                }
+            }
+            Ok((out[0] as usize, out[1] as usize))
+        }
+    }
+
     /// Device memory whose contents are whatever was there (no memset).
     pub(crate) fn alloc_uninit(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
         // SAFETY: the bytes are device memory read only by kernels and copies,
@@ -389,6 +420,14 @@ impl CudaDevice {
     }
 
     /// Time `f` on the stream with CUDA events, in milliseconds.
+    /// An event recorded on the device's stream now.
+    pub(crate) fn record(&self) -> Result<cudarc::driver::CudaEvent, RuntimeError> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let e = self.ctx.new_event(flags).map_err(drv)?;
+        e.record(&self.stream).map_err(drv)?;
+        Ok(e)
+    }
+
     pub(crate) fn time_ms(
         &self,
         f: &mut dyn FnMut() -> Result<(), RuntimeError>,
@@ -422,6 +461,15 @@ pub(crate) enum CudaArg<'a> {
     I32(i32),
     I64(i64),
     F32(f32),
+}
+
+/// Milliseconds from `start` to `end`, waiting for `end`.
+pub(crate) fn elapsed_ms(
+    start: &cudarc::driver::CudaEvent,
+    end: &cudarc::driver::CudaEvent,
+) -> Result<f32, RuntimeError> {
+    end.synchronize().map_err(drv)?;
+    start.elapsed_ms(end).map_err(drv)
 }
 
 #[cfg(test)]

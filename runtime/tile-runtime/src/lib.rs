@@ -109,6 +109,17 @@ impl Device {
         }
     }
 
+    /// The most bytes of device buffers alive at once, and the most the
+    /// allocator held for them (with what it keeps for reuse), since the
+    /// last call with `reset` (GPU only; `None` on the CPU or where the
+    /// driver does not say).
+    pub fn memory_high_water(&self, reset: bool) -> Option<(usize, usize)> {
+        match self {
+            Device::Cuda(d) => d.pool_high_water(reset).ok(),
+            Device::Cpu => None,
+        }
+    }
+
     /// A zero-filled buffer of `len` elements.
     pub fn alloc(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
         let bytes = len * dtype.size_bytes();
@@ -421,6 +432,16 @@ impl Device {
         }
     }
 
+    /// A point in this device's stream of work, to time what runs between
+    /// two of them ([`Mark::ms_since`]): a CUDA event on a GPU, the wall
+    /// clock on the CPU (where every launch finishes before it returns).
+    pub fn mark(&self) -> Result<Mark, RuntimeError> {
+        match self {
+            Device::Cuda(d) => Ok(Mark(MarkInner::Cuda(d.record()?))),
+            Device::Cpu => Ok(Mark(MarkInner::Cpu(std::time::Instant::now()))),
+        }
+    }
+
     /// Time `f` with CUDA events (milliseconds); wall time on the CPU.
     pub fn time_ms(
         &self,
@@ -433,6 +454,30 @@ impl Device {
                 f()?;
                 Ok(t.elapsed().as_secs_f32() * 1e3)
             }
+        }
+    }
+}
+
+/// See [`Device::mark`].
+pub struct Mark(MarkInner);
+
+enum MarkInner {
+    Cuda(cudarc::driver::CudaEvent),
+    Cpu(std::time::Instant),
+}
+
+impl Mark {
+    /// Milliseconds of device time from `earlier` to this mark (waiting for
+    /// the device to reach it); an error for marks of different devices.
+    pub fn ms_since(&self, earlier: &Mark) -> Result<f32, RuntimeError> {
+        match (&earlier.0, &self.0) {
+            (MarkInner::Cuda(a), MarkInner::Cuda(b)) => cuda::elapsed_ms(a, b),
+            (MarkInner::Cpu(a), MarkInner::Cpu(b)) => {
+                Ok(b.saturating_duration_since(*a).as_secs_f32() * 1e3)
+            }
+            _ => Err(RuntimeError::Unsupported(
+                "marks of different devices".into(),
+            )),
         }
     }
 }

@@ -217,6 +217,11 @@ struct TrainArgs {
     /// Log line interval when there is no progress bar.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Time every kernel and GEMM over this many steps (after two steps of
+    /// warm-up and as many timed whole): device time per phase and per
+    /// operation as shares of a step, printed and written to profile.md.
+    #[arg(long, num_args = 0..=1, default_missing_value = "5")]
+    profile: Option<u64>,
     /// No progress bar (log lines instead).
     #[arg(long)]
     no_progress: bool,
@@ -268,6 +273,7 @@ impl TrainArgs {
             recompute: self.recompute,
             amax_every: self.amax_every.max(1),
             log_every: self.log_every.max(1),
+            profile: self.profile,
             progress: !self.no_progress && std::io::stderr().is_terminal(),
             ranks: self.ranks,
             collective: self.collective,

@@ -302,7 +302,14 @@ impl Ops {
         if heads == 0 {
             return Ok(());
         }
-        let block = pick(&COL_BLOCKS, h * d);
+        // A program moves one head of D elements at a time.
+        let block = pick(&COL_BLOCKS, d);
+        if d > block as usize {
+            return Err(OpsError::Shape {
+                op,
+                message: format!("head dimension {d} is larger than the kernels' {block}"),
+            });
+        }
         let (tt, hh, dd, ss, slot) = (
             int(op, t)?,
             int(op, h)?,
@@ -310,12 +317,13 @@ impl Ops {
             int(op, slots)?,
             int(op, slot)?,
         );
-        let grid = [b * t, (h * d).div_ceil(block as usize), 1];
+        // One program per token, a head at a time (kernels/model/attention.tile).
+        let grid = [b * t, 1, 1];
         macro_rules! run {
             ($args:ident, $meta:ident) => {
                 self.launch(
                     k::$meta { BLOCK: block },
-                    4,
+                    2,
                     grid,
                     k::$args {
                         src,

@@ -125,8 +125,17 @@ impl Ops {
         &self.kernels
     }
 
-    /// Row-major f32 `C = alpha·op(A)·op(B) + beta·C` (see [`GemmOp`]); on a
-    /// GPU through cuBLAS with TF32 tensor-core math (≈1e-3 relative error).
+    /// What an attached profiler files the following operations under.
+    pub fn set_phase(&self, phase: &'static str) {
+        if let Some(p) = self.kernels.profiler() {
+            p.set_phase(phase);
+        }
+    }
+
+    /// Row-major `C = alpha·op(A)·op(B) + beta·C` (see [`GemmOp`]), C f32,
+    /// A and B both f32 (on a GPU through cuBLAS with TF32 tensor-core math,
+    /// ≈1e-3 relative error) or both bf16 (exact products, f32 sums). Timed
+    /// as `gemm m×n×k` by an attached profiler.
     pub fn gemm(
         &self,
         op: &GemmOp,
@@ -134,7 +143,24 @@ impl Ops {
         b: &Buffer,
         c: &mut Buffer,
     ) -> Result<(), OpsError> {
-        Ok(self.gemm.run(op, a, b, c)?)
+        match self.kernels.profiler() {
+            Some(p) => {
+                let name = format!(
+                    "gemm {}×{}×{}{} ({})",
+                    op.m,
+                    op.n,
+                    op.k,
+                    if op.batch > 1 {
+                        format!(" ×{}", op.batch)
+                    } else {
+                        String::new()
+                    },
+                    a.dtype().name()
+                );
+                p.time(self.device(), &name, || Ok(self.gemm.run(op, a, b, c)?))
+            }
+            None => Ok(self.gemm.run(op, a, b, c)?),
+        }
     }
 
     /// Launch the kernel of `args` (a generated launcher of the `model`

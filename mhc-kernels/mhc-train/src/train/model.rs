@@ -17,6 +17,11 @@ use tile_runtime::{Buffer, Device, Scalar};
 /// RMSNorm epsilon of every norm in the model.
 const NORM_EPS: f32 = 1e-5;
 
+/// Profiler phases of the residual mode's own work between the sublayers
+/// (the hyper-connection sites; plain's additions).
+const RESIDUAL_FORWARD: &str = "residual forward";
+const RESIDUAL_BACKWARD: &str = "residual backward";
+
 /// One block's own weights (its residual parameters live in the [`Residual`]).
 struct Block {
     norm1: Weight,
@@ -392,6 +397,7 @@ struct Sites<'a, 'c> {
 impl Sublayers for Sites<'_, '_> {
     fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer> {
         let block = &self.blocks[site / 2];
+        self.kit.ops.set_phase("forward");
         let (y, acts) = if site.is_multiple_of(2) {
             let (y, a) = self.kit.attention(block, h)?;
             (y, SiteActs::Attn(a))
@@ -399,6 +405,7 @@ impl Sublayers for Sites<'_, '_> {
             let (y, a) = self.kit.mlp(block, h)?;
             (y, SiteActs::Mlp(a))
         };
+        self.kit.ops.set_phase(RESIDUAL_FORWARD);
         if self.acts.len() <= site {
             self.acts.resize_with(site + 1, || None);
         }
@@ -407,6 +414,15 @@ impl Sublayers for Sites<'_, '_> {
     }
 
     fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
+        self.kit.ops.set_phase("backward");
+        let dh = self.sublayer_backward(site, h, dy);
+        self.kit.ops.set_phase(RESIDUAL_BACKWARD);
+        dh
+    }
+}
+
+impl Sites<'_, '_> {
+    fn sublayer_backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
         let block = &mut self.blocks[site / 2];
         // A block's weights serve one site each: after its backward, their
         // gradients are final for this step.
@@ -564,6 +580,7 @@ impl Model {
 
     /// Forward to the logits `[tokens, vocab]`, keeping what the backward needs.
     fn forward(&mut self, inputs: &[i32]) -> Result<(Buffer, HeadActs)> {
+        self.kit.ops.set_phase("forward");
         // The matrices as the GEMMs take them, from this step's values.
         for b in &mut self.blocks {
             for w in [&mut b.wqkv, &mut b.wo, &mut b.w1, &mut b.w2] {
@@ -572,6 +589,7 @@ impl Model {
         }
         self.head.round(&self.kit.ops)?;
         let kit = &self.kit;
+        kit.ops.set_phase("forward");
         let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
         let tokens = kit.device.upload(inputs)?;
         let mut x0 = kit.alloc(rows * c)?;
@@ -591,7 +609,9 @@ impl Model {
             acts: &mut self.acts,
             reduce: None,
         };
+        kit.ops.set_phase(RESIDUAL_FORWARD);
         let xf = self.residual.forward(&x0, &mut sites)?;
+        kit.ops.set_phase("forward");
         let (hf, rstd_f) = kit.norm(&xf, &self.norm_f.value)?;
         let (logits, hf) = kit.linear(hf, &self.head, rows, c, v)?;
         Ok((
@@ -678,6 +698,7 @@ impl Model {
         };
         let kit = &self.kit;
         let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
+        kit.ops.set_phase("backward");
         let targets = kit.device.upload(targets)?;
         let mut dlogits = kit.alloc(rows * v)?;
         let loss = kit.cross_entropy(&logits, &targets, Some(&mut dlogits))?;
@@ -692,7 +713,9 @@ impl Model {
             acts: &mut self.acts,
             reduce: reduce.as_mut(),
         };
+        kit.ops.set_phase(RESIDUAL_BACKWARD);
         let dx0 = self.residual.backward(&dxf, &mut sites)?;
+        kit.ops.set_phase("backward");
         kit.ops.embed_bwd(
             &head.tokens,
             &dx0,

@@ -18,6 +18,7 @@ use crate::ops::Ops;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mhc::kernels::KernelSet;
+use mhc::profile::Profiler;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +84,8 @@ pub struct Options {
     pub amax_every: u64,
     /// Print a line every this many steps when there is no progress bar.
     pub log_every: u64,
+    /// Time every kernel and GEMM of this many steps (see [`ProfileWindow`]).
+    pub profile: Option<u64>,
     pub progress: bool,
     /// Data-parallel ranks (threads; one GPU each on a GPU), each taking
     /// `train.batch / ranks` sequences of every batch.
@@ -351,13 +354,27 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
     let mut totals = Totals::default();
     let mut stop = Stop::Finished;
     let mut step = run.first_step;
+    let mut profile = opts
+        .profile
+        .filter(|_| run.lead)
+        .map(|n| ProfileWindow::new(run.first_step, n));
     while step < tcfg.steps {
         if run.interrupted()? {
             stop = Stop::Paused;
             totals.interrupted = true;
             break;
         }
+        if let Some(p) = profile.as_mut() {
+            p.before(step, &run.ops);
+        }
+        let t0 = Instant::now();
         let out = run.train_step(step)?;
+        if let Some(p) = profile.as_mut() {
+            if let Some(table) = p.after(step, t0.elapsed().as_secs_f64() * 1e3, &run.ops)? {
+                run.log(table.clone());
+                write_atomic(&opts.out.join("profile.md"), &table)?;
+            }
+        }
         totals.peak_memory = totals.peak_memory.max(out.memory);
         step += 1;
         totals.losses.push(out.loss);
@@ -378,6 +395,74 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
         }
     }
     run.finish(stop, step, start, totals)
+}
+
+/// `--profile N`: after two steps of warm-up (kernel loading, cuBLAS's
+/// heuristics), N steps timed as they run, then N steps with every kernel
+/// launch and GEMM timed between CUDA events (wall clock on the CPU) by
+/// phase; the table (`mhc::profile::report`) gives each phase and the
+/// costliest operations per step as shares of the unprofiled steps' median
+/// wall time, the rest being time the device waited for the host.
+struct ProfileWindow {
+    /// Unprofiled steps `start..start + n`, profiled ones after.
+    start: u64,
+    n: u64,
+    wall_ms: Vec<f64>,
+    profiler: Option<Arc<Profiler>>,
+}
+
+impl ProfileWindow {
+    fn new(first_step: u64, n: u64) -> ProfileWindow {
+        ProfileWindow {
+            start: first_step + 2,
+            n: n.max(1),
+            wall_ms: Vec::new(),
+            profiler: None,
+        }
+    }
+
+    /// Attach the profiler at the first profiled step.
+    fn before(&mut self, step: u64, ops: &Ops) {
+        if step == self.start + self.n {
+            let p = Arc::new(Profiler::new());
+            ops.kernels().set_profiler(Some(p.clone()));
+            self.profiler = Some(p);
+        }
+    }
+
+    /// Record an unprofiled step's wall time; after the last profiled step,
+    /// detach the profiler and return the table.
+    fn after(&mut self, step: u64, wall_ms: f64, ops: &Ops) -> Result<Option<String>> {
+        if (self.start..self.start + self.n).contains(&step) {
+            self.wall_ms.push(wall_ms);
+        }
+        if step + 1 != self.start + 2 * self.n {
+            return Ok(None);
+        }
+        ops.kernels().set_profiler(None);
+        let Some(p) = self.profiler.take() else {
+            return Ok(None);
+        };
+        let timings = p.take()?;
+        self.wall_ms.sort_by(f64::total_cmp);
+        let median = self.wall_ms[self.wall_ms.len() / 2];
+        Ok(Some(format!(
+            "profile of steps {}..{} (device time per step; wall time from steps {}..{}):\n{}",
+            self.start + self.n,
+            self.start + 2 * self.n,
+            self.start,
+            self.start + self.n,
+            mhc::profile::report(&timings, self.n as usize, median, 25)
+        )))
+    }
+}
+
+/// Write `text` to `path` atomically (a temporary file beside it, renamed).
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
 }
 
 /// What the loop of [`run_rank`] gathers for the [`Summary`].
@@ -447,6 +532,8 @@ impl<'s> RankRun<'s> {
         let batch = tcfg.batch / ranks;
         // Before the first allocation: a run that cannot fit stops here.
         let memory_before = device.memory_info().map(|(free, total)| total - free);
+        // The allocator's high-water marks count from here: this run's buffers.
+        device.memory_high_water(true);
         let plan = MemoryPlan::new(mcfg, batch, opts.recompute);
         plan.check(
             mcfg,
@@ -660,6 +747,7 @@ impl<'s> RankRun<'s> {
                 None => None,
             },
         )?;
+        self.ops.set_phase("optimiser");
         let grad_norm = AdamW::grad_norm(&self.ops, &self.model.slots())?;
         // Each rank's loss is its share of the global mean (its tokens' sum
         // over the global token count), and the gradients are now summed over
@@ -848,13 +936,23 @@ impl<'s> RankRun<'s> {
                 ck_path.display()
             ),
             Stop::Finished => say!(
-                "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}), checkpoint `{}`",
+                "finished {step} steps ({tokens_per_s:.0} tokens/s on average{}{}), checkpoint `{}`",
                 peak_memory
                     .map(|b| format!(
                         ", at most {:.2} GB of device memory in use: {:.2} GB by this run against a plan of {:.2} GB",
                         b as f64 / 1e9,
                         b.saturating_sub(self.memory_before.unwrap_or(0)) as f64 / 1e9,
                         self.plan_bytes as f64 / 1e9
+                    ))
+                    .unwrap_or_default(),
+                // What the plan predicts is the buffers alive at once; the
+                // allocator may hold more for reuse.
+                self.device
+                    .memory_high_water(false)
+                    .map(|(used, reserved)| format!(
+                        "; buffers alive at most {:.2} GB, the allocator held at most {:.2} GB",
+                        used as f64 / 1e9,
+                        reserved as f64 / 1e9
                     ))
                     .unwrap_or_default(),
                 ck_path.display()

@@ -63,6 +63,7 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
         recompute: None,
         amax_every: 1,
         log_every: 1000,
+        profile: None,
         progress: false,
         ranks: 1,
         collective: CollectiveChoice::Auto,
