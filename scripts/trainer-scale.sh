@@ -17,7 +17,11 @@ steps="${3:-200}"
 out="${OUT:-/tmp/trainer-scale}"
 if [ ! -f "$bin" ] && [ -f "$bin.gz" ]; then gunzip -f "$bin.gz"; fi
 [ -x "$bin" ] || { echo "trainer-scale: $bin is missing (bash scripts/gpu-bundle)" >&2; exit 2; }
-mkdir -p "$out"
+# Run directories (the final checkpoint, 19 GB at 1 B parameters with the
+# AdamW moments) in memory, removed after each mode: writing one to disk
+# takes longer than the 200 steps.
+runs="${RUN_DIR:-/dev/shm/trainer-scale}"
+mkdir -p "$out" "$runs"
 peak=989e12
 mfu() { # tokens/s parameters layers width context
   awk -v s="$1" -v n="$2" -v l="$3" -v c="$4" -v t="$5" -v p="$peak" \
@@ -27,11 +31,17 @@ echo "| mode | first step after | plan | measured (last line) | median tokens/s 
 echo "|---|---|---|---|---|---|"
 for mode in ${MODES:-plain hc mhc}; do
   log="$out/$mode.log"
+  # hc/mhc recompute their streams in blocks (the preset's --recompute 0:
+  # 74 GB of plan without it left too little of the 141 GB device for the
+  # allocator's fragmentation; one hc run ran out of memory at step ~40).
+  # RECOMPUTE=N sets another block length.
+  extra=""
+  if [ "$mode" != plain ] && [ -n "${RECOMPUTE:-}" ]; then extra="--recompute $RECOMPUTE"; fi
   t0=$(date +%s.%N)
   # Log every step so that the first step's line gives the start-up time.
   "$bin" train --device gpu --packs "$packs" --preset gpt1b --residual "$mode" \
     --steps "$steps" --eval-every 1000 --checkpoint-every 0 --log-every 1 --no-progress \
-    --out "$out/run-$mode" --overwrite ${TRAIN_FLAGS:-} 2>&1 |
+    --out "$runs/$mode" --overwrite $extra ${TRAIN_FLAGS:-} 2>&1 |
     while IFS= read -r line; do
       printf '%s %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')" "$line"
     done > "$log" || true
@@ -39,8 +49,9 @@ for mode in ${MODES:-plain hc mhc}; do
   plan=$(grep -m1 'memory plan' "$log" | sed 's/.*memory plan \([0-9.]* [GM]B\).*/\1/')
   measured=$(grep -o 'at most [0-9.]* GB[^,]*' "$log" | tail -1)
   tps=$(grep -o '[0-9]* tok/s' "$log" | awk 'NR>5 {print $1}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}')
-  params=$(grep -m1 -o '[0-9]* parameters' "$log" | cut -d' ' -f1)
+  params=$(grep -m1 -o '[0-9][0-9]* parameters' "$log" | cut -d' ' -f1)
   [ "$mode" = plain ] && plain_params=$params
+  rm -rf "${runs:?}/$mode"
   echo "| $mode | ${first:-?} s | ${plan:-?} | ${measured:-see $log} | ${tps:-?} | $(mfu "$tps" "$params" 24 2048 1024) |"
 done
 if [ "${TORCH:-1}" = 1 ]; then

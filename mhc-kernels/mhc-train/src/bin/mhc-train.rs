@@ -46,7 +46,8 @@ enum Preset {
     /// batch 8, lr 6e-4 → 6e-5, warm-up 30 (docs/TRAINER.md's figures).
     Gpt86m,
     /// 1.2 B parameters: 24 layers × width 2048, 16 heads (of 128), context
-    /// 1024, batch 16, lr 3e-4 → 3e-5, warm-up 30: one H200 (docs/TRAINER.md).
+    /// 1024, batch 16, lr 3e-4 → 3e-5, warm-up 30, and for hc/mhc
+    /// `--recompute 0`: one H200 (docs/TRAINER.md).
     Gpt1b,
 }
 
@@ -97,6 +98,15 @@ impl Preset {
                 "warmup" => args.warmup = v as u64,
                 _ => unreachable!("preset flag {flag}"),
             }
+        }
+        // At 1 B, hc and mhc recompute their streams in blocks: without it
+        // the plan (74 GB at batch 16) left too little of the H200's 141 GB
+        // for the allocator's fragmentation (one hc run ran out of memory).
+        if self == Preset::Gpt1b
+            && args.residual != ResidualMode::Plain
+            && matches.value_source("recompute") != Some(ValueSource::CommandLine)
+        {
+            args.recompute = Some(0);
         }
     }
 }
