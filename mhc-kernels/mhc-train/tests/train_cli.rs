@@ -462,3 +462,40 @@ fn a_preset_yields_to_the_flags_given() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The 1 B preset recomputes hc/mhc streams (`--recompute 0`) unless told
+/// otherwise: its refused plan is the one `--recompute 0` gives, and not
+/// the one of another block length.
+#[test]
+fn the_1b_preset_recomputes_hyper_connection_streams() {
+    let dir = temp_dir("preset-recompute");
+    let out = dir.to_str().unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--preset",
+            "gpt1b",
+            "--residual",
+            "hc",
+            "--batch",
+            "100000",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stderr) = mhc_train(&args);
+        assert!(!ok && stderr.contains("does not fit"), "{stderr}");
+        stderr
+            .split("memory plan")
+            .nth(1)
+            .and_then(|s| s.split(" needs ").next())
+            .unwrap_or_else(|| panic!("no plan: {stderr}"))
+            .to_string()
+    };
+    let preset = plan(&[]);
+    assert_eq!(preset, plan(&["--recompute", "0"]));
+    assert_ne!(preset, plan(&["--recompute", "1"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
