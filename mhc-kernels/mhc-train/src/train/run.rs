@@ -358,6 +358,15 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
         .profile
         .filter(|_| run.lead)
         .map(|n| ProfileWindow::new(run.first_step, n));
+    if let Some(p) = &profile {
+        let end = p.start + 2 * p.n;
+        if end > tcfg.steps {
+            run.log(format!(
+                "--profile {}: the run ends at step {} before the profile's last step {end}; no profile",
+                p.n, tcfg.steps
+            ));
+        }
+    }
     while step < tcfg.steps {
         if run.interrupted()? {
             stop = Stop::Paused;
