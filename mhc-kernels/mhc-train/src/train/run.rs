@@ -362,7 +362,7 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
         let end = p.start + 2 * p.n;
         if end > tcfg.steps {
             run.log(format!(
-                "--profile {}: the run ends at step {} before the profile's last step {end}; no profile",
+                "--profile {}: the profile needs --steps {end} or more, the run has {}; no profile",
                 p.n, tcfg.steps
             ));
         }
