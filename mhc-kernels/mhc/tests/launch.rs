@@ -57,12 +57,12 @@ fn typed_launch_runs_the_kernel() {
 fn string_launch_still_checks_the_arguments() {
     let kernels = cpu_kernels();
     let x = kernels.device().alloc(Scalar::F32, 10).unwrap();
-    // `vec_fill(x: *f32, n: i32, value: f32)` with its scalars swapped.
-    let swapped = [Arg::Buffer(&x), Arg::F32(2.5), Arg::I32(8)];
+    // `vec_fill(x: *f32, n: i64, value: f32)` with its scalars swapped.
+    let swapped = [Arg::Buffer(&x), Arg::F32(2.5), Arg::I64(8)];
     let r = kernels.launch("vec_fill", &[("BLOCK", 1024)], 4, [1, 1, 1], &swapped);
     let err = r.expect_err("a mistyped argument list must be refused");
     assert!(
-        err.to_string().contains("argument `n` must be an i32"),
+        err.to_string().contains("argument `n` must be an i64"),
         "{err}"
     );
 }
