@@ -80,6 +80,18 @@ fn draw(o: &Ops, n: usize, std: f32, seed: u64, stream: u32) -> Vec<f32> {
     o.device().download::<f32>(&x).unwrap()
 }
 
+/// `got[i]` is element `first + i` of the reference Philox draw, bit for bit.
+fn assert_philox(got: &[f32], first: u64, std: f32, seed: u64, stream: u32) {
+    for (i, g) in got.iter().enumerate() {
+        let want = normal_ref(seed, stream, first + i as u64, std);
+        assert!(
+            g.to_bits() == want.to_bits(),
+            "n={} first={first} seed={seed:#x} stream={stream} std={std}: x[{i}] = {g}, Philox gives {want}",
+            got.len()
+        );
+    }
+}
+
 #[test]
 fn init_normal_is_philox_bit_for_bit() {
     let o = ops();
@@ -92,14 +104,7 @@ fn init_normal_is_philox_bit_for_bit() {
             rng.random::<u32>(),
             rng.random_range(0.01f32..2.0),
         );
-        let got = draw(&o, n, std, seed, stream);
-        for (i, g) in got.iter().enumerate() {
-            let want = normal_ref(seed, stream, i as u64, std);
-            assert!(
-                g.to_bits() == want.to_bits(),
-                "n={n} seed={seed:#x} stream={stream} std={std}: x[{i}] = {g}, Philox gives {want}"
-            );
-        }
+        assert_philox(&draw(&o, n, std, seed, stream), 0, std, seed, stream);
     }
 }
 
@@ -117,13 +122,7 @@ fn a_part_far_along_is_philox_at_its_own_indices() {
         o.init_normal_part(&mut x, n, first, 1.0, seed, stream)
             .unwrap();
         let got = o.device().download::<f32>(&x).unwrap();
-        for (i, g) in got.iter().enumerate() {
-            let want = normal_ref(seed, stream, first + i as u64, 1.0);
-            assert!(
-                g.to_bits() == want.to_bits(),
-                "first={first}: x[{i}] = {g}, Philox gives {want}"
-            );
-        }
+        assert_philox(&got, first, 1.0, seed, stream);
     }
 }
 

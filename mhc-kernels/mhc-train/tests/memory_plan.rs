@@ -3,8 +3,9 @@
 //! fused, bf16 heads; 48: materialised scores) and the recompute settings,
 //! the plan's saved activations equal the bytes of the buffers the forward
 //! keeps (`Step::saved_bytes`, counted from the buffers themselves) and its
-//! parameter count the model's. Then the refusals: a tensor past 32-bit
-//! offsets and a plan larger than the free memory stop with hints that fit.
+//! parameter count the model's. Then the refusals: a plan larger than the
+//! free memory stops with hints that fit, and a tensor past 2³¹ elements is
+//! no reason to stop.
 
 use mhc::kernels::KernelSet;
 use mhc_train::ops::Ops;
@@ -94,9 +95,6 @@ fn the_plan_counts_what_the_model_keeps() {
     }
 }
 
-/// The configuration of issue 31 (1.22 B parameters, 2048 × 24 × (128 ×
-/// 2048), mhc): its streams hold 2³¹ elements, so it stops at once, naming
-/// them, with a batch that fits.
 /// The first `--batch N` of a refusal's hint.
 fn hinted_batch(err: &str) -> usize {
     err.split("hint: --batch ")

@@ -415,20 +415,16 @@ fn sigterm_pauses_with_a_checkpoint() {
     signal_pauses_with_a_checkpoint("-TERM", "sigterm");
 }
 
-/// A preset sets the model and schedule; flags on the command line win. The
-/// 1 B preset at `--batch 100000` (10⁸ tokens a step) fits in no host's
-/// memory: the plan refuses it before any allocation, with the preset's
-/// width in its numbers and a smaller batch as the hint.
-#[test]
-fn a_preset_yields_to_the_flags_given() {
-    let dir = temp_dir("preset");
-    let out = dir.to_str().unwrap();
-    let args = [
+/// `train --preset gpt1b --residual <residual> --batch 100000` (10⁸ tokens a
+/// step, which fits in no host's memory) on the CPU with `extra` flags: the
+/// plan must refuse it before any allocation; its stderr.
+fn refused_1b_run(out: &str, residual: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "train",
         "--preset",
         "gpt1b",
         "--residual",
-        "mhc",
+        residual,
         "--batch",
         "100000",
         "--device",
@@ -436,9 +432,19 @@ fn a_preset_yields_to_the_flags_given() {
         "--out",
         out,
     ];
+    args.extend_from_slice(extra);
     let (ok, stderr) = mhc_train(&args);
-    assert!(!ok, "{stderr}");
-    assert!(stderr.contains("does not fit"), "{stderr}");
+    assert!(!ok && stderr.contains("does not fit"), "{stderr}");
+    stderr
+}
+
+/// A preset sets the model and schedule; flags on the command line win: the
+/// refused plan has the preset's width in its numbers and a smaller batch
+/// as the hint.
+#[test]
+fn a_preset_yields_to_the_flags_given() {
+    let dir = temp_dir("preset");
+    let stderr = refused_1b_run(dir.to_str().unwrap(), "mhc", &[]);
     // Tokens of 100000 sequences of 1024 (the preset's context), the MLP
     // hidden 4 × 2048 wide (its width): 8.4 · 10¹¹ elements, and the plan's
     // largest tensor is at least that.
@@ -471,22 +477,7 @@ fn the_1b_preset_recomputes_hyper_connection_streams() {
     let dir = temp_dir("preset-recompute");
     let out = dir.to_str().unwrap();
     let plan = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--preset",
-            "gpt1b",
-            "--residual",
-            "hc",
-            "--batch",
-            "100000",
-            "--device",
-            "cpu",
-            "--out",
-            out,
-        ];
-        args.extend_from_slice(extra);
-        let (ok, stderr) = mhc_train(&args);
-        assert!(!ok && stderr.contains("does not fit"), "{stderr}");
+        let stderr = refused_1b_run(out, "hc", extra);
         stderr
             .split("memory plan")
             .nth(1)

@@ -589,7 +589,6 @@ impl Model {
         }
         self.head.round(&self.kit.ops)?;
         let kit = &self.kit;
-        kit.ops.set_phase("forward");
         let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
         let tokens = kit.device.upload(inputs)?;
         let mut x0 = kit.alloc(rows * c)?;

@@ -380,8 +380,10 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
         let out = run.train_step(step)?;
         if let Some(p) = profile.as_mut() {
             if let Some(table) = p.after(step, t0.elapsed().as_secs_f64() * 1e3, &run.ops)? {
-                run.log(table.clone());
-                write_atomic(&opts.out.join("profile.md"), &table)?;
+                let path = opts.out.join("profile.md");
+                tile_ir::pack::write_atomic(&path, table.as_bytes())
+                    .with_context(|| format!("cannot write `{}`", path.display()))?;
+                run.log(table);
             }
         }
         totals.peak_memory = totals.peak_memory.max(out.memory);
@@ -464,14 +466,6 @@ impl ProfileWindow {
             mhc::profile::report(&timings, self.n as usize, median, 25)
         )))
     }
-}
-
-/// Write `text` to `path` atomically (a temporary file beside it, renamed).
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
 }
 
 /// What the loop of [`run_rank`] gathers for the [`Summary`].
