@@ -109,6 +109,15 @@ fn pair(test: &str) -> Option<[Ops; 2]> {
 
 /// The full sizes, or smaller ones under compute-sanitizer (`TILE_SANITIZER_RUN`,
 /// set by scripts/gpu-run.sh), which runs kernels many times slower.
+/// AdamW's clip norm for [`scaled_by_0_7`].
+const CLIP: f32 = 1.4;
+
+/// A step's `[loss, squared gradient norm]` on the device whose norm (2)
+/// AdamW clips to [`CLIP`]: every gradient scaled by 0.7 (exactly, in f32).
+fn scaled_by_0_7(d: &Device) -> Buffer {
+    d.upload(&[0.25f32, 4.0]).unwrap()
+}
+
 fn pick<T>(full: T, small: T) -> T {
     if std::env::var_os("TILE_SANITIZER_RUN").is_some() {
         small
@@ -566,7 +575,8 @@ fn gpu_gelu_loss_adamw() {
     ];
     let mut r = run(&ops, &ins, &outs, |o, i, out| {
         let [p, m, v] = out else { unreachable!() };
-        o.adamw(p, &i[0], m, v, n, &hp, 1, 0.7)?;
+        let stats = scaled_by_0_7(o.device());
+        o.adamw(p, &i[0], m, v, n, &hp, 1, &stats, CLIP)?;
         // A wrong optimizer on purpose (`sabotaged`): step 2 on the GPU
         // without its bias correction (at step 10^6 both corrections are 1).
         let step2 = if o.device().is_gpu() && sabotaged("adamw-no-bias-correction") {
@@ -574,7 +584,7 @@ fn gpu_gelu_loss_adamw() {
         } else {
             2
         };
-        o.adamw(p, &i[1], m, v, n, &hp, step2, 0.7)
+        o.adamw(p, &i[1], m, v, n, &hp, step2, &stats, CLIP)
     });
     // Compare the update, not the parameters: |update| ≈ 2·lr = 6e-4 against
     // |p| ≈ 1, so a tolerance on p would cover most of it.
@@ -872,9 +882,10 @@ fn adamw_update_bound_holds_on_the_cpu_and_catches_a_missing_bias_correction() {
         d.upload(&vec![0f32; n]).unwrap(),
     );
     let (b1, b2) = (d.upload(&g1).unwrap(), d.upload(&g2).unwrap());
-    ops.adamw(&mut p, &b1, &mut m, &mut v, n, &hp, 1, 0.7)
+    let stats = scaled_by_0_7(d);
+    ops.adamw(&mut p, &b1, &mut m, &mut v, n, &hp, 1, &stats, CLIP)
         .unwrap();
-    ops.adamw(&mut p, &b2, &mut m, &mut v, n, &hp, 2, 0.7)
+    ops.adamw(&mut p, &b2, &mut m, &mut v, n, &hp, 2, &stats, CLIP)
         .unwrap();
     let got: Vec<f64> = download(d, &p)
         .iter()

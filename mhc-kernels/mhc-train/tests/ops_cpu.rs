@@ -760,7 +760,9 @@ fn adamw_steps() {
     let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
     for step in 1..=3u64 {
         let g = as_f32(&randv(&mut rng, n, 1.0));
+        // A squared norm of 9 clipped to 1.5: the gradients scaled by 0.5.
         let gs = 0.5;
+        let stats = o.device().upload(&[2.0f32, 9.0]).unwrap();
         o.adamw(
             &mut pb,
             &up(&o, &g),
@@ -769,7 +771,8 @@ fn adamw_steps() {
             n,
             &hp,
             step,
-            gs as f32,
+            &stats,
+            1.5,
         )
         .unwrap();
         let (b1, b2) = (hp.beta1 as f64, hp.beta2 as f64);
@@ -788,6 +791,65 @@ fn adamw_steps() {
         close("v", &down(&o, &vb), &v, F32_TOL);
         close("p", &down(&o, &pb), &p, F32_TOL);
     }
+}
+
+/// The update reads the step's stats on the device: a NaN loss or an
+/// infinite gradient norm leaves p, m and v bit for bit as they were (the
+/// trainer stops when it reads the stats); a norm below `clip`, or `clip`
+/// 0, scales nothing.
+#[test]
+fn adamw_skips_a_non_finite_step_and_clips_only_above_the_norm() {
+    let o = ops();
+    let mut rng = rng("adamw_skip");
+    let n = 1031;
+    let hp = AdamW {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let (p, m, g) = (
+        as_f32(&randv(&mut rng, n, 1.0)),
+        as_f32(&randv(&mut rng, n, 0.1)),
+        up(&o, &randv(&mut rng, n, 1.0)),
+    );
+    let v = as_f32(
+        &randv(&mut rng, n, 0.1)
+            .iter()
+            .map(|x| x * x)
+            .collect::<Vec<_>>(),
+    );
+    for stats in [[f32::NAN, 1.0], [1.0, f32::INFINITY], [f32::INFINITY, 1.0]] {
+        let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
+        let sb = o.device().upload(&stats).unwrap();
+        o.adamw(&mut pb, &g, &mut mb, &mut vb, n, &hp, 3, &sb, 1.0)
+            .unwrap();
+        for (name, b, want) in [("p", &pb, &p), ("m", &mb, &m), ("v", &vb, &v)] {
+            let got = down(&o, b);
+            assert!(
+                got.iter()
+                    .zip(want.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "stats {stats:?}: {name} changed"
+            );
+        }
+    }
+    // Norm 2: unclipped under clip 0 and clip 3, so both give the same bits.
+    let run = |clip: f32| {
+        let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
+        let sb = o.device().upload(&[1.0f32, 4.0]).unwrap();
+        o.adamw(&mut pb, &g, &mut mb, &mut vb, n, &hp, 3, &sb, clip)
+            .unwrap();
+        down(&o, &mb)
+    };
+    let (none, above) = (run(0.0), run(3.0));
+    assert_eq!(none, above, "a norm below clip was scaled");
+    let clipped = run(1.0);
+    assert!(
+        none.iter().zip(&clipped).any(|(a, b)| a != b),
+        "clip 1 < norm 2 scaled nothing"
+    );
 }
 
 #[test]
@@ -1058,7 +1120,8 @@ fn bad_arguments_are_errors() {
                 weight_decay: 0.0,
             },
             1,
-            1.0,
+            &nan(&o, Scalar::F32, 2),
+            0.0,
         )
         .unwrap_err(),
     ); // m too short

@@ -346,7 +346,7 @@ fn step_gradients(residual: ResidualMode, ranks: Option<usize>, batch: usize) ->
                         .iter()
                         .map(|s| (s.name.clone(), device.download::<f32>(s.grad).unwrap()))
                         .collect();
-                    (step.loss, grads)
+                    (device.download::<f32>(&step.stats).unwrap()[0], grads)
                 })
             })
             .collect();

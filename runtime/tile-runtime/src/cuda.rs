@@ -77,12 +77,57 @@ impl CudaDevice {
         let ctx = CudaContext::new(ordinal).map_err(drv)?;
         let stream = ctx.default_stream();
         let name = ctx.name().map_err(drv)?;
-        Ok(CudaDevice {
+        let dev = CudaDevice {
             ctx,
             stream,
             name,
             tensor_maps: Mutex::new(HashMap::new()),
-        })
+        };
+        // Freed buffers stay in the pool for the next ones (a training step
+        // allocates the same sizes again), instead of going back to the
+        // driver at every synchronisation and being mapped again; an
+        // allocation that finds the device full trims the pool and retries.
+        dev.set_pool_release_threshold(u64::MAX)?;
+        Ok(dev)
+    }
+
+    fn default_pool(&self) -> Result<sys::CUmemoryPool, RuntimeError> {
+        self.ctx.bind_to_thread().map_err(drv)?;
+        // SAFETY: the device comes from the live context.
+        unsafe { cudarc::driver::result::device::get_default_mem_pool(self.ctx.cu_device()) }
+            .map_err(drv)
+    }
+
+    fn set_pool_release_threshold(&self, bytes: u64) -> Result<(), RuntimeError> {
+        let pool = self.default_pool()?;
+        let mut v = bytes;
+        // SAFETY: the release threshold is a u64 (cuuint64_t).
+        unsafe {
+            cudarc::driver::result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut v as *mut u64 as *mut core::ffi::c_void,
+            )
+        }
+        .map_err(drv)
+    }
+
+    /// `alloc` once more after giving the pool's unused memory back to the
+    /// driver (once every queued free has happened), when it ran out.
+    fn retry_when_full<T>(
+        &self,
+        alloc: impl Fn() -> Result<T, cudarc::driver::DriverError>,
+    ) -> Result<T, RuntimeError> {
+        match alloc() {
+            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                self.synchronize()?;
+                let pool = self.default_pool()?;
+                // SAFETY: the pool of the live context.
+                unsafe { cudarc::driver::result::mem_pool::trim_to(pool, 0) }.map_err(drv)?;
+                alloc().map_err(drv)
+            }
+            r => r.map_err(drv),
+        }
     }
 
     /// `(major, minor)`: `(9, 0)` on an H100/H200, `(8, 6)` on an RTX 3090.
@@ -122,13 +167,12 @@ impl CudaDevice {
     /// buffers come from (cudarc allocates stream-ordered from it), in
     /// bytes; `reset` starts both over at the current values.
     pub(crate) fn pool_high_water(&self, reset: bool) -> Result<(usize, usize), RuntimeError> {
-        use cudarc::driver::result::{device, mem_pool};
+        use cudarc::driver::result::mem_pool;
         use sys::CUmemPool_attribute::*;
-        self.ctx.bind_to_thread().map_err(drv)?;
-        // SAFETY: the device comes from the live context; each attribute is
-        // a u64 (cuuint64_t), as the driver API specifies.
+        let pool = self.default_pool()?;
+        // SAFETY: the pool of the live context; each attribute is a u64
+        // (cuuint64_t), as the driver API specifies.
         unsafe {
-            let pool = device::get_default_mem_pool(self.ctx.cu_device()).map_err(drv)?;
             let mut out = [0u64; 2];
             for (i, attr) in [
                 CU_MEMPOOL_ATTR_USED_MEM_HIGH,
@@ -153,11 +197,11 @@ impl CudaDevice {
     pub(crate) fn alloc_uninit(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
         // SAFETY: the bytes are device memory read only by kernels and copies,
         // never as Rust values; stale contents are at worst garbage numbers.
-        unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(drv)
+        self.retry_when_full(|| unsafe { self.stream.alloc::<u8>(bytes.max(1)) })
     }
 
     pub(crate) fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
-        self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(drv)
+        self.retry_when_full(|| self.stream.alloc_zeros::<u8>(bytes.max(1)))
     }
 
     pub(crate) fn upload(&self, dst: &mut CudaSlice<u8>, src: &[u8]) -> Result<(), RuntimeError> {
@@ -172,6 +216,25 @@ impl CudaDevice {
         let mut out = self.stream.clone_dtoh(src).map_err(drv)?;
         out.truncate(len);
         Ok(out)
+    }
+
+    /// Page-locked host memory, not write-combined (the host reads it).
+    pub(crate) fn alloc_pinned(
+        &self,
+        bytes: usize,
+    ) -> Result<cudarc::driver::PinnedHostSlice<u8>, RuntimeError> {
+        // SAFETY: bytes are plain data; every read waits for a copy into them.
+        unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes.max(1), 0) }.map_err(drv)
+    }
+
+    /// Queue a copy into page-locked memory (its event marks the copy's end).
+    pub(crate) fn copy_to_pinned(
+        &self,
+        src: &CudaSlice<u8>,
+        dst: &mut cudarc::driver::PinnedHostSlice<u8>,
+    ) -> Result<(), RuntimeError> {
+        let view = src.slice(0..dst.len());
+        self.stream.memcpy_dtoh(&view, dst).map_err(drv)
     }
 
     pub(crate) fn zero(&self, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {

@@ -214,6 +214,42 @@ impl Device {
         Ok(T::from_bytes(&self.download_bytes(b)?))
     }
 
+    /// Host memory to read small buffers into without stopping the device
+    /// ([`Device::copy_to_host`]): page-locked on a GPU, made once and reused
+    /// (freeing page-locked memory waits for the whole device).
+    pub fn host_copy(&self, bytes: usize) -> Result<HostCopy, RuntimeError> {
+        Ok(HostCopy(match self {
+            Device::Cuda(d) => HostCopyInner::Cuda(d.alloc_pinned(bytes)?),
+            Device::Cpu => HostCopyInner::Cpu(vec![0; bytes]),
+        }))
+    }
+
+    /// Queue a copy of `b` into `dst` after the work queued so far and return
+    /// at once; [`HostCopy::wait`] waits for that copy only, so the host can
+    /// queue further work meanwhile (on the CPU the copy is done now).
+    pub fn copy_to_host(&self, b: &Buffer, dst: &mut HostCopy) -> Result<(), RuntimeError> {
+        let bytes = b.len * b.dtype.size_bytes();
+        let have = match &dst.0 {
+            HostCopyInner::Cuda(p) => p.len(),
+            HostCopyInner::Cpu(v) => v.len(),
+        };
+        if bytes != have {
+            return Err(RuntimeError::Buffer(format!(
+                "copying {bytes} bytes into {have} bytes of host memory"
+            )));
+        }
+        match (self, &b.storage, &mut dst.0) {
+            (Device::Cuda(d), Storage::Cuda(s), HostCopyInner::Cuda(p)) => d.copy_to_pinned(s, p),
+            (Device::Cpu, Storage::Host(h), HostCopyInner::Cpu(v)) => {
+                v.copy_from_slice(&h.to_bytes());
+                Ok(())
+            }
+            _ => Err(RuntimeError::Buffer(
+                "buffer or host memory belongs to another device".into(),
+            )),
+        }
+    }
+
     /// Set every byte of a buffer to zero.
     pub fn zero(&self, b: &mut Buffer) -> Result<(), RuntimeError> {
         match (self, &mut b.storage) {
@@ -455,6 +491,34 @@ impl Device {
                 Ok(t.elapsed().as_secs_f32() * 1e3)
             }
         }
+    }
+}
+
+/// Host memory that [`Device::copy_to_host`] fills while the device runs on.
+pub struct HostCopy(HostCopyInner);
+
+enum HostCopyInner {
+    Cuda(cudarc::driver::PinnedHostSlice<u8>),
+    Cpu(Vec<u8>),
+}
+
+impl HostCopy {
+    /// Wait for the last copy into this memory, then read it as `T`s.
+    pub fn wait<T: Element>(&self) -> Result<Vec<T>, RuntimeError> {
+        let bytes = match &self.0 {
+            HostCopyInner::Cuda(p) => p
+                .as_slice()
+                .map_err(|e| RuntimeError::Cuda(e.to_string()))?,
+            HostCopyInner::Cpu(v) => &v[..],
+        };
+        if !bytes.len().is_multiple_of(T::DTYPE.size_bytes()) {
+            return Err(RuntimeError::Buffer(format!(
+                "{} bytes is not a whole number of {} elements",
+                bytes.len(),
+                T::DTYPE.name()
+            )));
+        }
+        Ok(T::from_bytes(bytes))
     }
 }
 

@@ -659,7 +659,10 @@ impl Ops {
     }
 
     /// One AdamW step (1-based `step`, for the bias corrections) on n
-    /// parameters `p` with gradient `g`·grad_scale and moments `m`, `v`.
+    /// parameters `p` with gradient `g` and moments `m`, `v`. `stats` holds
+    /// the step's loss and the gradients' squared global norm (written on
+    /// the device): the gradient is scaled to a norm of at most `clip` (when
+    /// `clip` > 0), and nothing changes when either is not finite.
     #[allow(clippy::too_many_arguments)]
     pub fn adamw(
         &self,
@@ -670,12 +673,14 @@ impl Ops {
         n: usize,
         hp: &AdamW,
         step: u64,
-        grad_scale: f32,
+        stats: &Buffer,
+        clip: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "adamw";
         for (name, b) in [("p", &*p), ("g", g), ("m", &*m), ("v", &*v)] {
             check(OP, name, b, Scalar::F32, &[n])?;
         }
+        check(OP, "stats", stats, Scalar::F32, &[2])?;
         if step == 0 {
             return Err(OpsError::Shape {
                 op: OP,
@@ -698,7 +703,8 @@ impl Ops {
             wd: hp.weight_decay,
             bc1,
             bc2,
-            grad_scale,
+            stats,
+            clip,
         };
         self.elementwise(n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
     }

@@ -347,22 +347,22 @@ impl Kit {
     }
 
     /// Cross-entropy of `logits` against `targets` summed and divided by
-    /// `loss_tokens` (the mean, unless data-parallel), with its gradient when asked.
+    /// `loss_tokens` (the mean, unless data-parallel), into `out[0]` on the
+    /// device, with its gradient when asked.
     fn cross_entropy(
         &self,
         logits: &Buffer,
         targets: &Buffer,
         dlogits: Option<&mut Buffer>,
-    ) -> Result<f32> {
+        out: &mut Buffer,
+    ) -> Result<()> {
         let (rows, v) = (self.tokens(), self.cfg.vocab);
         let mut losses = self.alloc(rows)?;
         let scale = 1.0 / self.loss_tokens as f32;
         self.ops
             .cross_entropy(logits, targets, &mut losses, dlogits, rows, v, scale)?;
-        let mut mean = self.alloc(1)?;
-        self.ops
-            .sum(&losses, rows, &mut mean, 0, scale, Out::Write)?;
-        Ok(self.device.download::<f32>(&mean)?[0])
+        self.ops.sum(&losses, rows, out, 0, scale, Out::Write)?;
+        Ok(())
     }
 }
 
@@ -655,11 +655,13 @@ impl Model {
         let (logits, _) = self.forward(inputs)?;
         self.acts.clear();
         let targets = self.kit.device.upload(targets)?;
-        self.kit.cross_entropy(&logits, &targets, None)
+        let mut mean = self.kit.alloc(1)?;
+        self.kit.cross_entropy(&logits, &targets, None, &mut mean)?;
+        Ok(self.kit.device.download::<f32>(&mean)?[0])
     }
 
-    /// Forward and backward: overwrites every gradient and returns the mean
-    /// loss (see [`Model::set_global_batch`]), and H_res of the given tokens
+    /// Forward and backward: overwrites every gradient and leaves the mean
+    /// loss (see [`Model::set_global_batch`]) on the device, and H_res of the given tokens
     /// when asked (see [`Residual::h_res`]).
     ///
     /// With a collective (data-parallel runs), every gradient is summed over
@@ -700,7 +702,9 @@ impl Model {
         kit.ops.set_phase("backward");
         let targets = kit.device.upload(targets)?;
         let mut dlogits = kit.alloc(rows * v)?;
-        let loss = kit.cross_entropy(&logits, &targets, Some(&mut dlogits))?;
+        // [loss, squared gradient norm]: the optimiser fills in the second.
+        let mut stats = kit.alloc(2)?;
+        kit.cross_entropy(&logits, &targets, Some(&mut dlogits), &mut stats)?;
         let dhf = kit.linear_backward(&head.hf, &mut self.head, &dlogits, rows, c, v)?;
         let dxf = kit.norm_backward(&head.xf, &mut self.norm_f, &head.rstd_f, &dhf)?;
         if let Some(r) = reduce.as_mut() {
@@ -752,7 +756,7 @@ impl Model {
             }
         }
         Ok(Step {
-            loss,
+            stats,
             h_res,
             memory,
             saved_bytes,
@@ -762,7 +766,9 @@ impl Model {
 
 /// What one training step's forward and backward report.
 pub struct Step {
-    pub loss: f32,
+    /// `[loss, _]` on the device (f32; the second for the optimiser's
+    /// squared gradient norm), read when the step is reported.
+    pub stats: Buffer,
     /// `[token][site]` n×n H_res matrices, when asked for and the mode has them.
     pub h_res: Option<Vec<Vec<Vec<f32>>>>,
     /// Device memory in use after the forward, in bytes (GPU only).

@@ -1,6 +1,8 @@
 //! AdamW with global-norm gradient clipping, both through pack kernels: the
-//! gradient norm is the square root of the per-tensor sums of squares (a few
-//! scalars read back to the host), the update one kernel per tensor.
+//! squared gradient norm is the sum of the per-tensor sums of squares, left
+//! on the device beside the loss (a step's "stats"), where the update, one
+//! kernel per tensor, reads it to clip (or to skip a non-finite step): the
+//! host reads nothing before the update.
 
 use super::params::Slot;
 use crate::ops::{self, Ops, Out};
@@ -44,25 +46,27 @@ impl AdamW {
         })
     }
 
-    /// The global L2 norm of every gradient (one scalar read back).
-    pub fn grad_norm(ops: &Ops, slots: &[Slot]) -> Result<f32> {
-        // Written by the first sum (Out::Write), so no zero-fill is needed.
-        let mut total = ops.device().alloc_output(Scalar::F32, 1)?;
+    /// The squared global L2 norm of every gradient, into `stats[1]`.
+    pub fn grad_sum_squares(ops: &Ops, slots: &[Slot], stats: &mut Buffer) -> Result<()> {
         for (i, s) in slots.iter().enumerate() {
+            // The first sum writes, so nothing needs zero-filling.
             let mode = if i == 0 { Out::Write } else { Out::Add };
-            ops.sum_squares(s.grad, s.grad.len(), &mut total, 0, mode)?;
+            ops.sum_squares(s.grad, s.grad.len(), stats, 1, mode)?;
         }
-        Ok(ops.device().download::<f32>(&total)?[0].sqrt())
+        Ok(())
     }
 
-    /// One update at `lr`, gradients multiplied by `grad_scale` (clipping);
-    /// `t` counts updates from 1 (bias correction).
+    /// One update at `lr`, the gradients clipped to a global norm of `clip`
+    /// (none when 0) by the squared norm in `stats[1]`, nothing changed when
+    /// it or the loss (`stats[0]`) is not finite; `t` counts updates from 1
+    /// (bias correction).
     pub fn update(
         &mut self,
         ops: &Ops,
         slots: &mut [Slot],
         lr: f32,
-        grad_scale: f32,
+        stats: &Buffer,
+        clip: f32,
         t: u64,
     ) -> Result<()> {
         if slots.len() != self.moments.len() {
@@ -81,7 +85,7 @@ impl AdamW {
                 weight_decay: if s.decay { self.weight_decay } else { 0.0 },
             };
             let n = s.value.len();
-            ops.adamw(s.value, s.grad, m, v, n, &hp, t, grad_scale)?;
+            ops.adamw(s.value, s.grad, m, v, n, &hp, t, stats, clip)?;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use tile_runtime::Device;
+use tile_runtime::{Device, HostCopy, Mark};
 
 /// A line on stderr; a closed stderr (`mhc-train … 2>&1 | head`) is not an
 /// error worth a panic, so a failed write is dropped.
@@ -344,9 +344,10 @@ fn gather_h_res(
 /// One rank's run (the whole run when `par` is `None`): builds its kernels,
 /// model and optimiser, trains on its share of every batch and, on rank 0,
 /// writes metrics, checkpoints, logs and plots. The steps: [`RankRun::new`]
-/// (setup), per step [`RankRun::interrupted`], [`RankRun::train_step`],
-/// [`RankRun::evaluate`] when due, [`RankRun::report`] (metrics, log) and
-/// [`RankRun::checkpoint`] when due; then [`RankRun::finish`].
+/// (setup), per step [`RankRun::interrupted`], [`RankRun::launch_step`],
+/// [`RankRun::settle`] of the step before (its outcome, the evaluation when
+/// due, metrics and log) and [`RankRun::checkpoint`] when due; then
+/// [`RankRun::finish`].
 fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary> {
     let (opts, tcfg) = (&setup.opts, &setup.opts.train);
     let mut run = RankRun::new(setup, device, par)?;
@@ -367,6 +368,11 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
             ));
         }
     }
+    // The host queues step k + 1 before it reads step k's outcome, so the
+    // device never waits for the host between steps; a step after which the
+    // host needs the device's state (evaluation, checkpoint, the end, a
+    // profile's last step) is completed at once.
+    let mut pending: Option<LaunchedStep> = None;
     while step < tcfg.steps {
         if run.interrupted()? {
             stop = Stop::Paused;
@@ -376,34 +382,29 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
         if let Some(p) = profile.as_mut() {
             p.before(step, &run.ops);
         }
-        let t0 = Instant::now();
-        let out = run.train_step(step)?;
-        if let Some(p) = profile.as_mut() {
-            if let Some(table) = p.after(step, t0.elapsed().as_secs_f64() * 1e3, &run.ops)? {
-                let path = opts.out.join("profile.md");
-                tile_ir::pack::write_atomic(&path, table.as_bytes())
-                    .with_context(|| format!("cannot write `{}`", path.display()))?;
-                run.log(table);
-            }
+        let launched = run.launch_step(step)?;
+        let profile_ends = profile.as_mut().is_some_and(|p| p.launched(step, &run.ops));
+        if let Some(prev) = pending.take() {
+            run.settle(prev, &mut totals, profile.as_mut())?;
         }
-        totals.peak_memory = totals.peak_memory.max(out.memory);
         step += 1;
-        totals.losses.push(out.loss);
-        let val_loss = if step % tcfg.eval_every == 0 || step == tcfg.steps {
-            let v = run.evaluate()?;
-            totals.last_val = Some(v);
-            Some(v)
-        } else {
-            None
-        };
-        run.report(step, out, val_loss)?;
-        if opts.stop_after == Some(step) {
+        let checkpoint_due = tcfg.checkpoint_every > 0 && step % tcfg.checkpoint_every == 0;
+        let stop_due = opts.stop_after == Some(step);
+        if !(eval_due(step, tcfg) || checkpoint_due || stop_due || profile_ends) {
+            pending = Some(launched);
+            continue;
+        }
+        run.settle(launched, &mut totals, profile.as_mut())?;
+        if stop_due {
             stop = Stop::Paused;
             break;
         }
-        if tcfg.checkpoint_every > 0 && step % tcfg.checkpoint_every == 0 {
+        if checkpoint_due {
             run.checkpoint(step)?;
         }
+    }
+    if let Some(prev) = pending.take() {
+        run.settle(prev, &mut totals, profile.as_mut())?;
     }
     run.finish(stop, step, start, totals)
 }
@@ -441,16 +442,26 @@ impl ProfileWindow {
         }
     }
 
-    /// Record an unprofiled step's wall time; after the last profiled step,
-    /// detach the profiler and return the table.
-    fn after(&mut self, step: u64, wall_ms: f64, ops: &Ops) -> Result<Option<String>> {
+    /// After `step` was queued: detach the profiler from the last profiled
+    /// step on, so that a step queued after it is not timed; true for that
+    /// step (whose completion gives the table).
+    fn launched(&mut self, step: u64, ops: &Ops) -> bool {
+        let last = step + 1 == self.start + 2 * self.n;
+        if last {
+            ops.kernels().set_profiler(None);
+        }
+        last
+    }
+
+    /// Record an unprofiled step's time; after the last profiled step,
+    /// return the table.
+    fn after(&mut self, step: u64, step_ms: f64) -> Result<Option<String>> {
         if (self.start..self.start + self.n).contains(&step) {
-            self.wall_ms.push(wall_ms);
+            self.wall_ms.push(step_ms);
         }
         if step + 1 != self.start + 2 * self.n {
             return Ok(None);
         }
-        ops.kernels().set_profiler(None);
         let Some(p) = self.profiler.take() else {
             return Ok(None);
         };
@@ -458,7 +469,7 @@ impl ProfileWindow {
         self.wall_ms.sort_by(f64::total_cmp);
         let median = self.wall_ms[self.wall_ms.len() / 2];
         Ok(Some(format!(
-            "profile of steps {}..{} (device time per step; wall time from steps {}..{}):\n{}",
+            "profile of steps {}..{} (device time per step; step time from steps {}..{}):\n{}",
             self.start + self.n,
             self.start + 2 * self.n,
             self.start,
@@ -477,13 +488,33 @@ struct Totals {
     peak_memory: Option<usize>,
 }
 
-/// What one training step gave (from [`RankRun::train_step`]).
+/// A step queued on the device ([`RankRun::launch_step`]).
+struct LaunchedStep {
+    step: u64,
+    /// Which of [`RankRun::stats_copies`] receives its loss and norm.
+    copy: usize,
+    /// Marks before its first and after its last work on the device.
+    start: Mark,
+    end: Mark,
+    lr: f32,
+    memory: Option<usize>,
+    h_res: Option<Vec<Vec<Vec<f32>>>>,
+}
+
+/// Whether the validation loss is due after `done` steps.
+fn eval_due(done: u64, tcfg: &TrainConfig) -> bool {
+    done.is_multiple_of(tcfg.eval_every) || done == tcfg.steps
+}
+
+/// What one training step gave (from [`RankRun::complete_step`]).
 struct StepOutcome {
     /// The global mean loss.
     loss: f32,
     /// Rank 0's gradient norm before clipping.
     grad_norm: f32,
     lr: f32,
+    /// The step's time (device time on a GPU), in milliseconds.
+    ms: f64,
     tokens_per_s: f64,
     memory: Option<usize>,
     amax: Option<AmaxGain>,
@@ -515,6 +546,9 @@ struct RankRun<'s> {
     first_step: u64,
     metrics: Option<MetricsWriter>,
     bar: ProgressBar,
+    /// Host memory for two steps' `[loss, squared gradient norm]`: one being
+    /// read while the next step's is written.
+    stats_copies: [HostCopy; 2],
     /// The memory plan's total, and the device memory in use before the run
     /// allocated anything (GPU), to set the measured peak beside the plan.
     plan_bytes: usize,
@@ -697,7 +731,9 @@ impl<'s> RankRun<'s> {
             .expect("a valid template"),
         );
         bar.set_position(first_step);
+        let stats_copies = [device.host_copy(8)?, device.host_copy(8)?];
         Ok(RankRun {
+            stats_copies,
             setup,
             par,
             lead,
@@ -730,13 +766,17 @@ impl<'s> RankRun<'s> {
         all[self.sampling.owned.clone()].to_vec()
     }
 
-    /// One training step (`step` counts from 0): forward and backward on this
-    /// rank's share of the batch, gradient norm, a stop on a non-finite loss
-    /// or gradient, clipping, the AdamW update and, when due, H_res's Amax gain.
-    fn train_step(&mut self, step: u64) -> Result<StepOutcome> {
+    /// Queue one training step (`step` counts from 0) on the device and
+    /// return without waiting for it: forward and backward on this rank's
+    /// share of the batch, the gradient norm, the AdamW update (clipping
+    /// and the skip of a non-finite step decided on the device) and a copy
+    /// of the step's loss and norm to the host. The host waits only to read
+    /// H_res when the Amax gain is due, and, data-parallel, to share the loss
+    /// and norm. [`RankRun::complete_step`] reads the outcome.
+    fn launch_step(&mut self, step: u64) -> Result<LaunchedStep> {
         let (opts, data) = (&self.setup.opts, &self.setup.data);
         let (mcfg, tcfg) = (&opts.model, &opts.train);
-        let t0 = Instant::now();
+        let start = self.device.mark()?;
         let global = data.train_batch(tcfg.seed, step, tcfg.batch, mcfg.context);
         let (inputs, targets) = (self.share(&global.inputs), self.share(&global.targets));
         let want_amax = mcfg.residual != ResidualMode::Plain
@@ -751,21 +791,67 @@ impl<'s> RankRun<'s> {
             },
         )?;
         self.ops.set_phase("optimiser");
-        let grad_norm = AdamW::grad_norm(&self.ops, &self.model.slots())?;
+        let mut stats = out.stats;
+        AdamW::grad_sum_squares(&self.ops, &self.model.slots(), &mut stats)?;
         // Each rank's loss is its share of the global mean (its tokens' sum
         // over the global token count), and the gradients are now summed over
         // the ranks: the global mean loss and its gradient. Rank 0's gradient
         // norm is used everywhere, so every rank decides alike.
-        let (loss, grad_norm) = match &self.par {
-            None => (out.loss, grad_norm),
-            Some(p) => {
-                let v = p.share(&[
-                    out.loss as f64,
-                    if self.lead { grad_norm as f64 } else { 0.0 },
-                ])?;
-                (v[0] as f32, v[1] as f32)
-            }
+        if let Some(p) = &self.par {
+            let local: Vec<f32> = self.device.download(&stats)?;
+            let v = p.share(&[
+                local[0] as f64,
+                if self.lead { local[1] as f64 } else { 0.0 },
+            ])?;
+            let shared: Vec<u8> = [v[0] as f32, v[1] as f32]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            self.device.write(&mut stats, &shared)?;
+        }
+        let lr = tcfg.lr_at(step);
+        self.opt.update(
+            &self.ops,
+            &mut self.model.slots(),
+            lr,
+            &stats,
+            tcfg.clip,
+            step + 1,
+        )?;
+        let copy = (step % 2) as usize;
+        self.device
+            .copy_to_host(&stats, &mut self.stats_copies[copy])?;
+        let end = self.device.mark()?;
+        // H_res was read between this step's forward and backward.
+        let h_res = match (out.h_res, &self.par) {
+            (Some(local), Some(p)) => Some(gather_h_res(
+                p,
+                &self.sampling.global,
+                self.sampling.owned.clone(),
+                &local,
+                2 * mcfg.layers,
+                mcfg.streams,
+            )?),
+            (h, _) => h,
         };
+        Ok(LaunchedStep {
+            step,
+            copy,
+            start,
+            end,
+            lr,
+            memory: out.memory,
+            h_res,
+        })
+    }
+
+    /// Wait for a step [`RankRun::launch_step`] queued and read what it gave;
+    /// a non-finite loss or gradient norm (whose update the device skipped)
+    /// stops the run.
+    fn complete_step(&mut self, l: LaunchedStep) -> Result<StepOutcome> {
+        let stats: Vec<f32> = self.stats_copies[l.copy].wait()?;
+        let (loss, grad_norm) = (stats[0], stats[1].sqrt());
+        let step = l.step;
         if !loss.is_finite() || !grad_norm.is_finite() {
             let ck_path = &self.setup.ck_path;
             let kept = if ck_path.exists() {
@@ -779,37 +865,52 @@ impl<'s> RankRun<'s> {
                 if loss.is_finite() { "gradient" } else { "loss" }
             );
         }
-        let scale = if tcfg.clip > 0.0 && grad_norm > tcfg.clip {
-            tcfg.clip / grad_norm
-        } else {
-            1.0
-        };
-        let lr = tcfg.lr_at(step);
-        self.opt
-            .update(&self.ops, &mut self.model.slots(), lr, scale, step + 1)?;
-        // GPU launches are asynchronous: time the step to its last kernel.
-        self.device.synchronize()?;
-        let tokens_per_s = self.global_tokens as f64 / t0.elapsed().as_secs_f64();
-        // H_res was read between this step's forward and backward.
-        let h_res = match (out.h_res, &self.par) {
-            (Some(local), Some(p)) => Some(gather_h_res(
-                p,
-                &self.sampling.global,
-                self.sampling.owned.clone(),
-                &local,
-                2 * mcfg.layers,
-                mcfg.streams,
-            )?),
-            (h, _) => h,
-        };
+        // From the step's first mark to its last: on a GPU the device time
+        // the step took, waiting for the host included.
+        let ms = l.end.ms_since(&l.start)? as f64;
+        let streams = self.setup.opts.model.streams;
         Ok(StepOutcome {
             loss,
             grad_norm,
-            lr,
-            tokens_per_s,
-            memory: out.memory,
-            amax: h_res.map(|h| amax_gain(&h, mcfg.streams)),
+            lr: l.lr,
+            ms,
+            tokens_per_s: self.global_tokens as f64 / (ms / 1e3).max(1e-9),
+            memory: l.memory,
+            amax: l.h_res.map(|h| amax_gain(&h, streams)),
         })
+    }
+
+    /// Complete a launched step and record it: totals, the evaluation when
+    /// due (only when no later step was launched, which the loop ensures),
+    /// the profile's timings, metrics and log.
+    fn settle(
+        &mut self,
+        l: LaunchedStep,
+        totals: &mut Totals,
+        profile: Option<&mut ProfileWindow>,
+    ) -> Result<()> {
+        let (opts, tcfg) = (&self.setup.opts, &self.setup.opts.train);
+        let step = l.step;
+        let out = self.complete_step(l)?;
+        if let Some(p) = profile {
+            if let Some(table) = p.after(step, out.ms)? {
+                let path = opts.out.join("profile.md");
+                tile_ir::pack::write_atomic(&path, table.as_bytes())
+                    .with_context(|| format!("cannot write `{}`", path.display()))?;
+                self.log(table);
+            }
+        }
+        totals.peak_memory = totals.peak_memory.max(out.memory);
+        totals.losses.push(out.loss);
+        let done = step + 1;
+        let val_loss = if eval_due(done, tcfg) {
+            let v = self.evaluate()?;
+            totals.last_val = Some(v);
+            Some(v)
+        } else {
+            None
+        };
+        self.report(done, out, val_loss)
     }
 
     /// The validation loss: the mean over `eval_batches` fixed batches (each
@@ -838,6 +939,7 @@ impl<'s> RankRun<'s> {
             loss,
             grad_norm,
             lr,
+            ms: _,
             tokens_per_s,
             memory,
             amax,
