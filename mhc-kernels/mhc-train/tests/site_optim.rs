@@ -83,7 +83,7 @@ fn adamw_moves_each_parameter_at_its_slots_scale() {
         Slot::of("slow", &[64], false, &mut slow),
     ];
     slots[1].lr_scale = 0.1;
-    let mut opt = AdamW::new(&device, &slots, 0.9, 0.95, 1e-8, 0.0).unwrap();
+    let mut opt = AdamW::new(&device, &mut slots, false, 0.9, 0.95, 1e-8, 0.0).unwrap();
     // A finite loss and norm, no clipping.
     let stats = device.upload(&[0.5f32, 1.0]).unwrap();
     opt.update(&ops, &mut slots, 1e-2, &stats, 0.0, 1).unwrap();

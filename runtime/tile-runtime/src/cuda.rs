@@ -27,6 +27,75 @@ pub struct CudaDevice {
     tensor_maps: Mutex<HashMap<TensorKey, CudaSlice<u8>>>,
 }
 
+/// A buffer's device memory: its own allocation (freed when dropped), or a
+/// part of a shared one ([`CudaMem::part`]), which the `Arc` keeps alive and
+/// only its owner frees. Either way a `CudaSlice` to the rest of the runtime.
+pub(crate) struct CudaMem {
+    slice: std::mem::ManuallyDrop<CudaSlice<u8>>,
+    whole: Option<Arc<CudaMem>>,
+}
+
+impl CudaMem {
+    pub(crate) fn own(slice: CudaSlice<u8>) -> CudaMem {
+        CudaMem {
+            slice: std::mem::ManuallyDrop::new(slice),
+            whole: None,
+        }
+    }
+
+    /// All of a new allocation that parts can be taken of ([`CudaMem::view`]).
+    pub(crate) fn shared(slice: CudaSlice<u8>) -> CudaMem {
+        let bytes = slice.len();
+        CudaMem::part_of(&Arc::new(CudaMem::own(slice)), 0, bytes)
+    }
+
+    /// `bytes` bytes from `offset` of this memory, or `None` unless it is
+    /// shared ([`CudaMem::shared`]) and holds them.
+    pub(crate) fn view(&self, offset: usize, bytes: usize) -> Option<CudaMem> {
+        let base = self.whole.as_ref()?;
+        let stream = self.slice.stream();
+        let start = (self.slice.device_ptr(stream).0 - base.slice.device_ptr(stream).0) as usize;
+        (offset.checked_add(bytes)? <= self.slice.len())
+            .then(|| CudaMem::part_of(base, start + offset, bytes))
+    }
+
+    fn part_of(base: &Arc<CudaMem>, offset: usize, bytes: usize) -> CudaMem {
+        let stream = base.slice.stream().clone();
+        let ptr = base.slice.device_ptr(&stream).0 + offset as u64;
+        // SAFETY: inside `base`'s allocation (the callers check), which the
+        // `Arc` keeps alive for as long as this part; a part is never freed
+        // (`Drop` leaks it).
+        let slice = unsafe { stream.upgrade_device_ptr::<u8>(ptr, bytes) };
+        CudaMem {
+            slice: std::mem::ManuallyDrop::new(slice),
+            whole: Some(base.clone()),
+        }
+    }
+}
+
+impl std::ops::Deref for CudaMem {
+    type Target = CudaSlice<u8>;
+    fn deref(&self) -> &CudaSlice<u8> {
+        &self.slice
+    }
+}
+
+impl std::ops::DerefMut for CudaMem {
+    fn deref_mut(&mut self) -> &mut CudaSlice<u8> {
+        &mut self.slice
+    }
+}
+
+impl Drop for CudaMem {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used again.
+        let slice = unsafe { std::mem::ManuallyDrop::take(&mut self.slice) };
+        if self.whole.is_some() {
+            slice.leak();
+        }
+    }
+}
+
 fn drv(e: cudarc::driver::DriverError) -> RuntimeError {
     RuntimeError::Cuda(e.to_string())
 }

@@ -124,7 +124,7 @@ impl Device {
     pub fn alloc(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
         let bytes = len * dtype.size_bytes();
         let storage = match self {
-            Device::Cuda(d) => Storage::Cuda(d.alloc(bytes)?),
+            Device::Cuda(d) => Storage::Cuda(cuda::CudaMem::own(d.alloc(bytes)?)),
             Device::Cpu => {
                 let _ = bytes;
                 Storage::Host(tile_interp::Buffer::zeros(dtype, len))
@@ -137,12 +137,31 @@ impl Device {
         })
     }
 
+    /// A zero-filled buffer whose parts can be lent out as buffers of their
+    /// own ([`Buffer::view`]), all in one allocation: many small tensors
+    /// then also form one large one, for kernels that treat them alike.
+    /// GPU only (the interpreter's buffers cannot share memory).
+    pub fn alloc_shared(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
+        match self {
+            Device::Cuda(d) => Ok(Buffer {
+                dtype,
+                len,
+                storage: Storage::Cuda(cuda::CudaMem::shared(d.alloc(len * dtype.size_bytes())?)),
+            }),
+            Device::Cpu => Err(RuntimeError::Unsupported(
+                "buffers sharing memory need a GPU device".into(),
+            )),
+        }
+    }
+
     /// A buffer for outputs that kernels overwrite entirely: on a GPU its
     /// contents are left as they were (no zero-filling pass over memory); on
     /// the CPU it is zero-filled like [`Device::alloc`].
     pub fn alloc_output(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
         let storage = match self {
-            Device::Cuda(d) => Storage::Cuda(d.alloc_uninit(len * dtype.size_bytes())?),
+            Device::Cuda(d) => Storage::Cuda(cuda::CudaMem::own(
+                d.alloc_uninit(len * dtype.size_bytes())?,
+            )),
             Device::Cpu => Storage::Host(tile_interp::Buffer::zeros(dtype, len)),
         };
         Ok(Buffer {
@@ -547,7 +566,7 @@ impl Mark {
 }
 
 pub(crate) enum Storage {
-    Cuda(cudarc::driver::CudaSlice<u8>),
+    Cuda(cuda::CudaMem),
     Host(tile_interp::Buffer),
 }
 
@@ -559,6 +578,36 @@ pub struct Buffer {
 }
 
 impl Buffer {
+    /// Elements `offset..offset + len` of a buffer made by
+    /// [`Device::alloc_shared`] (or a view of one), as a buffer of their
+    /// own: writes through either are writes to the same memory, which
+    /// lives while any of them does. An error for other buffers or a range
+    /// outside this one.
+    pub fn view(&self, offset: usize, len: usize) -> Result<Buffer, RuntimeError> {
+        let es = self.dtype.size_bytes();
+        let outside = || {
+            RuntimeError::Buffer(format!(
+                "a view of elements {offset}..{offset}+{len} of a buffer of {}",
+                self.len
+            ))
+        };
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(outside());
+        }
+        match &self.storage {
+            Storage::Cuda(m) => Ok(Buffer {
+                dtype: self.dtype,
+                len,
+                storage: Storage::Cuda(m.view(offset * es, len * es).ok_or_else(|| {
+                    RuntimeError::Buffer("only buffers from Device::alloc_shared have views".into())
+                })?),
+            }),
+            Storage::Host(_) => Err(RuntimeError::Unsupported(
+                "buffers sharing memory need a GPU device".into(),
+            )),
+        }
+    }
+
     pub fn dtype(&self) -> Scalar {
         self.dtype
     }

@@ -625,10 +625,11 @@ impl<'s> RankRun<'s> {
             tcfg.seed,
         )?;
         let mut opt = {
-            let slots = model.slots();
+            let mut slots = model.slots();
             AdamW::new(
                 &device,
-                &slots,
+                &mut slots,
+                device.is_gpu(),
                 tcfg.beta1,
                 tcfg.beta2,
                 tcfg.eps,
@@ -792,7 +793,8 @@ impl<'s> RankRun<'s> {
         )?;
         self.ops.set_phase("optimiser");
         let mut stats = out.stats;
-        AdamW::grad_sum_squares(&self.ops, &self.model.slots(), &mut stats)?;
+        self.opt
+            .grad_sum_squares(&self.ops, &self.model.slots(), &mut stats)?;
         // Each rank's loss is its share of the global mean (its tokens' sum
         // over the global token count), and the gradients are now summed over
         // the ranks: the global mean loss and its gradient. Rank 0's gradient
