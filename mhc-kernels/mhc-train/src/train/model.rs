@@ -200,21 +200,35 @@ impl Kit {
         rstd: &Buffer,
         dy: &Buffer,
     ) -> Result<Buffer> {
+        let mut dx = self.alloc(self.tokens() * self.cfg.width)?;
+        self.norm_backward_into(x, w, rstd, dy, &mut dx, Out::Write)?;
+        Ok(dx)
+    }
+
+    /// [`Kit::norm_backward`] into `dx` (added to it with [`Out::Add`]).
+    fn norm_backward_into(
+        &self,
+        x: &Buffer,
+        w: &mut Weight,
+        rstd: &Buffer,
+        dy: &Buffer,
+        dx: &mut Buffer,
+        mode: Out,
+    ) -> Result<()> {
         let (rows, c) = (self.tokens(), self.cfg.width);
-        let mut dx = self.alloc(rows * c)?;
         self.ops.rmsnorm_bwd(
             x,
             &w.value,
             rstd,
             dy,
-            &mut dx,
-            Out::Write,
+            dx,
+            mode,
             &mut w.grad,
             Out::Write,
             rows,
             c,
         )?;
-        Ok(dx)
+        Ok(())
     }
 
     fn heads(&self) -> (usize, usize, usize, f32) {
@@ -279,13 +293,9 @@ impl Kit {
         ))
     }
 
-    fn attention_backward(
-        &self,
-        b: &mut Block,
-        acts: &AttnActs,
-        h: &Buffer,
-        dy: &Buffer,
-    ) -> Result<Buffer> {
+    /// The attention's backward down to its norm's output (the caller
+    /// finishes with the norm's backward).
+    fn attention_backward(&self, b: &mut Block, acts: &AttnActs, dy: &Buffer) -> Result<Buffer> {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
         let d_o = self.linear_backward(&acts.o, &mut b.wo, dy, rows, c, c)?;
@@ -317,8 +327,7 @@ impl Kit {
             self.ops
                 .merge_heads(g, &mut dqkv, self.batch, t, nh, d, 3, slot)?;
         }
-        let da = self.linear_backward(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c)?;
-        self.norm_backward(h, &mut b.norm1, &acts.rstd, &da)
+        self.linear_backward(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c)
     }
 
     fn mlp(&self, b: &Block, h: &Buffer) -> Result<(Buffer, MlpActs)> {
@@ -331,19 +340,14 @@ impl Kit {
         Ok((y, MlpActs { a, rstd, u, g }))
     }
 
-    fn mlp_backward(
-        &self,
-        b: &mut Block,
-        acts: &MlpActs,
-        h: &Buffer,
-        dy: &Buffer,
-    ) -> Result<Buffer> {
+    /// The MLP's backward down to its norm's output (the caller finishes
+    /// with the norm's backward).
+    fn mlp_backward(&self, b: &mut Block, acts: &MlpActs, dy: &Buffer) -> Result<Buffer> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let dg = self.linear_backward(&acts.g, &mut b.w2, dy, rows, f, c)?;
         let mut du = self.device.alloc_output(Scalar::BF16, rows * f)?;
         self.ops.gelu_bwd(&acts.u, &dg, &mut du, rows * f)?;
-        let da = self.linear_backward(&acts.a, &mut b.w1, &du, rows, c, f)?;
-        self.norm_backward(h, &mut b.norm2, &acts.rstd, &da)
+        self.linear_backward(&acts.a, &mut b.w1, &du, rows, c, f)
     }
 
     /// Cross-entropy of `logits` against `targets` summed and divided by
@@ -415,42 +419,71 @@ impl Sublayers for Sites<'_, '_> {
 
     fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
         self.kit.ops.set_phase("backward");
-        let dh = self.sublayer_backward(site, h, dy);
+        let (da, rstd) = self.backward_to_norm(site, dy)?;
+        let mut dh = self.kit.alloc(self.kit.tokens() * self.kit.cfg.width)?;
+        self.norm_backward(site, h, &da, &rstd, &mut dh, Out::Write)?;
         self.kit.ops.set_phase(RESIDUAL_BACKWARD);
-        dh
+        Ok(dh)
+    }
+
+    fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut Buffer) -> Result<()> {
+        self.kit.ops.set_phase("backward");
+        // g is read as ∂L/∂y only before the norm's backward adds into it.
+        let (da, rstd) = self.backward_to_norm(site, g)?;
+        self.norm_backward(site, h, &da, &rstd, g, Out::Add)?;
+        self.kit.ops.set_phase(RESIDUAL_BACKWARD);
+        Ok(())
     }
 }
 
 impl Sites<'_, '_> {
-    fn sublayer_backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
+    /// A site's backward from ∂L/∂y down to the gradient at its norm's
+    /// output, and the norm's saved 1/rms.
+    fn backward_to_norm(&mut self, site: usize, dy: &Buffer) -> Result<(Buffer, Buffer)> {
         let block = &mut self.blocks[site / 2];
-        // A block's weights serve one site each: after its backward, their
-        // gradients are final for this step.
         match self.acts.get_mut(site).and_then(Option::take) {
-            Some(SiteActs::Attn(a)) => {
-                let dh = self.kit.attention_backward(block, &a, h, dy)?;
-                if let Some(r) = self.reduce.as_deref_mut() {
-                    r.ready(&mut [
-                        &mut block.norm1.grad,
-                        &mut block.wqkv.grad,
-                        &mut block.wo.grad,
-                    ])?;
-                }
-                Ok(dh)
-            }
-            Some(SiteActs::Mlp(a)) => {
-                let dh = self.kit.mlp_backward(block, &a, h, dy)?;
-                if let Some(r) = self.reduce.as_deref_mut() {
-                    r.ready(&mut [
-                        &mut block.norm2.grad,
-                        &mut block.w1.grad,
-                        &mut block.w2.grad,
-                    ])?;
-                }
-                Ok(dh)
-            }
+            Some(SiteActs::Attn(a)) => Ok((self.kit.attention_backward(block, &a, dy)?, a.rstd)),
+            Some(SiteActs::Mlp(a)) => Ok((self.kit.mlp_backward(block, &a, dy)?, a.rstd)),
             None => Err(anyhow!("site {site}: backward without a forward")),
         }
+    }
+
+    /// The site's norm backward into `dh` (`mode`); then the block's weights
+    /// of this site are final for the step (each serves one site), so a
+    /// data-parallel run hands their gradients to the reduction.
+    fn norm_backward(
+        &mut self,
+        site: usize,
+        h: &Buffer,
+        da: &Buffer,
+        rstd: &Buffer,
+        dh: &mut Buffer,
+        mode: Out,
+    ) -> Result<()> {
+        let block = &mut self.blocks[site / 2];
+        let attn = site.is_multiple_of(2);
+        let norm = if attn {
+            &mut block.norm1
+        } else {
+            &mut block.norm2
+        };
+        self.kit.norm_backward_into(h, norm, rstd, da, dh, mode)?;
+        if let Some(r) = self.reduce.as_deref_mut() {
+            if attn {
+                r.ready(&mut [
+                    &mut block.norm1.grad,
+                    &mut block.wqkv.grad,
+                    &mut block.wo.grad,
+                ])?;
+            } else {
+                r.ready(&mut [
+                    &mut block.norm2.grad,
+                    &mut block.w1.grad,
+                    &mut block.w2.grad,
+                ])?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -37,6 +37,10 @@ pub fn new_residual(
 pub trait Sublayers {
     fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer>;
     fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer>;
+    /// [`Sublayers::backward`] for `x + F(x)`: `g` holds ∂L/∂y on entry and
+    /// ∂L/∂y + ∂L/∂h on return, the sum made by the site's last kernel
+    /// instead of a pass of its own.
+    fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut Buffer) -> Result<()>;
 }
 
 /// One residual mode (see the module doc).
@@ -100,8 +104,7 @@ impl Residual for Plain {
         }
         let mut g = self.copy(g)?;
         for site in (0..self.sites).rev() {
-            let dh = f.backward(site, &self.inputs[site], &g)?;
-            self.ops.axpy(1.0, &dh, &mut g, dh.len())?;
+            f.backward_add(site, &self.inputs[site], &mut g)?;
         }
         self.inputs.clear();
         Ok(g)

@@ -1,0 +1,132 @@
+//! The model's backward against finite differences, on the CPU interpreter,
+//! for every residual mode: along a random direction d over every parameter
+//! at once, (L(θ + εd) − L(θ − εd)) / 2ε against Σ ∇L·d from one
+//! forward_backward, for four directions. Each checks every gradient path
+//! together (a lost residual sum moves it by about the slope's spread over
+//! random directions, ten times the tolerance); with the GEMM operands in
+//! bf16 the loss is only smooth to bf16 rounding, so ε is large (1/16 of
+//! each parameter's scale).
+
+use mhc::kernels::KernelSet;
+use mhc_train::ops::Ops;
+use mhc_train::train::config::{ModelConfig, ResidualMode};
+use mhc_train::train::data::Dataset;
+use mhc_train::train::model::Model;
+use mhc_train::train::residual::{new_residual, ResidualConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use tile_runtime::Device;
+
+fn model(residual: ResidualMode, batch: usize) -> (Arc<Device>, Model) {
+    let cfg = ModelConfig {
+        vocab: 256,
+        layers: 2,
+        width: 32,
+        heads: 2,
+        context: 8,
+        mlp_ratio: 4,
+        residual,
+        streams: 4,
+    };
+    let device = Arc::new(Device::cpu());
+    let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
+    let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
+    let res = new_residual(
+        residual,
+        ops.clone(),
+        kernels,
+        &ResidualConfig {
+            streams: cfg.streams,
+            width: cfg.width,
+            tokens: batch * cfg.context,
+            sites: 2 * cfg.layers,
+            recompute: None,
+            seed: 11,
+            dynamic_lr_scale: 1.0,
+            projection_decay: true,
+        },
+    )
+    .unwrap();
+    let m = Model::new(cfg, device.clone(), ops, res, batch, 5).unwrap();
+    (device, m)
+}
+
+fn directional_check(residual: ResidualMode) {
+    let batch = 2;
+    let (device, mut m) = model(residual, batch);
+    let context = 8;
+    let data = Dataset::load(None, 0.1, context).unwrap();
+    let b = data.train_batch(3, 0, batch, context);
+    m.forward_backward(&b.inputs, &b.targets, None, None)
+        .unwrap();
+    let seed = tile_testkit::seed(&format!("model_grad {residual:?}"));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut theta, mut grads, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+    for s in m.slots() {
+        let v: Vec<f32> = device.download(s.value).unwrap();
+        let rms = (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        // Each parameter moves by its own scale (gains 1, matrices 0.02).
+        scales.push(if rms > 0.0 { rms } else { 0.02 });
+        grads.push(device.download::<f32>(s.grad).unwrap());
+        theta.push(v);
+    }
+    let eps = 1.0 / 16.0;
+    for k in 0..4 {
+        let dirs: Vec<Vec<f64>> = theta
+            .iter()
+            .zip(&scales)
+            .map(|(v, s)| {
+                (0..v.len())
+                    .map(|_| rng.random_range(-1.0..1.0) * s)
+                    .collect()
+            })
+            .collect();
+        // The slope Σ g·d, and its spread over random d, sqrt(Σ (g·d)²): a
+        // gradient wrong by e is off by ~|e|/|g| of the spread.
+        let (mut slope, mut spread) = (0.0f64, 0.0f64);
+        for (g, d) in grads.iter().zip(&dirs) {
+            for (g, d) in g.iter().zip(d) {
+                slope += *g as f64 * d;
+                spread += (*g as f64 * d).powi(2);
+            }
+        }
+        let spread = spread.sqrt();
+        let mut loss_at = |t: f64| -> f64 {
+            for ((s, v), d) in m.slots().into_iter().zip(&theta).zip(&dirs) {
+                let moved: Vec<u8> = v
+                    .iter()
+                    .zip(d)
+                    .flat_map(|(v, d)| ((*v as f64 + t * d) as f32).to_le_bytes())
+                    .collect();
+                device.write(s.value, &moved).unwrap();
+            }
+            m.loss(&b.inputs, &b.targets).unwrap() as f64
+        };
+        let numeric = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
+        // bf16 operands: the loss is smooth only to ~2⁻⁹ relative per
+        // rounding, ~1e-3 after the central difference over 2ε = 1/8 of
+        // every scale; its third-order term is ~ε² of the slope. A lost
+        // residual sum is off by about the whole spread.
+        assert!(
+            (numeric - slope).abs() <= 0.1 * spread + 2e-3,
+            "{residual:?} (seed {seed}), direction {k}: directional derivative {numeric:.6} \
+             by finite differences, {slope:.6} from the backward (spread {spread:.6})"
+        );
+    }
+}
+
+#[test]
+fn plain_backward_matches_finite_differences() {
+    directional_check(ResidualMode::Plain);
+}
+
+#[test]
+fn hc_backward_matches_finite_differences() {
+    directional_check(ResidualMode::Hc);
+}
+
+#[test]
+fn mhc_backward_matches_finite_differences() {
+    directional_check(ResidualMode::Mhc);
+}
