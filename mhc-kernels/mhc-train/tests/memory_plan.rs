@@ -9,7 +9,7 @@
 
 use mhc::kernels::KernelSet;
 use mhc_train::ops::Ops;
-use mhc_train::train::config::{ModelConfig, ResidualMode};
+use mhc_train::train::config::{ModelConfig, Precision, ResidualMode};
 use mhc_train::train::data::Dataset;
 use mhc_train::train::memory::MemoryPlan;
 use mhc_train::train::model::Model;
@@ -27,7 +27,14 @@ fn cfg(residual: ResidualMode, width: usize, heads: usize, streams: usize) -> Mo
         mlp_ratio: 4,
         residual,
         streams,
+        precision: Default::default(),
     }
+}
+
+/// `--precision f32`.
+fn f32(mut cfg: ModelConfig) -> ModelConfig {
+    cfg.precision = Precision::F32;
+    cfg
 }
 
 /// One forward + backward on the CPU: (saved bytes, parameter count).
@@ -72,14 +79,16 @@ fn the_plan_counts_what_the_model_keeps() {
         (cfg(Mhc, 128, 2, 4), None),
         (cfg(Mhc, 128, 2, 4), Some(0)), // memory-optimal block length
         (cfg(Mhc, 96, 2, 2), Some(4)),  // a block length not dividing the 6 sites
+        (f32(cfg(Plain, 128, 2, 1)), None), // f32: materialised scores, no bf16 copies
+        (f32(cfg(Mhc, 128, 2, 4)), Some(0)),
     ];
     for (cfg, recompute) in cases {
         let batch = 3;
         let plan = MemoryPlan::new(&cfg, batch, recompute);
         let (saved, params) = measure(&cfg, batch, recompute);
         let what = format!(
-            "{:?} width {} streams {} recompute {recompute:?}",
-            cfg.residual, cfg.width, cfg.streams
+            "{:?} {:?} width {} streams {} recompute {recompute:?}",
+            cfg.residual, cfg.precision, cfg.width, cfg.streams
         );
         assert_eq!(
             plan.saved(),

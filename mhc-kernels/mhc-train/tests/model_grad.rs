@@ -28,6 +28,7 @@ fn model(residual: ResidualMode, batch: usize) -> (Arc<Device>, Model) {
         mlp_ratio: 4,
         residual,
         streams: 4,
+        precision: Default::default(),
     };
     let device = Arc::new(Device::cpu());
     let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());

@@ -3,7 +3,7 @@
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use mhc_train::train::config::{ModelConfig, ResidualMode, TrainConfig};
+use mhc_train::train::config::{ModelConfig, Precision, ResidualMode, TrainConfig};
 use mhc_train::train::run::{self, CollectiveChoice, DeviceChoice, Options};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -122,6 +122,10 @@ struct TrainArgs {
     /// Residual streams n for hc and mhc (2, 4 or 8).
     #[arg(long, default_value_t = 4)]
     streams: usize,
+    /// GEMM operands and saved activations: bf16 (f32 accumulation), or f32
+    /// throughout (the reference for bf16's loss curves; slower, more memory).
+    #[arg(long, value_enum, default_value_t = Precision::Bf16)]
+    precision: Precision,
     #[arg(long, default_value_t = 2)]
     layers: usize,
     /// Model width C.
@@ -253,6 +257,7 @@ impl TrainArgs {
                 } else {
                     self.streams
                 },
+                precision: self.precision,
             },
             train: TrainConfig {
                 steps: self.steps,

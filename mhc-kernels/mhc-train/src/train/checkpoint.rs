@@ -392,6 +392,7 @@ mod tests {
                 mlp_ratio: 4,
                 residual: ResidualMode::Mhc,
                 streams: 4,
+                precision: Default::default(),
             },
             train: TrainConfig {
                 steps: 10,

@@ -26,6 +26,21 @@ impl ResidualMode {
     }
 }
 
+/// What the model's GEMMs take and its activations are stored in; the
+/// parameters, gradients and AdamW moments are f32 either way, and so are
+/// norm statistics, softmax and loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 GEMM operands and saved activations (f32 accumulation); the
+    /// fused attention where the head dimension has a kernel.
+    #[default]
+    Bf16,
+    /// f32 throughout (TF32 GEMMs on a GPU); attention through the
+    /// materialised scores. The reference the bf16 loss curves are held to.
+    F32,
+}
+
 /// The shape of the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -42,6 +57,9 @@ pub struct ModelConfig {
     pub residual: ResidualMode,
     /// Residual streams n (1 for `plain`).
     pub streams: usize,
+    /// Checkpoints from before the setting existed are bf16 runs.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl ModelConfig {
@@ -72,6 +90,12 @@ impl ModelConfig {
 
     pub fn hidden(&self) -> usize {
         self.width * self.mlp_ratio
+    }
+
+    /// Whether attention runs through the fused kernels (bf16 heads, only
+    /// the log-sum-exp saved) rather than materialised scores.
+    pub fn fused_attention(&self) -> bool {
+        self.precision == Precision::Bf16 && crate::ops::Ops::has_flash_attention(self.head_dim())
     }
 }
 

@@ -13,8 +13,7 @@
 //! working set is an estimate of the largest transient buffers of one
 //! sublayer's backward.
 
-use super::config::{ModelConfig, ResidualMode};
-use crate::ops::Ops;
+use super::config::{ModelConfig, Precision, ResidualMode};
 use anyhow::{bail, Result};
 use mhc::stack::{default_block_len, Stack};
 use mhc::{Mixing, SiteConfig};
@@ -47,11 +46,14 @@ impl MemoryPlan {
     /// `--recompute` (hc/mhc: block length, 0 for the memory-optimal one).
     pub fn new(cfg: &ModelConfig, batch: usize, recompute: Option<usize>) -> MemoryPlan {
         let (l, c, v, t, h) = (cfg.layers, cfg.width, cfg.vocab, cfg.context, cfg.hidden());
-        let (nh, d) = (cfg.heads, cfg.head_dim());
+        let nh = cfg.heads;
         let n_tok = batch * t;
         let sites = 2 * l;
-        let fused = Ops::has_flash_attention(d);
+        let fused = cfg.fused_attention();
         let heads = if fused { BF16 } else { F32 };
+        // GEMM operands and saved activations (`--precision`).
+        let bf16 = cfg.precision == Precision::Bf16;
+        let half = if bf16 { BF16 } else { F32 };
         let hyper = match cfg.residual {
             ResidualMode::Plain => None,
             ResidualMode::Hc => Some(SiteConfig::new(Mixing::Hc, cfg.streams, c)),
@@ -66,10 +68,10 @@ impl MemoryPlan {
         } else {
             F32 * batch * nh * t * t
         };
-        // The linear layers' inputs as they rounded them (bf16): the norm's
-        // output and the merged heads; the norm's output and GELU's.
-        let attention = 2 * BF16 * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
-        let mlp = BF16 * n_tok * c + F32 * n_tok + (F32 + BF16) * n_tok * h;
+        // The linear layers' inputs as they rounded them: the norm's output
+        // and the merged heads; the norm's output and GELU's (and its f32 input).
+        let attention = 2 * half * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
+        let mlp = half * n_tok * c + F32 * n_tok + (F32 + half) * n_tok * h;
         let residual = match &hyper {
             None => sites * F32 * n_tok * c,
             Some(site) => {
@@ -80,9 +82,9 @@ impl MemoryPlan {
                 Stack::planned_activation_bytes(site, n_tok, sites, block)
             }
         };
-        // Head: tokens (i32), final norm input (f32) and output (bf16), its
-        // rstd, logits.
-        let head = F32 * (n_tok + n_tok * c + n_tok + n_tok * v) + BF16 * n_tok * c;
+        // Head: tokens (i32), final norm input (f32) and output (a GEMM
+        // operand), its rstd, logits.
+        let head = F32 * (n_tok + n_tok * c + n_tok + n_tok * v) + half * n_tok * c;
 
         // The backward's largest transients: dlogits, then one sublayer's
         // gradients (attention: dO, its heads, dQ/dK/dV, delta or dS, dQKV,
@@ -103,9 +105,14 @@ impl MemoryPlan {
             Some(s) => 2 * BF16 * n_tok * s.n * c + 2 * F32 * n_tok * c,
         };
         // dlogits and its bf16 rounding for the head's GEMMs.
-        let working = (F32 + BF16) * n_tok * v + attention_bwd.max(mlp_bwd) + streams_bwd;
-        // The matrices' bf16 copies (the GEMMs' operands).
-        let matrices = l * (4 * c * c + 2 * c * h) + c * v;
+        let rounded_dlogits = if bf16 { BF16 * n_tok * v } else { 0 };
+        let working = F32 * n_tok * v + rounded_dlogits + attention_bwd.max(mlp_bwd) + streams_bwd;
+        // The matrices' bf16 copies (the GEMMs' operands; none in f32).
+        let matrices = if bf16 {
+            l * (4 * c * c + 2 * c * h) + c * v
+        } else {
+            0
+        };
 
         let mut largest = vec![
             ("logits [tokens, vocab]", n_tok * v),
@@ -177,7 +184,8 @@ impl MemoryPlan {
     /// One line: the total and its parts.
     pub fn summary(&self) -> String {
         let mut s = format!("memory plan {}:", size(self.total()));
-        for (k, i) in self.items.iter().enumerate() {
+        // (An f32 run has no bf16 copies: its empty item is left out.)
+        for (k, i) in self.items.iter().filter(|i| i.bytes > 0).enumerate() {
             let sep = if k == 0 { " " } else { ", " };
             write!(s, "{sep}{} {}", i.name, size(i.bytes)).expect("to a String");
         }

@@ -4,7 +4,7 @@
 //! Forward and a hand-written backward, composed of pack kernels and GEMMs
 //! ([`Ops`]); the same code runs on every device.
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, Precision};
 use super::params::{Slot, Weight};
 use super::residual::{bytes, Residual, Sublayers};
 use crate::ops::{Ops, Out};
@@ -117,11 +117,36 @@ impl Kit {
         Ok(self.device.alloc_output(Scalar::F32, len)?)
     }
 
+    /// The dtype of GEMM operands and saved activations (`--precision`).
+    fn half(&self) -> Scalar {
+        match self.cfg.precision {
+            Precision::Bf16 => Scalar::BF16,
+            Precision::F32 => Scalar::F32,
+        }
+    }
+
+    /// `x` [n] as a GEMM operand: itself when it is in [`Kit::half`]
+    /// already, else rounded to a new bf16 buffer.
+    fn operand(&self, x: Buffer, n: usize) -> Result<Buffer> {
+        if x.dtype() == self.half() {
+            return Ok(x);
+        }
+        self.round(&x, n)
+    }
+
     /// `x` [n] rounded to a new bf16 buffer.
     fn round(&self, x: &Buffer, n: usize) -> Result<Buffer> {
         let mut half = self.device.alloc_output(Scalar::BF16, n)?;
         self.ops.cast_f32_bf16(x, &mut half, n)?;
         Ok(half)
+    }
+
+    /// A matrix as the GEMMs take it: its bf16 copy, or its f32 value.
+    fn weight<'w>(&self, w: &'w Weight) -> Result<&'w Buffer> {
+        match self.cfg.precision {
+            Precision::Bf16 => w.rounded(),
+            Precision::F32 => Ok(&w.value),
+        }
     }
 
     /// `y[rows, n] = x[rows, k] · w[k, n]` in mixed precision, as PyTorch's
@@ -137,13 +162,10 @@ impl Kit {
         k: usize,
         n: usize,
     ) -> Result<(Buffer, Buffer)> {
-        let x16 = match x.dtype() {
-            Scalar::BF16 => x,
-            _ => self.round(&x, rows * k)?,
-        };
+        let x16 = self.operand(x, rows * k)?;
         let mut y = self.alloc(rows * n)?;
         self.ops
-            .gemm(&GemmOp::new(rows, n, k), &x16, w.rounded()?, &mut y)?;
+            .gemm(&GemmOp::new(rows, n, k), &x16, self.weight(w)?, &mut y)?;
         Ok((y, x16))
     }
 
@@ -161,17 +183,19 @@ impl Kit {
         n: usize,
     ) -> Result<Buffer> {
         let rounded;
-        let dy16 = match dy.dtype() {
-            Scalar::BF16 => dy,
-            _ => {
-                rounded = self.round(dy, rows * n)?;
-                &rounded
-            }
+        let dy16 = if dy.dtype() == self.half() {
+            dy
+        } else {
+            rounded = self.round(dy, rows * n)?;
+            &rounded
         };
-        let w16 = w.rounded()?;
         let mut dx = self.alloc(rows * k)?;
-        self.ops
-            .gemm(&GemmOp::new(rows, k, n).trans_b(true), dy16, w16, &mut dx)?;
+        self.ops.gemm(
+            &GemmOp::new(rows, k, n).trans_b(true),
+            dy16,
+            self.weight(w)?,
+            &mut dx,
+        )?;
         self.ops.gemm(
             &GemmOp::new(k, n, rows).trans_a(true),
             x16,
@@ -185,7 +209,7 @@ impl Kit {
     /// norm feeds a linear layer).
     fn norm(&self, x: &Buffer, w: &Buffer) -> Result<(Buffer, Buffer)> {
         let (rows, c) = (self.tokens(), self.cfg.width);
-        let mut y = self.device.alloc_output(Scalar::BF16, rows * c)?;
+        let mut y = self.device.alloc_output(self.half(), rows * c)?;
         let mut rstd = self.alloc(rows)?;
         self.ops
             .rmsnorm_fwd(x, w, &mut y, &mut rstd, rows, c, NORM_EPS)?;
@@ -241,7 +265,7 @@ impl Kit {
         let (nh, d, bh, scale) = self.heads();
         let (a, rstd) = self.norm(h, &b.norm1.value)?;
         let (qkv, a) = self.linear(a, &b.wqkv, rows, c, 3 * c)?;
-        let fused = Ops::has_flash_attention(d);
+        let fused = self.cfg.fused_attention();
         let heads = if fused { Scalar::BF16 } else { Scalar::F32 };
         let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
         let mut qkv_heads = Vec::with_capacity(3);
@@ -334,7 +358,7 @@ impl Kit {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let (a, rstd) = self.norm(h, &b.norm2.value)?;
         let (u, a) = self.linear(a, &b.w1, rows, c, f)?;
-        let mut g = self.device.alloc_output(Scalar::BF16, rows * f)?;
+        let mut g = self.device.alloc_output(self.half(), rows * f)?;
         self.ops.gelu_fwd(&u, &mut g, rows * f)?;
         let (y, g) = self.linear(g, &b.w2, rows, f, c)?;
         Ok((y, MlpActs { a, rstd, u, g }))
@@ -345,7 +369,7 @@ impl Kit {
     fn mlp_backward(&self, b: &mut Block, acts: &MlpActs, dy: &Buffer) -> Result<Buffer> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let dg = self.linear_backward(&acts.g, &mut b.w2, dy, rows, f, c)?;
-        let mut du = self.device.alloc_output(Scalar::BF16, rows * f)?;
+        let mut du = self.device.alloc_output(self.half(), rows * f)?;
         self.ops.gelu_bwd(&acts.u, &dg, &mut du, rows * f)?;
         self.linear_backward(&acts.a, &mut b.w1, &du, rows, c, f)
     }
@@ -615,12 +639,14 @@ impl Model {
     fn forward(&mut self, inputs: &[i32]) -> Result<(Buffer, HeadActs)> {
         self.kit.ops.set_phase("forward");
         // The matrices as the GEMMs take them, from this step's values.
-        for b in &mut self.blocks {
-            for w in [&mut b.wqkv, &mut b.wo, &mut b.w1, &mut b.w2] {
-                w.round(&self.kit.ops)?;
+        if self.kit.cfg.precision == Precision::Bf16 {
+            for b in &mut self.blocks {
+                for w in [&mut b.wqkv, &mut b.wo, &mut b.w1, &mut b.w2] {
+                    w.round(&self.kit.ops)?;
+                }
             }
+            self.head.round(&self.kit.ops)?;
         }
-        self.head.round(&self.kit.ops)?;
         let kit = &self.kit;
         let (c, v, t, rows) = (kit.cfg.width, kit.cfg.vocab, kit.cfg.context, kit.tokens());
         let tokens = kit.device.upload(inputs)?;

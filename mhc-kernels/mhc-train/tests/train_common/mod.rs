@@ -33,6 +33,7 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
             } else {
                 4
             },
+            precision: Default::default(),
         },
         train: TrainConfig {
             steps,
