@@ -631,30 +631,34 @@ fn flash_attention_refuses_other_head_dims() {
     assert!(err.to_string().contains("head dimension 32"), "{err}");
 }
 
+/// Shapes with one tile of heads, with more heads than a tile holds (20 >
+/// 16: two tiles, the second ragged), and a head dimension past 128 (tiles
+/// of 4 heads).
 #[test]
 fn head_permutes_round_trip() {
     let o = ops();
     let mut rng = rng("permutes");
-    let (b, t, h, d) = (2, 5, 3, 7);
-    let qkv = randv(&mut rng, b * t * 3 * h * d, 1.0);
-    let qkvb = up(&o, &qkv);
-    let qkv = as_f32(&qkv);
-    let mut back = nan(&o, Scalar::F32, qkv.len());
-    for slot in 0..3 {
-        let mut x = nan(&o, Scalar::F32, b * h * t * d);
-        o.split_heads(&qkvb, &mut x, b, t, h, d, 3, slot).unwrap();
-        let got = down(&o, &x);
-        for (i, g) in got.iter().enumerate() {
-            let (bi, hi, ti, di) = (i / (h * t * d), i / (t * d) % h, i / d % t, i % d);
-            assert_eq!(
-                *g,
-                qkv[(((bi * t + ti) * 3 + slot) * h + hi) * d + di],
-                "slot {slot} [{i}]"
-            );
+    for (b, t, h, d) in [(2, 5, 3, 7), (1, 3, 20, 64), (1, 2, 9, 130)] {
+        let qkv = randv(&mut rng, b * t * 3 * h * d, 1.0);
+        let qkvb = up(&o, &qkv);
+        let qkv = as_f32(&qkv);
+        let mut back = nan(&o, Scalar::F32, qkv.len());
+        for slot in 0..3 {
+            let mut x = nan(&o, Scalar::F32, b * h * t * d);
+            o.split_heads(&qkvb, &mut x, b, t, h, d, 3, slot).unwrap();
+            let got = down(&o, &x);
+            for (i, g) in got.iter().enumerate() {
+                let (bi, hi, ti, di) = (i / (h * t * d), i / (t * d) % h, i / d % t, i % d);
+                assert_eq!(
+                    *g,
+                    qkv[(((bi * t + ti) * 3 + slot) * h + hi) * d + di],
+                    "{h} heads of {d}: slot {slot} [{i}]"
+                );
+            }
+            o.merge_heads(&x, &mut back, b, t, h, d, 3, slot).unwrap();
         }
-        o.merge_heads(&x, &mut back, b, t, h, d, 3, slot).unwrap();
+        same("merge", &down(&o, &back), &qkv);
     }
-    same("merge", &down(&o, &back), &qkv);
 }
 
 #[test]

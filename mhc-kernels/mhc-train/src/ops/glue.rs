@@ -302,14 +302,15 @@ impl Ops {
         if heads == 0 {
             return Ok(());
         }
-        // A program moves one head of D elements at a time.
-        let block = pick(&COL_BLOCKS, d);
-        if d > block as usize {
+        // A program moves [HB, BLOCK] tiles: HB heads of D elements, about
+        // 1–4 K elements a tile (kernels/model/attention.tile's tune blocks).
+        let Some(&block) = [64i64, 128, 256, 1024].iter().find(|&&b| b as usize >= d) else {
             return Err(OpsError::Shape {
                 op,
-                message: format!("head dimension {d} is larger than the kernels' {block}"),
+                message: format!("head dimension {d} is larger than the kernels' 1024"),
             });
-        }
+        };
+        let hb = if block <= 128 { 16 } else { 4 };
         let (tt, hh, dd, ss, slot) = (
             int(op, t)?,
             int(op, h)?,
@@ -317,13 +318,16 @@ impl Ops {
             int(op, slots)?,
             int(op, slot)?,
         );
-        // One program per token, a head at a time (kernels/model/attention.tile).
+        // One program per token (kernels/model/attention.tile).
         let grid = [b * t, 1, 1];
         macro_rules! run {
             ($args:ident, $meta:ident) => {
                 self.launch(
-                    k::$meta { BLOCK: block },
-                    2,
+                    k::$meta {
+                        BLOCK: block,
+                        HB: hb,
+                    },
+                    4,
                     grid,
                     k::$args {
                         src,
