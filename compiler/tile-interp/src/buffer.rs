@@ -307,19 +307,39 @@ impl Buffer {
     }
 
     /// Overwrite elements `start..start + data.len()` of an f32 buffer with
-    /// `data`; `false` (nothing written) for another dtype or a range past the end.
+    /// `data`, or of a bf16/f16 buffer with `data` rounded to nearest even
+    /// (as `as bf16` rounds); `false` (nothing written) for another dtype or
+    /// a range past the end.
     pub fn write_f32(&self, start: usize, data: &[f32]) -> bool {
-        let Storage::B32(v) = &self.storage else {
+        let Some(end) = start.checked_add(data.len()) else {
             return false;
         };
-        let end = start.checked_add(data.len());
-        match end.and_then(|e| v.get(start..e)) {
-            Some(s) if self.dtype == Scalar::F32 => {
-                s.iter()
-                    .zip(data)
-                    .for_each(|(a, x)| a.store(x.to_bits(), Relaxed));
-                true
-            }
+        match &self.storage {
+            Storage::B32(v) if self.dtype == Scalar::F32 => match v.get(start..end) {
+                Some(s) => {
+                    s.iter()
+                        .zip(data)
+                        .for_each(|(a, x)| a.store(x.to_bits(), Relaxed));
+                    true
+                }
+                None => false,
+            },
+            Storage::B16(v) => match v.get(start..end) {
+                Some(s) => {
+                    let round = |x: f32| {
+                        if self.dtype == Scalar::BF16 {
+                            crate::value::f32_to_bf16(x).to_bits()
+                        } else {
+                            f16::from_f32(x).to_bits()
+                        }
+                    };
+                    s.iter()
+                        .zip(data)
+                        .for_each(|(a, &x)| a.store(round(x), Relaxed));
+                    true
+                }
+                None => false,
+            },
             _ => false,
         }
     }

@@ -286,6 +286,22 @@ fn gpu_gemm() {
             &r,
             2.0 * (k as f64).powf(1.5) * U,
         );
+        // And into a bf16 C (the trainer's MLP hidden layer): the same sums,
+        // each rounded once; where the two engines' sums straddle a rounding
+        // boundary they differ by one bf16 ulp, at most 2⁻⁷ of the value.
+        let (a, b) = (
+            randv(&mut rng, 3 + batch * m * k, 1.0),
+            randv(&mut rng, 5 + batch * n * k, 1.0),
+        );
+        let c = randv(&mut rng, 7 + batch * m * n, 1.0);
+        let r = run(&ops, &[half(a), half(b)], &[half(c)], |o, i, out| {
+            o.gemm(&op, &i[0], &i[1], &mut out[0])
+        });
+        close(
+            &format!("bf16 gemm into bf16 {m}x{n}x{k} ta={ta} tb={tb} batch={batch}"),
+            &r,
+            2.0 * (k as f64).powf(1.5) * U + 1.0 / 128.0,
+        );
     }
 }
 
@@ -533,6 +549,22 @@ fn gpu_gelu_loss_adamw() {
     });
     close_by("gelu to bf16", &r, |k, i, c| {
         let (fwd, bwd) = gelu_bounds(x[i] as f64, dy[i] as f64);
+        (if k == 0 { fwd } else { bwd }) * (1.0 + 1.0 / 128.0) + c.abs() / 128.0
+    });
+    // From bf16 inputs (the trainer's MLP: the GEMM writes u in bf16): the
+    // bounds at the rounded x, then one bf16 ulp.
+    let x16: Vec<f32> = x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+    let ins16 = [
+        Host::Bf16(x16.iter().map(|&v| bf16::from_f32(v)).collect()),
+        Host::F32(dy.clone()),
+    ];
+    let r = run(&ops, &ins16, &[nan_bf16(n), nan_bf16(n)], |o, i, out| {
+        let (y, dx) = out.split_at_mut(1);
+        o.gelu_fwd(&i[0], &mut y[0], n)?;
+        o.gelu_bwd(&i[0], &i[1], &mut dx[0], n)
+    });
+    close_by("gelu from bf16", &r, |k, i, c| {
+        let (fwd, bwd) = gelu_bounds(x16[i] as f64, dy[i] as f64);
         (if k == 0 { fwd } else { bwd }) * (1.0 + 1.0 / 128.0) + c.abs() / 128.0
     });
     for (rows, vocab) in pick([(2049, 256), (33, 5000)], [(65, 256), (3, 5000)]) {

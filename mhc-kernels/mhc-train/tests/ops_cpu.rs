@@ -1184,6 +1184,22 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
     o.gelu_bwd(&ub, &dyb, &mut d32, m).unwrap();
     o.gelu_bwd(&ub, &dyb, &mut d16, m).unwrap();
     same("gelu_bwd", down(&o, &d16), rounded(down(&o, &d32)));
+    // From a bf16 input (the first MLP GEMM's bf16 output): the same bits as
+    // from the f32 buffer of the same (rounded) values.
+    let u16 = rounded(as_f32(&u));
+    let (ub16, ubr) = (up_bf16(&o, &u16), up(&o, &u16));
+    let (mut g_from16, mut g_fromr) = (nan(&o, Scalar::BF16, m), nan(&o, Scalar::BF16, m));
+    o.gelu_fwd(&ub16, &mut g_from16, m).unwrap();
+    o.gelu_fwd(&ubr, &mut g_fromr, m).unwrap();
+    same("gelu from bf16", down(&o, &g_from16), down(&o, &g_fromr));
+    let (mut d_from16, mut d_fromr) = (nan(&o, Scalar::BF16, m), nan(&o, Scalar::BF16, m));
+    o.gelu_bwd(&ub16, &dyb, &mut d_from16, m).unwrap();
+    o.gelu_bwd(&ubr, &dyb, &mut d_fromr, m).unwrap();
+    same(
+        "gelu_bwd from bf16",
+        down(&o, &d_from16),
+        down(&o, &d_fromr),
+    );
 
     // bf16 heads [b, h, t, d] into slot 1 of 3 of [b, t, 3, h, d]: bf16 and
     // f32 destinations hold the same values (a move, no rounding).

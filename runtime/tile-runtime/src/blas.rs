@@ -1,6 +1,7 @@
 //! GEMM on either device, for the trainer's linear layers and attention:
-//! row-major `C = alpha·op(A)·op(B) + beta·C` with C in f32 and A, B both
-//! f32 or both bf16, optionally strided-batched.
+//! row-major `C = alpha·op(A)·op(B) + beta·C` with A, B both f32 or both
+//! bf16 and C in f32 (or in bf16 with bf16 operands: the f32 accumulator
+//! rounded once, to nearest even), optionally strided-batched.
 //!
 //! - GPU: cuBLAS (`cublasGemmEx`, `cublasGemmStridedBatchedEx`). f32
 //!   operands use compute type `CUBLAS_COMPUTE_32F_FAST_TF32`: cuBLAS may
@@ -203,8 +204,8 @@ impl Gemm {
         Ok(Gemm { engine })
     }
 
-    /// Run `op` on buffers `a`, `b` (both f32 or both bf16) and `c` (f32),
-    /// asynchronously on a GPU.
+    /// Run `op` on buffers `a`, `b` (both f32 or both bf16) and `c` (f32;
+    /// or bf16 with bf16 operands), asynchronously on a GPU.
     pub fn run(
         &self,
         op: &GemmOp,
@@ -212,13 +213,14 @@ impl Gemm {
         b: &Buffer,
         c: &mut Buffer,
     ) -> Result<(), RuntimeError> {
-        let operands_ok = matches!(
-            (a.dtype, b.dtype),
-            (Scalar::F32, Scalar::F32) | (Scalar::BF16, Scalar::BF16)
+        let dtypes_ok = matches!(
+            (a.dtype, b.dtype, c.dtype),
+            (Scalar::F32, Scalar::F32, Scalar::F32)
+                | (Scalar::BF16, Scalar::BF16, Scalar::F32 | Scalar::BF16)
         );
-        if !operands_ok || c.dtype != Scalar::F32 {
+        if !dtypes_ok {
             return Err(RuntimeError::Buffer(format!(
-                "gemm: A and B must be both f32 or both bf16 and C f32, got {}, {} and {}",
+                "gemm: A and B must be both f32 (C f32) or both bf16 (C f32 or bf16), got {}, {} and {}",
                 a.dtype.name(),
                 b.dtype.name(),
                 c.dtype.name()
@@ -241,7 +243,7 @@ impl Gemm {
                 let (pa, _ga) = sa.device_ptr(stream);
                 let (pb, _gb) = sb.device_ptr(stream);
                 let (pc, _gc) = sc.device_ptr(stream);
-                cuda_gemm(blas, op, layout, [pa, pb, pc], a.dtype)
+                cuda_gemm(blas, op, layout, [pa, pb, pc], a.dtype, c.dtype)
             }
             _ => Err(RuntimeError::Buffer(
                 "gemm: buffers belong to another device than the GEMM engine".into(),
@@ -331,6 +333,7 @@ fn cuda_gemm(
     layout: [(usize, usize, usize); 3],
     ptrs: [u64; 3],
     operands: Scalar,
+    out: Scalar,
 ) -> Result<(), RuntimeError> {
     let int = |x: usize, what: &str| {
         i32::try_from(x)
@@ -342,7 +345,11 @@ fn cuda_gemm(
         int(layout[1].1, "ldb")?,
         int(layout[2].1, "ldc")?,
     );
-    let size = [operands.size_bytes(), operands.size_bytes(), 4];
+    let size = [
+        operands.size_bytes(),
+        operands.size_bytes(),
+        out.size_bytes(),
+    ];
     let [pa, pb, pc] = [0, 1, 2].map(|i| ptrs[i] + (size[i] * layout[i].0) as u64);
     let t = |t: bool| {
         if t {
@@ -359,6 +366,11 @@ fn cuda_gemm(
         )
     } else {
         (f32t, sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32)
+    };
+    let ct = if out == Scalar::BF16 {
+        sys::cudaDataType_t::CUDA_R_16BF
+    } else {
+        f32t
     };
     let algo = sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
     let (alpha, beta) = (op.alpha, op.beta);
@@ -382,7 +394,7 @@ fn cuda_gemm(
                 lda,
                 (&beta) as *const f32 as *const _,
                 pc as *mut _,
-                f32t,
+                ct,
                 ldc,
                 compute,
                 algo,
@@ -406,7 +418,7 @@ fn cuda_gemm(
                 layout[0].2 as i64,
                 (&beta) as *const f32 as *const _,
                 pc as *mut _,
-                f32t,
+                ct,
                 ldc,
                 layout[2].2 as i64,
                 int(op.batch, "batch")?,
@@ -461,9 +473,9 @@ mod tests {
     }
 
     /// Run `op` on the CPU with random A, B (bf16 buffers with `half`), C
-    /// (NaN where beta = 0, so an unread C is checked) and compare with the
-    /// f64 reference on the same (rounded) values.
-    fn check(op: GemmOp, lens: [usize; 3], half: bool, rng: &mut impl Rng) {
+    /// (NaN where beta = 0, so an unread C is checked; bf16 with `c_bf16`)
+    /// and compare with the f64 reference on the same (rounded) values.
+    fn check(op: GemmOp, lens: [usize; 3], half: bool, c_bf16: bool, rng: &mut impl Rng) {
         let dev = Device::cpu();
         let gemm = Gemm::new(&dev).unwrap();
         let (mut a, mut b) = (rand_vec(rng, lens[0]), rand_vec(rng, lens[1]));
@@ -477,14 +489,25 @@ mod tests {
             }
         };
         let (ab, bb) = (upload(&mut a), upload(&mut b));
-        let c0: Vec<f32> = if op.beta == 0.0 {
+        let mut c0: Vec<f32> = if op.beta == 0.0 {
             vec![f32::NAN; lens[2]]
         } else {
             rand_vec(rng, lens[2])
         };
-        let mut cb = dev.upload(&c0).unwrap();
+        let mut cb = if c_bf16 {
+            let h: Vec<half::bf16> = c0.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            c0 = h.iter().map(|v| v.to_f32()).collect();
+            dev.upload(&h).unwrap()
+        } else {
+            dev.upload(&c0).unwrap()
+        };
         gemm.run(&op, &ab, &bb, &mut cb).unwrap();
-        let got: Vec<f32> = dev.download(&cb).unwrap();
+        let got: Vec<f32> = if c_bf16 {
+            let h: Vec<half::bf16> = dev.download(&cb).unwrap();
+            h.iter().map(|v| v.to_f32()).collect()
+        } else {
+            dev.download(&cb).unwrap()
+        };
         let mut want: Vec<f64> = c0.iter().map(|&x| x as f64).collect();
         reference(&op, &a, &b, &mut want);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -493,9 +516,11 @@ mod tests {
                 assert!(g.is_nan(), "{op:?}: element {i} outside C was written: {g}");
                 continue;
             }
-            // f32 accumulation of k products of magnitude ≤ 1: error ≲ k·2^-24 each.
-            let tol =
-                1e-6 * (op.k as f64 + 1.0) * (1.0 + op.alpha.abs() as f64 + op.beta.abs() as f64);
+            // f32 accumulation of k products of magnitude ≤ 1: error ≲ k·2^-24
+            // each; a bf16 C adds its one rounding, half an ulp: up to 2^-8 of |C|.
+            let rounding = if c_bf16 { w.abs() * 2f64.powi(-8) } else { 0.0 };
+            let tol = rounding
+                + 1e-6 * (op.k as f64 + 1.0) * (1.0 + op.alpha.abs() as f64 + op.beta.abs() as f64);
             assert!(
                 (*g as f64 - w).abs() <= tol,
                 "{op:?}: C[{i}] = {g}, want {w}"
@@ -556,7 +581,8 @@ mod tests {
                 ob + batch * tb.max(sb.0 * ldb),
                 oc + batch * tc + 3,
             ];
-            check(op, lens, case % 5 == 2, &mut rng);
+            // Every fifth case bf16 operands; every tenth a bf16 C as well.
+            check(op, lens, case % 5 == 2, case % 10 == 7, &mut rng);
         }
     }
 
@@ -581,6 +607,9 @@ mod tests {
         }
         let bf = dev.alloc(Scalar::BF16, 12).unwrap();
         assert!(gemm.run(&GemmOp::new(3, 3, 4), &bf, &b, &mut c).is_err());
+        // A bf16 C needs bf16 operands.
+        let mut c16 = dev.alloc(Scalar::BF16, 9).unwrap();
+        assert!(gemm.run(&GemmOp::new(3, 3, 4), &a, &b, &mut c16).is_err());
         gemm.run(&GemmOp::new(3, 3, 4), &a, &b, &mut c).unwrap();
     }
 }

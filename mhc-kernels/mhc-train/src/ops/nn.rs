@@ -549,9 +549,19 @@ impl Ops {
     }
 
     /// y = GELU(x) (tanh approximation) over n elements; y is f32, or bf16
-    /// (rounded once).
+    /// (rounded once); a bf16 x (a GEMM's bf16 output) gives a bf16 y.
     pub fn gelu_fwd(&self, x: &Buffer, y: &mut Buffer, n: usize) -> Result<(), OpsError> {
         const OP: &str = "gelu_fwd";
+        if x.dtype() == Scalar::BF16 {
+            check(OP, "x", x, Scalar::BF16, &[n])?;
+            check(OP, "y", y, Scalar::BF16, &[n])?;
+            return self.elementwise(n, |block| {
+                Ok((
+                    k::GeluFwdBf16Meta { BLOCK: block },
+                    k::GeluFwdBf16 { x, y, n: n as i64 },
+                ))
+            });
+        }
         check(OP, "x", x, Scalar::F32, &[n])?;
         if y.dtype() == Scalar::BF16 {
             check(OP, "y", y, Scalar::BF16, &[n])?;
@@ -571,7 +581,8 @@ impl Ops {
         })
     }
 
-    /// dx = GELU'(x) · dy, recomputed from x; dx is f32, or bf16 (rounded once).
+    /// dx = GELU'(x) · dy, recomputed from x; dx is f32, or bf16 (rounded
+    /// once); a bf16 x gives a bf16 dx.
     pub fn gelu_bwd(
         &self,
         x: &Buffer,
@@ -580,8 +591,23 @@ impl Ops {
         n: usize,
     ) -> Result<(), OpsError> {
         const OP: &str = "gelu_bwd";
-        check(OP, "x", x, Scalar::F32, &[n])?;
         check(OP, "dy", dy, Scalar::F32, &[n])?;
+        if x.dtype() == Scalar::BF16 {
+            check(OP, "x", x, Scalar::BF16, &[n])?;
+            check(OP, "dx", dx, Scalar::BF16, &[n])?;
+            return self.elementwise(n, |block| {
+                Ok((
+                    k::GeluBwdBf16Meta { BLOCK: block },
+                    k::GeluBwdBf16 {
+                        x,
+                        dy,
+                        dx,
+                        n: n as i64,
+                    },
+                ))
+            });
+        }
+        check(OP, "x", x, Scalar::F32, &[n])?;
         if dx.dtype() == Scalar::BF16 {
             check(OP, "dx", dx, Scalar::BF16, &[n])?;
             return self.elementwise(n, |block| {

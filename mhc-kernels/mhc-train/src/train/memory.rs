@@ -69,9 +69,10 @@ impl MemoryPlan {
             F32 * batch * nh * t * t
         };
         // The linear layers' inputs as they rounded them: the norm's output
-        // and the merged heads; the norm's output and GELU's (and its f32 input).
+        // and the merged heads; the norm's output, GELU's input (the first
+        // GEMM's output in the operand dtype) and its output.
         let attention = 2 * half * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
-        let mlp = half * n_tok * c + F32 * n_tok + (F32 + half) * n_tok * h;
+        let mlp = half * n_tok * c + F32 * n_tok + 2 * half * n_tok * h;
         let residual = match &hyper {
             None => sites * F32 * n_tok * c,
             Some(site) => {

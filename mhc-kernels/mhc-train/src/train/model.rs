@@ -162,8 +162,22 @@ impl Kit {
         k: usize,
         n: usize,
     ) -> Result<(Buffer, Buffer)> {
+        self.linear_to(x, w, rows, k, n, Scalar::F32)
+    }
+
+    /// [`Kit::linear`] with y in `out` (bf16: the f32 accumulator rounded
+    /// once, for a consumer that takes bf16).
+    fn linear_to(
+        &self,
+        x: Buffer,
+        w: &Weight,
+        rows: usize,
+        k: usize,
+        n: usize,
+        out: Scalar,
+    ) -> Result<(Buffer, Buffer)> {
         let x16 = self.operand(x, rows * k)?;
-        let mut y = self.alloc(rows * n)?;
+        let mut y = self.device.alloc_output(out, rows * n)?;
         self.ops
             .gemm(&GemmOp::new(rows, n, k), &x16, self.weight(w)?, &mut y)?;
         Ok((y, x16))
@@ -357,7 +371,8 @@ impl Kit {
     fn mlp(&self, b: &Block, h: &Buffer) -> Result<(Buffer, MlpActs)> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let (a, rstd) = self.norm(h, &b.norm2.value)?;
-        let (u, a) = self.linear(a, &b.w1, rows, c, f)?;
+        // u in the operand dtype: kept for GELU's backward at half the bytes.
+        let (u, a) = self.linear_to(a, &b.w1, rows, c, f, self.half())?;
         let mut g = self.device.alloc_output(self.half(), rows * f)?;
         self.ops.gelu_fwd(&u, &mut g, rows * f)?;
         let (y, g) = self.linear(g, &b.w2, rows, f, c)?;
