@@ -320,7 +320,7 @@ fn gpu_embedding() {
             .map(|_| rng.random_range(0..vocab as i32))
             .collect();
         let ins = [
-            Host::I32(toks),
+            Host::I32(toks.clone()),
             Host::F32(randv(&mut rng, vocab * c, 1.0)),
             Host::F32(randv(&mut rng, t * c, 1.0)),
             Host::F32(randv(&mut rng, rows * c, 1.0)),
@@ -341,8 +341,8 @@ fn gpu_embedding() {
             &ins,
             &[nan_f32(vocab * c), prev, nan_f32(t * c)],
             |o, i, out| {
-                o.embed_bwd(&i[0], &i[3], &mut out[0], rows, vocab, c, Out::Write)?;
-                o.embed_bwd(&i[0], &i[3], &mut out[1], rows, vocab, c, Out::Add)?;
+                o.embed_bwd(&toks, &i[3], &mut out[0], vocab, c, Out::Write)?;
+                o.embed_bwd(&toks, &i[3], &mut out[1], vocab, c, Out::Add)?;
                 o.embed_pos_bwd(&i[3], &mut out[2], rows, t, c, Out::Write)
             },
         );

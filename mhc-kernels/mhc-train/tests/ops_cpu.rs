@@ -304,7 +304,7 @@ fn embedding_forward_and_backward() {
             } else {
                 nan(&o, Scalar::F32, vocab * c)
             };
-            o.embed_bwd(&tb, &doutb, &mut dwte, rows, vocab, c, mode)
+            o.embed_bwd(&toks, &doutb, &mut dwte, vocab, c, mode)
                 .unwrap();
             let mut got = down(&o, &dwte);
             if mode == Out::Add {

@@ -60,37 +60,48 @@ impl Ops {
     }
 
     /// dwte[v, :] (+)= Σ over rows r with tokens[r] = v of dout[r, :]
-    /// (dout [rows, c], dwte [vocab, c]); deterministic. Tokens outside
-    /// [0, vocab) contribute nothing (the forward made their rows NaN).
-    #[allow(clippy::too_many_arguments)]
+    /// (dout [tokens.len(), c], dwte [vocab, c]); deterministic. The rows
+    /// are grouped by token here on the host (a counting sort of `tokens`,
+    /// which the host has: it uploaded them), so each program reads only its
+    /// token's rows. Tokens outside [0, vocab) contribute nothing (the
+    /// forward made their rows NaN).
     pub fn embed_bwd(
         &self,
-        tokens: &Buffer,
+        tokens: &[i32],
         dout: &Buffer,
         dwte: &mut Buffer,
-        rows: usize,
         vocab: usize,
         c: usize,
         mode: Out,
     ) -> Result<(), OpsError> {
         const OP: &str = "embed_bwd";
-        check(OP, "tokens", tokens, Scalar::I32, &[rows])?;
+        let rows = tokens.len();
         check(OP, "dout", dout, Scalar::F32, &[rows, c])?;
         check(OP, "dwte", dwte, Scalar::F32, &[vocab, c])?;
         if vocab == 0 || c == 0 {
             return Ok(());
         }
+        int(OP, rows)?;
+        let (grouped, starts) = group_rows_by_token(tokens, vocab);
+        let device = self.device();
+        // (At least one element each: an empty buffer is no valid pointer.)
+        let grouped = device.upload(if grouped.is_empty() {
+            &[0]
+        } else {
+            &grouped[..]
+        })?;
+        let starts = device.upload(&starts)?;
         let bc = if c <= 32 { 32 } else { 128 };
         let a = k::EmbedBwd {
-            tokens,
+            rows: &grouped,
+            starts: &starts,
             dout,
             dwte,
-            rows: int(OP, rows)?,
             C: int(OP, c)?,
             accumulate: mode.flag(),
         };
         self.launch(
-            k::EmbedBwdMeta { BR: 32, BC: bc },
+            k::EmbedBwdMeta { BR: 16, BC: bc },
             4,
             [vocab, c.div_ceil(bc as usize), 1],
             a,
@@ -758,4 +769,43 @@ fn flash_shape(op: &'static str, bh: usize, t: usize, d: usize) -> Result<(i32, 
     }
     elements(op, &[bh, t, d])?;
     Ok((int(op, t)?, d as i64))
+}
+
+/// The rows of `tokens` grouped by token (a stable counting sort): rows with
+/// token v are `grouped[starts[v]..starts[v + 1]]`, in increasing order;
+/// tokens outside [0, vocab) are left out.
+fn group_rows_by_token(tokens: &[i32], vocab: usize) -> (Vec<i32>, Vec<i32>) {
+    let valid = |t: i32| usize::try_from(t).ok().filter(|&t| t < vocab);
+    let mut starts = vec![0i32; vocab + 1];
+    for &t in tokens {
+        if let Some(t) = valid(t) {
+            starts[t + 1] += 1;
+        }
+    }
+    for v in 0..vocab {
+        starts[v + 1] += starts[v];
+    }
+    let mut next: Vec<i32> = starts[..vocab].to_vec();
+    let mut grouped = vec![0i32; starts[vocab] as usize];
+    for (r, &t) in tokens.iter().enumerate() {
+        if let Some(t) = valid(t) {
+            grouped[next[t] as usize] = r as i32;
+            next[t] += 1;
+        }
+    }
+    (grouped, starts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_rows_by_token;
+
+    #[test]
+    fn rows_are_grouped_by_token_in_order_without_invalid_tokens() {
+        let (grouped, starts) = group_rows_by_token(&[2, 0, 2, -1, 7, 1, 0, 2], 3);
+        assert_eq!(starts, vec![0, 2, 3, 6]);
+        assert_eq!(grouped, vec![1, 6, 5, 0, 2, 7]);
+        let (grouped, starts) = group_rows_by_token(&[], 2);
+        assert_eq!((grouped, starts), (vec![], vec![0, 0, 0]));
+    }
 }

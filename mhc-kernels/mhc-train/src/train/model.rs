@@ -793,15 +793,8 @@ impl Model {
         kit.ops.set_phase(RESIDUAL_BACKWARD);
         let dx0 = self.residual.backward(&dxf, &mut sites)?;
         kit.ops.set_phase("backward");
-        kit.ops.embed_bwd(
-            &head.tokens,
-            &dx0,
-            &mut self.wte.grad,
-            rows,
-            v,
-            c,
-            Out::Write,
-        )?;
+        kit.ops
+            .embed_bwd(inputs, &dx0, &mut self.wte.grad, v, c, Out::Write)?;
         kit.ops
             .embed_pos_bwd(&dx0, &mut self.wpe.grad, rows, t, c, Out::Write)?;
         if let Some(mut r) = reduce {
