@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use tile_runtime::blas::GemmOp;
-use tile_runtime::{Buffer, Device, Scalar};
+use tile_runtime::{Buffer, Device, Element, Scalar};
 use tile_testkit::{gpu_or_skip, packs_dir as pack_dir, seed};
 
 const F32_TOL: f64 = 2e-4;
@@ -995,8 +995,7 @@ fn gpu_gathered_adamw_matches_one_launch_per_tensor() {
         let grads: Vec<Vec<f32>> = shapes.iter().map(|s| randv(&mut rng, s.0, 2.0)).collect();
         for w in [&mut wa, &mut wb] {
             for (w, g) in w.iter_mut().zip(&grads) {
-                let bytes: Vec<u8> = g.iter().flat_map(|x| x.to_le_bytes()).collect();
-                d.write(&mut w.grad, &bytes).unwrap();
+                d.write(&mut w.grad, &f32::to_bytes(g)).unwrap();
             }
         }
         let mut sa = d.upload(&[1.0f32, f32::NAN]).unwrap();

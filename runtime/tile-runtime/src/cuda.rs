@@ -28,8 +28,8 @@ pub struct CudaDevice {
 }
 
 /// A buffer's device memory: its own allocation (freed when dropped), or a
-/// part of a shared one ([`CudaMem::part`]), which the `Arc` keeps alive and
-/// only its owner frees. Either way a `CudaSlice` to the rest of the runtime.
+/// part of a shared one ([`CudaMem::shared`], [`CudaMem::view`]), which the
+/// `Arc` keeps alive and only its owner frees. Either way a `CudaSlice` to the rest of the runtime.
 pub(crate) struct CudaMem {
     slice: std::mem::ManuallyDrop<CudaSlice<u8>>,
     whole: Option<Arc<CudaMem>>,
@@ -551,7 +551,6 @@ impl CudaDevice {
         Ok(addr)
     }
 
-    /// Time `f` on the stream with CUDA events, in milliseconds.
     /// An event recorded on the device's stream now.
     pub(crate) fn record(&self) -> Result<cudarc::driver::CudaEvent, RuntimeError> {
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
@@ -560,18 +559,14 @@ impl CudaDevice {
         Ok(e)
     }
 
+    /// Time `f` on the stream with CUDA events, in milliseconds.
     pub(crate) fn time_ms(
         &self,
         f: &mut dyn FnMut() -> Result<(), RuntimeError>,
     ) -> Result<f32, RuntimeError> {
-        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start = self.ctx.new_event(flags).map_err(drv)?;
-        let end = self.ctx.new_event(flags).map_err(drv)?;
-        start.record(&self.stream).map_err(drv)?;
+        let start = self.record()?;
         f()?;
-        end.record(&self.stream).map_err(drv)?;
-        end.synchronize().map_err(drv)?;
-        start.elapsed_ms(&end).map_err(drv)
+        elapsed_ms(&start, &self.record()?)
     }
 }
 

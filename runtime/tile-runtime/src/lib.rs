@@ -173,15 +173,7 @@ impl Device {
 
     /// A buffer holding `data` (raw little-endian elements of `dtype`).
     pub fn upload_bytes(&self, dtype: Scalar, data: &[u8]) -> Result<Buffer, RuntimeError> {
-        let es = dtype.size_bytes();
-        if !data.len().is_multiple_of(es) {
-            return Err(RuntimeError::Buffer(format!(
-                "{} bytes is not a whole number of {} elements",
-                data.len(),
-                dtype.name()
-            )));
-        }
-        let mut b = self.alloc(dtype, data.len() / es)?;
+        let mut b = self.alloc(dtype, whole_elements(data.len(), dtype)?)?;
         self.write(&mut b, data)?;
         Ok(b)
     }
@@ -513,6 +505,19 @@ impl Device {
     }
 }
 
+/// How many `dtype` elements `bytes` bytes hold, or an error when they are
+/// not a whole number of them.
+fn whole_elements(bytes: usize, dtype: Scalar) -> Result<usize, RuntimeError> {
+    let es = dtype.size_bytes();
+    if !bytes.is_multiple_of(es) {
+        return Err(RuntimeError::Buffer(format!(
+            "{bytes} bytes is not a whole number of {} elements",
+            dtype.name()
+        )));
+    }
+    Ok(bytes / es)
+}
+
 /// Host memory that [`Device::copy_to_host`] fills while the device runs on.
 pub struct HostCopy(HostCopyInner);
 
@@ -530,13 +535,7 @@ impl HostCopy {
                 .map_err(|e| RuntimeError::Cuda(e.to_string()))?,
             HostCopyInner::Cpu(v) => &v[..],
         };
-        if !bytes.len().is_multiple_of(T::DTYPE.size_bytes()) {
-            return Err(RuntimeError::Buffer(format!(
-                "{} bytes is not a whole number of {} elements",
-                bytes.len(),
-                T::DTYPE.name()
-            )));
-        }
+        whole_elements(bytes.len(), T::DTYPE)?;
         Ok(T::from_bytes(bytes))
     }
 }

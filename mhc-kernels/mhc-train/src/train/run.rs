@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use tile_runtime::{Device, HostCopy, Mark};
+use tile_runtime::{Device, Element, HostCopy, Mark};
 
 /// A line on stderr; a closed stderr (`mhc-train … 2>&1 | head`) is not an
 /// error worth a panic, so a failed write is dropped.
@@ -151,13 +151,7 @@ fn restore(model: &mut Model, opt: &mut AdamW, ck: &Checkpoint, device: &Device)
         for (prefix, buf) in [("param.", s.value), ("adam_m.", m), ("adam_v.", v)] {
             let name = format!("{prefix}{}", s.name);
             let data = ck.get(&name, &s.shape)?;
-            device.write(
-                buf,
-                &data
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            )?;
+            device.write(buf, &f32::to_bytes(data))?;
             used.insert(name);
         }
     }
@@ -414,12 +408,13 @@ fn run_rank(setup: &Setup, device: Device, par: Option<Rank>) -> Result<Summary>
 /// launch and GEMM timed between CUDA events (wall clock on the CPU) by
 /// phase; the table (`mhc::profile::report`) gives each phase and the
 /// costliest operations per step as shares of the unprofiled steps' median
-/// wall time, the rest being time the device waited for the host.
+/// step time, the rest being time the device waited for the host.
 struct ProfileWindow {
     /// Unprofiled steps `start..start + n`, profiled ones after.
     start: u64,
     n: u64,
-    wall_ms: Vec<f64>,
+    /// The unprofiled steps' times (device time on a GPU).
+    step_ms: Vec<f64>,
     profiler: Option<Arc<Profiler>>,
 }
 
@@ -428,7 +423,7 @@ impl ProfileWindow {
         ProfileWindow {
             start: first_step + 2,
             n: n.max(1),
-            wall_ms: Vec::new(),
+            step_ms: Vec::new(),
             profiler: None,
         }
     }
@@ -457,7 +452,7 @@ impl ProfileWindow {
     /// return the table.
     fn after(&mut self, step: u64, step_ms: f64) -> Result<Option<String>> {
         if (self.start..self.start + self.n).contains(&step) {
-            self.wall_ms.push(step_ms);
+            self.step_ms.push(step_ms);
         }
         if step + 1 != self.start + 2 * self.n {
             return Ok(None);
@@ -466,8 +461,8 @@ impl ProfileWindow {
             return Ok(None);
         };
         let timings = p.take()?;
-        self.wall_ms.sort_by(f64::total_cmp);
-        let median = self.wall_ms[self.wall_ms.len() / 2];
+        self.step_ms.sort_by(f64::total_cmp);
+        let median = self.step_ms[self.step_ms.len() / 2];
         Ok(Some(format!(
             "profile of steps {}..{} (device time per step; step time from steps {}..{}):\n{}",
             self.start + self.n,
@@ -805,10 +800,7 @@ impl<'s> RankRun<'s> {
                 local[0] as f64,
                 if self.lead { local[1] as f64 } else { 0.0 },
             ])?;
-            let shared: Vec<u8> = [v[0] as f32, v[1] as f32]
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
+            let shared = f32::to_bytes(&[v[0] as f32, v[1] as f32]);
             self.device.write(&mut stats, &shared)?;
         }
         let lr = tcfg.lr_at(step);
