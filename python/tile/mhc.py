@@ -38,6 +38,12 @@ __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 RES_DIAG = 4.0
 _PROJ_BT = 64
 _APPLY_BC = 1024
+# Tiles of the backward kernels (layer/backward.rs POST_BWD_TILE,
+# PRE_BWD_TILE, DX_TILE, DPHI_BK): (columns, warps) and (rows, warps).
+_POST_BWD_TILE = (256, 1)
+_PRE_BWD_TILE = (256, 4)
+_DX_TILE = (64, 4)
+_DPHI_BK = 64
 _SINKHORN_SEGMENT = 2
 
 
@@ -157,8 +163,8 @@ class SitePlan:
         """``mhc_post_bwd``: gx written, dy, dh's post and res parts."""
         L(
             "mhc_post_bwd",
-            {"N": self.n, "BC": _APPLY_BC},
-            4,
+            {"N": self.n, "BC": _POST_BWD_TILE[0]},
+            _POST_BWD_TILE[1],
             (T, 1, 1),
             [x, y, h, g_out, gx, dy, dh, self.C],
         )
@@ -170,7 +176,8 @@ class SitePlan:
         what to add to)."""
         n, K, R = self.n, self.proj_cols, self.proj_rows
         rows = T * self.rows_per_token
-        L("mhc_pre_bwd", {"N": n, "BC": 512}, 8, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
+        bc, warps = _PRE_BWD_TILE
+        L("mhc_pre_bwd", {"N": n, "BC": bc}, warps, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
         dz = alloc(rows * R, "f32", False)
         q = alloc(rows, "f32", False)
         dalpha_t = alloc(T * 3, "f32", False)
@@ -190,26 +197,28 @@ class SitePlan:
         else:
             dm = None
             L("hc_coeffs_bwd", {"N": n}, 1, (T, 1, 1), [z, r, alpha, dh, dz, q, dalpha_t, self.C])
-        # Projection backward: programs share the rows (layer/backward.rs proj_split).
-        programs = max(1, min(sms, _cdiv(rows, _PROJ_BT)))
+        # Projection backward: programs share the rows (layer/backward.rs
+        # proj_programs, proj_split), about four per SM with the column blocks.
+        programs = max(1, min(_cdiv(4 * sms, _cdiv(K, _DPHI_BK)), _cdiv(rows, _PROJ_BT)))
         group = _cdiv(_cdiv(rows, programs), _PROJ_BT) * _PROJ_BT
         programs = _cdiv(rows, group)
         part = alloc(programs * R * K, "f32", False)
         rp = _padded_rows(R)
         dzt = alloc(2 * rp * rows, "bf16", False)
         L("mhc_proj_bwd_split", {"RP": rp, "BT": 64}, 4, (_cdiv(rows, 64), 1, 1), [dz, dzt, rows, R])
+        bt, warps = _DX_TILE
         L(
             "mhc_proj_bwd_dx",
-            {"RP": rp, "BT": 32, "BK": 64, "RB": 256},
-            8,
-            (_cdiv(rows, 256), _cdiv(K, 64), 1),
+            {"RP": rp, "BT": bt, "BK": 64},
+            warps,
+            (_cdiv(rows, bt), _cdiv(K, 64), 1),
             [x, proj, dz, q, gx, rows, K, R],
         )
         L(
             "mhc_proj_bwd_dphi",
-            {"RP": rp, "BT": 64, "BK": 64},
+            {"RP": rp, "BT": 64, "BK": _DPHI_BK},
             4,
-            (programs, _cdiv(K, 64), 1),
+            (programs, _cdiv(K, _DPHI_BK), 1),
             [x, dzt, part, rows, K, R, group],
         )
         dproj, dalpha, db = grads
@@ -220,12 +229,15 @@ class SitePlan:
     def sum_rows(self, L, alloc, src, p, l, dst):
         """``dst[j] += Σ_i src[i, j]`` in a fixed order (two stages for many rows)."""
 
+        # Narrow sums take 32 columns and 32 rows a step (layer/backward.rs sum_rows).
+        bl, bp = (32, 32) if l <= 32 else (256, 8)
+
         def launch(s, d, p, splits, accumulate):
             L(
                 "mhc_sum_rows",
-                {"BL": 256, "BP": 8},
+                {"BL": bl, "BP": bp},
                 4,
-                (_cdiv(l, 256), splits, 1),
+                (_cdiv(l, bl), splits, 1),
                 [s, d, p, l, _cdiv(p, splits), int(accumulate)],
             )
 

@@ -2,7 +2,8 @@
 //! (`pull_mma_layouts`): inside a loop, an `mma.sync` operand computed from
 //! a load goes straight into its fragments, and the epilogue's loads and
 //! store run in the accumulator layout, so the loop needs no shared memory
-//! and no barrier (mHC's projection backward, `mhc_proj_bwd_dx`). An operand
+//! and no barrier (the row loop of mHC's projection backward as it was
+//! until session 15, when `mhc_proj_bwd_dx` dropped the loop). An operand
 //! with another reader stays staged, and a store after the loop (a matmul's
 //! epilogue) keeps its 16-byte accesses. Counted in the PTX.
 
@@ -10,11 +11,44 @@ mod common;
 
 use common::{count, file_ptx, innermost_loop, ptx_of};
 
+/// `gx += φᵀ·dz − q·x` over a column block, 32 rows a step: φ split once,
+/// dz split every step, both halves fed to `mma.sync` from registers.
+const ROW_LOOP_PROJECTION: &str = r#"
+kernel row_loop_projection<const RP: i32, const BT: i32, const BK: i32, const RB: i32>(x: *bf16, phi: *f32, dz: *f32, q: *f32, gx: *bf16, rows: i32, K: i32, R: i32) {
+    let j = program_id(1) * BK + arange(0, BK);
+    let jmask = j < K;
+    let kc = arange(0, RP);
+    let kmask = kc < R;
+    let pt = load(phi + kc[:, None] * K + j[None, :], kmask[:, None] && jmask[None, :], 0.0);
+    let ph = pt as bf16;
+    let pl = (pt - ph as f32) as bf16;
+    for r0 in 0..RB step BT {
+        let rr = program_id(0) * RB + r0 + arange(0, BT);
+        let rmask = rr < rows;
+        let dzt = load(dz + rr[:, None] * R + kc[None, :], rmask[:, None] && kmask[None, :], 0.0);
+        let dzh = dzt as bf16;
+        let dzl = (dzt - dzh as f32) as bf16;
+        let mut dx = dot(dzh, ph);
+        dx = dot(dzl, ph, dx);
+        dx = dot(dzh, pl, dx);
+        let xm = rmask[:, None] && jmask[None, :];
+        let offs = (rr as i64)[:, None] * (K as i64) + j[None, :];
+        let xb = load(x + offs, xm, 0.0) as f32;
+        // q per element (L1 hits): a [BT, BK] load computes in the dot's
+        // accumulator layout, a broadcast [BT] one would cross threads.
+        let qs = load(q + rr[:, None] + 0 * j[None, :], xm, 0.0);
+        let old = load(gx + offs, xm, 0.0) as f32;
+        store(gx + offs, (old + dx - qs * xb) as bf16, xm);
+    }
+}
+"#;
+
 #[test]
 fn the_projection_backward_loop_reads_operands_from_registers() {
-    let ptx = file_ptx(
-        "mhc-kernels/kernels/mhc/mhc.tile",
-        "mhc_proj_bwd_dx",
+    let ptx = ptx_of(
+        "row_loop_projection.tile",
+        ROW_LOOP_PROJECTION,
+        "row_loop_projection",
         &[("RP", 32), ("BT", 32), ("BK", 64), ("RB", 256)],
         8,
     );

@@ -3,7 +3,7 @@
 
 use super::{
     cdiv, grid1, padded_rows, GateGrads, Grads, Layer, LayerError, Mixing, Params, Result, Saved,
-    APPLY_BC, PROJ_BT,
+    PROJ_BT,
 };
 use crate::launch::mhc as k;
 use tile_runtime::{Buffer, Scalar};
@@ -46,12 +46,13 @@ impl Layer {
         self.check_streams("g_x", g_x, t)?;
         self.check_rows("dy", dy, t)?;
         self.check("dh", dh, Scalar::F32, t * self.cfg.coeffs())?;
+        let (bc, warps) = POST_BWD_TILE;
         self.kernels.mhc_post_bwd(
             k::MhcPostBwdMeta {
                 N: self.n(),
-                BC: APPLY_BC as i64,
+                BC: bc,
             },
-            4,
+            warps,
             grid1(t),
             k::MhcPostBwd {
                 x,
@@ -104,15 +105,13 @@ impl Layer {
         self.check_rows("g_h", g_h, t)?;
         self.check_streams("g_x", g_x, t)?;
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
+        let (bc, warps) = PRE_BWD_TILE;
         self.kernels.mhc_pre_bwd(
-            // 512-column steps: half the registers of 1024 (96 vs 154 a
-            // thread), 45% → 65% of copy bandwidth at T = 65536, C = 4096;
-            // 8 warps: 2.50 → 2.07 ms there (tile-tune on the H200).
             k::MhcPreBwdMeta {
                 N: self.n(),
-                BC: 512,
+                BC: bc,
             },
-            8,
+            warps,
             grid1(t),
             k::MhcPreBwd {
                 x,
@@ -265,18 +264,15 @@ impl Layer {
                 R: pr as i32,
             },
         )?;
-        const DX_ROWS: usize = 256;
-        // 32-row steps on 8 warps: 1.22× faster than 64 rows on 4, which
-        // needed 255 registers a thread (H200, T = 65536, C = 4096).
+        let (bt, warps) = DX_TILE;
         self.kernels.mhc_proj_bwd_dx(
             k::MhcProjBwdDxMeta {
                 RP: rp,
-                BT: 32,
+                BT: bt as i64,
                 BK: 64,
-                RB: DX_ROWS as i64,
             },
-            8,
-            [cdiv(rows, DX_ROWS) as u32, cdiv(pc, 64) as u32, 1],
+            warps,
+            [cdiv(rows, bt) as u32, cdiv(pc, 64) as u32, 1],
             k::MhcProjBwdDx {
                 x,
                 phi: &p.proj,
@@ -288,7 +284,7 @@ impl Layer {
                 R: pr as i32,
             },
         )?;
-        let bk = 64;
+        let bk = DPHI_BK;
         self.kernels.mhc_proj_bwd_dphi(
             k::MhcProjBwdDphiMeta {
                 RP: rp,
@@ -332,23 +328,30 @@ impl Layer {
         self.sum_rows(&g.dalpha, t, 3, &mut grads.alpha)
     }
 
-    /// How many programs share the projection backward's rows: enough to fill
-    /// the device, few enough that the partial dφ stay small.
+    /// How many programs share the projection backward's rows (each writes
+    /// its own partial dφ): with the column blocks, about four programs per
+    /// SM, so the partials stay a few MB however many tokens there are.
     fn proj_programs(&self, rows: usize) -> usize {
-        self.device().parallelism().min(cdiv(rows, PROJ_BT)).max(1)
+        let col_blocks = cdiv(self.cfg.proj_cols(), DPHI_BK);
+        cdiv(4 * self.device().parallelism(), col_blocks)
+            .min(cdiv(rows, PROJ_BT))
+            .max(1)
     }
 
     /// `dst[l] += Σ_p src[p, l]`, in a fixed order (two stages for many rows).
     pub fn sum_rows(&self, src: &Buffer, p: usize, l: usize, dst: &mut Buffer) -> Result<()> {
-        const BL: usize = 256;
+        // Narrow sums (the biases' and α's) take 32 columns and 32 rows a
+        // step: a 256-column tile would leave most lanes masked off and
+        // walk the rows 8 at a time.
+        let (bl, bp) = if l <= 32 { (32, 32) } else { (256, 8) };
         let launch = |src: &Buffer, dst: &Buffer, p: usize, splits: usize, accumulate: bool| {
             self.kernels.mhc_sum_rows(
                 k::MhcSumRowsMeta {
-                    BL: BL as i64,
-                    BP: 8,
+                    BL: bl as i64,
+                    BP: bp,
                 },
                 4,
-                [cdiv(l, BL) as u32, splits as u32, 1],
+                [cdiv(l, bl) as u32, splits as u32, 1],
                 k::MhcSumRows {
                     src,
                     dst,
@@ -370,6 +373,26 @@ impl Layer {
         Ok(())
     }
 }
+
+/// Column block of `mhc_proj_bwd_dphi`.
+const DPHI_BK: usize = 64;
+
+// Tiles of the backward kernels, measured with mhc-bench on the H200 at
+// T ∈ {8192, 65536} × C ∈ {768, 4096}, n = 4 (session 15, docs/BENCHMARKS.md):
+// the best of 2–6 candidates at every shape but one (post at 8192 × 4096,
+// 2% behind 1024 columns on 4 warps).
+
+/// `mhc_proj_bwd_dx`'s rows a program and its warps (32 rows on 8 warps:
+/// 1.4–1.5× slower).
+const DX_TILE: (usize, u32) = (64, 4);
+
+/// `mhc_post_bwd`'s columns a step and its warps: one warp a token, so
+/// its sums over C cross lanes only (1024 columns on 4 warps: 1.2–1.4×
+/// slower at C = 768).
+const POST_BWD_TILE: (i64, u32) = (256, 1);
+
+/// `mhc_pre_bwd`'s columns a step and its warps (512 on 8: 1.1–1.5× slower).
+const PRE_BWD_TILE: (i64, u32) = (256, 4);
 
 /// Sinkhorn iterations per checkpoint of `mhc_coeffs_bwd`'s history (the
 /// others are recomputed; its tune block).
