@@ -124,7 +124,7 @@ class SitePlan:
         if self.mixing == "mhc":
             L(
                 "mhc_coeffs",
-                {"N": self.n, "ITERS": self.iters},
+                {"N": self.n, "BT": self._coeff_tokens(), "ITERS": self.iters},
                 1,
                 self._coeff_grid(T),
                 [z, r, alpha, b, h, T, float(self.eps)],
@@ -132,18 +132,24 @@ class SitePlan:
         else:
             L("hc_coeffs", {"N": self.n}, 1, (T, 1, 1), [z, r, alpha, b, h])
 
-    def _coeff_grid(self, T):
-        # mhc_coeffs and mhc_coeffs_bwd: 32 / n tokens per program (layer.rs coeff_grid).
-        return (_cdiv(T, 32 // self.n), 1, 1)
+    def _coeff_tokens(self):
+        # mhc_coeffs and mhc_coeffs_bwd: 32 / n tokens per program (layer.rs coeff_tokens).
+        return 32 // self.n
 
-    def _apply_grid(self, T):
-        return (T, _cdiv(self.C, _APPLY_BC), 1)
+    def _coeff_grid(self, T):
+        return (_cdiv(T, self._coeff_tokens()), 1, 1)
+
+    def _apply_tile(self, wide, narrow):
+        # 1024 columns when they divide C, else 256 (layer.rs apply_tile).
+        return wide if self.C % _APPLY_BC == 0 else narrow
 
     def apply_pre(self, L, x, h, h_in, T):
-        L("mhc_pre_apply", {"N": self.n, "BC": _APPLY_BC}, 8, self._apply_grid(T), [x, h, h_in, self.C])
+        bc, warps = self._apply_tile((_APPLY_BC, 8), (256, 2))
+        L("mhc_pre_apply", {"N": self.n, "BC": bc}, warps, (T, _cdiv(self.C, bc), 1), [x, h, h_in, self.C])
 
     def post(self, L, x, y, h, out, T):
-        L("mhc_post", {"N": self.n, "BC": _APPLY_BC}, 4, self._apply_grid(T), [x, y, h, out, self.C])
+        bc, warps = self._apply_tile((_APPLY_BC, 4), (256, 1))
+        L("mhc_post", {"N": self.n, "BC": bc}, warps, (T, _cdiv(self.C, bc), 1), [x, y, h, out, self.C])
 
     def pre(self, L, alloc, sms, x, proj, alpha, b, T):
         """Coefficients and ``h_in``: returns ``(h_in, z, r, h)``."""
@@ -189,7 +195,13 @@ class SitePlan:
             hist = 1 << (checkpoints - 1).bit_length()
             L(
                 "mhc_coeffs_bwd",
-                {"N": n, "ITERS": self.iters, "SEG": _SINKHORN_SEGMENT, "HIST": hist},
+                {
+                    "N": n,
+                    "BT": self._coeff_tokens(),
+                    "ITERS": self.iters,
+                    "SEG": _SINKHORN_SEGMENT,
+                    "HIST": hist,
+                },
                 1,
                 self._coeff_grid(T),
                 [z, r, alpha, b, h, dh, dm, dz, q, dalpha_t, T, K, float(self.eps)],

@@ -359,6 +359,7 @@ impl Layer {
             Mixing::Mhc => self.kernels.mhc_coeffs(
                 k::MhcCoeffsMeta {
                     N: self.n(),
+                    BT: self.coeff_tokens() as i64,
                     ITERS: cfg.iters as i64,
                 },
                 1,
@@ -389,26 +390,44 @@ impl Layer {
         Ok(())
     }
 
-    /// Programs of `mhc_coeffs` and `mhc_coeffs_bwd`: 32 / n tokens each
-    /// (their tune blocks' `grid`).
-    pub(crate) fn coeff_grid(&self, t: usize) -> [u32; 3] {
-        grid1(cdiv(t, 32 / self.cfg.n))
+    /// Tokens per one-warp program of `mhc_coeffs` and `mhc_coeffs_bwd`:
+    /// 32 / n (fewer, for more warps, was slower: see the kernels).
+    pub(crate) fn coeff_tokens(&self) -> usize {
+        32 / self.cfg.n
     }
 
-    fn apply_grid(&self, t: usize) -> [u32; 3] {
-        [t as u32, cdiv(self.cfg.c, APPLY_BC) as u32, 1]
+    /// Programs of `mhc_coeffs` and `mhc_coeffs_bwd` (their tune blocks' `grid`).
+    pub(crate) fn coeff_grid(&self, t: usize) -> [u32; 3] {
+        grid1(cdiv(t, self.coeff_tokens()))
+    }
+
+    fn apply_grid(&self, t: usize, bc: usize) -> [u32; 3] {
+        [t as u32, cdiv(self.cfg.c, bc) as u32, 1]
+    }
+
+    /// Columns a program of `mhc_pre_apply` / `mhc_post` and its warps: 1024
+    /// columns (`wide`) when they divide C, else 256, so that no lanes idle
+    /// at C = 768 (H200, T = 8192: pre-apply 24 → 22 µs, post 50 → 47 µs;
+    /// at C = 4096 the 1024-column tiles stay 3–5% ahead).
+    fn apply_tile(&self, wide: (usize, u32), narrow: (usize, u32)) -> (usize, u32) {
+        if self.cfg.c.is_multiple_of(APPLY_BC) {
+            wide
+        } else {
+            narrow
+        }
     }
 
     /// `h_in = H_pre · x` with coefficients `h`.
     pub fn apply_pre(&self, x: &Buffer, h: &Buffer, h_in: &mut Buffer, t: usize) -> Result<()> {
+        // 8 warps: 87% → 99.6% of copy bandwidth at T = 65536, C = 4096 (H200).
+        let (bc, warps) = self.apply_tile((APPLY_BC, 8), (256, 2));
         self.kernels.mhc_pre_apply(
             k::MhcPreApplyMeta {
                 N: self.n(),
-                BC: APPLY_BC as i64,
+                BC: bc as i64,
             },
-            // 8 warps: 87% → 99.6% of copy bandwidth at T = 65536, C = 4096 (H200).
-            8,
-            self.apply_grid(t),
+            warps,
+            self.apply_grid(t, bc),
             k::MhcPreApply {
                 x,
                 h,
@@ -433,13 +452,14 @@ impl Layer {
         self.check_streams("x", x, t)?;
         self.check_rows("y", y, t)?;
         self.check_streams("x_out", out, t)?;
+        let (bc, warps) = self.apply_tile((APPLY_BC, 4), (256, 1));
         self.kernels.mhc_post(
             k::MhcPostMeta {
                 N: self.n(),
-                BC: APPLY_BC as i64,
+                BC: bc as i64,
             },
-            4,
-            self.apply_grid(t),
+            warps,
+            self.apply_grid(t, bc),
             k::MhcPost {
                 x,
                 y,

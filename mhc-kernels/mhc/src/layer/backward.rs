@@ -163,6 +163,7 @@ impl Layer {
             Some(dm) => self.kernels.mhc_coeffs_bwd(
                 k::MhcCoeffsBwdMeta {
                     N: self.n(),
+                    BT: self.coeff_tokens() as i64,
                     ITERS: cfg.iters as i64,
                     SEG: SINKHORN_SEGMENT,
                     HIST: hist_slots(cfg.iters),
