@@ -83,6 +83,15 @@ pub trait Arith {
     /// f32 → i32, truncating, saturating, NaN → 0.
     fn to_int(&mut self, a: Self::F) -> Result<Self::I, Self::E>;
     fn to_float(&mut self, a: Self::I) -> Result<Self::F, Self::E>;
+    /// `body` applied `n` times to `init`, `n` known only at run time: on the
+    /// GPU a loop, so the body's code is emitted once (unrolled, a function
+    /// that repeats a long step made NVPTX's code generation superlinear).
+    fn repeat(
+        &mut self,
+        n: Self::I,
+        init: Self::F,
+        body: &mut dyn FnMut(&mut Self, Self::F) -> Result<Self::F, Self::E>,
+    ) -> Result<Self::F, Self::E>;
 }
 
 /// `Arith` on the CPU: bit-identical to the GPU code.
@@ -204,6 +213,18 @@ impl Arith for Cpu {
     }
     fn to_float(&mut self, a: i32) -> Result<f32, Self::E> {
         Ok(a as f32)
+    }
+    fn repeat(
+        &mut self,
+        n: i32,
+        init: f32,
+        body: &mut dyn FnMut(&mut Self, f32) -> Result<f32, Self::E>,
+    ) -> Result<f32, Self::E> {
+        let mut r = init;
+        for _ in 0..n {
+            r = body(self, r)?;
+        }
+        Ok(r)
     }
 }
 
@@ -940,16 +961,34 @@ fn pow2<A: Arith>(a: &mut A, j: A::I) -> Result<A::F, A::E> {
 /// r/s < 2^24 and q = trunc(r/s) is an exact integer; r − q·s (one FMA) is a
 /// multiple of s's ulp in (−s, s), hence exact, and when the rounded
 /// division overshot by one (r − q·s < 0) adding s back is exact too. Each
-/// step lowers the exponent gap by 23: from at most 127 + 149 = 276, twelve
-/// steps end with k = 0 and 0 ≤ r < |y|. NaN for a NaN operand, y = 0 or an
-/// infinite x; x for an infinite y.
+/// step lowers the exponent gap by 23, from at most 127 + 149 = 276, so
+/// 1 + ⌈max(gap − 23, 0) / 23⌉ ≤ 12 steps end with k = 0 and 0 ≤ r < |y|;
+/// a step after that leaves r as it is. The steps run as a loop of
+/// 1 + ⌈max(gap − 23, 0) / 16⌉ trips, at most 12 (one for operands of
+/// similar size). NaN for a NaN operand, y = 0 or an infinite x; x for an
+/// infinite y.
 pub fn fmod<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<A::F, A::E> {
     let (ax, ay) = (a.abs(x)?, a.abs(y)?);
     let (zero_i, zero) = (a.ci(0)?, a.cf(0.0)?);
-    let (bits23, max_k1) = (a.ci(23)?, a.ci(127)?);
     let ey = ilogb(a, ay)?;
-    let mut r = ax;
-    for _ in 0..12 {
+    let gap = ilogb(a, ax)?;
+    let gap = a.isub(gap, ey)?;
+    let bits23 = a.ci(23)?;
+    let m = a.isub(gap, bits23)?;
+    let neg = a.ilt(m, zero_i)?;
+    let m = a.sel_i(neg, zero_i, m)?;
+    let fifteen = a.ci(15)?;
+    let m = a.iadd(m, fifteen)?;
+    let m = a.shr(m, 4)?;
+    let one = a.ci(1)?;
+    let trips = a.iadd(m, one)?;
+    let twelve = a.ci(12)?;
+    let many = a.ilt(twelve, trips)?;
+    let trips = a.sel_i(many, twelve, trips)?;
+    let r = a.repeat(trips, ax, &mut |a, r| {
+        let zero_i = a.ci(0)?;
+        let zero = a.cf(0.0)?;
+        let (bits23, max_k1) = (a.ci(23)?, a.ci(127)?);
         let er = ilogb(a, r)?;
         let gap = a.isub(er, ey)?;
         let k = a.isub(gap, bits23)?;
@@ -969,8 +1008,8 @@ pub fn fmod<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<A::F, A::E> {
         let r1 = a.fma(nq, s, r)?;
         let over = a.lt(r1, zero)?;
         let back = a.add(r1, s)?;
-        r = a.sel(over, back, r1)?;
-    }
+        a.sel(over, back, r1)
+    })?;
     let xb = a.bits(x)?;
     let negative = a.ilt(xb, zero_i)?;
     let nr = a.neg(r)?;

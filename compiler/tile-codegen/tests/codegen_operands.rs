@@ -113,3 +113,22 @@ fn a_store_after_the_loop_stays_vectorised() {
     let after = ptx.rsplit(body[body.len() - 1]).next().unwrap();
     assert!(after.contains("st.global.v4.b32"), "{after}");
 }
+
+/// mHC's projection backward (`mhc_proj_bwd_dx`) does one tile per program
+/// and no row loop, so its memory-bound epilogue runs in the blocked layout:
+/// each thread moves 8 contiguous bf16 of x and of g_x per access (16 bytes),
+/// not the accumulator's 4-byte column pairs (1.5× slower on the H200).
+#[test]
+fn the_projection_backward_epilogue_is_vectorised() {
+    let ptx = file_ptx(
+        "mhc-kernels/kernels/mhc/mhc.tile",
+        "mhc_proj_bwd_dx",
+        &[("RP", 32), ("BT", 64), ("BK", 64)],
+        4,
+    );
+    // [64, 64] bf16 on 128 threads: 4 vectors of 8 a thread for x, for the
+    // old g_x and for the new one.
+    let lines: Vec<&str> = ptx.lines().collect();
+    assert!(count(&lines, "ld.global.v4.b32") >= 8, "{ptx}");
+    assert_eq!(count(&lines, "st.global.v4.b32"), 4, "{ptx}");
+}

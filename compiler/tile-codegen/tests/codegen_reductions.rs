@@ -97,7 +97,7 @@ fn sinkhorn_iterations_have_no_barrier() {
     ] {
         for n in [2, 4, 8] {
             let bars = |iters: i64| {
-                let mut meta = vec![("N", n), ("ITERS", iters)];
+                let mut meta = vec![("N", n), ("BT", 32 / n), ("ITERS", iters)];
                 meta.extend_from_slice(extra);
                 let ptx = common::file_ptx("mhc-kernels/kernels/mhc/mhc.tile", kernel, &meta, 1);
                 ptx.lines().filter(|l| l.contains("bar.sync")).count()

@@ -743,4 +743,21 @@ impl Arith for Mlir<'_, '_> {
     fn to_float(&mut self, a: V) -> Result<V, CodegenError> {
         self.f("arith.sitofp", &[a])
     }
+    fn repeat(
+        &mut self,
+        n: V,
+        init: V,
+        body: &mut dyn FnMut(&mut Self, V) -> Result<V, CodegenError>,
+    ) -> Result<V, CodegenError> {
+        let (lb, step) = (self.0.i32(0)?, self.0.i32(1)?);
+        let (it, ft) = (self.0.ty("i32"), self.0.ty("f32"));
+        let args = self.0.push_block(&[it, ft]);
+        let r = body(self, args[1])?;
+        self.0.op("scf.yield", &[r], &[], &[])?;
+        let region = self.0.pop_region();
+        let out = self
+            .0
+            .op_full("scf.for", &[lb, n, step, init], &[ft], &[], vec![region])?;
+        Ok(out[0])
+    }
 }
