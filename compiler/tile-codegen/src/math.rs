@@ -90,9 +90,13 @@ pub trait Arith {
         &mut self,
         n: Self::I,
         init: Self::F,
-        body: &mut dyn FnMut(&mut Self, Self::F) -> Result<Self::F, Self::E>,
+        body: &mut Step<'_, Self>,
     ) -> Result<Self::F, Self::E>;
 }
+
+/// One trip of [`Arith::repeat`]: the carried value in, the next out.
+pub type Step<'a, A> =
+    dyn FnMut(&mut A, <A as Arith>::F) -> Result<<A as Arith>::F, <A as Arith>::E> + 'a;
 
 /// `Arith` on the CPU: bit-identical to the GPU code.
 pub struct Cpu;
@@ -214,12 +218,7 @@ impl Arith for Cpu {
     fn to_float(&mut self, a: i32) -> Result<f32, Self::E> {
         Ok(a as f32)
     }
-    fn repeat(
-        &mut self,
-        n: i32,
-        init: f32,
-        body: &mut dyn FnMut(&mut Self, f32) -> Result<f32, Self::E>,
-    ) -> Result<f32, Self::E> {
+    fn repeat(&mut self, n: i32, init: f32, body: &mut Step<'_, Self>) -> Result<f32, Self::E> {
         let mut r = init;
         for _ in 0..n {
             r = body(self, r)?;

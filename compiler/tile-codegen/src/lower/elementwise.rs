@@ -4,7 +4,7 @@
 
 use super::{scalar_ty, Lower};
 use crate::emit::{Emitter, V};
-use crate::math::{self, Arith};
+use crate::math::{self, Arith, Step};
 use crate::CodegenError;
 use tile_ir::{BinaryOp, CmpOp, Const, Op, Scalar, Span, UnaryOp, ValueId};
 
@@ -743,12 +743,7 @@ impl Arith for Mlir<'_, '_> {
     fn to_float(&mut self, a: V) -> Result<V, CodegenError> {
         self.f("arith.sitofp", &[a])
     }
-    fn repeat(
-        &mut self,
-        n: V,
-        init: V,
-        body: &mut dyn FnMut(&mut Self, V) -> Result<V, CodegenError>,
-    ) -> Result<V, CodegenError> {
+    fn repeat(&mut self, n: V, init: V, body: &mut Step<'_, Self>) -> Result<V, CodegenError> {
         let (lb, step) = (self.0.i32(0)?, self.0.i32(1)?);
         let (it, ft) = (self.0.ty("i32"), self.0.ty("f32"));
         let args = self.0.push_block(&[it, ft]);
