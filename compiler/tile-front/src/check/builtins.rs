@@ -1,6 +1,6 @@
 //! Builtin functions: argument checking and elaboration to TIR.
 
-use super::elab::{plural, Cx, Reported, Val, R, TV};
+use super::elab::{broadcast_mismatch, plural, Cx, Reported, Val, R, TV};
 use super::types::{broadcast_shapes, literal_meets, promote, shape_str};
 use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{BinOp, Expr, ExprKind};
@@ -617,19 +617,7 @@ fn unify(cx: &mut Cx, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> R<(TV, 
     let ta = cx.materialize(&a, e, sa)?;
     let tb = cx.materialize(&b, e, sb)?;
     let Some(shape) = broadcast_shapes(&ta.ty.shape, &tb.ty.shape) else {
-        return cx.err(
-            Diagnostic::new(
-                Code::ShapeMismatch,
-                format!(
-                    "shapes {} and {} cannot be broadcast together",
-                    shape_str(&ta.ty.shape),
-                    shape_str(&tb.ty.shape)
-                ),
-                span,
-            )
-            .with_secondary(sa, format!("shape {}", shape_str(&ta.ty.shape)))
-            .with_secondary(sb, format!("shape {}", shape_str(&tb.ty.shape))),
-        );
+        return cx.err(broadcast_mismatch(&ta.ty.shape, &tb.ty.shape, sa, sb, span));
     };
     let ta = cx.broadcast(ta, &shape, span);
     let tb = cx.broadcast(tb, &shape, span);

@@ -22,6 +22,7 @@ mod ops;
 mod stmt;
 
 use super::{find_kernel, scalar_type};
+use crate::check::types::shape_str;
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::syntax::ast;
 use std::collections::HashMap;
@@ -442,6 +443,29 @@ impl<'m> Cx<'m> {
             )
             .collect()
     }
+}
+
+/// E0013 for two operands (at `sa` and `sb`) whose shapes `a` and `b` do
+/// not broadcast together.
+pub(crate) fn broadcast_mismatch(
+    a: &[u32],
+    b: &[u32],
+    sa: Span,
+    sb: Span,
+    span: Span,
+) -> Diagnostic {
+    Diagnostic::new(
+        Code::ShapeMismatch,
+        format!(
+            "shapes {} and {} cannot be broadcast together",
+            shape_str(a),
+            shape_str(b)
+        ),
+        span,
+    )
+    .with_secondary(sa, format!("shape {}", shape_str(a)))
+    .with_secondary(sb, format!("shape {}", shape_str(b)))
+    .with_hint("trailing dimensions must be equal or 1; add axes with `x[:, None]`")
 }
 
 pub(crate) fn plural(n: usize) -> &'static str {

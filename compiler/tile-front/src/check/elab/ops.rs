@@ -1,7 +1,7 @@
 //! Unary and binary operators: type promotion of typed operands, compile-time
 //! arithmetic on untyped literals and constants, and pointer arithmetic.
 
-use super::{Cx, Reported, Val, R, TV};
+use super::{broadcast_mismatch, Cx, Reported, Val, R, TV};
 use crate::check::types::{broadcast_shapes, literal_meets, promote, shape_str};
 use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{BinOp, UnOp};
@@ -125,20 +125,7 @@ impl<'m> Cx<'m> {
             }
         }
         let Some(shape) = broadcast_shapes(&ta.ty.shape, &tb.ty.shape) else {
-            return self.err(
-                Diagnostic::new(
-                    Code::ShapeMismatch,
-                    format!(
-                        "shapes {} and {} cannot be broadcast together",
-                        shape_str(&ta.ty.shape),
-                        shape_str(&tb.ty.shape)
-                    ),
-                    span,
-                )
-                .with_secondary(sa, format!("shape {}", shape_str(&ta.ty.shape)))
-                .with_secondary(sb, format!("shape {}", shape_str(&tb.ty.shape)))
-                .with_hint("trailing dimensions must be equal or 1; add axes with `x[:, None]`"),
-            );
+            return self.err(broadcast_mismatch(&ta.ty.shape, &tb.ty.shape, sa, sb, span));
         };
         let ta = self.broadcast(ta, &shape, span);
         let tb = self.broadcast(tb, &shape, span);
