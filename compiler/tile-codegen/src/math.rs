@@ -969,10 +969,10 @@ fn pow2<A: Arith>(a: &mut A, j: A::I) -> Result<A::F, A::E> {
 pub fn fmod<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<A::F, A::E> {
     let (ax, ay) = (a.abs(x)?, a.abs(y)?);
     let (zero_i, zero) = (a.ci(0)?, a.cf(0.0)?);
+    let (bits23, max_k1) = (a.ci(23)?, a.ci(127)?);
     let ey = ilogb(a, ay)?;
     let gap = ilogb(a, ax)?;
     let gap = a.isub(gap, ey)?;
-    let bits23 = a.ci(23)?;
     let m = a.isub(gap, bits23)?;
     let neg = a.ilt(m, zero_i)?;
     let m = a.sel_i(neg, zero_i, m)?;
@@ -984,10 +984,8 @@ pub fn fmod<A: Arith>(a: &mut A, x: A::F, y: A::F) -> Result<A::F, A::E> {
     let twelve = a.ci(12)?;
     let many = a.ilt(twelve, trips)?;
     let trips = a.sel_i(many, twelve, trips)?;
+    // The loop body reads the values above from the enclosing scope.
     let r = a.repeat(trips, ax, &mut |a, r| {
-        let zero_i = a.ci(0)?;
-        let zero = a.cf(0.0)?;
-        let (bits23, max_k1) = (a.ci(23)?, a.ci(127)?);
         let er = ilogb(a, r)?;
         let gap = a.isub(er, ey)?;
         let k = a.isub(gap, bits23)?;
