@@ -74,6 +74,20 @@ impl<'c> Emitter<'c> {
         unsafe { Value::from_raw(v) }.r#type()
     }
 
+    /// `x` when `v` is `arith.extf(x)`: the value a widening started from.
+    pub fn extended_from(&self, v: V) -> Option<V> {
+        // Safety: `v` is a live value of the module under construction.
+        unsafe {
+            if !mlir_sys::mlirValueIsAOpResult(v) {
+                return None;
+            }
+            let op = mlir_sys::mlirOpResultGetOwner(v);
+            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
+            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
+            (name == b"arith.extf").then(|| mlir_sys::mlirOperationGetOperand(op, 0))
+        }
+    }
+
     pub fn push_block(&mut self, args: &[Type<'c>]) -> Vec<V> {
         let block = Block::new(&args.iter().map(|t| (*t, self.loc)).collect::<Vec<_>>());
         let vals = (0..args.len())

@@ -12,6 +12,7 @@ pub mod math;
 mod mlir_passes;
 mod prefetch;
 mod ptx;
+mod ptxas_defects;
 mod tma;
 
 use melior::dialect::DialectRegistry;

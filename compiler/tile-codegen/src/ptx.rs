@@ -107,5 +107,5 @@ pub(crate) fn to_ptx(
         .trim_end_matches('\0')
         .to_string();
     step("nvptx-codegen");
-    Ok((llvm_ir, ptx))
+    Ok((llvm_ir, crate::ptxas_defects::avoid_ptxas_defects(&ptx)))
 }

@@ -10,6 +10,47 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tile_ir::launch::{HostScalar, TmaOperand};
 
+/// `TILE_PTXAS=/path/to/ptxas` has kernels assembled by that `ptxas` (with
+/// the options in `TILE_PTXAS_OPTIONS`, e.g. `-O0`) and loaded as machine
+/// code, instead of handing the PTX to the driver's compiler: tells a fault
+/// of our PTX from one of the PTX compiler (docs/ARCHITECTURE.md,
+/// "Differential test").
+pub const TILE_PTXAS: &str = "TILE_PTXAS";
+pub const TILE_PTXAS_OPTIONS: &str = "TILE_PTXAS_OPTIONS";
+
+/// Assemble `ptx` (kernel `name`) with the `ptxas` at `ptxas` for the target
+/// its `.target` line names; the cubin's bytes.
+fn assemble(ptxas: &std::ffi::OsStr, ptx: &str, name: &str) -> Result<Vec<u8>, RuntimeError> {
+    let fail = |why: String| RuntimeError::Cuda(format!("{TILE_PTXAS}: kernel `{name}`: {why}"));
+    let arch = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".target "))
+        .and_then(|t| t.split(',').next())
+        .map(str::trim)
+        .ok_or_else(|| fail("the PTX has no `.target` line".into()))?;
+    let dir = tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?;
+    let (src, out) = (dir.path().join("k.ptx"), dir.path().join("k.cubin"));
+    std::fs::write(&src, ptx).map_err(|e| fail(format!("{}: {e}", src.display())))?;
+    let options = std::env::var(TILE_PTXAS_OPTIONS).unwrap_or_default();
+    let run = std::process::Command::new(ptxas)
+        .arg(format!("-arch={arch}"))
+        .args(options.split_whitespace())
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", ptxas.to_string_lossy())))?;
+    if !run.status.success() {
+        return Err(fail(format!(
+            "{} {options} failed ({}): {}",
+            ptxas.to_string_lossy(),
+            run.status,
+            String::from_utf8_lossy(&run.stderr).trim()
+        )));
+    }
+    std::fs::read(&out).map_err(|e| fail(format!("{}: {e}", out.display())))
+}
+
 /// Encoded tensor maps kept in device memory before the cache is emptied
 /// (after a synchronisation, so that no running kernel still reads one).
 const MAX_TENSOR_MAPS: usize = 4096;
@@ -325,7 +366,11 @@ impl CudaDevice {
         name: &str,
         shared_bytes: u32,
     ) -> Result<CudaFunction, RuntimeError> {
-        let module = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+        let image = match std::env::var_os(TILE_PTXAS) {
+            Some(ptxas) if !ptxas.is_empty() => Ptx::from_binary(assemble(&ptxas, ptx, name)?),
+            _ => Ptx::from_src(ptx),
+        };
+        let module = self.ctx.load_module(image).map_err(drv)?;
         let f = module.load_function(name).map_err(drv)?;
         if shared_bytes > 48 * 1024 {
             // Above 48 KB a kernel must opt in to large dynamic shared memory.

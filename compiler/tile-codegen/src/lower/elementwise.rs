@@ -212,13 +212,26 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
     }
 
+    /// An f32 rounded to `s` (f16 or bf16; other types unchanged). Through
+    /// the NVVM conversion intrinsics, not `fptrunc`: LLVM's InstCombine
+    /// turns `fptrunc(op(fpext a, fpext b))` into a 16-bit `op` (exact, by
+    /// double rounding), and ptxas (12.9 to 13.4) pairs two such scalar
+    /// ops into one `HMUL2`/`HADD2` wrongly when one operand register is
+    /// rewritten under a predicate (`selp.b16`): a miscompile the
+    /// differential test found (`differential/f16_mul_pair_with_select.tile`).
+    /// 16-bit arithmetic thus stays in f32, which rounds identically.
     pub(super) fn narrow(&mut self, x: V, s: Scalar) -> Result<V, CodegenError> {
-        if matches!(s, Scalar::F16 | Scalar::BF16) {
-            let t = self.e.ty(scalar_ty(s));
-            self.e.op1("arith.truncf", &[x], t, &[])
-        } else {
-            Ok(x)
+        let intrin = match s {
+            Scalar::F16 => "llvm.nvvm.f2f16.rn",
+            Scalar::BF16 => "llvm.nvvm.f2bf16.rn",
+            _ => return Ok(x),
+        };
+        let t = self.e.ty(scalar_ty(s));
+        // Exact: a 16-bit value widened and rounded back is itself.
+        if let Some(v) = self.e.extended_from(x).filter(|&v| self.e.type_of(v) == t) {
+            return Ok(v);
         }
+        self.e.call_intrinsic(intrin, &[x], t)
     }
 
     pub(super) fn unary(&mut self, op: UnaryOp, s: Scalar, x: V) -> Result<V, CodegenError> {
@@ -549,11 +562,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         match (from.is_float(), to.is_float()) {
             (true, true) => {
                 let w = self.widen(x, from)?;
-                if to == Scalar::F32 {
-                    Ok(w)
-                } else {
-                    self.e.op1("arith.truncf", &[w], tt, &[])
-                }
+                self.narrow(w, to)
             }
             (false, false) => {
                 if from == Scalar::I1 {
