@@ -36,3 +36,38 @@ fn vector_add_specializes() {
         .expect("ok");
     println!("{}", tile_ir::print_kernel(&k));
 }
+
+/// `where:` keeps the configurations that meet every condition, in the
+/// product's order.
+#[test]
+fn where_pairs_tune_choices() {
+    let src = SourceFile::new(
+        "where.tile",
+        "kernel k<const BC: i32, const N: i32>(x: *f32) {\n\
+             store(x + arange(0, BC), full([BC], 1.0, f32));\n\
+         }\n\
+         tune k { N: [2, 4, 8], BC: [256, 1024], warps: [2, 8], where: [BC == 128 * warps, N * 2 <= 8 || BC == 1024] }\n",
+    );
+    let p = match parse_program(&src) {
+        Ok(p) => p,
+        Err(d) => panic!("{}", d.render(&src)),
+    };
+    let configs: Vec<String> = p
+        .tune_space("k")
+        .expect("tune block")
+        .configs()
+        .iter()
+        .map(|c| c.describe())
+        .collect();
+    assert_eq!(
+        configs,
+        [
+            "N=2, BC=256, warps=2",
+            "N=2, BC=1024, warps=8",
+            "N=4, BC=256, warps=2",
+            "N=4, BC=1024, warps=8",
+            "N=8, BC=1024, warps=8",
+        ]
+    );
+    assert!(p.check_all().is_empty());
+}

@@ -149,6 +149,98 @@ impl std::fmt::Display for GridExpr {
     }
 }
 
+/// One condition of a tune block's `where:` entry (`where: [BC == 128 * warps]`):
+/// comparisons of [`GridExpr`]s over the meta-parameters and `warps`, joined
+/// by `&&`, `||` and `!`. A configuration is compiled only where every
+/// condition of its block holds ([`crate::TuneSpace::configs`]), so a block
+/// can pair its choices instead of taking their whole cartesian product.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TuneCond {
+    Cmp(CmpKind, GridExpr, GridExpr),
+    And(Box<TuneCond>, Box<TuneCond>),
+    Or(Box<TuneCond>, Box<TuneCond>),
+    Not(Box<TuneCond>),
+}
+
+/// The comparison of a [`TuneCond::Cmp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmpKind {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpKind {
+    fn symbol(self) -> &'static str {
+        match self {
+            CmpKind::Eq => "==",
+            CmpKind::Ne => "!=",
+            CmpKind::Lt => "<",
+            CmpKind::Le => "<=",
+            CmpKind::Gt => ">",
+            CmpKind::Ge => ">=",
+        }
+    }
+}
+
+impl TuneCond {
+    /// Whether the condition holds with `meta(name)` for meta-parameters
+    /// (`warps` among them); an error names a missing value, a division by
+    /// zero or an overflow.
+    pub fn holds(&self, meta: &dyn Fn(&str) -> Option<i64>) -> Result<bool, String> {
+        let none = |_: &str| None;
+        Ok(match self {
+            TuneCond::Cmp(op, a, b) => {
+                let (x, y) = (a.eval(&none, meta)?, b.eval(&none, meta)?);
+                match op {
+                    CmpKind::Eq => x == y,
+                    CmpKind::Ne => x != y,
+                    CmpKind::Lt => x < y,
+                    CmpKind::Le => x <= y,
+                    CmpKind::Gt => x > y,
+                    CmpKind::Ge => x >= y,
+                }
+            }
+            TuneCond::And(a, b) => a.holds(meta)? && b.holds(meta)?,
+            TuneCond::Or(a, b) => a.holds(meta)? || b.holds(meta)?,
+            TuneCond::Not(a) => !a.holds(meta)?,
+        })
+    }
+}
+
+/// As written in the source, fully parenthesised where operators mix:
+/// `BC == 128 * warps`, `(BL == 32 && BP == 32) || !(N > 4)`.
+impl std::fmt::Display for TuneCond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |f: &mut std::fmt::Formatter<'_>, c: &TuneCond| match c {
+            TuneCond::Cmp(..) | TuneCond::Not(..) => write!(f, "{c}"),
+            _ => write!(f, "({c})"),
+        };
+        match self {
+            TuneCond::Cmp(op, a, b) => write!(f, "{a} {} {b}", op.symbol()),
+            TuneCond::Not(a) => match **a {
+                TuneCond::Not(_) => write!(f, "!{a}"),
+                _ => write!(f, "!({a})"),
+            },
+            TuneCond::And(a, b) | TuneCond::Or(a, b) => {
+                let op = if matches!(self, TuneCond::And(..)) {
+                    "&&"
+                } else {
+                    "||"
+                };
+                side(f, a)?;
+                write!(f, " {op} ")?;
+                side(f, b)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::GridExpr::{self, *};
@@ -202,6 +294,34 @@ mod tests {
         let j = serde_json::to_string(&cd).unwrap();
         assert_eq!(j, r#"{"cdiv":[{"param":"M"},{"const":2}]}"#);
         assert_eq!(serde_json::from_str::<GridExpr>(&j).unwrap(), cd);
+    }
+
+    #[test]
+    fn tune_conditions_hold_print_and_round_trip() {
+        use super::{CmpKind, TuneCond};
+        let warps = Mul(b(Const(128)), b(Meta("warps".into())));
+        let paired = TuneCond::Cmp(CmpKind::Eq, Meta("BC".into()), warps);
+        let narrow = TuneCond::Not(Box::new(TuneCond::Cmp(
+            CmpKind::Gt,
+            Meta("N".into()),
+            Const(4),
+        )));
+        let c = TuneCond::Or(Box::new(paired.clone()), Box::new(narrow));
+        assert_eq!(c.to_string(), "BC == 128 * warps || !(N > 4)");
+        let at = |bc: i64, w: i64, n: i64| {
+            move |name: &str| match name {
+                "BC" => Some(bc),
+                "warps" => Some(w),
+                "N" => Some(n),
+                _ => None,
+            }
+        };
+        assert_eq!(c.holds(&at(1024, 8, 8)), Ok(true));
+        assert_eq!(c.holds(&at(1024, 2, 8)), Ok(false));
+        assert_eq!(c.holds(&at(1024, 2, 4)), Ok(true));
+        assert!(paired.holds(&|_| None).unwrap_err().contains("`BC`"));
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<TuneCond>(&j).unwrap(), c);
     }
 
     /// Packs written before `grid:` existed hold no `grid` in their tune

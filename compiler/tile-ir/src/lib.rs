@@ -519,6 +519,10 @@ pub struct TuneSpace {
     /// before the entry existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid: Option<Vec<crate::launch::GridExpr>>,
+    /// The block's `where:` conditions: a configuration is in the space only
+    /// where all of them hold. Empty (and absent in packs) without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<crate::launch::TuneCond>,
 }
 
 /// One point of a tune space: meta-parameter values and the warp count.
@@ -538,7 +542,21 @@ impl Config {
 }
 
 impl TuneSpace {
-    /// Every config, in a stable order (cartesian product, last parameter fastest, warps last).
+    /// Whether `config` meets every `where:` condition (one that cannot be
+    /// evaluated, say a division by zero, excludes it; the checker reports
+    /// such blocks).
+    pub fn admits(&self, config: &Config) -> bool {
+        let meta = |n: &str| {
+            if n == "warps" {
+                return Some(config.warps as i64);
+            }
+            config.meta.iter().find(|(m, _)| m == n).map(|(_, v)| *v)
+        };
+        self.constraints.iter().all(|c| c.holds(&meta) == Ok(true))
+    }
+
+    /// Every config, in a stable order (cartesian product, last parameter
+    /// fastest, warps last), less those the `where:` conditions exclude.
     pub fn configs(&self) -> Vec<Config> {
         let mut out = vec![Vec::new()];
         for (name, vals) in &self.params {
@@ -564,6 +582,7 @@ impl TuneSpace {
                     warps: w,
                 })
             })
+            .filter(|c| self.admits(c))
             .collect()
     }
 }

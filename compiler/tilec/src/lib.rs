@@ -105,10 +105,8 @@ pub fn compile_dir_cached(
     for (i, p) in programs.iter().enumerate() {
         for name in p.kernel_names() {
             let tune = p.tune_space(&name).unwrap_or_else(|| TuneSpace {
-                key: vec![],
-                params: vec![],
                 warps: vec![4],
-                grid: None,
+                ..TuneSpace::default()
             });
             // Meta-parameters the tune block leaves out take their declared defaults.
             let mut defaults = Vec::new();

@@ -71,3 +71,42 @@ fn backward_check_catches_a_dropped_or_wrong_term() {
         );
     }
 }
+
+/// The compiled pack (`target/packs/mhc.tpack`, or `$TILE_PACK_DIR`) holds
+/// every configuration a site launches: its tune blocks pair choices with
+/// `where:` (`N * BT == 32`, `BC == 128 * warps`, …), and a launch the layer
+/// makes outside them would fail on the GPU. Run here through the pack's TIR
+/// on the interpreter, for the wide (1024 | C) and narrow apply tiles, n = 2,
+/// 4, 8, both mixings; each output bit-identical to the sources' kernels.
+#[test]
+fn the_pack_holds_every_configuration_a_site_launches() {
+    let pack = tile_testkit::current_pack_path("mhc");
+    let packed = std::sync::Arc::new(
+        mhc::kernels::KernelSet::from_packs(
+            std::sync::Arc::new(tile_runtime::Device::cpu()),
+            &[pack],
+        )
+        .unwrap_or_else(|e| panic!("{e} (build it with `bash scripts/packs`)")),
+    );
+    let sources = cpu_kernels();
+    let mut rng = StdRng::seed_from_u64(seed());
+    for mixing in [Mixing::Mhc, Mixing::Hc] {
+        for n in [2, 4, 8] {
+            for c in [1024, 100] {
+                let t = 3;
+                let site = random_site(mixing, t, n, c, &mut rng);
+                let g_out = round_bf16(gaussian(&mut rng, t * n * c, 1.0));
+                let g_h = round_bf16(gaussian(&mut rng, t * c, 1.0));
+                let got = site_outputs(&Run::new(&packed, site.clone()), &g_out, &g_h);
+                let want = site_outputs(&Run::new(&sources, site), &g_out, &g_h);
+                for ((name, g), (_, w)) in got.iter().zip(&want) {
+                    let same = g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{mixing:?} n={n} C={c}: `{name}` differs between pack and sources"
+                    );
+                }
+            }
+        }
+    }
+}

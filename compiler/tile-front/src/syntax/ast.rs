@@ -83,8 +83,9 @@ pub struct TuneEntry {
 pub enum TuneValue {
     Int(i64, Span),
     Name(Ident),
-    /// An entry of `grid: [cdiv(M, BM), N]`: an expression, checked by the
-    /// checker (integer arithmetic over scalar parameters and meta-parameters).
+    /// An entry of `grid: [cdiv(M, BM), N]` or `where: [BC == 128 * warps]`:
+    /// an expression, checked by the checker (integer arithmetic over scalar
+    /// parameters and meta-parameters; conditions over the tuned values).
     Expr(Expr),
 }
 

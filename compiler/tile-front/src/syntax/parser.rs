@@ -585,8 +585,9 @@ impl P {
             let (i, name) = ident(i)?;
             let (i, _) = tok(Tok::Colon)(i)?;
             let (i, _) = tok(Tok::LBracket)(i)?;
-            // `grid: [cdiv(M, BM), N]` holds expressions; the other entries numbers or names.
-            let (i, values) = if name.name == "grid" {
+            // `grid: [cdiv(M, BM), N]` and `where: [BC == 128 * warps]` hold
+            // expressions; the other entries numbers or names.
+            let (i, values) = if name.name == "grid" || name.name == "where" {
                 let grid_value = |i: Toks<'a>| self.expr(i).map(|(r, e)| (r, TuneValue::Expr(e)));
                 separated_list0(tok(Tok::Comma), grid_value).parse(i)?
             } else {
