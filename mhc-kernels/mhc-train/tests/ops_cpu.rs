@@ -632,21 +632,42 @@ fn flash_attention_refuses_other_head_dims() {
 }
 
 /// Shapes with one tile of heads, with more heads than a tile holds (20 >
-/// 16: two tiles, the second ragged), and a head dimension past 128 (tiles
-/// of 4 heads).
+/// 16: two tiles, the second ragged), and head dimensions past 128 (tiles
+/// of 4 heads); every BLOCK the permutes take (64, 128, 256, 1024).
 #[test]
 fn head_permutes_round_trip() {
-    let o = ops();
+    head_permutes(&ops());
+}
+
+/// The same through the compiled packs' variants (`target/packs`, or
+/// `$TILE_PACK_DIR`): the permutes' tune blocks keep only the (BLOCK, HB)
+/// pairs `Ops::permute` launches (`where:`), so a pair it picks outside them
+/// fails here, not first on a GPU.
+#[test]
+fn head_permutes_from_the_packs() {
+    let paths = ["mhc", "model"].map(tile_testkit::current_pack_path);
+    let ks = KernelSet::from_packs(Arc::new(Device::cpu()), &paths)
+        .unwrap_or_else(|e| panic!("{e} (build the packs with `bash scripts/packs`)"));
+    head_permutes(&Ops::new(Arc::new(ks)).unwrap());
+}
+
+fn head_permutes(o: &Ops) {
     let mut rng = rng("permutes");
-    for (b, t, h, d) in [(2, 5, 3, 7), (1, 3, 20, 64), (1, 2, 9, 130)] {
+    for (b, t, h, d) in [
+        (2, 5, 3, 7),
+        (1, 3, 20, 64),
+        (1, 2, 17, 100),
+        (1, 2, 9, 130),
+        (1, 1, 5, 1000),
+    ] {
         let qkv = randv(&mut rng, b * t * 3 * h * d, 1.0);
-        let qkvb = up(&o, &qkv);
+        let qkvb = up(o, &qkv);
         let qkv = as_f32(&qkv);
-        let mut back = nan(&o, Scalar::F32, qkv.len());
+        let mut back = nan(o, Scalar::F32, qkv.len());
         for slot in 0..3 {
-            let mut x = nan(&o, Scalar::F32, b * h * t * d);
+            let mut x = nan(o, Scalar::F32, b * h * t * d);
             o.split_heads(&qkvb, &mut x, b, t, h, d, 3, slot).unwrap();
-            let got = down(&o, &x);
+            let got = down(o, &x);
             for (i, g) in got.iter().enumerate() {
                 let (bi, hi, ti, di) = (i / (h * t * d), i / (t * d) % h, i / d % t, i % d);
                 assert_eq!(
@@ -657,7 +678,7 @@ fn head_permutes_round_trip() {
             }
             o.merge_heads(&x, &mut back, b, t, h, d, 3, slot).unwrap();
         }
-        same("merge", &down(&o, &back), &qkv);
+        same("merge", &down(o, &back), &qkv);
     }
 }
 
