@@ -533,6 +533,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The value of meta-parameter `name`, or of `warps`.
+    pub fn value(&self, name: &str) -> Option<i64> {
+        if name == "warps" {
+            return Some(self.warps as i64);
+        }
+        self.meta.iter().find(|(m, _)| m == name).map(|(_, v)| *v)
+    }
+
     /// `BLOCK=1024, warps=4`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -546,13 +554,9 @@ impl TuneSpace {
     /// evaluated, say a division by zero, excludes it; the checker reports
     /// such blocks).
     pub fn admits(&self, config: &Config) -> bool {
-        let meta = |n: &str| {
-            if n == "warps" {
-                return Some(config.warps as i64);
-            }
-            config.meta.iter().find(|(m, _)| m == n).map(|(_, v)| *v)
-        };
-        self.constraints.iter().all(|c| c.holds(&meta) == Ok(true))
+        self.constraints
+            .iter()
+            .all(|c| c.holds(&|n| config.value(n)) == Ok(true))
     }
 
     /// Every config, in a stable order (cartesian product, last parameter

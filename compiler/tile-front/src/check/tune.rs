@@ -47,30 +47,14 @@ pub fn tune_space(m: &ast::Module, kernel: &str) -> Option<tir::TuneSpace> {
             "warps" => space.warps = ints().map(|w| w as u32).collect(),
             "grid" => {
                 if let Some(k) = find_kernel(m, kernel) {
-                    let mut d = Diagnostics::new();
-                    let axes: Option<Vec<_>> = e
-                        .values
-                        .iter()
-                        .map(|v| match v {
-                            ast::TuneValue::Expr(x) => grid_expr(k, x, &mut d),
-                            _ => None,
-                        })
-                        .collect();
-                    space.grid = axes.filter(|a| d.is_empty() && (1..=3).contains(&a.len()));
+                    space.grid = converted(e, |x, d| grid_expr(k, x, d))
+                        .filter(|a| (1..=3).contains(&a.len()));
                 }
             }
             "where" => {
                 if let Some(k) = find_kernel(m, kernel) {
-                    let mut d = Diagnostics::new();
-                    let conds: Option<Vec<_>> = e
-                        .values
-                        .iter()
-                        .map(|v| match v {
-                            ast::TuneValue::Expr(x) => tune_cond(k, t, x, &mut d),
-                            _ => None,
-                        })
-                        .collect();
-                    space.constraints = conds.filter(|_| d.is_empty()).unwrap_or_default();
+                    space.constraints =
+                        converted(e, |x, d| tune_cond(k, t, x, d)).unwrap_or_default();
                 }
             }
             name => space.params.push((name.to_string(), ints().collect())),
@@ -374,6 +358,24 @@ fn grid_expr(k: &KernelDef, e: &ast::Expr, d: &mut Diagnostics) -> Option<tir::l
     }
 }
 
+/// Every value of an expression entry (`grid:`, `where:`) converted by
+/// `convert`; `None` when any does not convert (the checker reports why).
+fn converted<T>(
+    e: &ast::TuneEntry,
+    mut convert: impl FnMut(&ast::Expr, &mut Diagnostics) -> Option<T>,
+) -> Option<Vec<T>> {
+    let mut d = Diagnostics::new();
+    let out: Option<Vec<T>> = e
+        .values
+        .iter()
+        .map(|v| match v {
+            ast::TuneValue::Expr(x) => convert(x, &mut d),
+            _ => None,
+        })
+        .collect();
+    out.filter(|_| d.is_empty())
+}
+
 /// After the conditions check: each evaluates for every configuration of the
 /// block's product, and at least one configuration meets them all.
 fn check_where_admits_some(
@@ -394,16 +396,10 @@ fn check_where_admits_some(
     }
     .configs();
     for c in &all {
-        let meta = |n: &str| {
-            if n == "warps" {
-                return Some(c.warps as i64);
-            }
-            c.meta.iter().find(|(m, _)| m == n).map(|(_, v)| *v)
-        };
         if let Some((cond, why)) = space
             .constraints
             .iter()
-            .find_map(|k| k.holds(&meta).err().map(|why| (k, why)))
+            .find_map(|k| k.holds(&|n| c.value(n)).err().map(|why| (k, why)))
         {
             d.push(
                 Diagnostic::new(
