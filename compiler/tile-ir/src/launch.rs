@@ -157,35 +157,10 @@ impl std::fmt::Display for GridExpr {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TuneCond {
-    Cmp(CmpKind, GridExpr, GridExpr),
+    Cmp(crate::CmpOp, GridExpr, GridExpr),
     And(Box<TuneCond>, Box<TuneCond>),
     Or(Box<TuneCond>, Box<TuneCond>),
     Not(Box<TuneCond>),
-}
-
-/// The comparison of a [`TuneCond::Cmp`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CmpKind {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl CmpKind {
-    fn symbol(self) -> &'static str {
-        match self {
-            CmpKind::Eq => "==",
-            CmpKind::Ne => "!=",
-            CmpKind::Lt => "<",
-            CmpKind::Le => "<=",
-            CmpKind::Gt => ">",
-            CmpKind::Ge => ">=",
-        }
-    }
 }
 
 impl TuneCond {
@@ -197,14 +172,8 @@ impl TuneCond {
         Ok(match self {
             TuneCond::Cmp(op, a, b) => {
                 let (x, y) = (a.eval(&none, meta)?, b.eval(&none, meta)?);
-                match op {
-                    CmpKind::Eq => x == y,
-                    CmpKind::Ne => x != y,
-                    CmpKind::Lt => x < y,
-                    CmpKind::Le => x <= y,
-                    CmpKind::Gt => x > y,
-                    CmpKind::Ge => x >= y,
-                }
+                let (x, y) = (crate::Const::Int(x), crate::Const::Int(y));
+                crate::consteval::cmp(*op, x, y, crate::Scalar::I64) == crate::Const::Bool(true)
             }
             TuneCond::And(a, b) => a.holds(meta)? && b.holds(meta)?,
             TuneCond::Or(a, b) => a.holds(meta)? || b.holds(meta)?,
@@ -222,7 +191,17 @@ impl std::fmt::Display for TuneCond {
             _ => write!(f, "({c})"),
         };
         match self {
-            TuneCond::Cmp(op, a, b) => write!(f, "{a} {} {b}", op.symbol()),
+            TuneCond::Cmp(op, a, b) => {
+                let op = match op {
+                    crate::CmpOp::Eq => "==",
+                    crate::CmpOp::Ne => "!=",
+                    crate::CmpOp::Lt => "<",
+                    crate::CmpOp::Le => "<=",
+                    crate::CmpOp::Gt => ">",
+                    crate::CmpOp::Ge => ">=",
+                };
+                write!(f, "{a} {op} {b}")
+            }
             TuneCond::Not(a) => match **a {
                 TuneCond::Not(_) => write!(f, "!{a}"),
                 _ => write!(f, "!({a})"),
@@ -298,11 +277,12 @@ mod tests {
 
     #[test]
     fn tune_conditions_hold_print_and_round_trip() {
-        use super::{CmpKind, TuneCond};
+        use super::TuneCond;
+        use crate::CmpOp;
         let warps = Mul(b(Const(128)), b(Meta("warps".into())));
-        let paired = TuneCond::Cmp(CmpKind::Eq, Meta("BC".into()), warps);
+        let paired = TuneCond::Cmp(CmpOp::Eq, Meta("BC".into()), warps);
         let narrow = TuneCond::Not(Box::new(TuneCond::Cmp(
-            CmpKind::Gt,
+            CmpOp::Gt,
             Meta("N".into()),
             Const(4),
         )));

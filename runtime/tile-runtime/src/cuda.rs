@@ -13,8 +13,8 @@ use tile_ir::launch::{HostScalar, TmaOperand};
 /// `TILE_PTXAS=/path/to/ptxas` has kernels assembled by that `ptxas` (with
 /// the options in `TILE_PTXAS_OPTIONS`, e.g. `-O0`) and loaded as machine
 /// code, instead of handing the PTX to the driver's compiler: tells a fault
-/// of our PTX from one of the PTX compiler (docs/ARCHITECTURE.md,
-/// "Differential test").
+/// of our PTX from one of the PTX compiler (docs/ARCHITECTURE.md, "Below
+/// our PTX").
 pub const TILE_PTXAS: &str = "TILE_PTXAS";
 pub const TILE_PTXAS_OPTIONS: &str = "TILE_PTXAS_OPTIONS";
 

@@ -6,7 +6,7 @@ use super::{builtins, find_kernel};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::syntax::ast::{self, Item, KernelDef};
 use std::collections::HashMap;
-use tile_ir::launch::{CmpKind, GridExpr, TuneCond};
+use tile_ir::launch::{GridExpr, TuneCond};
 use tile_ir::{self as tir, Span};
 
 fn find_tune<'m>(m: &'m ast::Module, name: &str) -> Option<&'m ast::TuneDef> {
@@ -239,6 +239,17 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
     }
 }
 
+/// An E0031 error at `span` with its label and hint; `None` for the
+/// conversion that found it.
+fn reject<T>(d: &mut Diagnostics, span: Span, msg: String, label: &str, hint: String) -> Option<T> {
+    d.push(
+        Diagnostic::new(Code::BadTune, msg, span)
+            .with_label(label)
+            .with_hint(hint),
+    );
+    None
+}
+
 /// A `grid:` axis as a [`tir::launch::GridExpr`]: integer literals, the
 /// kernel's integer scalar parameters and meta-parameters, `+ - * /` and
 /// `cdiv(a, b)`. Anything else is reported (E0031) and gives `None`.
@@ -246,12 +257,7 @@ fn grid_expr(k: &KernelDef, e: &ast::Expr, d: &mut Diagnostics) -> Option<tir::l
     use tir::launch::GridExpr as G;
     const OPS: &str = "a grid axis is integer arithmetic (`+ - * /`, `cdiv(a, b)`) over the kernel's integer parameters, its meta-parameters and integer literals";
     let bad = |d: &mut Diagnostics, msg: String, label: &str, hint: String| {
-        d.push(
-            Diagnostic::new(Code::BadTune, msg, e.span)
-                .with_label(label)
-                .with_hint(hint),
-        );
-        None
+        reject(d, e.span, msg, label, hint)
     };
     let two = |d: &mut Diagnostics, a: &ast::Expr, b: &ast::Expr| {
         let a = grid_expr(k, a, d);
@@ -439,17 +445,6 @@ fn tune_cond(
     e: &ast::Expr,
     d: &mut Diagnostics,
 ) -> Option<TuneCond> {
-    let cmp = |op: ast::BinOp| {
-        Some(match op {
-            ast::BinOp::Eq => CmpKind::Eq,
-            ast::BinOp::Ne => CmpKind::Ne,
-            ast::BinOp::Lt => CmpKind::Lt,
-            ast::BinOp::Le => CmpKind::Le,
-            ast::BinOp::Gt => CmpKind::Gt,
-            ast::BinOp::Ge => CmpKind::Ge,
-            _ => return None,
-        })
-    };
     match &e.kind {
         ast::ExprKind::Binary(op @ (ast::BinOp::And | ast::BinOp::Or), a, b) => {
             let a = tune_cond(k, t, a, d);
@@ -460,10 +455,10 @@ fn tune_cond(
                 _ => TuneCond::Or(a, b),
             })
         }
-        ast::ExprKind::Binary(op, a, b) if cmp(*op).is_some() => {
+        ast::ExprKind::Binary(op, a, b) if op.comparison().is_some() => {
             let a = where_arith(k, t, a, d);
             let b = where_arith(k, t, b, d);
-            Some(TuneCond::Cmp(cmp(*op)?, a?, b?))
+            Some(TuneCond::Cmp(op.comparison()?, a?, b?))
         }
         ast::ExprKind::Unary(ast::UnOp::Not, a) => {
             Some(TuneCond::Not(Box::new(tune_cond(k, t, a, d)?)))
@@ -492,12 +487,7 @@ fn where_arith(
     d: &mut Diagnostics,
 ) -> Option<GridExpr> {
     let bad = |d: &mut Diagnostics, msg: String, label: &str, hint: String| {
-        d.push(
-            Diagnostic::new(Code::BadTune, msg, e.span)
-                .with_label(label)
-                .with_hint(hint),
-        );
-        None
+        reject(d, e.span, msg, label, hint)
     };
     let listed = |n: &str| {
         t.entries

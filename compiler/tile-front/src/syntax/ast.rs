@@ -153,6 +153,20 @@ pub enum BinOp {
 }
 
 impl BinOp {
+    /// The comparison this operator is (`==` … `>=`), or `None`.
+    pub fn comparison(self) -> Option<tile_ir::CmpOp> {
+        use tile_ir::CmpOp;
+        Some(match self {
+            BinOp::Eq => CmpOp::Eq,
+            BinOp::Ne => CmpOp::Ne,
+            BinOp::Lt => CmpOp::Lt,
+            BinOp::Le => CmpOp::Le,
+            BinOp::Gt => CmpOp::Gt,
+            BinOp::Ge => CmpOp::Ge,
+            _ => return None,
+        })
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             BinOp::Add => "+",

@@ -129,16 +129,7 @@ impl<'m> Cx<'m> {
         };
         let ta = self.broadcast(ta, &shape, span);
         let tb = self.broadcast(tb, &shape, span);
-        let cmp = match op {
-            BinOp::Eq => Some(CmpOp::Eq),
-            BinOp::Ne => Some(CmpOp::Ne),
-            BinOp::Lt => Some(CmpOp::Lt),
-            BinOp::Le => Some(CmpOp::Le),
-            BinOp::Gt => Some(CmpOp::Gt),
-            BinOp::Ge => Some(CmpOp::Ge),
-            _ => None,
-        };
-        if let Some(c) = cmp {
+        if let Some(c) = op.comparison() {
             if let (Some(x), Some(y)) = (ta.konst, tb.konst) {
                 return Ok(Val::Typed(self.konst(
                     consteval::cmp(c, x, y, elem),
@@ -492,15 +483,9 @@ impl<'m> Cx<'m> {
     }
 }
 
+/// The comparison of an operator its caller knows to be one.
 fn cmp_of(op: BinOp) -> CmpOp {
-    match op {
-        BinOp::Eq => CmpOp::Eq,
-        BinOp::Ne => CmpOp::Ne,
-        BinOp::Lt => CmpOp::Lt,
-        BinOp::Le => CmpOp::Le,
-        BinOp::Gt => CmpOp::Gt,
-        _ => CmpOp::Ge,
-    }
+    op.comparison().unwrap_or(CmpOp::Ge)
 }
 
 /// The integer TIR op of an arithmetic or shift operator (not comparisons or
