@@ -337,14 +337,16 @@ impl CudaDevice {
         unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes.max(1), 0) }.map_err(drv)
     }
 
-    /// Queue a copy into page-locked memory (its event marks the copy's end).
+    /// Queue a copy into page-locked memory and record `copied` after it.
     pub(crate) fn copy_to_pinned(
         &self,
         src: &CudaSlice<u8>,
         dst: &mut cudarc::driver::PinnedHostSlice<u8>,
+        copied: &cudarc::driver::CudaEvent,
     ) -> Result<(), RuntimeError> {
         let view = src.slice(0..dst.len());
-        self.stream.memcpy_dtoh(&view, dst).map_err(drv)
+        self.stream.memcpy_dtoh(&view, dst).map_err(drv)?;
+        copied.record(&self.stream).map_err(drv)
     }
 
     pub(crate) fn zero(&self, dst: &mut CudaSlice<u8>) -> Result<(), RuntimeError> {
@@ -594,6 +596,12 @@ impl CudaDevice {
             self.synchronize()?;
         }
         Ok(addr)
+    }
+
+    /// An event, not yet recorded, without timing.
+    pub(crate) fn event(&self) -> Result<cudarc::driver::CudaEvent, RuntimeError> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING);
+        self.ctx.new_event(flags).map_err(drv)
     }
 
     /// An event recorded on the device's stream now.

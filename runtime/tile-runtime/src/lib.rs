@@ -230,7 +230,10 @@ impl Device {
     /// (freeing page-locked memory waits for the whole device).
     pub fn host_copy(&self, bytes: usize) -> Result<HostCopy, RuntimeError> {
         Ok(HostCopy(match self {
-            Device::Cuda(d) => HostCopyInner::Cuda(d.alloc_pinned(bytes)?),
+            Device::Cuda(d) => HostCopyInner::Cuda {
+                mem: d.alloc_pinned(bytes)?,
+                copied: d.event()?,
+            },
             Device::Cpu => HostCopyInner::Cpu(vec![0; bytes]),
         }))
     }
@@ -241,7 +244,7 @@ impl Device {
     pub fn copy_to_host(&self, b: &Buffer, dst: &mut HostCopy) -> Result<(), RuntimeError> {
         let bytes = b.len * b.dtype.size_bytes();
         let have = match &dst.0 {
-            HostCopyInner::Cuda(p) => p.len(),
+            HostCopyInner::Cuda { mem, .. } => mem.len(),
             HostCopyInner::Cpu(v) => v.len(),
         };
         if bytes != have {
@@ -250,7 +253,9 @@ impl Device {
             )));
         }
         match (self, &b.storage, &mut dst.0) {
-            (Device::Cuda(d), Storage::Cuda(s), HostCopyInner::Cuda(p)) => d.copy_to_pinned(s, p),
+            (Device::Cuda(d), Storage::Cuda(s), HostCopyInner::Cuda { mem, copied }) => {
+                d.copy_to_pinned(s, mem, copied)
+            }
             (Device::Cpu, Storage::Host(h), HostCopyInner::Cpu(v)) => {
                 v.copy_from_slice(&h.to_bytes());
                 Ok(())
@@ -522,7 +527,13 @@ fn whole_elements(bytes: usize, dtype: Scalar) -> Result<usize, RuntimeError> {
 pub struct HostCopy(HostCopyInner);
 
 enum HostCopyInner {
-    Cuda(cudarc::driver::PinnedHostSlice<u8>),
+    /// `copied` is recorded after each copy into `mem`: cudarc records the
+    /// pinned slice's own event only once a context has a second stream, so
+    /// with one stream its wait would return before the copy is done.
+    Cuda {
+        mem: cudarc::driver::PinnedHostSlice<u8>,
+        copied: cudarc::driver::CudaEvent,
+    },
     Cpu(Vec<u8>),
 }
 
@@ -530,9 +541,13 @@ impl HostCopy {
     /// Wait for the last copy into this memory, then read it as `T`s.
     pub fn wait<T: Element>(&self) -> Result<Vec<T>, RuntimeError> {
         let bytes = match &self.0 {
-            HostCopyInner::Cuda(p) => p
-                .as_slice()
-                .map_err(|e| RuntimeError::Cuda(e.to_string()))?,
+            HostCopyInner::Cuda { mem, copied } => {
+                copied
+                    .synchronize()
+                    .map_err(|e| RuntimeError::Cuda(e.to_string()))?;
+                mem.as_slice()
+                    .map_err(|e| RuntimeError::Cuda(e.to_string()))?
+            }
             HostCopyInner::Cpu(v) => &v[..],
         };
         whole_elements(bytes.len(), T::DTYPE)?;

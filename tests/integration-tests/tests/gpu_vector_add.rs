@@ -88,3 +88,72 @@ fn gpu_vector_add_f32_and_bf16_match_the_cpu() {
         }
     }
 }
+
+/// [`tile_runtime::HostCopy::wait`] waits for the copy it was given, on a
+/// device with one stream (the trainer's single-device run reads its losses
+/// so). About 10 ms of additions are queued ahead of each copy, so a wait
+/// that returns at once reads what the memory held before: zeros, then the
+/// previous round's sums.
+#[test]
+fn gpu_host_copy_waits_for_the_queued_work() {
+    let Some(dev) = gpu_or_skip("gpu_host_copy_waits_for_the_queued_work") else {
+        return;
+    };
+    let pack = examples_pack();
+    let variant = &pack.kernel("vector_add").unwrap().variants[0];
+    let block = variant
+        .config
+        .meta
+        .iter()
+        .find(|(n, _)| n == "BLOCK")
+        .unwrap()
+        .1 as usize;
+    let k = pack
+        .load_kernel(&dev, "vector_add", &variant.config)
+        .unwrap();
+    let n = 1usize << 24;
+    let start: f32 = rand::random_range(1.0..2.0);
+    let ones = dev.upload(&vec![1.0f32; n]).unwrap();
+    let x = [
+        dev.upload(&vec![start; n]).unwrap(),
+        dev.upload(&vec![f32::NAN; n]).unwrap(),
+    ];
+    let head = 64usize;
+    let mut front = dev.upload(&vec![f32::NAN; head]).unwrap();
+    let mut host = dev.host_copy(head * 4).unwrap();
+    let add = |src: &tile_runtime::Buffer, dst: &tile_runtime::Buffer, len: usize| {
+        let grid = [len.div_ceil(block) as u32, 1, 1];
+        dev.launch(
+            &k,
+            grid,
+            &[
+                Arg::Buffer(src),
+                Arg::Buffer(&ones),
+                Arg::Buffer(dst),
+                Arg::I32(len as i32),
+            ],
+        )
+        .unwrap();
+    };
+    let (rounds, adds) = (3, 200);
+    let mut done = 0;
+    for round in 1..=rounds {
+        for _ in 0..adds {
+            add(&x[done % 2], &x[(done + 1) % 2], n);
+            done += 1;
+        }
+        // The first `head` sums, one addition more, into a small buffer.
+        add(&x[done % 2], &front, head);
+        dev.copy_to_host(&front, &mut host).unwrap();
+        let got: Vec<f32> = host.wait().unwrap();
+        // Small integers plus `start`: every sum is exact in f32.
+        let want = start + (round * adds + 1) as f32;
+        assert!(
+            got.iter().all(|&v| v == want),
+            "round {round}: the host read {:?}… before the copy was done (want {want})",
+            &got[..4]
+        );
+        // The next round's last addition overwrites `front`.
+        front = dev.upload(&vec![f32::NAN; head]).unwrap();
+    }
+}
