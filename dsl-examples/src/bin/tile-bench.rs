@@ -676,7 +676,8 @@ fn attention_rows(
                 continue;
             }
             // Every config of each kernel at least once, the others cycled
-            // (one each in the pack today): a row per chain, not a product.
+            // (two each in the pack today, 4 and 8 warps, so one chain of
+            // 4-warp kernels and one of 8): a row per chain, not a product.
             let count = cf.len().max(cd.len()).max(ckv.len()).max(cq.len());
             for r in 0..count {
                 let (cf, cd, ckv, cq) = (

@@ -238,6 +238,11 @@ impl<'c, 'k> Lower<'c, 'k> {
             Scalar::F16
         };
         let mut out = acc;
+        // Register A is packed next to each wgmma, after this fence, so
+        // ptxas injects a `warpgroup.arrive` of its own before those wgmmas
+        // (info C7519). Packing all of it above the fence silences that but
+        // measured slower on the H200 (attention D=128 forward 0.755 →
+        // 0.800 ms, fwd+bwd 1–2%; docs/BENCHMARKS.md, session 17).
         self.e
             .inline_asm("wgmma.fence.sync.aligned;", "", &[], &[])?;
         for ks in 0..kk / 16 {
