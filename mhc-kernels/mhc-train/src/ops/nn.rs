@@ -505,24 +505,29 @@ impl Ops {
         if bh * t == 0 {
             return Ok(());
         }
-        let (bm, bn) = (FLASH_BWD_BM, FLASH_BN);
+        let (dq_bm, dkdv_bn, warps) = flash_bwd_tiles(dd);
         let blocks = |b: i64| [t.div_ceil(b as usize), bh, 1];
         self.launch(
-            k::AttentionBwdDeltaMeta { BM: bm, D: dd },
+            k::AttentionBwdDeltaMeta {
+                BM: FLASH_BWD_BM,
+                D: dd,
+            },
             4,
-            blocks(bm),
+            blocks(FLASH_BWD_BM),
             k::AttentionBwdDelta { o, d_o, delta, seq },
         )?;
         let delta = &*delta;
+        // dK/dV steps over queries FLASH_BWD_BM at a time, dQ over keys
+        // FLASH_BN at a time.
         self.launch(
             k::AttentionBwdDkdvMeta {
-                BM: bm,
-                BN: bn,
+                BM: FLASH_BWD_BM,
+                BN: dkdv_bn,
                 D: dd,
                 CAUSAL: 1,
             },
-            4,
-            blocks(bn),
+            warps,
+            blocks(dkdv_bn),
             k::AttentionBwdDkdv {
                 q,
                 k,
@@ -538,13 +543,13 @@ impl Ops {
         )?;
         self.launch(
             k::AttentionBwdDqMeta {
-                BM: bm,
-                BN: bn,
+                BM: dq_bm,
+                BN: FLASH_BN,
                 D: dd,
                 CAUSAL: 1,
             },
-            4,
-            blocks(bm),
+            warps,
+            blocks(dq_bm),
             k::AttentionBwdDq {
                 q,
                 k,
@@ -756,6 +761,20 @@ const FLASH_FWD_BM: i64 = 128;
 const FLASH_FWD_WARPS: u32 = 8;
 const FLASH_BWD_BM: i64 = 64;
 const FLASH_BN: i64 = 64;
+
+/// The backward's tiles for head dimension `d`: (queries per dQ program,
+/// keys per dK/dV program, warps). At d = 128, two warpgroups share each
+/// loaded tile (dQ over 128 queries, dK/dV over 128 keys, 8 warps): on the
+/// H200 the causal forward + backward at 32 heads × 4096 × 128 took 2.02 ms
+/// against 2.86 ms on 4 warps; at d = 64 the causal rows favour 4 warps
+/// (docs/BENCHMARKS.md, session 17).
+fn flash_bwd_tiles(d: i64) -> (i64, i64, u32) {
+    if d >= 128 {
+        (128, 128, 8)
+    } else {
+        (FLASH_BWD_BM, FLASH_BN, 4)
+    }
+}
 
 /// `t` and `d` as the kernels' i32 arguments, for a head dimension they
 /// have (the kernels start each slice at a 64-bit offset, so bh·t·d may
