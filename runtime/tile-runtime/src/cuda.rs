@@ -141,6 +141,16 @@ fn drv(e: cudarc::driver::DriverError) -> RuntimeError {
     RuntimeError::Cuda(e.to_string())
 }
 
+/// The bytes of `mem` once the copy [`CudaDevice::copy_to_pinned`] last
+/// queued into it (recorded in `copied`) is done.
+pub(crate) fn read_pinned<'a>(
+    mem: &'a cudarc::driver::PinnedHostSlice<u8>,
+    copied: &cudarc::driver::CudaEvent,
+) -> Result<&'a [u8], RuntimeError> {
+    copied.synchronize().map_err(drv)?;
+    mem.as_slice().map_err(drv)
+}
+
 /// Why no CUDA device can be used here, or `None` when one can.
 pub(crate) fn unavailable_reason(ordinal: usize) -> Option<String> {
     // cudarc panics when libcuda is missing; look for it first.

@@ -541,13 +541,7 @@ impl HostCopy {
     /// Wait for the last copy into this memory, then read it as `T`s.
     pub fn wait<T: Element>(&self) -> Result<Vec<T>, RuntimeError> {
         let bytes = match &self.0 {
-            HostCopyInner::Cuda { mem, copied } => {
-                copied
-                    .synchronize()
-                    .map_err(|e| RuntimeError::Cuda(e.to_string()))?;
-                mem.as_slice()
-                    .map_err(|e| RuntimeError::Cuda(e.to_string()))?
-            }
+            HostCopyInner::Cuda { mem, copied } => cuda::read_pinned(mem, copied)?,
             HostCopyInner::Cpu(v) => &v[..],
         };
         whole_elements(bytes.len(), T::DTYPE)?;
