@@ -8,6 +8,7 @@
 use melior::ir::attribute::AttributeLike;
 use melior::ir::block::BlockLike;
 use melior::ir::operation::{OperationBuilder, OperationLike};
+use melior::ir::r#type::TypeLike;
 use melior::ir::{
     Attribute, Block, Identifier, Location, Region, RegionLike, Type, Value, ValueLike,
 };
@@ -20,6 +21,11 @@ use super::CodegenError;
 
 pub(crate) type V = MlirValue;
 
+/// The body of [`Emitter::rolled_loop`]: the counter and the carried values
+/// in, the next carried values out.
+pub(crate) type LoopBody<'a, 'c> =
+    dyn FnMut(&mut Emitter<'c>, V, &[V]) -> Result<Vec<V>, CodegenError> + 'a;
+
 pub(crate) struct Emitter<'c> {
     pub ctx: &'c Context,
     pub loc: Location<'c>,
@@ -27,6 +33,13 @@ pub(crate) struct Emitter<'c> {
     blocks: Vec<Block<'c>>,
     types: RefCell<HashMap<String, Type<'c>>>,
     attrs: RefCell<HashMap<String, Attribute<'c>>>,
+    /// The function's entry block on the insertion stack, once begun:
+    /// constants go there, once each, so every later op may use them.
+    entry: Option<usize>,
+    /// Constants made so far, by value and type text.
+    consts: HashMap<(String, usize), V>,
+    /// The integer constants among them (sign-extended), for folding.
+    known: HashMap<usize, i64>,
 }
 
 impl Drop for Emitter<'_> {
@@ -46,7 +59,23 @@ impl<'c> Emitter<'c> {
             blocks: Vec::new(),
             types: RefCell::new(HashMap::new()),
             attrs: RefCell::new(HashMap::new()),
+            entry: None,
+            consts: HashMap::new(),
+            known: HashMap::new(),
         }
+    }
+
+    /// Pushes the function's entry block (arguments `args`), where every
+    /// constant made until it is popped goes.
+    pub fn begin_function(&mut self, args: &[Type<'c>]) -> Vec<V> {
+        let vals = self.push_block(args);
+        self.entry = Some(self.blocks.len() - 1);
+        vals
+    }
+
+    /// The integer value of `v` when it is a constant the emitter made.
+    pub fn known(&self, v: V) -> Option<i64> {
+        self.known.get(&(v.ptr as usize)).copied()
     }
 
     pub fn ty(&self, text: &str) -> Type<'c> {
@@ -99,6 +128,11 @@ impl<'c> Emitter<'c> {
 
     pub fn pop_region(&mut self) -> Region<'c> {
         let block = self.blocks.pop().expect("internal: block stack underflow");
+        if self.entry == Some(self.blocks.len()) {
+            self.entry = None;
+            self.consts.clear();
+            self.known.clear();
+        }
         let region = Region::new();
         region.append_block(block);
         region
@@ -166,8 +200,44 @@ impl<'c> Emitter<'c> {
         Ok(self.op(name, operands, &[result], attrs)?[0])
     }
 
+    /// Constant `value_attr` of type `ty`: inside a function, one op per
+    /// value and type, at the top of the entry block (emitting per element
+    /// made tens of thousands of duplicates for LLVM to clean up).
     pub fn constant(&mut self, value_attr: &str, ty: Type<'c>) -> Result<V, CodegenError> {
-        self.op1("arith.constant", &[], ty, &[("value", value_attr)])
+        let Some(entry) = self.entry else {
+            return self.op1("arith.constant", &[], ty, &[("value", value_attr)]);
+        };
+        let key = (value_attr.to_string(), ty.to_raw().ptr as usize);
+        if let Some(v) = self.consts.get(&key) {
+            return Ok(*v);
+        }
+        let op = OperationBuilder::new("arith.constant", self.loc)
+            .add_results(&[ty])
+            .add_attributes(&[(Identifier::new(self.ctx, "value"), self.attr(value_attr))])
+            .build()
+            .map_err(|e| CodegenError::Internal(format!("building a constant: {e}")))?;
+        let op = self.blocks[entry].insert_operation(0, op);
+        let v = op.result(0).expect("result").to_raw();
+        let int = match value_attr {
+            "true" => Some(-1),
+            "false" => Some(0),
+            _ => value_attr
+                .strip_suffix(" : i32")
+                .or_else(|| value_attr.strip_suffix(" : i64"))
+                .and_then(|n| n.parse::<i64>().ok()),
+        };
+        if let Some(x) = int {
+            self.known.insert(v.ptr as usize, x);
+        }
+        self.consts.insert(key, v);
+        Ok(v)
+    }
+
+    /// An i32 constant whose value is set later with
+    /// [`set_constant`](Self::set_constant): never shared, never folded.
+    pub fn placeholder_i32(&mut self) -> Result<V, CodegenError> {
+        let t = self.ty("i32");
+        self.op1("arith.constant", &[], t, &[("value", "0 : i32")])
     }
 
     pub fn i32(&mut self, x: i64) -> Result<V, CodegenError> {
@@ -200,8 +270,65 @@ impl<'c> Emitter<'c> {
     }
 
     pub fn binop(&mut self, name: &str, a: V, b: V) -> Result<V, CodegenError> {
+        if let Some(v) = self.fold(name, a, b)? {
+            return Ok(v);
+        }
         let t = self.type_of(a);
         self.op1(name, &[a, b], t, &[])
+    }
+
+    /// `name(a, b)` without an op where an operand is a known identity or
+    /// both are known (i32/i64, wrapping like the ops; i1 as -1/0).
+    fn fold(&mut self, name: &str, a: V, b: V) -> Result<Option<V>, CodegenError> {
+        let (ka, kb) = (self.known(a), self.known(b));
+        if ka.is_none() && kb.is_none() {
+            return Ok(None);
+        }
+        let t = self.type_of(a);
+        let bits = if t == self.ty("i32") {
+            32
+        } else if t == self.ty("i64") {
+            64
+        } else if t == self.ty("i1") {
+            1
+        } else {
+            return Ok(None);
+        };
+        if let (Some(x), Some(y)) = (ka, kb) {
+            let r = match name {
+                "arith.addi" => x.wrapping_add(y),
+                "arith.subi" => x.wrapping_sub(y),
+                "arith.muli" => x.wrapping_mul(y),
+                "arith.andi" => x & y,
+                "arith.ori" => x | y,
+                "arith.xori" => x ^ y,
+                "arith.shli" if (0..bits).contains(&y) => x.wrapping_shl(y as u32),
+                _ => return Ok(None),
+            };
+            // Back to the type's width, sign-extended like `known` holds it.
+            let r = (r << (64 - bits)) >> (64 - bits);
+            let v = match bits {
+                1 => self.bool(r != 0)?,
+                32 => self.i32(r)?,
+                _ => self.i64(r)?,
+            };
+            return Ok(Some(v));
+        }
+        let ones = -1;
+        Ok(match (name, ka, kb) {
+            ("arith.addi" | "arith.ori" | "arith.xori", Some(0), _) => Some(b),
+            ("arith.addi" | "arith.subi" | "arith.ori" | "arith.xori", _, Some(0)) => Some(a),
+            ("arith.shli" | "arith.shrui" | "arith.shrsi", _, Some(0)) => Some(a),
+            ("arith.muli", Some(1), _) if bits > 1 => Some(b),
+            ("arith.muli", _, Some(1)) if bits > 1 => Some(a),
+            ("arith.muli" | "arith.andi", Some(0), _) => Some(a),
+            ("arith.muli" | "arith.andi", _, Some(0)) => Some(b),
+            ("arith.andi", Some(x), _) if x == ones => Some(b),
+            ("arith.andi", _, Some(y)) if y == ones => Some(a),
+            ("arith.ori", Some(x), _) if x == ones => Some(a),
+            ("arith.ori", _, Some(y)) if y == ones => Some(b),
+            _ => None,
+        })
     }
 
     pub fn cmpi(&mut self, pred: &str, a: V, b: V) -> Result<V, CodegenError> {
@@ -248,6 +375,15 @@ impl<'c> Emitter<'c> {
         Ok(acc)
     }
 
+    /// `c`, marked as expected true (`llvm.expect`, hence branch weights):
+    /// the vector path of an access, so that LLVM lays its per-element slow
+    /// path out of line instead of inside the loop around it.
+    pub fn likely(&mut self, c: V) -> Result<V, CodegenError> {
+        let t = self.ty("i1");
+        let yes = self.bool(true)?;
+        self.call_intrinsic("llvm.expect.i1", &[c, yes], t)
+    }
+
     pub fn select(&mut self, c: V, a: V, b: V) -> Result<V, CodegenError> {
         let t = self.type_of(a);
         self.op1("arith.select", &[c, a, b], t, &[])
@@ -290,6 +426,38 @@ impl<'c> Emitter<'c> {
         self.op("scf.yield", &y, &[], &[])?;
         let r2 = self.pop_region();
         self.op_full("scf.if", &[cond], results, &[], vec![r1, r2])
+    }
+
+    /// `for i in 0..n` (i32 `i`, carrying `init`) as an `scf.for` that LLVM
+    /// keeps rolled (`loop_annotation`, which the CF lowering moves to
+    /// the back edge): for the per-element slow path of a vector access,
+    /// where unrolling would multiply code that runs only at ragged edges,
+    /// and which the NVPTX scalar passes (strength reduction above all) pay
+    /// for per copy. `body` gets `i` and the carried values and returns the
+    /// next ones.
+    pub fn rolled_loop(
+        &mut self,
+        n: u32,
+        init: &[V],
+        body: &mut LoopBody<'_, 'c>,
+    ) -> Result<Vec<V>, CodegenError> {
+        let (lb, ub, step) = (self.i32(0)?, self.i32(n as i64)?, self.i32(1)?);
+        let mut arg_tys = vec![self.ty("i32")];
+        arg_tys.extend(init.iter().map(|v| self.type_of(*v)));
+        let args = self.push_block(&arg_tys);
+        let next = body(self, args[0], &args[1..])?;
+        self.op("scf.yield", &next, &[], &[])?;
+        let region = self.pop_region();
+        let mut operands = vec![lb, ub, step];
+        operands.extend_from_slice(init);
+        let keep_rolled = self.attr("#llvm.loop_annotation<unroll = <disable = true>>");
+        self.op_full(
+            "scf.for",
+            &operands,
+            &arg_tys[1..],
+            &[("loop_annotation", keep_rolled)],
+            vec![region],
+        )
     }
 
     /// `scf.if` without results or else branch.

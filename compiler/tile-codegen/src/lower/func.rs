@@ -15,7 +15,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut arg_tys: Vec<Type> = k.params.iter().map(|p| self.mty(&p.ty)).collect();
         let hidden = self.plan.tma.len();
         arg_tys.extend(std::iter::repeat_n(self.e.ty("i64"), hidden));
-        let args = self.e.push_block(&arg_tys);
+        let args = self.e.begin_function(&arg_tys);
         for (p, a) in k.params.iter().zip(&args) {
             self.vals.insert(p.value, vec![*a]);
         }

@@ -3,7 +3,7 @@
 //! (`cp.async` groups, mbarriers for TMA), the waits at the top of each
 //! iteration, and reading a pipelined load back from its stage.
 
-use super::memory::LoadOne;
+use super::memory::{bit, elem_ptr, mask_bits, LoadOne};
 use super::smem::ScratchAddr;
 use super::tma_copies::TmaBox;
 use super::wgmma::wgmma_wait;
@@ -361,8 +361,51 @@ impl<'c, 'k> Lower<'c, 'k> {
                     }
                     Ok(())
                 };
+                // A group with one `other` loops over its elements instead.
+                let rolled = g.len() >= Self::ROLLED_FROM
+                    && ro
+                        .as_ref()
+                        .is_none_or(|o| o[g.clone()].iter().all(|x| x.ptr == o[g.start].ptr));
+                let p0 = rp[g.start];
+                let rolled_path = |me: &mut Self| -> Result<(), CodegenError> {
+                    let other = match &ro {
+                        Some(o) => o[g.start],
+                        None => me.constant(Const::Int(0), s)?,
+                    };
+                    let t = me.e.ty(scalar_ty(s));
+                    let bits = rm
+                        .as_ref()
+                        .map(|m| mask_bits(&mut me.e, &m[g.clone()]))
+                        .transpose()?;
+                    me.e.rolled_loop(g.len() as u32, &[], &mut |e, i, _| {
+                        let p = elem_ptr(e, p0, i, s, 1)?;
+                        let x = match bits {
+                            Some(b) => {
+                                let on = bit(e, b, i)?;
+                                e.if_else(
+                                    on,
+                                    &[t],
+                                    &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
+                                    &mut |_| Ok(vec![other]),
+                                )?[0]
+                            }
+                            None => LoadOne { e }.load(p, s)?,
+                        };
+                        let d = elem_ptr(e, dst, i, s, 3)?;
+                        LoadOne { e }.store(d, x, s)?;
+                        Ok(vec![])
+                    })?;
+                    Ok(())
+                };
+                let mut slow_path = |me: &mut Self| {
+                    if rolled {
+                        rolled_path(me)
+                    } else {
+                        scalar_path(me)
+                    }
+                };
                 if !matches!(bytes, 4 | 8 | 16) {
-                    scalar_path(me)?;
+                    slow_path(me)?;
                     continue;
                 }
                 let mut conds = vec![me.aligned(rp[g.start], v, s)?];
@@ -370,7 +413,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     conds.extend(m[g.clone()].iter().copied());
                 }
                 let cond = me.e.and_all(&conds)?.unwrap();
-                let p0 = rp[g.start];
+                let cond = me.e.likely(cond)?;
                 me.if_else_self(
                     cond,
                     &mut |me| {
@@ -387,7 +430,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                         )?;
                         Ok(())
                     },
-                    &mut |me| scalar_path(me),
+                    &mut slow_path,
                 )?;
             }
             Ok(())

@@ -146,7 +146,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// Scratch address `addr` as an i32 constant, its value set by
     /// [`place_scratch`](Self::place_scratch).
     pub(super) fn scratch_addr(&mut self, addr: ScratchAddr) -> Result<V, CodegenError> {
-        let v = self.e.i32(0)?;
+        let v = self.e.placeholder_i32()?;
         self.scratch_addrs.push((v, addr));
         Ok(v)
     }

@@ -44,11 +44,13 @@ pub fn file_ptx(rel: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> St
 }
 
 /// The lines of the innermost loop whose body holds a line containing
-/// `holding`: from its label to the last branch back to it.
+/// `holding`: from its label to the last branch back to it. A branch back
+/// from beyond a loop into its middle is a slow path laid out after the loop
+/// returning (its span starts inside the loop and ends past it), not a loop.
 #[allow(dead_code)]
 pub fn innermost_loop<'a>(ptx: &'a str, holding: &str) -> Vec<&'a str> {
     let lines: Vec<&str> = ptx.lines().map(str::trim).collect();
-    let mut best: Option<(usize, usize)> = None;
+    let mut spans = Vec::new();
     for (end, l) in lines.iter().enumerate() {
         let Some(target) = l
             .split("bra")
@@ -57,19 +59,21 @@ pub fn innermost_loop<'a>(ptx: &'a str, holding: &str) -> Vec<&'a str> {
         else {
             continue;
         };
-        let Some(start) = lines[..end]
+        if let Some(start) = lines[..end]
             .iter()
             .position(|x| x.strip_suffix(':') == Some(target))
-        else {
-            continue;
-        };
-        if lines[start..=end].iter().any(|x| x.contains(holding))
-            && best.is_none_or(|(s, e)| end - start < e - s)
         {
-            best = Some((start, end));
+            spans.push((start, end));
         }
     }
-    let (s, e) = best.unwrap_or_else(|| panic!("no loop holds `{holding}`"));
+    let returns =
+        |&(s, e): &(usize, usize)| spans.iter().any(|&(s2, e2)| s2 < s && s <= e2 && e2 < e);
+    let (s, e) = spans
+        .iter()
+        .filter(|sp| !returns(sp) && lines[sp.0..=sp.1].iter().any(|x| x.contains(holding)))
+        .min_by_key(|(s, e)| e - s)
+        .copied()
+        .unwrap_or_else(|| panic!("no loop holds `{holding}`"));
     lines[s..=e].to_vec()
 }
 
