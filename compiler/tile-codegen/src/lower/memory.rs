@@ -85,11 +85,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         self.e.cmpi("eq", low, z)
     }
 
-    /// The per-element slow path of a group of `n` contiguous elements runs
-    /// as a rolled loop from this many elements on (unrolled, it is most of
-    /// the code NVPTX compiles for a pipelined matmul: 0.3 of its 0.75 s).
-    pub(super) const ROLLED_FROM: usize = 4;
-
     pub(super) fn load(
         &mut self,
         ptr: ValueId,
@@ -137,100 +132,30 @@ impl<'c, 'k> Lower<'c, 'k> {
                 out.extend(scalar_path(&mut self.e)?);
                 continue;
             }
-            let p0 = rp[g.start];
-            let vt = self.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
-            let load_vector = |e: &mut Emitter<'c>| {
-                e.op1(
-                    "llvm.load",
-                    &[p0],
-                    vt,
-                    &[
-                        (
-                            "alignment",
-                            &format!("{} : i64", v as usize * s.size_bytes()),
-                        ),
-                        ("ordering", "0 : i64"),
-                    ],
-                )
-            };
-            // A group with one `other` loops over its elements when not
-            // aligned or not whole, building the vector the fast path loads.
-            let uniform = ro
-                .as_ref()
-                .is_none_or(|o| o[g.clone()].iter().all(|x| x.ptr == o[g.start].ptr));
-            if g.len() >= Self::ROLLED_FROM && uniform {
-                let mut conds = vec![self.aligned(p0, v, s)?];
-                if let Some(m) = &rm {
-                    conds.extend(m[g.clone()].iter().copied());
-                }
-                let cond = self.e.and_all(&conds)?.unwrap();
-                let cond = self.e.likely(cond)?;
-                let other = ro.as_ref().map(|o| o[g.start]);
-                // Every element is loaded where there is no `other`.
-                let fill = match other {
-                    Some(o) => o,
-                    None => self.constant(Const::Int(0), s)?,
-                };
-                let tys = vec![t; g.len()];
-                let vals = self.e.if_else(
-                    cond,
-                    &tys,
-                    &mut |e| {
-                        let vec = load_vector(e)?;
-                        (0..v)
-                            .map(|i| {
-                                let idx = e.i32(i as i64)?;
-                                e.op1("llvm.extractelement", &[vec, idx], t, &[])
-                            })
-                            .collect()
-                    },
-                    &mut |e| {
-                        // Registers, not a vector: a vector indexed by the
-                        // loop's counter would live in local memory.
-                        let init = vec![fill; g.len()];
-                        let bits = rm
-                            .as_ref()
-                            .map(|m| mask_bits(e, &m[g.clone()]))
-                            .transpose()?;
-                        e.rolled_loop(g.len() as u32, &init, &mut |e, i, regs| {
-                            let p = elem_ptr(e, p0, i, s, 1)?;
-                            let x = match (bits, other) {
-                                (Some(b), Some(o)) => {
-                                    let on = bit(e, b, i)?;
-                                    e.if_else(
-                                        on,
-                                        &[t],
-                                        &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
-                                        &mut |_| Ok(vec![o]),
-                                    )?[0]
-                                }
-                                _ => LoadOne { e }.load(p, s)?,
-                            };
-                            (0..regs.len())
-                                .map(|k| {
-                                    let kk = e.i32(k as i64)?;
-                                    let here = e.cmpi("eq", i, kk)?;
-                                    e.select(here, x, regs[k])
-                                })
-                                .collect()
-                        })
-                    },
-                )?;
-                out.extend(vals);
-                continue;
-            }
             let mut conds = vec![self.aligned(rp[g.start], v, s)?];
             if let Some(m) = &rm {
                 conds.extend(m[g.clone()].iter().copied());
             }
             let cond = self.e.and_all(&conds)?.unwrap();
-            let cond = self.e.likely(cond)?;
             let tys = vec![t; g.len()];
+            let p0 = rp[g.start];
             let vals = self.e.if_else(
                 cond,
                 &tys,
                 &mut |e| {
-                    let vec = load_vector(e)?;
+                    let vt = e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
+                    let vec = e.op1(
+                        "llvm.load",
+                        &[p0],
+                        vt,
+                        &[
+                            (
+                                "alignment",
+                                &format!("{} : i64", v as usize * s.size_bytes()),
+                            ),
+                            ("ordering", "0 : i64"),
+                        ],
+                    )?;
                     let mut xs = Vec::new();
                     for i in 0..v {
                         let idx = e.i32(i as i64)?;
@@ -285,47 +210,14 @@ impl<'c, 'k> Lower<'c, 'k> {
                 scalar_path(&mut self.e)?;
                 continue;
             }
-            let p0 = rp[g.start];
-            let xs: Vec<V> = rv[g.clone()].to_vec();
-            let mut conds = vec![self.aligned(p0, v, s)?];
+            let mut conds = vec![self.aligned(rp[g.start], v, s)?];
             conds.extend(owner);
             if let Some(m) = &rm {
                 conds.extend(m[g.clone()].iter().copied());
             }
-            // From ROLLED_FROM elements on, the slow path loops over them.
-            let rolled = g.len() >= Self::ROLLED_FROM;
             let cond = self.e.and_all(&conds)?.unwrap();
-            let cond = self.e.likely(cond)?;
-            let rolled_path = |e: &mut Emitter<'c>| -> Result<(), CodegenError> {
-                let bits = match &rm {
-                    Some(_) => {
-                        let on: Vec<V> = elem_conds.iter().map(|c| c.unwrap()).collect();
-                        Some(mask_bits(e, &on)?)
-                    }
-                    None => None,
-                };
-                e.rolled_loop(g.len() as u32, &[], &mut |e, i, _| {
-                    let p = elem_ptr(e, p0, i, s, 1)?;
-                    // The value by selects: a vector indexed by the loop's
-                    // counter would live in local memory.
-                    let mut x = xs[0];
-                    for (k, &xk) in xs.iter().enumerate().skip(1) {
-                        let kk = e.i32(k as i64)?;
-                        let here = e.cmpi("eq", i, kk)?;
-                        x = e.select(here, xk, x)?;
-                    }
-                    match (bits, owner) {
-                        (Some(b), _) => {
-                            let on = bit(e, b, i)?;
-                            e.if_then(on, &mut |e| LoadOne { e }.store(p, x, s))?
-                        }
-                        (None, Some(o)) => e.if_then(o, &mut |e| LoadOne { e }.store(p, x, s))?,
-                        (None, None) => LoadOne { e }.store(p, x, s)?,
-                    }
-                    Ok(vec![])
-                })?;
-                Ok(())
-            };
+            let p0 = rp[g.start];
+            let xs: Vec<V> = rv[g.clone()].to_vec();
             self.e.if_else(
                 cond,
                 &[],
@@ -351,11 +243,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     Ok(vec![])
                 },
                 &mut |e| {
-                    if rolled {
-                        rolled_path(e)?;
-                    } else {
-                        scalar_path(e)?;
-                    }
+                    scalar_path(e)?;
                     Ok(vec![])
                 },
             )?;
@@ -412,49 +300,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         Ok(out)
     }
-}
-
-/// Masks `m` as the bits of an i32 (bit `i` is `m[i]`). Built on the slow
-/// path only: the fast one tests the masks as they are.
-pub(super) fn mask_bits(e: &mut Emitter<'_>, m: &[V]) -> Result<V, CodegenError> {
-    let i32t = e.ty("i32");
-    let mut bits = e.i32(0)?;
-    for (i, &c) in m.iter().enumerate() {
-        let b = e.op1("arith.extui", &[c], i32t, &[])?;
-        let sh = e.i32(i as i64)?;
-        let b = e.binop("arith.shli", b, sh)?;
-        bits = e.binop("arith.ori", bits, b)?;
-    }
-    Ok(bits)
-}
-
-/// Bit `i` of `bits` (i32) as an i1.
-pub(super) fn bit(e: &mut Emitter<'_>, bits: V, i: V) -> Result<V, CodegenError> {
-    let (one, zero) = (e.i32(1)?, e.i32(0)?);
-    let b = e.binop("arith.shrui", bits, i)?;
-    let b = e.binop("arith.andi", b, one)?;
-    e.cmpi("ne", b, zero)
-}
-
-/// Element `i` (i32) past `p` in address space `space`, elements of `s`.
-pub(super) fn elem_ptr(
-    e: &mut Emitter<'_>,
-    p: V,
-    i: V,
-    s: Scalar,
-    space: u32,
-) -> Result<V, CodegenError> {
-    let pt = e.ty(&format!("!llvm.ptr<{space}>"));
-    e.op1(
-        "llvm.getelementptr",
-        &[p, i],
-        pt,
-        &[
-            ("elem_type", scalar_ty(s)),
-            ("noWrapFlags", "0 : i32"),
-            ("rawConstantIndices", "array<i32: -2147483648>"),
-        ],
-    )
 }
 
 /// Scalar memory accesses usable from closures that hold only the emitter.

@@ -3,18 +3,18 @@
 //! (`cp.async` groups, mbarriers for TMA), the waits at the top of each
 //! iteration, and reading a pipelined load back from its stage.
 
-use super::memory::{bit, elem_ptr, mask_bits, LoadOne};
+use super::memory::LoadOne;
 use super::smem::ScratchAddr;
 use super::tma_copies::TmaBox;
 use super::wgmma::wgmma_wait;
 use super::{scalar_ty, Lower};
-use crate::emit::V;
+use crate::emit::{Emitter, V};
 use crate::layout::Layout;
 use crate::prefetch::{self, SmemTile};
 use crate::CodegenError;
 use melior::ir::{Region, Type};
 use std::ops::Range;
-use tile_ir::{self as tir, Const, Op, Span, ValueId};
+use tile_ir::{self as tir, Const, Op, Scalar, Span, ValueId};
 
 impl<'c, 'k> Lower<'c, 'k> {
     /// Before a pipelined loop: once every warp is done with the stages'
@@ -362,7 +362,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                     Ok(())
                 };
                 // A group with one `other` loops over its elements instead.
-                let rolled = g.len() >= Self::ROLLED_FROM
+                let rolled = g.len() >= ROLLED_FROM
                     && ro
                         .as_ref()
                         .is_none_or(|o| o[g.clone()].iter().all(|x| x.ptr == o[g.start].ptr));
@@ -487,4 +487,49 @@ impl<'c, 'k> Lower<'c, 'k> {
             .map(|x| x.ok_or_else(|| CodegenError::Internal("register not read back".into())))
             .collect()
     }
+}
+
+/// A copy's per-element slow path (no TMA, misaligned or ragged) runs as a
+/// rolled loop from this many elements on: unrolled, it was most of the code
+/// NVPTX compiled for a pipelined matmul (0.3 of its 0.75 s). Only copies
+/// roll: they leave no registers behind, while rolling the slow paths of
+/// register loads and stores moved ptxas's schedule of the fast path, a few
+/// kernels 5–20% slower and others as much faster (H200, session 18).
+const ROLLED_FROM: usize = 4;
+
+/// Masks `m` as the bits of an i32 (bit `i` is `m[i]`). Built on the slow
+/// path only: the fast one tests the masks as they are.
+fn mask_bits(e: &mut Emitter<'_>, m: &[V]) -> Result<V, CodegenError> {
+    let i32t = e.ty("i32");
+    let mut bits = e.i32(0)?;
+    for (i, &c) in m.iter().enumerate() {
+        let b = e.op1("arith.extui", &[c], i32t, &[])?;
+        let sh = e.i32(i as i64)?;
+        let b = e.binop("arith.shli", b, sh)?;
+        bits = e.binop("arith.ori", bits, b)?;
+    }
+    Ok(bits)
+}
+
+/// Bit `i` of `bits` (i32) as an i1.
+fn bit(e: &mut Emitter<'_>, bits: V, i: V) -> Result<V, CodegenError> {
+    let (one, zero) = (e.i32(1)?, e.i32(0)?);
+    let b = e.binop("arith.shrui", bits, i)?;
+    let b = e.binop("arith.andi", b, one)?;
+    e.cmpi("ne", b, zero)
+}
+
+/// Element `i` (i32) past `p` in address space `space`, elements of `s`.
+fn elem_ptr(e: &mut Emitter<'_>, p: V, i: V, s: Scalar, space: u32) -> Result<V, CodegenError> {
+    let pt = e.ty(&format!("!llvm.ptr<{space}>"));
+    e.op1(
+        "llvm.getelementptr",
+        &[p, i],
+        pt,
+        &[
+            ("elem_type", scalar_ty(s)),
+            ("noWrapFlags", "0 : i32"),
+            ("rawConstantIndices", "array<i32: -2147483648>"),
+        ],
+    )
 }
