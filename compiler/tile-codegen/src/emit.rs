@@ -21,11 +21,6 @@ use super::CodegenError;
 
 pub(crate) type V = MlirValue;
 
-/// The body of [`Emitter::rolled_loop`]: the counter and the carried values
-/// in, the next carried values out.
-pub(crate) type LoopBody<'a, 'c> =
-    dyn FnMut(&mut Emitter<'c>, V, &[V]) -> Result<Vec<V>, CodegenError> + 'a;
-
 pub(crate) struct Emitter<'c> {
     pub ctx: &'c Context,
     pub loc: Location<'c>,
@@ -376,7 +371,7 @@ impl<'c> Emitter<'c> {
     }
 
     /// `c`, marked as expected true (`llvm.expect`, hence branch weights):
-    /// the vector path of an access, so that LLVM lays its per-element slow
+    /// the vector path of a copy, so that LLVM lays its per-element slow
     /// path out of line instead of inside the loop around it.
     pub fn likely(&mut self, c: V) -> Result<V, CodegenError> {
         let t = self.ty("i1");
@@ -428,36 +423,31 @@ impl<'c> Emitter<'c> {
         self.op_full("scf.if", &[cond], results, &[], vec![r1, r2])
     }
 
-    /// `for i in 0..n` (i32 `i`, carrying `init`) as an `scf.for` that LLVM
-    /// keeps rolled (`loop_annotation`, which the CF lowering moves to
-    /// the back edge): for the per-element slow path of a vector access,
-    /// where unrolling would multiply code that runs only at ragged edges,
-    /// and which the NVPTX scalar passes (strength reduction above all) pay
-    /// for per copy. `body` gets `i` and the carried values and returns the
-    /// next ones.
+    /// `for i in 0..n` (i32 `i`) as an `scf.for` that LLVM keeps rolled
+    /// (`loop_annotation`, which the CF lowering moves to the back edge):
+    /// for the per-element slow path of a copy, where unrolling would
+    /// multiply code that runs only at ragged edges, and which the NVPTX
+    /// scalar passes (strength reduction above all) pay for per copy.
     pub fn rolled_loop(
         &mut self,
         n: u32,
-        init: &[V],
-        body: &mut LoopBody<'_, 'c>,
-    ) -> Result<Vec<V>, CodegenError> {
+        body: &mut dyn FnMut(&mut Self, V) -> Result<(), CodegenError>,
+    ) -> Result<(), CodegenError> {
         let (lb, ub, step) = (self.i32(0)?, self.i32(n as i64)?, self.i32(1)?);
-        let mut arg_tys = vec![self.ty("i32")];
-        arg_tys.extend(init.iter().map(|v| self.type_of(*v)));
-        let args = self.push_block(&arg_tys);
-        let next = body(self, args[0], &args[1..])?;
-        self.op("scf.yield", &next, &[], &[])?;
+        let it = self.ty("i32");
+        let i = self.push_block(&[it])[0];
+        body(self, i)?;
+        self.op("scf.yield", &[], &[], &[])?;
         let region = self.pop_region();
-        let mut operands = vec![lb, ub, step];
-        operands.extend_from_slice(init);
         let keep_rolled = self.attr("#llvm.loop_annotation<unroll = <disable = true>>");
         self.op_full(
             "scf.for",
-            &operands,
-            &arg_tys[1..],
+            &[lb, ub, step],
+            &[],
             &[("loop_annotation", keep_rolled)],
             vec![region],
-        )
+        )?;
+        Ok(())
     }
 
     /// `scf.if` without results or else branch.

@@ -33,17 +33,7 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// `p + o` elements of `s` (a global pointer).
     pub(super) fn gep(&mut self, p: V, o: V, s: Scalar) -> Result<V, CodegenError> {
-        let pt = self.e.ty("!llvm.ptr<1>");
-        self.e.op1(
-            "llvm.getelementptr",
-            &[p, o],
-            pt,
-            &[
-                ("elem_type", scalar_ty(s)),
-                ("noWrapFlags", "0 : i32"),
-                ("rawConstantIndices", "array<i32: -2147483648>"),
-            ],
-        )
+        elem_ptr(&mut self.e, p, o, s, 1)
     }
 
     pub(super) fn ptr_elem(&self, ptr: ValueId) -> Result<Scalar, CodegenError> {
@@ -300,6 +290,28 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         Ok(out)
     }
+}
+
+/// `p + o` elements of `s`, `p` a pointer in address space `space` (1
+/// global, 3 shared).
+pub(super) fn elem_ptr(
+    e: &mut Emitter<'_>,
+    p: V,
+    o: V,
+    s: Scalar,
+    space: u32,
+) -> Result<V, CodegenError> {
+    let pt = e.ty(&format!("!llvm.ptr<{space}>"));
+    e.op1(
+        "llvm.getelementptr",
+        &[p, o],
+        pt,
+        &[
+            ("elem_type", scalar_ty(s)),
+            ("noWrapFlags", "0 : i32"),
+            ("rawConstantIndices", "array<i32: -2147483648>"),
+        ],
+    )
 }
 
 /// Scalar memory accesses usable from closures that hold only the emitter.

@@ -3,7 +3,7 @@
 //! (`cp.async` groups, mbarriers for TMA), the waits at the top of each
 //! iteration, and reading a pipelined load back from its stage.
 
-use super::memory::LoadOne;
+use super::memory::{elem_ptr, LoadOne};
 use super::smem::ScratchAddr;
 use super::tma_copies::TmaBox;
 use super::wgmma::wgmma_wait;
@@ -14,7 +14,7 @@ use crate::prefetch::{self, SmemTile};
 use crate::CodegenError;
 use melior::ir::{Region, Type};
 use std::ops::Range;
-use tile_ir::{self as tir, Const, Op, Scalar, Span, ValueId};
+use tile_ir::{self as tir, Const, Op, Span, ValueId};
 
 impl<'c, 'k> Lower<'c, 'k> {
     /// Before a pipelined loop: once every warp is done with the stages'
@@ -344,18 +344,8 @@ impl<'c, 'k> Lower<'c, 'k> {
                         let d = if i == 0 {
                             dst
                         } else {
-                            let p3 = me.e.ty("!llvm.ptr<3>");
                             let off = me.e.i32(i as i64)?;
-                            me.e.op1(
-                                "llvm.getelementptr",
-                                &[dst, off],
-                                p3,
-                                &[
-                                    ("elem_type", scalar_ty(s)),
-                                    ("noWrapFlags", "0 : i32"),
-                                    ("rawConstantIndices", "array<i32: -2147483648>"),
-                                ],
-                            )?
+                            elem_ptr(&mut me.e, dst, off, s, 3)?
                         };
                         LoadOne { e: &mut me.e }.store(d, x, s)?;
                     }
@@ -377,7 +367,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                         .as_ref()
                         .map(|m| mask_bits(&mut me.e, &m[g.clone()]))
                         .transpose()?;
-                    me.e.rolled_loop(g.len() as u32, &[], &mut |e, i, _| {
+                    me.e.rolled_loop(g.len() as u32, &mut |e, i| {
                         let p = elem_ptr(e, p0, i, s, 1)?;
                         let x = match bits {
                             Some(b) => {
@@ -392,10 +382,8 @@ impl<'c, 'k> Lower<'c, 'k> {
                             None => LoadOne { e }.load(p, s)?,
                         };
                         let d = elem_ptr(e, dst, i, s, 3)?;
-                        LoadOne { e }.store(d, x, s)?;
-                        Ok(vec![])
-                    })?;
-                    Ok(())
+                        LoadOne { e }.store(d, x, s)
+                    })
                 };
                 let mut slow_path = |me: &mut Self| {
                     if rolled {
@@ -517,19 +505,4 @@ fn bit(e: &mut Emitter<'_>, bits: V, i: V) -> Result<V, CodegenError> {
     let b = e.binop("arith.shrui", bits, i)?;
     let b = e.binop("arith.andi", b, one)?;
     e.cmpi("ne", b, zero)
-}
-
-/// Element `i` (i32) past `p` in address space `space`, elements of `s`.
-fn elem_ptr(e: &mut Emitter<'_>, p: V, i: V, s: Scalar, space: u32) -> Result<V, CodegenError> {
-    let pt = e.ty(&format!("!llvm.ptr<{space}>"));
-    e.op1(
-        "llvm.getelementptr",
-        &[p, i],
-        pt,
-        &[
-            ("elem_type", scalar_ty(s)),
-            ("noWrapFlags", "0 : i32"),
-            ("rawConstantIndices", "array<i32: -2147483648>"),
-        ],
-    )
 }
