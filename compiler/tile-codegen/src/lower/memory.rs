@@ -97,43 +97,52 @@ impl<'c, 'k> Lower<'c, 'k> {
             None => None,
         };
         let v = self.vector_width(ptr, s);
-        let mut out = Vec::with_capacity(rp.len());
-        for g in Self::groups(&l, v) {
-            // Per-element path: masked elements read `other` and touch no memory.
-            let scalar_path = |e: &mut Emitter<'c>| -> Result<Vec<V>, CodegenError> {
-                let mut vals = Vec::new();
-                for k in g.clone() {
-                    vals.push(match (&rm, &ro) {
-                        (Some(m), Some(o)) => {
-                            let (p, ok) = (rp[k], o[k]);
-                            e.if_else(
-                                m[k],
-                                &[t],
-                                &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
-                                &mut |_| Ok(vec![ok]),
-                            )?[0]
-                        }
-                        _ => LoadOne { e }.load(rp[k], s)?,
-                    });
-                }
-                Ok(vals)
-            };
-            if v == 1 {
-                out.extend(scalar_path(&mut self.e)?);
-                continue;
+        // Per-element path: masked elements read `other` and touch no memory.
+        let scalar_path = |e: &mut Emitter<'c>, g: std::ops::Range<usize>| {
+            let mut vals = Vec::new();
+            for k in g {
+                vals.push(match (&rm, &ro) {
+                    (Some(m), Some(o)) => {
+                        let (p, ok) = (rp[k], o[k]);
+                        e.if_else(
+                            m[k],
+                            &[t],
+                            &mut |e| Ok(vec![LoadOne { e }.load(p, s)?]),
+                            &mut |_| Ok(vec![ok]),
+                        )?[0]
+                    }
+                    _ => LoadOne { e }.load(rp[k], s)?,
+                });
             }
+            Ok::<_, CodegenError>(vals)
+        };
+        if v == 1 {
+            return scalar_path(&mut self.e, 0..rp.len());
+        }
+        // Every group's vector load first (each an `if` with a trivial else,
+        // which ptxas predicates), then the groups' slow paths: with each
+        // slow path right after its group's load, ptxas issued the loads one
+        // at a time (mhc_post_bwd's four 16-byte loads a thread).
+        let vt = self.e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
+        let groups = Self::groups(&l, v);
+        let split = groups.len() > 1;
+        let mut fast = Vec::new();
+        let mut out = Vec::with_capacity(rp.len());
+        for g in groups {
             let mut conds = vec![self.aligned(rp[g.start], v, s)?];
             if let Some(m) = &rm {
                 conds.extend(m[g.clone()].iter().copied());
             }
             let cond = self.e.and_all(&conds)?.unwrap();
-            let tys = vec![t; g.len()];
+            let fill: Vec<V> = match &ro {
+                Some(o) => o[g.clone()].to_vec(),
+                None => vec![self.constant(Const::Int(0), s)?; g.len()],
+            };
             let p0 = rp[g.start];
             let vals = self.e.if_else(
                 cond,
-                &tys,
+                &vec![t; g.len()],
                 &mut |e| {
-                    let vt = e.ty(&format!("vector<{v}x{}>", scalar_ty(s)));
                     let vec = e.op1(
                         "llvm.load",
                         &[p0],
@@ -146,16 +155,34 @@ impl<'c, 'k> Lower<'c, 'k> {
                             ("ordering", "0 : i64"),
                         ],
                     )?;
-                    let mut xs = Vec::new();
-                    for i in 0..v {
-                        let idx = e.i32(i as i64)?;
-                        xs.push(e.op1("llvm.extractelement", &[vec, idx], t, &[])?);
-                    }
-                    Ok(xs)
+                    (0..v)
+                        .map(|i| {
+                            let idx = e.i32(i as i64)?;
+                            e.op1("llvm.extractelement", &[vec, idx], t, &[])
+                        })
+                        .collect()
                 },
-                &mut |e| scalar_path(e),
+                &mut |e| {
+                    if split {
+                        Ok(fill.clone())
+                    } else {
+                        scalar_path(e, g.clone())
+                    }
+                },
             )?;
-            out.extend(vals);
+            if split {
+                fast.push((g, cond, vals));
+            } else {
+                out.extend(vals);
+            }
+        }
+        for (g, cond, vals) in fast {
+            out.extend(self.e.if_else(
+                cond,
+                &vec![t; g.len()],
+                &mut |_| Ok(vals.clone()),
+                &mut |e| scalar_path(e, g.clone()),
+            )?);
         }
         Ok(out)
     }
