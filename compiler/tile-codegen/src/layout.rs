@@ -143,6 +143,21 @@ impl Blocked {
     }
     /// Whether `self` and `other` (whose shapes have the same non-unit dimensions)
     /// place every element in the same thread and register.
+    /// This layout with the dimensions where `src` has size 1 collapsed
+    /// to size 1: where a tile of `src`'s shape broadcast into this one is
+    /// already held by the threads that read it (the lanes and warps along a
+    /// collapsed dimension hold replicas).
+    pub fn collapse(&self, src: &[u32]) -> Blocked {
+        let mut keep = self.clone();
+        for (d, &n) in src.iter().enumerate() {
+            if n == 1 {
+                keep.shape[d] = 1;
+                keep.spt[d] = 1;
+            }
+        }
+        keep
+    }
+
     pub fn same_map(&self, other: &Blocked) -> bool {
         fn squeeze(l: &Blocked) -> Vec<(u32, u32, u32, u32)> {
             (0..l.rank())
@@ -679,6 +694,8 @@ impl Layout {
             Layout::Mma(_) | Layout::Operand(Operand { b: false, .. }) => 2,
             // Columns 2q and 2q + 1 of each fragment.
             Layout::Slice(s) if s.axis == 0 => 2,
+            // A column vector's run along its last dimension is its tile's.
+            Layout::Reduced(r) if r.axis + 1 < r.keep.rank() => r.keep.spt[r.keep.rank() - 1],
             _ => 1,
         }
     }

@@ -34,7 +34,7 @@ pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMa
         .values()
         .flat_map(|l| l.bufs.iter().chain(&l.resident).map(|b| b.load))
         .collect();
-    pull_mma_layouts(kernel, &staged, &mut out);
+    pull_mma_layouts(kernel, warps, &staged, &mut out);
     out
 }
 
@@ -49,6 +49,7 @@ pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMa
 /// only.
 fn pull_mma_layouts(
     kernel: &Kernel,
+    warps: u32,
     staged: &HashSet<ValueId>,
     out: &mut HashMap<ValueId, Layout>,
 ) {
@@ -67,12 +68,53 @@ fn pull_mma_layouts(
             tir::walk_insts(body, &mut |j| in_loop.extend(j.results.iter().copied()));
         }
     });
+    // Two rounds: the mma layouts first, to their fixpoint, then the
+    // sources of broadcasts into the blocked tiles that remain (a broadcast
+    // whose result the first round pulls into an accumulator reads a
+    // `Slice` instead). The second moves data only: an index or mask
+    // expression is recomputed in any layout as it is.
+    let mut data = HashSet::new();
+    tir::walk_insts(&kernel.body, &mut |i| {
+        let computed = match &i.op {
+            Op::Arange { .. } | Op::Splat(_) | Op::ProgramId(_) | Op::Const(_) => false,
+            Op::Unary(..)
+            | Op::Cast(_)
+            | Op::Binary(..)
+            | Op::Cmp(..)
+            | Op::Select { .. }
+            | Op::AddPtr { .. }
+            | Op::Broadcast(_)
+            | Op::ExpandDims { .. } => i.op.operands().iter().any(|v| data.contains(v)),
+            _ => true,
+        };
+        if computed {
+            data.extend(i.results.iter().copied());
+        }
+    });
+    let movable = |v: &ValueId, blocked: bool| !blocked || data.contains(v);
+    for blocked in [false, true] {
+        pull_to_fixpoint(
+            kernel, warps, staged, &in_loop, &defs, blocked, &movable, out,
+        );
+    }
+}
+
+fn pull_to_fixpoint(
+    kernel: &Kernel,
+    warps: u32,
+    staged: &HashSet<ValueId>,
+    in_loop: &HashSet<ValueId>,
+    defs: &HashMap<ValueId, &tir::Inst>,
+    blocked: bool,
+    movable: &dyn Fn(&ValueId, bool) -> bool,
+    out: &mut HashMap<ValueId, Layout>,
+) {
     loop {
         // The layouts each value is read in (None: canonical, or any other
         // reader that needs the value's own layout).
         let mut reads: HashMap<ValueId, Vec<Option<Layout>>> = HashMap::new();
         tir::walk_insts(&kernel.body, &mut |i| {
-            for (v, l) in read_layouts(kernel, i, staged, &in_loop, out) {
+            for (v, l) in read_layouts(kernel, warps, i, staged, in_loop, blocked, out) {
                 reads.entry(v).or_default().push(l);
             }
         });
@@ -82,13 +124,23 @@ fn pull_mma_layouts(
                 continue;
             }
             let Some(Some(l)) = ls.first() else { continue };
+            // A blocked map the value has anyway gains nothing, and a
+            // reduction over a `Reduced` source would not see its own.
+            let canonical = Layout::Blocked(Blocked::canonical(&kernel.ty(*v).shape, warps));
+            if blocked && l.same_map(&canonical) {
+                continue;
+            }
             // A `b` operand's fragment pairs run along k, down a column: a
             // load into them would read 2 bytes at a time, so it stays
             // blocked (vectorised) and converts once.
             let b_fragments = matches!(l, Layout::Operand(Operand { b: true, .. }));
-            // A statistic's load is small and saves a conversion wherever
-            // it is; a tile's only in loops (above).
-            let statistic = matches!(l, Layout::Slice(_));
+            // A statistic's load (a row or column of an accumulator, or a
+            // vector broadcast over a blocked tile) is small and saves a
+            // conversion wherever it is; a tile's only in loops (above).
+            let statistic = matches!(
+                l,
+                Layout::Slice(_) | Layout::Reduced(_) | Layout::Blocked(_)
+            );
             let pullable = defs.get(v).is_some_and(|i| {
                 matches!(i.op, Op::Load { .. } if !b_fragments && (in_loop.contains(v) || statistic))
                     || matches!(
@@ -103,7 +155,7 @@ fn pull_mma_layouts(
                             | Op::ExpandDims { .. }
                     )
             });
-            if pullable && ls.iter().all(|x| x.as_ref() == Some(l)) {
+            if pullable && movable(v, blocked) && ls.iter().all(|x| x.as_ref() == Some(l)) {
                 pulled.push((*v, l.clone()));
             }
         }
@@ -121,16 +173,24 @@ fn pull_mma_layouts(
 /// dot reads `a` and `b` as fragments unless a pipelined loop stages them.
 fn read_layouts(
     kernel: &Kernel,
+    warps: u32,
     i: &tir::Inst,
     staged: &HashSet<ValueId>,
     in_loop: &HashSet<ValueId>,
+    blocked: bool,
     out: &HashMap<ValueId, Layout>,
 ) -> Vec<(ValueId, Option<Layout>)> {
     let mma = |v: &ValueId| match out.get(v) {
         Some(l @ (Layout::Mma(_) | Layout::Operand(_) | Layout::Slice(_))) => Some(l.clone()),
         _ => None,
     };
-    let of_result = || i.results.first().and_then(mma);
+    // An elementwise op, load or pointer addition reads its operands in its
+    // result's layout, whichever it is.
+    let of_result = || match i.results.first().and_then(|r| out.get(r)) {
+        Some(Layout::Partial(_)) | None => None,
+        Some(Layout::Reduced(_) | Layout::Blocked(_)) if !blocked => None,
+        Some(l) => Some(l.clone()),
+    };
     match &i.op {
         Op::Unary(..)
         | Op::Cast(_)
@@ -146,7 +206,14 @@ fn read_layouts(
                 .collect()
         }
         // A broadcast into an accumulator reads a row or column statistic
-        // of it, `expand_dims` of a statistic the statistic itself.
+        // of it, `expand_dims` of a statistic the statistic itself. A
+        // broadcast into a blocked tile reads its source where the tile's
+        // threads already are (the tile with the broadcast dimensions
+        // collapsed, their lanes and warps holding replicas), and
+        // `expand_dims` into that reads the vector in the matching
+        // `Reduced` layout: a per-row or per-column vector (a token's
+        // scale, a row of coefficients) is loaded or computed by the threads
+        // that use it instead of moving through shared memory.
         Op::Broadcast(a) => {
             let shape = &kernel.ty(*a).shape;
             let l = match of_result() {
@@ -157,6 +224,16 @@ fn read_layouts(
                     rows.or(cols)
                         .map(|s| Layout::Slice(Slice { keep: true, ..s }))
                 }
+                Some(Layout::Blocked(b)) if b.rank() == shape.len() => {
+                    Some(Layout::Blocked(b.collapse(shape)))
+                }
+                None if blocked
+                    && kernel.ty(i.results[0]).shape.len() == shape.len()
+                    && !out.contains_key(&i.results[0]) =>
+                {
+                    let dst = Blocked::canonical(&kernel.ty(i.results[0]).shape, warps);
+                    Some(Layout::Blocked(dst.collapse(shape)))
+                }
                 _ => None,
             };
             vec![(*a, l)]
@@ -165,6 +242,12 @@ fn read_layouts(
             let l = match of_result() {
                 Some(Layout::Slice(s)) if s.keep && s.axis == *axis => {
                     Some(Layout::Slice(Slice { keep: false, ..s }))
+                }
+                Some(Layout::Blocked(k)) if k.rank() >= 2 && k.shape[*axis as usize] == 1 => {
+                    Some(Layout::Reduced(Reduced {
+                        keep: k,
+                        axis: *axis as usize,
+                    }))
                 }
                 _ => None,
             };

@@ -1,0 +1,75 @@
+//! A vector broadcast over a blocked tile (`s[:, None] * x`, `x + w[None, :]`)
+//! is loaded or computed by the threads that use it, in the tile's layout with
+//! the broadcast dimension collapsed (`layout::Reduced`), instead of in its
+//! own 1-D layout and moved through shared memory between two barriers: a
+//! per-row scale or a per-token coefficient costs no barrier. Counted in the
+//! PTX.
+
+mod common;
+
+use common::{count, innermost_loop};
+
+const SCALE_ROWS: &str = r#"
+kernel scale_rows<const BR: i32, const BC: i32>(x: *bf16, s: *f32, w: *f32, y: *bf16, R: i32, C: i32) {
+    let r = program_id(0) * BR + arange(0, BR);
+    let c = program_id(1) * BC + arange(0, BC);
+    let rm = r < R;
+    let m = rm[:, None] && (c < C)[None, :];
+    let offs = r[:, None] * C + c[None, :];
+    let sr = load(s + r, rm, 0.0) * 2.0;
+    let wc = load(w + c, c < C, 0.0);
+    let v = load(x + offs, m, 0.0) as f32;
+    store(y + offs, (v * sr[:, None] + wc[None, :]) as bf16, m);
+}
+"#;
+
+#[test]
+fn a_broadcast_vector_moves_through_no_shared_memory() {
+    // Rows across warps, columns across lanes and warps, one warp.
+    for (br, bc, warps) in [
+        (64, 64, 4),
+        (16, 256, 4),
+        (128, 32, 8),
+        (4, 1024, 8),
+        (8, 64, 1),
+    ] {
+        let what = format!("BR={br} BC={bc}, {warps} warps");
+        let ptx = common::ptx_of(
+            "broadcasts.tile",
+            SCALE_ROWS,
+            "scale_rows",
+            &[("BR", br), ("BC", bc)],
+            warps,
+        );
+        let lines: Vec<&str> = ptx.lines().collect();
+        assert_eq!(count(&lines, "bar.sync"), 0, "{what}: barrier");
+        assert_eq!(count(&lines, "st.shared"), 0, "{what}: scratch");
+        // Both vectors are still read from global memory.
+        assert!(count(&lines, "ld.global") >= 3, "{what}");
+    }
+}
+
+/// mHC's streaming backward kernels broadcast a token's coefficients over
+/// its [N, BC] tiles: the C loop of `mhc_pre_bwd` has no barrier, that of
+/// `mhc_post_bwd` only the two of each of its N `d_res` updates (a sum over C
+/// placed into an [N, N] tile). In the whole kernel, 6 → 2 and 6N + 6 →
+/// 2N + 2 barriers with this change.
+#[test]
+fn mhc_stream_backward_loops_broadcast_without_barriers() {
+    for n in [2, 4, 8] {
+        for (kernel, warps, bars) in [("mhc_post_bwd", 1, 2 * n), ("mhc_pre_bwd", 4, 0)] {
+            let ptx = common::file_ptx(
+                "mhc-kernels/kernels/mhc/mhc.tile",
+                kernel,
+                &[("N", n), ("BC", 256)],
+                warps,
+            );
+            let body = innermost_loop(&ptx, "ld.global");
+            assert_eq!(
+                count(&body, "bar.sync"),
+                bars as usize,
+                "{kernel} N={n}: barriers in the loop"
+            );
+        }
+    }
+}
