@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import tile
 import tile.mhc
+from time_site import site_calls, site_inputs  # this script's folder is on sys.path
 
 
 def kernel_table(f, calls=5):
@@ -52,24 +53,7 @@ def main(argv=None):
     n = args.streams
     for T in map(int, args.tokens.split(",")):
         for C in map(int, args.width.split(",")):
-            site = tile.mhc.MhcSite(n, C, pack=pack).cuda()
-            x = torch.randn(T, n, C, device="cuda").bfloat16().requires_grad_()
-            y = torch.randn(T, C, device="cuda").bfloat16().requires_grad_()
-            g_out = torch.randn(T, n, C, device="cuda").bfloat16()
-            g_h = torch.randn(T, C, device="cuda").bfloat16()
-
-            def forward():
-                with torch.no_grad():
-                    site.pre(x)
-                    site.post(y)
-
-            def forward_backward():
-                h = site.pre(x)
-                o = site.post(y)
-                torch.autograd.backward([o, h], [g_out, g_h])
-                x.grad = y.grad = None
-                for p in site.parameters():
-                    p.grad = None
+            forward, forward_backward = site_calls(*site_inputs(n, T, C, pack))
 
             for label, f in (("forward", forward), ("forward+backward", forward_backward)):
                 # Host: where the CPU time of a call goes (cProfile, the GPU

@@ -73,6 +73,37 @@ def host_us(f, batch=20, batches=10):
     return per_call[len(per_call) // 2]
 
 
+def site_calls(site, x, y, g_out, g_h):
+    """The two calls both scripts time: a site's forward (`pre` then `post`,
+    no autograd) and forward + backward (x's, y's and the parameters'
+    gradients, cleared after each call)."""
+
+    def forward():
+        with torch.no_grad():
+            site.pre(x)
+            site.post(y)
+
+    def forward_backward():
+        h = site.pre(x)
+        o = site.post(y)
+        torch.autograd.backward([o, h], [g_out, g_h])
+        x.grad = y.grad = None
+        for p in site.parameters():
+            p.grad = None
+
+    return forward, forward_backward
+
+
+def site_inputs(n, T, C, pack):
+    """A fresh site and random bf16 inputs and output gradients on the GPU."""
+    site = tile.mhc.MhcSite(n, C, pack=pack).cuda()
+    x = torch.randn(T, n, C, device="cuda").bfloat16().requires_grad_()
+    y = torch.randn(T, C, device="cuda").bfloat16().requires_grad_()
+    g_out = torch.randn(T, n, C, device="cuda").bfloat16()
+    g_h = torch.randn(T, C, device="cuda").bfloat16()
+    return site, x, y, g_out, g_h
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", default="256,16384")
@@ -88,24 +119,8 @@ def main(argv=None):
     host = []
     for T in map(int, args.tokens.split(",")):
         for C in map(int, args.width.split(",")):
-            site = tile.mhc.MhcSite(n, C, pack=pack).cuda()
-            x = torch.randn(T, n, C, device="cuda").bfloat16().requires_grad_()
-            y = torch.randn(T, C, device="cuda").bfloat16().requires_grad_()
-            g_out = torch.randn(T, n, C, device="cuda").bfloat16()
-            g_h = torch.randn(T, C, device="cuda").bfloat16()
-
-            def forward():
-                with torch.no_grad():
-                    site.pre(x)
-                    site.post(y)
-
-            def forward_backward():
-                h = site.pre(x)
-                o = site.post(y)
-                torch.autograd.backward([o, h], [g_out, g_h])
-                x.grad = y.grad = None
-                for p in site.parameters():
-                    p.grad = None
+            site, x, y, g_out, g_h = site_inputs(n, T, C, pack)
+            forward, forward_backward = site_calls(site, x, y, g_out, g_h)
 
             def forward_recorded():
                 site.pre(x)

@@ -77,14 +77,9 @@ fn pull_mma_layouts(
     tir::walk_insts(&kernel.body, &mut |i| {
         let computed = match &i.op {
             Op::Arange { .. } | Op::Splat(_) | Op::ProgramId(_) | Op::Const(_) => false,
-            Op::Unary(..)
-            | Op::Cast(_)
-            | Op::Binary(..)
-            | Op::Cmp(..)
-            | Op::Select { .. }
-            | Op::AddPtr { .. }
-            | Op::Broadcast(_)
-            | Op::ExpandDims { .. } => i.op.operands().iter().any(|v| data.contains(v)),
+            op if elementwise(op) || matches!(op, Op::Broadcast(_) | Op::ExpandDims { .. }) => {
+                op.operands().iter().any(|v| data.contains(v))
+            }
             _ => true,
         };
         if computed {
@@ -143,17 +138,8 @@ fn pull_to_fixpoint(
             );
             let pullable = defs.get(v).is_some_and(|i| {
                 matches!(i.op, Op::Load { .. } if !b_fragments && (in_loop.contains(v) || statistic))
-                    || matches!(
-                        i.op,
-                        Op::Cast(_)
-                            | Op::Unary(..)
-                            | Op::Binary(..)
-                            | Op::Cmp(..)
-                            | Op::Select { .. }
-                            | Op::AddPtr { .. }
-                            | Op::Broadcast(_)
-                            | Op::ExpandDims { .. }
-                    )
+                    || elementwise(&i.op)
+                    || matches!(i.op, Op::Broadcast(_) | Op::ExpandDims { .. })
             });
             if pullable && movable(v, blocked) && ls.iter().all(|x| x.as_ref() == Some(l)) {
                 pulled.push((*v, l.clone()));
@@ -192,13 +178,7 @@ fn read_layouts(
         Some(l) => Some(l.clone()),
     };
     match &i.op {
-        Op::Unary(..)
-        | Op::Cast(_)
-        | Op::Binary(..)
-        | Op::Cmp(..)
-        | Op::Select { .. }
-        | Op::AddPtr { .. }
-        | Op::Load { .. } => {
+        op if elementwise(op) || matches!(op, Op::Load { .. }) => {
             let l = of_result();
             i.op.operands()
                 .into_iter()
@@ -283,6 +263,20 @@ fn read_layouts(
         }
         op => op.operands().into_iter().map(|v| (v, None)).collect(),
     }
+}
+
+/// An op computed element by element from operands of its own shape (a
+/// pointer addition included): it reads them in its result's layout.
+fn elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(..)
+            | Op::Cast(_)
+            | Op::Binary(..)
+            | Op::Cmp(..)
+            | Op::Select { .. }
+            | Op::AddPtr { .. }
+    )
 }
 
 struct Cx<'a> {
