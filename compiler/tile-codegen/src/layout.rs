@@ -418,7 +418,7 @@ impl Mma {
 /// the four lanes of a quad share a row. Column statistics are never
 /// reduced into (that crosses the warps of a warpgroup): a load or
 /// elementwise op read only through a column broadcast is computed in one
-/// (`pull_mma_layouts`), the registers of a thread being the columns
+/// (`pull_layouts`), the registers of a thread being the columns
 /// `2q, 2q + 1` of each 8-wide fragment. `keep` is the `[M, 1]` (`[1, N]`)
 /// form after `expand_dims`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

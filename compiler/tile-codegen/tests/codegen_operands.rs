@@ -1,5 +1,5 @@
 //! Values read only in a `dot`'s layouts are computed in them
-//! (`pull_mma_layouts`): inside a loop, an `mma.sync` operand computed from
+//! (`pull_layouts`): inside a loop, an `mma.sync` operand computed from
 //! a load goes straight into its fragments, and the epilogue's loads and
 //! store run in the accumulator layout, so the loop needs no shared memory
 //! and no barrier (the row loop of mHC's projection backward as it was

@@ -11,7 +11,8 @@ use tile_ir::{self as tir, BinaryOp, Kernel, Op, ReduceOp, Scalar, ValueId};
 /// `dot` results live in the mma accumulator layout, and so do elementwise ops
 /// over them and loop-carried values they flow into (a fixpoint over loops);
 /// a reduction a loop accumulates is carried as per-thread partials; values
-/// read only in an mma layout are pulled into it (`pull_mma_layouts`).
+/// read only in an mma layout are pulled into it, and vectors broadcast over
+/// a blocked tile into that tile's threads (`pull_layouts`).
 pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMap<ValueId, Layout> {
     let wgmma = &plan.wgmma;
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
@@ -34,7 +35,7 @@ pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMa
         .values()
         .flat_map(|l| l.bufs.iter().chain(&l.resident).map(|b| b.load))
         .collect();
-    pull_mma_layouts(kernel, warps, &staged, &mut out);
+    pull_layouts(kernel, warps, &staged, &mut out);
     out
 }
 
@@ -46,8 +47,9 @@ pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMa
 /// going through scratch between two barriers. Index, mask and pointer
 /// expressions follow for free (they are recomputed in any layout). A
 /// fixpoint: pulling one value can make its operands read in that layout
-/// only.
-fn pull_mma_layouts(
+/// only. A second round does the same for the sources of broadcasts into
+/// blocked tiles (`Reduced`, `Blocked::collapse`).
+fn pull_layouts(
     kernel: &Kernel,
     warps: u32,
     staged: &HashSet<ValueId>,
