@@ -141,8 +141,6 @@ impl Blocked {
     pub fn warp_stride(&self, d: usize) -> u32 {
         self.wpc[d + 1..].iter().product()
     }
-    /// Whether `self` and `other` (whose shapes have the same non-unit dimensions)
-    /// place every element in the same thread and register.
     /// This layout with the dimensions where `src` has size 1 collapsed
     /// to size 1: where a tile of `src`'s shape broadcast into this one is
     /// already held by the threads that read it (the lanes and warps along a
@@ -158,6 +156,8 @@ impl Blocked {
         keep
     }
 
+    /// Whether `self` and `other` (whose shapes have the same non-unit dimensions)
+    /// place every element in the same thread and register.
     pub fn same_map(&self, other: &Blocked) -> bool {
         fn squeeze(l: &Blocked) -> Vec<(u32, u32, u32, u32)> {
             (0..l.rank())

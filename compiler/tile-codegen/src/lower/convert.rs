@@ -334,23 +334,11 @@ fn in_thread_broadcast(src: &Layout, dst: &Layout) -> Option<Vec<usize>> {
     let (Layout::Blocked(s), Layout::Blocked(d)) = (src, dst) else {
         return None;
     };
-    if s.rank() != d.rank() {
-        return None;
-    }
-    let mut collapsed = d.clone();
-    for k in 0..d.rank() {
-        if s.shape[k] == d.shape[k] {
-            continue;
-        }
-        // Lanes or warps along k must hold replicas in the source too
-        // (`same_map` below compares them).
-        if s.shape[k] != 1 {
-            return None;
-        }
-        collapsed.shape[k] = 1;
-        collapsed.spt[k] = 1;
-    }
-    if !collapsed.same_map(s) {
+    // Broadcast dimensions only; lanes or warps along them must hold
+    // replicas in the source too (`same_map` compares them).
+    let broadcast =
+        s.rank() == d.rank() && (0..d.rank()).all(|k| s.shape[k] == d.shape[k] || s.shape[k] == 1);
+    if !broadcast || !d.collapse(&s.shape).same_map(s) {
         return None;
     }
     Some(

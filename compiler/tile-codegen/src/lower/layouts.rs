@@ -88,11 +88,8 @@ fn pull_layouts(
             data.extend(i.results.iter().copied());
         }
     });
-    let movable = |v: &ValueId, blocked: bool| !blocked || data.contains(v);
     for blocked in [false, true] {
-        pull_to_fixpoint(
-            kernel, warps, staged, &in_loop, &defs, blocked, &movable, out,
-        );
+        pull_to_fixpoint(kernel, warps, staged, &in_loop, &defs, blocked, &data, out);
     }
 }
 
@@ -103,7 +100,7 @@ fn pull_to_fixpoint(
     in_loop: &HashSet<ValueId>,
     defs: &HashMap<ValueId, &tir::Inst>,
     blocked: bool,
-    movable: &dyn Fn(&ValueId, bool) -> bool,
+    data: &HashSet<ValueId>,
     out: &mut HashMap<ValueId, Layout>,
 ) {
     loop {
@@ -121,10 +118,16 @@ fn pull_to_fixpoint(
                 continue;
             }
             let Some(Some(l)) = ls.first() else { continue };
-            // A blocked map the value has anyway gains nothing, and a
-            // reduction over a `Reduced` source would not see its own.
-            let canonical = Layout::Blocked(Blocked::canonical(&kernel.ty(*v).shape, warps));
-            if blocked && l.same_map(&canonical) {
+            // The second round moves data only; a blocked map the value has
+            // anyway gains nothing, and a reduction over a `Reduced` source
+            // would not see its own.
+            if blocked
+                && (!data.contains(v)
+                    || l.same_map(&Layout::Blocked(Blocked::canonical(
+                        &kernel.ty(*v).shape,
+                        warps,
+                    ))))
+            {
                 continue;
             }
             // A `b` operand's fragment pairs run along k, down a column: a
@@ -143,7 +146,7 @@ fn pull_to_fixpoint(
                     || elementwise(&i.op)
                     || matches!(i.op, Op::Broadcast(_) | Op::ExpandDims { .. })
             });
-            if pullable && movable(v, blocked) && ls.iter().all(|x| x.as_ref() == Some(l)) {
+            if pullable && ls.iter().all(|x| x.as_ref() == Some(l)) {
                 pulled.push((*v, l.clone()));
             }
         }
