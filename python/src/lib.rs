@@ -6,7 +6,8 @@
 //! turns numpy arrays (CPU interpreter) into those bytes and back. Torch CUDA
 //! tensors are launched on in place: [`Pack::kernel`] gives a [`LoadedKernel`]
 //! whose `launch_raw` takes their device addresses and torch's current stream
-//! ([`tile_runtime::Device::launch_raw`]).
+//! ([`tile_runtime::Device::launch_raw`]); a [`LaunchSequence`] of them runs
+//! a fixed list of launches (a pass of `tile.mhc`'s site) in one call.
 
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -88,6 +89,22 @@ fn raw_arg(t: &Bound<'_, PyAny>) -> PyResult<RawArg> {
         "i64" => RawArg::I64(t.get_item(1)?.extract()?),
         "f32" => RawArg::F32(t.get_item(1)?.extract()?),
         _ => return Err(PyTypeError::new_err(format!("bad argument tag `{tag}`"))),
+    })
+}
+
+/// A scalar argument of parameter `name` (`i32`, `i64` or `f32`) from a Python number.
+fn scalar_arg(name: &str, s: Scalar, a: &Bound<'_, PyAny>) -> PyResult<RtRawArg> {
+    let bad = |e: PyErr| PyTypeError::new_err(format!("argument `{name}`: {e}"));
+    Ok(match s {
+        Scalar::I32 => RtRawArg::I32(a.extract().map_err(bad)?),
+        Scalar::I64 => RtRawArg::I64(a.extract().map_err(bad)?),
+        Scalar::F32 => RtRawArg::F32(a.extract().map_err(bad)?),
+        s => {
+            return Err(PyTypeError::new_err(format!(
+                "argument `{name}`: {} scalars are not supported from Python",
+                scalar_name(s)
+            )))
+        }
     })
 }
 
@@ -387,15 +404,7 @@ impl LoadedKernel {
                 let bad = |e: PyErr| PyTypeError::new_err(format!("argument `{name}`: {e}"));
                 Ok(match kind {
                     ParamKind::Ptr(s) => RtRawArg::Ptr(*s, a.extract::<u64>().map_err(bad)?),
-                    ParamKind::Scalar(Scalar::I32) => RtRawArg::I32(a.extract().map_err(bad)?),
-                    ParamKind::Scalar(Scalar::I64) => RtRawArg::I64(a.extract().map_err(bad)?),
-                    ParamKind::Scalar(Scalar::F32) => RtRawArg::F32(a.extract().map_err(bad)?),
-                    ParamKind::Scalar(s) => {
-                        return Err(PyTypeError::new_err(format!(
-                            "argument `{name}`: {} scalars are not supported from Python",
-                            scalar_name(*s)
-                        )))
-                    }
+                    ParamKind::Scalar(s) => scalar_arg(name, *s, a)?,
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -417,6 +426,176 @@ impl LoadedKernel {
     }
 }
 
+/// One argument of a step of a [`LaunchSequence`]: a pointer `offset`
+/// bytes into the memory of address slot `slot`, or a fixed scalar.
+enum StepArg {
+    Ptr {
+        dtype: Scalar,
+        slot: usize,
+        offset: u64,
+    },
+    Fixed(RtRawArg),
+}
+
+struct Step {
+    kernel: Arc<Kernel>,
+    grid: [u32; 3],
+    args: Vec<StepArg>,
+}
+
+/// A fixed list of launches on one GPU whose pointer arguments are offsets
+/// into a few address slots, launched by one call with the slots' addresses
+/// (`launch`): what a caller that runs the same kernels on fresh tensors
+/// every step (`tile.mhc`'s sites) uses instead of one Python call a kernel.
+/// Built once from [`LoadedKernel`]s; each step's arguments are checked
+/// against its kernel's signature then, so a launch checks only the slots.
+#[pyclass(module = "tile._tile", frozen)]
+struct LaunchSequence {
+    device: Arc<Device>,
+    slots: usize,
+    steps: Vec<Step>,
+}
+
+/// A step as Python gives it: the kernel, its grid, and per parameter a
+/// `(slot, byte offset)` pair for a pointer or a number for a scalar.
+type StepSpec<'py> = (
+    Bound<'py, LoadedKernel>,
+    (u32, u32, u32),
+    Vec<Bound<'py, PyAny>>,
+);
+
+#[pymethods]
+impl LaunchSequence {
+    #[new]
+    fn new(slots: usize, steps: Vec<StepSpec<'_>>) -> PyResult<Self> {
+        let mut device: Option<Arc<Device>> = None;
+        let mut out = Vec::with_capacity(steps.len());
+        for (i, (kernel, grid, args)) in steps.iter().enumerate() {
+            let k = kernel.get();
+            let kname = &k.kernel.signature().name;
+            match &device {
+                Some(d) if !Arc::ptr_eq(d, &k.device) => {
+                    return Err(PyValueError::new_err(format!(
+                        "step {i} ({kname}) is loaded on another device than step 0"
+                    )))
+                }
+                Some(_) => {}
+                None => device = Some(k.device.clone()),
+            }
+            if args.len() != k.params.len() {
+                let names: Vec<&str> = k.params.iter().map(|p| p.0.as_str()).collect();
+                return Err(PyTypeError::new_err(format!(
+                    "step {i}: {kname}() takes {} arguments ({}), got {}",
+                    k.params.len(),
+                    names.join(", "),
+                    args.len()
+                )));
+            }
+            if [grid.0, grid.1, grid.2].contains(&0) {
+                return Err(PyValueError::new_err(format!(
+                    "step {i} ({kname}): empty grid {grid:?}"
+                )));
+            }
+            let args = k
+                .params
+                .iter()
+                .zip(args)
+                .map(|((name, kind), a)| {
+                    Ok(match kind {
+                        ParamKind::Ptr(dtype) => {
+                            let (slot, offset): (usize, u64) = a.extract().map_err(|_| {
+                                PyTypeError::new_err(format!(
+                                    "step {i} ({kname}), argument `{name}`: a pointer is a \
+                                     (slot, byte offset) pair"
+                                ))
+                            })?;
+                            if slot >= slots {
+                                return Err(PyValueError::new_err(format!(
+                                    "step {i} ({kname}), argument `{name}`: slot {slot} of {slots}"
+                                )));
+                            }
+                            // Vector accesses need 16-byte alignment, as from any allocator.
+                            if !offset.is_multiple_of(16) {
+                                return Err(PyValueError::new_err(format!(
+                                    "step {i} ({kname}), argument `{name}`: offset {offset} is \
+                                     not a multiple of 16 bytes"
+                                )));
+                            }
+                            StepArg::Ptr {
+                                dtype: *dtype,
+                                slot,
+                                offset,
+                            }
+                        }
+                        ParamKind::Scalar(s) => StepArg::Fixed(scalar_arg(name, *s, a)?),
+                    })
+                })
+                .collect::<PyResult<Vec<_>>>()?;
+            out.push(Step {
+                kernel: k.kernel.clone(),
+                grid: [grid.0, grid.1, grid.2],
+                args,
+            });
+        }
+        let device =
+            device.ok_or_else(|| PyValueError::new_err("a launch sequence needs a step"))?;
+        Ok(LaunchSequence {
+            device,
+            slots,
+            steps: out,
+        })
+    }
+
+    /// Launch every step in order on `stream`, slot `i` at `addresses[i]`
+    /// (device addresses: `tensor.data_ptr()`).
+    fn launch(&self, addresses: Vec<u64>, stream: u64) -> PyResult<()> {
+        if addresses.len() != self.slots {
+            return Err(PyTypeError::new_err(format!(
+                "the sequence has {} address slots, got {} addresses",
+                self.slots,
+                addresses.len()
+            )));
+        }
+        if let Some(i) = addresses.iter().position(|&a| a == 0) {
+            return Err(PyValueError::new_err(format!(
+                "address of slot {i} is null"
+            )));
+        }
+        let mut raw = Vec::new();
+        for step in &self.steps {
+            raw.clear();
+            raw.extend(step.args.iter().map(|a| match *a {
+                StepArg::Ptr {
+                    dtype,
+                    slot,
+                    offset,
+                } => RtRawArg::Ptr(dtype, addresses[slot] + offset),
+                StepArg::Fixed(v) => v,
+            }));
+            // SAFETY: as for `LoadedKernel::launch_raw`: the caller (tile.mhc)
+            // passes addresses of live contiguous tensors of this device, each
+            // holding what every step touches at its offsets, kept alive past
+            // the call, and torch's current stream of this device.
+            unsafe {
+                self.device
+                    .launch_raw(&step.kernel, step.grid, &raw, stream)
+            }
+            .map_err(launch_err)?;
+        }
+        Ok(())
+    }
+
+    /// The number of address slots `launch` takes.
+    #[getter]
+    fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn __len__(&self) -> usize {
+        self.steps.len()
+    }
+}
+
 /// Why GPU 0 cannot be used, or `None` when it can.
 #[pyfunction]
 fn gpu_unavailable_reason() -> Option<String> {
@@ -428,6 +607,7 @@ fn _tile(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Pack>()?;
     m.add_class::<LoadedKernel>()?;
+    m.add_class::<LaunchSequence>()?;
     m.add_function(wrap_pyfunction!(gpu_unavailable_reason, m)?)?;
     m.add("TileError", py.get_type::<TileError>())?;
     m.add("PackError", py.get_type::<PackError>())?;

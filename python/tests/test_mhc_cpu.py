@@ -181,22 +181,136 @@ def test_site_plan_refuses_bad_shapes():
 
 
 def test_grad_handoff_is_used_once_and_only_by_its_own_pass():
-    """tile.mhc._GradHandoff (x's gradient from post's backward to pre's; no
-    torch needed): pre's backward takes post's buffer only when post's
-    backward ran in the same backward pass (same graph task, h has a
-    gradient), and only once; otherwise it starts from zeros (None here)."""
+    """tile.mhc._GradHandoff (x's and h's gradients from post's backward to
+    pre's; no torch needed): pre's backward takes post's buffers only when
+    post's backward ran in the same backward pass (same graph task, h has a
+    gradient), and only once; otherwise it starts from zeros (None here).
+    h's gradient is handed over only when it is post's own buffer."""
     from tile.mhc import _GradHandoff
 
-    h, gx = _GradHandoff(), object()
-    assert h.take(1, True) is None  # post's backward never ran
-    h.give(gx, 1)
-    assert h.take(1, True) is gx
-    assert h.take(1, True) is None  # used once: a retain_graph rerun's post gives a new one
-    h.give(gx, 1)
-    assert h.take(2, True) is None  # given in another pass (post ran, pre was not needed)...
-    assert h.take(2, True) is None  # ...and dropped, not kept for later
-    h.give(gx, 1)
-    assert h.take(1, False) is None  # h has no gradient: post's backward was not in this pass
-    assert h.gx is None
-    h.give(gx, None)
-    assert h.take(None, True) is gx  # a torch without graph task ids: h's gradient decides
+    h, gx, dh = _GradHandoff(), object(), object()
+    assert h.take(1, dh) == (None, None)  # post's backward never ran
+    h.give(gx, dh, 1)
+    got = h.take(1, dh)
+    assert got[0] is gx and got[1] is dh
+    assert h.take(1, dh) == (None, None)  # used once: a retain_graph rerun's post gives a new one
+    h.give(gx, dh, 1)
+    assert h.take(2, dh) == (None, None)  # given in another pass (post ran, pre was not needed)...
+    assert h.take(2, dh) == (None, None)  # ...and dropped, not kept for later
+    h.give(gx, dh, 1)
+    assert h.take(1, None) == (None, None)  # h has no gradient: post's backward was not in this pass
+    h.give(gx, dh, 1)
+    other = object()  # autograd summed h's gradient with another: pre must copy it
+    got = h.take(1, other)
+    assert got[0] is gx and got[1] is None
+    assert h.gx is None and h.dh is None
+
+
+def replay(pack, rec, arrays):
+    """Run a tile.mhc._Recording on numpy arrays (slot i = arrays[i]) through
+    the interpreter, its temporaries as views of one workspace: what the
+    native LaunchSequence does with device addresses."""
+    from tile.mhc import _Slot
+
+    ws = np.full(max(rec.workspace_bytes, 1), 0xFF, np.uint8)  # NaN-filled f32 and bf16
+
+    def resolve(a):
+        if type(a) is not _Slot:
+            return a
+        if a.index < rec.workspace:
+            assert a.offset == 0
+            return arrays[a.index]
+        assert a.index == rec.workspace and a.offset % rec.ALIGN == 0
+        return ws[a.offset : a.offset + a.nbytes].view(np.uint16 if a.dtype == "bf16" else np.float32)
+
+    for name, meta, warps, grid, args in rec.steps:
+        pack[name](*[resolve(a) for a in args], grid=grid, warps=warps, **meta)
+
+
+@pytest.mark.parametrize("mixing", ["mhc", "hc"])
+def test_recorded_passes_give_the_bits_of_direct_launches(mhc_pack, mixing):
+    """The torch site runs pre's forward and backward as recorded passes
+    (tile.mhc._Recording, one native LaunchSequence each): replayed with the
+    temporaries in one workspace and the parameter gradients written
+    (accumulate=False), they give the bits of launching kernel by kernel."""
+    from tile.mhc import _Recording
+
+    n, C, T = 4, 64, 3
+    plan, x, y, phi, a, b = problem(n, C, T, seed=21)
+    if mixing == "hc":
+        plan = SitePlan("hc", n, C)
+        phi = phi[: plan.proj_rows * plan.proj_cols].copy()
+    rng = np.random.default_rng(22)
+    g_out = to_bits(rng.standard_normal(T * n * C))
+    g_h = to_bits(rng.standard_normal(T * C))
+    L, alloc = numpy_backend(mhc_pack)
+
+    h_in, z, r, h = plan.pre(L, alloc, 4, x, phi, a, b, T)
+    gx, dy = alloc(T * n * C, "bf16", True), alloc(T * C, "bf16", True)
+    dh = alloc(T * plan.coeffs, "f32", True)
+    plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
+    gx_post, dh_post = gx.copy(), dh.copy()
+    grads = (alloc(phi.size, "f32", True), alloc(3, "f32", True), alloc(plan.coeffs, "f32", True))
+    plan.pre_backward(L, alloc, 4, x, phi, a, b, z, r, h, g_h, gx, dh, grads, T)
+
+    nan = lambda like: np.full_like(like, 0xFFFF if like.dtype == np.uint16 else np.nan)
+    outs = [nan(v) for v in (h_in, z, r, h)]
+    rec = _Recording(8, 4)
+    plan.pre_into(rec, rec.alloc, rec.sms, *rec.args, T)
+    replay(mhc_pack, rec, [x, phi, a, b, *outs])
+    for got, want, what in zip(outs, (h_in, z, r, h), ("h_in", "z", "r", "h")):
+        assert np.array_equal(got.view(np.uint32 if got.dtype == np.float32 else np.uint16),
+                              want.view(np.uint32 if want.dtype == np.float32 else np.uint16)), what
+
+    gx2, dh2 = gx_post.copy(), dh_post.copy()
+    grads2 = [nan(g) for g in grads]
+    rec = _Recording(13, 4)
+    plan.pre_backward(rec, rec.alloc, rec.sms, *rec.args[:10], tuple(rec.args[10:]), T, accumulate=False)
+    assert rec.workspace_bytes > 0
+    replay(mhc_pack, rec, [x, phi, a, b, *outs[1:], g_h, gx2, dh2, *grads2])
+    assert np.array_equal(gx2, gx)
+    for got, want, what in zip((dh2, *grads2), (dh, *grads), ("dh", "dproj", "dalpha", "db")):
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), what
+
+
+def test_recording_lays_temporaries_out_disjoint_and_aligned():
+    from tile.mhc import _Recording
+
+    rec = _Recording(2, 4)
+    a, b, c = rec.alloc(3, "bf16", False), rec.alloc(100, "f32", False), rec.alloc(1, "f32", False)
+    assert [s.index for s in (a, b, c)] == [2, 2, 2]
+    assert (a.offset, a.nbytes, b.offset, b.nbytes, c.offset) == (0, 6, 256, 400, 768)
+    assert rec.workspace_bytes == 772
+    with pytest.raises(ValueError, match="zeroed memory"):
+        rec.alloc(4, "f32", True)
+
+
+def test_launch_sequence_checks_its_steps(mhc_pack):
+    """The native LaunchSequence checks each step against its kernel's
+    signature when built (on CPU-loaded kernels here; launching needs a GPU)."""
+    from tile._tile import LaunchSequence
+
+    k = mhc_pack["mhc_post"]._loaded({"N": 4, "BC": 256}, 1, None)
+    ok = [(0, 0), (1, 0), (2, 0), (3, 16), 64]
+    seq = LaunchSequence(4, [(k, (2, 1, 1), ok)])
+    assert len(seq) == 1 and seq.slots == 4
+    with pytest.raises(TypeError, match=r"takes 5 arguments \(x, y, h, xo, C\), got 4"):
+        LaunchSequence(4, [(k, (2, 1, 1), ok[:4])])
+    with pytest.raises(ValueError, match="argument `h`: slot 4 of 4"):
+        LaunchSequence(4, [(k, (2, 1, 1), [(0, 0), (1, 0), (4, 0), (3, 0), 64])])
+    with pytest.raises(ValueError, match="argument `xo`: offset 8 is not a multiple of 16"):
+        LaunchSequence(4, [(k, (2, 1, 1), [(0, 0), (1, 0), (2, 0), (3, 8), 64])])
+    with pytest.raises(TypeError, match=r"argument `x`: a pointer is a \(slot, byte offset\) pair"):
+        LaunchSequence(4, [(k, (2, 1, 1), [7, (1, 0), (2, 0), (3, 0), 64])])
+    with pytest.raises(TypeError, match="argument `C`"):
+        LaunchSequence(4, [(k, (2, 1, 1), [(0, 0), (1, 0), (2, 0), (3, 0), 1.5])])
+    with pytest.raises(ValueError, match="empty grid"):
+        LaunchSequence(4, [(k, (0, 1, 1), ok)])
+    with pytest.raises(ValueError, match="needs a step"):
+        LaunchSequence(4, [])
+    with pytest.raises(TypeError, match="4 address slots, got 3"):
+        seq.launch([16, 32, 48], 0)
+    with pytest.raises(ValueError, match="slot 1 is null"):
+        seq.launch([16, 0, 48, 64], 0)
+    with pytest.raises(tile.LaunchError, match="need a GPU device"):
+        seq.launch([16, 32, 48, 64], 0)

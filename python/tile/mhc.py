@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import Pack
+from ._tile import LaunchSequence as _NativeSequence
 
 __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 
@@ -158,10 +159,14 @@ class SitePlan:
         r = alloc(rows, "f32", False)
         h = alloc(T * self.coeffs, "f32", False)
         h_in = alloc(T * self.C, "bf16", False)
+        self.pre_into(L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T)
+        return h_in, z, r, h
+
+    def pre_into(self, L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T):
+        """:meth:`pre` into the caller's ``h_in``, ``z``, ``r`` and ``h``."""
         self.project(L, alloc, sms, x, proj, z, r, T)
         self.gates(L, z, r, alpha, b, h, T)
         self.apply_pre(L, x, h, h_in, T)
-        return h_in, z, r, h
 
     # ---- backward -----------------------------------------------------------
 
@@ -175,11 +180,11 @@ class SitePlan:
             [x, y, h, g_out, gx, dy, dh, self.C],
         )
 
-    def pre_backward(self, L, alloc, sms, x, proj, alpha, b, z, r, h, g_h, gx, dh, grads, T):
+    def pre_backward(self, L, alloc, sms, x, proj, alpha, b, z, r, h, g_h, gx, dh, grads, T, accumulate=True):
         """``mhc_pre_bwd``, the gates' backward, the projection's backward
         (added to ``gx`` in place) and the parameter gradients added into
         ``grads = (dproj, dalpha, db)`` (which must start at zero or hold
-        what to add to)."""
+        what to add to), or written there with ``accumulate=False``."""
         n, K, R = self.n, self.proj_cols, self.proj_rows
         rows = T * self.rows_per_token
         bc, warps = _PRE_BWD_TILE
@@ -234,32 +239,33 @@ class SitePlan:
             [x, dzt, part, rows, K, R, group],
         )
         dproj, dalpha, db = grads
-        self.sum_rows(L, alloc, part, programs, R * K, dproj)
-        self.sum_rows(L, alloc, dm if dm is not None else dh, T, self.coeffs, db)
-        self.sum_rows(L, alloc, dalpha_t, T, 3, dalpha)
+        self.sum_rows(L, alloc, part, programs, R * K, dproj, accumulate)
+        self.sum_rows(L, alloc, dm if dm is not None else dh, T, self.coeffs, db, accumulate)
+        self.sum_rows(L, alloc, dalpha_t, T, 3, dalpha, accumulate)
 
-    def sum_rows(self, L, alloc, src, p, l, dst):
-        """``dst[j] += Σ_i src[i, j]`` in a fixed order (two stages for many rows)."""
+    def sum_rows(self, L, alloc, src, p, l, dst, accumulate=True):
+        """``dst[j] += Σ_i src[i, j]`` (``=`` with ``accumulate=False``) in a
+        fixed order (two stages for many rows)."""
 
         # Narrow sums take 32 columns and 32 rows a step (layer/backward.rs sum_rows).
         bl, bp = (32, 32) if l <= 32 else (256, 8)
 
-        def launch(s, d, p, splits, accumulate):
+        def launch(s, d, p, splits, add):
             L(
                 "mhc_sum_rows",
                 {"BL": bl, "BP": bp},
                 4,
                 (_cdiv(l, bl), splits, 1),
-                [s, d, p, l, _cdiv(p, splits), int(accumulate)],
+                [s, d, p, l, _cdiv(p, splits), int(add)],
             )
 
         if p > 1024:
             splits = _cdiv(p, 256)
             stage = alloc(splits * l, "f32", False)
             launch(src, stage, p, splits, False)
-            launch(stage, dst, splits, 1, True)
+            launch(stage, dst, splits, 1, accumulate)
         else:
-            launch(src, dst, p, 1, True)
+            launch(src, dst, p, 1, accumulate)
 
     # ---- initialisation -----------------------------------------------------
 
@@ -280,11 +286,53 @@ class SitePlan:
         return b
 
 
+class _Slot:
+    """An array of a :class:`_Recording`: ``nbytes`` bytes at ``offset``
+    into the memory of address slot ``index`` (``nbytes`` is None for the
+    pass's own arrays, which start their slot)."""
+
+    __slots__ = ("index", "offset", "nbytes", "dtype")
+
+    def __init__(self, index: int, offset: int = 0, nbytes: Optional[int] = None, dtype: Optional[str] = None):
+        self.index, self.offset, self.nbytes, self.dtype = index, offset, nbytes, dtype
+
+
+class _Recording:
+    """A launcher and allocator for :class:`SitePlan` that launches nothing:
+    it records a pass's kernels with symbolic arrays (:class:`_Slot`), so the
+    pass can run later as one native ``LaunchSequence`` on fresh tensors (one
+    Python call a pass instead of one a kernel). The pass's arrays are the
+    first ``inputs`` slots (``args``, in the order the caller passes them);
+    its temporaries share one workspace, the last slot, each at a 256-byte
+    aligned offset (``workspace_bytes`` in all)."""
+
+    ALIGN = 256
+
+    def __init__(self, inputs: int, sms: int):
+        self.args = [_Slot(i) for i in range(inputs)]
+        self.workspace = inputs
+        self.workspace_bytes = 0
+        self.steps: List[tuple] = []
+        self.sms = sms
+
+    def __call__(self, name, meta, warps, grid, args):
+        self.steps.append((name, dict(meta), warps, tuple(grid), list(args)))
+
+    def alloc(self, n, dtype, zero):
+        if zero:
+            raise ValueError("a recorded pass cannot ask for zeroed memory (nothing runs while recording)")
+        off = _cdiv(self.workspace_bytes, self.ALIGN) * self.ALIGN
+        nbytes = n * (2 if dtype == "bf16" else 4)
+        self.workspace_bytes = off + nbytes
+        return _Slot(self.workspace, off, nbytes, dtype)
+
+
 # ---- torch ------------------------------------------------------------------
 
 
 class _GradHandoff:
-    """x's gradient from post's backward to pre's backward of one site call.
+    """x's gradient, and h's, from post's backward to pre's backward of one
+    site call.
 
     ``mhc_post_bwd`` writes post's part of ∂L/∂x into a fresh buffer, and
     ``mhc_pre_bwd`` and ``mhc_proj_bwd_dx`` add pre's parts into a buffer in
@@ -293,7 +341,10 @@ class _GradHandoff:
     buffer for pre and no sum of two x-sized gradients by autograd (a read of
     two and a write of one stream tensor), as in the Rust layer. The order is
     the graph's: post takes pre's output ``h``, so whenever post's backward
-    runs in a backward pass, pre's runs after it in the same pass.
+    runs in a backward pass, pre's runs after it in the same pass. Post's
+    ``dh`` (h's gradient) comes along: when autograd hands pre exactly that
+    tensor (h has no other consumer), pre's kernels may write into it
+    instead of a copy.
 
     A gradient is used only by the pass that gave it (the same autograd graph
     task, where torch says which, and a gradient of ``h`` present, which only
@@ -302,19 +353,22 @@ class _GradHandoff:
     ``torch.autograd.grad`` that needs only ``y``) leaves nothing that a later
     pass could reuse. Otherwise pre's backward starts from zeros."""
 
-    __slots__ = ("gx", "task")
+    __slots__ = ("gx", "dh", "task")
 
     def __init__(self):
-        self.gx = None
-        self.task = None
+        self.gx = self.dh = self.task = None
 
-    def give(self, gx, task):
-        self.gx, self.task = gx, task
+    def give(self, gx, dh, task):
+        self.gx, self.dh, self.task = gx, dh, task
 
-    def take(self, task, h_has_grad: bool):
-        gx, given = self.gx, self.task
-        self.gx = self.task = None
-        return gx if gx is not None and h_has_grad and given == task else None
+    def take(self, task, g_h):
+        """``(gx, dh)``: post's x gradient (None when not this pass's), and
+        ``g_h`` itself when it is the ``dh`` post gave (else None)."""
+        gx, dh, given = self.gx, self.dh, self.task
+        self.gx = self.dh = self.task = None
+        if gx is None or g_h is None or given != task:
+            return None, None
+        return gx, (g_h if g_h is dh else None)
 
 
 try:  # torch is optional: SitePlan works without it (numpy, CPU interpreter).
@@ -331,7 +385,13 @@ class _TorchLauncher:
     """Launches the pack's kernels on torch CUDA tensors of one device:
     loaded kernels cached per (name, config), arguments as device addresses,
     on torch's current stream. The site checks its tensors before the first
-    launch, so this does no per-kernel checks beyond the runtime's."""
+    launch, so this does no per-kernel checks beyond the runtime's. A pass of
+    several kernels runs as one native ``LaunchSequence`` (:meth:`run`),
+    recorded once per pass and token count."""
+
+    # Recorded passes kept per launcher (a site sees few token counts; a
+    # long run with ever-changing ones must not grow without bound).
+    MAX_SEQUENCES = 32
 
     def __init__(self, pack: Pack, device):
         self.pack = pack
@@ -339,11 +399,10 @@ class _TorchLauncher:
         self.ordinal = device.index if device.index is not None else torch.cuda.current_device()
         self.sms = torch.cuda.get_device_properties(device).multi_processor_count
         self.kernels: Dict[tuple, Any] = {}
+        self.sequences: Dict[Any, tuple] = {}
         self.stream = 0
 
-    def __call__(self, name, meta, warps, grid, args):
-        # Per launch: one flat key for the cache and the arguments as
-        # addresses or scalars (SitePlan's scalars are Python ints and floats).
+    def _kernel(self, name, meta, warps):
         key = (name, warps, *meta.items())
         k = self.kernels.get(key)
         if k is None:
@@ -352,7 +411,39 @@ class _TorchLauncher:
             order = list(kern.configs[0][0]) if kern.configs else list(meta)
             k = kern._loaded({m: int(meta[m]) for m in order}, warps, self.ordinal)
             self.kernels[key] = k
-        k.launch_raw(grid, [a if type(a) in _SCALARS else a.data_ptr() for a in args], self.stream)
+        return k
+
+    def __call__(self, name, meta, warps, grid, args):
+        # Per launch: one flat key for the cache and the arguments as
+        # addresses or scalars (SitePlan's scalars are Python ints and floats).
+        self._kernel(name, meta, warps).launch_raw(
+            grid, [a if type(a) in _SCALARS else a.data_ptr() for a in args], self.stream
+        )
+
+    def run(self, key, record, tensors):
+        """Run the pass ``record(recording, *slots)`` describes (its kernels
+        recorded once per ``key`` with ``tensors`` as symbolic slots) on
+        ``tensors`` and a fresh workspace, as one native call."""
+        entry = self.sequences.get(key)
+        if entry is None:
+            rec = _Recording(len(tensors), self.sms)
+            record(rec, *rec.args)
+            steps = [
+                (
+                    self._kernel(name, meta, warps),
+                    grid,
+                    [(a.index, a.offset) if type(a) is _Slot else a for a in args],
+                )
+                for name, meta, warps, grid, args in rec.steps
+            ]
+            entry = (_NativeSequence(len(tensors) + 1, steps), rec.workspace_bytes)
+            if len(self.sequences) >= self.MAX_SEQUENCES:
+                self.sequences.pop(next(iter(self.sequences)))
+            self.sequences[key] = entry
+        seq, nbytes = entry
+        # Freed after the call: torch's allocator reuses it in stream order.
+        ws = torch.empty(max(nbytes, _Recording.ALIGN), dtype=torch.uint8, device=self.device)
+        seq.launch([t.data_ptr() for t in tensors] + [ws.data_ptr()], self.stream)
 
     def alloc(self, n, dtype, zero):
         dt = torch.bfloat16 if dtype == "bf16" else torch.float32
@@ -410,10 +501,36 @@ if torch is not None:
         return _task_id() if _task_id is not None else None
 
     def _pre_forward(plan, L, x, proj, alpha, b):
-        """(h_in [..., C], h [T, n²+2n], z, r): the forward of pre."""
+        """(h_in [..., C], h [T, n²+2n], z, r): the forward of pre, one native call."""
         T = x.numel() // (plan.n * plan.C)
-        h_in, z, r, h = plan.pre(L, L.alloc, L.sms, x, proj, alpha, b, T)
-        return h_in.view(*x.shape[:-2], plan.C), h.view(T, plan.coeffs), z, r
+        rows = T * plan.rows_per_token
+        dev = x.device
+        h_in = torch.empty(*x.shape[:-2], plan.C, dtype=torch.bfloat16, device=dev)
+        h = torch.empty(T, plan.coeffs, dtype=torch.float32, device=dev)
+        # z and r, saved for the backward, in one allocation (r 256-byte aligned).
+        zn = _cdiv(rows * plan.proj_rows, 64) * 64
+        zr = torch.empty(zn + rows, dtype=torch.float32, device=dev)
+        z, r = zr[: rows * plan.proj_rows], zr[zn:]
+
+        def record(R, x, proj, alpha, b, h_in, z, r, h):
+            plan.pre_into(R, R.alloc, R.sms, x, proj, alpha, b, h_in, z, r, h, T)
+
+        L.run(("pre", T), record, (x, proj, alpha, b, h_in, z, r, h))
+        return h_in, h, z, r
+
+    def _pre_backward(plan, L, x, proj, alpha, b, z, r, h, g_hin, gx, dh, T):
+        """The parameters' gradients (fresh tensors); x's added into ``gx``,
+        ``dh``'s H_pre part written: one native call."""
+        grads = (torch.empty_like(proj), torch.empty_like(alpha), torch.empty_like(b))
+
+        def record(R, x, proj, alpha, b, z, r, h, g_hin, gx, dh, dproj, dalpha, db):
+            grads = (dproj, dalpha, db)
+            plan.pre_backward(
+                R, R.alloc, R.sms, x, proj, alpha, b, z, r, h, g_hin, gx, dh, grads, T, accumulate=False
+            )
+
+        L.run(("pre_backward", T), record, (x, proj, alpha, b, z, r, h, g_hin, gx, dh, *grads))
+        return grads
 
     def _post_forward(plan, L, x, y, h):
         out = torch.empty_like(x)
@@ -444,25 +561,23 @@ if torch is not None:
             if g_hin is None:
                 g_hin = L.alloc(T * plan.C, "bf16", True)
             g_hin = g_hin.to(torch.bfloat16).contiguous()
-            # dh: ∂L/∂H_post, ∂L/∂H_res from post's backward; mhc_pre_bwd
-            # writes the H_pre part. Cloned: autograd's gradient is not ours to change.
-            dh = (
-                g_h.to(torch.float32).contiguous().clone()
-                if g_h is not None
-                else L.alloc(T * plan.coeffs, "f32", True)
-            )
             # x's gradient: post's (mhc_post_bwd wrote it) when post's
             # backward ran in this pass, which pre's kernels add to in place;
             # else zeros. Only pre returns it (post returns None for x).
-            gx = ctx.handoff.take(_graph_task(), g_h is not None)
+            gx, dh = ctx.handoff.take(_graph_task(), g_h)
             if gx is None:
                 gx = torch.zeros_like(x)
-            grads = (
-                torch.zeros_like(proj),
-                torch.zeros_like(alpha),
-                torch.zeros_like(b),
-            )
-            plan.pre_backward(L, L.alloc, L.sms, x, proj, alpha, b, z, r, h, g_hin, gx, dh, grads, T)
+            # dh: ∂L/∂H_post, ∂L/∂H_res from post's backward; mhc_pre_bwd
+            # writes the H_pre part — into post's own buffer when autograd
+            # handed exactly that (taken above), else into a copy: a
+            # gradient autograd made is not ours to change.
+            if dh is None:
+                dh = (
+                    g_h.to(torch.float32).contiguous().clone()
+                    if g_h is not None
+                    else L.alloc(T * plan.coeffs, "f32", True)
+                )
+            grads = _pre_backward(plan, L, x, proj, alpha, b, z, r, h, g_hin, gx, dh, T)
             return gx, grads[0], grads[1], grads[2], None, None
 
     class _PostFn(torch.autograd.Function):
@@ -485,14 +600,17 @@ if torch is not None:
             g_out = g_out.to(torch.bfloat16).contiguous()
             gx = torch.empty_like(x)
             dy = torch.empty_like(y)
-            # Zero: mhc_post_bwd leaves the H_pre part to mhc_pre_bwd.
-            dh = torch.zeros_like(h)
+            # mhc_post_bwd writes the H_post and H_res parts; the H_pre part
+            # is mhc_pre_bwd's to write. Only pre's backward reads h's
+            # gradient (h is internal to the site), and it writes that part
+            # first, so it starts unset.
+            dh = torch.empty_like(h)
             plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
             if ctx.handoff is None:
                 return gx, dy, dh, None, None
             # pre's backward runs after this one in this pass (it needs h's
             # gradient) and starts x's gradient from gx.
-            ctx.handoff.give(gx, _graph_task())
+            ctx.handoff.give(gx, dh, _graph_task())
             return None, dy, dh, None, None
 
     def _records(*tensors) -> bool:
