@@ -3,7 +3,9 @@ GPU) on numpy arrays on the CPU interpreter, against the float64 reference of
 mhc-spec.md (tests/mhc_reference.py): the kernels' names, meta-parameters,
 grids and argument order are those the GPU runs. No torch needed."""
 
+import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +44,24 @@ def numpy_backend(pack):
         return np.zeros(n, np.uint16 if dtype == "bf16" else np.float32)
 
     return launch, alloc
+
+
+def forward_backward(pack, plan, x, y, phi, a, b, g_out, g_h, T):
+    """A site's forward and backward launched kernel by kernel on the
+    interpreter: pre's outputs ``(h_in, z, r, h)``, post's backward outputs
+    ``(gx, dy, dh)`` (as post's backward left them, copied) and the final
+    ``(gx, dh, grads)``."""
+    n, C = plan.n, plan.C
+    L, alloc = numpy_backend(pack)
+    fwd = plan.pre(L, alloc, 4, x, phi, a, b, T)
+    h = fwd[3]
+    gx, dy = alloc(T * n * C, "bf16", True), alloc(T * C, "bf16", True)
+    dh = alloc(T * plan.coeffs, "f32", True)
+    plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
+    post = (gx.copy(), dy, dh.copy())
+    grads = (alloc(phi.size, "f32", True), alloc(3, "f32", True), alloc(plan.coeffs, "f32", True))
+    plan.pre_backward(L, alloc, 4, x, phi, a, b, *fwd[1:], g_h, gx, dh, grads, T)
+    return fwd, post, (gx, dh, grads)
 
 
 def problem(n, C, T, seed, alpha=(0.7, 0.9, 1.1)):
@@ -98,13 +118,7 @@ def test_mhc_backward_matches_directional_derivatives(mhc_pack):
     rng = np.random.default_rng(12)
     g_out = to_bits(rng.standard_normal(T * n * C))
     g_h = to_bits(rng.standard_normal(T * C))
-    L, alloc = numpy_backend(mhc_pack)
-    h_in, z, r, h = plan.pre(L, alloc, 4, x, phi, a, b, T)
-    gx, dy = alloc(T * n * C, "bf16", True), alloc(T * C, "bf16", True)
-    dh = alloc(T * plan.coeffs, "f32", True)
-    plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
-    grads = (alloc(phi.size, "f32", True), alloc(3, "f32", True), alloc(plan.coeffs, "f32", True))
-    plan.pre_backward(L, alloc, 4, x, phi, a, b, z, r, h, g_h, gx, dh, grads, T)
+    _, (_, dy, _), (gx, _, grads) = forward_backward(mhc_pack, plan, x, y, phi, a, b, g_out, g_h, T)
 
     base = {
         "x": from_bits(x),
@@ -243,15 +257,9 @@ def test_recorded_passes_give_the_bits_of_direct_launches(mhc_pack, mixing):
     rng = np.random.default_rng(22)
     g_out = to_bits(rng.standard_normal(T * n * C))
     g_h = to_bits(rng.standard_normal(T * C))
-    L, alloc = numpy_backend(mhc_pack)
-
-    h_in, z, r, h = plan.pre(L, alloc, 4, x, phi, a, b, T)
-    gx, dy = alloc(T * n * C, "bf16", True), alloc(T * C, "bf16", True)
-    dh = alloc(T * plan.coeffs, "f32", True)
-    plan.post_backward(L, x, y, h, g_out, gx, dy, dh, T)
-    gx_post, dh_post = gx.copy(), dh.copy()
-    grads = (alloc(phi.size, "f32", True), alloc(3, "f32", True), alloc(plan.coeffs, "f32", True))
-    plan.pre_backward(L, alloc, 4, x, phi, a, b, z, r, h, g_h, gx, dh, grads, T)
+    (h_in, z, r, h), (gx_post, _, dh_post), (gx, dh, grads) = forward_backward(
+        mhc_pack, plan, x, y, phi, a, b, g_out, g_h, T
+    )
 
     nan = lambda like: np.full_like(like, 0xFFFF if like.dtype == np.uint16 else np.nan)
     outs = [nan(v) for v in (h_in, z, r, h)]
@@ -314,3 +322,78 @@ def test_launch_sequence_checks_its_steps(mhc_pack):
         seq.launch([16, 0, 48, 64], 0)
     with pytest.raises(tile.LaunchError, match="need a GPU device"):
         seq.launch([16, 32, 48, 64], 0)
+
+
+def _mhc_plan():
+    """The `mhc-plan` binary (the Rust layer's launches, printed by a dry
+    run): $MHC_PLAN, else the newer of target/debug and target/release
+    (`cargo test --workspace` in scripts/test builds the debug one)."""
+    if os.environ.get("MHC_PLAN"):
+        return Path(os.environ["MHC_PLAN"])
+    found = [p for p in (ROOT / "target" / d / "mhc-plan" for d in ("debug", "release")) if p.exists()]
+    if not found:
+        pytest.fail("no mhc-plan binary: `cargo build -p mhc --bin mhc-plan` (or set MHC_PLAN)")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def _rust_plan(mixing, n, C, T):
+    out = subprocess.run(
+        [str(_mhc_plan()), "--mixing", mixing, "--streams", str(n), "--width", str(C), "--tokens", str(T)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    sms = int(out[0].split()[1])
+    phases, cur = {}, None
+    for line in out[1:]:
+        if line.startswith("# "):
+            cur = phases.setdefault(line[2:], [])
+            continue
+        name, meta, warps, grid, args = line.split(" ")
+        meta = {} if meta == "-" else {k: int(v) for k, v in (kv.split("=") for kv in meta.split(","))}
+        cur.append(
+            (name, meta, int(warps), tuple(map(int, grid.split(","))),
+             [None if a == "*" else float(a) for a in args.split(",")])
+        )
+    return sms, phases
+
+
+@pytest.mark.parametrize(
+    "mixing,n,C,T",
+    [("mhc", 4, 64, 3), ("mhc", 2, 96, 5), ("mhc", 8, 64, 2000), ("hc", 4, 80, 3), ("hc", 8, 1024, 1500)],
+)
+def test_site_plan_launches_what_the_rust_layer_launches(mixing, n, C, T):
+    """tile.mhc.SitePlan mirrors mhc-kernels/mhc/src/layer.rs kernel for
+    kernel: every launch of a site's forward and backward (kernel, meta-
+    parameters, warps, grid, scalar arguments, which arguments are pointers)
+    against the Rust layer's, printed by `mhc-plan` (a dry run). T = 2000
+    and 1500 take the two-stage sums; C = 1024 the wide apply tiles."""
+    from tile.mhc import _Recording, _Slot
+
+    sms, want = _rust_plan(mixing, n, C, T)
+    plan = SitePlan(mixing, n, C)
+    rec = _Recording(0, sms)
+    x, y, g_out, g_h, proj, alpha, b, gx, dy, dh = (_Slot(i) for i in range(10))
+    grads = tuple(_Slot(10 + i) for i in range(3))
+    got = {}
+
+    def phase(name):
+        got[name] = [
+            (k, dict(meta), warps, tuple(grid), [None if type(a) is _Slot else float(np.float32(a)) for a in args])
+            for k, meta, warps, grid, args in rec.steps
+        ]
+        rec.steps.clear()
+
+    _, z, r, h = plan.pre(rec, rec.alloc, sms, x, proj, alpha, b, T)
+    phase("pre")
+    plan.post(rec, x, y, h, rec.alloc(T * n * C, "bf16", False), T)
+    phase("post")
+    plan.post_backward(rec, x, y, h, g_out, gx, dy, dh, T)
+    phase("post_backward")
+    plan.pre_backward(rec, rec.alloc, sms, x, proj, alpha, b, z, r, h, g_h, gx, dh, grads, T)
+    phase("pre_backward")
+    assert list(got) == list(want)
+    for name in want:
+        assert len(got[name]) == len(want[name]), f"{name}: {[s[0] for s in got[name]]} vs {[s[0] for s in want[name]]}"
+        for i, (g, w) in enumerate(zip(got[name], want[name])):
+            assert g == w, f"{name}, launch {i}: Python {g} vs Rust {w}"

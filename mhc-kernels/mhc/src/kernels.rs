@@ -59,6 +59,20 @@ pub struct KernelSet {
     cache: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     /// Times every launch while attached ([`KernelSet::set_profiler`]).
     profiler: Mutex<Option<Arc<Profiler>>>,
+    /// While `Some`, launches are recorded here instead of run ([`KernelSet::dry_run`]).
+    dry_run: Mutex<Option<Vec<Launch>>>,
+}
+
+/// A launch recorded by a dry run: what would have run, with every scalar
+/// argument (pointer arguments as `None`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub name: String,
+    /// Meta-parameters as the caller gave them.
+    pub meta: Vec<(String, i64)>,
+    pub warps: u32,
+    pub grid: [u32; 3],
+    pub scalars: Vec<Option<f64>>,
 }
 
 impl KernelSet {
@@ -73,6 +87,7 @@ impl KernelSet {
             origin: Origin::Packs(packs),
             cache: Mutex::new(HashMap::new()),
             profiler: Mutex::new(None),
+            dry_run: Mutex::new(None),
         })
     }
 
@@ -100,6 +115,7 @@ impl KernelSet {
             origin: Origin::Sources(programs),
             cache: Mutex::new(HashMap::new()),
             profiler: Mutex::new(None),
+            dry_run: Mutex::new(None),
         })
     }
 
@@ -126,6 +142,25 @@ impl KernelSet {
     /// detach with `None`.
     pub fn set_profiler(&self, profiler: Option<Arc<Profiler>>) {
         *self.profiler.lock().expect("profiler slot") = profiler;
+    }
+
+    /// Start (`true`) or stop a dry run: each launch from now on is checked
+    /// (its kernel and config load) and recorded instead of run, for
+    /// [`KernelSet::take_launches`]. What a caller launches, without running
+    /// it: `mhc-plan` prints a site's launches this way for the Python
+    /// package's mirror of the layer to be compared with.
+    pub fn dry_run(&self, on: bool) {
+        *self.dry_run.lock().expect("dry-run slot") = on.then(Vec::new);
+    }
+
+    /// The launches recorded since the dry run started (and a fresh record).
+    pub fn take_launches(&self) -> Vec<Launch> {
+        self.dry_run
+            .lock()
+            .expect("dry-run slot")
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The attached profiler, if any.
@@ -226,6 +261,24 @@ impl KernelSet {
         args: &[Arg],
     ) -> Result<(), KernelError> {
         let k = self.get(name, meta, warps)?;
+        if let Some(log) = self.dry_run.lock().expect("dry-run slot").as_mut() {
+            log.push(Launch {
+                name: name.into(),
+                meta: meta.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+                warps,
+                grid,
+                scalars: args
+                    .iter()
+                    .map(|a| match *a {
+                        Arg::Buffer(_) => None,
+                        Arg::I32(v) => Some(v as f64),
+                        Arg::I64(v) => Some(v as f64),
+                        Arg::F32(v) => Some(v as f64),
+                    })
+                    .collect(),
+            });
+            return Ok(());
+        }
         match self.profiler() {
             Some(p) => p.time(&self.device, name, || {
                 Ok::<_, KernelError>(self.device.launch(&k, grid, args)?)

@@ -66,3 +66,40 @@ fn string_launch_still_checks_the_arguments() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dry_run_records_launches_and_runs_none() {
+    let kernels = cpu_kernels();
+    let dev = kernels.device();
+    let x = dev.upload(&[7.0f32; 10]).unwrap();
+    let fill = |value| {
+        kernels.vec_fill(
+            model::VecFillMeta { BLOCK: 1024 },
+            4,
+            [1, 1, 1],
+            model::VecFill { x: &x, n: 8, value },
+        )
+    };
+    kernels.dry_run(true);
+    fill(2.5).unwrap();
+    let log = kernels.take_launches();
+    assert_eq!(log.len(), 1);
+    let l = &log[0];
+    assert_eq!(
+        (l.name.as_str(), l.warps, l.grid),
+        ("vec_fill", 4, [1, 1, 1])
+    );
+    assert_eq!(l.meta, vec![("BLOCK".to_string(), 1024)]);
+    assert_eq!(l.scalars, vec![None, Some(8.0), Some(2.5)]);
+    assert!(kernels.take_launches().is_empty());
+    // A config the sources do not have is still refused in a dry run.
+    assert!(kernels
+        .launch("no_such_kernel", &[], 4, [1, 1, 1], &[])
+        .is_err());
+    kernels.dry_run(false);
+    let got: Vec<f32> = dev.download(&x).unwrap();
+    assert_eq!(got, vec![7.0; 10], "a dry run ran the kernel");
+    fill(2.5).unwrap();
+    let got: Vec<f32> = dev.download(&x).unwrap();
+    assert_eq!(&got[..8], &[2.5; 8]);
+}
