@@ -107,6 +107,17 @@ fn elementwise(
 
 /// Run an elementwise kernel over `n` elements; the output is poisoned first
 /// and must stay poisoned beyond `n`.
+/// `y = x as to` elementwise over `n` elements of `from` (BLOCK 128).
+fn run_cast(src: &Buffer, from: Scalar, to: Scalar, n: usize) -> Buffer {
+    run_ew(
+        &elementwise(&[from], to, 128, |b, v| b.cast(v[0], to)),
+        &[src],
+        to,
+        n,
+        128,
+    )
+}
+
 fn run_ew(k: &Kernel, ins: &[&Buffer], out: Scalar, n: usize, block: u32) -> Buffer {
     let y = Buffer::zeros(out, n + 5);
     // poison (i1 can only be poisoned with `true`)
@@ -927,15 +938,7 @@ fn casts_between_every_pair() {
     }
     // float sources
     let src_f32 = Buffer::from_f32(&x);
-    let to_i32 = run_ew(
-        &elementwise(&[Scalar::F32], Scalar::I32, 128, |b, v| {
-            b.cast(v[0], Scalar::I32)
-        }),
-        &[&src_f32],
-        Scalar::I32,
-        n,
-        128,
-    );
+    let to_i32 = run_cast(&src_f32, Scalar::F32, Scalar::I32, n);
     assert_eq!(
         to_i32.to_i32_vec(),
         x.iter().map(|&a| a as i32).collect::<Vec<_>>()
@@ -944,41 +947,17 @@ fn casts_between_every_pair() {
         .iter()
         .zip(to_i32.to_i32_vec())
         .any(|(a, b)| a.is_nan() && b == 0));
-    let to_i64 = run_ew(
-        &elementwise(&[Scalar::F32], Scalar::I64, 128, |b, v| {
-            b.cast(v[0], Scalar::I64)
-        }),
-        &[&src_f32],
-        Scalar::I64,
-        n,
-        128,
-    );
+    let to_i64 = run_cast(&src_f32, Scalar::F32, Scalar::I64, n);
     assert_eq!(
         to_i64.to_i64_vec(),
         x.iter().map(|&a| a as i64).collect::<Vec<_>>()
     );
-    let to_i1 = run_ew(
-        &elementwise(&[Scalar::F32], Scalar::I1, 128, |b, v| {
-            b.cast(v[0], Scalar::I1)
-        }),
-        &[&src_f32],
-        Scalar::I1,
-        n,
-        128,
-    );
+    let to_i1 = run_cast(&src_f32, Scalar::F32, Scalar::I1, n);
     assert_eq!(
         to_i1.to_bool_vec(),
         x.iter().map(|&a| a != 0.0).collect::<Vec<_>>()
     );
-    let to_bf = run_ew(
-        &elementwise(&[Scalar::F32], Scalar::BF16, 128, |b, v| {
-            b.cast(v[0], Scalar::BF16)
-        }),
-        &[&src_f32],
-        Scalar::BF16,
-        n,
-        128,
-    );
+    let to_bf = run_cast(&src_f32, Scalar::F32, Scalar::BF16, n);
     assert_bits_eq(
         "f32→bf16",
         &to_bf.to_f32_vec(),
@@ -993,15 +972,7 @@ fn casts_between_every_pair() {
             .map(|&a| if a.is_nan() { a } else { ref_bf16(a as f64) })
             .collect::<Vec<_>>(),
     );
-    let to_h = run_ew(
-        &elementwise(&[Scalar::F32], Scalar::F16, 128, |b, v| {
-            b.cast(v[0], Scalar::F16)
-        }),
-        &[&src_f32],
-        Scalar::F16,
-        n,
-        128,
-    );
+    let to_h = run_cast(&src_f32, Scalar::F32, Scalar::F16, n);
     assert_bits_eq(
         "f32→f16",
         &to_h.to_f32_vec(),
@@ -1035,54 +1006,22 @@ fn casts_between_every_pair() {
     let mut xi: Vec<i32> = (0..n).map(|_| rng.random()).collect();
     xi[..6].copy_from_slice(&[16842753, 257, 259, -16842753, i32::MIN, i32::MAX]);
     let src = Buffer::from_i32(&xi);
-    let r = run_ew(
-        &elementwise(&[Scalar::I32], Scalar::BF16, 128, |b, v| {
-            b.cast(v[0], Scalar::BF16)
-        }),
-        &[&src],
-        Scalar::BF16,
-        n,
-        128,
-    );
+    let r = run_cast(&src, Scalar::I32, Scalar::BF16, n);
     let want: Vec<f32> = xi.iter().map(|&a| ref_bf16(a as f64)).collect();
     assert_bits_eq("i32→bf16", &r.to_f32_vec(), &want);
     assert_eq!(r.to_f32_vec()[0], 16908288.0);
-    let r = run_ew(
-        &elementwise(&[Scalar::I32], Scalar::F32, 128, |b, v| {
-            b.cast(v[0], Scalar::F32)
-        }),
-        &[&src],
-        Scalar::F32,
-        n,
-        128,
-    );
+    let r = run_cast(&src, Scalar::I32, Scalar::F32, n);
     assert_bits_eq(
         "i32→f32",
         &r.to_f32_vec(),
         &xi.iter().map(|&a| a as f32).collect::<Vec<_>>(),
     );
-    let r = run_ew(
-        &elementwise(&[Scalar::I32], Scalar::I64, 128, |b, v| {
-            b.cast(v[0], Scalar::I64)
-        }),
-        &[&src],
-        Scalar::I64,
-        n,
-        128,
-    );
+    let r = run_cast(&src, Scalar::I32, Scalar::I64, n);
     assert_eq!(
         r.to_i64_vec(),
         xi.iter().map(|&a| a as i64).collect::<Vec<_>>()
     );
-    let r = run_ew(
-        &elementwise(&[Scalar::I32], Scalar::I1, 128, |b, v| {
-            b.cast(v[0], Scalar::I1)
-        }),
-        &[&src],
-        Scalar::I1,
-        n,
-        128,
-    );
+    let r = run_cast(&src, Scalar::I32, Scalar::I1, n);
     assert_eq!(
         r.to_bool_vec(),
         xi.iter().map(|&a| a != 0).collect::<Vec<_>>()
