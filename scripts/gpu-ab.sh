@@ -5,7 +5,7 @@
 # median ms per side (the best of its rounds) and B/A. A change of code
 # generation lands only when no row moves by more than noise (issue 30: ±2%).
 #
-#   bash scripts/gpu-ab.sh DIR_A DIR_B     (each holding dsl-examples.tpack and mhc.tpack)
+#   bash scripts/gpu-ab.sh DIR_A DIR_B     (each holding dsl-examples, mhc and model .tpack)
 #
 # Env: ROUNDS (2), TOKENS/WIDTH/STREAMS for mhc-bench (8192,65536 / 768,4096 / 4),
 # LOG2N for tile-bench (26), SDPA (an sdpa.md from scripts/sdpa-baseline.py, so
@@ -21,7 +21,7 @@ for x in tile-bench mhc-bench; do
   chmod +x "$bin/$x" 2>/dev/null || { echo "gpu-ab: no $bin/$x (scripts/gpu-bundle)"; exit 2; }
 done
 for d in "$a" "$b"; do
-  for p in dsl-examples mhc; do
+  for p in dsl-examples mhc model; do
     [ -e "$d/$p.tpack.gz" ] && gunzip -kf "$d/$p.tpack.gz"
     [ -e "$d/$p.tpack" ] || { echo "gpu-ab: no $d/$p.tpack"; exit 2; }
   done
