@@ -561,26 +561,38 @@ impl LaunchSequence {
                 "address of slot {i} is null"
             )));
         }
-        let mut raw = Vec::new();
-        for step in &self.steps {
-            raw.clear();
-            raw.extend(step.args.iter().map(|a| match *a {
-                StepArg::Ptr {
-                    dtype,
-                    slot,
-                    offset,
-                } => RtRawArg::Ptr(dtype, addresses[slot] + offset),
-                StepArg::Fixed(v) => v,
-            }));
+        // Every step's arguments first, so that a refused call launches nothing.
+        let raws = self
+            .steps
+            .iter()
+            .map(|step| {
+                step.args
+                    .iter()
+                    .map(|a| match *a {
+                        StepArg::Ptr {
+                            dtype,
+                            slot,
+                            offset,
+                        } => addresses[slot]
+                            .checked_add(offset)
+                            .map(|p| RtRawArg::Ptr(dtype, p))
+                            .ok_or_else(|| {
+                                PyValueError::new_err(format!(
+                                    "address of slot {slot} plus offset {offset} overflows"
+                                ))
+                            }),
+                        StepArg::Fixed(v) => Ok(v),
+                    })
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        for (step, raw) in self.steps.iter().zip(&raws) {
             // SAFETY: as for `LoadedKernel::launch_raw`: the caller (tile.mhc)
             // passes addresses of live contiguous tensors of this device, each
             // holding what every step touches at its offsets, kept alive past
             // the call, and torch's current stream of this device.
-            unsafe {
-                self.device
-                    .launch_raw(&step.kernel, step.grid, &raw, stream)
-            }
-            .map_err(launch_err)?;
+            unsafe { self.device.launch_raw(&step.kernel, step.grid, raw, stream) }
+                .map_err(launch_err)?;
         }
         Ok(())
     }

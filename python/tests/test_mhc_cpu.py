@@ -320,6 +320,8 @@ def test_launch_sequence_checks_its_steps(mhc_pack):
         seq.launch([16, 32, 48], 0)
     with pytest.raises(ValueError, match="slot 1 is null"):
         seq.launch([16, 0, 48, 64], 0)
+    with pytest.raises(ValueError, match="slot 3 plus offset 16 overflows"):
+        seq.launch([16, 32, 48, 2**64 - 8], 0)
     with pytest.raises(tile.LaunchError, match="need a GPU device"):
         seq.launch([16, 32, 48, 64], 0)
 
