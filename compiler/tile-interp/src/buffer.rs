@@ -48,13 +48,30 @@ fn bits_of<A, T: Into<u64>>(v: &[A], load: impl Fn(&A) -> T) -> Vec<u64> {
 impl Buffer {
     /// `len` elements of `dtype`, all zero.
     pub fn zeros(dtype: Scalar, len: usize) -> Buffer {
+        Self::try_zeros(dtype, len).unwrap_or_else(|| {
+            std::alloc::handle_alloc_error(
+                std::alloc::Layout::array::<u8>(len.saturating_mul(dtype.size_bytes()))
+                    .unwrap_or(std::alloc::Layout::new::<u8>()),
+            )
+        })
+    }
+
+    /// [`Buffer::zeros`], or `None` when the memory cannot be allocated
+    /// (the caller reports it instead of the process aborting).
+    pub fn try_zeros(dtype: Scalar, len: usize) -> Option<Buffer> {
+        fn zeroed<T>(len: usize, zero: impl Fn() -> T) -> Option<Box<[T]>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).ok()?;
+            v.extend((0..len).map(|_| zero()));
+            Some(v.into_boxed_slice())
+        }
         let storage = match dtype.size_bytes() {
-            1 => Storage::B8((0..len).map(|_| AtomicU8::new(0)).collect()),
-            2 => Storage::B16((0..len).map(|_| AtomicU16::new(0)).collect()),
-            4 => Storage::B32((0..len).map(|_| AtomicU32::new(0)).collect()),
-            _ => Storage::B64((0..len).map(|_| AtomicU64::new(0)).collect()),
+            1 => Storage::B8(zeroed(len, || AtomicU8::new(0))?),
+            2 => Storage::B16(zeroed(len, || AtomicU16::new(0))?),
+            4 => Storage::B32(zeroed(len, || AtomicU32::new(0))?),
+            _ => Storage::B64(zeroed(len, || AtomicU64::new(0))?),
         };
-        Buffer { dtype, storage }
+        Some(Buffer { dtype, storage })
     }
 
     /// From element bits (the low `8 * size_bytes` bits of each u64).

@@ -122,13 +122,9 @@ impl Device {
 
     /// A zero-filled buffer of `len` elements.
     pub fn alloc(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
-        let bytes = len * dtype.size_bytes();
         let storage = match self {
-            Device::Cuda(d) => Storage::Cuda(cuda::CudaMem::own(d.alloc(bytes)?)),
-            Device::Cpu => {
-                let _ = bytes;
-                Storage::Host(tile_interp::Buffer::zeros(dtype, len))
-            }
+            Device::Cuda(d) => Storage::Cuda(cuda::CudaMem::own(d.alloc(byte_len(dtype, len)?)?)),
+            Device::Cpu => Storage::Host(host_zeros(dtype, len)?),
         };
         Ok(Buffer {
             dtype,
@@ -159,10 +155,10 @@ impl Device {
     /// the CPU it is zero-filled like [`Device::alloc`].
     pub fn alloc_output(&self, dtype: Scalar, len: usize) -> Result<Buffer, RuntimeError> {
         let storage = match self {
-            Device::Cuda(d) => Storage::Cuda(cuda::CudaMem::own(
-                d.alloc_uninit(len * dtype.size_bytes())?,
-            )),
-            Device::Cpu => Storage::Host(tile_interp::Buffer::zeros(dtype, len)),
+            Device::Cuda(d) => {
+                Storage::Cuda(cuda::CudaMem::own(d.alloc_uninit(byte_len(dtype, len)?)?))
+            }
+            Device::Cpu => Storage::Host(host_zeros(dtype, len)?),
         };
         Ok(Buffer {
             dtype,
@@ -508,6 +504,28 @@ impl Device {
             }
         }
     }
+}
+
+/// Bytes of `len` elements of `dtype`, or an error when that overflows.
+fn byte_len(dtype: Scalar, len: usize) -> Result<usize, RuntimeError> {
+    len.checked_mul(dtype.size_bytes()).ok_or_else(|| {
+        RuntimeError::Buffer(format!(
+            "{len} {} elements do not fit in the address space",
+            dtype.name()
+        ))
+    })
+}
+
+/// A zero-filled interpreter buffer, or an error (not an abort) when the
+/// host cannot allocate it.
+fn host_zeros(dtype: Scalar, len: usize) -> Result<tile_interp::Buffer, RuntimeError> {
+    let bytes = byte_len(dtype, len)?;
+    tile_interp::Buffer::try_zeros(dtype, len).ok_or_else(|| {
+        RuntimeError::Buffer(format!(
+            "cannot allocate {bytes} bytes ({len} {} elements) in host memory for the CPU device",
+            dtype.name()
+        ))
+    })
 }
 
 /// How many `dtype` elements `bytes` bytes hold, or an error when they are
@@ -937,5 +955,27 @@ mod raw_launch_tests {
             e.contains("raw device pointers need a GPU device"),
             "got: {e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod alloc_tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_buffer_too_large_for_memory_is_an_error_not_an_abort() {
+        let dev = Device::cpu();
+        // 2^47 f32 = 512 TiB: past any host's address space.
+        for alloc in [Device::alloc, Device::alloc_output] {
+            let err = alloc(&dev, Scalar::F32, 1 << 47).err().expect("refused");
+            assert!(err.to_string().contains("cannot allocate"), "{err}");
+            let err = alloc(&dev, Scalar::F32, usize::MAX / 2)
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("do not fit"), "{err}");
+        }
+        // And an ordinary one still works, zero-filled.
+        let b = dev.alloc(Scalar::F32, 5).unwrap();
+        assert_eq!(dev.download::<f32>(&b).unwrap(), vec![0.0; 5]);
     }
 }
