@@ -7,15 +7,12 @@
 //! free memory stops with hints that fit, and a tensor past 2³¹ elements is
 //! no reason to stop.
 
-use mhc::kernels::KernelSet;
-use mhc_train::ops::Ops;
+mod train_common;
+
 use mhc_train::train::config::{ModelConfig, Precision, ResidualMode};
 use mhc_train::train::data::Dataset;
 use mhc_train::train::memory::MemoryPlan;
-use mhc_train::train::model::Model;
-use mhc_train::train::residual::{new_residual, ResidualConfig};
-use std::sync::Arc;
-use tile_runtime::Device;
+use train_common::cpu_model;
 
 fn cfg(residual: ResidualMode, width: usize, heads: usize, streams: usize) -> ModelConfig {
     ModelConfig {
@@ -39,27 +36,7 @@ fn f32(mut cfg: ModelConfig) -> ModelConfig {
 
 /// One forward + backward on the CPU: (saved bytes, parameter count).
 fn measure(cfg: &ModelConfig, batch: usize, recompute: Option<usize>) -> (usize, usize) {
-    let device = Arc::new(Device::cpu());
-    let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
-    let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
-    let tokens = batch * cfg.context;
-    let res = new_residual(
-        cfg.residual,
-        ops.clone(),
-        kernels,
-        &ResidualConfig {
-            streams: cfg.streams,
-            width: cfg.width,
-            tokens,
-            sites: 2 * cfg.layers,
-            recompute,
-            seed: 1,
-            dynamic_lr_scale: 1.0,
-            projection_decay: true,
-        },
-    )
-    .unwrap();
-    let mut model = Model::new(cfg.clone(), device, ops, res, batch, 7).unwrap();
+    let (_, mut model) = cpu_model(cfg, batch, recompute, 1, 7);
     let data = Dataset::load(None, 0.1, cfg.context).unwrap();
     let b = data.train_batch(3, 0, batch, cfg.context);
     let step = model

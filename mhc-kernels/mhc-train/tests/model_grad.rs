@@ -7,16 +7,16 @@
 //! bf16 the loss is only smooth to bf16 rounding, so ε is large (1/16 of
 //! each parameter's scale).
 
-use mhc::kernels::KernelSet;
-use mhc_train::ops::Ops;
+mod train_common;
+
 use mhc_train::train::config::{ModelConfig, ResidualMode};
 use mhc_train::train::data::Dataset;
 use mhc_train::train::model::Model;
-use mhc_train::train::residual::{new_residual, ResidualConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use tile_runtime::Device;
+use train_common::cpu_model;
 
 fn model(residual: ResidualMode, batch: usize) -> (Arc<Device>, Model) {
     let cfg = ModelConfig {
@@ -30,27 +30,7 @@ fn model(residual: ResidualMode, batch: usize) -> (Arc<Device>, Model) {
         streams: 4,
         precision: Default::default(),
     };
-    let device = Arc::new(Device::cpu());
-    let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
-    let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
-    let res = new_residual(
-        residual,
-        ops.clone(),
-        kernels,
-        &ResidualConfig {
-            streams: cfg.streams,
-            width: cfg.width,
-            tokens: batch * cfg.context,
-            sites: 2 * cfg.layers,
-            recompute: None,
-            seed: 11,
-            dynamic_lr_scale: 1.0,
-            projection_decay: true,
-        },
-    )
-    .unwrap();
-    let m = Model::new(cfg, device.clone(), ops, res, batch, 5).unwrap();
-    (device, m)
+    cpu_model(&cfg, batch, None, 11, 5)
 }
 
 fn directional_check(residual: ResidualMode) {

@@ -7,20 +7,15 @@
 
 mod train_common;
 
-use mhc::kernels::KernelSet;
-use mhc_train::ops::Ops;
 use mhc_train::train::checkpoint::Checkpoint;
 use mhc_train::train::config::ResidualMode;
 use mhc_train::train::data::Dataset;
 use mhc_train::train::metrics::{metrics_path, read_records};
-use mhc_train::train::model::Model;
-use mhc_train::train::residual::{new_residual, ResidualConfig};
 use mhc_train::train::run::{train, CollectiveChoice, Options, Stop, Summary};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tile_runtime::collective::{Collective, HostGroup};
-use tile_runtime::Device;
 use train_common::*;
 
 /// R ranks against one at the same global batch differ only in the order of
@@ -296,7 +291,7 @@ type Grads = Vec<(String, Vec<f32>)>;
 /// without a collective). Returns every rank's.
 fn step_gradients(residual: ResidualMode, ranks: Option<usize>, batch: usize) -> Vec<(f32, Grads)> {
     let cfg = tiny_ranks(residual, 1, 1, PathBuf::new()).model;
-    let (context, sites, seed) = (cfg.context, 2 * cfg.layers, 7u64);
+    let (context, seed) = (cfg.context, 7u64);
     let data = Dataset::load(None, 0.1, context).unwrap();
     let global = data.train_batch(seed, 0, batch, context);
     let r_count = ranks.unwrap_or(1);
@@ -307,27 +302,8 @@ fn step_gradients(residual: ResidualMode, ranks: Option<usize>, batch: usize) ->
             .map(|r| {
                 let (cfg, group, global) = (cfg.clone(), group.clone(), &global);
                 s.spawn(move || {
-                    let device = Arc::new(Device::cpu());
-                    let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
-                    let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
-                    let res = new_residual(
-                        residual,
-                        ops.clone(),
-                        kernels,
-                        &ResidualConfig {
-                            streams: cfg.streams,
-                            width: cfg.width,
-                            tokens: local,
-                            sites,
-                            recompute: None,
-                            seed: seed ^ 0x5eed,
-                            dynamic_lr_scale: 1.0,
-                            projection_decay: true,
-                        },
-                    )
-                    .unwrap();
-                    let mut model =
-                        Model::new(cfg, device.clone(), ops, res, local / context, seed).unwrap();
+                    let (device, mut model) =
+                        cpu_model(&cfg, local / context, None, seed ^ 0x5eed, seed);
                     if ranks.is_some() {
                         model.set_global_batch(batch).unwrap();
                     }

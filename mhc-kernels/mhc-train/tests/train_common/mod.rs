@@ -2,12 +2,17 @@
 //! interpreter by default; tests override fields as they need).
 #![allow(dead_code)]
 
+use mhc::kernels::KernelSet;
+use mhc_train::ops::Ops;
 use mhc_train::train::checkpoint::Checkpoint;
 use mhc_train::train::config::{ModelConfig, ResidualMode, TrainConfig};
+use mhc_train::train::model::Model;
+use mhc_train::train::residual::{new_residual, ResidualConfig};
 use mhc_train::train::run::{train, CollectiveChoice, DeviceChoice, Options, Summary};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tile_runtime::Device;
 
 /// A fresh, empty directory under the system temp dir for run `name`.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -117,4 +122,37 @@ pub fn assert_stops_at_the_first_non_finite_loss(mut opts: Options) {
         .iter()
         .all(|t| t.data.iter().all(|x| x.is_finite())));
     std::fs::remove_dir_all(&opts.out).unwrap();
+}
+
+/// A model of `cfg` for `batch` sequences on a fresh CPU device (embedded
+/// kernel sources): its residual (`cfg.residual`, `2 · layers` sites,
+/// `recompute`) seeded `residual_seed`, its parameters seeded `seed`.
+pub fn cpu_model(
+    cfg: &ModelConfig,
+    batch: usize,
+    recompute: Option<usize>,
+    residual_seed: u64,
+    seed: u64,
+) -> (Arc<Device>, Model) {
+    let device = Arc::new(Device::cpu());
+    let kernels = Arc::new(KernelSet::open(device.clone(), None).unwrap());
+    let ops = Arc::new(Ops::new(kernels.clone()).unwrap());
+    let res = new_residual(
+        cfg.residual,
+        ops.clone(),
+        kernels,
+        &ResidualConfig {
+            streams: cfg.streams,
+            width: cfg.width,
+            tokens: batch * cfg.context,
+            sites: 2 * cfg.layers,
+            recompute,
+            seed: residual_seed,
+            dynamic_lr_scale: 1.0,
+            projection_decay: true,
+        },
+    )
+    .unwrap();
+    let model = Model::new(cfg.clone(), device.clone(), ops, res, batch, seed).unwrap();
+    (device, model)
 }
