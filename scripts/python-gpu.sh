@@ -15,8 +15,10 @@
 #   bash scripts/python-gpu.sh
 #     runs python/tests/gpu (TILE_REQUIRE_GPU=1: a skip fails), the example
 #     python/examples/torch_mhc_gpt.py (300 steps, loss must fall) and the
-#     timing of a site from Python beside mhc-bench's (the Rust path), and
-#     prints a summary. Logs in $OUT (default /tmp/python-gpu-out).
+#     timing of a site from Python beside mhc-bench's (the Rust path; T in
+#     $TOKENS, default 256,8192,16384, C in $WIDTH, default 768,4096: the
+#     trainer's shape among them), and prints a summary. Logs in $OUT
+#     (default /tmp/python-gpu-out).
 # TILE_EXT=path/to/_tile.abi3.so (or a tile-*.whl) overrides the extension.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -72,7 +74,7 @@ if "$py" python/examples/torch_mhc_gpt.py --steps "${STEPS:-300}" > "$out/gpt.lo
 tail -4 "$out/gpt.log"
 summary+=("example: $r ($(grep '^loss:' "$out/gpt.log" || tail -1 "$out/gpt.log"))")
 
-tokens="${TOKENS:-256,16384}"; width="${WIDTH:-4096}"
+tokens="${TOKENS:-256,8192,16384}"; width="${WIDTH:-768,4096}"
 echo "== timing: Python (tile.mhc.MhcSite) and Rust (mhc-bench), n=4, T=$tokens, C=$width"
 "$py" python/tests/gpu/time_site.py --tokens "$tokens" --width "$width" --streams 4 > "$out/time-python.md" 2>&1 || status=1
 cat "$out/time-python.md"
