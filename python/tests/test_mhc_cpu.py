@@ -399,3 +399,65 @@ def test_site_plan_launches_what_the_rust_layer_launches(mixing, n, C, T):
         assert len(got[name]) == len(want[name]), f"{name}: {[s[0] for s in got[name]]} vs {[s[0] for s in want[name]]}"
         for i, (g, w) in enumerate(zip(got[name], want[name])):
             assert g == w, f"{name}, launch {i}: Python {g} vs Rust {w}"
+
+
+def test_torch_launcher_records_a_pass_once_and_launches_it_in_one_call(mhc_pack, monkeypatch):
+    """tile.mhc._TorchLauncher.run with stand-ins for torch and the native
+    LaunchSequence (no GPU here): the pass is recorded and built once per
+    key, each call launches it once with the tensors' addresses then a fresh
+    workspace's, on the launcher's stream; the cache keeps at most
+    MAX_SEQUENCES passes."""
+    import types
+
+    import tile.mhc as M
+
+    built, launched = [], []
+
+    class FakeSequence:
+        def __init__(self, slots, steps):
+            built.append((slots, steps))
+
+        def launch(self, addresses, stream):
+            launched.append((list(addresses), stream))
+
+    class FakeTensor:
+        _next = [4096]
+
+        def __init__(self, nbytes):
+            self.nbytes, self.ptr = nbytes, FakeTensor._next[0]
+            FakeTensor._next[0] += (nbytes + 511) // 512 * 512 + 512
+
+        def data_ptr(self):
+            return self.ptr
+
+    fake_torch = types.SimpleNamespace(uint8="uint8", empty=lambda n, dtype, device: FakeTensor(n))
+    monkeypatch.setattr(M, "_NativeSequence", FakeSequence)
+    monkeypatch.setattr(M, "torch", fake_torch)
+    L = M._TorchLauncher.__new__(M._TorchLauncher)  # __init__ asks torch.cuda
+    L.pack, L.device, L.ordinal, L.sms, L.stream = mhc_pack, "cuda:0", None, 4, 77
+    L.kernels, L.sequences = {}, {}
+
+    plan, T = SitePlan("mhc", 4, 64), 3
+    tensors = [FakeTensor(64) for _ in range(8)]
+
+    def record(R, x, proj, alpha, b, h_in, z, r, h):
+        plan.pre_into(R, R.alloc, R.sms, x, proj, alpha, b, h_in, z, r, h, T)
+
+    for _ in range(2):
+        L.run(("pre", T), record, tensors)
+    assert len(built) == 1 and len(launched) == 2
+    slots, steps = built[0]
+    assert slots == 9  # the 8 tensors and the workspace
+    assert [k.name for k, _, _ in steps] == ["mhc_proj_split", "mhc_proj", "mhc_coeffs", "mhc_pre_apply"]
+    for _, grid, args in steps:
+        for a in args:
+            if isinstance(a, tuple):
+                slot, offset = a
+                assert 0 <= slot < 9 and offset % 256 == 0 and (slot == 8 or offset == 0)
+    for addresses, stream in launched:
+        assert addresses[:8] == [t.ptr for t in tensors] and stream == 77
+    assert launched[0][0][8] != launched[1][0][8], "each call has a fresh workspace"
+
+    for t in range(L.MAX_SEQUENCES + 3):
+        L.run(("pre", 100 + t), lambda R, *a, t=t: plan.pre_into(R, R.alloc, R.sms, *a, 100 + t), tensors)
+    assert len(L.sequences) == L.MAX_SEQUENCES and ("pre", 100 + L.MAX_SEQUENCES + 2) in L.sequences
