@@ -376,6 +376,23 @@ struct LoadedKernel {
     params: Vec<(String, ParamKind)>,
 }
 
+impl LoadedKernel {
+    /// A `TypeError` (its message after `context`) unless `got` arguments
+    /// is the kernel's parameter count.
+    fn check_count(&self, got: usize, context: &str) -> PyResult<()> {
+        if got == self.params.len() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.params.iter().map(|p| p.0.as_str()).collect();
+        Err(PyTypeError::new_err(format!(
+            "{context}{}() takes {} arguments ({}), got {got}",
+            self.kernel.signature().name,
+            self.params.len(),
+            names.join(", "),
+        )))
+    }
+}
+
 #[pymethods]
 impl LoadedKernel {
     /// `args`: per parameter, an int (a device address for a pointer, the
@@ -386,16 +403,7 @@ impl LoadedKernel {
         args: Vec<Bound<'_, PyAny>>,
         stream: u64,
     ) -> PyResult<()> {
-        if args.len() != self.params.len() {
-            let names: Vec<&str> = self.params.iter().map(|p| p.0.as_str()).collect();
-            return Err(PyTypeError::new_err(format!(
-                "{}() takes {} arguments ({}), got {}",
-                self.kernel.signature().name,
-                self.params.len(),
-                names.join(", "),
-                args.len()
-            )));
-        }
+        self.check_count(args.len(), "")?;
         let raw = self
             .params
             .iter()
@@ -482,15 +490,7 @@ impl LaunchSequence {
                 Some(_) => {}
                 None => device = Some(k.device.clone()),
             }
-            if args.len() != k.params.len() {
-                let names: Vec<&str> = k.params.iter().map(|p| p.0.as_str()).collect();
-                return Err(PyTypeError::new_err(format!(
-                    "step {i}: {kname}() takes {} arguments ({}), got {}",
-                    k.params.len(),
-                    names.join(", "),
-                    args.len()
-                )));
-            }
+            k.check_count(args.len(), &format!("step {i}: "))?;
             if [grid.0, grid.1, grid.2].contains(&0) {
                 return Err(PyValueError::new_err(format!(
                     "step {i} ({kname}): empty grid {grid:?}"
