@@ -97,7 +97,7 @@ pub struct Artifacts {
     pub mlir: String,
     /// MLIR after the pass pipeline (llvm + nvvm dialects).
     pub mlir_lowered: String,
-    /// LLVM IR after O3.
+    /// LLVM IR after the optimisation pipeline.
     pub llvm_ir: String,
     pub ptx: String,
     /// (pass, IR after it), when [`Options::dump_passes`].

@@ -1,5 +1,6 @@
 //! LLVM dialect → LLVM IR (MLIR's translation, into inkwell's context) → PTX
-//! (LLVM's NVPTX back end through inkwell, O3).
+//! (LLVM's NVPTX back end through inkwell, after the pass pipeline of
+//! `llvm_pipeline.txt`: O3 less what has nothing to do in a kernel).
 
 use super::{Arch, CodegenError};
 use inkwell::context::Context as LlvmContext;
@@ -16,6 +17,17 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 static INIT_NVPTX: Once = Once::new();
+
+/// The optimisation pipeline in `PassBuilder` syntax: the file's lines that
+/// are not comments, joined.
+fn llvm_pipeline() -> String {
+    include_str!("llvm_pipeline.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The `gpu.module`'s contents as a plain `builtin.module`, which the LLVM IR
 /// translation requires.
@@ -44,7 +56,7 @@ fn extract_gpu_module<'c>(
     Ok(out)
 }
 
-/// Translate the lowered module to LLVM IR and PTX. Returns (LLVM IR after O3, PTX).
+/// Translate the lowered module to LLVM IR and PTX. Returns (LLVM IR after the optimisation pipeline, PTX).
 /// The wall time of each step is pushed to `timings` as `("llvm-to-ptx", step, t)`.
 pub(crate) fn to_ptx(
     ctx: &Context,
@@ -92,9 +104,9 @@ pub(crate) fn to_ptx(
         .map_err(|e| CodegenError::Llvm(format!("LLVM IR does not verify: {e}")))?;
     step("target-machine+verify");
     llmod
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .run_passes(&llvm_pipeline(), &tm, PassBuilderOptions::create())
         .map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    step("llvm-O3");
+    step("llvm-optimise");
     let mut llvm_ir = String::new();
     if keep_ir {
         llvm_ir = llmod.print_to_string().to_string();

@@ -160,7 +160,7 @@ fn build_uses_the_cache_and_time_lists_every_pass() {
         "reconcile-unrealized-casts",
         "llvm-to-ptx",
         "translate-to-llvm-ir",
-        "llvm-O3",
+        "llvm-optimise",
         "nvptx-codegen",
         "total",
     ] {
