@@ -8,7 +8,8 @@
 #   bash scripts/gpu-ab.sh DIR_A DIR_B     (each holding dsl-examples, mhc and model .tpack)
 #
 # Env: ROUNDS (2), TOKENS/WIDTH/STREAMS for mhc-bench (8192,65536 / 768,4096 / 4),
-# LOG2N for tile-bench (26), SDPA (an sdpa.md from scripts/sdpa-baseline.py, so
+# LOG2N for tile-bench (26), MATMUL_SIZES for its matmul (4096,4000: 4000 for
+# the programs at the edges, which TMA cannot fetch whole), SDPA (an sdpa.md from scripts/sdpa-baseline.py, so
 # the attention rows carry SDPA beside them), OUT (logs; default /tmp/gpu-ab).
 # Packs of another compiler than the binaries' are loaded with
 # TILE_ALLOW_FOREIGN_PACK=1 (set here). Needs .gpu/bin from scripts/gpu-bundle.
@@ -31,7 +32,7 @@ sdpa=(); [ -n "${SDPA:-}" ] && sdpa=(--sdpa "$SDPA")
 for r in $(seq 1 "${ROUNDS:-2}"); do
   for side in A B; do
     d="$a"; [ $side = B ] && d="$b"
-    "$bin/tile-bench" --pack "$d/dsl-examples.tpack" --log2n "${LOG2N:-26}" --best-only "${sdpa[@]}" \
+    "$bin/tile-bench" --pack "$d/dsl-examples.tpack" --log2n "${LOG2N:-26}" --matmul-sizes "${MATMUL_SIZES:-4096,4000}" --best-only "${sdpa[@]}" \
       > "$out/tile-bench-$side-$r.md" 2>&1 || echo "gpu-ab: tile-bench $side round $r failed (see $out)"
     "$bin/mhc-bench" --pack-dir "$d" --tokens "${TOKENS:-8192,65536}" --width "${WIDTH:-768,4096}" \
       --streams "${STREAMS:-4}" > "$out/mhc-bench-$side-$r.md" 2>&1 || echo "gpu-ab: mhc-bench $side round $r failed (see $out)"
