@@ -433,12 +433,28 @@ impl<'c> Emitter<'c> {
         n: u32,
         body: &mut dyn FnMut(&mut Self, V) -> Result<(), CodegenError>,
     ) -> Result<(), CodegenError> {
-        let (lb, ub, step) = (self.i32(0)?, self.i32(n as i64)?, self.i32(1)?);
-        let it = self.ty("i32");
-        let i = self.push_block(&[it])[0];
+        let i = self.begin_rolled_loop(n)?;
         body(self, i)?;
+        self.end_rolled_loop(n)
+    }
+
+    /// [`rolled_loop`](Self::rolled_loop) in two halves, for a body emitted
+    /// by a caller that holds the emitter (the lowering): opens the body and
+    /// returns its index `i`; [`end_rolled_loop`](Self::end_rolled_loop)
+    /// with the same `n` closes it.
+    pub fn begin_rolled_loop(&mut self, n: u32) -> Result<V, CodegenError> {
+        // The bounds first (constants, made once in the entry block).
+        let _ = (self.i32(0)?, self.i32(n as i64)?, self.i32(1)?);
+        let it = self.ty("i32");
+        Ok(self.push_block(&[it])[0])
+    }
+
+    /// Closes the body [`begin_rolled_loop`](Self::begin_rolled_loop) opened,
+    /// as the loop `for i in 0..n`.
+    pub fn end_rolled_loop(&mut self, n: u32) -> Result<(), CodegenError> {
         self.op("scf.yield", &[], &[], &[])?;
         let region = self.pop_region();
+        let (lb, ub, step) = (self.i32(0)?, self.i32(n as i64)?, self.i32(1)?);
         let keep_rolled = self.attr("#llvm.loop_annotation<unroll = <disable = true>>");
         self.op_full(
             "scf.for",

@@ -41,11 +41,21 @@ pub(crate) struct TileLoad {
     pub row_stride: HostScalar,
     pub r0: Start,
     pub c0: Start,
-    /// The mask's other conjuncts `start + i < bound` (i < n), as
-    /// `(start, n, bound)`: TMA may fetch the box only when each holds for the
-    /// whole box (`start + n - 1 < bound`, checked in the kernel), since
-    /// then the mask is the two bounds alone.
-    pub guards: Vec<(Start, u32, ValueId)>,
+    /// The mask's other conjuncts: TMA may fetch the box only when each
+    /// holds for the whole box (checked in the kernel), since then the mask
+    /// is the two bounds alone.
+    pub guards: Vec<Guard>,
+}
+
+/// A conjunct `start + i < bound` of a box's mask, `i` the box's index along
+/// dimension `dim` (of `n` elements).
+#[derive(Clone, Debug)]
+pub(crate) struct Guard {
+    pub start: Start,
+    pub dim: usize,
+    pub n: u32,
+    /// An i32 scalar.
+    pub bound: ValueId,
 }
 
 /// An integer tile as a sum over its dimensions of `index vector ×
@@ -148,7 +158,12 @@ impl Matcher<'_> {
             if !ty.is_scalar() || ty.scalar_elem() != Some(tile_ir::Scalar::I32) {
                 return None;
             }
-            guards.push((self.start(x, n)?, n, b));
+            guards.push(Guard {
+                start: self.start(x, n)?,
+                dim: d,
+                n,
+                bound: b,
+            });
         }
         Some(TileLoad {
             base,

@@ -22,7 +22,8 @@
 //! - `dot`, `mma`, `wgmma`: `dot` on tensor cores (`mma.sync` or Hopper `wgmma`);
 //! - `control`: `for` and `if`;
 //! - `pipelined`: the software pipeline of a K loop (`cp.async`, mbarriers);
-//! - `tma_copies`: its TMA box copies.
+//! - `tma_copies`: its TMA box copies;
+//! - `rolled_copies`: a box's `cp.async` copy where TMA cannot take it.
 
 mod control;
 mod convert;
@@ -35,6 +36,7 @@ mod mma;
 mod order;
 mod pipelined;
 mod reduce;
+mod rolled_copies;
 mod smem;
 mod threads;
 mod tma_copies;

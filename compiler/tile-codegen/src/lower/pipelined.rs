@@ -244,42 +244,60 @@ impl<'c, 'k> Lower<'c, 'k> {
             let stage_bytes = me.e.i32(p.stage_bytes as i64)?;
             let stage_off = me.e.binop("arith.muli", stage, stage_bytes)?;
             let by_tma = me.tma_boxes(p)?;
-            // The rest by `cp.async`, from the addresses and masks of the slice.
-            let mut fallback = Vec::new();
-            for t in &by_tma {
-                match t {
-                    Some(TmaBox { ok, .. }) => {
-                        let t = me.e.bool(true)?;
-                        fallback.push(me.e.binop("arith.xori", *ok, t)?);
-                    }
-                    None => fallback.push(me.e.bool(true)?),
-                }
-            }
-            let any = fallback
-                .iter()
-                .copied()
-                .reduce(|a, b| me.e.binop("arith.ori", a, b).unwrap())
-                .unwrap();
-            me.if_then_self(any, &mut |me| {
-                for &i in &tiles {
-                    me.lower_inst(&insts[i])?;
-                }
-                for (b, &need) in p.bufs.iter().zip(&fallback) {
+            // Where TMA does not fetch a box, one rolled loop copies it.
+            for (b, t) in p.bufs.iter().zip(&by_tma) {
+                if let (Some(at), true) = (t, me.copies_rolled(b)) {
                     let o = me.e.i32(b.offset as i64)?;
                     let base = me.e.binop("arith.addi", stage_off, o)?;
-                    let Some(Op::Load { ptr, mask, other }) = me.defs.get(&b.load).map(|i| &i.op)
-                    else {
-                        return Err(CodegenError::Internal(
-                            "pipelined value is not a load".into(),
-                        ));
-                    };
-                    let (ptr, mask, other) = (*ptr, *mask, *other);
-                    me.if_then_self(need, &mut |me| {
-                        me.copy_tile(b.load, ptr, mask, other, base, b.tile)
-                    })?;
+                    let t = me.e.bool(true)?;
+                    let not_tma = me.e.binop("arith.xori", at.ok, t)?;
+                    me.if_then_self(not_tma, &mut |me| me.copy_box_rolled(b, at, base))?;
                 }
-                Ok(())
-            })?;
+            }
+            // The rest by `cp.async`, from the addresses and masks of the slice.
+            let mut fallback = Vec::new();
+            for (b, t) in p.bufs.iter().zip(&by_tma) {
+                if me.copies_rolled(b) {
+                    continue;
+                }
+                fallback.push((
+                    b,
+                    match t {
+                        Some(TmaBox { ok, .. }) => {
+                            let t = me.e.bool(true)?;
+                            me.e.binop("arith.xori", *ok, t)?
+                        }
+                        None => me.e.bool(true)?,
+                    },
+                ));
+            }
+            if let Some(any) = fallback
+                .iter()
+                .map(|f| f.1)
+                .reduce(|a, b| me.e.binop("arith.ori", a, b).unwrap())
+            {
+                me.if_then_self(any, &mut |me| {
+                    for &i in &tiles {
+                        me.lower_inst(&insts[i])?;
+                    }
+                    for &(b, need) in &fallback {
+                        let o = me.e.i32(b.offset as i64)?;
+                        let base = me.e.binop("arith.addi", stage_off, o)?;
+                        let Some(Op::Load { ptr, mask, other }) =
+                            me.defs.get(&b.load).map(|i| &i.op)
+                        else {
+                            return Err(CodegenError::Internal(
+                                "pipelined value is not a load".into(),
+                            ));
+                        };
+                        let (ptr, mask, other) = (*ptr, *mask, *other);
+                        me.if_then_self(need, &mut |me| {
+                            me.copy_tile(b.load, ptr, mask, other, base, b.tile)
+                        })?;
+                    }
+                    Ok(())
+                })?;
+            }
             if let Some(bars) = p.barriers() {
                 let leader = me.leader()?;
                 me.if_then_self(leader, &mut |me| {
@@ -402,24 +420,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 }
                 let cond = me.e.and_all(&conds)?.unwrap();
                 let cond = me.e.likely(cond)?;
-                me.if_else_self(
-                    cond,
-                    &mut |me| {
-                        // .cg (L2 only) exists for 16-byte copies alone.
-                        let cache = if bytes == 16 { "cg" } else { "ca" };
-                        me.e.op(
-                            "nvvm.cp.async.shared.global",
-                            &[dst, p0],
-                            &[],
-                            &[
-                                ("size", &format!("{bytes} : i32")),
-                                ("modifier", &format!("#nvvm<load_cache_modifier {cache}>")),
-                            ],
-                        )?;
-                        Ok(())
-                    },
-                    &mut slow_path,
-                )?;
+                me.if_else_self(cond, &mut |me| me.cp_async(dst, p0, bytes), &mut slow_path)?;
             }
             Ok(())
         };

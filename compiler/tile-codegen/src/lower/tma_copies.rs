@@ -35,9 +35,9 @@ impl<'c, 'k> Lower<'c, 'k> {
                     let r_ok = self.e.cmpi("sge", r0, zero)?;
                     let c_ok = self.e.cmpi("sge", c0, zero)?;
                     let mut conds = vec![has_map, r_ok, c_ok];
-                    for (start, n, bound) in &t.guards {
-                        let (n, bound) = (*n, *bound);
-                        let first = self.start(start)?;
+                    for g in &t.guards {
+                        let (n, bound) = (g.n, g.bound);
+                        let first = self.start(&g.start)?;
                         let last = self.e.i32(n as i64 - 1)?;
                         let last = self.e.binop("arith.addi", first, last)?;
                         let b = self.regs(bound)?[0];
