@@ -9,6 +9,7 @@
 //! (60% of its time) and most of its SASS.
 
 use super::memory::{elem_ptr, LoadOne};
+use super::threads::blocked_coord;
 use super::tma_copies::TmaBox;
 use super::Lower;
 use crate::emit::V;
@@ -197,12 +198,7 @@ fn group_coords(
         let cov = me.e.i32(l.cov(d) as i64)?;
         let o = me.e.binop("arith.muli", rep, cov)?;
         let o = me.e.binop("arith.addi", o, within)?;
-        let mut c = me.e.binop("arith.addi", thread[d], o)?;
-        if l.cov(d) > l.shape[d] {
-            let m = me.e.i32(l.shape[d] as i64 - 1)?;
-            c = me.e.binop("arith.andi", c, m)?;
-        }
-        out.push(c);
+        out.push(blocked_coord(&mut me.e, l, d, thread[d], o)?);
     }
     Ok(out)
 }

@@ -4,7 +4,7 @@
 
 use super::{Lower, Threads};
 use crate::emit::{Emitter, V};
-use crate::layout::Layout;
+use crate::layout::{Blocked, Layout};
 use crate::CodegenError;
 
 impl<'c, 'k> Lower<'c, 'k> {
@@ -209,12 +209,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut out = Vec::new();
         for d in 0..l.rank() {
             let so = self.e.i32(l.static_offset(d, idx[d]) as i64)?;
-            let mut c = self.e.binop("arith.addi", base[d], so)?;
-            if l.cov(d) > l.shape[d] {
-                let m = self.e.i32(l.shape[d] as i64 - 1)?;
-                c = self.e.binop("arith.andi", c, m)?;
-            }
-            out.push(c);
+            out.push(blocked_coord(&mut self.e, l, d, base[d], so)?);
         }
         Ok(out)
     }
@@ -230,6 +225,25 @@ impl<'c, 'k> Lower<'c, 'k> {
         let either = self.e.binop("arith.ori", lane, warp)?;
         let zero = self.e.i32(0)?;
         self.e.cmpi("eq", either, zero)
+    }
+}
+
+/// The coordinate along `d` of a register at `offset` from the thread's
+/// `base` in blocked layout `l`: wrapped where the layout covers more than
+/// the tile (those threads hold replicas).
+pub(super) fn blocked_coord(
+    e: &mut Emitter<'_>,
+    l: &Blocked,
+    d: usize,
+    base: V,
+    offset: V,
+) -> Result<V, CodegenError> {
+    let c = e.binop("arith.addi", base, offset)?;
+    if l.cov(d) > l.shape[d] {
+        let m = e.i32(l.shape[d] as i64 - 1)?;
+        e.binop("arith.andi", c, m)
+    } else {
+        Ok(c)
     }
 }
 
