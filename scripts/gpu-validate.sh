@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A compiler change checked on the GPU machine in one call (runs there, from
+# the repository root, `.gpu` carried): the GPU tier on this tree's packs,
+# then the A/B of the packs in .gpu/base (an earlier revision's:
+# scripts/gpu-base) against .gpu/packs, with PyTorch SDPA beside the
+# attention rows, then (when time is left) the Python site's profile.
+# Prepare here:
+#   FUZZ_COUNT=300 bash scripts/gpu-bundle && bash scripts/gpu-base REV
+#   bash scripts/python-gpu.sh --bundle     # for the profile (optional)
+# Then there: OUT=/root/out bash scripts/gpu-validate.sh
+# Env: TARGETS (GPU tier targets, default "native"; "native sm_80" when the
+# sm_80 code changed), BUDGET (seconds the whole call may take, default 580:
+# each step gets what is left), ROUNDS (A/B rounds, 2). Prints the tier's
+# results and the A/B rows that moved by more than 1%; logs under $OUT.
+set -uo pipefail
+out="${OUT:-/tmp/gpu-validate}"; mkdir -p "$out"
+start=$(date +%s); budget="${BUDGET:-580}"
+left() { echo $(( budget - ($(date +%s) - start) )); }
+step() { echo "== $1 (rc $2, $(( $(date +%s) - start )) s)"; }
+
+OUT="$out/tier" GPU_RUN_TARGETS="${TARGETS:-native}" SANITIZE=0 BENCH=0 \
+  timeout "$(( $(left) / 2 ))" bash .gpu/gpu-run.sh > "$out/tier.log" 2>&1
+step "GPU tier (${TARGETS:-native})" $?
+grep -E "^== |test result|FAILED|panicked" "$out/tier.log" | grep -vE "^== compute" | paste -sd'\n'
+
+if [ -d .gpu/base ]; then
+  timeout 90 python3 scripts/sdpa-baseline.py > "$out/sdpa.md" 2> "$out/sdpa.err"
+  step "SDPA baseline" $?
+  sdpa=(); [ -s "$out/sdpa.md" ] && sdpa=("$out/sdpa.md")
+  OUT="$out/ab" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( $(left) - 60 ))" \
+    bash scripts/gpu-ab.sh .gpu/base .gpu/packs > "$out/ab.log" 2>&1
+  step "A/B .gpu/base -> .gpu/packs" $?
+  # Rows whose B/A is outside 0.99..1.01.
+  awk -F'|' 'NF > 4 && $5 ~ /[0-9]/ { r = $5 + 0; if (r < 0.99 || r > 1.01) print }' "$out/ab.log"
+  echo "(every row: $out/ab.log)"
+else
+  echo "== no .gpu/base (scripts/gpu-base REV): A/B skipped"
+fi
+
+# gpu-run.sh has unpacked every .gz under .gpu by now.
+ext=.gpu/python/_tile.abi3.so; [ -e "$ext.gz" ] && gunzip -kf "$ext.gz"
+if [ -e "$ext" ] && [ "$(left)" -gt 40 ]; then
+  root="$PWD"; site="$(mktemp -d)"; mkdir -p "$site/tile"
+  cp python/tile/*.py "$ext" "$site/tile/"
+  (cd python/tests/gpu && PYTHONPATH="$site" TILE_MHC_PACK="$root/.gpu/packs/mhc.tpack" \
+    timeout "$(( $(left) - 5 ))" python3 profile_site.py --tokens 256 --width 4096 > "$out/profile.txt" 2>&1)
+  step "Python site profile (T=256, C=4096; $out/profile.txt)" $?
+fi
