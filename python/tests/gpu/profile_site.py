@@ -6,7 +6,12 @@ backward (time_site.py's protocol), under torch.profiler, summed by name.
 
 Prints one table per shape and pass: kernel, launches per call, µs per call.
 Torch's own kernels (fills, copies, casts) beside the pack's are what the
-Python path adds to the Rust one. Not a test.
+Python path adds to the Rust one. Then where the host time of forward +
+backward goes (`host_split`): the bodies of the site's autograd functions
+and the native launches inside them, timed with perf_counter on whichever
+thread runs them (autograd runs a backward on its own thread, which
+cProfile does not see), beside torch's own floor for a graph of the same
+shape whose functions launch nothing. Not a test.
 """
 
 import argparse
@@ -41,6 +46,109 @@ def kernel_table(f, calls=5):
             r[1] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
     out = sorted(rows.items(), key=lambda kv: -kv[1][1])
     return [(name[:90], n / calls, us / calls) for name, (n, us) in out]
+
+
+def host_split(site, x, y, g_out, g_h, calls=200):
+    """Host µs per forward + backward call: the whole call, each autograd
+    function's body, the native launches within them, and the same call
+    through do-nothing functions of the same graph shape (torch's floor)."""
+    mhc = tile.mhc
+    spent = defaultdict(float)
+
+    def timed(label, f):
+        def g(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                spent[label] += time.perf_counter() - t0
+
+        return g
+
+    patched = [
+        (mhc._PreFn, "forward"), (mhc._PreFn, "backward"),
+        (mhc._PostFn, "forward"), (mhc._PostFn, "backward"),
+    ]
+    saved = [(cls, name, cls.__dict__[name]) for cls, name in patched]
+    saved_launch = (mhc._TorchLauncher.__call__, mhc._TorchLauncher.run)
+    for cls, name, sm in saved:
+        setattr(cls, name, staticmethod(timed(f"{cls.__name__}.{name}", sm.__func__)))
+    mhc._TorchLauncher.__call__ = timed("native: one kernel (launcher call)", saved_launch[0])
+    mhc._TorchLauncher.run = timed("native: a recorded pass (launcher run)", saved_launch[1])
+
+    def fwd_bwd():
+        h = site.pre(x)
+        o = site.post(y)
+        torch.autograd.backward([o, h], [g_out, g_h])
+        x.grad = y.grad = None
+        for p in site.parameters():
+            p.grad = None
+
+    try:
+        for _ in range(3):
+            fwd_bwd()
+        torch.cuda.synchronize()
+        spent.clear()
+        t0 = time.perf_counter()
+        for i in range(calls):
+            fwd_bwd()
+            if i % 20 == 19:
+                torch.cuda.synchronize()
+        whole = (time.perf_counter() - t0) / calls * 1e6
+    finally:
+        for cls, name, sm in saved:
+            setattr(cls, name, sm)
+        mhc._TorchLauncher.__call__, mhc._TorchLauncher.run = saved_launch
+
+    # torch's floor: two Functions of the site's inputs and outputs whose
+    # bodies only allocate what ours return.
+    T, C = y.shape[0], y.shape[-1]
+    params = list(site.parameters())
+
+    class Pre0(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, *ps):
+            ctx.save_for_backward(x, *ps)
+            return torch.empty(T, C, dtype=torch.bfloat16, device=x.device), torch.empty(
+                T, 24, dtype=torch.float32, device=x.device
+            )
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            return tuple(torch.empty_like(t) for t in ctx.saved_tensors)
+
+    class Post0(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y, h):
+            ctx.save_for_backward(x, y, h)
+            return torch.empty_like(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, y, h = ctx.saved_tensors
+            return torch.empty_like(x), torch.empty_like(y), torch.empty_like(h)
+
+    def floor():
+        h_in, h = Pre0.apply(x, *params)
+        o = Post0.apply(x, y, h)
+        torch.autograd.backward([o, h_in], [g_out, g_h])
+        x.grad = y.grad = None
+        for p in params:
+            p.grad = None
+
+    for _ in range(3):
+        floor()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(calls):
+        floor()
+        if i % 20 == 19:
+            torch.cuda.synchronize()
+    floor_us = (time.perf_counter() - t0) / calls * 1e6
+    rows = [("the whole call (site.pre, site.post, autograd.backward, grads cleared)", whole)]
+    rows += sorted(((k, v / calls * 1e6) for k, v in spent.items()), key=lambda kv: -kv[1])
+    rows.append(("torch's floor: the same graph, functions that launch nothing", floor_us))
+    return rows
 
 
 def main(argv=None):
@@ -80,6 +188,11 @@ def main(argv=None):
                 print("|---|---|---|")
                 for name, k, us in rows:
                     print(f"| {name} | {k:g} | {us:.1f} |")
+            print(f"\nhost µs a forward+backward call, T={T} C={C} n={n} (bodies include the native calls in them):")
+            print("| part | µs |")
+            print("|---|---|")
+            for name, us in host_split(*site_inputs(n, T, C, pack)):
+                print(f"| {name} | {us:.1f} |")
     return 0
 
 
