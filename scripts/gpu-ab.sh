@@ -11,8 +11,10 @@
 # LOG2N for tile-bench (26), MATMUL_SIZES for its matmul (4096,4000: 4000 for
 # the programs at the edges, which TMA cannot fetch whole), SDPA (an sdpa.md from scripts/sdpa-baseline.py, so
 # the attention rows carry SDPA beside them), OUT (logs; default /tmp/gpu-ab).
-# Packs of another compiler than the binaries' are loaded with
-# TILE_ALLOW_FOREIGN_PACK=1 (set here). Needs .gpu/bin from scripts/gpu-bundle.
+# Each side runs its own benchmarks where its directory has them (DIR/bin, as
+# scripts/gpu-base leaves them: a runtime launches the packs of its own
+# compiler), else .gpu/bin's with TILE_ALLOW_FOREIGN_PACK=1 (set here).
+# Needs .gpu/bin from scripts/gpu-bundle.
 set -uo pipefail
 a="${1:?usage: gpu-ab.sh DIR_A DIR_B}"; b="${2:?usage: gpu-ab.sh DIR_A DIR_B}"
 out="${OUT:-/tmp/gpu-ab}"; mkdir -p "$out"
@@ -22,6 +24,9 @@ for x in tile-bench mhc-bench; do
   chmod +x "$bin/$x" 2>/dev/null || { echo "gpu-ab: no $bin/$x (scripts/gpu-bundle)"; exit 2; }
 done
 for d in "$a" "$b"; do
+  for x in tile-bench mhc-bench; do
+    [ -e "$d/bin/$x.gz" ] && gunzip -kf "$d/bin/$x.gz" && chmod +x "$d/bin/$x"
+  done
   for p in dsl-examples mhc model; do
     [ -e "$d/$p.tpack.gz" ] && gunzip -kf "$d/$p.tpack.gz"
     [ -e "$d/$p.tpack" ] || { echo "gpu-ab: no $d/$p.tpack"; exit 2; }
@@ -32,6 +37,7 @@ sdpa=(); [ -n "${SDPA:-}" ] && sdpa=(--sdpa "$SDPA")
 for r in $(seq 1 "${ROUNDS:-2}"); do
   for side in A B; do
     d="$a"; [ $side = B ] && d="$b"
+    bin=.gpu/bin; [ -x "$d/bin/tile-bench" ] && [ -x "$d/bin/mhc-bench" ] && bin="$d/bin"
     "$bin/tile-bench" --pack "$d/dsl-examples.tpack" --log2n "${LOG2N:-26}" --matmul-sizes "${MATMUL_SIZES:-4096,4000}" --best-only "${sdpa[@]}" \
       > "$out/tile-bench-$side-$r.md" 2>&1 || echo "gpu-ab: tile-bench $side round $r failed (see $out)"
     "$bin/mhc-bench" --pack-dir "$d" --tokens "${TOKENS:-8192,65536}" --width "${WIDTH:-768,4096}" \

@@ -104,8 +104,8 @@ pub struct Artifacts {
     pub pass_dumps: Vec<(String, String)>,
     /// Dynamic shared memory the kernel needs per CTA (bytes), given at launch.
     pub shared_bytes: u32,
-    /// Tensors the host describes for the kernel's TMA copies, one hidden
-    /// `i64` parameter each after the declared ones (see `tma`).
+    /// Tensors the host describes for the kernel's TMA copies: hidden
+    /// parameters after the declared ones (`tile_ir::launch::hidden_params`).
     pub tma: Vec<TmaOperand>,
     /// Wall time per stage.
     pub timings: Vec<(&'static str, Duration)>,
@@ -194,9 +194,16 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     }
     art.timings.push(("mlir-passes", t.elapsed()));
     let t = Instant::now();
+    // The tensor maps follow the kernel's own parameters.
+    let maps = ptx::TensorMapParams {
+        kernel: &kernel.name,
+        first: kernel.params.len() as u32,
+        count: art.tma.len() as u32,
+    };
     let (llvm_ir, ptx) = ptx::to_ptx(
         &ctx,
         &module,
+        maps,
         opts.arch,
         opts.keep_ir,
         &mut art.pass_timings,

@@ -415,8 +415,9 @@ fn plan_loop(
             if let SmemTile::Swizzled { width, .. } = tile {
                 // Swizzle atoms must start 1024-byte aligned.
                 offset = offset.next_multiple_of(1024);
-                // A box has at most 256 rows.
-                if shape[0] <= 256 {
+                // A box has at most 256 rows; the hidden mask has 32 bits
+                // (`tile_ir::launch::hidden_params`).
+                if shape[0] <= 256 && plan.tma.len() < 32 {
                     tma = tma::match_tile_load(kernel, x).map(|t| {
                         plan.tma.push(TmaOperand {
                             base: t.base,

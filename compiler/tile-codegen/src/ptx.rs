@@ -56,11 +56,54 @@ fn extract_gpu_module<'c>(
     Ok(out)
 }
 
+/// The kernel's tensor-map parameters: `count` from parameter `first` on.
+#[derive(Clone, Copy)]
+pub(crate) struct TensorMapParams<'a> {
+    pub kernel: &'a str,
+    pub first: u32,
+    pub count: u32,
+}
+
+/// Make the tensor-map parameters `__grid_constant__` maps by value: `byval`
+/// 128-byte arrays, 64-byte aligned, `nvvm.grid_constant` (so that taking
+/// their address gives a generic address of the parameter itself, which TMA
+/// reads, rather than a local copy). MLIR's GPU-to-NVVM conversion drops
+/// `llvm.byval`, so the attributes go on here, in LLVM IR.
+fn mark_tensor_maps(
+    llctx: &LlvmContext,
+    llmod: &inkwell::module::Module,
+    maps: TensorMapParams,
+) -> Result<(), CodegenError> {
+    use inkwell::attributes::{Attribute, AttributeLoc};
+    use inkwell::types::AnyType;
+    if maps.count == 0 {
+        return Ok(());
+    }
+    let f = llmod.get_function(maps.kernel).ok_or_else(|| {
+        CodegenError::Internal(format!("no function `{}` in the LLVM module", maps.kernel))
+    })?;
+    let bytes = tile_ir::launch::TENSOR_MAP_BYTES as u32;
+    let array = llctx.i8_type().array_type(bytes).as_any_type_enum();
+    let byval = llctx.create_type_attribute(Attribute::get_named_enum_kind_id("byval"), array);
+    let align = llctx.create_enum_attribute(
+        Attribute::get_named_enum_kind_id("align"),
+        tile_ir::launch::TENSOR_MAP_ALIGN as u64,
+    );
+    let grid_constant = llctx.create_string_attribute("nvvm.grid_constant", "");
+    for i in maps.first..maps.first + maps.count {
+        for a in [byval, align, grid_constant] {
+            f.add_attribute(AttributeLoc::Param(i), a);
+        }
+    }
+    Ok(())
+}
+
 /// Translate the lowered module to LLVM IR and PTX. Returns (LLVM IR after the optimisation pipeline, PTX).
 /// The wall time of each step is pushed to `timings` as `("llvm-to-ptx", step, t)`.
 pub(crate) fn to_ptx(
     ctx: &Context,
     module: &Module,
+    maps: TensorMapParams,
     arch: Arch,
     keep_ir: bool,
     timings: &mut Vec<(&'static str, &'static str, Duration)>,
@@ -82,6 +125,7 @@ pub(crate) fn to_ptx(
         ));
     }
     let llmod = unsafe { inkwell::module::Module::new(raw as _) };
+    mark_tensor_maps(&llctx, &llmod, maps)?;
     step("translate-to-llvm-ir");
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
     let target = Target::from_triple(&triple).map_err(|e| CodegenError::Llvm(e.to_string()))?;

@@ -7,10 +7,10 @@
 //! constants reads the box at `(r0, c0)` of a `rows × cols` row-major tensor
 //! with row stride `s`, zeros outside it: exactly what one TMA copy does,
 //! given a tensor map the host encodes at launch (`launch::TmaOperand`). Each such
-//! operand adds a hidden `i64` kernel parameter after the declared ones: the
-//! address of the encoded map, or 0 when the host cannot describe the tensor
-//! (misaligned base or stride), in which case the kernel copies with
-//! `cp.async` as before. Negative box corners, where the load would read
+//! operand adds a hidden kernel parameter after the declared ones, the encoded
+//! map by value, and a bit of a hidden mask that is clear when the host cannot
+//! describe the tensor (misaligned base or stride), in which case the kernel
+//! copies with `cp.async` as before (`tile_ir::launch::hidden_params`). Negative box corners, where the load would read
 //! before `p` but TMA would give zeros, take the `cp.async` path too.
 
 use std::collections::HashMap;

@@ -188,8 +188,9 @@ kernel proj(x: *bf16, w: *bf16, z: *f32, r: *f32, K: i32) {
 /// On sm_90 a masked tile load of a `wgmma` loop in the TMA form (a pointer
 /// parameter plus row index × stride plus column index, masked by both
 /// bounds, zeros elsewhere) is fetched by TMA into its swizzled stage, the
-/// host describing the tensor through a hidden parameter; `cp.async` stays
-/// for launches whose tensors TMA cannot describe. An unmasked load (no
+/// host describing the tensor through a hidden parameter (the map by value,
+/// `__grid_constant__`, read in place), and a hidden mask telling which maps it
+/// encoded; `cp.async` stays for launches whose tensors TMA cannot describe. An unmasked load (no
 /// bounds for the host to give) keeps `cp.async` alone.
 #[test]
 fn a_masked_tile_load_on_wgmma_is_fetched_by_tma() {
@@ -222,7 +223,20 @@ kernel mm(a: *bf16, b: *bf16, c: *f32, M: i32, N: i32, K: i32) {
     };
     assert_eq!(art.tma, vec![op(0, 3, 5, 5, 128), op(1, 5, 4, 4, 64)]);
     let ptx = &art.ptx;
-    assert!(ptx.contains(".param .u64 mm_param_6") && ptx.contains(".param .u64 mm_param_7"));
+    for p in ["mm_param_6", "mm_param_7"] {
+        assert!(
+            ptx.contains(&format!(".param .align 64 .b8 {p}[128]")),
+            "{p}"
+        );
+        // Its own address (made generic by `cvta.param`) goes to TMA: the
+        // kernel never loads the map (as it would to make a local copy).
+        assert!(
+            !ptx.contains(&format!("[{p}]")) && !ptx.contains(&format!("[{p}+")),
+            "{p}"
+        );
+    }
+    assert!(ptx.contains(".param .u32 mm_param_8") && ptx.contains("cvta.param.u64"));
+    assert!(!ptx.contains("mm_param_9"));
     // A: one box of 128 × 64; B: four of 64 × 64 (one per 128-byte column of atoms).
     let boxes = ptx
         .matches("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes")

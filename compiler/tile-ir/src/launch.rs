@@ -1,10 +1,49 @@
-//! What the host passes a compiled kernel besides its declared parameters:
-//! one hidden `i64` per TMA operand, the device address of a tensor map the
-//! host encodes at launch from the operand's description (or 0 when TMA
-//! cannot describe the tensor; the kernel then copies without it). Codegen
-//! produces these descriptions, packs store them, the runtime reads them.
+//! What the host passes a compiled kernel besides its declared parameters
+//! ([`hidden_params`]): per TMA operand a tensor map, passed by value as a
+//! 128-byte `__grid_constant__` parameter (TMA reads it in place, so a launch
+//! uploads nothing and never waits), which the host encodes at launch from the
+//! operand's description; then one `i32` whose bit `k` says the host could
+//! encode operand `k`'s map (else the kernel copies that tensor without TMA).
+//! Codegen produces these descriptions, packs store them, the runtime reads
+//! them.
 
 use serde::{Deserialize, Serialize};
+
+/// A hidden kernel parameter, in the order [`hidden_params`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiddenParam {
+    /// TMA operand `k`'s tensor map: 128 bytes, 64-byte aligned, by value.
+    TensorMap(usize),
+    /// Bit `k` set: operand `k`'s map was encoded.
+    Described,
+}
+
+impl HiddenParam {
+    /// The parameter's type in the kernel's MLIR signature (a map is a
+    /// `byval` pointer: `tile-codegen` gives it its attributes).
+    pub fn mlir_type(self) -> &'static str {
+        match self {
+            HiddenParam::TensorMap(_) => "!llvm.ptr",
+            HiddenParam::Described => "i32",
+        }
+    }
+}
+
+/// Bytes of a tensor map (`CUtensorMap`), and its alignment.
+pub const TENSOR_MAP_BYTES: usize = 128;
+pub const TENSOR_MAP_ALIGN: usize = 64;
+
+/// The hidden parameters of a kernel with `tma_operands` TMA operands, after
+/// its declared ones: the maps, then the mask (none without operands). At
+/// most 32 operands (the mask's bits).
+pub fn hidden_params(tma_operands: usize) -> Vec<HiddenParam> {
+    assert!(tma_operands <= 32, "at most 32 TMA operands a kernel");
+    let mut h: Vec<HiddenParam> = (0..tma_operands).map(HiddenParam::TensorMap).collect();
+    if tma_operands > 0 {
+        h.push(HiddenParam::Described);
+    }
+    h
+}
 
 /// A launch-time integer: a kernel parameter's value or a constant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

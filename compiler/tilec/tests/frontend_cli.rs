@@ -238,9 +238,11 @@ fn build_says_how_to_launch() {
     let shared = v["shared_bytes"].as_u64().unwrap();
     assert!(shared > 0, "{out}");
     let hidden = v["hidden_params"].as_array().unwrap();
-    assert_eq!(hidden.len(), 2, "{out}");
+    assert_eq!(hidden.len(), 3, "{out}");
     assert_eq!(hidden[0]["index"], 6);
-    assert_eq!(hidden[0]["type"], "i64");
+    assert_eq!(hidden[0]["type"], "tensor_map");
+    assert_eq!(hidden[2]["index"], 8);
+    assert_eq!(hidden[2]["type"], "i32");
     // The grid expressions round-trip as the runtime reads them.
     let g: Vec<tile_ir::launch::GridExpr> =
         serde_json::from_value(v["grid_exprs"].clone()).unwrap();

@@ -51,9 +51,47 @@ fn assemble(ptxas: &std::ffi::OsStr, ptx: &str, name: &str) -> Result<Vec<u8>, R
     std::fs::read(&out).map_err(|e| fail(format!("{}: {e}", out.display())))
 }
 
-/// Encoded tensor maps kept in device memory before the cache is emptied
-/// (after a synchronisation, so that no running kernel still reads one).
+/// Encoded tensor maps kept before the cache is emptied (host memory only: a
+/// launch passes its maps by value, so no kernel reads the cache).
 const MAX_TENSOR_MAPS: usize = 4096;
+
+/// A `CUtensorMap` as a kernel parameter: 128 bytes, 64-byte aligned, passed
+/// by value (`tile_ir::launch::hidden_params`).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct TensorMap([u64; 16]);
+
+const _: () = assert!(
+    std::mem::size_of::<TensorMap>() == tile_ir::launch::TENSOR_MAP_BYTES
+        && std::mem::align_of::<TensorMap>() == tile_ir::launch::TENSOR_MAP_ALIGN
+);
+
+// SAFETY: plain bytes, laid out as the kernel parameter (checked above).
+unsafe impl cudarc::driver::DeviceRepr for TensorMap {}
+
+/// The hidden arguments of a launch: a map per TMA operand (zeros where the
+/// host could not encode one) and the mask of those it did.
+pub(crate) struct HiddenArgs {
+    maps: Vec<TensorMap>,
+    described: u32,
+}
+
+impl HiddenArgs {
+    pub(crate) fn new(maps: Vec<Option<TensorMap>>) -> HiddenArgs {
+        let described = maps
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .fold(0u32, |bits, (k, _)| bits | 1 << k);
+        HiddenArgs {
+            maps: maps
+                .into_iter()
+                .map(|m| m.unwrap_or(TensorMap([0; 16])))
+                .collect(),
+            described,
+        }
+    }
+}
 
 /// What a tensor map encodes: base address, rows, columns, row pitch (bytes),
 /// box rows and columns, swizzle bytes, element bytes.
@@ -63,9 +101,9 @@ pub struct CudaDevice {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) name: String,
-    /// Encoded tensor maps in device memory (TMA reads them there), by what
-    /// they describe; never rewritten, since a kernel still queued may use one.
-    tensor_maps: Mutex<HashMap<TensorKey, CudaSlice<u8>>>,
+    /// Encoded tensor maps by what they describe (encoding is host work;
+    /// a launch copies the map into its parameters).
+    tensor_maps: Mutex<HashMap<TensorKey, TensorMap>>,
 }
 
 /// A buffer's device memory: its own allocation (freed when dropped), or a
@@ -371,12 +409,15 @@ impl CudaDevice {
         self.stream.memcpy_dtod(src, dst).map_err(drv)
     }
 
-    /// Load a kernel that needs `shared_bytes` of dynamic shared memory per CTA.
+    /// Load a kernel that needs `shared_bytes` of dynamic shared memory per
+    /// CTA, with `params` declared parameters and `tma_operands` TMA operands.
     pub(crate) fn load(
         &self,
         ptx: &str,
         name: &str,
         shared_bytes: u32,
+        params: usize,
+        tma_operands: usize,
     ) -> Result<CudaFunction, RuntimeError> {
         let image = match std::env::var_os(TILE_PTXAS) {
             Some(ptxas) if !ptxas.is_empty() => Ptx::from_binary(assemble(&ptxas, ptx, name)?),
@@ -392,6 +433,7 @@ impl CudaDevice {
             )
             .map_err(drv)?;
         }
+        check_hidden_params(&f, name, params, tma_operands)?;
         Ok(f)
     }
 
@@ -407,6 +449,7 @@ impl CudaDevice {
         threads: u32,
         shared_bytes: u32,
         args: &[CudaArg],
+        hidden: &HiddenArgs,
     ) -> Result<(), RuntimeError> {
         let mut b = self.stream.launch_builder(f);
         for a in args {
@@ -416,6 +459,12 @@ impl CudaDevice {
                 CudaArg::I64(x) => b.arg(x),
                 CudaArg::F32(x) => b.arg(x),
             };
+        }
+        for m in &hidden.maps {
+            b.arg(m);
+        }
+        if !hidden.maps.is_empty() {
+            b.arg(&hidden.described);
         }
         let cfg = LaunchConfig {
             grid_dim: (grid[0], grid[1], grid[2]),
@@ -441,12 +490,12 @@ impl CudaDevice {
         threads: u32,
         shared_bytes: u32,
         args: &[crate::RawArg],
-        tma_maps: &[u64],
+        hidden: &HiddenArgs,
         stream: u64,
     ) -> Result<(), RuntimeError> {
         // One 8-byte slot per parameter: the driver reads as many bytes from
         // each slot as the parameter has (4 for i32/f32, the low bytes on a
-        // little-endian host; 8 for pointers and i64).
+        // little-endian host; 8 for pointers and i64); the maps from their own.
         let mut slots: Vec<u64> = args
             .iter()
             .map(|a| match *a {
@@ -455,12 +504,21 @@ impl CudaDevice {
                 crate::RawArg::I64(x) => x as u64,
                 crate::RawArg::F32(x) => x.to_bits() as u64,
             })
-            .chain(tma_maps.iter().copied())
             .collect();
+        let mut described = hidden.described as u64;
         let mut params: Vec<*mut std::ffi::c_void> = slots
             .iter_mut()
             .map(|s| s as *mut u64 as *mut std::ffi::c_void)
             .collect();
+        params.extend(
+            hidden
+                .maps
+                .iter()
+                .map(|m| m as *const TensorMap as *mut std::ffi::c_void),
+        );
+        if !hidden.maps.is_empty() {
+            params.push(&mut described as *mut u64 as *mut std::ffi::c_void);
+        }
         self.ctx.bind_to_thread().map_err(drv)?;
         cudarc::driver::result::launch_kernel(
             f.cu_function(),
@@ -473,28 +531,26 @@ impl CudaDevice {
         .map_err(drv)
     }
 
-    /// The device address of the tensor map `op` describes for a launch with
-    /// `args`, or 0 when TMA cannot describe that tensor (base not 16-byte
-    /// aligned, row pitch not a multiple of 16 bytes, empty or huge
-    /// dimensions): the kernel then copies with `cp.async`.
-    pub(crate) fn tensor_map(
-        &self,
-        op: &TmaOperand,
-        args: &[crate::Arg],
-    ) -> Result<u64, RuntimeError> {
+    /// The tensor map `op` describes for a launch with `args`, or None when
+    /// TMA cannot describe that tensor (base not 16-byte aligned, row pitch
+    /// not a multiple of 16 bytes, empty or huge dimensions): the kernel then
+    /// copies with `cp.async`.
+    pub(crate) fn tensor_map(&self, op: &TmaOperand, args: &[crate::Arg]) -> Option<TensorMap> {
         let base = match args.get(op.base) {
             Some(crate::Arg::Buffer(b)) => match &b.storage {
+                // The address only: the launch orders the kernel after the
+                // buffer's writes.
                 crate::Storage::Cuda(s) => s.device_ptr(&self.stream).0,
-                crate::Storage::Host(_) => return Ok(0),
+                crate::Storage::Host(_) => return None,
             },
-            _ => return Ok(0),
+            _ => return None,
         };
         let param = |i: usize| match args.get(i)? {
             crate::Arg::I32(x) => Some(*x as i64),
             crate::Arg::I64(x) => Some(*x),
             _ => None,
         };
-        self.tensor_map_at(op, base, &param, false)
+        self.tensor_map_at(op, base, &param)
     }
 
     /// [`CudaDevice::tensor_map`] for a launch on raw device pointers
@@ -503,19 +559,16 @@ impl CudaDevice {
         &self,
         op: &TmaOperand,
         args: &[crate::RawArg],
-    ) -> Result<u64, RuntimeError> {
+    ) -> Option<TensorMap> {
         let Some(crate::RawArg::Ptr(_, base)) = args.get(op.base) else {
-            return Ok(0);
+            return None;
         };
         let param = |i: usize| match args.get(i)? {
             crate::RawArg::I32(x) => Some(*x as i64),
             crate::RawArg::I64(x) => Some(*x),
             _ => None,
         };
-        // The map is uploaded on the runtime's stream but read by a kernel
-        // on the caller's, which need not wait for it: wait here (once per
-        // new map; a repeated launch finds it in the cache).
-        self.tensor_map_at(op, *base, &param, true)
+        self.tensor_map_at(op, *base, &param)
     }
 
     fn tensor_map_at(
@@ -523,20 +576,15 @@ impl CudaDevice {
         op: &TmaOperand,
         base: u64,
         param: &dyn Fn(usize) -> Option<i64>,
-        wait_for_new: bool,
-    ) -> Result<u64, RuntimeError> {
+    ) -> Option<TensorMap> {
         let scalar = |h: HostScalar| match h {
             HostScalar::Const(c) => Some(c),
             HostScalar::Param(i) => param(i),
         };
-        let (Some(rows), Some(cols), Some(stride)) =
-            (scalar(op.rows), scalar(op.cols), scalar(op.row_stride))
-        else {
-            return Ok(0);
-        };
+        let (rows, cols, stride) = (scalar(op.rows)?, scalar(op.cols)?, scalar(op.row_stride)?);
         let pitch = stride.saturating_mul(op.elem_bytes as i64);
         if !tma_describable(base, rows, cols, pitch) {
-            return Ok(0);
+            return None;
         }
         let key = (
             base,
@@ -550,20 +598,20 @@ impl CudaDevice {
         );
         let mut maps = self.tensor_maps.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = maps.get(&key) {
-            return Ok(m.device_ptr(&self.stream).0);
+            return Some(*m);
         }
         use sys::CUtensorMapSwizzle::*;
         let swizzle = match op.swizzle_bytes {
             32 => CU_TENSOR_MAP_SWIZZLE_32B,
             64 => CU_TENSOR_MAP_SWIZZLE_64B,
             128 => CU_TENSOR_MAP_SWIZZLE_128B,
-            _ => return Ok(0),
+            _ => return None,
         };
         let dtype = match op.elem_bytes {
             1 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
             2 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
             4 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT32,
-            _ => return Ok(0),
+            _ => return None,
         };
         let dims = [cols as u64, rows as u64];
         let strides = [pitch as u64];
@@ -589,23 +637,14 @@ impl CudaDevice {
             )
         };
         if r != sys::CUresult::CUDA_SUCCESS {
-            return Ok(0);
+            return None;
         }
         if maps.len() >= MAX_TENSOR_MAPS {
-            // The whole context, not only the runtime's stream: a kernel
-            // launched on a caller's stream (`launch_raw`) may still read one.
-            self.ctx.synchronize().map_err(drv)?;
             maps.clear();
         }
-        let bytes: Vec<u8> = map.opaque.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut dev = self.alloc_uninit(bytes.len())?;
-        self.upload(&mut dev, &bytes)?;
-        let addr = dev.device_ptr(&self.stream).0;
-        maps.insert(key, dev);
-        if wait_for_new {
-            self.synchronize()?;
-        }
-        Ok(addr)
+        let map = TensorMap(map.opaque);
+        maps.insert(key, map);
+        Some(map)
     }
 
     /// An event, not yet recorded, without timing.
@@ -630,6 +669,47 @@ impl CudaDevice {
         let start = self.record()?;
         f()?;
         elapsed_ms(&start, &self.record()?)
+    }
+}
+
+/// That the loaded kernel's hidden parameters are the ones this runtime passes
+/// (`tile_ir::launch::hidden_params`): a kernel of a compiler that passed
+/// tensor maps otherwise (a foreign pack, `TILE_ALLOW_FOREIGN_PACK`) would
+/// read garbage as its maps. Asked of the driver where it can tell
+/// (`cuFuncGetParamInfo`, CUDA 12.4 on); without it, not checked.
+fn check_hidden_params(
+    f: &CudaFunction,
+    name: &str,
+    params: usize,
+    tma_operands: usize,
+) -> Result<(), RuntimeError> {
+    type ParamInfo =
+        unsafe extern "C" fn(sys::CUfunction, usize, *mut usize, *mut usize) -> sys::CUresult;
+    // SAFETY: the driver library's symbol, with the signature CUDA declares.
+    let Ok(info) = (unsafe { sys::culib().get::<ParamInfo>(b"cuFuncGetParamInfo\0") }) else {
+        return Ok(());
+    };
+    let size = |i: usize| {
+        let (mut offset, mut size) = (0usize, 0usize);
+        // SAFETY: a loaded function and two live out-parameters.
+        let r = unsafe { info(f.cu_function(), i, &mut offset, &mut size) };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some(size)
+    };
+    let expected = tile_ir::launch::hidden_params(tma_operands);
+    let ok = expected.iter().enumerate().all(|(k, h)| {
+        let want = match h {
+            tile_ir::launch::HiddenParam::TensorMap(_) => tile_ir::launch::TENSOR_MAP_BYTES,
+            tile_ir::launch::HiddenParam::Described => 4,
+        };
+        size(params + k) == Some(want)
+    }) && size(params + expected.len()).is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::Unsupported(format!(
+            "kernel `{name}`: its hidden TMA parameters are not the ones this runtime passes \
+             (a pack built by another version of the compiler); rebuild the pack with this tilec"
+        )))
     }
 }
 

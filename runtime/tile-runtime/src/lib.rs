@@ -299,8 +299,8 @@ impl Device {
     }
 
     /// Load a kernel compiled to PTX, launched with `warps` warps per CTA,
-    /// `shared_bytes` of dynamic shared memory and a hidden tensor-map
-    /// parameter per `tma` operand (as the compiler reported them).
+    /// `shared_bytes` of dynamic shared memory and the hidden parameters of
+    /// its `tma` operands (as the compiler reported them).
     pub fn load_ptx(
         &self,
         ptx: &str,
@@ -311,7 +311,13 @@ impl Device {
     ) -> Result<Kernel, RuntimeError> {
         match self {
             Device::Cuda(d) => {
-                let f = d.load(ptx, &signature.name, shared_bytes)?;
+                let f = d.load(
+                    ptx,
+                    &signature.name,
+                    shared_bytes,
+                    signature.params.len(),
+                    tma.len(),
+                )?;
                 Ok(Kernel {
                     signature,
                     warps,
@@ -390,11 +396,17 @@ impl Device {
                         Arg::F32(x) => Ok(cuda::CudaArg::F32(*x)),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut cargs = cargs;
-                for op in &kernel.tma {
-                    cargs.push(cuda::CudaArg::I64(d.tensor_map(op, args)? as i64));
-                }
-                d.launch(f, grid, 32 * kernel.warps, kernel.shared_bytes, &cargs)
+                let hidden = cuda::HiddenArgs::new(
+                    kernel.tma.iter().map(|op| d.tensor_map(op, args)).collect(),
+                );
+                d.launch(
+                    f,
+                    grid,
+                    32 * kernel.warps,
+                    kernel.shared_bytes,
+                    &cargs,
+                    &hidden,
+                )
             }
             (Device::Cpu, Code::Cpu(tir)) => {
                 let iargs: Vec<tile_interp::Arg> = args
@@ -449,18 +461,20 @@ impl Device {
         }
         match (self, &kernel.code) {
             (Device::Cuda(d), Code::Cuda(f)) => {
-                let maps = kernel
-                    .tma
-                    .iter()
-                    .map(|op| d.tensor_map_raw(op, args))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let hidden = cuda::HiddenArgs::new(
+                    kernel
+                        .tma
+                        .iter()
+                        .map(|op| d.tensor_map_raw(op, args))
+                        .collect(),
+                );
                 d.launch_on(
                     f,
                     grid,
                     32 * kernel.warps,
                     kernel.shared_bytes,
                     args,
-                    &maps,
+                    &hidden,
                     stream,
                 )
             }

@@ -1,5 +1,6 @@
 //! The kernel's `gpu.func`: its parameters (the kernel's own, then one
-//! tensor-map address per TMA operand), the thread ids and per-layout thread
+//! tensor map per TMA operand and the mask of those the host could encode:
+//! `tile_ir::launch`), the thread ids and per-layout thread
 //! coordinates computed once in the entry block, the body, and the
 //! `nvvm.minctasm` register budget of straight-line row kernels.
 
@@ -13,13 +14,20 @@ impl<'c, 'k> Lower<'c, 'k> {
     pub(super) fn lower_func(&mut self) -> Result<melior::ir::Operation<'c>, CodegenError> {
         let k = self.kernel;
         let mut arg_tys: Vec<Type> = k.params.iter().map(|p| self.mty(&p.ty)).collect();
-        let hidden = self.plan.tma.len();
-        arg_tys.extend(std::iter::repeat_n(self.e.ty("i64"), hidden));
+        let hidden = tir::launch::hidden_params(self.plan.tma.len());
+        arg_tys.extend(hidden.iter().map(|h| self.e.ty(h.mlir_type())));
         let args = self.e.begin_function(&arg_tys);
         for (p, a) in k.params.iter().zip(&args) {
             self.vals.insert(p.value, vec![*a]);
         }
-        self.tma_args = args[k.params.len()..].to_vec();
+        // Each map's generic address (`cvta.param`: TMA reads it in place).
+        let i64t = self.e.ty("i64");
+        let maps = &args[k.params.len()..k.params.len() + self.plan.tma.len()];
+        self.tma_args = maps
+            .iter()
+            .map(|&m| self.e.op1("llvm.ptrtoint", &[m], i64t, &[]))
+            .collect::<Result<_, _>>()?;
+        self.tma_described = args.get(k.params.len() + self.plan.tma.len()).copied();
         // Thread ids and the per-layout coordinates every later op needs.
         let index = self.e.ty("index");
         let i32t = self.e.ty("i32");
@@ -65,7 +73,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             k.params
                 .iter()
                 .map(|p| mlir_ty_name(&p.ty))
-                .chain(std::iter::repeat_n("i64".to_string(), hidden))
+                .chain(hidden.iter().map(|h| h.mlir_type().to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

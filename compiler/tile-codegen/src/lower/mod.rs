@@ -95,6 +95,7 @@ pub(crate) fn lower_to_mlir<'c>(
             lane: None,
             warp: None,
             tma_args: Vec::new(),
+            tma_described: None,
         };
         let func = l.lower_func();
         (l, func)
@@ -227,9 +228,12 @@ struct Lower<'c, 'k> {
     k_major: HashMap<ValueId, ValueId>,
     lane: Option<V>,
     warp: Option<V>,
-    /// The hidden parameters after the kernel's own: one tensor-map address
-    /// (i64, 0 when the host has none) per [`Plan::tma`] operand.
+    /// The generic address (i64) of each [`Plan::tma`] operand's tensor
+    /// map, a hidden parameter after the kernel's own.
     tma_args: Vec<V>,
+    /// The hidden i32 after the maps: bit `k` set when the host encoded
+    /// operand `k`'s map (else the kernel copies it with `cp.async`).
+    tma_described: Option<V>,
 }
 
 fn scalar_ty(s: Scalar) -> &'static str {

@@ -29,8 +29,11 @@ impl<'c, 'k> Lower<'c, 'k> {
         for b in &p.bufs {
             by_tma.push(match &b.tma {
                 Some((t, k)) => {
-                    let (zero64, zero) = (self.e.i64(0)?, self.e.i32(0)?);
-                    let has_map = self.e.cmpi("ne", self.tma_args[*k], zero64)?;
+                    let zero = self.e.i32(0)?;
+                    let described = self.tma_described.expect("a TMA operand has the mask");
+                    let bit = self.e.i32(1 << *k)?;
+                    let bit = self.e.binop("arith.andi", described, bit)?;
+                    let has_map = self.e.cmpi("ne", bit, zero)?;
                     let (r0, c0) = (self.start(&t.r0)?, self.start(&t.c0)?);
                     let r_ok = self.e.cmpi("sge", r0, zero)?;
                     let c_ok = self.e.cmpi("sge", c0, zero)?;

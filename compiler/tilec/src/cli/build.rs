@@ -276,12 +276,13 @@ impl Launch<'_> {
         }
         let names = self.param_names();
         eprintln!(
-            "  hidden parameters: {} i64 after the kernel's own, each the address of a TMA tensor map (the runtime encodes them; 0 copies without TMA):",
+            "  hidden parameters after the kernel's own: {} TMA tensor maps by value (128 bytes, 64-byte aligned; the runtime encodes them), then an i32 whose bit k says map k was encoded (else that tensor is copied without TMA):",
             self.tma.len()
         );
         for (i, op) in self.tma.iter().enumerate() {
             eprintln!("    #{} {}", names.len() + i, op.describe(&names));
         }
+        eprintln!("    #{} the mask", names.len() + self.tma.len());
     }
 
     /// `--emit launch-json`: the same, for tools.
@@ -303,12 +304,21 @@ impl Launch<'_> {
             "grid_exprs": self.grid,
             "shared_bytes": self.shared_bytes,
             "params": names,
-            "hidden_params": self.tma.iter().enumerate().map(|(i, op)| serde_json::json!({
-                "index": names.len() + i,
-                "type": "i64",
-                "tma": op,
-                "describe": op.describe(&names),
-            })).collect::<Vec<_>>(),
+            "hidden_params": tile_ir::launch::hidden_params(self.tma.len()).into_iter().enumerate().map(|(i, h)| match h {
+                tile_ir::launch::HiddenParam::TensorMap(k) => serde_json::json!({
+                    "index": names.len() + i,
+                    "type": "tensor_map",
+                    "bytes": tile_ir::launch::TENSOR_MAP_BYTES,
+                    "align": tile_ir::launch::TENSOR_MAP_ALIGN,
+                    "tma": self.tma[k],
+                    "describe": self.tma[k].describe(&names),
+                }),
+                tile_ir::launch::HiddenParam::Described => serde_json::json!({
+                    "index": names.len() + i,
+                    "type": "i32",
+                    "describe": "bit k set: tensor map k was encoded",
+                }),
+            }).collect::<Vec<_>>(),
         });
         let mut s = serde_json::to_string_pretty(&v).expect("launch JSON serialises");
         s.push('\n');
