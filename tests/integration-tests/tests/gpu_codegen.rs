@@ -383,3 +383,55 @@ fn gpu_reshape_through_shared_memory() {
         eprintln!("ok reshape_pairs [{}]", describe(&v.config));
     }
 }
+
+/// A kernel's hidden TMA parameters (a tensor map by value per operand, then
+/// the mask of those encoded) are checked against the driver's view of the
+/// loaded function: a load that claims other TMA operands than the PTX has
+/// (as a pack of another compiler would) is refused with a clear error, not
+/// launched with garbage for maps. sm_80 code has no TMA and so no hidden
+/// parameters at all.
+#[test]
+fn gpu_tma_hidden_parameters_are_checked_at_load() {
+    let Some(dev) = gpu_or_skip("gpu_tma_hidden_parameters_are_checked_at_load") else {
+        return;
+    };
+    let pack = pack_named("dsl-examples.tpack");
+    let target = pack.ptx_target(&dev).unwrap().expect("a GPU target");
+    let matmul = pack
+        .manifest()
+        .kernel("matmul")
+        .expect("matmul in dsl-examples");
+    if !target.starts_with("sm_90") {
+        for v in &matmul.variants {
+            assert!(
+                v.tma.get("sm_80").is_none_or(|t| t.is_empty()),
+                "sm_80 code with TMA operands"
+            );
+        }
+        eprintln!("ok: {target} code has no hidden parameters");
+        return;
+    }
+    let v = matmul
+        .variants
+        .iter()
+        .find(|v| v.tma.get("sm_90").is_some_and(|t| t.len() >= 2))
+        .expect("a matmul variant with TMA operands on sm_90");
+    let (ptx, tma) = (&v.ptx["sm_90"], &v.tma["sm_90"]);
+    let shared = v.shared_bytes["sm_90"];
+    let load = |tma: Vec<tile_ir::launch::TmaOperand>| {
+        dev.load_ptx(ptx, v.tir.signature(), v.config.warps, shared, tma)
+    };
+    load(tma.clone()).expect("the kernel as compiled loads");
+    let fewer = tma[..tma.len() - 1].to_vec();
+    let mut more = tma.clone();
+    more.push(tma[0].clone());
+    for (what, claimed) in [("one operand fewer", fewer), ("one operand more", more)] {
+        match load(claimed) {
+            Ok(_) => panic!("{what}: loaded, would launch with the wrong hidden parameters"),
+            Err(e) => assert!(
+                e.to_string().contains("hidden TMA parameters"),
+                "{what}: {e}"
+            ),
+        }
+    }
+}
