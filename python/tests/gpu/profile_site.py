@@ -48,6 +48,22 @@ def kernel_table(f, calls=5):
     return [(name[:90], n / calls, us / calls) for name, (n, us) in out]
 
 
+def host_loop(f, calls, before=None):
+    """Host µs per call of f: three warm-up calls, then `calls` timed (the
+    GPU left to run behind, synchronized every 20); `before` runs first."""
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    if before is not None:
+        before()
+    t0 = time.perf_counter()
+    for i in range(calls):
+        f()
+        if i % 20 == 19:
+            torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def host_split(site, x, y, g_out, g_h, calls=200):
     """Host µs per forward + backward call: the whole call, each autograd
     function's body, the native launches within them, and the same call
@@ -76,25 +92,9 @@ def host_split(site, x, y, g_out, g_h, calls=200):
     mhc._TorchLauncher.__call__ = timed("native: one kernel (launcher call)", saved_launch[0])
     mhc._TorchLauncher.run = timed("native: a recorded pass (launcher run)", saved_launch[1])
 
-    def fwd_bwd():
-        h = site.pre(x)
-        o = site.post(y)
-        torch.autograd.backward([o, h], [g_out, g_h])
-        x.grad = y.grad = None
-        for p in site.parameters():
-            p.grad = None
-
+    _, fwd_bwd = site_calls(site, x, y, g_out, g_h)
     try:
-        for _ in range(3):
-            fwd_bwd()
-        torch.cuda.synchronize()
-        spent.clear()
-        t0 = time.perf_counter()
-        for i in range(calls):
-            fwd_bwd()
-            if i % 20 == 19:
-                torch.cuda.synchronize()
-        whole = (time.perf_counter() - t0) / calls * 1e6
+        whole = host_loop(fwd_bwd, calls, before=spent.clear)
     finally:
         for cls, name, sm in saved:
             setattr(cls, name, sm)
@@ -110,7 +110,7 @@ def host_split(site, x, y, g_out, g_h, calls=200):
         def forward(ctx, x, *ps):
             ctx.save_for_backward(x, *ps)
             return torch.empty(T, C, dtype=torch.bfloat16, device=x.device), torch.empty(
-                T, 24, dtype=torch.float32, device=x.device
+                T, site.plan.coeffs, dtype=torch.float32, device=x.device
             )
 
         @staticmethod
@@ -136,15 +136,7 @@ def host_split(site, x, y, g_out, g_h, calls=200):
         for p in params:
             p.grad = None
 
-    for _ in range(3):
-        floor()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(calls):
-        floor()
-        if i % 20 == 19:
-            torch.cuda.synchronize()
-    floor_us = (time.perf_counter() - t0) / calls * 1e6
+    floor_us = host_loop(floor, calls)
     rows = [("the whole call (site.pre, site.post, autograd.backward, grads cleared)", whole)]
     rows += sorted(((k, v / calls * 1e6) for k, v in spent.items()), key=lambda kv: -kv[1])
     rows.append(("torch's floor: the same graph, functions that launch nothing", floor_us))
