@@ -3,10 +3,11 @@
 # the repository root, `.gpu` carried): the GPU tier on this tree's packs,
 # then the A/B of the packs in .gpu/base (an earlier revision's:
 # scripts/gpu-base) against .gpu/packs, with PyTorch SDPA beside the
-# attention rows, then (when time is left) the Python site's profile.
+# attention rows, then (when time is left) the Python package's GPU tests
+# and its site's profile.
 # Prepare here:
 #   FUZZ_COUNT=300 bash scripts/gpu-bundle && bash scripts/gpu-base REV
-#   bash scripts/python-gpu.sh --bundle     # for the profile (optional)
+#   bash scripts/python-gpu.sh --bundle     # for the Python steps (optional)
 # Then there: OUT=/root/out bash scripts/gpu-validate.sh
 # Env: TARGETS (GPU tier targets, default "native"; "native sm_80" when the
 # sm_80 code changed), BUDGET (seconds the whole call may take, default 580:
@@ -42,7 +43,14 @@ ext=.gpu/python/_tile.abi3.so; [ -e "$ext.gz" ] && gunzip -kf "$ext.gz"
 if [ -e "$ext" ] && [ "$(left)" -gt 40 ]; then
   root="$PWD"; site="$(mktemp -d)"; mkdir -p "$site/tile"
   cp python/tile/*.py "$ext" "$site/tile/"
+  python3 -c 'import pytest' 2>/dev/null || { [ -e .gpu/python/pytest.tar.gz ] && tar xzf .gpu/python/pytest.tar.gz -C "$site"; }
+  # The Python package's GPU tests first (they launch through launch_raw,
+  # which the GPU tier does not), then where its host time goes.
+  (PYTHONPATH="$site" TILE_MHC_PACK="$root/.gpu/packs/mhc.tpack" TILE_REQUIRE_GPU=1 \
+    timeout "$(( $(left) / 2 ))" python3 -m pytest python/tests/gpu -q -p no:cacheprovider > "$out/pytest.log" 2>&1)
+  rc=$?; step "Python GPU tests ($(tail -1 "$out/pytest.log"))" $rc
   (cd python/tests/gpu && PYTHONPATH="$site" TILE_MHC_PACK="$root/.gpu/packs/mhc.tpack" \
     timeout "$(( $(left) - 5 ))" python3 profile_site.py --tokens 256 --width 4096 > "$out/profile.txt" 2>&1)
   step "Python site profile (T=256, C=4096; $out/profile.txt)" $?
+  sed -n '/^host µs a forward+backward call/,$p' "$out/profile.txt"
 fi
