@@ -9,7 +9,9 @@
 #   FUZZ_COUNT=300 bash scripts/gpu-bundle && bash scripts/gpu-base REV
 #   bash scripts/python-gpu.sh --bundle     # for the Python steps (optional)
 # Then there: OUT=/root/out bash scripts/gpu-validate.sh
-# Env: TARGETS (GPU tier targets, default "native"; "native sm_80" when the
+# Env: CANDIDATE (a directory of gzipped packs of a change not landed, e.g.
+# .gpu/share from docs/patches/*.patch: A/B'd against .gpu/packs after the
+# main A/B, each given half of what is left), TARGETS (GPU tier targets, default "native"; "native sm_80" when the
 # sm_80 code changed), BUDGET (seconds the whole call may take, default 580:
 # each step gets what is left), ROUNDS (A/B rounds, 2). Prints the tier's
 # results and the A/B rows that moved by more than 1%; logs under $OUT.
@@ -28,7 +30,8 @@ if [ -d .gpu/base ]; then
   timeout 90 python3 scripts/sdpa-baseline.py > "$out/sdpa.md" 2> "$out/sdpa.err"
   step "SDPA baseline" $?
   sdpa=(); [ -s "$out/sdpa.md" ] && sdpa=("$out/sdpa.md")
-  OUT="$out/ab" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( $(left) - 60 ))" \
+  share=1; [ -n "${CANDIDATE:-}" ] && share=2
+  OUT="$out/ab" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( ($(left) - 60) / share ))" \
     bash scripts/gpu-ab.sh .gpu/base .gpu/packs > "$out/ab.log" 2>&1
   step "A/B .gpu/base -> .gpu/packs" $?
   # Rows whose B/A is outside 0.99..1.01.
@@ -36,6 +39,15 @@ if [ -d .gpu/base ]; then
   echo "(every row: $out/ab.log)"
 else
   echo "== no .gpu/base (scripts/gpu-base REV): A/B skipped"
+fi
+# A change not landed yet: its packs (CANDIDATE, a directory of gzipped
+# .tpack built by this tree's runtime ABI) against this tree's.
+if [ -n "${CANDIDATE:-}" ] && [ -d "$CANDIDATE" ]; then
+  OUT="$out/ab-candidate" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( $(left) - 60 ))" \
+    bash scripts/gpu-ab.sh .gpu/packs "$CANDIDATE" > "$out/ab-candidate.log" 2>&1
+  step "A/B .gpu/packs -> $CANDIDATE" $?
+  awk -F'|' 'NF > 4 && $5 ~ /[0-9]/ { r = $5 + 0; if (r < 0.99 || r > 1.01) print }' "$out/ab-candidate.log"
+  echo "(every row: $out/ab-candidate.log)"
 fi
 
 # gpu-run.sh has unpacked every .gz under .gpu by now.
