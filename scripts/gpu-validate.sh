@@ -8,7 +8,9 @@
 # Prepare here:
 #   FUZZ_COUNT=300 bash scripts/gpu-bundle && bash scripts/gpu-base REV
 #   bash scripts/python-gpu.sh --bundle     # for the Python steps (optional)
-# Then there: OUT=/root/out bash scripts/gpu-validate.sh
+#   PATCH=docs/patches/x.patch GPU_BASE_DIR=.gpu/share bash scripts/gpu-base HEAD
+#                                           # a candidate change (optional)
+# Then there: OUT=/root/out [CANDIDATE=.gpu/share] bash scripts/gpu-validate.sh
 # Env: CANDIDATE (a directory of gzipped packs of a change not landed, e.g.
 # .gpu/share from docs/patches/*.patch: A/B'd against .gpu/packs after the
 # main A/B, each given half of what is left), TARGETS (GPU tier targets, default "native"; "native sm_80" when the
