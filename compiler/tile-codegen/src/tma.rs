@@ -10,8 +10,9 @@
 //! operand adds a hidden kernel parameter after the declared ones, the encoded
 //! map by value, and a bit of a hidden mask that is clear when the host cannot
 //! describe the tensor (misaligned base or stride), in which case the kernel
-//! copies with `cp.async` as before (`tile_ir::launch::hidden_params`). Negative box corners, where the load would read
-//! before `p` but TMA would give zeros, take the `cp.async` path too.
+//! copies with `cp.async` as before (`tile_ir::launch::hidden_params`).
+//! Negative box corners, where the load would read before `p` but TMA would
+//! give zeros, take the `cp.async` path too.
 
 use std::collections::HashMap;
 use tile_ir::launch::HostScalar;

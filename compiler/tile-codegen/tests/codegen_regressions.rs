@@ -189,9 +189,10 @@ kernel proj(x: *bf16, w: *bf16, z: *f32, r: *f32, K: i32) {
 /// parameter plus row index × stride plus column index, masked by both
 /// bounds, zeros elsewhere) is fetched by TMA into its swizzled stage, the
 /// host describing the tensor through a hidden parameter (the map by value,
-/// `__grid_constant__`, read in place), and a hidden mask telling which maps it
-/// encoded; `cp.async` stays for launches whose tensors TMA cannot describe. An unmasked load (no
-/// bounds for the host to give) keeps `cp.async` alone.
+/// `__grid_constant__`, read in place), and a hidden mask telling which maps
+/// it encoded; `cp.async` stays for launches whose tensors TMA cannot
+/// describe. An unmasked load (no bounds for the host to give) keeps
+/// `cp.async` alone.
 #[test]
 fn a_masked_tile_load_on_wgmma_is_fetched_by_tma() {
     use tile_ir::launch::{HostScalar::Param, TmaOperand};

@@ -27,6 +27,14 @@ impl HiddenParam {
             HiddenParam::Described => "i32",
         }
     }
+
+    /// The parameter's size in bytes as the driver lays it out.
+    pub fn bytes(self) -> usize {
+        match self {
+            HiddenParam::TensorMap(_) => TENSOR_MAP_BYTES,
+            HiddenParam::Described => 4,
+        }
+    }
 }
 
 /// Bytes of a tensor map (`CUtensorMap`), and its alignment.

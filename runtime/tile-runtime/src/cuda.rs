@@ -705,13 +705,11 @@ fn check_hidden_params(
         return Ok(());
     }
     let expected = tile_ir::launch::hidden_params(tma_operands);
-    let ok = expected.iter().enumerate().all(|(k, h)| {
-        let want = match h {
-            tile_ir::launch::HiddenParam::TensorMap(_) => tile_ir::launch::TENSOR_MAP_BYTES,
-            tile_ir::launch::HiddenParam::Described => 4,
-        };
-        size(params + k) == Some(want)
-    }) && size(params + expected.len()).is_none();
+    let ok = expected
+        .iter()
+        .enumerate()
+        .all(|(k, h)| size(params + k) == Some(h.bytes()))
+        && size(params + expected.len()).is_none();
     if ok {
         Ok(())
     } else {

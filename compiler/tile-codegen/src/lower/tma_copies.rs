@@ -31,7 +31,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 Some((t, k)) => {
                     let zero = self.e.i32(0)?;
                     let described = self.tma_described.expect("a TMA operand has the mask");
-                    let bit = self.e.i32(1 << *k)?;
+                    let bit = self.e.i32((1u32 << *k) as i32 as i64)?;
                     let bit = self.e.binop("arith.andi", described, bit)?;
                     let has_map = self.e.cmpi("ne", bit, zero)?;
                     let (r0, c0) = (self.start(&t.r0)?, self.start(&t.c0)?);
