@@ -13,8 +13,8 @@
 # Then there: OUT=/root/out [CANDIDATE=.gpu/share] bash scripts/gpu-validate.sh
 # Env: CANDIDATE (a directory of gzipped packs of a change not landed, e.g.
 # .gpu/share from docs/patches/*.patch: A/B'd against .gpu/packs after the
-# main A/B, each given half of what is left), TARGETS (GPU tier targets, default "native"; "native sm_80" when the
-# sm_80 code changed), BUDGET (seconds the whole call may take, default 580:
+# main A/B, each given half of what is left), TARGETS (GPU tier targets,
+# default "native"; "native sm_80" when the sm_80 code changed), BUDGET (seconds the whole call may take, default 580:
 # each step gets what is left), ROUNDS (A/B rounds, 2). Prints the tier's
 # results and the A/B rows that moved by more than 1%; logs under $OUT.
 set -uo pipefail
@@ -22,6 +22,11 @@ out="${OUT:-/tmp/gpu-validate}"; mkdir -p "$out"
 start=$(date +%s); budget="${BUDGET:-580}"
 left() { echo $(( budget - ($(date +%s) - start) )); }
 step() { echo "== $1 (rc $2, $(( $(date +%s) - start )) s)"; }
+# An A/B log's rows whose B/A is outside 0.99..1.01.
+moved() {
+  awk -F'|' 'NF > 4 && $5 ~ /[0-9]/ { r = $5 + 0; if (r < 0.99 || r > 1.01) print }' "$1"
+  echo "(every row: $1)"
+}
 
 OUT="$out/tier" GPU_RUN_TARGETS="${TARGETS:-native}" SANITIZE=0 BENCH=0 \
   timeout "$(( $(left) / 2 ))" bash .gpu/gpu-run.sh > "$out/tier.log" 2>&1
@@ -36,9 +41,7 @@ if [ -d .gpu/base ]; then
   OUT="$out/ab" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( ($(left) - 60) / share ))" \
     bash scripts/gpu-ab.sh .gpu/base .gpu/packs > "$out/ab.log" 2>&1
   step "A/B .gpu/base -> .gpu/packs" $?
-  # Rows whose B/A is outside 0.99..1.01.
-  awk -F'|' 'NF > 4 && $5 ~ /[0-9]/ { r = $5 + 0; if (r < 0.99 || r > 1.01) print }' "$out/ab.log"
-  echo "(every row: $out/ab.log)"
+  moved "$out/ab.log"
 else
   echo "== no .gpu/base (scripts/gpu-base REV): A/B skipped"
 fi
@@ -48,8 +51,7 @@ if [ -n "${CANDIDATE:-}" ] && [ -d "$CANDIDATE" ]; then
   OUT="$out/ab-candidate" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( $(left) - 60 ))" \
     bash scripts/gpu-ab.sh .gpu/packs "$CANDIDATE" > "$out/ab-candidate.log" 2>&1
   step "A/B .gpu/packs -> $CANDIDATE" $?
-  awk -F'|' 'NF > 4 && $5 ~ /[0-9]/ { r = $5 + 0; if (r < 0.99 || r > 1.01) print }' "$out/ab-candidate.log"
-  echo "(every row: $out/ab-candidate.log)"
+  moved "$out/ab-candidate.log"
 fi
 
 # gpu-run.sh has unpacked every .gz under .gpu by now.
