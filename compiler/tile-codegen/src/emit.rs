@@ -112,6 +112,11 @@ impl<'c> Emitter<'c> {
         }
     }
 
+    /// How many blocks deep the insertion point is.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
     pub fn push_block(&mut self, args: &[Type<'c>]) -> Vec<V> {
         let block = Block::new(&args.iter().map(|t| (*t, self.loc)).collect::<Vec<_>>());
         let vals = (0..args.len())

@@ -326,11 +326,21 @@ fn plan_loop(
             && matches!(ty.scalar_elem(), Some(Scalar::BF16 | Scalar::F16))
     };
     // Computed elementwise from a dot of the loop: in its accumulator layout,
-    // which is wgmma's register-A fragment (`layouts`).
+    // which is wgmma's register-A fragment (`layouts`). A carried value is
+    // what the previous iteration yielded (a P kept for the next iteration's
+    // multiply: its carried layout is that of the value yielded).
+    let yields = match body.insts.last().map(|i| &i.op) {
+        Some(Op::Yield(ys)) => ys.clone(),
+        _ => Vec::new(),
+    };
     let from_dot = |x: ValueId| {
         let mut work = vec![x];
         let mut seen = HashSet::new();
         while let Some(v) = work.pop() {
+            if let Some(j) = body.args[1..].iter().position(|&a| a == v) {
+                work.extend(yields.get(j));
+                continue;
+            }
             let Some(&j) = def.get(&v) else { continue };
             if !seen.insert(j) {
                 continue;
@@ -363,16 +373,15 @@ fn plan_loop(
                 return Some(Source::Resident(x));
             }
             grid?;
+            if is_a && grid.is_some_and(|(_, gn)| gn == 1) && from_dot(x) {
+                return Some(Source::Registers);
+            }
             let inst = &body.insts[*def.get(&x)?];
             match &inst.op {
                 Op::Trans { value, perm } if !is_a && perm == &[1, 0] => match early(*value) {
                     Some(need) => Some(Source::Stage(*value, need)),
                     None => invariant(*value).then_some(Source::Resident(*value)),
                 },
-                Op::Load { .. } => None,
-                _ if is_a && grid.is_some_and(|(_, gn)| gn == 1) && from_dot(x) => {
-                    Some(Source::Registers)
-                }
                 _ => None,
             }
         };

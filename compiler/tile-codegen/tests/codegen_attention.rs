@@ -14,7 +14,10 @@
 //!   staged once before the loop (a resident operand).
 //!
 //! What remains per iteration is the pipeline's wait for its stage: one
-//! barrier, no store to and no load from shared memory by the threads.
+//! barrier, no store to and no load from shared memory by the threads; and
+//! the loop over whole blocks of keys selects no score (only the blocks at
+//! the sequence's end and on the causal diagonal are masked, in a loop of
+//! their own).
 
 mod common;
 
@@ -82,6 +85,9 @@ fn the_attention_loop_keeps_softmax_statistics_and_p_in_registers() {
             blocks * (d as usize + 64) / 16,
             "{what}: wgmma in the loop"
         );
+        // The loop over whole blocks masks nothing (the ragged end and the
+        // diagonal have a loop of their own).
+        assert_eq!(count(&body, "selp.f32"), 0, "{what}: masked scores");
     }
 }
 

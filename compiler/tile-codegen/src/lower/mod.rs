@@ -90,6 +90,7 @@ pub(crate) fn lower_to_mlir<'c>(
             plan: plan.clone(),
             pipe_bufs: HashMap::new(),
             in_flight: None,
+            unwaited: Vec::new(),
             k_major: wgmma::k_major_operands(kernel, plan, &defs),
             defs: defs.clone(),
             lane: None,
@@ -221,6 +222,11 @@ struct Lower<'c, 'k> {
     /// The `wgmma` dot of the loop being lowered that may stay in flight
     /// (`prefetch::Loop::in_flight`).
     in_flight: Option<ValueId>,
+    /// `wgmma` dots committed and not yet waited for, oldest first, each
+    /// with the depth of the block it was lowered in: a dot's wait goes just
+    /// before the first use of its result (`wgmma::wait_for_uses`), so the
+    /// multiply runs on while the block does other work.
+    unwaited: Vec<(ValueId, usize)>,
     /// The instruction defining each value (for recomputing broadcasts).
     defs: HashMap<ValueId, &'k Inst>,
     /// `trans(x)` operands read K-major from x (`wgmma::k_major_operands`):
@@ -274,9 +280,10 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// A block's instructions, loads first (`order::loads_first`).
     fn lower_block_insts(&mut self, insts: &[tir::Inst]) -> Result<(), CodegenError> {
         for inst in order::loads_first(insts) {
+            self.wait_for_uses(inst)?;
             self.lower_inst(inst)?;
         }
-        Ok(())
+        self.wait_for_dots(self.unwaited.len())
     }
 
     /// Lowers one instruction: each op goes to the method of the file that

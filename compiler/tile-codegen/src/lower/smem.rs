@@ -184,7 +184,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
     }
 
+    /// A CTA barrier. Shared memory is written after one (scratch may share
+    /// a stage's memory), so every `wgmma` still reading it is waited for.
     pub(super) fn barrier(&mut self) -> Result<(), CodegenError> {
+        self.wait_for_dots(self.unwaited.len())?;
         self.e.op("gpu.barrier", &[], &[], &[])?;
         Ok(())
     }

@@ -273,9 +273,53 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         self.e
             .inline_asm("wgmma.commit_group.sync.aligned;", "", &[], &[])?;
-        // Left running into the next iteration when the loop allows it.
-        let pending = u32::from(self.in_flight == Some(r));
-        wgmma_wait(&mut self.e, pending, &out)
+        // Left running into the next iteration when the loop allows it (the
+        // loop's only dot: nothing else is unwaited).
+        if self.in_flight == Some(r) {
+            return wgmma_wait(&mut self.e, 1, &out);
+        }
+        self.unwaited.push((r, self.e.depth()));
+        Ok(out)
+    }
+
+    /// Waits for the unwaited dots an instruction reads, just before it:
+    /// all of them before a loop or an `if` (their bodies may read any).
+    pub(super) fn wait_for_uses(&mut self, inst: &Inst) -> Result<(), CodegenError> {
+        if matches!(inst.op, Op::For { .. } | Op::If { .. }) {
+            return self.wait_for_dots(self.unwaited.len());
+        }
+        let used = inst.op.operands();
+        match self.unwaited.iter().rposition(|(r, _)| used.contains(r)) {
+            Some(i) => self.wait_for_dots(i + 1),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the `n` oldest unwaited dots (`wgmma.wait_group` leaves
+    /// the newer ones running; groups complete in order), passing their
+    /// accumulators through the wait so that no use moves above it.
+    pub(super) fn wait_for_dots(&mut self, n: usize) -> Result<(), CodegenError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let depth = self.e.depth();
+        if self.unwaited[..n].iter().any(|&(_, d)| d != depth) {
+            return Err(CodegenError::Internal(
+                "a wgmma wait outside the block of its dot".into(),
+            ));
+        }
+        let running = (self.unwaited.len() - n) as u32;
+        let done: Vec<ValueId> = self.unwaited.drain(..n).map(|(r, _)| r).collect();
+        let mut acc = Vec::new();
+        let mut sizes = Vec::new();
+        for &r in &done {
+            let regs = self.regs(r)?;
+            sizes.push(regs.len());
+            acc.extend(regs);
+        }
+        let out = wgmma_wait(&mut self.e, running, &acc)?;
+        self.split_results(&done, &sizes, &out);
+        Ok(())
     }
 }
 
