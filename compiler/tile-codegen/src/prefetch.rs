@@ -37,7 +37,7 @@ use super::tma::{self, TileLoad};
 use super::Arch;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use tile_ir::launch::TmaOperand;
-use tile_ir::{walk_insts, Block, Kernel, Op, Scalar, ValueId};
+use tile_ir::{walk_insts, Block, Inst, Kernel, Op, Scalar, ValueId};
 
 /// Shared memory the stages of one loop may take (bytes); the stage count is
 /// what fits, between 2 and [`MAX_STAGES`].
@@ -328,27 +328,45 @@ fn plan_loop(
     // Computed elementwise from a dot of the loop: in its accumulator layout,
     // which is wgmma's register-A fragment (`layouts`). A carried value is
     // what the previous iteration yielded (a P kept for the next iteration's
-    // multiply: its carried layout is that of the value yielded).
-    let yields = match body.insts.last().map(|i| &i.op) {
+    // multiply: its carried layout is that of the value yielded), an `if`'s
+    // result what either branch yields (a mask applied only to some blocks).
+    let yields = |b: &Block| match b.insts.last().map(|i| &i.op) {
         Some(Op::Yield(ys)) => ys.clone(),
         _ => Vec::new(),
     };
+    let carried_yields = yields(body);
+    let mut nested: HashMap<ValueId, &Inst> = HashMap::new();
+    walk_insts(body, &mut |i| {
+        for r in &i.results {
+            nested.insert(*r, i);
+        }
+    });
     let from_dot = |x: ValueId| {
         let mut work = vec![x];
         let mut seen = HashSet::new();
         while let Some(v) = work.pop() {
+            if !seen.insert(v) {
+                continue;
+            }
             if let Some(j) = body.args[1..].iter().position(|&a| a == v) {
-                work.extend(yields.get(j));
+                work.extend(carried_yields.get(j));
                 continue;
             }
-            let Some(&j) = def.get(&v) else { continue };
-            if !seen.insert(j) {
-                continue;
-            }
-            match &body.insts[j].op {
+            let Some(inst) = nested.get(&v) else { continue };
+            match &inst.op {
                 Op::Dot { .. } => return true,
                 op @ (Op::Cast(_) | Op::Unary(..) | Op::Binary(..) | Op::Select { .. }) => {
                     work.extend(op.operands())
+                }
+                Op::If {
+                    then_body,
+                    else_body,
+                    ..
+                } => {
+                    let k = inst.results.iter().position(|&r| r == v).unwrap_or(0);
+                    for b in [then_body, else_body] {
+                        work.extend(yields(&b).get(k));
+                    }
                 }
                 _ => {}
             }

@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{count, file_ptx, innermost_loop};
+use common::{count, file_ptx, innermost_loop, ptx_of};
 
 fn attention_ptx(meta: &[(&str, i64)], warps: u32) -> String {
     example_ptx("attention.tile", "attention", meta, warps)
@@ -146,4 +146,59 @@ fn the_attention_dkdv_loop_moves_nothing_through_shared_memory() {
             "{what}: Pᵀ dO and dSᵀ Q from registers"
         );
     }
+}
+
+/// A mask applied only to some blocks, by a runtime `if` in the loop: P
+/// comes out of the `if`, and still feeds `dot(p, v)` from registers, and V
+/// still streams through the pipeline (`prefetch` follows an `if`'s results
+/// into both branches, as it follows a carried value into its yield).
+#[test]
+fn a_mask_under_an_if_keeps_p_in_registers() {
+    let text = r#"
+kernel masked<const BM: i32, const BN: i32, const D: i32>(q: *bf16, k: *bf16, v: *bf16, o: *bf16, seq: i32) {
+    let rm = program_id(0) * BM + arange(0, BM);
+    let rd = arange(0, D);
+    let qs = load(q + rm[:, None] * D + rd[None, :], rm[:, None] < seq, 0.0);
+    let mut m = full([BM], -1.0e30, f32);
+    let mut acc = zeros([BM, D], f32);
+    let full = seq / BN * BN;
+    for start in 0..seq step BN {
+        let rn = start + arange(0, BN);
+        let ks = load(k + rn[:, None] * D + rd[None, :], rn[:, None] < seq, 0.0);
+        let vs = load(v + rn[:, None] * D + rd[None, :], rn[:, None] < seq, 0.0);
+        let mut s = dot(qs, trans(ks));
+        if start >= full {
+            s = where(rn[None, :] < seq, s, -1.0e30);
+        }
+        let m_new = maximum(m, max(s, 1));
+        let p = exp2(s - m_new[:, None]);
+        acc = acc * exp2(m - m_new)[:, None] + dot(p as bf16, vs);
+        m = m_new;
+    }
+    store(o + rm[:, None] * D + rd[None, :], acc as bf16, rm[:, None] < seq);
+}
+"#;
+    let meta = [("BM", 128), ("BN", 64), ("D", 64)];
+    let ptx = ptx_of("masked.tile", text, "masked", &meta, 4);
+    let body = wgmma_loop(&ptx);
+    let register_a = body
+        .iter()
+        .filter(|l| l.contains("wgmma.mma_async") && l.contains("}, {%r"))
+        .count();
+    assert_eq!(register_a, 2 * 64 / 16, "P @ V from registers");
+    assert_eq!(
+        count(&body, "cp.async.wait_group"),
+        1,
+        "K and V are not pipelined"
+    );
+    assert_eq!(
+        count(&body, "ld.shared"),
+        0,
+        "a conversion through shared memory"
+    );
+    assert_eq!(
+        count(&body, "st.shared"),
+        0,
+        "V is staged from registers in the loop"
+    );
 }
