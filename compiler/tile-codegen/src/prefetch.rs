@@ -365,7 +365,7 @@ fn plan_loop(
                 } => {
                     let k = inst.results.iter().position(|&r| r == v).unwrap_or(0);
                     for b in [then_body, else_body] {
-                        work.extend(yields(&b).get(k));
+                        work.extend(yields(b).get(k));
                     }
                 }
                 _ => {}
