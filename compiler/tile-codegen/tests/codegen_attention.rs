@@ -32,6 +32,35 @@ fn example_ptx(file: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> St
     file_ptx(&format!("dsl-examples/{file}"), kernel, meta, warps)
 }
 
+/// K and V stream through the software pipeline (one wait for a stage),
+/// and no thread stores to or loads from shared memory in the loop (no
+/// conversion, no operand staged from registers).
+fn assert_streams_through_the_pipeline(body: &[&str], what: &str) {
+    assert_eq!(
+        count(body, "cp.async.wait_group"),
+        1,
+        "{what}: K and V are not pipelined"
+    );
+    assert_eq!(
+        count(body, "ld.shared"),
+        0,
+        "{what}: a conversion through shared memory is in the loop"
+    );
+    assert_eq!(
+        count(body, "st.shared"),
+        0,
+        "{what}: an operand is staged from registers in the loop"
+    );
+}
+
+/// How many of `lines` are `wgmma`s that read A from registers.
+fn register_a_wgmmas(lines: &[&str]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.contains("wgmma.mma_async") && l.contains("}, {%r"))
+        .count()
+}
+
 /// The lines of the innermost loop that holds a `wgmma`.
 fn wgmma_loop(ptx: &str) -> Vec<&str> {
     innermost_loop(ptx, "wgmma.mma_async")
@@ -49,21 +78,7 @@ fn the_attention_loop_keeps_softmax_statistics_and_p_in_registers() {
             barriers, 1,
             "{what}: barriers in the loop (the wait for the pipeline's stage)"
         );
-        assert_eq!(
-            count(&body, "cp.async.wait_group"),
-            1,
-            "{what}: K and V are not pipelined"
-        );
-        assert_eq!(
-            count(&body, "ld.shared"),
-            0,
-            "{what}: a conversion through shared memory is back in the loop"
-        );
-        assert_eq!(
-            count(&body, "st.shared"),
-            0,
-            "{what}: an operand is staged from registers in the loop"
-        );
+        assert_streams_through_the_pipeline(&body, &what);
         // Row max and row sum: two butterfly rounds over a quad for each of
         // a thread's rows (2 per 64-row block it covers).
         let rows = 2 * 128 / (64 * (warps / 4));
@@ -75,10 +90,7 @@ fn the_attention_loop_keeps_softmax_statistics_and_p_in_registers() {
         // Q @ Kᵀ, then P @ V with A from four registers: one wgmma per
         // 16-wide k step per 64-row block of the warpgroup.
         let blocks = 128 / (64 * (warps as usize / 4));
-        let register_a = body
-            .iter()
-            .filter(|l| l.contains("wgmma.mma_async") && l.contains("}, {%r"))
-            .count();
+        let register_a = register_a_wgmmas(&body);
         assert_eq!(register_a, blocks * 64 / 16, "{what}: P @ V from registers");
         assert_eq!(
             count(&body, "wgmma.mma_async"),
@@ -136,10 +148,7 @@ fn the_attention_dkdv_loop_moves_nothing_through_shared_memory() {
             0,
             "{what}: a conversion through shared memory"
         );
-        let register_a = body
-            .iter()
-            .filter(|l| l.contains("wgmma.mma_async") && l.contains("}, {%r"))
-            .count();
+        let register_a = register_a_wgmmas(&body);
         assert_eq!(
             register_a,
             2 * bm as usize / 16,
@@ -181,24 +190,7 @@ kernel masked<const BM: i32, const BN: i32, const D: i32>(q: *bf16, k: *bf16, v:
     let meta = [("BM", 128), ("BN", 64), ("D", 64)];
     let ptx = ptx_of("masked.tile", text, "masked", &meta, 4);
     let body = wgmma_loop(&ptx);
-    let register_a = body
-        .iter()
-        .filter(|l| l.contains("wgmma.mma_async") && l.contains("}, {%r"))
-        .count();
+    let register_a = register_a_wgmmas(&body);
     assert_eq!(register_a, 2 * 64 / 16, "P @ V from registers");
-    assert_eq!(
-        count(&body, "cp.async.wait_group"),
-        1,
-        "K and V are not pipelined"
-    );
-    assert_eq!(
-        count(&body, "ld.shared"),
-        0,
-        "a conversion through shared memory"
-    );
-    assert_eq!(
-        count(&body, "st.shared"),
-        0,
-        "V is staged from registers in the loop"
-    );
+    assert_streams_through_the_pipeline(&body, "attention with a mask under an if");
 }
