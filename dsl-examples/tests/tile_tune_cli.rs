@@ -3,51 +3,14 @@
 //! without a GPU, valid arguments end in a clear "needs a GPU" and a failure
 //! status.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
-use tile_front::frontend::{parse_program, SourceFile};
-use tile_ir::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
 
 /// The tutorial's kernel in a TIR-only pack (what the check's interpreter
 /// runs; enough for everything before the GPU).
-fn tutorial_pack(dir: &Path) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tutorial/bias_gelu.tile");
-    let src = SourceFile::load(&path).unwrap();
-    let program = parse_program(&src).unwrap();
-    let kernels = program
-        .kernel_names()
-        .into_iter()
-        .map(|name| {
-            let tune = program.tune_space(&name).unwrap();
-            let variants: Vec<Variant> = tune
-                .configs()
-                .into_iter()
-                .map(|config| Variant {
-                    tir: program.specialize(&name, &config.meta).unwrap(),
-                    config,
-                    ptx: BTreeMap::new(),
-                    shared_bytes: BTreeMap::new(),
-                    tma: BTreeMap::new(),
-                })
-                .collect();
-            PackedKernel {
-                name,
-                signature: variants[0].tir.signature(),
-                tune,
-                source_hash: sha256_hex(src.text.as_bytes()),
-                variants,
-            }
-        })
-        .collect();
-    let file = dir.join("tutorial.tpack");
-    PackManifest {
-        compiler_version: tile_ir::VERSION.into(),
-        kernels,
-    }
-    .write(&file)
-    .unwrap();
-    file
+fn tutorial_pack(dir: &std::path::Path) -> std::path::PathBuf {
+    common::tir_pack(dir, "tutorial.tpack", &["docs/tutorial/bias_gelu.tile"])
 }
 
 /// Run tile-tune on the tutorial pack: (success, stderr).

@@ -38,9 +38,10 @@ struct Args {
     /// interpreter (no GPU): checks the launches, not a benchmark.
     #[arg(long)]
     dry_run: bool,
-    /// Only the attention forward rows whose name and config contain this
-    /// text (e.g. "1×32h×4096×64 bf16 BM=128, BN=64, D=64, CAUSAL=0,
-    /// warps=8"): one kernel to profile with ncu.
+    /// Only the rows whose benchmark and config contain this text (e.g.
+    /// "1×32h×4096×64 bf16 BM=128, BN=64, D=64, CAUSAL=0, warps=8": one
+    /// kernel to profile with ncu; "attention": the attention rows alone).
+    /// The copy ceiling always runs, and cuBLAS where a matmul row does.
     #[arg(long)]
     only: Option<String>,
     /// The matmul's M = N = K, one row set each, cuBLAS beside each: a size
@@ -170,6 +171,11 @@ fn main() -> Result<()> {
     };
     let sdpa = args.sdpa.as_deref().map(read_sdpa).transpose()?;
     let mut rows: Vec<Row> = Vec::new();
+    let wanted = |bench: &str, config: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| format!("{bench} {config}").contains(o))
+    };
 
     // Ceiling 1: device-to-device copy (bytes read + written), 2^log2n f32.
     let n = 1usize << args.log2n;
@@ -200,6 +206,10 @@ fn main() -> Result<()> {
         let b = dev.upload_bytes(dt, &random_bytes(n, dt, 2))?;
         let c = dev.alloc(dt, n)?;
         for v in &pack.kernel(name)?.variants {
+            let (bench, config) = (format!("{name} 2^{}", args.log2n), describe(&v.config));
+            if !wanted(&bench, &config) {
+                continue;
+            }
             let k = pack.load_kernel(&dev, name, &v.config)?;
             let grid = [n.div_ceil(meta(&v.config, "BLOCK")) as u32, 1, 1];
             let t = time(&dev, 100.0, 30, 2000.0, &mut || {
@@ -215,8 +225,8 @@ fn main() -> Result<()> {
                 )
             })?;
             rows.push(Row {
-                bench: format!("{name} 2^{}", args.log2n),
-                config: describe(&v.config),
+                bench,
+                config,
                 t,
                 work: 3.0 * (dt.size_bytes() * n) as f64,
                 unit: "GB/s",
@@ -232,7 +242,9 @@ fn main() -> Result<()> {
         let w = dev.upload_bytes(Scalar::BF16, &random_bytes(c, Scalar::BF16, 7))?;
         let y = dev.alloc(Scalar::BF16, r * c)?;
         for v in &pack.kernel("rmsnorm")?.variants {
-            if meta(&v.config, "BLOCK") < c {
+            if meta(&v.config, "BLOCK") < c
+                || !wanted(&format!("rmsnorm {r}×{c} bf16"), &describe(&v.config))
+            {
                 continue;
             }
             let k = pack.load_kernel(&dev, "rmsnorm", &v.config)?;
@@ -281,7 +293,9 @@ fn main() -> Result<()> {
         let x = dev.upload_bytes(dtype, &random_bytes(r * c, dtype, seed))?;
         let y = dev.alloc(dtype, r * c)?;
         for v in &pack.kernel("softmax")?.variants {
-            if meta(&v.config, "BLOCK") < c {
+            if meta(&v.config, "BLOCK") < c
+                || !wanted(&format!("softmax {r}×{c} {name}"), &describe(&v.config))
+            {
                 continue;
             }
             let k = pack.load_kernel(&dev, "softmax", &v.config)?;
@@ -310,6 +324,22 @@ fn main() -> Result<()> {
         .iter()
         .filter(|_| find_sig("matmul", 6).is_some())
     {
+        // The matmul rows of this size that are wanted (by pack and config).
+        let matmul_wanted = |p: &Pack, c: &Config| {
+            p.kernel("matmul").is_ok_and(|kp| {
+                let f32_out =
+                    kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
+                let out_ty = if f32_out { "f32" } else { "bf16" };
+                wanted(&format!("matmul {size}³ bf16→{out_ty}"), &describe(c))
+            })
+        };
+        let any = packs.iter().any(|p| {
+            p.kernel("matmul")
+                .is_ok_and(|kp| kp.variants.iter().any(|v| matmul_wanted(p, &v.config)))
+        });
+        if !any && !wanted(&format!("matmul {size}³ bf16→f32"), "cuBLAS (baseline)") {
+            continue;
+        }
         let (m, nn, k) = (size, size, size);
         let a = dev.upload_bytes(Scalar::BF16, &random_bytes(m * k, Scalar::BF16, 4))?;
         let b = dev.upload_bytes(Scalar::BF16, &random_bytes(k * nn, Scalar::BF16, 5))?;
@@ -334,7 +364,7 @@ fn main() -> Result<()> {
             let Ok(kp) = p.kernel("matmul") else { continue };
             // Two layouts of the example: bf16 out on a 1-D grid (dsl-examples), f32 out on a 2-D grid (tests/kernels).
             let f32_out = kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
-            for v in &kp.variants {
+            for v in kp.variants.iter().filter(|v| matmul_wanted(p, &v.config)) {
                 let kern = p.load_kernel(&dev, "matmul", &v.config)?;
                 let (gm, gn) = (
                     m.div_ceil(meta(&v.config, "BM")),
@@ -387,7 +417,15 @@ fn dry_run(args: &Args) -> Result<()> {
         .map(|p| Pack::load(p))
         .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
-    attention_rows(&dev, &packs, &DRY_SHAPES, None, true, None, &mut rows)?;
+    attention_rows(
+        &dev,
+        &packs,
+        &DRY_SHAPES,
+        None,
+        true,
+        args.only.as_deref(),
+        &mut rows,
+    )?;
     anyhow::ensure!(
         !rows.is_empty(),
         "no attention kernels in the packs; hint: --pack target/packs/dsl-examples.tpack"
@@ -695,6 +733,16 @@ fn attention_rows(
                 load(&mut cache, dev, delta_p, "attention_bwd_delta", cd)?;
                 load(&mut cache, dev, dkdv_p, "attention_bwd_dkdv", ckv)?;
                 load(&mut cache, dev, dq_p, "attention_bwd_dq", cq)?;
+                let config = format!(
+                    "lse {}; delta {}; dkdv {}; dq {}",
+                    short(cf),
+                    short(cd),
+                    short(ckv),
+                    short(cq)
+                );
+                if only.is_some_and(|o| !format!("{} {config}", a.label()).contains(o)) {
+                    continue;
+                }
                 let get = |name: &'static str, c: &Config| &cache[&(name, c.clone())];
                 let (kf, kd, kkv, kq) = (
                     get("attention_lse", cf),
@@ -753,13 +801,6 @@ fn attention_rows(
                     dev.launch(kkv, g_dkdv, &a_dkdv)?;
                     dev.launch(kq, g_dq, &a_dq)
                 })?;
-                let config = format!(
-                    "lse {}; delta {}; dkdv {}; dq {}",
-                    short(cf),
-                    short(cd),
-                    short(ckv),
-                    short(cq)
-                );
                 check_written(
                     dev,
                     &format!("attention {} [{config}]", a.label()),
