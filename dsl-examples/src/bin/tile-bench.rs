@@ -171,11 +171,7 @@ fn main() -> Result<()> {
     };
     let sdpa = args.sdpa.as_deref().map(read_sdpa).transpose()?;
     let mut rows: Vec<Row> = Vec::new();
-    let wanted = |bench: &str, config: &str| {
-        args.only
-            .as_deref()
-            .is_none_or(|o| format!("{bench} {config}").contains(o))
-    };
+    let wanted = |bench: &str, config: &str| wanted(args.only.as_deref(), bench, config);
 
     // Ceiling 1: device-to-device copy (bytes read + written), 2^log2n f32.
     let n = 1usize << args.log2n;
@@ -327,9 +323,7 @@ fn main() -> Result<()> {
         // The matmul rows of this size that are wanted (by pack and config).
         let matmul_wanted = |p: &Pack, c: &Config| {
             p.kernel("matmul").is_ok_and(|kp| {
-                let f32_out =
-                    kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
-                let out_ty = if f32_out { "f32" } else { "bf16" };
+                let out_ty = if f32_out(kp) { "f32" } else { "bf16" };
                 wanted(&format!("matmul {size}³ bf16→{out_ty}"), &describe(c))
             })
         };
@@ -363,7 +357,7 @@ fn main() -> Result<()> {
         for p in &packs {
             let Ok(kp) = p.kernel("matmul") else { continue };
             // Two layouts of the example: bf16 out on a 1-D grid (dsl-examples), f32 out on a 2-D grid (tests/kernels).
-            let f32_out = kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32);
+            let f32_out = f32_out(kp);
             for v in kp.variants.iter().filter(|v| matmul_wanted(p, &v.config)) {
                 let kern = p.load_kernel(&dev, "matmul", &v.config)?;
                 let (gm, gn) = (
@@ -508,6 +502,17 @@ fn attn_configs(pack: &Pack, kernel: &str, d: usize, causal: Option<bool>) -> Ve
 }
 
 /// A config without D and CAUSAL (the row's name has them).
+/// Whether `--only` (`only`) keeps the row of `bench` at `config`.
+fn wanted(only: Option<&str>, bench: &str, config: &str) -> bool {
+    only.is_none_or(|o| format!("{bench} {config}").contains(o))
+}
+
+/// Whether a `matmul` writes f32 (tests/kernels, a 2-D grid) rather than
+/// bf16 (dsl-examples, a 1-D grid).
+fn f32_out(kp: &tile_ir::pack::PackedKernel) -> bool {
+    kp.signature.params[2].kind == tile_runtime::ParamKind::Ptr(Scalar::F32)
+}
+
 fn short(c: &Config) -> String {
     let mut parts: Vec<String> = c
         .meta
@@ -671,7 +676,7 @@ fn attention_rows(
             }
             let lse = dev.alloc(Scalar::F32, slices * seq)?;
             for (pack, name, c) in &fwd {
-                if only.is_some_and(|o| !format!("{} {}", a.label(), describe(c)).contains(o)) {
+                if !wanted(only, &a.label(), &describe(c)) {
                     continue;
                 }
                 let kern = load(&mut cache, dev, pack, name, c)?;
@@ -729,10 +734,6 @@ fn attention_rows(
                     &ckv[r % ckv.len()],
                     &cq[r % cq.len()],
                 );
-                load(&mut cache, dev, lse_p, "attention_lse", cf)?;
-                load(&mut cache, dev, delta_p, "attention_bwd_delta", cd)?;
-                load(&mut cache, dev, dkdv_p, "attention_bwd_dkdv", ckv)?;
-                load(&mut cache, dev, dq_p, "attention_bwd_dq", cq)?;
                 let config = format!(
                     "lse {}; delta {}; dkdv {}; dq {}",
                     short(cf),
@@ -740,9 +741,13 @@ fn attention_rows(
                     short(ckv),
                     short(cq)
                 );
-                if only.is_some_and(|o| !format!("{} {config}", a.label()).contains(o)) {
+                if !wanted(only, &a.label(), &config) {
                     continue;
                 }
+                load(&mut cache, dev, lse_p, "attention_lse", cf)?;
+                load(&mut cache, dev, delta_p, "attention_bwd_delta", cd)?;
+                load(&mut cache, dev, dkdv_p, "attention_bwd_dkdv", ckv)?;
+                load(&mut cache, dev, dq_p, "attention_bwd_dq", cq)?;
                 let get = |name: &'static str, c: &Config| &cache[&(name, c.clone())];
                 let (kf, kd, kkv, kq) = (
                     get("attention_lse", cf),
