@@ -285,6 +285,11 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// Waits for the unwaited dots an instruction reads, just before it:
     /// all of them before a loop or an `if` (their bodies may read any).
     pub(super) fn wait_for_uses(&mut self, inst: &Inst) -> Result<(), CodegenError> {
+        // Every instruction of every kernel passes here: nothing to look up
+        // (and no operand list to build) when no dot is running.
+        if self.unwaited.is_empty() {
+            return Ok(());
+        }
         if matches!(inst.op, Op::For { .. } | Op::If { .. }) {
             return self.wait_for_dots(self.unwaited.len());
         }
