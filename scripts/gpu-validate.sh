@@ -33,10 +33,13 @@ OUT="$out/tier" GPU_RUN_TARGETS="${TARGETS:-native}" SANITIZE=0 BENCH=0 \
 step "GPU tier (${TARGETS:-native})" $?
 grep -E "^== |test result|FAILED|panicked" "$out/tier.log" | grep -vE "^== compute" | paste -sd'\n'
 
-if [ -d .gpu/base ]; then
+sdpa=()
+if [ -d .gpu/base ] || [ -n "${CANDIDATE:-}" ]; then
   timeout 90 python3 scripts/sdpa-baseline.py > "$out/sdpa.md" 2> "$out/sdpa.err"
   step "SDPA baseline" $?
-  sdpa=(); [ -s "$out/sdpa.md" ] && sdpa=("$out/sdpa.md")
+  [ -s "$out/sdpa.md" ] && sdpa=("$out/sdpa.md")
+fi
+if [ -d .gpu/base ]; then
   share=1; [ -n "${CANDIDATE:-}" ] && share=2
   OUT="$out/ab" ROUNDS="${ROUNDS:-2}" SDPA="${sdpa[0]:-}" timeout "$(( ($(left) - 60) / share ))" \
     bash scripts/gpu-ab.sh .gpu/base .gpu/packs > "$out/ab.log" 2>&1

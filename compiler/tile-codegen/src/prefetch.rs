@@ -8,9 +8,10 @@
 //! iterations ahead:
 //! iteration i waits for its own copies, issues those of iteration
 //! i + stages - 1 into the buffer that iteration i - 1 finished reading, then
-//! multiplies from shared memory. The loop body must not write memory (a store
-//! could alias a load that now runs early) nor hold a nested loop (both would
-//! use the same memory). A load the body also uses otherwise is read back
+//! multiplies from shared memory. A load from a parameter the body writes is
+//! not copied ahead, and the launch keeps the written buffers apart from the
+//! copied ones (`tile_ir::aliasing`); the body must not hold a nested loop
+//! (both would use the same memory). A load the body also uses otherwise is read back
 //! from its stage into registers there.
 //!
 //! The other operand of such a dot need not be a load of the loop: a
@@ -261,14 +262,25 @@ fn plan_loop(
     wgmma_budget: u32,
     plan: &mut Plan,
 ) -> Option<Loop> {
+    // A copy issued ahead runs before the body's writes of the iterations
+    // between: only loads from a pointer parameter the loop never writes
+    // are copied ahead, and a launch refuses buffers where a written one
+    // overlaps one of them (`tile_ir::aliasing`). A write through a pointer
+    // of unknown origin, or a nested loop (both would use the same shared
+    // memory), keeps the loop as it is.
     let mut simple = true;
-    walk_insts(body, &mut |i| {
-        if matches!(
-            i.op,
-            Op::Store { .. } | Op::AtomicAdd { .. } | Op::For { .. }
-        ) {
-            simple = false;
+    let mut written = BTreeSet::new();
+    walk_insts(body, &mut |i| match i.op {
+        Op::For { .. } => simple = false,
+        Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => {
+            match tile_ir::aliasing::pointer_param(kernel, ptr) {
+                Some(p) => {
+                    written.insert(p);
+                }
+                None => simple = false,
+            }
         }
+        _ => {}
     });
     if !simple {
         return None;
@@ -289,6 +301,9 @@ fn plan_loop(
         let Op::Load { ptr, mask, other } = body.insts[li].op else {
             return None;
         };
+        if tile_ir::aliasing::pointer_param(kernel, ptr).is_none_or(|p| written.contains(&p)) {
+            return None;
+        }
         let ty = kernel.ty(x);
         if ty.shape.len() != 2 || !matches!(ty.scalar_elem(), Some(Scalar::BF16 | Scalar::F16)) {
             return None;

@@ -194,3 +194,49 @@ kernel masked<const BM: i32, const BN: i32, const D: i32>(q: *bf16, k: *bf16, v:
     assert_eq!(register_a, 2 * 64 / 16, "P @ V from registers");
     assert_streams_through_the_pipeline(&body, "attention with a mask under an if");
 }
+
+/// The fused backward adds dQ += dSᵀᵀ K from the same bf16 dSᵀ that feeds
+/// dK: `trans(dst)` is staged as it is, straight from its accumulator
+/// fragments, and read MN-major (wgmma's transposed A), K from its resident
+/// buffer; the partial dQ is added atomically from the accumulator's
+/// fragments. The loop still streams Q and dO through the pipeline (its
+/// atomic add goes to dq_acc, which it never loads), and the staging of
+/// dSᵀ is its only traffic through shared memory by the threads: no load
+/// back, two barriers around it beside the pipeline's one.
+#[test]
+fn the_fused_backward_reads_ds_transposed_from_its_fragments() {
+    for (d, warps) in [(64, 4), (128, 4)] {
+        let meta = [("BM", 64), ("BN", 64), ("D", d), ("CAUSAL", 0)];
+        let ptx = example_ptx("attention_bwd.tile", "attention_bwd_fused", &meta, warps);
+        let body = wgmma_loop(&ptx);
+        let what = format!("attention_bwd_fused BM=64 BN=64 D={d}, {warps} warps");
+        assert_eq!(
+            count(&body, "cp.async.wait_group"),
+            1,
+            "{what}: Q and dO are not pipelined"
+        );
+        // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (k = D), dV and dK (k = BM), dQ (k = BN).
+        let steps = (2 * d as usize + 3 * 64) / 16;
+        assert_eq!(count(&body, "wgmma.mma_async"), steps, "{what}: wgmmas");
+        assert_eq!(
+            count(&body, "p, 1, 1, 1, 1;"),
+            64 / 16,
+            "{what}: dQ's A not read MN-major from the staged dSᵀ"
+        );
+        assert_eq!(
+            count(&body, "ld.shared"),
+            0,
+            "{what}: a conversion in the loop"
+        );
+        let barriers = count(&body, "bar.sync") + count(&body, "barrier.sync");
+        assert_eq!(barriers, 3, "{what}: barriers in the loop");
+        // 64 × d partial sums over 128 threads, one atomic add each (in
+        // the kernel: a masked add's block may be placed after the loop's).
+        let all: Vec<&str> = ptx.lines().collect();
+        assert_eq!(
+            count(&all, "atom.global.add.f32"),
+            64 * d as usize / 128,
+            "{what}: atomic adds of dQ"
+        );
+    }
+}

@@ -140,6 +140,68 @@ fn attention_backward_matches_f64_and_finite_differences() {
         );
         let (dk_got, dv_got, dq_got) = (read(&dk, n), read(&dv, n), read(&dq, n));
 
+        // The fused backward: prep (delta, dq_acc zeroed), dK/dV with dQ added
+        // into dq_acc (32 keys, 64 queries), the cast of dQ.
+        let (delta2, acc) = (poisoned(Scalar::F32, HEADS * SEQ), poisoned(Scalar::F32, n));
+        run(
+            &kernel("attention_bwd_prep", &[("BM", 64), ("D", D as i64)]),
+            [2, HEADS as u32, 1],
+            &[
+                Arg::Buffer(&o),
+                Arg::Buffer(&dob),
+                Arg::Buffer(&delta2),
+                Arg::Buffer(&acc),
+                Arg::I32(SEQ as i32),
+            ],
+        );
+        let (dk2, dv2, dq2) = (
+            poisoned(Scalar::BF16, n),
+            poisoned(Scalar::BF16, n),
+            poisoned(Scalar::BF16, n),
+        );
+        let mut a = ins.to_vec();
+        a[5] = Arg::Buffer(&delta2);
+        a.extend([Arg::Buffer(&dk2), Arg::Buffer(&dv2), Arg::Buffer(&acc)]);
+        a.extend(scalars.iter().cloned());
+        run(
+            &kernel("attention_bwd_fused", &meta(64, 32)),
+            [SEQ.div_ceil(32) as u32, HEADS as u32, 1],
+            &a,
+        );
+        run(
+            &kernel("attention_bwd_dq_cast", &[("BM", 64), ("D", D as i64)]),
+            [2, HEADS as u32, 1],
+            &[Arg::Buffer(&acc), Arg::Buffer(&dq2), Arg::I32(SEQ as i32)],
+        );
+        let (delta2_got, dk2_got, dv2_got, dq2_got) = (
+            read(&delta2, HEADS * SEQ),
+            read(&dk2, n),
+            read(&dv2, n),
+            read(&dq2, n),
+        );
+        let fused = Outputs {
+            o: &o_got,
+            lse: &lse_got,
+            delta: &delta2_got,
+            dq: &dq2_got,
+            dk: &dk2_got,
+            dv: &dv2_got,
+        };
+        for hd in 0..HEADS {
+            let at = |x: &[f64]| x[hd * SEQ * D..(hd + 1) * SEQ * D].to_vec();
+            let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
+            let what = format!("{what}, fused backward");
+            check_head(
+                &what,
+                hd,
+                [&qh[..], &kh, &vh, &doh],
+                &fused,
+                SHAPE,
+                causal != 0,
+                scale,
+            );
+        }
+
         let got = Outputs {
             o: &o_got,
             lse: &lse_got,
@@ -186,4 +248,25 @@ fn attention_backward_matches_f64_and_finite_differences() {
             "{what}: the bounds do not reject a backward without delta"
         );
     }
+}
+
+/// The fused backward's loop adds into dq_acc while its Q and dO tiles may be
+/// copied ahead: a launch must keep dq_acc apart from q and d_o (and only
+/// from them: K and V are loaded before the loop).
+#[test]
+fn fused_backward_keeps_dq_acc_apart_from_what_its_loop_reads() {
+    let k = kernel(
+        "attention_bwd_fused",
+        &[("BM", 64), ("BN", 32), ("D", 64), ("CAUSAL", 0)],
+    );
+    let at = |name: &str| k.params.iter().position(|p| p.name == name).unwrap();
+    let want: std::collections::BTreeSet<(usize, usize)> =
+        [(at("dq_acc"), at("q")), (at("dq_acc"), at("d_o"))].into();
+    assert_eq!(tile_ir::aliasing::disjoint_params(&k), want);
+    // The two-kernel backward writes only after its loops.
+    let dkdv = kernel(
+        "attention_bwd_dkdv",
+        &[("BM", 64), ("BN", 32), ("D", 64), ("CAUSAL", 0)],
+    );
+    assert!(tile_ir::aliasing::disjoint_params(&dkdv).is_empty());
 }

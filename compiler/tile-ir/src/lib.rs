@@ -24,6 +24,7 @@
 //! ([`span`]), the launch ABI ([`launch`]) and the pack file format ([`pack`]).
 //! It depends on no other crate of the compiler.
 
+pub mod aliasing;
 pub mod builder;
 pub mod consteval;
 pub mod launch;

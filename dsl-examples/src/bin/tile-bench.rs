@@ -623,6 +623,11 @@ fn attention_rows(
         find_sig("attention_bwd_dkdv", 10),
         find_sig("attention_bwd_dq", 9),
     );
+    let fused_packs = (
+        find_sig("attention_bwd_prep", 5),
+        find_sig("attention_bwd_fused", 11),
+        find_sig("attention_bwd_dq_cast", 3),
+    );
     if fwd_pack.is_none() && lse_pack.is_none() {
         return Ok(());
     }
@@ -805,6 +810,110 @@ fn attention_rows(
                     dev.launch(kd, g_delta, &a_delta)?;
                     dev.launch(kkv, g_dkdv, &a_dkdv)?;
                     dev.launch(kq, g_dq, &a_dq)
+                })?;
+                check_written(
+                    dev,
+                    &format!("attention {} [{config}]", a.label()),
+                    &[
+                        ("O", &o),
+                        ("lse", &lse),
+                        ("delta", &delta),
+                        ("dQ", &dq),
+                        ("dK", &dk),
+                        ("dV", &dv),
+                    ],
+                )?;
+                rows.push(row(a, config, t));
+            }
+
+            // The fused backward: prep (delta, dq_acc zeroed), dK/dV with dQ
+            // added atomically, the cast of dQ.
+            let (Some(prep_p), Some(fused_p), Some(cast_p)) = fused_packs else {
+                continue;
+            };
+            let cp = attn_configs(prep_p, "attention_bwd_prep", d, None);
+            let cb = attn_configs(fused_p, "attention_bwd_fused", d, Some(causal));
+            let cc = attn_configs(cast_p, "attention_bwd_dq_cast", d, None);
+            if cp.is_empty() || cb.is_empty() || cc.is_empty() {
+                continue;
+            }
+            let count = cf.len().max(cp.len()).max(cb.len()).max(cc.len());
+            for r in 0..count {
+                let (cf, cp, cb, cc) = (
+                    &cf[r % cf.len()],
+                    &cp[r % cp.len()],
+                    &cb[r % cb.len()],
+                    &cc[r % cc.len()],
+                );
+                let config = format!(
+                    "lse {}; prep {}; fused {}; cast {}",
+                    short(cf),
+                    short(cp),
+                    short(cb),
+                    short(cc)
+                );
+                if !wanted(only, &a.label(), &config) {
+                    continue;
+                }
+                load(&mut cache, dev, lse_p, "attention_lse", cf)?;
+                load(&mut cache, dev, prep_p, "attention_bwd_prep", cp)?;
+                load(&mut cache, dev, fused_p, "attention_bwd_fused", cb)?;
+                load(&mut cache, dev, cast_p, "attention_bwd_dq_cast", cc)?;
+                let get = |name: &'static str, c: &Config| &cache[&(name, c.clone())];
+                let (kf, kp, kb, kc) = (
+                    get("attention_lse", cf),
+                    get("attention_bwd_prep", cp),
+                    get("attention_bwd_fused", cb),
+                    get("attention_bwd_dq_cast", cc),
+                );
+                let o = poisoned(dev, Scalar::BF16, n)?;
+                let lse = poisoned(dev, Scalar::F32, slices * seq)?;
+                let delta = poisoned(dev, Scalar::F32, slices * seq)?;
+                let acc = poisoned(dev, Scalar::F32, n)?;
+                let dq = poisoned(dev, Scalar::BF16, n)?;
+                let dk = poisoned(dev, Scalar::BF16, n)?;
+                let dv = poisoned(dev, Scalar::BF16, n)?;
+                let scalars = || [Arg::I32(seq as i32), Arg::F32(scale)];
+                let mut a_fwd = vec![
+                    Arg::Buffer(&q),
+                    Arg::Buffer(&k),
+                    Arg::Buffer(&v),
+                    Arg::Buffer(&o),
+                    Arg::Buffer(&lse),
+                ];
+                a_fwd.extend(scalars());
+                let g_fwd = slice_grid(seq, meta(cf, "BM"), slices);
+                // attention_bwd_prep(o, d_o, delta, dq_acc, seq): a block of BM queries.
+                let a_prep = [
+                    Arg::Buffer(&o),
+                    Arg::Buffer(&d_o),
+                    Arg::Buffer(&delta),
+                    Arg::Buffer(&acc),
+                    Arg::I32(seq as i32),
+                ];
+                let g_prep = slice_grid(seq, meta(cp, "BM"), slices);
+                // attention_bwd_fused(q, k, v, d_o, lse, delta, dk, dv, dq_acc, seq, scale): BN keys.
+                let mut a_bwd = vec![
+                    Arg::Buffer(&q),
+                    Arg::Buffer(&k),
+                    Arg::Buffer(&v),
+                    Arg::Buffer(&d_o),
+                    Arg::Buffer(&lse),
+                    Arg::Buffer(&delta),
+                    Arg::Buffer(&dk),
+                    Arg::Buffer(&dv),
+                    Arg::Buffer(&acc),
+                ];
+                a_bwd.extend(scalars());
+                let g_bwd = slice_grid(seq, meta(cb, "BN"), slices);
+                // attention_bwd_dq_cast(dq_acc, dq, seq): a block of BM queries.
+                let a_cast = [Arg::Buffer(&acc), Arg::Buffer(&dq), Arg::I32(seq as i32)];
+                let g_cast = slice_grid(seq, meta(cc, "BM"), slices);
+                let t = timed(dev, dry, &mut || {
+                    dev.launch(kf, g_fwd, &a_fwd)?;
+                    dev.launch(kp, g_prep, &a_prep)?;
+                    dev.launch(kb, g_bwd, &a_bwd)?;
+                    dev.launch(kc, g_cast, &a_cast)
                 })?;
                 check_written(
                     dev,

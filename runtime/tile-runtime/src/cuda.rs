@@ -138,6 +138,12 @@ impl CudaMem {
             .then(|| CudaMem::part_of(base, start + offset, bytes))
     }
 
+    /// The device addresses this memory spans, `start..end`.
+    pub(crate) fn span(&self) -> std::ops::Range<u64> {
+        let start = self.slice.device_ptr(self.slice.stream()).0;
+        start..start + self.slice.len() as u64
+    }
+
     fn part_of(base: &Arc<CudaMem>, offset: usize, bytes: usize) -> CudaMem {
         let stream = base.slice.stream().clone();
         let ptr = base.slice.device_ptr(&stream).0 + offset as u64;

@@ -87,7 +87,10 @@ impl Pack {
             }
             Device::Cpu => device.load_tir(v.tir.clone(), config.warps),
         }?;
-        Ok(kernel.with_grid(grid, config.meta.clone()))
+        let disjoint = tile_ir::aliasing::disjoint_params(&v.tir);
+        Ok(kernel
+            .with_grid(grid, config.meta.clone())
+            .with_disjoint(disjoint))
     }
 
     /// The PTX target (as the PTX declares it: `sm_90a`, `sm_80`) that

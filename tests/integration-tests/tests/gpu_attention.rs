@@ -3,13 +3,14 @@
 //! dK/dV and dQ, run as the chain training runs them, at ragged sequence
 //! lengths, causal and not, against the f64 reference of
 //! `tile_testkit::attention` within the bounds derived there (the same the
-//! interpreter is held to in tile-interp's interp_attention). Fresh random
-//! inputs (seed printed), outputs NaN-poisoned.
+//! interpreter is held to in tile-interp's interp_attention), then the same
+//! with the fused backward (dQ added atomically). Fresh random inputs (seed
+//! printed), outputs NaN-poisoned.
 #![cfg(feature = "gpu")]
 
 use half::bf16;
 use rand::SeedableRng;
-use tile_runtime::{Arg, Buffer, Config, Device, Pack, Scalar};
+use tile_runtime::{Arg, Buffer, Config, Device, Pack, RawArg, Scalar};
 use tile_testkit::attention::{check_head, Outputs, Shape};
 use tile_testkit::*;
 
@@ -30,7 +31,11 @@ fn configs(pack: &Pack, kernel: &str, d: i64, causal: i64) -> Vec<Config> {
         .iter()
         .map(|v| v.config.clone())
         .filter(|c| {
-            meta(c, "D") == d && (kernel == "attention_bwd_delta" || meta(c, "CAUSAL") == causal)
+            let per_row = matches!(
+                kernel,
+                "attention_bwd_delta" | "attention_bwd_prep" | "attention_bwd_dq_cast"
+            );
+            meta(c, "D") == d && (per_row || meta(c, "CAUSAL") == causal)
         })
         .collect()
 }
@@ -103,11 +108,13 @@ fn gpu_attention_training_chain_matches_f64() {
                 let delta_c = configs(&pack, "attention_bwd_delta", d as i64, causal);
                 let dkdv = configs(&pack, "attention_bwd_dkdv", d as i64, causal);
                 let dq = configs(&pack, "attention_bwd_dq", d as i64, causal);
-                assert!(
-                    !fwd.is_empty() && !delta_c.is_empty() && !dkdv.is_empty() && !dq.is_empty()
-                );
+                let prep = configs(&pack, "attention_bwd_prep", d as i64, causal);
+                let bwd = configs(&pack, "attention_bwd_fused", d as i64, causal);
+                let cast = configs(&pack, "attention_bwd_dq_cast", d as i64, causal);
+                let all = [&fwd, &delta_c, &dkdv, &dq, &prep, &bwd, &cast];
+                assert!(all.iter().all(|c| !c.is_empty()));
                 // Every config of every kernel at least once, the others cycled.
-                let count = fwd.len().max(dkdv.len()).max(dq.len()).max(delta_c.len());
+                let count = all.iter().map(|c| c.len()).max().unwrap_or(0);
                 for r in 0..count {
                     let (cf, cd, ckv, cq) = (
                         &fwd[r % fwd.len()],
@@ -143,85 +150,145 @@ fn gpu_attention_training_chain_matches_f64() {
                         &a,
                     )
                     .unwrap();
-                    let delta = nan_buf(&dev, Scalar::F32, HEADS * seq);
-                    let bm = meta(cd, "BM") as usize;
-                    dev.launch(
-                        &load("attention_bwd_delta", cd),
-                        [seq.div_ceil(bm) as u32, heads, 1],
-                        &[
-                            Arg::Buffer(&o),
-                            Arg::Buffer(&dob),
-                            Arg::Buffer(&delta),
-                            Arg::I32(seq as i32),
-                        ],
-                    )
-                    .unwrap();
-                    let (dk, dv, dqb) = (
-                        nan_buf(&dev, Scalar::BF16, n),
-                        nan_buf(&dev, Scalar::BF16, n),
-                        nan_buf(&dev, Scalar::BF16, n),
-                    );
-                    let ins = || {
-                        vec![
-                            Arg::Buffer(&qb),
-                            Arg::Buffer(&kb),
-                            Arg::Buffer(&vb),
-                            Arg::Buffer(&dob),
-                            Arg::Buffer(&lse),
-                            Arg::Buffer(&delta),
-                        ]
-                    };
-                    let mut a = ins();
-                    a.extend([Arg::Buffer(&dk), Arg::Buffer(&dv)]);
-                    a.extend(scalars());
-                    let bn = meta(ckv, "BN") as usize;
-                    dev.launch(
-                        &load("attention_bwd_dkdv", ckv),
-                        [seq.div_ceil(bn) as u32, heads, 1],
-                        &a,
-                    )
-                    .unwrap();
-                    let mut a = ins();
-                    a.push(Arg::Buffer(&dqb));
-                    a.extend(scalars());
-                    let bm = meta(cq, "BM") as usize;
-                    dev.launch(
-                        &load("attention_bwd_dq", cq),
-                        [seq.div_ceil(bm) as u32, heads, 1],
-                        &a,
-                    )
-                    .unwrap();
-                    dev.synchronize().unwrap();
-                    let (o_got, lse_got, delta_got) =
-                        (read(&dev, &o), read(&dev, &lse), read(&dev, &delta));
-                    let (dk_got, dv_got, dq_got) =
-                        (read(&dev, &dk), read(&dev, &dv), read(&dev, &dqb));
-                    let got = Outputs {
-                        o: &o_got,
-                        lse: &lse_got,
-                        delta: &delta_got,
-                        dq: &dq_got,
-                        dk: &dk_got,
-                        dv: &dv_got,
-                    };
-                    for hd in 0..HEADS {
-                        let at = |x: &[f64]| x[hd * seq * d..(hd + 1) * seq * d].to_vec();
-                        let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
-                        check_head(
-                            &what,
-                            hd,
-                            [&qh[..], &kh, &vh, &doh],
-                            &got,
-                            shape,
-                            causal != 0,
-                            scale,
+                    // The deterministic backward (delta, dK/dV, dQ), then the
+                    // fused one (prep, dK/dV with dQ added atomically, the cast).
+                    for fused in [false, true] {
+                        let delta = nan_buf(&dev, Scalar::F32, HEADS * seq);
+                        let (dk, dv, dqb) = (
+                            nan_buf(&dev, Scalar::BF16, n),
+                            nan_buf(&dev, Scalar::BF16, n),
+                            nan_buf(&dev, Scalar::BF16, n),
                         );
+                        let ins = || {
+                            vec![
+                                Arg::Buffer(&qb),
+                                Arg::Buffer(&kb),
+                                Arg::Buffer(&vb),
+                                Arg::Buffer(&dob),
+                                Arg::Buffer(&lse),
+                                Arg::Buffer(&delta),
+                            ]
+                        };
+                        let grid = |c: &Config, m: &str| {
+                            [seq.div_ceil(meta(c, m) as usize) as u32, heads, 1]
+                        };
+                        let what = if fused {
+                            let (cp, cb, cc) = (
+                                &prep[r % prep.len()],
+                                &bwd[r % bwd.len()],
+                                &cast[r % cast.len()],
+                            );
+                            let acc = nan_buf(&dev, Scalar::F32, n);
+                            dev.launch(
+                                &load("attention_bwd_prep", cp),
+                                grid(cp, "BM"),
+                                &[
+                                    Arg::Buffer(&o),
+                                    Arg::Buffer(&dob),
+                                    Arg::Buffer(&delta),
+                                    Arg::Buffer(&acc),
+                                    Arg::I32(seq as i32),
+                                ],
+                            )
+                            .unwrap();
+                            let mut a = ins();
+                            a.extend([Arg::Buffer(&dk), Arg::Buffer(&dv), Arg::Buffer(&acc)]);
+                            a.extend(scalars());
+                            dev.launch(&load("attention_bwd_fused", cb), grid(cb, "BN"), &a)
+                                .unwrap();
+                            dev.launch(
+                                &load("attention_bwd_dq_cast", cc),
+                                grid(cc, "BM"),
+                                &[Arg::Buffer(&acc), Arg::Buffer(&dqb), Arg::I32(seq as i32)],
+                            )
+                            .unwrap();
+                            format!(
+                                "{what}, fused [{}] [{}] [{}]",
+                                tile_runtime::describe(cp),
+                                tile_runtime::describe(cb),
+                                tile_runtime::describe(cc)
+                            )
+                        } else {
+                            dev.launch(
+                                &load("attention_bwd_delta", cd),
+                                grid(cd, "BM"),
+                                &[
+                                    Arg::Buffer(&o),
+                                    Arg::Buffer(&dob),
+                                    Arg::Buffer(&delta),
+                                    Arg::I32(seq as i32),
+                                ],
+                            )
+                            .unwrap();
+                            let mut a = ins();
+                            a.extend([Arg::Buffer(&dk), Arg::Buffer(&dv)]);
+                            a.extend(scalars());
+                            dev.launch(&load("attention_bwd_dkdv", ckv), grid(ckv, "BN"), &a)
+                                .unwrap();
+                            let mut a = ins();
+                            a.push(Arg::Buffer(&dqb));
+                            a.extend(scalars());
+                            dev.launch(&load("attention_bwd_dq", cq), grid(cq, "BM"), &a)
+                                .unwrap();
+                            what.clone()
+                        };
+                        dev.synchronize().unwrap();
+                        let (o_got, lse_got, delta_got) =
+                            (read(&dev, &o), read(&dev, &lse), read(&dev, &delta));
+                        let (dk_got, dv_got, dq_got) =
+                            (read(&dev, &dk), read(&dev, &dv), read(&dev, &dqb));
+                        let got = Outputs {
+                            o: &o_got,
+                            lse: &lse_got,
+                            delta: &delta_got,
+                            dq: &dq_got,
+                            dk: &dk_got,
+                            dv: &dv_got,
+                        };
+                        for hd in 0..HEADS {
+                            let at = |x: &[f64]| x[hd * seq * d..(hd + 1) * seq * d].to_vec();
+                            let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
+                            check_head(
+                                &what,
+                                hd,
+                                [&qh[..], &kh, &vh, &doh],
+                                &got,
+                                shape,
+                                causal != 0,
+                                scale,
+                            );
+                        }
+                        eprintln!("ok {what}");
                     }
                     runs += 1;
-                    eprintln!("ok {what}");
                 }
             }
         }
     }
     eprintln!("{runs} attention training chains matched the f64 reference");
+}
+
+/// The fused backward's loop adds into dq_acc while copies of Q run ahead:
+/// a launch that passes the same memory for both is refused before it runs
+/// (the addresses are never dereferenced).
+#[test]
+fn gpu_fused_backward_refuses_dq_acc_over_q() {
+    let Some(dev) = gpu_or_skip("gpu_fused_backward_refuses_dq_acc_over_q") else {
+        return;
+    };
+    let pack = examples_pack();
+    let c = &configs(&pack, "attention_bwd_fused", 64, 0)[0];
+    let k = pack.load_kernel(&dev, "attention_bwd_fused", c).unwrap();
+    let (b, f) = (Scalar::BF16, Scalar::F32);
+    let at = |i: u64| 0x10_0000 * (i + 1);
+    let mut args: Vec<RawArg> = [b, b, b, b, f, f, b, b]
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| RawArg::Ptr(s, at(i as u64)))
+        .collect();
+    args.extend([RawArg::Ptr(f, at(0)), RawArg::I32(64), RawArg::F32(0.125)]);
+    let e = unsafe { dev.launch_raw(&k, [1, 1, 1], &args, 0) }
+        .expect_err("dq_acc over q must be refused")
+        .to_string();
+    assert!(e.contains("arguments `dq_acc` and `q` overlap"), "got: {e}");
 }

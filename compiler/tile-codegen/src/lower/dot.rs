@@ -66,7 +66,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 false => Some(self.regs_in(acc, &Layout::Mma(ml.clone()), span)?),
             };
             let (a_op, b_op) = self.wgmma_operands(a, b, &ml, ea, span)?;
-            return self.dot_wgmma(r, b, &ml, kk, ptx_ty, a_op, b_op, acc_regs);
+            return self.dot_wgmma(r, (a, b), &ml, kk, ptx_ty, a_op, b_op, acc_regs);
         }
         let acc_regs = self.regs_in(acc, &Layout::Mma(ml.clone()), span)?;
         let (a_op, b_op) = self.mma_sync_operands(&ml, a, b, ea, span)?;
@@ -95,10 +95,19 @@ impl<'c, 'k> Lower<'c, 'k> {
         staged_tile: &StagedLayout,
     ) -> Result<[(V, SmemTile); N], CodegenError> {
         let k = self.kernel;
+        // A buffer laid out for wgmma (swizzled) is no mma.sync operand: a
+        // tile a wgmma dot reads from its stage is staged again for an
+        // mma.sync dot of the same loop.
+        let buf = |me: &Self, x: ValueId| {
+            me.pipe_bufs
+                .get(&x)
+                .filter(|(_, tile, _)| wgmma || matches!(tile, SmemTile::Padded { .. }))
+                .map(|&(off, tile, _)| (off, tile))
+        };
         let mut staged = Vec::new();
         let mut tiles = Vec::new();
         for x in xs {
-            if !self.pipe_bufs.contains_key(&x) {
+            if buf(self, x).is_none() {
                 let shape = &k.ty(x).shape;
                 let (tile, align) = staged_tile(shape)?;
                 let bytes = tile.bytes(shape[0], shape[1]);
@@ -110,8 +119,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         let mut ops = Vec::new();
         let mut addrs = Vec::new();
         for x in xs {
-            ops.push(match self.pipe_bufs.get(&x) {
-                Some(&(off, tile, _)) => (off, tile),
+            ops.push(match buf(self, x) {
+                Some(op) => op,
                 None => {
                     let i = addrs.len();
                     addrs.push(ScratchAddr::Tile(tiles.clone(), i));
@@ -121,10 +130,15 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         if !staged.is_empty() {
             self.reserve_scratch(ScratchNeed::Tiles(tiles), span);
+            // A tile in an mma accumulator layout is staged from its own
+            // fragments (no conversion through scratch first).
             let regs: Vec<(Layout, Vec<V>)> = staged
                 .iter()
                 .map(|&(x, _)| {
-                    let l = self.canonical(&self.kernel.ty(x).shape);
+                    let l = match self.layout(x) {
+                        l @ Layout::Mma(_) => l,
+                        _ => self.canonical(&self.kernel.ty(x).shape),
+                    };
                     let r = self.regs_in(x, &l, span)?;
                     Ok((l, r))
                 })
@@ -153,13 +167,19 @@ impl<'c, 'k> Lower<'c, 'k> {
         base: &ScratchAddr,
         tile: SmemTile,
     ) -> Result<(), CodegenError> {
-        let Layout::Blocked(bl) = l else {
-            return Err(CodegenError::Internal("staging a non-blocked tile".into()));
-        };
         // Group starts are multiples of the group size along the row, and rows
         // are 16-byte multiples apart, so each group is aligned to its size
-        // (and never crosses a swizzled 16-byte chunk).
-        let v = bl.spt[1].min(8);
+        // (and never crosses a swizzled 16-byte chunk). An mma fragment's
+        // registers come in pairs of adjacent columns.
+        let v = match l {
+            Layout::Blocked(bl) => bl.spt[1].min(8),
+            Layout::Mma(_) => 2,
+            _ => {
+                return Err(CodegenError::Internal(
+                    "staging a tile in a layout without runs".into(),
+                ))
+            }
+        };
         let owner = self.owner(l);
         let regs = regs.to_vec();
         let l = l.clone();

@@ -159,8 +159,8 @@ fn pull_to_fixpoint(
 
 /// The mma layout (if any) in which `i` reads each of its operands: an
 /// elementwise op, a load or a pointer addition reads them in its result's
-/// layout, a store in its pointer's, and its pointer in its value's (so a
-/// store of an accumulator pulls its address expression); an `mma.sync`
+/// layout, a store (or atomic add) in its pointer's, and its pointer in its
+/// value's (so a store of an accumulator pulls its address expression); an `mma.sync`
 /// dot reads `a` and `b` as fragments unless a pipelined loop stages them.
 fn read_layouts(
     kernel: &Kernel,
@@ -238,7 +238,9 @@ fn read_layouts(
             };
             vec![(*value, l)]
         }
-        Op::Store { ptr, value, mask } => {
+        // An atomic add reads its operands as a store does (dQ's partial
+        // sums in a fused attention backward are added from the fragment).
+        Op::Store { ptr, value, mask } | Op::AtomicAdd { ptr, value, mask } => {
             let at_ptr = mma(ptr).filter(|l| matches!(l, Layout::Mma(_)));
             let at_value =
                 mma(value).filter(|l| matches!(l, Layout::Mma(_)) && in_loop.contains(ptr));

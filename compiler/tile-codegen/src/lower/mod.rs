@@ -91,7 +91,7 @@ pub(crate) fn lower_to_mlir<'c>(
             pipe_bufs: HashMap::new(),
             in_flight: None,
             unwaited: Vec::new(),
-            k_major: wgmma::k_major_operands(kernel, plan, &defs),
+            transposed: wgmma::transposed_operands(kernel, plan, &defs),
             defs: defs.clone(),
             lane: None,
             warp: None,
@@ -229,9 +229,9 @@ struct Lower<'c, 'k> {
     unwaited: Vec<(ValueId, usize)>,
     /// The instruction defining each value (for recomputing broadcasts).
     defs: HashMap<ValueId, &'k Inst>,
-    /// `trans(x)` operands read K-major from x (`wgmma::k_major_operands`):
-    /// never lowered themselves.
-    k_major: HashMap<ValueId, ValueId>,
+    /// `trans(x)` operands of `wgmma` read from x's staged tile in the other
+    /// major order (`wgmma::transposed_operands`): never lowered themselves.
+    transposed: HashMap<ValueId, ValueId>,
     lane: Option<V>,
     warp: Option<V>,
     /// The generic address (i64) of each [`Plan::tma`] operand's tensor
@@ -301,7 +301,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 self.reshape(*value, r.unwrap(), span)?
             }
             Op::Broadcast(value) => self.broadcast(*value, r.unwrap(), span)?,
-            Op::Trans { .. } if self.k_major.contains_key(&r.unwrap()) => Vec::new(),
+            Op::Trans { .. } if self.transposed.contains_key(&r.unwrap()) => Vec::new(),
             Op::Trans { value, perm } => self.transpose(*value, perm, r.unwrap(), span)?,
             Op::Unary(op, v) => self.elementwise_unary(*op, *v, r.unwrap(), span)?,
             Op::Binary(BinaryOp::Div, a, b) if self.divides_by_splat(*a, *b) => {

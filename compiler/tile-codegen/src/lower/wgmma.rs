@@ -46,8 +46,10 @@ impl<'c, 'k> Lower<'c, 'k> {
             // Swizzle atoms start 1024-byte aligned.
             Ok((tile, 1024))
         };
-        // `trans(x)` as B: x itself staged, read K-major (see `k_major_operands`).
-        let b_src = self.k_major.get(&b).copied().unwrap_or(b);
+        // `trans(x)`: x itself staged, read in the other major order (see
+        // `transposed_operands`).
+        let b_src = self.transposed.get(&b).copied().unwrap_or(b);
+        let a_src = self.transposed.get(&a).copied();
         let k = self.kernel.ty(a).shape[1];
         let a_regs = Mma {
             shape: vec![ml.shape[0], k],
@@ -55,11 +57,15 @@ impl<'c, 'k> Lower<'c, 'k> {
             wn: 1,
             warpgroups: true,
         };
-        if ml.wn == 1 && self.layout(a) == Layout::Mma(a_regs) && !self.pipe_bufs.contains_key(&a) {
+        if ml.wn == 1
+            && a_src.is_none()
+            && self.layout(a) == Layout::Mma(a_regs)
+            && !self.pipe_bufs.contains_key(&a)
+        {
             let [b] = self.dot_operands([b_src], s, span, true, &swizzled)?;
             return Ok((OperandA::Regs(self.regs(a)?), b));
         }
-        let [a, b] = self.dot_operands([a, b_src], s, span, true, &swizzled)?;
+        let [a, b] = self.dot_operands([a_src.unwrap_or(a), b_src], s, span, true, &swizzled)?;
         Ok((OperandA::Smem(a), b))
     }
 
@@ -102,7 +108,7 @@ impl<'c, 'k> Lower<'c, 'k> {
     pub(super) fn dot_wgmma(
         &mut self,
         r: ValueId,
-        b_value: ValueId,
+        (a_value, b_value): (ValueId, ValueId),
         ml: &Mma,
         kk: u32,
         ptx_ty: &str,
@@ -156,12 +162,18 @@ impl<'c, 'k> Lower<'c, 'k> {
             ((((lbo >> 4) as u64) << 16) | (((sbo >> 4) as u64) << 32) | (mode(w) << 62)) as i64
         };
         // A, K-major: the leading offset is unused (1 by convention), 8-row
-        // groups are one atom (8 · wa · 2 bytes) apart.
-        let a_bits = desc_bits(16, 8 * wa * 2, wa);
+        // groups are one atom (8 · wa · 2 bytes) apart. MN-major (`trans(x)`,
+        // x a staged `[K, M]` tile, `am` = K rows): as B MN-major.
+        let a_mn_major = self.transposed.contains_key(&a_value);
+        let a_bits = if a_mn_major {
+            desc_bits(am * wa * 2, 8 * wa * 2, wa)
+        } else {
+            desc_bits(16, 8 * wa * 2, wa)
+        };
         // B, MN-major: atoms along N are `bk · wb · 2` bytes apart (leading),
         // 8-row groups along K one atom apart (stride). K-major (a staged
         // `[N, K]` tile, `bk` = N rows): as A.
-        let b_k_major = self.k_major.contains_key(&b_value);
+        let b_k_major = self.transposed.contains_key(&b_value);
         let b_bits = if b_k_major {
             desc_bits(16, 8 * wb * 2, wb)
         } else {
@@ -175,7 +187,13 @@ impl<'c, 'k> Lower<'c, 'k> {
         let gj = self.e.binop("arith.remui", group, gnv)?;
         // Shared-window addresses of this warpgroup's part of each operand.
         let i64t = self.e.ty("i64");
-        let a_row = self.e.i32((mg * wa * 2) as i64)?;
+        // A warpgroup's `mg` rows of M: whole atoms along M when MN-major
+        // (`mg` is a multiple of 64, an atom at most 64 wide).
+        let a_row = if a_mn_major {
+            self.e.i32((mg / wa * am * wa * 2) as i64)?
+        } else {
+            self.e.i32((mg * wa * 2) as i64)?
+        };
         let a_part = self.e.binop("arith.muli", gi, a_row)?;
         let a_part = self.e.binop("arith.addi", a_off, a_part)?;
         let a_base = self.smem_addr(a_part)?;
@@ -202,6 +220,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let ties: Vec<String> = (0..per_block).map(|i| i.to_string()).collect();
         let regs: Vec<String> = (0..per_block).map(|i| format!("${i}")).collect();
         let trans_b = u32::from(!b_k_major);
+        let trans_a = u32::from(a_mn_major);
         let shape = format!("m64n{ng}k16.f32.{ptx_ty}.{ptx_ty}");
         let p = per_block;
         // Operands after the accumulators' outputs: A (a descriptor, or four
@@ -224,7 +243,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             (
                 format!("{outs},l,l,r,{}", ties.join(",")),
                 format!(
-                    "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.{shape} {{{}}}, ${}, ${}, p, 1, 1, 0, {trans_b}; }}",
+                    "{{ .reg .pred p; setp.ne.b32 p, ${}, 0; wgmma.mma_async.sync.aligned.{shape} {{{}}}, ${}, ${}, p, 1, 1, {trans_a}, {trans_b}; }}",
                     p + 2,
                     regs.join(", "),
                     p,
@@ -257,7 +276,11 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let mut operands = match &a_regs {
                     Some(r) => self.register_a(r, kk / 8, blk, ks, s)?,
                     None => {
-                        let a_bytes = (k0 / wa) * am * wa * 2 + blk * 64 * wa * 2 + (k0 % wa) * 2;
+                        let a_bytes = if a_mn_major {
+                            blk * 64 / wa * am * wa * 2 + k0 * wa * 2
+                        } else {
+                            (k0 / wa) * am * wa * 2 + blk * 64 * wa * 2 + (k0 % wa) * 2
+                        };
                         vec![desc(self, a_base, a_bytes, a_bits)?]
                     }
                 };
@@ -342,12 +365,14 @@ pub(super) fn wgmma_wait(e: &mut Emitter<'_>, n: u32, acc: &[V]) -> Result<Vec<V
     )
 }
 
-/// The B operands of `wgmma` dots that are `trans(x)` of a `[N, K]` tile x,
-/// each with its x: x is staged as it is (or a pipelined loop copies it so)
-/// and read K-major (wgmma's own B order), so the transpose moves no data.
-/// Only where every use of the transpose is such a B operand (else it is
-/// lowered anyway).
-pub(super) fn k_major_operands(
+/// The operands of `wgmma` dots that are `trans(x)` of a 2-D tile x, each
+/// with its x: x is staged as it is (or a pipelined loop copies it so) and
+/// read in the other major order, so the transpose moves no data: as B,
+/// `trans(x)` of a `[N, K]` tile is read K-major (wgmma's own B order); as
+/// A, `trans(x)` of a `[K, M]` tile is read MN-major (a fused attention
+/// backward's dQ += dSᵀ K from the dSᵀ its dK needs). Only where every use
+/// of the transpose is such an operand (else it is lowered anyway).
+pub(super) fn transposed_operands(
     kernel: &Kernel,
     plan: &prefetch::Plan,
     defs: &HashMap<ValueId, &Inst>,
@@ -363,14 +388,15 @@ pub(super) fn k_major_operands(
         for v in i.op.operands() {
             uses.entry(v).or_default().0 += 1;
         }
-        if let (Op::Dot { b, .. }, Some(r)) = (&i.op, i.results.first()) {
+        if let (Op::Dot { a, b, .. }, Some(r)) = (&i.op, i.results.first()) {
             if plan.wgmma.contains_key(r) {
+                uses.entry(*a).or_default().1 += 1;
                 uses.entry(*b).or_default().1 += 1;
             }
         }
     });
     uses.iter()
-        .filter(|(_, (all, as_b))| all == as_b)
+        .filter(|(_, (all, as_operand))| all == as_operand)
         .filter_map(|(&t, _)| match defs.get(&t).map(|i| &i.op) {
             Some(Op::Trans { value, perm }) if perm == &[1, 0] => Some((t, *value)),
             _ => None,
