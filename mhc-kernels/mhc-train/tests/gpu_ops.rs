@@ -487,28 +487,50 @@ fn gpu_flash_attention() {
             })
             .collect();
         let scale = 1.0 / (d as f32).sqrt();
-        let outs = [
-            nan_bf16(nq),
-            nan_f32(bh * t),
-            nan_f32(bh * t),
-            nan_bf16(nq),
-            nan_bf16(nq),
-            nan_bf16(nq),
-        ];
-        let r = run(&ops, &ins, &outs, |o, i, out| {
-            let [y, lse, delta, dq, dk, dv] = out else {
-                unreachable!()
-            };
-            o.flash_attention_fwd(&i[0], &i[1], &i[2], y, lse, bh, t, d, scale)?;
-            o.flash_attention_bwd(
-                &i[0], &i[1], &i[2], y, lse, &i[3], delta, dq, dk, dv, bh, t, d, scale,
-            )
-        });
-        close(
-            &format!("flash attention bh={bh} t={t} d={d}"),
-            &r,
-            4.0 / 256.0,
-        );
+        // The deterministic backward, then the fused one (its f32 dQ sums
+        // compared too).
+        for fused in [false, true] {
+            let mut outs = vec![
+                nan_bf16(nq),
+                nan_f32(bh * t),
+                nan_f32(bh * t),
+                nan_bf16(nq),
+                nan_bf16(nq),
+                nan_bf16(nq),
+            ];
+            if fused {
+                outs.push(nan_f32(nq));
+            }
+            let r = run(&ops, &ins, &outs, |o, i, out| {
+                let (y, rest) = out.split_first_mut().unwrap();
+                let [lse, delta, dq, dk, dv, acc @ ..] = rest else {
+                    unreachable!()
+                };
+                o.flash_attention_fwd(&i[0], &i[1], &i[2], y, lse, bh, t, d, scale)?;
+                o.flash_attention_bwd(
+                    &i[0],
+                    &i[1],
+                    &i[2],
+                    y,
+                    lse,
+                    &i[3],
+                    delta,
+                    dq,
+                    dk,
+                    dv,
+                    acc.first_mut(),
+                    bh,
+                    t,
+                    d,
+                    scale,
+                )
+            });
+            close(
+                &format!("flash attention bh={bh} t={t} d={d} fused={fused}"),
+                &r,
+                4.0 / 256.0,
+            );
+        }
     }
 }
 

@@ -25,6 +25,7 @@ fn cfg(residual: ResidualMode, width: usize, heads: usize, streams: usize) -> Mo
         residual,
         streams,
         precision: Default::default(),
+        attention_backward: Default::default(),
     }
 }
 

@@ -29,6 +29,7 @@ fn model(residual: ResidualMode, batch: usize) -> (Arc<Device>, Model) {
         residual,
         streams: 4,
         precision: Default::default(),
+        attention_backward: Default::default(),
     };
     cpu_model(&cfg, batch, None, 11, 5)
 }

@@ -187,39 +187,45 @@ fn flash_attention_forward_and_backward() {
                 "o[{i}] (t={t} d={d}): got {g}, want {w}"
             );
         }
-        let [mut dq, mut dk, mut dv] = [0; 3].map(|_| nan(&o, Scalar::BF16, n));
-        let mut delta = nan(&o, Scalar::F32, bh * t);
-        o.flash_attention_bwd(
-            &qb,
-            &kb,
-            &vb,
-            &out,
-            &lse,
-            &dob,
-            &mut delta,
-            &mut dq,
-            &mut dk,
-            &mut dv,
-            bh,
-            t,
-            d,
-            scale as f32,
-        )
-        .unwrap();
         let [wq, wk, wv, aq, ak, av] = attention_grads_ref([&q, &k, &v, &d_o], bh, t, d, scale);
-        for (name, got, want, abs) in [
-            ("dq", &dq, &wq, &aq),
-            ("dk", &dk, &wk, &ak),
-            ("dv", &dv, &wv, &av),
-        ] {
-            let got = down(&o, got);
-            for (i, g) in got.iter().enumerate() {
-                let tol = 2.0 * BF16_TOL * (abs[i] + want[i].abs()) + 1e-6;
-                assert!(
-                    (g - want[i]).abs() <= tol,
-                    "{name}[{i}] (t={t} d={d}): got {g}, want {}, tol {tol:.2e}",
-                    want[i]
-                );
+        // The deterministic backward, then the fused one (dQ added into an
+        // f32 workspace).
+        for fused in [false, true] {
+            let [mut dq, mut dk, mut dv] = [0; 3].map(|_| nan(&o, Scalar::BF16, n));
+            let mut delta = nan(&o, Scalar::F32, bh * t);
+            let mut dq_acc = fused.then(|| nan(&o, Scalar::F32, n));
+            o.flash_attention_bwd(
+                &qb,
+                &kb,
+                &vb,
+                &out,
+                &lse,
+                &dob,
+                &mut delta,
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                dq_acc.as_mut(),
+                bh,
+                t,
+                d,
+                scale as f32,
+            )
+            .unwrap();
+            for (name, got, want, abs) in [
+                ("dq", &dq, &wq, &aq),
+                ("dk", &dk, &wk, &ak),
+                ("dv", &dv, &wv, &av),
+            ] {
+                let got = down(&o, got);
+                for (i, g) in got.iter().enumerate() {
+                    let tol = 2.0 * BF16_TOL * (abs[i] + want[i].abs()) + 1e-6;
+                    assert!(
+                        (g - want[i]).abs() <= tol,
+                        "{name}[{i}] (t={t} d={d}, fused {fused}): got {g}, want {}, tol {tol:.2e}",
+                        want[i]
+                    );
+                }
             }
         }
         // The f64 reference's gradients against its forward.

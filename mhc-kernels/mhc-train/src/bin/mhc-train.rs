@@ -3,7 +3,9 @@
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use mhc_train::train::config::{ModelConfig, Precision, ResidualMode, TrainConfig};
+use mhc_train::train::config::{
+    AttentionBackward, ModelConfig, Precision, ResidualMode, TrainConfig,
+};
 use mhc_train::train::run::{self, CollectiveChoice, DeviceChoice, Options};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -126,6 +128,10 @@ struct TrainArgs {
     /// throughout (the reference for bf16's loss curves; slower, more memory).
     #[arg(long, value_enum, default_value_t = Precision::Bf16)]
     precision: Precision,
+    /// The fused attention's backward: deterministic (two kernels,
+    /// bit-reproducible) or fused (one pass, dQ added atomically).
+    #[arg(long, value_enum, default_value_t = AttentionBackward::Deterministic)]
+    attention_backward: AttentionBackward,
     #[arg(long, default_value_t = 2)]
     layers: usize,
     /// Model width C.
@@ -258,6 +264,7 @@ impl TrainArgs {
                     self.streams
                 },
                 precision: self.precision,
+                attention_backward: self.attention_backward,
             },
             train: TrainConfig {
                 steps: self.steps,

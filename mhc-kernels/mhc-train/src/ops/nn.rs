@@ -465,9 +465,11 @@ impl Ops {
 
     /// Backward of [`Ops::flash_attention_fwd`] from its o and lse and the
     /// output's gradient d_o [bh, t, d] (bf16): dq, dk, dv [bh, t, d] (bf16,
-    /// overwritten), no atomics (every element has one writer, so the
-    /// gradients are bit-reproducible). `delta` [bh, t] (f32) is workspace:
-    /// rowsum(dO ∘ O).
+    /// overwritten). `delta` [bh, t] (f32) is workspace: rowsum(dO ∘ O).
+    /// Without `dq_acc`, no atomics (every element has one writer, so the
+    /// gradients are bit-reproducible); with it ([bh, t, d] f32 workspace),
+    /// one pass over the keys that adds dQ into it atomically
+    /// (`attention_bwd_fused`: five dots per block pair instead of seven).
     #[allow(clippy::too_many_arguments)]
     pub fn flash_attention_bwd(
         &self,
@@ -481,6 +483,7 @@ impl Ops {
         dq: &mut Buffer,
         dk: &mut Buffer,
         dv: &mut Buffer,
+        dq_acc: Option<&mut Buffer>,
         bh: usize,
         t: usize,
         d: usize,
@@ -502,11 +505,67 @@ impl Ops {
         }
         check(OP, "lse", lse, Scalar::F32, &[bh, t])?;
         check(OP, "delta", delta, Scalar::F32, &[bh, t])?;
+        if let Some(acc) = &dq_acc {
+            check(OP, "dq_acc", acc, Scalar::F32, &[bh, t, d])?;
+        }
         if bh * t == 0 {
             return Ok(());
         }
         let (dq_bm, dkdv_bn, warps) = flash_bwd_tiles(dd);
         let blocks = |b: i64| [t.div_ceil(b as usize), bh, 1];
+        if let Some(dq_acc) = dq_acc {
+            // delta and dq_acc zeroed; dK, dV and dQ's sums; dQ in bf16.
+            // 64 keys a program on 4 warps at every head dimension: with
+            // 128 keys on 8 warps, dQ's dot has no warpgroup grid.
+            let rows = k::AttentionBwdPrepMeta {
+                BM: FLASH_BWD_BM,
+                D: dd,
+            };
+            self.launch(
+                rows,
+                4,
+                blocks(FLASH_BWD_BM),
+                k::AttentionBwdPrep {
+                    o,
+                    d_o,
+                    delta,
+                    dq_acc,
+                    seq,
+                },
+            )?;
+            self.launch(
+                k::AttentionBwdFusedMeta {
+                    BM: FLASH_BWD_BM,
+                    BN: FLASH_BN,
+                    D: dd,
+                    CAUSAL: 1,
+                },
+                4,
+                blocks(FLASH_BN),
+                k::AttentionBwdFused {
+                    q,
+                    k,
+                    v,
+                    d_o,
+                    lse,
+                    delta,
+                    dk,
+                    dv,
+                    dq_acc,
+                    seq,
+                    scale,
+                },
+            )?;
+            return self.launch(
+                k::AttentionBwdDqCastMeta {
+                    BM: FLASH_BWD_BM,
+                    D: dd,
+                },
+                4,
+                blocks(FLASH_BWD_BM),
+                k::AttentionBwdDqCast { dq_acc, dq, seq },
+            );
+        }
         self.launch(
             k::AttentionBwdDeltaMeta {
                 BM: FLASH_BWD_BM,

@@ -393,6 +393,7 @@ mod tests {
                 residual: ResidualMode::Mhc,
                 streams: 4,
                 precision: Default::default(),
+                attention_backward: Default::default(),
             },
             train: TrainConfig {
                 steps: 10,

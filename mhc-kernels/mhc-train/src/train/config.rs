@@ -41,6 +41,20 @@ pub enum Precision {
     F32,
 }
 
+/// How the fused attention's backward gets dQ (`--attention-backward`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionBackward {
+    /// dK/dV and dQ in two kernels, every output element with one writer:
+    /// gradients are bit-reproducible run to run.
+    #[default]
+    Deterministic,
+    /// One pass over the keys (FlashAttention-2's): dQ added atomically
+    /// into an f32 buffer, five dots per block pair instead of seven. The
+    /// order of those adds varies, so the last bits of dQ do too.
+    Fused,
+}
+
 /// The shape of the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -60,6 +74,9 @@ pub struct ModelConfig {
     /// Checkpoints from before the setting existed are bf16 runs.
     #[serde(default)]
     pub precision: Precision,
+    /// Only read where attention is fused (`fused_attention`).
+    #[serde(default)]
+    pub attention_backward: AttentionBackward,
 }
 
 impl ModelConfig {

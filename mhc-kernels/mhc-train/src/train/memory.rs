@@ -13,7 +13,7 @@
 //! working set is an estimate of the largest transient buffers of one
 //! sublayer's backward.
 
-use super::config::{ModelConfig, Precision, ResidualMode};
+use super::config::{AttentionBackward, ModelConfig, Precision, ResidualMode};
 use anyhow::{bail, Result};
 use mhc::stack::{default_block_len, Stack};
 use mhc::{Mixing, SiteConfig};
@@ -93,7 +93,12 @@ impl MemoryPlan {
         let attention_bwd = F32 * n_tok * c
             + 4 * heads * n_tok * c
             + if fused {
+                // delta, and the fused backward's f32 dQ sums.
                 F32 * n_tok * nh
+                    + match cfg.attention_backward {
+                        AttentionBackward::Fused => F32 * n_tok * c,
+                        AttentionBackward::Deterministic => 0,
+                    }
             } else {
                 F32 * batch * nh * t * t
             }

@@ -4,7 +4,7 @@
 //! Forward and a hand-written backward, composed of pack kernels and GEMMs
 //! ([`Ops`]); the same code runs on every device.
 
-use super::config::{ModelConfig, Precision};
+use super::config::{AttentionBackward, ModelConfig, Precision};
 use super::params::{Slot, Weight};
 use super::residual::{bytes, Residual, Sublayers};
 use crate::ops::{Ops, Out};
@@ -348,9 +348,26 @@ impl Kit {
         match &acts.scores {
             Scores::Fused { o_heads, lse } => {
                 let mut delta = self.alloc(bh * t)?;
+                let mut dq_acc = match self.cfg.attention_backward {
+                    AttentionBackward::Fused => Some(self.alloc(bh * t * d)?),
+                    AttentionBackward::Deterministic => None,
+                };
                 self.ops.flash_attention_bwd(
-                    q, k, v, o_heads, lse, &do_heads, &mut delta, &mut dq, &mut dk, &mut dv, bh, t,
-                    d, scale,
+                    q,
+                    k,
+                    v,
+                    o_heads,
+                    lse,
+                    &do_heads,
+                    &mut delta,
+                    &mut dq,
+                    &mut dk,
+                    &mut dv,
+                    dq_acc.as_mut(),
+                    bh,
+                    t,
+                    d,
+                    scale,
                 )?;
             }
             Scores::Materialized { p } => {

@@ -39,6 +39,7 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
                 4
             },
             precision: Default::default(),
+            attention_backward: Default::default(),
         },
         train: TrainConfig {
             steps,
