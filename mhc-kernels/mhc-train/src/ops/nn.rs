@@ -515,8 +515,8 @@ impl Ops {
         let blocks = |b: i64| [t.div_ceil(b as usize), bh, 1];
         if let Some(dq_acc) = dq_acc {
             // delta and dq_acc zeroed; dK, dV and dQ's sums; dQ in bf16.
-            // 64 keys a program on 4 warps at every head dimension: with
-            // 128 keys on 8 warps, dQ's dot has no warpgroup grid.
+            // dK/dV's tiles (at d = 64, 128 keys on 8 warps would leave
+            // dQ's 64 × 64 dot without a warpgroup grid: it is on 4 warps).
             let rows = k::AttentionBwdPrepMeta {
                 BM: FLASH_BWD_BM,
                 D: dd,
@@ -536,12 +536,12 @@ impl Ops {
             self.launch(
                 k::AttentionBwdFusedMeta {
                     BM: FLASH_BWD_BM,
-                    BN: FLASH_BN,
+                    BN: dkdv_bn,
                     D: dd,
                     CAUSAL: 1,
                 },
-                4,
-                blocks(FLASH_BN),
+                warps,
+                blocks(dkdv_bn),
                 k::AttentionBwdFused {
                     q,
                     k,
