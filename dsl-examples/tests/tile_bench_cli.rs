@@ -42,11 +42,15 @@ fn dry_run_rows(only: &str) -> Vec<String> {
 
 #[test]
 fn only_keeps_the_rows_that_contain_its_text() {
-    // Forward + backward chains of one causal shape: a row per chain.
+    // Forward + backward chains of one causal shape: a row per chain, the
+    // deterministic backward's and the fused one's.
     let rows = dry_run_rows("fwd+bwd causal 2×3h×130×64");
     assert!(!rows.is_empty(), "no row kept");
     for r in &rows {
         assert!(r.contains("fwd+bwd causal 2×3h×130×64"), "kept {r}");
+    }
+    for step in ["; dkdv ", "; fused "] {
+        assert!(rows.iter().any(|r| r.contains(step)), "no chain with{step}");
     }
     // One forward config: its rows at the one shape that matches.
     let only = "fwd 2×3h×130×64 bf16 BM=128, BN=64, D=64, CAUSAL=0, warps=4";

@@ -595,9 +595,9 @@ fn timed(
 }
 
 /// The attention rows: at each shape, causal and not, the forward (every
-/// packed config of `attention`) and forward + backward (attention_lse, then
-/// attention_bwd_delta, attention_bwd_dkdv, attention_bwd_dq, timed together
-/// as one training step), each beside SDPA's same row from `sdpa`. Outputs
+/// packed config of `attention`) and forward + backward (each chain of
+/// `TRAINING_CHAINS`, timed together as one training step), each beside
+/// SDPA's same row from `sdpa`. Outputs
 /// are NaN-poisoned before and checked after: a grid that misses a row or a
 /// slice fails the run instead of timing too little work.
 fn attention_rows(
@@ -618,16 +618,6 @@ fn attention_rows(
     };
     let fwd_pack = find_sig("attention", 6);
     let lse_pack = find_sig("attention_lse", 7);
-    let bwd_packs = (
-        find_sig("attention_bwd_delta", 4),
-        find_sig("attention_bwd_dkdv", 10),
-        find_sig("attention_bwd_dq", 9),
-    );
-    let fused_packs = (
-        find_sig("attention_bwd_prep", 5),
-        find_sig("attention_bwd_fused", 11),
-        find_sig("attention_bwd_dq_cast", 3),
-    );
     if fwd_pack.is_none() && lse_pack.is_none() {
         return Ok(());
     }
@@ -712,226 +702,238 @@ fn attention_rows(
             }
 
             // Forward + backward, as training runs it
-            // (tests/integration-tests/tests/gpu_attention.rs).
-            let (Some(lse_p), (Some(delta_p), Some(dkdv_p), Some(dq_p))) = (lse_pack, bwd_packs)
-            else {
-                continue;
-            };
+            // (tests/integration-tests/tests/gpu_attention.rs): each chain
+            // of TRAINING_CHAINS whose kernels the packs have.
             let a = Attn {
                 backward: true,
                 ..a
             };
-            let cf = attn_configs(lse_p, "attention_lse", d, Some(causal));
-            let cd = attn_configs(delta_p, "attention_bwd_delta", d, None);
-            let ckv = attn_configs(dkdv_p, "attention_bwd_dkdv", d, Some(causal));
-            let cq = attn_configs(dq_p, "attention_bwd_dq", d, Some(causal));
-            if cf.is_empty() || cd.is_empty() || ckv.is_empty() || cq.is_empty() {
-                continue;
-            }
-            // Every config of each kernel at least once, the others cycled
-            // (two each in the pack today, 4 and 8 warps, so one chain of
-            // 4-warp kernels and one of 8): a row per chain, not a product.
-            let count = cf.len().max(cd.len()).max(ckv.len()).max(cq.len());
-            for r in 0..count {
-                let (cf, cd, ckv, cq) = (
-                    &cf[r % cf.len()],
-                    &cd[r % cd.len()],
-                    &ckv[r % ckv.len()],
-                    &cq[r % cq.len()],
-                );
-                let config = format!(
-                    "lse {}; delta {}; dkdv {}; dq {}",
-                    short(cf),
-                    short(cd),
-                    short(ckv),
-                    short(cq)
-                );
-                if !wanted(only, &a.label(), &config) {
+            for chain in TRAINING_CHAINS {
+                let Some(steps) = chain
+                    .iter()
+                    .map(|s| {
+                        let p = find_sig(s.name, s.params)?;
+                        let cs = attn_configs(p, s.name, d, s.causal.then_some(causal));
+                        (!cs.is_empty()).then_some((s, p, cs))
+                    })
+                    .collect::<Option<Vec<_>>>()
+                else {
                     continue;
-                }
-                load(&mut cache, dev, lse_p, "attention_lse", cf)?;
-                load(&mut cache, dev, delta_p, "attention_bwd_delta", cd)?;
-                load(&mut cache, dev, dkdv_p, "attention_bwd_dkdv", ckv)?;
-                load(&mut cache, dev, dq_p, "attention_bwd_dq", cq)?;
-                let get = |name: &'static str, c: &Config| &cache[&(name, c.clone())];
-                let (kf, kd, kkv, kq) = (
-                    get("attention_lse", cf),
-                    get("attention_bwd_delta", cd),
-                    get("attention_bwd_dkdv", ckv),
-                    get("attention_bwd_dq", cq),
-                );
-                let o = poisoned(dev, Scalar::BF16, n)?;
-                let lse = poisoned(dev, Scalar::F32, slices * seq)?;
-                let delta = poisoned(dev, Scalar::F32, slices * seq)?;
-                let dq = poisoned(dev, Scalar::BF16, n)?;
-                let dk = poisoned(dev, Scalar::BF16, n)?;
-                let dv = poisoned(dev, Scalar::BF16, n)?;
-                let scalars = || [Arg::I32(seq as i32), Arg::F32(scale)];
-                // attention_lse(q, k, v, o, lse, seq, scale): a block of BM queries.
-                let mut a_fwd = vec![
-                    Arg::Buffer(&q),
-                    Arg::Buffer(&k),
-                    Arg::Buffer(&v),
-                    Arg::Buffer(&o),
-                    Arg::Buffer(&lse),
-                ];
-                a_fwd.extend(scalars());
-                let g_fwd = slice_grid(seq, meta(cf, "BM"), slices);
-                // attention_bwd_delta(o, d_o, delta, seq): a block of BM queries.
-                let a_delta = [
-                    Arg::Buffer(&o),
-                    Arg::Buffer(&d_o),
-                    Arg::Buffer(&delta),
-                    Arg::I32(seq as i32),
-                ];
-                let g_delta = slice_grid(seq, meta(cd, "BM"), slices);
-                let ins = || {
-                    vec![
-                        Arg::Buffer(&q),
-                        Arg::Buffer(&k),
-                        Arg::Buffer(&v),
-                        Arg::Buffer(&d_o),
-                        Arg::Buffer(&lse),
-                        Arg::Buffer(&delta),
-                    ]
                 };
-                // attention_bwd_dkdv(q, k, v, d_o, lse, delta, dk, dv, seq, scale): a block of BN keys.
-                let mut a_dkdv = ins();
-                a_dkdv.extend([Arg::Buffer(&dk), Arg::Buffer(&dv)]);
-                a_dkdv.extend(scalars());
-                let g_dkdv = slice_grid(seq, meta(ckv, "BN"), slices);
-                // attention_bwd_dq(q, k, v, d_o, lse, delta, dq, seq, scale): a block of BM queries.
-                let mut a_dq = ins();
-                a_dq.push(Arg::Buffer(&dq));
-                a_dq.extend(scalars());
-                let g_dq = slice_grid(seq, meta(cq, "BM"), slices);
-                let t = timed(dev, dry, &mut || {
-                    dev.launch(kf, g_fwd, &a_fwd)?;
-                    dev.launch(kd, g_delta, &a_delta)?;
-                    dev.launch(kkv, g_dkdv, &a_dkdv)?;
-                    dev.launch(kq, g_dq, &a_dq)
-                })?;
-                check_written(
-                    dev,
-                    &format!("attention {} [{config}]", a.label()),
-                    &[
-                        ("O", &o),
-                        ("lse", &lse),
-                        ("delta", &delta),
-                        ("dQ", &dq),
-                        ("dK", &dk),
-                        ("dV", &dv),
-                    ],
-                )?;
-                rows.push(row(a, config, t));
-            }
-
-            // The fused backward: prep (delta, dq_acc zeroed), dK/dV with dQ
-            // added atomically, the cast of dQ.
-            let (Some(prep_p), Some(fused_p), Some(cast_p)) = fused_packs else {
-                continue;
-            };
-            let cp = attn_configs(prep_p, "attention_bwd_prep", d, None);
-            let cb = attn_configs(fused_p, "attention_bwd_fused", d, Some(causal));
-            let cc = attn_configs(cast_p, "attention_bwd_dq_cast", d, None);
-            if cp.is_empty() || cb.is_empty() || cc.is_empty() {
-                continue;
-            }
-            let count = cf.len().max(cp.len()).max(cb.len()).max(cc.len());
-            for r in 0..count {
-                let (cf, cp, cb, cc) = (
-                    &cf[r % cf.len()],
-                    &cp[r % cp.len()],
-                    &cb[r % cb.len()],
-                    &cc[r % cc.len()],
-                );
-                let config = format!(
-                    "lse {}; prep {}; fused {}; cast {}",
-                    short(cf),
-                    short(cp),
-                    short(cb),
-                    short(cc)
-                );
-                if !wanted(only, &a.label(), &config) {
-                    continue;
+                // Every config of each kernel at least once, the others
+                // cycled (two each in the pack today, 4 and 8 warps, so one
+                // chain of 4-warp kernels and one of 8): a row per chain,
+                // not a product.
+                let count = steps.iter().map(|s| s.2.len()).max().unwrap_or(0);
+                for r in 0..count {
+                    let picked: Vec<_> = steps
+                        .iter()
+                        .map(|(s, p, cs)| (*s, *p, &cs[r % cs.len()]))
+                        .collect();
+                    let config = picked
+                        .iter()
+                        .map(|(s, _, c)| format!("{} {}", s.label, short(c)))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    if !wanted(only, &a.label(), &config) {
+                        continue;
+                    }
+                    for (s, p, c) in &picked {
+                        load(&mut cache, dev, p, s.name, c)?;
+                    }
+                    let bufs = ChainBufs {
+                        q: &q,
+                        k: &k,
+                        v: &v,
+                        d_o: &d_o,
+                        o: poisoned(dev, Scalar::BF16, n)?,
+                        lse: poisoned(dev, Scalar::F32, slices * seq)?,
+                        delta: poisoned(dev, Scalar::F32, slices * seq)?,
+                        dq: poisoned(dev, Scalar::BF16, n)?,
+                        dk: poisoned(dev, Scalar::BF16, n)?,
+                        dv: poisoned(dev, Scalar::BF16, n)?,
+                        dq_acc: poisoned(dev, Scalar::F32, n)?,
+                        seq: seq as i32,
+                        scale,
+                    };
+                    let launches: Vec<_> = picked
+                        .iter()
+                        .map(|(s, _, c)| {
+                            (
+                                &cache[&(s.name, (*c).clone())],
+                                slice_grid(seq, meta(c, s.grid_by), slices),
+                                (s.args)(&bufs),
+                            )
+                        })
+                        .collect();
+                    let t = timed(dev, dry, &mut || {
+                        for (kern, grid, args) in &launches {
+                            dev.launch(kern, *grid, args)?;
+                        }
+                        Ok(())
+                    })?;
+                    check_written(
+                        dev,
+                        &format!("attention {} [{config}]", a.label()),
+                        &[
+                            ("O", &bufs.o),
+                            ("lse", &bufs.lse),
+                            ("delta", &bufs.delta),
+                            ("dQ", &bufs.dq),
+                            ("dK", &bufs.dk),
+                            ("dV", &bufs.dv),
+                        ],
+                    )?;
+                    rows.push(row(a, config, t));
                 }
-                load(&mut cache, dev, lse_p, "attention_lse", cf)?;
-                load(&mut cache, dev, prep_p, "attention_bwd_prep", cp)?;
-                load(&mut cache, dev, fused_p, "attention_bwd_fused", cb)?;
-                load(&mut cache, dev, cast_p, "attention_bwd_dq_cast", cc)?;
-                let get = |name: &'static str, c: &Config| &cache[&(name, c.clone())];
-                let (kf, kp, kb, kc) = (
-                    get("attention_lse", cf),
-                    get("attention_bwd_prep", cp),
-                    get("attention_bwd_fused", cb),
-                    get("attention_bwd_dq_cast", cc),
-                );
-                let o = poisoned(dev, Scalar::BF16, n)?;
-                let lse = poisoned(dev, Scalar::F32, slices * seq)?;
-                let delta = poisoned(dev, Scalar::F32, slices * seq)?;
-                let acc = poisoned(dev, Scalar::F32, n)?;
-                let dq = poisoned(dev, Scalar::BF16, n)?;
-                let dk = poisoned(dev, Scalar::BF16, n)?;
-                let dv = poisoned(dev, Scalar::BF16, n)?;
-                let scalars = || [Arg::I32(seq as i32), Arg::F32(scale)];
-                let mut a_fwd = vec![
-                    Arg::Buffer(&q),
-                    Arg::Buffer(&k),
-                    Arg::Buffer(&v),
-                    Arg::Buffer(&o),
-                    Arg::Buffer(&lse),
-                ];
-                a_fwd.extend(scalars());
-                let g_fwd = slice_grid(seq, meta(cf, "BM"), slices);
-                // attention_bwd_prep(o, d_o, delta, dq_acc, seq): a block of BM queries.
-                let a_prep = [
-                    Arg::Buffer(&o),
-                    Arg::Buffer(&d_o),
-                    Arg::Buffer(&delta),
-                    Arg::Buffer(&acc),
-                    Arg::I32(seq as i32),
-                ];
-                let g_prep = slice_grid(seq, meta(cp, "BM"), slices);
-                // attention_bwd_fused(q, k, v, d_o, lse, delta, dk, dv, dq_acc, seq, scale): BN keys.
-                let mut a_bwd = vec![
-                    Arg::Buffer(&q),
-                    Arg::Buffer(&k),
-                    Arg::Buffer(&v),
-                    Arg::Buffer(&d_o),
-                    Arg::Buffer(&lse),
-                    Arg::Buffer(&delta),
-                    Arg::Buffer(&dk),
-                    Arg::Buffer(&dv),
-                    Arg::Buffer(&acc),
-                ];
-                a_bwd.extend(scalars());
-                let g_bwd = slice_grid(seq, meta(cb, "BN"), slices);
-                // attention_bwd_dq_cast(dq_acc, dq, seq): a block of BM queries.
-                let a_cast = [Arg::Buffer(&acc), Arg::Buffer(&dq), Arg::I32(seq as i32)];
-                let g_cast = slice_grid(seq, meta(cc, "BM"), slices);
-                let t = timed(dev, dry, &mut || {
-                    dev.launch(kf, g_fwd, &a_fwd)?;
-                    dev.launch(kp, g_prep, &a_prep)?;
-                    dev.launch(kb, g_bwd, &a_bwd)?;
-                    dev.launch(kc, g_cast, &a_cast)
-                })?;
-                check_written(
-                    dev,
-                    &format!("attention {} [{config}]", a.label()),
-                    &[
-                        ("O", &o),
-                        ("lse", &lse),
-                        ("delta", &delta),
-                        ("dQ", &dq),
-                        ("dK", &dk),
-                        ("dV", &dv),
-                    ],
-                )?;
-                rows.push(row(a, config, t));
             }
         }
     }
     Ok(())
+}
+
+/// The buffers of one timed training chain: the inputs, then every output
+/// and workspace any chain's kernels write (NaN-poisoned).
+struct ChainBufs<'a> {
+    q: &'a Buffer,
+    k: &'a Buffer,
+    v: &'a Buffer,
+    d_o: &'a Buffer,
+    o: Buffer,
+    lse: Buffer,
+    delta: Buffer,
+    dq: Buffer,
+    dk: Buffer,
+    dv: Buffer,
+    dq_acc: Buffer,
+    seq: i32,
+    scale: f32,
+}
+
+/// One kernel of a training chain: its name (and parameter count, which
+/// tells it from a same-named kernel of another pack), its label in the
+/// row's config, whether its configs carry CAUSAL, the meta-parameter its
+/// grid's blocks are, and its arguments.
+struct ChainStep {
+    name: &'static str,
+    params: usize,
+    label: &'static str,
+    causal: bool,
+    grid_by: &'static str,
+    args: for<'b> fn(&'b ChainBufs<'b>) -> Vec<Arg<'b>>,
+}
+
+/// The forward with lse, then a backward: the deterministic one (delta;
+/// dK/dV; dQ) and the fused one (delta and dq_acc zeroed; dK/dV with dQ
+/// added atomically; dQ to bf16).
+const TRAINING_CHAINS: [[ChainStep; 4]; 2] = {
+    const LSE: ChainStep = ChainStep {
+        name: "attention_lse",
+        params: 7,
+        label: "lse",
+        causal: true,
+        grid_by: "BM",
+        args: |b| {
+            vec![
+                Arg::Buffer(b.q),
+                Arg::Buffer(b.k),
+                Arg::Buffer(b.v),
+                Arg::Buffer(&b.o),
+                Arg::Buffer(&b.lse),
+                Arg::I32(b.seq),
+                Arg::F32(b.scale),
+            ]
+        },
+    };
+    [
+        [
+            LSE,
+            ChainStep {
+                name: "attention_bwd_delta",
+                params: 4,
+                label: "delta",
+                causal: false,
+                grid_by: "BM",
+                args: |b| {
+                    vec![
+                        Arg::Buffer(&b.o),
+                        Arg::Buffer(b.d_o),
+                        Arg::Buffer(&b.delta),
+                        Arg::I32(b.seq),
+                    ]
+                },
+            },
+            ChainStep {
+                name: "attention_bwd_dkdv",
+                params: 10,
+                label: "dkdv",
+                causal: true,
+                grid_by: "BN",
+                args: |b| b.backward_args(&[&b.dk, &b.dv]),
+            },
+            ChainStep {
+                name: "attention_bwd_dq",
+                params: 9,
+                label: "dq",
+                causal: true,
+                grid_by: "BM",
+                args: |b| b.backward_args(&[&b.dq]),
+            },
+        ],
+        [
+            LSE,
+            ChainStep {
+                name: "attention_bwd_prep",
+                params: 5,
+                label: "prep",
+                causal: false,
+                grid_by: "BM",
+                args: |b| {
+                    vec![
+                        Arg::Buffer(&b.o),
+                        Arg::Buffer(b.d_o),
+                        Arg::Buffer(&b.delta),
+                        Arg::Buffer(&b.dq_acc),
+                        Arg::I32(b.seq),
+                    ]
+                },
+            },
+            ChainStep {
+                name: "attention_bwd_fused",
+                params: 11,
+                label: "fused",
+                causal: true,
+                grid_by: "BN",
+                args: |b| b.backward_args(&[&b.dk, &b.dv, &b.dq_acc]),
+            },
+            ChainStep {
+                name: "attention_bwd_dq_cast",
+                params: 3,
+                label: "cast",
+                causal: false,
+                grid_by: "BM",
+                args: |b| vec![Arg::Buffer(&b.dq_acc), Arg::Buffer(&b.dq), Arg::I32(b.seq)],
+            },
+        ],
+    ]
+};
+
+impl<'a> ChainBufs<'a> {
+    /// A backward kernel's arguments: (q, k, v, d_o, lse, delta, outs...,
+    /// seq, scale).
+    fn backward_args<'b>(&'b self, outs: &[&'b Buffer]) -> Vec<Arg<'b>> {
+        let mut a = vec![
+            Arg::Buffer(self.q),
+            Arg::Buffer(self.k),
+            Arg::Buffer(self.v),
+            Arg::Buffer(self.d_o),
+            Arg::Buffer(&self.lse),
+            Arg::Buffer(&self.delta),
+        ];
+        a.extend(outs.iter().map(|&o| Arg::Buffer(o)));
+        a.extend([Arg::I32(self.seq), Arg::F32(self.scale)]);
+        a
+    }
 }
 
 fn meta(c: &tile_runtime::Config, name: &str) -> usize {
