@@ -199,7 +199,8 @@ kernel masked<const BM: i32, const BN: i32, const D: i32>(q: *bf16, k: *bf16, v:
 /// dK: `trans(dst)` is staged as it is, straight from its accumulator
 /// fragments, and read MN-major (wgmma's transposed A), K from its resident
 /// buffer; the partial dQ is added atomically from the accumulator's
-/// fragments. The loop still streams Q and dO through the pipeline (its
+/// fragments, a pair per `red.global.add.v2.f32`. The loop still streams
+/// Q and dO through the pipeline (its
 /// atomic add goes to dq_acc, which it never loads), and the staging of
 /// dSᵀ is its only traffic through shared memory by the threads: no load
 /// back, two barriers around it beside the pipeline's one.
@@ -230,12 +231,20 @@ fn the_fused_backward_reads_ds_transposed_from_its_fragments() {
         );
         let barriers = count(&body, "bar.sync") + count(&body, "barrier.sync");
         assert_eq!(barriers, 3, "{what}: barriers in the loop");
-        // 64 × d partial sums over 128 threads, one atomic add each (in
-        // the kernel: a masked add's block may be placed after the loop's).
+        // 64 × d partial sums over 128 threads, an accumulator pair per
+        // vector add, each pair with its fallback of two atomic adds for a
+        // masked-off query (in the kernel: those blocks may be placed after
+        // the loop's).
         let all: Vec<&str> = ptx.lines().collect();
+        let sums = 64 * d as usize / 128;
+        assert_eq!(
+            count(&all, "red.global.add.v2.f32"),
+            sums / 2,
+            "{what}: vector adds of dQ"
+        );
         assert_eq!(
             count(&all, "atom.global.add.f32"),
-            64 * d as usize / 128,
+            sums,
             "{what}: atomic adds of dQ"
         );
     }

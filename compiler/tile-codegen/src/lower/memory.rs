@@ -268,11 +268,17 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(())
     }
 
+    /// `*p += v` per unmasked element, returning the old values. On sm_90
+    /// an f32 add whose old values nothing reads goes out as one vector
+    /// `red` per run of contiguous elements (two or four: a fused attention
+    /// backward's dQ from its accumulator pairs) where the run is aligned
+    /// and wholly unmasked, else one atomic per element.
     pub(super) fn atomic_add(
         &mut self,
         ptr: ValueId,
         value: ValueId,
         mask: Option<ValueId>,
+        r: ValueId,
         span: Span,
     ) -> Result<Vec<V>, CodegenError> {
         let s = self.ptr_elem(ptr)?;
@@ -291,6 +297,18 @@ impl<'c, 'k> Lower<'c, 'k> {
         let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
         let owner = self.owner(&l);
         let zero = self.constant(Const::Int(0), s)?;
+        let mut unread = true;
+        tile_ir::walk_insts(&self.kernel.body, &mut |i| {
+            unread &= !i.op.operands().contains(&r);
+        });
+        let v = match (s, self.arch) {
+            (Scalar::F32, crate::Arch::Sm90) if unread => self.vector_width(ptr, s),
+            _ => 1,
+        };
+        if v > 1 {
+            self.reduce_add_vectors(v, &l, &rp, &rv, rm.as_deref(), owner)?;
+            return Ok(vec![zero; rp.len()]);
+        }
         let mut out = Vec::new();
         for k in 0..rp.len() {
             let mut c = Vec::new();
@@ -316,6 +334,68 @@ impl<'c, 'k> Lower<'c, 'k> {
             });
         }
         Ok(out)
+    }
+}
+
+impl<'c, 'k> Lower<'c, 'k> {
+    /// f32 `*p += x` (old values unread) in runs of `v` registers of layout
+    /// `l`: `red.global.add.v{v}.f32` (sm_90, PTX ISA 8.1) where the run's
+    /// start is aligned to it and no element is masked off, else a relaxed
+    /// atomic per element that its mask keeps.
+    fn reduce_add_vectors(
+        &mut self,
+        v: u32,
+        l: &Layout,
+        ptrs: &[V],
+        vals: &[V],
+        mask: Option<&[V]>,
+        owner: Option<V>,
+    ) -> Result<(), CodegenError> {
+        let i64t = self.e.ty("i64");
+        let regs: Vec<String> = (1..=v).map(|i| format!("${i}")).collect();
+        let text = format!("red.global.add.v{v}.f32 [$0], {{{}}};", regs.join(", "));
+        let constraints = format!("l{}", ",f".repeat(v as usize));
+        for g in Self::groups(l, v) {
+            let mut conds = vec![self.aligned(ptrs[g.start], v, Scalar::F32)?];
+            conds.extend(owner);
+            if let Some(m) = mask {
+                conds.extend(m[g.clone()].iter().copied());
+            }
+            let cond = self.e.and_all(&conds)?.unwrap();
+            let addr = self.e.op1("llvm.ptrtoint", &[ptrs[g.start]], i64t, &[])?;
+            let mut ops = vec![addr];
+            ops.extend(&vals[g.clone()]);
+            self.e.if_else(
+                cond,
+                &[],
+                &mut |e| {
+                    e.inline_asm(&text, &constraints, &ops, &[])?;
+                    Ok(vec![])
+                },
+                &mut |e| {
+                    for k in g.clone() {
+                        let mut c: Vec<V> = owner.into_iter().collect();
+                        c.extend(mask.map(|m| m[k]));
+                        let add = |e: &mut Emitter<'c>| -> Result<(), CodegenError> {
+                            let t = e.ty("f32");
+                            e.op1(
+                                "llvm.atomicrmw",
+                                &[ptrs[k], vals[k]],
+                                t,
+                                &[("bin_op", "11 : i64"), ("ordering", "2 : i64")],
+                            )?;
+                            Ok(())
+                        };
+                        match e.and_all(&c)? {
+                            Some(c) => e.if_then(c, &mut |e| add(e))?,
+                            None => add(e)?,
+                        }
+                    }
+                    Ok(vec![])
+                },
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -79,6 +79,7 @@ pub(crate) fn lower_to_mlir<'c>(
             e: Emitter::new(ctx),
             kernel,
             warps,
+            arch,
             vals: HashMap::new(),
             splats: HashMap::new(),
             layouts: layouts::assign_layouts(kernel, warps, plan),
@@ -197,6 +198,7 @@ struct Lower<'c, 'k> {
     e: Emitter<'c>,
     kernel: &'k Kernel,
     warps: u32,
+    arch: super::Arch,
     vals: HashMap<ValueId, Vec<V>>,
     /// Values that are a scalar repeated: converting them to any layout is free.
     splats: HashMap<ValueId, V>,
@@ -319,7 +321,9 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             Op::Load { ptr, mask, other } => self.load(*ptr, *mask, *other, r.unwrap(), span)?,
             Op::Store { ptr, value, mask } => return self.store(*ptr, *value, *mask, span),
-            Op::AtomicAdd { ptr, value, mask } => self.atomic_add(*ptr, *value, *mask, span)?,
+            Op::AtomicAdd { ptr, value, mask } => {
+                self.atomic_add(*ptr, *value, *mask, r.unwrap(), span)?
+            }
             Op::Reduce { op, value, axis } => {
                 self.reduce(*op, *value, *axis as usize, r.unwrap(), span)?
             }
