@@ -268,18 +268,17 @@ fn plan_loop(
     // overlaps one of them (`tile_ir::aliasing`). A write through a pointer
     // of unknown origin, or a nested loop (both would use the same shared
     // memory), keeps the loop as it is.
+    let params = tile_ir::aliasing::Defs::new(kernel);
     let mut simple = true;
     let mut written = BTreeSet::new();
     walk_insts(body, &mut |i| match i.op {
         Op::For { .. } => simple = false,
-        Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => {
-            match tile_ir::aliasing::pointer_param(kernel, ptr) {
-                Some(p) => {
-                    written.insert(p);
-                }
-                None => simple = false,
+        Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => match params.pointer_param(ptr) {
+            Some(p) => {
+                written.insert(p);
             }
-        }
+            None => simple = false,
+        },
         _ => {}
     });
     if !simple {
@@ -301,7 +300,10 @@ fn plan_loop(
         let Op::Load { ptr, mask, other } = body.insts[li].op else {
             return None;
         };
-        if tile_ir::aliasing::pointer_param(kernel, ptr).is_none_or(|p| written.contains(&p)) {
+        if params
+            .pointer_param(ptr)
+            .is_none_or(|p| written.contains(&p))
+        {
             return None;
         }
         let ty = kernel.ty(x);

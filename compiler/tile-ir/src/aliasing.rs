@@ -14,26 +14,39 @@
 use crate::{walk_insts, Kernel, Op, ValueId};
 use std::collections::{BTreeSet, HashMap};
 
-/// The pointer parameter (its index) that pointer tile or scalar `ptr` is an
-/// offset from, if it is one.
-pub fn pointer_param(kernel: &Kernel, ptr: ValueId) -> Option<usize> {
-    let mut defs: HashMap<ValueId, &Op> = HashMap::new();
-    walk_insts(&kernel.body, &mut |i| {
-        for r in &i.results {
-            defs.insert(*r, &i.op);
+/// What defines each value of a kernel: the walk from a pointer back to its
+/// parameter follows it ([`Defs::pointer_param`], [`disjoint_params`]).
+pub struct Defs<'k> {
+    kernel: &'k Kernel,
+    ops: HashMap<ValueId, &'k Op>,
+}
+
+impl<'k> Defs<'k> {
+    pub fn new(kernel: &'k Kernel) -> Defs<'k> {
+        let mut ops = HashMap::new();
+        walk_insts(&kernel.body, &mut |i| {
+            for r in &i.results {
+                ops.insert(*r, &i.op);
+            }
+        });
+        Defs { kernel, ops }
+    }
+
+    /// The pointer parameter (its index) that pointer tile or scalar `ptr`
+    /// is an offset from, if it is one.
+    pub fn pointer_param(&self, ptr: ValueId) -> Option<usize> {
+        let mut v = ptr;
+        loop {
+            if let Some(p) = self.kernel.params.iter().position(|p| p.value == v) {
+                return Some(p);
+            }
+            v = match self.ops.get(&v)? {
+                Op::AddPtr { ptr, .. } => *ptr,
+                Op::Splat(x) | Op::Broadcast(x) | Op::Reshape(x) => *x,
+                Op::ExpandDims { value, .. } => *value,
+                _ => return None,
+            };
         }
-    });
-    let mut v = ptr;
-    loop {
-        if let Some(p) = kernel.params.iter().position(|p| p.value == v) {
-            return Some(p);
-        }
-        v = match defs.get(&v)? {
-            Op::AddPtr { ptr, .. } => *ptr,
-            Op::Splat(x) | Op::Broadcast(x) | Op::Reshape(x) => *x,
-            Op::ExpandDims { value, .. } => *value,
-            _ => return None,
-        };
     }
 }
 
@@ -42,12 +55,7 @@ pub fn pointer_param(kernel: &Kernel, ptr: ValueId) -> Option<usize> {
 /// `dot` operand (or the tile a `trans` operand transposes) through `read`
 /// in its body.
 pub fn disjoint_params(kernel: &Kernel) -> BTreeSet<(usize, usize)> {
-    let mut defs: HashMap<ValueId, &Op> = HashMap::new();
-    walk_insts(&kernel.body, &mut |i| {
-        for r in &i.results {
-            defs.insert(*r, &i.op);
-        }
-    });
+    let defs = Defs::new(kernel);
     let mut pairs = BTreeSet::new();
     walk_insts(&kernel.body, &mut |i| {
         let Op::For { body, .. } = &i.op else { return };
@@ -57,17 +65,18 @@ pub fn disjoint_params(kernel: &Kernel) -> BTreeSet<(usize, usize)> {
         let (mut written, mut read) = (BTreeSet::new(), BTreeSet::new());
         walk_insts(body, &mut |j| match &j.op {
             Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => {
-                written.extend(pointer_param(kernel, *ptr));
+                written.extend(defs.pointer_param(*ptr));
             }
             Op::Dot { a, b, .. } => {
                 for x in [*a, *b] {
-                    let x = match defs.get(&x) {
+                    let x = match defs.ops.get(&x) {
                         Some(Op::Trans { value, .. }) => *value,
                         _ => x,
                     };
-                    if let (true, Some(Op::Load { ptr, .. })) = (inside.contains(&x), defs.get(&x))
+                    if let (true, Some(Op::Load { ptr, .. })) =
+                        (inside.contains(&x), defs.ops.get(&x))
                     {
-                        read.extend(pointer_param(kernel, *ptr));
+                        read.extend(defs.pointer_param(*ptr));
                     }
                 }
             }
