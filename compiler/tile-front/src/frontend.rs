@@ -130,6 +130,57 @@ impl Program {
         Ok(k)
     }
 
+    /// The kernels of this program as a pack holds them without PTX: each
+    /// with every config of its tune block (as `tilec pack` plans them: a
+    /// kernel without one gets 4 warps, a meta-parameter a block leaves out
+    /// its default) specialised to TIR, which is what the CPU interpreter
+    /// runs from a pack. `source` is the program's text, hashed into each
+    /// kernel as `tilec pack` does. Tests of packs and of the tools that read
+    /// them build such packs, so they run without LLVM or a GPU.
+    pub fn tir_pack_kernels(
+        &self,
+        source: &SourceFile,
+    ) -> Result<Vec<tir::pack::PackedKernel>, Diagnostics> {
+        let mut kernels = Vec::new();
+        for name in self.kernel_names() {
+            let tune = self.tune_space(&name).unwrap_or_else(|| tir::TuneSpace {
+                warps: vec![4],
+                ..tir::TuneSpace::default()
+            });
+            let defaults: Vec<(String, i64)> = self
+                .meta_params(&name)
+                .into_iter()
+                .filter(|(n, _)| !tune.params.iter().any(|(t, _)| t == n))
+                .filter_map(|(n, d)| Some((n, d?)))
+                .collect();
+            let variants = tune
+                .configs()
+                .into_iter()
+                .map(|mut config| {
+                    config.meta.extend(defaults.iter().cloned());
+                    Ok(tir::pack::Variant {
+                        tir: self.specialize(&name, &config.meta)?,
+                        config,
+                        ptx: Default::default(),
+                        shared_bytes: Default::default(),
+                        tma: Default::default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, Diagnostics>>()?;
+            let Some(first) = variants.first() else {
+                continue;
+            };
+            kernels.push(tir::pack::PackedKernel {
+                name,
+                signature: first.tir.signature(),
+                tune,
+                source_hash: tir::pack::sha256_hex(source.text.as_bytes()),
+                variants,
+            });
+        }
+        Ok(kernels)
+    }
+
     /// The meta-parameter assignments `tilec check` tries for `kernel`: every
     /// distinct point of its tune space, else just the defaults.
     pub fn check_configs(&self, kernel: &str) -> Vec<Vec<(String, i64)>> {

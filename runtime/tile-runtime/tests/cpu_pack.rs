@@ -3,9 +3,8 @@
 //! anything runs, with errors that name the kernel and the argument.
 
 use rand::Rng;
-use std::collections::BTreeMap;
 use tile_front::frontend::{parse_program, SourceFile};
-use tile_ir::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
+use tile_ir::pack::PackManifest;
 use tile_runtime::{Arg, Config, Device, Pack, RuntimeError, Scalar};
 
 /// A pack of vector_add (TIR only, as for the CPU backend), written to a temp dir.
@@ -13,33 +12,7 @@ fn vector_add_pack(dir: &std::path::Path) -> Pack {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dsl-examples/vector_add.tile");
     let src = SourceFile::load(&path).unwrap();
-    let program = parse_program(&src).unwrap();
-    let mut kernels = Vec::new();
-    for name in program.kernel_names() {
-        let tune = program.tune_space(&name).unwrap();
-        let variants: Vec<Variant> = tune
-            .configs()
-            .into_iter()
-            .map(|config| {
-                let tir = program.specialize(&name, &config.meta).unwrap();
-                Variant {
-                    config,
-                    tir,
-                    ptx: BTreeMap::new(),
-                    shared_bytes: BTreeMap::new(),
-                    tma: BTreeMap::new(),
-                }
-            })
-            .collect();
-        let signature = variants[0].tir.signature();
-        kernels.push(PackedKernel {
-            name,
-            signature,
-            tune,
-            source_hash: sha256_hex(src.text.as_bytes()),
-            variants,
-        });
-    }
+    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
     let file = dir.join("va.tpack");
     PackManifest {
         compiler_version: tile_ir::VERSION.into(),

@@ -5,38 +5,15 @@
 //! configs), the second run read from the cache, and bad requests refused
 //! with errors that name what is wrong before any buffer is made.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use tile_front::frontend::{parse_program, SourceFile};
-use tile_ir::pack::{sha256_hex, PackManifest, PackedKernel, Variant};
+use tile_ir::pack::PackManifest;
 use tile_runtime::tune::{plan_args, tune_args, ArgTuneRequest, Autotuner};
 use tile_runtime::{describe, Device, Pack};
 
 /// A TIR-only pack (what the CPU device runs) of every kernel of `src`.
 fn pack_of(dir: &Path, name: &str, src: &SourceFile) -> Pack {
-    let program = parse_program(src).unwrap();
-    let mut kernels = Vec::new();
-    for name in program.kernel_names() {
-        let tune = program.tune_space(&name).unwrap();
-        let variants: Vec<Variant> = tune
-            .configs()
-            .into_iter()
-            .map(|config| Variant {
-                tir: program.specialize(&name, &config.meta).unwrap(),
-                config,
-                ptx: BTreeMap::new(),
-                shared_bytes: BTreeMap::new(),
-                tma: BTreeMap::new(),
-            })
-            .collect();
-        kernels.push(PackedKernel {
-            name,
-            signature: variants[0].tir.signature(),
-            tune,
-            source_hash: sha256_hex(src.text.as_bytes()),
-            variants,
-        });
-    }
+    let kernels = parse_program(src).unwrap().tir_pack_kernels(src).unwrap();
     let file = dir.join(format!("{name}.tpack"));
     PackManifest {
         compiler_version: tile_ir::VERSION.into(),
