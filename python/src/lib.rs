@@ -298,7 +298,16 @@ impl Pack {
         let gpu = gpu.then_some(0);
         let dev = self.device(gpu)?;
         let dev = &*dev;
-        let kernel = self.load(dev, name, Config { meta, warps }, gpu)?;
+        let kernel = self.load(
+            dev,
+            name,
+            Config {
+                meta,
+                warps,
+                stages: None,
+            },
+            gpu,
+        )?;
         let kernel = &*kernel;
         let run = || -> Result<Vec<Option<Vec<u8>>>, RuntimeError> {
             let mut buffers: Vec<Option<Buffer>> = Vec::with_capacity(raw.len());
@@ -348,7 +357,16 @@ impl Pack {
         device: Option<usize>,
     ) -> PyResult<LoadedKernel> {
         let dev = self.device(device)?;
-        let kernel = self.load(&dev, name, Config { meta, warps }, device)?;
+        let kernel = self.load(
+            &dev,
+            name,
+            Config {
+                meta,
+                warps,
+                stages: None,
+            },
+            device,
+        )?;
         let params = kernel
             .signature()
             .params

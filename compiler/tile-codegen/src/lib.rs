@@ -74,6 +74,9 @@ pub struct Options {
     pub arch: Arch,
     /// Warps per CTA (1, 2, 4, 8 or 16).
     pub warps: u32,
+    /// Shared-memory buffers of each pipelined loop (2 to 8); `None`: as
+    /// many as the compiler's budget allows.
+    pub stages: Option<u32>,
     /// Record the MLIR after every pass in [`Artifacts::pass_dumps`].
     pub dump_passes: bool,
     /// Keep the text of the intermediate stages ([`Artifacts::mlir`],
@@ -87,6 +90,7 @@ impl Default for Options {
         Options {
             arch: Arch::Sm90,
             warps: 4,
+            stages: None,
             dump_passes: false,
             keep_ir: true,
         }
@@ -126,6 +130,8 @@ pub enum CodegenError {
     SharedMemory { bytes: u32, limit: u32, span: Span },
     #[error("warps must be 1, 2, 4, 8 or 16, got {0}")]
     Warps(u32),
+    #[error("stages must be between 2 and 8, got {0}")]
+    Stages(u32),
     #[error("internal compiler error: {0}")]
     Internal(String),
     #[error("LLVM: {0}")]
@@ -162,6 +168,9 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     if !matches!(opts.warps, 1 | 2 | 4 | 8 | 16) {
         return Err(CodegenError::Warps(opts.warps));
     }
+    if let Some(n) = opts.stages.filter(|n| !(2..=8).contains(n)) {
+        return Err(CodegenError::Stages(n));
+    }
     // Lowering relies on the verifier's invariants (result counts, types, shapes).
     tir::verify(kernel).map_err(|e| CodegenError::Internal(e.to_string()))?;
     let mut art = Artifacts::default();
@@ -170,7 +179,7 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     art.timings.push(("mlir-context", t.elapsed()));
     let t = Instant::now();
     let (mut module, shared_bytes, tma) =
-        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.arch)?;
+        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.stages, opts.arch)?;
     art.shared_bytes = shared_bytes;
     art.tma = tma;
     art.pass_timings

@@ -191,9 +191,17 @@ pub(crate) fn wgmma_grid(m: u32, k: u32, n: u32, warps: u32) -> Option<(u32, u32
         .then_some((gm, gn))
 }
 
-/// The plan for `kernel`, with `wgmma_budget` bytes of stages for a loop on
-/// `wgmma` (one of [`WGMMA_STAGE_BUDGETS`]).
-pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -> Plan {
+/// How deep a loop's pipeline is: as deep as a shared-memory budget allows,
+/// or a depth the configuration fixes (a tune block's `stages`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Depth {
+    /// Bytes of stages for a loop on `wgmma` (one of [`WGMMA_STAGE_BUDGETS`]).
+    Budget(u32),
+    Fixed(u32),
+}
+
+/// The plan for `kernel`, its loops pipelined `depth` deep.
+pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, depth: Depth) -> Plan {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     walk_insts(&kernel.body, &mut |i| {
         for v in i.op.operands() {
@@ -203,7 +211,7 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, wgmma_budget: u32) -
     let mut plan = Plan::default();
     walk_insts(&kernel.body, &mut |i| {
         if let Op::For { body, .. } = &i.op {
-            if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, wgmma_budget, &mut plan) {
+            if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, depth, &mut plan) {
                 plan.bytes = plan.bytes.max(l.bytes);
                 plan.loops.insert(body.args[0], l);
             }
@@ -259,7 +267,7 @@ fn plan_loop(
     uses: &HashMap<ValueId, usize>,
     warps: u32,
     arch: Arch,
-    wgmma_budget: u32,
+    depth: Depth,
     plan: &mut Plan,
 ) -> Option<Loop> {
     // A copy issued ahead runs before the body's writes of the iterations
@@ -513,8 +521,13 @@ fn plan_loop(
             tile.bytes(shape[0], shape[1]).next_multiple_of(1024)
         })
         .sum();
-    let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
-    let stages = (budget.saturating_sub(resident_bytes) / offset).clamp(2, MAX_STAGES);
+    let stages = match depth {
+        Depth::Fixed(n) => n,
+        Depth::Budget(wgmma_budget) => {
+            let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
+            (budget.saturating_sub(resident_bytes) / offset).clamp(2, MAX_STAGES)
+        }
+    };
     let in_flight = (stages >= 3)
         .then(|| in_flight_dot(body, uses, &plan.wgmma))
         .flatten();

@@ -249,3 +249,49 @@ fn the_fused_backward_reads_ds_transposed_from_its_fragments() {
         );
     }
 }
+
+/// A configuration's `stages` fixes each pipelined loop's depth: the
+/// forward's shared memory is Q (resident, 64 × 128 bf16 = 16 KiB) plus
+/// one K block and one V block (2 × 64 × 128 bf16 = 32 KiB) a stage. The
+/// compiler's own choice fills its budget (4 stages); 2 stages leave room
+/// for a second CTA on a multiprocessor (228 KiB). A depth out of range is
+/// an error, not a clamp.
+#[test]
+fn stages_fix_the_pipeline_depth() {
+    use tile_codegen::{compile, CodegenError, Options};
+    use tile_front::frontend::{parse_program, SourceFile};
+    let path = format!(
+        "{}/../../dsl-examples/attention.tile",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let src = SourceFile::new(&path, std::fs::read_to_string(&path).unwrap());
+    let program = parse_program(&src).unwrap();
+    let meta: Vec<(String, i64)> = [("BM", 64), ("BN", 64), ("D", 128), ("CAUSAL", 0)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let tir = program.specialize("attention", &meta).unwrap();
+    let shared = |stages: Option<u32>| {
+        compile(
+            &tir,
+            &Options {
+                warps: 4,
+                stages,
+                keep_ir: false,
+                ..Options::default()
+            },
+        )
+        .map(|a| a.shared_bytes)
+    };
+    const Q: u32 = 64 * 128 * 2;
+    const STAGE: u32 = 2 * 64 * 128 * 2;
+    assert_eq!(shared(None).unwrap(), Q + 4 * STAGE);
+    assert_eq!(shared(Some(2)).unwrap(), Q + 2 * STAGE);
+    assert_eq!(shared(Some(3)).unwrap(), Q + 3 * STAGE);
+    assert!(matches!(shared(Some(1)), Err(CodegenError::Stages(1))));
+    // Eight stages do not fit: an error naming the shared memory.
+    assert!(matches!(
+        shared(Some(8)),
+        Err(CodegenError::SharedMemory { .. })
+    ));
+}

@@ -37,6 +37,34 @@ fn vector_add_specializes() {
     println!("{}", tile_ir::print_kernel(&k));
 }
 
+/// `stages:` multiplies the configurations (last, after warps), `where:`
+/// may pair it with the others.
+#[test]
+fn stages_are_tuned_like_warps() {
+    let src = SourceFile::new(
+        "stages.tile",
+        "kernel k<const BC: i32>(x: *f32) {\n\
+             store(x + arange(0, BC), full([BC], 1.0, f32));\n\
+         }\n\
+         tune k { BC: [256, 1024], warps: [4], stages: [2, 3], where: [stages * BC <= 2048] }\n",
+    );
+    let p = match parse_program(&src) {
+        Ok(p) => p,
+        Err(d) => panic!("{}", d.render(&src)),
+    };
+    let configs = p.tune_space("k").expect("tune block").configs();
+    let described: Vec<String> = configs.iter().map(|c| c.describe()).collect();
+    assert_eq!(
+        described,
+        [
+            "BC=256, warps=4, stages=2",
+            "BC=256, warps=4, stages=3",
+            "BC=1024, warps=4, stages=2",
+        ]
+    );
+    assert!(p.check_all().is_empty());
+}
+
 /// `where:` keeps the configurations that meet every condition, in the
 /// product's order.
 #[test]

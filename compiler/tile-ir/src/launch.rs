@@ -269,6 +269,24 @@ impl std::fmt::Display for TuneCond {
 
 #[cfg(test)]
 mod tests {
+    /// A config serialised without `stages` (every pack before them) reads
+    /// back as the compiler's choice and writes the same text; one with
+    /// them round-trips.
+    #[test]
+    fn configs_without_stages_read_as_before() {
+        let text = r#"{"meta":[["BC",256]],"warps":4}"#;
+        let old: crate::Config = serde_json::from_str(text).unwrap();
+        assert_eq!(old.stages, None);
+        assert_eq!(serde_json::to_string(&old).unwrap(), text);
+        let deep = crate::Config {
+            stages: Some(3),
+            ..old
+        };
+        let json = serde_json::to_string(&deep).unwrap();
+        assert_eq!(json, r#"{"meta":[["BC",256]],"warps":4,"stages":3}"#);
+        assert_eq!(serde_json::from_str::<crate::Config>(&json).unwrap(), deep);
+    }
+
     use super::GridExpr::{self, *};
 
     fn b(e: GridExpr) -> Box<GridExpr> {

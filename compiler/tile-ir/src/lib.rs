@@ -515,6 +515,13 @@ pub struct TuneSpace {
     pub params: Vec<(String, Vec<i64>)>,
     /// Candidate warp counts per CTA.
     pub warps: Vec<u32>,
+    /// Candidate pipeline depths (shared-memory buffers of each pipelined
+    /// loop), like Triton's `num_stages`; empty: the compiler picks the
+    /// depth from its shared-memory budget. Fewer stages leave room for more
+    /// CTAs a multiprocessor, which overlap one CTA's softmax with
+    /// another's multiplies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<u32>,
     /// The launch grid (up to three axes, x first) from the block's `grid:`
     /// entry; `None` when the kernel does not declare it (and in packs from
     /// before the entry existed).
@@ -526,26 +533,37 @@ pub struct TuneSpace {
     pub constraints: Vec<crate::launch::TuneCond>,
 }
 
-/// One point of a tune space: meta-parameter values and the warp count.
+/// One point of a tune space: meta-parameter values, the warp count and,
+/// when the tune block lists them, the pipeline depth.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub meta: Vec<(String, i64)>,
     pub warps: u32,
+    /// Shared-memory buffers of each pipelined loop ([`TuneSpace::stages`]);
+    /// `None`: the compiler's choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<u32>,
 }
 
 impl Config {
-    /// The value of meta-parameter `name`, or of `warps`.
+    /// The value of meta-parameter `name`, or of `warps` or `stages`.
     pub fn value(&self, name: &str) -> Option<i64> {
         if name == "warps" {
             return Some(self.warps as i64);
         }
+        if name == "stages" {
+            return self.stages.map(i64::from);
+        }
         self.meta.iter().find(|(m, _)| m == name).map(|(_, v)| *v)
     }
 
-    /// `BLOCK=1024, warps=4`.
+    /// `BLOCK=1024, warps=4` (`, stages=2` when it has a depth).
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
         parts.push(format!("warps={}", self.warps));
+        if let Some(s) = self.stages {
+            parts.push(format!("stages={s}"));
+        }
         parts.join(", ")
     }
 }
@@ -561,7 +579,8 @@ impl TuneSpace {
     }
 
     /// Every config, in a stable order (cartesian product, last parameter
-    /// fastest, warps last), less those the `where:` conditions exclude.
+    /// fastest, then warps, stages last), less those the `where:` conditions
+    /// exclude.
     pub fn configs(&self) -> Vec<Config> {
         let mut out = vec![Vec::new()];
         for (name, vals) in &self.params {
@@ -580,11 +599,21 @@ impl TuneSpace {
         } else {
             self.warps.clone()
         };
+        let stages: Vec<Option<u32>> = if self.stages.is_empty() {
+            vec![None]
+        } else {
+            self.stages.iter().copied().map(Some).collect()
+        };
         out.into_iter()
             .flat_map(|meta| {
-                warps.iter().map(move |&w| Config {
-                    meta: meta.clone(),
-                    warps: w,
+                let stages = &stages;
+                warps.iter().flat_map(move |&w| {
+                    let meta = meta.clone();
+                    stages.iter().map(move |&s| Config {
+                        meta: meta.clone(),
+                        warps: w,
+                        stages: s,
+                    })
                 })
             })
             .filter(|c| self.admits(c))

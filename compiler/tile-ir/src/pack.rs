@@ -286,6 +286,7 @@ mod tests {
                     config: Config {
                         meta: vec![("BLOCK".into(), 128)],
                         warps: 4,
+                        stages: None,
                     },
                     tir: Kernel {
                         name: "k".into(),

@@ -40,6 +40,7 @@ fn source_to_ptx(src: &SourceFile, kernel: &str, config: &Config) -> String {
     let opts = Options {
         arch: Arch::Sm90,
         warps: config.warps,
+        stages: config.stages,
         dump_passes: false,
         // As packs compile.
         keep_ir: false,
@@ -55,6 +56,7 @@ fn bench(c: &mut Criterion) {
     let cfg = |meta: &[(&str, i64)], warps: u32| Config {
         meta: meta.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
         warps,
+        stages: None,
     };
     // (kernel, issue 30's configuration: the one Triton was timed on)
     let cases = [

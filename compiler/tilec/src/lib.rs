@@ -165,6 +165,7 @@ pub fn compile_dir_cached(
                     &Options {
                         arch,
                         warps: j.config.warps,
+                        stages: j.config.stages,
                         dump_passes: false,
                         keep_ir: false,
                     },

@@ -33,6 +33,7 @@ struct FileTest {
     kind: Vec<String>,
     config: Vec<(String, i64)>,
     warps: u32,
+    stages: Option<u32>,
     kernel: Option<String>,
     filters: Vec<String>,
     /// Everything before the marker, as written.
@@ -62,6 +63,7 @@ fn parse_file(text: &str) -> Result<FileTest, String> {
         kind: vec![],
         config: vec![],
         warps: 4,
+        stages: None,
         kernel: None,
         filters: vec![],
         input: input.to_string(),
@@ -84,6 +86,8 @@ fn parse_file(text: &str) -> Result<FileTest, String> {
                     .map_err(|_| format!("config value `{v}` is not an integer"))?;
                 if k == "warps" {
                     t.warps = u32::try_from(v).map_err(|_| format!("bad warps {v}"))?;
+                } else if k == "stages" {
+                    t.stages = Some(u32::try_from(v).map_err(|_| format!("bad stages {v}"))?);
                 } else {
                     t.config.push((k.to_string(), v));
                 }
@@ -171,6 +175,7 @@ fn run_test(t: &FileTest, path: &Path) -> Result<String, String> {
             let opts = Options {
                 arch: arch(t)?,
                 warps: t.warps,
+                stages: t.stages,
                 dump_passes: false,
                 keep_ir: true,
             };

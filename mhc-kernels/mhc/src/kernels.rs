@@ -225,6 +225,7 @@ impl KernelSet {
                         })
                         .collect::<Result<_, _>>()?,
                     warps,
+                    stages: None,
                 };
                 Ok(pack.load_kernel(&self.device, name, &config)?)
             }

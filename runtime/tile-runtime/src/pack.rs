@@ -41,12 +41,18 @@ impl Pack {
         })
     }
 
-    /// The variant of `name` with exactly these meta-parameter values and warps.
+    /// The variant of `name` with exactly these meta-parameter values and
+    /// warps, and these stages; a config without stages takes the first
+    /// variant of any depth (the tune block's first `stages`).
     pub fn variant(&self, name: &str, config: &Config) -> Result<&Variant, RuntimeError> {
         let k = self.kernel(name)?;
         k.variants
             .iter()
-            .find(|v| &v.config == config)
+            .find(|v| {
+                v.config.meta == config.meta
+                    && v.config.warps == config.warps
+                    && (config.stages.is_none() || v.config.stages == config.stages)
+            })
             .ok_or_else(|| RuntimeError::Launch {
                 kernel: name.into(),
                 message: format!(

@@ -640,6 +640,7 @@ mod tests {
         let config = Config {
             meta: vec![("BLOCK".into(), block)],
             warps: 4,
+            stages: None,
         };
         TuneEntry {
             best: config.clone(),
@@ -734,6 +735,7 @@ mod tests {
         let config = Config {
             meta: vec![("BLOCK".into(), 128)],
             warps: 4,
+            stages: None,
         };
         let tir = tile_ir::Kernel {
             name: "k".into(),

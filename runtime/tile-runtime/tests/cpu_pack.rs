@@ -27,6 +27,7 @@ fn cfg(block: i64, warps: u32) -> Config {
     Config {
         meta: vec![("BLOCK".into(), block)],
         warps,
+        stages: None,
     }
 }
 

@@ -97,6 +97,7 @@ fn one_program(
             &tile_codegen::Options {
                 arch: tile_codegen::Arch::Sm90,
                 warps: config.warps,
+                stages: config.stages,
                 dump_passes: false,
                 keep_ir: false,
             },
@@ -128,6 +129,7 @@ fn regression_case_assembles(file: &str) {
             &tile_codegen::Options {
                 arch: tile_codegen::Arch::Sm90,
                 warps: config.warps,
+                stages: config.stages,
                 dump_passes: false,
                 keep_ir: false,
             },

@@ -45,6 +45,7 @@ pub fn tune_space(m: &ast::Module, kernel: &str) -> Option<tir::TuneSpace> {
                     .collect()
             }
             "warps" => space.warps = ints().map(|w| w as u32).collect(),
+            "stages" => space.stages = ints().map(|w| w as u32).collect(),
             "grid" => {
                 if let Some(k) = find_kernel(m, kernel) {
                     space.grid = converted(e, |x, d| grid_expr(k, x, d))
@@ -62,6 +63,11 @@ pub fn tune_space(m: &ast::Module, kernel: &str) -> Option<tir::TuneSpace> {
     }
     Some(space)
 }
+
+/// The pipeline depths a tune block's `stages` may list: a pipelined loop
+/// needs a buffer being read and one being filled.
+const MIN_STAGES: i64 = 2;
+const MAX_STAGES: i64 = 8;
 
 /// Most configurations one tune block may describe.
 const MAX_CONFIGS: u64 = 10_000;
@@ -177,6 +183,26 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
                     }
                 }
             }
+            "stages" => {
+                if e.values.is_empty() {
+                    bad(d, e.span, "`stages` needs at least one value".into());
+                }
+                for v in &e.values {
+                    match v {
+                        ast::TuneValue::Int(n, s) if !(MIN_STAGES..=MAX_STAGES).contains(n) => bad(
+                            d,
+                            *s,
+                            format!(
+                                "pipeline depth {n} must be between {MIN_STAGES} and {MAX_STAGES}"
+                            ),
+                        ),
+                        ast::TuneValue::Int(..) | ast::TuneValue::Expr(_) => {}
+                        ast::TuneValue::Name(n) => {
+                            bad(d, n.span, "pipeline depths are numbers".into())
+                        }
+                    }
+                }
+            }
             "where" => {
                 if e.values.is_empty() {
                     bad(d, e.span, "`where` needs at least one condition".into());
@@ -220,8 +246,8 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
                                 name,
                                 k.metas.iter().map(|mp| mp.name.name.as_str()),
                             ) {
-                                Some(s) => format!("did you mean `{s}`? tune entries are `key`, `warps` and the kernel's `const` parameters"),
-                                None => "tune entries are `key`, `warps` and the kernel's `const` parameters".to_string(),
+                                Some(s) => format!("did you mean `{s}`? tune entries are `key`, `warps`, `stages`, `grid`, `where` and the kernel's `const` parameters"),
+                                None => "tune entries are `key`, `warps`, `stages`, `grid`, `where` and the kernel's `const` parameters".to_string(),
                             },
                         ),
                     );

@@ -34,6 +34,11 @@ pub struct Args {
     /// Warps per CTA (default: the tune block's first, else 4).
     #[arg(long)]
     pub warps: Option<u32>,
+    /// Shared-memory buffers of each pipelined loop, 2 to 8 (default: the
+    /// tune block's first `stages`, else as many as fit the compiler's
+    /// budget).
+    #[arg(long)]
+    pub stages: Option<u32>,
     /// Stage to write.
     #[arg(long, value_enum, default_value = "ptx")]
     pub emit: Emit,
@@ -59,6 +64,7 @@ pub(crate) fn resolve_config(
     kernel: &str,
     defines: &[Define],
     warps: Option<u32>,
+    stages: Option<u32>,
 ) -> Result<tile_ir::Config> {
     let tune = program.tune_space(kernel);
     let mut meta = Vec::new();
@@ -83,7 +89,12 @@ pub(crate) fn resolve_config(
     let warps = warps
         .or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied()))
         .unwrap_or(4);
-    Ok(tile_ir::Config { meta, warps })
+    let stages = stages.or_else(|| tune.as_ref().and_then(|t| t.stages.first().copied()));
+    Ok(tile_ir::Config {
+        meta,
+        warps,
+        stages,
+    })
 }
 
 /// The CLI's common front half: read FILE, parse it, pick the kernel (the
@@ -94,6 +105,7 @@ pub(crate) fn specialize_from_cli(
     kernel: Option<&str>,
     defines: &[Define],
     warps: Option<u32>,
+    stages: Option<u32>,
 ) -> Result<Result<(SourceFile, tile_ir::Kernel, tile_ir::Config), ExitCode>> {
     let src = SourceFile::load(file).with_context(|| format!("cannot read {}", file.display()))?;
     let program = match frontend::parse_program(&src) {
@@ -116,7 +128,7 @@ pub(crate) fn specialize_from_cli(
             .cloned()
             .ok_or_else(|| anyhow!("{} defines no kernel", src.name))?,
     };
-    let config = resolve_config(&program, &kernel, defines, warps)?;
+    let config = resolve_config(&program, &kernel, defines, warps, stages)?;
     match program.specialize(&kernel, &config.meta) {
         Ok(t) => Ok(Ok((src, t, config))),
         Err(d) => {
@@ -132,6 +144,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         args.kernel.as_deref(),
         &args.defines,
         args.warps,
+        args.stages,
     )? {
         Ok(x) => x,
         Err(code) => return Ok(code),
@@ -144,7 +157,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let text = if args.emit == Emit::Tir {
         tile_ir::print_kernel(&tir)
     } else {
-        let (text, shared_bytes, tma) = emit_codegen(&args, &src, &tir, config.warps)?;
+        let (text, shared_bytes, tma) = emit_codegen(&args, &src, &tir, &config)?;
         let launch = Launch {
             tir: &tir,
             config: &config,
@@ -174,14 +187,15 @@ fn emit_codegen(
     args: &Args,
     src: &SourceFile,
     tir: &tile_ir::Kernel,
-    warps: u32,
+    config: &tile_ir::Config,
 ) -> Result<(String, u32, Vec<tile_ir::launch::TmaOperand>)> {
     use tile_codegen::{compile, Arch, Options};
     let arch = Arch::parse(&args.arch)
         .ok_or_else(|| anyhow!("unknown architecture `{}`; hint: sm_90 or sm_80", args.arch))?;
     let opts = Options {
         arch,
-        warps,
+        warps: config.warps,
+        stages: config.stages,
         dump_passes: args.dump_passes.is_some(),
         // The text of the other stages only where it is written out.
         keep_ir: !matches!(args.emit, Emit::Ptx | Emit::LaunchJson) || args.dump_passes.is_some(),
@@ -294,7 +308,7 @@ impl Launch<'_> {
             .iter()
             .map(|(n, v)| (n.clone(), (*v).into()))
             .collect();
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "kernel": self.tir.name,
             "arch": self.arch,
             "meta": meta,
@@ -320,6 +334,9 @@ impl Launch<'_> {
                 }),
             }).collect::<Vec<_>>(),
         });
+        if let Some(n) = self.config.stages {
+            v["stages"] = n.into();
+        }
         let mut s = serde_json::to_string_pretty(&v).expect("launch JSON serialises");
         s.push('\n');
         s

@@ -132,6 +132,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         args.kernel.as_deref(),
         &args.defines,
         None,
+        None,
     )? {
         Ok(x) => x,
         Err(code) => return Ok(code),
