@@ -74,8 +74,8 @@ pub struct Options {
     pub arch: Arch,
     /// Warps per CTA (1, 2, 4, 8 or 16).
     pub warps: u32,
-    /// Shared-memory buffers of each pipelined loop (2 to 8); `None`: as
-    /// many as the compiler's budget allows.
+    /// The most shared-memory buffers a pipelined loop gets (2 to 8; it
+    /// gets fewer where they do not fit the compiler's budget); `None`: 4.
     pub stages: Option<u32>,
     /// Record the MLIR after every pass in [`Artifacts::pass_dumps`].
     pub dump_passes: bool,

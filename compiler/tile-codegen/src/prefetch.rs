@@ -43,7 +43,7 @@ use tile_ir::{walk_insts, Block, Inst, Kernel, Op, Scalar, ValueId};
 /// Shared memory the stages of one loop may take (bytes); the stage count is
 /// what fits, between 2 and [`MAX_STAGES`].
 const STAGE_BUDGET: u32 = 80 * 1024;
-const MAX_STAGES: u32 = 4;
+pub(crate) const MAX_STAGES: u32 = 4;
 /// The same for loops on `wgmma`, which keep one iteration's multiply in
 /// flight (so want a third stage, and more: copies then run only
 /// `stages - 2` iterations ahead) and run one CTA per SM at their tile
@@ -191,17 +191,16 @@ pub(crate) fn wgmma_grid(m: u32, k: u32, n: u32, warps: u32) -> Option<(u32, u32
         .then_some((gm, gn))
 }
 
-/// How deep a loop's pipeline is: as deep as a shared-memory budget allows,
-/// or a depth the configuration fixes (a tune block's `stages`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Depth {
-    /// Bytes of stages for a loop on `wgmma` (one of [`WGMMA_STAGE_BUDGETS`]).
-    Budget(u32),
-    Fixed(u32),
-}
-
-/// The plan for `kernel`, its loops pipelined `depth` deep.
-pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, depth: Depth) -> Plan {
+/// The plan for `kernel`, with `wgmma_budget` bytes of stages for a loop on
+/// `wgmma` (one of [`WGMMA_STAGE_BUDGETS`]) and at most `max_stages` stages
+/// a loop ([`MAX_STAGES`] unless a configuration's `stages` says otherwise).
+pub(crate) fn plan(
+    kernel: &Kernel,
+    warps: u32,
+    arch: Arch,
+    wgmma_budget: u32,
+    max_stages: u32,
+) -> Plan {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     walk_insts(&kernel.body, &mut |i| {
         for v in i.op.operands() {
@@ -211,7 +210,15 @@ pub(crate) fn plan(kernel: &Kernel, warps: u32, arch: Arch, depth: Depth) -> Pla
     let mut plan = Plan::default();
     walk_insts(&kernel.body, &mut |i| {
         if let Op::For { body, .. } = &i.op {
-            if let Some(l) = plan_loop(kernel, body, &uses, warps, arch, depth, &mut plan) {
+            if let Some(l) = plan_loop(
+                kernel,
+                body,
+                &uses,
+                warps,
+                arch,
+                (wgmma_budget, max_stages),
+                &mut plan,
+            ) {
                 plan.bytes = plan.bytes.max(l.bytes);
                 plan.loops.insert(body.args[0], l);
             }
@@ -267,7 +274,7 @@ fn plan_loop(
     uses: &HashMap<ValueId, usize>,
     warps: u32,
     arch: Arch,
-    depth: Depth,
+    (wgmma_budget, max_stages): (u32, u32),
     plan: &mut Plan,
 ) -> Option<Loop> {
     // A copy issued ahead runs before the body's writes of the iterations
@@ -521,13 +528,8 @@ fn plan_loop(
             tile.bytes(shape[0], shape[1]).next_multiple_of(1024)
         })
         .sum();
-    let stages = match depth {
-        Depth::Fixed(n) => n,
-        Depth::Budget(wgmma_budget) => {
-            let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
-            (budget.saturating_sub(resident_bytes) / offset).clamp(2, MAX_STAGES)
-        }
-    };
+    let budget = if swizzled { wgmma_budget } else { STAGE_BUDGET };
+    let stages = (budget.saturating_sub(resident_bytes) / offset).clamp(2, max_stages);
     let in_flight = (stages >= 3)
         .then(|| in_flight_dot(body, uses, &plan.wgmma))
         .flatten();

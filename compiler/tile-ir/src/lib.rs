@@ -515,10 +515,10 @@ pub struct TuneSpace {
     pub params: Vec<(String, Vec<i64>)>,
     /// Candidate warp counts per CTA.
     pub warps: Vec<u32>,
-    /// Candidate pipeline depths (shared-memory buffers of each pipelined
-    /// loop), like Triton's `num_stages`; empty: the compiler picks the
-    /// depth from its shared-memory budget. Fewer stages leave room for more
-    /// CTAs a multiprocessor, which overlap one CTA's softmax with
+    /// Candidate pipeline depths, like Triton's `num_stages`: the most
+    /// shared-memory buffers a pipelined loop gets (fewer where they do not
+    /// fit the compiler's budget); empty: 4. Fewer stages leave room for
+    /// more CTAs a multiprocessor, which overlap one CTA's softmax with
     /// another's multiplies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<u32>,
@@ -539,8 +539,8 @@ pub struct TuneSpace {
 pub struct Config {
     pub meta: Vec<(String, i64)>,
     pub warps: u32,
-    /// Shared-memory buffers of each pipelined loop ([`TuneSpace::stages`]);
-    /// `None`: the compiler's choice.
+    /// The most shared-memory buffers a pipelined loop gets
+    /// ([`TuneSpace::stages`]); `None`: the compiler's default bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stages: Option<u32>,
 }

@@ -41,18 +41,21 @@ impl Pack {
         })
     }
 
-    /// The variant of `name` with exactly these meta-parameter values and
-    /// warps, and these stages; a config without stages takes the first
-    /// variant of any depth (the tune block's first `stages`).
+    /// The variant of `name` with exactly this config; a config without
+    /// `stages` (a caller that does not tune them) otherwise takes the first
+    /// variant with its meta-parameter values and warps (the tune block's
+    /// first `stages`).
     pub fn variant(&self, name: &str, config: &Config) -> Result<&Variant, RuntimeError> {
         let k = self.kernel(name)?;
+        let same_but_stages = |v: &&Variant| {
+            config.stages.is_none()
+                && v.config.meta == config.meta
+                && v.config.warps == config.warps
+        };
         k.variants
             .iter()
-            .find(|v| {
-                v.config.meta == config.meta
-                    && v.config.warps == config.warps
-                    && (config.stages.is_none() || v.config.stages == config.stages)
-            })
+            .find(|v| &v.config == config)
+            .or_else(|| k.variants.iter().find(same_but_stages))
             .ok_or_else(|| RuntimeError::Launch {
                 kernel: name.into(),
                 message: format!(

@@ -232,3 +232,41 @@ fn a_kernel_without_a_declared_grid_says_so() {
     let e = k.grid(&args).unwrap_err().to_string();
     assert!(e.contains("declares no launch grid"), "{e}");
 }
+
+/// A pack whose tune block lists `stages`: a config naming a depth finds
+/// that variant; one without (a caller that does not tune depths) finds the
+/// block's first; a depth the pack lacks is an error naming the config.
+#[test]
+fn configs_without_stages_find_the_first_depth() {
+    let src = SourceFile::new(
+        "stages.tile",
+        "kernel k<const BLOCK: i32>(x: *f32) {\n\
+             store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
+         }\n\
+         tune k { BLOCK: [128], warps: [4], stages: [3, 2] }\n",
+    );
+    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stages.tpack");
+    PackManifest {
+        compiler_version: tile_ir::VERSION.into(),
+        kernels,
+    }
+    .write(&file)
+    .unwrap();
+    let pack = Pack::load(&file).unwrap();
+    let with = |stages| Config {
+        stages,
+        ..cfg(128, 4)
+    };
+    assert_eq!(
+        pack.variant("k", &with(None)).unwrap().config.stages,
+        Some(3)
+    );
+    assert_eq!(
+        pack.variant("k", &with(Some(2))).unwrap().config.stages,
+        Some(2)
+    );
+    let err = pack.variant("k", &with(Some(4))).unwrap_err().to_string();
+    assert!(err.contains("stages=4"), "{err}");
+}

@@ -45,7 +45,7 @@ mod wgmma;
 use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
 use super::layout::{Blocked, Layout};
-use super::prefetch::{self, Depth, Plan, SmemTile};
+use super::prefetch::{self, Plan, SmemTile};
 use super::CodegenError;
 use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
@@ -104,18 +104,16 @@ pub(crate) fn lower_to_mlir<'c>(
         (l, func)
     };
     // Loops on `wgmma` take the largest stage budget that fits with the rest
-    // (a configuration's fixed depth is the one plan).
+    // (and no more stages than a configuration's `stages`).
     // The budgets change stage counts only, not what the rest of the kernel
     // needs of scratch, so one lowering's needs tell which budget fits: the
     // kernel is lowered again only when that is not the budget it was
     // lowered with (and that lowering's own needs are checked in turn).
-    let plans: Vec<Plan> = match stages {
-        Some(n) => vec![prefetch::plan(kernel, warps, arch, Depth::Fixed(n))],
-        None => prefetch::WGMMA_STAGE_BUDGETS
-            .iter()
-            .map(|&budget| prefetch::plan(kernel, warps, arch, Depth::Budget(budget)))
-            .collect(),
-    };
+    let max_stages = stages.unwrap_or(prefetch::MAX_STAGES);
+    let plans: Vec<Plan> = prefetch::WGMMA_STAGE_BUDGETS
+        .iter()
+        .map(|&budget| prefetch::plan(kernel, warps, arch, budget, max_stages))
+        .collect();
     let accepts = |place: ScratchPlace, i: usize| {
         place.shared_bytes <= MAX_SMEM || plans[i].wgmma.is_empty() || i + 1 == plans.len()
     };

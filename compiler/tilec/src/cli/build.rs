@@ -34,9 +34,9 @@ pub struct Args {
     /// Warps per CTA (default: the tune block's first, else 4).
     #[arg(long)]
     pub warps: Option<u32>,
-    /// Shared-memory buffers of each pipelined loop, 2 to 8 (default: the
-    /// tune block's first `stages`, else as many as fit the compiler's
-    /// budget).
+    /// The most shared-memory buffers a pipelined loop gets, 2 to 8 (fewer
+    /// where they do not fit; default: the tune block's first `stages`,
+    /// else 4).
     #[arg(long)]
     pub stages: Option<u32>,
     /// Stage to write.
