@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The trainer on the GPU machine (runs there, `.gpu` carried): plain 86M at
+# batch 8 and 16 with each attention backward (deterministic, fused), then
+# PyTorch eager and torch.compile on the same model (scripts/
+# torch-trainer-baseline.py), each run's median tokens/s over steps 10..end.
+# Logs under $OUT. Env: STEPS (30), BATCHES ("8 16").
+set -uo pipefail
+out="${OUT:-/tmp/gpu-trainer}"; mkdir -p "$out"
+for f in .gpu/packs/*.gz; do [ -e "$f" ] && gunzip -f "$f"; done
+steps="${STEPS:-30}"
+median() { grep -oE "step +[0-9]+: .* ([0-9]+) tok/s" "$1" | awk -v skip=10 '{n=$2+0; sub(":","",n)} n>=skip {for(i=1;i<=NF;i++) if($i=="tok/s") print $(i-1)}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'; }
+echo "| trainer | batch | median tokens/s | run |"
+echo "|---|---|---|---|"
+for b in ${BATCHES:-8 16}; do
+  for ab in deterministic fused; do
+    log="$out/train_${ab}_b$b.log"
+    timeout 150 .gpu/bin/mhc-train train --device gpu --packs .gpu/packs --preset gpt86m --residual plain \
+      --batch "$b" --steps "$steps" --attention-backward "$ab" --log-every 1 --eval-every 100000 \
+      --checkpoint-every 0 --out "/dev/shm/t_${ab}_$b" --overwrite > "$log" 2>&1
+    echo "| mhc-train plain, $ab backward | $b | $(median "$log") | rc $? |"
+  done
+done
+for b in ${BATCHES:-8 16}; do
+  timeout 200 python3 scripts/torch-trainer-baseline.py --batch "$b" --steps "$steps" --compile > "$out/torch_b$b.log" 2>&1
+  grep "^| PyTorch" "$out/torch_b$b.log"
+done
