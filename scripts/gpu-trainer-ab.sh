@@ -6,7 +6,8 @@
 # Logs under $OUT. Env: STEPS (30), BATCHES ("8 16").
 set -uo pipefail
 out="${OUT:-/tmp/gpu-trainer}"; mkdir -p "$out"
-for f in .gpu/packs/*.gz; do [ -e "$f" ] && gunzip -f "$f"; done
+for f in .gpu/packs/*.gz .gpu/bin/*.gz; do [ -e "$f" ] && gunzip -f "$f"; done
+chmod +x .gpu/bin/* 2>/dev/null
 steps="${STEPS:-30}"
 median() { grep -oE "step +[0-9]+: .* ([0-9]+) tok/s" "$1" | awk -v skip=10 '{n=$2+0; sub(":","",n)} n>=skip {for(i=1;i<=NF;i++) if($i=="tok/s") print $(i-1)}' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'; }
 echo "| trainer | batch | median tokens/s | run |"
