@@ -74,8 +74,9 @@ pub struct Options {
     pub arch: Arch,
     /// Warps per CTA (1, 2, 4, 8 or 16).
     pub warps: u32,
-    /// The most shared-memory buffers a pipelined loop gets (2 to 8; it
-    /// gets fewer where they do not fit the compiler's budget); `None`: 4.
+    /// The most shared-memory buffers a pipelined loop gets (one of
+    /// [`tir::PIPELINE_DEPTHS`]; it gets fewer where they do not fit the
+    /// compiler's budget); `None`: 4.
     pub stages: Option<u32>,
     /// Record the MLIR after every pass in [`Artifacts::pass_dumps`].
     pub dump_passes: bool,
@@ -130,7 +131,11 @@ pub enum CodegenError {
     SharedMemory { bytes: u32, limit: u32, span: Span },
     #[error("warps must be 1, 2, 4, 8 or 16, got {0}")]
     Warps(u32),
-    #[error("stages must be between 2 and 8, got {0}")]
+    #[error(
+        "stages must be between {lo} and {hi}, got {0}",
+        lo = tir::PIPELINE_DEPTHS.start(),
+        hi = tir::PIPELINE_DEPTHS.end()
+    )]
     Stages(u32),
     #[error("internal compiler error: {0}")]
     Internal(String),
@@ -168,7 +173,7 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     if !matches!(opts.warps, 1 | 2 | 4 | 8 | 16) {
         return Err(CodegenError::Warps(opts.warps));
     }
-    if let Some(n) = opts.stages.filter(|n| !(2..=8).contains(n)) {
+    if let Some(n) = opts.stages.filter(|n| !tir::PIPELINE_DEPTHS.contains(n)) {
         return Err(CodegenError::Stages(n));
     }
     // Lowering relies on the verifier's invariants (result counts, types, shapes).

@@ -533,6 +533,11 @@ pub struct TuneSpace {
     pub constraints: Vec<crate::launch::TuneCond>,
 }
 
+/// The pipeline depths a configuration's `stages` may name: a pipelined
+/// loop needs a buffer being read and one being filled. The front end
+/// checks tune blocks against it, code generation its options.
+pub const PIPELINE_DEPTHS: std::ops::RangeInclusive<u32> = 2..=8;
+
 /// One point of a tune space: meta-parameter values, the warp count and,
 /// when the tune block lists them, the pipeline depth.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

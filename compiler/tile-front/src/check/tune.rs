@@ -64,11 +64,6 @@ pub fn tune_space(m: &ast::Module, kernel: &str) -> Option<tir::TuneSpace> {
     Some(space)
 }
 
-/// The pipeline depths a tune block's `stages` may list: a pipelined loop
-/// needs a buffer being read and one being filled.
-const MIN_STAGES: i64 = 2;
-const MAX_STAGES: i64 = 8;
-
 /// Most configurations one tune block may describe.
 const MAX_CONFIGS: u64 = 10_000;
 
@@ -189,13 +184,20 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
                 }
                 for v in &e.values {
                     match v {
-                        ast::TuneValue::Int(n, s) if !(MIN_STAGES..=MAX_STAGES).contains(n) => bad(
-                            d,
-                            *s,
-                            format!(
-                                "pipeline depth {n} must be between {MIN_STAGES} and {MAX_STAGES}"
-                            ),
-                        ),
+                        ast::TuneValue::Int(n, s)
+                            if !u32::try_from(*n)
+                                .is_ok_and(|n| tir::PIPELINE_DEPTHS.contains(&n)) =>
+                        {
+                            bad(
+                                d,
+                                *s,
+                                format!(
+                                    "pipeline depth {n} must be between {} and {}",
+                                    tir::PIPELINE_DEPTHS.start(),
+                                    tir::PIPELINE_DEPTHS.end()
+                                ),
+                            )
+                        }
                         ast::TuneValue::Int(..) | ast::TuneValue::Expr(_) => {}
                         ast::TuneValue::Name(n) => {
                             bad(d, n.span, "pipeline depths are numbers".into())
