@@ -11,10 +11,16 @@ use half::bf16;
 use tile_front::frontend::{parse_program, SourceFile};
 use tile_interp::{self as interp, Arg, Buffer};
 use tile_ir::{Kernel, Scalar};
-use tile_testkit::attention::{backward, check_head, forward, Outputs, Shape};
+use tile_testkit::attention::{
+    backward, check_head, forward, head_major, token_major, Outputs, Shape,
+};
 use tile_testkit::random_bf16;
 
+// Two sequences of two heads: q, k, v, o, dO and their gradients in the
+// kernels' token-major layout, lse and delta per (sequence, head) slice.
+const BATCH: usize = 2;
 const HEADS: usize = 2;
+const SLICES: usize = BATCH * HEADS;
 const SEQ: usize = 100;
 const D: usize = 64;
 const SHAPE: Shape = Shape { seq: SEQ, d: D };
@@ -59,7 +65,7 @@ fn run(k: &Kernel, grid: [u32; 3], args: &[Arg]) {
 fn attention_backward_matches_f64_and_finite_differences() {
     let mut rng = tile_testkit::rng(tile_testkit::seed(""));
     let scale = 1.0 / (D as f64).sqrt();
-    let n = HEADS * SEQ * D;
+    let n = SLICES * SEQ * D;
     // Q and K in [-2, 2]: scores of σ ≈ 1.3, a softmax with a few
     // dominant keys per row, as in trained models (in [-1, 1] it is nearly
     // uniform and delta nearly 0).
@@ -70,8 +76,11 @@ fn attention_backward_matches_f64_and_finite_differences() {
         random_bf16(&mut rng, n, -1.0, 1.0),
     );
     let (qf, kf, vf, dof) = (f64s(&q), f64s(&k), f64s(&v), f64s(&d_o));
-    let buf = |x: &[bf16]| Buffer::from_bf16(x);
-    let (qb, kb, vb, dob) = (buf(&q), buf(&k), buf(&v), buf(&d_o));
+    let qkv = Buffer::from_bf16(&token_major(&[&q[..], &k, &v], BATCH, HEADS, SHAPE));
+    let dob = Buffer::from_bf16(&token_major(&[&d_o[..]], BATCH, HEADS, SHAPE));
+    // Per-head values of a token-major output of `slots` tensors.
+    let heads =
+        |x: &[f64], slots: usize, slot: usize| head_major(x, slots, slot, BATCH, HEADS, SHAPE);
     for causal in [0i64, 1] {
         let what = format!("causal={causal}");
         // Forward (blocks of 64 queries, 32 keys).
@@ -81,103 +90,105 @@ fn attention_backward_matches_f64_and_finite_differences() {
         );
         let (o, lse) = (
             poisoned(Scalar::BF16, n),
-            poisoned(Scalar::F32, HEADS * SEQ),
+            poisoned(Scalar::F32, SLICES * SEQ),
         );
-        let scalars = [Arg::I32(SEQ as i32), Arg::F32(scale as f32)];
-        let mut args = vec![
-            Arg::Buffer(&qb),
-            Arg::Buffer(&kb),
-            Arg::Buffer(&vb),
-            Arg::Buffer(&o),
-            Arg::Buffer(&lse),
+        let scalars = [
+            Arg::I32(SEQ as i32),
+            Arg::I32(HEADS as i32),
+            Arg::F32(scale as f32),
         ];
+        let mut args = vec![Arg::Buffer(&qkv), Arg::Buffer(&o), Arg::Buffer(&lse)];
         args.extend(scalars.iter().cloned());
-        run(&fwd, [SEQ.div_ceil(64) as u32, HEADS as u32, 1], &args);
-        let (o_got, lse_got) = (read(&o, n), read(&lse, HEADS * SEQ));
+        run(&fwd, [SEQ.div_ceil(64) as u32, SLICES as u32, 1], &args);
+        let (o_got, lse_got) = (heads(&read(&o, n), 1, 0), read(&lse, SLICES * SEQ));
         // Backward: delta (blocks of 64), dK/dV (32 keys, 64 queries), dQ (32 queries, 64 keys).
         let delta_k = kernel("attention_bwd_delta", &[("BM", 64), ("D", D as i64)]);
-        let delta = poisoned(Scalar::F32, HEADS * SEQ);
+        let delta = poisoned(Scalar::F32, SLICES * SEQ);
         run(
             &delta_k,
-            [2, HEADS as u32, 1],
+            [2, SLICES as u32, 1],
             &[
                 Arg::Buffer(&o),
                 Arg::Buffer(&dob),
                 Arg::Buffer(&delta),
                 Arg::I32(SEQ as i32),
+                Arg::I32(HEADS as i32),
             ],
         );
-        let delta_got = read(&delta, HEADS * SEQ);
+        let delta_got = read(&delta, SLICES * SEQ);
         let meta = |bm, bn| [("BM", bm), ("BN", bn), ("D", D as i64), ("CAUSAL", causal)];
-        let (dk, dv, dq) = (
-            poisoned(Scalar::BF16, n),
-            poisoned(Scalar::BF16, n),
-            poisoned(Scalar::BF16, n),
-        );
+        // dK/dV and dQ write their columns of one dqkv.
+        let dqkv = poisoned(Scalar::BF16, 3 * n);
         let ins = [
-            Arg::Buffer(&qb),
-            Arg::Buffer(&kb),
-            Arg::Buffer(&vb),
+            Arg::Buffer(&qkv),
             Arg::Buffer(&dob),
             Arg::Buffer(&lse),
             Arg::Buffer(&delta),
         ];
         let mut a = ins.to_vec();
-        a.extend([Arg::Buffer(&dk), Arg::Buffer(&dv)]);
+        a.push(Arg::Buffer(&dqkv));
         a.extend(scalars.iter().cloned());
         run(
             &kernel("attention_bwd_dkdv", &meta(64, 32)),
-            [SEQ.div_ceil(32) as u32, HEADS as u32, 1],
+            [SEQ.div_ceil(32) as u32, SLICES as u32, 1],
             &a,
         );
-        let mut a = ins.to_vec();
-        a.push(Arg::Buffer(&dq));
-        a.extend(scalars.iter().cloned());
         run(
             &kernel("attention_bwd_dq", &meta(32, 64)),
-            [SEQ.div_ceil(32) as u32, HEADS as u32, 1],
+            [SEQ.div_ceil(32) as u32, SLICES as u32, 1],
             &a,
         );
-        let (dk_got, dv_got, dq_got) = (read(&dk, n), read(&dv, n), read(&dq, n));
+        let dqkv_got = read(&dqkv, 3 * n);
+        let (dq_got, dk_got, dv_got) = (
+            heads(&dqkv_got, 3, 0),
+            heads(&dqkv_got, 3, 1),
+            heads(&dqkv_got, 3, 2),
+        );
 
         // The fused backward: prep (delta, dq_acc zeroed), dK/dV with dQ added
         // into dq_acc (32 keys, 64 queries), the cast of dQ.
-        let (delta2, acc) = (poisoned(Scalar::F32, HEADS * SEQ), poisoned(Scalar::F32, n));
+        let (delta2, acc) = (
+            poisoned(Scalar::F32, SLICES * SEQ),
+            poisoned(Scalar::F32, n),
+        );
         run(
             &kernel("attention_bwd_prep", &[("BM", 64), ("D", D as i64)]),
-            [2, HEADS as u32, 1],
+            [2, SLICES as u32, 1],
             &[
                 Arg::Buffer(&o),
                 Arg::Buffer(&dob),
                 Arg::Buffer(&delta2),
                 Arg::Buffer(&acc),
                 Arg::I32(SEQ as i32),
+                Arg::I32(HEADS as i32),
             ],
         );
-        let (dk2, dv2, dq2) = (
-            poisoned(Scalar::BF16, n),
-            poisoned(Scalar::BF16, n),
-            poisoned(Scalar::BF16, n),
-        );
+        let dqkv2 = poisoned(Scalar::BF16, 3 * n);
         let mut a = ins.to_vec();
-        a[5] = Arg::Buffer(&delta2);
-        a.extend([Arg::Buffer(&dk2), Arg::Buffer(&dv2), Arg::Buffer(&acc)]);
+        a[3] = Arg::Buffer(&delta2);
+        a.extend([Arg::Buffer(&dqkv2), Arg::Buffer(&acc)]);
         a.extend(scalars.iter().cloned());
         run(
             &kernel("attention_bwd_fused", &meta(64, 32)),
-            [SEQ.div_ceil(32) as u32, HEADS as u32, 1],
+            [SEQ.div_ceil(32) as u32, SLICES as u32, 1],
             &a,
         );
         run(
             &kernel("attention_bwd_dq_cast", &[("BM", 64), ("D", D as i64)]),
-            [2, HEADS as u32, 1],
-            &[Arg::Buffer(&acc), Arg::Buffer(&dq2), Arg::I32(SEQ as i32)],
+            [2, SLICES as u32, 1],
+            &[
+                Arg::Buffer(&acc),
+                Arg::Buffer(&dqkv2),
+                Arg::I32(SEQ as i32),
+                Arg::I32(HEADS as i32),
+            ],
         );
-        let (delta2_got, dk2_got, dv2_got, dq2_got) = (
-            read(&delta2, HEADS * SEQ),
-            read(&dk2, n),
-            read(&dv2, n),
-            read(&dq2, n),
+        let dqkv2_got = read(&dqkv2, 3 * n);
+        let (delta2_got, dq2_got, dk2_got, dv2_got) = (
+            read(&delta2, SLICES * SEQ),
+            heads(&dqkv2_got, 3, 0),
+            heads(&dqkv2_got, 3, 1),
+            heads(&dqkv2_got, 3, 2),
         );
         let fused = Outputs {
             o: &o_got,
@@ -187,7 +198,7 @@ fn attention_backward_matches_f64_and_finite_differences() {
             dk: &dk2_got,
             dv: &dv2_got,
         };
-        for hd in 0..HEADS {
+        for hd in 0..SLICES {
             let at = |x: &[f64]| x[hd * SEQ * D..(hd + 1) * SEQ * D].to_vec();
             let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
             let what = format!("{what}, fused backward");
@@ -211,7 +222,7 @@ fn attention_backward_matches_f64_and_finite_differences() {
             dv: &dv_got,
         };
         let mut missed_delta = 0usize;
-        for hd in 0..HEADS {
+        for hd in 0..SLICES {
             let at = |x: &[f64]| x[hd * SEQ * D..(hd + 1) * SEQ * D].to_vec();
             let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
             let inputs = [&qh[..], &kh, &vh, &doh];
@@ -251,8 +262,7 @@ fn attention_backward_matches_f64_and_finite_differences() {
 }
 
 /// The fused backward's loop adds into dq_acc while its Q and dO tiles may be
-/// copied ahead: a launch must keep dq_acc apart from q and d_o (and only
-/// from them: K and V are loaded before the loop).
+/// copied ahead: a launch must keep dq_acc apart from qkv and d_o.
 #[test]
 fn fused_backward_keeps_dq_acc_apart_from_what_its_loop_reads() {
     let k = kernel(
@@ -261,7 +271,7 @@ fn fused_backward_keeps_dq_acc_apart_from_what_its_loop_reads() {
     );
     let at = |name: &str| k.params.iter().position(|p| p.name == name).unwrap();
     let want: std::collections::BTreeSet<(usize, usize)> =
-        [(at("dq_acc"), at("q")), (at("dq_acc"), at("d_o"))].into();
+        [(at("dq_acc"), at("qkv")), (at("dq_acc"), at("d_o"))].into();
     assert_eq!(tile_ir::aliasing::disjoint_params(&k), want);
     // The two-kernel backward writes only after its loops.
     let dkdv = kernel(

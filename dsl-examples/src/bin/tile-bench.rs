@@ -480,10 +480,11 @@ fn print_table(dev: &Device, mut rows: Vec<Row>, best_only: bool) {
 }
 
 /// The grid of every attention kernel of dsl-examples/attention.tile and
-/// attention_bwd.tile: one (batch × head) slice per program_id(1) (the
-/// kernels' `base = program_id(1) · seq · D`, `row0 = program_id(1) · seq`),
-/// one block of `block` rows per program_id(0) — queries (BM) for the
-/// forwards, delta and dQ, keys (BN) for dK/dV.
+/// attention_bwd.tile: one (batch × head) slice per program_id(1) (slice
+/// b·heads + h; attention.tile's are [slices, seq, D] tensors,
+/// attention_bwd.tile's token-major ones), one block of `block` rows per
+/// program_id(0) — queries (BM) for the forwards, delta and dQ, keys (BN)
+/// for dK/dV.
 fn slice_grid(seq: usize, block: usize, slices: usize) -> [u32; 3] {
     [seq.div_ceil(block) as u32, slices as u32, 1]
 }
@@ -617,7 +618,7 @@ fn attention_rows(
         })
     };
     let fwd_pack = find_sig("attention", 6);
-    let lse_pack = find_sig("attention_lse", 7);
+    let lse_pack = find_sig("attention_lse", 6);
     if fwd_pack.is_none() && lse_pack.is_none() {
         return Ok(());
     }
@@ -627,6 +628,8 @@ fn attention_rows(
         let n = slices * seq * d;
         let input = |seed| dev.upload_bytes(Scalar::BF16, &random_bytes(n, Scalar::BF16, seed));
         let (q, k, v, d_o) = (input(8)?, input(9)?, input(10)?, input(12)?);
+        // attention_bwd.tile's q, k, v side by side, token-major.
+        let qkv = dev.upload_bytes(Scalar::BF16, &random_bytes(3 * n, Scalar::BF16, 11))?;
         let scale = 1.0 / (d as f32).sqrt();
         for causal in [false, true] {
             let row = |a: Attn, config: String, t: Timing| {
@@ -676,16 +679,25 @@ fn attention_rows(
                 }
                 let kern = load(&mut cache, dev, pack, name, c)?;
                 let o = poisoned(dev, Scalar::BF16, n)?;
-                let mut args = vec![
-                    Arg::Buffer(&q),
-                    Arg::Buffer(&k),
-                    Arg::Buffer(&v),
-                    Arg::Buffer(&o),
-                ];
-                if *name == "attention_lse" {
-                    args.push(Arg::Buffer(&lse));
-                }
-                args.extend([Arg::I32(seq as i32), Arg::F32(scale)]);
+                let args = if *name == "attention_lse" {
+                    vec![
+                        Arg::Buffer(&qkv),
+                        Arg::Buffer(&o),
+                        Arg::Buffer(&lse),
+                        Arg::I32(seq as i32),
+                        Arg::I32(heads as i32),
+                        Arg::F32(scale),
+                    ]
+                } else {
+                    vec![
+                        Arg::Buffer(&q),
+                        Arg::Buffer(&k),
+                        Arg::Buffer(&v),
+                        Arg::Buffer(&o),
+                        Arg::I32(seq as i32),
+                        Arg::F32(scale),
+                    ]
+                };
                 let grid = slice_grid(seq, meta(c, "BM"), slices);
                 let t = timed(dev, dry, &mut || dev.launch(kern, grid, &args))?;
                 let config = if *name == "attention" {
@@ -742,18 +754,15 @@ fn attention_rows(
                         load(&mut cache, dev, p, s.name, c)?;
                     }
                     let bufs = ChainBufs {
-                        q: &q,
-                        k: &k,
-                        v: &v,
+                        qkv: &qkv,
                         d_o: &d_o,
                         o: poisoned(dev, Scalar::BF16, n)?,
                         lse: poisoned(dev, Scalar::F32, slices * seq)?,
                         delta: poisoned(dev, Scalar::F32, slices * seq)?,
-                        dq: poisoned(dev, Scalar::BF16, n)?,
-                        dk: poisoned(dev, Scalar::BF16, n)?,
-                        dv: poisoned(dev, Scalar::BF16, n)?,
+                        dqkv: poisoned(dev, Scalar::BF16, 3 * n)?,
                         dq_acc: poisoned(dev, Scalar::F32, n)?,
                         seq: seq as i32,
+                        heads: heads as i32,
                         scale,
                     };
                     let launches: Vec<_> = picked
@@ -779,9 +788,7 @@ fn attention_rows(
                             ("O", &bufs.o),
                             ("lse", &bufs.lse),
                             ("delta", &bufs.delta),
-                            ("dQ", &bufs.dq),
-                            ("dK", &bufs.dk),
-                            ("dV", &bufs.dv),
+                            ("dQKV", &bufs.dqkv),
                         ],
                     )?;
                     rows.push(row(a, config, t));
@@ -795,18 +802,15 @@ fn attention_rows(
 /// The buffers of one timed training chain: the inputs, then every output
 /// and workspace any chain's kernels write (NaN-poisoned).
 struct ChainBufs<'a> {
-    q: &'a Buffer,
-    k: &'a Buffer,
-    v: &'a Buffer,
+    qkv: &'a Buffer,
     d_o: &'a Buffer,
     o: Buffer,
     lse: Buffer,
     delta: Buffer,
-    dq: Buffer,
-    dk: Buffer,
-    dv: Buffer,
+    dqkv: Buffer,
     dq_acc: Buffer,
     seq: i32,
+    heads: i32,
     scale: f32,
 }
 
@@ -829,18 +833,17 @@ struct ChainStep {
 const TRAINING_CHAINS: [[ChainStep; 4]; 2] = {
     const LSE: ChainStep = ChainStep {
         name: "attention_lse",
-        params: 7,
+        params: 6,
         label: "lse",
         causal: true,
         grid_by: "BM",
         args: |b| {
             vec![
-                Arg::Buffer(b.q),
-                Arg::Buffer(b.k),
-                Arg::Buffer(b.v),
+                Arg::Buffer(b.qkv),
                 Arg::Buffer(&b.o),
                 Arg::Buffer(&b.lse),
                 Arg::I32(b.seq),
+                Arg::I32(b.heads),
                 Arg::F32(b.scale),
             ]
         },
@@ -850,7 +853,7 @@ const TRAINING_CHAINS: [[ChainStep; 4]; 2] = {
             LSE,
             ChainStep {
                 name: "attention_bwd_delta",
-                params: 4,
+                params: 5,
                 label: "delta",
                 causal: false,
                 grid_by: "BM",
@@ -860,31 +863,32 @@ const TRAINING_CHAINS: [[ChainStep; 4]; 2] = {
                         Arg::Buffer(b.d_o),
                         Arg::Buffer(&b.delta),
                         Arg::I32(b.seq),
+                        Arg::I32(b.heads),
                     ]
                 },
             },
             ChainStep {
                 name: "attention_bwd_dkdv",
-                params: 10,
+                params: 8,
                 label: "dkdv",
                 causal: true,
                 grid_by: "BN",
-                args: |b| b.backward_args(&[&b.dk, &b.dv]),
+                args: |b| b.backward_args(&[]),
             },
             ChainStep {
                 name: "attention_bwd_dq",
-                params: 9,
+                params: 8,
                 label: "dq",
                 causal: true,
                 grid_by: "BM",
-                args: |b| b.backward_args(&[&b.dq]),
+                args: |b| b.backward_args(&[]),
             },
         ],
         [
             LSE,
             ChainStep {
                 name: "attention_bwd_prep",
-                params: 5,
+                params: 6,
                 label: "prep",
                 causal: false,
                 grid_by: "BM",
@@ -895,43 +899,54 @@ const TRAINING_CHAINS: [[ChainStep; 4]; 2] = {
                         Arg::Buffer(&b.delta),
                         Arg::Buffer(&b.dq_acc),
                         Arg::I32(b.seq),
+                        Arg::I32(b.heads),
                     ]
                 },
             },
             ChainStep {
                 name: "attention_bwd_fused",
-                params: 11,
+                params: 9,
                 label: "fused",
                 causal: true,
                 grid_by: "BN",
-                args: |b| b.backward_args(&[&b.dk, &b.dv, &b.dq_acc]),
+                args: |b| b.backward_args(&[&b.dq_acc]),
             },
             ChainStep {
                 name: "attention_bwd_dq_cast",
-                params: 3,
+                params: 4,
                 label: "cast",
                 causal: false,
                 grid_by: "BM",
-                args: |b| vec![Arg::Buffer(&b.dq_acc), Arg::Buffer(&b.dq), Arg::I32(b.seq)],
+                args: |b| {
+                    vec![
+                        Arg::Buffer(&b.dq_acc),
+                        Arg::Buffer(&b.dqkv),
+                        Arg::I32(b.seq),
+                        Arg::I32(b.heads),
+                    ]
+                },
             },
         ],
     ]
 };
 
 impl<'a> ChainBufs<'a> {
-    /// A backward kernel's arguments: (q, k, v, d_o, lse, delta, outs...,
-    /// seq, scale).
-    fn backward_args<'b>(&'b self, outs: &[&'b Buffer]) -> Vec<Arg<'b>> {
+    /// A backward kernel's arguments: (qkv, d_o, lse, delta, dqkv,
+    /// workspaces..., seq, heads, scale).
+    fn backward_args<'b>(&'b self, work: &[&'b Buffer]) -> Vec<Arg<'b>> {
         let mut a = vec![
-            Arg::Buffer(self.q),
-            Arg::Buffer(self.k),
-            Arg::Buffer(self.v),
+            Arg::Buffer(self.qkv),
             Arg::Buffer(self.d_o),
             Arg::Buffer(&self.lse),
             Arg::Buffer(&self.delta),
+            Arg::Buffer(&self.dqkv),
         ];
-        a.extend(outs.iter().map(|&o| Arg::Buffer(o)));
-        a.extend([Arg::I32(self.seq), Arg::F32(self.scale)]);
+        a.extend(work.iter().map(|&o| Arg::Buffer(o)));
+        a.extend([
+            Arg::I32(self.seq),
+            Arg::I32(self.heads),
+            Arg::F32(self.scale),
+        ]);
         a
     }
 }

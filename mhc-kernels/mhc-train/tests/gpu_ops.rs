@@ -474,12 +474,18 @@ fn gpu_flash_attention() {
         return;
     };
     let mut rng = rng("gpu_flash_attention");
-    for (bh, t, d) in pick([(8, 257, 64), (1, 1030, 128)], [(1, 70, 64), (1, 65, 128)]) {
-        let nq = bh * t * d;
-        let ins: Vec<Host> = (0..4)
-            .map(|_| {
+    // Several sequences and heads in the token-major tensors (qkv, o, dO,
+    // dqkv) the kernels read and write.
+    for (batch, heads, t, d) in pick(
+        [(2, 4, 257, 64), (1, 1, 1030, 128)],
+        [(1, 2, 70, 64), (1, 1, 65, 128)],
+    ) {
+        let (bh, nq) = (batch * heads, batch * heads * t * d);
+        let ins: Vec<Host> = [3 * nq, nq]
+            .into_iter()
+            .map(|n| {
                 Host::Bf16(
-                    randv(&mut rng, nq, 2.0)
+                    randv(&mut rng, n, 2.0)
                         .into_iter()
                         .map(bf16::from_f32)
                         .collect(),
@@ -494,39 +500,34 @@ fn gpu_flash_attention() {
                 nan_bf16(nq),
                 nan_f32(bh * t),
                 nan_f32(bh * t),
-                nan_bf16(nq),
-                nan_bf16(nq),
-                nan_bf16(nq),
+                nan_bf16(3 * nq),
             ];
             if fused {
                 outs.push(nan_f32(nq));
             }
             let r = run(&ops, &ins, &outs, |o, i, out| {
                 let (y, rest) = out.split_first_mut().unwrap();
-                let [lse, delta, dq, dk, dv, acc @ ..] = rest else {
+                let [lse, delta, dqkv, acc @ ..] = rest else {
                     unreachable!()
                 };
-                o.flash_attention_fwd(&i[0], &i[1], &i[2], y, lse, bh, t, d, scale)?;
+                o.flash_attention_fwd(&i[0], y, lse, batch, t, heads, d, scale)?;
                 o.flash_attention_bwd(
                     &i[0],
-                    &i[1],
-                    &i[2],
                     y,
                     lse,
-                    &i[3],
+                    &i[1],
                     delta,
-                    dq,
-                    dk,
-                    dv,
+                    dqkv,
                     acc.first_mut(),
-                    bh,
+                    batch,
                     t,
+                    heads,
                     d,
                     scale,
                 )
             });
             close(
-                &format!("flash attention bh={bh} t={t} d={d} fused={fused}"),
+                &format!("flash attention batch={batch} heads={heads} t={t} d={d} fused={fused}"),
                 &r,
                 4.0 / 256.0,
             );

@@ -5,11 +5,13 @@
 //! together (a lost residual sum moves it by about the slope's spread over
 //! random directions, ten times the tolerance); with the GEMM operands in
 //! bf16 the loss is only smooth to bf16 rounding, so ε is large (1/16 of
-//! each parameter's scale).
+//! each parameter's scale). The model at width 128 of 2 heads runs the fused
+//! attention kernels (head dimension 64, token-major q, k, v), with both
+//! backwards.
 
 mod train_common;
 
-use mhc_train::train::config::{ModelConfig, ResidualMode};
+use mhc_train::train::config::{AttentionBackward, ModelConfig, ResidualMode};
 use mhc_train::train::data::Dataset;
 use mhc_train::train::model::Model;
 use rand::rngs::StdRng;
@@ -18,31 +20,55 @@ use std::sync::Arc;
 use tile_runtime::Device;
 use train_common::cpu_model;
 
-fn model(residual: ResidualMode, batch: usize) -> (Arc<Device>, Model) {
-    let cfg = ModelConfig {
+fn model(cfg: &ModelConfig, batch: usize) -> (Arc<Device>, Model) {
+    cpu_model(cfg, batch, None, 11, 5)
+}
+
+/// Two layers of `width` in 2 heads (the fused attention at width 128).
+fn config(
+    residual: ResidualMode,
+    width: usize,
+    attention_backward: AttentionBackward,
+) -> ModelConfig {
+    ModelConfig {
         vocab: 256,
         layers: 2,
-        width: 32,
+        width,
         heads: 2,
         context: 8,
         mlp_ratio: 4,
         residual,
         streams: 4,
         precision: Default::default(),
-        attention_backward: Default::default(),
-    };
-    cpu_model(&cfg, batch, None, 11, 5)
+        attention_backward,
+    }
 }
 
 fn directional_check(residual: ResidualMode) {
+    directional_check_of(&config(residual, 32, Default::default()), 1.0);
+}
+
+/// The check on `cfg`, with the QKV projections scaled by `qkv_gain` first
+/// (at initialisation the scores are nearly uniform, so the gradients that
+/// pass through the softmax — dQ, dK — are too small to tell apart).
+fn directional_check_of(cfg: &ModelConfig, qkv_gain: f32) {
+    let residual = cfg.residual;
     let batch = 2;
-    let (device, mut m) = model(residual, batch);
+    let (device, mut m) = model(cfg, batch);
+    for s in m.slots().into_iter().filter(|s| s.name.ends_with(".wqkv")) {
+        let v: Vec<f32> = device.download(s.value).unwrap();
+        let scaled: Vec<u8> = v
+            .iter()
+            .flat_map(|x| (x * qkv_gain).to_le_bytes())
+            .collect();
+        device.write(s.value, &scaled).unwrap();
+    }
     let context = 8;
     let data = Dataset::load(None, 0.1, context).unwrap();
     let b = data.train_batch(3, 0, batch, context);
     m.forward_backward(&b.inputs, &b.targets, None, None)
         .unwrap();
-    let seed = tile_testkit::seed(&format!("model_grad {residual:?}"));
+    let seed = tile_testkit::seed(&format!("model_grad {residual:?} width {}", cfg.width));
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut theta, mut grads, mut scales) = (Vec::new(), Vec::new(), Vec::new());
     for s in m.slots() {
@@ -111,4 +137,16 @@ fn hc_backward_matches_finite_differences() {
 #[test]
 fn mhc_backward_matches_finite_differences() {
     directional_check(ResidualMode::Mhc);
+}
+
+/// The fused attention, both backwards, with scores of σ ≈ 1 (QKV ×5: the
+/// queries' and keys' σ ≈ 0.02·√128·5 ≈ 1.1), where a dQ or dK lost or
+/// written to the wrong columns moves the slope past the tolerance.
+#[test]
+fn fused_attention_backward_matches_finite_differences() {
+    for backward in [AttentionBackward::Deterministic, AttentionBackward::Fused] {
+        let cfg = config(ResidualMode::Plain, 128, backward);
+        assert!(cfg.fused_attention());
+        directional_check_of(&cfg, 5.0);
+    }
 }

@@ -9,6 +9,7 @@ use mhc::kernels::KernelSet;
 use mhc_train::ops::Ops;
 use std::sync::Arc;
 use tile_runtime::{Device, Scalar};
+use tile_testkit::attention::{head_major, token_major, Shape};
 
 /// The causal softmax P [t, t] of head `b`'s scores scale·q·kᵀ.
 fn attention_probs(q: &[f64], k: &[f64], b: usize, t: usize, d: usize, scale: f64) -> Vec<f64> {
@@ -142,20 +143,22 @@ fn attention_grads_ref(
 }
 
 /// The fused (flash) attention on bf16 heads against f64 on the same
-/// bf16 values, at a length that is no multiple of the blocks (64 and 128)
-/// and both head dimensions the kernels have. Bounds: P and dS are rounded
-/// to bf16 before their second dots (relative 2⁻⁸ of each term, so 2⁻⁸ of
-/// the sum of |terms|, `abs`), delta = rowsum(dO ∘ O) reads the bf16
-/// output (2⁻⁸ of Σ|dO·O| in every dS of the row, in `abs` too), and the
-/// bf16 result rounds once more (2⁻⁸ of |want|); 2⁻⁷ of both covers them
-/// with f32 accumulation to spare. The
-/// f64 gradients are checked against finite differences of the forward.
+/// bf16 values, at a length that is no multiple of the blocks (64 and 128),
+/// both head dimensions the kernels have, and several sequences and heads
+/// in the token-major tensors the kernels read and write. Bounds: P and dS
+/// are rounded to bf16 before their second dots (relative 2⁻⁸ of each term,
+/// so 2⁻⁸ of the sum of |terms|, `abs`), delta = rowsum(dO ∘ O) reads the
+/// bf16 output (2⁻⁸ of Σ|dO·O| in every dS of the row, in `abs` too), and
+/// the bf16 result rounds once more (2⁻⁸ of |want|); 2⁻⁷ of both covers
+/// them with f32 accumulation to spare. The f64 gradients are checked
+/// against finite differences of the forward.
 #[test]
 fn flash_attention_forward_and_backward() {
     let o = ops();
     let mut rng = rng("flash_attention");
-    for (bh, t, d) in [(2, 70, 64), (1, 130, 128)] {
+    for (batch, heads, t, d) in [(2, 2, 70, 64), (1, 2, 130, 128)] {
         assert!(Ops::has_flash_attention(d));
+        let bh = batch * heads;
         let scale = 1.0 / (d as f64).sqrt();
         let n = bh * t * d;
         let bf = |v: Vec<f64>| -> Vec<f64> {
@@ -173,13 +176,15 @@ fn flash_attention_forward_and_backward() {
                 )
                 .unwrap()
         };
-        let (qb, kb, vb, dob) = (up16(&q), up16(&k), up16(&v), up16(&d_o));
+        let shape = Shape { seq: t, d };
+        let qkv = up16(&token_major(&[&q[..], &k, &v], batch, heads, shape));
+        let dob = up16(&token_major(&[&d_o[..]], batch, heads, shape));
         let (mut out, mut lse) = (nan(&o, Scalar::BF16, n), nan(&o, Scalar::F32, bh * t));
-        o.flash_attention_fwd(&qb, &kb, &vb, &mut out, &mut lse, bh, t, d, scale as f32)
+        o.flash_attention_fwd(&qkv, &mut out, &mut lse, batch, t, heads, d, scale as f32)
             .unwrap();
         let want = attention_ref(&q, &k, &v, bh, t, d, scale);
         let vmax = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let got = down(&o, &out);
+        let got = head_major(&down(&o, &out), 1, 0, batch, heads, shape);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let tol = 2.0 * BF16_TOL * (vmax + w.abs());
             assert!(
@@ -191,33 +196,30 @@ fn flash_attention_forward_and_backward() {
         // The deterministic backward, then the fused one (dQ added into an
         // f32 workspace).
         for fused in [false, true] {
-            let [mut dq, mut dk, mut dv] = [0; 3].map(|_| nan(&o, Scalar::BF16, n));
+            let mut dqkv = nan(&o, Scalar::BF16, 3 * n);
             let mut delta = nan(&o, Scalar::F32, bh * t);
             let mut dq_acc = fused.then(|| nan(&o, Scalar::F32, n));
             o.flash_attention_bwd(
-                &qb,
-                &kb,
-                &vb,
+                &qkv,
                 &out,
                 &lse,
                 &dob,
                 &mut delta,
-                &mut dq,
-                &mut dk,
-                &mut dv,
+                &mut dqkv,
                 dq_acc.as_mut(),
-                bh,
+                batch,
                 t,
+                heads,
                 d,
                 scale as f32,
             )
             .unwrap();
-            for (name, got, want, abs) in [
-                ("dq", &dq, &wq, &aq),
-                ("dk", &dk, &wk, &ak),
-                ("dv", &dv, &wv, &av),
-            ] {
-                let got = down(&o, got);
+            let dqkv = down(&o, &dqkv);
+            for (slot, (name, want, abs)) in [("dq", &wq, &aq), ("dk", &wk, &ak), ("dv", &wv, &av)]
+                .into_iter()
+                .enumerate()
+            {
+                let got = head_major(&dqkv, 3, slot, batch, heads, shape);
                 for (i, g) in got.iter().enumerate() {
                     let tol = 2.0 * BF16_TOL * (abs[i] + want[i].abs()) + 1e-6;
                     assert!(
@@ -237,20 +239,29 @@ fn flash_attention_forward_and_backward() {
     }
 }
 
-/// Head dimensions without fused kernels are refused, not run wrong.
+/// Head dimensions without fused kernels are refused, and buffers of the
+/// wrong size, not run wrong.
 #[test]
-fn flash_attention_refuses_other_head_dims() {
+fn flash_attention_refuses_other_head_dims_and_short_buffers() {
     let o = ops();
-    let (bh, t, d) = (1, 4, 32);
-    let x = nan(&o, Scalar::BF16, bh * t * d);
+    let (batch, t, heads, d) = (1, 4, 2, 32);
+    let qkv = nan(&o, Scalar::BF16, batch * t * 3 * heads * d);
     let (mut out, mut lse) = (
-        nan(&o, Scalar::BF16, bh * t * d),
-        nan(&o, Scalar::F32, bh * t),
+        nan(&o, Scalar::BF16, batch * t * heads * d),
+        nan(&o, Scalar::F32, batch * heads * t),
     );
     let err = o
-        .flash_attention_fwd(&x, &x, &x, &mut out, &mut lse, bh, t, d, 0.1)
+        .flash_attention_fwd(&qkv, &mut out, &mut lse, batch, t, heads, d, 0.1)
         .unwrap_err();
     assert!(err.to_string().contains("head dimension 32"), "{err}");
+    // q, k, v of two heads need 3·2·64 columns a token.
+    let d = 64;
+    let short = nan(&o, Scalar::BF16, batch * t * heads * d);
+    let mut out = nan(&o, Scalar::BF16, batch * t * heads * d);
+    let err = o
+        .flash_attention_fwd(&short, &mut out, &mut lse, batch, t, heads, d, 0.1)
+        .unwrap_err();
+    assert!(err.to_string().contains("`qkv` holds"), "{err}");
 }
 
 /// Shapes with one tile of heads, with more heads than a tile holds (20 >

@@ -11,10 +11,13 @@
 use half::bf16;
 use rand::SeedableRng;
 use tile_runtime::{Arg, Buffer, Config, Device, Pack, RawArg, Scalar};
-use tile_testkit::attention::{check_head, Outputs, Shape};
+use tile_testkit::attention::{check_head, head_major, token_major, Outputs, Shape};
 use tile_testkit::*;
 
+// Two sequences of two heads, in the kernels' token-major layout.
+const BATCH: usize = 2;
 const HEADS: usize = 2;
+const SLICES: usize = BATCH * HEADS;
 
 fn meta(c: &Config, name: &str) -> i64 {
     c.meta.iter().find(|(m, _)| m == name).map_or(0, |x| x.1)
@@ -86,7 +89,7 @@ fn gpu_attention_training_chain_matches_f64() {
             };
             for &seq in seqs {
                 let shape = Shape { seq, d };
-                let n = HEADS * seq * d;
+                let n = SLICES * seq * d;
                 let scale = 1.0 / (d as f64).sqrt();
                 // Q and K in [-2, 2]: a softmax with a few dominant keys per row.
                 let (q, k, v, d_o) = (
@@ -97,13 +100,12 @@ fn gpu_attention_training_chain_matches_f64() {
                 );
                 let f = |x: &[bf16]| -> Vec<f64> { x.iter().map(|v| v.to_f64()).collect() };
                 let (qf, kf, vf, dof) = (f(&q), f(&k), f(&v), f(&d_o));
-                let (qb, kb, vb, dob) = (
-                    bf16_buf(&dev, &q),
-                    bf16_buf(&dev, &k),
-                    bf16_buf(&dev, &v),
-                    bf16_buf(&dev, &d_o),
-                );
-                let heads = HEADS as u32;
+                let qkv = bf16_buf(&dev, &token_major(&[&q[..], &k, &v], BATCH, HEADS, shape));
+                let dob = bf16_buf(&dev, &token_major(&[&d_o[..]], BATCH, HEADS, shape));
+                let heads = |x: &[f64], slots: usize, slot: usize| {
+                    head_major(x, slots, slot, BATCH, HEADS, shape)
+                };
+                let slices = SLICES as u32;
                 let fwd = configs(&pack, "attention_lse", d as i64, causal);
                 let delta_c = configs(&pack, "attention_bwd_delta", d as i64, causal);
                 let dkdv = configs(&pack, "attention_bwd_dkdv", d as i64, causal);
@@ -132,45 +134,41 @@ fn gpu_attention_training_chain_matches_f64() {
                     let load = |name: &str, c: &Config| pack.load_kernel(&dev, name, c).unwrap();
                     let (o, lse) = (
                         nan_buf(&dev, Scalar::BF16, n),
-                        nan_buf(&dev, Scalar::F32, HEADS * seq),
+                        nan_buf(&dev, Scalar::F32, SLICES * seq),
                     );
-                    let scalars = || [Arg::I32(seq as i32), Arg::F32(scale as f32)];
+                    let scalars = || {
+                        [
+                            Arg::I32(seq as i32),
+                            Arg::I32(HEADS as i32),
+                            Arg::F32(scale as f32),
+                        ]
+                    };
                     let bm = meta(cf, "BM") as usize;
-                    let mut a = vec![
-                        Arg::Buffer(&qb),
-                        Arg::Buffer(&kb),
-                        Arg::Buffer(&vb),
-                        Arg::Buffer(&o),
-                        Arg::Buffer(&lse),
-                    ];
+                    let mut a = vec![Arg::Buffer(&qkv), Arg::Buffer(&o), Arg::Buffer(&lse)];
                     a.extend(scalars());
                     dev.launch(
                         &load("attention_lse", cf),
-                        [seq.div_ceil(bm) as u32, heads, 1],
+                        [seq.div_ceil(bm) as u32, slices, 1],
                         &a,
                     )
                     .unwrap();
                     // The deterministic backward (delta, dK/dV, dQ), then the
                     // fused one (prep, dK/dV with dQ added atomically, the cast).
                     for fused in [false, true] {
-                        let delta = nan_buf(&dev, Scalar::F32, HEADS * seq);
-                        let (dk, dv, dqb) = (
-                            nan_buf(&dev, Scalar::BF16, n),
-                            nan_buf(&dev, Scalar::BF16, n),
-                            nan_buf(&dev, Scalar::BF16, n),
-                        );
+                        let delta = nan_buf(&dev, Scalar::F32, SLICES * seq);
+                        // dK/dV and dQ write their columns of one dqkv.
+                        let dqkv = nan_buf(&dev, Scalar::BF16, 3 * n);
                         let ins = || {
                             vec![
-                                Arg::Buffer(&qb),
-                                Arg::Buffer(&kb),
-                                Arg::Buffer(&vb),
+                                Arg::Buffer(&qkv),
                                 Arg::Buffer(&dob),
                                 Arg::Buffer(&lse),
                                 Arg::Buffer(&delta),
+                                Arg::Buffer(&dqkv),
                             ]
                         };
                         let grid = |c: &Config, m: &str| {
-                            [seq.div_ceil(meta(c, m) as usize) as u32, heads, 1]
+                            [seq.div_ceil(meta(c, m) as usize) as u32, slices, 1]
                         };
                         let what = if fused {
                             let (cp, cb, cc) = (
@@ -188,18 +186,24 @@ fn gpu_attention_training_chain_matches_f64() {
                                     Arg::Buffer(&delta),
                                     Arg::Buffer(&acc),
                                     Arg::I32(seq as i32),
+                                    Arg::I32(HEADS as i32),
                                 ],
                             )
                             .unwrap();
                             let mut a = ins();
-                            a.extend([Arg::Buffer(&dk), Arg::Buffer(&dv), Arg::Buffer(&acc)]);
+                            a.push(Arg::Buffer(&acc));
                             a.extend(scalars());
                             dev.launch(&load("attention_bwd_fused", cb), grid(cb, "BN"), &a)
                                 .unwrap();
                             dev.launch(
                                 &load("attention_bwd_dq_cast", cc),
                                 grid(cc, "BM"),
-                                &[Arg::Buffer(&acc), Arg::Buffer(&dqb), Arg::I32(seq as i32)],
+                                &[
+                                    Arg::Buffer(&acc),
+                                    Arg::Buffer(&dqkv),
+                                    Arg::I32(seq as i32),
+                                    Arg::I32(HEADS as i32),
+                                ],
                             )
                             .unwrap();
                             format!(
@@ -217,26 +221,30 @@ fn gpu_attention_training_chain_matches_f64() {
                                     Arg::Buffer(&dob),
                                     Arg::Buffer(&delta),
                                     Arg::I32(seq as i32),
+                                    Arg::I32(HEADS as i32),
                                 ],
                             )
                             .unwrap();
                             let mut a = ins();
-                            a.extend([Arg::Buffer(&dk), Arg::Buffer(&dv)]);
                             a.extend(scalars());
                             dev.launch(&load("attention_bwd_dkdv", ckv), grid(ckv, "BN"), &a)
                                 .unwrap();
-                            let mut a = ins();
-                            a.push(Arg::Buffer(&dqb));
-                            a.extend(scalars());
                             dev.launch(&load("attention_bwd_dq", cq), grid(cq, "BM"), &a)
                                 .unwrap();
                             what.clone()
                         };
                         dev.synchronize().unwrap();
-                        let (o_got, lse_got, delta_got) =
-                            (read(&dev, &o), read(&dev, &lse), read(&dev, &delta));
-                        let (dk_got, dv_got, dq_got) =
-                            (read(&dev, &dk), read(&dev, &dv), read(&dev, &dqb));
+                        let (o_got, lse_got, delta_got) = (
+                            heads(&read(&dev, &o), 1, 0),
+                            read(&dev, &lse),
+                            read(&dev, &delta),
+                        );
+                        let dqkv_got = read(&dev, &dqkv);
+                        let (dq_got, dk_got, dv_got) = (
+                            heads(&dqkv_got, 3, 0),
+                            heads(&dqkv_got, 3, 1),
+                            heads(&dqkv_got, 3, 2),
+                        );
                         let got = Outputs {
                             o: &o_got,
                             lse: &lse_got,
@@ -245,7 +253,7 @@ fn gpu_attention_training_chain_matches_f64() {
                             dk: &dk_got,
                             dv: &dv_got,
                         };
-                        for hd in 0..HEADS {
+                        for hd in 0..SLICES {
                             let at = |x: &[f64]| x[hd * seq * d..(hd + 1) * seq * d].to_vec();
                             let (qh, kh, vh, doh) = (at(&qf), at(&kf), at(&vf), at(&dof));
                             check_head(
@@ -272,8 +280,8 @@ fn gpu_attention_training_chain_matches_f64() {
 /// a launch that passes the same memory for both is refused before it runs
 /// (the addresses are never dereferenced).
 #[test]
-fn gpu_fused_backward_refuses_dq_acc_over_q() {
-    let Some(dev) = gpu_or_skip("gpu_fused_backward_refuses_dq_acc_over_q") else {
+fn gpu_fused_backward_refuses_dq_acc_over_qkv() {
+    let Some(dev) = gpu_or_skip("gpu_fused_backward_refuses_dq_acc_over_qkv") else {
         return;
     };
     let pack = examples_pack();
@@ -281,14 +289,23 @@ fn gpu_fused_backward_refuses_dq_acc_over_q() {
     let k = pack.load_kernel(&dev, "attention_bwd_fused", c).unwrap();
     let (b, f) = (Scalar::BF16, Scalar::F32);
     let at = |i: u64| 0x10_0000 * (i + 1);
-    let mut args: Vec<RawArg> = [b, b, b, b, f, f, b, b]
+    // qkv, d_o, lse, delta, dqkv apart; dq_acc over qkv.
+    let mut args: Vec<RawArg> = [b, b, f, f, b]
         .iter()
         .enumerate()
         .map(|(i, &s)| RawArg::Ptr(s, at(i as u64)))
         .collect();
-    args.extend([RawArg::Ptr(f, at(0)), RawArg::I32(64), RawArg::F32(0.125)]);
+    args.extend([
+        RawArg::Ptr(f, at(0)),
+        RawArg::I32(64),
+        RawArg::I32(1),
+        RawArg::F32(0.125),
+    ]);
     let e = unsafe { dev.launch_raw(&k, [1, 1, 1], &args, 0) }
-        .expect_err("dq_acc over q must be refused")
+        .expect_err("dq_acc over qkv must be refused")
         .to_string();
-    assert!(e.contains("arguments `dq_acc` and `q` overlap"), "got: {e}");
+    assert!(
+        e.contains("arguments `dq_acc` and `qkv` overlap"),
+        "got: {e}"
+    );
 }

@@ -234,3 +234,45 @@ pub fn check_head(
     }
     (h, o_err, r)
 }
+
+/// The kernels' token-major layout: per-head tensors `xs`, each
+/// [batch·heads, seq, d] (slice b·heads + h), side by side in one
+/// [batch·seq, xs.len()·heads·d] tensor, head h at columns h·d of each
+/// (q, k, v as the QKV projection writes them; one tensor: o, dO).
+pub fn token_major<T: Copy + Default>(
+    xs: &[&[T]],
+    batch: usize,
+    heads: usize,
+    shape: Shape,
+) -> Vec<T> {
+    let (t, d, c) = (shape.seq, shape.d, heads * shape.d);
+    let mut out = vec![T::default(); batch * t * xs.len() * c];
+    for (slot, x) in xs.iter().enumerate() {
+        for (i, &v) in x.iter().enumerate() {
+            let (bh, r, e) = (i / (t * d), i / d % t, i % d);
+            let (b, h) = (bh / heads, bh % heads);
+            out[(b * t + r) * xs.len() * c + slot * c + h * d + e] = v;
+        }
+    }
+    out
+}
+
+/// Tensor `slot` of a token-major tensor of `slots` (see [`token_major`]),
+/// per head: [batch·heads, seq, d].
+pub fn head_major<T: Copy>(
+    x: &[T],
+    slots: usize,
+    slot: usize,
+    batch: usize,
+    heads: usize,
+    shape: Shape,
+) -> Vec<T> {
+    let (t, d, c) = (shape.seq, shape.d, heads * shape.d);
+    (0..batch * heads * t * d)
+        .map(|i| {
+            let (bh, r, e) = (i / (t * d), i / d % t, i % d);
+            let (b, h) = (bh / heads, bh % heads);
+            x[(b * t + r) * slots * c + slot * c + h * d + e]
+        })
+        .collect()
+}

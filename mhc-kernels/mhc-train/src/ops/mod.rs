@@ -15,7 +15,7 @@
 //! | GEMM | [`Ops::gemm`] (transposes, offsets, leading dims, strided batches) |
 //! | embedding | [`Ops::embed_fwd`], [`Ops::embed_bwd`], [`Ops::embed_pos_bwd`] |
 //! | RMSNorm | [`Ops::rmsnorm_fwd`], [`Ops::rmsnorm_bwd`] |
-//! | attention | [`Ops::flash_attention_fwd`], [`Ops::flash_attention_bwd`] (fused, bf16 heads, head dims 64 and 128), [`Ops::attention_fwd`], [`Ops::attention_bwd`] (GEMMs + causal softmax), [`Ops::attn_softmax_fwd`], [`Ops::attn_softmax_bwd`], [`Ops::split_heads`], [`Ops::merge_heads`] (f32 or bf16 heads) |
+//! | attention | [`Ops::flash_attention_fwd`], [`Ops::flash_attention_bwd`] (fused, bf16, token-major q, k, v and o: no head split; head dims 64 and 128), [`Ops::attention_fwd`], [`Ops::attention_bwd`] (GEMMs + causal softmax), [`Ops::attn_softmax_fwd`], [`Ops::attn_softmax_bwd`], [`Ops::split_heads`], [`Ops::merge_heads`] (f32 or bf16 heads) |
 //! | MLP | [`Ops::gelu_fwd`], [`Ops::gelu_bwd`] (tanh approximation), [`Ops::add_bias`] |
 //! | loss | [`Ops::cross_entropy`] (per-row loss and dlogits), [`Ops::sum`] (its mean) |
 //! | optimiser | [`Ops::adamw`], [`Ops::sum_squares`] (grad norm), [`Ops::col_sum`] (bias grads) |

@@ -415,30 +415,30 @@ impl Ops {
     }
 
     /// Causal attention without the scores, FlashAttention-2 style
-    /// (`attention_lse` of flash_attention.tile): bf16 per-head q, k, v
-    /// [bh, t, d] → o [bh, t, d] (bf16) and each query's log-sum-exp
-    /// lse [bh, t] (f32), all the backward keeps. Math in f32, dots in bf16
-    /// with f32 accumulation.
+    /// (`attention_lse` of flash_attention.tile), on the token-major tensors
+    /// the model's GEMMs read and write, so no head is split or merged:
+    /// `qkv` [batch·t, 3·heads·d] (bf16; q, k, v side by side, head h at
+    /// columns h·d of each) → `o` [batch·t, heads·d] (bf16) and each query's
+    /// log-sum-exp `lse` [batch·heads, t] (f32), all the backward keeps.
+    /// Math in f32, dots in bf16 with f32 accumulation.
     #[allow(clippy::too_many_arguments)]
     pub fn flash_attention_fwd(
         &self,
-        q: &Buffer,
-        k: &Buffer,
-        v: &Buffer,
+        qkv: &Buffer,
         o: &mut Buffer,
         lse: &mut Buffer,
-        bh: usize,
+        batch: usize,
         t: usize,
+        heads: usize,
         d: usize,
         scale: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "flash_attention_fwd";
-        let (seq, dd) = flash_shape(OP, bh, t, d)?;
-        for (name, b) in [("q", q), ("k", k), ("v", v), ("o", &*o)] {
-            check(OP, name, b, Scalar::BF16, &[bh, t, d])?;
-        }
-        check(OP, "lse", lse, Scalar::F32, &[bh, t])?;
-        if bh * t == 0 {
+        let f = FlashShape::new(OP, batch, t, heads, d)?;
+        check(OP, "qkv", qkv, Scalar::BF16, &[f.rows, 3 * f.width])?;
+        check(OP, "o", o, Scalar::BF16, &[f.rows, f.width])?;
+        check(OP, "lse", lse, Scalar::F32, &[f.bh, t])?;
+        if f.rows * heads == 0 {
             return Ok(());
         }
         let (bm, bn) = (FLASH_FWD_BM, FLASH_BN);
@@ -446,80 +446,73 @@ impl Ops {
             k::AttentionLseMeta {
                 BM: bm,
                 BN: bn,
-                D: dd,
+                D: f.d,
                 CAUSAL: 1,
             },
             FLASH_FWD_WARPS,
-            [t.div_ceil(bm as usize), bh, 1],
+            [t.div_ceil(bm as usize), f.bh, 1],
             k::AttentionLse {
-                q,
-                k,
-                v,
+                qkv,
                 o,
                 lse,
-                seq,
+                seq: f.seq,
+                heads: f.heads,
                 scale,
             },
         )
     }
 
-    /// Backward of [`Ops::flash_attention_fwd`] from its o and lse and the
-    /// output's gradient d_o [bh, t, d] (bf16): dq, dk, dv [bh, t, d] (bf16,
-    /// overwritten). `delta` [bh, t] (f32) is workspace: rowsum(dO ∘ O).
-    /// Without `dq_acc`, no atomics (every element has one writer, so the
-    /// gradients are bit-reproducible); with it ([bh, t, d] f32 workspace),
+    /// Backward of [`Ops::flash_attention_fwd`] from its `qkv`, `o` and
+    /// `lse` and the output's gradient `d_o` [batch·t, heads·d] (bf16):
+    /// `dqkv` [batch·t, 3·heads·d] (bf16, dq, dk, dv side by side as qkv
+    /// holds q, k, v; overwritten), the QKV projection's output gradient.
+    /// `delta` [batch·heads, t] (f32) is workspace: rowsum(dO ∘ O). Without
+    /// `dq_acc`, no atomics (every element has one writer, so the gradients
+    /// are bit-reproducible); with it ([batch·t, heads·d] f32 workspace),
     /// one pass over the keys that adds dQ into it atomically
     /// (`attention_bwd_fused`: five dots per block pair instead of seven).
     #[allow(clippy::too_many_arguments)]
     pub fn flash_attention_bwd(
         &self,
-        q: &Buffer,
-        k: &Buffer,
-        v: &Buffer,
+        qkv: &Buffer,
         o: &Buffer,
         lse: &Buffer,
         d_o: &Buffer,
         delta: &mut Buffer,
-        dq: &mut Buffer,
-        dk: &mut Buffer,
-        dv: &mut Buffer,
+        dqkv: &mut Buffer,
         dq_acc: Option<&mut Buffer>,
-        bh: usize,
+        batch: usize,
         t: usize,
+        heads: usize,
         d: usize,
         scale: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "flash_attention_bwd";
-        let (seq, dd) = flash_shape(OP, bh, t, d)?;
-        for (name, b) in [
-            ("q", q),
-            ("k", k),
-            ("v", v),
-            ("o", o),
-            ("do", d_o),
-            ("dq", &*dq),
-            ("dk", &*dk),
-            ("dv", &*dv),
-        ] {
-            check(OP, name, b, Scalar::BF16, &[bh, t, d])?;
+        let f = FlashShape::new(OP, batch, t, heads, d)?;
+        for (name, b) in [("qkv", qkv), ("dqkv", &*dqkv)] {
+            check(OP, name, b, Scalar::BF16, &[f.rows, 3 * f.width])?;
         }
-        check(OP, "lse", lse, Scalar::F32, &[bh, t])?;
-        check(OP, "delta", delta, Scalar::F32, &[bh, t])?;
+        for (name, b) in [("o", o), ("do", d_o)] {
+            check(OP, name, b, Scalar::BF16, &[f.rows, f.width])?;
+        }
+        check(OP, "lse", lse, Scalar::F32, &[f.bh, t])?;
+        check(OP, "delta", delta, Scalar::F32, &[f.bh, t])?;
         if let Some(acc) = &dq_acc {
-            check(OP, "dq_acc", acc, Scalar::F32, &[bh, t, d])?;
+            check(OP, "dq_acc", acc, Scalar::F32, &[f.rows, f.width])?;
         }
-        if bh * t == 0 {
+        if f.rows * heads == 0 {
             return Ok(());
         }
-        let (dq_bm, dkdv_bn, warps) = flash_bwd_tiles(dd);
-        let blocks = |b: i64| [t.div_ceil(b as usize), bh, 1];
+        let (seq, heads) = (f.seq, f.heads);
+        let (dq_bm, dkdv_bn, warps) = flash_bwd_tiles(f.d);
+        let blocks = |b: i64| [t.div_ceil(b as usize), f.bh, 1];
         if let Some(dq_acc) = dq_acc {
             // delta and dq_acc zeroed; dK, dV and dQ's sums; dQ in bf16.
             // dK/dV's tiles (at d = 64, 128 keys on 8 warps would leave
             // dQ's 64 × 64 dot without a warpgroup grid: it is on 4 warps).
             let rows = k::AttentionBwdPrepMeta {
                 BM: FLASH_BWD_BM,
-                D: dd,
+                D: f.d,
             };
             self.launch(
                 rows,
@@ -531,72 +524,80 @@ impl Ops {
                     delta,
                     dq_acc,
                     seq,
+                    heads,
                 },
             )?;
             self.launch(
                 k::AttentionBwdFusedMeta {
                     BM: FLASH_BWD_BM,
                     BN: dkdv_bn,
-                    D: dd,
+                    D: f.d,
                     CAUSAL: 1,
                 },
                 warps,
                 blocks(dkdv_bn),
                 k::AttentionBwdFused {
-                    q,
-                    k,
-                    v,
+                    qkv,
                     d_o,
                     lse,
                     delta,
-                    dk,
-                    dv,
+                    dqkv,
                     dq_acc,
                     seq,
+                    heads,
                     scale,
                 },
             )?;
             return self.launch(
                 k::AttentionBwdDqCastMeta {
                     BM: FLASH_BWD_BM,
-                    D: dd,
+                    D: f.d,
                 },
                 4,
                 blocks(FLASH_BWD_BM),
-                k::AttentionBwdDqCast { dq_acc, dq, seq },
+                k::AttentionBwdDqCast {
+                    dq_acc,
+                    dqkv,
+                    seq,
+                    heads,
+                },
             );
         }
         self.launch(
             k::AttentionBwdDeltaMeta {
                 BM: FLASH_BWD_BM,
-                D: dd,
+                D: f.d,
             },
             4,
             blocks(FLASH_BWD_BM),
-            k::AttentionBwdDelta { o, d_o, delta, seq },
+            k::AttentionBwdDelta {
+                o,
+                d_o,
+                delta,
+                seq,
+                heads,
+            },
         )?;
         let delta = &*delta;
         // dK/dV steps over queries FLASH_BWD_BM at a time, dQ over keys
-        // FLASH_BN at a time.
+        // FLASH_BN at a time; they write disjoint columns of dqkv.
         self.launch(
             k::AttentionBwdDkdvMeta {
                 BM: FLASH_BWD_BM,
                 BN: dkdv_bn,
-                D: dd,
+                D: f.d,
                 CAUSAL: 1,
             },
             warps,
             blocks(dkdv_bn),
             k::AttentionBwdDkdv {
-                q,
-                k,
-                v,
+                qkv,
                 d_o,
                 lse,
                 delta,
-                dk,
-                dv,
+                dqkv,
                 seq,
+                heads,
                 scale,
             },
         )?;
@@ -604,20 +605,19 @@ impl Ops {
             k::AttentionBwdDqMeta {
                 BM: dq_bm,
                 BN: FLASH_BN,
-                D: dd,
+                D: f.d,
                 CAUSAL: 1,
             },
             warps,
             blocks(dq_bm),
             k::AttentionBwdDq {
-                q,
-                k,
-                v,
+                qkv,
                 d_o,
                 lse,
                 delta,
-                dq,
+                dqkv,
                 seq,
+                heads,
                 scale,
             },
         )
@@ -835,18 +835,47 @@ fn flash_bwd_tiles(d: i64) -> (i64, i64, u32) {
     }
 }
 
-/// `t` and `d` as the kernels' i32 arguments, for a head dimension they
-/// have (the kernels start each slice at a 64-bit offset, so bh·t·d may
-/// pass 2³¹).
-fn flash_shape(op: &'static str, bh: usize, t: usize, d: usize) -> Result<(i32, i64), OpsError> {
-    if !Ops::has_flash_attention(d) {
-        return Err(OpsError::Shape {
-            op,
-            message: format!("no fused attention kernel for head dimension {d} (only 64 and 128)"),
-        });
+/// A fused attention's shape: its tensors' rows (batch·t) and width
+/// (heads·d), the programs' head slices (batch·heads), and `t`, `heads`
+/// and `d` as the kernels' arguments, for a head dimension they have. A
+/// sequence starts at a 64-bit offset, so the tensors may pass 2³¹
+/// elements; offsets inside one must not (t · 3 · heads · d < 2³¹).
+struct FlashShape {
+    rows: usize,
+    width: usize,
+    bh: usize,
+    seq: i32,
+    heads: i32,
+    d: i64,
+}
+
+impl FlashShape {
+    fn new(
+        op: &'static str,
+        batch: usize,
+        t: usize,
+        heads: usize,
+        d: usize,
+    ) -> Result<FlashShape, OpsError> {
+        if !Ops::has_flash_attention(d) {
+            return Err(OpsError::Shape {
+                op,
+                message: format!(
+                    "no fused attention kernel for head dimension {d} (only 64 and 128)"
+                ),
+            });
+        }
+        elements(op, &[batch, t, 3, heads, d])?;
+        int(op, elements(op, &[t, 3, heads, d])?)?;
+        Ok(FlashShape {
+            rows: batch * t,
+            width: heads * d,
+            bh: batch * heads,
+            seq: int(op, t)?,
+            heads: int(op, heads)?,
+            d: d as i64,
+        })
     }
-    elements(op, &[bh, t, d])?;
-    Ok((int(op, t)?, d as i64))
 }
 
 /// The rows of `tokens` grouped by token (a stable counting sort): rows with

@@ -50,7 +50,6 @@ impl MemoryPlan {
         let n_tok = batch * t;
         let sites = 2 * l;
         let fused = cfg.fused_attention();
-        let heads = if fused { BF16 } else { F32 };
         // GEMM operands and saved activations (`--precision`).
         let bf16 = cfg.precision == Precision::Bf16;
         let half = if bf16 { BF16 } else { F32 };
@@ -63,15 +62,19 @@ impl MemoryPlan {
         let parameters = model_params + hyper.as_ref().map_or(0, |s| sites * s.param_count());
 
         // What each site's forward keeps (model.rs: AttnActs, MlpActs).
-        let scores = if fused {
-            BF16 * n_tok * c + F32 * n_tok * nh
+        // Fused: the QKV projection's bf16 output (q, k, v as the kernels
+        // read them) and each query's log-sum-exp. Otherwise: f32 per-head
+        // q, k, v and the probabilities.
+        let heads = if fused {
+            3 * BF16 * n_tok * c + F32 * n_tok * nh
         } else {
-            F32 * batch * nh * t * t
+            3 * F32 * n_tok * c + F32 * batch * nh * t * t
         };
         // The linear layers' inputs as they rounded them: the norm's output
-        // and the merged heads; the norm's output, GELU's input (the first
-        // GEMM's output in the operand dtype) and its output.
-        let attention = 2 * half * n_tok * c + F32 * n_tok + 3 * heads * n_tok * c + scores;
+        // and the merged heads (fused: the kernels' own output); the norm's
+        // output, GELU's input (the first GEMM's output in the operand
+        // dtype) and its output.
+        let attention = 2 * half * n_tok * c + F32 * n_tok + heads;
         let mlp = half * n_tok * c + F32 * n_tok + 2 * half * n_tok * h;
         let residual = match &hyper {
             None => sites * F32 * n_tok * c,
@@ -88,22 +91,24 @@ impl MemoryPlan {
         let head = F32 * (n_tok + n_tok * c + n_tok + n_tok * v) + half * n_tok * c;
 
         // The backward's largest transients: dlogits, then one sublayer's
-        // gradients (attention: dO, its heads, dQ/dK/dV, delta or dS, dQKV,
-        // dA, dH; MLP: dG, dU, dA, dH) and the residual's stream gradients.
-        let attention_bwd = F32 * n_tok * c
-            + 4 * heads * n_tok * c
-            + if fused {
-                // delta, and the fused backward's f32 dQ sums.
-                F32 * n_tok * nh
-                    + match cfg.attention_backward {
-                        AttentionBackward::Fused => F32 * n_tok * c,
-                        AttentionBackward::Deterministic => 0,
-                    }
-            } else {
-                F32 * batch * nh * t * t
-            }
-            + 3 * F32 * n_tok * c
-            + 2 * F32 * n_tok * c;
+        // gradients (attention: dO, the fused backward's delta and f32 dQ
+        // sums, or the materialised one's dO heads, dq/dk/dv heads and dS;
+        // dQKV, dA, dH; MLP: dG, dU, dA, dH) and the residual's stream
+        // gradients.
+        let attention_bwd = if fused {
+            BF16 * n_tok * c
+                + F32 * n_tok * nh
+                + match cfg.attention_backward {
+                    AttentionBackward::Fused => F32 * n_tok * c,
+                    AttentionBackward::Deterministic => 0,
+                }
+                + 3 * BF16 * n_tok * c
+        } else {
+            2 * F32 * n_tok * c
+                + 3 * F32 * n_tok * c
+                + F32 * batch * nh * t * t
+                + 3 * F32 * n_tok * c
+        } + 3 * F32 * n_tok * c;
         let mlp_bwd = 2 * F32 * n_tok * h + 2 * F32 * n_tok * c;
         let streams_bwd = match &hyper {
             None => F32 * n_tok * c,

@@ -40,20 +40,26 @@ struct Block {
 struct AttnActs {
     a: Buffer,
     rstd: Buffer,
-    q: Buffer,
-    k: Buffer,
-    v: Buffer,
-    scores: Scores,
+    heads: Heads,
     o: Buffer,
 }
 
-/// What the attention's backward needs of its softmax: per head dimension
-/// with a fused kernel ([`Ops::has_flash_attention`]) q, k, v are bf16 and
-/// only the output and each query's log-sum-exp are kept; otherwise q, k,
-/// v are f32 and the probabilities P [bh, t, t] are.
-enum Scores {
-    Fused { o_heads: Buffer, lse: Buffer },
-    Materialized { p: Buffer },
+/// The attention's own activations. Per head dimension with fused kernels
+/// ([`Ops::has_flash_attention`]): the QKV projection's bf16 output as the
+/// kernels read it (token-major, no head split) and each query's
+/// log-sum-exp; `o` is then the kernels' output itself. Otherwise: per-head
+/// f32 q, k, v [bh, t, d] and the probabilities P [bh, t, t].
+enum Heads {
+    Fused {
+        qkv: Buffer,
+        lse: Buffer,
+    },
+    Materialized {
+        q: Buffer,
+        k: Buffer,
+        v: Buffer,
+        p: Buffer,
+    },
 }
 
 /// What the backward of one MLP sublayer needs from its forward: `a` and
@@ -196,6 +202,22 @@ impl Kit {
         k: usize,
         n: usize,
     ) -> Result<Buffer> {
+        self.linear_backward_to(x16, w, dy, rows, k, n, Scalar::F32)
+    }
+
+    /// [`Kit::linear_backward`] with dx in `out` (bf16: the f32
+    /// accumulator rounded once, for a consumer that takes bf16).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_to(
+        &self,
+        x16: &Buffer,
+        w: &mut Weight,
+        dy: &Buffer,
+        rows: usize,
+        k: usize,
+        n: usize,
+        out: Scalar,
+    ) -> Result<Buffer> {
         let rounded;
         let dy16 = if dy.dtype() == self.half() {
             dy
@@ -203,7 +225,7 @@ impl Kit {
             rounded = self.round(dy, rows * n)?;
             &rounded
         };
-        let mut dx = self.alloc(rows * k)?;
+        let mut dx = self.device.alloc_output(out, rows * k)?;
         self.ops.gemm(
             &GemmOp::new(rows, k, n).trans_b(true),
             dy16,
@@ -278,57 +300,36 @@ impl Kit {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
         let (a, rstd) = self.norm(h, &b.norm1.value)?;
-        let (qkv, a) = self.linear(a, &b.wqkv, rows, c, 3 * c)?;
-        let fused = self.cfg.fused_attention();
-        let heads = if fused { Scalar::BF16 } else { Scalar::F32 };
-        let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
-        let mut qkv_heads = Vec::with_capacity(3);
-        for slot in 0..3 {
-            let mut x = alloc_heads()?;
-            self.ops
-                .split_heads(&qkv, &mut x, self.batch, t, nh, d, 3, slot)?;
-            qkv_heads.push(x);
-        }
-        let v = qkv_heads.pop().expect("three slots");
-        let k = qkv_heads.pop().expect("three slots");
-        let q = qkv_heads.pop().expect("three slots");
-        let mut o_heads = alloc_heads()?;
-        let lse_or_p = if fused {
+        let (o, heads, a) = if self.cfg.fused_attention() {
+            // q, k, v in bf16 as the projection rounds them, read in place
+            // by the kernels, whose o is the output projection's operand.
+            let (qkv, a) = self.linear_to(a, &b.wqkv, rows, c, 3 * c, Scalar::BF16)?;
+            let mut o = self.device.alloc_output(Scalar::BF16, rows * c)?;
             let mut lse = self.alloc(bh * t)?;
             self.ops
-                .flash_attention_fwd(&q, &k, &v, &mut o_heads, &mut lse, bh, t, d, scale)?;
-            lse
+                .flash_attention_fwd(&qkv, &mut o, &mut lse, self.batch, t, nh, d, scale)?;
+            (o, Heads::Fused { qkv, lse }, a)
         } else {
-            let mut p = self.alloc(bh * t * t)?;
+            let (qkv, a) = self.linear(a, &b.wqkv, rows, c, 3 * c)?;
+            let (mut q, mut k, mut v) = (
+                self.alloc(bh * t * d)?,
+                self.alloc(bh * t * d)?,
+                self.alloc(bh * t * d)?,
+            );
+            for (slot, x) in [&mut q, &mut k, &mut v].into_iter().enumerate() {
+                self.ops
+                    .split_heads(&qkv, x, self.batch, t, nh, d, 3, slot)?;
+            }
+            let (mut p, mut o_heads) = (self.alloc(bh * t * t)?, self.alloc(bh * t * d)?);
             self.ops
                 .attention_fwd(&q, &k, &v, &mut p, &mut o_heads, bh, t, d, scale)?;
-            p
-        };
-        // bf16 heads merge straight into the bf16 operand of the projection.
-        let mut o = self.device.alloc_output(heads, rows * c)?;
-        self.ops
-            .merge_heads(&o_heads, &mut o, self.batch, t, nh, d, 1, 0)?;
-        let scores = if fused {
-            Scores::Fused {
-                o_heads,
-                lse: lse_or_p,
-            }
-        } else {
-            Scores::Materialized { p: lse_or_p }
+            let mut o = self.alloc(rows * c)?;
+            self.ops
+                .merge_heads(&o_heads, &mut o, self.batch, t, nh, d, 1, 0)?;
+            (o, Heads::Materialized { q, k, v, p }, a)
         };
         let (y, o) = self.linear(o, &b.wo, rows, c, c)?;
-        Ok((
-            y,
-            AttnActs {
-                a,
-                rstd,
-                q,
-                k,
-                v,
-                scores,
-                o,
-            },
-        ))
+        Ok((y, AttnActs { a, rstd, heads, o }))
     }
 
     /// The attention's backward down to its norm's output (the caller
@@ -336,52 +337,56 @@ impl Kit {
     fn attention_backward(&self, b: &mut Block, acts: &AttnActs, dy: &Buffer) -> Result<Buffer> {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
-        let d_o = self.linear_backward(&acts.o, &mut b.wo, dy, rows, c, c)?;
-        // The per-head tensors in the dtype of the forward's (bf16 when fused).
-        let heads = acts.q.dtype();
-        let alloc_heads = || Ok::<_, anyhow::Error>(self.device.alloc_output(heads, bh * t * d)?);
-        let mut do_heads = alloc_heads()?;
-        self.ops
-            .split_heads(&d_o, &mut do_heads, self.batch, t, nh, d, 1, 0)?;
-        let (mut dq, mut dk, mut dv) = (alloc_heads()?, alloc_heads()?, alloc_heads()?);
-        let (q, k, v) = (&acts.q, &acts.k, &acts.v);
-        match &acts.scores {
-            Scores::Fused { o_heads, lse } => {
+        let dqkv = match &acts.heads {
+            Heads::Fused { qkv, lse } => {
+                // dO in bf16 straight from the projection's backward; dq, dk,
+                // dv straight into the QKV projection's output gradient.
+                let d_o =
+                    self.linear_backward_to(&acts.o, &mut b.wo, dy, rows, c, c, Scalar::BF16)?;
                 let mut delta = self.alloc(bh * t)?;
                 let mut dq_acc = match self.cfg.attention_backward {
-                    AttentionBackward::Fused => Some(self.alloc(bh * t * d)?),
+                    AttentionBackward::Fused => Some(self.alloc(rows * c)?),
                     AttentionBackward::Deterministic => None,
                 };
+                let mut dqkv = self.device.alloc_output(Scalar::BF16, rows * 3 * c)?;
                 self.ops.flash_attention_bwd(
-                    q,
-                    k,
-                    v,
-                    o_heads,
+                    qkv,
+                    &acts.o,
                     lse,
-                    &do_heads,
+                    &d_o,
                     &mut delta,
-                    &mut dq,
-                    &mut dk,
-                    &mut dv,
+                    &mut dqkv,
                     dq_acc.as_mut(),
-                    bh,
+                    self.batch,
                     t,
+                    nh,
                     d,
                     scale,
                 )?;
+                dqkv
             }
-            Scores::Materialized { p } => {
+            Heads::Materialized { q, k, v, p } => {
+                let d_o = self.linear_backward(&acts.o, &mut b.wo, dy, rows, c, c)?;
+                let mut do_heads = self.alloc(bh * t * d)?;
+                self.ops
+                    .split_heads(&d_o, &mut do_heads, self.batch, t, nh, d, 1, 0)?;
+                let (mut dq, mut dk, mut dv) = (
+                    self.alloc(bh * t * d)?,
+                    self.alloc(bh * t * d)?,
+                    self.alloc(bh * t * d)?,
+                );
                 let mut ds = self.alloc(bh * t * t)?;
                 self.ops.attention_bwd(
                     q, k, v, p, &do_heads, &mut dq, &mut dk, &mut dv, &mut ds, bh, t, d, scale,
                 )?;
+                let mut dqkv = self.alloc(rows * 3 * c)?;
+                for (slot, g) in [&dq, &dk, &dv].into_iter().enumerate() {
+                    self.ops
+                        .merge_heads(g, &mut dqkv, self.batch, t, nh, d, 3, slot)?;
+                }
+                dqkv
             }
-        }
-        let mut dqkv = self.device.alloc_output(heads, rows * 3 * c)?;
-        for (slot, g) in [&dq, &dk, &dv].into_iter().enumerate() {
-            self.ops
-                .merge_heads(g, &mut dqkv, self.batch, t, nh, d, 3, slot)?;
-        }
+        };
         self.linear_backward(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c)
     }
 
@@ -723,15 +728,11 @@ impl Model {
             .flatten()
             .map(|a| match a {
                 SiteActs::Attn(a) => {
-                    let scores = match &a.scores {
-                        Scores::Fused { o_heads, lse } => bytes(o_heads) + bytes(lse),
-                        Scores::Materialized { p } => bytes(p),
+                    let heads: usize = match &a.heads {
+                        Heads::Fused { qkv, lse } => [qkv, lse].map(bytes).iter().sum(),
+                        Heads::Materialized { q, k, v, p } => [q, k, v, p].map(bytes).iter().sum(),
                     };
-                    [&a.a, &a.rstd, &a.q, &a.k, &a.v, &a.o]
-                        .map(bytes)
-                        .iter()
-                        .sum::<usize>()
-                        + scores
+                    [&a.a, &a.rstd, &a.o].map(bytes).iter().sum::<usize>() + heads
                 }
                 SiteActs::Mlp(m) => [&m.a, &m.rstd, &m.u, &m.g].map(bytes).iter().sum(),
             })
