@@ -769,6 +769,21 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
         down(&o, &d_from16),
         down(&o, &d_fromr),
     );
+    // The backward that makes GELU's output again: from a bf16 dy of the
+    // same values, dx as gelu_bwd gives it and y as gelu_fwd did.
+    let dy16 = rounded(as_f32(&dy));
+    let (dyb16, dybr) = (up_bf16(&o, &dy16), up(&o, &dy16));
+    let (mut dx_regen, mut y_regen) = (nan(&o, Scalar::BF16, m), nan(&o, Scalar::BF16, m));
+    o.gelu_bwd_regen(&ub16, &dyb16, &mut dx_regen, &mut y_regen, m)
+        .unwrap();
+    let mut dx_want = nan(&o, Scalar::BF16, m);
+    o.gelu_bwd(&ub16, &dybr, &mut dx_want, m).unwrap();
+    same("gelu_bwd_regen dx", down(&o, &dx_regen), down(&o, &dx_want));
+    same("gelu_bwd_regen y", down(&o, &y_regen), down(&o, &g_from16));
+    // Anything but bf16 is refused.
+    assert!(o
+        .gelu_bwd_regen(&ub16, &dybr, &mut dx_regen, &mut y_regen, m)
+        .is_err());
 
     // bf16 heads [b, h, t, d] into slot 1 of 3 of [b, t, 3, h, d]: bf16 and
     // f32 destinations hold the same values (a move, no rounding).

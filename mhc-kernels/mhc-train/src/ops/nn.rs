@@ -711,6 +711,36 @@ impl Ops {
         })
     }
 
+    /// [`Ops::gelu_bwd`] on bf16 x and dy with a bf16 dx, and GELU's output
+    /// y = GELU(x) (bf16, as [`Ops::gelu_fwd`] of a bf16 x gives it) made
+    /// again in the same pass, for a backward that did not keep it.
+    pub fn gelu_bwd_regen(
+        &self,
+        x: &Buffer,
+        dy: &Buffer,
+        dx: &mut Buffer,
+        y: &mut Buffer,
+        n: usize,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "gelu_bwd_regen";
+        check(OP, "x", x, Scalar::BF16, &[n])?;
+        check(OP, "dy", dy, Scalar::BF16, &[n])?;
+        check(OP, "dx", dx, Scalar::BF16, &[n])?;
+        check(OP, "y", y, Scalar::BF16, &[n])?;
+        self.elementwise(n, |block| {
+            Ok((
+                k::GeluBwdRegenBf16Meta { BLOCK: block },
+                k::GeluBwdRegenBf16 {
+                    x,
+                    dy,
+                    dx,
+                    y,
+                    n: n as i64,
+                },
+            ))
+        })
+    }
+
     /// Cross-entropy of logits [rows, vocab] against i32 targets: loss[r] =
     /// logsumexp(logits[r]) − logits[r, target]; with `dlogits`, also
     /// dlogits = (softmax − onehot) · grad_scale (1/rows for the mean loss,

@@ -73,9 +73,10 @@ impl MemoryPlan {
         // The linear layers' inputs as they rounded them: the norm's output
         // and the merged heads (fused: the kernels' own output); the norm's
         // output, GELU's input (the first GEMM's output in the operand
-        // dtype) and its output.
+        // dtype) and, in f32 only, its output (a bf16 backward makes it
+        // again from GELU's input).
         let attention = 2 * half * n_tok * c + F32 * n_tok + heads;
-        let mlp = half * n_tok * c + F32 * n_tok + 2 * half * n_tok * h;
+        let mlp = half * n_tok * c + F32 * n_tok + if bf16 { half } else { 2 * half } * n_tok * h;
         let residual = match &hyper {
             None => sites * F32 * n_tok * c,
             Some(site) => {
@@ -109,7 +110,7 @@ impl MemoryPlan {
                 + F32 * batch * nh * t * t
                 + 3 * F32 * n_tok * c
         } + 3 * F32 * n_tok * c;
-        let mlp_bwd = 2 * F32 * n_tok * h + 2 * F32 * n_tok * c;
+        let mlp_bwd = if bf16 { 3 * BF16 } else { 2 * F32 } * n_tok * h + 2 * F32 * n_tok * c;
         let streams_bwd = match &hyper {
             None => F32 * n_tok * c,
             // Two stream gradients in flight and the f32 casts around F.

@@ -62,14 +62,15 @@ enum Heads {
     },
 }
 
-/// What the backward of one MLP sublayer needs from its forward: `a` and
-/// `g` (GELU's output) in bf16, as their linear layers rounded them; GELU's
-/// input `u` in f32.
+/// What the backward of one MLP sublayer needs from its forward: `a` (the
+/// norm's output) as its linear layer rounded it and GELU's input `u` in
+/// the operand dtype; in f32 (`--precision f32`) also GELU's output `g`,
+/// which a bf16 backward makes again from u.
 struct MlpActs {
     a: Buffer,
     rstd: Buffer,
     u: Buffer,
-    g: Buffer,
+    g: Option<Buffer>,
 }
 
 /// The activations of one sublayer, kept for the backward.
@@ -398,6 +399,8 @@ impl Kit {
         let mut g = self.device.alloc_output(self.half(), rows * f)?;
         self.ops.gelu_fwd(&u, &mut g, rows * f)?;
         let (y, g) = self.linear(g, &b.w2, rows, f, c)?;
+        // In bf16 the backward makes g again from u (`Ops::gelu_bwd_regen`).
+        let g = (self.cfg.precision == Precision::F32).then_some(g);
         Ok((y, MlpActs { a, rstd, u, g }))
     }
 
@@ -405,9 +408,44 @@ impl Kit {
     /// with the norm's backward).
     fn mlp_backward(&self, b: &mut Block, acts: &MlpActs, dy: &Buffer) -> Result<Buffer> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
-        let dg = self.linear_backward(&acts.g, &mut b.w2, dy, rows, f, c)?;
-        let mut du = self.device.alloc_output(self.half(), rows * f)?;
-        self.ops.gelu_bwd(&acts.u, &dg, &mut du, rows * f)?;
+        let du = match &acts.g {
+            Some(g) => {
+                let dg = self.linear_backward(g, &mut b.w2, dy, rows, f, c)?;
+                let mut du = self.device.alloc_output(self.half(), rows * f)?;
+                self.ops.gelu_bwd(&acts.u, &dg, &mut du, rows * f)?;
+                du
+            }
+            None => {
+                // dG in bf16 (as autocast's backward gives it), then dU and
+                // G again in one pass, then W2's gradient from that G.
+                let rounded;
+                let dy16 = if dy.dtype() == Scalar::BF16 {
+                    dy
+                } else {
+                    rounded = self.round(dy, rows * c)?;
+                    &rounded
+                };
+                let mut dg = self.device.alloc_output(Scalar::BF16, rows * f)?;
+                self.ops.gemm(
+                    &GemmOp::new(rows, f, c).trans_b(true),
+                    dy16,
+                    self.weight(&b.w2)?,
+                    &mut dg,
+                )?;
+                let mut du = self.device.alloc_output(Scalar::BF16, rows * f)?;
+                let mut g = self.device.alloc_output(Scalar::BF16, rows * f)?;
+                self.ops
+                    .gelu_bwd_regen(&acts.u, &dg, &mut du, &mut g, rows * f)?;
+                drop(dg);
+                self.ops.gemm(
+                    &GemmOp::new(f, c, rows).trans_a(true),
+                    &g,
+                    dy16,
+                    &mut b.w2.grad,
+                )?;
+                du
+            }
+        };
         self.linear_backward(&acts.a, &mut b.w1, &du, rows, c, f)
     }
 
@@ -734,7 +772,10 @@ impl Model {
                     };
                     [&a.a, &a.rstd, &a.o].map(bytes).iter().sum::<usize>() + heads
                 }
-                SiteActs::Mlp(m) => [&m.a, &m.rstd, &m.u, &m.g].map(bytes).iter().sum(),
+                SiteActs::Mlp(m) => {
+                    [&m.a, &m.rstd, &m.u].map(bytes).iter().sum::<usize>()
+                        + m.g.as_ref().map_or(0, bytes)
+                }
             })
             .sum();
         let head = [&head.tokens, &head.xf, &head.rstd_f, &head.hf, logits].map(bytes);
