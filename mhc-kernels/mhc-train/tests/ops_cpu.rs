@@ -169,13 +169,16 @@ fn embedding_forward_and_backward() {
 #[test]
 fn rmsnorm_forward_and_backward() {
     let mut rng = rng("rmsnorm");
-    // (rows, n, row block cap): ragged widths, chunked rows, and enough rows
-    // for the two-stage dw reduction (more than 64 rows).
+    // (rows, n, row block cap): ragged widths, chunked rows, enough rows for
+    // the two-stage dw reduction (more than 16 rows in one pass, more than
+    // 64 in two), and rows past `rmsnorm_bwd_dw`'s 4096 columns (two
+    // kernels: `rmsnorm_bwd`, `rmsnorm_dw`).
     for (rows, n, cap) in [
         (5, 37, 2048),
         (3, 300, 64),
         (150, 19, 2048),
         (2, 2100, 2048),
+        (70, 4500, 2048),
     ] {
         let o = ops().with_row_block_cap(cap);
         let eps = 1e-5;
