@@ -6,7 +6,8 @@
 # and its peak device memory. With OLD (a directory holding bin/mhc-train
 # and packs/ of an earlier revision, gzipped or not), that trainer too
 # (deterministic backward), for an A/B in the same call.
-# Logs under $OUT. Env: STEPS (30), BATCHES ("8 16"), OLD.
+# Logs under $OUT. Env: STEPS (30), BATCHES ("8 16"), OLD, RUNS (which of
+# old, deterministic, fused; default all there are), TORCH (0: no PyTorch).
 set -uo pipefail
 out="${OUT:-/tmp/gpu-trainer}"; mkdir -p "$out"
 old="${OLD:-}"
@@ -20,6 +21,7 @@ echo "| trainer | batch | median tokens/s | peak memory | run |"
 echo "|---|---|---|---|---|"
 for b in ${BATCHES:-8 16}; do
   runs="deterministic fused"; [ -n "$old" ] && runs="old $runs"
+  runs="${RUNS:-$runs}"
   for ab in $runs; do
     log="$out/train_${ab}_b$b.log"
     bin=.gpu/bin/mhc-train; packs=.gpu/packs; flag=$ab
@@ -31,6 +33,7 @@ for b in ${BATCHES:-8 16}; do
     echo "| mhc-train plain, $ab backward | $b | $(median "$log") | $(held "$log") | rc $rc |"
   done
 done
+[ "${TORCH:-1}" = 0 ] && exit 0
 for b in ${BATCHES:-8 16}; do
   timeout 200 python3 scripts/torch-trainer-baseline.py --batch "$b" --steps "$steps" --compile > "$out/torch_b$b.log" 2>&1
   grep "^| PyTorch" "$out/torch_b$b.log"
