@@ -356,8 +356,7 @@ fn gpu_rmsnorm() {
         return;
     };
     let mut rng = rng("gpu_rmsnorm");
-    // One-pass backward (rmsnorm_bwd_dw) up to 4096 columns, two kernels
-    // past them (5000).
+    // Up to rows of several blocks (5000 columns).
     for (rows, n) in pick(
         [(1000, 768), (37, 3000), (300, 33), (20, 5000)],
         [(50, 768), (3, 3000), (70, 33), (3, 5000)],

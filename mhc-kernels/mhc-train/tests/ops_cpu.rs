@@ -170,9 +170,8 @@ fn embedding_forward_and_backward() {
 fn rmsnorm_forward_and_backward() {
     let mut rng = rng("rmsnorm");
     // (rows, n, row block cap): ragged widths, chunked rows, enough rows for
-    // the two-stage dw reduction (more than 16 rows in one pass, more than
-    // 64 in two), and rows past `rmsnorm_bwd_dw`'s 4096 columns (two
-    // kernels: `rmsnorm_bwd`, `rmsnorm_dw`).
+    // the two-stage dw reduction (more than 64 rows), and a row of more
+    // blocks than one.
     for (rows, n, cap) in [
         (5, 37, 2048),
         (3, 300, 64),

@@ -287,23 +287,6 @@ impl Ops {
         mode: Out,
         kernel: impl Fn(&Buffer, ColumnPass) -> Result<(), OpsError>,
     ) -> Result<(), OpsError> {
-        // About 128 partial rows of at least 64 rows each: enough programs for a GPU.
-        let rpp = rows.div_ceil(128).max(64);
-        self.column_reduce_by(op, rows, n, rpp, out, mode, kernel)
-    }
-
-    /// [`Ops::column_reduce`] with `rpp` rows a program.
-    #[allow(clippy::too_many_arguments)]
-    fn column_reduce_by(
-        &self,
-        op: &'static str,
-        rows: usize,
-        n: usize,
-        rpp: usize,
-        out: &mut Buffer,
-        mode: Out,
-        kernel: impl Fn(&Buffer, ColumnPass) -> Result<(), OpsError>,
-    ) -> Result<(), OpsError> {
         if n == 0 {
             return Ok(());
         }
@@ -318,7 +301,8 @@ impl Ops {
                 grid: [parts, n.div_ceil(col_bc(n)), 1],
             })
         };
-        let rpp = rpp.max(1);
+        // About 128 partial rows of at least 64 rows each: enough programs for a GPU.
+        let rpp = rows.div_ceil(128).max(64);
         let parts = rows.div_ceil(rpp);
         if parts <= 1 {
             return kernel(&*out, pass(rows, rows, 1, mode)?);

@@ -213,32 +213,6 @@ impl Ops {
         check(OP, "dy", dy, Scalar::F32, &[rows, n])?;
         check(OP, "dx", dx, Scalar::F32, &[rows, n])?;
         check(OP, "dw", dw, Scalar::F32, &[n])?;
-        if let Some((br, bc)) = fused_norm_tile(n) {
-            // One pass: dx row by row, dw's partial sums of 16+ rows a
-            // program (about 512 programs: several a multiprocessor, each
-            // with its rows' loads in flight), then `col_sum`.
-            let rpp = rows.div_ceil(512).max(16);
-            return self.column_reduce_by(OP, rows, n, rpp, dw, dw_mode, |out, pass| {
-                self.launch(
-                    k::RmsnormBwdDwMeta { BR: br, BC: bc },
-                    8,
-                    [pass.grid[0], 1, 1],
-                    k::RmsnormBwdDw {
-                        x,
-                        w,
-                        dy,
-                        rstd,
-                        dx: &*dx,
-                        out,
-                        rows: pass.rows,
-                        n: pass.n,
-                        rows_per_prog: pass.rows_per_prog,
-                        accumulate: dx_mode.flag(),
-                        dw_accumulate: pass.accumulate,
-                    },
-                )
-            });
-        }
         self.launch_rows(rows, n, |block| {
             Ok((
                 k::RmsnormBwdMeta { BLOCK: block },
@@ -865,14 +839,6 @@ impl Ops {
         };
         self.elementwise(n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
     }
-}
-
-/// `rmsnorm_bwd_dw`'s tile for rows of `n` elements: a power of two of
-/// columns covering the row (at least 256), and 4096 elements a step (4 rows
-/// below 1024 columns); None past 4096 columns (the two-kernel path).
-fn fused_norm_tile(n: usize) -> Option<(i64, i64)> {
-    let bc = n.next_power_of_two().max(256);
-    (bc <= 4096).then(|| ((4096 / bc).min(4) as i64, bc as i64))
 }
 
 /// The fused attention's blocks (configs of flash_attention.tile's tune
