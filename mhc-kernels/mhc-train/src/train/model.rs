@@ -219,13 +219,38 @@ impl Kit {
         n: usize,
         out: Scalar,
     ) -> Result<Buffer> {
-        let rounded;
-        let dy16 = if dy.dtype() == self.half() {
-            dy
-        } else {
-            rounded = self.round(dy, rows * n)?;
-            &rounded
-        };
+        let mut rounded = None;
+        let dy16 = self.operand_ref(dy, rows * n, &mut rounded)?;
+        let dx = self.input_grad(w, dy16, rows, k, n, out)?;
+        self.weight_grad(x16, w, dy16, rows, k, n)?;
+        Ok(dx)
+    }
+
+    /// `x` [n] as a GEMM operand: itself when it is in [`Kit::half`]
+    /// already, else rounded into `rounded`.
+    fn operand_ref<'a>(
+        &self,
+        x: &'a Buffer,
+        n: usize,
+        rounded: &'a mut Option<Buffer>,
+    ) -> Result<&'a Buffer> {
+        if x.dtype() == self.half() {
+            return Ok(x);
+        }
+        Ok(rounded.insert(self.round(x, n)?))
+    }
+
+    /// dx[rows, k] = dy16[rows, n] · wᵀ, in `out`: the input half of
+    /// [`Kit::linear_backward`].
+    fn input_grad(
+        &self,
+        w: &Weight,
+        dy16: &Buffer,
+        rows: usize,
+        k: usize,
+        n: usize,
+        out: Scalar,
+    ) -> Result<Buffer> {
         let mut dx = self.device.alloc_output(out, rows * k)?;
         self.ops.gemm(
             &GemmOp::new(rows, k, n).trans_b(true),
@@ -233,13 +258,27 @@ impl Kit {
             self.weight(w)?,
             &mut dx,
         )?;
+        Ok(dx)
+    }
+
+    /// w's gradient x16ᵀ · dy16 (written, not added): the weight half of
+    /// [`Kit::linear_backward`].
+    fn weight_grad(
+        &self,
+        x16: &Buffer,
+        w: &mut Weight,
+        dy16: &Buffer,
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
         self.ops.gemm(
             &GemmOp::new(k, n, rows).trans_a(true),
             x16,
             dy16,
             &mut w.grad,
         )?;
-        Ok(dx)
+        Ok(())
     }
 
     /// RMSNorm of `x` [rows, C] with gain `w`: (y, rstd), y in bf16 (every
@@ -418,31 +457,15 @@ impl Kit {
             None => {
                 // dG in bf16 (as autocast's backward gives it), then dU and
                 // G again in one pass, then W2's gradient from that G.
-                let rounded;
-                let dy16 = if dy.dtype() == Scalar::BF16 {
-                    dy
-                } else {
-                    rounded = self.round(dy, rows * c)?;
-                    &rounded
-                };
-                let mut dg = self.device.alloc_output(Scalar::BF16, rows * f)?;
-                self.ops.gemm(
-                    &GemmOp::new(rows, f, c).trans_b(true),
-                    dy16,
-                    self.weight(&b.w2)?,
-                    &mut dg,
-                )?;
+                let mut rounded = None;
+                let dy16 = self.operand_ref(dy, rows * c, &mut rounded)?;
+                let dg = self.input_grad(&b.w2, dy16, rows, f, c, Scalar::BF16)?;
                 let mut du = self.device.alloc_output(Scalar::BF16, rows * f)?;
                 let mut g = self.device.alloc_output(Scalar::BF16, rows * f)?;
                 self.ops
                     .gelu_bwd_regen(&acts.u, &dg, &mut du, &mut g, rows * f)?;
                 drop(dg);
-                self.ops.gemm(
-                    &GemmOp::new(f, c, rows).trans_a(true),
-                    &g,
-                    dy16,
-                    &mut b.w2.grad,
-                )?;
+                self.weight_grad(&g, &mut b.w2, dy16, rows, f, c)?;
                 du
             }
         };
