@@ -245,13 +245,10 @@ pub fn token_major<T: Copy + Default>(
     heads: usize,
     shape: Shape,
 ) -> Vec<T> {
-    let (t, d, c) = (shape.seq, shape.d, heads * shape.d);
-    let mut out = vec![T::default(); batch * t * xs.len() * c];
+    let mut out = vec![T::default(); batch * shape.seq * xs.len() * heads * shape.d];
     for (slot, x) in xs.iter().enumerate() {
         for (i, &v) in x.iter().enumerate() {
-            let (bh, r, e) = (i / (t * d), i / d % t, i % d);
-            let (b, h) = (bh / heads, bh % heads);
-            out[(b * t + r) * xs.len() * c + slot * c + h * d + e] = v;
+            out[token_index(i, xs.len(), slot, heads, shape)] = v;
         }
     }
     out
@@ -267,12 +264,16 @@ pub fn head_major<T: Copy>(
     heads: usize,
     shape: Shape,
 ) -> Vec<T> {
-    let (t, d, c) = (shape.seq, shape.d, heads * shape.d);
-    (0..batch * heads * t * d)
-        .map(|i| {
-            let (bh, r, e) = (i / (t * d), i / d % t, i % d);
-            let (b, h) = (bh / heads, bh % heads);
-            x[(b * t + r) * slots * c + slot * c + h * d + e]
-        })
+    (0..batch * heads * shape.seq * shape.d)
+        .map(|i| x[token_index(i, slots, slot, heads, shape)])
         .collect()
+}
+
+/// Where element `i` of per-head tensor `slot` ([batch·heads, seq, d])
+/// lies in the token-major tensor of `slots` (see [`token_major`]).
+fn token_index(i: usize, slots: usize, slot: usize, heads: usize, shape: Shape) -> usize {
+    let (t, d) = (shape.seq, shape.d);
+    let (bh, r, e) = (i / (t * d), i / d % t, i % d);
+    let (b, h) = (bh / heads, bh % heads);
+    ((b * t + r) * slots + slot) * heads * d + h * d + e
 }
