@@ -384,6 +384,7 @@ fn gpu_rmsnorm() {
                 &i[2],
                 &mut dx[0],
                 Out::Add,
+                None,
                 &mut dw[0],
                 Out::Write,
                 rows,
@@ -391,6 +392,41 @@ fn gpu_rmsnorm() {
             )
         });
         close(&format!("rmsnorm {rows}x{n}"), &r, F32_TOL);
+        // A bf16 run's backward: dy in bf16, dx also rounded into dx16.
+        let dy16 = match &ins[2] {
+            Host::F32(v) => Host::Bf16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            _ => unreachable!("dy is f32"),
+        };
+        let r = run(
+            &ops,
+            &[ins[0].clone(), ins[1].clone(), dy16],
+            &[outs[2].clone(), nan_bf16(rows * n), nan_f32(n)],
+            |o, i, out| {
+                let (dx, rest) = out.split_at_mut(1);
+                let (dx16, dw) = rest.split_at_mut(1);
+                let mut rstd = o.device().alloc_output(Scalar::F32, rows)?;
+                let mut y = o.device().alloc_output(Scalar::BF16, rows * n)?;
+                o.rmsnorm_fwd(&i[0], &i[1], &mut y, &mut rstd, rows, n, 1e-5)?;
+                o.rmsnorm_bwd(
+                    &i[0],
+                    &i[1],
+                    &rstd,
+                    &i[2],
+                    &mut dx[0],
+                    Out::Add,
+                    Some(&mut dx16[0]),
+                    &mut dw[0],
+                    Out::Write,
+                    rows,
+                    n,
+                )
+            },
+        );
+        close(
+            &format!("rmsnorm backward from bf16 {rows}x{n}"),
+            &r,
+            F32_TOL + 1.0 / 128.0,
+        );
         // y rounded to bf16 (the trainer's): within F32_TOL, then one bf16
         // ulp (2^-7 relative) where the engines' values round apart.
         let r = run(
@@ -404,6 +440,33 @@ fn gpu_rmsnorm() {
         );
         close(
             &format!("rmsnorm to bf16 {rows}x{n}"),
+            &r,
+            F32_TOL + 1.0 / 128.0,
+        );
+        // A plain residual's sum and the next norm in one kernel: the sum
+        // exact on both engines (one f32 add), y and rstd as above.
+        let r = run(
+            &ops,
+            &[ins[0].clone(), ins[1].clone(), ins[2].clone()],
+            &[nan_f32(rows * n), nan_bf16(rows * n), nan_f32(rows)],
+            |o, i, out| {
+                let (sum, rest) = out.split_at_mut(1);
+                let (y, rstd) = rest.split_at_mut(1);
+                o.add_rmsnorm_fwd(
+                    &i[0],
+                    &i[2],
+                    &mut sum[0],
+                    &i[1],
+                    &mut y[0],
+                    &mut rstd[0],
+                    rows,
+                    n,
+                    1e-5,
+                )
+            },
+        );
+        close(
+            &format!("add_rmsnorm to bf16 {rows}x{n}"),
             &r,
             F32_TOL + 1.0 / 128.0,
         );
@@ -632,7 +695,7 @@ fn gpu_gelu_loss_adamw() {
     let mut r = run(&ops, &ins, &outs, |o, i, out| {
         let [p, m, v] = out else { unreachable!() };
         let stats = scaled_by_0_7(o.device());
-        o.adamw(p, &i[0], m, v, n, &hp, 1, &stats, CLIP)?;
+        o.adamw(p, &i[0], m, v, None, n, &hp, 1, &stats, CLIP)?;
         // A wrong optimizer on purpose (`sabotaged`): step 2 on the GPU
         // without its bias correction (at step 10^6 both corrections are 1).
         let step2 = if o.device().is_gpu() && sabotaged("adamw-no-bias-correction") {
@@ -640,7 +703,7 @@ fn gpu_gelu_loss_adamw() {
         } else {
             2
         };
-        o.adamw(p, &i[1], m, v, n, &hp, step2, &stats, CLIP)
+        o.adamw(p, &i[1], m, v, None, n, &hp, step2, &stats, CLIP)
     });
     // Compare the update, not the parameters: |update| ≈ 2·lr = 6e-4 against
     // |p| ≈ 1, so a tolerance on p would cover most of it.
@@ -939,9 +1002,9 @@ fn adamw_update_bound_holds_on_the_cpu_and_catches_a_missing_bias_correction() {
     );
     let (b1, b2) = (d.upload(&g1).unwrap(), d.upload(&g2).unwrap());
     let stats = scaled_by_0_7(d);
-    ops.adamw(&mut p, &b1, &mut m, &mut v, n, &hp, 1, &stats, CLIP)
+    ops.adamw(&mut p, &b1, &mut m, &mut v, None, n, &hp, 1, &stats, CLIP)
         .unwrap();
-    ops.adamw(&mut p, &b2, &mut m, &mut v, n, &hp, 2, &stats, CLIP)
+    ops.adamw(&mut p, &b2, &mut m, &mut v, None, n, &hp, 2, &stats, CLIP)
         .unwrap();
     let got: Vec<f64> = download(d, &p)
         .iter()
@@ -1001,7 +1064,11 @@ fn gpu_gathered_adamw_matches_one_launch_per_tensor() {
             .zip(shapes)
             .enumerate()
             .map(|(i, (w, &(n, decay, lr_scale)))| {
-                let mut s = Slot::of(format!("w{i}"), &[n], decay, w);
+                // The decayed ones as matrices with bf16 copies.
+                let mut s = match decay {
+                    true => Slot::matrix(format!("w{i}"), &[n], w, true),
+                    false => Slot::of(format!("w{i}"), &[n], decay, w),
+                };
                 s.lr_scale = lr_scale;
                 s
             })
@@ -1014,6 +1081,14 @@ fn gpu_gathered_adamw_matches_one_launch_per_tensor() {
     assert!(oa.is_gathered() && !ob.is_gathered());
     for (w, v) in wa.iter().zip(&values) {
         assert_eq!(&d.download::<f32>(&w.value).unwrap(), v, "gathered value");
+    }
+    // The matrices' copies made (as a forward does), then kept by the updates.
+    for ws in [&mut wa, &mut wb] {
+        for (w, s) in ws.iter_mut().zip(&shapes) {
+            if s.1 {
+                w.round(&ops).unwrap();
+            }
+        }
     }
     for t in 1..=3u64 {
         let grads: Vec<Vec<f32>> = shapes.iter().map(|s| randv(&mut rng, s.0, 2.0)).collect();
@@ -1055,6 +1130,19 @@ fn gpu_gathered_adamw_matches_one_launch_per_tensor() {
                     .collect()
             };
             assert_eq!(bits(&a.value), bits(&b.value), "step {t}: parameter {i}");
+            if shapes[i].1 {
+                let rounded: Vec<u16> = d
+                    .download::<f32>(&a.value)
+                    .unwrap()
+                    .iter()
+                    .map(|&v| half::bf16::from_f32(v).to_bits())
+                    .collect();
+                for (what, w) in [("gathered", a), ("per tensor", b)] {
+                    let copy = d.download::<half::bf16>(w.rounded().unwrap()).unwrap();
+                    let copy: Vec<u16> = copy.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(copy, rounded, "step {t}: {what} bf16 copy of parameter {i}");
+                }
+            }
         }
         for (i, ((ma, va), (mb, vb))) in oa.moments.iter().zip(&ob.moments).enumerate() {
             let same = |x: &Buffer, y: &Buffer| {

@@ -194,15 +194,41 @@ fn rmsnorm_forward_and_backward() {
         let (y_ref, rstd_ref) = rmsnorm_ref(&x, &w, n, eps);
         close("y", &down(&o, &y), &y_ref, F32_TOL);
         close("rstd", &down(&o, &rstd), &rstd_ref, F32_TOL);
-        for mode in [Out::Write, Out::Add] {
+        // f32 dy; then a bf16 run's form: dy in bf16, dx also rounded into
+        // dx16 (NaN before).
+        let dy16 = as_bf16(&dy);
+        let dyb16 = up_bf16(&o, &dy16);
+        for (mode, half) in [
+            (Out::Write, false),
+            (Out::Add, false),
+            (Out::Write, true),
+            (Out::Add, true),
+        ] {
+            let (dy, dyb) = if half { (&dy16, &dyb16) } else { (&dy, &dyb) };
             let (px, pw) = (randv(&mut rng, rows * n, 1.0), randv(&mut rng, n, 1.0));
             let (mut dx, mut dw) = match mode {
                 Out::Add => (up(&o, &px), up(&o, &pw)),
                 Out::Write => (nan(&o, Scalar::F32, rows * n), nan(&o, Scalar::F32, n)),
             };
-            o.rmsnorm_bwd(&xb, &wb, &rstd, &dyb, &mut dx, mode, &mut dw, mode, rows, n)
-                .unwrap();
+            let mut dx16 = half.then(|| nan(&o, Scalar::BF16, rows * n));
+            o.rmsnorm_bwd(
+                &xb,
+                &wb,
+                &rstd,
+                dyb,
+                &mut dx,
+                mode,
+                dx16.as_mut(),
+                &mut dw,
+                mode,
+                rows,
+                n,
+            )
+            .unwrap();
             let (mut gdx, mut gdw) = (down(&o, &dx), down(&o, &dw));
+            if let Some(dx16) = &dx16 {
+                same("dx16", &down(&o, dx16), &as_bf16(&gdx));
+            }
             if mode == Out::Add {
                 gdx.iter_mut().zip(as_f32(&px)).for_each(|(g, p)| *g -= p);
                 gdw.iter_mut().zip(as_f32(&pw)).for_each(|(g, p)| *g -= p);
@@ -210,18 +236,41 @@ fn rmsnorm_forward_and_backward() {
             check_grad(
                 "dx",
                 &mut rng,
-                &|x| dot(&dy, &rmsnorm_ref(x, &w, n, eps).0),
+                &|x| dot(dy, &rmsnorm_ref(x, &w, n, eps).0),
                 &x,
                 &gdx,
             );
             check_grad(
                 "dw",
                 &mut rng,
-                &|w| dot(&dy, &rmsnorm_ref(&x, w, n, eps).0),
+                &|w| dot(dy, &rmsnorm_ref(&x, w, n, eps).0),
                 &w,
                 &gdw,
             );
         }
+        // dy's dtype must match the form.
+        let mut dx = nan(&o, Scalar::F32, rows * n);
+        let mut dw = nan(&o, Scalar::F32, n);
+        let mut dx16 = nan(&o, Scalar::BF16, rows * n);
+        let w32 = Out::Write;
+        assert!(o
+            .rmsnorm_bwd(
+                &xb,
+                &wb,
+                &rstd,
+                &dyb,
+                &mut dx,
+                w32,
+                Some(&mut dx16),
+                &mut dw,
+                w32,
+                rows,
+                n
+            )
+            .is_err());
+        assert!(o
+            .rmsnorm_bwd(&xb, &wb, &rstd, &dyb16, &mut dx, w32, None, &mut dw, w32, rows, n)
+            .is_err());
     }
 }
 
@@ -365,6 +414,7 @@ fn adamw_steps() {
             &up(&o, &g),
             &mut mb,
             &mut vb,
+            None,
             n,
             &hp,
             step,
@@ -420,7 +470,7 @@ fn adamw_skips_a_non_finite_step_and_clips_only_above_the_norm() {
     for stats in [[f32::NAN, 1.0], [1.0, f32::INFINITY], [f32::INFINITY, 1.0]] {
         let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
         let sb = o.device().upload(&stats).unwrap();
-        o.adamw(&mut pb, &g, &mut mb, &mut vb, n, &hp, 3, &sb, 1.0)
+        o.adamw(&mut pb, &g, &mut mb, &mut vb, None, n, &hp, 3, &sb, 1.0)
             .unwrap();
         for (name, b, want) in [("p", &pb, &p), ("m", &mb, &m), ("v", &vb, &v)] {
             let got = down(&o, b);
@@ -436,7 +486,7 @@ fn adamw_skips_a_non_finite_step_and_clips_only_above_the_norm() {
     let run = |clip: f32| {
         let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
         let sb = o.device().upload(&[1.0f32, 4.0]).unwrap();
-        o.adamw(&mut pb, &g, &mut mb, &mut vb, n, &hp, 3, &sb, clip)
+        o.adamw(&mut pb, &g, &mut mb, &mut vb, None, n, &hp, 3, &sb, clip)
             .unwrap();
         down(&o, &mb)
     };
@@ -447,6 +497,69 @@ fn adamw_skips_a_non_finite_step_and_clips_only_above_the_norm() {
         none.iter().zip(&clipped).any(|(a, b)| a != b),
         "clip 1 < norm 2 scaled nothing"
     );
+}
+
+/// `adamw` with a bf16 copy: p, m and v bit for bit as without it, and the
+/// copy (NaN before) p after the step rounded to nearest even; on a skipped
+/// step the copy is p as it was, rounded.
+#[test]
+fn adamw_writes_the_bf16_copy_of_the_updated_value() {
+    let o = ops();
+    let mut rng = rng("adamw_bf16");
+    let n = 2053;
+    let hp = AdamW {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let (p, m, g) = (
+        as_f32(&randv(&mut rng, n, 1.0)),
+        as_f32(&randv(&mut rng, n, 0.1)),
+        up(&o, &randv(&mut rng, n, 1.0)),
+    );
+    let v = as_f32(
+        &randv(&mut rng, n, 0.1)
+            .iter()
+            .map(|x| x * x)
+            .collect::<Vec<_>>(),
+    );
+    for stats in [[2.0f32, 9.0], [f32::NAN, 1.0]] {
+        let sb = o.device().upload(&stats).unwrap();
+        let run = |copy: bool| {
+            let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
+            let mut p16 = nan(&o, Scalar::BF16, n);
+            let p16_arg = copy.then_some(&mut p16);
+            o.adamw(&mut pb, &g, &mut mb, &mut vb, p16_arg, n, &hp, 2, &sb, 1.5)
+                .unwrap();
+            [&pb, &mb, &vb, &p16].map(|b| down(&o, b))
+        };
+        let ([p1, m1, v1, p16], [p0, m0, v0, _]) = (run(true), run(false));
+        same("p", &p1, &p0);
+        same("m", &m1, &m0);
+        same("v", &v1, &v0);
+        same("bf16 copy", &p16, &as_bf16(&p1));
+        if stats[0].is_nan() {
+            same("p of a skipped step", &p1, &p);
+        }
+    }
+    let mut short = nan(&o, Scalar::BF16, n - 1);
+    let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
+    let sb = o.device().upload(&[1.0f32, 1.0]).unwrap();
+    let err = o.adamw(
+        &mut pb,
+        &g,
+        &mut mb,
+        &mut vb,
+        Some(&mut short),
+        n,
+        &hp,
+        1,
+        &sb,
+        0.0,
+    );
+    assert!(err.is_err(), "a bf16 copy of the wrong length was taken");
 }
 
 #[test]
@@ -686,6 +799,7 @@ fn bad_arguments_are_errors() {
             &x,
             &mut r,
             &mut nan(&o, Scalar::F32, 10),
+            None,
             10,
             &AdamW {
                 lr: 0.1,
@@ -743,6 +857,24 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
         .unwrap();
     same("rmsnorm y", down(&o, &y16), rounded(down(&o, &y32)));
     same("rmsnorm rstd", down(&o, &r16), down(&o, &r32));
+    // x = a + b written, and the norm of it: the same bits as an add and a
+    // norm, with y in f32 and in bf16.
+    let b_term = randv(&mut rng, rows * n, 1.0);
+    let (ab, bb) = (up(&o, &as_f32(&x)), up(&o, &b_term));
+    let mut sum_want = nan(&o, Scalar::F32, rows * n);
+    o.add(&ab, &bb, &mut sum_want, rows * n).unwrap();
+    for dtype in [Scalar::F32, Scalar::BF16] {
+        let (mut y_want, mut r_want) = (nan(&o, dtype, rows * n), nan(&o, Scalar::F32, rows));
+        o.rmsnorm_fwd(&sum_want, &wb, &mut y_want, &mut r_want, rows, n, 1e-5)
+            .unwrap();
+        let mut sum = nan(&o, Scalar::F32, rows * n);
+        let (mut y, mut r) = (nan(&o, dtype, rows * n), nan(&o, Scalar::F32, rows));
+        o.add_rmsnorm_fwd(&ab, &bb, &mut sum, &wb, &mut y, &mut r, rows, n, 1e-5)
+            .unwrap();
+        same("add_rmsnorm x", down(&o, &sum), down(&o, &sum_want));
+        same("add_rmsnorm y", down(&o, &y), down(&o, &y_want));
+        same("add_rmsnorm rstd", down(&o, &r), down(&o, &r_want));
+    }
 
     let m = 5003;
     let (u, dy) = (randv(&mut rng, m, 5.0), randv(&mut rng, m, 1.0));

@@ -190,8 +190,76 @@ impl Ops {
         })
     }
 
+    /// [`Ops::rmsnorm_fwd`] of `x = a + b`, with x written too: a plain
+    /// residual's sum and the next site's norm in one kernel (a, b and x
+    /// [rows, n] f32; x must not share memory with a or b).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_rmsnorm_fwd(
+        &self,
+        a: &Buffer,
+        b: &Buffer,
+        x: &mut Buffer,
+        w: &Buffer,
+        y: &mut Buffer,
+        rstd: &mut Buffer,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), OpsError> {
+        const OP: &str = "add_rmsnorm_fwd";
+        for (name, t) in [("a", a), ("b", b), ("x", &*x)] {
+            check(OP, name, t, Scalar::F32, &[rows, n])?;
+        }
+        check(OP, "w", w, Scalar::F32, &[n])?;
+        let half = y.dtype() == Scalar::BF16;
+        check(
+            OP,
+            "y",
+            y,
+            if half { Scalar::BF16 } else { Scalar::F32 },
+            &[rows, n],
+        )?;
+        check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
+        let n32 = int(OP, n)?;
+        if half {
+            return self.launch_rows(rows, n, |block| {
+                Ok((
+                    k::AddRmsnormFwdToBf16Meta { BLOCK: block },
+                    k::AddRmsnormFwdToBf16 {
+                        a,
+                        b,
+                        x,
+                        w,
+                        y,
+                        rstd,
+                        n: n32,
+                        eps,
+                    },
+                ))
+            });
+        }
+        self.launch_rows(rows, n, |block| {
+            Ok((
+                k::AddRmsnormFwdMeta { BLOCK: block },
+                k::AddRmsnormFwd {
+                    a,
+                    b,
+                    x,
+                    w,
+                    y,
+                    rstd,
+                    n: n32,
+                    eps,
+                },
+            ))
+        })
+    }
+
     /// Backward of [`Ops::rmsnorm_fwd`]: dx (+)= ∂L/∂x and dw (+)= Σ_rows dy·x·rstd
-    /// (deterministic), from x, w, the saved rstd and dy.
+    /// (deterministic), from x, w, the saved rstd and dy. A bf16 run's
+    /// form: dy in bf16 (a GEMM's input gradient as autocast rounds it) and
+    /// `dx16`, written with dx after the step rounded (the next GEMMs'
+    /// operand); an f32 run's: dy in f32, no `dx16`.
     #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm_bwd(
         &self,
@@ -201,6 +269,7 @@ impl Ops {
         dy: &Buffer,
         dx: &mut Buffer,
         dx_mode: Out,
+        dx16: Option<&mut Buffer>,
         dw: &mut Buffer,
         dw_mode: Out,
         rows: usize,
@@ -210,29 +279,78 @@ impl Ops {
         check(OP, "x", x, Scalar::F32, &[rows, n])?;
         check(OP, "w", w, Scalar::F32, &[n])?;
         check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
-        check(OP, "dy", dy, Scalar::F32, &[rows, n])?;
+        let half = dx16.is_some();
+        let dy_type = if half { Scalar::BF16 } else { Scalar::F32 };
+        if dy.dtype() != dy_type {
+            return Err(OpsError::Shape {
+                op: OP,
+                message: format!(
+                    "`dy` is a {} buffer; it must be bf16 exactly when `dx16` is given \
+                     (a bf16 run's form)",
+                    dy.dtype().name()
+                ),
+            });
+        }
+        check(OP, "dy", dy, dy_type, &[rows, n])?;
         check(OP, "dx", dx, Scalar::F32, &[rows, n])?;
         check(OP, "dw", dw, Scalar::F32, &[n])?;
-        self.launch_rows(rows, n, |block| {
-            Ok((
-                k::RmsnormBwdMeta { BLOCK: block },
-                k::RmsnormBwd {
-                    x,
-                    w,
-                    dy,
-                    rstd,
-                    dx,
-                    n: int(OP, n)?,
-                    accumulate: dx_mode.flag(),
-                },
-            ))
-        })?;
+        let (n32, accumulate) = (int(OP, n)?, dx_mode.flag());
+        if let Some(dx16) = dx16 {
+            check(OP, "dx16", dx16, Scalar::BF16, &[rows, n])?;
+            self.launch_rows(rows, n, |block| {
+                Ok((
+                    k::RmsnormBwdBf16Meta { BLOCK: block },
+                    k::RmsnormBwdBf16 {
+                        x,
+                        w,
+                        dy,
+                        rstd,
+                        dx,
+                        dx16,
+                        n: n32,
+                        accumulate,
+                    },
+                ))
+            })?;
+        } else {
+            self.launch_rows(rows, n, |block| {
+                Ok((
+                    k::RmsnormBwdMeta { BLOCK: block },
+                    k::RmsnormBwd {
+                        x,
+                        w,
+                        dy,
+                        rstd,
+                        dx,
+                        n: n32,
+                        accumulate,
+                    },
+                ))
+            })?;
+        }
         self.column_reduce(OP, rows, n, dw, dw_mode, |out, pass| {
+            let (br, bc) = (pass.br, pass.bc);
+            let (rows, n, rows_per_prog, accumulate) =
+                (pass.rows, pass.n, pass.rows_per_prog, pass.accumulate);
+            if half {
+                return self.launch(
+                    k::RmsnormDwFromBf16Meta { BR: br, BC: bc },
+                    4,
+                    pass.grid,
+                    k::RmsnormDwFromBf16 {
+                        x,
+                        dy,
+                        rstd,
+                        out,
+                        rows,
+                        n,
+                        rows_per_prog,
+                        accumulate,
+                    },
+                );
+            }
             self.launch(
-                k::RmsnormDwMeta {
-                    BR: pass.br,
-                    BC: pass.bc,
-                },
+                k::RmsnormDwMeta { BR: br, BC: bc },
                 4,
                 pass.grid,
                 k::RmsnormDw {
@@ -240,10 +358,10 @@ impl Ops {
                     dy,
                     rstd,
                     out,
-                    rows: pass.rows,
-                    n: pass.n,
-                    rows_per_prog: pass.rows_per_prog,
-                    accumulate: pass.accumulate,
+                    rows,
+                    n,
+                    rows_per_prog,
+                    accumulate,
                 },
             )
         })
@@ -793,7 +911,9 @@ impl Ops {
     /// parameters `p` with gradient `g` and moments `m`, `v`. `stats` holds
     /// the step's loss and the gradients' squared global norm (written on
     /// the device): the gradient is scaled to a norm of at most `clip` (when
-    /// `clip` > 0), and nothing changes when either is not finite.
+    /// `clip` > 0), and nothing changes when either is not finite. With
+    /// `p16` (bf16 [n]), p's bf16 copy is written in the same pass: p after
+    /// the step, rounded (skipped or not).
     #[allow(clippy::too_many_arguments)]
     pub fn adamw(
         &self,
@@ -801,6 +921,7 @@ impl Ops {
         g: &Buffer,
         m: &mut Buffer,
         v: &mut Buffer,
+        p16: Option<&mut Buffer>,
         n: usize,
         hp: &AdamW,
         step: u64,
@@ -812,6 +933,9 @@ impl Ops {
             check(OP, name, b, Scalar::F32, &[n])?;
         }
         check(OP, "stats", stats, Scalar::F32, &[2])?;
+        if let Some(p16) = &p16 {
+            check(OP, "p16", p16, Scalar::BF16, &[n])?;
+        }
         if step == 0 {
             return Err(OpsError::Shape {
                 op: OP,
@@ -821,17 +945,39 @@ impl Ops {
         let exp = step.min(i32::MAX as u64) as i32;
         let bc1 = (1.0 - (hp.beta1 as f64).powi(exp)) as f32;
         let bc2 = (1.0 - (hp.beta2 as f64).powi(exp)) as f32;
+        let (lr, beta1, beta2, eps, wd, n64) =
+            (hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, n as i64);
+        if let Some(p16) = p16 {
+            let a = k::AdamwBf16 {
+                p,
+                g,
+                m,
+                v,
+                p16,
+                n: n64,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                wd,
+                bc1,
+                bc2,
+                stats,
+                clip,
+            };
+            return self.elementwise(n, |block| Ok((k::AdamwBf16Meta { BLOCK: block }, a)));
+        }
         let a = k::Adamw {
             p,
             g,
             m,
             v,
-            n: n as i64,
-            lr: hp.lr,
-            beta1: hp.beta1,
-            beta2: hp.beta2,
-            eps: hp.eps,
-            wd: hp.weight_decay,
+            n: n64,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            wd,
             bc1,
             bc2,
             stats,

@@ -6,7 +6,7 @@
 
 use super::config::{AttentionBackward, ModelConfig, Precision};
 use super::params::{Slot, Weight};
-use super::residual::{bytes, Residual, Sublayers};
+use super::residual::{bytes, Residual, SiteInput, StreamGrad, Sublayers};
 use crate::ops::{Ops, Out};
 use anyhow::{anyhow, bail, Result};
 use std::sync::Arc;
@@ -282,30 +282,38 @@ impl Kit {
     }
 
     /// RMSNorm of `x` [rows, C] with gain `w`: (y, rstd), y in bf16 (every
-    /// norm feeds a linear layer).
-    fn norm(&self, x: &Buffer, w: &Buffer) -> Result<(Buffer, Buffer)> {
+    /// norm feeds a linear layer). A sum's terms are added as they are read.
+    fn norm(&self, x: SiteInput, w: &Buffer) -> Result<(Buffer, Buffer)> {
         let (rows, c) = (self.tokens(), self.cfg.width);
         let mut y = self.device.alloc_output(self.half(), rows * c)?;
         let mut rstd = self.alloc(rows)?;
-        self.ops
-            .rmsnorm_fwd(x, w, &mut y, &mut rstd, rows, c, NORM_EPS)?;
+        match x {
+            SiteInput::Stream(x) => self
+                .ops
+                .rmsnorm_fwd(x, w, &mut y, &mut rstd, rows, c, NORM_EPS)?,
+            SiteInput::Sum { x, y: f, sum } => self
+                .ops
+                .add_rmsnorm_fwd(x, f, sum, w, &mut y, &mut rstd, rows, c, NORM_EPS)?,
+        }
         Ok((y, rstd))
     }
 
-    /// Backward of [`Kit::norm`]: returns dx, writes the gain's gradient.
+    /// Backward of [`Kit::norm`]: returns dx (and in a bf16 run its bf16
+    /// rounding), writes the gain's gradient.
     fn norm_backward(
         &self,
         x: &Buffer,
         w: &mut Weight,
         rstd: &Buffer,
         dy: &Buffer,
-    ) -> Result<Buffer> {
+    ) -> Result<StreamGrad> {
         let mut dx = self.alloc(self.tokens() * self.cfg.width)?;
-        self.norm_backward_into(x, w, rstd, dy, &mut dx, Out::Write)?;
-        Ok(dx)
+        let dx16 = self.norm_backward_into(x, w, rstd, dy, &mut dx, Out::Write)?;
+        Ok(StreamGrad { g: dx, g16: dx16 })
     }
 
-    /// [`Kit::norm_backward`] into `dx` (added to it with [`Out::Add`]).
+    /// [`Kit::norm_backward`] into `dx` (added to it with [`Out::Add`]);
+    /// returns dx after it rounded to bf16 where dy is bf16 (a bf16 run).
     fn norm_backward_into(
         &self,
         x: &Buffer,
@@ -314,8 +322,12 @@ impl Kit {
         dy: &Buffer,
         dx: &mut Buffer,
         mode: Out,
-    ) -> Result<()> {
+    ) -> Result<Option<Buffer>> {
         let (rows, c) = (self.tokens(), self.cfg.width);
+        let mut dx16 = match dy.dtype() {
+            Scalar::BF16 => Some(self.device.alloc_output(Scalar::BF16, rows * c)?),
+            _ => None,
+        };
         self.ops.rmsnorm_bwd(
             x,
             &w.value,
@@ -323,12 +335,13 @@ impl Kit {
             dy,
             dx,
             mode,
+            dx16.as_mut(),
             &mut w.grad,
             Out::Write,
             rows,
             c,
         )?;
-        Ok(())
+        Ok(dx16)
     }
 
     fn heads(&self) -> (usize, usize, usize, f32) {
@@ -336,7 +349,7 @@ impl Kit {
         (h, d, self.batch * h, 1.0 / (d as f32).sqrt())
     }
 
-    fn attention(&self, b: &Block, h: &Buffer) -> Result<(Buffer, AttnActs)> {
+    fn attention(&self, b: &Block, h: SiteInput) -> Result<(Buffer, AttnActs)> {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
         let (a, rstd) = self.norm(h, &b.norm1.value)?;
@@ -427,10 +440,12 @@ impl Kit {
                 dqkv
             }
         };
-        self.linear_backward(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c)
+        // The norm's output gradient in the operand dtype, as autocast's
+        // backward gives it: half the bytes for the norm's backward to read.
+        self.linear_backward_to(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c, self.half())
     }
 
-    fn mlp(&self, b: &Block, h: &Buffer) -> Result<(Buffer, MlpActs)> {
+    fn mlp(&self, b: &Block, h: SiteInput) -> Result<(Buffer, MlpActs)> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let (a, rstd) = self.norm(h, &b.norm2.value)?;
         // u in the operand dtype: kept for GELU's backward at half the bytes.
@@ -469,7 +484,8 @@ impl Kit {
                 du
             }
         };
-        self.linear_backward(&acts.a, &mut b.w1, &du, rows, c, f)
+        // As at the end of the attention's backward.
+        self.linear_backward_to(&acts.a, &mut b.w1, &du, rows, c, f, self.half())
     }
 
     /// Cross-entropy of `logits` against `targets` summed and divided by
@@ -521,7 +537,7 @@ struct Sites<'a, 'c> {
 }
 
 impl Sublayers for Sites<'_, '_> {
-    fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer> {
+    fn forward(&mut self, site: usize, h: SiteInput) -> Result<Buffer> {
         let block = &self.blocks[site / 2];
         self.kit.ops.set_phase("forward");
         let (y, acts) = if site.is_multiple_of(2) {
@@ -539,20 +555,22 @@ impl Sublayers for Sites<'_, '_> {
         Ok(y)
     }
 
-    fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer> {
+    fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<StreamGrad> {
         self.kit.ops.set_phase("backward");
         let (da, rstd) = self.backward_to_norm(site, dy)?;
         let mut dh = self.kit.alloc(self.kit.tokens() * self.kit.cfg.width)?;
-        self.norm_backward(site, h, &da, &rstd, &mut dh, Out::Write)?;
+        let dh16 = self.norm_backward(site, h, &da, &rstd, &mut dh, Out::Write)?;
         self.kit.ops.set_phase(RESIDUAL_BACKWARD);
-        Ok(dh)
+        Ok(StreamGrad { g: dh, g16: dh16 })
     }
 
-    fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut Buffer) -> Result<()> {
+    fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut StreamGrad) -> Result<()> {
         self.kit.ops.set_phase("backward");
-        // g is read as ∂L/∂y only before the norm's backward adds into it.
-        let (da, rstd) = self.backward_to_norm(site, g)?;
-        self.norm_backward(site, h, &da, &rstd, g, Out::Add)?;
+        // g is read as ∂L/∂y only before the norm's backward adds into it;
+        // the site's backward takes ∂L/∂y only as a GEMM operand, so its bf16
+        // rounding serves where there is one.
+        let (da, rstd) = self.backward_to_norm(site, g.g16.as_ref().unwrap_or(&g.g))?;
+        g.g16 = self.norm_backward(site, h, &da, &rstd, &mut g.g, Out::Add)?;
         self.kit.ops.set_phase(RESIDUAL_BACKWARD);
         Ok(())
     }
@@ -570,9 +588,10 @@ impl Sites<'_, '_> {
         }
     }
 
-    /// The site's norm backward into `dh` (`mode`); then the block's weights
-    /// of this site are final for the step (each serves one site), so a
-    /// data-parallel run hands their gradients to the reduction.
+    /// The site's norm backward into `dh` (`mode`; returns dh's bf16
+    /// rounding in a bf16 run); then the block's weights of this site are
+    /// final for the step (each serves one site), so a data-parallel run
+    /// hands their gradients to the reduction.
     fn norm_backward(
         &mut self,
         site: usize,
@@ -581,7 +600,7 @@ impl Sites<'_, '_> {
         rstd: &Buffer,
         dh: &mut Buffer,
         mode: Out,
-    ) -> Result<()> {
+    ) -> Result<Option<Buffer>> {
         let block = &mut self.blocks[site / 2];
         let attn = site.is_multiple_of(2);
         let norm = if attn {
@@ -589,7 +608,7 @@ impl Sites<'_, '_> {
         } else {
             &mut block.norm2
         };
-        self.kit.norm_backward_into(h, norm, rstd, da, dh, mode)?;
+        let dh16 = self.kit.norm_backward_into(h, norm, rstd, da, dh, mode)?;
         if let Some(r) = self.reduce.as_deref_mut() {
             if attn {
                 r.ready(&mut [
@@ -605,7 +624,7 @@ impl Sites<'_, '_> {
                 ])?;
             }
         }
-        Ok(())
+        Ok(dh16)
     }
 }
 
@@ -696,6 +715,7 @@ impl Model {
             Slot::of("wte", &[v, c], false, &mut self.wte),
             Slot::of("wpe", &[t, c], false, &mut self.wpe),
         ];
+        let bf16 = self.kit.cfg.precision == Precision::Bf16;
         for (l, b) in self.blocks.iter_mut().enumerate() {
             s.push(Slot::of(
                 format!("block{l}.norm1"),
@@ -703,24 +723,39 @@ impl Model {
                 false,
                 &mut b.norm1,
             ));
-            s.push(Slot::of(
+            s.push(Slot::matrix(
                 format!("block{l}.wqkv"),
                 &[c, 3 * c],
-                true,
                 &mut b.wqkv,
+                bf16,
             ));
-            s.push(Slot::of(format!("block{l}.wo"), &[c, c], true, &mut b.wo));
+            s.push(Slot::matrix(
+                format!("block{l}.wo"),
+                &[c, c],
+                &mut b.wo,
+                bf16,
+            ));
             s.push(Slot::of(
                 format!("block{l}.norm2"),
                 &[c],
                 false,
                 &mut b.norm2,
             ));
-            s.push(Slot::of(format!("block{l}.w1"), &[c, f], true, &mut b.w1));
-            s.push(Slot::of(format!("block{l}.w2"), &[f, c], true, &mut b.w2));
+            s.push(Slot::matrix(
+                format!("block{l}.w1"),
+                &[c, f],
+                &mut b.w1,
+                bf16,
+            ));
+            s.push(Slot::matrix(
+                format!("block{l}.w2"),
+                &[f, c],
+                &mut b.w2,
+                bf16,
+            ));
         }
         s.push(Slot::of("norm_f", &[c], false, &mut self.norm_f));
-        s.push(Slot::of("head", &[c, v], true, &mut self.head));
+        s.push(Slot::matrix("head", &[c, v], &mut self.head, bf16));
         s.extend(self.residual.slots());
         s
     }
@@ -768,7 +803,7 @@ impl Model {
         kit.ops.set_phase(RESIDUAL_FORWARD);
         let xf = self.residual.forward(&x0, &mut sites)?;
         kit.ops.set_phase("forward");
-        let (hf, rstd_f) = kit.norm(&xf, &self.norm_f.value)?;
+        let (hf, rstd_f) = kit.norm(SiteInput::Stream(&xf), &self.norm_f.value)?;
         let (logits, hf) = kit.linear(hf, &self.head, rows, c, v)?;
         Ok((
             logits,
@@ -861,7 +896,8 @@ impl Model {
         // [loss, squared gradient norm]: the optimiser fills in the second.
         let mut stats = kit.alloc(2)?;
         kit.cross_entropy(&logits, &targets, Some(&mut dlogits), &mut stats)?;
-        let dhf = kit.linear_backward(&head.hf, &mut self.head, &dlogits, rows, c, v)?;
+        let dhf =
+            kit.linear_backward_to(&head.hf, &mut self.head, &dlogits, rows, c, v, kit.half())?;
         let dxf = kit.norm_backward(&head.xf, &mut self.norm_f, &head.rstd_f, &dhf)?;
         if let Some(r) = reduce.as_mut() {
             r.ready(&mut [&mut self.head.grad, &mut self.norm_f.grad])?;
@@ -873,7 +909,7 @@ impl Model {
             reduce: reduce.as_mut(),
         };
         kit.ops.set_phase(RESIDUAL_BACKWARD);
-        let dx0 = self.residual.backward(&dxf, &mut sites)?;
+        let dx0 = self.residual.backward(dxf, &mut sites)?;
         kit.ops.set_phase("backward");
         kit.ops
             .embed_bwd(inputs, &dx0, &mut self.wte.grad, v, c, Out::Write)?;

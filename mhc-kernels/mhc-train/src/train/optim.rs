@@ -10,8 +10,13 @@
 //! reduction and the update one launch per such group, not one per tensor.
 //! The interpreter's buffers cannot share memory; on the CPU every tensor
 //! is its own launch.
+//!
+//! A matrix lent with its bf16 copy ([`Bf16Copy`]: the GEMMs' operand in a
+//! bf16 run) has that copy written by the update itself (`adamw_bf16`), so
+//! no cast of every matrix runs before the next forward; gathered, the
+//! copies of a group are one allocation too.
 
-use super::params::Slot;
+use super::params::{Bf16Copy, Slot};
 use crate::ops::{self, Ops, Out};
 use anyhow::{bail, Result};
 use tile_runtime::{Buffer, Device, Scalar};
@@ -46,6 +51,9 @@ struct Group {
     g: Buffer,
     m: Buffer,
     v: Buffer,
+    /// The group's bf16 copies, where its parameters have them (every one
+    /// does or none: [`AdamW::gather`]'s key).
+    p16: Option<Buffer>,
 }
 
 impl AdamW {
@@ -93,7 +101,7 @@ impl AdamW {
     }
 
     fn gather(device: &Device, slots: &mut [Slot]) -> Result<(Vec<(Buffer, Buffer)>, Gathered)> {
-        let key = |s: &Slot| (!s.decay, s.lr_scale.to_bits());
+        let key = |s: &Slot| (!s.decay, s.lr_scale.to_bits(), s.bf16.is_none());
         let mut order: Vec<usize> = (0..slots.len()).collect();
         order.sort_by_key(|&i| key(&slots[i]));
         let mut at = vec![0; slots.len()];
@@ -126,6 +134,20 @@ impl AdamW {
             }
             let (first, last) = (order[run_start], order[k - 1]);
             let (lo, hi) = (at[first], at[last] + slots[last].value.len());
+            let p16 = match slots[first].bf16.is_some() {
+                true => {
+                    let p16 = device.alloc_shared(Scalar::BF16, hi - lo)?;
+                    for &i in &order[run_start..k] {
+                        let len = slots[i].value.len();
+                        if let Some(Bf16Copy { buf, current }) = slots[i].bf16.as_mut() {
+                            **buf = Some(p16.view(at[i] - lo, len)?);
+                            **current = false;
+                        }
+                    }
+                    Some(p16)
+                }
+                false => None,
+            };
             groups.push(Group {
                 decay: slots[first].decay,
                 lr_scale: slots[first].lr_scale,
@@ -133,6 +155,7 @@ impl AdamW {
                 g: grads.view(lo, hi - lo)?,
                 m: m_all.view(lo, hi - lo)?,
                 v: v_all.view(lo, hi - lo)?,
+                p16,
             });
             run_start = k;
         }
@@ -185,15 +208,33 @@ impl AdamW {
                 let n = grp.p.len();
                 let hp = hp(grp.decay, grp.lr_scale);
                 ops.adamw(
-                    &mut grp.p, &grp.g, &mut grp.m, &mut grp.v, n, &hp, t, stats, clip,
+                    &mut grp.p,
+                    &grp.g,
+                    &mut grp.m,
+                    &mut grp.v,
+                    grp.p16.as_mut(),
+                    n,
+                    &hp,
+                    t,
+                    stats,
+                    clip,
                 )?;
+            }
+            // The copies now hold the values rounded (the slots' views).
+            for c in slots.iter_mut().filter_map(|s| s.bf16.as_mut()) {
+                *c.current = c.buf.is_some();
             }
             return Ok(());
         }
         for (s, (m, v)) in slots.iter_mut().zip(self.moments.iter_mut()) {
             let n = s.value.len();
             let hp = hp(s.decay, s.lr_scale);
-            ops.adamw(s.value, s.grad, m, v, n, &hp, t, stats, clip)?;
+            let p16 = s.bf16.as_mut().and_then(|c| c.buf.as_mut());
+            let written = p16.is_some();
+            ops.adamw(s.value, s.grad, m, v, p16, n, &hp, t, stats, clip)?;
+            if let Some(c) = s.bf16.as_mut() {
+                *c.current = written;
+            }
         }
         Ok(())
     }

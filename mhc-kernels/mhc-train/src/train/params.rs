@@ -9,7 +9,13 @@ use tile_runtime::{Buffer, Device, Scalar};
 pub struct Weight {
     pub value: Buffer,
     pub grad: Buffer,
+    /// The value rounded to bf16, the GEMMs' operand in bf16 runs (made on
+    /// first use; the optimiser may move it into one allocation of its own).
     pub bf16: Option<Buffer>,
+    /// Whether `bf16` holds the value rounded: set when [`Weight::round`]
+    /// makes it or the optimiser's update writes it, cleared whenever the
+    /// weight is lent out as a [`Slot`] (the borrower may change the value).
+    bf16_current: bool,
 }
 
 impl Weight {
@@ -18,22 +24,28 @@ impl Weight {
             value: device.upload(data)?,
             grad: device.alloc(Scalar::F32, data.len())?,
             bf16: None,
+            bf16_current: false,
         })
     }
 
-    /// Round the value to its bf16 copy (made on first use): once per step,
-    /// before the forward, since the optimiser or a checkpoint changed it.
+    /// Round the value to its bf16 copy (made on first use), unless the copy
+    /// is current already: before each forward, after the optimiser (which
+    /// usually wrote the copy as it updated the value) or a checkpoint.
     pub fn round(&mut self, ops: &Ops) -> anyhow::Result<()> {
+        if self.bf16_current && self.bf16.is_some() {
+            return Ok(());
+        }
         let n = self.value.len();
         if self.bf16.is_none() {
             self.bf16 = Some(ops.device().alloc_output(Scalar::BF16, n)?);
         }
         let half = self.bf16.as_mut().expect("just made");
         ops.cast_f32_bf16(&self.value, half, n)?;
+        self.bf16_current = true;
         Ok(())
     }
 
-    /// The bf16 copy [`Weight::round`] made.
+    /// The bf16 copy made by [`Weight::round`].
     pub fn rounded(&self) -> anyhow::Result<&Buffer> {
         self.bf16
             .as_ref()
@@ -51,6 +63,7 @@ impl Weight {
             value,
             grad: device.alloc(Scalar::F32, n)?,
             bf16: None,
+            bf16_current: false,
         })
     }
 }
@@ -67,15 +80,27 @@ pub struct Slot<'a> {
     pub lr_scale: f32,
     pub value: &'a mut Buffer,
     pub grad: &'a mut Buffer,
+    /// The bf16 copy of a matrix the GEMMs take in bf16 (none otherwise).
+    pub bf16: Option<Bf16Copy<'a>>,
+}
+
+/// A matrix's bf16 copy, lent with its [`Slot`]: the optimiser may move it
+/// into an allocation of its own and write it as it updates the value.
+pub struct Bf16Copy<'a> {
+    pub buf: &'a mut Option<Buffer>,
+    /// Set by whoever leaves `buf` holding the value rounded.
+    pub current: &'a mut bool,
 }
 
 impl<'a> Slot<'a> {
+    /// `w` lent out; its bf16 copy counts as stale from now on.
     pub fn of(
         name: impl Into<String>,
         shape: &[usize],
         decay: bool,
         w: &'a mut Weight,
     ) -> Slot<'a> {
+        w.bf16_current = false;
         Slot {
             name: name.into(),
             shape: shape.to_vec(),
@@ -83,6 +108,29 @@ impl<'a> Slot<'a> {
             lr_scale: 1.0,
             value: &mut w.value,
             grad: &mut w.grad,
+            bf16: None,
+        }
+    }
+
+    /// A decayed matrix, lent with its bf16 copy when `bf16` (a bf16 run).
+    pub fn matrix(
+        name: impl Into<String>,
+        shape: &[usize],
+        w: &'a mut Weight,
+        bf16: bool,
+    ) -> Slot<'a> {
+        w.bf16_current = false;
+        Slot {
+            name: name.into(),
+            shape: shape.to_vec(),
+            decay: true,
+            lr_scale: 1.0,
+            value: &mut w.value,
+            grad: &mut w.grad,
+            bf16: bf16.then_some(Bf16Copy {
+                buf: &mut w.bf16,
+                current: &mut w.bf16_current,
+            }),
         }
     }
 }

@@ -32,15 +32,35 @@ pub fn new_residual(
     })
 }
 
+/// What a site reads: the stream h `[T, C]`, or a plain residual's two terms,
+/// whose sum h = x + y the site's first kernel (its norm) writes to `sum` as
+/// it reads them, instead of an add kernel of its own.
+pub enum SiteInput<'a> {
+    Stream(&'a Buffer),
+    Sum {
+        x: &'a Buffer,
+        y: &'a Buffer,
+        sum: &'a mut Buffer,
+    },
+}
+
+/// A gradient `[T, C]` at a site's input or output: f32, and in a bf16 run
+/// also rounded to bf16 by the norm backward that wrote it, for the GEMMs
+/// that take it next as their operand (no cast pass reads it again).
+pub struct StreamGrad {
+    pub g: Buffer,
+    pub g16: Option<Buffer>,
+}
+
 /// F of every site on f32 activations `[T, C]`. `backward` gets the site's
 /// input again (the mode may have recomputed it) and returns ∂L/∂h.
 pub trait Sublayers {
-    fn forward(&mut self, site: usize, h: &Buffer) -> Result<Buffer>;
-    fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<Buffer>;
+    fn forward(&mut self, site: usize, h: SiteInput) -> Result<Buffer>;
+    fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<StreamGrad>;
     /// [`Sublayers::backward`] for `x + F(x)`: `g` holds ∂L/∂y on entry and
     /// ∂L/∂y + ∂L/∂h on return, the sum made by the site's last kernel
-    /// instead of a pass of its own.
-    fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut Buffer) -> Result<()>;
+    /// instead of a pass of its own (its bf16 rounding replaced likewise).
+    fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut StreamGrad) -> Result<()>;
 }
 
 /// One residual mode (see the module doc).
@@ -50,7 +70,7 @@ pub trait Residual {
     fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer>;
     /// From the gradient of the forward's output to that of x0; accumulates
     /// the mode's parameter gradients (zero them first with [`Residual::slots`]).
-    fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer>;
+    fn backward(&mut self, g: StreamGrad, f: &mut dyn Sublayers) -> Result<Buffer>;
     /// The mode's parameters (none for `plain`).
     fn slots(&mut self) -> Vec<Slot<'_>>;
     /// H_res of the last forward (valid until the backward) for the given
@@ -89,8 +109,26 @@ impl Residual for Plain {
     fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
         self.inputs.clear();
         let mut x = self.copy(x0)?;
+        // F of the last site, not yet added to x: the next site's norm adds it.
+        let mut pending: Option<Buffer> = None;
         for site in 0..self.sites {
-            let y = f.forward(site, &x)?;
+            let y = match pending.take() {
+                None => f.forward(site, SiteInput::Stream(&x))?,
+                Some(y) => {
+                    let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
+                    let sum = SiteInput::Sum {
+                        x: &x,
+                        y: &y,
+                        sum: &mut next,
+                    };
+                    let out = f.forward(site, sum)?;
+                    self.inputs.push(std::mem::replace(&mut x, next));
+                    out
+                }
+            };
+            pending = Some(y);
+        }
+        if let Some(y) = pending {
             let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
             self.ops.add(&x, &y, &mut next, x.len())?;
             self.inputs.push(std::mem::replace(&mut x, next));
@@ -98,16 +136,15 @@ impl Residual for Plain {
         Ok(x)
     }
 
-    fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+    fn backward(&mut self, mut g: StreamGrad, f: &mut dyn Sublayers) -> Result<Buffer> {
         if self.inputs.len() != self.sites {
             return Err(anyhow!("plain residual: backward without a forward"));
         }
-        let mut g = self.copy(g)?;
         for site in (0..self.sites).rev() {
             f.backward_add(site, &self.inputs[site], &mut g)?;
         }
         self.inputs.clear();
-        Ok(g)
+        Ok(g.g)
     }
 
     fn slots(&mut self) -> Vec<Slot<'_>> {
@@ -216,7 +253,7 @@ impl Sublayer for Bf16<'_> {
     fn forward(&mut self, site: usize, h_in: &Buffer) -> Result<Buffer, LayerError> {
         let mut run = || -> Result<Buffer> {
             let h = self.cast(h_in, Scalar::F32)?;
-            let y = self.f.forward(site, &h)?;
+            let y = self.f.forward(site, SiteInput::Stream(&h))?;
             self.cast(&y, Scalar::BF16)
         };
         run().map_err(to_layer_error)
@@ -227,7 +264,10 @@ impl Sublayer for Bf16<'_> {
             let h = self.cast(h_in, Scalar::F32)?;
             let dy = self.cast(dy, Scalar::F32)?;
             let dh = self.f.backward(site, &h, &dy)?;
-            self.cast(&dh, Scalar::BF16)
+            match dh.g16 {
+                Some(dh16) => Ok(dh16),
+                None => self.cast(&dh.g, Scalar::BF16),
+            }
         };
         run().map_err(to_layer_error)
     }
@@ -246,12 +286,12 @@ impl Residual for Hyper {
         Ok(out)
     }
 
-    fn backward(&mut self, g: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+    fn backward(&mut self, g: StreamGrad, f: &mut dyn Sublayers) -> Result<Buffer> {
         let (t, n, c) = (self.t, self.n, self.c);
         let dev = self.ops.device();
         let mut gs = dev.alloc_output(Scalar::BF16, t * n * c)?;
         self.ops
-            .streams_collapse_bwd(g, &mut gs, t, n, c, Out::Write)?;
+            .streams_collapse_bwd(&g.g, &mut gs, t, n, c, Out::Write)?;
         let mut sub = Bf16 { ops: &self.ops, f };
         let g0 = self
             .stack
@@ -280,6 +320,7 @@ impl Residual for Hyper {
                     lr_scale,
                     value,
                     grad,
+                    bf16: None,
                 })
             };
             let (dynamic, decay) = (self.dynamic_lr_scale, self.projection_decay);
