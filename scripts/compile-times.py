@@ -9,6 +9,11 @@ cache, the whole process, best of --runs. Prints how many take longer than
         [--pack target/packs/dsl-examples.tpack] [--source-dir dsl-examples]
         [--kernels matmul,attention,attention_bwd_dkdv,attention_bwd_dq]
         [--arch sm_90] [--runs 2] [--limit 0.5] [--json out.json]
+        [--ptxas PATH]
+
+With --ptxas, each configuration's PTX also goes through `ptxas -v` for
+its registers and spill bytes (a configuration that spills is a candidate
+to leave out of its tune space: slow to compile and to run).
 
 A kernel's source is the .tile file in --source-dir that defines it. The
 pack only lists the configurations (its own compiler does not matter).
@@ -48,6 +53,7 @@ def main():
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--limit", type=float, default=0.5)
     ap.add_argument("--json")
+    ap.add_argument("--ptxas", help="also report registers and spills (ptxas -v)")
     a = ap.parse_args()
     wanted = a.kernels.split(",")
     sources = {}
@@ -79,17 +85,44 @@ def main():
                     sys.exit(f"compile-times: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
                 best = dt if best is None else min(best, dt)
             label = ", ".join(f"{m}={val}" for m, val in cfg["meta"]) + f", warps={cfg['warps']}"
-            rows.append({"kernel": k["name"], "config": label, "seconds": round(best, 4)})
-            print(f"{best:6.2f} s  {k['name']} {label}", flush=True)
+            row = {"kernel": k["name"], "config": label, "seconds": round(best, 4)}
+            extra = ""
+            if a.ptxas:
+                row.update(ptxas_usage(a.ptxas, a.arch, out))
+                extra = f"  {row['registers']:3d} registers, {row['spill_bytes']:5d} spill bytes"
+            rows.append(row)
+            print(f"{best:6.2f} s{extra}  {k['name']} {label}", flush=True)
     out.unlink(missing_ok=True)
     if not rows:
         sys.exit(f"compile-times: none of {a.kernels} is in {a.pack}")
+    spilling = [r for r in rows if r.get("spill_bytes")]
+    if a.ptxas:
+        print(f"\n{len(spilling)} configurations spill:")
+        for r in spilling:
+            print(f"  {r['kernel']} {r['config']}: {r['spill_bytes']} bytes, {r['seconds']:.2f} s")
     over = [r for r in rows if r["seconds"] > a.limit]
     worst = max(rows, key=lambda r: r["seconds"])
     print(f"\n{len(rows)} configurations, {len(over)} over {a.limit} s, slowest {worst['seconds']:.2f} s "
           f"({worst['kernel']} {worst['config']}), sum {sum(r['seconds'] for r in rows):.1f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+def ptxas_usage(ptxas, arch, ptx):
+    """Registers and spill bytes (stores + loads) of the one kernel in `ptx`."""
+    target = arch + "a" if arch == "sm_90" else arch
+    cubin = ptx.with_suffix(".cubin")
+    r = subprocess.run([ptxas, f"-arch={target}", "-v", str(ptx), "-o", str(cubin)],
+                       capture_output=True, text=True)
+    cubin.unlink(missing_ok=True)
+    if r.returncode:
+        sys.exit(f"compile-times: ptxas failed on {ptx}:\n{r.stderr[-2000:]}")
+    regs = re.search(r"Used (\d+) registers", r.stderr)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
+    return {
+        "registers": int(regs.group(1)) if regs else 0,
+        "spill_bytes": int(spills.group(1)) + int(spills.group(2)) if spills else 0,
+    }
 
 
 if __name__ == "__main__":
