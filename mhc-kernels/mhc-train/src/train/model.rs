@@ -138,14 +138,27 @@ impl Kit {
         if x.dtype() == self.half() {
             return Ok(x);
         }
-        self.round(&x, n)
+        self.to_operand(&x, n)
     }
 
-    /// `x` [n] rounded to a new bf16 buffer.
-    fn round(&self, x: &Buffer, n: usize) -> Result<Buffer> {
-        let mut half = self.device.alloc_output(Scalar::BF16, n)?;
-        self.ops.cast_f32_bf16(x, &mut half, n)?;
-        Ok(half)
+    /// `x` [n] in a new buffer of the operand dtype: f32 rounded to bf16,
+    /// or bf16 widened (exactly) in an f32 run.
+    fn to_operand(&self, x: &Buffer, n: usize) -> Result<Buffer> {
+        let mut out = self.device.alloc_output(self.half(), n)?;
+        match x.dtype() {
+            Scalar::BF16 => self.ops.cast_bf16_f32(x, &mut out, n)?,
+            _ => self.ops.cast_f32_bf16(x, &mut out, n)?,
+        }
+        Ok(out)
+    }
+
+    /// The dtype a GEMM writes for a consumer that wants `out`: bf16 only
+    /// from bf16 operands (the caller casts an f32 run's output itself).
+    fn output_dtype(&self, out: Scalar) -> Scalar {
+        match self.half() {
+            Scalar::BF16 => out,
+            _ => Scalar::F32,
+        }
     }
 
     /// A matrix as the GEMMs take it: its bf16 copy, or its f32 value.
@@ -237,7 +250,7 @@ impl Kit {
         if x.dtype() == self.half() {
             return Ok(x);
         }
-        Ok(rounded.insert(self.round(x, n)?))
+        Ok(rounded.insert(self.to_operand(x, n)?))
     }
 
     /// dx[rows, k] = dy16[rows, n] · wᵀ, in `out`: the input half of
@@ -349,7 +362,9 @@ impl Kit {
         (h, d, self.batch * h, 1.0 / (d as f32).sqrt())
     }
 
-    fn attention(&self, b: &Block, h: SiteInput) -> Result<(Buffer, AttnActs)> {
+    /// The attention sublayer; y in `out` where the GEMM can write it
+    /// ([`Kit::output_dtype`]).
+    fn attention(&self, b: &Block, h: SiteInput, out: Scalar) -> Result<(Buffer, AttnActs)> {
         let (c, t, rows) = (self.cfg.width, self.cfg.context, self.tokens());
         let (nh, d, bh, scale) = self.heads();
         let (a, rstd) = self.norm(h, &b.norm1.value)?;
@@ -381,7 +396,7 @@ impl Kit {
                 .merge_heads(&o_heads, &mut o, self.batch, t, nh, d, 1, 0)?;
             (o, Heads::Materialized { q, k, v, p }, a)
         };
-        let (y, o) = self.linear(o, &b.wo, rows, c, c)?;
+        let (y, o) = self.linear_to(o, &b.wo, rows, c, c, self.output_dtype(out))?;
         Ok((y, AttnActs { a, rstd, heads, o }))
     }
 
@@ -445,14 +460,15 @@ impl Kit {
         self.linear_backward_to(&acts.a, &mut b.wqkv, &dqkv, rows, c, 3 * c, self.half())
     }
 
-    fn mlp(&self, b: &Block, h: SiteInput) -> Result<(Buffer, MlpActs)> {
+    /// The MLP sublayer; y as in [`Kit::attention`].
+    fn mlp(&self, b: &Block, h: SiteInput, out: Scalar) -> Result<(Buffer, MlpActs)> {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let (a, rstd) = self.norm(h, &b.norm2.value)?;
         // u in the operand dtype: kept for GELU's backward at half the bytes.
         let (u, a) = self.linear_to(a, &b.w1, rows, c, f, self.half())?;
         let mut g = self.device.alloc_output(self.half(), rows * f)?;
         self.ops.gelu_fwd(&u, &mut g, rows * f)?;
-        let (y, g) = self.linear(g, &b.w2, rows, f, c)?;
+        let (y, g) = self.linear_to(g, &b.w2, rows, f, c, self.output_dtype(out))?;
         // In bf16 the backward makes g again from u (`Ops::gelu_bwd_regen`).
         let g = (self.cfg.precision == Precision::F32).then_some(g);
         Ok((y, MlpActs { a, rstd, u, g }))
@@ -537,15 +553,23 @@ struct Sites<'a, 'c> {
 }
 
 impl Sublayers for Sites<'_, '_> {
-    fn forward(&mut self, site: usize, h: SiteInput) -> Result<Buffer> {
+    fn forward(&mut self, site: usize, h: SiteInput, out: Scalar) -> Result<Buffer> {
         let block = &self.blocks[site / 2];
         self.kit.ops.set_phase("forward");
         let (y, acts) = if site.is_multiple_of(2) {
-            let (y, a) = self.kit.attention(block, h)?;
+            let (y, a) = self.kit.attention(block, h, out)?;
             (y, SiteActs::Attn(a))
         } else {
-            let (y, a) = self.kit.mlp(block, h)?;
+            let (y, a) = self.kit.mlp(block, h, out)?;
             (y, SiteActs::Mlp(a))
+        };
+        let y = match (y.dtype(), out) {
+            (Scalar::F32, Scalar::BF16) => {
+                let mut y16 = self.kit.device.alloc_output(Scalar::BF16, y.len())?;
+                self.kit.ops.cast_f32_bf16(&y, &mut y16, y.len())?;
+                y16
+            }
+            _ => y,
         };
         self.kit.ops.set_phase(RESIDUAL_FORWARD);
         if self.acts.len() <= site {

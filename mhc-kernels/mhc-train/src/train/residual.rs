@@ -55,7 +55,11 @@ pub struct StreamGrad {
 /// F of every site on f32 activations `[T, C]`. `backward` gets the site's
 /// input again (the mode may have recomputed it) and returns ∂L/∂h.
 pub trait Sublayers {
-    fn forward(&mut self, site: usize, h: SiteInput) -> Result<Buffer>;
+    /// F(h) in `out` (f32 or bf16: a bf16 run's GEMM rounds its f32 sums
+    /// once, as a cast after it would).
+    fn forward(&mut self, site: usize, h: SiteInput, out: Scalar) -> Result<Buffer>;
+    /// `dy` in f32 or bf16 (it only feeds GEMMs, which take it as their
+    /// operand dtype).
     fn backward(&mut self, site: usize, h: &Buffer, dy: &Buffer) -> Result<StreamGrad>;
     /// [`Sublayers::backward`] for `x + F(x)`: `g` holds ∂L/∂y on entry and
     /// ∂L/∂y + ∂L/∂h on return, the sum made by the site's last kernel
@@ -113,7 +117,7 @@ impl Residual for Plain {
         let mut pending: Option<Buffer> = None;
         for site in 0..self.sites {
             let y = match pending.take() {
-                None => f.forward(site, SiteInput::Stream(&x))?,
+                None => f.forward(site, SiteInput::Stream(&x), Scalar::F32)?,
                 Some(y) => {
                     let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
                     let sum = SiteInput::Sum {
@@ -121,7 +125,7 @@ impl Residual for Plain {
                         y: &y,
                         sum: &mut next,
                     };
-                    let out = f.forward(site, sum)?;
+                    let out = f.forward(site, sum, Scalar::F32)?;
                     self.inputs.push(std::mem::replace(&mut x, next));
                     out
                 }
@@ -227,7 +231,9 @@ impl Hyper {
     }
 }
 
-/// The stack's view of F: bf16 in and out around the model's f32 sublayers.
+/// The stack's view of F: bf16 in and out around the model's f32 sublayers
+/// (F's output and its input gradient come out of their kernels in bf16; its
+/// input is widened to f32 here).
 struct Bf16<'a> {
     ops: &'a Ops,
     f: &'a mut dyn Sublayers,
@@ -253,8 +259,7 @@ impl Sublayer for Bf16<'_> {
     fn forward(&mut self, site: usize, h_in: &Buffer) -> Result<Buffer, LayerError> {
         let mut run = || -> Result<Buffer> {
             let h = self.cast(h_in, Scalar::F32)?;
-            let y = self.f.forward(site, SiteInput::Stream(&h))?;
-            self.cast(&y, Scalar::BF16)
+            self.f.forward(site, SiteInput::Stream(&h), Scalar::BF16)
         };
         run().map_err(to_layer_error)
     }
@@ -262,8 +267,7 @@ impl Sublayer for Bf16<'_> {
     fn backward(&mut self, site: usize, h_in: &Buffer, dy: &Buffer) -> Result<Buffer, LayerError> {
         let mut run = || -> Result<Buffer> {
             let h = self.cast(h_in, Scalar::F32)?;
-            let dy = self.cast(dy, Scalar::F32)?;
-            let dh = self.f.backward(site, &h, &dy)?;
+            let dh = self.f.backward(site, &h, dy)?;
             match dh.g16 {
                 Some(dh16) => Ok(dh16),
                 None => self.cast(&dh.g, Scalar::BF16),
