@@ -18,7 +18,7 @@ use ops_common::*;
 use mhc_train::ops::{AdamW, Ops, OpsError, Out};
 use rand::Rng;
 use tile_runtime::blas::GemmOp;
-use tile_runtime::Scalar;
+use tile_runtime::{Buffer, Scalar};
 
 // ---------------------------------------------------------------- references
 
@@ -440,6 +440,25 @@ fn adamw_steps() {
     }
 }
 
+/// AdamW's hyper-parameters, a random state (p, m, v ≥ 0, f32 values) and a
+/// gradient on the device.
+fn adamw_case(o: &Ops, rng: &mut rand::rngs::StdRng, n: usize) -> (AdamW, [Vec<f64>; 3], Buffer) {
+    let hp = AdamW {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let (p, m, g) = (
+        as_f32(&randv(rng, n, 1.0)),
+        as_f32(&randv(rng, n, 0.1)),
+        up(o, &randv(rng, n, 1.0)),
+    );
+    let v = as_f32(&randv(rng, n, 0.1).iter().map(|x| x * x).collect::<Vec<_>>());
+    (hp, [p, m, v], g)
+}
+
 /// The update reads the step's stats on the device: a NaN loss or an
 /// infinite gradient norm leaves p, m and v bit for bit as they were (the
 /// trainer stops when it reads the stats); a norm below `clip`, or `clip`
@@ -449,24 +468,7 @@ fn adamw_skips_a_non_finite_step_and_clips_only_above_the_norm() {
     let o = ops();
     let mut rng = rng("adamw_skip");
     let n = 1031;
-    let hp = AdamW {
-        lr: 1e-2,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
-    let (p, m, g) = (
-        as_f32(&randv(&mut rng, n, 1.0)),
-        as_f32(&randv(&mut rng, n, 0.1)),
-        up(&o, &randv(&mut rng, n, 1.0)),
-    );
-    let v = as_f32(
-        &randv(&mut rng, n, 0.1)
-            .iter()
-            .map(|x| x * x)
-            .collect::<Vec<_>>(),
-    );
+    let (hp, [p, m, v], g) = adamw_case(&o, &mut rng, n);
     for stats in [[f32::NAN, 1.0], [1.0, f32::INFINITY], [f32::INFINITY, 1.0]] {
         let (mut pb, mut mb, mut vb) = (up(&o, &p), up(&o, &m), up(&o, &v));
         let sb = o.device().upload(&stats).unwrap();
@@ -507,24 +509,7 @@ fn adamw_writes_the_bf16_copy_of_the_updated_value() {
     let o = ops();
     let mut rng = rng("adamw_bf16");
     let n = 2053;
-    let hp = AdamW {
-        lr: 1e-2,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
-    let (p, m, g) = (
-        as_f32(&randv(&mut rng, n, 1.0)),
-        as_f32(&randv(&mut rng, n, 0.1)),
-        up(&o, &randv(&mut rng, n, 1.0)),
-    );
-    let v = as_f32(
-        &randv(&mut rng, n, 0.1)
-            .iter()
-            .map(|x| x * x)
-            .collect::<Vec<_>>(),
-    );
+    let (hp, [p, m, v], g) = adamw_case(&o, &mut rng, n);
     for stats in [[2.0f32, 9.0], [f32::NAN, 1.0]] {
         let sb = o.device().upload(&stats).unwrap();
         let run = |copy: bool| {

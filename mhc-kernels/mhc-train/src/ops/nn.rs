@@ -149,17 +149,7 @@ impl Ops {
     ) -> Result<(), OpsError> {
         const OP: &str = "rmsnorm_fwd";
         check(OP, "x", x, Scalar::F32, &[rows, n])?;
-        check(OP, "w", w, Scalar::F32, &[n])?;
-        let half = y.dtype() == Scalar::BF16;
-        check(
-            OP,
-            "y",
-            y,
-            if half { Scalar::BF16 } else { Scalar::F32 },
-            &[rows, n],
-        )?;
-        check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
-        let n32 = int(OP, n)?;
+        let (half, n32) = check_norm_fwd(OP, w, y, rstd, rows, n)?;
         if half {
             return self.launch_rows(rows, n, |block| {
                 Ok((
@@ -210,17 +200,7 @@ impl Ops {
         for (name, t) in [("a", a), ("b", b), ("x", &*x)] {
             check(OP, name, t, Scalar::F32, &[rows, n])?;
         }
-        check(OP, "w", w, Scalar::F32, &[n])?;
-        let half = y.dtype() == Scalar::BF16;
-        check(
-            OP,
-            "y",
-            y,
-            if half { Scalar::BF16 } else { Scalar::F32 },
-            &[rows, n],
-        )?;
-        check(OP, "rstd", rstd, Scalar::F32, &[rows])?;
-        let n32 = int(OP, n)?;
+        let (half, n32) = check_norm_fwd(OP, w, y, rstd, rows, n)?;
         if half {
             return self.launch_rows(rows, n, |block| {
                 Ok((
@@ -985,6 +965,25 @@ impl Ops {
         };
         self.elementwise(n, |block| Ok((k::AdamwMeta { BLOCK: block }, a)))
     }
+}
+
+/// The checks a norm forward shares: the gain `w` [n], `y` [rows, n] in f32
+/// or bf16, `rstd` [rows]; returns whether y is bf16, and n as the kernels'
+/// i32.
+fn check_norm_fwd(
+    op: &'static str,
+    w: &Buffer,
+    y: &Buffer,
+    rstd: &Buffer,
+    rows: usize,
+    n: usize,
+) -> Result<(bool, i32), OpsError> {
+    check(op, "w", w, Scalar::F32, &[n])?;
+    let half = y.dtype() == Scalar::BF16;
+    let y_type = if half { Scalar::BF16 } else { Scalar::F32 };
+    check(op, "y", y, y_type, &[rows, n])?;
+    check(op, "rstd", rstd, Scalar::F32, &[rows])?;
+    Ok((half, int(op, n)?))
 }
 
 /// The fused attention's blocks (configs of flash_attention.tile's tune
