@@ -6,7 +6,7 @@
 
 use super::config::{AttentionBackward, ModelConfig, Precision};
 use super::params::{Slot, Weight};
-use super::residual::{bytes, Residual, SiteInput, StreamGrad, Sublayers};
+use super::residual::{bytes, Residual, SiteInput, StreamGrad, StreamOut, Sublayers};
 use crate::ops::{Ops, Out};
 use anyhow::{anyhow, bail, Result};
 use std::sync::Arc;
@@ -825,9 +825,25 @@ impl Model {
             reduce: None,
         };
         kit.ops.set_phase(RESIDUAL_FORWARD);
-        let xf = self.residual.forward(&x0, &mut sites)?;
+        let out = self.residual.forward(x0, &mut sites)?;
         kit.ops.set_phase("forward");
-        let (hf, rstd_f) = kit.norm(SiteInput::Stream(&xf), &self.norm_f.value)?;
+        let norm_f = &self.norm_f.value;
+        let (xf, (hf, rstd_f)) = match out {
+            StreamOut::Stream(xf) => {
+                let norm = kit.norm(SiteInput::Stream(&xf), norm_f)?;
+                (xf, norm)
+            }
+            StreamOut::Sum { x, y } => {
+                let mut xf = kit.alloc(rows * c)?;
+                let sum = SiteInput::Sum {
+                    x,
+                    y: &y,
+                    sum: &mut xf,
+                };
+                let norm = kit.norm(sum, norm_f)?;
+                (xf, norm)
+            }
+        };
         let (logits, hf) = kit.linear(hf, &self.head, rows, c, v)?;
         Ok((
             logits,

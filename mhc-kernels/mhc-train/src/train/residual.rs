@@ -67,11 +67,19 @@ pub trait Sublayers {
     fn backward_add(&mut self, site: usize, h: &Buffer, g: &mut StreamGrad) -> Result<()>;
 }
 
+/// What the final norm reads: the stream, or (plain) the last site's input
+/// and output, which the norm adds as it reads them (the caller keeps the
+/// sum it writes).
+pub enum StreamOut<'a> {
+    Stream(Buffer),
+    Sum { x: &'a Buffer, y: Buffer },
+}
+
 /// One residual mode (see the module doc).
 pub trait Residual {
     /// From the embedding output x0 `[T, C]` through every site to the
     /// input of the final norm `[T, C]`.
-    fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer>;
+    fn forward(&mut self, x0: Buffer, f: &mut dyn Sublayers) -> Result<StreamOut<'_>>;
     /// From the gradient of the forward's output to that of x0; accumulates
     /// the mode's parameter gradients (zero them first with [`Residual::slots`]).
     fn backward(&mut self, g: StreamGrad, f: &mut dyn Sublayers) -> Result<Buffer>;
@@ -101,18 +109,12 @@ impl Plain {
             sites,
         }
     }
-
-    fn copy(&self, x: &Buffer) -> Result<Buffer> {
-        let mut out = self.ops.device().alloc_output(Scalar::F32, x.len())?;
-        self.ops.copy(x, 0, &mut out, 0, x.len())?;
-        Ok(out)
-    }
 }
 
 impl Residual for Plain {
-    fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+    fn forward(&mut self, x0: Buffer, f: &mut dyn Sublayers) -> Result<StreamOut<'_>> {
         self.inputs.clear();
-        let mut x = self.copy(x0)?;
+        let mut x = x0;
         // F of the last site, not yet added to x: the next site's norm adds it.
         let mut pending: Option<Buffer> = None;
         for site in 0..self.sites {
@@ -132,12 +134,13 @@ impl Residual for Plain {
             };
             pending = Some(y);
         }
-        if let Some(y) = pending {
-            let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
-            self.ops.add(&x, &y, &mut next, x.len())?;
-            self.inputs.push(std::mem::replace(&mut x, next));
-        }
-        Ok(x)
+        let Some(y) = pending else {
+            // No sites: the stream is x0 itself, which the final norm reads.
+            return Ok(StreamOut::Stream(x));
+        };
+        self.inputs.push(x);
+        let x = self.inputs.last().expect("just pushed");
+        Ok(StreamOut::Sum { x, y })
     }
 
     fn backward(&mut self, mut g: StreamGrad, f: &mut dyn Sublayers) -> Result<Buffer> {
@@ -278,16 +281,16 @@ impl Sublayer for Bf16<'_> {
 }
 
 impl Residual for Hyper {
-    fn forward(&mut self, x0: &Buffer, f: &mut dyn Sublayers) -> Result<Buffer> {
+    fn forward(&mut self, x0: Buffer, f: &mut dyn Sublayers) -> Result<StreamOut<'_>> {
         let (t, n, c) = (self.t, self.n, self.c);
         let dev = self.ops.device();
         let mut xs = dev.alloc_output(Scalar::BF16, t * n * c)?;
-        self.ops.streams_expand(x0, &mut xs, t, n, c)?;
+        self.ops.streams_expand(&x0, &mut xs, t, n, c)?;
         let mut sub = Bf16 { ops: &self.ops, f };
         let last = self.stack.forward(&self.params, xs, t, &mut sub)?;
         let mut out = dev.alloc_output(Scalar::F32, t * c)?;
         self.ops.streams_collapse(&last, &mut out, t, n, c)?;
-        Ok(out)
+        Ok(StreamOut::Stream(out))
     }
 
     fn backward(&mut self, g: StreamGrad, f: &mut dyn Sublayers) -> Result<Buffer> {
