@@ -193,6 +193,18 @@ impl Ops {
         })
     }
 
+    /// The first n elements of `src` in a new buffer of dtype `to`: f32
+    /// rounded to bf16 ([`Ops::cast_f32_bf16`]) or bf16 widened to f32
+    /// ([`Ops::cast_bf16_f32`]); any other pair is refused by their checks.
+    pub fn cast(&self, src: &Buffer, n: usize, to: Scalar) -> Result<Buffer, OpsError> {
+        let mut dst = self.device().alloc_output(to, n)?;
+        match to {
+            Scalar::F32 => self.cast_bf16_f32(src, &mut dst, n)?,
+            _ => self.cast_f32_bf16(src, &mut dst, n)?,
+        }
+        Ok(dst)
+    }
+
     /// x[r, :] += b for x [rows, n], b [n].
     pub fn add_bias(
         &self,

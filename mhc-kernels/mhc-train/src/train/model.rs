@@ -144,16 +144,11 @@ impl Kit {
     /// `x` [n] in a new buffer of the operand dtype: f32 rounded to bf16,
     /// or bf16 widened (exactly) in an f32 run.
     fn to_operand(&self, x: &Buffer, n: usize) -> Result<Buffer> {
-        let mut out = self.device.alloc_output(self.half(), n)?;
-        match x.dtype() {
-            Scalar::BF16 => self.ops.cast_bf16_f32(x, &mut out, n)?,
-            _ => self.ops.cast_f32_bf16(x, &mut out, n)?,
-        }
-        Ok(out)
+        Ok(self.ops.cast(x, n, self.half())?)
     }
 
     /// The dtype a GEMM writes for a consumer that wants `out`: bf16 only
-    /// from bf16 operands (the caller casts an f32 run's output itself).
+    /// from bf16 operands (an f32 run gives f32, which the consumer casts).
     fn output_dtype(&self, out: Scalar) -> Scalar {
         match self.half() {
             Scalar::BF16 => out,
@@ -562,14 +557,6 @@ impl Sublayers for Sites<'_, '_> {
         } else {
             let (y, a) = self.kit.mlp(block, h, out)?;
             (y, SiteActs::Mlp(a))
-        };
-        let y = match (y.dtype(), out) {
-            (Scalar::F32, Scalar::BF16) => {
-                let mut y16 = self.kit.device.alloc_output(Scalar::BF16, y.len())?;
-                self.kit.ops.cast_f32_bf16(&y, &mut y16, y.len())?;
-                y16
-            }
-            _ => y,
         };
         self.kit.ops.set_phase(RESIDUAL_FORWARD);
         if self.acts.len() <= site {

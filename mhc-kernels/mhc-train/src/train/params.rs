@@ -100,16 +100,7 @@ impl<'a> Slot<'a> {
         decay: bool,
         w: &'a mut Weight,
     ) -> Slot<'a> {
-        w.bf16_current = false;
-        Slot {
-            name: name.into(),
-            shape: shape.to_vec(),
-            decay,
-            lr_scale: 1.0,
-            value: &mut w.value,
-            grad: &mut w.grad,
-            bf16: None,
-        }
+        Slot::lend(name.into(), shape, decay, w, false)
     }
 
     /// A decayed matrix, lent with its bf16 copy when `bf16` (a bf16 run).
@@ -119,11 +110,15 @@ impl<'a> Slot<'a> {
         w: &'a mut Weight,
         bf16: bool,
     ) -> Slot<'a> {
+        Slot::lend(name.into(), shape, true, w, bf16)
+    }
+
+    fn lend(name: String, shape: &[usize], decay: bool, w: &'a mut Weight, bf16: bool) -> Slot<'a> {
         w.bf16_current = false;
         Slot {
-            name: name.into(),
+            name,
             shape: shape.to_vec(),
-            decay: true,
+            decay,
             lr_scale: 1.0,
             value: &mut w.value,
             grad: &mut w.grad,

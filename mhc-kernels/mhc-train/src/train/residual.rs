@@ -6,7 +6,7 @@
 //! - `hc`, `mhc`: n bf16 streams `[T, n, C]` through a [`Stack`] of
 //!   [`Layer`]s (`x' = H_res·x + H_postᵀ·F(H_pre·x)`), optionally with block
 //!   recompute. The streams start as n copies of the embedding and end as
-//!   their mean; F sees `h_in` cast to f32 and its output is cast to bf16.
+//!   their mean; F sees `h_in` cast to f32 and gives its output in bf16.
 
 use super::config::ResidualMode;
 use super::params::Slot;
@@ -55,8 +55,9 @@ pub struct StreamGrad {
 /// F of every site on f32 activations `[T, C]`. `backward` gets the site's
 /// input again (the mode may have recomputed it) and returns ∂L/∂h.
 pub trait Sublayers {
-    /// F(h) in `out` (f32 or bf16: a bf16 run's GEMM rounds its f32 sums
-    /// once, as a cast after it would).
+    /// F(h) in `out` where F's last GEMM can write it (bf16 only in a bf16
+    /// run, whose GEMM rounds its f32 sums once, as a cast after it would),
+    /// else in f32.
     fn forward(&mut self, site: usize, h: SiteInput, out: Scalar) -> Result<Buffer>;
     /// `dy` in f32 or bf16 (it only feeds GEMMs, which take it as their
     /// operand dtype).
@@ -243,13 +244,12 @@ struct Bf16<'a> {
 }
 
 impl Bf16<'_> {
-    fn cast(&self, x: &Buffer, to: Scalar) -> Result<Buffer> {
-        let mut out = self.ops.device().alloc_output(to, x.len())?;
-        match to {
-            Scalar::F32 => self.ops.cast_bf16_f32(x, &mut out, x.len())?,
-            _ => self.ops.cast_f32_bf16(x, &mut out, x.len())?,
+    /// `x` in bf16, the streams' dtype: itself, or an f32 run's f32 rounded.
+    fn bf16(&self, x: Buffer) -> Result<Buffer> {
+        if x.dtype() == Scalar::BF16 {
+            return Ok(x);
         }
-        Ok(out)
+        Ok(self.ops.cast(&x, x.len(), Scalar::BF16)?)
     }
 }
 
@@ -261,20 +261,18 @@ fn to_layer_error(e: anyhow::Error) -> LayerError {
 impl Sublayer for Bf16<'_> {
     fn forward(&mut self, site: usize, h_in: &Buffer) -> Result<Buffer, LayerError> {
         let mut run = || -> Result<Buffer> {
-            let h = self.cast(h_in, Scalar::F32)?;
-            self.f.forward(site, SiteInput::Stream(&h), Scalar::BF16)
+            let h = self.ops.cast(h_in, h_in.len(), Scalar::F32)?;
+            let y = self.f.forward(site, SiteInput::Stream(&h), Scalar::BF16)?;
+            self.bf16(y)
         };
         run().map_err(to_layer_error)
     }
 
     fn backward(&mut self, site: usize, h_in: &Buffer, dy: &Buffer) -> Result<Buffer, LayerError> {
         let mut run = || -> Result<Buffer> {
-            let h = self.cast(h_in, Scalar::F32)?;
+            let h = self.ops.cast(h_in, h_in.len(), Scalar::F32)?;
             let dh = self.f.backward(site, &h, dy)?;
-            match dh.g16 {
-                Some(dh16) => Ok(dh16),
-                None => self.cast(&dh.g, Scalar::BF16),
-            }
+            self.bf16(dh.g16.unwrap_or(dh.g))
         };
         run().map_err(to_layer_error)
     }
