@@ -112,10 +112,13 @@ class SitePlan:
         K, R = self.proj_cols, self.proj_rows
         hilo = alloc(2 * K * rp, "bf16", False)
         L("mhc_proj_split", {"RP": rp, "BK": 64}, 4, (_cdiv(K, 64), 1, 1), [proj, hilo, K, R])
-        bt = next((b for b in (64, 32, 16) if _cdiv(rows, b) >= 2 * sms), 16)
+        # As the Rust layer's `proj_tile`: the largest token block that gives
+        # half the SMs a program, 128-column steps below two waves.
+        bt = next((b for b in (64, 32, 16) if 2 * _cdiv(rows, b) >= sms), 16)
+        bk = 128 if _cdiv(rows, bt) < 2 * sms else 64
         L(
             "mhc_proj",
-            {"RP": rp, "BT": bt, "BK": 64},
+            {"RP": rp, "BT": bt, "BK": bk},
             4,
             (_cdiv(rows, bt), 1, 1),
             [x, hilo, z, r, rows, K, R],
