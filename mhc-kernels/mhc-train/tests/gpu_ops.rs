@@ -399,7 +399,7 @@ fn gpu_rmsnorm() {
         };
         let r = run(
             &ops,
-            &[ins[0].clone(), ins[1].clone(), dy16],
+            &[ins[0].clone(), ins[1].clone(), dy16.clone()],
             &[outs[2].clone(), nan_bf16(rows * n), nan_f32(n)],
             |o, i, out| {
                 let (dx, rest) = out.split_at_mut(1);
@@ -443,11 +443,12 @@ fn gpu_rmsnorm() {
             &r,
             F32_TOL + 1.0 / 128.0,
         );
-        // A plain residual's sum and the next norm in one kernel: the sum
-        // exact on both engines (one f32 add), y and rstd as above.
+        // A plain residual's sum and the next norm in one kernel, the
+        // sublayer's term in bf16 (a bf16 run's): the sum exact on both
+        // engines (one f32 add), y and rstd as above.
         let r = run(
             &ops,
-            &[ins[0].clone(), ins[1].clone(), ins[2].clone()],
+            &[ins[0].clone(), ins[1].clone(), dy16.clone()],
             &[nan_f32(rows * n), nan_bf16(rows * n), nan_f32(rows)],
             |o, i, out| {
                 let (sum, rest) = out.split_at_mut(1);

@@ -843,18 +843,38 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
     same("rmsnorm y", down(&o, &y16), rounded(down(&o, &y32)));
     same("rmsnorm rstd", down(&o, &r16), down(&o, &r32));
     // x = a + b written, and the norm of it: the same bits as an add and a
-    // norm, with y in f32 and in bf16.
-    let b_term = randv(&mut rng, rows * n, 1.0);
-    let (ab, bb) = (up(&o, &as_f32(&x)), up(&o, &b_term));
+    // norm, with y (and b) in f32 and in bf16. b's values are bf16's, so
+    // both sums are the same.
+    let b_term = rounded(randv(&mut rng, rows * n, 1.0));
+    let (ab, bb, bb16) = (up(&o, &as_f32(&x)), up(&o, &b_term), up_bf16(&o, &b_term));
     let mut sum_want = nan(&o, Scalar::F32, rows * n);
     o.add(&ab, &bb, &mut sum_want, rows * n).unwrap();
-    for dtype in [Scalar::F32, Scalar::BF16] {
+    // A bf16 y with an f32 b (or the reverse) is refused.
+    let mut y_mixed = nan(&o, Scalar::BF16, rows * n);
+    let mut sum_mixed = nan(&o, Scalar::F32, rows * n);
+    let mut r_mixed = nan(&o, Scalar::F32, rows);
+    let err = o
+        .add_rmsnorm_fwd(
+            &ab,
+            &bb,
+            &mut sum_mixed,
+            &wb,
+            &mut y_mixed,
+            &mut r_mixed,
+            rows,
+            n,
+            1e-5,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`b` must be a bf16 buffer"), "{err}");
+    for (dtype, bb) in [(Scalar::F32, &bb), (Scalar::BF16, &bb16)] {
         let (mut y_want, mut r_want) = (nan(&o, dtype, rows * n), nan(&o, Scalar::F32, rows));
         o.rmsnorm_fwd(&sum_want, &wb, &mut y_want, &mut r_want, rows, n, 1e-5)
             .unwrap();
         let mut sum = nan(&o, Scalar::F32, rows * n);
         let (mut y, mut r) = (nan(&o, dtype, rows * n), nan(&o, Scalar::F32, rows));
-        o.add_rmsnorm_fwd(&ab, &bb, &mut sum, &wb, &mut y, &mut r, rows, n, 1e-5)
+        o.add_rmsnorm_fwd(&ab, bb, &mut sum, &wb, &mut y, &mut r, rows, n, 1e-5)
             .unwrap();
         same("add_rmsnorm x", down(&o, &sum), down(&o, &sum_want));
         same("add_rmsnorm y", down(&o, &y), down(&o, &y_want));

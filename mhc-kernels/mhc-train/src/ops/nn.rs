@@ -181,8 +181,10 @@ impl Ops {
     }
 
     /// [`Ops::rmsnorm_fwd`] of `x = a + b`, with x written too: a plain
-    /// residual's sum and the next site's norm in one kernel (a, b and x
-    /// [rows, n] f32; x must not share memory with a or b).
+    /// residual's sum and the next site's norm in one kernel (a and x
+    /// [rows, n] f32, x not sharing memory with a or b). b is the sublayer's
+    /// output: f32 with an f32 y, bf16 (as autocast's GEMMs give it) with a
+    /// bf16 y.
     #[allow(clippy::too_many_arguments)]
     pub fn add_rmsnorm_fwd(
         &self,
@@ -197,10 +199,12 @@ impl Ops {
         eps: f32,
     ) -> Result<(), OpsError> {
         const OP: &str = "add_rmsnorm_fwd";
-        for (name, t) in [("a", a), ("b", b), ("x", &*x)] {
+        for (name, t) in [("a", a), ("x", &*x)] {
             check(OP, name, t, Scalar::F32, &[rows, n])?;
         }
         let (half, n32) = check_norm_fwd(OP, w, y, rstd, rows, n)?;
+        let b_type = if half { Scalar::BF16 } else { Scalar::F32 };
+        check(OP, "b", b, b_type, &[rows, n])?;
         if half {
             return self.launch_rows(rows, n, |block| {
                 Ok((

@@ -120,7 +120,9 @@ impl Residual for Plain {
         let mut pending: Option<Buffer> = None;
         for site in 0..self.sites {
             let y = match pending.take() {
-                None => f.forward(site, SiteInput::Stream(&x), Scalar::F32)?,
+                // bf16 outputs in a bf16 run: the next norm adds them as it
+                // reads them (the sum itself stays f32).
+                None => f.forward(site, SiteInput::Stream(&x), Scalar::BF16)?,
                 Some(y) => {
                     let mut next = self.ops.device().alloc_output(Scalar::F32, x.len())?;
                     let sum = SiteInput::Sum {
@@ -128,7 +130,7 @@ impl Residual for Plain {
                         y: &y,
                         sum: &mut next,
                     };
-                    let out = f.forward(site, sum, Scalar::F32)?;
+                    let out = f.forward(site, sum, Scalar::BF16)?;
                     self.inputs.push(std::mem::replace(&mut x, next));
                     out
                 }
