@@ -305,6 +305,49 @@ fn gpu_gemm() {
     }
 }
 
+/// The MLP's GEMMs with GELU in their epilogue (our kernels, not cuBLAS):
+/// the bf16 GEMM's tolerance (as `gpu_gemm`'s "into bf16"), one more bf16
+/// ulp where GELU follows a value that rounded apart, and GELU's own
+/// (`tanh.approx` on the GPU: ≤ 2⁻¹⁰ of |x| and of the slope, under 2⁻⁷ of
+/// the RMS here).
+#[test]
+fn gpu_mlp_gemms() {
+    let Some(ops) = pair("gpu_mlp_gemms") else {
+        return;
+    };
+    let mut rng = rng("gpu_mlp_gemms");
+    let half = |v: Vec<f32>| Host::Bf16(v.into_iter().map(bf16::from_f32).collect());
+    for (m, n, k) in pick(
+        [(300, 520, 192), (131, 150, 72)],
+        [(131, 150, 72), (5, 9, 70)],
+    ) {
+        let tol = 2.0 * (k as f64).powf(1.5) * U + 2.0 / 128.0;
+        let (a, w) = (randv(&mut rng, m * k, 1.0), randv(&mut rng, k * n, 0.3));
+        let r = run(
+            &ops,
+            &[half(a), half(w)],
+            &[nan_bf16(m * n), nan_bf16(m * n)],
+            |o, i, out| {
+                let (u, g) = out.split_at_mut(1);
+                o.linear_gelu(&i[0], &i[1], &mut u[0], &mut g[0], m, n, k)
+            },
+        );
+        close(&format!("linear_gelu {m}x{n}x{k}"), &r, tol);
+        let (dy, w) = (randv(&mut rng, m * k, 1.0), randv(&mut rng, n * k, 0.3));
+        let u = randv(&mut rng, m * n, 3.0);
+        let r = run(
+            &ops,
+            &[half(dy), half(w), half(u)],
+            &[nan_bf16(m * n), nan_bf16(m * n)],
+            |o, i, out| {
+                let (du, g) = out.split_at_mut(1);
+                o.linear_gelu_bwd(&i[0], &i[1], &i[2], &mut du[0], &mut g[0], m, n, k)
+            },
+        );
+        close(&format!("linear_gelu_bwd {m}x{n}x{k}"), &r, tol);
+    }
+}
+
 #[test]
 fn gpu_embedding() {
     let Some(ops) = pair("gpu_embedding") else {

@@ -26,6 +26,7 @@ fn cfg(residual: ResidualMode, width: usize, heads: usize, streams: usize) -> Mo
         streams,
         precision: Default::default(),
         attention_backward: Default::default(),
+        mlp_gemm: Default::default(),
     }
 }
 

@@ -41,6 +41,7 @@ fn config(
         streams: 4,
         precision: Default::default(),
         attention_backward,
+        mlp_gemm: Default::default(),
     }
 }
 

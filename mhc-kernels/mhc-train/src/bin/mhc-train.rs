@@ -4,7 +4,7 @@
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mhc_train::train::config::{
-    AttentionBackward, ModelConfig, Precision, ResidualMode, TrainConfig,
+    AttentionBackward, MlpGemm, ModelConfig, Precision, ResidualMode, TrainConfig,
 };
 use mhc_train::train::run::{self, CollectiveChoice, DeviceChoice, Options};
 use std::io::{IsTerminal, Write};
@@ -132,6 +132,11 @@ struct TrainArgs {
     /// bit-reproducible) or fused (one pass, dQ added atomically).
     #[arg(long, value_enum, default_value_t = AttentionBackward::Deterministic)]
     attention_backward: AttentionBackward,
+    /// The MLP's GEMMs that meet GELU in a bf16 run on a GPU: fused (our
+    /// kernels, GELU in the GEMM's epilogue) or cublas (cuBLAS GEMMs and
+    /// GELU passes of their own).
+    #[arg(long, value_enum, default_value_t = MlpGemm::Fused)]
+    mlp_gemm: MlpGemm,
     #[arg(long, default_value_t = 2)]
     layers: usize,
     /// Model width C.
@@ -265,6 +270,7 @@ impl TrainArgs {
                 },
                 precision: self.precision,
                 attention_backward: self.attention_backward,
+                mlp_gemm: self.mlp_gemm,
             },
             train: TrainConfig {
                 steps: self.steps,

@@ -1,5 +1,5 @@
-//! The trainer's operations on a device: every op but the GEMMs is a `.tile`
-//! kernel of the `model` pack (`kernels/model/`), the GEMMs go through
+//! The trainer's operations on a device: every op but the plain GEMMs is a
+//! `.tile` kernel of the `model` pack (`kernels/model/`), the GEMMs go through
 //! [`tile_runtime::blas::Gemm`] (cuBLAS on a GPU, matrixmultiply on the CPU).
 //! The same calls run on `Device::cuda` and `Device::cpu`.
 //!
@@ -16,7 +16,7 @@
 //! | embedding | [`Ops::embed_fwd`], [`Ops::embed_bwd`], [`Ops::embed_pos_bwd`] |
 //! | RMSNorm | [`Ops::rmsnorm_fwd`], [`Ops::rmsnorm_bwd`] |
 //! | attention | [`Ops::flash_attention_fwd`], [`Ops::flash_attention_bwd`] (fused, bf16, token-major q, k, v and o: no head split; head dims 64 and 128), [`Ops::attention_fwd`], [`Ops::attention_bwd`] (GEMMs + causal softmax), [`Ops::attn_softmax_fwd`], [`Ops::attn_softmax_bwd`], [`Ops::split_heads`], [`Ops::merge_heads`] (f32 or bf16 heads) |
-//! | MLP | [`Ops::gelu_fwd`], [`Ops::gelu_bwd`] (tanh approximation), [`Ops::add_bias`] |
+//! | MLP | [`Ops::gelu_fwd`], [`Ops::gelu_bwd`] (tanh approximation), [`Ops::add_bias`]; [`Ops::linear_gelu`], [`Ops::linear_gelu_bwd`] (a GEMM with GELU in its epilogue: `.tile` kernels, not cuBLAS) |
 //! | loss | [`Ops::cross_entropy`] (per-row loss and dlogits), [`Ops::sum`] (its mean) |
 //! | optimiser | [`Ops::adamw`], [`Ops::sum_squares`] (grad norm), [`Ops::col_sum`] (bias grads) |
 //! | initialisation | [`Ops::init_normal`] (counter-based, the same values on every device) |
@@ -24,6 +24,7 @@
 //! | residual streams | [`Ops::streams_expand`], [`Ops::streams_expand_bwd`], [`Ops::streams_collapse`], [`Ops::streams_collapse_bwd`] |
 
 mod glue;
+mod mlp;
 mod nn;
 
 use mhc::kernels::{KernelError, KernelSet};

@@ -394,6 +394,7 @@ mod tests {
                 streams: 4,
                 precision: Default::default(),
                 attention_backward: Default::default(),
+                mlp_gemm: Default::default(),
             },
             train: TrainConfig {
                 steps: 10,

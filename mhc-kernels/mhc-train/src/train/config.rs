@@ -55,6 +55,20 @@ pub enum AttentionBackward {
     Fused,
 }
 
+/// How a bf16 run on a GPU computes the MLP's GEMMs that meet GELU
+/// (`--mlp-gemm`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MlpGemm {
+    /// Our `dot` kernels with GELU in the epilogue (`Ops::linear_gelu`,
+    /// `Ops::linear_gelu_bwd`): GELU's passes over the GEMMs' outputs are
+    /// gone.
+    #[default]
+    Fused,
+    /// cuBLAS GEMMs, and GELU's forward and backward as passes of their own.
+    Cublas,
+}
+
 /// The shape of the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -77,6 +91,9 @@ pub struct ModelConfig {
     /// Only read where attention is fused (`fused_attention`).
     #[serde(default)]
     pub attention_backward: AttentionBackward,
+    /// Only read in bf16 runs on a GPU (the CPU's GEMMs are matrixmultiply's).
+    #[serde(default)]
+    pub mlp_gemm: MlpGemm,
 }
 
 impl ModelConfig {

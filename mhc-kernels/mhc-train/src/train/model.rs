@@ -4,7 +4,7 @@
 //! Forward and a hand-written backward, composed of pack kernels and GEMMs
 //! ([`Ops`]); the same code runs on every device.
 
-use super::config::{AttentionBackward, ModelConfig, Precision};
+use super::config::{AttentionBackward, MlpGemm, ModelConfig, Precision};
 use super::params::{Slot, Weight};
 use super::residual::{bytes, Residual, SiteInput, StreamGrad, StreamOut, Sublayers};
 use crate::ops::{Ops, Out};
@@ -145,6 +145,13 @@ impl Kit {
     /// or bf16 widened (exactly) in an f32 run.
     fn to_operand(&self, x: &Buffer, n: usize) -> Result<Buffer> {
         Ok(self.ops.cast(x, n, self.half())?)
+    }
+
+    /// Whether the MLP's GEMMs that meet GELU are our fused kernels
+    /// ([`MlpGemm::Fused`]): in bf16 runs on a GPU (on the CPU the
+    /// interpreter's `dot` is far slower than matrixmultiply's GEMM).
+    fn fused_mlp(&self) -> bool {
+        self.cfg.mlp_gemm == MlpGemm::Fused && self.half() == Scalar::BF16 && self.device.is_gpu()
     }
 
     /// The dtype a GEMM writes for a consumer that wants `out`: bf16 only
@@ -460,9 +467,18 @@ impl Kit {
         let (c, f, rows) = (self.cfg.width, self.cfg.hidden(), self.tokens());
         let (a, rstd) = self.norm(h, &b.norm2.value)?;
         // u in the operand dtype: kept for GELU's backward at half the bytes.
-        let (u, a) = self.linear_to(a, &b.w1, rows, c, f, self.half())?;
-        let mut g = self.device.alloc_output(self.half(), rows * f)?;
-        self.ops.gelu_fwd(&u, &mut g, rows * f)?;
+        let (u, g, a) = if self.fused_mlp() {
+            let mut u = self.device.alloc_output(Scalar::BF16, rows * f)?;
+            let mut g = self.device.alloc_output(Scalar::BF16, rows * f)?;
+            let w1 = self.weight(&b.w1)?;
+            self.ops.linear_gelu(&a, w1, &mut u, &mut g, rows, f, c)?;
+            (u, g, a)
+        } else {
+            let (u, a) = self.linear_to(a, &b.w1, rows, c, f, self.half())?;
+            let mut g = self.device.alloc_output(self.half(), rows * f)?;
+            self.ops.gelu_fwd(&u, &mut g, rows * f)?;
+            (u, g, a)
+        };
         let (y, g) = self.linear_to(g, &b.w2, rows, f, c, self.output_dtype(out))?;
         // In bf16 the backward makes g again from u (`Ops::gelu_bwd_regen`).
         let g = (self.cfg.precision == Precision::F32).then_some(g);
@@ -485,12 +501,17 @@ impl Kit {
                 // G again in one pass, then W2's gradient from that G.
                 let mut rounded = None;
                 let dy16 = self.operand_ref(dy, rows * c, &mut rounded)?;
-                let dg = self.input_grad(&b.w2, dy16, rows, f, c, Scalar::BF16)?;
                 let mut du = self.device.alloc_output(Scalar::BF16, rows * f)?;
                 let mut g = self.device.alloc_output(Scalar::BF16, rows * f)?;
-                self.ops
-                    .gelu_bwd_regen(&acts.u, &dg, &mut du, &mut g, rows * f)?;
-                drop(dg);
+                if self.fused_mlp() {
+                    let w2 = self.weight(&b.w2)?;
+                    self.ops
+                        .linear_gelu_bwd(dy16, w2, &acts.u, &mut du, &mut g, rows, f, c)?;
+                } else {
+                    let dg = self.input_grad(&b.w2, dy16, rows, f, c, Scalar::BF16)?;
+                    self.ops
+                        .gelu_bwd_regen(&acts.u, &dg, &mut du, &mut g, rows * f)?;
+                }
                 self.weight_grad(&g, &mut b.w2, dy16, rows, f, c)?;
                 du
             }

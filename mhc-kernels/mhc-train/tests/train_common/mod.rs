@@ -40,6 +40,7 @@ pub fn tiny(residual: ResidualMode, steps: u64, out: PathBuf) -> Options {
             },
             precision: Default::default(),
             attention_backward: Default::default(),
+            mlp_gemm: Default::default(),
         },
         train: TrainConfig {
             steps,
