@@ -7,8 +7,8 @@
 # and packs/ of an earlier revision, gzipped or not), that trainer too
 # (deterministic backward), for an A/B in the same call.
 # Logs under $OUT. Env: STEPS (30), BATCHES ("8 16"), OLD, RUNS (which of
-# old, deterministic, fused, cublas-mlp (deterministic with --mlp-gemm
-# cublas); default all but the last there are), TORCH (0: no PyTorch).
+# old, deterministic, fused, fused-mlp (deterministic with --mlp-gemm
+# fused); default all but the last there are), TORCH (0: no PyTorch).
 set -uo pipefail
 out="${OUT:-/tmp/gpu-trainer}"; mkdir -p "$out"
 old="${OLD:-}"
@@ -27,7 +27,7 @@ for b in ${BATCHES:-8 16}; do
     log="$out/train_${ab}_b$b.log"
     bin=.gpu/bin/mhc-train; packs=.gpu/packs; flags=(--attention-backward "$ab")
     [ "$ab" = old ] && { bin=$old/bin/mhc-train; packs=$old/packs; flags=(--attention-backward deterministic); }
-    [ "$ab" = cublas-mlp ] && flags=(--attention-backward deterministic --mlp-gemm cublas)
+    [ "$ab" = fused-mlp ] && flags=(--attention-backward deterministic --mlp-gemm fused)
     timeout 150 "$bin" train --device gpu --packs "$packs" --preset gpt86m --residual plain \
       --batch "$b" --steps "$steps" "${flags[@]}" --log-every 1 --eval-every 100000 \
       --checkpoint-every 0 --out "/dev/shm/t_${ab}_$b" --overwrite > "$log" 2>&1

@@ -132,10 +132,10 @@ struct TrainArgs {
     /// bit-reproducible) or fused (one pass, dQ added atomically).
     #[arg(long, value_enum, default_value_t = AttentionBackward::Deterministic)]
     attention_backward: AttentionBackward,
-    /// The MLP's GEMMs that meet GELU in a bf16 run on a GPU: fused (our
-    /// kernels, GELU in the GEMM's epilogue) or cublas (cuBLAS GEMMs and
-    /// GELU passes of their own).
-    #[arg(long, value_enum, default_value_t = MlpGemm::Fused)]
+    /// The MLP's GEMMs that meet GELU in a bf16 run on a GPU: cublas
+    /// (cuBLAS GEMMs and GELU passes of their own; faster today) or fused
+    /// (our kernels, GELU in the GEMM's epilogue).
+    #[arg(long, value_enum, default_value_t = MlpGemm::Cublas)]
     mlp_gemm: MlpGemm,
     #[arg(long, default_value_t = 2)]
     layers: usize,
