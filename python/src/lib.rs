@@ -305,6 +305,7 @@ impl Pack {
                 meta,
                 warps,
                 stages: None,
+                ctas: None,
             },
             gpu,
         )?;
@@ -364,6 +365,7 @@ impl Pack {
                 meta,
                 warps,
                 stages: None,
+                ctas: None,
             },
             device,
         )?;

@@ -78,6 +78,10 @@ pub struct Options {
     /// [`tir::PIPELINE_DEPTHS`]; it gets fewer where they do not fit the
     /// compiler's budget); `None`: 4.
     pub stages: Option<u32>,
+    /// CTAs per multiprocessor ptxas must make room for (one of
+    /// [`tir::CTAS_PER_SM`]: a register budget); `None`: the compiler's own
+    /// choice (a budget for straight-line row kernels only).
+    pub ctas: Option<u32>,
     /// Record the MLIR after every pass in [`Artifacts::pass_dumps`].
     pub dump_passes: bool,
     /// Keep the text of the intermediate stages ([`Artifacts::mlir`],
@@ -92,6 +96,7 @@ impl Default for Options {
             arch: Arch::Sm90,
             warps: 4,
             stages: None,
+            ctas: None,
             dump_passes: false,
             keep_ir: true,
         }
@@ -137,6 +142,12 @@ pub enum CodegenError {
         hi = tir::PIPELINE_DEPTHS.end()
     )]
     Stages(u32),
+    #[error(
+        "ctas must be between {lo} and {hi}, got {0}",
+        lo = tir::CTAS_PER_SM.start(),
+        hi = tir::CTAS_PER_SM.end()
+    )]
+    Ctas(u32),
     #[error("internal compiler error: {0}")]
     Internal(String),
     #[error("LLVM: {0}")]
@@ -176,6 +187,9 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     if let Some(n) = opts.stages.filter(|n| !tir::PIPELINE_DEPTHS.contains(n)) {
         return Err(CodegenError::Stages(n));
     }
+    if let Some(n) = opts.ctas.filter(|n| !tir::CTAS_PER_SM.contains(n)) {
+        return Err(CodegenError::Ctas(n));
+    }
     // Lowering relies on the verifier's invariants (result counts, types, shapes).
     tir::verify(kernel).map_err(|e| CodegenError::Internal(e.to_string()))?;
     let mut art = Artifacts::default();
@@ -184,7 +198,7 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     art.timings.push(("mlir-context", t.elapsed()));
     let t = Instant::now();
     let (mut module, shared_bytes, tma) =
-        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.stages, opts.arch)?;
+        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.stages, opts.ctas, opts.arch)?;
     art.shared_bytes = shared_bytes;
     art.tma = tma;
     art.pass_timings

@@ -278,13 +278,24 @@ mod tests {
         let old: crate::Config = serde_json::from_str(text).unwrap();
         assert_eq!(old.stages, None);
         assert_eq!(serde_json::to_string(&old).unwrap(), text);
+        assert_eq!(old.ctas, None);
         let deep = crate::Config {
             stages: Some(3),
-            ..old
+            ..old.clone()
         };
         let json = serde_json::to_string(&deep).unwrap();
         assert_eq!(json, r#"{"meta":[["BC",256]],"warps":4,"stages":3}"#);
         assert_eq!(serde_json::from_str::<crate::Config>(&json).unwrap(), deep);
+        let budget = crate::Config {
+            ctas: Some(5),
+            ..old
+        };
+        let json = serde_json::to_string(&budget).unwrap();
+        assert_eq!(json, r#"{"meta":[["BC",256]],"warps":4,"ctas":5}"#);
+        assert_eq!(
+            serde_json::from_str::<crate::Config>(&json).unwrap(),
+            budget
+        );
     }
 
     use super::GridExpr::{self, *};

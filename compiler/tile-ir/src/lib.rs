@@ -522,6 +522,12 @@ pub struct TuneSpace {
     /// another's multiplies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<u32>,
+    /// Candidate CTAs per multiprocessor that ptxas must make room for (like
+    /// CUDA's `__launch_bounds__` minimum blocks): a register budget of
+    /// 65536 / (ctas · 32 · warps) a thread, traded against spills; empty:
+    /// the compiler's own choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ctas: Vec<u32>,
     /// The launch grid (up to three axes, x first) from the block's `grid:`
     /// entry; `None` when the kernel does not declare it (and in packs from
     /// before the entry existed).
@@ -538,6 +544,10 @@ pub struct TuneSpace {
 /// checks tune blocks against it, code generation its options.
 pub const PIPELINE_DEPTHS: std::ops::RangeInclusive<u32> = 2..=8;
 
+/// The CTAs per multiprocessor a configuration's `ctas` may ask for (32 is
+/// the hardware's most on every target from sm_80 on).
+pub const CTAS_PER_SM: std::ops::RangeInclusive<u32> = 1..=32;
+
 /// One point of a tune space: meta-parameter values, the warp count and,
 /// when the tune block lists them, the pipeline depth.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -548,26 +558,32 @@ pub struct Config {
     /// ([`TuneSpace::stages`]); `None`: the compiler's default bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stages: Option<u32>,
+    /// CTAs per multiprocessor ptxas must make room for ([`TuneSpace::ctas`]);
+    /// `None`: the compiler's own choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctas: Option<u32>,
 }
 
 impl Config {
-    /// The value of meta-parameter `name`, or of `warps` or `stages`.
+    /// The value of meta-parameter `name`, or of `warps`, `stages` or `ctas`.
     pub fn value(&self, name: &str) -> Option<i64> {
-        if name == "warps" {
-            return Some(self.warps as i64);
+        match name {
+            "warps" => Some(self.warps as i64),
+            "stages" => self.stages.map(i64::from),
+            "ctas" => self.ctas.map(i64::from),
+            _ => self.meta.iter().find(|(m, _)| m == name).map(|(_, v)| *v),
         }
-        if name == "stages" {
-            return self.stages.map(i64::from);
-        }
-        self.meta.iter().find(|(m, _)| m == name).map(|(_, v)| *v)
     }
 
-    /// `BLOCK=1024, warps=4` (`, stages=2` when it has a depth).
+    /// `BLOCK=1024, warps=4` (`, stages=2`, `, ctas=3` where it has them).
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.meta.iter().map(|(n, v)| format!("{n}={v}")).collect();
         parts.push(format!("warps={}", self.warps));
         if let Some(s) = self.stages {
             parts.push(format!("stages={s}"));
+        }
+        if let Some(c) = self.ctas {
+            parts.push(format!("ctas={c}"));
         }
         parts.join(", ")
     }
@@ -584,8 +600,8 @@ impl TuneSpace {
     }
 
     /// Every config, in a stable order (cartesian product, last parameter
-    /// fastest, then warps, stages last), less those the `where:` conditions
-    /// exclude.
+    /// fastest, then warps, stages, ctas last), less those the `where:`
+    /// conditions exclude.
     pub fn configs(&self) -> Vec<Config> {
         let mut out = vec![Vec::new()];
         for (name, vals) in &self.params {
@@ -609,20 +625,28 @@ impl TuneSpace {
         } else {
             self.stages.iter().copied().map(Some).collect()
         };
-        out.into_iter()
-            .flat_map(|meta| {
-                let stages = &stages;
-                warps.iter().flat_map(move |&w| {
-                    let meta = meta.clone();
-                    stages.iter().map(move |&s| Config {
-                        meta: meta.clone(),
-                        warps: w,
-                        stages: s,
-                    })
-                })
-            })
-            .filter(|c| self.admits(c))
-            .collect()
+        let ctas: Vec<Option<u32>> = if self.ctas.is_empty() {
+            vec![None]
+        } else {
+            self.ctas.iter().copied().map(Some).collect()
+        };
+        let mut configs = Vec::new();
+        for meta in &out {
+            for &w in &warps {
+                for &s in &stages {
+                    for &c in &ctas {
+                        configs.push(Config {
+                            meta: meta.clone(),
+                            warps: w,
+                            stages: s,
+                            ctas: c,
+                        });
+                    }
+                }
+            }
+        }
+        configs.retain(|c| self.admits(c));
+        configs
     }
 }
 

@@ -287,6 +287,7 @@ mod tests {
                         meta: vec![("BLOCK".into(), 128)],
                         warps: 4,
                         stages: None,
+                        ctas: None,
                     },
                     tir: Kernel {
                         name: "k".into(),

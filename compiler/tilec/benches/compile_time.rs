@@ -41,6 +41,7 @@ fn source_to_ptx(src: &SourceFile, kernel: &str, config: &Config) -> String {
         arch: Arch::Sm90,
         warps: config.warps,
         stages: config.stages,
+        ctas: config.ctas,
         dump_passes: false,
         // As packs compile.
         keep_ir: false,
@@ -57,6 +58,7 @@ fn bench(c: &mut Criterion) {
         meta: meta.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
         warps,
         stages: None,
+        ctas: None,
     };
     // (kernel, issue 30's configuration: the one Triton was timed on)
     let cases = [

@@ -514,6 +514,9 @@ mod tests {
         let mut w = o.clone();
         w.warps = 8;
         assert_ne!(Key::of(&kernel, &w), Key::of(&kernel, &o));
+        let mut c = o.clone();
+        c.ctas = Some(3);
+        assert_ne!(Key::of(&kernel, &c), Key::of(&kernel, &o));
         let mut a = o.clone();
         a.arch = tile_codegen::Arch::Sm80;
         assert_ne!(Key::of(&kernel, &a), Key::of(&kernel, &o));

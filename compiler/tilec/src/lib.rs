@@ -166,6 +166,7 @@ pub fn compile_dir_cached(
                         arch,
                         warps: j.config.warps,
                         stages: j.config.stages,
+                        ctas: j.config.ctas,
                         dump_passes: false,
                         keep_ir: false,
                     },

@@ -34,6 +34,7 @@ struct FileTest {
     config: Vec<(String, i64)>,
     warps: u32,
     stages: Option<u32>,
+    ctas: Option<u32>,
     kernel: Option<String>,
     filters: Vec<String>,
     /// Everything before the marker, as written.
@@ -64,6 +65,7 @@ fn parse_file(text: &str) -> Result<FileTest, String> {
         config: vec![],
         warps: 4,
         stages: None,
+        ctas: None,
         kernel: None,
         filters: vec![],
         input: input.to_string(),
@@ -88,6 +90,8 @@ fn parse_file(text: &str) -> Result<FileTest, String> {
                     t.warps = u32::try_from(v).map_err(|_| format!("bad warps {v}"))?;
                 } else if k == "stages" {
                     t.stages = Some(u32::try_from(v).map_err(|_| format!("bad stages {v}"))?);
+                } else if k == "ctas" {
+                    t.ctas = Some(u32::try_from(v).map_err(|_| format!("bad ctas {v}"))?);
                 } else {
                     t.config.push((k.to_string(), v));
                 }
@@ -176,6 +180,7 @@ fn run_test(t: &FileTest, path: &Path) -> Result<String, String> {
                 arch: arch(t)?,
                 warps: t.warps,
                 stages: t.stages,
+                ctas: t.ctas,
                 dump_passes: false,
                 keep_ir: true,
             };

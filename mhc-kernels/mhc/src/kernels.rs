@@ -226,6 +226,7 @@ impl KernelSet {
                         .collect::<Result<_, _>>()?,
                     warps,
                     stages: None,
+                    ctas: None,
                 };
                 Ok(pack.load_kernel(&self.device, name, &config)?)
             }

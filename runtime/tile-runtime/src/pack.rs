@@ -42,13 +42,14 @@ impl Pack {
     }
 
     /// The variant of `name` with exactly this config; a config without
-    /// `stages` (a caller that does not tune them) otherwise takes the first
-    /// variant with its meta-parameter values and warps (the tune block's
-    /// first `stages`).
+    /// `stages` or `ctas` (a caller that does not tune them) otherwise takes
+    /// the first variant with its other values (the tune block's first
+    /// `stages` and `ctas`).
     pub fn variant(&self, name: &str, config: &Config) -> Result<&Variant, RuntimeError> {
         let k = self.kernel(name)?;
         let same_but_stages = |v: &&Variant| {
-            config.stages.is_none()
+            (config.stages.is_none() || config.stages == v.config.stages)
+                && (config.ctas.is_none() || config.ctas == v.config.ctas)
                 && v.config.meta == config.meta
                 && v.config.warps == config.warps
         };

@@ -641,6 +641,7 @@ mod tests {
             meta: vec![("BLOCK".into(), block)],
             warps: 4,
             stages: None,
+            ctas: None,
         };
         TuneEntry {
             best: config.clone(),
@@ -736,6 +737,7 @@ mod tests {
             meta: vec![("BLOCK".into(), 128)],
             warps: 4,
             stages: None,
+            ctas: None,
         };
         let tir = tile_ir::Kernel {
             name: "k".into(),

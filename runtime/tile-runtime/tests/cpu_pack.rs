@@ -28,6 +28,7 @@ fn cfg(block: i64, warps: u32) -> Config {
         meta: vec![("BLOCK".into(), block)],
         warps,
         stages: None,
+        ctas: None,
     }
 }
 

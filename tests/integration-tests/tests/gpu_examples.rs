@@ -628,6 +628,7 @@ fn tolerances_catch_outputs_the_old_ones_let_through() {
                 meta: defaults,
                 warps,
                 stages: None,
+                ctas: None,
             };
             let k = from_source(&programs, &cpu, &kernel, &c);
             // The interpreter is slow: the first case of each kernel only.

@@ -66,6 +66,7 @@ pub(crate) fn lower_to_mlir<'c>(
     kernel: &Kernel,
     warps: u32,
     stages: Option<u32>,
+    ctas: Option<u32>,
     arch: super::Arch,
 ) -> Result<(Module<'c>, u32, Vec<super::TmaOperand>), CodegenError> {
     let module = Module::new(Location::unknown(ctx));
@@ -126,7 +127,11 @@ pub(crate) fn lower_to_mlir<'c>(
         (l, func) = lower(&plans[attempt]);
     }
     let place = l.scratch_place(&plans[attempt], func.is_ok());
-    let func = func?;
+    let mut func = func?;
+    // A configuration's `ctas` replaces the compiler's own register budget.
+    if let Some(n) = ctas {
+        func.set_attribute("nvvm.minctasm", l.e.attr(&format!("{n} : i32")));
+    }
     if place.shared_bytes > MAX_SMEM {
         return Err(CodegenError::SharedMemory {
             bytes: place.shared_bytes,

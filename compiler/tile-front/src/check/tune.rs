@@ -46,6 +46,7 @@ pub fn tune_space(m: &ast::Module, kernel: &str) -> Option<tir::TuneSpace> {
             }
             "warps" => space.warps = ints().map(|w| w as u32).collect(),
             "stages" => space.stages = ints().map(|w| w as u32).collect(),
+            "ctas" => space.ctas = ints().map(|w| w as u32).collect(),
             "grid" => {
                 if let Some(k) = find_kernel(m, kernel) {
                     space.grid = converted(e, |x, d| grid_expr(k, x, d))
@@ -205,6 +206,30 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
                     }
                 }
             }
+            "ctas" => {
+                if e.values.is_empty() {
+                    bad(d, e.span, "`ctas` needs at least one value".into());
+                }
+                for v in &e.values {
+                    match v {
+                        ast::TuneValue::Int(n, s)
+                            if !u32::try_from(*n).is_ok_and(|n| tir::CTAS_PER_SM.contains(&n)) =>
+                        {
+                            bad(
+                                d,
+                                *s,
+                                format!(
+                                    "{n} CTAs per multiprocessor: must be between {} and {}",
+                                    tir::CTAS_PER_SM.start(),
+                                    tir::CTAS_PER_SM.end()
+                                ),
+                            )
+                        }
+                        ast::TuneValue::Int(..) | ast::TuneValue::Expr(_) => {}
+                        ast::TuneValue::Name(n) => bad(d, n.span, "CTA counts are numbers".into()),
+                    }
+                }
+            }
             "where" => {
                 if e.values.is_empty() {
                     bad(d, e.span, "`where` needs at least one condition".into());
@@ -248,8 +273,8 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
                                 name,
                                 k.metas.iter().map(|mp| mp.name.name.as_str()),
                             ) {
-                                Some(s) => format!("did you mean `{s}`? tune entries are `key`, `warps`, `stages`, `grid`, `where` and the kernel's `const` parameters"),
-                                None => "tune entries are `key`, `warps`, `stages`, `grid`, `where` and the kernel's `const` parameters".to_string(),
+                                Some(s) => format!("did you mean `{s}`? tune entries are `key`, `warps`, `stages`, `ctas`, `grid`, `where` and the kernel's `const` parameters"),
+                                None => "tune entries are `key`, `warps`, `stages`, `ctas`, `grid`, `where` and the kernel's `const` parameters".to_string(),
                             },
                         ),
                     );

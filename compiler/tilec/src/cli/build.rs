@@ -39,6 +39,11 @@ pub struct Args {
     /// else 4).
     #[arg(long)]
     pub stages: Option<u32>,
+    /// CTAs per multiprocessor ptxas must make room for, 1 to 32 (a
+    /// register budget; default: the tune block's first `ctas`, else the
+    /// compiler's own choice).
+    #[arg(long)]
+    pub ctas: Option<u32>,
     /// Stage to write.
     #[arg(long, value_enum, default_value = "ptx")]
     pub emit: Emit,
@@ -65,6 +70,7 @@ pub(crate) fn resolve_config(
     defines: &[Define],
     warps: Option<u32>,
     stages: Option<u32>,
+    ctas: Option<u32>,
 ) -> Result<tile_ir::Config> {
     let tune = program.tune_space(kernel);
     let mut meta = Vec::new();
@@ -90,10 +96,12 @@ pub(crate) fn resolve_config(
         .or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied()))
         .unwrap_or(4);
     let stages = stages.or_else(|| tune.as_ref().and_then(|t| t.stages.first().copied()));
+    let ctas = ctas.or_else(|| tune.as_ref().and_then(|t| t.ctas.first().copied()));
     Ok(tile_ir::Config {
         meta,
         warps,
         stages,
+        ctas,
     })
 }
 
@@ -106,6 +114,7 @@ pub(crate) fn specialize_from_cli(
     defines: &[Define],
     warps: Option<u32>,
     stages: Option<u32>,
+    ctas: Option<u32>,
 ) -> Result<Result<(SourceFile, tile_ir::Kernel, tile_ir::Config), ExitCode>> {
     let src = SourceFile::load(file).with_context(|| format!("cannot read {}", file.display()))?;
     let program = match frontend::parse_program(&src) {
@@ -128,7 +137,7 @@ pub(crate) fn specialize_from_cli(
             .cloned()
             .ok_or_else(|| anyhow!("{} defines no kernel", src.name))?,
     };
-    let config = resolve_config(&program, &kernel, defines, warps, stages)?;
+    let config = resolve_config(&program, &kernel, defines, warps, stages, ctas)?;
     match program.specialize(&kernel, &config.meta) {
         Ok(t) => Ok(Ok((src, t, config))),
         Err(d) => {
@@ -145,6 +154,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         &args.defines,
         args.warps,
         args.stages,
+        args.ctas,
     )? {
         Ok(x) => x,
         Err(code) => return Ok(code),
@@ -196,6 +206,7 @@ fn emit_codegen(
         arch,
         warps: config.warps,
         stages: config.stages,
+        ctas: config.ctas,
         dump_passes: args.dump_passes.is_some(),
         // The text of the other stages only where it is written out.
         keep_ir: !matches!(args.emit, Emit::Ptx | Emit::LaunchJson) || args.dump_passes.is_some(),
@@ -336,6 +347,9 @@ impl Launch<'_> {
         });
         if let Some(n) = self.config.stages {
             v["stages"] = n.into();
+        }
+        if let Some(n) = self.config.ctas {
+            v["ctas"] = n.into();
         }
         let mut s = serde_json::to_string_pretty(&v).expect("launch JSON serialises");
         s.push('\n');

@@ -133,6 +133,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         &args.defines,
         None,
         None,
+        None,
     )? {
         Ok(x) => x,
         Err(code) => return Ok(code),
