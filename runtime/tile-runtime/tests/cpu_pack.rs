@@ -271,3 +271,37 @@ fn configs_without_stages_find_the_first_depth() {
     let err = pack.variant("k", &with(Some(4))).unwrap_err().to_string();
     assert!(err.contains("stages=4"), "{err}");
 }
+
+/// A caller that does not name `ctas` (the typed launchers) gets the first
+/// variant with its meta-parameters and warps, the tune block's first
+/// `ctas`; one that names it gets exactly that variant, or an error.
+#[test]
+fn variants_differing_in_ctas_are_found_by_their_other_values() {
+    let src = SourceFile::new(
+        "ctas.tile",
+        "kernel k<const BLOCK: i32>(x: *f32) {\n\
+             store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
+         }\n\
+         tune k { BLOCK: [256], warps: [4], ctas: [8, 16] }\n",
+    );
+    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ctas.tpack");
+    PackManifest {
+        compiler_version: tile_ir::VERSION.into(),
+        kernels,
+    }
+    .write(&file)
+    .unwrap();
+    let pack = Pack::load(&file).unwrap();
+    let mut c = cfg(256, 4);
+    assert_eq!(pack.variant("k", &c).unwrap().config.ctas, Some(8));
+    c.ctas = Some(16);
+    assert_eq!(pack.variant("k", &c).unwrap().config.ctas, Some(16));
+    c.ctas = Some(3);
+    let err = pack.variant("k", &c).unwrap_err().to_string();
+    assert!(
+        err.contains("ctas=3") && err.contains("not in the pack"),
+        "{err}"
+    );
+}
