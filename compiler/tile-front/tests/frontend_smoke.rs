@@ -37,60 +37,58 @@ fn vector_add_specializes() {
     println!("{}", tile_ir::print_kernel(&k));
 }
 
-/// `stages:` multiplies the configurations (last, after warps), `where:`
-/// may pair it with the others.
-#[test]
-fn stages_are_tuned_like_warps() {
+/// The configurations of kernel `k` (one `BC` meta-parameter) under the
+/// tune block `tune`, described; the program must check clean.
+fn described_configs(name: &str, tune: &str) -> Vec<String> {
     let src = SourceFile::new(
-        "stages.tile",
-        "kernel k<const BC: i32>(x: *f32) {\n\
-             store(x + arange(0, BC), full([BC], 1.0, f32));\n\
-         }\n\
-         tune k { BC: [256, 1024], warps: [4], stages: [2, 3], where: [stages * BC <= 2048] }\n",
+        name,
+        &format!(
+            "kernel k<const BC: i32>(x: *f32) {{\n\
+                 store(x + arange(0, BC), full([BC], 1.0, f32));\n\
+             }}\n{tune}\n"
+        ),
     );
     let p = match parse_program(&src) {
         Ok(p) => p,
         Err(d) => panic!("{}", d.render(&src)),
     };
+    assert!(p.check_all().is_empty());
     let configs = p.tune_space("k").expect("tune block").configs();
-    let described: Vec<String> = configs.iter().map(|c| c.describe()).collect();
+    configs.iter().map(|c| c.describe()).collect()
+}
+
+/// `stages:` multiplies the configurations (last, after warps), `where:`
+/// may pair it with the others.
+#[test]
+fn stages_are_tuned_like_warps() {
     assert_eq!(
-        described,
+        described_configs(
+            "stages.tile",
+            "tune k { BC: [256, 1024], warps: [4], stages: [2, 3], where: [stages * BC <= 2048] }"
+        ),
         [
             "BC=256, warps=4, stages=2",
             "BC=256, warps=4, stages=3",
             "BC=1024, warps=4, stages=2",
         ]
     );
-    assert!(p.check_all().is_empty());
 }
 
 /// `ctas:` multiplies the configurations last (after stages), and `where:`
 /// may pair it with the others.
 #[test]
 fn ctas_are_tuned_after_stages() {
-    let src = SourceFile::new(
-        "ctas.tile",
-        "kernel k<const BC: i32>(x: *f32) {\n\
-             store(x + arange(0, BC), full([BC], 1.0, f32));\n\
-         }\n\
-         tune k { BC: [256], warps: [1, 4], stages: [2], ctas: [8, 16], where: [ctas * warps <= 32] }\n",
-    );
-    let p = match parse_program(&src) {
-        Ok(p) => p,
-        Err(d) => panic!("{}", d.render(&src)),
-    };
-    let configs = p.tune_space("k").expect("tune block").configs();
-    let described: Vec<String> = configs.iter().map(|c| c.describe()).collect();
     assert_eq!(
-        described,
+        described_configs(
+            "ctas.tile",
+            "tune k { BC: [256], warps: [1, 4], stages: [2], ctas: [8, 16], where: [ctas * warps <= 32] }"
+        ),
         [
             "BC=256, warps=1, stages=2, ctas=8",
             "BC=256, warps=1, stages=2, ctas=16",
             "BC=256, warps=4, stages=2, ctas=8",
         ]
     );
-    assert!(p.check_all().is_empty());
 }
 
 /// `where:` keeps the configurations that meet every condition, in the

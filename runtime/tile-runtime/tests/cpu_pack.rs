@@ -23,6 +23,20 @@ fn vector_add_pack(dir: &std::path::Path) -> Pack {
     Pack::load(&file).unwrap()
 }
 
+/// A pack (TIR only) of the kernels of `text`, written to `dir`.
+fn pack_of(dir: &std::path::Path, name: &str, text: &str) -> Pack {
+    let src = SourceFile::new(name, text);
+    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
+    let file = dir.join(format!("{name}.tpack"));
+    PackManifest {
+        compiler_version: tile_ir::VERSION.into(),
+        kernels,
+    }
+    .write(&file)
+    .unwrap();
+    Pack::load(&file).unwrap()
+}
+
 fn cfg(block: i64, warps: u32) -> Config {
     Config {
         meta: vec![("BLOCK".into(), block)],
@@ -239,23 +253,15 @@ fn a_kernel_without_a_declared_grid_says_so() {
 /// block's first; a depth the pack lacks is an error naming the config.
 #[test]
 fn configs_without_stages_find_the_first_depth() {
-    let src = SourceFile::new(
-        "stages.tile",
+    let dir = tempfile::tempdir().unwrap();
+    let pack = pack_of(
+        dir.path(),
+        "stages",
         "kernel k<const BLOCK: i32>(x: *f32) {\n\
              store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
          }\n\
          tune k { BLOCK: [128], warps: [4], stages: [3, 2] }\n",
     );
-    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("stages.tpack");
-    PackManifest {
-        compiler_version: tile_ir::VERSION.into(),
-        kernels,
-    }
-    .write(&file)
-    .unwrap();
-    let pack = Pack::load(&file).unwrap();
     let with = |stages| Config {
         stages,
         ..cfg(128, 4)
@@ -277,23 +283,15 @@ fn configs_without_stages_find_the_first_depth() {
 /// `ctas`; one that names it gets exactly that variant, or an error.
 #[test]
 fn variants_differing_in_ctas_are_found_by_their_other_values() {
-    let src = SourceFile::new(
-        "ctas.tile",
+    let dir = tempfile::tempdir().unwrap();
+    let pack = pack_of(
+        dir.path(),
+        "ctas",
         "kernel k<const BLOCK: i32>(x: *f32) {\n\
              store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
          }\n\
          tune k { BLOCK: [256], warps: [4], ctas: [8, 16] }\n",
     );
-    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ctas.tpack");
-    PackManifest {
-        compiler_version: tile_ir::VERSION.into(),
-        kernels,
-    }
-    .write(&file)
-    .unwrap();
-    let pack = Pack::load(&file).unwrap();
     let mut c = cfg(256, 4);
     assert_eq!(pack.variant("k", &c).unwrap().config.ctas, Some(8));
     c.ctas = Some(16);

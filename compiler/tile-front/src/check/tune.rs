@@ -179,54 +179,25 @@ pub(super) fn check_tune(m: &ast::Module, t: &ast::TuneDef, d: &mut Diagnostics)
                     }
                 }
             }
-            "stages" => {
+            entry @ ("stages" | "ctas") => {
+                let (range, what, plural) = if entry == "stages" {
+                    (tir::PIPELINE_DEPTHS, "pipeline depth", "pipeline depths")
+                } else {
+                    (tir::CTAS_PER_SM, "CTA count", "CTA counts")
+                };
                 if e.values.is_empty() {
-                    bad(d, e.span, "`stages` needs at least one value".into());
+                    bad(d, e.span, format!("`{entry}` needs at least one value"));
                 }
                 for v in &e.values {
                     match v {
                         ast::TuneValue::Int(n, s)
-                            if !u32::try_from(*n)
-                                .is_ok_and(|n| tir::PIPELINE_DEPTHS.contains(&n)) =>
+                            if !u32::try_from(*n).is_ok_and(|n| range.contains(&n)) =>
                         {
-                            bad(
-                                d,
-                                *s,
-                                format!(
-                                    "pipeline depth {n} must be between {} and {}",
-                                    tir::PIPELINE_DEPTHS.start(),
-                                    tir::PIPELINE_DEPTHS.end()
-                                ),
-                            )
+                            let (lo, hi) = (range.start(), range.end());
+                            bad(d, *s, format!("{what} {n} must be between {lo} and {hi}"))
                         }
                         ast::TuneValue::Int(..) | ast::TuneValue::Expr(_) => {}
-                        ast::TuneValue::Name(n) => {
-                            bad(d, n.span, "pipeline depths are numbers".into())
-                        }
-                    }
-                }
-            }
-            "ctas" => {
-                if e.values.is_empty() {
-                    bad(d, e.span, "`ctas` needs at least one value".into());
-                }
-                for v in &e.values {
-                    match v {
-                        ast::TuneValue::Int(n, s)
-                            if !u32::try_from(*n).is_ok_and(|n| tir::CTAS_PER_SM.contains(&n)) =>
-                        {
-                            bad(
-                                d,
-                                *s,
-                                format!(
-                                    "{n} CTAs per multiprocessor: must be between {} and {}",
-                                    tir::CTAS_PER_SM.start(),
-                                    tir::CTAS_PER_SM.end()
-                                ),
-                            )
-                        }
-                        ast::TuneValue::Int(..) | ast::TuneValue::Expr(_) => {}
-                        ast::TuneValue::Name(n) => bad(d, n.span, "CTA counts are numbers".into()),
+                        ast::TuneValue::Name(n) => bad(d, n.span, format!("{plural} are numbers")),
                     }
                 }
             }
