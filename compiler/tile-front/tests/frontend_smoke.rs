@@ -42,7 +42,7 @@ fn vector_add_specializes() {
 fn described_configs(name: &str, tune: &str) -> Vec<String> {
     let src = SourceFile::new(
         name,
-        &format!(
+        format!(
             "kernel k<const BC: i32>(x: *f32) {{\n\
                  store(x + arange(0, BC), full([BC], 1.0, f32));\n\
              }}\n{tune}\n"
