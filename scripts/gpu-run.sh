@@ -30,6 +30,9 @@ for target in "${targets[@]}"; do
     log="$out/$(basename "$t")$suffix.log"
     echo "== ${arch:+TILE_ARCH=$arch }$t"; TILE_ARCH="$arch" "$t" --nocapture --test-threads=1 "${extra[@]}" > "$log" 2>&1 || status=1
     grep -E "^ok |SKIPPED|test result|panicked|FAILED" "$log"
+    # A failure's message and the seed that replays it (TILE_TEST_SEED), on
+    # stdout too: a call's logs may not all come back from the machine.
+    if grep -q panicked "$log"; then grep "TILE_TEST_SEED=" "$log"; grep -A12 panicked "$log" | head -40; fi
     # Any SKIPPED line on a GPU machine fails the run, whatever the exit codes say.
     if grep -q SKIPPED "$log"; then echo "FAILED: $t skipped a test on the GPU machine"; status=1; fi
   done
