@@ -47,7 +47,7 @@ impl Pack {
     /// `stages` and `ctas`).
     pub fn variant(&self, name: &str, config: &Config) -> Result<&Variant, RuntimeError> {
         let k = self.kernel(name)?;
-        let same_but_stages = |v: &&Variant| {
+        let same_where_named = |v: &&Variant| {
             (config.stages.is_none() || config.stages == v.config.stages)
                 && (config.ctas.is_none() || config.ctas == v.config.ctas)
                 && v.config.meta == config.meta
@@ -56,7 +56,7 @@ impl Pack {
         k.variants
             .iter()
             .find(|v| &v.config == config)
-            .or_else(|| k.variants.iter().find(same_but_stages))
+            .or_else(|| k.variants.iter().find(same_where_named))
             .ok_or_else(|| RuntimeError::Launch {
                 kernel: name.into(),
                 message: format!(

@@ -2,7 +2,8 @@
 //! tensor map per TMA operand and the mask of those the host could encode:
 //! `tile_ir::launch`), the thread ids and per-layout thread
 //! coordinates computed once in the entry block, the body, and the
-//! `nvvm.minctasm` register budget of straight-line row kernels.
+//! `nvvm.minctasm` register budget (a configuration's `ctas`, else a rule
+//! for straight-line row kernels).
 
 use super::{mlir_ty_name, Lower};
 use crate::layout::Layout;
@@ -102,8 +103,9 @@ impl<'c, 'k> Lower<'c, 'k> {
             .map_err(|err| CodegenError::Internal(format!("gpu.func: {err}")))
     }
 
-    /// CTAs per SM to ask ptxas for (`nvvm.minctasm`, i.e. a register budget)
-    /// in straight-line row kernels like rmsnorm and softmax: reductions, no
+    /// CTAs per SM to ask ptxas for (`nvvm.minctasm`, i.e. a register
+    /// budget): the configuration's `ctas` where it names one, else a rule
+    /// for straight-line row kernels like rmsnorm and softmax: reductions, no
     /// loops and no `dot`, one or two loads of at most two 16-byte vectors per
     /// thread each (kernels holding more values live, such as mHC's
     /// `mhc_coeffs_bwd` with 13 loads, spill under the budget). Unasked, ptxas gave
@@ -113,6 +115,9 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// per load) and plain elementwise kernels measured slower with the hint,
     /// so they go without.
     pub(super) fn min_ctas(&self) -> Option<u32> {
+        if self.ctas.is_some() {
+            return self.ctas;
+        }
         let threads = 32 * self.warps;
         let (mut other, mut reduce, mut most, mut loads) = (false, false, 0, 0);
         tir::walk_insts(&self.kernel.body, &mut |i| match i.op {

@@ -81,6 +81,7 @@ pub(crate) fn lower_to_mlir<'c>(
             e: Emitter::new(ctx),
             kernel,
             warps,
+            ctas,
             arch,
             vals: HashMap::new(),
             splats: HashMap::new(),
@@ -127,11 +128,7 @@ pub(crate) fn lower_to_mlir<'c>(
         (l, func) = lower(&plans[attempt]);
     }
     let place = l.scratch_place(&plans[attempt], func.is_ok());
-    let mut func = func?;
-    // A configuration's `ctas` replaces the compiler's own register budget.
-    if let Some(n) = ctas {
-        func.set_attribute("nvvm.minctasm", l.e.attr(&format!("{n} : i32")));
-    }
+    let func = func?;
     if place.shared_bytes > MAX_SMEM {
         return Err(CodegenError::SharedMemory {
             bytes: place.shared_bytes,
@@ -206,6 +203,8 @@ struct Lower<'c, 'k> {
     e: Emitter<'c>,
     kernel: &'k Kernel,
     warps: u32,
+    /// The configuration's CTAs per multiprocessor (`Lower::min_ctas`).
+    ctas: Option<u32>,
     arch: super::Arch,
     vals: HashMap<ValueId, Vec<V>>,
     /// Values that are a scalar repeated: converting them to any layout is free.
