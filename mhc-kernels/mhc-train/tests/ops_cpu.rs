@@ -822,12 +822,6 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
             .map(|&x| half::bf16::from_f32(x as f32).to_f64())
             .collect()
     };
-    let same = |what: &str, got: Vec<f64>, want: Vec<f64>| {
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(g.to_bits() == w.to_bits(), "{what}[{i}]: {g} vs {w}");
-        }
-    };
     let (rows, n) = (37, 300);
     let (x, w) = (randv(&mut rng, rows * n, 3.0), randv(&mut rng, n, 2.0));
     let (xb, wb) = (up(&o, &x), up(&o, &w));
@@ -840,8 +834,8 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
         .unwrap();
     o.rmsnorm_fwd(&xb, &wb, &mut y16, &mut r16, rows, n, 1e-5)
         .unwrap();
-    same("rmsnorm y", down(&o, &y16), rounded(down(&o, &y32)));
-    same("rmsnorm rstd", down(&o, &r16), down(&o, &r32));
+    same("rmsnorm y", &down(&o, &y16), &rounded(down(&o, &y32)));
+    same("rmsnorm rstd", &down(&o, &r16), &down(&o, &r32));
     // x = a + b written, and the norm of it: the same bits as an add and a
     // norm, with y (and b) in f32 and in bf16. b's values are bf16's, so
     // both sums are the same.
@@ -876,9 +870,9 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
         let (mut y, mut r) = (nan(&o, dtype, rows * n), nan(&o, Scalar::F32, rows));
         o.add_rmsnorm_fwd(&ab, bb, &mut sum, &wb, &mut y, &mut r, rows, n, 1e-5)
             .unwrap();
-        same("add_rmsnorm x", down(&o, &sum), down(&o, &sum_want));
-        same("add_rmsnorm y", down(&o, &y), down(&o, &y_want));
-        same("add_rmsnorm rstd", down(&o, &r), down(&o, &r_want));
+        same("add_rmsnorm x", &down(&o, &sum), &down(&o, &sum_want));
+        same("add_rmsnorm y", &down(&o, &y), &down(&o, &y_want));
+        same("add_rmsnorm rstd", &down(&o, &r), &down(&o, &r_want));
     }
 
     let m = 5003;
@@ -887,11 +881,11 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
     let (mut g32, mut g16) = (nan(&o, Scalar::F32, m), nan(&o, Scalar::BF16, m));
     o.gelu_fwd(&ub, &mut g32, m).unwrap();
     o.gelu_fwd(&ub, &mut g16, m).unwrap();
-    same("gelu", down(&o, &g16), rounded(down(&o, &g32)));
+    same("gelu", &down(&o, &g16), &rounded(down(&o, &g32)));
     let (mut d32, mut d16) = (nan(&o, Scalar::F32, m), nan(&o, Scalar::BF16, m));
     o.gelu_bwd(&ub, &dyb, &mut d32, m).unwrap();
     o.gelu_bwd(&ub, &dyb, &mut d16, m).unwrap();
-    same("gelu_bwd", down(&o, &d16), rounded(down(&o, &d32)));
+    same("gelu_bwd", &down(&o, &d16), &rounded(down(&o, &d32)));
     // From a bf16 input (the first MLP GEMM's bf16 output): the same bits as
     // from the f32 buffer of the same (rounded) values.
     let u16 = rounded(as_f32(&u));
@@ -899,14 +893,14 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
     let (mut g_from16, mut g_fromr) = (nan(&o, Scalar::BF16, m), nan(&o, Scalar::BF16, m));
     o.gelu_fwd(&ub16, &mut g_from16, m).unwrap();
     o.gelu_fwd(&ubr, &mut g_fromr, m).unwrap();
-    same("gelu from bf16", down(&o, &g_from16), down(&o, &g_fromr));
+    same("gelu from bf16", &down(&o, &g_from16), &down(&o, &g_fromr));
     let (mut d_from16, mut d_fromr) = (nan(&o, Scalar::BF16, m), nan(&o, Scalar::BF16, m));
     o.gelu_bwd(&ub16, &dyb, &mut d_from16, m).unwrap();
     o.gelu_bwd(&ubr, &dyb, &mut d_fromr, m).unwrap();
     same(
         "gelu_bwd from bf16",
-        down(&o, &d_from16),
-        down(&o, &d_fromr),
+        &down(&o, &d_from16),
+        &down(&o, &d_fromr),
     );
     // The backward that makes GELU's output again: from a bf16 dy of the
     // same values, dx as gelu_bwd gives it and y as gelu_fwd did.
@@ -917,8 +911,16 @@ fn bf16_outputs_are_the_f32_outputs_rounded() {
         .unwrap();
     let mut dx_want = nan(&o, Scalar::BF16, m);
     o.gelu_bwd(&ub16, &dybr, &mut dx_want, m).unwrap();
-    same("gelu_bwd_regen dx", down(&o, &dx_regen), down(&o, &dx_want));
-    same("gelu_bwd_regen y", down(&o, &y_regen), down(&o, &g_from16));
+    same(
+        "gelu_bwd_regen dx",
+        &down(&o, &dx_regen),
+        &down(&o, &dx_want),
+    );
+    same(
+        "gelu_bwd_regen y",
+        &down(&o, &y_regen),
+        &down(&o, &g_from16),
+    );
     // Anything but bf16 is refused.
     assert!(o
         .gelu_bwd_regen(&ub16, &dybr, &mut dx_regen, &mut y_regen, m)

@@ -37,13 +37,6 @@ fn close_gemm(what: &str, got: &[f64], want: &[f64], scale: &[f64], k: usize) {
     );
 }
 
-fn same(what: &str, got: &[f64], want: &[f64]) {
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(g.to_bits() == w.to_bits(), "{what}[{i}]: {g} vs {w}");
-    }
-}
-
 /// c = a · b (a [m, k], b [k, n]) in f64, and Σ|a·b| per element (the scale
 /// of the accumulation's error).
 fn matmul_ref(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {

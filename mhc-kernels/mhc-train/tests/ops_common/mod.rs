@@ -93,11 +93,13 @@ pub fn close(what: &str, got: &[f64], want: &[f64], tol: f64) {
     }
 }
 
-/// Bit-for-bit equality (NaN fails), reporting the first difference.
+/// Bit-for-bit equality (NaN fails, and -0 is not +0), reporting the first
+/// difference.
 #[track_caller]
 pub fn same(what: &str, got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+    let differ = |i: usize| got[i] != want[i] || got[i].to_bits() != want[i].to_bits();
+    if let Some(i) = (0..got.len()).find(|&i| differ(i)) {
         panic!("{what}[{i}]: got {}, want {}", got[i], want[i]);
     }
 }
