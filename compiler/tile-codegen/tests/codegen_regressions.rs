@@ -333,3 +333,47 @@ kernel dphi(x: *bf16, w: *bf16, part: *f32, rows: i32, K: i32, group: i32) {
     // Each issue checks the guard's last row against `group`.
     assert!(art.ptx.matches("cp.async.bulk.tensor").count() >= 2);
 }
+
+/// A `ctas` whose register cap leaves a `wgmma` accumulator too few
+/// registers beside it was accepted, and the driver's ptxas then refused the
+/// PTX at load time ("Insufficient registers", C7602; tile-tune reported the
+/// configuration as rejected). It is refused at compile time, naming a
+/// `ctas` that fits: here a 64 × 64 f32 accumulator on 4 warps is 32
+/// registers a thread; 12 CTAs of 128 threads cap a thread at 40, 8 at 64.
+#[test]
+fn a_ctas_too_many_for_a_wgmma_accumulator_is_refused() {
+    let text = "kernel mm(a: *bf16, b: *bf16, c: *f32, K: i32) {
+    let r = arange(0, 64);
+    let mut acc = zeros([64, 64], f32);
+    for k0 in 0..K step 64 {
+        let k = k0 + arange(0, 64);
+        acc = dot(load(a + r[:, None] * K + k[None, :]), load(b + k[:, None] * 64 + r[None, :]), acc);
+    }
+    store(c + r[:, None] * 64 + r[None, :], acc);
+}";
+    let src = SourceFile::new("ctas.tile", text);
+    let tir = parse_program(&src).unwrap().specialize("mm", &[]).unwrap();
+    let build = |ctas: u32| {
+        compile(
+            &tir,
+            &Options {
+                warps: 4,
+                ctas: Some(ctas),
+                ..Options::default()
+            },
+        )
+        .map(|a| a.ptx)
+        .map_err(|e| e.to_string())
+    };
+    let err = build(12).expect_err("ctas 12 leaves 40 registers a thread");
+    assert!(
+        err.contains("`ctas: 12` leaves 40 registers") && err.contains("at most 8"),
+        "{err}"
+    );
+    let ptx = build(8).expect("ctas 8 leaves 64 registers a thread");
+    assert!(
+        ptx.contains(".minnctapersm 8"),
+        "no register budget in the PTX"
+    );
+    assert!(ptx.contains("wgmma"), "the test needs a wgmma accumulator");
+}

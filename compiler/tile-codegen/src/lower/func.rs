@@ -9,7 +9,7 @@ use super::{mlir_ty_name, Lower};
 use crate::layout::Layout;
 use crate::CodegenError;
 use melior::ir::Type;
-use tile_ir::{self as tir, Op, ValueId};
+use tile_ir::{self as tir, Op, Span, ValueId};
 
 impl<'c, 'k> Lower<'c, 'k> {
     pub(super) fn lower_func(&mut self) -> Result<melior::ir::Operation<'c>, CodegenError> {
@@ -103,6 +103,52 @@ impl<'c, 'k> Lower<'c, 'k> {
             .map_err(|err| CodegenError::Internal(format!("gpu.func: {err}")))
     }
 
+    /// A configuration's `ctas` caps a thread's registers at 65536 / (ctas ·
+    /// threads), in ptxas's steps of 8. A `wgmma` accumulator must sit in
+    /// registers whole, and ptxas stops with "Insufficient registers"
+    /// (C7602) — at load time, when the driver compiles the PTX — where the
+    /// cap leaves it too few beside it: 64 accumulator registers needed 90,
+    /// 32 passed at 64 and failed at 40 (H100, session 31). So a cap below
+    /// the largest accumulator plus [`WGMMA_REGISTER_MARGIN`] is refused here,
+    /// naming the largest `ctas` that fits.
+    pub(super) fn check_register_budget(&self) -> Result<(), CodegenError> {
+        let Some(ctas) = self.ctas else {
+            return Ok(());
+        };
+        let threads = 32 * self.warps;
+        let cap = |n: u32| (65536 / (n * threads)).min(255) / 8 * 8;
+        let largest = self
+            .plan
+            .wgmma
+            .keys()
+            .map(|v| {
+                let t = self.kernel.ty(*v);
+                let bytes = t.numel() * t.scalar_elem().map_or(4, |s| s.size_bytes());
+                (bytes.div_ceil(4 * threads as usize) as u32, *v)
+            })
+            .max();
+        let Some((acc, v)) = largest else {
+            return Ok(());
+        };
+        let need = acc + WGMMA_REGISTER_MARGIN;
+        if cap(ctas) >= need {
+            return Ok(());
+        }
+        let fits = (1..ctas).rev().find(|&n| cap(n) >= need);
+        Err(CodegenError::Unsupported {
+            what: format!(
+                "`ctas: {ctas}` leaves {} registers a thread, and this dot's accumulator alone takes {acc} \
+                 (ptxas needs about {need}); {}",
+                cap(ctas),
+                match fits {
+                    Some(n) => format!("use `ctas` of at most {n}, or a smaller tile"),
+                    None => "use a smaller tile or more warps".to_string(),
+                }
+            ),
+            span: self.defs.get(&v).map_or(Span::default(), |i| i.span),
+        })
+    }
+
     /// CTAs per SM to ask ptxas for (`nvvm.minctasm`, i.e. a register
     /// budget): the configuration's `ctas` where it names one, else a rule
     /// for straight-line row kernels like rmsnorm and softmax: reductions, no
@@ -138,3 +184,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         (reduce && !other && most <= 32 && loads <= 2 && n > 65536 / (threads * 64)).then_some(n)
     }
 }
+
+/// Registers beyond a `wgmma` accumulator that ptxas needs at least
+/// (descriptors, addresses, loop state; see `check_register_budget`).
+const WGMMA_REGISTER_MARGIN: u32 = 26;

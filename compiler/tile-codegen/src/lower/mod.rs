@@ -129,6 +129,7 @@ pub(crate) fn lower_to_mlir<'c>(
     }
     let place = l.scratch_place(&plans[attempt], func.is_ok());
     let func = func?;
+    l.check_register_budget()?;
     if place.shared_bytes > MAX_SMEM {
         return Err(CodegenError::SharedMemory {
             bytes: place.shared_bytes,
