@@ -250,3 +250,44 @@ fn build_says_how_to_launch() {
     let p = |n: &str| (n == "M" || n == "N").then_some(100);
     assert_eq!(g[0].eval(&p, &m), Ok(4));
 }
+
+/// `tilec build` without a value for everything takes the first
+/// configuration of the tune space that agrees with what was given, so the
+/// `where:` conditions hold (they once did not: each value was its list's
+/// first, pairing N = 4 with the `ctas` meant for N = 2).
+#[test]
+fn build_defaults_meet_the_tune_blocks_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pair.tile");
+    std::fs::write(
+        &file,
+        "kernel scale<const N: i32, const BC: i32>(x: *f32, y: *f32) {
+    let c = program_id(0) * BC + arange(0, BC);
+    store(y + c, load(x + c) * (N as f32));
+}
+tune scale { key: [], N: [2, 4], BC: [256], warps: [1, 2], ctas: [9, 24], where: [(N == 2 && ctas == 24) || (N == 4 && ctas == 9 && warps == 2)] }
+",
+    )
+    .unwrap();
+    let ptx = dir.path().join("pair.ptx");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", file.to_str().unwrap(), "-o", ptx.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, _, err) = tilec(&args);
+        assert_eq!(code, 0, "{err}");
+        err.lines().next().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        build(&[]),
+        "launch `scale` (N=2, BC=256, warps=1, ctas=24, sm_90):"
+    );
+    assert_eq!(
+        build(&["-D", "N=4"]),
+        "launch `scale` (N=4, BC=256, warps=2, ctas=9, sm_90):"
+    );
+    // What is given is kept, even outside the tune space.
+    assert_eq!(
+        build(&["-D", "N=4", "--warps", "1", "--ctas", "3"]),
+        "launch `scale` (N=4, BC=256, warps=1, ctas=3, sm_90):"
+    );
+}

@@ -27,20 +27,21 @@ pub struct Args {
     /// Kernel to compile (default: the file's only or first kernel).
     #[arg(long)]
     pub kernel: Option<String>,
-    /// Meta-parameter value, e.g. -D BLOCK=1024 (default: the declaration's
-    /// default, else the first value of the tune block).
+    /// Meta-parameter value, e.g. -D BLOCK=1024 (default: from the tune
+    /// space's first configuration that agrees with what is given, so that
+    /// its `where:` holds; else the declaration's default, else the tune
+    /// block's first value).
     #[arg(short = 'D', value_parser = parse_define)]
     pub defines: Vec<Define>,
-    /// Warps per CTA (default: the tune block's first, else 4).
+    /// Warps per CTA (default: from that configuration, else 4).
     #[arg(long)]
     pub warps: Option<u32>,
     /// The most shared-memory buffers a pipelined loop gets, 2 to 8 (fewer
-    /// where they do not fit; default: the tune block's first `stages`,
-    /// else 4).
+    /// where they do not fit; default: from that configuration, else 4).
     #[arg(long)]
     pub stages: Option<u32>,
     /// CTAs per multiprocessor ptxas must make room for, 1 to 32 (a
-    /// register budget; default: the tune block's first `ctas`, else the
+    /// register budget; default: from that configuration, else the
     /// compiler's own choice).
     #[arg(long)]
     pub ctas: Option<u32>,
@@ -62,8 +63,13 @@ pub struct Args {
     pub time: bool,
 }
 
-/// The meta-parameter values and warps of one build: -D, else defaults, else the
-/// tune block's first candidate.
+/// The meta-parameter values and warps of one build. What is given (-D,
+/// `--warps`, `--stages`, `--ctas`) is taken as it is; the rest comes from
+/// the first configuration of the tune space that agrees with it (and with
+/// the declarations' defaults, where one does), so that its `where:`
+/// conditions hold, e.g. the `ctas` a tune block pairs with each `N`. Where
+/// none agrees (a value outside the tune space), each missing value is the
+/// declaration's default, else the tune block's first candidate.
 pub(crate) fn resolve_config(
     program: &Program,
     kernel: &str,
@@ -73,30 +79,51 @@ pub(crate) fn resolve_config(
     ctas: Option<u32>,
 ) -> Result<tile_ir::Config> {
     let tune = program.tune_space(kernel);
-    let mut meta = Vec::new();
-    for (name, default) in program.meta_params(kernel) {
-        let v = defines
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| d.value)
-            .or(default)
-            .or_else(|| tune.as_ref().and_then(|t| t.params.iter().find(|(n, _)| *n == name)).and_then(|(_, v)| v.first().copied()))
-            .ok_or_else(|| anyhow!("meta-parameter `{name}` of kernel `{kernel}` has no value\n  hint: pass -D {name}=VALUE"))?;
-        meta.push((name, v));
-    }
+    let params = program.meta_params(kernel);
     for d in defines {
-        if !meta.iter().any(|(n, _)| *n == d.name) {
+        if !params.iter().any(|(n, _)| *n == d.name) {
             bail!(
                 "kernel `{kernel}` has no meta-parameter `{}` (given with -D)",
                 d.name
             );
         }
     }
+    let defined = |name: &str| defines.iter().find(|d| d.name == name).map(|d| d.value);
+    let agrees = |c: &tile_ir::Config, with_defaults: bool| {
+        params.iter().all(|(name, default)| {
+            let want = defined(name).or(if with_defaults { *default } else { None });
+            want.is_none() || c.value(name).is_none() || c.value(name) == want
+        }) && warps.is_none_or(|w| c.warps == w)
+            && stages.is_none_or(|s| c.stages == Some(s))
+            && ctas.is_none_or(|n| c.ctas == Some(n))
+    };
+    let first = tune.as_ref().and_then(|t| {
+        let configs = t.configs();
+        let pick = configs
+            .iter()
+            .find(|c| agrees(c, true))
+            .or_else(|| configs.iter().find(|c| agrees(c, false)));
+        pick.cloned()
+    });
+    let mut meta = Vec::new();
+    for (name, default) in params {
+        let v = defined(&name)
+            .or_else(|| first.as_ref().and_then(|c| c.value(&name)))
+            .or(default)
+            .or_else(|| tune.as_ref().and_then(|t| t.params.iter().find(|(n, _)| *n == name)).and_then(|(_, v)| v.first().copied()))
+            .ok_or_else(|| anyhow!("meta-parameter `{name}` of kernel `{kernel}` has no value\n  hint: pass -D {name}=VALUE"))?;
+        meta.push((name, v));
+    }
     let warps = warps
+        .or_else(|| first.as_ref().map(|c| c.warps))
         .or_else(|| tune.as_ref().and_then(|t| t.warps.first().copied()))
         .unwrap_or(4);
-    let stages = stages.or_else(|| tune.as_ref().and_then(|t| t.stages.first().copied()));
-    let ctas = ctas.or_else(|| tune.as_ref().and_then(|t| t.ctas.first().copied()));
+    let stages = stages
+        .or_else(|| first.as_ref().and_then(|c| c.stages))
+        .or_else(|| tune.as_ref().and_then(|t| t.stages.first().copied()));
+    let ctas = ctas
+        .or_else(|| first.as_ref().and_then(|c| c.ctas))
+        .or_else(|| tune.as_ref().and_then(|t| t.ctas.first().copied()));
     Ok(tile_ir::Config {
         meta,
         warps,
