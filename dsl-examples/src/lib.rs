@@ -88,8 +88,8 @@ pub fn preset(kernel: &str) -> Option<ArgTuneRequest> {
         kernel: kernel.into(),
         args: strings(args),
         check_args: strings(check_args),
-        grid,
-        check_grid,
+        grid: grid.map(fixed_grid),
+        check_grid: check_grid.map(fixed_grid),
         flops: flops.map(String::from),
         ..Default::default()
     })
@@ -121,4 +121,11 @@ pub fn random_bytes(n: usize, dt: Scalar, seed: u64) -> Vec<u8> {
             .collect(),
         _ => (0..n).flat_map(|_| next().to_le_bytes()).collect(),
     }
+}
+
+/// A grid of numbers as `tile-tune --grid` axes.
+fn fixed_grid(g: [u32; 3]) -> Vec<tile_ir::launch::GridExpr> {
+    g.iter()
+        .map(|&n| tile_ir::launch::GridExpr::Const(n.into()))
+        .collect()
 }

@@ -157,3 +157,26 @@ fn valid_arguments_without_a_gpu_say_a_gpu_is_needed() {
         "error: tile-tune needs a GPU (configs are timed with CUDA events); the arguments are valid: no GPU available",
     );
 }
+
+/// `--grid` takes numbers or expressions, split into axes at the commas
+/// outside parentheses; a malformed one is named.
+#[test]
+fn a_grid_is_numbers_or_expressions() {
+    let grid = |g: &str| {
+        let mut args = vec!["bias_gelu"];
+        args.extend(ARGS);
+        args.extend(["--grid", g]);
+        tile_tune(&args)
+    };
+    fails_with(
+        grid("cdiv(rows,"),
+        "`cdiv(rows,`: the expression ends early",
+    );
+    fails_with(grid("1,2,3,4"), "is not X[,Y[,Z]]");
+    fails_with(grid("0"), "`0` in `0` is not a positive integer");
+    fails_with(grid("rows % 2"), "unexpected `%`");
+    // Well formed (a name that is neither a parameter nor a meta-parameter
+    // fails when a config is launched): it gets as far as the GPU.
+    let (ok, err) = grid("cdiv(rows, 4), cdiv(cols, BC)");
+    assert!(!ok && !err.contains("--grid"), "{err}");
+}

@@ -161,12 +161,185 @@ impl GridExpr {
         }
     }
 
+    /// Parses `cdiv(n, BLOCK)`, `rows * 2 + 1`, `4096` (what `tile-tune
+    /// --grid` takes): integers, names, `+ - * /`, `cdiv(a, b)` and
+    /// parentheses, `*` and `/` binding tighter, left to right. Every name
+    /// is a [`GridExpr::Param`] until [`GridExpr::resolve`] says which are
+    /// meta-parameters.
+    pub fn parse(text: &str) -> Result<GridExpr, String> {
+        let mut p = ExprParser {
+            text,
+            toks: tokens(text)?,
+            at: 0,
+        };
+        let e = p.sum()?;
+        match p.toks.get(p.at) {
+            None => Ok(e),
+            Some(t) => Err(format!("`{text}`: unexpected `{t}`")),
+        }
+    }
+
+    /// The same expression with each name that is not a parameter
+    /// (`is_param`) read as a meta-parameter.
+    pub fn resolve(self, is_param: &dyn Fn(&str) -> bool) -> GridExpr {
+        let two = |a: Box<GridExpr>, b: Box<GridExpr>| {
+            (Box::new(a.resolve(is_param)), Box::new(b.resolve(is_param)))
+        };
+        match self {
+            GridExpr::Param(n) | GridExpr::Meta(n) if is_param(&n) => GridExpr::Param(n),
+            GridExpr::Param(n) | GridExpr::Meta(n) => GridExpr::Meta(n),
+            GridExpr::Const(c) => GridExpr::Const(c),
+            GridExpr::Add(a, b) => {
+                let (a, b) = two(a, b);
+                GridExpr::Add(a, b)
+            }
+            GridExpr::Sub(a, b) => {
+                let (a, b) = two(a, b);
+                GridExpr::Sub(a, b)
+            }
+            GridExpr::Mul(a, b) => {
+                let (a, b) = two(a, b);
+                GridExpr::Mul(a, b)
+            }
+            GridExpr::Div(a, b) => {
+                let (a, b) = two(a, b);
+                GridExpr::Div(a, b)
+            }
+            GridExpr::Cdiv(a, b) => {
+                let (a, b) = two(a, b);
+                GridExpr::Cdiv(a, b)
+            }
+        }
+    }
+
+    /// Whether the value depends on a parameter (an argument of the launch).
+    pub fn reads_params(&self) -> bool {
+        match self {
+            GridExpr::Param(_) => true,
+            GridExpr::Const(_) | GridExpr::Meta(_) => false,
+            GridExpr::Add(a, b)
+            | GridExpr::Sub(a, b)
+            | GridExpr::Mul(a, b)
+            | GridExpr::Div(a, b)
+            | GridExpr::Cdiv(a, b) => a.reads_params() || b.reads_params(),
+        }
+    }
+
     fn prec(&self) -> u8 {
         match self {
             GridExpr::Add(..) | GridExpr::Sub(..) => 1,
             GridExpr::Mul(..) | GridExpr::Div(..) => 2,
             _ => 3,
         }
+    }
+}
+
+/// The tokens of a grid expression: integers, names and `+ - * / ( ) ,`.
+fn tokens(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(i, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if "+-*/(),".contains(c) {
+            out.push(c.to_string());
+            chars.next();
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            let mut end = i;
+            while let Some(&(j, d)) = chars.peek() {
+                if !(d.is_ascii_alphanumeric() || d == '_') {
+                    break;
+                }
+                end = j + d.len_utf8();
+                chars.next();
+            }
+            out.push(text[i..end].to_string());
+        } else {
+            return Err(format!("`{text}`: unexpected `{c}`"));
+        }
+    }
+    Ok(out)
+}
+
+/// Recursive descent over [`tokens`] for [`GridExpr::parse`].
+struct ExprParser<'a> {
+    text: &'a str,
+    toks: Vec<String>,
+    at: usize,
+}
+
+impl ExprParser<'_> {
+    fn peek(&self) -> Option<&str> {
+        self.toks.get(self.at).map(String::as_str)
+    }
+
+    fn expect(&mut self, t: &str) -> Result<(), String> {
+        if self.peek() == Some(t) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(format!("`{}`: expected `{t}`", self.text))
+        }
+    }
+
+    fn sum(&mut self) -> Result<GridExpr, String> {
+        let mut e = self.product()?;
+        while let Some(op @ ("+" | "-")) = self.peek() {
+            let add = op == "+";
+            self.at += 1;
+            let r = Box::new(self.product()?);
+            e = if add {
+                GridExpr::Add(Box::new(e), r)
+            } else {
+                GridExpr::Sub(Box::new(e), r)
+            };
+        }
+        Ok(e)
+    }
+
+    fn product(&mut self) -> Result<GridExpr, String> {
+        let mut e = self.atom()?;
+        while let Some(op @ ("*" | "/")) = self.peek() {
+            let mul = op == "*";
+            self.at += 1;
+            let r = Box::new(self.atom()?);
+            e = if mul {
+                GridExpr::Mul(Box::new(e), r)
+            } else {
+                GridExpr::Div(Box::new(e), r)
+            };
+        }
+        Ok(e)
+    }
+
+    fn atom(&mut self) -> Result<GridExpr, String> {
+        let Some(t) = self.peek().map(str::to_string) else {
+            return Err(format!("`{}`: the expression ends early", self.text));
+        };
+        self.at += 1;
+        if t == "(" {
+            let e = self.sum()?;
+            self.expect(")")?;
+            return Ok(e);
+        }
+        if t == "cdiv" && self.peek() == Some("(") {
+            self.at += 1;
+            let a = self.sum()?;
+            self.expect(",")?;
+            let b = self.sum()?;
+            self.expect(")")?;
+            return Ok(GridExpr::Cdiv(Box::new(a), Box::new(b)));
+        }
+        if t.starts_with(|c: char| c.is_ascii_digit()) {
+            return t
+                .parse()
+                .map(GridExpr::Const)
+                .map_err(|_| format!("`{}`: `{t}` is not an integer", self.text));
+        }
+        if t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            return Ok(GridExpr::Param(t));
+        }
+        Err(format!("`{}`: unexpected `{t}`", self.text))
     }
 }
 
@@ -269,6 +442,33 @@ impl std::fmt::Display for TuneCond {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn grid_expressions_parse_as_written() {
+        let is_param = |n: &str| n == "C" || n == "rows";
+        let e = GridExpr::parse("cdiv(C, BC) * 2 + rows / 4 - 1")
+            .unwrap()
+            .resolve(&is_param);
+        assert_eq!(e.to_string(), "cdiv(C, BC) * 2 + rows / 4 - 1");
+        let v = e
+            .eval(
+                &|n| match n {
+                    "C" => Some(768),
+                    "rows" => Some(64),
+                    _ => None,
+                },
+                &|n| (n == "BC").then_some(256),
+            )
+            .unwrap();
+        assert_eq!(v, 3 * 2 + 16 - 1);
+        assert!(e.reads_params());
+        let m = GridExpr::parse("(8 - 2) * BC").unwrap().resolve(&is_param);
+        assert!(!m.reads_params());
+        assert_eq!(m.eval(&|_| None, &|_| Some(2)).unwrap(), 12);
+        for bad in ["", "cdiv(C)", "C +", "2 ** 3", "C $ 2", "(C", "C)"] {
+            assert!(GridExpr::parse(bad).is_err(), "`{bad}` parsed");
+        }
+    }
+
     /// A config serialised without `stages` (every pack before them) reads
     /// back as the compiler's choice and writes the same text; one with
     /// them round-trips.

@@ -15,6 +15,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
+use tile_ir::launch::GridExpr;
 use tile_runtime::argspec::{describe_signature, ARG_HELP};
 use tile_runtime::baseline::Cublas;
 use tile_runtime::bench::time;
@@ -37,7 +38,9 @@ Outputs: the buffers given as nan:LEN, or those named with --out.
 Reduced problem: --check-arg NAME=SPEC replaces that --arg for the check
 (e.g. --check-arg x=rand:bf16:64x4096 --check-arg rows=64); without it the
 full problem is checked if its buffers hold at most 2^22 elements.
-Grid: the kernel's declared `grid:` (tune block), else --grid/--check-grid.
+Grid: the kernel's declared `grid:` (tune block), else --grid/--check-grid
+(numbers or expressions over its parameters and meta-parameters, e.g.
+--grid 8192,cdiv(C,BC): each config gets the grid of its tile).
 Without --arg, KERNELs are example kernels with built-in sizes (softmax,
 rmsnorm, matmul, vector_add).";
 
@@ -58,12 +61,15 @@ struct Args {
     /// Argument of the reduced problem the check runs, replacing that --arg.
     #[arg(long = "check-arg", value_name = "NAME=SPEC")]
     check_args: Vec<String>,
-    /// Launch grid X[,Y[,Z]] of a kernel that declares none.
+    /// Launch grid X[,Y[,Z]] of a kernel that declares none: numbers, or
+    /// expressions over its integer parameters and meta-parameters that
+    /// follow each config's tile (`8192,cdiv(C,BC)`).
     #[arg(long, value_parser = parse_grid)]
-    grid: Option<[u32; 3]>,
-    /// Launch grid of the reduced problem (with --grid and --check-arg).
+    grid: Option<Vec<GridExpr>>,
+    /// Launch grid of the reduced problem (with --grid and --check-arg;
+    /// not needed when --grid reads the parameters).
     #[arg(long, value_parser = parse_grid)]
-    check_grid: Option<[u32; 3]>,
+    check_grid: Option<Vec<GridExpr>>,
     /// Bytes one launch moves, an expression over scalar arguments
     /// (`2*rows*cols*2`); default: the sum of the buffer arguments' sizes.
     #[arg(long, value_name = "EXPR")]
@@ -82,20 +88,36 @@ struct Args {
     cache: Option<PathBuf>,
 }
 
-fn parse_grid(s: &str) -> Result<[u32; 3], String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    if parts.len() > 3 {
+fn parse_grid(s: &str) -> Result<Vec<GridExpr>, String> {
+    // Axes split at the commas outside parentheses (`cdiv(a, b)` keeps its own).
+    let (mut axes, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                axes.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    axes.push(&s[start..]);
+    if axes.len() > 3 {
         return Err(format!("`{s}` is not X[,Y[,Z]]"));
     }
-    let mut g = [1u32; 3];
-    for (i, p) in parts.iter().enumerate() {
-        g[i] = p
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("`{p}` in `{s}` is not a positive integer"))?;
+    let axes = axes
+        .into_iter()
+        .map(GridExpr::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    for e in &axes {
+        if let Ok(v) = e.eval(&|_| None, &|_| None) {
+            if v <= 0 {
+                return Err(format!("`{e}` in `{s}` is not a positive integer"));
+            }
+        }
     }
-    Ok(g)
+    Ok(axes)
 }
 
 /// The request for each kernel: from the command line's arguments, or the
@@ -131,8 +153,8 @@ fn requests(args: &Args, pack: &Pack) -> Result<Vec<ArgTuneRequest>> {
         if !args.outputs.is_empty() {
             req.outputs = args.outputs.clone();
         }
-        req.grid = args.grid.or(req.grid);
-        req.check_grid = args.check_grid.or(req.check_grid);
+        req.grid = args.grid.clone().or(req.grid);
+        req.check_grid = args.check_grid.clone().or(req.check_grid);
         req.bytes = args.bytes.clone().or(req.bytes);
         req.flops = args.flops.clone().or(req.flops);
         req.seed = args.seed;

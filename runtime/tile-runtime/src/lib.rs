@@ -785,6 +785,16 @@ impl Kernel {
                     .into(),
             ));
         };
+        self.grid_of(axes, args)
+    }
+
+    /// The grid `axes` give for this launch, as [`Kernel::grid`] evaluates a
+    /// declared one (`tile-tune --grid` for kernels that declare none).
+    pub fn grid_of(
+        &self,
+        axes: &[tile_ir::launch::GridExpr],
+        args: &[Arg],
+    ) -> Result<[u32; 3], RuntimeError> {
         self.check_args(args)?;
         let params = &self.signature.params;
         let param = |name: &str| -> Option<i64> {

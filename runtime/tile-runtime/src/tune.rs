@@ -23,6 +23,7 @@ use crate::{describe, Arg, Config, Device, Kernel, Pack, RuntimeError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tile_ir::launch::GridExpr;
 use tile_ir::pack::PackedKernel;
 use tile_ir::{ParamKind, Scalar};
 
@@ -265,10 +266,14 @@ pub struct ArgTuneRequest {
     /// on the interpreter for every config; empty: the full problem, if it
     /// has at most [`CHECK_LIMIT_ELEMENTS`] buffer elements.
     pub check_args: Vec<String>,
-    /// A fixed grid, for kernels that declare none (`grid:` in the tune block).
-    pub grid: Option<[u32; 3]>,
-    /// The check problem's fixed grid (needed with `grid` and `check_args`).
-    pub check_grid: Option<[u32; 3]>,
+    /// The grid of a kernel that declares none (`grid:` in the tune block):
+    /// one to three axes, each a number or an expression over the kernel's
+    /// integer parameters and meta-parameters ([`GridExpr::parse`]), so that
+    /// it follows each config's tile (`cdiv(C, BC)`).
+    pub grid: Option<Vec<GridExpr>>,
+    /// The check problem's grid (needed with `grid` and `check_args` unless
+    /// `grid` reads the parameters, which the check problem then values).
+    pub check_grid: Option<Vec<GridExpr>>,
     /// Bytes one launch moves, an expression over the scalar arguments;
     /// `None`: the sum of the buffer arguments' sizes.
     pub bytes: Option<String>,
@@ -293,8 +298,9 @@ pub struct ArgTunePlan {
     pub check: ArgSpecs,
     /// Parameter indices of the outputs.
     pub outputs: Vec<usize>,
-    pub grid: Option<[u32; 3]>,
-    pub check_grid: Option<[u32; 3]>,
+    /// [`ArgTuneRequest::grid`], its names resolved against the signature.
+    pub grid: Option<Vec<GridExpr>>,
+    pub check_grid: Option<Vec<GridExpr>>,
     /// The kernel's tune `key:` parameters with their values (every integer
     /// scalar when it declares none).
     pub key_values: Vec<(String, i64)>,
@@ -345,11 +351,30 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
             req.kernel
         );
     }
-    let check_grid = match (req.check_grid, req.grid) {
+    let params = &packed.signature.params;
+    let is_param = |n: &str| {
+        params
+            .iter()
+            .any(|p| p.name == n && matches!(p.kind, ParamKind::Scalar(Scalar::I32 | Scalar::I64)))
+    };
+    let resolve =
+        |g: &Option<Vec<GridExpr>>, flag: &str| -> anyhow::Result<Option<Vec<GridExpr>>> {
+            let Some(axes) = g else { return Ok(None) };
+            if axes.is_empty() || axes.len() > 3 {
+                bail!("{flag} takes one to three axes, X[,Y[,Z]]");
+            }
+            Ok(Some(
+                axes.iter().map(|e| e.clone().resolve(&is_param)).collect(),
+            ))
+        };
+    let grid = resolve(&req.grid, "--grid")?;
+    let check_grid = match (resolve(&req.check_grid, "--check-grid")?, grid.clone()) {
         (Some(g), _) => Some(g),
-        (None, Some(g)) if req.check_args.is_empty() => Some(g),
+        (None, Some(g)) if req.check_args.is_empty() || g.iter().any(GridExpr::reads_params) => {
+            Some(g)
+        }
         (None, Some(_)) => bail!(
-            "--grid fixes the full problem's grid; the reduced problem of --check-arg needs its own, --check-grid X[,Y[,Z]]"
+            "--grid fixes the full problem's grid; the reduced problem of --check-arg needs its own, --check-grid X[,Y[,Z]] (or a --grid over the parameters, e.g. cdiv(n, BLOCK))"
         ),
         (None, None) => None,
     };
@@ -390,7 +415,7 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
         full,
         check,
         outputs,
-        grid: req.grid,
+        grid,
         check_grid,
         key_values,
         bytes,
@@ -439,7 +464,7 @@ pub fn tune_args(
         &plan.key_values,
         &mut |k, _| {
             let args = full.args();
-            dev.launch(k, launch_grid(k, plan.grid, &args)?, &args)
+            dev.launch(k, launch_grid(k, plan.grid.as_deref(), &args)?, &args)
         },
         &mut |k, cfg| checker.check(dev, pack, plan, k, cfg),
     )?)
@@ -447,11 +472,11 @@ pub fn tune_args(
 
 fn launch_grid(
     k: &Kernel,
-    fixed: Option<[u32; 3]>,
+    given: Option<&[GridExpr]>,
     args: &[Arg],
 ) -> Result<[u32; 3], RuntimeError> {
-    match fixed {
-        Some(g) => Ok(g),
+    match given {
+        Some(axes) => k.grid_of(axes, args),
         None => k.grid(args),
     }
 }
@@ -480,7 +505,7 @@ impl Checker {
         let cpu_kernel = pack.load_kernel(&self.cpu, &plan.kernel, cfg).map_err(r)?;
         self.cpu_args.restore(&self.cpu, &self.host).map_err(e)?;
         let args = self.cpu_args.args();
-        let grid = launch_grid(&cpu_kernel, plan.check_grid, &args).map_err(r)?;
+        let grid = launch_grid(&cpu_kernel, plan.check_grid.as_deref(), &args).map_err(r)?;
         self.cpu
             .launch(&cpu_kernel, grid, &args)
             .map_err(|e| format!("on the interpreter: {e}"))?;

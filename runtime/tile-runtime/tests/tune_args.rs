@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use tile_front::frontend::{parse_program, SourceFile};
+use tile_ir::launch::GridExpr;
 use tile_ir::pack::PackManifest;
 use tile_runtime::tune::{plan_args, tune_args, ArgTuneRequest, Autotuner};
 use tile_runtime::{describe, Device, Pack};
@@ -195,7 +196,7 @@ fn bad_requests_are_refused_with_what_is_wrong() {
     assert_eq!((plan.bytes, plan.flops), (19200.0, Some(48000.0)));
 
     let mut r = request("bias_gelu", BIAS_GELU);
-    r.grid = Some([4, 2, 1]);
+    r.grid = grid(&["4", "2"]);
     r.check_args = vec!["rows=8".into()];
     assert!(err(r).contains("needs its own, --check-grid"));
 }
@@ -211,8 +212,45 @@ fn a_kernel_without_a_declared_grid_needs_one() {
         e.contains("declares no launch grid") && e.contains("--grid X[,Y[,Z]]"),
         "{e}"
     );
-    req.grid = Some([16, 1, 1]);
+    req.grid = grid(&["16"]);
     let plan = plan_args(&pack, &req).unwrap();
     let tuned = tune_args(&Device::cpu(), &pack, &plan, &quick_tuner(dir.path())).unwrap();
     assert_eq!(describe(&tuned.entry.best), "BLOCK=64, S=1, warps=4");
+}
+
+/// A grid given as an expression over the parameters and meta-parameters
+/// follows each config's tile: 16-element blocks get 63 programs for 1000
+/// elements and pass the check (with 16 programs, as a fixed grid gives
+/// them, they wrote a quarter), and the check problem values it with its
+/// own arguments, so it needs no --check-grid.
+#[test]
+fn a_grid_expression_follows_each_configs_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = SourceFile::new("scale.tile", SCALE.replace(", grid: [cdiv(n, 64)]", ""));
+    let pack = pack_of(dir.path(), "exprgrid", &src);
+    let mut req = request("scale", &["x=rand:1000", "y=nan:1000", "n=1000"]);
+    req.grid = grid(&["cdiv(n, BLOCK)"]);
+    req.check_args = vec!["x=rand:100".into(), "y=nan:100".into(), "n=100".into()];
+    let plan = plan_args(&pack, &req).unwrap();
+    assert_eq!(plan.check_grid, plan.grid);
+    let tuned = tune_args(&Device::cpu(), &pack, &plan, &quick_tuner(dir.path())).unwrap();
+    for t in &tuned.entry.trials {
+        let s1 = t.config.meta.contains(&("S".to_string(), 1));
+        assert_eq!(
+            t.result.is_ok(),
+            s1,
+            "{}: {:?}",
+            describe(&t.config),
+            t.result
+        );
+    }
+    // A grid over meta-parameters only does not follow the check problem.
+    req.grid = grid(&["4 * BLOCK"]);
+    let e = format!("{:#}", plan_args(&pack, &req).unwrap_err());
+    assert!(e.contains("needs its own, --check-grid"), "{e}");
+}
+
+/// `--grid` axes as tile-tune parses them.
+fn grid(axes: &[&str]) -> Option<Vec<GridExpr>> {
+    Some(axes.iter().map(|a| GridExpr::parse(a).unwrap()).collect())
 }
