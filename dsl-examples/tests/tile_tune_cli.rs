@@ -170,11 +170,11 @@ fn a_grid_is_numbers_or_expressions() {
     };
     fails_with(
         grid("cdiv(rows,"),
-        "`cdiv(rows,`: the expression ends early",
+        "`cdiv(rows,`: the expression ends too early",
     );
     fails_with(grid("1,2,3,4"), "is not X[,Y[,Z]]");
     fails_with(grid("0"), "`0` in `0` is not a positive integer");
-    fails_with(grid("rows % 2"), "unexpected `%`");
+    fails_with(grid("rows % 2"), "`rows % 2`: unexpected character `%`");
     // Well formed (a name that is neither a parameter nor a meta-parameter
     // fails when a config is launched): it gets as far as the GPU.
     let (ok, err) = grid("cdiv(rows, 4), cdiv(cols, BC)");

@@ -162,52 +162,38 @@ impl GridExpr {
     }
 
     /// Parses `cdiv(n, BLOCK)`, `rows * 2 + 1`, `4096` (what `tile-tune
-    /// --grid` takes): integers, names, `+ - * /`, `cdiv(a, b)` and
-    /// parentheses, `*` and `/` binding tighter, left to right. Every name
-    /// is a [`GridExpr::Param`] until [`GridExpr::resolve`] says which are
-    /// meta-parameters.
+    /// --grid` takes; the grammar of [`crate::expr`], integers only). Every
+    /// name is a [`GridExpr::Param`] until [`GridExpr::resolve`] says which
+    /// are meta-parameters.
     pub fn parse(text: &str) -> Result<GridExpr, String> {
-        let mut p = ExprParser {
-            text,
-            toks: tokens(text)?,
-            at: 0,
-        };
-        let e = p.sum()?;
-        match p.toks.get(p.at) {
-            None => Ok(e),
-            Some(t) => Err(format!("`{text}`: unexpected `{t}`")),
-        }
+        crate::expr::parse_expr(text, &GridBuilder).map_err(|e| format!("`{text}`: {e}"))
     }
 
     /// The same expression with each name that is not a parameter
     /// (`is_param`) read as a meta-parameter.
-    pub fn resolve(self, is_param: &dyn Fn(&str) -> bool) -> GridExpr {
-        let two = |a: Box<GridExpr>, b: Box<GridExpr>| {
-            (Box::new(a.resolve(is_param)), Box::new(b.resolve(is_param)))
-        };
+    pub fn resolve(mut self, is_param: &dyn Fn(&str) -> bool) -> GridExpr {
+        self.resolve_names(is_param);
+        self
+    }
+
+    fn resolve_names(&mut self, is_param: &dyn Fn(&str) -> bool) {
         match self {
-            GridExpr::Param(n) | GridExpr::Meta(n) if is_param(&n) => GridExpr::Param(n),
-            GridExpr::Param(n) | GridExpr::Meta(n) => GridExpr::Meta(n),
-            GridExpr::Const(c) => GridExpr::Const(c),
-            GridExpr::Add(a, b) => {
-                let (a, b) = two(a, b);
-                GridExpr::Add(a, b)
+            GridExpr::Param(n) | GridExpr::Meta(n) => {
+                let n = std::mem::take(n);
+                *self = if is_param(&n) {
+                    GridExpr::Param(n)
+                } else {
+                    GridExpr::Meta(n)
+                };
             }
-            GridExpr::Sub(a, b) => {
-                let (a, b) = two(a, b);
-                GridExpr::Sub(a, b)
-            }
-            GridExpr::Mul(a, b) => {
-                let (a, b) = two(a, b);
-                GridExpr::Mul(a, b)
-            }
-            GridExpr::Div(a, b) => {
-                let (a, b) = two(a, b);
-                GridExpr::Div(a, b)
-            }
-            GridExpr::Cdiv(a, b) => {
-                let (a, b) = two(a, b);
-                GridExpr::Cdiv(a, b)
+            GridExpr::Const(_) => {}
+            GridExpr::Add(a, b)
+            | GridExpr::Sub(a, b)
+            | GridExpr::Mul(a, b)
+            | GridExpr::Div(a, b)
+            | GridExpr::Cdiv(a, b) => {
+                a.resolve_names(is_param);
+                b.resolve_names(is_param);
             }
         }
     }
@@ -234,112 +220,38 @@ impl GridExpr {
     }
 }
 
-/// The tokens of a grid expression: integers, names and `+ - * / ( ) ,`.
-fn tokens(text: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some(&(i, c)) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if "+-*/(),".contains(c) {
-            out.push(c.to_string());
-            chars.next();
-        } else if c.is_ascii_alphanumeric() || c == '_' {
-            let mut end = i;
-            while let Some(&(j, d)) = chars.peek() {
-                if !(d.is_ascii_alphanumeric() || d == '_') {
-                    break;
-                }
-                end = j + d.len_utf8();
-                chars.next();
-            }
-            out.push(text[i..end].to_string());
-        } else {
-            return Err(format!("`{text}`: unexpected `{c}`"));
-        }
-    }
-    Ok(out)
-}
+/// [`GridExpr::parse`]'s pieces.
+struct GridBuilder;
 
-/// Recursive descent over [`tokens`] for [`GridExpr::parse`].
-struct ExprParser<'a> {
-    text: &'a str,
-    toks: Vec<String>,
-    at: usize,
-}
+impl crate::expr::ExprBuilder for GridBuilder {
+    type Out = GridExpr;
 
-impl ExprParser<'_> {
-    fn peek(&self) -> Option<&str> {
-        self.toks.get(self.at).map(String::as_str)
+    fn number(&self, text: &str) -> Result<GridExpr, String> {
+        text.parse()
+            .map(GridExpr::Const)
+            .map_err(|_| format!("`{text}` is not an integer"))
     }
 
-    fn expect(&mut self, t: &str) -> Result<(), String> {
-        if self.peek() == Some(t) {
-            self.at += 1;
-            Ok(())
-        } else {
-            Err(format!("`{}`: expected `{t}`", self.text))
-        }
+    fn name(&self, name: &str) -> Result<GridExpr, String> {
+        Ok(GridExpr::Param(name.to_string()))
     }
 
-    fn sum(&mut self) -> Result<GridExpr, String> {
-        let mut e = self.product()?;
-        while let Some(op @ ("+" | "-")) = self.peek() {
-            let add = op == "+";
-            self.at += 1;
-            let r = Box::new(self.product()?);
-            e = if add {
-                GridExpr::Add(Box::new(e), r)
-            } else {
-                GridExpr::Sub(Box::new(e), r)
-            };
-        }
-        Ok(e)
+    fn neg(&self, a: GridExpr) -> Result<GridExpr, String> {
+        Ok(GridExpr::Sub(Box::new(GridExpr::Const(0)), Box::new(a)))
     }
 
-    fn product(&mut self) -> Result<GridExpr, String> {
-        let mut e = self.atom()?;
-        while let Some(op @ ("*" | "/")) = self.peek() {
-            let mul = op == "*";
-            self.at += 1;
-            let r = Box::new(self.atom()?);
-            e = if mul {
-                GridExpr::Mul(Box::new(e), r)
-            } else {
-                GridExpr::Div(Box::new(e), r)
-            };
-        }
-        Ok(e)
+    fn binary(&self, op: char, a: GridExpr, b: GridExpr) -> Result<GridExpr, String> {
+        let (a, b) = (Box::new(a), Box::new(b));
+        Ok(match op {
+            '+' => GridExpr::Add(a, b),
+            '-' => GridExpr::Sub(a, b),
+            '*' => GridExpr::Mul(a, b),
+            _ => GridExpr::Div(a, b),
+        })
     }
 
-    fn atom(&mut self) -> Result<GridExpr, String> {
-        let Some(t) = self.peek().map(str::to_string) else {
-            return Err(format!("`{}`: the expression ends early", self.text));
-        };
-        self.at += 1;
-        if t == "(" {
-            let e = self.sum()?;
-            self.expect(")")?;
-            return Ok(e);
-        }
-        if t == "cdiv" && self.peek() == Some("(") {
-            self.at += 1;
-            let a = self.sum()?;
-            self.expect(",")?;
-            let b = self.sum()?;
-            self.expect(")")?;
-            return Ok(GridExpr::Cdiv(Box::new(a), Box::new(b)));
-        }
-        if t.starts_with(|c: char| c.is_ascii_digit()) {
-            return t
-                .parse()
-                .map(GridExpr::Const)
-                .map_err(|_| format!("`{}`: `{t}` is not an integer", self.text));
-        }
-        if t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-            return Ok(GridExpr::Param(t));
-        }
-        Err(format!("`{}`: unexpected `{t}`", self.text))
+    fn cdiv(&self, a: GridExpr, b: GridExpr) -> Result<GridExpr, String> {
+        Ok(GridExpr::Cdiv(Box::new(a), Box::new(b)))
     }
 }
 

@@ -27,6 +27,7 @@
 pub mod aliasing;
 pub mod builder;
 pub mod consteval;
+pub mod expr;
 pub mod launch;
 pub mod pack;
 mod parser;

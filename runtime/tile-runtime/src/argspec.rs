@@ -611,108 +611,45 @@ impl DeviceArgs {
     }
 }
 
-/// Evaluate `+ - * /`, parentheses, numbers and names (looked up with
-/// `value`) in f64, so products of large sizes do not overflow.
+/// Evaluate `+ - * /`, unary `-`, `cdiv(a, b)`, parentheses, numbers and
+/// names (looked up with `value`) in f64, so products of large sizes do not
+/// overflow (the grammar of [`tile_ir::expr`]).
 pub fn eval_expr(expr: &str, value: &dyn Fn(&str) -> Option<f64>) -> Result<f64, String> {
-    let toks = tokenize(expr)?;
-    let mut p = ExprParser {
-        toks: &toks,
-        pos: 0,
-        value,
-    };
-    let v = p.sum()?;
-    match toks.get(p.pos) {
-        None => Ok(v),
-        Some(t) => Err(format!("unexpected `{t}`")),
-    }
+    tile_ir::expr::parse_expr(expr, &Evaluate { value })
 }
 
-fn tokenize(s: &str) -> Result<Vec<String>, String> {
-    let mut toks = Vec::new();
-    let mut chars = s.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if "+-*/()".contains(c) {
-            toks.push(c.to_string());
-            chars.next();
-        } else if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
-            let mut t = String::new();
-            while let Some(&c) = chars.peek() {
-                if !(c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-                    break;
-                }
-                t.push(c);
-                chars.next();
-            }
-            toks.push(t);
-        } else {
-            return Err(format!("unexpected character `{c}`"));
-        }
-    }
-    if toks.is_empty() {
-        return Err("empty expression".into());
-    }
-    Ok(toks)
-}
-
-struct ExprParser<'a> {
-    toks: &'a [String],
-    pos: usize,
+/// [`eval_expr`]'s pieces: each one's value.
+struct Evaluate<'a> {
     value: &'a dyn Fn(&str) -> Option<f64>,
 }
 
-impl ExprParser<'_> {
-    fn peek(&self) -> Option<&str> {
-        self.toks.get(self.pos).map(String::as_str)
+impl tile_ir::expr::ExprBuilder for Evaluate<'_> {
+    type Out = f64;
+
+    fn number(&self, text: &str) -> Result<f64, String> {
+        text.parse()
+            .map_err(|_| format!("`{text}` is not a number"))
     }
 
-    fn sum(&mut self) -> Result<f64, String> {
-        let mut v = self.product()?;
-        while let Some(op @ ("+" | "-")) = self.peek() {
-            let add = op == "+";
-            self.pos += 1;
-            let r = self.product()?;
-            v = if add { v + r } else { v - r };
-        }
-        Ok(v)
+    fn name(&self, name: &str) -> Result<f64, String> {
+        (self.value)(name).ok_or_else(|| format!("`{name}` is not a scalar argument"))
     }
 
-    fn product(&mut self) -> Result<f64, String> {
-        let mut v = self.atom()?;
-        while let Some(op @ ("*" | "/")) = self.peek() {
-            let mul = op == "*";
-            self.pos += 1;
-            let r = self.atom()?;
-            v = if mul { v * r } else { v / r };
-        }
-        Ok(v)
+    fn neg(&self, a: f64) -> Result<f64, String> {
+        Ok(-a)
     }
 
-    fn atom(&mut self) -> Result<f64, String> {
-        let t = self
-            .peek()
-            .ok_or("the expression ends too early")?
-            .to_string();
-        self.pos += 1;
-        match t.as_str() {
-            "-" => Ok(-self.atom()?),
-            "(" => {
-                let v = self.sum()?;
-                if self.peek() != Some(")") {
-                    return Err("missing `)`".into());
-                }
-                self.pos += 1;
-                Ok(v)
-            }
-            _ if t.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
-                t.parse().map_err(|_| format!("`{t}` is not a number"))
-            }
-            _ if t.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
-                (self.value)(&t).ok_or_else(|| format!("`{t}` is not a scalar argument"))
-            }
-            _ => Err(format!("unexpected `{t}`")),
-        }
+    fn binary(&self, op: char, a: f64, b: f64) -> Result<f64, String> {
+        Ok(match op {
+            '+' => a + b,
+            '-' => a - b,
+            '*' => a * b,
+            _ => a / b,
+        })
+    }
+
+    fn cdiv(&self, a: f64, b: f64) -> Result<f64, String> {
+        Ok((a / b).ceil())
     }
 }
 
