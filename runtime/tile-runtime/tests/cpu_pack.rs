@@ -4,37 +4,27 @@
 
 use rand::Rng;
 use tile_front::frontend::{parse_program, SourceFile};
-use tile_ir::pack::PackManifest;
 use tile_runtime::{Arg, Config, Device, Pack, RuntimeError, Scalar};
+
+mod common;
+use common::pack_of;
 
 /// A pack of vector_add (TIR only, as for the CPU backend), written to a temp dir.
 fn vector_add_pack(dir: &std::path::Path) -> Pack {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dsl-examples/vector_add.tile");
-    let src = SourceFile::load(&path).unwrap();
-    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
-    let file = dir.join("va.tpack");
-    PackManifest {
-        compiler_version: tile_ir::VERSION.into(),
-        kernels,
-    }
-    .write(&file)
-    .unwrap();
-    Pack::load(&file).unwrap()
+    pack_of(dir, "va", &SourceFile::load(&path).unwrap())
 }
 
-/// A pack (TIR only) of the kernels of `text`, written to `dir`.
-fn pack_of(dir: &std::path::Path, name: &str, text: &str) -> Pack {
-    let src = SourceFile::new(name, text);
-    let kernels = parse_program(&src).unwrap().tir_pack_kernels(&src).unwrap();
-    let file = dir.join(format!("{name}.tpack"));
-    PackManifest {
-        compiler_version: tile_ir::VERSION.into(),
-        kernels,
-    }
-    .write(&file)
-    .unwrap();
-    Pack::load(&file).unwrap()
+/// A pack of one kernel that fills `BLOCK` elements, with tune block `tune`.
+fn fill_pack(dir: &std::path::Path, name: &str, tune: &str) -> Pack {
+    let text = format!(
+        "kernel k<const BLOCK: i32>(x: *f32) {{\n\
+             store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
+         }}\n\
+         tune k {{ {tune} }}\n"
+    );
+    pack_of(dir, name, &SourceFile::new(name, text))
 }
 
 fn cfg(block: i64, warps: u32) -> Config {
@@ -254,13 +244,10 @@ fn a_kernel_without_a_declared_grid_says_so() {
 #[test]
 fn configs_without_stages_find_the_first_depth() {
     let dir = tempfile::tempdir().unwrap();
-    let pack = pack_of(
+    let pack = fill_pack(
         dir.path(),
         "stages",
-        "kernel k<const BLOCK: i32>(x: *f32) {\n\
-             store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
-         }\n\
-         tune k { BLOCK: [128], warps: [4], stages: [3, 2] }\n",
+        "BLOCK: [128], warps: [4], stages: [3, 2]",
     );
     let with = |stages| Config {
         stages,
@@ -284,13 +271,10 @@ fn configs_without_stages_find_the_first_depth() {
 #[test]
 fn variants_differing_in_ctas_are_found_by_their_other_values() {
     let dir = tempfile::tempdir().unwrap();
-    let pack = pack_of(
+    let pack = fill_pack(
         dir.path(),
         "ctas",
-        "kernel k<const BLOCK: i32>(x: *f32) {\n\
-             store(x + arange(0, BLOCK), full([BLOCK], 1.0, f32));\n\
-         }\n\
-         tune k { BLOCK: [256], warps: [4], ctas: [8, 16] }\n",
+        "BLOCK: [256], warps: [4], ctas: [8, 16]",
     );
     let mut c = cfg(256, 4);
     assert_eq!(pack.variant("k", &c).unwrap().config.ctas, Some(8));

@@ -6,24 +6,13 @@
 //! with errors that name what is wrong before any buffer is made.
 
 use std::path::Path;
-use tile_front::frontend::{parse_program, SourceFile};
+use tile_front::frontend::SourceFile;
 use tile_ir::launch::GridExpr;
-use tile_ir::pack::PackManifest;
 use tile_runtime::tune::{plan_args, tune_args, ArgTuneRequest, Autotuner};
 use tile_runtime::{describe, Device, Pack};
 
-/// A TIR-only pack (what the CPU device runs) of every kernel of `src`.
-fn pack_of(dir: &Path, name: &str, src: &SourceFile) -> Pack {
-    let kernels = parse_program(src).unwrap().tir_pack_kernels(src).unwrap();
-    let file = dir.join(format!("{name}.tpack"));
-    PackManifest {
-        compiler_version: tile_ir::VERSION.into(),
-        kernels,
-    }
-    .write(&file)
-    .unwrap();
-    Pack::load(&file).unwrap()
-}
+mod common;
+use common::pack_of;
 
 fn tutorial_pack(dir: &Path) -> Pack {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tutorial/bias_gelu.tile");
@@ -201,11 +190,16 @@ fn bad_requests_are_refused_with_what_is_wrong() {
     assert!(err(r).contains("needs its own, --check-grid"));
 }
 
+/// SCALE without its `grid:`, packed as `NAME.tpack`.
+fn scale_without_a_grid(dir: &Path, name: &str) -> Pack {
+    let src = SourceFile::new("scale.tile", SCALE.replace(", grid: [cdiv(n, 64)]", ""));
+    pack_of(dir, name, &src)
+}
+
 #[test]
 fn a_kernel_without_a_declared_grid_needs_one() {
     let dir = tempfile::tempdir().unwrap();
-    let src = SourceFile::new("scale.tile", SCALE.replace(", grid: [cdiv(n, 64)]", ""));
-    let pack = pack_of(dir.path(), "nogrid", &src);
+    let pack = scale_without_a_grid(dir.path(), "nogrid");
     let mut req = request("scale", &["x=rand:1000", "y=nan:1000", "n=1000"]);
     let e = format!("{:#}", plan_args(&pack, &req).unwrap_err());
     assert!(
@@ -226,8 +220,7 @@ fn a_kernel_without_a_declared_grid_needs_one() {
 #[test]
 fn a_grid_expression_follows_each_configs_tile() {
     let dir = tempfile::tempdir().unwrap();
-    let src = SourceFile::new("scale.tile", SCALE.replace(", grid: [cdiv(n, 64)]", ""));
-    let pack = pack_of(dir.path(), "exprgrid", &src);
+    let pack = scale_without_a_grid(dir.path(), "exprgrid");
     let mut req = request("scale", &["x=rand:1000", "y=nan:1000", "n=1000"]);
     req.grid = grid(&["cdiv(n, BLOCK)"]);
     req.check_args = vec!["x=rand:100".into(), "y=nan:100".into(), "n=100".into()];
