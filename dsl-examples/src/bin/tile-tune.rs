@@ -65,11 +65,11 @@ struct Args {
     /// expressions over its integer parameters and meta-parameters that
     /// follow each config's tile (`8192,cdiv(C,BC)`).
     #[arg(long, value_parser = parse_grid)]
-    grid: Option<Vec<GridExpr>>,
+    grid: Option<Grid>,
     /// Launch grid of the reduced problem (with --grid and --check-arg;
     /// not needed when --grid reads the parameters).
     #[arg(long, value_parser = parse_grid)]
-    check_grid: Option<Vec<GridExpr>>,
+    check_grid: Option<Grid>,
     /// Bytes one launch moves, an expression over scalar arguments
     /// (`2*rows*cols*2`); default: the sum of the buffer arguments' sizes.
     #[arg(long, value_name = "EXPR")]
@@ -88,7 +88,12 @@ struct Args {
     cache: Option<PathBuf>,
 }
 
-fn parse_grid(s: &str) -> Result<Vec<GridExpr>, String> {
+/// One `--grid` value: its axes. A type of its own because clap reads an
+/// `Option<Vec<_>>` field as a flag taking many values, each parsed alone.
+#[derive(Clone, Debug)]
+struct Grid(Vec<GridExpr>);
+
+fn parse_grid(s: &str) -> Result<Grid, String> {
     // Axes split at the commas outside parentheses (`cdiv(a, b)` keeps its own).
     let (mut axes, mut depth, mut start) = (Vec::new(), 0i32, 0);
     for (i, c) in s.char_indices() {
@@ -117,7 +122,7 @@ fn parse_grid(s: &str) -> Result<Vec<GridExpr>, String> {
             }
         }
     }
-    Ok(axes)
+    Ok(Grid(axes))
 }
 
 /// The request for each kernel: from the command line's arguments, or the
@@ -153,8 +158,8 @@ fn requests(args: &Args, pack: &Pack) -> Result<Vec<ArgTuneRequest>> {
         if !args.outputs.is_empty() {
             req.outputs = args.outputs.clone();
         }
-        req.grid = args.grid.clone().or(req.grid);
-        req.check_grid = args.check_grid.clone().or(req.check_grid);
+        req.grid = args.grid.clone().map(|g| g.0).or(req.grid);
+        req.check_grid = args.check_grid.clone().map(|g| g.0).or(req.check_grid);
         req.bytes = args.bytes.clone().or(req.bytes);
         req.flops = args.flops.clone().or(req.flops);
         req.seed = args.seed;
