@@ -136,7 +136,7 @@ fn the_attention_backward_loops_are_pipelined() {
 /// and 134 shared loads, and spilled at 255 registers).
 #[test]
 fn the_attention_dkdv_loop_moves_nothing_through_shared_memory() {
-    for (d, bm, bn) in [(64, 64, 64), (128, 64, 64)] {
+    for (d, bm, bn) in [(64, 64, 64), (64, 32, 64), (128, 64, 64)] {
         let meta = [("BM", bm), ("BN", bn), ("D", d)];
         let ptx = example_ptx("attention_bwd.tile", "attention_bwd_dkdv", &meta, 4);
         let body = wgmma_loop(&ptx);

@@ -681,11 +681,11 @@ impl Ops {
             },
         )?;
         let delta = &*delta;
-        // dK/dV steps over queries FLASH_BWD_BM at a time, dQ over keys
+        // dK/dV steps over queries dkdv_bm at a time, dQ over keys
         // FLASH_BN at a time; they write disjoint columns of dqkv.
         self.launch(
             k::AttentionBwdDkdvMeta {
-                BM: FLASH_BWD_BM,
+                BM: dkdv_bm(f.d),
                 BN: dkdv_bn,
                 D: f.d,
                 CAUSAL: 1,
@@ -1011,6 +1011,17 @@ fn flash_bwd_tiles(d: i64) -> (i64, i64, u32) {
         (128, 128, 8)
     } else {
         (FLASH_BWD_BM, FLASH_BN, 4)
+    }
+}
+
+/// Queries per step of the deterministic dK/dV kernel: 32 at d = 64 (at
+/// the 86M trainer's causal shape, batch 16: 0.207 ms against 0.233 for 64;
+/// H100, session 32), else FLASH_BWD_BM.
+fn dkdv_bm(d: i64) -> i64 {
+    if d == 64 {
+        32
+    } else {
+        FLASH_BWD_BM
     }
 }
 
