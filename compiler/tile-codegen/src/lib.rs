@@ -120,12 +120,52 @@ pub struct Artifacts {
     /// Tensors the host describes for the kernel's TMA copies: hidden
     /// parameters after the declared ones (`tile_ir::launch::hidden_params`).
     pub tma: Vec<TmaOperand>,
+    /// Where the kernel moves data between threads through shared memory
+    /// (besides its pipelined loads), in program order.
+    pub moves: Vec<SharedMove>,
     /// Wall time per stage.
     pub timings: Vec<(&'static str, Duration)>,
     /// Wall time of every step inside the stages, in order: (stage of
     /// [`Artifacts::timings`], step — an MLIR pass, an LLVM step or the
     /// printing of a stage's IR, time).
     pub pass_timings: Vec<(&'static str, &'static str, Duration)>,
+}
+
+/// What a [`SharedMove`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveKind {
+    /// A value read in another layout (a broadcast, reshape, transpose, or
+    /// an operand whose layout differs from its producer's).
+    Conversion,
+    /// A reduction along an axis that warps share: their partial results
+    /// meet in shared memory.
+    CrossWarpReduction,
+    /// A `dot` operand copied into shared memory for the tensor cores.
+    StagedOperand,
+}
+
+impl std::fmt::Display for MoveKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MoveKind::Conversion => "layout conversion",
+            MoveKind::CrossWarpReduction => "reduction across warps",
+            MoveKind::StagedOperand => "`dot` operand staged",
+        })
+    }
+}
+
+/// One op whose data goes through shared memory between two barriers: what
+/// a fused kernel pays for where its layouts do not meet. Inside a loop it
+/// is paid every iteration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedMove {
+    /// The source of the op that needs it.
+    pub span: Span,
+    pub kind: MoveKind,
+    /// Scratch bytes it uses.
+    pub bytes: u32,
+    /// How many runtime loops it is in (0: runs once).
+    pub loop_depth: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,10 +244,15 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
     let ctx = new_context();
     art.timings.push(("mlir-context", t.elapsed()));
     let t = Instant::now();
-    let (mut module, shared_bytes, tma) =
-        lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.stages, opts.ctas, opts.arch)?;
+    let lower::Lowered {
+        mut module,
+        shared_bytes,
+        tma,
+        moves,
+    } = lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.stages, opts.ctas, opts.arch)?;
     art.shared_bytes = shared_bytes;
     art.tma = tma;
+    art.moves = moves;
     art.pass_timings
         .push(("tir-to-mlir", "lower-to-mlir", t.elapsed()));
     if opts.keep_ir {

@@ -22,6 +22,16 @@ struct Job {
 
 /// `file:line:col` and the source line with a caret under `span`.
 pub fn render_span(src: &SourceFile, span: tile_ir::Span, message: &str) -> String {
+    render_span_as(src, span, "error", message)
+}
+
+/// [`render_span`] with another severity (`warning`, `note`).
+pub fn render_span_as(
+    src: &SourceFile,
+    span: tile_ir::Span,
+    severity: &str,
+    message: &str,
+) -> String {
     let start = (span.start as usize).min(src.text.len());
     let line_start = src.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line_end = src.text[start..]
@@ -32,7 +42,7 @@ pub fn render_span(src: &SourceFile, span: tile_ir::Span, message: &str) -> Stri
     let col = src.text[line_start..start].chars().count() + 1;
     let width = (span.end as usize).clamp(start + 1, line_end.max(start + 1)) - start;
     format!(
-        "error: {message}\n --> {}:{line_no}:{col}\n  |\n  | {}\n  | {}{}\n",
+        "{severity}: {message}\n --> {}:{line_no}:{col}\n  |\n  | {}\n  | {}{}\n",
         src.name,
         &src.text[line_start..line_end],
         " ".repeat(col - 1),

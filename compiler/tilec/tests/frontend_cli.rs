@@ -291,3 +291,40 @@ tune scale { key: [], N: [2, 4], BC: [256], warps: [1, 2], ctas: [9, 24], where:
         "launch `scale` (N=4, BC=256, warps=1, ctas=3, sm_90):"
     );
 }
+
+/// `--explain-moves` names each op that goes through shared memory at its
+/// source line and says whether a loop repeats it: `mhc_post_bwd` at N = 8
+/// places a sum over C into a row of an [N, N] tile every step (8 moves in
+/// its loop); at N = 4 its loop carries partial sums and moves nothing.
+#[test]
+fn build_explains_the_moves_through_shared_memory() {
+    let file = "mhc-kernels/kernels/mhc/mhc.tile";
+    let explain = |n: &str| {
+        let out =
+            std::env::temp_dir().join(format!("explain-moves-{n}-{}.ptx", std::process::id()));
+        let (code, _, err) = tilec(&[
+            "build",
+            file,
+            "--kernel",
+            "mhc_post_bwd",
+            "-D",
+            &format!("N={n}"),
+            "--explain-moves",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let wide = explain("8");
+    assert!(wide.contains("8 in loops"), "{wide}");
+    assert!(
+        wide.contains("note: layout conversion: 32 bytes through shared memory between two barriers, every iteration of its loop")
+            && wide.contains("d_res += where(j[None, :] == i"),
+        "{wide}"
+    );
+    let narrow = explain("4");
+    assert!(narrow.contains("none in a loop"), "{narrow}");
+    assert!(!narrow.contains("every iteration"), "{narrow}");
+}

@@ -62,7 +62,9 @@ impl<'c, 'k> Lower<'c, 'k> {
             None => Vec::new(),
         };
         self.in_flight = pipe.as_ref().and_then(|p| p.in_flight).map(|(r, _)| r);
+        self.loop_depth += 1;
         self.lower_body(&body.insts, &carried, &extra_yield)?;
+        self.loop_depth -= 1;
         self.in_flight = None;
         let region = self.e.pop_region();
         let res_tys: Vec<Type> = flat_init.iter().map(|v| self.e.type_of(*v)).collect();

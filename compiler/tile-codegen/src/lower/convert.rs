@@ -9,7 +9,7 @@ use super::threads::row_major_index;
 use super::Lower;
 use crate::emit::{Emitter, V};
 use crate::layout::Layout;
-use crate::CodegenError;
+use crate::{CodegenError, MoveKind};
 use tile_ir::{Elem, Op, Scalar, Span, ValueId};
 
 impl<'c, 'k> Lower<'c, 'k> {
@@ -250,7 +250,11 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         let rows = ty.numel() as u32 / ty.shape.last().copied().unwrap_or(1).max(1);
         let row_len = ty.shape.last().copied().unwrap_or(1) + pad;
-        self.reserve_scratch(ScratchNeed::Bytes(rows * row_len * es), span);
+        self.reserve_scratch(
+            ScratchNeed::Bytes(rows * row_len * es),
+            MoveKind::Conversion,
+            span,
+        );
         let src = self.layout(value);
         let regs = self.regs(value)?;
         self.barrier()?;

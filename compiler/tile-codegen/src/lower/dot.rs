@@ -7,7 +7,7 @@ use super::{scalar_ty, Lower};
 use crate::emit::V;
 use crate::layout::Layout;
 use crate::prefetch::SmemTile;
-use crate::CodegenError;
+use crate::{CodegenError, MoveKind};
 use tile_ir::{Scalar, Span, ValueId};
 
 /// How an operand of a shape is laid out when staged into scratch: its tile
@@ -129,7 +129,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             });
         }
         if !staged.is_empty() {
-            self.reserve_scratch(ScratchNeed::Tiles(tiles), span);
+            self.reserve_scratch(ScratchNeed::Tiles(tiles), MoveKind::StagedOperand, span);
             // A tile in an mma accumulator layout is staged from its own
             // fragments (no conversion through scratch first).
             let regs: Vec<(Layout, Vec<V>)> = staged

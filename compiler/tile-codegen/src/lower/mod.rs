@@ -46,7 +46,7 @@ use super::axis::{self, AxisInfo};
 use super::emit::{Emitter, V};
 use super::layout::{Blocked, Layout};
 use super::prefetch::{self, Plan, SmemTile};
-use super::CodegenError;
+use super::{CodegenError, SharedMove};
 use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
 use melior::Context;
@@ -58,9 +58,18 @@ use tile_ir::{self as tir, BinaryOp, Elem, Inst, Kernel, Op, Scalar, Span, Value
 const MAX_SMEM: u32 = 227 * 1024;
 const SCRATCH: &str = "__tile_scratch";
 
-/// The lowered module, the dynamic shared memory its kernel needs per CTA,
-/// and the tensors the host describes for its TMA copies (its hidden
-/// parameters, in order).
+/// A kernel lowered to MLIR, with what its launch and its report need.
+pub(crate) struct Lowered<'c> {
+    pub module: Module<'c>,
+    /// The dynamic shared memory the kernel needs per CTA.
+    pub shared_bytes: u32,
+    /// The tensors the host describes for its TMA copies (its hidden
+    /// parameters, in order).
+    pub tma: Vec<super::TmaOperand>,
+    /// Where it moves data between threads through shared memory.
+    pub moves: Vec<SharedMove>,
+}
+
 pub(crate) fn lower_to_mlir<'c>(
     ctx: &'c Context,
     kernel: &Kernel,
@@ -68,7 +77,7 @@ pub(crate) fn lower_to_mlir<'c>(
     stages: Option<u32>,
     ctas: Option<u32>,
     arch: super::Arch,
-) -> Result<(Module<'c>, u32, Vec<super::TmaOperand>), CodegenError> {
+) -> Result<Lowered<'c>, CodegenError> {
     let module = Module::new(Location::unknown(ctx));
     let mut defs = HashMap::new();
     tir::walk_insts(&kernel.body, &mut |i| {
@@ -91,6 +100,8 @@ pub(crate) fn lower_to_mlir<'c>(
             scratch_needs: Vec::new(),
             scratch_addrs: Vec::new(),
             scratch_in_loop: false,
+            moves: Vec::new(),
+            loop_depth: 0,
             plan: plan.clone(),
             pipe_bufs: HashMap::new(),
             in_flight: None,
@@ -185,7 +196,12 @@ pub(crate) fn lower_to_mlir<'c>(
             module.as_operation()
         )));
     }
-    Ok((module, shared_bytes, l.plan.tma))
+    Ok(Lowered {
+        module,
+        shared_bytes,
+        tma: l.plan.tma,
+        moves: l.moves,
+    })
 }
 
 /// Per-layout thread coordinates, computed once in the entry block.
@@ -225,6 +241,10 @@ struct Lower<'c, 'k> {
     /// Whether scratch is used inside a pipelined loop (then it cannot share
     /// the stages' memory).
     scratch_in_loop: bool,
+    /// The ops that move data between threads through scratch, in order.
+    moves: Vec<SharedMove>,
+    /// How many runtime loops the op being lowered is in.
+    loop_depth: u32,
     plan: Plan,
     /// Inside a pipelined loop: each pipelined load → byte offset (i32) of
     /// its tile in the stage this iteration reads.

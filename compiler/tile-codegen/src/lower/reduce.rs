@@ -6,7 +6,7 @@ use super::smem::ScratchNeed;
 use super::Lower;
 use crate::emit::V;
 use crate::layout::{Blocked, Layout, Partial, Reduced, Slice};
-use crate::CodegenError;
+use crate::{CodegenError, MoveKind};
 use std::collections::HashMap;
 use tile_ir::{BinaryOp, Const, ReduceOp, Scalar, Span, ValueId};
 
@@ -199,7 +199,12 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
         let res_numel: u32 = res_shape.iter().product();
         let wa = src.wpc[axis];
-        self.reserve_scratch(ScratchNeed::Bytes(wa * res_numel * 4), span);
+        // With one warp along the axis only the result's layout differs.
+        let kind = match wa {
+            1 => MoveKind::Conversion,
+            _ => MoveKind::CrossWarpReduction,
+        };
+        self.reserve_scratch(ScratchNeed::Bytes(wa * res_numel * 4), kind, span);
         self.barrier()?;
         // Lane 0 along the axis writes its partials at [warp coordinate along axis][result index].
         let lane = self.lane.unwrap();

@@ -7,7 +7,7 @@ use super::memory::LoadOne;
 use super::{Lower, SCRATCH};
 use crate::emit::V;
 use crate::prefetch::{Plan, SmemTile};
-use crate::CodegenError;
+use crate::{CodegenError, MoveKind, SharedMove};
 use std::rc::Rc;
 use tile_ir::{Scalar, Span};
 
@@ -153,7 +153,15 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Notes that an op at `span` needs `need` of scratch (checked against
     /// the limit once the whole kernel is lowered).
-    pub(super) fn reserve_scratch(&mut self, need: ScratchNeed, span: Span) {
+    /// Scratch for one op that moves data between threads through shared
+    /// memory; the move is also reported ([`crate::SharedMove`]).
+    pub(super) fn reserve_scratch(&mut self, need: ScratchNeed, kind: MoveKind, span: Span) {
+        self.moves.push(SharedMove {
+            span,
+            kind,
+            bytes: need.bytes(0),
+            loop_depth: self.loop_depth,
+        });
         self.scratch_needs.push((need, span));
         self.scratch_in_loop |= !self.pipe_bufs.is_empty();
     }

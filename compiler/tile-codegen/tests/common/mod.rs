@@ -2,13 +2,24 @@
 //! text at given meta-parameters, and cut out the loop that holds a given
 //! instruction.
 
-use tile_codegen::{compile, Options};
+use tile_codegen::{compile, Artifacts, Options};
 use tile_front::frontend::{parse_program, SourceFile};
 
 /// PTX (Hopper, the default options) of `kernel` of the `.tile` text `text`
 /// (named `path` in diagnostics) at `meta` (none: the tune block's first
 /// configuration) with `warps` warps.
 pub fn ptx_of(path: &str, text: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
+    artifacts_of(path, text, kernel, meta, warps).ptx
+}
+
+/// Everything [`ptx_of`]'s compilation produced.
+pub fn artifacts_of(
+    path: &str,
+    text: &str,
+    kernel: &str,
+    meta: &[(&str, i64)],
+    warps: u32,
+) -> Artifacts {
     let src = SourceFile::new(path, text);
     let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
     let meta: Vec<(String, i64)> = if meta.is_empty() {
@@ -32,7 +43,6 @@ pub fn ptx_of(path: &str, text: &str, kernel: &str, meta: &[(&str, i64)], warps:
         },
     )
     .unwrap()
-    .ptx
 }
 
 /// PTX of `kernel` of a file of the repository (`rel`: from its root).

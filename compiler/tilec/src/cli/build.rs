@@ -61,6 +61,12 @@ pub struct Args {
     /// it on stderr (compiles afresh: the compile cache is not used).
     #[arg(long)]
     pub time: bool,
+    /// List on stderr every op whose data moves between threads through
+    /// shared memory (layout conversions, reductions across warps, staged
+    /// `dot` operands), with its source line and whether it runs in a loop
+    /// (compiles afresh: the compile cache is not used).
+    #[arg(long)]
+    pub explain_moves: bool,
 }
 
 /// The meta-parameter values and warps of one build. What is given (-D,
@@ -240,7 +246,10 @@ fn emit_codegen(
     };
     // PTX alone comes through the compile cache; --time measures a fresh
     // compile, and the other stages are not cached.
-    if matches!(args.emit, Emit::Ptx | Emit::LaunchJson) && args.dump_passes.is_none() && !args.time
+    if matches!(args.emit, Emit::Ptx | Emit::LaunchJson)
+        && args.dump_passes.is_none()
+        && !args.time
+        && !args.explain_moves
     {
         let cache = tilec::cache::Cache::from_env();
         let (entry, _hit) =
@@ -278,6 +287,9 @@ fn emit_codegen(
     if args.time {
         print_timings(&art);
     }
+    if args.explain_moves {
+        eprint!("{}", explain_moves(src, &art.moves));
+    }
     let text = match args.emit {
         Emit::Tir => unreachable!(),
         Emit::Mlir => art.mlir,
@@ -286,6 +298,31 @@ fn emit_codegen(
         Emit::Ptx | Emit::LaunchJson => art.ptx,
     };
     Ok((text, art.shared_bytes, art.tma))
+}
+
+/// `--explain-moves`: each move as a note at its source, then a summary.
+fn explain_moves(src: &SourceFile, moves: &[tile_codegen::SharedMove]) -> String {
+    let mut out = String::new();
+    for m in moves {
+        let when = match m.loop_depth {
+            0 => "once".to_string(),
+            _ => "every iteration of its loop".to_string(),
+        };
+        let msg = format!(
+            "{}: {} bytes through shared memory between two barriers, {when}",
+            m.kind, m.bytes
+        );
+        out += &tilec::render_span_as(src, m.span, "note", &msg);
+    }
+    let in_loops = moves.iter().filter(|m| m.loop_depth > 0).count();
+    out += &match (moves.len(), in_loops) {
+        (0, _) => "no data moves between threads through shared memory\n".to_string(),
+        (n, 0) => format!("{n} moves through shared memory, none in a loop\n"),
+        (n, k) => format!(
+            "{n} moves through shared memory, {k} in loops; hint: a value used in the layout it was computed in moves nothing (docs/LANGUAGE.md, \"Layouts and data movement\")\n"
+        ),
+    };
+    out
 }
 
 /// What launching one compiled configuration takes.
