@@ -320,7 +320,7 @@ fn build_explains_the_moves_through_shared_memory() {
     let wide = explain("8");
     assert!(wide.contains("8 in loops"), "{wide}");
     assert!(
-        wide.contains("note: layout conversion: 32 bytes through shared memory between two barriers, every iteration of its loop")
+        wide.contains("note: layout conversion: 32 bytes through shared memory between two barriers, every iteration of its loop (8 copies: unrolled)")
             && wide.contains("d_res += where(j[None, :] == i"),
         "{wide}"
     );

@@ -302,14 +302,27 @@ fn emit_codegen(
 
 /// `--explain-moves`: each move as a note at its source, then a summary.
 fn explain_moves(src: &SourceFile, moves: &[tile_codegen::SharedMove]) -> String {
-    let mut out = String::new();
+    // The same op at the same place (a `static` loop's unrolled copies)
+    // is one note with a count.
+    let mut groups: Vec<(&tile_codegen::SharedMove, usize)> = Vec::new();
     for m in moves {
+        match groups.iter_mut().find(|(g, _)| *g == m) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((m, 1)),
+        }
+    }
+    let mut out = String::new();
+    for (m, n) in groups {
         let when = match m.loop_depth {
-            0 => "once".to_string(),
-            _ => "every iteration of its loop".to_string(),
+            0 => "once",
+            _ => "every iteration of its loop",
+        };
+        let times = match n {
+            1 => String::new(),
+            n => format!(" ({n} copies: unrolled)"),
         };
         let msg = format!(
-            "{}: {} bytes through shared memory between two barriers, {when}",
+            "{}: {} bytes through shared memory between two barriers, {when}{times}",
             m.kind, m.bytes
         );
         out += &tilec::render_span_as(src, m.span, "note", &msg);
