@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{artifacts_of, count, file_ptx, innermost_loop, ptx_of};
+use common::{count, file_artifacts, file_ptx, innermost_loop, ptx_of};
 
 fn attention_ptx(meta: &[(&str, i64)], warps: u32) -> String {
     example_ptx("attention.tile", "attention", meta, warps)
@@ -316,20 +316,18 @@ fn the_attention_loops_report_no_shared_memory_moves() {
             &[("BM", 64), ("BN", 64), ("D", 64)][..],
         ),
     ] {
-        let path = format!("{}/../../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let art = artifacts_of(&path, &text, kernel, meta, 4);
+        let art = file_artifacts(&format!("dsl-examples/{file}"), kernel, meta, 4);
         let in_loops: Vec<_> = art.moves.iter().filter(|m| m.loop_depth > 0).collect();
         assert!(in_loops.is_empty(), "{kernel} {meta:?}: {in_loops:?}");
     }
     // A kernel whose loop does convert reports it: mhc_post_bwd at N = 8
     // places a sum over C into a row of an [N, N] tile each step.
-    let path = format!(
-        "{}/../../mhc-kernels/kernels/mhc/mhc.tile",
-        env!("CARGO_MANIFEST_DIR")
+    let art = file_artifacts(
+        "mhc-kernels/kernels/mhc/mhc.tile",
+        "mhc_post_bwd",
+        &[("N", 8), ("BC", 256)],
+        1,
     );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let art = artifacts_of(&path, &text, "mhc_post_bwd", &[("N", 8), ("BC", 256)], 1);
     let in_loops = art.moves.iter().filter(|m| m.loop_depth > 0).count();
     assert_eq!(in_loops, 8, "{:?}", art.moves);
 }

@@ -52,7 +52,7 @@ use melior::ir::{Location, Module, Type};
 use melior::Context;
 use smem::{ScratchAddr, ScratchNeed, ScratchPlace};
 use std::collections::HashMap;
-use tile_ir::{self as tir, BinaryOp, Elem, Inst, Kernel, Op, Scalar, Span, ValueId};
+use tile_ir::{self as tir, BinaryOp, Elem, Inst, Kernel, Op, Scalar, ValueId};
 
 /// Largest shared memory a CTA may use on sm_80/sm_90 (bytes, dynamic).
 const MAX_SMEM: u32 = 227 * 1024;
@@ -100,7 +100,6 @@ pub(crate) fn lower_to_mlir<'c>(
             scratch_needs: Vec::new(),
             scratch_addrs: Vec::new(),
             scratch_in_loop: false,
-            moves: Vec::new(),
             loop_depth: 0,
             plan: plan.clone(),
             pipe_bufs: HashMap::new(),
@@ -200,7 +199,7 @@ pub(crate) fn lower_to_mlir<'c>(
         module,
         shared_bytes,
         tma: l.plan.tma,
-        moves: l.moves,
+        moves: l.scratch_needs.into_iter().map(|(_, m)| m).collect(),
     })
 }
 
@@ -233,16 +232,15 @@ struct Lower<'c, 'k> {
     /// scratch area of conversions, reductions and staged `dot` operands
     /// after them or, when it can, sharing their memory (`lower_to_mlir`
     /// decides once the kernel is lowered). What each op needs of scratch,
-    /// with its span (for the error when it does not fit):
-    scratch_needs: Vec<(ScratchNeed, Span)>,
+    /// with the move it makes (its span for the error when it does not
+    /// fit), in program order:
+    scratch_needs: Vec<(ScratchNeed, SharedMove)>,
     /// The constants (i32) that are scratch addresses, to be set by
     /// `place_scratch` once scratch has its place.
     scratch_addrs: Vec<(V, ScratchAddr)>,
     /// Whether scratch is used inside a pipelined loop (then it cannot share
     /// the stages' memory).
     scratch_in_loop: bool,
-    /// The ops that move data between threads through scratch, in order.
-    moves: Vec<SharedMove>,
     /// How many runtime loops the op being lowered is in.
     loop_depth: u32,
     plan: Plan,

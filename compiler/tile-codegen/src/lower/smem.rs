@@ -151,18 +151,17 @@ impl<'c, 'k> Lower<'c, 'k> {
         Ok(v)
     }
 
-    /// Notes that an op at `span` needs `need` of scratch (checked against
-    /// the limit once the whole kernel is lowered).
-    /// Scratch for one op that moves data between threads through shared
-    /// memory; the move is also reported ([`crate::SharedMove`]).
+    /// Notes that an op at `span` needs `need` of scratch to move data
+    /// between threads (checked against the limit once the whole kernel is
+    /// lowered, and reported as a [`SharedMove`]).
     pub(super) fn reserve_scratch(&mut self, need: ScratchNeed, kind: MoveKind, span: Span) {
-        self.moves.push(SharedMove {
+        let shared_move = SharedMove {
             span,
             kind,
             bytes: need.bytes(0),
             loop_depth: self.loop_depth,
-        });
-        self.scratch_needs.push((need, span));
+        };
+        self.scratch_needs.push((need, shared_move));
         self.scratch_in_loop |= !self.pipe_bufs.is_empty();
     }
 
@@ -171,10 +170,10 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// it does not fit).
     pub(super) fn scratch_extent(&self, base: u32) -> (u32, Span) {
         let mut most = (0, Span::default());
-        for (need, span) in &self.scratch_needs {
+        for (need, shared_move) in &self.scratch_needs {
             let bytes = need.bytes(base);
             if bytes > most.0 {
-                most = (bytes, *span);
+                most = (bytes, shared_move.span);
             }
         }
         most

@@ -48,9 +48,15 @@ pub fn artifacts_of(
 /// PTX of `kernel` of a file of the repository (`rel`: from its root).
 #[allow(dead_code)]
 pub fn file_ptx(rel: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
+    file_artifacts(rel, kernel, meta, warps).ptx
+}
+
+/// Everything [`file_ptx`]'s compilation produced.
+#[allow(dead_code)]
+pub fn file_artifacts(rel: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> Artifacts {
     let path = format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    ptx_of(&path, &text, kernel, meta, warps)
+    artifacts_of(&path, &text, kernel, meta, warps)
 }
 
 /// The lines of the innermost loop whose body holds a line containing
