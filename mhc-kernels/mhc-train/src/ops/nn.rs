@@ -606,7 +606,7 @@ impl Ops {
             return Ok(());
         }
         let (seq, heads) = (f.seq, f.heads);
-        let (dq_bm, dkdv_bn, warps) = flash_bwd_tiles(f.d);
+        let (dq_bm, dkdv_bm, dkdv_bn, warps) = flash_bwd_tiles(f.d);
         let blocks = |b: i64| [t.div_ceil(b as usize), f.bh, 1];
         if let Some(dq_acc) = dq_acc {
             // delta and dq_acc zeroed; dK, dV and dQ's sums; dQ in bf16.
@@ -685,7 +685,7 @@ impl Ops {
         // FLASH_BN at a time; they write disjoint columns of dqkv.
         self.launch(
             k::AttentionBwdDkdvMeta {
-                BM: dkdv_bm(f.d),
+                BM: dkdv_bm,
                 BN: dkdv_bn,
                 D: f.d,
                 CAUSAL: 1,
@@ -1001,27 +1001,18 @@ const FLASH_BWD_BM: i64 = 64;
 const FLASH_BN: i64 = 64;
 
 /// The backward's tiles for head dimension `d`: (queries per dQ program,
-/// keys per dK/dV program, warps). At d = 128, two warpgroups share each
-/// loaded tile (dQ over 128 queries, dK/dV over 128 keys, 8 warps): on the
-/// H200 the causal forward + backward at 32 heads × 4096 × 128 took 2.02 ms
-/// against 2.86 ms on 4 warps; at d = 64 the causal rows favour 4 warps
-/// (docs/BENCHMARKS.md, session 17).
-fn flash_bwd_tiles(d: i64) -> (i64, i64, u32) {
+/// queries per step of the deterministic dK/dV kernel, keys per dK/dV
+/// program, warps). At d = 128, two warpgroups share each loaded tile (dQ
+/// over 128 queries, dK/dV over 128 keys, 8 warps): on the H200 the causal
+/// forward + backward at 32 heads × 4096 × 128 took 2.02 ms against 2.86 ms
+/// on 4 warps; at d = 64 the causal rows favour 4 warps (docs/BENCHMARKS.md,
+/// session 17), and dK/dV steps over 32 queries (at the 86M trainer's
+/// causal shape, batch 16: 0.207 ms against 0.233 for 64; H100, session 32).
+fn flash_bwd_tiles(d: i64) -> (i64, i64, i64, u32) {
     if d >= 128 {
-        (128, 128, 8)
+        (128, FLASH_BWD_BM, 128, 8)
     } else {
-        (FLASH_BWD_BM, FLASH_BN, 4)
-    }
-}
-
-/// Queries per step of the deterministic dK/dV kernel: 32 at d = 64 (at
-/// the 86M trainer's causal shape, batch 16: 0.207 ms against 0.233 for 64;
-/// H100, session 32), else FLASH_BWD_BM.
-fn dkdv_bm(d: i64) -> i64 {
-    if d == 64 {
-        32
-    } else {
-        FLASH_BWD_BM
+        (FLASH_BWD_BM, 32, FLASH_BN, 4)
     }
 }
 
