@@ -37,14 +37,12 @@ __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 
 #: b_res on the diagonal at initialisation (layer.rs ``RES_DIAG``): H_res ≈ I.
 RES_DIAG = 4.0
-_PROJ_BT = 64
 _APPLY_BC = 1024
 # Tiles of the backward kernels (layer/backward.rs POST_BWD_TILE,
-# PRE_BWD_TILE, DX_TILE, DPHI_BK): (columns, warps) and (rows, warps).
+# PRE_BWD_TILE: (columns, warps); SPLIT_TILE: (rows, columns)).
 _POST_BWD_TILE = (256, 1)
 _PRE_BWD_TILE = (256, 4)
-_DX_TILE = (64, 4)
-_DPHI_BK = 64
+_SPLIT_TILE = (32, 32)
 _SINKHORN_SEGMENT = 2
 
 
@@ -219,27 +217,30 @@ class SitePlan:
             L("hc_coeffs_bwd", {"N": n}, 1, (T, 1, 1), [z, r, alpha, dh, dz, q, dalpha_t, self.C])
         # Projection backward: programs share the rows (layer/backward.rs
         # proj_programs, proj_split), about four per SM with the column blocks.
-        programs = max(1, min(_cdiv(4 * sms, _cdiv(K, _DPHI_BK)), _cdiv(rows, _PROJ_BT)))
-        group = _cdiv(_cdiv(rows, programs), _PROJ_BT) * _PROJ_BT
+        rp = _padded_rows(R)
+        # layer/backward.rs proj_bwd_tile: smaller tiles at 128 padded rows.
+        bt, bk = (32, 16) if rp >= 128 else (64, 64)
+        programs = max(1, min(_cdiv(4 * sms, _cdiv(K, bk)), _cdiv(rows, bt)))
+        group = _cdiv(_cdiv(rows, programs), bt) * bt
         programs = _cdiv(rows, group)
         part = alloc(programs * R * K, "f32", False)
-        rp = _padded_rows(R)
         dzt = alloc(2 * rp * rows, "bf16", False)
-        L("mhc_proj_bwd_split", {"RP": rp, "BT": 64}, 4, (_cdiv(rows, 64), 1, 1), [dz, dzt, rows, R])
-        bt, warps = _DX_TILE
+        dz2 = alloc(2 * rp * rows, "bf16", False)
+        phi3 = alloc(3 * rp * K, "bf16", False)
+        sbt, sbk = _SPLIT_TILE
         L(
-            "mhc_proj_bwd_dx",
-            {"RP": rp, "BT": bt, "BK": 64},
-            warps,
-            (_cdiv(rows, bt), _cdiv(K, 64), 1),
-            [x, proj, dz, q, gx, rows, K, R],
+            "mhc_proj_bwd_split",
+            {"RP": rp, "BT": sbt, "BK": sbk},
+            4,
+            (_cdiv(rows, sbt) + _cdiv(K, sbk), 1, 1),
+            [dz, proj, dzt, dz2, phi3, rows, K, R],
         )
         L(
-            "mhc_proj_bwd_dphi",
-            {"RP": rp, "BT": 64, "BK": _DPHI_BK},
+            "mhc_proj_bwd",
+            {"RP": rp, "BT": bt, "BK": bk},
             4,
-            (programs, _cdiv(K, _DPHI_BK), 1),
-            [x, dzt, part, rows, K, R, group],
+            (programs, _cdiv(K, bk), 1),
+            [x, phi3, dz2, dzt, q, gx, part, rows, K, R, group],
         )
         dproj, dalpha, db = grads
         self.sum_rows(L, alloc, part, programs, R * K, dproj, accumulate)
@@ -338,7 +339,7 @@ class _GradHandoff:
     site call.
 
     ``mhc_post_bwd`` writes post's part of ∂L/∂x into a fresh buffer, and
-    ``mhc_pre_bwd`` and ``mhc_proj_bwd_dx`` add pre's parts into a buffer in
+    ``mhc_pre_bwd`` and ``mhc_proj_bwd`` add pre's parts into a buffer in
     place. Handing post's buffer to pre's backward makes it pre's starting
     gradient, so that only pre's backward returns x's gradient: no zero-filled
     buffer for pre and no sum of two x-sized gradients by autograd (a read of

@@ -75,3 +75,50 @@ fn mhc_stream_backward_loops_broadcast_without_barriers() {
         }
     }
 }
+
+/// A `dot` result that no loop carries, combined with loaded tiles, is
+/// converted once into the tiles' blocked layout, where the loads and stores
+/// are 16 bytes wide, instead of each loaded tile being converted into the
+/// accumulator's layout and the sum back for its store: `linear_gelu_bwd`'s
+/// `dg · gelu'(u)` and `gelu(u)` after its loop (17 barriers and 255
+/// registers before, 5 and 172 after) and `mhc_proj_bwd`'s
+/// `gx - q·x + dz·φ` in its loop (the accumulator's reduction after the loop
+/// is the other conversion there).
+#[test]
+fn an_epilogue_converts_the_accumulator_once() {
+    // (conversions after loops, conversions in loops)
+    for (file, kernel, meta, warps, expected) in [
+        (
+            "mhc-kernels/kernels/mhc/mhc.tile",
+            "mhc_proj_bwd",
+            &[("RP", 32), ("BT", 64), ("BK", 64)][..],
+            4,
+            (1, 1),
+        ),
+        (
+            "mhc-kernels/kernels/model/elementwise.tile",
+            "linear_gelu_bwd",
+            &[("BM", 64), ("BN", 128), ("BK", 64)][..],
+            8,
+            (1, 0),
+        ),
+    ] {
+        let art = common::file_artifacts(file, kernel, meta, warps);
+        let conversions = art
+            .moves
+            .iter()
+            .filter(|m| m.kind == tile_codegen::MoveKind::Conversion && m.loop_depth == 0)
+            .count();
+        let in_loops = art
+            .moves
+            .iter()
+            .filter(|m| m.kind == tile_codegen::MoveKind::Conversion && m.loop_depth > 0)
+            .count();
+        assert_eq!(
+            (conversions, in_loops),
+            expected,
+            "{kernel}: {:?}",
+            art.moves
+        );
+    }
+}

@@ -137,7 +137,6 @@ pub struct Layer {
     cfg: SiteConfig,
 }
 
-const PROJ_BT: usize = 64;
 const APPLY_BC: usize = 1024;
 
 fn padded_rows(r: usize) -> i64 {

@@ -22,19 +22,22 @@ pub(super) fn assign_layouts(kernel: &Kernel, warps: u32, plan: &Plan) -> HashMa
         }
     });
     let mut out = HashMap::new();
-    let cx = Cx {
-        kernel,
-        warps,
-        wgmma,
-        uses: &uses,
-    };
-    assign_block(&cx, &kernel.body.insts, &mut out);
-    // Operands a pipelined loop copies into shared memory are read there.
+    // Operands a pipelined loop copies into shared memory (read there).
     let staged: HashSet<ValueId> = plan
         .loops
         .values()
         .flat_map(|l| l.bufs.iter().chain(&l.resident).map(|b| b.load))
         .collect();
+    let (tiles, carried) = loaded_tiles(kernel, &staged);
+    let cx = Cx {
+        kernel,
+        warps,
+        wgmma,
+        uses: &uses,
+        tiles,
+        carried,
+    };
+    assign_block(&cx, &kernel.body.insts, &mut out);
     pull_layouts(kernel, warps, &staged, &mut out);
     out
 }
@@ -292,6 +295,79 @@ struct Cx<'a> {
     wgmma: &'a HashMap<ValueId, (u32, u32)>,
     /// How many times each value is read, nested blocks and yields included.
     uses: &'a HashMap<ValueId, usize>,
+    /// Values computed element by element from a loaded tile
+    /// (`loaded_tiles`).
+    tiles: HashSet<ValueId>,
+    /// Values a loop carries from one iteration to the next (its block
+    /// arguments).
+    carried: HashSet<ValueId>,
+}
+
+/// Values that are a tile loaded from memory (rank >= 2, no dimension of 1:
+/// not a row or column vector) or computed element by element from one: an
+/// epilogue's `old` in `old + acc`; and the values loops carry. Inside a
+/// loop only tiles a pipelined loop copies into shared memory (`pipelined`)
+/// count: their elementwise readers convert them from there either way. A
+/// tile in the blocked layout stays there when it meets a `dot` result that
+/// no loop carries (`assign_block`): the result is converted once, instead
+/// of the tile being converted into the accumulator's layout and the sum
+/// back for its store, and the other tiles it meets keep their 16-byte
+/// accesses, where the accumulator's are 4 bytes wide (after a loop,
+/// mhc_proj_bwd_dx had three conversions of a 64 × 64 tile, now one; in
+/// mhc_proj_bwd's row loop g_x's loads and stores are 16 bytes wide).
+fn loaded_tiles(
+    kernel: &Kernel,
+    pipelined: &HashSet<ValueId>,
+) -> (HashSet<ValueId>, HashSet<ValueId>) {
+    struct Walk<'a> {
+        kernel: &'a Kernel,
+        pipelined: &'a HashSet<ValueId>,
+        tiles: HashSet<ValueId>,
+        carried: HashSet<ValueId>,
+    }
+    fn walk(w: &mut Walk, insts: &[tir::Inst], in_loop: bool) {
+        for i in insts {
+            match &i.op {
+                Op::For { body, .. } => {
+                    w.carried.extend(body.args[1..].iter().copied());
+                    walk(w, &body.insts, true);
+                }
+                Op::If {
+                    then_body,
+                    else_body,
+                    ..
+                } => {
+                    walk(w, &then_body.insts, in_loop);
+                    walk(w, &else_body.insts, in_loop);
+                }
+                _ => {}
+            }
+            let Some(&r) = i.results.first() else {
+                continue;
+            };
+            let tile = match &i.op {
+                Op::Load { .. } => {
+                    let shape = &w.kernel.ty(r).shape;
+                    shape.len() >= 2
+                        && shape.iter().all(|&d| d > 1)
+                        && (!in_loop || w.pipelined.contains(&r))
+                }
+                op if elementwise(op) => op.operands().iter().any(|v| w.tiles.contains(v)),
+                _ => false,
+            };
+            if tile {
+                w.tiles.insert(r);
+            }
+        }
+    }
+    let mut w = Walk {
+        kernel,
+        pipelined,
+        tiles: HashSet::new(),
+        carried: HashSet::new(),
+    };
+    walk(&mut w, &kernel.body.insts, false);
+    (w.tiles, w.carried)
 }
 
 fn assign_block(cx: &Cx, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>) {
@@ -363,6 +439,17 @@ fn assign_block(cx: &Cx, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>
                 }
             }
             Op::Binary(_, a, b) | Op::Cmp(_, a, b) => {
+                // A loaded tile meeting an accumulator that no loop carries
+                // keeps the blocked layout (`loaded_tiles`).
+                let blocked_tile = |x: &ValueId, y: &ValueId| {
+                    cx.tiles.contains(x)
+                        && !out.contains_key(x)
+                        && !cx.carried.contains(y)
+                        && matches!(out.get(y), Some(Layout::Mma(_)))
+                };
+                if blocked_tile(a, b) || blocked_tile(b, a) {
+                    continue;
+                }
                 if let Some(l) = out.get(a).or_else(|| out.get(b)).cloned() {
                     out.insert(r, l);
                 }

@@ -3,7 +3,6 @@
 
 use super::{
     cdiv, grid1, padded_rows, GateGrads, Grads, Layer, LayerError, Mixing, Params, Result, Saved,
-    PROJ_BT,
 };
 use crate::launch::mhc as k;
 use tile_runtime::{Buffer, Scalar};
@@ -218,15 +217,16 @@ impl Layer {
 
     /// Rows per program and programs of the projection backward.
     fn proj_split(&self, rows: usize) -> (usize, usize) {
-        let programs = self.proj_programs(rows);
-        let group = cdiv(cdiv(rows, programs), PROJ_BT) * PROJ_BT;
+        let tile = proj_bwd_tile(padded_rows(self.cfg.proj_rows()));
+        let programs = self.proj_programs(rows, tile);
+        let group = cdiv(cdiv(rows, programs), tile.0) * tile.0;
         (group, cdiv(rows, group))
     }
 
-    /// Kernels `mhc_proj_bwd_split` (dz as transposed bf16 high/low parts),
-    /// `mhc_proj_bwd_dx` (`projᵀ·dz − q·x` added to `g_x` in place) and
-    /// `mhc_proj_bwd_dphi` (the per-program partial sums of the projection's
-    /// gradient into `part`, from [`Layer::alloc_partials`], which
+    /// Kernels `mhc_proj_bwd_split` (dz and the projection as bf16 high and
+    /// low parts) and `mhc_proj_bwd` (`projᵀ·dz − q·x` added to `g_x` in
+    /// place, and the per-program partial sums of the projection's gradient
+    /// into `part`, from [`Layer::alloc_partials`], which
     /// [`Layer::reduce_grads`] sums).
     pub fn project_backward_into(
         &self,
@@ -250,53 +250,47 @@ impl Layer {
         self.check_streams("g_x", g_x, g.dalpha.len() / 3)?;
         self.check("proj", &p.proj, Scalar::F32, pr * pc)?;
         let rp = padded_rows(pr);
-        // Written whole by the split (padding rows as zeros).
-        let dzt = self
-            .device()
-            .alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
+        // All three written whole by the split (padding as zeros).
+        let dev = self.device();
+        let dzt = dev.alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
+        let dz2 = dev.alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
+        let phi3 = dev.alloc_output(Scalar::BF16, 3 * rp as usize * pc)?;
+        let (split_bt, split_bk) = SPLIT_TILE;
         self.kernels.mhc_proj_bwd_split(
-            k::MhcProjBwdSplitMeta { RP: rp, BT: 64 },
+            k::MhcProjBwdSplitMeta {
+                RP: rp,
+                BT: split_bt as i64,
+                BK: split_bk as i64,
+            },
             4,
-            grid1(cdiv(rows, 64)),
+            grid1(cdiv(rows, split_bt) + cdiv(pc, split_bk)),
             k::MhcProjBwdSplit {
                 dz: &g.dz,
-                dzt: &dzt,
-                rows: rows as i32,
-                R: pr as i32,
-            },
-        )?;
-        let (bt, warps) = DX_TILE;
-        self.kernels.mhc_proj_bwd_dx(
-            k::MhcProjBwdDxMeta {
-                RP: rp,
-                BT: bt as i64,
-                BK: 64,
-            },
-            warps,
-            [cdiv(rows, bt) as u32, cdiv(pc, 64) as u32, 1],
-            k::MhcProjBwdDx {
-                x,
                 phi: &p.proj,
-                dz: &g.dz,
-                q: &g.q,
-                gx: g_x,
+                dzt: &dzt,
+                dz2: &dz2,
+                phi3: &phi3,
                 rows: rows as i32,
                 K: pc as i32,
                 R: pr as i32,
             },
         )?;
-        let bk = DPHI_BK;
-        self.kernels.mhc_proj_bwd_dphi(
-            k::MhcProjBwdDphiMeta {
+        let (bt, bk) = proj_bwd_tile(rp);
+        self.kernels.mhc_proj_bwd(
+            k::MhcProjBwdMeta {
                 RP: rp,
-                BT: 64,
+                BT: bt as i64,
                 BK: bk as i64,
             },
             4,
             [programs as u32, cdiv(pc, bk) as u32, 1],
-            k::MhcProjBwdDphi {
+            k::MhcProjBwd {
                 x,
+                phi3: &phi3,
+                dz2: &dz2,
                 dzt: &dzt,
+                q: &g.q,
+                gx: g_x,
                 part: &part.0,
                 rows: rows as i32,
                 K: pc as i32,
@@ -332,10 +326,10 @@ impl Layer {
     /// How many programs share the projection backward's rows (each writes
     /// its own partial dφ): with the column blocks, about four programs per
     /// SM, so the partials stay a few MB however many tokens there are.
-    fn proj_programs(&self, rows: usize) -> usize {
-        let col_blocks = cdiv(self.cfg.proj_cols(), DPHI_BK);
+    fn proj_programs(&self, rows: usize, tile: (usize, usize)) -> usize {
+        let col_blocks = cdiv(self.cfg.proj_cols(), tile.1);
         cdiv(4 * self.device().parallelism(), col_blocks)
-            .min(cdiv(rows, PROJ_BT))
+            .min(cdiv(rows, tile.0))
             .max(1)
     }
 
@@ -375,17 +369,25 @@ impl Layer {
     }
 }
 
-/// Column block of `mhc_proj_bwd_dphi`.
-const DPHI_BK: usize = 64;
+/// `mhc_proj_bwd_split`'s rows a program (of dz) and columns a program (of
+/// the projection).
+const SPLIT_TILE: (usize, usize) = (32, 32);
 
 // Tiles of the backward kernels, measured with mhc-bench on the H200 at
 // T ∈ {8192, 65536} × C ∈ {768, 4096}, n = 4 (session 15, docs/BENCHMARKS.md):
 // the best of 2–6 candidates at every shape but one (post at 8192 × 4096,
 // 2% behind 1024 columns on 4 warps).
 
-/// `mhc_proj_bwd_dx`'s rows a program and its warps (32 rows on 8 warps:
-/// 1.4–1.5× slower).
-const DX_TILE: (usize, u32) = (64, 4);
+/// `mhc_proj_bwd`'s rows a step and columns a program, by the padded rows
+/// of the projection (its tune block; tile-tune, session 33): at 128
+/// (n = 8) smaller tiles, whose pipeline stages fit in shared memory.
+fn proj_bwd_tile(rp: i64) -> (usize, usize) {
+    if rp >= 128 {
+        (32, 16)
+    } else {
+        (64, 64)
+    }
+}
 
 /// `mhc_post_bwd`'s columns a step and its warps: one warp a token, so
 /// its sums over C cross lanes only (1024 columns on 4 warps: 1.2–1.4×
