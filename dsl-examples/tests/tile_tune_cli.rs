@@ -186,3 +186,32 @@ fn a_grid_is_numbers_or_expressions() {
         assert!(err.contains("tile-tune needs a GPU"), "{err}");
     }
 }
+
+/// `-D NAME=VALUE` holds a meta-parameter; a malformed pin, an unknown name
+/// and a value no config has are named before any GPU is needed.
+#[test]
+fn a_pin_names_a_meta_parameter_and_a_value_of_it() {
+    let pin = |p: &str| {
+        let mut args = vec!["bias_gelu", "-D", p];
+        args.extend(ARGS);
+        tile_tune(&args)
+    };
+    fails_with(pin("BR"), "`BR`: expected NAME=VALUE, e.g. -D RP=32");
+    fails_with(pin("BR=x"), "`BR=x`: the value of BR must be an integer");
+    fails_with(
+        pin("RP=32"),
+        "-D RP=32: kernel `bias_gelu` has no meta-parameter `RP`",
+    );
+    fails_with(
+        pin("BR=5"),
+        "-D BR=5: no configuration of kernel `bias_gelu` has these values",
+    );
+    let (ok, err) = pin("BR=16");
+    assert!(
+        !ok && !err.contains("-D") && !err.contains("panicked"),
+        "{err}"
+    );
+    if tile_runtime::Device::gpu_unavailable_reason().is_some() {
+        assert!(err.contains("tile-tune needs a GPU"), "{err}");
+    }
+}

@@ -86,6 +86,23 @@ struct Args {
     /// Cache file (default: $XDG_CACHE_HOME/tile/autotune-v1.json).
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Hold a meta-parameter (or warps, stages, ctas) at a value, as
+    /// `tilec build -D`: the other configs are left out (for one that changes
+    /// what the kernel computes, e.g. a padded size that must cover an
+    /// argument).
+    #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = parse_pin)]
+    pins: Vec<(String, i64)>,
+}
+
+fn parse_pin(s: &str) -> Result<(String, i64), String> {
+    let (n, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=VALUE, e.g. -D RP=32"))?;
+    let v = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: the value of {n} must be an integer"))?;
+    Ok((n.trim().to_string(), v))
 }
 
 /// One `--grid` value: its axes. A type of its own because clap reads an
@@ -163,6 +180,7 @@ fn requests(args: &Args, pack: &Pack) -> Result<Vec<ArgTuneRequest>> {
         req.bytes = args.bytes.clone().or(req.bytes);
         req.flops = args.flops.clone().or(req.flops);
         req.seed = args.seed;
+        req.pins = args.pins.clone();
         out.push(req);
     }
     Ok(out)

@@ -281,6 +281,12 @@ pub struct ArgTuneRequest {
     pub flops: Option<String>,
     /// Seed of the random buffers (as `tilec run --seed`).
     pub seed: u64,
+    /// Meta-parameters (or `warps`, `stages`, `ctas`) held at a value
+    /// (`tile-tune -D RP=32`): the other configs are left out, neither
+    /// checked nor timed. For a meta-parameter that changes what the kernel
+    /// computes (a padded size that must cover an argument), which would
+    /// otherwise make the first config a wrong reference for the others.
+    pub pins: Vec<(String, i64)>,
 }
 
 /// Buffer elements up to which the full problem also serves as the check
@@ -309,6 +315,9 @@ pub struct ArgTunePlan {
     pub bytes_from: String,
     pub flops: Option<f64>,
     pub seed: u64,
+    /// [`ArgTuneRequest::pins`]; also in `key_values` (as `-D NAME`), so a
+    /// pinned tuning is cached apart from the unpinned one.
+    pub pins: Vec<(String, i64)>,
 }
 
 /// Validate `req` against `pack` (no GPU needed): unknown kernel, parameter
@@ -399,6 +408,30 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
         };
         key_values.push((n, v));
     }
+    for (n, v) in &req.pins {
+        if !packed.variants.iter().any(|x| x.config.value(n).is_some()) {
+            let names: Vec<&str> = packed.variants[0]
+                .config
+                .meta
+                .iter()
+                .map(|(m, _)| m.as_str())
+                .collect();
+            bail!(
+                "-D {n}={v}: kernel `{}` has no meta-parameter `{n}` (it has {}, warps, and stages or ctas where its tune block lists them)",
+                req.kernel,
+                names.join(", ")
+            );
+        }
+        key_values.push((format!("-D {n}"), *v));
+    }
+    if !packed.variants.iter().any(|x| pinned(&x.config, &req.pins)) {
+        let pins: Vec<String> = req.pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        bail!(
+            "-D {}: no configuration of kernel `{}` has these values together (its tune block lists them)",
+            pins.join(" -D "),
+            req.kernel
+        );
+    }
     let (bytes, bytes_from) = match &req.bytes {
         Some(e) => (full.eval(e).context("--bytes")?, format!("--bytes {e}")),
         None => (
@@ -422,7 +455,13 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
         bytes_from,
         flops,
         seed: req.seed,
+        pins: req.pins.clone(),
     })
+}
+
+/// Whether `config` has every pinned value.
+fn pinned(config: &Config, pins: &[(String, i64)]) -> bool {
+    pins.iter().all(|(n, v)| config.value(n) == Some(*v))
 }
 
 /// Tune `plan`'s kernel on `dev`: from the cache when it knows the key (no
@@ -466,7 +505,17 @@ pub fn tune_args(
             let args = full.args();
             dev.launch(k, launch_grid(k, plan.grid.as_deref(), &args)?, &args)
         },
-        &mut |k, cfg| checker.check(dev, pack, plan, k, cfg),
+        &mut |k, cfg| {
+            if !pinned(cfg, &plan.pins) {
+                let pins: Vec<String> = plan
+                    .pins
+                    .iter()
+                    .map(|(n, v)| format!("-D {n}={v}"))
+                    .collect();
+                return Err(format!("left out by {}", pins.join(" ")));
+            }
+            checker.check(dev, pack, plan, k, cfg)
+        },
     )?)
 }
 

@@ -116,6 +116,60 @@ fn configs_the_check_rejects_are_not_timed_and_say_why() {
     assert_eq!(describe(&tuned.entry.best), "BLOCK=64, S=1, warps=4");
 }
 
+/// `-D S=2` makes the configs that compute `2·x` the reference: the S = 1
+/// ones are left out (not checked against them, not timed), and the pinned
+/// tuning is cached apart from the unpinned one. A pin that names no
+/// meta-parameter, or a value no config has, is refused before any buffer.
+#[test]
+fn pinned_meta_parameters_leave_the_other_configs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = SourceFile::new("scale.tile", SCALE);
+    let pack = pack_of(dir.path(), "scale", &src);
+    let mut req = request("scale", &["x=rand:1000", "y=nan:1000", "n=1000"]);
+    req.pins = vec![("S".into(), 2)];
+    let plan = plan_args(&pack, &req).unwrap();
+    assert!(
+        plan.key_values.contains(&("-D S".to_string(), 2)),
+        "{:?}",
+        plan.key_values
+    );
+    let tuner = quick_tuner(dir.path());
+    let tuned = tune_args(&Device::cpu(), &pack, &plan, &tuner).unwrap();
+    assert_eq!(describe(&tuned.entry.best), "BLOCK=64, S=2, warps=4");
+    for t in &tuned.entry.trials {
+        let why = t.result.clone().err().unwrap_or_default();
+        match (t.config.value("BLOCK"), t.config.value("S")) {
+            (_, Some(1)) => assert_eq!(why, "left out by -D S=2"),
+            (Some(64), Some(2)) => assert!(t.result.is_ok(), "{why}"),
+            _ => assert!(why.contains("does not write all of it"), "{why}"),
+        }
+    }
+    // The unpinned request is another key: tuned afresh, S = 1 wins.
+    req.pins.clear();
+    let plan = plan_args(&pack, &req).unwrap();
+    let unpinned = tune_args(&Device::cpu(), &pack, &plan, &tuner).unwrap();
+    assert!(!unpinned.from_cache);
+    assert_eq!(describe(&unpinned.entry.best), "BLOCK=64, S=1, warps=4");
+    for (pins, want) in [
+        (
+            vec![("T".to_string(), 2)],
+            "-D T=2: kernel `scale` has no meta-parameter `T` (it has BLOCK, S",
+        ),
+        (
+            vec![("S".to_string(), 3)],
+            "-D S=3: no configuration of kernel `scale` has these values",
+        ),
+        (
+            vec![("BLOCK".to_string(), 16), ("S".to_string(), 3)],
+            "-D BLOCK=16 -D S=3: no configuration",
+        ),
+    ] {
+        req.pins = pins;
+        let e = format!("{:#}", plan_args(&pack, &req).unwrap_err());
+        assert!(e.contains(want), "{e}");
+    }
+}
+
 #[test]
 fn bad_requests_are_refused_with_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
