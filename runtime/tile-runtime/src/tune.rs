@@ -425,10 +425,9 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
         key_values.push((format!("-D {n}"), *v));
     }
     if !packed.variants.iter().any(|x| pinned(&x.config, &req.pins)) {
-        let pins: Vec<String> = req.pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
         bail!(
-            "-D {}: no configuration of kernel `{}` has these values together (its tune block lists them)",
-            pins.join(" -D "),
+            "{}: no configuration of kernel `{}` has these values together (its tune block lists them)",
+            describe_pins(&req.pins),
             req.kernel
         );
     }
@@ -462,6 +461,12 @@ pub fn plan_args(pack: &Pack, req: &ArgTuneRequest) -> anyhow::Result<ArgTunePla
 /// Whether `config` has every pinned value.
 fn pinned(config: &Config, pins: &[(String, i64)]) -> bool {
     pins.iter().all(|(n, v)| config.value(n) == Some(*v))
+}
+
+/// The pins as given on the command line: `-D BR=16 -D S=2`.
+fn describe_pins(pins: &[(String, i64)]) -> String {
+    let pins: Vec<String> = pins.iter().map(|(n, v)| format!("-D {n}={v}")).collect();
+    pins.join(" ")
 }
 
 /// Tune `plan`'s kernel on `dev`: from the cache when it knows the key (no
@@ -507,12 +512,7 @@ pub fn tune_args(
         },
         &mut |k, cfg| {
             if !pinned(cfg, &plan.pins) {
-                let pins: Vec<String> = plan
-                    .pins
-                    .iter()
-                    .map(|(n, v)| format!("-D {n}={v}"))
-                    .collect();
-                return Err(format!("left out by {}", pins.join(" ")));
+                return Err(format!("left out by {}", describe_pins(&plan.pins)));
             }
             checker.check(dev, pack, plan, k, cfg)
         },
