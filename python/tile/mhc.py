@@ -192,9 +192,11 @@ class SitePlan:
         L("mhc_pre_bwd", {"N": n, "BC": bc}, warps, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
         dz = alloc(rows * R, "f32", False)
         q = alloc(rows, "f32", False)
-        dalpha_t = alloc(T * 3, "f32", False)
         if self.mixing == "mhc":
-            dm = alloc(T * self.coeffs, "f32", False)
+            # Each program's sums over its tokens of db then dα (backward.rs
+            # GateGrads::shares), one row of coeffs + 3 a program.
+            share_rows = _cdiv(T, self._coeff_tokens())
+            shares = alloc(share_rows * (self.coeffs + 3), "f32", False)
             # Sinkhorn checkpoints every _SINKHORN_SEGMENT iterations, their
             # slots a power of two (backward.rs SINKHORN_SEGMENT, hist_slots).
             checkpoints = _cdiv(max(self.iters, 1), _SINKHORN_SEGMENT)
@@ -210,11 +212,11 @@ class SitePlan:
                 },
                 1,
                 self._coeff_grid(T),
-                [z, r, alpha, b, h, dh, dm, dz, q, dalpha_t, T, K, float(self.eps)],
+                [z, r, alpha, b, h, dh, dz, q, shares, T, K, float(self.eps)],
             )
         else:
-            dm = None
-            L("hc_coeffs_bwd", {"N": n}, 1, (T, 1, 1), [z, r, alpha, dh, dz, q, dalpha_t, self.C])
+            shares = alloc(T * 3, "f32", False)
+            L("hc_coeffs_bwd", {"N": n}, 1, (T, 1, 1), [z, r, alpha, dh, dz, q, shares, self.C])
         # Projection backward: programs share the rows (layer/backward.rs
         # proj_programs, proj_split), about four per SM with the column blocks.
         rp = _padded_rows(R)
@@ -244,32 +246,38 @@ class SitePlan:
         )
         dproj, dalpha, db = grads
         self.sum_rows(L, alloc, part, programs, R * K, dproj, accumulate)
-        self.sum_rows(L, alloc, dm if dm is not None else dh, T, self.coeffs, db, accumulate)
-        self.sum_rows(L, alloc, dalpha_t, T, 3, dalpha, accumulate)
+        if self.mixing == "mhc":
+            # db and dα from the shares in one sum (backward.rs reduce_grads).
+            self.sum_rows(L, alloc, shares, share_rows, self.coeffs + 3, db, accumulate, rest=dalpha, split=self.coeffs)
+        else:
+            self.sum_rows(L, alloc, dh, T, self.coeffs, db, accumulate)
+            self.sum_rows(L, alloc, shares, T, 3, dalpha, accumulate)
 
-    def sum_rows(self, L, alloc, src, p, l, dst, accumulate=True):
+    def sum_rows(self, L, alloc, src, p, l, dst, accumulate=True, rest=None, split=None):
         """``dst[j] += Σ_i src[i, j]`` (``=`` with ``accumulate=False``) in a
-        fixed order (two stages for many rows)."""
+        fixed order (two stages for many rows). With ``rest``, the first
+        ``split`` columns go to ``dst`` and the others to ``rest``."""
 
+        split = l if split is None else split
         # Narrow sums take 32 columns and 32 rows a step (layer/backward.rs sum_rows).
         bl, bp = (32, 32) if l <= 32 else (256, 8)
 
-        def launch(s, d, p, splits, add):
+        def launch(s, d, d2, split, p, splits, add):
             L(
                 "mhc_sum_rows",
                 {"BL": bl, "BP": bp},
                 4,
                 (_cdiv(l, bl), splits, 1),
-                [s, d, p, l, _cdiv(p, splits), int(add)],
+                [s, d, d2, p, l, split, _cdiv(p, splits), int(add)],
             )
 
-        if p > 1024:
+        # Two stages above 256 rows (backward.rs SPLIT_ROWS).
+        if p > 256:
             splits = _cdiv(p, 256)
             stage = alloc(splits * l, "f32", False)
-            launch(src, stage, p, splits, False)
-            launch(stage, dst, splits, 1, accumulate)
-        else:
-            launch(src, dst, p, 1, accumulate)
+            launch(src, stage, stage, l, p, splits, False)
+            src, p = stage, splits
+        launch(src, dst, rest if rest is not None else dst, split, p, 1, accumulate)
 
     # ---- initialisation -----------------------------------------------------
 

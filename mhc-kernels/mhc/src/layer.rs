@@ -108,14 +108,16 @@ pub struct Saved {
     pub h: Buffer,
 }
 
-/// Per-token gradients from the gates' backward (f32): of the projection
-/// outputs dz, the RMSNorm term q = dr·r³/K, the token's share of dα, and
-/// (mHC) dm = ∂L/∂m, the bias gradient per token.
+/// Gradients from the gates' backward (f32): per row of the projection its
+/// outputs' dz and the RMSNorm term q = dr·r³/K; and `shares`, the parts of
+/// the gates' parameter gradients that [`Layer::reduce_grads`] sums — mHC:
+/// `[programs, coeffs + 3]`, each `mhc_coeffs_bwd` program's sums over its
+/// tokens of db (= dm = ∂L/∂m) then of dα; HC: `[t, 3]`, each token's dα
+/// (db is dh summed over tokens).
 pub struct GateGrads {
     pub dz: Buffer,
     pub q: Buffer,
-    pub dalpha: Buffer,
-    pub dm: Option<Buffer>,
+    pub shares: Buffer,
 }
 
 /// Errors of the layer: bad shapes or a failing kernel.

@@ -132,12 +132,16 @@ impl Layer {
         Ok(GateGrads {
             dz: dev.alloc_output(Scalar::F32, rows * cfg.proj_rows())?,
             q: dev.alloc_output(Scalar::F32, rows)?,
-            dalpha: dev.alloc_output(Scalar::F32, t * 3)?,
-            dm: match cfg.mixing {
-                Mixing::Mhc => Some(dev.alloc_output(Scalar::F32, t * cfg.coeffs())?),
-                Mixing::Hc => None,
-            },
+            shares: dev.alloc_output(Scalar::F32, self.share_len(t))?,
         })
+    }
+
+    /// Length of [`GateGrads::shares`] at `t` tokens.
+    fn share_len(&self, t: usize) -> usize {
+        match self.cfg.mixing {
+            Mixing::Mhc => cdiv(t, self.coeff_tokens()) * (self.cfg.coeffs() + 3),
+            Mixing::Hc => t * 3,
+        }
     }
 
     /// Kernel `mhc_coeffs_bwd` (Sinkhorn-Knopp backward, recomputed on chip) or
@@ -157,9 +161,12 @@ impl Layer {
     ) -> Result<()> {
         let (t, cfg) = (saved.t, &self.cfg);
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
-        self.check("dalpha", &g.dalpha, Scalar::F32, t * 3)?;
-        match &g.dm {
-            Some(dm) => self.kernels.mhc_coeffs_bwd(
+        let rows = t * cfg.rows_per_token();
+        self.check("dz", &g.dz, Scalar::F32, rows * cfg.proj_rows())?;
+        self.check("q", &g.q, Scalar::F32, rows)?;
+        self.check("shares", &g.shares, Scalar::F32, self.share_len(t))?;
+        match cfg.mixing {
+            Mixing::Mhc => self.kernels.mhc_coeffs_bwd(
                 k::MhcCoeffsBwdMeta {
                     N: self.n(),
                     BT: self.coeff_tokens() as i64,
@@ -176,16 +183,15 @@ impl Layer {
                     b: &p.b,
                     h: &saved.h,
                     dh,
-                    dm,
                     dz: &g.dz,
                     q: &g.q,
-                    dalpha: &g.dalpha,
+                    part: &g.shares,
                     T: t as i32,
                     K: cfg.proj_cols() as i32,
                     eps: cfg.eps,
                 },
             )?,
-            None => self.kernels.hc_coeffs_bwd(
+            Mixing::Hc => self.kernels.hc_coeffs_bwd(
                 k::HcCoeffsBwdMeta { N: self.n() },
                 1,
                 grid1(t),
@@ -196,7 +202,7 @@ impl Layer {
                     dh,
                     dz: &g.dz,
                     q: &g.q,
-                    dalpha: &g.dalpha,
+                    dalpha: &g.shares,
                     C: cfg.c as i32,
                 },
             )?,
@@ -247,7 +253,7 @@ impl Layer {
             )));
         }
         self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
-        self.check_streams("g_x", g_x, g.dalpha.len() / 3)?;
+        self.check_streams("g_x", g_x, rows / cfg.rows_per_token())?;
         self.check("proj", &p.proj, Scalar::F32, pr * pc)?;
         let rp = padded_rows(pr);
         // All three written whole by the split (padding as zeros).
@@ -303,7 +309,7 @@ impl Layer {
 
     /// The parameter gradients summed over tokens (kernel `mhc_sum_rows`, fixed
     /// order) and added to `grads`: the projection's from the partials, the
-    /// biases' from dm (mHC) or dh (HC), α's from the per-token shares.
+    /// biases' and α's from the shares in one sum (mHC), HC's biases' from dh.
     pub fn reduce_grads(
         &self,
         g: &GateGrads,
@@ -312,15 +318,26 @@ impl Layer {
         grads: &mut Grads,
     ) -> Result<()> {
         let cfg = &self.cfg;
-        let t = g.dalpha.len() / 3;
+        let t = g.q.len() / cfg.rows_per_token();
+        self.check("shares", &g.shares, Scalar::F32, self.share_len(t))?;
         self.sum_rows(
             &part.0,
             part.1,
             cfg.proj_rows() * cfg.proj_cols(),
             &mut grads.proj,
         )?;
-        self.sum_rows(g.dm.as_ref().unwrap_or(dh), t, cfg.coeffs(), &mut grads.b)?;
-        self.sum_rows(&g.dalpha, t, 3, &mut grads.alpha)
+        match cfg.mixing {
+            Mixing::Mhc => {
+                let l = cfg.coeffs() + 3;
+                let p = g.shares.len() / l;
+                self.sum_rows_into(&g.shares, p, l, &mut grads.b, Some(&mut grads.alpha))
+            }
+            Mixing::Hc => {
+                self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
+                self.sum_rows(dh, t, cfg.coeffs(), &mut grads.b)?;
+                self.sum_rows(&g.shares, t, 3, &mut grads.alpha)
+            }
+        }
     }
 
     /// How many programs share the projection backward's rows (each writes
@@ -335,11 +352,38 @@ impl Layer {
 
     /// `dst[l] += Σ_p src[p, l]`, in a fixed order (two stages for many rows).
     pub fn sum_rows(&self, src: &Buffer, p: usize, l: usize, dst: &mut Buffer) -> Result<()> {
+        self.sum_rows_into(src, p, l, dst, None)
+    }
+
+    /// [`Layer::sum_rows`] into two parameters: the first `dst.len()` of the
+    /// `l` columns into `dst`, the others into `rest`.
+    pub fn sum_rows_into(
+        &self,
+        src: &Buffer,
+        p: usize,
+        l: usize,
+        dst: &mut Buffer,
+        rest: Option<&mut Buffer>,
+    ) -> Result<()> {
+        let split = if rest.is_some() { dst.len() } else { l };
+        if split > l || rest.as_ref().is_some_and(|r| r.len() != l - split) {
+            return Err(LayerError::Shape(format!(
+                "sums of {l} columns into {split} and {} values",
+                rest.as_ref().map_or(0, |r| r.len())
+            )));
+        }
+        self.check("src", src, Scalar::F32, p * l)?;
         // Narrow sums (the biases' and α's) take 32 columns and 32 rows a
         // step: a 256-column tile would leave most lanes masked off and
         // walk the rows 8 at a time.
         let (bl, bp) = if l <= 32 { (32, 32) } else { (256, 8) };
-        let launch = |src: &Buffer, dst: &Buffer, p: usize, splits: usize, accumulate: bool| {
+        let launch = |src: &Buffer,
+                      dst: &Buffer,
+                      dst2: &Buffer,
+                      split: usize,
+                      p: usize,
+                      splits: usize,
+                      accumulate: bool| {
             self.kernels.mhc_sum_rows(
                 k::MhcSumRowsMeta {
                     BL: bl as i64,
@@ -350,24 +394,37 @@ impl Layer {
                 k::MhcSumRows {
                     src,
                     dst,
+                    dst2,
                     P: p as i32,
                     L: l as i32,
+                    split: split as i32,
                     rows_per_split: cdiv(p, splits) as i32,
                     accumulate: accumulate as i32,
                 },
             )
         };
-        if p > 1024 {
-            let splits = cdiv(p, 256);
+        // One program walks a split's rows one step after another, so more
+        // than SPLIT_ROWS rows (8 steps of the narrow tile) take two stages.
+        let staged = if p > SPLIT_ROWS {
+            let splits = cdiv(p, SPLIT_ROWS);
             let stage = self.device().alloc_output(Scalar::F32, splits * l)?;
-            launch(src, &stage, p, splits, false)?;
-            launch(&stage, dst, splits, 1, true)?;
+            launch(src, &stage, &stage, l, p, splits, false)?;
+            Some((stage, splits))
         } else {
-            launch(src, dst, p, 1, true)?;
-        }
+            None
+        };
+        let (src, p) = staged.as_ref().map_or((src, p), |(s, n)| (s, *n));
+        let dst2: &Buffer = match &rest {
+            Some(r) => r,
+            None => dst,
+        };
+        launch(src, dst, dst2, split, p, 1, true)?;
         Ok(())
     }
 }
+
+/// Rows a program of `mhc_sum_rows` sums in the first of two stages.
+const SPLIT_ROWS: usize = 256;
 
 /// `mhc_proj_bwd_split`'s rows a program (of dz) and columns a program (of
 /// the projection).

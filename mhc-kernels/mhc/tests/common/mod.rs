@@ -206,7 +206,9 @@ pub fn site_outputs(run: &Run, g_out: &[f64], g_h: &[f64]) -> Vec<(&'static str,
 /// coefficient; empty for HC). Those sums cancel heavily (e.g. d_alpha[1] =
 /// 2.85 from shares of magnitude 887 at n = 8), so two orders of the same f32
 /// sums differ relative to these magnitudes, not to the result. `dh` is the
-/// run's full ∂L/∂H (site_outputs' "dh").
+/// run's full ∂L/∂H (site_outputs' "dh"). The kernels sum a program's tokens
+/// before anything leaves the chip, so each token's share comes from the
+/// gates' backward of a one-token site (its sums are its shares).
 pub fn gate_share_magnitudes(run: &Run, dh: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let (dev, t) = (run.dev(), run.site.t);
     let mut saved = nan_saved(&run.layer, t);
@@ -214,21 +216,50 @@ pub fn gate_share_magnitudes(run: &Run, dh: &[f64]) -> (Vec<f64>, Vec<f64>) {
     run.layer
         .pre_into(&run.p, &run.x, &mut saved, &mut h_in)
         .unwrap();
-    let dh: Vec<f32> = dh.iter().map(|&v| v as f32).collect();
-    let dh = dev.upload(&dh).unwrap();
-    let g = run.layer.gates_backward(&run.p, &saved, &dh).unwrap();
-    let per_token = |v: &[f64], k: usize| {
-        let mut m = vec![0.0; k];
-        for (i, x) in v.iter().enumerate() {
-            m[i % k] += x.abs();
+    let (z, r, h) = (
+        download(dev, &saved.z),
+        download(dev, &saved.r),
+        download(dev, &saved.h),
+    );
+    let up = |v: &[f64]| {
+        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        dev.upload(&v).unwrap()
+    };
+    fn token(v: &[f64], t: usize, k: usize) -> &[f64] {
+        let l = v.len() / t;
+        &v[k * l..(k + 1) * l]
+    }
+    let coeffs = dh.len() / t;
+    let mut alpha = vec![0.0; 3];
+    let mut b = vec![
+        0.0;
+        if run.site.kind == Mixing::Mhc {
+            coeffs
+        } else {
+            0
         }
-        m
-    };
-    let alpha = per_token(&download(dev, &g.dalpha), 3);
-    let b = match &g.dm {
-        Some(dm) => per_token(&download(dev, dm), dh.len() / t),
-        None => Vec::new(),
-    };
+    ];
+    for k in 0..t {
+        let one = Saved {
+            t: 1,
+            z: up(token(&z, t, k)),
+            r: up(token(&r, t, k)),
+            h: up(token(&h, t, k)),
+        };
+        let g = run
+            .layer
+            .gates_backward(&run.p, &one, &up(token(dh, t, k)))
+            .unwrap();
+        // mHC: [db | dα] of the token's program; HC: the token's dα.
+        let shares = download(dev, &g.shares);
+        let (db, da) = shares.split_at(shares.len() - 3);
+        for (m, v) in b.iter_mut().zip(db) {
+            *m += v.abs();
+        }
+        for (m, v) in alpha.iter_mut().zip(da) {
+            *m += v.abs();
+        }
+    }
     (alpha, b)
 }
 
