@@ -39,10 +39,10 @@ __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 RES_DIAG = 4.0
 _APPLY_BC = 1024
 # Tiles of the backward kernels (layer/backward.rs POST_BWD_TILE,
-# PRE_BWD_TILE: (columns, warps); SPLIT_TILE: (rows, columns)).
+# PRE_BWD_TILE: (columns, warps); PHI_SPLIT_COLUMNS).
 _POST_BWD_TILE = (256, 1)
 _PRE_BWD_TILE = (256, 4)
-_SPLIT_TILE = (32, 32)
+_PHI_SPLIT_COLUMNS = 8
 _SINKHORN_SEGMENT = 2
 
 
@@ -190,7 +190,14 @@ class SitePlan:
         rows = T * self.rows_per_token
         bc, warps = _PRE_BWD_TILE
         L("mhc_pre_bwd", {"N": n, "BC": bc}, warps, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
-        dz = alloc(rows * R, "f32", False)
+        rp = _padded_rows(R)
+        # dz and the projection as bf16 parts (backward.rs GateGrads), written
+        # by the gates' backward, whose programs after the token ones split
+        # the projection, _PHI_SPLIT_COLUMNS columns each.
+        dzt = alloc(2 * rp * rows, "bf16", False)
+        dz2 = alloc(2 * rp * rows, "bf16", False)
+        phi3 = alloc(3 * rp * K, "bf16", False)
+        phi_programs = _cdiv(K, _PHI_SPLIT_COLUMNS)
         q = alloc(rows, "f32", False)
         if self.mixing == "mhc":
             # Each program's sums over its tokens of db then dα (backward.rs
@@ -209,34 +216,30 @@ class SitePlan:
                     "ITERS": self.iters,
                     "SEG": _SINKHORN_SEGMENT,
                     "HIST": hist,
+                    "RP": rp,
+                    "BK": _PHI_SPLIT_COLUMNS,
                 },
                 1,
-                self._coeff_grid(T),
-                [z, r, alpha, b, h, dh, dz, q, shares, T, K, float(self.eps)],
+                (share_rows + phi_programs, 1, 1),
+                [z, r, alpha, b, h, dh, proj, q, shares, dz2, dzt, phi3, T, K, float(self.eps)],
             )
         else:
             shares = alloc(T * 3, "f32", False)
-            L("hc_coeffs_bwd", {"N": n}, 1, (T, 1, 1), [z, r, alpha, dh, dz, q, shares, self.C])
+            L(
+                "hc_coeffs_bwd",
+                {"N": n, "RP": rp, "BK": _PHI_SPLIT_COLUMNS},
+                1,
+                (T + phi_programs, 1, 1),
+                [z, r, alpha, dh, proj, q, shares, dz2, dzt, phi3, rows, self.C],
+            )
         # Projection backward: programs share the rows (layer/backward.rs
         # proj_programs, proj_split), about four per SM with the column blocks.
-        rp = _padded_rows(R)
         # layer/backward.rs proj_bwd_tile: smaller tiles at 128 padded rows.
         bt, bk = (32, 16) if rp >= 128 else (64, 64)
         programs = max(1, min(_cdiv(4 * sms, _cdiv(K, bk)), _cdiv(rows, bt)))
         group = _cdiv(_cdiv(rows, programs), bt) * bt
         programs = _cdiv(rows, group)
         part = alloc(programs * R * K, "f32", False)
-        dzt = alloc(2 * rp * rows, "bf16", False)
-        dz2 = alloc(2 * rp * rows, "bf16", False)
-        phi3 = alloc(3 * rp * K, "bf16", False)
-        sbt, sbk = _SPLIT_TILE
-        L(
-            "mhc_proj_bwd_split",
-            {"RP": rp, "BT": sbt, "BK": sbk},
-            4,
-            (_cdiv(rows, sbt) + _cdiv(K, sbk), 1, 1),
-            [dz, proj, dzt, dz2, phi3, rows, K, R],
-        )
         L(
             "mhc_proj_bwd",
             {"RP": rp, "BT": bt, "BK": bk},

@@ -99,6 +99,10 @@ fn sinkhorn_iterations_have_no_barrier() {
             let bars = |iters: i64| {
                 let mut meta = vec![("N", n), ("BT", 32 / n), ("ITERS", iters)];
                 meta.extend_from_slice(extra);
+                if kernel == "mhc_coeffs_bwd" {
+                    // The projection's rows n² + 2n, padded (dz's bf16 parts).
+                    meta.push(("RP", [16, 32, 128][n.ilog2() as usize - 1]));
+                }
                 let ptx = common::file_ptx("mhc-kernels/kernels/mhc/mhc.tile", kernel, &meta, 1);
                 ptx.lines().filter(|l| l.contains("bar.sync")).count()
             };

@@ -108,14 +108,19 @@ pub struct Saved {
     pub h: Buffer,
 }
 
-/// Gradients from the gates' backward (f32): per row of the projection its
-/// outputs' dz and the RMSNorm term q = dr·r³/K; and `shares`, the parts of
-/// the gates' parameter gradients that [`Layer::reduce_grads`] sums — mHC:
-/// `[programs, coeffs + 3]`, each `mhc_coeffs_bwd` program's sums over its
-/// tokens of db (= dm = ∂L/∂m) then of dα; HC: `[t, 3]`, each token's dα
-/// (db is dh summed over tokens).
+/// Gradients from the gates' backward: per row of the projection its
+/// outputs' dz as bf16 high and low parts, `dz2` `[rows, 2·RP]` = [hi | lo]
+/// and `dzt` = dz2ᵀ (RP the projection's rows padded: 16, 32 or 128), and
+/// the RMSNorm term q = dr·r³/K (f32); the projection as bf16 parts, `phi3`
+/// `[3·RP, cols]` = [hi ; hi ; lo] (the layouts `mhc_proj_bwd` reads); and
+/// `shares` (f32), the parts of the gates' parameter gradients that
+/// [`Layer::reduce_grads`] sums — mHC: `[programs, coeffs + 3]`, each
+/// `mhc_coeffs_bwd` program's sums over its tokens of db (= dm = ∂L/∂m) then
+/// of dα; HC: `[t, 3]`, each token's dα (db is dh summed over tokens).
 pub struct GateGrads {
-    pub dz: Buffer,
+    pub dz2: Buffer,
+    pub dzt: Buffer,
+    pub phi3: Buffer,
     pub q: Buffer,
     pub shares: Buffer,
 }

@@ -217,7 +217,7 @@ fn main() -> Result<()> {
             bench(
                 "mhc_proj_bwd",
                 3.0 * stream + coef + proj_bytes,
-                &mut || layer.project_backward_into(&p, &x, &gg, &mut g_x, &mut part),
+                &mut || layer.project_backward_into(&x, &gg, &mut g_x, &mut part),
             )?;
             bench(
                 "reduce (dφ, db, dα)",

@@ -85,7 +85,7 @@ impl Layer {
         self.apply_pre_backward(saved, x, g_h, g_x, dh)?;
         let cg = self.gates_backward(p, saved, dh)?;
         let mut part = self.alloc_partials(saved.t)?;
-        self.project_backward_into(p, x, &cg, g_x, &mut part)?;
+        self.project_backward_into(x, &cg, g_x, &mut part)?;
         self.reduce_grads(&cg, &part, dh, grads)
     }
 
@@ -129,8 +129,12 @@ impl Layer {
         let cfg = &self.cfg;
         let dev = self.device();
         let rows = t * cfg.rows_per_token();
+        let rp = padded_rows(cfg.proj_rows()) as usize;
+        // Written whole by the gates' backward (padding as zeros).
         Ok(GateGrads {
-            dz: dev.alloc_output(Scalar::F32, rows * cfg.proj_rows())?,
+            dz2: dev.alloc_output(Scalar::BF16, 2 * rp * rows)?,
+            dzt: dev.alloc_output(Scalar::BF16, 2 * rp * rows)?,
+            phi3: dev.alloc_output(Scalar::BF16, 3 * rp * cfg.proj_cols())?,
             q: dev.alloc_output(Scalar::F32, rows)?,
             shares: dev.alloc_output(Scalar::F32, self.share_len(t))?,
         })
@@ -162,8 +166,23 @@ impl Layer {
         let (t, cfg) = (saved.t, &self.cfg);
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
         let rows = t * cfg.rows_per_token();
-        self.check("dz", &g.dz, Scalar::F32, rows * cfg.proj_rows())?;
+        let rp = padded_rows(cfg.proj_rows());
+        self.check("dz2", &g.dz2, Scalar::BF16, 2 * rp as usize * rows)?;
+        self.check("dzt", &g.dzt, Scalar::BF16, 2 * rp as usize * rows)?;
+        self.check(
+            "phi3",
+            &g.phi3,
+            Scalar::BF16,
+            3 * rp as usize * cfg.proj_cols(),
+        )?;
+        self.check(
+            "proj",
+            &p.proj,
+            Scalar::F32,
+            cfg.proj_rows() * cfg.proj_cols(),
+        )?;
         self.check("q", &g.q, Scalar::F32, rows)?;
+        let phi_programs = cdiv(cfg.proj_cols(), PHI_SPLIT_COLUMNS as usize);
         self.check("shares", &g.shares, Scalar::F32, self.share_len(t))?;
         match cfg.mixing {
             Mixing::Mhc => self.kernels.mhc_coeffs_bwd(
@@ -173,9 +192,11 @@ impl Layer {
                     ITERS: cfg.iters as i64,
                     SEG: SINKHORN_SEGMENT,
                     HIST: hist_slots(cfg.iters),
+                    RP: rp,
+                    BK: PHI_SPLIT_COLUMNS,
                 },
                 1,
-                self.coeff_grid(t),
+                grid1(cdiv(t, self.coeff_tokens()) + phi_programs),
                 k::MhcCoeffsBwd {
                     z: &saved.z,
                     r: &saved.r,
@@ -183,26 +204,37 @@ impl Layer {
                     b: &p.b,
                     h: &saved.h,
                     dh,
-                    dz: &g.dz,
+                    phi: &p.proj,
                     q: &g.q,
                     part: &g.shares,
+                    dz2: &g.dz2,
+                    dzt: &g.dzt,
+                    phi3: &g.phi3,
                     T: t as i32,
                     K: cfg.proj_cols() as i32,
                     eps: cfg.eps,
                 },
             )?,
             Mixing::Hc => self.kernels.hc_coeffs_bwd(
-                k::HcCoeffsBwdMeta { N: self.n() },
+                k::HcCoeffsBwdMeta {
+                    N: self.n(),
+                    RP: rp,
+                    BK: PHI_SPLIT_COLUMNS,
+                },
                 1,
-                grid1(t),
+                grid1(t + phi_programs),
                 k::HcCoeffsBwd {
                     z: &saved.z,
                     r: &saved.r,
                     alpha: &p.alpha,
                     dh,
-                    dz: &g.dz,
+                    phi: &p.proj,
                     q: &g.q,
                     dalpha: &g.shares,
+                    dz2: &g.dz2,
+                    dzt: &g.dzt,
+                    phi3: &g.phi3,
+                    rows: rows as i32,
                     C: cfg.c as i32,
                 },
             )?,
@@ -229,14 +261,12 @@ impl Layer {
         (group, cdiv(rows, group))
     }
 
-    /// Kernels `mhc_proj_bwd_split` (dz and the projection as bf16 high and
-    /// low parts) and `mhc_proj_bwd` (`projᵀ·dz − q·x` added to `g_x` in
-    /// place, and the per-program partial sums of the projection's gradient
-    /// into `part`, from [`Layer::alloc_partials`], which
-    /// [`Layer::reduce_grads`] sums).
+    /// Kernel `mhc_proj_bwd`: `projᵀ·dz − q·x` added to `g_x` in place, and
+    /// the per-program partial sums of the projection's gradient into `part`,
+    /// from [`Layer::alloc_partials`], which [`Layer::reduce_grads`] sums; dz
+    /// and the projection come as bf16 parts from the gates' backward.
     pub fn project_backward_into(
         &self,
-        p: &Params,
         x: &Buffer,
         g: &GateGrads,
         g_x: &mut Buffer,
@@ -254,33 +284,10 @@ impl Layer {
         }
         self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
         self.check_streams("g_x", g_x, rows / cfg.rows_per_token())?;
-        self.check("proj", &p.proj, Scalar::F32, pr * pc)?;
         let rp = padded_rows(pr);
-        // All three written whole by the split (padding as zeros).
-        let dev = self.device();
-        let dzt = dev.alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
-        let dz2 = dev.alloc_output(Scalar::BF16, 2 * rp as usize * rows)?;
-        let phi3 = dev.alloc_output(Scalar::BF16, 3 * rp as usize * pc)?;
-        let (split_bt, split_bk) = SPLIT_TILE;
-        self.kernels.mhc_proj_bwd_split(
-            k::MhcProjBwdSplitMeta {
-                RP: rp,
-                BT: split_bt as i64,
-                BK: split_bk as i64,
-            },
-            4,
-            grid1(cdiv(rows, split_bt) + cdiv(pc, split_bk)),
-            k::MhcProjBwdSplit {
-                dz: &g.dz,
-                phi: &p.proj,
-                dzt: &dzt,
-                dz2: &dz2,
-                phi3: &phi3,
-                rows: rows as i32,
-                K: pc as i32,
-                R: pr as i32,
-            },
-        )?;
+        self.check("dz2", &g.dz2, Scalar::BF16, 2 * rp as usize * rows)?;
+        self.check("dzt", &g.dzt, Scalar::BF16, 2 * rp as usize * rows)?;
+        self.check("phi3", &g.phi3, Scalar::BF16, 3 * rp as usize * pc)?;
         let (bt, bk) = proj_bwd_tile(rp);
         self.kernels.mhc_proj_bwd(
             k::MhcProjBwdMeta {
@@ -292,9 +299,9 @@ impl Layer {
             [programs as u32, cdiv(pc, bk) as u32, 1],
             k::MhcProjBwd {
                 x,
-                phi3: &phi3,
-                dz2: &dz2,
-                dzt: &dzt,
+                phi3: &g.phi3,
+                dz2: &g.dz2,
+                dzt: &g.dzt,
                 q: &g.q,
                 gx: g_x,
                 part: &part.0,
@@ -426,9 +433,11 @@ impl Layer {
 /// Rows a program of `mhc_sum_rows` sums in the first of two stages.
 const SPLIT_ROWS: usize = 256;
 
-/// `mhc_proj_bwd_split`'s rows a program (of dz) and columns a program (of
-/// the projection).
-const SPLIT_TILE: (usize, usize) = (32, 32);
+/// Columns of the projection a φ-splitting program of the gates' backward
+/// takes: 8 keep those kernels' registers where they were without the
+/// split (32 took `mhc_coeffs_bwd` from 96 to 156 at n = 4 and made it
+/// spill at n = 8; ptxas 12.9, sm_90).
+const PHI_SPLIT_COLUMNS: i64 = 8;
 
 // Tiles of the backward kernels, measured with mhc-bench on the H200 at
 // T ∈ {8192, 65536} × C ∈ {768, 4096}, n = 4 (session 15, docs/BENCHMARKS.md):
