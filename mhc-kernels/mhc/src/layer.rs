@@ -223,6 +223,16 @@ impl Layer {
         Ok(())
     }
 
+    fn check_proj(&self, p: &Params) -> Result<()> {
+        let cfg = &self.cfg;
+        self.check(
+            "proj",
+            &p.proj,
+            Scalar::F32,
+            cfg.proj_rows() * cfg.proj_cols(),
+        )
+    }
+
     fn check_streams(&self, what: &str, b: &Buffer, t: usize) -> Result<()> {
         self.check(what, b, Scalar::BF16, t * self.cfg.n * self.cfg.c)
     }
@@ -321,12 +331,7 @@ impl Layer {
         let t = saved.t;
         let cfg = &self.cfg;
         self.check_streams("x", x, t)?;
-        self.check(
-            "proj",
-            &p.proj,
-            Scalar::F32,
-            cfg.proj_rows() * cfg.proj_cols(),
-        )?;
+        self.check_proj(p)?;
         let rows = t * cfg.rows_per_token();
         let rp = padded_rows(cfg.proj_rows());
         // Both parts are written whole by the split (padding columns as zeros).

@@ -140,6 +140,14 @@ impl Layer {
         })
     }
 
+    /// dz's and the projection's bf16 parts in `g`, for `rows` rows.
+    fn check_parts(&self, g: &GateGrads, rows: usize) -> Result<()> {
+        let rp = padded_rows(self.cfg.proj_rows()) as usize;
+        self.check("dz2", &g.dz2, Scalar::BF16, 2 * rp * rows)?;
+        self.check("dzt", &g.dzt, Scalar::BF16, 2 * rp * rows)?;
+        self.check("phi3", &g.phi3, Scalar::BF16, 3 * rp * self.cfg.proj_cols())
+    }
+
     /// Length of [`GateGrads::shares`] at `t` tokens.
     fn share_len(&self, t: usize) -> usize {
         match self.cfg.mixing {
@@ -167,20 +175,8 @@ impl Layer {
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
         let rows = t * cfg.rows_per_token();
         let rp = padded_rows(cfg.proj_rows());
-        self.check("dz2", &g.dz2, Scalar::BF16, 2 * rp as usize * rows)?;
-        self.check("dzt", &g.dzt, Scalar::BF16, 2 * rp as usize * rows)?;
-        self.check(
-            "phi3",
-            &g.phi3,
-            Scalar::BF16,
-            3 * rp as usize * cfg.proj_cols(),
-        )?;
-        self.check(
-            "proj",
-            &p.proj,
-            Scalar::F32,
-            cfg.proj_rows() * cfg.proj_cols(),
-        )?;
+        self.check_parts(g, rows)?;
+        self.check_proj(p)?;
         self.check("q", &g.q, Scalar::F32, rows)?;
         let phi_programs = cdiv(cfg.proj_cols(), PHI_SPLIT_COLUMNS as usize);
         self.check("shares", &g.shares, Scalar::F32, self.share_len(t))?;
@@ -285,9 +281,7 @@ impl Layer {
         self.check("partials", &part.0, Scalar::F32, programs * pr * pc)?;
         self.check_streams("g_x", g_x, rows / cfg.rows_per_token())?;
         let rp = padded_rows(pr);
-        self.check("dz2", &g.dz2, Scalar::BF16, 2 * rp as usize * rows)?;
-        self.check("dzt", &g.dzt, Scalar::BF16, 2 * rp as usize * rows)?;
-        self.check("phi3", &g.phi3, Scalar::BF16, 3 * rp as usize * pc)?;
+        self.check_parts(g, rows)?;
         let (bt, bk) = proj_bwd_tile(rp);
         self.kernels.mhc_proj_bwd(
             k::MhcProjBwdMeta {
