@@ -110,3 +110,47 @@ fn the_pack_holds_every_configuration_a_site_launches() {
         }
     }
 }
+
+/// A site's backward at the 86M trainer's shape (T = 8192, n = 4, C = 768)
+/// runs 7 kernels: each launch costs the layer a few µs at that size
+/// (BENCHMARKS.md, session 34), so one that comes back is a regression.
+/// A dry run of the CPU device's kernel set records the launches.
+#[test]
+fn a_site_backward_at_the_trainers_shape_is_seven_launches() {
+    use mhc::layer::{Layer, SiteConfig};
+    use tile_runtime::Scalar;
+    let ks = cpu_kernels();
+    let dev = ks.device();
+    let (t, n, c) = (8192, 4, 768);
+    let layer = Layer::new(ks.clone(), SiteConfig::new(Mixing::Mhc, n, c)).unwrap();
+    let p = layer.init_params(1, 0).unwrap();
+    let mut grads = layer.zero_grads().unwrap();
+    let x = dev.alloc(Scalar::BF16, t * n * c).unwrap();
+    let y = dev.alloc(Scalar::BF16, t * c).unwrap();
+    let g_h = dev.alloc(Scalar::BF16, t * c).unwrap();
+    ks.dry_run(true);
+    let (_, saved) = layer.pre(&p, &x, t).unwrap();
+    ks.take_launches();
+    let (mut g_x, _, mut dh) = layer.post_backward(&saved, &x, &y, &x).unwrap();
+    layer
+        .pre_backward(&p, &saved, &x, &g_h, &mut g_x, &mut dh, &mut grads)
+        .unwrap();
+    let names: Vec<String> = ks
+        .take_launches()
+        .iter()
+        .map(|l| l.name.to_string())
+        .collect();
+    ks.dry_run(false);
+    assert_eq!(
+        names,
+        [
+            "mhc_post_bwd",
+            "mhc_pre_bwd",
+            "mhc_coeffs_bwd",
+            "mhc_proj_bwd",
+            "mhc_sum_rows",
+            "mhc_sum_rows",
+            "mhc_sum_rows"
+        ]
+    );
+}
