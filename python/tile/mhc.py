@@ -234,19 +234,36 @@ class SitePlan:
             )
         # Projection backward: programs share the rows (layer/backward.rs
         # proj_programs, proj_split), about four per SM with the column blocks.
-        # layer/backward.rs proj_bwd_tile: smaller tiles at 128 padded rows.
-        bt, bk = (32, 16) if rp >= 128 else (64, 64)
+        # layer/backward.rs PROJ_BWD_TILE.
+        bt, bk = 64, 64
         programs = max(1, min(_cdiv(4 * sms, _cdiv(K, bk)), _cdiv(rows, bt)))
         group = _cdiv(_cdiv(rows, programs), bt) * bt
         programs = _cdiv(rows, group)
         part = alloc(programs * R * K, "f32", False)
-        L(
-            "mhc_proj_bwd",
-            {"RP": rp, "BT": bt, "BK": bk},
-            4,
-            (programs, _cdiv(K, bk), 1),
-            [x, phi3, dz2, dzt, q, gx, part, rows, K, R, group],
-        )
+        if rp >= 128:
+            # n = 8: two kernels (backward.rs project_backward_into).
+            L(
+                "mhc_proj_bwd_dx",
+                {"RP": rp, "BT": bt, "BK": bk},
+                4,
+                (_cdiv(rows, bt), _cdiv(K, bk), 1),
+                [x, phi3, dz2, q, gx, rows, K],
+            )
+            L(
+                "mhc_proj_bwd_dphi",
+                {"RP": rp, "BT": bt, "BK": bk},
+                4,
+                (programs, _cdiv(K, bk), 1),
+                [x, dzt, part, rows, K, R, group],
+            )
+        else:
+            L(
+                "mhc_proj_bwd",
+                {"RP": rp, "BT": bt, "BK": bk},
+                4,
+                (programs, _cdiv(K, bk), 1),
+                [x, phi3, dz2, dzt, q, gx, part, rows, K, R, group],
+            )
         dproj, dalpha, db = grads
         self.sum_rows(L, alloc, part, programs, R * K, dproj, accumulate)
         if self.mixing == "mhc":

@@ -251,13 +251,14 @@ impl Layer {
 
     /// Rows per program and programs of the projection backward.
     fn proj_split(&self, rows: usize) -> (usize, usize) {
-        let tile = proj_bwd_tile(padded_rows(self.cfg.proj_rows()));
+        let tile = PROJ_BWD_TILE;
         let programs = self.proj_programs(rows, tile);
         let group = cdiv(cdiv(rows, programs), tile.0) * tile.0;
         (group, cdiv(rows, group))
     }
 
-    /// Kernel `mhc_proj_bwd`: `projᵀ·dz − q·x` added to `g_x` in place, and
+    /// Kernel `mhc_proj_bwd` (at n = 8 `mhc_proj_bwd_dx`, then
+    /// `mhc_proj_bwd_dphi`): `projᵀ·dz − q·x` added to `g_x` in place, and
     /// the per-program partial sums of the projection's gradient into `part`,
     /// from [`Layer::alloc_partials`], which [`Layer::reduce_grads`] sums; dz
     /// and the projection come as bf16 parts from the gates' backward.
@@ -282,7 +283,48 @@ impl Layer {
         self.check_streams("g_x", g_x, rows / cfg.rows_per_token())?;
         let rp = padded_rows(pr);
         self.check_parts(g, rows)?;
-        let (bt, bk) = proj_bwd_tile(rp);
+        let (bt, bk) = PROJ_BWD_TILE;
+        if rp >= 128 {
+            // n = 8: g_x one tile a program, then the partials' row loop
+            // (the one pass rereads dz for every column block; see the kernels).
+            self.kernels.mhc_proj_bwd_dx(
+                k::MhcProjBwdDxMeta {
+                    RP: rp,
+                    BT: bt as i64,
+                    BK: bk as i64,
+                },
+                4,
+                [cdiv(rows, bt) as u32, cdiv(pc, bk) as u32, 1],
+                k::MhcProjBwdDx {
+                    x,
+                    phi3: &g.phi3,
+                    dz2: &g.dz2,
+                    q: &g.q,
+                    gx: g_x,
+                    rows: rows as i32,
+                    K: pc as i32,
+                },
+            )?;
+            self.kernels.mhc_proj_bwd_dphi(
+                k::MhcProjBwdDphiMeta {
+                    RP: rp,
+                    BT: bt as i64,
+                    BK: bk as i64,
+                },
+                4,
+                [programs as u32, cdiv(pc, bk) as u32, 1],
+                k::MhcProjBwdDphi {
+                    x,
+                    dzt: &g.dzt,
+                    part: &part.0,
+                    rows: rows as i32,
+                    K: pc as i32,
+                    R: pr as i32,
+                    group: group as i32,
+                },
+            )?;
+            return Ok(());
+        }
         self.kernels.mhc_proj_bwd(
             k::MhcProjBwdMeta {
                 RP: rp,
@@ -438,16 +480,10 @@ const PHI_SPLIT_COLUMNS: i64 = 8;
 // the best of 2–6 candidates at every shape but one (post at 8192 × 4096,
 // 2% behind 1024 columns on 4 warps).
 
-/// `mhc_proj_bwd`'s rows a step and columns a program, by the padded rows
-/// of the projection (its tune block; tile-tune, session 33): at 128
-/// (n = 8) smaller tiles, whose pipeline stages fit in shared memory.
-fn proj_bwd_tile(rp: i64) -> (usize, usize) {
-    if rp >= 128 {
-        (32, 16)
-    } else {
-        (64, 64)
-    }
-}
+/// `mhc_proj_bwd`'s rows a step and columns a program (its tune block;
+/// tile-tune, session 33), and at 128 padded rows of the projection (n = 8)
+/// those of `mhc_proj_bwd_dx` and `mhc_proj_bwd_dphi`: 64 × 64 for all.
+const PROJ_BWD_TILE: (usize, usize) = (64, 64);
 
 /// `mhc_post_bwd`'s columns a step and its warps: one warp a token, so
 /// its sums over C cross lanes only (1024 columns on 4 warps: 1.2–1.4×
