@@ -128,7 +128,7 @@ class SitePlan:
                 "mhc_coeffs",
                 {"N": self.n, "BT": self._coeff_tokens(), "ITERS": self.iters},
                 1,
-                self._coeff_grid(T),
+                (self._coeff_programs(T), 1, 1),
                 [z, r, alpha, b, h, T, float(self.eps)],
             )
         else:
@@ -138,8 +138,9 @@ class SitePlan:
         # mhc_coeffs and mhc_coeffs_bwd: 32 / n tokens per program (layer.rs coeff_tokens).
         return 32 // self.n
 
-    def _coeff_grid(self, T):
-        return (_cdiv(T, self._coeff_tokens()), 1, 1)
+    def _coeff_programs(self, T):
+        # mhc_coeffs' programs, mhc_coeffs_bwd's token programs (layer.rs coeff_programs).
+        return _cdiv(T, self._coeff_tokens())
 
     def _apply_tile(self, wide, narrow):
         # 1024 columns when they divide C, else 256 (layer.rs apply_tile).
@@ -202,7 +203,7 @@ class SitePlan:
         if self.mixing == "mhc":
             # Each program's sums over its tokens of db then dα (backward.rs
             # GateGrads::shares), one row of coeffs + 3 a program.
-            share_rows = _cdiv(T, self._coeff_tokens())
+            share_rows = self._coeff_programs(T)
             shares = alloc(share_rows * (self.coeffs + 3), "f32", False)
             # Sinkhorn checkpoints every _SINKHORN_SEGMENT iterations, their
             # slots a power of two (backward.rs SINKHORN_SEGMENT, hist_slots).

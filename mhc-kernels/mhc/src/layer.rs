@@ -384,7 +384,7 @@ impl Layer {
                     ITERS: cfg.iters as i64,
                 },
                 1,
-                self.coeff_grid(t),
+                grid1(self.coeff_programs(t)),
                 k::MhcCoeffs {
                     z: &saved.z,
                     r: &saved.r,
@@ -417,9 +417,11 @@ impl Layer {
         32 / self.cfg.n
     }
 
-    /// Programs of `mhc_coeffs` and `mhc_coeffs_bwd` (their tune blocks' `grid`).
-    pub(crate) fn coeff_grid(&self, t: usize) -> [u32; 3] {
-        grid1(cdiv(t, self.coeff_tokens()))
+    /// Programs of `mhc_coeffs` (its tune block's `grid`), and the token
+    /// programs of `mhc_coeffs_bwd` (the φ-splitting ones follow them), each
+    /// of which writes one row of [`GateGrads::shares`].
+    pub(crate) fn coeff_programs(&self, t: usize) -> usize {
+        cdiv(t, self.coeff_tokens())
     }
 
     fn apply_grid(&self, t: usize, bc: usize) -> [u32; 3] {

@@ -151,7 +151,7 @@ impl Layer {
     /// Length of [`GateGrads::shares`] at `t` tokens.
     fn share_len(&self, t: usize) -> usize {
         match self.cfg.mixing {
-            Mixing::Mhc => cdiv(t, self.coeff_tokens()) * (self.cfg.coeffs() + 3),
+            Mixing::Mhc => self.coeff_programs(t) * (self.cfg.coeffs() + 3),
             Mixing::Hc => t * 3,
         }
     }
@@ -192,7 +192,7 @@ impl Layer {
                     BK: PHI_SPLIT_COLUMNS,
                 },
                 1,
-                grid1(cdiv(t, self.coeff_tokens()) + phi_programs),
+                grid1(self.coeff_programs(t) + phi_programs),
                 k::MhcCoeffsBwd {
                     z: &saved.z,
                     r: &saved.r,
