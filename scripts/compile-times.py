@@ -9,11 +9,16 @@ cache, the whole process, best of --runs. Prints how many take longer than
         [--pack target/packs/dsl-examples.tpack] [--source-dir dsl-examples]
         [--kernels matmul,attention,attention_bwd_dkdv,attention_bwd_dq]
         [--arch sm_90] [--runs 2] [--limit 0.5] [--json out.json]
-        [--ptxas PATH]
+        [--ptxas PATH] [--against TILEC]
 
 With --ptxas, each configuration's PTX also goes through `ptxas -v` for
 its registers and spill bytes (a configuration that spills is a candidate
 to leave out of its tune space: slow to compile and to run).
+
+With --against TILEC (another build of tilec, e.g. main's), each
+configuration is also built by that compiler, the two alternating run by
+run, and each row gives both times: on a shared machine whose build times
+drift by tens of percent, alternating is what makes a before/after fair.
 
 A kernel's source is the .tile file in --source-dir that defines it. The
 pack only lists the configurations (its own compiler does not matter).
@@ -54,6 +59,7 @@ def main():
     ap.add_argument("--limit", type=float, default=0.5)
     ap.add_argument("--json")
     ap.add_argument("--ptxas", help="also report registers and spills (ptxas -v)")
+    ap.add_argument("--against", help="another tilec, timed alternately with --tilec on each configuration")
     a = ap.parse_args()
     wanted = a.kernels.split(",")
     sources = {}
@@ -74,19 +80,26 @@ def main():
         for v in k["variants"]:
             cfg = v["config"]
             defs = [x for m, val in cfg["meta"] for x in ("-D", f"{m}={val}")]
-            cmd = [a.tilec, "build", str(sources[k["name"]]), "--kernel", k["name"], *defs,
-                   "--warps", str(cfg["warps"]), "--arch", a.arch, "-o", str(out)]
-            best = None
+            args = ["build", str(sources[k["name"]]), "--kernel", k["name"], *defs,
+                    "--warps", str(cfg["warps"]), "--arch", a.arch, "-o", str(out)]
+            compilers = [a.against, a.tilec] if a.against else [a.tilec]
+            times = {c: None for c in compilers}
             for _ in range(a.runs):
-                t = time.perf_counter()
-                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                dt = time.perf_counter() - t
-                if r.returncode:
-                    sys.exit(f"compile-times: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-                best = dt if best is None else min(best, dt)
+                # Alternating, so that both see the machine's same drift.
+                for c in compilers:
+                    t = time.perf_counter()
+                    r = subprocess.run([c, *args], env=env, capture_output=True, text=True)
+                    dt = time.perf_counter() - t
+                    if r.returncode:
+                        sys.exit(f"compile-times: {c} {' '.join(args)} failed:\n{r.stderr[-2000:]}")
+                    times[c] = dt if times[c] is None else min(times[c], dt)
+            best = times[a.tilec]
             label = ", ".join(f"{m}={val}" for m, val in cfg["meta"]) + f", warps={cfg['warps']}"
             row = {"kernel": k["name"], "config": label, "seconds": round(best, 4)}
             extra = ""
+            if a.against:
+                row["against_seconds"] = round(times[a.against], 4)
+                extra += f"  (against {times[a.against]:5.2f} s)"
             if a.ptxas:
                 row.update(ptxas_usage(a.ptxas, a.arch, out))
                 extra = f"  {row['registers']:3d} registers, {row['spill_bytes']:5d} spill bytes"
@@ -104,6 +117,10 @@ def main():
     worst = max(rows, key=lambda r: r["seconds"])
     print(f"\n{len(rows)} configurations, {len(over)} over {a.limit} s, slowest {worst['seconds']:.2f} s "
           f"({worst['kernel']} {worst['config']}), sum {sum(r['seconds'] for r in rows):.1f} s")
+    if a.against:
+        base = [r["against_seconds"] for r in rows]
+        print(f"against {a.against}: {sum(b > a.limit for b in base)} over {a.limit} s, "
+              f"slowest {max(base):.2f} s, sum {sum(base):.1f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 
