@@ -82,6 +82,7 @@ def main():
             defs = [x for m, val in cfg["meta"] for x in ("-D", f"{m}={val}")]
             args = ["build", str(sources[k["name"]]), "--kernel", k["name"], *defs,
                     "--warps", str(cfg["warps"]), "--arch", a.arch, "-o", str(out)]
+            # --tilec last, so the PTX left in `out` (for --ptxas) is its own.
             compilers = [a.against, a.tilec] if a.against else [a.tilec]
             times = {c: None for c in compilers}
             for _ in range(a.runs):
@@ -102,7 +103,7 @@ def main():
                 extra += f"  (against {times[a.against]:5.2f} s)"
             if a.ptxas:
                 row.update(ptxas_usage(a.ptxas, a.arch, out))
-                extra = f"  {row['registers']:3d} registers, {row['spill_bytes']:5d} spill bytes"
+                extra += f"  {row['registers']:3d} registers, {row['spill_bytes']:5d} spill bytes"
             rows.append(row)
             print(f"{best:6.2f} s{extra}  {k['name']} {label}", flush=True)
     out.unlink(missing_ok=True)
