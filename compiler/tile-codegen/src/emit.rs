@@ -15,7 +15,7 @@ use melior::ir::{
 use melior::{Context, StringRef};
 use mlir_sys::MlirValue;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::CodegenError;
 
@@ -35,6 +35,9 @@ pub(crate) struct Emitter<'c> {
     consts: HashMap<(String, usize), V>,
     /// The integer constants among them (sign-extended), for folding.
     known: HashMap<usize, i64>,
+    /// Constants whose value is set later ([`placeholder_i32`](Self::placeholder_i32)):
+    /// ops on them stay `arith`, for MLIR's folders to see the final value.
+    placeholders: HashSet<usize>,
 }
 
 impl Drop for Emitter<'_> {
@@ -57,6 +60,7 @@ impl<'c> Emitter<'c> {
             entry: None,
             consts: HashMap::new(),
             known: HashMap::new(),
+            placeholders: HashSet::new(),
         }
     }
 
@@ -237,7 +241,9 @@ impl<'c> Emitter<'c> {
     /// [`set_constant`](Self::set_constant): never shared, never folded.
     pub fn placeholder_i32(&mut self) -> Result<V, CodegenError> {
         let t = self.ty("i32");
-        self.op1("arith.constant", &[], t, &[("value", "0 : i32")])
+        let v = self.op1("arith.constant", &[], t, &[("value", "0 : i32")])?;
+        self.placeholders.insert(v.ptr as usize);
+        Ok(v)
     }
 
     pub fn i32(&mut self, x: i64) -> Result<V, CodegenError> {
@@ -269,12 +275,111 @@ impl<'c> Emitter<'c> {
         self.constant(if x { "true" } else { "false" }, t)
     }
 
+    /// Integer `name(a, b)` (an `arith` op name), folded where MLIR's
+    /// folders would fold it, else emitted as its one-to-one `llvm` op:
+    /// `convert-gpu-to-nvvm` then has nothing to convert, which was half of
+    /// its time on attention (the LLVM IR is the same: the folds here are
+    /// those the pass's greedy rewrite applied to the `arith` ops).
     pub fn binop(&mut self, name: &str, a: V, b: V) -> Result<V, CodegenError> {
         if let Some(v) = self.fold(name, a, b)? {
             return Ok(v);
         }
         let t = self.type_of(a);
-        self.op1(name, &[a, b], t, &[])
+        let llvm = match name {
+            "arith.addi" => "llvm.add",
+            "arith.subi" => "llvm.sub",
+            "arith.muli" => "llvm.mul",
+            "arith.andi" => "llvm.and",
+            "arith.ori" => "llvm.or",
+            "arith.xori" => "llvm.xor",
+            "arith.shli" => "llvm.shl",
+            "arith.shrui" => "llvm.lshr",
+            "arith.shrsi" => "llvm.ashr",
+            _ => name,
+        };
+        // `x ^ -1` (a not) stays `arith.xori`: `scf.if`'s folder turns
+        // `if !c` into `if c` with its branches swapped only for that op.
+        let not = name == "arith.xori" && (self.known(a) == Some(-1) || self.known(b) == Some(-1));
+        if llvm == name || not || self.is_placeholder(a) || self.is_placeholder(b) {
+            let r = self.op1(name, &[a, b], t, &[])?;
+            // Folded to a constant once the placeholder is set: ops on it
+            // stay `arith` too.
+            if self.known_or_placeholder(a) && self.known_or_placeholder(b) {
+                self.placeholders.insert(r.ptr as usize);
+            }
+            return Ok(r);
+        }
+        // MLIR's folder puts a commutative op's constant operand last.
+        let commutative = matches!(
+            name,
+            "arith.addi" | "arith.muli" | "arith.andi" | "arith.ori" | "arith.xori"
+        );
+        let (a, b) = if commutative && self.known(a).is_some() && self.known(b).is_none() {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        self.op1(llvm, &[a, b], t, &[])
+    }
+
+    fn is_placeholder(&self, v: V) -> bool {
+        self.placeholders.contains(&(v.ptr as usize))
+    }
+
+    fn known_or_placeholder(&self, v: V) -> bool {
+        self.known(v).is_some() || self.is_placeholder(v)
+    }
+
+    /// The predicate and operands of `v` when an integer comparison made it.
+    fn cmp_of(&self, v: V) -> Option<(i64, V, V)> {
+        // Safety: `v` is a live value of the module under construction.
+        unsafe {
+            if !mlir_sys::mlirValueIsAOpResult(v) {
+                return None;
+            }
+            let op = mlir_sys::mlirOpResultGetOwner(v);
+            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
+            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
+            if name != b"llvm.icmp" && name != b"arith.cmpi" {
+                return None;
+            }
+            let pred =
+                mlir_sys::mlirOperationGetAttributeByName(op, StringRef::new("predicate").to_raw());
+            Some((
+                mlir_sys::mlirIntegerAttrGetValueInt(pred),
+                mlir_sys::mlirOperationGetOperand(op, 0),
+                mlir_sys::mlirOperationGetOperand(op, 1),
+            ))
+        }
+    }
+
+    /// The name and operands of the op that defines `v` (none for a block
+    /// argument).
+    fn def_of(&self, v: V) -> Option<(&'static str, V, V)> {
+        // Safety: `v` is a live value of the module under construction.
+        unsafe {
+            if !mlir_sys::mlirValueIsAOpResult(v) {
+                return None;
+            }
+            let op = mlir_sys::mlirOpResultGetOwner(v);
+            if mlir_sys::mlirOperationGetNumOperands(op) != 2 {
+                return None;
+            }
+            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
+            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
+            let name = match name {
+                b"llvm.add" | b"arith.addi" => "add",
+                b"llvm.sub" | b"arith.subi" => "sub",
+                b"llvm.xor" | b"arith.xori" => "xor",
+                b"llvm.and" | b"arith.andi" => "and",
+                _ => return None,
+            };
+            Some((
+                name,
+                mlir_sys::mlirOperationGetOperand(op, 0),
+                mlir_sys::mlirOperationGetOperand(op, 1),
+            ))
+        }
     }
 
     /// `name(a, b)` without an op where an operand is a known identity or
@@ -282,7 +387,7 @@ impl<'c> Emitter<'c> {
     fn fold(&mut self, name: &str, a: V, b: V) -> Result<Option<V>, CodegenError> {
         let (ka, kb) = (self.known(a), self.known(b));
         if ka.is_none() && kb.is_none() {
-            return Ok(None);
+            return self.fold_structural(name, a, b);
         }
         let t = self.type_of(a);
         let bits = if t == self.ty("i32") {
@@ -315,7 +420,7 @@ impl<'c> Emitter<'c> {
             return Ok(Some(v));
         }
         let ones = -1;
-        Ok(match (name, ka, kb) {
+        let identity = match (name, ka, kb) {
             ("arith.addi" | "arith.ori" | "arith.xori", Some(0), _) => Some(b),
             ("arith.addi" | "arith.subi" | "arith.ori" | "arith.xori", _, Some(0)) => Some(a),
             ("arith.shli" | "arith.shrui" | "arith.shrsi", _, Some(0)) => Some(a),
@@ -328,23 +433,133 @@ impl<'c> Emitter<'c> {
             ("arith.ori", Some(x), _) if x == ones => Some(a),
             ("arith.ori", _, Some(y)) if y == ones => Some(b),
             _ => None,
+        };
+        match identity {
+            Some(v) => Ok(Some(v)),
+            None => self.fold_structural(name, a, b),
+        }
+    }
+
+    /// The folds of MLIR's `arith` folders that need no constant operand
+    /// (`ArithOps.cpp`): x - x, x ^ x; an add undone by a sub (or a xor by
+    /// a xor); x & !x, x | !x; (a & b) & a.
+    fn fold_structural(&mut self, name: &str, a: V, b: V) -> Result<Option<V>, CodegenError> {
+        if a.ptr == b.ptr {
+            if !matches!(name, "arith.xori" | "arith.subi") {
+                return Ok(None);
+            }
+            let t = self.type_of(a);
+            let zero = if t == self.ty("i1") {
+                self.bool(false)?
+            } else if t == self.ty("i64") {
+                self.i64(0)?
+            } else {
+                self.i32(0)?
+            };
+            return Ok(Some(zero));
+        }
+        let (da, db) = (self.def_of(a), self.def_of(b));
+        // `x` when `v` is `x ^ -1`; the -1 with it.
+        let not_of = |me: &Self, d: Option<(&str, V, V)>| match d {
+            Some(("xor", x, m)) if me.known(m) == Some(-1) => Some((x, m)),
+            Some(("xor", m, x)) if me.known(m) == Some(-1) => Some((x, m)),
+            _ => None,
+        };
+        Ok(match (name, da, db) {
+            // (x - y) + y, y + (x - y)
+            ("arith.addi", Some(("sub", x, y)), _) if y.ptr == b.ptr => Some(x),
+            ("arith.addi", _, Some(("sub", x, y))) if y.ptr == a.ptr => Some(x),
+            // (x + y) - y, (x + y) - x
+            ("arith.subi", Some(("add", x, y)), _) if y.ptr == b.ptr => Some(x),
+            ("arith.subi", Some(("add", x, y)), _) if x.ptr == b.ptr => Some(y),
+            // (x ^ y) ^ y and its commutations
+            ("arith.xori", Some(("xor", x, y)), _) if y.ptr == b.ptr => Some(x),
+            ("arith.xori", Some(("xor", x, y)), _) if x.ptr == b.ptr => Some(y),
+            ("arith.xori", _, Some(("xor", x, y))) if y.ptr == a.ptr => Some(x),
+            ("arith.xori", _, Some(("xor", x, y))) if x.ptr == a.ptr => Some(y),
+            // x & !x, !x & x
+            ("arith.andi", ..)
+                if not_of(self, db).is_some_and(|(x, _)| x.ptr == a.ptr)
+                    || not_of(self, da).is_some_and(|(x, _)| x.ptr == b.ptr) =>
+            {
+                let t = self.type_of(a);
+                Some(if t == self.ty("i1") {
+                    self.bool(false)?
+                } else if t == self.ty("i64") {
+                    self.i64(0)?
+                } else {
+                    self.i32(0)?
+                })
+            }
+            // (x & y) & x and its commutations: the inner and
+            ("arith.andi", Some(("and", x, y)), _) if x.ptr == b.ptr || y.ptr == b.ptr => Some(a),
+            ("arith.andi", _, Some(("and", x, y))) if x.ptr == a.ptr || y.ptr == a.ptr => Some(b),
+            // x | !x, !x | x: all ones
+            ("arith.ori", _, d) if not_of(self, d).is_some_and(|(x, _)| x.ptr == a.ptr) => {
+                not_of(self, d).map(|(_, m)| m)
+            }
+            ("arith.ori", d, _) if not_of(self, d).is_some_and(|(x, _)| x.ptr == b.ptr) => {
+                not_of(self, d).map(|(_, m)| m)
+            }
+            _ => None,
         })
     }
 
+    /// Integer comparison: `llvm.icmp`, its constant operand last (as
+    /// MLIR's folder leaves it), except where the folder would fold it
+    /// (equal or constant operands, an `i1` or an extension compared with a
+    /// constant), which stays `arith.cmpi` for it to fold.
     pub fn cmpi(&mut self, pred: &str, a: V, b: V) -> Result<V, CodegenError> {
-        let t = self.ty("i1");
-        let code = [
+        const PREDS: [&str; 10] = [
             "eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge",
-        ]
-        .iter()
-        .position(|p| *p == pred)
-        .expect("internal: cmpi predicate");
+        ];
+        // The predicate with its operands swapped.
+        const MIRRORED: [usize; 10] = [0, 1, 4, 5, 2, 3, 8, 9, 6, 7];
+        let t = self.ty("i1");
+        let mut code = PREDS
+            .iter()
+            .position(|p| *p == pred)
+            .expect("internal: cmpi predicate");
+        let (ca, cb) = (self.known_or_placeholder(a), self.known_or_placeholder(b));
+        let folds = a.ptr == b.ptr
+            || (ca && cb)
+            || self.is_placeholder(a)
+            || self.is_placeholder(b)
+            || (cb && (self.type_of(a) == t || self.is_extension(a)));
+        if folds {
+            return self.op1(
+                "arith.cmpi",
+                &[a, b],
+                t,
+                &[("predicate", &format!("{code} : i64"))],
+            );
+        }
+        let (a, b) = if ca {
+            code = MIRRORED[code];
+            (b, a)
+        } else {
+            (a, b)
+        };
         self.op1(
-            "arith.cmpi",
+            "llvm.icmp",
             &[a, b],
             t,
             &[("predicate", &format!("{code} : i64"))],
         )
+    }
+
+    /// Whether an `arith` extension (`extsi`, `extui`) made `v`.
+    fn is_extension(&self, v: V) -> bool {
+        // Safety: `v` is a live value of the module under construction.
+        unsafe {
+            if !mlir_sys::mlirValueIsAOpResult(v) {
+                return false;
+            }
+            let op = mlir_sys::mlirOpResultGetOwner(v);
+            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
+            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
+            name == b"arith.extsi" || name == b"arith.extui"
+        }
     }
 
     pub fn cmpf(&mut self, pred: &str, a: V, b: V) -> Result<V, CodegenError> {
@@ -384,9 +599,29 @@ impl<'c> Emitter<'c> {
         self.call_intrinsic("llvm.expect.i1", &[c, yes], t)
     }
 
+    /// `c ? a : b`: `llvm.select` where MLIR's folder would leave
+    /// `arith.select` alone, else folded here as it would fold it.
     pub fn select(&mut self, c: V, a: V, b: V) -> Result<V, CodegenError> {
         let t = self.type_of(a);
-        self.op1("arith.select", &[c, a, b], t, &[])
+        if a.ptr == b.ptr {
+            return Ok(a);
+        }
+        match self.known(c) {
+            Some(0) => return Ok(b),
+            Some(_) => return Ok(a),
+            None => {}
+        }
+        // select(x == y, x, y) is y; select(x != y, x, y) is x.
+        if let Some((pred @ (0 | 1), x, y)) = self.cmp_of(c) {
+            if (x.ptr == a.ptr && y.ptr == b.ptr) || (x.ptr == b.ptr && y.ptr == a.ptr) {
+                return Ok(if pred == 1 { a } else { b });
+            }
+        }
+        let consts = self.known_or_placeholder(a) && self.known_or_placeholder(b);
+        if self.is_placeholder(c) || (consts && t == self.ty("i1")) {
+            return self.op1("arith.select", &[c, a, b], t, &[]);
+        }
+        self.op1("llvm.select", &[c, a, b], t, &[])
     }
 
     pub fn call_intrinsic(
