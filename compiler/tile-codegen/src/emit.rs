@@ -104,16 +104,31 @@ impl<'c> Emitter<'c> {
 
     /// `x` when `v` is `arith.extf(x)`: the value a widening started from.
     pub fn extended_from(&self, v: V) -> Option<V> {
-        // Safety: `v` is a live value of the module under construction.
+        let (op, name) = self.defining_op(v)?;
+        (name == b"arith.extf").then(|| Self::operand(op, 0))
+    }
+
+    /// The op that made `v` and its name (none for a block argument).
+    fn defining_op(&self, v: V) -> Option<(mlir_sys::MlirOperation, &'c [u8])> {
+        // Safety: `v` is a live value of the module under construction, and
+        // an op's name is an identifier the context owns (it outlives `'c`).
         unsafe {
             if !mlir_sys::mlirValueIsAOpResult(v) {
                 return None;
             }
             let op = mlir_sys::mlirOpResultGetOwner(v);
             let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
-            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
-            (name == b"arith.extf").then(|| mlir_sys::mlirOperationGetOperand(op, 0))
+            Some((
+                op,
+                std::slice::from_raw_parts(name.data as *const u8, name.length),
+            ))
         }
+    }
+
+    /// Operand `i` of `op`, an op of the module under construction.
+    fn operand(op: mlir_sys::MlirOperation, i: isize) -> V {
+        // Safety: callers ask only for operands the op has.
+        unsafe { mlir_sys::mlirOperationGetOperand(op, i) }
     }
 
     /// How many blocks deep the insertion point is.
@@ -332,54 +347,31 @@ impl<'c> Emitter<'c> {
 
     /// The predicate and operands of `v` when an integer comparison made it.
     fn cmp_of(&self, v: V) -> Option<(i64, V, V)> {
-        // Safety: `v` is a live value of the module under construction.
-        unsafe {
-            if !mlir_sys::mlirValueIsAOpResult(v) {
-                return None;
-            }
-            let op = mlir_sys::mlirOpResultGetOwner(v);
-            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
-            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
-            if name != b"llvm.icmp" && name != b"arith.cmpi" {
-                return None;
-            }
-            let pred =
-                mlir_sys::mlirOperationGetAttributeByName(op, StringRef::new("predicate").to_raw());
-            Some((
-                mlir_sys::mlirIntegerAttrGetValueInt(pred),
-                mlir_sys::mlirOperationGetOperand(op, 0),
-                mlir_sys::mlirOperationGetOperand(op, 1),
-            ))
+        let (op, name) = self.defining_op(v)?;
+        if name != b"llvm.icmp" && name != b"arith.cmpi" {
+            return None;
         }
+        // Safety: both comparison ops have an integer `predicate`.
+        let pred = unsafe {
+            mlir_sys::mlirIntegerAttrGetValueInt(mlir_sys::mlirOperationGetAttributeByName(
+                op,
+                StringRef::new("predicate").to_raw(),
+            ))
+        };
+        Some((pred, Self::operand(op, 0), Self::operand(op, 1)))
     }
 
-    /// The name and operands of the op that defines `v` (none for a block
-    /// argument).
+    /// The kind and operands of `v` when an add, sub, xor or and made it.
     fn def_of(&self, v: V) -> Option<(&'static str, V, V)> {
-        // Safety: `v` is a live value of the module under construction.
-        unsafe {
-            if !mlir_sys::mlirValueIsAOpResult(v) {
-                return None;
-            }
-            let op = mlir_sys::mlirOpResultGetOwner(v);
-            if mlir_sys::mlirOperationGetNumOperands(op) != 2 {
-                return None;
-            }
-            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
-            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
-            let name = match name {
-                b"llvm.add" | b"arith.addi" => "add",
-                b"llvm.sub" | b"arith.subi" => "sub",
-                b"llvm.xor" | b"arith.xori" => "xor",
-                b"llvm.and" | b"arith.andi" => "and",
-                _ => return None,
-            };
-            Some((
-                name,
-                mlir_sys::mlirOperationGetOperand(op, 0),
-                mlir_sys::mlirOperationGetOperand(op, 1),
-            ))
-        }
+        let (op, name) = self.defining_op(v)?;
+        let name = match name {
+            b"llvm.add" | b"arith.addi" => "add",
+            b"llvm.sub" | b"arith.subi" => "sub",
+            b"llvm.xor" | b"arith.xori" => "xor",
+            b"llvm.and" | b"arith.andi" => "and",
+            _ => return None,
+        };
+        Some((name, Self::operand(op, 0), Self::operand(op, 1)))
     }
 
     /// `name(a, b)` without an op where an operand is a known identity or
@@ -550,16 +542,8 @@ impl<'c> Emitter<'c> {
 
     /// Whether an `arith` extension (`extsi`, `extui`) made `v`.
     fn is_extension(&self, v: V) -> bool {
-        // Safety: `v` is a live value of the module under construction.
-        unsafe {
-            if !mlir_sys::mlirValueIsAOpResult(v) {
-                return false;
-            }
-            let op = mlir_sys::mlirOpResultGetOwner(v);
-            let name = mlir_sys::mlirIdentifierStr(mlir_sys::mlirOperationGetName(op));
-            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
-            name == b"arith.extsi" || name == b"arith.extui"
-        }
+        self.defining_op(v)
+            .is_some_and(|(_, name)| name == b"arith.extsi" || name == b"arith.extui")
     }
 
     pub fn cmpf(&mut self, pred: &str, a: V, b: V) -> Result<V, CodegenError> {
