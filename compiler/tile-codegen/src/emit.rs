@@ -38,6 +38,23 @@ pub(crate) struct Emitter<'c> {
     /// Constants whose value is set later ([`placeholder_i32`](Self::placeholder_i32)):
     /// ops on them stay `arith`, for MLIR's folders to see the final value.
     placeholders: HashSet<usize>,
+    /// Integer ops as `arith` ops for MLIR to fold ([`with_arith_integer_ops`]).
+    arith_only: bool,
+}
+
+thread_local! {
+    static ARITH_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the emitters it creates making integer ops, comparisons and
+/// selects as `arith` ops, folded by MLIR's folders as before the emitter
+/// made LLVM dialect ops itself: the reference the emitter's own folds must
+/// match (the LLVM IR must be the same either way; a test compares them).
+pub fn with_arith_integer_ops<T>(f: impl FnOnce() -> T) -> T {
+    let before = ARITH_ONLY.with(|a| a.replace(true));
+    let out = f();
+    ARITH_ONLY.with(|a| a.set(before));
+    out
 }
 
 impl Drop for Emitter<'_> {
@@ -61,6 +78,7 @@ impl<'c> Emitter<'c> {
             consts: HashMap::new(),
             known: HashMap::new(),
             placeholders: HashSet::new(),
+            arith_only: ARITH_ONLY.with(|a| a.get()),
         }
     }
 
@@ -315,7 +333,12 @@ impl<'c> Emitter<'c> {
         // `x ^ -1` (a not) stays `arith.xori`: `scf.if`'s folder turns
         // `if !c` into `if c` with its branches swapped only for that op.
         let not = name == "arith.xori" && (self.known(a) == Some(-1) || self.known(b) == Some(-1));
-        if llvm == name || not || self.is_placeholder(a) || self.is_placeholder(b) {
+        if llvm == name
+            || not
+            || self.arith_only
+            || self.is_placeholder(a)
+            || self.is_placeholder(b)
+        {
             let r = self.op1(name, &[a, b], t, &[])?;
             // Folded to a constant once the placeholder is set: ops on it
             // stay `arith` too.
@@ -436,6 +459,9 @@ impl<'c> Emitter<'c> {
     /// (`ArithOps.cpp`): x - x, x ^ x; an add undone by a sub (or a xor by
     /// a xor); x & !x, x | !x; (a & b) & a.
     fn fold_structural(&mut self, name: &str, a: V, b: V) -> Result<Option<V>, CodegenError> {
+        if self.arith_only {
+            return Ok(None);
+        }
         if a.ptr == b.ptr {
             if !matches!(name, "arith.xori" | "arith.subi") {
                 return Ok(None);
@@ -513,7 +539,8 @@ impl<'c> Emitter<'c> {
             .position(|p| *p == pred)
             .expect("internal: cmpi predicate");
         let (ca, cb) = (self.known_or_placeholder(a), self.known_or_placeholder(b));
-        let folds = a.ptr == b.ptr
+        let folds = self.arith_only
+            || a.ptr == b.ptr
             || (ca && cb)
             || self.is_placeholder(a)
             || self.is_placeholder(b)
@@ -587,6 +614,9 @@ impl<'c> Emitter<'c> {
     /// `arith.select` alone, else folded here as it would fold it.
     pub fn select(&mut self, c: V, a: V, b: V) -> Result<V, CodegenError> {
         let t = self.type_of(a);
+        if self.arith_only {
+            return self.op1("arith.select", &[c, a, b], t, &[]);
+        }
         if a.ptr == b.ptr {
             return Ok(a);
         }

@@ -22,6 +22,8 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 use tile_ir::{self as tir, Span};
 
+#[doc(hidden)]
+pub use emit::with_arith_integer_ops;
 pub use mlir_passes::MLIR_PASSES;
 pub use tile_ir::launch::{HostScalar, TmaOperand};
 
