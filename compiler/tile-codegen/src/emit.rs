@@ -49,7 +49,7 @@ thread_local! {
 /// Runs `f` with the emitters it creates making integer ops, comparisons and
 /// selects as `arith` ops, folded by MLIR's folders as before the emitter
 /// made LLVM dialect ops itself: the reference the emitter's own folds must
-/// match (the LLVM IR must be the same either way; a test compares them).
+/// match (the PTX must be the same either way; a test compares them).
 pub fn with_arith_integer_ops<T>(f: impl FnOnce() -> T) -> T {
     let before = ARITH_ONLY.with(|a| a.replace(true));
     let out = f();
@@ -427,12 +427,7 @@ impl<'c> Emitter<'c> {
             };
             // Back to the type's width, sign-extended like `known` holds it.
             let r = (r << (64 - bits)) >> (64 - bits);
-            let v = match bits {
-                1 => self.bool(r != 0)?,
-                32 => self.i32(r)?,
-                _ => self.i64(r)?,
-            };
-            return Ok(Some(v));
+            return Ok(Some(self.int_like(a, r)?));
         }
         let ones = -1;
         let identity = match (name, ka, kb) {
@@ -455,34 +450,47 @@ impl<'c> Emitter<'c> {
         }
     }
 
+    /// Constant `x` of the integer type of `like` (i1, i32 or i64; `x`
+    /// sign-extended as `known` holds it).
+    fn int_like(&mut self, like: V, x: i64) -> Result<V, CodegenError> {
+        let t = self.type_of(like);
+        if t == self.ty("i1") {
+            self.bool(x != 0)
+        } else if t == self.ty("i64") {
+            self.i64(x)
+        } else {
+            self.i32(x)
+        }
+    }
+
     /// The folds of MLIR's `arith` folders that need no constant operand
     /// (`ArithOps.cpp`): x - x, x ^ x; an add undone by a sub (or a xor by
     /// a xor); x & !x, x | !x; (a & b) & a.
     fn fold_structural(&mut self, name: &str, a: V, b: V) -> Result<Option<V>, CodegenError> {
-        if self.arith_only {
+        let folded = matches!(
+            name,
+            "arith.addi" | "arith.subi" | "arith.xori" | "arith.andi" | "arith.ori"
+        );
+        if self.arith_only || !folded {
             return Ok(None);
         }
         if a.ptr == b.ptr {
-            if !matches!(name, "arith.xori" | "arith.subi") {
-                return Ok(None);
-            }
-            let t = self.type_of(a);
-            let zero = if t == self.ty("i1") {
-                self.bool(false)?
-            } else if t == self.ty("i64") {
-                self.i64(0)?
-            } else {
-                self.i32(0)?
-            };
-            return Ok(Some(zero));
+            return Ok(match name {
+                "arith.xori" | "arith.subi" => Some(self.int_like(a, 0)?),
+                _ => None,
+            });
         }
         let (da, db) = (self.def_of(a), self.def_of(b));
-        // `x` when `v` is `x ^ -1`; the -1 with it.
-        let not_of = |me: &Self, d: Option<(&str, V, V)>| match d {
-            Some(("xor", x, m)) if me.known(m) == Some(-1) => Some((x, m)),
-            Some(("xor", m, x)) if me.known(m) == Some(-1) => Some((x, m)),
+        // (x, -1) when `d` is `x ^ -1`.
+        let not_of = |d: Option<(&str, V, V)>| match d {
+            Some(("xor", x, m)) if self.known(m) == Some(-1) => Some((x, m)),
+            Some(("xor", m, x)) if self.known(m) == Some(-1) => Some((x, m)),
             _ => None,
         };
+        // `!a` in `b` or `!b` in `a`: the -1 of that not.
+        let a_not_b = not_of(db).filter(|(x, _)| x.ptr == a.ptr);
+        let b_not_a = not_of(da).filter(|(x, _)| x.ptr == b.ptr);
+        let complement = a_not_b.or(b_not_a).map(|(_, m)| m);
         Ok(match (name, da, db) {
             // (x - y) + y, y + (x - y)
             ("arith.addi", Some(("sub", x, y)), _) if y.ptr == b.ptr => Some(x),
@@ -495,30 +503,13 @@ impl<'c> Emitter<'c> {
             ("arith.xori", Some(("xor", x, y)), _) if x.ptr == b.ptr => Some(y),
             ("arith.xori", _, Some(("xor", x, y))) if y.ptr == a.ptr => Some(x),
             ("arith.xori", _, Some(("xor", x, y))) if x.ptr == a.ptr => Some(y),
-            // x & !x, !x & x
-            ("arith.andi", ..)
-                if not_of(self, db).is_some_and(|(x, _)| x.ptr == a.ptr)
-                    || not_of(self, da).is_some_and(|(x, _)| x.ptr == b.ptr) =>
-            {
-                let t = self.type_of(a);
-                Some(if t == self.ty("i1") {
-                    self.bool(false)?
-                } else if t == self.ty("i64") {
-                    self.i64(0)?
-                } else {
-                    self.i32(0)?
-                })
-            }
+            // x & !x, !x & x: zero
+            ("arith.andi", ..) if complement.is_some() => Some(self.int_like(a, 0)?),
             // (x & y) & x and its commutations: the inner and
             ("arith.andi", Some(("and", x, y)), _) if x.ptr == b.ptr || y.ptr == b.ptr => Some(a),
             ("arith.andi", _, Some(("and", x, y))) if x.ptr == a.ptr || y.ptr == a.ptr => Some(b),
-            // x | !x, !x | x: all ones
-            ("arith.ori", _, d) if not_of(self, d).is_some_and(|(x, _)| x.ptr == a.ptr) => {
-                not_of(self, d).map(|(_, m)| m)
-            }
-            ("arith.ori", d, _) if not_of(self, d).is_some_and(|(x, _)| x.ptr == b.ptr) => {
-                not_of(self, d).map(|(_, m)| m)
-            }
+            // x | !x, !x | x: all ones (the not's own -1)
+            ("arith.ori", ..) => complement,
             _ => None,
         })
     }

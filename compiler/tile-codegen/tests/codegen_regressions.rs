@@ -75,24 +75,15 @@ kernel f32dot(a: *f32, o: *f32, K: i32) {
     assert!(err.contains("dot of f32 operands"), "{err}");
 }
 
-/// Every example kernel compiles to the same PTX every time (packs and
-/// caches are keyed by content): thread coordinates of the non-canonical
-/// layouts were emitted in a HashMap's order, which differs between maps.
-#[test]
-fn compilation_is_deterministic() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dsl-examples");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
-        .collect();
-    files.sort();
+/// Every kernel of the `.tile` files `files` (sorted as given) at the first
+/// point of its tune space (its defaults without one): (file, kernel, TIR).
+fn first_configs(files: &[std::path::PathBuf]) -> Vec<(String, String, tile_ir::Kernel)> {
+    let mut out = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
         let file = SourceFile::new(path.display().to_string(), &text);
         let program = parse_program(&file).map_err(|d| d.render(&file)).unwrap();
         for kernel in program.kernel_names() {
-            // The first point of its tune space (its defaults without one).
             let meta = program
                 .check_configs(&kernel)
                 .into_iter()
@@ -102,25 +93,47 @@ fn compilation_is_deterministic() {
                 .specialize(&kernel, &meta)
                 .map_err(|d| d.render(&file))
                 .unwrap();
-            let ptx: Vec<String> = (0..3)
-                .map(|_| {
-                    compile(
-                        &tir,
-                        &Options {
-                            warps: 4,
-                            ..Options::default()
-                        },
-                    )
-                    .unwrap()
-                    .ptx
-                })
-                .collect();
-            assert!(
-                ptx.iter().all(|p| p == &ptx[0]),
-                "PTX of `{kernel}` ({}) differs between compilations",
-                path.display()
-            );
+            out.push((path.display().to_string(), kernel, tir));
         }
+    }
+    out
+}
+
+/// The `.tile` files of `dsl-examples`, sorted.
+fn example_files() -> Vec<std::path::PathBuf> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dsl-examples");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every example kernel compiles to the same PTX every time (packs and
+/// caches are keyed by content): thread coordinates of the non-canonical
+/// layouts were emitted in a HashMap's order, which differs between maps.
+#[test]
+fn compilation_is_deterministic() {
+    for (path, kernel, tir) in first_configs(&example_files()) {
+        let ptx: Vec<String> = (0..3)
+            .map(|_| {
+                compile(
+                    &tir,
+                    &Options {
+                        warps: 4,
+                        ..Options::default()
+                    },
+                )
+                .unwrap()
+                .ptx
+            })
+            .collect();
+        assert!(
+            ptx.iter().all(|p| p == &ptx[0]),
+            "PTX of `{kernel}` ({path}) differs between compilations"
+        );
     }
 }
 
@@ -381,74 +394,58 @@ fn a_ctas_too_many_for_a_wgmma_accumulator_is_refused() {
 /// The emitter makes integer ops, comparisons and selects as LLVM dialect
 /// ops and folds them itself (`Emitter::fold_structural`); before, MLIR's
 /// folders folded the `arith` ops it made. The PTX must be the same either
-/// way, for every kernel of the
-/// examples and the mHC pack, sm_90 and sm_80: a fold the emitter misses or
-/// adds shows here (an MLIR upgrade that changes its folders too).
+/// way, for every kernel of the examples and the mHC pack, sm_90 and sm_80:
+/// a fold the emitter misses or adds shows here (an MLIR upgrade that
+/// changes its folders too).
 #[test]
 fn llvm_dialect_ops_lower_like_folded_arith_ops() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let mut files: Vec<_> = std::fs::read_dir(format!("{root}/dsl-examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
-        .collect();
-    files.sort();
-    files.push(format!("{root}/mhc-kernels/kernels/mhc/mhc.tile").into());
+    let mut files = example_files();
+    files.push(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../mhc-kernels/kernels/mhc/mhc.tile"
+        )
+        .into(),
+    );
     let mut modes_checked = false;
-    for path in files {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let file = SourceFile::new(path.display().to_string(), &text);
-        let program = parse_program(&file).map_err(|d| d.render(&file)).unwrap();
-        for kernel in program.kernel_names() {
-            let meta = program
-                .check_configs(&kernel)
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let tir = program
-                .specialize(&kernel, &meta)
-                .map_err(|d| d.render(&file))
-                .unwrap();
-            for arch in [tile_codegen::Arch::Sm90, tile_codegen::Arch::Sm80] {
-                // The MLIR text (to check what is compared) only once.
-                let opts = Options {
-                    arch,
-                    warps: 4,
-                    keep_ir: !modes_checked,
-                    ..Options::default()
-                };
-                let llvm_ops = compile(&tir, &opts).unwrap();
-                let arith_ops =
-                    tile_codegen::with_arith_integer_ops(|| compile(&tir, &opts).unwrap());
-                if !modes_checked {
-                    assert!(
-                        llvm_ops.mlir.contains("llvm.add") && !arith_ops.mlir.contains("llvm.add"),
-                        "`{kernel}`: the two emitters are not what this test compares"
-                    );
-                    modes_checked = true;
-                }
-                // The MLIR may make constants in another order (they are
-                // not instructions in LLVM IR); the PTX must not differ.
-                let (a, b) = (&llvm_ops.ptx, &arith_ops.ptx);
-                if let Some((i, (x, y))) = a
-                    .lines()
-                    .zip(b.lines())
-                    .enumerate()
-                    .find(|(_, (x, y))| x != y)
-                {
-                    panic!(
-                        "`{kernel}` ({}, {arch:?}): PTX differs between LLVM dialect and \
+    for (path, kernel, tir) in first_configs(&files) {
+        for arch in [tile_codegen::Arch::Sm90, tile_codegen::Arch::Sm80] {
+            // The MLIR text (to check what is compared) only once.
+            let opts = Options {
+                arch,
+                warps: 4,
+                keep_ir: !modes_checked,
+                ..Options::default()
+            };
+            let llvm_ops = compile(&tir, &opts).unwrap();
+            let arith_ops = tile_codegen::with_arith_integer_ops(|| compile(&tir, &opts).unwrap());
+            if !modes_checked {
+                assert!(
+                    llvm_ops.mlir.contains("llvm.add") && !arith_ops.mlir.contains("llvm.add"),
+                    "`{kernel}`: the two emitters are not what this test compares"
+                );
+                modes_checked = true;
+            }
+            // The MLIR may make constants in another order (they are
+            // not instructions in LLVM IR); the PTX must not differ.
+            let (a, b) = (&llvm_ops.ptx, &arith_ops.ptx);
+            if let Some((i, (x, y))) = a
+                .lines()
+                .zip(b.lines())
+                .enumerate()
+                .find(|(_, (x, y))| x != y)
+            {
+                panic!(
+                    "`{kernel}` ({path}, {arch:?}): PTX differs between LLVM dialect and \
                          arith integer ops at line {}:\n  {x}\n  {y}",
-                        path.display(),
-                        i + 1
-                    );
-                }
-                assert_eq!(
-                    a.lines().count(),
-                    b.lines().count(),
-                    "`{kernel}`: PTX length"
+                    i + 1
                 );
             }
+            assert_eq!(
+                a.lines().count(),
+                b.lines().count(),
+                "`{kernel}`: PTX length"
+            );
         }
     }
 }
