@@ -470,10 +470,13 @@ impl Layer {
 const SPLIT_ROWS: usize = 256;
 
 /// Columns of the projection a φ-splitting program of the gates' backward
-/// takes: 8 keep those kernels' registers where they were without the
-/// split (32 took `mhc_coeffs_bwd` from 96 to 156 at n = 4 and made it
-/// spill at n = 8; ptxas 12.9, sm_90).
-const PHI_SPLIT_COLUMNS: i64 = 8;
+/// takes (its `BK`), 16 rows a step (`store_phi_parts`): rows of 32 f32
+/// are whole 128-byte lines, and the step's [16, 32] tile keeps the
+/// kernels' registers near what they were without the split (ptxas 12.9,
+/// sm_90a: `mhc_coeffs_bwd` 64 / 96 / 168 at n = 2 / 4 / 8, no spills).
+/// Eight columns a program, all RP rows at once, wrote 16-byte pieces and
+/// at n = 8 took longer than the token programs.
+const PHI_SPLIT_COLUMNS: i64 = 32;
 
 // Tiles of the backward kernels, measured with mhc-bench on the H200 at
 // T ∈ {8192, 65536} × C ∈ {768, 4096}, n = 4 (session 15, docs/BENCHMARKS.md):
