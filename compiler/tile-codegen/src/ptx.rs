@@ -18,17 +18,32 @@ use std::time::{Duration, Instant};
 
 static INIT_NVPTX: Once = Once::new();
 
-/// Registers the NVPTX target and sets LLVM's one process-wide option we
-/// need: GVN without memory dependence analysis, for the back end's GVN
-/// runs (`Aggressive` adds two, which `llvm_pipeline.txt` cannot reach).
-/// Measured byte-identical PTX on every pack and 600 fuzz kernels, and
-/// NVPTX's time on attention 128×64, D = 128 0.75 → 0.55 s: memory
-/// dependence queries over the unrolled tile code were most of GVN's time,
-/// and EarlyCSE with MemorySSA has already removed the redundant loads.
+/// Registers the NVPTX target and sets LLVM's process-wide options:
+///
+/// - GVN without memory dependence analysis, for the back end's GVN runs
+///   (`Aggressive` adds two, which `llvm_pipeline.txt` cannot reach).
+///   Measured byte-identical PTX on every pack and 600 fuzz kernels, and
+///   NVPTX's time on attention 128×64, D = 128 0.75 → 0.55 s: memory
+///   dependence queries over the unrolled tile code were most of GVN's time,
+///   and EarlyCSE with MemorySSA has already removed the redundant loads.
+/// - Straight-line strength reduction without its poison-reuse guard
+///   (LLVM 22): the guard asks `ScalarEvolution::canReuseInstruction` of
+///   every candidate basis, and in a tile's unrolled address arithmetic
+///   (hundreds of candidates a key) that was 21% of a whole attention build
+///   (callgrind). The guard keeps a rewrite from reusing an instruction whose
+///   poison-generating flags (nsw, nuw, disjoint, inbounds) a source asserted
+///   without proof; our MLIR carries none, so every such flag in the IR that
+///   reaches the back end was proven by LLVM for all executions of its
+///   instruction, which dominates the one rewritten (LLVM 21 and earlier had
+///   no guard at all).
 fn init_nvptx() {
     Target::initialize_nvptx(&InitializationConfig::default());
-    let args = [c"tilec".as_ptr(), c"-enable-gvn-memdep=false".as_ptr()];
-    // SAFETY: two NUL-terminated strings that outlive the call; run once
+    let args = [
+        c"tilec".as_ptr(),
+        c"-enable-gvn-memdep=false".as_ptr(),
+        c"-enable-poison-reuse-guard=false".as_ptr(),
+    ];
+    // SAFETY: NUL-terminated strings that outlive the call; run once
     // (`INIT_NVPTX`), before any pass reads the option.
     unsafe {
         inkwell::llvm_sys::support::LLVMParseCommandLineOptions(

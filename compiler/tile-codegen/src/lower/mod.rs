@@ -22,9 +22,11 @@
 //! - `dot`, `mma`, `wgmma`: `dot` on tensor cores (`mma.sync` or Hopper `wgmma`);
 //! - `control`: `for` and `if`;
 //! - `pipelined`: the software pipeline of a K loop (`cp.async`, mbarriers);
+//! - `checked_copies`: a copy checked once a tile, its slow path one loop;
 //! - `tma_copies`: its TMA box copies;
 //! - `rolled_copies`: a box's `cp.async` copy where TMA cannot take it.
 
+mod checked_copies;
 mod control;
 mod convert;
 mod dot;

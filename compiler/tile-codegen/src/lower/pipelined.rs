@@ -3,12 +3,13 @@
 //! (`cp.async` groups, mbarriers for TMA), the waits at the top of each
 //! iteration, and reading a pipelined load back from its stage.
 
+use super::checked_copies::{bit, mask_bits, Groups};
 use super::memory::{elem_ptr, LoadOne};
 use super::smem::ScratchAddr;
 use super::tma_copies::TmaBox;
 use super::wgmma::wgmma_wait;
 use super::{scalar_ty, Lower};
-use crate::emit::{Emitter, V};
+use crate::emit::V;
 use crate::layout::Layout;
 use crate::prefetch::{self, SmemTile};
 use crate::CodegenError;
@@ -335,6 +336,21 @@ impl<'c, 'k> Lower<'c, 'k> {
         let v = self.vector_width(ptr, s);
         let bytes = v as usize * s.size_bytes();
         let owner = self.owner(&l);
+        if self.copy_checks_once(v, s, other) {
+            let t = Groups {
+                rp: &rp,
+                rm: rm.as_deref(),
+                uniform: self.mask_uniform(mask, v),
+                v,
+                s,
+                groups: Self::groups(&l, v),
+            };
+            let mut write = |me: &mut Self| me.copy_tile_checked_once(&l, &t, base, tile);
+            return match owner {
+                Some(o) => self.if_then_self(o, &mut write),
+                None => write(self),
+            };
+        }
         let mut write = |me: &mut Self| -> Result<(), CodegenError> {
             for g in Self::groups(&l, v) {
                 let c = me.coords(&l, g.start)?;
@@ -485,25 +501,3 @@ impl<'c, 'k> Lower<'c, 'k> {
 /// register loads and stores moved ptxas's schedule of the fast path, a few
 /// kernels 5–20% slower and others as much faster (H200, session 18).
 const ROLLED_FROM: usize = 4;
-
-/// Masks `m` as the bits of an i32 (bit `i` is `m[i]`). Built on the slow
-/// path only: the fast one tests the masks as they are.
-fn mask_bits(e: &mut Emitter<'_>, m: &[V]) -> Result<V, CodegenError> {
-    let i32t = e.ty("i32");
-    let mut bits = e.i32(0)?;
-    for (i, &c) in m.iter().enumerate() {
-        let b = e.op1("arith.extui", &[c], i32t, &[])?;
-        let sh = e.i32(i as i64)?;
-        let b = e.binop("arith.shli", b, sh)?;
-        bits = e.binop("arith.ori", bits, b)?;
-    }
-    Ok(bits)
-}
-
-/// Bit `i` of `bits` (i32) as an i1.
-fn bit(e: &mut Emitter<'_>, bits: V, i: V) -> Result<V, CodegenError> {
-    let (one, zero) = (e.i32(1)?, e.i32(0)?);
-    let b = e.binop("arith.shrui", bits, i)?;
-    let b = e.binop("arith.andi", b, one)?;
-    e.cmpi("ne", b, zero)
-}

@@ -155,6 +155,28 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
     }
 
+    /// `cp.async` of `bytes` (4, 8 or 16) of which only the first `size`
+    /// (an i32 register) are read from `src`, the rest filled with zeros.
+    pub(super) fn cp_async_sized(
+        &mut self,
+        dst: V,
+        src: V,
+        bytes: usize,
+        size: V,
+    ) -> Result<(), CodegenError> {
+        let cache = if bytes == 16 { "cg" } else { "ca" };
+        self.e.op(
+            "nvvm.cp.async.shared.global",
+            &[dst, src, size],
+            &[],
+            &[
+                ("size", &format!("{bytes} : i32")),
+                ("modifier", &format!("#nvvm<load_cache_modifier {cache}>")),
+            ],
+        )?;
+        Ok(())
+    }
+
     /// `cp.async` of `bytes` (4, 8 or 16) from global `src` to shared `dst`.
     pub(super) fn cp_async(&mut self, dst: V, src: V, bytes: usize) -> Result<(), CodegenError> {
         // .cg (L2 only) exists for 16-byte copies alone.
