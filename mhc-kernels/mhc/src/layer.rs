@@ -418,7 +418,7 @@ impl Layer {
     }
 
     /// Programs of `mhc_coeffs` (its tune block's `grid`), and the token
-    /// programs of `mhc_coeffs_bwd` (the φ-splitting ones follow them), each
+    /// programs of `mhc_coeffs_bwd` (the φ-splitting ones precede them), each
     /// of which writes one row of [`GateGrads::shares`].
     pub(crate) fn coeff_programs(&self, t: usize) -> usize {
         cdiv(t, self.coeff_tokens())
