@@ -58,7 +58,12 @@ impl<'c, 'k> Lower<'c, 'k> {
             off += n;
         }
         let extra_yield = match &pipe {
-            Some(p) => self.pipelined_iteration(p, body, &bargs, off, ub, step)?,
+            Some(p) => {
+                let unread = super::pipelined::unread_in_body(p, body);
+                self.unread
+                    .extend(unread.into_iter().map(|i| &body.insts[i] as *const Inst));
+                self.pipelined_iteration(p, body, &bargs, off, ub, step)?
+            }
             None => Vec::new(),
         };
         self.in_flight = pipe.as_ref().and_then(|p| p.in_flight).map(|(r, _)| r);

@@ -53,7 +53,7 @@ use melior::ir::operation::{OperationLike, OperationMutLike};
 use melior::ir::{Location, Module, Type};
 use melior::Context;
 use smem::{ScratchAddr, ScratchNeed, ScratchPlace};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tile_ir::{self as tir, BinaryOp, Elem, Inst, Kernel, Op, Scalar, ValueId};
 
 /// Largest shared memory a CTA may use on sm_80/sm_90 (bytes, dynamic).
@@ -113,6 +113,7 @@ pub(crate) fn lower_to_mlir<'c>(
             warp: None,
             tma_args: Vec::new(),
             tma_described: None,
+            unread: HashSet::new(),
         };
         let func = l.lower_func();
         (l, func)
@@ -270,6 +271,9 @@ struct Lower<'c, 'k> {
     /// The hidden i32 after the maps: bit `k` set when the host encoded
     /// operand `k`'s map (else the kernel copies it with `cp.async`).
     tma_described: Option<V>,
+    /// Instructions of pipelined loops' bodies that the body does not lower
+    /// (`pipelined::unread_in_body`), by address.
+    unread: HashSet<*const tir::Inst>,
 }
 
 fn scalar_ty(s: Scalar) -> &'static str {
@@ -310,6 +314,13 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// A block's instructions, loads first (`order::loads_first`).
     fn lower_block_insts(&mut self, insts: &[tir::Inst]) -> Result<(), CodegenError> {
         for inst in order::loads_first(insts) {
+            if self.unread.contains(&(inst as *const tir::Inst)) {
+                // What `issue_copies` left here belongs to its own block.
+                for r in &inst.results {
+                    self.vals.remove(r);
+                }
+                continue;
+            }
             self.wait_for_uses(inst)?;
             self.lower_inst(inst)?;
         }

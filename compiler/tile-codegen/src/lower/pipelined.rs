@@ -14,6 +14,7 @@ use crate::layout::Layout;
 use crate::prefetch::{self, SmemTile};
 use crate::CodegenError;
 use melior::ir::{Region, Type};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use tile_ir::{self as tir, Const, Op, Span, ValueId};
 
@@ -501,3 +502,59 @@ impl<'c, 'k> Lower<'c, 'k> {
 /// register loads and stores moved ptxas's schedule of the fast path, a few
 /// kernels 5–20% slower and others as much faster (H200, session 18).
 const ROLLED_FROM: usize = 4;
+
+/// The slice instructions (indices into the loop's body) that the body
+/// itself need not lower: their results are read only by the pipelined
+/// loads, which read their stage instead, or by other such instructions.
+/// `issue_copies` lowers the slice for a later iteration; lowered in the
+/// body too, these were dead code (most of a pipelined kernel's address
+/// arithmetic) that MLIR's canonicalizer had to find and erase.
+pub(super) fn unread_in_body(p: &prefetch::Loop, body: &tir::Block) -> HashSet<usize> {
+    let pipelined: HashSet<ValueId> = p.bufs.iter().map(|b| b.load).collect();
+    // Each value's readers: the index of the body instruction that reads it,
+    // itself or in a block nested in it (`None`: a pipelined load).
+    let mut readers: HashMap<ValueId, Vec<Option<usize>>> = HashMap::new();
+    for (i, inst) in body.insts.iter().enumerate() {
+        let reader = match inst.op {
+            Op::Load { .. } if inst.results.iter().any(|r| pipelined.contains(r)) => None,
+            _ => Some(i),
+        };
+        let mut note = |inst: &tir::Inst| {
+            for v in inst.op.operands() {
+                readers.entry(v).or_default().push(reader);
+            }
+        };
+        note(inst);
+        if let Op::For { body, .. } = &inst.op {
+            tir::walk_insts(body, &mut note);
+        }
+        if let Op::If {
+            then_body,
+            else_body,
+            ..
+        } = &inst.op
+        {
+            tir::walk_insts(then_body, &mut note);
+            tir::walk_insts(else_body, &mut note);
+        }
+    }
+    let mut unread = HashSet::new();
+    // Readers come after what they read, so one pass from the end settles it.
+    for &i in p.slice.iter().rev() {
+        let inst = &body.insts[i];
+        let side_effect = matches!(
+            inst.op,
+            Op::Store { .. } | Op::AtomicAdd { .. } | Op::For { .. } | Op::If { .. }
+        );
+        if !side_effect
+            && inst.results.iter().all(|r| {
+                readers
+                    .get(r)
+                    .is_none_or(|rs| rs.iter().all(|x| x.is_none_or(|j| unread.contains(&j))))
+            })
+        {
+            unread.insert(i);
+        }
+    }
+    unread
+}
