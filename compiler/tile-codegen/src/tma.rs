@@ -117,7 +117,7 @@ impl Matcher<'_> {
             return None;
         }
         if let Some(o) = other {
-            if !self.is_zero(*o) {
+            if !tile_ir::is_zero_bits(*o, &|x| self.op(x)) {
                 return None;
             }
         }
@@ -175,15 +175,6 @@ impl Matcher<'_> {
             c0,
             guards,
         })
-    }
-
-    fn is_zero(&self, v: ValueId) -> bool {
-        match self.op(v) {
-            Some(Op::Splat(x) | Op::Broadcast(x)) => self.is_zero(*x),
-            Some(Op::Const(Const::Int(0))) => true,
-            Some(Op::Const(Const::Float(f))) => *f == 0.0 && f.is_sign_positive(),
-            _ => false,
-        }
     }
 
     /// A launch-time scalar: a parameter or a constant (through widening casts).

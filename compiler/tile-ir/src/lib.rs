@@ -445,22 +445,40 @@ pub fn is_zero_splat<'a>(op: &Op, def: impl Fn(ValueId) -> Option<&'a Op>) -> bo
     matches!(def(*x), Some(Op::Const(Const::Float(z))) if *z == 0.0)
 }
 
+/// Whether `v` has all bits clear in every element: a `const` 0, +0.0 or
+/// false, through `splat` and `broadcast` (`def` gives the op defining a
+/// value). What `cp.async` and TMA write where a copy is masked off.
+pub fn is_zero_bits<'a>(v: ValueId, def: &impl Fn(ValueId) -> Option<&'a Op>) -> bool {
+    match def(v) {
+        Some(Op::Const(Const::Int(i))) => *i == 0,
+        Some(Op::Const(Const::Float(f))) => f.to_bits() == 0,
+        Some(Op::Const(Const::Bool(b))) => !b,
+        Some(Op::Splat(x) | Op::Broadcast(x)) => is_zero_bits(*x, def),
+        _ => false,
+    }
+}
+
 /// Visit every instruction, nested blocks included, in program order.
 pub fn walk_insts<'a>(block: &'a Block, f: &mut dyn FnMut(&'a Inst)) {
     for inst in &block.insts {
-        f(inst);
-        match &inst.op {
-            Op::For { body, .. } => walk_insts(body, f),
-            Op::If {
-                then_body,
-                else_body,
-                ..
-            } => {
-                walk_insts(then_body, f);
-                walk_insts(else_body, f);
-            }
-            _ => {}
+        walk_inst(inst, f);
+    }
+}
+
+/// Visit `inst`, then every instruction of the blocks nested in it.
+pub fn walk_inst<'a>(inst: &'a Inst, f: &mut dyn FnMut(&'a Inst)) {
+    f(inst);
+    match &inst.op {
+        Op::For { body, .. } => walk_insts(body, f),
+        Op::If {
+            then_body,
+            else_body,
+            ..
+        } => {
+            walk_insts(then_body, f);
+            walk_insts(else_body, f);
         }
+        _ => {}
     }
 }
 

@@ -21,7 +21,7 @@ use crate::layout::Layout;
 use crate::prefetch::SmemTile;
 use crate::CodegenError;
 use std::ops::Range;
-use tile_ir::{Const, Op, Scalar, ValueId};
+use tile_ir::{Const, Scalar, ValueId};
 
 /// Groups a run checks at once. All of their addresses are live at the
 /// check: with 32 (`mhc_proj`'s φ at RP = 128, BK = 128) ptxas took 216
@@ -46,25 +46,14 @@ impl<'c, 'k> Lower<'c, 'k> {
     /// checked once: 4, 8 or 16 bytes a group (what `cp.async` takes) and
     /// zero (or nothing) where masked off.
     pub(super) fn copy_checks_once(&self, v: u32, s: Scalar, other: Option<ValueId>) -> bool {
-        matches!(v as usize * s.size_bytes(), 4 | 8 | 16) && other.is_none_or(|o| self.is_zero(o))
+        let def = |x| self.defs.get(&x).map(|i| &i.op);
+        matches!(v as usize * s.size_bytes(), 4 | 8 | 16)
+            && other.is_none_or(|o| tile_ir::is_zero_bits(o, &def))
     }
 
     /// Whether the masks of `mask` are one value along each group of `v`.
     pub(super) fn mask_uniform(&self, mask: Option<ValueId>, v: u32) -> bool {
         mask.is_none_or(|m| self.axis.get(&m).is_some_and(|a| a.constancy >= v))
-    }
-
-    /// Whether `x` is a tile of +0 (all bits clear).
-    fn is_zero(&self, x: ValueId) -> bool {
-        match self.defs.get(&x).map(|i| &i.op) {
-            Some(Op::Const(c)) => match c {
-                Const::Int(i) => *i == 0,
-                Const::Float(f) => f.to_bits() == 0,
-                Const::Bool(b) => !b,
-            },
-            Some(Op::Splat(y) | Op::Broadcast(y)) => self.is_zero(*y),
-            _ => false,
-        }
     }
 
     /// Copies the groups into shared-memory tile `tile` at byte offset
@@ -91,11 +80,10 @@ impl<'c, 'k> Lower<'c, 'k> {
     fn copy_run_checked_once(
         &mut self,
         l: &Layout,
-        run: &Groups,
+        t: &Groups,
         base: V,
         tile: SmemTile,
     ) -> Result<(), CodegenError> {
-        let t = run;
         let bytes = t.v as usize * t.s.size_bytes();
         let mut dsts = Vec::with_capacity(t.groups.len());
         for g in &t.groups {
@@ -110,13 +98,10 @@ impl<'c, 'k> Lower<'c, 'k> {
             &mut |me| {
                 let (full, none) = (me.e.i32(bytes as i64)?, me.e.i32(0)?);
                 for (g, &dst) in t.groups.iter().zip(dsts) {
-                    match t.rm {
-                        Some(m) => {
-                            let size = me.e.select(m[g.start], full, none)?;
-                            me.cp_async_sized(dst, t.rp[g.start], bytes, size)?
-                        }
-                        None => me.cp_async(dst, t.rp[g.start], bytes)?,
-                    }
+                    let size =
+                        t.rm.map(|m| me.e.select(m[g.start], full, none))
+                            .transpose()?;
+                    me.cp_async(dst, t.rp[g.start], bytes, size)?;
                 }
                 Ok(())
             },

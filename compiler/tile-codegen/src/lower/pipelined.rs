@@ -437,7 +437,11 @@ impl<'c, 'k> Lower<'c, 'k> {
                 }
                 let cond = me.e.and_all(&conds)?.unwrap();
                 let cond = me.e.likely(cond)?;
-                me.if_else_self(cond, &mut |me| me.cp_async(dst, p0, bytes), &mut slow_path)?;
+                me.if_else_self(
+                    cond,
+                    &mut |me| me.cp_async(dst, p0, bytes, None),
+                    &mut slow_path,
+                )?;
             }
             Ok(())
         };
@@ -519,24 +523,11 @@ pub(super) fn unread_in_body(p: &prefetch::Loop, body: &tir::Block) -> HashSet<u
             Op::Load { .. } if inst.results.iter().any(|r| pipelined.contains(r)) => None,
             _ => Some(i),
         };
-        let mut note = |inst: &tir::Inst| {
+        tir::walk_inst(inst, &mut |inst| {
             for v in inst.op.operands() {
                 readers.entry(v).or_default().push(reader);
             }
-        };
-        note(inst);
-        if let Op::For { body, .. } = &inst.op {
-            tir::walk_insts(body, &mut note);
-        }
-        if let Op::If {
-            then_body,
-            else_body,
-            ..
-        } = &inst.op
-        {
-            tir::walk_insts(then_body, &mut note);
-            tir::walk_insts(else_body, &mut note);
-        }
+        });
     }
     let mut unread = HashSet::new();
     // Readers come after what they read, so one pass from the end settles it.

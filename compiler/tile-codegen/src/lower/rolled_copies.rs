@@ -125,7 +125,7 @@ impl<'c, 'k> Lower<'c, 'k> {
                 let cond = me.e.likely(cond)?;
                 me.if_else_self(
                     cond,
-                    &mut |me| me.cp_async(dst, src, bytes),
+                    &mut |me| me.cp_async(dst, src, bytes, None),
                     &mut by_element,
                 )?;
             } else {
@@ -155,35 +155,23 @@ impl<'c, 'k> Lower<'c, 'k> {
         }
     }
 
-    /// `cp.async` of `bytes` (4, 8 or 16) of which only the first `size`
-    /// (an i32 register) are read from `src`, the rest filled with zeros.
-    pub(super) fn cp_async_sized(
+    /// `cp.async` of `bytes` (4, 8 or 16) from global `src` to shared `dst`;
+    /// with `src_size` (an i32 register), only that many are read and the
+    /// rest filled with zeros.
+    pub(super) fn cp_async(
         &mut self,
         dst: V,
         src: V,
         bytes: usize,
-        size: V,
+        src_size: Option<V>,
     ) -> Result<(), CodegenError> {
-        let cache = if bytes == 16 { "cg" } else { "ca" };
-        self.e.op(
-            "nvvm.cp.async.shared.global",
-            &[dst, src, size],
-            &[],
-            &[
-                ("size", &format!("{bytes} : i32")),
-                ("modifier", &format!("#nvvm<load_cache_modifier {cache}>")),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// `cp.async` of `bytes` (4, 8 or 16) from global `src` to shared `dst`.
-    pub(super) fn cp_async(&mut self, dst: V, src: V, bytes: usize) -> Result<(), CodegenError> {
         // .cg (L2 only) exists for 16-byte copies alone.
         let cache = if bytes == 16 { "cg" } else { "ca" };
+        let mut operands = vec![dst, src];
+        operands.extend(src_size);
         self.e.op(
             "nvvm.cp.async.shared.global",
-            &[dst, src],
+            &operands,
             &[],
             &[
                 ("size", &format!("{bytes} : i32")),

@@ -470,12 +470,9 @@ impl Layer {
 const SPLIT_ROWS: usize = 256;
 
 /// Columns of the projection a φ-splitting program of the gates' backward
-/// takes (its `BK`), 16 rows a step (`store_phi_parts`): rows of 32 f32
-/// are whole 128-byte lines, and the step's [16, 32] tile keeps the
-/// kernels' registers near what they were without the split (ptxas 12.9,
-/// sm_90a: `mhc_coeffs_bwd` 64 / 96 / 168 at n = 2 / 4 / 8, no spills).
-/// Eight columns a program, all RP rows at once, wrote 16-byte pieces and
-/// at n = 8 took longer than the token programs.
+/// takes (its `BK`; why 32: `store_phi_parts` in mhc.tile). ptxas 12.9,
+/// sm_90a: `mhc_coeffs_bwd` 64 / 96 / 168 registers at n = 2 / 4 / 8, no
+/// spills.
 const PHI_SPLIT_COLUMNS: i64 = 32;
 
 // Tiles of the backward kernels, measured with mhc-bench on the H200 at
