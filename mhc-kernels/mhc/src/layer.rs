@@ -165,7 +165,6 @@ fn cdiv(a: usize, b: usize) -> usize {
 /// less than two waves (more bytes in flight per program). H100, tile-tune,
 /// n = 4: T = 8192, C = 768 64 × 128 0.030 ms (16 × 64, the old choice, 0.065);
 /// T = 65536, C = 4096 64 × 64 0.711 ms, at copy bandwidth (64 × 128 0.757).
-/// The tune block gives 128-column steps 4 stages, 64-column steps 2.
 pub(crate) fn proj_tile(rows: usize, sms: usize) -> (usize, usize) {
     let bt = [64, 32, 16]
         .into_iter()
