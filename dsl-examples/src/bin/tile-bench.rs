@@ -674,7 +674,7 @@ fn attention_rows(
             }
             let lse = dev.alloc(Scalar::F32, slices * seq)?;
             for (pack, name, c) in &fwd {
-                if !wanted(only, &a.label(), &describe(c)) {
+                if !wanted(only, &format!("attention {}", a.label()), &describe(c)) {
                     continue;
                 }
                 let kern = load(&mut cache, dev, pack, name, c)?;
