@@ -22,12 +22,7 @@ const GLOBAL_ACCESS: [&str; 7] = [
 ];
 
 /// A kernel of a repository file: path, name, meta-parameters, warps.
-type Case = (
-    &'static str,
-    &'static str,
-    &'static [(&'static str, i64)],
-    u32,
-);
+type Case = (&'static str, &'static str, &'static [(&'static str, i64)], u32);
 
 /// Byte offset of the first global access in `ptx`, if any.
 fn first_global_access(ptx: &str) -> Option<usize> {
