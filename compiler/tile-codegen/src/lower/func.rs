@@ -3,8 +3,7 @@
 //! `tile_ir::launch`), the thread ids and per-layout thread
 //! coordinates computed once in the entry block, the body, and the
 //! `nvvm.minctasm` register budget (a configuration's `ctas`, else a rule
-//! for straight-line row kernels). On sm_90 the entry first waits for the
-//! grid before it ([`crate::Arch::waits_for_prior_grid`]).
+//! for straight-line row kernels).
 
 use super::{mlir_ty_name, Lower};
 use crate::layout::Layout;
@@ -19,19 +18,6 @@ impl<'c, 'k> Lower<'c, 'k> {
         let hidden = tir::launch::hidden_params(self.plan.tma.len());
         arg_tys.extend(hidden.iter().map(|h| self.e.ty(h.mlir_type())));
         let args = self.e.begin_function(&arg_tys);
-        if self.arch.waits_for_prior_grid() {
-            // Programmatic dependent launch: the host may start this grid
-            // while the one before it in the stream still runs, so nothing
-            // may touch global memory before that grid has finished (`wait`
-            // returns once it has and its writes are visible; at once when
-            // launched without the attribute). The grid after this one may
-            // then be scheduled as this one's CTAs retire (`launch_dependents`):
-            // its CTAs fill the SMs this grid's last wave leaves idle and
-            // stop at their own `wait`.
-            self.e.inline_asm("griddepcontrol.wait;", "", &[], &[])?;
-            self.e
-                .inline_asm("griddepcontrol.launch_dependents;", "", &[], &[])?;
-        }
         for (p, a) in k.params.iter().zip(&args) {
             self.vals.insert(p.value, vec![*a]);
         }
