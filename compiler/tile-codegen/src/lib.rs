@@ -62,6 +62,13 @@ impl Arch {
             Arch::Sm90 => "+ptx81",
         }
     }
+    /// Kernels for this target begin with `griddepcontrol.wait` (sm_90):
+    /// the host may launch them with programmatic stream serialization, so
+    /// that a grid's launch and first CTAs overlap the tail of the grid
+    /// before it ([`Artifacts::waits_for_prior_grid`]).
+    pub fn waits_for_prior_grid(self) -> bool {
+        matches!(self, Arch::Sm90)
+    }
     pub fn parse(s: &str) -> Option<Arch> {
         match s {
             "sm_80" => Some(Arch::Sm80),
@@ -122,6 +129,10 @@ pub struct Artifacts {
     /// Tensors the host describes for the kernel's TMA copies: hidden
     /// parameters after the declared ones (`tile_ir::launch::hidden_params`).
     pub tma: Vec<TmaOperand>,
+    /// The kernel waits at entry for the grid launched before it in the
+    /// stream (`griddepcontrol.wait`), so the host may launch it as a
+    /// programmatic dependent of that grid.
+    pub waits_for_prior_grid: bool,
     /// Where the kernel moves data between threads through shared memory
     /// (besides its pipelined loads), in program order.
     pub moves: Vec<SharedMove>,
@@ -253,6 +264,7 @@ pub fn compile(kernel: &tir::Kernel, opts: &Options) -> Result<Artifacts, Codege
         moves,
     } = lower::lower_to_mlir(&ctx, kernel, opts.warps, opts.stages, opts.ctas, opts.arch)?;
     art.shared_bytes = shared_bytes;
+    art.waits_for_prior_grid = opts.arch.waits_for_prior_grid();
     art.tma = tma;
     art.moves = moves;
     art.pass_timings

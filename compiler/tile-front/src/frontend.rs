@@ -164,6 +164,7 @@ impl Program {
                         ptx: Default::default(),
                         shared_bytes: Default::default(),
                         tma: Default::default(),
+                        waits_for_prior_grid: Default::default(),
                     })
                 })
                 .collect::<Result<Vec<_>, Diagnostics>>()?;

@@ -66,6 +66,11 @@ pub struct Variant {
     /// copies, one hidden parameter each (see `launch`).
     #[serde(default)]
     pub tma: BTreeMap<String, Vec<crate::launch::TmaOperand>>,
+    /// The architectures whose PTX waits at entry for the grid launched
+    /// before it (`griddepcontrol.wait`): the runtime may launch those as
+    /// programmatic dependents. Absent in older packs: launched plainly.
+    #[serde(default)]
+    pub waits_for_prior_grid: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +304,7 @@ mod tests {
                     ptx: [("sm_90".to_string(), ".version 8.0".to_string())].into(),
                     shared_bytes: [("sm_90".to_string(), 0)].into(),
                     tma: BTreeMap::new(),
+                    waits_for_prior_grid: ["sm_90".to_string()].into(),
                 }],
             }],
         }

@@ -65,12 +65,16 @@ pub struct Entry {
     pub ptx: String,
     pub shared_bytes: u32,
     pub tma: Vec<TmaOperand>,
+    /// `tile_codegen::Artifacts::waits_for_prior_grid`.
+    pub waits_for_prior_grid: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
     shared_bytes: u32,
     tma: Vec<TmaOperand>,
+    #[serde(default)]
+    waits_for_prior_grid: bool,
 }
 
 /// A cache key: SHA-256 of the inputs of one compile.
@@ -354,6 +358,7 @@ fn encode(key: &Key, entry: &Entry) -> Vec<u8> {
     let meta = serde_json::to_vec(&Meta {
         shared_bytes: entry.shared_bytes,
         tma: entry.tma.clone(),
+        waits_for_prior_grid: entry.waits_for_prior_grid,
     })
     .expect("cache metadata serialises");
     let mut out = Vec::with_capacity(HEADER + meta.len() + entry.ptx.len() + 32);
@@ -409,6 +414,7 @@ fn decode(bytes: &[u8], key: &Key) -> Result<Entry, String> {
         ptx,
         shared_bytes: meta.shared_bytes,
         tma: meta.tma,
+        waits_for_prior_grid: meta.waits_for_prior_grid,
     })
 }
 
@@ -432,6 +438,7 @@ pub fn compile(
         ptx: art.ptx,
         shared_bytes: art.shared_bytes,
         tma: art.tma,
+        waits_for_prior_grid: art.waits_for_prior_grid,
     };
     if let (Some(c), Some(k)) = (cache, &key) {
         if let Err(e) = c.put(k, &entry) {
@@ -450,6 +457,7 @@ mod tests {
         Entry {
             ptx: ptx.into(),
             shared_bytes: 49152,
+            waits_for_prior_grid: true,
             tma: vec![TmaOperand {
                 base: 0,
                 elem_bytes: 2,

@@ -167,6 +167,7 @@ pub fn compile_dir_cached(
                 .map_err(|d| d.render(src))?;
             let (mut ptx, mut shared_bytes, mut tma) =
                 (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+            let mut waits_for_prior_grid = std::collections::BTreeSet::new();
             let mut all_cached = true;
             for &arch in arches {
                 let (art, hit) = cache::compile(
@@ -196,6 +197,9 @@ pub fn compile_dir_cached(
                 all_cached &= hit;
                 let name = arch.name().to_string();
                 shared_bytes.insert(name.clone(), art.shared_bytes);
+                if art.waits_for_prior_grid {
+                    waits_for_prior_grid.insert(name.clone());
+                }
                 if !art.tma.is_empty() {
                     tma.insert(name.clone(), art.tma);
                 }
@@ -208,6 +212,7 @@ pub fn compile_dir_cached(
                 ptx,
                 shared_bytes,
                 tma,
+                waits_for_prior_grid,
             };
             Ok((v, all_cached))
         })

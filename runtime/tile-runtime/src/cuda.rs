@@ -101,6 +101,9 @@ pub struct CudaDevice {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) name: String,
+    /// Kernels that wait for the grid before them are launched as its
+    /// programmatic dependents (unless `TILE_PDL=0`).
+    dependent_launch: bool,
     /// Encoded tensor maps by what they describe (encoding is host work;
     /// a launch copies the map into its parameters).
     tensor_maps: Mutex<HashMap<TensorKey, TensorMap>>,
@@ -245,6 +248,7 @@ impl CudaDevice {
             ctx,
             stream,
             name,
+            dependent_launch: std::env::var("TILE_PDL").map_or(true, |v| v != "0"),
             tensor_maps: Mutex::new(HashMap::new()),
         };
         // Freed buffers stay in the pool for the next ones (a training step
@@ -447,7 +451,10 @@ impl CudaDevice {
         self.stream.synchronize().map_err(drv)
     }
 
-    /// Launch with arguments already checked against the signature.
+    /// Launch with arguments already checked against the signature; a kernel
+    /// that waits for the grid before it (`after_prior_grid`) as that grid's
+    /// programmatic dependent.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch(
         &self,
         f: &CudaFunction,
@@ -456,7 +463,16 @@ impl CudaDevice {
         shared_bytes: u32,
         args: &[CudaArg],
         hidden: &HiddenArgs,
+        after_prior_grid: bool,
     ) -> Result<(), RuntimeError> {
+        // With several streams cudarc orders buffers' users by events, which
+        // only its own launch path records.
+        if after_prior_grid
+            && self.dependent_launch
+            && !self.ctx.is_managing_stream_synchronization()
+        {
+            return self.launch_dependent(f, grid, threads, shared_bytes, args, hidden);
+        }
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
@@ -478,6 +494,90 @@ impl CudaDevice {
             shared_mem_bytes: shared_bytes,
         };
         unsafe { b.launch(cfg) }.map_err(drv)?;
+        Ok(())
+    }
+
+    /// `cuLaunchKernelEx` with programmatic stream serialization: the grid
+    /// may be scheduled before the one before it in the stream has finished
+    /// (as that grid's CTAs exit: our kernels trigger no earlier); its PTX
+    /// waits for that grid at entry, so only its launch and the start of its
+    /// CTAs overlap the other's tail.
+    fn launch_dependent(
+        &self,
+        f: &CudaFunction,
+        grid: [u32; 3],
+        threads: u32,
+        shared_bytes: u32,
+        args: &[CudaArg],
+        hidden: &HiddenArgs,
+    ) -> Result<(), RuntimeError> {
+        // The guards record nothing with one stream; they live past the launch.
+        let ptrs: Vec<_> = args
+            .iter()
+            .filter_map(|a| match a {
+                CudaArg::Ptr(s) => Some(s.device_ptr(&self.stream)),
+                _ => None,
+            })
+            .collect();
+        let mut next_ptr = ptrs.iter().map(|(p, _)| *p);
+        // One 8-byte slot per parameter, as in `launch_on`.
+        let mut slots: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                CudaArg::Ptr(_) => next_ptr.next().unwrap_or(0),
+                CudaArg::I32(x) => x as u32 as u64,
+                CudaArg::I64(x) => x as u64,
+                CudaArg::F32(x) => x.to_bits() as u64,
+            })
+            .collect();
+        let mut described = hidden.described as u64;
+        let mut params: Vec<*mut std::ffi::c_void> = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut std::ffi::c_void)
+            .collect();
+        params.extend(
+            hidden
+                .maps
+                .iter()
+                .map(|m| m as *const TensorMap as *mut std::ffi::c_void),
+        );
+        if !hidden.maps.is_empty() {
+            params.push(&mut described as *mut u64 as *mut std::ffi::c_void);
+        }
+        // SAFETY: a plain-old-data union; the attribute reads the one field set.
+        let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+        value.programmaticStreamSerializationAllowed = 1;
+        let mut attr = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value,
+        };
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: grid[0],
+            gridDimY: grid[1],
+            gridDimZ: grid[2],
+            blockDimX: threads,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: shared_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        self.ctx.bind_to_thread().map_err(drv)?;
+        // SAFETY: the parameters match the kernel's signature (checked by the
+        // caller) and every slot outlives the call, which copies them.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &cfg,
+                f.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(drv)?;
+        drop(ptrs);
         Ok(())
     }
 

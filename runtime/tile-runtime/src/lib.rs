@@ -326,6 +326,7 @@ impl Device {
                     grid: None,
                     meta: Vec::new(),
                     disjoint: Vec::new(),
+                    prior_grid_wait: false,
                     code: Code::Cuda(f),
                 })
             }
@@ -363,6 +364,7 @@ impl Device {
                 grid: None,
                 meta: Vec::new(),
                 disjoint: Vec::new(),
+                prior_grid_wait: false,
                 code: Code::Cpu(Box::new(tir)),
             }),
             Device::Cuda(_) => Err(RuntimeError::Unsupported(
@@ -415,6 +417,7 @@ impl Device {
                     kernel.shared_bytes,
                     &cargs,
                     &hidden,
+                    kernel.prior_grid_wait,
                 )
             }
             (Device::Cpu, Code::Cpu(tir)) => {
@@ -710,6 +713,9 @@ pub struct Kernel {
     /// Pairs of pointer parameters whose buffers must not overlap
     /// (`tile_ir::aliasing`); set by [`Pack::load_kernel`].
     disjoint: Vec<(usize, usize)>,
+    /// The PTX waits at entry for the grid before it (`griddepcontrol.wait`),
+    /// so launches may overlap that grid's tail; set by [`Pack::load_kernel`].
+    prior_grid_wait: bool,
     code: Code,
 }
 
@@ -735,6 +741,15 @@ impl Kernel {
     ) -> Kernel {
         self.grid = grid;
         self.meta = meta;
+        self
+    }
+
+    /// Mark the kernel's PTX as waiting at entry for the grid launched
+    /// before it (`tile_ir::pack::Variant::waits_for_prior_grid`): GPU
+    /// launches then let it start during that grid's tail (programmatic
+    /// dependent launch; `TILE_PDL=0` turns that off).
+    pub fn with_prior_grid_wait(mut self, waits: bool) -> Kernel {
+        self.prior_grid_wait = waits;
         self
     }
 

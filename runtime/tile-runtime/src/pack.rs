@@ -93,10 +93,12 @@ impl Pack {
                     })?;
                 let shared = v.shared_bytes.get(key).copied().unwrap_or(0);
                 let tma = v.tma.get(key).cloned().unwrap_or_default();
-                device.load_ptx(&v.ptx[key], sig, config.warps, shared, tma)
+                device
+                    .load_ptx(&v.ptx[key], sig, config.warps, shared, tma)?
+                    .with_prior_grid_wait(v.waits_for_prior_grid.contains(key))
             }
-            Device::Cpu => device.load_tir(v.tir.clone(), config.warps),
-        }?;
+            Device::Cpu => device.load_tir(v.tir.clone(), config.warps)?,
+        };
         let disjoint = tile_ir::aliasing::disjoint_params(&v.tir);
         Ok(kernel
             .with_grid(grid, config.meta.clone())

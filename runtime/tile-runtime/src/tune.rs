@@ -833,6 +833,7 @@ mod tests {
                     ptx: [("sm_90".to_string(), ptx.to_string())].into(),
                     shared_bytes: [("sm_90".to_string(), 0)].into(),
                     tma: BTreeMap::new(),
+                    waits_for_prior_grid: Default::default(),
                 }],
             }],
         };

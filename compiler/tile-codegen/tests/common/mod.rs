@@ -8,6 +8,7 @@ use tile_front::frontend::{parse_program, SourceFile};
 /// PTX (Hopper, the default options) of `kernel` of the `.tile` text `text`
 /// (named `path` in diagnostics) at `meta` (none: the tune block's first
 /// configuration) with `warps` warps.
+#[allow(dead_code)]
 pub fn ptx_of(path: &str, text: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> String {
     artifacts_of(path, text, kernel, meta, warps).ptx
 }
