@@ -184,13 +184,13 @@ class SitePlan:
 
     def pre_backward(self, L, alloc, sms, x, proj, alpha, b, z, r, h, g_h, gx, dh, grads, T, accumulate=True):
         """``mhc_pre_bwd``, the gates' backward, the projection's backward
-        (with pre-apply's ``H_pre · g_h``, added to ``gx`` in place) and the parameter gradients added into
+        (added to ``gx`` in place) and the parameter gradients added into
         ``grads = (dproj, dalpha, db)`` (which must start at zero or hold
         what to add to), or written there with ``accumulate=False``."""
         n, K, R = self.n, self.proj_cols, self.proj_rows
         rows = T * self.rows_per_token
         bc, warps = _PRE_BWD_TILE
-        L("mhc_pre_bwd", {"N": n, "BC": bc}, warps, (T, 1, 1), [x, g_h, dh, self.C])
+        L("mhc_pre_bwd", {"N": n, "BC": bc}, warps, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
         rp = _padded_rows(R)
         # dz and the projection as bf16 parts (backward.rs GateGrads), written
         # by the gates' backward, whose programs after the token ones split
@@ -237,10 +237,7 @@ class SitePlan:
         # proj_programs, proj_split), about four per SM with the column blocks.
         # layer/backward.rs PROJ_BWD_TILE.
         bt, bk = 64, 64
-        # cdiv(C, bk) column blocks a stream (backward.rs proj_col_blocks).
-        col_blocks = K // self.C * _cdiv(self.C, bk)
-        rpt, coeffs = self.rows_per_token, self.coeffs
-        programs = max(1, min(_cdiv(4 * sms, col_blocks), _cdiv(rows, bt)))
+        programs = max(1, min(_cdiv(4 * sms, _cdiv(K, bk)), _cdiv(rows, bt)))
         group = _cdiv(_cdiv(rows, programs), bt) * bt
         programs = _cdiv(rows, group)
         part = alloc(programs * R * K, "f32", False)
@@ -250,8 +247,8 @@ class SitePlan:
                 "mhc_proj_bwd_dx",
                 {"RP": rp, "BT": bt, "BK": bk},
                 4,
-                (_cdiv(rows, bt), col_blocks, 1),
-                [x, phi3, dz2, q, h, g_h, gx, rows, K, self.C, rpt, coeffs],
+                (_cdiv(rows, bt), _cdiv(K, bk), 1),
+                [x, phi3, dz2, q, gx, rows, K],
             )
             L(
                 "mhc_proj_bwd_dphi",
@@ -265,8 +262,8 @@ class SitePlan:
                 "mhc_proj_bwd",
                 {"RP": rp, "BT": bt, "BK": bk},
                 4,
-                (programs, col_blocks, 1),
-                [x, phi3, dz2, dzt, q, h, g_h, gx, part, rows, K, R, group, self.C, rpt, coeffs],
+                (programs, _cdiv(K, bk), 1),
+                [x, phi3, dz2, dzt, q, gx, part, rows, K, R, group],
             )
         dproj, dalpha, db = grads
         self.sum_rows(L, alloc, part, programs, R * K, dproj, accumulate)
@@ -371,7 +368,8 @@ class _GradHandoff:
     site call.
 
     ``mhc_post_bwd`` writes post's part of ∂L/∂x into a fresh buffer, and
-    ``mhc_proj_bwd`` adds pre's parts into a buffer in place. Handing post's buffer to pre's backward makes it pre's starting
+    ``mhc_pre_bwd`` and ``mhc_proj_bwd`` add pre's parts into a buffer in
+    place. Handing post's buffer to pre's backward makes it pre's starting
     gradient, so that only pre's backward returns x's gradient: no zero-filled
     buffer for pre and no sum of two x-sized gradients by autograd (a read of
     two and a write of one stream tensor), as in the Rust layer. The order is

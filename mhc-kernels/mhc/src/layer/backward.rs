@@ -82,27 +82,27 @@ impl Layer {
         dh: &mut Buffer,
         grads: &mut Grads,
     ) -> Result<()> {
-        self.apply_pre_backward(saved, x, g_h, dh)?;
+        self.apply_pre_backward(saved, x, g_h, g_x, dh)?;
         let cg = self.gates_backward(p, saved, dh)?;
         let mut part = self.alloc_partials(saved.t)?;
-        self.project_backward_into(saved, x, g_h, &cg, g_x, &mut part)?;
+        self.project_backward_into(x, &cg, g_x, &mut part)?;
         self.reduce_grads(&cg, &part, dh, grads)
     }
 
-    /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh`. Its `g_x` term, `H_pre ·
-    /// g_h`, is added by [`Layer::project_backward_into`], which reads and
-    /// writes `g_x` anyway.
+    /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh` and `H_pre · g_h` added to `g_x`.
     pub fn apply_pre_backward(
         &self,
         saved: &Saved,
         x: &Buffer,
         g_h: &Buffer,
+        g_x: &mut Buffer,
         dh: &mut Buffer,
     ) -> Result<()> {
         let t = saved.t;
         let cfg = &self.cfg;
         self.check_streams("x", x, t)?;
         self.check_rows("g_h", g_h, t)?;
+        self.check_streams("g_x", g_x, t)?;
         self.check("dh", dh, Scalar::F32, t * cfg.coeffs())?;
         let (bc, warps) = PRE_BWD_TILE;
         self.kernels.mhc_pre_bwd(
@@ -114,7 +114,9 @@ impl Layer {
             grid1(t),
             k::MhcPreBwd {
                 x,
+                h: &saved.h,
                 gh: g_h,
+                gx: g_x,
                 dh,
                 C: cfg.c as i32,
             },
@@ -256,29 +258,19 @@ impl Layer {
     }
 
     /// Kernel `mhc_proj_bwd` (at n = 8 `mhc_proj_bwd_dx`, then
-    /// `mhc_proj_bwd_dphi`): `projᵀ·dz − q·x` and pre-apply's `H_pre · g_h`
-    /// added to `g_x` in place, and the per-program partial sums of the
-    /// projection's gradient into `part`, from [`Layer::alloc_partials`],
-    /// which [`Layer::reduce_grads`] sums; dz and the projection come as
-    /// bf16 parts from the gates' backward.
+    /// `mhc_proj_bwd_dphi`): `projᵀ·dz − q·x` added to `g_x` in place, and
+    /// the per-program partial sums of the projection's gradient into `part`,
+    /// from [`Layer::alloc_partials`], which [`Layer::reduce_grads`] sums; dz
+    /// and the projection come as bf16 parts from the gates' backward.
     pub fn project_backward_into(
         &self,
-        saved: &Saved,
         x: &Buffer,
-        g_h: &Buffer,
         g: &GateGrads,
         g_x: &mut Buffer,
         part: &mut (Buffer, usize),
     ) -> Result<()> {
         let cfg = &self.cfg;
         let rows = g.q.len();
-        self.check_rows("g_h", g_h, rows / cfg.rows_per_token())?;
-        self.check(
-            "h",
-            &saved.h,
-            Scalar::F32,
-            rows / cfg.rows_per_token() * cfg.coeffs(),
-        )?;
         let (group, programs) = self.proj_split(rows);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
         if part.1 != programs {
@@ -292,7 +284,6 @@ impl Layer {
         let rp = padded_rows(pr);
         self.check_parts(g, rows)?;
         let (bt, bk) = PROJ_BWD_TILE;
-        let col_blocks = self.proj_col_blocks(bk) as u32;
         if rp >= 128 {
             // n = 8: g_x one tile a program, then the partials' row loop
             // (the one pass rereads dz for every column block; see the kernels).
@@ -303,20 +294,15 @@ impl Layer {
                     BK: bk as i64,
                 },
                 4,
-                [cdiv(rows, bt) as u32, col_blocks, 1],
+                [cdiv(rows, bt) as u32, cdiv(pc, bk) as u32, 1],
                 k::MhcProjBwdDx {
                     x,
                     phi3: &g.phi3,
                     dz2: &g.dz2,
                     q: &g.q,
-                    h: &saved.h,
-                    gh: g_h,
                     gx: g_x,
                     rows: rows as i32,
                     K: pc as i32,
-                    C: cfg.c as i32,
-                    rpt: cfg.rows_per_token() as i32,
-                    coeffs: cfg.coeffs() as i32,
                 },
             )?;
             self.kernels.mhc_proj_bwd_dphi(
@@ -346,24 +332,19 @@ impl Layer {
                 BK: bk as i64,
             },
             4,
-            [programs as u32, col_blocks, 1],
+            [programs as u32, cdiv(pc, bk) as u32, 1],
             k::MhcProjBwd {
                 x,
                 phi3: &g.phi3,
                 dz2: &g.dz2,
                 dzt: &g.dzt,
                 q: &g.q,
-                h: &saved.h,
-                gh: g_h,
                 gx: g_x,
                 part: &part.0,
                 rows: rows as i32,
                 K: pc as i32,
                 R: pr as i32,
                 group: group as i32,
-                C: cfg.c as i32,
-                rpt: cfg.rows_per_token() as i32,
-                coeffs: cfg.coeffs() as i32,
             },
         )?;
         Ok(())
@@ -406,16 +387,10 @@ impl Layer {
     /// its own partial dφ): with the column blocks, about four programs per
     /// SM, so the partials stay a few MB however many tokens there are.
     fn proj_programs(&self, rows: usize, tile: (usize, usize)) -> usize {
-        let col_blocks = self.proj_col_blocks(tile.1);
+        let col_blocks = cdiv(self.cfg.proj_cols(), tile.1);
         cdiv(4 * self.device().parallelism(), col_blocks)
             .min(cdiv(rows, tile.0))
             .max(1)
-    }
-
-    /// Column blocks of the projection backward: `cdiv(C, bk)` a stream, so
-    /// that none spans two streams (mhc.tile `proj_columns`).
-    fn proj_col_blocks(&self, bk: usize) -> usize {
-        self.cfg.proj_cols() / self.cfg.c * cdiv(self.cfg.c, bk)
     }
 
     /// `dst[l] += Σ_p src[p, l]`, in a fixed order (two stages for many rows).
