@@ -531,19 +531,7 @@ impl CudaDevice {
             })
             .collect();
         let mut described = hidden.described as u64;
-        let mut params: Vec<*mut std::ffi::c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut std::ffi::c_void)
-            .collect();
-        params.extend(
-            hidden
-                .maps
-                .iter()
-                .map(|m| m as *const TensorMap as *mut std::ffi::c_void),
-        );
-        if !hidden.maps.is_empty() {
-            params.push(&mut described as *mut u64 as *mut std::ffi::c_void);
-        }
+        let mut params = kernel_params(&mut slots, hidden, &mut described);
         // SAFETY: a plain-old-data union; the attribute reads the one field set.
         let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
         value.programmaticStreamSerializationAllowed = 1;
@@ -612,19 +600,7 @@ impl CudaDevice {
             })
             .collect();
         let mut described = hidden.described as u64;
-        let mut params: Vec<*mut std::ffi::c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut std::ffi::c_void)
-            .collect();
-        params.extend(
-            hidden
-                .maps
-                .iter()
-                .map(|m| m as *const TensorMap as *mut std::ffi::c_void),
-        );
-        if !hidden.maps.is_empty() {
-            params.push(&mut described as *mut u64 as *mut std::ffi::c_void);
-        }
+        let mut params = kernel_params(&mut slots, hidden, &mut described);
         self.ctx.bind_to_thread().map_err(drv)?;
         cudarc::driver::result::launch_kernel(
             f.cu_function(),
@@ -853,6 +829,31 @@ pub(crate) fn elapsed_ms(
 ) -> Result<f32, RuntimeError> {
     end.synchronize().map_err(drv)?;
     start.elapsed_ms(end).map_err(drv)
+}
+
+/// The driver's parameter array of a launch: a pointer to each 8-byte slot
+/// (the driver reads as many bytes of it as the parameter has), then to each
+/// tensor map and, when there are maps, to the word saying which are
+/// described. Every pointee must outlive the launch call.
+fn kernel_params(
+    slots: &mut [u64],
+    hidden: &HiddenArgs,
+    described: &mut u64,
+) -> Vec<*mut std::ffi::c_void> {
+    let mut params: Vec<*mut std::ffi::c_void> = slots
+        .iter_mut()
+        .map(|s| s as *mut u64 as *mut std::ffi::c_void)
+        .collect();
+    params.extend(
+        hidden
+            .maps
+            .iter()
+            .map(|m| m as *const TensorMap as *mut std::ffi::c_void),
+    );
+    if !hidden.maps.is_empty() {
+        params.push(described as *mut u64 as *mut std::ffi::c_void);
+    }
+    params
 }
 
 #[cfg(test)]
