@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::file_artifacts;
-use tile_codegen::{compile, Arch, Options};
-use tile_front::frontend::{parse_program, SourceFile};
+use common::{file_artifacts, file_artifacts_with};
+use tile_codegen::{Arch, Options};
 
 /// Instructions that read or write global memory (or start a copy from it).
 const GLOBAL_ACCESS: [&str; 7] = [
@@ -74,27 +73,11 @@ fn sm90_kernels_wait_for_the_prior_grid_before_touching_global_memory() {
 
 #[test]
 fn sm80_kernels_neither_wait_nor_are_marked() {
-    let path = format!(
-        "{}/../../dsl-examples/vector_add.tile",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let src = SourceFile::new(&path, &text);
-    let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
-    let meta = program
-        .check_configs("vector_add")
-        .into_iter()
-        .next()
-        .unwrap();
-    let tir = program.specialize("vector_add", &meta).unwrap();
-    let art = compile(
-        &tir,
-        &Options {
-            arch: Arch::Sm80,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let opts = Options {
+        arch: Arch::Sm80,
+        ..Options::default()
+    };
+    let art = file_artifacts_with("dsl-examples/vector_add.tile", "vector_add", &[], &opts);
     assert!(!art.waits_for_prior_grid);
     assert!(!art.ptx.contains("griddepcontrol"));
 }

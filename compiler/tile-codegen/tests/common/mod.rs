@@ -21,6 +21,21 @@ pub fn artifacts_of(
     meta: &[(&str, i64)],
     warps: u32,
 ) -> Artifacts {
+    let opts = Options {
+        warps,
+        ..Options::default()
+    };
+    artifacts_with(path, text, kernel, meta, &opts)
+}
+
+/// [`artifacts_of`] with any options (another target, …).
+pub fn artifacts_with(
+    path: &str,
+    text: &str,
+    kernel: &str,
+    meta: &[(&str, i64)],
+    opts: &Options,
+) -> Artifacts {
     let src = SourceFile::new(path, text);
     let program = parse_program(&src).map_err(|d| d.render(&src)).unwrap();
     let meta: Vec<(String, i64)> = if meta.is_empty() {
@@ -36,14 +51,7 @@ pub fn artifacts_of(
         .specialize(kernel, &meta)
         .map_err(|d| d.render(&src))
         .unwrap();
-    compile(
-        &tir,
-        &Options {
-            warps,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    compile(&tir, opts).unwrap()
 }
 
 /// PTX of `kernel` of a file of the repository (`rel`: from its root).
@@ -55,9 +63,24 @@ pub fn file_ptx(rel: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> St
 /// Everything [`file_ptx`]'s compilation produced.
 #[allow(dead_code)]
 pub fn file_artifacts(rel: &str, kernel: &str, meta: &[(&str, i64)], warps: u32) -> Artifacts {
+    let opts = Options {
+        warps,
+        ..Options::default()
+    };
+    file_artifacts_with(rel, kernel, meta, &opts)
+}
+
+/// [`file_artifacts`] with any options (another target, …).
+#[allow(dead_code)]
+pub fn file_artifacts_with(
+    rel: &str,
+    kernel: &str,
+    meta: &[(&str, i64)],
+    opts: &Options,
+) -> Artifacts {
     let path = format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    artifacts_of(&path, &text, kernel, meta, warps)
+    artifacts_with(&path, &text, kernel, meta, opts)
 }
 
 /// The lines of the innermost loop whose body holds a line containing
