@@ -532,6 +532,32 @@ impl CudaDevice {
             .collect();
         let mut described = hidden.described as u64;
         let mut params = kernel_params(&mut slots, hidden, &mut described);
+        let stream = self.stream.cu_stream();
+        // SAFETY: the parameters match the kernel's signature (checked by the
+        // caller) and every slot outlives the call, which copies them.
+        unsafe { self.launch_ex(f, grid, threads, shared_bytes, &mut params, stream, true) }?;
+        drop(ptrs);
+        Ok(())
+    }
+
+    /// `cuLaunchKernelEx` on `stream`, with programmatic stream
+    /// serialization when `dependent` (the kernel's PTX waits for the grid
+    /// before it at entry: see [`CudaDevice::launch_dependent`]).
+    ///
+    /// # Safety
+    /// `params` must match the kernel's parameters and `stream` be a live
+    /// stream of this context (or 0).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn launch_ex(
+        &self,
+        f: &CudaFunction,
+        grid: [u32; 3],
+        threads: u32,
+        shared_bytes: u32,
+        params: &mut [*mut std::ffi::c_void],
+        stream: sys::CUstream,
+        dependent: bool,
+    ) -> Result<(), RuntimeError> {
         // SAFETY: a plain-old-data union; the attribute reads the one field set.
         let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
         value.programmaticStreamSerializationAllowed = 1;
@@ -548,13 +574,12 @@ impl CudaDevice {
             blockDimY: 1,
             blockDimZ: 1,
             sharedMemBytes: shared_bytes,
-            hStream: self.stream.cu_stream(),
+            hStream: stream,
             attrs: &mut attr,
-            numAttrs: 1,
+            numAttrs: dependent as u32,
         };
         self.ctx.bind_to_thread().map_err(drv)?;
-        // SAFETY: the parameters match the kernel's signature (checked by the
-        // caller) and every slot outlives the call, which copies them.
+        // SAFETY: the caller's contract; the driver copies the parameters.
         unsafe {
             sys::cuLaunchKernelEx(
                 &cfg,
@@ -564,14 +589,14 @@ impl CudaDevice {
             )
         }
         .result()
-        .map_err(drv)?;
-        drop(ptrs);
-        Ok(())
+        .map_err(drv)
     }
 
     /// Launch on `stream`, a `CUstream` of this device's primary context that
     /// the runtime does not own (torch's current stream; 0 is the legacy
-    /// default stream), with arguments already checked against the signature.
+    /// default stream), with arguments already checked against the signature;
+    /// a kernel that waits for the grid before it (`after_prior_grid`) as
+    /// that grid's programmatic dependent, as [`CudaDevice::launch`] does.
     ///
     /// # Safety
     /// `stream` must be a live stream of this context (or 0), and every
@@ -586,6 +611,7 @@ impl CudaDevice {
         args: &[crate::RawArg],
         hidden: &HiddenArgs,
         stream: u64,
+        after_prior_grid: bool,
     ) -> Result<(), RuntimeError> {
         // One 8-byte slot per parameter: the driver reads as many bytes from
         // each slot as the parameter has (4 for i32/f32, the low bytes on a
@@ -601,16 +627,18 @@ impl CudaDevice {
             .collect();
         let mut described = hidden.described as u64;
         let mut params = kernel_params(&mut slots, hidden, &mut described);
-        self.ctx.bind_to_thread().map_err(drv)?;
-        cudarc::driver::result::launch_kernel(
-            f.cu_function(),
-            (grid[0], grid[1], grid[2]),
-            (threads, 1, 1),
-            shared_bytes,
-            stream as sys::CUstream,
-            &mut params,
-        )
-        .map_err(drv)
+        // SAFETY: the caller's contract (above).
+        unsafe {
+            self.launch_ex(
+                f,
+                grid,
+                threads,
+                shared_bytes,
+                &mut params,
+                stream as sys::CUstream,
+                after_prior_grid && self.dependent_launch,
+            )
+        }
     }
 
     /// The tensor map `op` describes for a launch with `args`, or None when

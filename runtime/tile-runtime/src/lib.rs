@@ -493,6 +493,7 @@ impl Device {
                     args,
                     &hidden,
                     stream,
+                    kernel.prior_grid_wait,
                 )
             }
             (Device::Cpu, _) => Err(kernel.error(
