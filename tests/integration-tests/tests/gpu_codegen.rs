@@ -435,3 +435,69 @@ fn gpu_tma_hidden_parameters_are_checked_at_load() {
         }
     }
 }
+
+/// A program that stores a tile and reads it back transposed (each thread
+/// loading what others stored), once and in a loop whose next iteration
+/// stores over what this one read: without the barriers
+/// `lower/global_order.rs` puts between them, a thread may read the old
+/// contents. Every block gets fresh values and tmp starts NaN, so a read
+/// that comes too early shows.
+#[test]
+fn gpu_scratch_transpose() {
+    let Some(dev) = gpu_or_skip("gpu_scratch_transpose") else {
+        return;
+    };
+    let pack = pack_named("codegen-tests.tpack");
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let blocks = if small() { 3 } else { 264 };
+    for name in ["scratch_transpose", "scratch_transpose_loop"] {
+        for v in &pack.kernel(name).unwrap().variants {
+            let b = v.config.meta[0].1 as usize;
+            let k = pack.load_kernel(&dev, name, &v.config).unwrap();
+            let n = if name == "scratch_transpose" { 1 } else { 5 };
+            let x: Vec<f32> = (0..blocks * n * b * b)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let bx = dev.upload(&x).unwrap();
+            let btmp = dev.upload(&vec![f32::NAN; blocks * b * b]).unwrap();
+            let by = dev.upload(&vec![f32::NAN; blocks * b * b]).unwrap();
+            let mut args = vec![Arg::Buffer(&bx), Arg::Buffer(&btmp), Arg::Buffer(&by)];
+            if name == "scratch_transpose_loop" {
+                args.push(Arg::I32(n as i32));
+            }
+            dev.launch(&k, [blocks as u32, 1, 1], &args).unwrap();
+            let got = dev.download::<f32>(&by).unwrap();
+            let mut want = vec![0.0f32; blocks * b * b];
+            for p in 0..blocks {
+                let mut acc = vec![0.0f32; b * b];
+                for step in 0..n {
+                    let xk = &x[(p * n + step) * b * b..][..b * b];
+                    let t: Vec<f32> = if name == "scratch_transpose" {
+                        xk.iter().map(|v| v * 2.0 + 1.0).collect()
+                    } else {
+                        xk.iter().zip(&acc).map(|(a, c)| a + c).collect()
+                    };
+                    for r in 0..b {
+                        for c in 0..b {
+                            acc[r * b + c] = t[c * b + r];
+                        }
+                    }
+                }
+                want[p * b * b..][..b * b].copy_from_slice(&acc);
+            }
+            // The same f32 operations in the same order: exact.
+            let bad = mismatches(&got, &want, 0.0, 0.0);
+            assert!(
+                bad.is_empty(),
+                "{name} [{}]: {} of {} wrong, first y[{}] = {} where {} (a read before another thread's store?)",
+                describe(&v.config),
+                bad.len(),
+                got.len(),
+                bad[0],
+                got[bad[0]],
+                want[bad[0]]
+            );
+            eprintln!("ok {name} [{}] {blocks} blocks", describe(&v.config));
+        }
+    }
+}

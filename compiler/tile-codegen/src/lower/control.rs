@@ -27,6 +27,9 @@ impl<'c, 'k> Lower<'c, 'k> {
         else {
             return Err(CodegenError::Internal("lower_for on a non-loop".into()));
         };
+        // The first iteration after what came before; the next after this one.
+        let accesses = self.global_accesses(&body.insts);
+        self.order_before_block(&accesses)?;
         let (lb, ub, step) = (self.regs(*lb)?[0], self.regs(*ub)?[0], self.regs(*step)?[0]);
         let mut flat_init = Vec::new();
         let mut sizes = Vec::new();
@@ -68,8 +71,12 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         self.in_flight = pipe.as_ref().and_then(|p| p.in_flight).map(|(r, _)| r);
         self.loop_depth += 1;
-        self.lower_body(&body.insts, &carried, &extra_yield)?;
+        let before = self.global_pending.clone();
+        self.lower_body(&body.insts, &carried, &extra_yield, Some(&accesses))?;
         self.loop_depth -= 1;
+        // After the loop: what any iteration, or none, left unordered.
+        self.global_pending = before;
+        self.global_pending.extend(accesses);
         self.in_flight = None;
         let region = self.e.pop_region();
         let res_tys: Vec<Type> = flat_init.iter().map(|v| self.e.type_of(*v)).collect();
@@ -138,12 +145,16 @@ impl<'c, 'k> Lower<'c, 'k> {
             let t = self.mty(self.kernel.ty(*v));
             res_tys.extend(std::iter::repeat_n(t, *n));
         }
+        // Either branch runs after what is pending; what follows, after either.
+        let before = self.global_pending.clone();
         self.e.push_block(&[]);
-        self.lower_body(&then_body.insts, &res_layouts, &[])?;
+        self.lower_body(&then_body.insts, &res_layouts, &[], None)?;
         let r1 = self.e.pop_region();
+        let after_then = std::mem::replace(&mut self.global_pending, before);
         self.e.push_block(&[]);
-        self.lower_body(&else_body.insts, &res_layouts, &[])?;
+        self.lower_body(&else_body.insts, &res_layouts, &[], None)?;
         let r2 = self.e.pop_region();
+        self.global_pending.extend(after_then);
         let out = self
             .e
             .op_full("scf.if", &[c], &res_tys, &[], vec![r1, r2])?;
@@ -158,12 +169,17 @@ impl<'c, 'k> Lower<'c, 'k> {
         insts: &[tir::Inst],
         layouts: &[Layout],
         extra: &[V],
+        loop_accesses: Option<&[super::global_order::GlobalAccess]>,
     ) -> Result<(), CodegenError> {
         let (body, last) = match insts.split_last() {
             Some((last, body)) if matches!(last.op, Op::Yield(_)) => (body, Some(last)),
             _ => (insts, None),
         };
         self.lower_block_insts(body)?;
+        if let Some(accesses) = loop_accesses {
+            // The next iteration's accesses come after this one's.
+            self.order_before_block(accesses)?;
+        }
         let mut flat = Vec::new();
         if let Some(Inst {
             op: Op::Yield(vs),

@@ -96,6 +96,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             }
             None => None,
         };
+        self.order_global_access(ptr, &l, false)?;
         let v = self.vector_width(ptr, s);
         // Per-element path: masked elements read `other` and touch no memory.
         let scalar_path = |e: &mut Emitter<'c>, g: std::ops::Range<usize>| {
@@ -199,6 +200,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let rp = self.regs(ptr)?;
         let rv = self.regs_in(value, &l, span)?;
         let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
+        self.order_global_access(ptr, &l, true)?;
         let owner = self.owner(&l);
         let v = self.vector_width(ptr, s);
         for g in Self::groups(&l, v) {
@@ -295,6 +297,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         let rp = self.regs(ptr)?;
         let rv = self.regs_in(value, &l, span)?;
         let rm = mask.map(|m| self.regs_in(m, &l, span)).transpose()?;
+        self.order_global_access(ptr, &l, true)?;
         let owner = self.owner(&l);
         let zero = self.constant(Const::Int(0), s)?;
         let mut unread = true;

@@ -32,6 +32,7 @@ mod convert;
 mod dot;
 mod elementwise;
 mod func;
+mod global_order;
 mod layouts;
 mod memory;
 mod mma;
@@ -114,6 +115,8 @@ pub(crate) fn lower_to_mlir<'c>(
             tma_args: Vec::new(),
             tma_described: None,
             unread: HashSet::new(),
+            pointer_params: tir::aliasing::Defs::new(kernel),
+            global_pending: Vec::new(),
         };
         let func = l.lower_func();
         (l, func)
@@ -274,6 +277,11 @@ struct Lower<'c, 'k> {
     /// Instructions of pipelined loops' bodies that the body does not lower
     /// (`pipelined::unread_in_body`), by address.
     unread: HashSet<*const tir::Inst>,
+    /// Which pointer parameter each pointer is an offset from.
+    pointer_params: tir::aliasing::Defs<'k>,
+    /// The global accesses lowered since the last CTA barrier
+    /// (`global_order`).
+    global_pending: Vec<global_order::GlobalAccess>,
 }
 
 fn scalar_ty(s: Scalar) -> &'static str {

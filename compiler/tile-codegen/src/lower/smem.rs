@@ -196,6 +196,8 @@ impl<'c, 'k> Lower<'c, 'k> {
     pub(super) fn barrier(&mut self) -> Result<(), CodegenError> {
         self.wait_for_dots(self.unwaited.len())?;
         self.e.op("gpu.barrier", &[], &[], &[])?;
+        // It also orders the CTA's global accesses before it against those after.
+        self.global_pending.clear();
         Ok(())
     }
 
