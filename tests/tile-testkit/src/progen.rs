@@ -31,7 +31,10 @@
 //! broadcasting back (`[:, None]`, `[None, :]`), `broadcast_to`, run-time and
 //! `static` loops, `if`/`else` on run-time conditions, program ids,
 //! `num_programs`, `atomic_add` (integers), and `dot` (when every
-//! configuration has `BM, BN >= 16`), float `%` of exact operands ([`FLOAT_REM`]).
+//! configuration has `BM, BN >= 16`), float `%` of exact operands ([`FLOAT_REM`]),
+//! and an input tile stored to `y0` and loaded back reversed within the
+//! program's tile (each thread reading what others stored; `y0`'s own store
+//! overwrites it at the end).
 //!
 //! # Tolerances (how the differential test compares)
 //!
@@ -292,6 +295,8 @@ struct Gen {
     /// Variables in scope: (name, value description).
     env: Vec<Val>,
     inputs: [Dt; 3],
+    /// y0's element type (a prologue may pass an input tile through y0).
+    out0: Dt,
     bm_max: i64,
     bn_max: i64,
     dot_ok: bool,
@@ -339,6 +344,7 @@ pub fn generate(seed: u64, index: u64) -> Generated {
         rng,
         env: Vec::new(),
         inputs,
+        out0: outs[0],
         bm_max,
         bn_max,
         dot_ok,
@@ -544,6 +550,20 @@ impl Gen {
                 }
                 _ => {}
             }
+        }
+        // Sometimes an input tile of y0's type goes through y0 and comes back
+        // reversed within the program's block, so each thread loads elements
+        // other threads stored (the code generator must order them:
+        // lower/global_order.rs); y0's own store overwrites it at the end.
+        let through = (0..3).find(|&i| self.inputs[i] == self.out0);
+        if let (Some(i), 0) = (through, self.rng.random_range(0..2)) {
+            let dt = self.out0;
+            let other = self.literal_text(dt);
+            self.line(&format!("store(y0 + off, a{i}, mask);"));
+            self.line("let rr = pm * BM + (BM - 1 - arange(0, BM))[:, None];");
+            self.line("let rc = pn * BN + (BN - 1 - arange(0, BN))[None, :];");
+            let t = format!("load(y0 + rr * n + rc, (rr < m) & (rc < n), {other})");
+            self.bind("back", &t, dt, Sh::Full, input_bound(dt), false);
         }
     }
 
