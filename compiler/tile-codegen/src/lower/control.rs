@@ -29,7 +29,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         // The first iteration after what came before; the next after this one.
         let accesses = self.global_accesses(&body.insts);
-        self.order_before_block(&accesses)?;
+        let tma = self.plan.loops.contains_key(&body.args[0]) && !self.plan.tma.is_empty();
+        self.order_before_block(&accesses, tma)?;
         let (lb, ub, step) = (self.regs(*lb)?[0], self.regs(*ub)?[0], self.regs(*step)?[0]);
         let mut flat_init = Vec::new();
         let mut sizes = Vec::new();
@@ -177,8 +178,10 @@ impl<'c, 'k> Lower<'c, 'k> {
         };
         self.lower_block_insts(body)?;
         if let Some(accesses) = loop_accesses {
-            // The next iteration's accesses come after this one's.
-            self.order_before_block(accesses)?;
+            // The next iteration's accesses come after this one's (a loop
+            // copies ahead only from buffers it does not write: no TMA read
+            // follows its stores).
+            self.order_before_block(accesses, false)?;
         }
         let mut flat = Vec::new();
         if let Some(Inst {

@@ -103,16 +103,23 @@ impl<'c, 'k> Lower<'c, 'k> {
 
     /// Before a block that runs after what is pending (a loop's first
     /// iteration, or its next one: `accesses` are the block's): a barrier
-    /// when any of them conflicts with a pending access.
+    /// when any of them conflicts with a pending access. `tma` when the
+    /// block's loads may be TMA copies, which read through the async proxy:
+    /// the stores are then fenced for it before the barrier.
     pub(super) fn order_before_block(
         &mut self,
         accesses: &[GlobalAccess],
+        tma: bool,
     ) -> Result<(), CodegenError> {
         if self
             .global_pending
             .iter()
             .any(|p| accesses.iter().any(|a| p.conflicts(a)))
         {
+            if tma {
+                self.e
+                    .inline_asm("fence.proxy.async.global;", "", &[], &[])?;
+            }
             self.barrier()?;
         }
         Ok(())
