@@ -68,3 +68,20 @@ kernel scale_in_place(p: *f32, n: i32) {
         "{ptx}"
     );
 }
+
+/// The read-back in an `if` branch waits for the stores before the `if`.
+#[test]
+fn a_branch_waits_for_the_stores_before_it() {
+    let src = r#"
+kernel in_branch(x: *f32, tmp: *f32, y: *f32, flag: i32) {
+    let i = arange(0, 32);
+    store(tmp + i[:, None] * 32 + i[None, :], load(x + i[:, None] * 32 + i[None, :]));
+    if flag > 0 {
+        store(y + i[:, None] * 32 + i[None, :], load(tmp + i[None, :] * 32 + i[:, None]));
+    }
+}
+"#;
+    let ptx = ptx_of("in_branch.tile", src, "in_branch", &[], 4);
+    let between = store_to_next_load(&ptx);
+    assert_eq!(count(&between, "bar.sync"), 1, "{}", between.join("\n"));
+}
