@@ -55,17 +55,24 @@ impl GlobalAccess {
 }
 
 impl<'c, 'k> Lower<'c, 'k> {
-    fn global_access_of(&self, inst: &tir::Inst) -> Option<GlobalAccess> {
-        let (ptr, layout, write) = match &inst.op {
-            Op::Load { ptr, .. } => (*ptr, self.layout(*inst.results.first()?), false),
-            Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => (*ptr, self.layout(*ptr), true),
-            _ => return None,
-        };
-        Some(GlobalAccess {
+    fn global_access(&self, ptr: ValueId, layout: Layout, write: bool) -> GlobalAccess {
+        GlobalAccess {
             param: self.pointer_params.pointer_param(ptr),
             ptr,
             layout,
             write,
+        }
+    }
+
+    fn global_access_of(&self, inst: &tir::Inst) -> Option<GlobalAccess> {
+        Some(match &inst.op {
+            Op::Load { ptr, .. } => {
+                self.global_access(*ptr, self.layout(*inst.results.first()?), false)
+            }
+            Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => {
+                self.global_access(*ptr, self.layout(*ptr), true)
+            }
+            _ => return None,
         })
     }
 
@@ -88,12 +95,7 @@ impl<'c, 'k> Lower<'c, 'k> {
         layout: &Layout,
         write: bool,
     ) -> Result<(), CodegenError> {
-        let a = GlobalAccess {
-            param: self.pointer_params.pointer_param(ptr),
-            ptr,
-            layout: layout.clone(),
-            write,
-        };
+        let a = self.global_access(ptr, layout.clone(), write);
         if self.global_pending.iter().any(|p| p.conflicts(&a)) {
             self.barrier()?;
         }

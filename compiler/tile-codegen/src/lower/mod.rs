@@ -88,6 +88,7 @@ pub(crate) fn lower_to_mlir<'c>(
             defs.insert(*r, i);
         }
     });
+    let pointer_params = tir::aliasing::Defs::new(kernel);
     let lower = |plan: &Plan| {
         let mut l = Lower {
             e: Emitter::new(ctx),
@@ -115,7 +116,7 @@ pub(crate) fn lower_to_mlir<'c>(
             tma_args: Vec::new(),
             tma_described: None,
             unread: HashSet::new(),
-            pointer_params: tir::aliasing::Defs::new(kernel),
+            pointer_params: &pointer_params,
             global_pending: Vec::new(),
         };
         let func = l.lower_func();
@@ -278,7 +279,7 @@ struct Lower<'c, 'k> {
     /// (`pipelined::unread_in_body`), by address.
     unread: HashSet<*const tir::Inst>,
     /// Which pointer parameter each pointer is an offset from.
-    pointer_params: tir::aliasing::Defs<'k>,
+    pointer_params: &'k tir::aliasing::Defs<'k>,
     /// The global accesses lowered since the last CTA barrier
     /// (`global_order`).
     global_pending: Vec<global_order::GlobalAccess>,
