@@ -38,6 +38,8 @@ __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 #: b_res on the diagonal at initialisation (layer.rs ``RES_DIAG``): H_res ≈ I.
 RES_DIAG = 4.0
 _APPLY_BC = 1024
+# mhc_pre_fused's apply step, tokens and columns (layer.rs PRE_FUSED_TILE).
+_PRE_FUSED_TILE = (8, 256)
 # Tiles of the backward kernels (layer/backward.rs POST_BWD_TILE,
 # PRE_BWD_TILE: (columns, warps); PHI_SPLIT_COLUMNS).
 _POST_BWD_TILE = (256, 1)
@@ -103,23 +105,60 @@ class SitePlan:
 
     # ---- forward ------------------------------------------------------------
 
+    def split_proj(self, L, alloc, proj):
+        """``mhc_proj_split``: φ (or θ) as transposed bf16 high and low parts."""
+        rp = _padded_rows(self.proj_rows)
+        K, R = self.proj_cols, self.proj_rows
+        hilo = alloc(2 * K * rp, "bf16", False)
+        L("mhc_proj_split", {"RP": rp, "BK": 64}, 4, (_cdiv(K, 64), 1, 1), [proj, hilo, K, R])
+        return hilo
+
+    @staticmethod
+    def _proj_tile(rows, sms):
+        # As the Rust layer's `proj_tile`: the largest token block that gives
+        # half the SMs a program, 128-column steps below two waves.
+        bt = next((b for b in (64, 32, 16) if 2 * _cdiv(rows, b) >= sms), 16)
+        bk = 128 if _cdiv(rows, bt) < 2 * sms else 64
+        return bt, bk
+
     def project(self, L, alloc, sms, x, proj, z, r, T):
         """``mhc_proj_split`` + ``mhc_proj``: z = proj·x and the RMSNorm factors r."""
         rows = T * self.rows_per_token
         rp = _padded_rows(self.proj_rows)
         K, R = self.proj_cols, self.proj_rows
-        hilo = alloc(2 * K * rp, "bf16", False)
-        L("mhc_proj_split", {"RP": rp, "BK": 64}, 4, (_cdiv(K, 64), 1, 1), [proj, hilo, K, R])
-        # As the Rust layer's `proj_tile`: the largest token block that gives
-        # half the SMs a program, 128-column steps below two waves.
-        bt = next((b for b in (64, 32, 16) if 2 * _cdiv(rows, b) >= sms), 16)
-        bk = 128 if _cdiv(rows, bt) < 2 * sms else 64
+        hilo = self.split_proj(L, alloc, proj)
+        bt, bk = self._proj_tile(rows, sms)
         L(
             "mhc_proj",
             {"RP": rp, "BT": bt, "BK": bk},
             4,
             (_cdiv(rows, bt), 1, 1),
             [x, hilo, z, r, rows, K, R],
+        )
+
+    def pre_is_fused(self, T, sms):
+        """Whether :meth:`pre_into` runs ``mhc_pre_fused`` (layer.rs
+        ``pre_is_fused``): mHC with ``MHC_PRE_FUSED=1``, or ``=wave`` where
+        the token blocks make one wave."""
+        if self.mixing != "mhc":
+            return False
+        env = os.environ.get("MHC_PRE_FUSED")
+        if env == "wave":
+            return _cdiv(T, self._proj_tile(T, sms)[0]) <= sms
+        return env == "1"
+
+    def pre_fused(self, L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T):
+        """``mhc_proj_split`` + ``mhc_pre_fused``: z, r, h and h_in in one kernel."""
+        hilo = self.split_proj(L, alloc, proj)
+        bt, bk = self._proj_tile(T, sms)
+        meta = {"N": self.n, "RP": _padded_rows(self.proj_rows), "BT": bt, "BK": bk}
+        meta.update(TA=_PRE_FUSED_TILE[0], BC=_PRE_FUSED_TILE[1], ITERS=self.iters)
+        L(
+            "mhc_pre_fused",
+            meta,
+            4,
+            (_cdiv(T, bt), 1, 1),
+            [x, hilo, alpha, b, z, r, h, h_in, T, self.C, float(self.eps)],
         )
 
     def gates(self, L, z, r, alpha, b, h, T):
@@ -166,6 +205,9 @@ class SitePlan:
 
     def pre_into(self, L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T):
         """:meth:`pre` into the caller's ``h_in``, ``z``, ``r`` and ``h``."""
+        if self.pre_is_fused(T, sms):
+            self.pre_fused(L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T)
+            return
         self.project(L, alloc, sms, x, proj, z, r, T)
         self.gates(L, z, r, alpha, b, h, T)
         self.apply_pre(L, x, h, h_in, T)

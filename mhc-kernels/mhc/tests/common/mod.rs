@@ -613,3 +613,49 @@ pub fn backward_mismatches(
     }
     bad
 }
+
+/// mHC's forward of pre both ways, `mhc_pre_fused` (`Layer::pre_fused`) and
+/// the three kernels it stands for (`Layer::coefficients` then
+/// `Layer::apply_pre`), each on NaN-filled outputs: z, r, h and h_in must be
+/// bit-identical, since the fused kernel runs the same sums in the same
+/// order (and a layer's recompute applies H_pre with `mhc_pre_apply` to the
+/// coefficients the forward saved, whichever way it computed them). Cases
+/// are (T, n, C).
+pub fn check_pre_paths(ks: &Arc<KernelSet>, cases: &[(usize, usize, usize)], rng: &mut StdRng) {
+    for &(t, n, c) in cases {
+        let run = Run::new(ks, random_site(Mixing::Mhc, t, n, c, rng));
+        let dev = run.dev();
+        let outputs = |fused: bool| {
+            let mut saved = nan_saved(&run.layer, t);
+            let mut h_in = nan_buffer(dev, Scalar::BF16, t * c);
+            if fused {
+                run.layer
+                    .pre_fused(&run.p, &run.x, &mut saved, &mut h_in)
+                    .unwrap();
+            } else {
+                run.layer.coefficients(&run.p, &run.x, &mut saved).unwrap();
+                run.layer.apply_pre(&run.x, &saved.h, &mut h_in, t).unwrap();
+            }
+            [
+                ("z", download(dev, &saved.z)),
+                ("r", download(dev, &saved.r)),
+                ("h", download(dev, &saved.h)),
+                ("h_in", download(dev, &h_in)),
+            ]
+        };
+        let (fused, three) = (outputs(true), outputs(false));
+        for ((name, f), (_, w)) in fused.iter().zip(&three) {
+            let nan = w.iter().filter(|v| v.is_nan()).count();
+            assert_eq!(
+                nan, 0,
+                "T={t} n={n} C={c}: `{name}` of the three kernels has {nan} NaN"
+            );
+            if let Some(i) = (0..f.len()).find(|&i| f[i].to_bits() != w[i].to_bits()) {
+                panic!(
+                    "T={t} n={n} C={c}: `{name}`[{i}] is {} from mhc_pre_fused, {} from the three kernels",
+                    f[i], w[i]
+                );
+            }
+        }
+    }
+}
