@@ -151,11 +151,10 @@ class SitePlan:
         """``mhc_proj_split`` + ``mhc_pre_fused``: z, r, h and h_in in one kernel."""
         hilo = self.split_proj(L, alloc, proj)
         bt, bk = self._proj_tile(T, sms)
-        meta = {"N": self.n, "RP": _padded_rows(self.proj_rows), "BT": bt, "BK": bk}
-        meta.update(TA=_PRE_FUSED_TILE[0], BC=_PRE_FUSED_TILE[1], ITERS=self.iters)
+        ta, bc = _PRE_FUSED_TILE
         L(
             "mhc_pre_fused",
-            meta,
+            {"N": self.n, "RP": _padded_rows(self.proj_rows), "BT": bt, "BK": bk, "TA": ta, "BC": bc, "ITERS": self.iters},
             4,
             (_cdiv(T, bt), 1, 1),
             [x, hilo, alpha, b, z, r, h, h_in, T, self.C, float(self.eps)],

@@ -315,11 +315,11 @@ impl Layer {
         h_in: &mut Buffer,
     ) -> Result<()> {
         let t = saved.t;
-        self.check_streams("x", x, t)?;
-        self.check_rows("h_in", h_in, t)?;
         if self.pre_is_fused(t) {
             return self.pre_fused(p, x, saved, h_in);
         }
+        self.check_streams("x", x, t)?;
+        self.check_rows("h_in", h_in, t)?;
         self.coefficients(p, x, saved)?;
         self.apply_pre(x, &saved.h, h_in, t)
     }
