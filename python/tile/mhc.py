@@ -339,9 +339,11 @@ class SitePlan:
                 [s, d, d2, p, l, split, _cdiv(p, splits), int(add)],
             )
 
-        # Two stages above 256 rows (backward.rs SPLIT_ROWS).
-        if p > 256:
-            splits = _cdiv(p, 256)
+        # Two stages above 8 steps, with the fewest steps (backward.rs split_rows).
+        steps = _cdiv(p, bp)
+        if steps > 8:
+            s1 = min(range(1, steps + 1), key=lambda s: s + _cdiv(_cdiv(p, s * bp), bp))
+            splits = _cdiv(p, s1 * bp)
             stage = alloc(splits * l, "f32", False)
             launch(src, stage, stage, l, p, splits, False)
             src, p = stage, splits

@@ -162,3 +162,53 @@ fn a_site_backward_at_the_trainers_shape_is_seven_launches() {
         ]
     );
 }
+
+/// `Layer::sum_rows_into` (kernel `mhc_sum_rows`, one stage or two) adds
+/// each column's sum over the rows to what the destinations hold, split
+/// between two parameters at `split`: narrow (≤ 32 columns, 32 rows a step)
+/// and wide sums, row counts on both sides of every stage boundary and
+/// ragged against the tiles, against an f64 sum. Tolerance: an f32 sum of
+/// p terms in any order is within p·2⁻²⁴·Σ|terms| of the exact one (plus
+/// the destination's own rounding).
+#[test]
+fn sum_rows_adds_each_columns_sum_in_one_or_two_stages() {
+    use mhc::layer::{Layer, SiteConfig};
+    use rand::Rng;
+    let ks = cpu_kernels();
+    let dev = ks.device();
+    let layer = Layer::new(ks.clone(), SiteConfig::new(Mixing::Mhc, 4, 64)).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed());
+    for (p, l, split) in [
+        (5, 27, 24),
+        (256, 27, 24),
+        (257, 27, 27),
+        (1024, 27, 24),
+        (2049, 3, 3),
+        (64, 70, 70),
+        (65, 70, 33),
+        (600, 300, 300),
+    ] {
+        let src: Vec<f32> = (0..p * l).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let d0: Vec<f32> = (0..l).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let s = dev.upload(&src).unwrap();
+        let mut dst = dev.upload(&d0[..split]).unwrap();
+        let mut rest = dev.upload(&d0[split..]).unwrap();
+        let rest_arg = (split < l).then_some(&mut rest);
+        layer.sum_rows_into(&s, p, l, &mut dst, rest_arg).unwrap();
+        let mut got = download(dev, &dst);
+        if split < l {
+            got.extend(download(dev, &rest));
+        }
+        assert_eq!(got.len(), l);
+        for (k, g) in got.iter().enumerate() {
+            let col = (0..p).map(|i| f64::from(src[i * l + k]));
+            let want = f64::from(d0[k]) + col.clone().sum::<f64>();
+            let mag = f64::from(d0[k].abs()) + col.map(f64::abs).sum::<f64>();
+            let tol = (p as f64 + 1.0) * 2f64.powi(-24) * mag;
+            assert!(
+                (g - want).abs() <= tol,
+                "p={p} l={l} split={split} column {k}: {g} against {want} (tolerance {tol:e})"
+            );
+        }
+    }
+}

@@ -482,10 +482,8 @@ impl Layer {
                 },
             )
         };
-        // One program walks a split's rows one step after another, so more
-        // than SPLIT_ROWS rows (8 steps of the narrow tile) take two stages.
-        let staged = if p > SPLIT_ROWS {
-            let splits = cdiv(p, SPLIT_ROWS);
+        let staged = if let Some(rows) = split_rows(p, bp as usize) {
+            let splits = cdiv(p, rows);
             let stage = self.device().alloc_output(Scalar::F32, splits * l)?;
             launch(src, &stage, &stage, l, p, splits, false)?;
             Some((stage, splits))
@@ -502,8 +500,25 @@ impl Layer {
     }
 }
 
-/// Rows a program of `mhc_sum_rows` sums in the first of two stages.
-const SPLIT_ROWS: usize = 256;
+/// How `mhc_sum_rows` sums `p` rows, `bp` a step: `None` for one stage
+/// (a program walks them all), else the rows of a first-stage program. A
+/// program's steps run one after another, each waiting for its loads, so
+/// more than SINGLE_STAGE_STEPS take two stages, whose steps together are
+/// the fewest: at T = 8192, n = 4 the 1,024 rows of db and dα shares take 32
+/// programs of one step and then one of one, where 256-row splits took 8
+/// steps and then 1.
+fn split_rows(p: usize, bp: usize) -> Option<usize> {
+    let steps = cdiv(p, bp);
+    if steps <= SINGLE_STAGE_STEPS {
+        return None;
+    }
+    (1..=steps)
+        .min_by_key(|&s| s + cdiv(cdiv(p, s * bp), bp))
+        .map(|s| s * bp)
+}
+
+/// The most steps one program of `mhc_sum_rows` takes alone (see `split_rows`).
+const SINGLE_STAGE_STEPS: usize = 8;
 
 /// Columns of the projection a φ-splitting program of the gates' backward
 /// takes (its `BK`; why 32: `store_phi_parts` in mhc.tile). ptxas 12.9,
