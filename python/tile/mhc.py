@@ -225,18 +225,14 @@ class SitePlan:
 
     def pre_backward(self, L, alloc, sms, x, proj, alpha, b, z, r, h, g_h, gx, dh, grads, T, accumulate=True):
         """``mhc_pre_bwd``, the gates' backward, the projection's backward
-        (with pre-apply's ``H_pre·g_h``, added to ``gx`` in place) and the parameter gradients added into
+        (added to ``gx`` in place) and the parameter gradients added into
         ``grads = (dproj, dalpha, db)`` (which must start at zero or hold
         what to add to), or written there with ``accumulate=False``."""
         n, K, R = self.n, self.proj_cols, self.proj_rows
         rows = T * self.rows_per_token
         bc, warps = _PRE_BWD_TILE
+        L("mhc_pre_bwd", {"N": n, "BC": bc}, warps, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
         rp = _padded_rows(R)
-        # Pre-apply's H_pre·g_h goes into gx with the projection's backward,
-        # but at n = 8 (two projection kernels) with mhc_pre_bwd (GX = 1;
-        # backward.rs pre_grad_in_projection).
-        in_proj = rp < 128
-        L("mhc_pre_bwd", {"N": n, "BC": bc, "GX": int(not in_proj)}, warps, (T, 1, 1), [x, h, g_h, gx, dh, self.C])
         # dz and the projection as bf16 parts (backward.rs GateGrads), written
         # by the gates' backward, whose programs after the token ones split
         # the projection, _PHI_SPLIT_COLUMNS columns each.
@@ -282,13 +278,11 @@ class SitePlan:
         # proj_programs, proj_split), about four per SM with the column blocks.
         # layer/backward.rs PROJ_BWD_TILE.
         bt, bk = 64, 64
-        # Column blocks within one stream each (backward.rs proj_col_blocks).
-        col_blocks = K // self.C * _cdiv(self.C, bk)
-        programs = max(1, min(_cdiv(4 * sms, col_blocks), _cdiv(rows, bt)))
+        programs = max(1, min(_cdiv(4 * sms, _cdiv(K, bk)), _cdiv(rows, bt)))
         group = _cdiv(_cdiv(rows, programs), bt) * bt
         programs = _cdiv(rows, group)
         part = alloc(programs * R * K, "f32", False)
-        if not in_proj:
+        if rp >= 128:
             # n = 8: two kernels (backward.rs project_backward_into).
             L(
                 "mhc_proj_bwd_dx",
@@ -309,8 +303,8 @@ class SitePlan:
                 "mhc_proj_bwd",
                 {"RP": rp, "BT": bt, "BK": bk},
                 4,
-                (programs, col_blocks, 1),
-                [x, phi3, dz2, dzt, q, h, g_h, gx, part, rows, K, R, group, n, self.C],
+                (programs, _cdiv(K, bk), 1),
+                [x, phi3, dz2, dzt, q, gx, part, rows, K, R, group],
             )
         dproj, dalpha, db = grads
         self.sum_rows(L, alloc, part, programs, R * K, dproj, accumulate)
@@ -417,8 +411,8 @@ class _GradHandoff:
     site call.
 
     ``mhc_post_bwd`` writes post's part of ∂L/∂x into a fresh buffer, and
-    ``mhc_proj_bwd`` (n = 8: ``mhc_pre_bwd`` and ``mhc_proj_bwd_dx``) adds
-    pre's parts into a buffer in place. Handing post's buffer to pre's backward makes it pre's starting
+    ``mhc_pre_bwd`` and ``mhc_proj_bwd`` add pre's parts into a buffer in
+    place. Handing post's buffer to pre's backward makes it pre's starting
     gradient, so that only pre's backward returns x's gradient: no zero-filled
     buffer for pre and no sum of two x-sized gradients by autograd (a read of
     two and a write of one stream tensor), as in the Rust layer. The order is

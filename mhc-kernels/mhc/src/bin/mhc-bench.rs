@@ -222,24 +222,16 @@ fn main() -> Result<()> {
                     layer.post_backward_into(&saved, &x, &y, &g_out, &mut g_x, &mut dy, &mut dh)
                 },
             )?;
-            // g_x read and written here, or in the projection's backward.
-            let pre_gx = if layer.pre_grad_in_projection() {
-                0.0
-            } else {
-                2.0 * stream
-            };
-            bench(
-                "mhc_pre_bwd",
-                stream + row + 2.0 * coef + pre_gx,
-                &mut || layer.apply_pre_backward(&saved, &x, &g_h, &mut g_x, &mut dh),
-            )?;
+            bench("mhc_pre_bwd", 3.0 * stream + row + 2.0 * coef, &mut || {
+                layer.apply_pre_backward(&saved, &x, &g_h, &mut g_x, &mut dh)
+            })?;
             bench("mhc_coeffs_bwd", 5.0 * coef + 2.0 * tf * f32b, &mut || {
                 layer.gates_backward_into(&p, &saved, &dh, &mut gg)
             })?;
             bench(
                 "mhc_proj_bwd",
-                3.0 * stream + coef + proj_bytes + if pre_gx == 0.0 { row + coef } else { 0.0 },
-                &mut || layer.project_backward_into(&saved, &x, &g_h, &gg, &mut g_x, &mut part),
+                3.0 * stream + coef + proj_bytes,
+                &mut || layer.project_backward_into(&x, &gg, &mut g_x, &mut part),
             )?;
             bench(
                 "reduce (dφ, db, dα)",

@@ -85,15 +85,11 @@ impl Layer {
         self.apply_pre_backward(saved, x, g_h, g_x, dh)?;
         let cg = self.gates_backward(p, saved, dh)?;
         let mut part = self.alloc_partials(saved.t)?;
-        self.project_backward_into(saved, x, g_h, &cg, g_x, &mut part)?;
+        self.project_backward_into(x, &cg, g_x, &mut part)?;
         self.reduce_grads(&cg, &part, dh, grads)
     }
 
-    /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh`. Pre-apply's other term,
-    /// `H_pre · g_h`, goes into `g_x` with the projection's
-    /// ([`Layer::project_backward_into`]), which reads and writes `g_x`
-    /// anyway, except where [`Layer::pre_grad_in_projection`] says not:
-    /// then this kernel adds it to `g_x` in place.
+    /// Kernel `mhc_pre_bwd`: ∂L/∂H_pre into `dh` and `H_pre · g_h` added to `g_x`.
     pub fn apply_pre_backward(
         &self,
         saved: &Saved,
@@ -113,7 +109,6 @@ impl Layer {
             k::MhcPreBwdMeta {
                 N: self.n(),
                 BC: bc,
-                GX: i64::from(!self.pre_grad_in_projection()),
             },
             warps,
             grid1(t),
@@ -127,14 +122,6 @@ impl Layer {
             },
         )?;
         Ok(())
-    }
-
-    /// Whether the projection's backward adds pre-apply's `H_pre · g_h` to
-    /// `g_x` (one read and write of `g_x` fewer than `mhc_pre_bwd` adding
-    /// it): all but mHC's n = 8, whose projection backward is two kernels,
-    /// the first at 255 registers without the term (mhc.tile, mhc_pre_bwd).
-    pub fn pre_grad_in_projection(&self) -> bool {
-        padded_rows(self.cfg.proj_rows()) < 128
     }
 
     /// Buffers for [`Layer::gates_backward_into`] at `t` tokens.
@@ -271,29 +258,19 @@ impl Layer {
     }
 
     /// Kernel `mhc_proj_bwd` (at n = 8 `mhc_proj_bwd_dx`, then
-    /// `mhc_proj_bwd_dphi`): `projᵀ·dz − q·x` and (but at n = 8) pre-apply's
-    /// `H_pre · g_h` added to `g_x` in place, and the per-program partial sums of the
-    /// projection's gradient into `part`, from [`Layer::alloc_partials`],
-    /// which [`Layer::reduce_grads`] sums; dz and the projection come as bf16
-    /// parts from the gates' backward.
+    /// `mhc_proj_bwd_dphi`): `projᵀ·dz − q·x` added to `g_x` in place, and
+    /// the per-program partial sums of the projection's gradient into `part`,
+    /// from [`Layer::alloc_partials`], which [`Layer::reduce_grads`] sums; dz
+    /// and the projection come as bf16 parts from the gates' backward.
     pub fn project_backward_into(
         &self,
-        saved: &Saved,
         x: &Buffer,
-        g_h: &Buffer,
         g: &GateGrads,
         g_x: &mut Buffer,
         part: &mut (Buffer, usize),
     ) -> Result<()> {
         let cfg = &self.cfg;
         let rows = g.q.len();
-        self.check_rows("g_h", g_h, saved.t)?;
-        if rows != saved.t * cfg.rows_per_token() {
-            return Err(LayerError::Shape(format!(
-                "gate gradients of {rows} rows for {} tokens",
-                saved.t
-            )));
-        }
         let (group, programs) = self.proj_split(rows);
         let (pr, pc) = (cfg.proj_rows(), cfg.proj_cols());
         if part.1 != programs {
@@ -307,10 +284,9 @@ impl Layer {
         let rp = padded_rows(pr);
         self.check_parts(g, rows)?;
         let (bt, bk) = PROJ_BWD_TILE;
-        if !self.pre_grad_in_projection() {
+        if rp >= 128 {
             // n = 8: g_x one tile a program, then the partials' row loop
-            // (the one pass rereads dz for every column block; see the
-            // kernels); pre-apply's term went in with mhc_pre_bwd.
+            // (the one pass rereads dz for every column block; see the kernels).
             self.kernels.mhc_proj_bwd_dx(
                 k::MhcProjBwdDxMeta {
                     RP: rp,
@@ -356,23 +332,19 @@ impl Layer {
                 BK: bk as i64,
             },
             4,
-            [programs as u32, self.proj_col_blocks(bk) as u32, 1],
+            [programs as u32, cdiv(pc, bk) as u32, 1],
             k::MhcProjBwd {
                 x,
                 phi3: &g.phi3,
                 dz2: &g.dz2,
                 dzt: &g.dzt,
                 q: &g.q,
-                h: &saved.h,
-                gh: g_h,
                 gx: g_x,
                 part: &part.0,
                 rows: rows as i32,
                 K: pc as i32,
                 R: pr as i32,
                 group: group as i32,
-                N: cfg.n as i32,
-                C: cfg.c as i32,
             },
         )?;
         Ok(())
@@ -415,18 +387,10 @@ impl Layer {
     /// its own partial dφ): with the column blocks, about four programs per
     /// SM, so the partials stay a few MB however many tokens there are.
     fn proj_programs(&self, rows: usize, tile: (usize, usize)) -> usize {
-        let col_blocks = self.proj_col_blocks(tile.1);
+        let col_blocks = cdiv(self.cfg.proj_cols(), tile.1);
         cdiv(4 * self.device().parallelism(), col_blocks)
             .min(cdiv(rows, tile.0))
             .max(1)
-    }
-
-    /// Column blocks of `bk` of the projection backward that writes `g_x`:
-    /// each block within one stream of a row (`pre_grad` in mhc.tile), so
-    /// `cdiv(c, bk)` for each of a row's streams.
-    fn proj_col_blocks(&self, bk: usize) -> usize {
-        let cfg = &self.cfg;
-        cfg.proj_cols() / cfg.c * cdiv(cfg.c, bk)
     }
 
     /// `dst[l] += Σ_p src[p, l]`, in a fixed order (two stages for many rows).
