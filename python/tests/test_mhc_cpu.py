@@ -431,7 +431,6 @@ def test_torch_launcher_records_a_pass_once_and_launches_it_in_one_call(mhc_pack
             return self.ptr
 
     fake_torch = types.SimpleNamespace(uint8="uint8", empty=lambda n, dtype, device: FakeTensor(n))
-    monkeypatch.delenv("MHC_PRE_FUSED", raising=False)  # the three-kernel forward below
     monkeypatch.setattr(M, "_NativeSequence", FakeSequence)
     monkeypatch.setattr(M, "torch", fake_torch)
     L = M._TorchLauncher.__new__(M._TorchLauncher)  # __init__ asks torch.cuda

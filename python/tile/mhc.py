@@ -38,8 +38,6 @@ __all__ = ["SitePlan", "MhcSite", "HcSite", "default_pack_path", "RES_DIAG"]
 #: b_res on the diagonal at initialisation (layer.rs ``RES_DIAG``): H_res ≈ I.
 RES_DIAG = 4.0
 _APPLY_BC = 1024
-# mhc_pre_fused's apply step, tokens and columns (layer.rs PRE_FUSED_TILE).
-_PRE_FUSED_TILE = (8, 256)
 # Tiles of the backward kernels (layer/backward.rs POST_BWD_TILE,
 # PRE_BWD_TILE: (columns, warps); PHI_SPLIT_COLUMNS).
 _POST_BWD_TILE = (256, 1)
@@ -136,30 +134,6 @@ class SitePlan:
             [x, hilo, z, r, rows, K, R],
         )
 
-    def pre_is_fused(self, T, sms):
-        """Whether :meth:`pre_into` runs ``mhc_pre_fused`` (layer.rs
-        ``pre_is_fused``): mHC with ``MHC_PRE_FUSED=1``, or ``=wave`` where
-        the token blocks make one wave."""
-        if self.mixing != "mhc":
-            return False
-        env = os.environ.get("MHC_PRE_FUSED")
-        if env == "wave":
-            return _cdiv(T, self._proj_tile(T, sms)[0]) <= sms
-        return env == "1"
-
-    def pre_fused(self, L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T):
-        """``mhc_proj_split`` + ``mhc_pre_fused``: z, r, h and h_in in one kernel."""
-        hilo = self.split_proj(L, alloc, proj)
-        bt, bk = self._proj_tile(T, sms)
-        ta, bc = _PRE_FUSED_TILE
-        L(
-            "mhc_pre_fused",
-            {"N": self.n, "RP": _padded_rows(self.proj_rows), "BT": bt, "BK": bk, "TA": ta, "BC": bc, "ITERS": self.iters},
-            4,
-            (_cdiv(T, bt), 1, 1),
-            [x, hilo, alpha, b, z, r, h, h_in, T, self.C, float(self.eps)],
-        )
-
     def gates(self, L, z, r, alpha, b, h, T):
         if self.mixing == "mhc":
             L(
@@ -204,9 +178,6 @@ class SitePlan:
 
     def pre_into(self, L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T):
         """:meth:`pre` into the caller's ``h_in``, ``z``, ``r`` and ``h``."""
-        if self.pre_is_fused(T, sms):
-            self.pre_fused(L, alloc, sms, x, proj, alpha, b, h_in, z, r, h, T)
-            return
         self.project(L, alloc, sms, x, proj, z, r, T)
         self.gates(L, z, r, alpha, b, h, T)
         self.apply_pre(L, x, h, h_in, T)

@@ -145,8 +145,6 @@ pub struct Layer {
 }
 
 const APPLY_BC: usize = 1024;
-/// `mhc_pre_fused`'s apply step: tokens and columns (TA, BC).
-const PRE_FUSED_TILE: (usize, usize) = (8, 256);
 
 fn padded_rows(r: usize) -> i64 {
     match r {
@@ -315,82 +313,10 @@ impl Layer {
         h_in: &mut Buffer,
     ) -> Result<()> {
         let t = saved.t;
-        if self.pre_is_fused(t) {
-            return self.pre_fused(p, x, saved, h_in);
-        }
         self.check_streams("x", x, t)?;
         self.check_rows("h_in", h_in, t)?;
         self.coefficients(p, x, saved)?;
         self.apply_pre(x, &saved.h, h_in, t)
-    }
-
-    /// Whether [`Layer::pre_into`] runs `mhc_pre_fused` (projection,
-    /// coefficients and h_in in one kernel) instead of three: mHC only, and
-    /// only with `MHC_PRE_FUSED=1` (or `=wave`: where the projection's token
-    /// blocks make one wave, so each program's block of x is still in L2
-    /// when it applies H_pre) until a GPU run measures it against the three
-    /// kernels (docs/BENCHMARKS.md, session 41).
-    pub fn pre_is_fused(&self, t: usize) -> bool {
-        if self.cfg.mixing != Mixing::Mhc {
-            return false;
-        }
-        match std::env::var("MHC_PRE_FUSED").as_deref() {
-            Ok("1") => true,
-            Ok("wave") => {
-                let sms = self.device().parallelism();
-                cdiv(t, proj_tile(t, sms).0) <= sms
-            }
-            _ => false,
-        }
-    }
-
-    /// The forward of pre in one kernel, `mhc_pre_fused` (after φ's split):
-    /// z, r and h into `saved` and `h_in`, the same values as
-    /// [`Layer::coefficients`] then [`Layer::apply_pre`]. mHC only.
-    pub fn pre_fused(
-        &self,
-        p: &Params,
-        x: &Buffer,
-        saved: &mut Saved,
-        h_in: &mut Buffer,
-    ) -> Result<()> {
-        let (t, cfg) = (saved.t, &self.cfg);
-        if cfg.mixing != Mixing::Mhc {
-            return Err(LayerError::Shape("mhc_pre_fused is the mHC forward".into()));
-        }
-        self.check_streams("x", x, t)?;
-        self.check_rows("h_in", h_in, t)?;
-        self.check("alpha", &p.alpha, Scalar::F32, 3)?;
-        self.check("b", &p.b, Scalar::F32, cfg.coeffs())?;
-        let hilo = self.split_proj(p)?;
-        let (bt, bk) = proj_tile(t, self.device().parallelism());
-        self.kernels.mhc_pre_fused(
-            k::MhcPreFusedMeta {
-                N: self.n(),
-                RP: padded_rows(cfg.proj_rows()),
-                BT: bt as i64,
-                BK: bk as i64,
-                TA: PRE_FUSED_TILE.0 as i64,
-                BC: PRE_FUSED_TILE.1 as i64,
-                ITERS: cfg.iters as i64,
-            },
-            4,
-            grid1(cdiv(t, bt)),
-            k::MhcPreFused {
-                x,
-                hilo: &hilo,
-                alpha: &p.alpha,
-                b: &p.b,
-                z: &saved.z,
-                r: &saved.r,
-                h: &saved.h,
-                hin: h_in,
-                T: t as i32,
-                C: cfg.c as i32,
-                eps: cfg.eps,
-            },
-        )?;
-        Ok(())
     }
 
     /// The coefficients of every token into `saved` (projection, then gates and Sinkhorn-Knopp).
@@ -431,8 +357,7 @@ impl Layer {
     }
 
     /// Kernel `mhc_proj_split`: φ (or θ) as transposed, interleaved bf16
-    /// high and low parts, `[cols, 2·RP]`, what `mhc_proj` and
-    /// `mhc_pre_fused` read.
+    /// high and low parts, `[cols, 2·RP]`, what `mhc_proj` reads.
     fn split_proj(&self, p: &Params) -> Result<Buffer> {
         let cfg = &self.cfg;
         self.check_proj(p)?;

@@ -82,25 +82,6 @@ fn gpu_mhc_backward_check_catches_a_dropped_term() {
     }
 }
 
-/// `mhc_pre_fused` against the three kernels it replaces, on the GPU:
-/// bit-identical z, r, h and h_in, one wave and several (T = 9000 at
-/// n = 4 is 141 token blocks of 64), n = 2, 4, 8, ragged C.
-#[test]
-fn gpu_mhc_pre_fused_is_bit_identical_to_three_kernels() {
-    let Some(gpu) = gpu_kernels("gpu_mhc_pre_fused_is_bit_identical_to_three_kernels") else {
-        return;
-    };
-    let cases = [
-        (1, 4, 4096),
-        (131, 2, 1000),
-        (9000, 4, 768),
-        (300, 8, 1031),
-        (8192, 4, 768),
-    ];
-    check_pre_paths(&gpu, &cases, &mut StdRng::seed_from_u64(seed()));
-    println!("mhc_pre_fused: {} cases bit-identical", cases.len());
-}
-
 #[test]
 fn gpu_mhc_site_matches_interpreter() {
     let Some(gpu) = gpu_kernels("gpu_mhc_site_matches_interpreter") else {

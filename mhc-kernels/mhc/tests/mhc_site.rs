@@ -31,14 +31,6 @@ fn backward_matches_finite_differences() {
     check_backward(&cpu_kernels(), CASES, &mut StdRng::seed_from_u64(seed()));
 }
 
-/// `mhc_pre_fused` against the three kernels it replaces: bit-identical z,
-/// r, h and h_in (common::check_pre_paths), ragged token blocks, n = 2, 4, 8.
-#[test]
-fn pre_fused_is_bit_identical_to_three_kernels() {
-    let cases = [(70, 2, 40), (5, 4, 100), (67, 4, 24), (3, 8, 33)];
-    check_pre_paths(&cpu_kernels(), &cases, &mut StdRng::seed_from_u64(seed()));
-}
-
 /// The backward check catches a backward with a term dropped or slightly
 /// wrong (the h_in term of every gradient, zero or 1% off, given to the
 /// kernels while the finite differences use the true one). Dropped: every

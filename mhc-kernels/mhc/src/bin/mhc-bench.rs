@@ -198,20 +198,6 @@ fn main() -> Result<()> {
                 stream + row + tf * n as f64 * f32b,
                 &mut || layer.apply_pre(&x, &saved.h, &mut h_in, t),
             )?;
-            // pre whole, both ways (Layer::pre_is_fused picks one): three
-            // kernels after φ's split, or mhc_pre_fused.
-            let pre_bytes = stream + row + proj_bytes + 2.0 * coef;
-            bench(
-                "pre: mhc_proj, mhc_coeffs, mhc_pre_apply",
-                pre_bytes,
-                &mut || {
-                    layer.coefficients(&p, &x, &mut saved)?;
-                    layer.apply_pre(&x, &saved.h, &mut h_in, t)
-                },
-            )?;
-            bench("pre: mhc_pre_fused", pre_bytes, &mut || {
-                layer.pre_fused(&p, &x, &mut saved, &mut h_in)
-            })?;
             bench("mhc_post", 2.0 * stream + row + coef, &mut || {
                 layer.post_into(&saved, &x, &y, &mut x_out)
             })?;
