@@ -44,6 +44,9 @@ _POST_BWD_TILE = (256, 1)
 _PRE_BWD_TILE = (256, 4)
 _PHI_SPLIT_COLUMNS = 32
 _SINKHORN_SEGMENT = 2
+# The most steps one program of mhc_sum_rows takes alone (backward.rs
+# SINGLE_STAGE_STEPS; split_rows).
+_SINGLE_STAGE_STEPS = 8
 
 
 def default_pack_path() -> Path:
@@ -304,9 +307,10 @@ class SitePlan:
                 [s, d, d2, p, l, split, _cdiv(p, splits), int(add)],
             )
 
-        # Two stages above 8 steps, with the fewest steps (backward.rs split_rows).
+        # Two stages above _SINGLE_STAGE_STEPS, with the fewest steps in both
+        # together (backward.rs split_rows).
         steps = _cdiv(p, bp)
-        if steps > 8:
+        if steps > _SINGLE_STAGE_STEPS:
             s1 = min(range(1, steps + 1), key=lambda s: s + _cdiv(_cdiv(p, s * bp), bp))
             splits = _cdiv(p, s1 * bp)
             stage = alloc(splits * l, "f32", False)
