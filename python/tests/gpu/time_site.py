@@ -19,6 +19,13 @@ recording (the forward of forward+backward), one `_TorchLauncher` call of
 `mhc_post` (the launcher's key and argument list plus the native launch),
 and the native `launch_raw` of the same kernel alone. A host time per call
 near the GPU time means the Python calls, not the kernels, set the pace.
+
+With --graph, each shape also times the same two calls captured once in a
+CUDA graph (``torch.cuda.CUDAGraph``) and replayed ("... (CUDA graph)"):
+what a PyTorch user who captures small steps gets, with the host's cost
+per call gone. The site's launches go to torch's current stream (the
+capture stream while capturing) and its workspaces come from torch's
+allocator (the graph's pool), so the capture holds them as they run.
 """
 
 import argparse
@@ -73,6 +80,22 @@ def host_us(f, batch=20, batches=10):
     return per_call[len(per_call) // 2]
 
 
+def graphed(f, warmups=3):
+    """``f`` captured in a CUDA graph (after ``warmups`` calls on a side
+    stream, as torch asks before capturing autograd), as a function that
+    replays it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmups):
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        f()
+    return g.replay
+
+
 def site_calls(site, x, y, g_out, g_h):
     """The two calls both scripts time: a site's forward (`pre` then `post`,
     no autograd) and forward + backward (x's, y's and the parameters'
@@ -110,6 +133,7 @@ def main(argv=None):
     ap.add_argument("--width", default="4096")
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--pack", default=None)
+    ap.add_argument("--graph", action="store_true", help="also time both calls replayed from a CUDA graph")
     args = ap.parse_args(argv)
     pack = tile.Pack(args.pack or tile.mhc.default_pack_path())
     n = args.streams
@@ -146,7 +170,10 @@ def main(argv=None):
             def native_call():
                 native.launch_raw(grid, ptrs, L.stream)
 
-            for name, f in (("layer forward", forward), ("layer forward+backward", forward_backward)):
+            calls = [("layer forward", forward), ("layer forward+backward", forward_backward)]
+            if args.graph:
+                calls += [(f"{name} (CUDA graph)", graphed(f)) for name, f in calls]
+            for name, f in calls:
                 med, p20, p80, k = timed(f)
                 print(f"| {name} T={T} C={C} | {med * 1e3:.1f} ({p20 * 1e3:.1f}–{p80 * 1e3:.1f}, {k}) |")
             host.append(
