@@ -192,15 +192,18 @@ pub(crate) fn wgmma_grid(m: u32, k: u32, n: u32, warps: u32) -> Option<(u32, u32
 }
 
 /// The plan for `kernel`, with `wgmma_budget` bytes of stages for a loop on
-/// `wgmma` (one of [`WGMMA_STAGE_BUDGETS`]) and at most `max_stages` stages
-/// a loop ([`MAX_STAGES`] unless a configuration's `stages` says otherwise).
+/// `wgmma` (one of [`WGMMA_STAGE_BUDGETS`]) and at most `stages` stages a
+/// loop ([`MAX_STAGES`] when the configuration gives none). A configuration
+/// that gives `stages` also pipelines its loops' *streaming* loads
+/// ([`plan_loop`]).
 pub(crate) fn plan(
     kernel: &Kernel,
     warps: u32,
     arch: Arch,
     wgmma_budget: u32,
-    max_stages: u32,
+    stages: Option<u32>,
 ) -> Plan {
+    let max_stages = stages.unwrap_or(MAX_STAGES);
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     walk_insts(&kernel.body, &mut |i| {
         for v in i.op.operands() {
@@ -216,7 +219,7 @@ pub(crate) fn plan(
                 &uses,
                 warps,
                 arch,
-                (wgmma_budget, max_stages),
+                (wgmma_budget, max_stages, stages.is_some()),
                 &mut plan,
             ) {
                 plan.bytes = plan.bytes.max(l.bytes);
@@ -274,7 +277,7 @@ fn plan_loop(
     uses: &HashMap<ValueId, usize>,
     warps: u32,
     arch: Arch,
-    (wgmma_budget, max_stages): (u32, u32),
+    (wgmma_budget, max_stages, streaming): (u32, u32, bool),
     plan: &mut Plan,
 ) -> Option<Loop> {
     // A copy issued ahead runs before the body's writes of the iterations
@@ -498,6 +501,37 @@ fn plan_loop(
                 tile,
                 read_back: false,
                 tma,
+            });
+            offset += tile.bytes(shape[0], shape[1]);
+        }
+    }
+    // Streaming loads (asked for by a configuration's `stages`, in a loop
+    // without a dot): every load the loop could copy ahead, a 2-D tile of
+    // 16-bit elements (the streams of an elementwise loop with reductions,
+    // like mHC's backward), is copied `stages - 1` iterations ahead into
+    // padded rows and read back from its stage where the body uses it. One
+    // warp's loop then has that many iterations' loads in flight instead of
+    // one. Opt-in, since the stages' shared memory may cost the kernel CTAs;
+    // a loop with a dot keeps the plan above.
+    let mut has_dot = false;
+    walk_insts(body, &mut |i| has_dot |= matches!(i.op, Op::Dot { .. }));
+    if streaming && !has_dot {
+        for inst in &body.insts {
+            let Op::Load { .. } = inst.op else { continue };
+            let x = inst.results[0];
+            if bufs.iter().any(|b: &Buf| b.load == x) {
+                continue;
+            }
+            let Some(need) = early(x) else { continue };
+            slice.extend(need);
+            let shape = &kernel.ty(x).shape;
+            let tile = SmemTile::Padded { ld: shape[1] + PAD };
+            bufs.push(Buf {
+                load: x,
+                offset,
+                tile,
+                read_back: true,
+                tma: None,
             });
             offset += tile.bytes(shape[0], shape[1]);
         }

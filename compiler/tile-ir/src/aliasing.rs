@@ -2,7 +2,8 @@
 //! code generator's software pipeline adds to the language's semantics.
 //!
 //! A loop that multiplies tiles it loads may have those loads copied into
-//! shared memory iterations ahead (`tile-codegen`'s `prefetch`). When the
+//! shared memory iterations ahead (`tile-codegen`'s `prefetch`; with a
+//! configuration's `stages`, the loads of a loop without a `dot` too). When the
 //! loop also writes memory (a store, an atomic add), a copy issued ahead runs
 //! before writes of the iterations between: were the written buffer to
 //! overlap the copied one, the kernel would read what the interpreter says
@@ -53,8 +54,10 @@ impl<'k> Defs<'k> {
 /// Pairs (written, read) of distinct pointer parameters whose buffers a
 /// launch must keep apart: a loop writes through `written` and loads a
 /// `dot` operand (or the tile a `trans` operand transposes) through `read`
-/// in its body.
-pub fn disjoint_params(kernel: &Kernel) -> BTreeSet<(usize, usize)> {
+/// in its body. With `streaming` (a configuration that gives `stages`, which
+/// pipelines the loads of a loop without a `dot` too), every load of such a
+/// loop counts as read.
+pub fn disjoint_params(kernel: &Kernel, streaming: bool) -> BTreeSet<(usize, usize)> {
     let defs = Defs::new(kernel);
     let mut pairs = BTreeSet::new();
     walk_insts(&kernel.body, &mut |i| {
@@ -63,7 +66,12 @@ pub fn disjoint_params(kernel: &Kernel) -> BTreeSet<(usize, usize)> {
         let mut inside = BTreeSet::new();
         walk_insts(body, &mut |j| inside.extend(j.results.iter().copied()));
         let (mut written, mut read) = (BTreeSet::new(), BTreeSet::new());
+        let mut has_dot = false;
+        walk_insts(body, &mut |j| has_dot |= matches!(j.op, Op::Dot { .. }));
         walk_insts(body, &mut |j| match &j.op {
+            Op::Load { ptr, .. } if streaming && !has_dot => {
+                read.extend(defs.pointer_param(*ptr));
+            }
             Op::Store { ptr, .. } | Op::AtomicAdd { ptr, .. } => {
                 written.extend(defs.pointer_param(*ptr));
             }

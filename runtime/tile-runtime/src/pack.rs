@@ -99,7 +99,7 @@ impl Pack {
             }
             Device::Cpu => device.load_tir(v.tir.clone(), config.warps)?,
         };
-        let disjoint = tile_ir::aliasing::disjoint_params(&v.tir);
+        let disjoint = tile_ir::aliasing::disjoint_params(&v.tir, v.config.stages.is_some());
         Ok(kernel
             .with_grid(grid, config.meta.clone())
             .with_disjoint(disjoint))

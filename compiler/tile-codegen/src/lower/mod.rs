@@ -128,10 +128,9 @@ pub(crate) fn lower_to_mlir<'c>(
     // needs of scratch, so one lowering's needs tell which budget fits: the
     // kernel is lowered again only when that is not the budget it was
     // lowered with (and that lowering's own needs are checked in turn).
-    let max_stages = stages.unwrap_or(prefetch::MAX_STAGES);
     let plans: Vec<Plan> = prefetch::WGMMA_STAGE_BUDGETS
         .iter()
-        .map(|&budget| prefetch::plan(kernel, warps, arch, budget, max_stages))
+        .map(|&budget| prefetch::plan(kernel, warps, arch, budget, stages))
         .collect();
     let accepts = |place: ScratchPlace, i: usize| {
         place.shared_bytes <= MAX_SMEM || plans[i].wgmma.is_empty() || i + 1 == plans.len()
