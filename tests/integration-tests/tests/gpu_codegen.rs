@@ -135,6 +135,130 @@ fn gpu_softmax_rows() {
     }
 }
 
+/// A streaming loop pipelined through shared memory (`stages` on a loop
+/// without a dot, `tests/kernels/stream_mix.tile`) against an f32 reference
+/// at ragged widths (a partial last step, a single column), outputs
+/// NaN-poisoned; and a launch whose output overlaps a streamed input is
+/// refused (a copy issued ahead would read what the loop had not written).
+#[test]
+fn gpu_streaming_loop_through_the_pipeline() {
+    let Some(dev) = gpu_or_skip("gpu_streaming_loop_through_the_pipeline") else {
+        return;
+    };
+    let pack = pack_named("codegen-tests.tpack");
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let kernel = pack.kernel("stream_mix").unwrap();
+    assert!(kernel.variants.iter().all(|v| v.config.stages.is_some()));
+    for v in &kernel.variants {
+        let get = |n: &str| v.config.meta.iter().find(|(m, _)| m == n).unwrap().1 as usize;
+        let (m, bc) = (get("M"), get("BC"));
+        let k = pack.load_kernel(&dev, "stream_mix", &v.config).unwrap();
+        for (rows, n) in [
+            (1, 1),
+            (3, 2 * bc + 5),
+            (if small() { 5 } else { 300 }, 7 * bc - 3),
+        ] {
+            let len = rows * m * n;
+            let gen = |rng: &mut rand::rngs::StdRng| -> Vec<bf16> {
+                (0..len)
+                    .map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0)))
+                    .collect()
+            };
+            let (a, b) = (gen(&mut rng), gen(&mut rng));
+            let w: Vec<f32> = (0..m).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+            let (ba, bb, bw) = (
+                dev.upload(&a).unwrap(),
+                dev.upload(&b).unwrap(),
+                dev.upload(&w).unwrap(),
+            );
+            let bo = dev.upload(&vec![bf16::NAN; len]).unwrap();
+            let bs = dev.upload(&vec![f32::NAN; rows * m]).unwrap();
+            let args = |out| {
+                [
+                    Arg::Buffer(&ba),
+                    Arg::Buffer(&bb),
+                    Arg::Buffer(&bw),
+                    Arg::Buffer(out),
+                    Arg::Buffer(&bs),
+                    Arg::I32(n as i32),
+                ]
+            };
+            dev.launch(&k, [rows as u32, 1, 1], &args(&bo)).unwrap();
+            // out: a·w + b in f32 (two roundings, as the kernel), then bf16:
+            // the same bits but for a tie rounded apart; allow half a bf16 ulp.
+            let want: Vec<f32> = (0..len)
+                .map(|j| {
+                    let i = (j / n) % m;
+                    bf16::from_f32(a[j].to_f32() * w[i] + b[j].to_f32()).to_f32()
+                })
+                .collect();
+            let got: Vec<f32> = dev
+                .download::<bf16>(&bo)
+                .unwrap()
+                .iter()
+                .map(|x| x.to_f32())
+                .collect();
+            let bad = mismatches(&got, &want, 4e-3, 0.0);
+            assert!(
+                bad.is_empty(),
+                "stream_mix out [{}] {rows}x{m}x{n}: {} bad, first {}: {} vs {}",
+                describe(&v.config),
+                bad.len(),
+                bad[0],
+                got[bad[0]],
+                want[bad[0]]
+            );
+            // s: f32 sums of n ≤ 1,800 products of magnitude ≤ 1 in another
+            // order: a few n·ε of the largest partial sum.
+            let want: Vec<f32> = (0..rows * m)
+                .map(|ri| {
+                    let row = &a[ri * n..(ri + 1) * n];
+                    let col = &b[ri * n..(ri + 1) * n];
+                    row.iter()
+                        .zip(col)
+                        .map(|(x, y)| x.to_f64() * y.to_f64())
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let got = dev.download::<f32>(&bs).unwrap();
+            let bad = mismatches(&got, &want, 1e-4, 1e-3);
+            assert!(
+                bad.is_empty(),
+                "stream_mix s [{}] {rows}x{m}x{n}: {} bad, first {}: {} vs {}",
+                describe(&v.config),
+                bad.len(),
+                bad[0],
+                got[bad[0]],
+                want[bad[0]]
+            );
+            eprintln!("ok stream_mix [{}] {rows}x{m}x{n}", describe(&v.config));
+        }
+        // The output in place of a streamed input: refused, the input unchanged.
+        let a: Vec<bf16> = (0..m * bc).map(|j| bf16::from_f32(j as f32)).collect();
+        let (ba, bb) = (dev.upload(&a).unwrap(), dev.upload(&a).unwrap());
+        let bw = dev.upload(&vec![1.0f32; m]).unwrap();
+        let bs = dev.upload(&vec![0.0f32; m]).unwrap();
+        let err = dev.launch(
+            &k,
+            [1, 1, 1],
+            &[
+                Arg::Buffer(&ba),
+                Arg::Buffer(&bb),
+                Arg::Buffer(&bw),
+                Arg::Buffer(&ba),
+                Arg::Buffer(&bs),
+                Arg::I32(bc as i32),
+            ],
+        );
+        assert!(
+            err.is_err(),
+            "[{}]: an output overlapping a streamed input was launched",
+            describe(&v.config)
+        );
+        assert_eq!(dev.download::<bf16>(&ba).unwrap(), a);
+    }
+}
+
 #[test]
 fn gpu_matmul_bf16() {
     let Some(dev) = gpu_or_skip("gpu_matmul_bf16") else {
