@@ -10,7 +10,8 @@
 # Env: ROUNDS (2), TOKENS/WIDTH/STREAMS for mhc-bench (8192,65536 / 768,4096 / 4),
 # LOG2N for tile-bench (26), MATMUL_SIZES for its matmul (4096,4000: 4000 for
 # the programs at the edges, which TMA cannot fetch whole), SDPA (an sdpa.md from scripts/sdpa-baseline.py, so
-# the attention rows carry SDPA beside them), OUT (logs; default /tmp/gpu-ab).
+# the attention rows carry SDPA beside them), TILE_BENCH=0 (mhc-bench alone,
+# for a change of the mHC kernels' sources), OUT (logs; default /tmp/gpu-ab).
 # Each side runs its own benchmarks where its directory has them (DIR/bin, as
 # scripts/gpu-base leaves them: a runtime launches the packs of its own
 # compiler), else .gpu/bin's with TILE_ALLOW_FOREIGN_PACK=1 (set here).
@@ -38,8 +39,10 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
   for side in A B; do
     d="$a"; [ $side = B ] && d="$b"
     bin=.gpu/bin; [ -x "$d/bin/tile-bench" ] && [ -x "$d/bin/mhc-bench" ] && bin="$d/bin"
-    "$bin/tile-bench" --pack "$d/dsl-examples.tpack" --log2n "${LOG2N:-26}" --matmul-sizes "${MATMUL_SIZES:-4096,4000}" --best-only "${sdpa[@]}" \
-      > "$out/tile-bench-$side-$r.md" 2>&1 || echo "gpu-ab: tile-bench $side round $r failed (see $out)"
+    if [ "${TILE_BENCH:-1}" != 0 ]; then
+      "$bin/tile-bench" --pack "$d/dsl-examples.tpack" --log2n "${LOG2N:-26}" --matmul-sizes "${MATMUL_SIZES:-4096,4000}" --best-only "${sdpa[@]}" \
+        > "$out/tile-bench-$side-$r.md" 2>&1 || echo "gpu-ab: tile-bench $side round $r failed (see $out)"
+    fi
     "$bin/mhc-bench" --pack-dir "$d" --tokens "${TOKENS:-8192,65536}" --width "${WIDTH:-768,4096}" \
       --streams "${STREAMS:-4}" > "$out/mhc-bench-$side-$r.md" 2>&1 || echo "gpu-ab: mhc-bench $side round $r failed (see $out)"
   done
