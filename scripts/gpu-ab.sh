@@ -20,15 +20,17 @@ set -uo pipefail
 a="${1:?usage: gpu-ab.sh DIR_A DIR_B}"; b="${2:?usage: gpu-ab.sh DIR_A DIR_B}"
 out="${OUT:-/tmp/gpu-ab}"; mkdir -p "$out"
 bin=.gpu/bin
-for x in tile-bench mhc-bench; do
+benches=(mhc-bench); [ "${TILE_BENCH:-1}" != 0 ] && benches=(tile-bench mhc-bench)
+for x in "${benches[@]}"; do
   [ -e "$bin/$x.gz" ] && gunzip -kf "$bin/$x.gz"
   chmod +x "$bin/$x" 2>/dev/null || { echo "gpu-ab: no $bin/$x (scripts/gpu-bundle)"; exit 2; }
 done
 for d in "$a" "$b"; do
-  for x in tile-bench mhc-bench; do
+  for x in "${benches[@]}"; do
     [ -e "$d/bin/$x.gz" ] && gunzip -kf "$d/bin/$x.gz" && chmod +x "$d/bin/$x"
   done
-  for p in dsl-examples mhc model; do
+  packs=(mhc); [ "${TILE_BENCH:-1}" != 0 ] && packs=(dsl-examples mhc model)
+  for p in "${packs[@]}"; do
     [ -e "$d/$p.tpack.gz" ] && gunzip -kf "$d/$p.tpack.gz"
     [ -e "$d/$p.tpack" ] || { echo "gpu-ab: no $d/$p.tpack"; exit 2; }
   done
