@@ -5,8 +5,8 @@
 # the GPU machine with .gpu carried; prepare it here with
 #
 #   FUZZ_COUNT=100 bash scripts/gpu-bundle
-#   bash scripts/gpu-candidate docs/patches/mhc-streaming-stages.patch          # .gpu/cand
-#   bash scripts/gpu-candidate docs/patches/mhc-streaming-sweep.patch sweep     # .gpu/sweep
+#   PACKS='mhc model' bash scripts/gpu-candidate docs/patches/mhc-streaming-stages.patch        # .gpu/cand
+#   TILE_ARCH=sm_90 PACKS=mhc bash scripts/gpu-candidate docs/patches/mhc-streaming-sweep.patch sweep
 #
 # then there: `OUT=$OUT bash scripts/gpu-streaming-call.sh`. Steps, each
 # appending to $OUT/summary.txt with the seconds since the start (so a call

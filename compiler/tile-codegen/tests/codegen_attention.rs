@@ -331,3 +331,22 @@ fn the_attention_loops_report_no_shared_memory_moves() {
     let in_loops = art.moves.iter().filter(|m| m.loop_depth > 0).count();
     assert_eq!(in_loops, 8, "{:?}", art.moves);
 }
+
+/// The epilogue's `acc / l[:, None]` divides by a row statistic broadcast
+/// into the accumulator: one reciprocal a row a thread holds (`rcp`-like
+/// `div.rn` of 1.0), then products, not a division an element (which was a
+/// fifth of the kernel's SASS at D = 128, most of it the divisions' slow
+/// paths). A thread holds two rows of each m64 block of the accumulator.
+#[test]
+fn the_epilogue_divides_by_one_reciprocal_a_row() {
+    for (bm, d, warps) in [(128, 64, 4), (128, 128, 4), (128, 128, 8), (64, 64, 4)] {
+        let ptx = attention_ptx(&[("BM", bm), ("BN", 64), ("D", d), ("CAUSAL", 0)], warps);
+        let lines: Vec<&str> = ptx.lines().collect();
+        let rows_a_thread = 2 * (bm / 64).max(1) as usize / (warps as usize / 4).max(1);
+        let divisions = count(&lines, "div.rn.f32");
+        assert!(
+            divisions <= rows_a_thread,
+            "BM={bm} D={d}, {warps} warps: {divisions} divisions for {rows_a_thread} rows a thread"
+        );
+    }
+}

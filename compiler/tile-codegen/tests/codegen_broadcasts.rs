@@ -122,3 +122,43 @@ fn an_epilogue_converts_the_accumulator_once() {
         );
     }
 }
+
+const DIVIDE_ROWS: &str = r#"
+kernel divide_rows<const BR: i32, const BC: i32>(x: *f32, s: *f32, w: *f32, y: *f32, z: *f32, C: i32) {
+    let r = program_id(0) * BR + arange(0, BR);
+    let c = arange(0, BC);
+    let offs = r[:, None] * C + c[None, :];
+    let v = load(x + offs);
+    let sr = load(s + r);
+    let wc = load(w + c);
+    store(y + offs, v / sr[:, None] + v / wc[None, :]);
+    store(z + offs, v / (sr[:, None] + wc[None, :]));
+}
+"#;
+
+/// A float tile divided by a broadcast row or column (a normalisation) is
+/// multiplied by reciprocals, one for each distinct divisor a thread holds;
+/// a divisor that is a tile of its own (`z`) keeps a division an element.
+#[test]
+fn a_division_by_a_broadcast_vector_takes_one_reciprocal_a_divisor() {
+    for (br, bc, warps) in [(64, 64, 4), (16, 256, 4), (8, 64, 1)] {
+        let what = format!("BR={br} BC={bc}, {warps} warps");
+        let ptx = common::ptx_of(
+            "divide.tile",
+            DIVIDE_ROWS,
+            "divide_rows",
+            &[("BR", br), ("BC", bc)],
+            warps,
+        );
+        let lines: Vec<&str> = ptx.lines().collect();
+        let per_thread = (br * bc) as usize / (32 * warps as usize);
+        let divisions = count(&lines, "div.rn.f32");
+        // z's divisions, one an element, and at most half as many again for
+        // the reciprocals of y's rows and columns.
+        assert!(divisions >= per_thread, "{what}: {divisions} divisions");
+        assert!(
+            divisions <= per_thread + per_thread / 2,
+            "{what}: {divisions} divisions for {per_thread} elements a thread"
+        );
+    }
+}

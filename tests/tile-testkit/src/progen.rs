@@ -53,8 +53,9 @@
 //! - a rounding to the result type after inexact operands can flip one ulp:
 //!   `r += ulp` ([`Dt::ulp`]: `2^-23` f32, `2^-10` f16, `2^-7` bf16);
 //! - `a ± b` adds the operands' absolute errors, `a·b` gives
-//!   `ea·mb + eb·ma + ea·eb`; a float division by a scalar (the GPU multiplies
-//!   by the reciprocal, within 2 ulp) gets `r = 4·2^-23`.
+//!   `ea·mb + eb·ma + ea·eb`; a float division by a broadcast divisor (a
+//!   scalar, a row or a column: the GPU multiplies by the reciprocal, within
+//!   2 ulp) gets `r = 4·2^-23`.
 //!
 //! Values whose error bound would be unbounded (an inexact value times an
 //! unbounded one) are not built; inexact values never reach an integer
@@ -286,8 +287,12 @@ struct Val {
     /// Known at compile time (a literal or constants only).
     konst: bool,
     /// One value for the whole tile (a scalar, or a broadcast of one): a
-    /// float division by it is a multiplication by the reciprocal on the GPU.
+    /// float division by it (or by a row or column broadcast to a tile) is a
+    /// multiplication by the reciprocal on the GPU.
     splat: bool,
+    /// Made by a broadcast of fewer values (`fit`'s `broadcast_to`), which
+    /// the GPU divides by as by a splat.
+    bcast: bool,
 }
 
 struct Gen {
@@ -477,7 +482,8 @@ impl Gen {
         format!("{p}{}", self.fresh)
     }
 
-    fn bind(&mut self, name: &str, text: &str, dt: Dt, sh: Sh, cls: Cls, splat: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn bind(&mut self, name: &str, text: &str, dt: Dt, sh: Sh, cls: Cls, splat: bool, bcast: bool) {
         self.line(&format!("let {name} = {text};"));
         self.env.push(Val {
             text: name.into(),
@@ -486,6 +492,7 @@ impl Gen {
             cls,
             konst: false,
             splat,
+            bcast,
         });
     }
 
@@ -514,6 +521,7 @@ impl Gen {
                 cls: Cls::EXACT_UNBOUNDED,
                 konst: false,
                 splat: sh == Sh::Scalar,
+                bcast: false,
             });
         }
         self.env.push(Val {
@@ -523,6 +531,7 @@ impl Gen {
             cls: Cls::exact(F_INPUT_MAX),
             konst: false,
             splat: true,
+            bcast: false,
         });
         self.env.push(Val {
             text: "mask".into(),
@@ -531,6 +540,7 @@ impl Gen {
             cls: Cls::EXACT_UNBOUNDED,
             konst: false,
             splat: false,
+            bcast: false,
         });
         // One full tile of each input; sometimes a row or a column too.
         for i in 0..3 {
@@ -538,15 +548,15 @@ impl Gen {
             let other = self.literal_text(dt);
             let cls = input_bound(dt);
             let t = format!("load(x{i} + off, mask, {other})");
-            self.bind(&format!("a{i}"), &t, dt, Sh::Full, cls, false);
+            self.bind(&format!("a{i}"), &t, dt, Sh::Full, cls, false, false);
             match self.rng.random_range(0..4) {
                 0 => {
                     let t = format!("load(x{i} + r * n, r < m, {other})");
-                    self.bind(&format!("ar{i}"), &t, dt, Sh::Row, cls, false);
+                    self.bind(&format!("ar{i}"), &t, dt, Sh::Row, cls, false, false);
                 }
                 1 => {
                     let t = format!("load(x{i} + c, c < n, {other})");
-                    self.bind(&format!("ac{i}"), &t, dt, Sh::Col, cls, false);
+                    self.bind(&format!("ac{i}"), &t, dt, Sh::Col, cls, false, false);
                 }
                 _ => {}
             }
@@ -563,7 +573,7 @@ impl Gen {
             self.line("let rr = pm * BM + (BM - 1 - arange(0, BM))[:, None];");
             self.line("let rc = pn * BN + (BN - 1 - arange(0, BN))[None, :];");
             let t = format!("load(y0 + rr * n + rc, (rr < m) & (rc < n), {other})");
-            self.bind("back", &t, dt, Sh::Full, input_bound(dt), false);
+            self.bind("back", &t, dt, Sh::Full, input_bound(dt), false, false);
         }
     }
 
@@ -588,6 +598,7 @@ impl Gen {
             cls: Cls::exact(8.0),
             konst: true,
             splat: true,
+            bcast: false,
         }
     }
 
@@ -608,7 +619,12 @@ impl Gen {
         } else {
             format!("broadcast_to({}, {shape})", v.text)
         };
-        Val { text, sh, ..v }
+        Val {
+            text,
+            sh,
+            bcast: v.sh != Sh::Scalar,
+            ..v
+        }
     }
 
     fn cast(&mut self, v: Val, dt: Dt) -> Val {
@@ -649,6 +665,7 @@ impl Gen {
             cls,
             konst: v.konst,
             splat: v.splat,
+            bcast: false,
         }
     }
 
@@ -752,6 +769,7 @@ impl Gen {
                     cls,
                     konst: c.konst && a.konst && b.konst,
                     splat: c.splat && a.splat && b.splat,
+                    bcast: false,
                 })
             }
             10 | 11 => {
@@ -766,6 +784,7 @@ impl Gen {
                     cls,
                     konst: a.konst && b.konst,
                     splat: a.splat && b.splat,
+                    bcast: false,
                 })
             }
             12 | 13 => {
@@ -819,6 +838,7 @@ impl Gen {
                 cls: Cls::EXACT_UNBOUNDED,
                 konst: true,
                 splat: true,
+                bcast: false,
             }
         } else if (op == "/" || op == "%") && !dt.is_float() && self.rng.random_range(0..3) == 0 {
             // A constant divisor (never 0: that is E0039).
@@ -830,6 +850,7 @@ impl Gen {
                 cls: Cls::EXACT_UNBOUNDED,
                 konst: true,
                 splat: true,
+                bcast: false,
             }
         } else {
             self.expr(dt, sb, d, exact)
@@ -847,8 +868,10 @@ impl Gen {
                     if !(a.cls.is_exact() && b.cls.is_exact()) {
                         return None;
                     }
-                    if op == "/" && b.splat && bcast(a.sh, b.sh) != Sh::Scalar {
-                        // x / splat: multiplied by the reciprocal (≤ 2 ulp).
+                    let out = bcast(a.sh, b.sh);
+                    if op == "/" && (b.splat || b.bcast || b.sh != out) && out != Sh::Scalar {
+                        // x / a broadcast divisor (a splat, a row or a
+                        // column): multiplied by the reciprocal (≤ 2 ulp).
                         if exact {
                             return None;
                         }
@@ -874,6 +897,7 @@ impl Gen {
             cls,
             konst: false,
             splat: a.splat && b.splat,
+            bcast: false,
         };
         Some(self.fit(v, dt, sh))
     }
@@ -888,6 +912,7 @@ impl Gen {
             cls: Cls::EXACT_UNBOUNDED,
             konst: false,
             splat: true,
+            bcast: false,
         };
         let sh = if sh == Sh::Scalar { Sh::Scalar } else { sh };
         self.fit(v, dt, sh)
@@ -914,6 +939,7 @@ impl Gen {
                     cls: Cls::EXACT_UNBOUNDED,
                     konst: false,
                     splat: a.splat && b.splat,
+                    bcast: false,
                 };
                 self.fit(v, Dt::I1, sh)
             }
@@ -941,6 +967,7 @@ impl Gen {
                     cls: Cls::EXACT_UNBOUNDED,
                     konst: false,
                     splat: a.splat && b.splat,
+                    bcast: false,
                 };
                 self.fit(v, Dt::I1, sh)
             }
@@ -957,7 +984,7 @@ impl Gen {
             0..=3 => {
                 let v = self.expr(dt, sh, 3, false);
                 let name = self.name("v");
-                self.bind(&name, &v.text.clone(), v.dt, v.sh, v.cls, v.splat);
+                self.bind(&name, &v.text.clone(), v.dt, v.sh, v.cls, v.splat, v.bcast);
                 if let Some(b) = self.env.last_mut() {
                     b.konst = v.konst;
                 }
@@ -984,6 +1011,7 @@ impl Gen {
                     cls: Cls::EXACT_UNBOUNDED,
                     konst: header.contains("static"),
                     splat: true,
+                    bcast: false,
                 });
                 if self.rng.random_range(0..2) == 0 {
                     // A load shifted by the induction variable, masked to stay inside the row.
@@ -992,7 +1020,7 @@ impl Gen {
                     let other = self.literal_text(idt);
                     let t = format!("load(x{i} + off + {j}, (r < m) & (c + {j} < n), {other})");
                     let name = self.name("w");
-                    self.bind(&name, &t, idt, Sh::Full, input_bound(idt), false);
+                    self.bind(&name, &t, idt, Sh::Full, input_bound(idt), false, false);
                 }
                 let e = self.expr(dt, sh, 2, true);
                 let op = if dt.is_float() {
@@ -1021,6 +1049,7 @@ impl Gen {
                     },
                     konst: false,
                     splat: true,
+                    bcast: false,
                 });
             }
             6 if depth > 0 => {
@@ -1057,12 +1086,13 @@ impl Gen {
                     cls,
                     konst: false,
                     splat: true,
+                    bcast: false,
                 });
             }
             _ => {
                 let v = self.expr(dt, sh, 3, false);
                 let name = self.name("v");
-                self.bind(&name, &v.text.clone(), v.dt, v.sh, v.cls, v.splat);
+                self.bind(&name, &v.text.clone(), v.dt, v.sh, v.cls, v.splat, v.bcast);
                 if let Some(b) = self.env.last_mut() {
                     b.konst = v.konst;
                 }

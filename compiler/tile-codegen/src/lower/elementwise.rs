@@ -6,6 +6,7 @@ use super::{scalar_ty, Lower};
 use crate::emit::{Emitter, V};
 use crate::math::{self, Arith, Step};
 use crate::CodegenError;
+use std::collections::HashMap;
 use tile_ir::{BinaryOp, CmpOp, Const, Op, Scalar, Span, UnaryOp, ValueId};
 
 fn float_attr(x: f64, s: Scalar) -> String {
@@ -77,18 +78,28 @@ impl<'c, 'k> Lower<'c, 'k> {
         regs.iter().map(|&x| self.unary(op, s, x)).collect()
     }
 
-    /// Whether `a / b` divides a float tile by one value (a splat).
-    pub(super) fn divides_by_splat(&self, a: ValueId, b: ValueId) -> bool {
+    /// Whether `a / b` divides a float tile by a value broadcast to its
+    /// shape: one value (a splat) or fewer values than the tile has
+    /// elements (`l[:, None]`, a row statistic: a broadcast of a smaller
+    /// tile).
+    pub(super) fn divides_by_broadcast(&self, a: ValueId, b: ValueId) -> bool {
         let k = self.kernel;
+        if k.ty(a).is_scalar() || !k.ty(a).scalar_elem().is_some_and(|s| s.is_float()) {
+            return false;
+        }
         self.splats.contains_key(&b)
-            && !k.ty(a).is_scalar()
-            && k.ty(a).scalar_elem().is_some_and(|s| s.is_float())
+            || matches!(self.defs.get(&b).map(|i| &i.op),
+                Some(Op::Broadcast(src)) if k.ty(*src).numel() < k.ty(b).numel())
     }
 
-    /// Division by one value (a reduction's normalisation): one reciprocal
-    /// per thread, then a multiply per element, which is within 2 ulp of f32
-    /// division (the math is f32 for 16-bit floats).
-    pub(super) fn divide_by_splat(
+    /// Division by a broadcast value (a reduction's normalisation): one
+    /// reciprocal per distinct divisor register of the thread, then a
+    /// multiply per element, which is within 2 ulp of f32 division (the
+    /// math is f32 for 16-bit floats). A row statistic broadcast into an
+    /// accumulator layout takes the row's register (`broadcast`), so
+    /// attention's `acc / l[:, None]` is a reciprocal a row, not a division
+    /// an element.
+    pub(super) fn divide_by_broadcast(
         &mut self,
         a: ValueId,
         b: ValueId,
@@ -98,12 +109,24 @@ impl<'c, 'k> Lower<'c, 'k> {
         let s = self.kernel.ty(a).scalar_elem().unwrap();
         let lr = self.layout(r);
         let ra = self.regs_in(a, &lr, span)?;
-        let d = self.splats[&b];
-        let d = self.widen(d, s)?;
+        let rb = match self.splats.get(&b) {
+            Some(&d) => vec![d; ra.len()],
+            None => self.regs_in(b, &lr, span)?,
+        };
         let one = self.f32(1.0)?;
-        let rcp = self.e.binop("arith.divf", one, d)?;
+        let mut rcps: HashMap<usize, V> = HashMap::new();
         ra.iter()
-            .map(|&x| {
+            .zip(&rb)
+            .map(|(&x, &d)| {
+                let rcp = match rcps.get(&(d.ptr as usize)) {
+                    Some(&v) => v,
+                    None => {
+                        let w = self.widen(d, s)?;
+                        let v = self.e.binop("arith.divf", one, w)?;
+                        rcps.insert(d.ptr as usize, v);
+                        v
+                    }
+                };
                 let x = self.widen(x, s)?;
                 let y = self.e.binop("arith.mulf", x, rcp)?;
                 self.narrow(y, s)

@@ -353,8 +353,8 @@ impl<'c, 'k> Lower<'c, 'k> {
             Op::Trans { .. } if self.transposed.contains_key(&r.unwrap()) => Vec::new(),
             Op::Trans { value, perm } => self.transpose(*value, perm, r.unwrap(), span)?,
             Op::Unary(op, v) => self.elementwise_unary(*op, *v, r.unwrap(), span)?,
-            Op::Binary(BinaryOp::Div, a, b) if self.divides_by_splat(*a, *b) => {
-                self.divide_by_splat(*a, *b, r.unwrap(), span)?
+            Op::Binary(BinaryOp::Div, a, b) if self.divides_by_broadcast(*a, *b) => {
+                self.divide_by_broadcast(*a, *b, r.unwrap(), span)?
             }
             Op::Binary(op, a, b) => self.elementwise_binary(*op, *a, *b, r.unwrap(), span)?,
             Op::Cmp(op, a, b) => self.elementwise_compare(*op, *a, *b, r.unwrap(), span)?,

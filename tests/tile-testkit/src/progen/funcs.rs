@@ -148,6 +148,7 @@ impl Gen {
             cls,
             konst: false,
             splat: a.splat,
+            bcast: false,
         };
         let v = self.cast(v, dt);
         Some(self.fit(v, dt, sh))
@@ -195,6 +196,7 @@ impl Gen {
             cls,
             konst: false,
             splat: sh == Sh::Scalar,
+            bcast: false,
         })
     }
 
@@ -223,6 +225,7 @@ impl Gen {
             },
             konst: false,
             splat: false,
+            bcast: false,
         };
         self.cast(v, dt)
     }
