@@ -267,6 +267,7 @@ fn recomputable(op: &Op) -> bool {
             | Op::Binary(..)
             | Op::Cmp(..)
             | Op::Select { .. }
+            | Op::Fma { .. }
             | Op::AddPtr { .. }
     )
 }
@@ -390,9 +391,11 @@ fn plan_loop(
             let Some(inst) = nested.get(&v) else { continue };
             match &inst.op {
                 Op::Dot { .. } => return true,
-                op @ (Op::Cast(_) | Op::Unary(..) | Op::Binary(..) | Op::Select { .. }) => {
-                    work.extend(op.operands())
-                }
+                op @ (Op::Cast(_)
+                | Op::Unary(..)
+                | Op::Binary(..)
+                | Op::Select { .. }
+                | Op::Fma { .. }) => work.extend(op.operands()),
                 Op::If {
                     then_body,
                     else_body,

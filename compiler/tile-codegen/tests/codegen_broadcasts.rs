@@ -162,3 +162,38 @@ fn a_division_by_a_broadcast_vector_takes_one_reciprocal_a_divisor() {
         );
     }
 }
+
+const FMA_ROWS: &str = r#"
+kernel fma_rows<const BR: i32, const BC: i32>(x: *f32, s: *f32, y: *bf16, z: *bf16, C: i32) {
+    let r = program_id(0) * BR + arange(0, BR);
+    let c = arange(0, BC);
+    let offs = r[:, None] * C + c[None, :];
+    let v = load(x + offs);
+    let m = load(s + r);
+    store(y + offs, fma(v, 0.5, -m[:, None]) as bf16);
+    let w = load(y + offs);
+    store(z + offs, fma(w, w, w));
+}
+"#;
+
+/// `fma(a, b, c)` is one `fma.rn.f32` an element, its broadcast addend read
+/// in the tile's layout like any broadcast operand (no shared memory), and
+/// in bf16 computed in f32 (one `fma.rn.f32`, then a rounding to bf16).
+#[test]
+fn fma_is_one_fused_instruction_an_element() {
+    for (br, bc, warps) in [(64, 64, 4), (8, 64, 1)] {
+        let what = format!("BR={br} BC={bc}, {warps} warps");
+        let ptx = common::ptx_of(
+            "fma.tile",
+            FMA_ROWS,
+            "fma_rows",
+            &[("BR", br), ("BC", bc)],
+            warps,
+        );
+        let lines: Vec<&str> = ptx.lines().collect();
+        let per_thread = (br * bc) as usize / (32 * warps as usize);
+        assert_eq!(count(&lines, "fma.rn.f32"), 2 * per_thread, "{what}: fma");
+        assert_eq!(count(&lines, "mul.rn.f32"), 0, "{what}: an unfused product");
+        assert_eq!(count(&lines, "st.shared"), 0, "{what}: scratch");
+    }
+}

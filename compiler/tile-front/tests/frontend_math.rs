@@ -102,3 +102,31 @@ fn math_names_are_reserved() {
     .unwrap_err();
     assert!(!e.is_empty());
 }
+
+#[test]
+fn fma_promotes_and_broadcasts_like_a_product_plus_an_addend() {
+    for expr in [
+        "fma(v, w, v)",
+        "fma(v, 2.0, w)",
+        "fma(v, w, 1.0)",
+        "fma(v, load(e), w)",
+    ] {
+        let t = check(&body(expr, "bf16")).unwrap();
+        assert!(t.contains("= fma %"), "{expr}:\n{t}");
+        assert!(t.contains(": bf16[16]"), "{expr}:\n{t}");
+    }
+    // bf16 and f32 give f32; a row broadcast against a column
+    let t = check(
+        "kernel k(x: *bf16, e: *f32, y: *f32) {
+            let r = arange(0, 16);
+            let a = load(x + r);
+            let b = load(e + r);
+            store(y + r[:, None] * 16 + r[None, :], fma(a[:, None], 2.0, b[None, :]));
+        }",
+    )
+    .unwrap();
+    assert!(t.contains("= fma %") && t.contains(": f32[16, 16]"), "{t}");
+    // integers: E0035; the wrong count: E0011
+    assert_eq!(check(&body("fma(v, w, v)", "i32")).unwrap_err(), ["E0035"]);
+    assert_eq!(check(&body("fma(v, w)", "f32")).unwrap_err(), ["E0011"]);
+}

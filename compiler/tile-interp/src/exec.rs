@@ -213,6 +213,12 @@ impl<'a> Program<'a> {
                 .map_err(|e| self.op_err(span, e))?,
             Op::Cmp(op, a, b) => value::compare(*op, self.get(*a, span)?, self.get(*b, span)?)
                 .map_err(|e| self.op_err(span, e))?,
+            Op::Fma { a, b, c } => value::fma(
+                self.get(*a, span)?,
+                self.get(*b, span)?,
+                self.get(*c, span)?,
+            )
+            .map_err(|e| self.op_err(span, e))?,
             Op::Select { cond, a, b } => value::select(
                 self.get(*cond, span)?,
                 self.get(*a, span)?,
@@ -800,6 +806,7 @@ pub(crate) fn op_name(op: &Op) -> &'static str {
         Op::Binary(..) => "binary",
         Op::Cmp(..) => "cmp",
         Op::Select { .. } => "select",
+        Op::Fma { .. } => "fma",
         Op::Cast(_) => "cast",
         Op::AddPtr { .. } => "add_ptr",
         Op::Load { .. } => "load",

@@ -504,6 +504,23 @@ fn sel<T: Copy>(c: &[bool], a: &[T], b: &[T]) -> Vec<T> {
         .collect()
 }
 
+/// `a · b + c` rounded once (f32 `mul_add`, as PTX's `fma.rn.f32`); 16-bit
+/// floats in f32, then rounded to their type.
+pub(crate) fn fma(a: &Data, b: &Data, c: &Data) -> OpResult {
+    if a.len() != b.len() || a.len() != c.len() {
+        return malformed("fma operands of different sizes");
+    }
+    let same = a.scalar().is_some() && a.scalar() == b.scalar() && a.scalar() == c.scalar();
+    let (Some(x), Some(y), Some(z)) = (a.floats(), b.floats(), c.floats()) else {
+        return malformed(format!("fma of {} tiles", a.kind_name()));
+    };
+    if !same {
+        return malformed("fma operands of different types");
+    }
+    let r: Vec<f32> = (0..x.len()).map(|i| x[i].mul_add(y[i], z[i])).collect();
+    Ok(Data::from_f32(a.scalar().unwrap(), r))
+}
+
 pub(crate) fn select(cond: &Data, a: &Data, b: &Data) -> OpResult {
     let Data::I1(c) = cond else {
         return malformed("select condition is not i1");

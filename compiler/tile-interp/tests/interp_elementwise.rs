@@ -937,3 +937,72 @@ fn casts_between_every_pair() {
         xb1.iter().map(|&a| a as u8 as f32).collect::<Vec<_>>()
     );
 }
+
+/// `fma(a, b, c)`: `a · b + c` rounded once. The oracle is f64: the product
+/// of two f32 values is exact in f64 (48 bits), so `a·b + c` in f64 is off
+/// the exact value by one f64 rounding, and rounding that to f32 gives the
+/// correctly rounded f32 result but for a double rounding (checked within 1
+/// ulp); the edge case `(1 + 2^-12)² − (1 + 2^-11)` must be exactly 2^-24,
+/// where a rounded product gives 0. In bf16 the f32 result is rounded once
+/// more to bf16 (as every 16-bit op: computed in f32).
+#[test]
+fn fma_rounds_once() {
+    let mut rng = tile_testkit::rng(seed());
+    let n = 600;
+    let mut a = inputs(&mut rng, n);
+    let mut b = inputs(&mut rng, n);
+    let mut c = inputs(&mut rng, n);
+    let e = 1.0 + 2f32.powi(-12);
+    (a[0], b[0], c[0]) = (e, e, -(1.0 + 2f32.powi(-11)));
+    let fma_kernel = |s: Scalar| {
+        elementwise(&[s, s, s], s, 128, |bl, v| {
+            let t = bl.ty(v[0]);
+            bl.op(
+                Op::Fma {
+                    a: v[0],
+                    b: v[1],
+                    c: v[2],
+                },
+                t,
+            )
+        })
+    };
+    let k = fma_kernel(Scalar::F32);
+    let bufs = [
+        Buffer::from_f32(&a),
+        Buffer::from_f32(&b),
+        Buffer::from_f32(&c),
+    ];
+    let got = run_ew(&k, &[&bufs[0], &bufs[1], &bufs[2]], Scalar::F32, n, 128).to_f32_vec();
+    assert_eq!(got[0], 2f32.powi(-24), "fma rounded the product");
+    for i in 0..n {
+        let want = (a[i] as f64 * b[i] as f64 + c[i] as f64) as f32;
+        let ulp = f32::EPSILON * want.abs().max(f32::MIN_POSITIVE);
+        let same = got[i] == want || (got[i].is_nan() && want.is_nan());
+        assert!(
+            same || (got[i] - want).abs() <= ulp,
+            "fma f32 [{i}]: {} * {} + {}: got {}, want {want}",
+            a[i],
+            b[i],
+            c[i],
+            got[i]
+        );
+    }
+    // bf16: the operands rounded to bf16 first, the f32 fma, then bf16.
+    let (ab, bb, cb): (Vec<bf16>, Vec<bf16>, Vec<bf16>) = (
+        a.iter().map(|&x| bf16::from_f32(x)).collect(),
+        b.iter().map(|&x| bf16::from_f32(x)).collect(),
+        c.iter().map(|&x| bf16::from_f32(x)).collect(),
+    );
+    let k = fma_kernel(Scalar::BF16);
+    let bufs = [
+        Buffer::from_bf16(&ab),
+        Buffer::from_bf16(&bb),
+        Buffer::from_bf16(&cb),
+    ];
+    let got = run_ew(&k, &[&bufs[0], &bufs[1], &bufs[2]], Scalar::BF16, n, 128).to_f32_vec();
+    let want: Vec<f32> = (0..n)
+        .map(|i| bf16::from_f32(ab[i].to_f32().mul_add(bb[i].to_f32(), cb[i].to_f32())).to_f32())
+        .collect();
+    assert_bits_eq("fma bf16", &got, &want);
+}

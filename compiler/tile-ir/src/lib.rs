@@ -292,6 +292,13 @@ pub enum Op {
         a: ValueId,
         b: ValueId,
     },
+    /// `r = a · b + c` rounded once, elementwise (floats; all four shapes and
+    /// types equal; 16-bit floats in f32, then rounded to the type).
+    Fma {
+        a: ValueId,
+        b: ValueId,
+        c: ValueId,
+    },
     /// Convert to the result's element type: floats round to nearest even,
     /// float→int truncates toward zero (saturating, NaN → 0), ints sign-extend
     /// or truncate, i1 → number is 0/1, number → i1 is `!= 0`.
@@ -495,6 +502,7 @@ impl Op {
             }
             Op::Binary(_, a, b) | Op::Cmp(_, a, b) => vec![*a, *b],
             Op::Select { cond, a, b } => vec![*cond, *a, *b],
+            Op::Fma { a, b, c } => vec![*a, *b, *c],
             Op::AddPtr { ptr, offset } => vec![*ptr, *offset],
             Op::Load { ptr, mask, other } => {
                 let mut v = vec![*ptr];

@@ -599,6 +599,15 @@ impl Parser {
                     b: self.comma_value()?,
                 }
             }
+            "fma" => {
+                let a = self.use_value()?;
+                let b = self.comma_value()?;
+                Op::Fma {
+                    a,
+                    b,
+                    c: self.comma_value()?,
+                }
+            }
             "cast" => Op::Cast(self.use_value()?),
             "addptr" => {
                 let ptr = self.use_value()?;

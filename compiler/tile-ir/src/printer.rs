@@ -149,6 +149,7 @@ fn print_inst(k: &Kernel, inst: &Inst, depth: usize, out: &mut String) {
         Op::Binary(op, a, b) => format!("{} {a}, {b}", binary_name(*op)),
         Op::Cmp(op, a, b) => format!("cmp {} {a}, {b}", cmp_name(*op)),
         Op::Select { cond, a, b } => format!("select {cond}, {a}, {b}"),
+        Op::Fma { a, b, c } => format!("fma {a}, {b}, {c}"),
         Op::Cast(v) => format!("cast {v}"),
         Op::AddPtr { ptr, offset } => format!("addptr {ptr}, {offset}"),
         Op::Load { ptr, mask, other } => {

@@ -310,6 +310,15 @@ impl Verifier<'_> {
                     return Err(format!("result must be i1 of shape {:?}", at.shape));
                 }
             }
+            Op::Fma { a, b, c } => {
+                let (at, bt, ct, rt) = (t(a)?, t(b)?, t(c)?, r()?);
+                same(&at, &bt)?;
+                same(&at, &ct)?;
+                same(&at, &rt)?;
+                if !num(&at)?.is_float() {
+                    return Err(format!("fma on {at}"));
+                }
+            }
             Op::Select { cond, a, b } => {
                 let (ct, at, bt, rt) = (t(cond)?, t(a)?, t(b)?, r()?);
                 same(&at, &bt)?;

@@ -185,6 +185,31 @@ impl<'c, 'k> Lower<'c, 'k> {
             .collect()
     }
 
+    /// `a · b + c` rounded once: `fma.rn.f32` (16-bit floats widened, the
+    /// result rounded to their type), as the interpreter's `mul_add`.
+    pub(super) fn elementwise_fma(
+        &mut self,
+        [a, b, c]: [ValueId; 3],
+        r: ValueId,
+        span: Span,
+    ) -> Result<Vec<V>, CodegenError> {
+        let s = self.kernel.ty(r).scalar_elem().unwrap();
+        let lr = self.layout(r);
+        let ra = self.regs_in(a, &lr, span)?;
+        let rb = self.regs_in(b, &lr, span)?;
+        let rc = self.regs_in(c, &lr, span)?;
+        let f32t = self.e.ty("f32");
+        (0..ra.len())
+            .map(|i| {
+                let x = self.widen(ra[i], s)?;
+                let y = self.widen(rb[i], s)?;
+                let z = self.widen(rc[i], s)?;
+                let v = self.e.call_intrinsic("llvm.fma.f32", &[x, y, z], f32t)?;
+                self.narrow(v, s)
+            })
+            .collect()
+    }
+
     pub(super) fn elementwise_cast(
         &mut self,
         v: ValueId,

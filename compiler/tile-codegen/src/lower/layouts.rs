@@ -285,6 +285,7 @@ fn elementwise(op: &Op) -> bool {
             | Op::Binary(..)
             | Op::Cmp(..)
             | Op::Select { .. }
+            | Op::Fma { .. }
             | Op::AddPtr { .. }
     )
 }
@@ -451,6 +452,17 @@ fn assign_block(cx: &Cx, insts: &[tir::Inst], out: &mut HashMap<ValueId, Layout>
                     continue;
                 }
                 if let Some(l) = out.get(a).or_else(|| out.get(b)).cloned() {
+                    out.insert(r, l);
+                }
+            }
+            Op::Fma { a, b, c } => {
+                // The addend first: typically an accumulator.
+                if let Some(l) = out
+                    .get(c)
+                    .or_else(|| out.get(a))
+                    .or_else(|| out.get(b))
+                    .cloned()
+                {
                     out.insert(r, l);
                 }
             }

@@ -361,6 +361,7 @@ impl<'c, 'k> Lower<'c, 'k> {
             Op::Select { cond, a, b } => {
                 self.elementwise_select(*cond, *a, *b, r.unwrap(), span)?
             }
+            Op::Fma { a, b, c } => self.elementwise_fma([*a, *b, *c], r.unwrap(), span)?,
             Op::Cast(v) => self.elementwise_cast(*v, r.unwrap(), span)?,
             Op::AddPtr { ptr, offset } => self.add_ptr(*ptr, *offset, r.unwrap(), span)?,
             Op::Load { .. } if self.pipe_bufs.contains_key(&r.unwrap()) => {

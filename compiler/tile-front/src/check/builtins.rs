@@ -31,6 +31,7 @@ pub const BUILTINS: &[&str] = &[
     "log1p",
     "expm1",
     "pow",
+    "fma",
     "abs",
     "maximum",
     "minimum",
@@ -96,6 +97,7 @@ pub(super) fn call(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> Option
         "exp" | "exp2" | "log" | "sqrt" | "rsqrt" | "sigmoid" | "tanh" | "sin" | "cos" | "erf"
         | "log1p" | "expm1" | "abs" => math(cx, name, args, span),
         "pow" => pow(cx, args, span),
+        "fma" => fma(cx, args, span),
         "maximum" | "minimum" => minmax(cx, name, args, span),
         "sum" | "max" | "min" => reduce(cx, name, args, span),
         "dot" => dot(cx, args, span),
@@ -738,6 +740,44 @@ fn pow(cx: &mut Cx, args: &[Expr], span: Span) -> R<Val> {
         );
     }
     cx.binary_op(BinaryOp::Pow, ta, tb, span).map(Val::Typed)
+}
+
+/// `fma(a, b, c)`: `a * b + c` rounded once; the three promote and
+/// broadcast as in `a * b + c`, to a float type (E0035).
+fn fma(cx: &mut Cx, args: &[Expr], span: Span) -> R<Val> {
+    arity(cx, "fma", args, 3, 3, "fma(a, b, c)", span)?;
+    let a = cx.expr(&args[0]);
+    let b = cx.expr(&args[1]);
+    let c = cx.expr(&args[2]);
+    let (a, b, c) = (a?, b?, c?);
+    let (sa, sb, sc) = (args[0].span, args[1].span, args[2].span);
+    let (ta, tb) = unify(cx, a, b, sa, sb, span)?;
+    let (ta, tc) = unify(cx, Val::Typed(ta), c, sa, sc, span)?;
+    // c may have widened the type or the shape: b follows, then a.
+    let (tb, tc) = unify(cx, Val::Typed(tb), Val::Typed(tc), sb, sc, span)?;
+    let (ta, tc) = unify(cx, Val::Typed(ta), Val::Typed(tc), sa, sc, span)?;
+    if !ta.ty.scalar_elem().is_some_and(Scalar::is_float) {
+        let d = ta.ty.to_string();
+        return cx.err(
+            Diagnostic::new(
+                Code::FloatOnly,
+                format!("`fma` needs float arguments, found `{d}`"),
+                span,
+            )
+            .with_label(format!("the arguments are `{d}`"))
+            .with_hint("for integers write `a * b + c`; for floats convert one first, e.g. `fma(x as f32, y, z)`"),
+        );
+    }
+    let ty = ta.ty.clone();
+    Ok(Val::Typed(cx.emit(
+        Op::Fma {
+            a: ta.id,
+            b: tb.id,
+            c: tc.id,
+        },
+        ty,
+        span,
+    )))
 }
 
 fn minmax(cx: &mut Cx, name: &str, args: &[Expr], span: Span) -> R<Val> {

@@ -49,6 +49,7 @@ fn key(op: &Op, ty: &Type) -> Key {
         Op::Reshape(_) => ("reshape".into(), vec![]),
         Op::Cast(_) => ("cast".into(), vec![]),
         Op::Select { .. } => ("select".into(), vec![]),
+        Op::Fma { .. } => ("fma".into(), vec![]),
         Op::AddPtr { .. } => ("addptr".into(), vec![]),
         Op::Dot { .. } => ("dot".into(), vec![]),
         _ => ("other".into(), vec![]),
@@ -203,6 +204,7 @@ mod tests {
                     b: c,
                 },
                 Op::Dot { a, b, acc: c },
+                Op::Fma { a, b, c },
                 Op::AtomicAdd {
                     ptr: a,
                     value: b,

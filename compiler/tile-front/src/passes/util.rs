@@ -20,6 +20,11 @@ pub fn operands_mut(op: &mut Op, f: &mut dyn FnMut(&mut ValueId)) {
             f(a);
             f(b);
         }
+        Op::Fma { a, b, c } => {
+            f(a);
+            f(b);
+            f(c);
+        }
         Op::AddPtr { ptr, offset } => {
             f(ptr);
             f(offset);
