@@ -25,7 +25,7 @@
 //! What a kernel may contain: loads with masks and `other` values, integer
 //! (`i32`, `i64`) and float (`f32`, `bf16`, `f16`) arithmetic `+ - * / %`,
 //! bit operations and shifts (by constants and by run-time amounts),
-//! comparisons, `&& || !` on masks, `where`, `maximum`/`minimum`, `abs`,
+//! comparisons, `&& || !` on masks, `where`, `maximum`/`minimum`, `fma`, `abs`,
 //! casts between every pair of types, `exp exp2 log sqrt rsqrt sigmoid tanh`,
 //! reductions (`sum max min` over either axis or the whole tile) with
 //! broadcasting back (`[:, None]`, `[None, :]`), `broadcast_to`, run-time and
@@ -772,6 +772,26 @@ impl Gen {
                     bcast: false,
                 })
             }
+            10 if dt.is_float() && self.rng.random_range(0..2) == 0 => {
+                // fma(a, b, c): one rounding on both engines (an f32 fma,
+                // then the type's rounding), bounded as a product and an add.
+                let (sa, sb) = self.split(sh);
+                let a = self.expr(dt, sa, d, exact);
+                let b = self.expr(dt, sb, d, exact);
+                let c = self.expr(dt, sh, d, exact);
+                combine("*", a.cls, b.cls, dt)
+                    .and_then(|p| combine("+", p, c.cls, dt))
+                    .map(|cls| Val {
+                        text: format!("fma({}, {}, {})", a.text, b.text, c.text),
+                        dt,
+                        sh: bcast(c.sh, bcast(a.sh, b.sh)),
+                        cls,
+                        // Never folded at compile time.
+                        konst: false,
+                        splat: a.splat && b.splat && c.splat,
+                        bcast: false,
+                    })
+            }
             10 | 11 => {
                 let (sa, sb) = self.split(sh);
                 let a = self.expr(dt, sa, d, exact);
@@ -1123,6 +1143,13 @@ mod tests {
             assert_eq!(parse_name(&a.name), Some((7, i)));
         }
         assert_ne!(generate(7, 0).source, generate(8, 0).source);
+        // The constructs whose code generation the differential test is for
+        // all turn up in a few hundred programs.
+        let sources: Vec<String> = (0..300).map(|i| generate(11, i).source).collect();
+        for construct in ["fma(", "where(", "dot(", "sum(", "broadcast_to(", "exp2("] {
+            let n = sources.iter().filter(|s| s.contains(construct)).count();
+            assert!(n >= 3, "`{construct}` in {n} of 300 programs");
+        }
         for i in 0..50 {
             let g = generate(3, i);
             assert_eq!(
