@@ -29,10 +29,11 @@ pub(crate) fn run_passes(
     for pass in MLIR_PASSES {
         let t = Instant::now();
         let pm = PassManager::new(ctx);
-        // MLIR verifies the IR after every pass by default; debug builds
-        // check it below, release builds trust the lowering's own verifier
-        // run (lib.rs) and skip the walk over tens of thousands of ops.
-        pm.enable_verifier(cfg!(debug_assertions));
+        // MLIR verifies the IR after every pass by default: debug builds
+        // check it once below (naming the pass), release builds trust the
+        // lowering's own verifier run (lower/mod.rs) and skip the walk over
+        // tens of thousands of ops.
+        pm.enable_verifier(false);
         parse_pass_pipeline(pm.as_operation_pass_manager(), pass)
             .map_err(|e| CodegenError::Internal(format!("pass pipeline `{pass}`: {e}")))?;
         pm.run(module)

@@ -109,10 +109,8 @@ impl<'c, 'k> Lower<'c, 'k> {
         let s = self.kernel.ty(a).scalar_elem().unwrap();
         let lr = self.layout(r);
         let ra = self.regs_in(a, &lr, span)?;
-        let rb = match self.splats.get(&b) {
-            Some(&d) => vec![d; ra.len()],
-            None => self.regs_in(b, &lr, span)?,
-        };
+        // A splat's registers are its one value (`regs_in`): one reciprocal.
+        let rb = self.regs_in(b, &lr, span)?;
         let one = self.f32(1.0)?;
         let mut rcps: HashMap<usize, V> = HashMap::new();
         ra.iter()
